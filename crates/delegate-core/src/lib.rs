@@ -30,4 +30,4 @@ pub mod store;
 pub mod task;
 
 // pub use delegate::{Delegate, Paths};
-pub use error::Error;
+// pub use error::Error;
