@@ -1,1 +1,286 @@
-//! TODO
+//! How each agent kind is started on the brother: argv (never holding the prompt), how the
+//! prompt is delivered, what the sandbox level maps to, and what must exist on the host for
+//! that mapping to be honest. The mapping follows `shared/agent-clis.md` §2; a level an
+//! agent cannot honour is refused here or by the brother's preflight, never downgraded.
+
+use crate::config::CustomAgent;
+use crate::error::{Error, Result};
+use crate::task::Sandbox;
+
+/// The self-test agent's script, written into the task directory by the launch script.
+pub const SELF_TEST_AGENT: &str = include_str!("runner/self-test-agent.sh");
+
+/// Which tools Claude Code needs for its `write` sandbox (Bash runs inside bubblewrap).
+const CLAUDE_WRITE_TOOLS: [&str; 2] = ["bwrap", "socat"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptDelivery {
+    /// The prompt file is the agent's stdin.
+    Stdin,
+    /// The agent reads the prompt file named in its argv; stdin is /dev/null.
+    File,
+}
+
+/// Everything the launch script needs to start one agent, plus what goes into the evidence.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentPlan {
+    /// `claude`, `codex`, `self-test` or the custom agent's name.
+    pub kind: String,
+    /// argv without the prompt. `{task_dir}` and `{prompt_file}` are filled in remotely,
+    /// where the task directory's real path is known.
+    pub argv: Vec<String>,
+    pub delivery: PromptDelivery,
+    /// Programs the sandbox level needs on the brother (checked in preflight).
+    pub requires: Vec<String>,
+    /// The level is refused when the remote user is root (Claude's bypass mode).
+    pub refuse_root: bool,
+    /// Files written into the task directory before start: (name, contents).
+    #[serde(skip)]
+    pub files: Vec<(String, String)>,
+    /// The level actually obtained, and what enforces it.
+    pub effective_sandbox: String,
+    pub enforcement: String,
+    /// Who enforces the turn limit: the agent itself ("native") or delegate (Codex, custom).
+    pub turn_limit: String,
+    /// Pre-assigned conversation id (Claude's `--session-id`), for resume later.
+    pub session_id: Option<String>,
+    pub version_probe: bool,
+}
+
+/// Inputs that shape the argv.
+pub struct AgentRequest<'a> {
+    pub agent: &'a str,
+    pub model: Option<&'a str>,
+    pub sandbox: Sandbox,
+    pub max_turns: u32,
+    pub workdir: &'a str,
+    pub custom: Option<&'a CustomAgent>,
+}
+
+pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
+    match req.agent {
+        "claude" => Ok(claude(req)),
+        "codex" => Ok(codex(req)),
+        "self-test" => Ok(self_test(req)),
+        other => {
+            let custom = req.custom.ok_or_else(|| Error::UnknownAgent { name: other.into(), known: vec![] })?;
+            custom_agent(other, custom, req)
+        }
+    }
+}
+
+fn uuid_v4() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn claude(req: &AgentRequest) -> AgentPlan {
+    let session_id = uuid_v4();
+    let mut argv: Vec<String> = ["claude", "-p", "--output-format", "stream-json", "--verbose", "--session-id"]
+        .map(String::from)
+        .into();
+    argv.push(session_id.clone());
+    argv.extend(["--max-turns".into(), req.max_turns.to_string()]);
+    let mut files = Vec::new();
+    let mut requires = Vec::new();
+    let (effective, enforcement, refuse_root);
+    match req.sandbox {
+        Sandbox::Read => {
+            // Variadic flags get one comma-joined value, or the next argument is swallowed.
+            argv.extend(
+                ["--permission-mode", "dontAsk", "--tools", "Read,Grep,Glob", "--allowedTools", "Read,Grep,Glob"]
+                    .map(String::from),
+            );
+            // An untrusted repo's own settings and MCP servers must not widen a read-only run.
+            argv.extend(["--setting-sources", "", "--strict-mcp-config"].map(String::from));
+            effective = "read: tools Read,Grep,Glob only, permission mode dontAsk";
+            enforcement = "app (Claude Code tool allowlist)";
+            refuse_root = false;
+        }
+        Sandbox::Write => {
+            argv.extend(["--permission-mode", "acceptEdits", "--settings", "{task_dir}/claude-settings.json"].map(String::from));
+            files.push((
+                "claude-settings.json".to_string(),
+                r#"{"sandbox":{"enabled":true,"failIfUnavailable":true,"allowUnsandboxedCommands":false,"autoAllowBashIfSandboxed":true}}"#
+                    .to_string(),
+            ));
+            requires = CLAUDE_WRITE_TOOLS.map(String::from).into();
+            effective = "write: edits accepted, Bash sandboxed by bubblewrap (failIfUnavailable)";
+            enforcement = "mixed (OS sandbox for Bash, app rules for Edit/Write)";
+            refuse_root = false;
+        }
+        Sandbox::Full => {
+            argv.extend(["--permission-mode", "bypassPermissions"].map(String::from));
+            effective = "full: no isolation";
+            enforcement = "none";
+            // Claude Code itself refuses bypassPermissions as root; say so before starting.
+            refuse_root = true;
+        }
+    }
+    if let Some(m) = req.model {
+        argv.extend(["--model".into(), m.to_string()]);
+    }
+    AgentPlan {
+        kind: "claude".into(),
+        argv,
+        delivery: PromptDelivery::Stdin,
+        requires,
+        refuse_root,
+        files,
+        effective_sandbox: effective.into(),
+        enforcement: enforcement.into(),
+        turn_limit: "native".into(),
+        session_id: Some(session_id),
+        version_probe: true,
+    }
+}
+
+fn codex(req: &AgentRequest) -> AgentPlan {
+    let (mode, effective, enforcement) = match req.sandbox {
+        Sandbox::Read => ("read-only", "read: no writes, no network", "os (codex sandbox)"),
+        Sandbox::Write => ("workspace-write", "write: workspace and tmp only, no network", "os (codex sandbox)"),
+        Sandbox::Full => ("danger-full-access", "full: no isolation", "none"),
+    };
+    let mut argv: Vec<String> =
+        ["codex", "exec", "--json", "--sandbox", mode, "--skip-git-repo-check", "-C", req.workdir]
+            .map(String::from)
+            .into();
+    if let Some(m) = req.model {
+        argv.extend(["-m".into(), m.to_string()]);
+    }
+    argv.extend(["-o", "{task_dir}/last-message.txt", "-"].map(String::from));
+    AgentPlan {
+        kind: "codex".into(),
+        argv,
+        delivery: PromptDelivery::Stdin,
+        requires: vec![],
+        refuse_root: false,
+        files: vec![],
+        effective_sandbox: effective.into(),
+        enforcement: enforcement.into(),
+        // Codex has no turn limit of its own (openai/codex#33294).
+        turn_limit: "delegate".into(),
+        session_id: None,
+        version_probe: true,
+    }
+}
+
+fn self_test(req: &AgentRequest) -> AgentPlan {
+    AgentPlan {
+        kind: "self-test".into(),
+        argv: vec![
+            "bash".into(),
+            "{task_dir}/self-test-agent".into(),
+            "--max-turns".into(),
+            req.max_turns.to_string(),
+        ],
+        delivery: PromptDelivery::Stdin,
+        requires: vec![],
+        refuse_root: false,
+        files: vec![("self-test-agent".into(), SELF_TEST_AGENT.into())],
+        effective_sandbox: format!("{}: the self-test agent reads its prompt and touches nothing", req.sandbox),
+        enforcement: "not needed".into(),
+        turn_limit: "native".into(),
+        session_id: None,
+        version_probe: false,
+    }
+}
+
+fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<AgentPlan> {
+    if !c.sandboxes.contains(&req.sandbox) {
+        let declared: Vec<_> = c.sandboxes.iter().map(|s| s.as_str()).collect();
+        return Err(Error::SandboxRefused {
+            agent: name.into(),
+            sandbox: req.sandbox.to_string(),
+            why: format!(
+                "delegate cannot confine a custom command; it declares only [{}]. Use --sandbox {}, or add \
+                 the level to agents.{name}.sandboxes if the command enforces it itself",
+                declared.join(", "),
+                declared[0]
+            ),
+        });
+    }
+    let mut delivery = PromptDelivery::Stdin;
+    let argv = c
+        .command
+        .iter()
+        .map(|a| {
+            if a.contains("{prompt_file}") {
+                delivery = PromptDelivery::File;
+            }
+            a.replace("{model}", req.model.unwrap_or(""))
+                .replace("{max_turns}", &req.max_turns.to_string())
+                .replace("{workdir}", req.workdir)
+        })
+        .collect();
+    Ok(AgentPlan {
+        kind: name.into(),
+        argv,
+        delivery,
+        requires: vec![],
+        refuse_root: false,
+        files: vec![],
+        effective_sandbox: req.sandbox.to_string(),
+        enforcement: if req.sandbox == Sandbox::Full { "none".into() } else { "declared by the agents config".into() },
+        turn_limit: "delegate (wall clock)".into(),
+        session_id: None,
+        version_probe: c.version_probe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
+        AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 7, workdir: "/w", custom: None }
+    }
+
+    #[test]
+    fn claude_levels() {
+        let r = plan(&req("claude", Sandbox::Read)).unwrap();
+        let a = r.argv.join(" ");
+        assert!(a.starts_with("claude -p --output-format stream-json --verbose --session-id "), "{a}");
+        assert!(a.contains("--max-turns 7") && a.contains("--tools Read,Grep,Glob") && a.contains("--model sonnet"));
+        assert!(r.requires.is_empty() && !r.refuse_root);
+        let w = plan(&req("claude", Sandbox::Write)).unwrap();
+        assert_eq!(w.requires, vec!["bwrap", "socat"]);
+        assert!(w.argv.iter().any(|a| a == "{task_dir}/claude-settings.json"));
+        assert!(w.files[0].1.contains("\"failIfUnavailable\":true"));
+        assert!(plan(&req("claude", Sandbox::Full)).unwrap().refuse_root);
+    }
+
+    #[test]
+    fn codex_levels_and_no_native_turn_limit() {
+        for (s, m) in [(Sandbox::Read, "read-only"), (Sandbox::Write, "workspace-write"), (Sandbox::Full, "danger-full-access")] {
+            let p = plan(&req("codex", s)).unwrap();
+            assert!(p.argv.windows(2).any(|w| w[0] == "--sandbox" && w[1] == m), "{:?}", p.argv);
+            assert_eq!(p.argv.last().unwrap(), "-");
+            assert!(!p.argv.iter().any(|a| a == "--max-turns"));
+            assert_eq!(p.turn_limit, "delegate");
+        }
+    }
+
+    #[test]
+    fn custom_agents_refuse_undeclared_levels() {
+        let c = CustomAgent {
+            command: vec!["aider".into(), "--message-file".into(), "{prompt_file}".into(), "--model={model}".into()],
+            sandboxes: vec![Sandbox::Full],
+            version_probe: false,
+        };
+        let mut r = req("my-aider", Sandbox::Write);
+        r.custom = Some(&c);
+        let err = plan(&r).unwrap_err().to_string();
+        assert!(err.contains("my-aider") && err.contains("--sandbox full"), "{err}");
+        r.sandbox = Sandbox::Full;
+        let p = plan(&r).unwrap();
+        assert_eq!(p.delivery, PromptDelivery::File);
+        assert_eq!(p.argv[3], "--model=sonnet");
+    }
+}

@@ -1,1 +1,396 @@
-//! TODO
+//! The inventory: hosts, brothers and custom agents, kept in a TOML file.
+//!
+//! Reading uses serde with unknown keys refused (a typo such as `max_turn` must not be
+//! silently ignored). Editing (`delegate hosts add`, ...) goes through `toml_edit`, so the
+//! comments and layout of a hand-edited file survive. Paths in the file may start with `~/`;
+//! they are expanded against the home directory the caller passes in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::names::{AgentName, BrotherName, HostName};
+use crate::task::Sandbox;
+
+pub const DEFAULT_MAX_TURNS: u32 = 50;
+pub const DEFAULT_REMOTE_ROOT: &str = "~/.delegate";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostEntry>,
+    #[serde(default)]
+    pub brothers: BTreeMap<String, BrotherEntry>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, CustomAgent>,
+}
+
+/// A machine reachable over SSH.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    /// A hostname, an IP address, or an alias from `~/.ssh/config`.
+    pub address: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// Private key file; when absent, `~/.ssh/config` and then the usual defaults apply.
+    pub identity: Option<String>,
+    /// known_hosts file; default `~/.ssh/known_hosts` (or UserKnownHostsFile from ssh config).
+    pub known_hosts: Option<String>,
+    /// Where task directories live on the host; default `~/.delegate`.
+    pub remote_root: Option<String>,
+    /// Seconds to wait for TCP connect and for the SSH handshake; default 10.
+    pub connect_timeout: Option<u64>,
+}
+
+/// A named agent on a host, with its defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrotherEntry {
+    pub host: String,
+    pub workdir: String,
+    #[serde(default = "default_agent")]
+    pub agent: String,
+    pub model: Option<String>,
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+    #[serde(default = "default_sandbox")]
+    pub sandbox: Sandbox,
+}
+
+/// An agent command of the user's own, as an argv template.
+///
+/// Placeholders: `{prompt_file}` (the prompt is then not sent on stdin), `{model}`,
+/// `{max_turns}`, `{workdir}`, `{task_dir}`. delegate knows nothing about how such a command
+/// confines itself, so it runs only at sandbox `full` unless `sandboxes` declares the levels
+/// the command enforces on its own; that declaration is recorded in the launch evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomAgent {
+    pub command: Vec<String>,
+    #[serde(default = "default_custom_sandboxes")]
+    pub sandboxes: Vec<Sandbox>,
+    /// Run `<command[0]> --version` at launch and record the answer; default false because an
+    /// arbitrary command may not understand the flag.
+    #[serde(default)]
+    pub version_probe: bool,
+}
+
+fn default_agent() -> String {
+    "claude".to_string()
+}
+fn default_max_turns() -> u32 {
+    DEFAULT_MAX_TURNS
+}
+fn default_sandbox() -> Sandbox {
+    Sandbox::Write
+}
+fn default_custom_sandboxes() -> Vec<Sandbox> {
+    vec![Sandbox::Full]
+}
+
+impl Inventory {
+    /// Reads the file; a missing file is an empty inventory.
+    pub fn load(path: &Path) -> Result<Inventory> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::default()),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Inventory::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
+        let inv: Inventory = toml::from_str(text)
+            .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        inv.validate(path)?;
+        Ok(inv)
+    }
+
+    /// Checks names and cross references, so a bad file fails at load with the key named.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |message: String| Error::Config { path: path.to_path_buf(), message };
+        for (name, h) in &self.hosts {
+            HostName::new(name).map_err(|e| bad(e.to_string()))?;
+            check_address(&h.address).map_err(|m| bad(format!("hosts.{name}.address: {m}")))?;
+            if let Some(u) = &h.user {
+                check_user(u).map_err(|m| bad(format!("hosts.{name}.user: {m}")))?;
+            }
+            if h.port == Some(0) {
+                return Err(bad(format!("hosts.{name}.port: 0 is not a port")));
+            }
+            if let Some(r) = &h.remote_root {
+                check_remote_path(r).map_err(|m| bad(format!("hosts.{name}.remote_root: {m}")))?;
+            }
+        }
+        for (name, b) in &self.brothers {
+            BrotherName::new(name).map_err(|e| bad(e.to_string()))?;
+            if !self.hosts.contains_key(&b.host) {
+                return Err(bad(format!(
+                    "brothers.{name}.host = {:?} is not a host in this file (hosts: {})",
+                    b.host,
+                    self.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            check_remote_path(&b.workdir).map_err(|m| bad(format!("brothers.{name}.workdir: {m}")))?;
+            if b.max_turns == 0 {
+                return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
+            }
+            if !is_builtin_agent(&b.agent) && !self.agents.contains_key(&b.agent) {
+                return Err(bad(format!(
+                    "brothers.{name}.agent = {:?}: use claude, codex, self-test or a name from [agents]",
+                    b.agent
+                )));
+            }
+        }
+        for (name, a) in &self.agents {
+            AgentName::new(name).map_err(|e| bad(e.to_string()))?;
+            if is_builtin_agent(name) {
+                return Err(bad(format!("agents.{name}: that name belongs to a built-in agent")));
+            }
+            if a.command.is_empty() || a.command[0].is_empty() {
+                return Err(bad(format!("agents.{name}.command must name a program")));
+            }
+            if a.sandboxes.is_empty() {
+                return Err(bad(format!("agents.{name}.sandboxes must list at least one level")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn brother(&self, name: &str) -> Result<(&BrotherEntry, &HostEntry)> {
+        let b = self.brothers.get(name).ok_or_else(|| Error::UnknownBrother {
+            name: name.to_string(),
+            known: self.brothers.keys().cloned().collect(),
+        })?;
+        let h = self.host(&b.host)?;
+        Ok((b, h))
+    }
+
+    pub fn host(&self, name: &str) -> Result<&HostEntry> {
+        self.hosts.get(name).ok_or_else(|| Error::UnknownHost {
+            name: name.to_string(),
+            known: self.hosts.keys().cloned().collect(),
+        })
+    }
+}
+
+pub fn is_builtin_agent(name: &str) -> bool {
+    matches!(name, "claude" | "codex" | "self-test")
+}
+
+/// An address reaches ssh_config lookups and `connect()`, and later `ssh -t` for attach:
+/// refuse anything a program could read as an option or a shell could read as syntax.
+pub fn check_address(a: &str) -> std::result::Result<(), String> {
+    if a.is_empty() {
+        return Err("empty address".into());
+    }
+    if a.starts_with('-') {
+        return Err(format!("{a:?} starts with '-', which ssh would read as an option"));
+    }
+    if a.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    if !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:%".contains(&b)) {
+        return Err(format!("{a:?}: only letters, digits and . _ - : % are allowed in a host address"));
+    }
+    Ok(())
+}
+
+fn check_user(u: &str) -> std::result::Result<(), String> {
+    let ok = !u.is_empty()
+        && u.len() <= 64
+        && !u.starts_with('-')
+        && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok { Ok(()) } else { Err(format!("{u:?} is not a valid user name")) }
+}
+
+/// Remote paths are carried base64-encoded, so any byte is safe in transit; still refuse
+/// control characters and relative paths that would depend on the remote cwd.
+pub fn check_remote_path(p: &str) -> std::result::Result<(), String> {
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    if p.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!("{p:?} contains control characters"));
+    }
+    if !(p.starts_with('/') || p == "~" || p.starts_with("~/")) {
+        return Err(format!("{p:?} must be absolute or start with ~/"));
+    }
+    Ok(())
+}
+
+/// Expands a leading `~/` against `home` (local paths only; remote ones expand remotely).
+pub fn expand_local(p: &str, home: &Path) -> PathBuf {
+    if p == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(p)
+    }
+}
+
+/// Edits the inventory file in place, keeping comments and layout, then re-validates the
+/// whole result before writing it (atomically, by rename) so a bad edit never lands.
+pub struct InventoryEditor {
+    path: PathBuf,
+    doc: toml_edit::DocumentMut,
+}
+
+impl InventoryEditor {
+    pub fn open(path: &Path) -> Result<InventoryEditor> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let doc = text
+            .parse::<toml_edit::DocumentMut>()
+            .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(InventoryEditor { path: path.to_path_buf(), doc })
+    }
+
+    fn table(&mut self, section: &str) -> &mut toml_edit::Table {
+        let item = self.doc.entry(section).or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            toml_edit::Item::Table(t)
+        });
+        item.as_table_mut().expect("inventory sections are tables")
+    }
+
+    /// Adds or replaces `[section.name]` with the serialized entry.
+    pub fn set<T: Serialize>(&mut self, section: &str, name: &str, entry: &T) -> Result<()> {
+        let text = toml::to_string(entry)
+            .map_err(|e| Error::Config { path: self.path.clone(), message: e.to_string() })?;
+        let parsed = text
+            .parse::<toml_edit::DocumentMut>()
+            .map_err(|e| Error::Config { path: self.path.clone(), message: e.to_string() })?;
+        let mut t = parsed.as_table().clone();
+        t.set_implicit(false);
+        self.table(section).insert(name, toml_edit::Item::Table(t));
+        Ok(())
+    }
+
+    /// Removes `[section.name]`; returns whether it existed.
+    pub fn remove(&mut self, section: &str, name: &str) -> bool {
+        self.table(section).remove(name).is_some()
+    }
+
+    pub fn save(self) -> Result<Inventory> {
+        let text = self.doc.to_string();
+        let inv = Inventory::parse(&text, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let tmp = self.path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(inv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[hosts.masuda]
+address = "masuda.example.org"    # or an alias from ~/.ssh/config
+user = "ian"
+port = 22
+identity = "~/.ssh/id_ed25519"
+known_hosts = "~/.ssh/known_hosts"
+remote_root = "~/.delegate"
+
+[brothers.oppy]
+host = "masuda"
+workdir = "~/projects/test"
+agent = "claude"
+model = "sonnet"
+max_turns = 50
+sandbox = "write"
+
+[agents.my-aider]
+command = ["aider", "--yes", "--message-file", "{prompt_file}"]
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
+        let (b, h) = inv.brother("oppy").unwrap();
+        assert_eq!(h.address, "masuda.example.org");
+        assert_eq!(b.sandbox, Sandbox::Write);
+        assert_eq!(inv.agents["my-aider"].sandboxes, vec![Sandbox::Full]);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let inv = Inventory::parse(
+            "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let b = &inv.brothers["b"];
+        assert_eq!((b.agent.as_str(), b.max_turns, b.sandbox), ("claude", 50, Sandbox::Write));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("[hosts.h]\naddress = \"h\"\nprot = 22\n", "prot"),
+            ("[hosts.h]\naddress = \"-oProxyCommand=x\"\n", "option"),
+            ("[hosts.h]\naddress = \"h;id\"\n", "only letters"),
+            ("[brothers.b]\nhost = \"nope\"\nworkdir = \"/w\"\n", "not a host"),
+            ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"rel\"\n", "absolute"),
+            ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nsandbox = \"most\"\n", "most"),
+            ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent = \"gpt\"\n", "agent"),
+            ("[hosts.\"a b\"]\naddress = \"h\"\n", "invalid host name"),
+        ];
+        for (text, needle) in cases {
+            let err = Inventory::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}, wanted {needle:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_brother_lists_known_ones() {
+        let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
+        let err = inv.brother("jerry").unwrap_err().to_string();
+        assert!(err.contains("\"jerry\"") && err.contains("oppy"), "{err}");
+    }
+
+    #[test]
+    fn editing_keeps_comments_and_validates() {
+        let dir = std::env::temp_dir().join(format!("dlg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let mut ed = InventoryEditor::open(&path).unwrap();
+        let host = HostEntry {
+            address: "10.0.0.2".into(),
+            user: None,
+            port: Some(2222),
+            identity: None,
+            known_hosts: None,
+            remote_root: None,
+            connect_timeout: None,
+        };
+        ed.set("hosts", "jerry-box", &host).unwrap();
+        let inv = ed.save().unwrap();
+        assert_eq!(inv.hosts["jerry-box"].port, Some(2222));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# or an alias from ~/.ssh/config"), "{text}");
+
+        // Removing a host a brother still uses is refused and leaves the file alone.
+        let mut ed = InventoryEditor::open(&path).unwrap();
+        assert!(ed.remove("hosts", "masuda"));
+        assert!(ed.save().is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,1 +1,174 @@
-//! TODO
+//! [`Delegate`]: the entry type. It owns the mailbox and the inventory, and resolves hosts
+//! into SSH targets. Everything it needs from the outside world (config path, data dir,
+//! home, user name, ssh-agent socket) comes in [`Paths`]; it reads no environment.
+
+use std::path::PathBuf;
+
+use crate::config::{Inventory, expand_local};
+use crate::error::{Error, Result};
+use crate::known_hosts;
+use crate::launch::{self, LaunchRequest};
+use crate::ssh::{self, SshTarget, Timeouts};
+use crate::ssh_config::{self, SshConfigQuery, StrictHostKeyChecking};
+use crate::store::{ListFilter, Store};
+use crate::task::Task;
+
+/// Where things live, decided by the caller (the CLI reads the environment for these).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config_file: PathBuf,
+    /// The mailbox directory.
+    pub data_dir: PathBuf,
+    /// The local home directory, for `~/` in the inventory and `~/.ssh`.
+    pub home: PathBuf,
+    pub local_user: String,
+    /// OpenSSH client config; usually `<home>/.ssh/config`. A missing file is fine.
+    pub ssh_config: PathBuf,
+    /// ssh-agent socket (`SSH_AUTH_SOCK`), if any.
+    pub agent_socket: Option<PathBuf>,
+}
+
+pub struct Delegate {
+    paths: Paths,
+    inventory: Inventory,
+    store: Store,
+}
+
+/// The result of trusting a host key.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Trusted {
+    pub host: String,
+    pub lookup: String,
+    pub key_type: String,
+    pub fingerprint: String,
+    pub known_hosts: PathBuf,
+    /// False when the key was already recorded.
+    pub added: bool,
+}
+
+impl Delegate {
+    pub fn open(paths: Paths) -> Result<Delegate> {
+        let inventory = Inventory::load(&paths.config_file)?;
+        let store = Store::open(&paths.data_dir)?;
+        Ok(Delegate { paths, inventory, store })
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Launches a task on a brother; see [`crate::launch`].
+    pub async fn launch(&mut self, req: LaunchRequest) -> Result<Task> {
+        launch::launch(self, req).await
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {
+        self.store.list(filter)
+    }
+
+    pub fn task(&self, id: i64) -> Result<Task> {
+        self.store.task(id)
+    }
+
+    /// The inventory entry plus `~/.ssh/config`, resolved like `ssh` would: values in the
+    /// inventory win (they play the role of ssh's command-line options), then the ssh
+    /// config, then OpenSSH's defaults.
+    pub fn resolve_target(&self, host_name: &str) -> Result<SshTarget> {
+        let h = self.inventory.host(host_name)?;
+        let home = &self.paths.home;
+        let resolved = ssh_config::resolve(&SshConfigQuery {
+            host: &h.address,
+            config_file: &self.paths.ssh_config,
+            home,
+            local_user: &self.paths.local_user,
+        })?;
+        let identity_files = match &h.identity {
+            Some(p) => vec![expand_local(p, home)],
+            None if !resolved.identity_files.is_empty() => resolved.identity_files.clone(),
+            None => ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|f| home.join(".ssh").join(f)).collect(),
+        };
+        let known_hosts = match &h.known_hosts {
+            Some(p) => vec![expand_local(p, home)],
+            None if !resolved.user_known_hosts_files.is_empty() => resolved.user_known_hosts_files.clone(),
+            None => vec![home.join(".ssh/known_hosts")],
+        };
+        let mut timeouts = Timeouts::default();
+        if let Some(secs) = h.connect_timeout {
+            timeouts.connect = std::time::Duration::from_secs(secs);
+            timeouts.handshake = std::time::Duration::from_secs(secs);
+            timeouts.auth = std::time::Duration::from_secs(secs);
+        } else if let Some(d) = resolved.connect_timeout {
+            timeouts.connect = d;
+        }
+        if let Some(d) = resolved.server_alive_interval {
+            timeouts.keepalive_interval = d;
+        }
+        if let Some(n) = resolved.server_alive_count_max {
+            timeouts.keepalive_max = n as usize;
+        }
+        Ok(SshTarget {
+            host: host_name.to_string(),
+            hostname: resolved.hostname.clone(),
+            port: h.port.or(resolved.port).unwrap_or(22),
+            user: h.user.clone().or(resolved.user.clone()).unwrap_or_else(|| self.paths.local_user.clone()),
+            identity_files,
+            agent_socket: if resolved.identities_only { None } else { self.paths.agent_socket.clone() },
+            known_hosts,
+            host_key_alias: resolved.host_key_alias.clone(),
+            accept_new: resolved.strict_host_key_checking == Some(StrictHostKeyChecking::AcceptNew),
+            timeouts,
+        })
+    }
+
+    /// Fetches the host's key and records it in the host's known_hosts file, but only if its
+    /// fingerprint equals `expected` (as printed by the unknown-host error). A key that
+    /// conflicts with a recorded one is never replaced here.
+    pub async fn trust_host(&self, host_name: &str, expected: &str) -> Result<Trusted> {
+        let mut target = self.resolve_target(host_name)?;
+        target.accept_new = false;
+        let key = ssh::fetch_host_key(&target).await?;
+        let fingerprint = known_hosts::fingerprint(&key);
+        let lookup_host = target.host_key_alias.clone().unwrap_or_else(|| target.hostname.clone());
+        let lookup = known_hosts::lookup_name(&lookup_host, target.port);
+        if fingerprint != expected {
+            return Err(Error::FingerprintMismatch {
+                host: host_name.to_string(),
+                presented: fingerprint,
+                expected: expected.to_string(),
+            });
+        }
+        let file = target.known_hosts[0].clone();
+        let key_type = key.algorithm().to_string();
+        let added = match known_hosts::check(&target.known_hosts, &lookup_host, target.port, &key)? {
+            known_hosts::HostKeyStatus::Known => false,
+            known_hosts::HostKeyStatus::Unknown => {
+                known_hosts::append(&file, &lookup_host, target.port, &key)?;
+                true
+            }
+            known_hosts::HostKeyStatus::Changed { file, line, recorded } => {
+                return Err(Error::HostKeyChanged {
+                    host: host_name.to_string(),
+                    lookup,
+                    key_type,
+                    fingerprint,
+                    file,
+                    line,
+                    recorded,
+                });
+            }
+            known_hosts::HostKeyStatus::Revoked { file, line } => {
+                return Err(Error::HostKeyRevoked { host: host_name.to_string(), lookup, fingerprint, file, line });
+            }
+        };
+        Ok(Trusted { host: host_name.to_string(), lookup, key_type, fingerprint, known_hosts: file, added })
+    }
+}

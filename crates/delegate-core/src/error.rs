@@ -1,1 +1,128 @@
-//! TODO
+//! The library's error type. Variants carry the values a reader needs (brother, host, path,
+//! fingerprint); causes sit in `#[source]` so each fact prints once. The CLI picks exit codes
+//! by matching variants, never by matching message text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::known_hosts::KnownHostsError;
+use crate::ssh_config::SshConfigError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("config file {path}: {message}")]
+    Config { path: PathBuf, message: String },
+
+    #[error("unknown brother {name:?}; known brothers: {}", list_or_none(.known))]
+    UnknownBrother { name: String, known: Vec<String> },
+
+    #[error("unknown host {name:?}; known hosts: {}", list_or_none(.known))]
+    UnknownHost { name: String, known: Vec<String> },
+
+    #[error("unknown agent {name:?}: use claude, codex, self-test or a name from [agents] ({})", list_or_none(.known))]
+    UnknownAgent { name: String, known: Vec<String> },
+
+    #[error(transparent)]
+    SshConfig(#[from] SshConfigError),
+
+    #[error(transparent)]
+    KnownHosts(#[from] KnownHostsError),
+
+    #[error(
+        "host key of {host} ({lookup}) is not known: it presented {key_type} key {fingerprint}. \
+         If that fingerprint is right, trust it with: delegate hosts trust {host} --fingerprint {fingerprint}"
+    )]
+    HostKeyUnknown { host: String, lookup: String, key_type: String, fingerprint: String },
+
+    #[error(
+        "HOST KEY CHANGED for {host} ({lookup}): it presented {key_type} key {fingerprint}, but {file}:{line} records {recorded}. \
+         This may be an attack; if the host was really re-keyed, remove the old line (ssh-keygen -R '{lookup}' -f {file}) and trust the new key"
+    )]
+    HostKeyChanged {
+        host: String,
+        lookup: String,
+        key_type: String,
+        fingerprint: String,
+        file: PathBuf,
+        line: usize,
+        recorded: String,
+    },
+
+    #[error("host key of {host} ({lookup}) is REVOKED in {file}:{line} ({fingerprint}): refusing to connect")]
+    HostKeyRevoked { host: String, lookup: String, fingerprint: String, file: PathBuf, line: usize },
+
+    #[error("fingerprint mismatch for {host}: it presented {presented}, you expected {expected}; nothing was trusted")]
+    FingerprintMismatch { host: String, presented: String, expected: String },
+
+    #[error("cannot reach {host} at {addr}: {source}")]
+    Unreachable {
+        host: String,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{host} did not answer within {waited:?} while {phase}")]
+    Timeout { host: String, phase: &'static str, waited: Duration },
+
+    #[error("{host} refused authentication as {user}; tried: {}. Check the host's user and identity, or load the key into ssh-agent", list_or_none(.tried))]
+    AuthRefused { host: String, user: String, tried: Vec<String> },
+
+    #[error("ssh to {host} failed while {phase}: {source}")]
+    Ssh {
+        host: String,
+        phase: &'static str,
+        #[source]
+        source: russh::Error,
+    },
+
+    #[error("prompt is empty: give the task text as an argument, with --prompt-file, or on stdin with '-'")]
+    PromptEmpty,
+
+    #[error("prompt is {bytes} bytes, over the {limit}-byte limit: put the material in a file on the brother and refer to it")]
+    PromptTooLarge { bytes: usize, limit: usize },
+
+    #[error("agent {agent} cannot honour sandbox {sandbox}: {why}")]
+    SandboxRefused { agent: String, sandbox: String, why: String },
+
+    #[error("launch of task {task} on {brother} refused by the brother (code {code}): {message}")]
+    LaunchRefused { task: i64, brother: String, code: i32, message: String },
+
+    #[error(
+        "launch of task {task} on {brother} is unknown: {why}. The agent may or may not be running; \
+         the task is recorded as launch_unknown"
+    )]
+    LaunchUnknown { task: i64, brother: String, why: String },
+
+    #[error("task {0} not found")]
+    TaskNotFound(i64),
+
+    #[error("task {task} changed under us (expected version {expected}); try again")]
+    Conflict { task: i64, expected: i64 },
+
+    #[error("mailbox schema v{found} is newer than this build understands (v{known}): upgrade delegate")]
+    SchemaTooNew { found: u32, known: u32 },
+
+    #[error("mailbox error: {0}")]
+    Store(#[from] rusqlite::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() { "none".to_string() } else { items.join(", ") }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

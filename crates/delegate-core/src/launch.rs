@@ -1,1 +1,270 @@
-//! TODO
+//! The launch path: record the intent, send the launch script, record the evidence.
+//!
+//! 1. The task row (state `launching`, with a fresh nonce and session name) is committed
+//!    before any network I/O, so a crash anywhere later leaves a row that says so.
+//! 2. One SSH connection, one channel, one exec of `bash -s` with the script on stdin.
+//! 3. Only the success marker echoing our nonce and session makes a task `launched`. A
+//!    refusal by the brother's preflight makes it `failed` with the brother's reason; a
+//!    connection that breaks after the script was sent makes it `launch_unknown`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::agent::{self, AgentRequest};
+use crate::config::{check_remote_path, is_builtin_agent};
+use crate::delegate::Delegate;
+use crate::error::{Error, Result};
+use crate::runner::{self, LaunchVars};
+use crate::ssh::{Exit, Session};
+use crate::store::{LaunchRecord, NewTask, RunStart};
+use crate::task::{Sandbox, Task, TaskStatus};
+
+/// The largest prompt delegate sends, checked before connecting. Claude Code caps piped
+/// stdin at 10 MiB; staying below it leaves room for the wrapping later issues add.
+pub const MAX_PROMPT_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long the launch script may take on the brother (preflight, version probe, tmux).
+const EXEC_LIMIT: Duration = Duration::from_secs(120);
+
+/// What to launch. `None` fields take the brother's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchRequest {
+    pub brother: String,
+    pub prompt: Vec<u8>,
+    pub subject: Option<String>,
+    pub workdir: Option<String>,
+    pub max_turns: Option<u32>,
+    pub sandbox: Option<Sandbox>,
+    pub agent: Option<String>,
+    pub model: Option<String>,
+}
+
+/// A one-line subject from the prompt: its first non-blank line, printable characters only.
+pub fn subject_from(prompt: &[u8]) -> String {
+    let text = String::from_utf8_lossy(prompt);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(empty)");
+    clean_subject(line)
+}
+
+/// Subjects are shown in terminals: drop control characters (ANSI escapes included) and
+/// keep them short.
+pub fn clean_subject(s: &str) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    if clean.chars().count() > 80 {
+        let cut: String = clean.chars().take(79).collect();
+        format!("{cut}…")
+    } else {
+        clean.to_string()
+    }
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task> {
+    if req.prompt.is_empty() {
+        return Err(Error::PromptEmpty);
+    }
+    if req.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(Error::PromptTooLarge { bytes: req.prompt.len(), limit: MAX_PROMPT_BYTES });
+    }
+    let inv = d.inventory();
+    let (brother, host_entry) = inv.brother(&req.brother)?;
+    let host_name = brother.host.clone();
+    let agent_name = req.agent.clone().unwrap_or_else(|| brother.agent.clone());
+    let custom = inv.agents.get(&agent_name);
+    if !is_builtin_agent(&agent_name) && custom.is_none() {
+        return Err(Error::UnknownAgent { name: agent_name, known: inv.agents.keys().cloned().collect() });
+    }
+    let model = req.model.clone().or_else(|| brother.model.clone());
+    let sandbox = req.sandbox.unwrap_or(brother.sandbox);
+    let max_turns = req.max_turns.unwrap_or(brother.max_turns);
+    if max_turns == 0 {
+        return Err(Error::Config { path: d.paths().config_file.clone(), message: "--max-turns must be at least 1".into() });
+    }
+    let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
+    check_remote_path(&workdir)
+        .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
+    let remote_root = host_entry.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+    let plan = agent::plan(&AgentRequest {
+        agent: &agent_name,
+        model: model.as_deref(),
+        sandbox,
+        max_turns,
+        workdir: &workdir,
+        custom,
+    })?;
+    let target = d.resolve_target(&host_name)?;
+    let subject = match &req.subject {
+        Some(s) => clean_subject(s),
+        None => subject_from(&req.prompt),
+    };
+    let prompt_sha256 = sha256_hex(&req.prompt);
+    let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+
+    let run = d.store_mut().create_task(&NewTask {
+        brother: &req.brother,
+        host: &host_name,
+        address: &address,
+        subject: &subject,
+        agent: &agent_name,
+        model: model.as_deref(),
+        sandbox,
+        max_turns,
+        workdir: &workdir,
+        prompt: &req.prompt,
+        prompt_sha256: &prompt_sha256,
+    })?;
+    let task_key = format!("{}-{}", d.store().mailbox_id(), run.task_id);
+    let script = runner::render(&LaunchVars {
+        task_id: run.task_id,
+        task_key: &task_key,
+        session: &run.session,
+        nonce: &run.nonce,
+        remote_root: &remote_root,
+        workdir: &workdir,
+        sandbox,
+        plan: &plan,
+        prompt: &req.prompt,
+        prompt_sha256: &prompt_sha256,
+    });
+
+    let started = Instant::now();
+    let mut evidence = json!({
+        "address": address,
+        "agent_plan": plan,
+        "script_bytes": script.len(),
+    });
+    let session = match Session::connect(&target).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing reached the brother: the failure is certain, not unknown.
+            evidence["connect_error"] = json!(e.to_string());
+            fail(d, &run, &e.to_string(), &evidence, None, None)?;
+            return Err(e);
+        }
+    };
+    evidence["timings"] = json!({
+        "tcp_ms": session.timings.tcp_ms,
+        "handshake_ms": session.timings.handshake_ms,
+        "auth_ms": session.timings.auth_ms,
+    });
+    let exec_started = Instant::now();
+    let result = session.exec("bash -s", &script, EXEC_LIMIT).await;
+    session.close().await;
+    evidence["timings"]["exec_ms"] = json!(elapsed_ms(exec_started));
+    evidence["timings"]["total_ms"] = json!(elapsed_ms(started));
+
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            // The channel or the exec request failed: no script bytes were sent.
+            fail(d, &run, &e.to_string(), &evidence, None, None)?;
+            return Err(e);
+        }
+    };
+    let parsed = runner::parse_output(&out.stdout, &out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if let Some(remote) = &parsed.evidence {
+        evidence["remote"] = remote.clone();
+    }
+    let exit_code = match out.exit {
+        Exit::Code(c) => Some(i64::from(c)),
+        _ => None,
+    };
+    evidence["launch_exit"] = json!(exit_code);
+
+    let marker_ok = parsed.marker.as_ref().is_some_and(|m| m.nonce == run.nonce && m.session == run.session);
+    if out.exit == Exit::Code(0) && marker_ok {
+        let m = parsed.marker.expect("checked above");
+        let remote_dir = parsed.evidence.as_ref().and_then(|e| e["task_dir"].as_str().map(String::from));
+        d.store_mut().record_launch(
+            &run,
+            &LaunchRecord {
+                status: TaskStatus::Launched,
+                reason: None,
+                remote_dir: remote_dir.as_deref(),
+                pane_pid: m.pane_pid,
+                marker: Some(&m.line),
+                launch_exit: exit_code,
+                evidence: &evidence,
+                launch_stderr: (!stderr.is_empty()).then_some(stderr.as_str()),
+            },
+        )?;
+        return d.store().task(run.task_id);
+    }
+
+    let brother_name = req.brother.clone();
+    if let (Exit::Code(code), Some((_, message))) = (&out.exit, &parsed.error) {
+        let code = *code as i32;
+        fail(d, &run, message, &evidence, exit_code, Some(&stderr))?;
+        return Err(Error::LaunchRefused { task: run.task_id, brother: brother_name, code, message: message.clone() });
+    }
+    let why = match (&out.exit, &out.broken) {
+        (_, Some(broken)) => broken.clone(),
+        (Exit::Code(0), None) => "the brother exited 0 without the success marker for this launch".into(),
+        (Exit::Code(c), None) => format!("the launch script exited {c}: {}", stderr.trim()),
+        (Exit::Signal(s), None) => format!("the launch script was killed by {s}"),
+        (Exit::Unknown, None) => "no exit status".into(),
+    };
+    // Without a preflight verdict we cannot rule out that tmux started: say unknown.
+    d.store_mut().record_launch(
+        &run,
+        &LaunchRecord {
+            status: TaskStatus::LaunchUnknown,
+            reason: Some(&why),
+            remote_dir: None,
+            pane_pid: None,
+            marker: None,
+            launch_exit: exit_code,
+            evidence: &evidence,
+            launch_stderr: (!stderr.is_empty()).then_some(stderr.as_str()),
+        },
+    )?;
+    Err(Error::LaunchUnknown { task: run.task_id, brother: brother_name, why })
+}
+
+fn fail(
+    d: &mut Delegate,
+    run: &RunStart,
+    reason: &str,
+    evidence: &serde_json::Value,
+    launch_exit: Option<i64>,
+    stderr: Option<&str>,
+) -> Result<()> {
+    d.store_mut().record_launch(
+        run,
+        &LaunchRecord {
+            status: TaskStatus::Failed,
+            reason: Some(reason),
+            remote_dir: None,
+            pane_pid: None,
+            marker: None,
+            launch_exit,
+            evidence,
+            launch_stderr: stderr.filter(|s| !s.is_empty()),
+        },
+    )?;
+    Ok(())
+}
+
+fn elapsed_ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_one_clean_line() {
+        assert_eq!(subject_from(b"\n\n  review the config \nmore"), "review the config");
+        assert_eq!(subject_from(b"\x1b[31mred\x1b[0m"), "[31mred[0m");
+        assert_eq!(subject_from(&[0xff, 0xfe, b'a']), "\u{fffd}\u{fffd}a");
+        assert_eq!(subject_from(&b"x".repeat(200)).chars().count(), 80);
+    }
+}

@@ -29,5 +29,8 @@ pub mod ssh_config;
 pub mod store;
 pub mod task;
 
-// pub use delegate::{Delegate, Paths};
-// pub use error::Error;
+pub use delegate::{Delegate, Paths, Trusted};
+pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
+pub use store::ListFilter;
+pub use task::{Run, Sandbox, Task, TaskStatus};
+pub use error::Error;

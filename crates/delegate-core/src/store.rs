@@ -1,1 +1,460 @@
-//! TODO
+//! The mailbox: a SQLite file that is the lead's truth about every task.
+//!
+//! - WAL mode, `synchronous=FULL` (the launch ledger must survive a power cut), a busy
+//!   timeout, and `BEGIN IMMEDIATE` for every write so concurrent writers queue on the
+//!   timeout instead of failing a read-to-write upgrade.
+//! - Schema steps in `store/NNN_*.sql`, applied in order; their count is `PRAGMA
+//!   user_version`. Never edit a step; add a new one.
+//! - The directory is 0700 and the database file is created 0600 before SQLite opens it,
+//!   because SQLite gives its `-wal` and `-shm` files the mode of the database file.
+//! - Every status change bumps `tasks.version` and is checked against the version the caller
+//!   read (optimistic locking), and is appended to `transitions`.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+use crate::task::{Run, Sandbox, Task, TaskStatus};
+
+/// Schema steps in order. A step's position is its version: append, never edit.
+const STEPS: &[&str] = &[include_str!("store/001_tasks.sql")];
+
+pub const DB_FILE: &str = "mailbox.db";
+
+pub struct Store {
+    conn: Connection,
+    mailbox_id: String,
+    path: PathBuf,
+}
+
+/// What a new task needs; the store adds ids, nonce, session and timestamps.
+pub struct NewTask<'a> {
+    pub brother: &'a str,
+    pub host: &'a str,
+    pub address: &'a str,
+    pub subject: &'a str,
+    pub agent: &'a str,
+    pub model: Option<&'a str>,
+    pub sandbox: Sandbox,
+    pub max_turns: u32,
+    pub workdir: &'a str,
+    pub prompt: &'a [u8],
+    pub prompt_sha256: &'a str,
+}
+
+/// The first run of a freshly recorded task.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub task_id: i64,
+    pub run_no: i64,
+    pub session: String,
+    pub nonce: String,
+    pub version: i64,
+}
+
+/// How a launch attempt ended, as recorded on its run.
+pub struct LaunchRecord<'a> {
+    pub status: TaskStatus,
+    pub reason: Option<&'a str>,
+    pub remote_dir: Option<&'a str>,
+    pub pane_pid: Option<i64>,
+    pub marker: Option<&'a str>,
+    pub launch_exit: Option<i64>,
+    pub evidence: &'a serde_json::Value,
+    pub launch_stderr: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub brother: Option<String>,
+    pub status: Option<TaskStatus>,
+    pub limit: Option<u32>,
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// Opens (creating if needed) the mailbox in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
+        // An existing directory keeps whatever mode it had; tighten it if it is ours.
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir, e))?;
+        }
+        let path = dir.join(DB_FILE);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut conn = Connection::open(&path)?;
+        // Per-connection settings: inside a migration they would be lost or refused.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+        debug_assert_eq!(mode, "wal");
+        conn.pragma_update(None, "synchronous", "FULL")?;
+
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = STEPS.len() as u32;
+        if found > known {
+            return Err(Error::SchemaTooNew { found, known });
+        }
+        for step in &STEPS[found as usize..] {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        // The mailbox id keeps task directories and tmux sessions of two mailboxes sharing
+        // a host apart.
+        let existing: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'mailbox_id'", [], |r| r.get(0)).optional()?;
+        let mailbox_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = random_hex(3);
+                tx.execute("INSERT INTO meta (key, value) VALUES ('mailbox_id', ?1)", [&id])?;
+                id
+            }
+        };
+        tx.commit()?;
+        Ok(Store { conn, mailbox_id, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Six hex digits naming this mailbox on remote hosts.
+    pub fn mailbox_id(&self) -> &str {
+        &self.mailbox_id
+    }
+
+    /// Records a task in state `launching` with its first run (nonce and session name), in
+    /// one transaction, before any network I/O.
+    pub fn create_task(&mut self, t: &NewTask) -> Result<RunStart> {
+        let now = now();
+        let nonce = random_hex(16);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
+                                workdir, prompt, prompt_sha256, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            params![
+                TaskStatus::Launching.as_str(),
+                t.brother,
+                t.host,
+                t.subject,
+                t.agent,
+                t.model,
+                t.sandbox.as_str(),
+                t.max_turns,
+                t.workdir,
+                t.prompt,
+                t.prompt_sha256,
+                now
+            ],
+        )?;
+        let task_id = tx.last_insert_rowid();
+        let session = crate::names::SessionName::for_run(&self.mailbox_id, task_id, 1)
+            .expect("generated session names are valid")
+            .to_string();
+        tx.execute(
+            "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at)
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![task_id, session, nonce, TaskStatus::Launching.as_str(), t.host, t.address, now],
+        )?;
+        tx.execute(
+            "INSERT INTO transitions (task_id, from_status, to_status, at) VALUES (?1, NULL, ?2, ?3)",
+            params![task_id, TaskStatus::Launching.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(RunStart { task_id, run_no: 1, session, nonce, version: 1 })
+    }
+
+    /// Records how a launch attempt ended and moves the task, if it is still at `version`.
+    pub fn record_launch(&mut self, run: &RunStart, rec: &LaunchRecord) -> Result<i64> {
+        let now = now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = transition_in(&tx, run.task_id, run.version, rec.status, rec.reason, &now)?;
+        let finished = (rec.status != TaskStatus::Launched).then_some(now.as_str());
+        tx.execute(
+            "UPDATE runs SET status = ?3, remote_dir = ?4, pane_pid = ?5, marker = ?6, launch_exit = ?7,
+                             error = ?8, evidence = ?9, launch_stderr = ?10, finished_at = ?11
+             WHERE task_id = ?1 AND run_no = ?2",
+            params![
+                run.task_id,
+                run.run_no,
+                rec.status.as_str(),
+                rec.remote_dir,
+                rec.pane_pid,
+                rec.marker,
+                rec.launch_exit,
+                rec.reason,
+                rec.evidence.to_string(),
+                rec.launch_stderr,
+                finished
+            ],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Moves a task to `to` if nobody changed it since `expected_version`; returns the new
+    /// version, or [`Error::Conflict`].
+    pub fn transition(
+        &mut self,
+        task_id: i64,
+        expected_version: i64,
+        to: TaskStatus,
+        reason: Option<&str>,
+    ) -> Result<i64> {
+        let now = now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v = transition_in(&tx, task_id, expected_version, to, reason, &now)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    pub fn task(&self, id: i64) -> Result<Task> {
+        let mut tasks = self.query_tasks("WHERE id = ?1", params![id])?;
+        tasks.pop().ok_or(Error::TaskNotFound(id))
+    }
+
+    /// Tasks, newest first.
+    pub fn list(&self, f: &ListFilter) -> Result<Vec<Task>> {
+        let limit = f.limit.map(i64::from).unwrap_or(-1);
+        self.query_tasks(
+            "WHERE (?1 IS NULL OR brother = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY id DESC LIMIT ?3",
+            params![f.brother, f.status.map(|s| s.as_str()), limit],
+        )
+    }
+
+    /// The prompt exactly as given, bytes and all.
+    pub fn prompt(&self, id: i64) -> Result<Vec<u8>> {
+        self.conn
+            .query_row("SELECT prompt FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or(Error::TaskNotFound(id))
+    }
+
+    /// Status changes of a task, oldest first: (from, to, reason, at).
+    pub fn transitions(&self, id: i64) -> Result<Vec<(Option<String>, String, Option<String>, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT from_status, to_status, reason, at FROM transitions WHERE task_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn query_tasks(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Task>> {
+        let sql = format!(
+            "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
+                    length(prompt), prompt_sha256, version, created_at, updated_at
+             FROM tasks {tail}"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(args, |r| {
+            Ok(Task {
+                id: r.get(0)?,
+                status: parse_col(r, 1)?,
+                reason: r.get(2)?,
+                brother: r.get(3)?,
+                host: r.get(4)?,
+                session: None,
+                subject: r.get(5)?,
+                agent: r.get(6)?,
+                model: r.get(7)?,
+                sandbox: parse_col(r, 8)?,
+                max_turns: r.get(9)?,
+                workdir: r.get(10)?,
+                prompt_bytes: r.get(11)?,
+                prompt_sha256: r.get(12)?,
+                version: r.get(13)?,
+                created_at: r.get(14)?,
+                updated_at: r.get(15)?,
+                runs: Vec::new(),
+            })
+        })?;
+        let mut tasks: Vec<Task> = rows.collect::<std::result::Result<_, _>>()?;
+        for t in &mut tasks {
+            t.runs = self.runs(t.id)?;
+            t.session = t.runs.last().map(|r| r.session.clone());
+        }
+        Ok(tasks)
+    }
+
+    fn runs(&self, task_id: i64) -> Result<Vec<Run>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT run_no, session, nonce, status, host, address, remote_dir, pane_pid, marker, launch_exit,
+                    error, evidence, launch_stderr, started_at, finished_at
+             FROM runs WHERE task_id = ?1 ORDER BY run_no",
+        )?;
+        let rows = st.query_map([task_id], |r| {
+            let evidence: String = r.get(11)?;
+            Ok(Run {
+                run_no: r.get(0)?,
+                session: r.get(1)?,
+                nonce: r.get(2)?,
+                status: parse_col(r, 3)?,
+                host: r.get(4)?,
+                address: r.get(5)?,
+                remote_dir: r.get(6)?,
+                pane_pid: r.get(7)?,
+                marker: r.get(8)?,
+                launch_exit: r.get(9)?,
+                error: r.get(10)?,
+                evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
+                launch_stderr: r.get(12)?,
+                started_at: r.get(13)?,
+                finished_at: r.get(14)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
+}
+
+/// The one place a task's status changes: checks and bumps the version, logs the change.
+fn transition_in(
+    tx: &rusqlite::Transaction,
+    task_id: i64,
+    expected_version: i64,
+    to: TaskStatus,
+    reason: Option<&str>,
+    now: &str,
+) -> Result<i64> {
+    let from: Option<String> =
+        tx.query_row("SELECT status FROM tasks WHERE id = ?1", [task_id], |r| r.get(0)).optional()?;
+    let Some(from) = from else { return Err(Error::TaskNotFound(task_id)) };
+    let changed = tx.execute(
+        "UPDATE tasks SET status = ?3, reason = ?4, version = version + 1, updated_at = ?5
+         WHERE id = ?1 AND version = ?2",
+        params![task_id, expected_version, to.as_str(), reason, now],
+    )?;
+    if changed != 1 {
+        return Err(Error::Conflict { task: task_id, expected: expected_version });
+    }
+    tx.execute(
+        "INSERT INTO transitions (task_id, from_status, to_status, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![task_id, from, to.as_str(), reason, now],
+    )?;
+    Ok(expected_version + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("dlg-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
+        NewTask {
+            brother: "oppy",
+            host: "masuda",
+            address: "127.0.0.1",
+            subject: "s",
+            agent: "self-test",
+            model: None,
+            sandbox: Sandbox::Write,
+            max_turns: 5,
+            workdir: "/w",
+            prompt,
+            prompt_sha256: "x",
+        }
+    }
+
+    #[test]
+    fn files_are_private_and_pragmas_set() {
+        let dir = temp_dir("modes").join("nested");
+        let old = unsafe { libc::umask(0o022) };
+        let mut s = Store::open(&dir).unwrap();
+        s.create_task(&new_task(b"p")).unwrap();
+        unsafe { libc::umask(old) };
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["mailbox.db", "mailbox.db-wal", "mailbox.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        let sync: i64 = s.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        let jm: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(jm, "wal");
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn prompts_round_trip_byte_exact_and_versions_guard_transitions() {
+        let dir = temp_dir("rt");
+        let mut s = Store::open(&dir).unwrap();
+        let prompt: Vec<u8> = (0..=255u8).collect();
+        let run = s.create_task(&new_task(&prompt)).unwrap();
+        assert_eq!(s.prompt(run.task_id).unwrap(), prompt);
+        assert_eq!(run.session, format!("dlg-{}-{}-1", s.mailbox_id(), run.task_id));
+
+        let v2 = s.transition(run.task_id, 1, TaskStatus::Failed, Some("why")).unwrap();
+        assert_eq!(v2, 2);
+        // A writer holding the old version loses, and the state is unchanged.
+        let err = s.transition(run.task_id, 1, TaskStatus::Launched, None).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        let t = s.task(run.task_id).unwrap();
+        assert_eq!((t.status, t.version, t.reason.as_deref()), (TaskStatus::Failed, 2, Some("why")));
+        assert_eq!(s.transitions(run.task_id).unwrap().len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reopening_keeps_mailbox_id_and_refuses_newer_schema() {
+        let dir = temp_dir("reopen");
+        let id = Store::open(&dir).unwrap().mailbox_id().to_string();
+        assert_eq!(Store::open(&dir).unwrap().mailbox_id(), id);
+        let c = Connection::open(dir.join(DB_FILE)).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = Store::open(&dir).err().unwrap();
+        assert!(matches!(err, Error::SchemaTooNew { found: 99, .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn list_filters() {
+        let dir = temp_dir("list");
+        let mut s = Store::open(&dir).unwrap();
+        let a = s.create_task(&new_task(b"a")).unwrap();
+        let mut other = new_task(b"b");
+        other.brother = "jerry";
+        s.create_task(&other).unwrap();
+        s.transition(a.task_id, 1, TaskStatus::Failed, None).unwrap();
+        let by_brother = s.list(&ListFilter { brother: Some("jerry".into()), ..Default::default() }).unwrap();
+        assert_eq!(by_brother.len(), 1);
+        let failed = s.list(&ListFilter { status: Some(TaskStatus::Failed), ..Default::default() }).unwrap();
+        assert_eq!(failed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a.task_id]);
+        assert_eq!(s.list(&ListFilter { limit: Some(1), ..Default::default() }).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

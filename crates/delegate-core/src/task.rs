@@ -1,1 +1,176 @@
-//! TODO
+//! Plain data about tasks: sandbox levels, task states, and what the store hands back.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How much an agent may do on its brother. Each agent maps these onto its own flags; a
+/// level an agent cannot honour is refused, never silently downgraded (see [`crate::agent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// Read files only.
+    Read,
+    /// Edit files in the working directory; shell commands sandboxed where the agent can.
+    Write,
+    /// No isolation at all.
+    Full,
+}
+
+impl Sandbox {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::Read => "read",
+            Sandbox::Write => "write",
+            Sandbox::Full => "full",
+        }
+    }
+}
+
+impl fmt::Display for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Sandbox {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(Sandbox::Read),
+            "write" => Ok(Sandbox::Write),
+            "full" => Ok(Sandbox::Full),
+            other => Err(format!("unknown sandbox mode {other:?}: use read, write or full")),
+        }
+    }
+}
+
+/// Where a task stands. Transitions are checked against a version column in the store, so
+/// two processes never overwrite each other's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Intent recorded; nothing confirmed on the brother yet.
+    Launching,
+    /// The launch script reported the runner started in tmux, with our nonce.
+    Launched,
+    Running,
+    NeedsInput,
+    Completed,
+    Failed,
+    TurnLimit,
+    TimedOut,
+    Cancelled,
+    /// No session and no exit record on the brother.
+    Lost,
+    /// The connection dropped after the launch script was sent: the agent may or may not
+    /// be running. Never reported as launched until the brother confirms it.
+    LaunchUnknown,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 11] = [
+        TaskStatus::Launching,
+        TaskStatus::Launched,
+        TaskStatus::Running,
+        TaskStatus::NeedsInput,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::TurnLimit,
+        TaskStatus::TimedOut,
+        TaskStatus::Cancelled,
+        TaskStatus::Lost,
+        TaskStatus::LaunchUnknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Launching => "launching",
+            TaskStatus::Launched => "launched",
+            TaskStatus::Running => "running",
+            TaskStatus::NeedsInput => "needs_input",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::TurnLimit => "turn_limit",
+            TaskStatus::TimedOut => "timed_out",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Lost => "lost",
+            TaskStatus::LaunchUnknown => "launch_unknown",
+        }
+    }
+
+    /// States no run will leave on its own.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::TurnLimit
+                | TaskStatus::TimedOut
+                | TaskStatus::Cancelled
+                | TaskStatus::Lost
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = TaskStatus::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown status {s:?}: use one of {}", names.join(", "))
+        })
+    }
+}
+
+/// A task as the store holds it. The prompt itself is kept out of this struct (it can be
+/// megabytes and is never printed by listings); [`crate::store::Store::prompt`] reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub id: i64,
+    pub status: TaskStatus,
+    pub reason: Option<String>,
+    pub brother: String,
+    pub host: String,
+    pub session: Option<String>,
+    pub subject: String,
+    pub agent: String,
+    pub model: Option<String>,
+    pub sandbox: Sandbox,
+    pub max_turns: u32,
+    pub workdir: String,
+    pub prompt_bytes: i64,
+    pub prompt_sha256: String,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub runs: Vec<Run>,
+}
+
+/// One launch of a task (reopen adds more later), with its launch evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub run_no: i64,
+    pub session: String,
+    pub nonce: String,
+    pub status: TaskStatus,
+    pub host: String,
+    pub address: String,
+    pub remote_dir: Option<String>,
+    pub pane_pid: Option<i64>,
+    pub marker: Option<String>,
+    /// Exit code of the launch script (not of the agent).
+    pub launch_exit: Option<i64>,
+    pub error: Option<String>,
+    /// Everything else the brother reported: argv, versions, effective sandbox, timings.
+    pub evidence: serde_json::Value,
+    pub launch_stderr: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
