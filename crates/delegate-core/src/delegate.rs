@@ -42,7 +42,9 @@ pub struct Trusted {
     pub key_type: String,
     pub fingerprint: String,
     pub known_hosts: PathBuf,
-    /// False when the key was already recorded.
+    /// known, unknown, changed or revoked (after any change made here).
+    pub status: &'static str,
+    /// True when this call added the key.
     pub added: bool,
 }
 
@@ -129,16 +131,35 @@ impl Delegate {
         })
     }
 
-    /// Fetches the host's key and records it in the host's known_hosts file, but only if its
-    /// fingerprint equals `expected` (as printed by the unknown-host error). A key that
-    /// conflicts with a recorded one is never replaced here.
-    pub async fn trust_host(&self, host_name: &str, expected: &str) -> Result<Trusted> {
+    /// Fetches the host's key. With `expected`, records it in the host's known_hosts file,
+    /// but only if its fingerprint equals `expected` (as printed by the unknown-host error);
+    /// without, only reports what the host presents. A key that conflicts with a recorded
+    /// one is never replaced here.
+    pub async fn trust_host(&self, host_name: &str, expected: Option<&str>) -> Result<Trusted> {
         let mut target = self.resolve_target(host_name)?;
         target.accept_new = false;
         let key = ssh::fetch_host_key(&target).await?;
         let fingerprint = known_hosts::fingerprint(&key);
         let lookup_host = target.host_key_alias.clone().unwrap_or_else(|| target.hostname.clone());
         let lookup = known_hosts::lookup_name(&lookup_host, target.port);
+        let file = target.known_hosts[0].clone();
+        let key_type = key.algorithm().to_string();
+        let status = known_hosts::check(&target.known_hosts, &lookup_host, target.port, &key)?;
+        let mut trusted = Trusted {
+            host: host_name.to_string(),
+            lookup: lookup.clone(),
+            key_type: key_type.clone(),
+            fingerprint: fingerprint.clone(),
+            known_hosts: file.clone(),
+            status: match &status {
+                known_hosts::HostKeyStatus::Known => "known",
+                known_hosts::HostKeyStatus::Unknown => "unknown",
+                known_hosts::HostKeyStatus::Changed { .. } => "changed",
+                known_hosts::HostKeyStatus::Revoked { .. } => "revoked",
+            },
+            added: false,
+        };
+        let Some(expected) = expected else { return Ok(trusted) };
         if fingerprint != expected {
             return Err(Error::FingerprintMismatch {
                 host: host_name.to_string(),
@@ -146,13 +167,12 @@ impl Delegate {
                 expected: expected.to_string(),
             });
         }
-        let file = target.known_hosts[0].clone();
-        let key_type = key.algorithm().to_string();
-        let added = match known_hosts::check(&target.known_hosts, &lookup_host, target.port, &key)? {
-            known_hosts::HostKeyStatus::Known => false,
+        match status {
+            known_hosts::HostKeyStatus::Known => {}
             known_hosts::HostKeyStatus::Unknown => {
                 known_hosts::append(&file, &lookup_host, target.port, &key)?;
-                true
+                trusted.added = true;
+                trusted.status = "known";
             }
             known_hosts::HostKeyStatus::Changed { file, line, recorded } => {
                 return Err(Error::HostKeyChanged {
@@ -168,7 +188,7 @@ impl Delegate {
             known_hosts::HostKeyStatus::Revoked { file, line } => {
                 return Err(Error::HostKeyRevoked { host: host_name.to_string(), lookup, fingerprint, file, line });
             }
-        };
-        Ok(Trusted { host: host_name.to_string(), lookup, key_type, fingerprint, known_hosts: file, added })
+        }
+        Ok(trusted)
     }
 }

@@ -95,6 +95,15 @@ pub enum Error {
     )]
     LaunchUnknown { task: i64, brother: String, why: String },
 
+    /// A launch that got as far as recording its task, then failed; the task row says why.
+    #[error("task {task} on {brother} failed to launch")]
+    LaunchFailed {
+        task: i64,
+        brother: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error("task {0} not found")]
     TaskNotFound(i64),
 
@@ -124,5 +133,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+}
+
+impl Error {
+    /// The task a failed launch left in the mailbox, if it got that far.
+    pub fn task_id(&self) -> Option<i64> {
+        match self {
+            Error::LaunchFailed { task, .. } | Error::LaunchRefused { task, .. } | Error::LaunchUnknown { task, .. } => {
+                Some(*task)
+            }
+            _ => None,
+        }
     }
 }

@@ -145,7 +145,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             // Nothing reached the brother: the failure is certain, not unknown.
             evidence["connect_error"] = json!(e.to_string());
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(e);
+            return Err(Error::LaunchFailed { task: run.task_id, brother: req.brother.clone(), source: Box::new(e) });
         }
     };
     evidence["timings"] = json!({
@@ -164,7 +164,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         Err(e) => {
             // The channel or the exec request failed: no script bytes were sent.
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(e);
+            return Err(Error::LaunchFailed { task: run.task_id, brother: req.brother.clone(), source: Box::new(e) });
         }
     };
     let parsed = runner::parse_output(&out.stdout, &out.stderr);

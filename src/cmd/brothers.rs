@@ -1,0 +1,53 @@
+//! `delegate brothers add|list|rm`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use delegate_core::config::{BrotherEntry, Inventory, InventoryEditor};
+
+use crate::cli::BrothersCommand;
+
+pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
+    let paths = crate::paths::resolve(config)?;
+    match cmd {
+        BrothersCommand::Add(a) => {
+            let entry = BrotherEntry {
+                host: a.host,
+                workdir: a.workdir,
+                agent: a.agent,
+                model: a.model,
+                max_turns: a.max_turns,
+                sandbox: a.sandbox,
+            };
+            let mut ed = InventoryEditor::open(&paths.config_file)?;
+            ed.set("brothers", &a.name, &entry)?;
+            ed.save()?;
+            println!("brother {} saved in {}", a.name, paths.config_file.display());
+        }
+        BrothersCommand::List { json } => {
+            let inv = Inventory::load(&paths.config_file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv.brothers)?);
+            } else if inv.brothers.is_empty() {
+                println!("no brothers in {}", paths.config_file.display());
+            } else {
+                println!("{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  WORKDIR", "NAME", "HOST", "AGENT", "SANDBOX", "TURNS");
+                for (name, b) in &inv.brothers {
+                    println!(
+                        "{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  {}",
+                        name, b.host, b.agent, b.sandbox, b.max_turns, b.workdir
+                    );
+                }
+            }
+        }
+        BrothersCommand::Rm { name } => {
+            let mut ed = InventoryEditor::open(&paths.config_file)?;
+            if !ed.remove("brothers", &name) {
+                bail!("no brother {name:?} in {}", paths.config_file.display());
+            }
+            ed.save()?;
+            println!("brother {name} removed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The exit-code table. Scripts and lead agents branch on these numbers, so each one is a
+//! constant with a doc line saying when it happens; the README repeats the table.
+//! Codes 20-29 are the brother's own preflight verdicts, passed through unchanged, so
+//! some constants here are read only by people and tests.
+#![allow(dead_code)]
+
+use std::process::ExitCode;
+
+use delegate_core::Error as E;
+use delegate_core::runner::code as remote;
+
+/// Everything worked (for `run`: the agent really started in tmux on the brother).
+pub const OK: u8 = 0;
+/// An error not covered below.
+pub const FAILURE: u8 = 1;
+/// Bad command-line usage (clap's own code).
+pub const USAGE: u8 = 2;
+/// The inventory or ssh config is wrong, or names an unknown brother, host or agent.
+pub const CONFIG: u8 = 3;
+/// The mailbox could not be read or written.
+pub const MAILBOX: u8 = 4;
+/// The prompt is empty or over the size limit (checked before connecting).
+pub const PROMPT: u8 = 5;
+/// No task with that number.
+pub const NOT_FOUND: u8 = 6;
+/// The host could not be reached, or did not answer in time.
+pub const UNREACHABLE: u8 = 10;
+/// The host refused every key we offered.
+pub const AUTH: u8 = 11;
+/// The host's key is not in known_hosts (the message shows its fingerprint and how to trust it).
+pub const HOST_KEY_UNKNOWN: u8 = 12;
+/// The host's key differs from the recorded one, is revoked, or did not match --fingerprint.
+pub const HOST_KEY_CHANGED: u8 = 13;
+/// The connection broke after the launch script was sent: the task is `launch_unknown`.
+pub const LAUNCH_UNKNOWN: u8 = 14;
+/// The SSH protocol failed in some other way.
+pub const SSH: u8 = 15;
+/// tmux is not installed on the brother.
+pub const TMUX_MISSING: u8 = remote::TMUX_MISSING as u8;
+/// The agent command is not found on the brother (plain or login-shell PATH).
+pub const AGENT_MISSING: u8 = remote::AGENT_MISSING as u8;
+/// The prompt could not be written intact on the brother (disk full, hash mismatch).
+pub const PROMPT_NOT_WRITTEN: u8 = remote::PROMPT_NOT_WRITTEN as u8;
+/// base64, sha256sum or another basic tool is missing on the brother.
+pub const BASE_TOOLS_MISSING: u8 = remote::BASE_TOOLS_MISSING as u8;
+/// The working directory does not exist on the brother.
+pub const WORKDIR_MISSING: u8 = remote::WORKDIR_MISSING as u8;
+/// The task directory cannot be created or written on the brother.
+pub const TASK_DIR_NOT_WRITABLE: u8 = remote::TASK_DIR_NOT_WRITABLE as u8;
+/// The sandbox level cannot be honoured by this agent on this brother (refused, not downgraded).
+pub const SANDBOX_REFUSED: u8 = remote::SANDBOX_REFUSED as u8;
+/// tmux refused to create the session.
+pub const TMUX_REFUSED: u8 = remote::TMUX_REFUSED as u8;
+/// The tmux session started but the runner never reported in.
+pub const RUNNER_SILENT: u8 = remote::RUNNER_SILENT as u8;
+/// The task's directory or session already belongs to a launch.
+pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
+
+/// Picks the code for an error by walking its cause chain for a known library error.
+pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<E>() {
+            if let Some(code) = code_for_core(e) {
+                return ExitCode::from(code);
+            }
+        }
+        if cause.downcast_ref::<clap::Error>().is_some() {
+            return ExitCode::from(USAGE);
+        }
+    }
+    ExitCode::from(FAILURE)
+}
+
+fn code_for_core(e: &E) -> Option<u8> {
+    Some(match e {
+        // The wrapper says which task; the cause decides the code.
+        E::LaunchFailed { .. } => return None,
+        E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
+        E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
+        E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,
+        E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => HOST_KEY_CHANGED,
+        E::Unreachable { .. } | E::Timeout { .. } => UNREACHABLE,
+        E::AuthRefused { .. } => AUTH,
+        E::Ssh { .. } => SSH,
+        E::PromptEmpty | E::PromptTooLarge { .. } => PROMPT,
+        E::SandboxRefused { .. } => SANDBOX_REFUSED,
+        E::LaunchRefused { code, .. } if (20..30).contains(code) => *code as u8,
+        E::LaunchRefused { .. } => FAILURE,
+        E::LaunchUnknown { .. } => LAUNCH_UNKNOWN,
+        E::TaskNotFound(_) => NOT_FOUND,
+        E::Conflict { .. } | E::SchemaTooNew { .. } | E::Store(_) | E::Io { .. } => MAILBOX,
+        _ => FAILURE,
+    })
+}

@@ -1,0 +1,63 @@
+//! The only code that reads environment variables or `$HOME`: it turns them into the plain
+//! [`Paths`] the library takes.
+//!
+//! - config: `--config`, else `DELEGATE_CONFIG`, else `$XDG_CONFIG_HOME/delegate/config.toml`,
+//!   else `~/.config/delegate/config.toml`
+//! - mailbox: `DELEGATE_HOME`, else `$XDG_DATA_HOME/delegate`, else `~/.local/share/delegate`
+//! - ssh: `~/.ssh/config`, and the agent at `SSH_AUTH_SOCK`
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use delegate_core::Paths;
+
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {
+    let home = var("HOME").map(PathBuf::from).context("HOME is not set: delegate needs it to find ~/.ssh and its files")?;
+    let config_file = match config_flag {
+        Some(p) => p.to_path_buf(),
+        None => match var("DELEGATE_CONFIG") {
+            Some(p) => PathBuf::from(p),
+            None => var("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".config"))
+                .join("delegate/config.toml"),
+        },
+    };
+    let data_dir = match var("DELEGATE_HOME") {
+        Some(p) => PathBuf::from(p),
+        None => var("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".local/share"))
+            .join("delegate"),
+    };
+    let local_user = var("USER")
+        .or_else(|| var("LOGNAME"))
+        .map(|u| u.to_string_lossy().into_owned())
+        .or_else(user_from_passwd)
+        .context("cannot tell the local user name: set USER")?;
+    Ok(Paths {
+        config_file,
+        data_dir,
+        ssh_config: home.join(".ssh/config"),
+        home,
+        local_user,
+        agent_socket: var("SSH_AUTH_SOCK").map(PathBuf::from),
+    })
+}
+
+fn user_from_passwd() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*pw).pw_name);
+        Some(name.to_string_lossy().into_owned())
+    }
+}
