@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Run the whole delegate test suite on a fresh Debian machine with Rust.
+#
+#   scripts/test.sh [extra args for the test runner]
+#
+# 1. Installs the system tools the integration tests need (apt-get, only what
+#    is missing; uses sudo when not root and sudo is available).
+# 2. When running as root: creates the unprivileged `dlgtest` account that the
+#    delegate-testkit fake SSH hosts log in as (idempotent).
+# 3. Runs `cargo nextest run --workspace` (plus doctests) when cargo-nextest is
+#    installed, else `cargo test --workspace`.
+#
+# Works non-interactively (CI=true, no stdin).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo -n)
+    fi
+fi
+
+have_sudo() {
+    [ "$(id -u)" -eq 0 ] || [ "${#SUDO[@]}" -gt 0 ]
+}
+
+# --- system packages --------------------------------------------------------
+packages=(tmux openssh-server openssh-client bubblewrap socat shellcheck)
+missing=()
+for pkg in "${packages[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    if [ "$status" != "install ok installed" ]; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if have_sudo; then
+        echo "test.sh: installing: ${missing[*]}" >&2
+        "${SUDO[@]}" apt-get update -q </dev/null
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+    else
+        echo "test.sh: WARNING: missing packages (${missing[*]}) and no root/sudo to install them" >&2
+    fi
+fi
+
+# --- privilege-separation dir for the per-test sshd instances ---------------
+if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p /run/sshd
+    chmod 0755 /run/sshd
+elif [ "${#SUDO[@]}" -gt 0 ]; then
+    "${SUDO[@]}" mkdir -p /run/sshd || true
+fi
+
+# --- the remote login user for fake hosts (only needed when root) -----------
+# When tests run as root, delegate-testkit's sshd lets the tests log in as
+# `dlgtest`, not root. useradd leaves the account locked ('!'), which sshd with
+# `UsePAM no` refuses even for key logins, so set the password field to '*'
+# (no password login possible, but not "locked").
+if [ "$(id -u)" -eq 0 ]; then
+    if ! id -u dlgtest >/dev/null 2>&1; then
+        echo "test.sh: creating user dlgtest" >&2
+        useradd -m -s /bin/bash dlgtest
+    fi
+    usermod -p '*' dlgtest
+fi
+
+# --- run the tests ------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace "$@" </dev/null
+    # nextest does not run doctests.
+    cargo test --doc --workspace </dev/null
+else
+    cargo test --workspace "$@" </dev/null
+fi
