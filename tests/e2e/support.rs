@@ -1,0 +1,221 @@
+//! A hermetic client side for the `delegate` binary: its own HOME, config, known_hosts and
+//! mailbox, an explicit environment (nothing inherited), and helpers that print everything
+//! useful when a command does not do what the test expected.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use delegate_testkit::FakeHost;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Env {
+    pub home: PathBuf,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub known_hosts: PathBuf,
+    toml: std::cell::RefCell<String>,
+}
+
+/// The result of one CLI run, printable in full for assertion messages.
+pub struct Run {
+    pub args: Vec<String>,
+    pub out: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+    /// Asserts success and returns self.
+    pub fn ok(self) -> Run {
+        assert!(self.out.status.success(), "command failed:\n{self}");
+        self
+    }
+    /// Asserts the exit code and returns self.
+    pub fn fails_with(self, code: i32) -> Run {
+        assert_eq!(self.code(), code, "wrong exit code:\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "$ delegate {}", self.args.join(" "))?;
+        writeln!(f, "status: {}", self.out.status)?;
+        writeln!(f, "--- stdout\n{}", self.stdout())?;
+        writeln!(f, "--- stderr\n{}", self.stderr())
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let home = std::env::temp_dir().join(format!("dlg-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        let env = Env {
+            config: home.join("config.toml"),
+            data: home.join("data"),
+            known_hosts: home.join("known_hosts"),
+            home,
+            toml: std::cell::RefCell::new(String::new()),
+        };
+        std::fs::write(&env.known_hosts, "").unwrap();
+        env
+    }
+
+    /// Appends raw TOML to the config file.
+    pub fn config_append(&self, text: &str) {
+        let mut t = self.toml.borrow_mut();
+        t.push_str(text);
+        t.push('\n');
+        std::fs::write(&self.config, t.as_bytes()).unwrap();
+    }
+
+    pub fn trust(&self, host: &FakeHost) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.known_hosts).unwrap();
+        writeln!(f, "{}", host.known_hosts_line()).unwrap();
+    }
+
+    /// `[hosts.NAME]` for a fake host, trusted, with its client key and remote root.
+    pub fn add_host(&self, name: &str, host: &FakeHost) {
+        self.trust(host);
+        self.config_append(&self.host_toml(name, host));
+    }
+
+    pub fn host_toml(&self, name: &str, host: &FakeHost) -> String {
+        let mut s = String::new();
+        writeln!(s, "[hosts.{name}]").unwrap();
+        writeln!(s, "address = \"{}\"", host.address()).unwrap();
+        writeln!(s, "port = {}", host.port()).unwrap();
+        writeln!(s, "user = \"{}\"", host.user()).unwrap();
+        writeln!(s, "identity = \"{}\"", host.client_key().display()).unwrap();
+        writeln!(s, "known_hosts = \"{}\"", self.known_hosts.display()).unwrap();
+        writeln!(s, "remote_root = \"{}\"", host.remote_root().display()).unwrap();
+        writeln!(s, "connect_timeout = 5").unwrap();
+        s
+    }
+
+    /// `[brothers.NAME]` on `host_name`, working in the fake host's workdir.
+    pub fn add_brother(&self, name: &str, host_name: &str, host: &FakeHost, agent: &str, sandbox: &str) {
+        self.config_append(&format!(
+            "[brothers.{name}]\nhost = \"{host_name}\"\nworkdir = \"{}\"\nagent = \"{agent}\"\nmax_turns = 7\nsandbox = \"{sandbox}\"\n",
+            host.workdir().display()
+        ));
+    }
+
+    /// One host "h" with one brother "oppy".
+    pub fn with_brother(host: &FakeHost, agent: &str, sandbox: &str) -> Env {
+        let env = Env::new();
+        env.add_host("h", host);
+        env.add_brother("oppy", "h", host, agent, sandbox);
+        env
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_delegate"));
+        c.env_clear()
+            .env("HOME", &self.home)
+            .env("USER", "tester")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("DELEGATE_CONFIG", &self.config)
+            .env("DELEGATE_HOME", &self.data)
+            .current_dir(&self.home);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, b"")
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut c = self.command();
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn delegate");
+        let mut pipe = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+        let out = wait_with_deadline(child, std::time::Duration::from_secs(120));
+        writer.join().unwrap();
+        Run { args: args.iter().map(|s| s.to_string()).collect(), out }
+    }
+
+    /// Runs with raw bytes as arguments (for prompts that are not UTF-8).
+    pub fn run_os(&self, args: &[std::ffi::OsString]) -> Run {
+        let mut c = self.command();
+        c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().expect("spawn delegate");
+        let out = wait_with_deadline(child, std::time::Duration::from_secs(120));
+        Run { args: args.iter().map(|s| s.to_string_lossy().into_owned()).collect(), out }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.home);
+        } else {
+            eprintln!("client dir kept for inspection: {}", self.home.display());
+        }
+    }
+}
+
+/// Waits for a child, killing it after `limit`: a hang is a failure, never a slow pass.
+fn wait_with_deadline(mut child: std::process::Child, limit: std::time::Duration) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut b);
+        b
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("delegate did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+}
+
+/// The remote task directory of a task launched by `env` (read from `show --json`).
+pub fn remote_dir(env: &Env, id: i64) -> PathBuf {
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    PathBuf::from(show["runs"][0]["remote_dir"].as_str().unwrap_or_else(|| panic!("no remote_dir in {show}")))
+}
+
+/// Waits until a file exists on the "remote" side and returns its bytes.
+pub fn wait_for_file(path: &Path) -> Vec<u8> {
+    for _ in 0..1000 {
+        if let Ok(b) = std::fs::read(path) {
+            return b;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
+}
