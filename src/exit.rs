@@ -74,7 +74,7 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
 fn code_for_core(e: &E) -> Option<u8> {
     Some(match e {
         // The wrapper says which task; the cause decides the code.
-        E::LaunchFailed { .. } => return None,
+        E::LaunchFailed { source, .. } => return code_for_core(source),
         E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
         E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
         E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,

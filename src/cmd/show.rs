@@ -46,7 +46,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         if let Some(dir) = &run.remote_dir {
             println!("  task dir  {dir}");
         }
-        if let Some(argv) = remote["argv"].as_array().or(ev["agent_plan"]["argv"].as_array()) {
+        if let Some(argv) = ev["argv"].as_array().or(ev["agent_plan"]["argv"].as_array()) {
             let words: Vec<String> = argv.iter().map(|a| display_word(a.as_str().unwrap_or(""))).collect();
             println!("  argv      {}", words.join(" "));
         }
@@ -57,7 +57,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
             println!("  tmux      {v}");
         }
         if let Some(s) = ev["agent_plan"]["effective_sandbox"].as_str() {
-            println!("  sandbox   {s} (enforced by {})", ev["agent_plan"]["enforcement"].as_str().unwrap_or("?"));
+            println!("  sandbox   {s}; enforcement: {}", ev["agent_plan"]["enforcement"].as_str().unwrap_or("?"));
         }
         if let Some(t) = ev["timings"].as_object() {
             let parts: Vec<String> = ["tcp_ms", "handshake_ms", "auth_ms", "exec_ms", "total_ms"]

@@ -31,6 +31,9 @@ fn self_test_launch_travels_over_ssh_into_tmux_and_is_recorded() {
     assert!(ev["pane_pid"].as_i64().unwrap() > 1);
     assert!(ev["evidence"]["remote"]["tmux_version"].as_str().unwrap().starts_with("tmux "));
     assert!(ev["evidence"]["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(ev["evidence"]["remote"]["agent_version"], "delegate-self-test 1");
+    let argv: Vec<&str> = ev["evidence"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(argv[1].ends_with("/self-test-agent") && argv.iter().all(|a| !a.contains('{')), "{argv:?}");
 
     // The session is really there, on our socket, found by its exact name: or it already
     // ran to completion, which the runner's exit record proves.
@@ -86,6 +89,10 @@ fn claude_gets_its_documented_argv_and_the_prompt_on_stdin_only() {
     let remote = &task["runs"][0]["evidence"]["remote"];
     assert_eq!(remote["agent_version"], "2.1.329 (Claude Code)", "{remote}");
     assert!(remote["argv"].as_array().unwrap().iter().all(|a| !a.as_str().unwrap().contains("canary")));
+    // The evidence holds the argv as run: resolved program, real paths, no placeholders.
+    let argv = task["runs"][0]["evidence"]["argv"].as_array().unwrap();
+    assert!(argv[0].as_str().unwrap().ends_with("/bin/claude"), "{argv:?}");
+    assert_eq!(argv[1..].iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>(), rec.args());
 }
 
 #[test]

@@ -45,7 +45,8 @@ pub struct AgentPlan {
     pub turn_limit: String,
     /// Pre-assigned conversation id (Claude's `--session-id`), for resume later.
     pub session_id: Option<String>,
-    pub version_probe: bool,
+    /// How to ask the agent its version on the brother (placeholders allowed); empty: don't.
+    pub version_argv: Vec<String>,
 }
 
 /// Inputs that shape the argv.
@@ -137,7 +138,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         enforcement: enforcement.into(),
         turn_limit: "native".into(),
         session_id: Some(session_id),
-        version_probe: true,
+        version_argv: vec!["claude".into(), "--version".into()],
     }
 }
 
@@ -167,7 +168,7 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         // Codex has no turn limit of its own (openai/codex#33294).
         turn_limit: "delegate".into(),
         session_id: None,
-        version_probe: true,
+        version_argv: vec!["codex".into(), "--version".into()],
     }
 }
 
@@ -185,10 +186,10 @@ fn self_test(req: &AgentRequest) -> AgentPlan {
         refuse_root: false,
         files: vec![("self-test-agent".into(), SELF_TEST_AGENT.into())],
         effective_sandbox: format!("{}: the self-test agent reads its prompt and touches nothing", req.sandbox),
-        enforcement: "not needed".into(),
+        enforcement: "nothing to enforce".into(),
         turn_limit: "native".into(),
         session_id: None,
-        version_probe: false,
+        version_argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--version".into()],
     }
 }
 
@@ -230,7 +231,7 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         enforcement: if req.sandbox == Sandbox::Full { "none".into() } else { "declared by the agents config".into() },
         turn_limit: "delegate (wall clock)".into(),
         session_id: None,
-        version_probe: c.version_probe,
+        version_argv: if c.version_probe { vec![c.command[0].clone(), "--version".into()] } else { vec![] },
     })
 }
 

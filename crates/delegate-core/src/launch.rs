@@ -171,6 +171,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if let Some(remote) = &parsed.evidence {
         evidence["remote"] = remote.clone();
+        evidence["argv"] = json!(resolved_argv(&plan.argv, remote));
     }
     let exit_code = match out.exit {
         Exit::Code(c) => Some(i64::from(c)),
@@ -250,6 +251,20 @@ fn fail(
         },
     )?;
     Ok(())
+}
+
+/// The argv the brother ran: the plan's, with the remote placeholders and the resolved
+/// program path filled in exactly as `launch.sh` does.
+fn resolved_argv(argv: &[String], remote: &serde_json::Value) -> Vec<String> {
+    let dir = remote["task_dir"].as_str().unwrap_or("{task_dir}");
+    let mut out: Vec<String> = argv
+        .iter()
+        .map(|a| a.replace("{task_dir}", dir).replace("{prompt_file}", &format!("{dir}/prompt")))
+        .collect();
+    if let (Some(first), Some(path)) = (out.first_mut(), remote["agent_path"].as_str()) {
+        *first = path.to_string();
+    }
+    out
 }
 
 fn elapsed_ms(since: Instant) -> f64 {

@@ -97,7 +97,7 @@ pub fn render(v: &LaunchVars) -> Vec<u8> {
         ("DLG_AGENT_ARGV", &nul_joined(v.plan.argv.iter().map(String::as_str))),
         ("DLG_REQUIRES", &nul_joined(v.plan.requires.iter().map(String::as_str))),
         ("DLG_REFUSE_ROOT", if v.plan.refuse_root { b"1" } else { b"0" }),
-        ("DLG_VERSION_PROBE", if v.plan.version_probe { b"1" } else { b"0" }),
+        ("DLG_VERSION_ARGV", &nul_joined(v.plan.version_argv.iter().map(String::as_str))),
         ("DLG_FILES", &nul_joined(files)),
     ];
     let mut out = Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + 4096);

@@ -142,8 +142,14 @@ main() {
 	argv[0]=$agent_path
 
 	local agent_version=unknown tmux_version
-	if [ "$(dec "$DLG_VERSION_PROBE")" = 1 ]; then
-		agent_version=$({ timeout 10 "$agent_path" --version </dev/null 2>&1 || true; } | head -n1 | json_safe)
+	local -a version_argv
+	mapfile -d '' -t version_argv < <(dec "$DLG_VERSION_ARGV")
+	if [ "${#version_argv[@]}" -gt 0 ]; then
+		for i in "${!version_argv[@]}"; do
+			version_argv[i]=${version_argv[i]//"{task_dir}"/"$dir"}
+		done
+		version_argv[0]=$(PATH=$run_path command -v -- "${version_argv[0]}") || version_argv[0]=$agent_path
+		agent_version=$({ timeout 10 "${version_argv[@]}" </dev/null 2>&1 || true; } | head -n1 | json_safe)
 	fi
 	tmux_version=$("$tmux_bin" -V | json_safe)
 
