@@ -142,7 +142,17 @@ impl Env {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        self.run_full(args, stdin, &[])
+    }
+
+    /// Runs with extra environment variables on top of the hermetic set.
+    pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        self.run_full(args, b"", vars)
+    }
+
+    fn run_full(&self, args: &[&str], stdin: &[u8], vars: &[(&str, &str)]) -> Run {
         let mut c = self.command();
+        c.envs(vars.iter().copied());
         c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn delegate");
         let mut pipe = child.stdin.take().unwrap();
