@@ -1,0 +1,111 @@
+//! Our generated argv against the real `claude` and `codex` parsers (offline, unauthenticated).
+//!
+//! Gated: set `DELEGATE_TEST_REAL_AGENTS` to a directory holding `claude` and `codex`, e.g.
+//! after `npm install --prefix /tmp/agents @anthropic-ai/claude-code@2.1.329 @openai/codex@0.169.0`
+//! use `DELEGATE_TEST_REAL_AGENTS=/tmp/agents/node_modules/.bin`. Without it the tests say so
+//! and pass, because the default suite must not need npm. Run as a non-root user for `full`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use delegate_core::agent::{AgentRequest, plan};
+use delegate_core::task::Sandbox;
+
+fn agents_dir() -> Option<PathBuf> {
+    match std::env::var_os("DELEGATE_TEST_REAL_AGENTS") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            eprintln!("skipped: set DELEGATE_TEST_REAL_AGENTS to a dir with the real claude and codex");
+            None
+        }
+    }
+}
+
+struct Scratch(PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `argv` (placeholders filled) with `stdin`, a fresh HOME and a git repo as cwd; returns
+/// the first `max_lines` stdout lines, killing the process after them or after `limit`.
+fn run_real(bin: &PathBuf, argv: &[String], stdin: &[u8], max_lines: usize, limit: Duration) -> (Vec<String>, String) {
+    let dir = Scratch(std::env::temp_dir().join(format!("dlg-real-{}-{}", std::process::id(), argv[0])));
+    let repo = dir.0.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    Command::new("git").args(["init", "-q"]).current_dir(&repo).status().unwrap();
+    let task_dir = dir.0.join("task");
+    std::fs::create_dir_all(&task_dir).unwrap();
+    std::fs::write(
+        task_dir.join("claude-settings.json"),
+        r#"{"sandbox":{"enabled":true,"failIfUnavailable":true,"allowUnsandboxedCommands":false,"autoAllowBashIfSandboxed":true}}"#,
+    )
+    .unwrap();
+    let args: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| a.replace("{task_dir}", task_dir.to_str().unwrap()).replace("/w", repo.to_str().unwrap()))
+        .collect();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+    let mut child = Command::new(bin.join(&argv[0]))
+        .args(&args)
+        .env_clear()
+        .env("HOME", &dir.0)
+        .env("PATH", path)
+        .current_dir(&repo)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).take(max_lines).collect::<Vec<_>>()
+    });
+    let started = Instant::now();
+    while !reader.is_finished() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = reader.join().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    (lines, err)
+}
+
+fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
+    AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 3, workdir: "/w", custom: None }
+}
+
+#[test]
+fn claude_accepts_our_argv_and_reports_the_level_we_asked_for() {
+    let Some(bin) = agents_dir() else { return };
+    for (sandbox, mode) in [(Sandbox::Read, "dontAsk"), (Sandbox::Write, "acceptEdits")] {
+        let p = plan(&req("claude", sandbox)).unwrap();
+        let (lines, err) = run_real(&bin, &p.argv, b"say hi", 3, Duration::from_secs(60));
+        let init: serde_json::Value = serde_json::from_str(lines.first().unwrap_or_else(|| panic!("no stream: {err}"))).unwrap();
+        assert_eq!(init["subtype"], "init", "{lines:?} {err}");
+        assert_eq!(init["permissionMode"], mode, "{init}");
+        assert_eq!(init["session_id"], p.session_id.as_deref().unwrap());
+        if sandbox == Sandbox::Read {
+            assert_eq!(init["tools"], serde_json::json!(["Glob", "Grep", "Read"]), "{init}");
+        }
+    }
+}
+
+#[test]
+fn codex_accepts_our_argv_for_every_level() {
+    let Some(bin) = agents_dir() else { return };
+    for sandbox in [Sandbox::Read, Sandbox::Write, Sandbox::Full] {
+        let p = plan(&req("codex", sandbox)).unwrap();
+        let (lines, err) = run_real(&bin, &p.argv, b"say hi", 1, Duration::from_secs(30));
+        let first: serde_json::Value =
+            serde_json::from_str(lines.first().unwrap_or_else(|| panic!("no stream for {sandbox}: {err}"))).unwrap();
+        assert_eq!(first["type"], "thread.started", "{lines:?} {err}");
+    }
+}
