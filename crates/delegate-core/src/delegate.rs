@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::known_hosts;
 use crate::launch::{self, LaunchRequest};
 use crate::ssh::{self, SshTarget, Timeouts};
-use crate::ssh_config::{self, SshConfigQuery, StrictHostKeyChecking};
+use crate::ssh_config::{self, IdentityAgent, SshConfigQuery, StrictHostKeyChecking};
 use crate::store::{ListFilter, Store};
 use crate::task::Task;
 
@@ -123,7 +123,21 @@ impl Delegate {
             port: h.port.or(resolved.port).unwrap_or(22),
             user: h.user.clone().or(resolved.user.clone()).unwrap_or_else(|| self.paths.local_user.clone()),
             identity_files,
-            agent_socket: if resolved.identities_only { None } else { self.paths.agent_socket.clone() },
+            agent_socket: match &resolved.identity_agent {
+                None => self.paths.agent_socket.clone(),
+                Some(IdentityAgent::Disabled) => None,
+                Some(IdentityAgent::Socket(p)) => Some(p.clone()),
+                Some(IdentityAgent::Env(name)) if name == "SSH_AUTH_SOCK" => self.paths.agent_socket.clone(),
+                Some(IdentityAgent::Env(name)) => {
+                    return Err(Error::Config {
+                        path: self.paths.ssh_config.clone(),
+                        message: format!(
+                            "IdentityAgent ${name} is not supported by delegate: give the socket path, or use SSH_AUTH_SOCK"
+                        ),
+                    });
+                }
+            },
+            identities_only: resolved.identities_only,
             known_hosts,
             host_key_alias: resolved.host_key_alias.clone(),
             accept_new: resolved.strict_host_key_checking == Some(StrictHostKeyChecking::AcceptNew),
@@ -140,11 +154,12 @@ impl Delegate {
         target.accept_new = false;
         let key = ssh::fetch_host_key(&target).await?;
         let fingerprint = known_hosts::fingerprint(&key);
-        let lookup_host = target.host_key_alias.clone().unwrap_or_else(|| target.hostname.clone());
-        let lookup = known_hosts::lookup_name(&lookup_host, target.port);
+        let lookup_host = target.lookup_host().to_string();
+        let lookup_port = target.lookup_port();
+        let lookup = known_hosts::lookup_name(&lookup_host, lookup_port);
         let file = target.known_hosts[0].clone();
         let key_type = key.algorithm().to_string();
-        let status = known_hosts::check(&target.known_hosts, &lookup_host, target.port, &key)?;
+        let status = known_hosts::check(&target.known_hosts, &lookup_host, lookup_port, &key)?;
         let mut trusted = Trusted {
             host: host_name.to_string(),
             lookup: lookup.clone(),
@@ -170,7 +185,7 @@ impl Delegate {
         match status {
             known_hosts::HostKeyStatus::Known => {}
             known_hosts::HostKeyStatus::Unknown => {
-                known_hosts::append(&file, &lookup_host, target.port, &key)?;
+                known_hosts::append(&file, &lookup_host, lookup_port, &key)?;
                 trusted.added = true;
                 trusted.status = "known";
             }

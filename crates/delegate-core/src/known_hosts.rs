@@ -14,21 +14,20 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use hmac::{KeyInit, Mac};
 use russh::keys::{Algorithm, HashAlg};
 
 pub use russh::keys::PublicKey;
-
-use crate::ssh_config::match_pattern_list;
 
 /// What the known_hosts files say about a host's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeyStatus {
     /// A line for this host records exactly this key.
     Known,
-    /// No line names this host at all.
+    /// No line names this host. For a non-default port: no line names `[host]:port`, and plain
+    /// `host` lines, if any, do not record this key (another port may be another server).
     Unknown,
     /// The host has lines, but none with this key, including when only keys of another type
     /// are recorded; see [`check`].
@@ -165,13 +164,8 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(),
     {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(write_err)?;
     }
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(write_err)?;
+    let mut file =
+        fs::OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path).map_err(write_err)?;
     lock_exclusive(&file).map_err(write_err)?;
     // Only now, under the lock, is the file's end stable enough to inspect.
     let len = file.metadata().map_err(write_err)?.len();
@@ -294,6 +288,49 @@ fn next_field(s: &str) -> (&str, &str) {
     s.split_at(end)
 }
 
+/// OpenSSH's match_pattern: `*` and `?` wildcards over bytes, case-sensitive. Shared with
+/// ssh_config, whose Host lines use the same matcher.
+pub(crate) fn wildcard_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // Where to resume after the last `*`: pattern index after it, and the next text index to try.
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == s[i]) {
+            p += 1;
+            i += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p + 1, i));
+            p += 1;
+        } else if let Some((sp, si)) = star {
+            p = sp;
+            i = si + 1;
+            star = Some((sp, si + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+/// OpenSSH's match_pattern_list with lowercased patterns: comma-separated, `!` negates.
+/// `Some(true)` on a positive match, `Some(false)` on a negated one, `None` when nothing matched.
+pub(crate) fn match_pattern_list(s: &str, list: &str) -> Option<bool> {
+    let mut positive = None;
+    for pattern in list.split(',') {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if wildcard_match(pattern.to_ascii_lowercase().as_bytes(), s.as_bytes()) {
+            if negated {
+                return Some(false);
+            }
+            positive = Some(true);
+        }
+    }
+    positive
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +380,7 @@ mod tests {
         child: Child,
         port: u16,
         keys: Vec<(&'static str, PublicKey)>,
-        dir: Scratch,
+        _dir: Scratch,
     }
 
     impl Sshd {
@@ -362,7 +399,8 @@ mod tests {
                 d = dir.0.display()
             ));
             fs::write(dir.0.join("sshd_config"), config).unwrap();
-            fs::create_dir_all("/run/sshd").unwrap();
+            // sshd insists on its privilege-separation directory; creating it needs root.
+            let _ = fs::create_dir_all("/run/sshd");
             let child = Command::new("/usr/sbin/sshd")
                 .args(["-D", "-e", "-f"])
                 .arg(dir.0.join("sshd_config"))
@@ -371,7 +409,7 @@ mod tests {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start /usr/sbin/sshd (these tests need OpenSSH's server and root)");
-            let sshd = Sshd { child, port, keys, dir };
+            let sshd = Sshd { child, port, keys, _dir: dir };
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -394,7 +432,16 @@ mod tests {
         fn ssh_verdict(&self, files: &[PathBuf], host: &str, alg: &str) -> &'static str {
             let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             let out = Command::new("ssh")
-                .args(["-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "IdentityAgent=none"])
+                .args([
+                    "-F",
+                    "none",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-o",
+                    "IdentityAgent=none",
+                ])
                 .args(["-o", "IdentitiesOnly=yes", "-o", "CheckHostIP=no", "-o", "GlobalKnownHostsFile=/dev/null"])
                 .arg("-o")
                 .arg(format!("UserKnownHostsFile={}", files.join(" ")))
@@ -423,7 +470,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            let _ = &self.dir;
         }
     }
 
@@ -454,23 +500,53 @@ mod tests {
             ("unknown", format!("10.1.1.1 {ed}\n[127.0.0.2]:{port} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("changed, same type", format!("{bracket} {other_ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("only another type recorded", format!("{bracket} {ec}\n"), "ssh-ed25519", "127.0.0.1"),
-            ("several keys per host", format!("{bracket} {ec}\n{bracket} {rsa}\n{bracket} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
+            (
+                "several keys per host",
+                format!("{bracket} {ec}\n{bracket} {rsa}\n{bracket} {ed}\n"),
+                "ssh-ed25519",
+                "127.0.0.1",
+            ),
             ("several keys, rsa presented", format!("{bracket} {ec}\n{bracket} {rsa}\n"), "rsa-sha2-512", "127.0.0.1"),
-            ("several keys, none matching", format!("{bracket} {ec}\n{bracket} {other_ed}\n"), "rsa-sha2-512", "127.0.0.1"),
+            (
+                "several keys, none matching",
+                format!("{bracket} {ec}\n{bracket} {other_ed}\n"),
+                "rsa-sha2-512",
+                "127.0.0.1",
+            ),
             ("revoked", format!("{bracket} {ed}\n@revoked {bracket} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
-            ("revoked by wildcard, other key changed", format!("{bracket} {other_ed}\n@revoked * {ed}\n"), "ssh-ed25519", "127.0.0.1"),
+            (
+                "revoked by wildcard, other key changed",
+                format!("{bracket} {other_ed}\n@revoked * {ed}\n"),
+                "ssh-ed25519",
+                "127.0.0.1",
+            ),
             ("plain host on another port, same key", format!("127.0.0.1 {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("plain host on another port, other key", format!("127.0.0.1 {other_ed}\n"), "ssh-ed25519", "127.0.0.1"),
-            ("plain host known, port line changed", format!("127.0.0.1 {ed}\n{bracket} {other_ed}\n"), "ssh-ed25519", "127.0.0.1"),
+            (
+                "plain host known, port line changed",
+                format!("127.0.0.1 {ed}\n{bracket} {other_ed}\n"),
+                "ssh-ed25519",
+                "127.0.0.1",
+            ),
             ("host:port without brackets", format!("127.0.0.1:{port} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("wildcard", format!("[127.0.0.*]:{port} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("question mark", format!("[127.0.0.?]:{port} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("negation vetoes", format!("[127.0.0.*]:{port},!{bracket} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("negation elsewhere", format!("!10.0.0.1,{bracket} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
             ("comma list", format!("example.org,{bracket},10.0.0.1 {ed}\n"), "ssh-ed25519", "127.0.0.1"),
-            ("tabs and extra spaces", format!("  \t{bracket}\t \t{}\t  {} comment here\n", "ssh-ed25519", ed_blob), "ssh-ed25519", "127.0.0.1"),
+            (
+                "tabs and extra spaces",
+                format!("  \t{bracket}\t \t{}\t  {} comment here\n", "ssh-ed25519", ed_blob),
+                "ssh-ed25519",
+                "127.0.0.1",
+            ),
             ("crlf", format!("# comment\r\n\r\n{bracket} {ed}\r\n"), "ssh-ed25519", "127.0.0.1"),
-            ("bad base64 line first", format!("{bracket} ssh-ed25519 AAAA%%%notbase64\n{bracket} {ed}\n"), "ssh-ed25519", "127.0.0.1"),
+            (
+                "bad base64 line first",
+                format!("{bracket} ssh-ed25519 AAAA%%%notbase64\n{bracket} {ed}\n"),
+                "ssh-ed25519",
+                "127.0.0.1",
+            ),
             ("bad line only", format!("{bracket} ssh-ed25519 AAAA%%%notbase64\n"), "ssh-ed25519", "127.0.0.1"),
             ("key type does not match blob", format!("{bracket} ssh-rsa {ed_blob}\n"), "ssh-ed25519", "127.0.0.1"),
             ("unknown key type", format!("{bracket} ssh-foo {ed_blob}\n"), "ssh-ed25519", "127.0.0.1"),
@@ -514,7 +590,8 @@ mod tests {
 
         // Hashed names, made by ssh-keygen -H, for an IP:port and for a name typed in capitals.
         let hashed = work.0.join("hashed");
-        fs::write(&hashed, format!("{bracket} {}\n[localhost]:{port} {}\n", openssh_line(ed), openssh_line(ed))).unwrap();
+        fs::write(&hashed, format!("{bracket} {}\n[localhost]:{port} {}\n", openssh_line(ed), openssh_line(ed)))
+            .unwrap();
         let ok = Command::new("ssh-keygen").arg("-H").arg("-f").arg(&hashed).output().unwrap().status.success();
         assert!(ok, "ssh-keygen -H failed");
         let text = fs::read_to_string(&hashed).unwrap();
@@ -601,8 +678,9 @@ mod tests {
         assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("[host.example]:2222 {}\n", openssh_line(&key)));
-        assert_eq!(check(&[path.clone()], "host.example", 2222, &key).unwrap(), HostKeyStatus::Known);
-        let out = Command::new("ssh-keygen").arg("-F").arg("[host.example]:2222").arg("-f").arg(&path).output().unwrap();
+        assert_eq!(check(std::slice::from_ref(&path), "host.example", 2222, &key).unwrap(), HostKeyStatus::Known);
+        let out =
+            Command::new("ssh-keygen").arg("-F").arg("[host.example]:2222").arg("-f").arg(&path).output().unwrap();
         assert!(out.status.success(), "ssh-keygen -F cannot find the appended line");
     }
 
@@ -611,7 +689,8 @@ mod tests {
         let work = Scratch::new("mode");
         let key = keygen(&work.0, "k", "ecdsa");
         let path = work.0.join("known_hosts");
-        fs::write(&path, "other ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE1d1Ps0+2OZl2nX8kPWB1KZFWEFnaO7nq9i9ZdMlBVd").unwrap();
+        fs::write(&path, "other ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE1d1Ps0+2OZl2nX8kPWB1KZFWEFnaO7nq9i9ZdMlBVd")
+            .unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         append(&path, "h", 22, &key).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
@@ -625,7 +704,8 @@ mod tests {
     #[test]
     fn concurrent_appends_never_interleave() {
         let work = Scratch::new("concurrent");
-        let keys: Vec<PublicKey> = (0..4).map(|i| keygen(&work.0, &format!("k{i}"), if i % 2 == 0 { "rsa" } else { "ed25519" })).collect();
+        let keys: Vec<PublicKey> =
+            (0..4).map(|i| keygen(&work.0, &format!("k{i}"), if i % 2 == 0 { "rsa" } else { "ed25519" })).collect();
         let path = work.0.join("known_hosts");
         std::thread::scope(|s| {
             for (t, key) in keys.iter().enumerate() {
@@ -651,7 +731,7 @@ mod tests {
         let work = Scratch::new("errors");
         let key = keygen(&work.0, "k", "ed25519");
         assert_eq!(check(&[work.0.join("nope")], "h", 22, &key).unwrap(), HostKeyStatus::Unknown);
-        let err = check(&[work.0.clone()], "h", 22, &key).unwrap_err();
+        let err = check(std::slice::from_ref(&work.0), "h", 22, &key).unwrap_err();
         assert!(matches!(err, KnownHostsError::Read { .. }), "{err}");
         assert!(err.to_string().contains("cannot read known_hosts file"));
     }

@@ -58,6 +58,9 @@ pub struct SshTarget {
     pub identity_files: Vec<PathBuf>,
     /// ssh-agent socket; `None` disables the agent.
     pub agent_socket: Option<PathBuf>,
+    /// `IdentitiesOnly yes`: offer agent keys only when they belong to one of
+    /// `identity_files` (matched through the `.pub` file next to it), as OpenSSH does.
+    pub identities_only: bool,
     pub known_hosts: Vec<PathBuf>,
     /// Name to look up in known_hosts instead of the hostname (`HostKeyAlias`).
     pub host_key_alias: Option<String>,
@@ -68,8 +71,13 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
-    fn lookup_host(&self) -> &str {
+    pub fn lookup_host(&self) -> &str {
         self.host_key_alias.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// OpenSSH never adds the port to a HostKeyAlias: `[alias]:port` is never looked up.
+    pub fn lookup_port(&self) -> u16 {
+        if self.host_key_alias.is_some() { 22 } else { self.port }
     }
 }
 
@@ -144,10 +152,10 @@ impl client::Handler for Verifier {
             return Ok(false);
         }
         let t = &self.target;
-        let lookup = known_hosts::lookup_name(t.lookup_host(), t.port);
+        let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
         let fingerprint = known_hosts::fingerprint(key);
         let key_type = key.algorithm().to_string();
-        let status = match known_hosts::check(&t.known_hosts, t.lookup_host(), t.port, key) {
+        let status = match known_hosts::check(&t.known_hosts, t.lookup_host(), t.lookup_port(), key) {
             Ok(s) => s,
             Err(e) => {
                 seen.problem = Some(e.into());
@@ -157,7 +165,7 @@ impl client::Handler for Verifier {
         match status {
             HostKeyStatus::Known => Ok(true),
             HostKeyStatus::Unknown if t.accept_new && !t.known_hosts.is_empty() => {
-                match known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.port, key) {
+                match known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key) {
                     Ok(()) => Ok(true),
                     Err(e) => {
                         seen.problem = Some(e.into());
@@ -256,7 +264,7 @@ async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>
     let stream = tcp_connect(t).await?;
     timings.tcp_ms = ms(started);
 
-    let recorded = known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.port)?;
+    let recorded = known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.lookup_port())?;
     let config = Arc::new(client_config(t, &recorded));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let verifier = Verifier { target: t.clone(), mode, seen: seen.clone() };
@@ -361,8 +369,20 @@ async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()
         match AgentClient::connect_uds(sock).await {
             Ok(mut agent) => {
                 let ids = agent.request_identities().await.unwrap_or_default();
+                let allowed: Vec<PublicKey> = t
+                    .identity_files
+                    .iter()
+                    .filter_map(|p| {
+                        let mut pub_path = p.clone().into_os_string();
+                        pub_path.push(".pub");
+                        russh::keys::load_public_key(PathBuf::from(pub_path)).ok()
+                    })
+                    .collect();
                 for id in ids {
                     let AgentIdentity::PublicKey { key, comment } = id else { continue };
+                    if t.identities_only && !allowed.iter().any(|a| a.key_data() == key.key_data()) {
+                        continue;
+                    }
                     let hash = rsa_hash(handle, &key).await.map_err(ssh_err)?;
                     match handle.authenticate_publickey_with(&t.user, key, hash, &mut agent).await {
                         Ok(r) if r.success() => return Ok(()),
@@ -434,6 +454,7 @@ mod tests {
             user: "u".into(),
             identity_files: vec![],
             agent_socket: None,
+            identities_only: false,
             known_hosts: vec![],
             host_key_alias: None,
             accept_new: false,
