@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use delegate_core::config::{BrotherEntry, Inventory, InventoryEditor};
 
 use crate::cli::BrothersCommand;
@@ -43,7 +43,8 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
         BrothersCommand::Rm { name } => {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             if !ed.remove("brothers", &name) {
-                bail!("no brother {name:?} in {}", paths.config_file.display());
+                let inv = Inventory::load(&paths.config_file)?;
+                return Err(delegate_core::Error::UnknownBrother { name, known: inv.brothers.keys().cloned().collect() }.into());
             }
             ed.save()?;
             println!("brother {name} removed");

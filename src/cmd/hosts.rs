@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use delegate_core::config::{HostEntry, Inventory, InventoryEditor};
 
 use super::{block_on, open};
@@ -49,7 +49,8 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
         HostsCommand::Rm { name } => {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             if !ed.remove("hosts", &name) {
-                bail!("no host {name:?} in {}", paths.config_file.display());
+                let inv = Inventory::load(&paths.config_file)?;
+                return Err(delegate_core::Error::UnknownHost { name, known: inv.hosts.keys().cloned().collect() }.into());
             }
             ed.save()?;
             println!("host {name} removed");

@@ -4,3 +4,10 @@
 mod support;
 
 mod launch;
+mod preflight;
+mod ssh_errors;
+mod auth;
+mod faults;
+mod prompts;
+mod shell;
+mod inventory;
