@@ -120,7 +120,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         prompt_sha256: &prompt_sha256,
     })?;
     let task_key = format!("{}-{}", d.store().mailbox_id(), run.task_id);
-    let script = runner::render(&LaunchVars {
+    let rendered = runner::render(&LaunchVars {
         task_id: run.task_id,
         task_key: &task_key,
         session: &run.session,
@@ -132,6 +132,13 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         prompt: &req.prompt,
         prompt_sha256: &prompt_sha256,
     });
+    let script = match rendered {
+        Ok(s) => s,
+        Err(e) => {
+            fail(d, &run, &e.to_string(), &serde_json::Value::Null, None, None)?;
+            return Err(e);
+        }
+    };
 
     let started = Instant::now();
     let mut evidence = json!({

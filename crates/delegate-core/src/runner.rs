@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::agent::{AgentPlan, PromptDelivery};
+use crate::error::{Error, Result};
 use crate::task::Sandbox;
 
 pub const LAUNCH_SH: &str = include_str!("runner/launch.sh");
@@ -43,17 +44,38 @@ pub struct LaunchVars<'a> {
     pub prompt_sha256: &'a str,
 }
 
-fn nul_joined<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for i in items {
-        out.extend_from_slice(i.as_bytes());
-        out.push(0);
+/// Appends one field of `DLG_VARS`: its bytes and a NUL.
+fn field(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::Config {
+            path: "(launch)".into(),
+            message: format!("{name} contains a NUL byte, which no program argument can carry"),
+        });
     }
-    out
+    out.extend_from_slice(value.as_bytes());
+    out.push(0);
+    Ok(())
 }
 
-/// The whole script as sent on stdin.
-pub fn render(v: &LaunchVars) -> Vec<u8> {
+/// Appends a list field: each item followed by \x1f, then the field's NUL.
+fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let mut joined = String::new();
+    for item in items {
+        if item.contains('\u{1f}') {
+            return Err(Error::Config {
+                path: "(launch)".into(),
+                message: format!("{name} contains the control character U+001F, which delegate reserves"),
+            });
+        }
+        joined.push_str(item);
+        joined.push('\u{1f}');
+    }
+    field(out, name, &joined)
+}
+
+/// The whole script as sent on stdin. Fails only for values no argv could carry (NUL) or
+/// that use the list separator (U+001F).
+pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     let mut files: Vec<&str> = vec!["run-body.sh", RUN_SH];
     for (name, content) in &v.plan.files {
         files.push(name);
@@ -83,31 +105,30 @@ pub fn render(v: &LaunchVars) -> Vec<u8> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    let vars: [(&str, &[u8]); 15] = [
-        ("DLG_TASK_KEY", v.task_key.as_bytes()),
-        ("DLG_SESSION", v.session.as_bytes()),
-        ("DLG_NONCE", v.nonce.as_bytes()),
-        ("DLG_ROOT", v.remote_root.as_bytes()),
-        ("DLG_WORKDIR", v.workdir.as_bytes()),
-        ("DLG_AGENT_KIND", v.plan.kind.as_bytes()),
-        ("DLG_PROMPT_DELIVERY", delivery.as_bytes()),
-        ("DLG_SANDBOX", v.sandbox.as_str().as_bytes()),
-        ("DLG_PROMPT_SHA256", v.prompt_sha256.as_bytes()),
-        ("DLG_LAUNCH_JSON", prefix.as_bytes()),
-        ("DLG_AGENT_ARGV", &nul_joined(v.plan.argv.iter().map(String::as_str))),
-        ("DLG_REQUIRES", &nul_joined(v.plan.requires.iter().map(String::as_str))),
-        ("DLG_REFUSE_ROOT", if v.plan.refuse_root { b"1" } else { b"0" }),
-        ("DLG_VERSION_ARGV", &nul_joined(v.plan.version_argv.iter().map(String::as_str))),
-        ("DLG_FILES", &nul_joined(files)),
-    ];
-    let mut out = Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + 4096);
-    for (name, value) in vars {
-        out.extend_from_slice(format!("{name}='{}'\n", B64.encode(value)).as_bytes());
-    }
+    // The order is the contract with launch.sh (fields v[0] to v[14]).
+    let mut vars = Vec::with_capacity(4096);
+    field(&mut vars, "task key", v.task_key)?;
+    field(&mut vars, "session", v.session)?;
+    field(&mut vars, "nonce", v.nonce)?;
+    field(&mut vars, "remote root", v.remote_root)?;
+    field(&mut vars, "workdir", v.workdir)?;
+    field(&mut vars, "agent", &v.plan.kind)?;
+    field(&mut vars, "prompt delivery", delivery)?;
+    field(&mut vars, "sandbox", v.sandbox.as_str())?;
+    field(&mut vars, "prompt sha256", v.prompt_sha256)?;
+    field(&mut vars, "launch.json", &prefix)?;
+    field(&mut vars, "refuse root", if v.plan.refuse_root { "1" } else { "0" })?;
+    list_field(&mut vars, "agent argv", v.plan.argv.iter().map(String::as_str))?;
+    list_field(&mut vars, "sandbox requirements", v.plan.requires.iter().map(String::as_str))?;
+    list_field(&mut vars, "version argv", v.plan.version_argv.iter().map(String::as_str))?;
+    list_field(&mut vars, "task files", files)?;
+
+    let mut out = Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + vars.len() * 4 / 3 + 64);
+    out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());
-    out
+    Ok(out)
 }
 
 /// What the launch script printed on success.
@@ -131,11 +152,8 @@ pub struct LaunchOutput {
 pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
     let mut out = LaunchOutput::default();
     for line in String::from_utf8_lossy(stdout).lines() {
-        if let Some(b64) = line.strip_prefix("DELEGATE-EVIDENCE ") {
-            out.evidence = B64
-                .decode(b64.trim())
-                .ok()
-                .and_then(|j| serde_json::from_slice(&j).ok());
+        if let Some(json) = line.strip_prefix("DELEGATE-EVIDENCE ") {
+            out.evidence = serde_json::from_str(json).ok();
         } else if let Some(rest) = line.strip_prefix("DELEGATE-LAUNCHED ") {
             let mut f = rest.split(' ');
             if let (Some(nonce), Some(session)) = (f.next(), f.next()) {

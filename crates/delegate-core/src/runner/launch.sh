@@ -1,12 +1,16 @@
 # delegate launch script. Sent on the stdin of `bash -s` over SSH; never passed as argv.
 #
-# Rust prepends one line per variable, `DLG_X='<base64>'`, and nothing else: every variable
-# part (prompt, argv, paths, names) travels base64-encoded, so no byte of it is ever parsed
-# by a shell. The body is one function called on the last line, so a script cut off in
-# transit defines things but runs nothing.
+# Rust prepends two lines, `DLG_VARS='<base64>'` and `DLG_PROMPT='<base64>'`, and nothing
+# else: every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte
+# of it is ever parsed by a shell. DLG_VARS holds the fields below separated by NUL; list
+# fields hold their items each followed by \x1f. The body is one function called on the
+# last line, so a script cut off in transit defines things but runs nothing.
 #
-# Output contract (read by crates/delegate-core/src/launch.rs):
-#   stdout  DELEGATE-EVIDENCE <base64 of launch.json>
+# Process starts cost milliseconds each on small VMs, so this script decodes everything in
+# one base64 call and otherwise sticks to bash builtins where it can.
+#
+# Output contract (read by crates/delegate-core/src/runner.rs):
+#   stdout  DELEGATE-EVIDENCE <launch.json, one line>
 #           DELEGATE-LAUNCHED <nonce> <session> <pane_pid>      (last line, only on success)
 #   stderr  DELEGATE-ERROR <code> <message>                      (on a refused launch)
 # Exit codes (also in src/exit.rs):
@@ -25,95 +29,95 @@ main() {
 		printf 'DELEGATE-ERROR %s %s\n' "$code" "$*" >&2
 		exit "$code"
 	}
-	dec() { printf '%s' "$1" | base64 -d; }
 	# Values interpolated into launch.json lose control characters, quotes and backslashes.
-	# shellcheck disable=SC1003
-	json_safe() { tr -d '\000-\037"\\'; }
-	# shellcheck disable=SC2088 # the quoted "~/" is the literal prefix we expand ourselves
-	expand_home() {
-		case $1 in
-		"~") printf '%s' "$HOME" ;;
-		"~/"*) printf '%s/%s' "$HOME" "${1#"~/"}" ;;
-		*) printf '%s' "$1" ;;
-		esac
+	json_safe() {
+		local s=${1//[[:cntrl:]\"\\]/}
+		printf '%s' "$s"
+	}
+	# A \x1f-terminated list into the array named $1 (the herestring's newline becomes a
+	# last, dropped item).
+	split_list() {
+		local -n into=$1
+		# shellcheck disable=SC2034 # a nameref: filling it fills the caller's array
+		mapfile -d $'\x1f' -t into <<<"$2"
+		unset 'into[-1]'
 	}
 
 	local tool
-	for tool in base64 sha256sum mkdir mv cat date sed grep timeout id; do
+	for tool in base64 sha256sum mkdir mv chmod timeout; do
 		command -v "$tool" >/dev/null 2>&1 ||
 			die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
 	done
 
-	local task_key session nonce root workdir kind delivery sandbox prompt_sha launch_prefix
-	task_key=$(dec "$DLG_TASK_KEY")
-	session=$(dec "$DLG_SESSION")
-	nonce=$(dec "$DLG_NONCE")
-	root=$(expand_home "$(dec "$DLG_ROOT")")
-	workdir=$(expand_home "$(dec "$DLG_WORKDIR")")
-	kind=$(dec "$DLG_AGENT_KIND")
-	delivery=$(dec "$DLG_PROMPT_DELIVERY")
-	sandbox=$(dec "$DLG_SANDBOX")
-	prompt_sha=$(dec "$DLG_PROMPT_SHA256")
-	launch_prefix=$(dec "$DLG_LAUNCH_JSON")
-	local -a argv requires
-	mapfile -d '' -t argv < <(dec "$DLG_AGENT_ARGV")
-	mapfile -d '' -t requires < <(dec "$DLG_REQUIRES")
+	local -a v
+	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
+	[ "${#v[@]}" -eq 15 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
+	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
+	local -a argv requires version_argv files
+	split_list argv "${v[11]}"
+	split_list requires "${v[12]}"
+	split_list version_argv "${v[13]}"
+	split_list files "${v[14]}"
+	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
+	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
+	# shellcheck disable=SC2088
+	case $workdir in "~") workdir=$HOME ;; "~/"*) workdir=$HOME/${workdir:2} ;; esac
 
 	# --- preflight: each failure has its own code and says what to do -------------------
-	local tmux_bin bash_bin
-	tmux_bin=$(command -v tmux) ||
+	command -v tmux >/dev/null 2>&1 ||
 		die 20 "tmux not found on PATH ($PATH): install tmux on this host (apt-get install tmux)"
-	bash_bin=$(command -v bash) || die 23 "bash not found on PATH ($PATH)"
-
 	[ -d "$workdir" ] ||
 		die 24 "working directory $workdir does not exist on this host: create it or pass --workdir"
 
 	# The agent may live on the login shell's PATH only (npm or pipx bins added by ~/.profile).
 	# Look there only when the plain PATH misses it: a login shell costs time and may print.
-	local run_path=$PATH agent_path login_path
-	if ! agent_path=$(command -v -- "${argv[0]}"); then
+	# `hash` fills BASH_CMDS with the resolved path without starting a process.
+	local run_path=$PATH agent_path login_path='' agent_cmd=${argv[0]}
+	if ! hash -- "${argv[0]}" 2>/dev/null; then
 		login_path=$("${SHELL:-/bin/bash}" -lc 'command env' </dev/null 2>/dev/null | sed -n 's/^PATH=//p' | head -n1) || true
 		run_path="$PATH${login_path:+:$login_path}"
-		agent_path=$(PATH=$run_path command -v -- "${argv[0]}") ||
+		PATH=$run_path hash -- "${argv[0]}" 2>/dev/null ||
 			die 21 "agent command '${argv[0]}' not found on PATH ($PATH) nor on the login shell's PATH (${login_path:-empty}): install it on this host or choose another agent"
 	fi
-	[ -x "$agent_path" ] || die 21 "agent command $agent_path is not executable"
+	case ${argv[0]} in
+	*/*) agent_path=${argv[0]} ;;
+	*) agent_path=${BASH_CMDS[${argv[0]}]} ;;
+	esac
+	if ! [ -f "$agent_path" ] || ! [ -x "$agent_path" ]; then
+		die 21 "agent command $agent_path is not an executable file"
+	fi
 
 	for tool in "${requires[@]}"; do
 		PATH=$run_path command -v -- "$tool" >/dev/null 2>&1 ||
 			die 26 "sandbox '$sandbox' for agent '$kind' needs '$tool' on this host and it is missing: install it, or choose another --sandbox (delegate refuses rather than run with less isolation)"
 	done
-	if [ "$(dec "$DLG_REFUSE_ROOT")" = 1 ] && [ "$(id -u)" = 0 ]; then
+	if [ "$refuse_root" = 1 ] && [ "$EUID" = 0 ]; then
 		die 26 "agent '$kind' refuses sandbox '$sandbox' as root: log in as an unprivileged user on this host, or choose --sandbox write"
 	fi
 
 	# --- task directory --------------------------------------------------------------------
-	if ! { mkdir -p -- "$root/tasks" && chmod 700 -- "$root" "$root/tasks"; } 2>/dev/null; then
+	if ! [ -d "$root/tasks" ] && ! { mkdir -p -- "$root/tasks" && chmod 700 -- "$root" "$root/tasks"; } 2>/dev/null; then
 		die 25 "cannot create $root/tasks on this host: check the host's remote_root and its permissions"
 	fi
 	local dir=$root/tasks/$task_key
-	if ! mkdir -- "$dir" 2>/dev/null; then
-		[ -d "$dir" ] || die 25 "cannot create task directory $dir on this host"
+	if ! mkdir -m 700 -- "$dir" 2>/dev/null; then
+		[ -d "$dir" ] || die 25 "cannot create task directory $dir on this host: check the host's remote_root and its permissions"
 		# A retry of the same launch (same nonce) finds its own directory; anything else is
 		# another launch's, and is never reused.
-		if [ -f "$dir/launch.json" ]; then
-			if grep -q "\"nonce\":\"$nonce\"" "$dir/launch.json" &&
-				"$tmux_bin" -L delegate has-session -t "=$session" 2>/dev/null; then
-				printf 'DELEGATE-EVIDENCE %s\n' "$(base64 -w0 <"$dir/launch.json")"
-				printf 'DELEGATE-LAUNCHED %s %s %s\n' "$nonce" "$session" "$(sed -n 's/^started pid=\([0-9]*\).*/\1/p' "$dir/state" | head -n1)"
-				exit 0
-			fi
-			die 29 "task directory $dir already holds a launch: not starting a second agent"
+		local previous=
+		[ -f "$dir/launch.json" ] && read -r previous <"$dir/launch.json"
+		if [[ $previous == *"\"nonce\":\"$nonce\""* ]] && tmux -L delegate has-session -t "=$session" 2>/dev/null; then
+			printf 'DELEGATE-EVIDENCE %s\n' "$previous"
+			printf 'DELEGATE-LAUNCHED %s %s %s\n' "$nonce" "$session" "-"
+			exit 0
 		fi
+		die 29 "task directory $dir already holds a launch: not starting a second agent"
 	fi
-	chmod 700 -- "$dir"
-	if ! : >"$dir/.writable" 2>/dev/null; then
-		die 25 "task directory $dir is not writable"
-	fi
-	rm -f -- "$dir/.writable"
+	: >"$dir/prompt.tmp" 2>/dev/null || die 25 "task directory $dir is not writable"
 
 	# --- prompt: written whole, checked, then renamed into place -------------------------
-	if ! dec "$DLG_PROMPT" >"$dir/prompt.tmp" 2>/dev/null; then
+	if ! printf '%s' "$DLG_PROMPT" | base64 -d >"$dir/prompt.tmp" 2>/dev/null; then
 		rm -f -- "$dir/prompt.tmp"
 		die 22 "could not write the prompt to $dir (disk full?)"
 	fi
@@ -125,13 +129,15 @@ main() {
 	fi
 	mv -- "$dir/prompt.tmp" "$dir/prompt"
 
-	# Extra files (the run script, agent settings, the self-test agent) come as NUL-separated
-	# name/content pairs.
-	local -a files
-	mapfile -d '' -t files < <(dec "$DLG_FILES")
-	local i
+	# Files for the task directory (agent settings, the self-test agent) come as name/content
+	# pairs; `run-body.sh` is the body of run.sh and is kept in memory.
+	local i run_body=
 	for ((i = 0; i + 1 < ${#files[@]}; i += 2)); do
-		printf '%s' "${files[i + 1]}" >"$dir/${files[i]}" || die 22 "could not write $dir/${files[i]} (disk full?)"
+		if [ "${files[i]}" = run-body.sh ]; then
+			run_body=${files[i + 1]}
+		else
+			printf '%s' "${files[i + 1]}" >"$dir/${files[i]}" || die 22 "could not write $dir/${files[i]} (disk full?)"
+		fi
 	done
 
 	# Placeholders the lead cannot fill because they are remote paths.
@@ -142,55 +148,56 @@ main() {
 	argv[0]=$agent_path
 
 	local agent_version=unknown tmux_version
-	local -a version_argv
-	mapfile -d '' -t version_argv < <(dec "$DLG_VERSION_ARGV")
 	if [ "${#version_argv[@]}" -gt 0 ]; then
 		for i in "${!version_argv[@]}"; do
 			version_argv[i]=${version_argv[i]//"{task_dir}"/"$dir"}
 		done
-		version_argv[0]=$(PATH=$run_path command -v -- "${version_argv[0]}") || version_argv[0]=$agent_path
-		agent_version=$({ timeout 10 "${version_argv[@]}" </dev/null 2>&1 || true; } | head -n1 | json_safe)
+		if [ "${version_argv[0]}" = "$agent_cmd" ]; then version_argv[0]=$agent_path; fi
+		agent_version=$({ timeout 10 "${version_argv[@]}" </dev/null 2>&1 || true; } | head -n1)
 	fi
-	tmux_version=$("$tmux_bin" -V | json_safe)
+	tmux_version=$(tmux -V)
 
 	# --- the script tmux runs: our variables as bash declarations, then the body ---------
 	{
-		printf '#!%s\n' "$bash_bin"
+		printf '#!%s\n' "$BASH"
 		printf 'TASK_DIR=%q\nWORKDIR=%q\nDELIVERY=%q\nRUN_PATH=%q\nTASK_KEY=%q\n' \
 			"$dir" "$workdir" "$delivery" "$run_path" "$task_key"
-		declare -p argv | sed 's/^declare -a argv=/AGENT_ARGV=/'
-		cat "$dir/run-body.sh"
-	} >"$dir/run.sh"
-	rm -f -- "$dir/run-body.sh"
+		printf 'AGENT_ARGV=('
+		printf '%q ' "${argv[@]}"
+		printf ')\n%s' "$run_body"
+	} >"$dir/run.sh" || die 22 "could not write $dir/run.sh (disk full?)"
 
 	local started
-	started=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
-	{
-		printf '%s' "$launch_prefix"
-		printf ',"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","started_at":"%s"}\n' \
-			"$(printf '%s' "$agent_path" | json_safe)" "$agent_version" "$tmux_version" \
-			"$(id -un | json_safe)" "$(id -u)" "$(printf '%s' "$dir" | json_safe)" "$started"
-	} >"$dir/launch.json"
+	# One reading of the clock (bash 5); its decimal separator follows the locale.
+	local t=$EPOCHREALTIME
+	TZ=UTC0 printf -v started '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
+	local evidence
+	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","started_at":"%s"}' \
+		"$launch_prefix" "$(json_safe "$agent_path")" "$(json_safe "$agent_version")" "$(json_safe "$tmux_version")" \
+		"$(json_safe "${USER:-${LOGNAME:-}}")" "$EUID" "$(json_safe "$dir")" "$started"
+	printf '%s\n' "$evidence" >"$dir/launch.json" || die 22 "could not write $dir/launch.json (disk full?)"
 
 	# --- tmux: own socket, no user config, generated name, argv form (no default-shell) ---
 	local pane_pid
-	if ! pane_pid=$("$tmux_bin" -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
-		-x 200 -y 50 -P -F '#{pane_pid}' "$bash_bin" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
-		if grep -q 'duplicate session' "$dir/tmux.err"; then
+	if ! pane_pid=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
+		-x 200 -y 50 -P -F '#{pane_pid}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
+		local why
+		read -r why <"$dir/tmux.err" || true
+		if [[ $why == *"duplicate session"* ]]; then
 			die 29 "tmux session $session already exists: not starting a second agent"
 		fi
-		die 27 "tmux could not start session $session: $(head -c 500 "$dir/tmux.err")"
+		die 27 "tmux could not start session $session: $why"
 	fi
 
 	# "Launched" means the runner really started inside tmux: wait for its first state line.
-	local tries=0
-	until grep -q '^started ' "$dir/state" 2>/dev/null; do
+	local tries=0 first=
+	until [ -f "$dir/state" ] && read -r first <"$dir/state" && [[ $first == started* ]]; do
 		tries=$((tries + 1))
-		[ "$tries" -le 300 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
-		sleep 0.01
+		[ "$tries" -le 600 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
+		sleep 0.005
 	done
 
-	printf 'DELEGATE-EVIDENCE %s\n' "$(base64 -w0 <"$dir/launch.json")"
+	printf 'DELEGATE-EVIDENCE %s\n' "$evidence"
 	printf 'DELEGATE-LAUNCHED %s %s %s\n' "$nonce" "$session" "$pane_pid"
 }
 main "$@"

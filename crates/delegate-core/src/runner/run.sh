@@ -7,7 +7,11 @@ main() {
 	set -uo pipefail
 	umask 077
 	export PATH=$RUN_PATH DELEGATE_TASK_DIR=$TASK_DIR DELEGATE_TASK_KEY=$TASK_KEY
-	now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
+	# Builtins only: the launch script waits for the first state line.
+	now() {
+		local t=$EPOCHREALTIME # one reading; its decimal separator follows the locale
+		TZ=UTC0 printf '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
+	}
 
 	printf 'started pid=%s at=%s\n' "$$" "$(now)" >>"$TASK_DIR/state"
 	printf '%s running\n' "$(now)" >>"$TASK_DIR/state"

@@ -69,6 +69,7 @@ fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session
         prompt,
         prompt_sha256: &sha(prompt),
     })
+    .unwrap()
 }
 
 fn wait_for(path: &Path) -> String {
@@ -160,6 +161,7 @@ fn preflight_failures_have_their_own_codes() {
             prompt: b"x",
             prompt_sha256: &sha(b"x"),
         })
+        .unwrap()
     };
     let (c, m) = run(vars(&p, &work));
     assert_eq!(c, Some(code::AGENT_MISSING), "{m}");
@@ -188,7 +190,8 @@ fn preflight_failures_have_their_own_codes() {
         plan: &selftest,
         prompt: b"x",
         prompt_sha256: &sha(b"y"),
-    });
+    })
+    .unwrap();
     let (c, m) = run(bad);
     assert_eq!(c, Some(code::PROMPT_NOT_WRITTEN), "{m}");
     assert!(!s.root().join("tasks/k-2/prompt").exists() && !s.root().join("tasks/k-2/prompt.tmp").exists());
