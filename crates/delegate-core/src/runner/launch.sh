@@ -4,7 +4,8 @@
 # else: every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte
 # of it is ever parsed by a shell. DLG_VARS holds the fields below separated by NUL; list
 # fields hold their items each followed by \x1f. The body is one function called on the
-# last line, so a script cut off in transit defines things but runs nothing.
+# last line with a sentinel argument: a script cut off in transit either never defines main,
+# or calls it with a strict prefix of the sentinel (`main`, `main deleg`), which it refuses.
 #
 # Process starts cost milliseconds each on small VMs, so this script decodes everything in
 # one base64 call and otherwise sticks to bash builtins where it can.
@@ -20,6 +21,10 @@
 #   29 the task directory or session already belongs to a launch
 
 main() {
+	if [ "${1-}" != delegate-launch-complete ]; then
+		printf 'DELEGATE-ERROR 23 the launch script arrived incomplete: nothing was started\n' >&2
+		exit 23
+	fi
 	set -euo pipefail
 	umask 077
 
@@ -200,4 +205,4 @@ main() {
 	printf 'DELEGATE-EVIDENCE %s\n' "$evidence"
 	printf 'DELEGATE-LAUNCHED %s %s %s\n' "$nonce" "$session" "$pane_pid"
 }
-main "$@"
+main delegate-launch-complete

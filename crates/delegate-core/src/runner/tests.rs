@@ -122,6 +122,9 @@ fn a_script_cut_anywhere_runs_nothing() {
     // Every line boundary and a stride through everything else; each cut must leave no trace.
     let mut cuts: Vec<usize> = script.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
     cuts.extend((0..script.len()).step_by(37));
+    // Every cut inside the last line, where `main` alone would be a complete command.
+    let last_line = script[..script.len() - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    cuts.extend(last_line..script.len());
     cuts.retain(|&k| k < script.len() - 1);
     cuts.sort_unstable();
     cuts.dedup();
