@@ -19,7 +19,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-const SHORT_FORM_HELP: &str = "Short form: `delegate BROTHER PROMPT [OPTIONS]` is `delegate run BROTHER PROMPT [OPTIONS]`.";
+const SHORT_FORM_HELP: &str =
+    "Short form: `delegate BROTHER PROMPT [OPTIONS]` is `delegate run BROTHER PROMPT [OPTIONS]`.";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {

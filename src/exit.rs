@@ -59,10 +59,10 @@ pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 /// Picks the code for an error by walking its cause chain for a known library error.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<E>() {
-            if let Some(code) = code_for_core(e) {
-                return ExitCode::from(code);
-            }
+        if let Some(e) = cause.downcast_ref::<E>()
+            && let Some(code) = code_for_core(e)
+        {
+            return ExitCode::from(code);
         }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return ExitCode::from(USAGE);
@@ -75,10 +75,15 @@ fn code_for_core(e: &E) -> Option<u8> {
     Some(match e {
         // The wrapper says which task; the cause decides the code.
         E::LaunchFailed { source, .. } => return code_for_core(source),
-        E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
+        E::Config { .. }
+        | E::UnknownBrother { .. }
+        | E::UnknownHost { .. }
+        | E::UnknownAgent { .. } => CONFIG,
         E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
         E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,
-        E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => HOST_KEY_CHANGED,
+        E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => {
+            HOST_KEY_CHANGED
+        }
         E::Unreachable { .. } | E::Timeout { .. } => UNREACHABLE,
         E::AuthRefused { .. } => AUTH,
         E::Ssh { .. } => SSH,

@@ -17,7 +17,9 @@ fn var(name: &str) -> Option<OsString> {
 }
 
 pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {
-    let home = var("HOME").map(PathBuf::from).context("HOME is not set: delegate needs it to find ~/.ssh and its files")?;
+    let home = var("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set: delegate needs it to find ~/.ssh and its files")?;
     let config_file = match config_flag {
         Some(p) => p.to_path_buf(),
         None => match var("DELEGATE_CONFIG") {

@@ -22,7 +22,11 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;
             ed.save()?;
-            println!("brother {} saved in {}", a.name, paths.config_file.display());
+            println!(
+                "brother {} saved in {}",
+                a.name,
+                paths.config_file.display()
+            );
         }
         BrothersCommand::List { json } => {
             let inv = Inventory::load(&paths.config_file)?;
@@ -31,7 +35,10 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
             } else if inv.brothers.is_empty() {
                 println!("no brothers in {}", paths.config_file.display());
             } else {
-                println!("{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  WORKDIR", "NAME", "HOST", "AGENT", "SANDBOX", "TURNS");
+                println!(
+                    "{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  WORKDIR",
+                    "NAME", "HOST", "AGENT", "SANDBOX", "TURNS"
+                );
                 for (name, b) in &inv.brothers {
                     println!(
                         "{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  {}",
@@ -44,7 +51,11 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             if !ed.remove("brothers", &name) {
                 let inv = Inventory::load(&paths.config_file)?;
-                return Err(delegate_core::Error::UnknownBrother { name, known: inv.brothers.keys().cloned().collect() }.into());
+                return Err(delegate_core::Error::UnknownBrother {
+                    name,
+                    known: inv.brothers.keys().cloned().collect(),
+                }
+                .into());
             }
             ed.save()?;
             println!("brother {name} removed");

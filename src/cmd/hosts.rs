@@ -33,7 +33,10 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
             } else if inv.hosts.is_empty() {
                 println!("no hosts in {}", paths.config_file.display());
             } else {
-                println!("{:<14}  {:<28}  {:<10}  {:>5}  REMOTE ROOT", "NAME", "ADDRESS", "USER", "PORT");
+                println!(
+                    "{:<14}  {:<28}  {:<10}  {:>5}  REMOTE ROOT",
+                    "NAME", "ADDRESS", "USER", "PORT"
+                );
                 for (name, h) in &inv.hosts {
                     println!(
                         "{:<14}  {:<28}  {:<10}  {:>5}  {}",
@@ -50,7 +53,11 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             if !ed.remove("hosts", &name) {
                 let inv = Inventory::load(&paths.config_file)?;
-                return Err(delegate_core::Error::UnknownHost { name, known: inv.hosts.keys().cloned().collect() }.into());
+                return Err(delegate_core::Error::UnknownHost {
+                    name,
+                    known: inv.hosts.keys().cloned().collect(),
+                }
+                .into());
             }
             ed.save()?;
             println!("host {name} removed");
@@ -61,13 +68,33 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else if t.added {
-                println!("trusted {} key {} for {} in {}", t.key_type, t.fingerprint, t.lookup, t.known_hosts.display());
+                println!(
+                    "trusted {} key {} for {} in {}",
+                    t.key_type,
+                    t.fingerprint,
+                    t.lookup,
+                    t.known_hosts.display()
+                );
             } else if a.fingerprint.is_some() {
-                println!("{} key {} for {} was already trusted", t.key_type, t.fingerprint, t.lookup);
+                println!(
+                    "{} key {} for {} was already trusted",
+                    t.key_type, t.fingerprint, t.lookup
+                );
             } else {
-                println!("{} ({}) presents {} key {}: {} in {}", a.name, t.lookup, t.key_type, t.fingerprint, t.status, t.known_hosts.display());
+                println!(
+                    "{} ({}) presents {} key {}: {} in {}",
+                    a.name,
+                    t.lookup,
+                    t.key_type,
+                    t.fingerprint,
+                    t.status,
+                    t.known_hosts.display()
+                );
                 if t.status == "unknown" {
-                    println!("if that is the host's real key, run: delegate hosts trust {} --fingerprint {}", a.name, t.fingerprint);
+                    println!(
+                        "if that is the host's real key, run: delegate hosts trust {} --fingerprint {}",
+                        a.name, t.fingerprint
+                    );
                 }
             }
         }

@@ -24,7 +24,9 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         thread::spawn(move || {
-            let Ok((client, _)) = listener.accept() else { return };
+            let Ok((client, _)) = listener.accept() else {
+                return;
+            };
             let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
             let sent = Arc::new(AtomicUsize::new(0));
             let cut = Arc::new(AtomicBool::new(false));
@@ -75,11 +77,16 @@ fn a_link_lost_after_the_script_was_sent_is_launch_unknown() {
         format!("[127.0.0.1]:{} {}\n", proxy.port, host.host_public_key()),
     )
     .unwrap();
-    env.config_append(&env.host_toml("h", &host).replace(&format!("port = {}", host.port()), &format!("port = {}", proxy.port)));
+    env.config_append(&env.host_toml("h", &host).replace(
+        &format!("port = {}", host.port()),
+        &format!("port = {}", proxy.port),
+    ));
     env.add_brother("oppy", "h", &host, "self-test", "read");
     // A 400 kB prompt makes the script far longer than the cut-off point.
     let prompt = format!("long task\n@self-test sleep 20\n{}", "x".repeat(400_000));
-    let run = env.run_with_stdin(&["oppy", "-", "--json"], prompt.as_bytes()).fails_with(14);
+    let run = env
+        .run_with_stdin(&["oppy", "-", "--json"], prompt.as_bytes())
+        .fails_with(14);
     let task = run.json();
     assert_eq!(task["status"], "launch_unknown", "{run}");
     assert!(run.stderr().contains("unknown"), "{run}");
@@ -88,11 +95,19 @@ fn a_link_lost_after_the_script_was_sent_is_launch_unknown() {
     let session = task["session"].as_str().unwrap();
     let mut found = false;
     for _ in 0..100 {
-        if host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {
+        if host
+            .tmux(&["has-session", "-t", &format!("={session}")])
+            .status
+            .success()
+        {
             found = true;
             break;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(found, "the brother never started {session}: {}", host.diagnostics());
+    assert!(
+        found,
+        "the brother never started {session}: {}",
+        host.diagnostics()
+    );
 }

@@ -3,11 +3,11 @@
 
 mod support;
 
-mod launch;
-mod preflight;
-mod ssh_errors;
 mod auth;
 mod faults;
+mod inventory;
+mod launch;
+mod preflight;
 mod prompts;
 mod shell;
-mod inventory;
+mod ssh_errors;

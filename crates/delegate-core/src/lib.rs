@@ -16,6 +16,10 @@
 //! - [`launch`]: the launch path: intent, SSH, evidence.
 //! - [`delegate`]: [`Delegate`], the entry type that owns the pieces above.
 
+// Errors here are rare and carry the facts a reader needs (fingerprints, files, lines);
+// their size on the cold path matters less than keeping them plain.
+#![allow(clippy::result_large_err)]
+
 pub mod agent;
 pub mod config;
 pub mod delegate;
@@ -30,7 +34,7 @@ pub mod store;
 pub mod task;
 
 pub use delegate::{Delegate, Paths, Trusted};
+pub use error::Error;
 pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
 pub use store::ListFilter;
 pub use task::{Run, Sandbox, Task, TaskStatus};
-pub use error::Error;
