@@ -75,15 +75,10 @@ fn code_for_core(e: &E) -> Option<u8> {
     Some(match e {
         // The wrapper says which task; the cause decides the code.
         E::LaunchFailed { source, .. } => return code_for_core(source),
-        E::Config { .. }
-        | E::UnknownBrother { .. }
-        | E::UnknownHost { .. }
-        | E::UnknownAgent { .. } => CONFIG,
+        E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
         E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
         E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,
-        E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => {
-            HOST_KEY_CHANGED
-        }
+        E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => HOST_KEY_CHANGED,
         E::Unreachable { .. } | E::Timeout { .. } => UNREACHABLE,
         E::AuthRefused { .. } => AUTH,
         E::Ssh { .. } => SSH,

@@ -17,9 +17,8 @@ fn var(name: &str) -> Option<OsString> {
 }
 
 pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {
-    let home = var("HOME")
-        .map(PathBuf::from)
-        .context("HOME is not set: delegate needs it to find ~/.ssh and its files")?;
+    let home =
+        var("HOME").map(PathBuf::from).context("HOME is not set: delegate needs it to find ~/.ssh and its files")?;
     let config_file = match config_flag {
         Some(p) => p.to_path_buf(),
         None => match var("DELEGATE_CONFIG") {
@@ -32,10 +31,7 @@ pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {
     };
     let data_dir = match var("DELEGATE_HOME") {
         Some(p) => PathBuf::from(p),
-        None => var("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".local/share"))
-            .join("delegate"),
+        None => var("XDG_DATA_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/share")).join("delegate"),
     };
     let local_user = var("USER")
         .or_else(|| var("LOGNAME"))

@@ -22,11 +22,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;
             ed.save()?;
-            println!(
-                "brother {} saved in {}",
-                a.name,
-                paths.config_file.display()
-            );
+            println!("brother {} saved in {}", a.name, paths.config_file.display());
         }
         BrothersCommand::List { json } => {
             let inv = Inventory::load(&paths.config_file)?;
@@ -35,10 +31,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
             } else if inv.brothers.is_empty() {
                 println!("no brothers in {}", paths.config_file.display());
             } else {
-                println!(
-                    "{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  WORKDIR",
-                    "NAME", "HOST", "AGENT", "SANDBOX", "TURNS"
-                );
+                println!("{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  WORKDIR", "NAME", "HOST", "AGENT", "SANDBOX", "TURNS");
                 for (name, b) in &inv.brothers {
                     println!(
                         "{:<14}  {:<12}  {:<10}  {:<8}  {:>5}  {}",

@@ -33,10 +33,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
             } else if inv.hosts.is_empty() {
                 println!("no hosts in {}", paths.config_file.display());
             } else {
-                println!(
-                    "{:<14}  {:<28}  {:<10}  {:>5}  REMOTE ROOT",
-                    "NAME", "ADDRESS", "USER", "PORT"
-                );
+                println!("{:<14}  {:<28}  {:<10}  {:>5}  REMOTE ROOT", "NAME", "ADDRESS", "USER", "PORT");
                 for (name, h) in &inv.hosts {
                     println!(
                         "{:<14}  {:<28}  {:<10}  {:>5}  {}",
@@ -53,11 +50,9 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             if !ed.remove("hosts", &name) {
                 let inv = Inventory::load(&paths.config_file)?;
-                return Err(delegate_core::Error::UnknownHost {
-                    name,
-                    known: inv.hosts.keys().cloned().collect(),
-                }
-                .into());
+                return Err(
+                    delegate_core::Error::UnknownHost { name, known: inv.hosts.keys().cloned().collect() }.into()
+                );
             }
             ed.save()?;
             println!("host {name} removed");
@@ -76,10 +71,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                     t.known_hosts.display()
                 );
             } else if a.fingerprint.is_some() {
-                println!(
-                    "{} key {} for {} was already trusted",
-                    t.key_type, t.fingerprint, t.lookup
-                );
+                println!("{} key {} for {} was already trusted", t.key_type, t.fingerprint, t.lookup);
             } else {
                 println!(
                     "{} ({}) presents {} key {}: {} in {}",

@@ -10,11 +10,7 @@ use crate::cli::ListArgs;
 
 pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
     let d = open(config)?;
-    let tasks = d.list(&ListFilter {
-        brother: args.brother,
-        status: args.status,
-        limit: Some(args.limit),
-    })?;
+    let tasks = d.list(&ListFilter { brother: args.brother, status: args.status, limit: Some(args.limit) })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
         return Ok(());
@@ -23,10 +19,7 @@ pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
         println!("no tasks");
         return Ok(());
     }
-    println!(
-        "{:>5}  {:<14}  {:<12}  {:<12}  {:<16}  SUBJECT",
-        "ID", "STATUS", "BROTHER", "HOST", "CREATED"
-    );
+    println!("{:>5}  {:<14}  {:<12}  {:<12}  {:<16}  SUBJECT", "ID", "STATUS", "BROTHER", "HOST", "CREATED");
     for t in tasks {
         println!(
             "{:>5}  {:<14}  {:<12}  {:<12}  {:<16}  {}",
@@ -43,8 +36,5 @@ pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
 
 /// `2026-11-21T10:02:17.123Z` as `2026-11-21 10:02`.
 pub fn short_time(rfc3339: &str) -> String {
-    rfc3339
-        .get(..16)
-        .map(|s| s.replace('T', " "))
-        .unwrap_or_else(|| rfc3339.to_string())
+    rfc3339.get(..16).map(|s| s.replace('T', " ")).unwrap_or_else(|| rfc3339.to_string())
 }

@@ -30,11 +30,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 
 /// The library is async only at the SSH edge; the CLI blocks on it with a small runtime.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(f)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f)
 }
 
 pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::Delegate> {

@@ -45,24 +45,19 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
 fn read_prompt(args: &RunArgs) -> Result<Vec<u8>> {
     let from_stdin = || -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading the prompt from stdin")?;
+        std::io::stdin().read_to_end(&mut buf).context("reading the prompt from stdin")?;
         Ok(buf)
     };
     if let Some(path) = &args.prompt_file {
         if path.as_os_str() == "-" {
             return from_stdin();
         }
-        return std::fs::read(path)
-            .with_context(|| format!("reading the prompt file {}", path.display()));
+        return std::fs::read(path).with_context(|| format!("reading the prompt file {}", path.display()));
     }
     match &args.prompt {
         Some(p) if p == "-" => from_stdin(),
         Some(p) => Ok(p.clone().into_vec()),
-        None => bail!(
-            "no prompt: give the task text as an argument, with --prompt-file PATH, or on stdin with '-'"
-        ),
+        None => bail!("no prompt: give the task text as an argument, with --prompt-file PATH, or on stdin with '-'"),
     }
 }
 
@@ -71,17 +66,11 @@ fn print_launched(task: &Task, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(task)?);
         return Ok(());
     }
-    println!(
-        "launched task {} on {} (host {})",
-        task.id, task.brother, task.host
-    );
+    println!("launched task {} on {} (host {})", task.id, task.brother, task.host);
     if let Some(s) = &task.session {
         println!("  session  {s}");
     }
     println!("  subject  {}", task.subject);
-    println!(
-        "  agent    {}, sandbox {}, max turns {}",
-        task.agent, task.sandbox, task.max_turns
-    );
+    println!("  agent    {}, sandbox {}, max turns {}", task.agent, task.sandbox, task.max_turns);
     Ok(())
 }

@@ -24,29 +24,13 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     }
     println!("  brother   {} (host {})", task.brother, task.host);
     println!("  subject   {}", task.subject);
-    let model = task
-        .model
-        .as_deref()
-        .map(|m| format!(", model {m}"))
-        .unwrap_or_default();
-    println!(
-        "  agent     {}{model}, sandbox {}, max turns {}",
-        task.agent, task.sandbox, task.max_turns
-    );
+    let model = task.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default();
+    println!("  agent     {}{model}, sandbox {}, max turns {}", task.agent, task.sandbox, task.max_turns);
     println!("  workdir   {}", task.workdir);
-    println!(
-        "  prompt    {} bytes, sha256 {}",
-        task.prompt_bytes, task.prompt_sha256
-    );
-    println!(
-        "  created   {}   updated {}",
-        task.created_at, task.updated_at
-    );
+    println!("  prompt    {} bytes, sha256 {}", task.prompt_bytes, task.prompt_sha256);
+    println!("  created   {}   updated {}", task.created_at, task.updated_at);
     for run in &task.runs {
-        println!(
-            "run {}  {}  session {}",
-            run.run_no, run.status, run.session
-        );
+        println!("run {}  {}  session {}", run.run_no, run.status, run.session);
         println!("  address   {}", run.address);
         let ev = &run.evidence;
         let remote = &ev["remote"];
@@ -59,38 +43,24 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         if let Some(dir) = &run.remote_dir {
             println!("  task dir  {dir}");
         }
-        if let Some(argv) = ev["argv"]
-            .as_array()
-            .or(ev["agent_plan"]["argv"].as_array())
-        {
-            let words: Vec<String> = argv
-                .iter()
-                .map(|a| display_word(a.as_str().unwrap_or("")))
-                .collect();
+        if let Some(argv) = ev["argv"].as_array().or(ev["agent_plan"]["argv"].as_array()) {
+            let words: Vec<String> = argv.iter().map(|a| display_word(a.as_str().unwrap_or(""))).collect();
             println!("  argv      {}", words.join(" "));
         }
         if let Some(v) = remote["agent_version"].as_str() {
-            println!(
-                "  agent     {} ({v})",
-                remote["agent_path"].as_str().unwrap_or("?")
-            );
+            println!("  agent     {} ({v})", remote["agent_path"].as_str().unwrap_or("?"));
         }
         if let Some(v) = remote["tmux_version"].as_str() {
             println!("  tmux      {v}");
         }
         if let Some(s) = ev["agent_plan"]["effective_sandbox"].as_str() {
-            println!(
-                "  sandbox   {s}; enforcement: {}",
-                ev["agent_plan"]["enforcement"].as_str().unwrap_or("?")
-            );
+            println!("  sandbox   {s}; enforcement: {}", ev["agent_plan"]["enforcement"].as_str().unwrap_or("?"));
         }
         if let Some(t) = ev["timings"].as_object() {
             let parts: Vec<String> = ["tcp_ms", "handshake_ms", "auth_ms", "exec_ms", "total_ms"]
                 .iter()
                 .filter_map(|k| {
-                    t.get(*k)
-                        .and_then(Value::as_f64)
-                        .map(|v| format!("{} {v} ms", k.trim_end_matches("_ms")))
+                    t.get(*k).and_then(Value::as_f64).map(|v| format!("{} {v} ms", k.trim_end_matches("_ms")))
                 })
                 .collect();
             println!("  timings   {}", parts.join(", "));
@@ -102,10 +72,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
             println!("  error     {e}");
         }
         if let Some(s) = &run.launch_stderr {
-            println!(
-                "  stderr    {}",
-                s.trim_end().replace('\n', "\n            ")
-            );
+            println!("  stderr    {}", s.trim_end().replace('\n', "\n            "));
         }
     }
     println!("history");
@@ -121,10 +88,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
 /// Quotes a word for display when it would otherwise be ambiguous. Display only: nothing
 /// built here is ever run.
 fn display_word(w: &str) -> String {
-    if !w.is_empty()
-        && w.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@{}+".contains(&b))
-    {
+    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@{}+".contains(&b)) {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))

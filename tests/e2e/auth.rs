@@ -15,12 +15,7 @@ struct Agent {
 impl Agent {
     fn start(dir: &std::path::Path) -> Agent {
         let sock = dir.join("agent.sock");
-        let out = Command::new("ssh-agent")
-            .arg("-a")
-            .arg(&sock)
-            .arg("-s")
-            .output()
-            .unwrap();
+        let out = Command::new("ssh-agent").arg("-a").arg(&sock).arg("-s").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let pid = text
             .split("SSH_AGENT_PID=")
@@ -31,16 +26,8 @@ impl Agent {
         Agent { pid, sock }
     }
     fn add(&self, key: &std::path::Path) {
-        let st = Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &self.sock)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        let st = Command::new("ssh-add").arg(key).env("SSH_AUTH_SOCK", &self.sock).output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     }
 }
 
@@ -54,13 +41,7 @@ fn host_without_identity(env: &Env, host: &FakeHost, identity: &str) {
     let toml = env.host_toml("h", host);
     let toml: String = toml
         .lines()
-        .map(|l| {
-            if l.starts_with("identity") {
-                format!("identity = \"{identity}\"\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
+        .map(|l| if l.starts_with("identity") { format!("identity = \"{identity}\"\n") } else { format!("{l}\n") })
         .collect();
     env.trust(host);
     env.config_append(&toml);
@@ -76,16 +57,8 @@ fn keys_in_ssh_agent_are_used() {
     let agent = Agent::start(&env.home);
     agent.add(host.client_key());
     let without = env.run(&["oppy", "hello"]).fails_with(11);
-    assert!(
-        without.stderr().contains("/nonexistent/id (missing)"),
-        "{without}"
-    );
-    let with = env
-        .run_with_env(
-            &["oppy", "hello", "--json"],
-            &[("SSH_AUTH_SOCK", agent.sock.to_str().unwrap())],
-        )
-        .ok();
+    assert!(without.stderr().contains("/nonexistent/id (missing)"), "{without}");
+    let with = env.run_with_env(&["oppy", "hello", "--json"], &[("SSH_AUTH_SOCK", agent.sock.to_str().unwrap())]).ok();
     assert_eq!(with.json()["status"], "launched");
 }
 
@@ -96,20 +69,9 @@ fn an_encrypted_key_without_an_agent_is_a_clear_error() {
     // The authorized key, re-encrypted with a passphrase.
     let key = env.home.join("enc_key");
     std::fs::copy(host.client_key(), &key).unwrap();
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-p", "-N", "secret", "-P", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let st = Command::new("ssh-keygen").args(["-q", "-p", "-N", "secret", "-P", "", "-f"]).arg(&key).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     host_without_identity(&env, &host, key.to_str().unwrap());
     let run = env.run(&["oppy", "hello"]).fails_with(11);
-    assert!(
-        run.stderr().contains("encrypted") && run.stderr().contains("ssh-add"),
-        "{run}"
-    );
+    assert!(run.stderr().contains("encrypted") && run.stderr().contains("ssh-add"), "{run}");
 }

@@ -72,21 +72,14 @@ fn a_link_lost_after_the_script_was_sent_is_launch_unknown() {
     let env = Env::new();
     let proxy = CutProxy::start(host.port(), 300_000);
     // The host is known under the proxy's port too, since that is what the client dials.
-    std::fs::write(
-        &env.known_hosts,
-        format!("[127.0.0.1]:{} {}\n", proxy.port, host.host_public_key()),
-    )
-    .unwrap();
-    env.config_append(&env.host_toml("h", &host).replace(
-        &format!("port = {}", host.port()),
-        &format!("port = {}", proxy.port),
-    ));
+    std::fs::write(&env.known_hosts, format!("[127.0.0.1]:{} {}\n", proxy.port, host.host_public_key())).unwrap();
+    env.config_append(
+        &env.host_toml("h", &host).replace(&format!("port = {}", host.port()), &format!("port = {}", proxy.port)),
+    );
     env.add_brother("oppy", "h", &host, "self-test", "read");
     // A 400 kB prompt makes the script far longer than the cut-off point.
     let prompt = format!("long task\n@self-test sleep 20\n{}", "x".repeat(400_000));
-    let run = env
-        .run_with_stdin(&["oppy", "-", "--json"], prompt.as_bytes())
-        .fails_with(14);
+    let run = env.run_with_stdin(&["oppy", "-", "--json"], prompt.as_bytes()).fails_with(14);
     let task = run.json();
     assert_eq!(task["status"], "launch_unknown", "{run}");
     assert!(run.stderr().contains("unknown"), "{run}");
@@ -95,19 +88,11 @@ fn a_link_lost_after_the_script_was_sent_is_launch_unknown() {
     let session = task["session"].as_str().unwrap();
     let mut found = false;
     for _ in 0..100 {
-        if host
-            .tmux(&["has-session", "-t", &format!("={session}")])
-            .status
-            .success()
-        {
+        if host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {
             found = true;
             break;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        found,
-        "the brother never started {session}: {}",
-        host.diagnostics()
-    );
+    assert!(found, "the brother never started {session}: {}", host.diagnostics());
 }

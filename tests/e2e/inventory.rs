@@ -79,72 +79,34 @@ fn a_cli_made_inventory_launches_and_refuses_to_orphan_a_brother() {
     );
     // The human listings show the same entries.
     let text = env.run(&["hosts", "list"]).ok().stdout();
-    assert!(
-        text.contains("box") && text.contains(&host.port().to_string()),
-        "{text}"
-    );
+    assert!(text.contains("box") && text.contains(&host.port().to_string()), "{text}");
     let text = env.run(&["brothers", "list"]).ok().stdout();
-    assert!(
-        text.contains("oppy") && text.contains("self-test") && text.contains(&workdir),
-        "{text}"
-    );
+    assert!(text.contains("oppy") && text.contains("self-test") && text.contains(&workdir), "{text}");
 
     let task = env.run(&["oppy", "made by the cli", "--json"]).ok().json();
-    assert_eq!(
-        (task["status"].as_str(), task["host"].as_str()),
-        (Some("launched"), Some("box")),
-        "{task}"
-    );
+    assert_eq!((task["status"].as_str(), task["host"].as_str()), (Some("launched"), Some("box")), "{task}");
     assert_eq!(task["max_turns"], 50);
     assert_eq!(task["sandbox"], "read");
 
     // A brother on a host that does not exist is refused, and so is removing oppy's host.
     let before = config_text(&env);
-    let ghost = env
-        .run(&[
-            "brothers",
-            "add",
-            "ghost",
-            "--host",
-            "nowhere",
-            "--workdir",
-            "/w",
-        ])
-        .fails_with(3);
+    let ghost = env.run(&["brothers", "add", "ghost", "--host", "nowhere", "--workdir", "/w"]).fails_with(3);
     assert!(ghost.stderr().contains("nowhere"), "{ghost}");
     assert_eq!(config_text(&env), before);
     let rm = env.run(&["hosts", "rm", "box"]).fails_with(3);
-    assert!(
-        rm.stderr().contains("brothers.oppy.host") && rm.stderr().contains("\"box\""),
-        "{rm}"
-    );
-    assert_eq!(
-        config_text(&env),
-        before,
-        "a refused removal changed the file"
-    );
+    assert!(rm.stderr().contains("brothers.oppy.host") && rm.stderr().contains("\"box\""), "{rm}");
+    assert_eq!(config_text(&env), before, "a refused removal changed the file");
 
     env.run(&["brothers", "rm", "oppy"]).ok();
     env.run(&["hosts", "rm", "box"]).ok();
     assert_eq!(env.run(&["hosts", "list", "--json"]).ok().json(), json!({}));
-    assert_eq!(
-        env.run(&["brothers", "list", "--json"]).ok().json(),
-        json!({})
-    );
+    assert_eq!(env.run(&["brothers", "list", "--json"]).ok().json(), json!({}));
     // Removing what is not there says so.
     let again = env.run(&["hosts", "rm", "box"]);
     assert_ne!(again.code(), 0, "{again}");
     assert!(again.stderr().contains("unknown host \"box\""), "{again}");
     // The task launched earlier is still in the mailbox.
-    assert_eq!(
-        env.run(&["list", "--json"])
-            .ok()
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(env.run(&["list", "--json"]).ok().json().as_array().unwrap().len(), 1);
 }
 
 const HAND_WRITTEN: &str = r#"# My machines. Keep this comment.
@@ -166,26 +128,8 @@ sandbox = "read"
 fn adding_to_a_hand_written_config_keeps_its_comments_and_entries() {
     let env = Env::new();
     std::fs::write(&env.config, HAND_WRITTEN).unwrap();
-    env.run(&[
-        "hosts",
-        "add",
-        "jerry-box",
-        "--address",
-        "10.0.0.2",
-        "--port",
-        "22",
-    ])
-    .ok();
-    env.run(&[
-        "brothers",
-        "add",
-        "jerry",
-        "--host",
-        "jerry-box",
-        "--workdir",
-        "/srv/work",
-    ])
-    .ok();
+    env.run(&["hosts", "add", "jerry-box", "--address", "10.0.0.2", "--port", "22"]).ok();
+    env.run(&["brothers", "add", "jerry", "--host", "jerry-box", "--workdir", "/srv/work"]).ok();
     let after = config_text(&env);
     for kept in [
         "# My machines. Keep this comment.",
@@ -196,14 +140,8 @@ fn adding_to_a_hand_written_config_keeps_its_comments_and_entries() {
         assert!(after.contains(kept), "lost {kept:?}:\n{after}");
     }
     // The old blocks are intact, each comment still above the table it belongs to.
-    assert!(
-        after.starts_with(&HAND_WRITTEN[..HAND_WRITTEN.find("\n# Brothers").unwrap()]),
-        "{after}"
-    );
-    assert!(
-        after.contains(&HAND_WRITTEN[HAND_WRITTEN.find("# Brothers").unwrap()..]),
-        "{after}"
-    );
+    assert!(after.starts_with(&HAND_WRITTEN[..HAND_WRITTEN.find("\n# Brothers").unwrap()]), "{after}");
+    assert!(after.contains(&HAND_WRITTEN[HAND_WRITTEN.find("# Brothers").unwrap()..]), "{after}");
     let hosts = env.run(&["hosts", "list", "--json"]).ok().json();
     assert_eq!(hosts["masuda"]["port"], 2222);
     assert_eq!(hosts["jerry-box"]["address"], "10.0.0.2");
@@ -216,10 +154,7 @@ fn adding_to_a_hand_written_config_keeps_its_comments_and_entries() {
     // Removing one entry leaves the others and their comments.
     env.run(&["brothers", "rm", "jerry"]).ok();
     let after_rm = config_text(&env);
-    assert!(
-        !after_rm.contains("[brothers.jerry]") && after_rm.contains("# the big GPU box"),
-        "{after_rm}"
-    );
+    assert!(!after_rm.contains("[brothers.jerry]") && after_rm.contains("# the big GPU box"), "{after_rm}");
 }
 
 #[test]
@@ -234,16 +169,9 @@ fn a_typo_in_the_config_is_exit_3_naming_the_key() {
     ] {
         let run = env.run(args).fails_with(3);
         assert!(run.stderr().contains("max_turn"), "{run}");
-        assert!(
-            run.stderr().contains(&env.config.display().to_string()),
-            "{run}"
-        );
+        assert!(run.stderr().contains(&env.config.display().to_string()), "{run}");
     }
-    assert_eq!(
-        config_text(&env),
-        text,
-        "an edit was written over a broken file"
-    );
+    assert_eq!(config_text(&env), text, "an edit was written over a broken file");
     let typo_host = "[hosts.h]\naddress = \"127.0.0.1\"\nprot = 22\n";
     std::fs::write(&env.config, typo_host).unwrap();
     let run = env.run(&["hosts", "list", "--json"]).fails_with(3);
@@ -279,38 +207,15 @@ fn the_config_flag_wins_over_delegate_config() {
     ])
     .ok();
 
-    let hosts = env
-        .run(&["hosts", "list", "--json", "--config", flag])
-        .ok()
-        .json();
-    assert_eq!(
-        hosts.as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["b"],
-        "{hosts}"
-    );
+    let hosts = env.run(&["hosts", "list", "--json", "--config", flag]).ok().json();
+    assert_eq!(hosts.as_object().unwrap().keys().collect::<Vec<_>>(), ["b"], "{hosts}");
     let default_hosts = env.run(&["hosts", "list", "--json"]).ok().json();
-    assert_eq!(
-        default_hosts
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        ["a"],
-        "{default_hosts}"
-    );
+    assert_eq!(default_hosts.as_object().unwrap().keys().collect::<Vec<_>>(), ["a"], "{default_hosts}");
 
-    let task = env
-        .run(&["--config", flag, "oppy", "via the flag", "--json"])
-        .ok()
-        .json();
+    let task = env.run(&["--config", flag, "oppy", "via the flag", "--json"]).ok().json();
     assert_eq!(task["host"], "b");
-    let miss = env
-        .run(&["--config", flag, "spirit", "not here"])
-        .fails_with(3);
-    assert!(
-        miss.stderr().contains("unknown brother \"spirit\"") && miss.stderr().contains("oppy"),
-        "{miss}"
-    );
+    let miss = env.run(&["--config", flag, "spirit", "not here"]).fails_with(3);
+    assert!(miss.stderr().contains("unknown brother \"spirit\"") && miss.stderr().contains("oppy"), "{miss}");
     env.run(&["spirit", "from DELEGATE_CONFIG", "--json"]).ok();
 }
 

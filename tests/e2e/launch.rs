@@ -10,9 +10,7 @@ use crate::support::{Env, remote_dir, wait_for_file};
 fn self_test_launch_travels_over_ssh_into_tmux_and_is_recorded() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "write");
-    let run = env
-        .run(&["oppy", "review the training config", "--json"])
-        .ok();
+    let run = env.run(&["oppy", "review the training config", "--json"]).ok();
     let task = run.json();
     assert_eq!(task["status"], "launched", "{run}");
     assert_eq!(task["brother"], "oppy");
@@ -21,55 +19,24 @@ fn self_test_launch_travels_over_ssh_into_tmux_and_is_recorded() {
     assert_eq!(task["agent"], "self-test");
     assert_eq!(task["sandbox"], "write");
     assert_eq!(task["max_turns"], 7);
-    for key in [
-        "id",
-        "session",
-        "workdir",
-        "created_at",
-        "updated_at",
-        "runs",
-    ] {
+    for key in ["id", "session", "workdir", "created_at", "updated_at", "runs"] {
         assert!(!task[key].is_null(), "{key} missing in {task}");
     }
     let session = task["session"].as_str().unwrap();
     assert!(
         session.starts_with("dlg-")
-            && session
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && session.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     );
 
     let ev = &task["runs"][0];
     assert_eq!(ev["status"], "launched");
-    assert!(
-        ev["marker"]
-            .as_str()
-            .unwrap()
-            .contains(ev["nonce"].as_str().unwrap()),
-        "{ev}"
-    );
+    assert!(ev["marker"].as_str().unwrap().contains(ev["nonce"].as_str().unwrap()), "{ev}");
     assert!(ev["pane_pid"].as_i64().unwrap() > 1);
-    assert!(
-        ev["evidence"]["remote"]["tmux_version"]
-            .as_str()
-            .unwrap()
-            .starts_with("tmux ")
-    );
+    assert!(ev["evidence"]["remote"]["tmux_version"].as_str().unwrap().starts_with("tmux "));
     assert!(ev["evidence"]["timings"]["total_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(
-        ev["evidence"]["remote"]["agent_version"],
-        "delegate-self-test 1"
-    );
-    let argv: Vec<&str> = ev["evidence"]["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert!(
-        argv[1].ends_with("/self-test-agent") && argv.iter().all(|a| !a.contains('{')),
-        "{argv:?}"
-    );
+    assert_eq!(ev["evidence"]["remote"]["agent_version"], "delegate-self-test 1");
+    let argv: Vec<&str> = ev["evidence"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(argv[1].ends_with("/self-test-agent") && argv.iter().all(|a| !a.contains('{')), "{argv:?}");
 
     // The session is really there, on our socket, found by its exact name: or it already
     // ran to completion, which the runner's exit record proves.
@@ -78,44 +45,26 @@ fn self_test_launch_travels_over_ssh_into_tmux_and_is_recorded() {
     let exit = String::from_utf8(wait_for_file(&dir.join("exit"))).unwrap();
     assert!(exit.starts_with("0 "), "{exit}");
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
-    assert!(
-        stream.contains(&sha256_hex(b"review the training config")),
-        "{stream}"
-    );
+    assert!(stream.contains(&sha256_hex(b"review the training config")), "{stream}");
 
     // list and show agree with the launch.
     let list = env.run(&["list", "--json"]).ok().json();
     assert_eq!(list[0]["id"], id);
     let text = env.run(&["show", &id.to_string()]).ok().stdout();
-    assert!(
-        text.contains("launched") && text.contains(session) && text.contains("DELEGATE-LAUNCHED"),
-        "{text}"
-    );
+    assert!(text.contains("launched") && text.contains(session) && text.contains("DELEGATE-LAUNCHED"), "{text}");
 }
 
 #[test]
 fn a_running_agent_is_visible_in_tmux_by_exact_name() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
-    let task = env
-        .run(&["oppy", "work a while\n@self-test sleep 30", "--json"])
-        .ok()
-        .json();
+    let task = env.run(&["oppy", "work a while\n@self-test sleep 30", "--json"]).ok().json();
     let session = task["session"].as_str().unwrap();
     let has = host.tmux(&["has-session", "-t", &format!("={session}")]);
-    assert!(
-        has.status.success(),
-        "session {session} not found: {}",
-        host.diagnostics()
-    );
+    assert!(has.status.success(), "session {session} not found: {}", host.diagnostics());
     // A prefix of the name is not the session: exact targets only.
     let prefix = &session[..session.len() - 1];
-    assert!(
-        !host
-            .tmux(&["has-session", "-t", &format!("={prefix}")])
-            .status
-            .success()
-    );
+    assert!(!host.tmux(&["has-session", "-t", &format!("={prefix}")]).status.success());
 }
 
 #[test]
@@ -123,60 +72,30 @@ fn claude_gets_its_documented_argv_and_the_prompt_on_stdin_only() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "claude", "read");
     let prompt = "summarize the repo; canary-7f3a9c";
-    let task = env
-        .run(&["oppy", prompt, "--model", "sonnet", "--json"])
-        .ok()
-        .json();
+    let task = env.run(&["oppy", prompt, "--model", "sonnet", "--json"]).ok().json();
     let rec = &host.wait_for_agent_records(1, Duration::from_secs(10))[0];
     assert_eq!(rec.name, "claude");
     let args = rec.args();
     let joined = args.join(" ");
-    assert!(
-        joined.starts_with("-p --output-format stream-json --verbose --session-id "),
-        "{joined}"
-    );
+    assert!(joined.starts_with("-p --output-format stream-json --verbose --session-id "), "{joined}");
     assert_eq!(rec.arg_value("--max-turns").as_deref(), Some("7"));
-    assert_eq!(
-        rec.arg_value("--permission-mode").as_deref(),
-        Some("dontAsk")
-    );
+    assert_eq!(rec.arg_value("--permission-mode").as_deref(), Some("dontAsk"));
     assert_eq!(rec.arg_value("--tools").as_deref(), Some("Read,Grep,Glob"));
     assert_eq!(rec.arg_value("--model").as_deref(), Some("sonnet"));
     let session_id = rec.arg_value("--session-id").unwrap();
-    assert_eq!(
-        task["runs"][0]["evidence"]["agent_plan"]["session_id"],
-        session_id.as_str()
-    );
-    assert!(
-        !args.iter().any(|a| a.contains("canary-7f3a9c")),
-        "prompt leaked into argv: {joined}"
-    );
+    assert_eq!(task["runs"][0]["evidence"]["agent_plan"]["session_id"], session_id.as_str());
+    assert!(!args.iter().any(|a| a.contains("canary-7f3a9c")), "prompt leaked into argv: {joined}");
     assert_eq!(rec.stdin_sha256, sha256_hex(prompt));
     assert!(!rec.stdin_is_tty);
     assert_eq!(rec.cwd, host.workdir());
     assert!(rec.env.contains_key("DELEGATE_TASK_DIR"), "{:?}", rec.env);
     let remote = &task["runs"][0]["evidence"]["remote"];
     assert_eq!(remote["agent_version"], "2.1.329 (Claude Code)", "{remote}");
-    assert!(
-        remote["argv"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| !a.as_str().unwrap().contains("canary"))
-    );
+    assert!(remote["argv"].as_array().unwrap().iter().all(|a| !a.as_str().unwrap().contains("canary")));
     // The evidence holds the argv as run: resolved program, real paths, no placeholders.
     let argv = task["runs"][0]["evidence"]["argv"].as_array().unwrap();
-    assert!(
-        argv[0].as_str().unwrap().ends_with("/bin/claude"),
-        "{argv:?}"
-    );
-    assert_eq!(
-        argv[1..]
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect::<Vec<_>>(),
-        rec.args()
-    );
+    assert!(argv[0].as_str().unwrap().ends_with("/bin/claude"), "{argv:?}");
+    assert_eq!(argv[1..].iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>(), rec.args());
 }
 
 #[test]
@@ -185,10 +104,7 @@ fn claude_write_mode_passes_its_sandbox_settings() {
     let env = Env::with_brother(&host, "claude", "write");
     let task = env.run(&["oppy", "edit things", "--json"]).ok().json();
     let rec = &host.wait_for_agent_records(1, Duration::from_secs(10))[0];
-    assert_eq!(
-        rec.arg_value("--permission-mode").as_deref(),
-        Some("acceptEdits")
-    );
+    assert_eq!(rec.arg_value("--permission-mode").as_deref(), Some("acceptEdits"));
     let settings = rec.arg_value("--settings").unwrap();
     let text = std::fs::read_to_string(&settings).unwrap();
     assert!(text.contains("\"failIfUnavailable\":true"), "{text}");
@@ -199,28 +115,19 @@ fn claude_write_mode_passes_its_sandbox_settings() {
 fn codex_runs_exec_with_json_and_its_sandbox_and_reads_the_prompt_from_stdin() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "codex", "write");
-    let task = env
-        .run(&["oppy", "fix the flaky test", "--json"])
-        .ok()
-        .json();
+    let task = env.run(&["oppy", "fix the flaky test", "--json"]).ok().json();
     let rec = &host.wait_for_agent_records(1, Duration::from_secs(10))[0];
     assert_eq!(rec.name, "codex");
     let args = rec.args();
     assert_eq!(&args[..3], ["exec", "--json", "--sandbox"]);
     assert_eq!(args[3], "workspace-write");
     assert!(rec.has_arg("--skip-git-repo-check"));
-    assert_eq!(
-        rec.arg_value("-C").unwrap(),
-        host.workdir().to_string_lossy()
-    );
+    assert_eq!(rec.arg_value("-C").unwrap(), host.workdir().to_string_lossy());
     assert_eq!(args.last().unwrap(), "-");
     assert!(!rec.has_arg("--max-turns"));
     assert_eq!(rec.stdin_sha256, sha256_hex("fix the flaky test"));
     assert!(!rec.stdin_is_tty);
-    assert_eq!(
-        task["runs"][0]["evidence"]["agent_plan"]["turn_limit"],
-        "delegate"
-    );
+    assert_eq!(task["runs"][0]["evidence"]["agent_plan"]["turn_limit"], "delegate");
 }
 
 #[test]
@@ -229,7 +136,9 @@ fn a_custom_agent_reads_its_prompt_file() {
     let env = Env::new();
     env.add_host("h", &host);
     // The fake `codex` stands in for any program; the template names the prompt file.
-    env.config_append("[agents.mine]\ncommand = [\"codex\", \"--message-file\", \"{prompt_file}\", \"--turns={max_turns}\"]\n");
+    env.config_append(
+        "[agents.mine]\ncommand = [\"codex\", \"--message-file\", \"{prompt_file}\", \"--turns={max_turns}\"]\n",
+    );
     env.add_brother("oppy", "h", &host, "mine", "full");
     let task = env.run(&["oppy", "custom work", "--json"]).ok().json();
     let rec = &host.wait_for_agent_records(1, Duration::from_secs(10))[0];
@@ -237,18 +146,10 @@ fn a_custom_agent_reads_its_prompt_file() {
     assert_eq!(std::fs::read(&file).unwrap(), b"custom work");
     assert!(file.starts_with(task["runs"][0]["remote_dir"].as_str().unwrap()));
     assert!(rec.has_arg("--turns=7"));
-    assert_eq!(
-        rec.stdin_bytes, 0,
-        "stdin must be /dev/null when the prompt goes by file"
-    );
+    assert_eq!(rec.stdin_bytes, 0, "stdin must be /dev/null when the prompt goes by file");
     assert!(!rec.stdin_is_tty);
 
     // The same agent at a level it does not declare is refused before anything is sent.
-    let refused = env
-        .run(&["oppy", "custom work", "--sandbox", "write"])
-        .fails_with(26);
-    assert!(
-        refused.stderr().contains("mine") && refused.stderr().contains("--sandbox full"),
-        "{refused}"
-    );
+    let refused = env.run(&["oppy", "custom work", "--sandbox", "write"]).fails_with(26);
+    assert!(refused.stderr().contains("mine") && refused.stderr().contains("--sandbox full"), "{refused}");
 }

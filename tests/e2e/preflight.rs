@@ -14,14 +14,10 @@ use crate::support::{Env, Run};
 fn assert_recorded_failed(env: &Env, run: &Run, words: &[&str]) -> serde_json::Value {
     let task = run.json();
     assert_eq!(task["status"], "failed", "{run}");
-    let id = task["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no id in {task}"));
+    let id = task["id"].as_i64().unwrap_or_else(|| panic!("no id in {task}"));
     let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
     assert_eq!(show["status"], "failed", "{show}");
-    let reason = show["reason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no reason in {show}"));
+    let reason = show["reason"].as_str().unwrap_or_else(|| panic!("no reason in {show}"));
     for w in words {
         assert!(reason.contains(w), "reason lacks {w:?}: {reason}");
     }
@@ -38,11 +34,7 @@ fn no_tmux_server(host: &FakeHost) {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.trim_ascii() == b"0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
 }
 
 /// The config of one host "h" (from `host`, remote root replaced) with brother "oppy".
@@ -63,10 +55,7 @@ fn missing_tmux_is_exit_20_with_how_to_install_and_no_session() {
     let env = Env::with_brother(&host, "self-test", "read");
     let run = env.run(&["oppy", "needs tmux", "--json"]).fails_with(20);
     let err = run.stderr();
-    assert!(
-        err.contains("tmux not found") && err.contains("install tmux"),
-        "{run}"
-    );
+    assert!(err.contains("tmux not found") && err.contains("install tmux"), "{run}");
     let show = assert_recorded_failed(&env, &run, &["tmux", "install"]);
     assert_eq!(show["runs"][0]["launch_exit"], 20, "{show}");
     no_tmux_server(&host);
@@ -77,10 +66,7 @@ fn missing_agent_is_exit_21_naming_the_command() {
     let host = FakeHost::builder().without_fake_agents().start();
     let env = Env::with_brother(&host, "claude", "read");
     let run = env.run(&["oppy", "needs claude", "--json"]).fails_with(21);
-    assert!(
-        run.stderr().contains("agent command 'claude' not found"),
-        "{run}"
-    );
+    assert!(run.stderr().contains("agent command 'claude' not found"), "{run}");
     assert_recorded_failed(&env, &run, &["'claude'", "not found"]);
     no_tmux_server(&host);
 }
@@ -89,19 +75,8 @@ fn missing_agent_is_exit_21_naming_the_command() {
 fn missing_workdir_is_exit_24_naming_the_directory() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "claude", "read");
-    let run = env
-        .run(&[
-            "oppy",
-            "work elsewhere",
-            "--workdir",
-            "/nonexistent/x",
-            "--json",
-        ])
-        .fails_with(24);
-    assert!(
-        run.stderr().contains("/nonexistent/x") && run.stderr().contains("does not exist"),
-        "{run}"
-    );
+    let run = env.run(&["oppy", "work elsewhere", "--workdir", "/nonexistent/x", "--json"]).fails_with(24);
+    assert!(run.stderr().contains("/nonexistent/x") && run.stderr().contains("does not exist"), "{run}");
     let show = assert_recorded_failed(&env, &run, &["/nonexistent/x"]);
     assert_eq!(show["workdir"], "/nonexistent/x");
     assert!(host.agent_records().is_empty(), "the agent ran anyway");
@@ -117,21 +92,15 @@ fn an_unwritable_remote_root_is_exit_25() {
         // A root-owned 0755 directory the remote user (dlgtest) can enter but not write.
         let locked = host.dir().join("locked");
         std::fs::create_dir(&locked).unwrap();
-        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         roots.push(locked.join("root"));
         roots.push(locked);
     }
     for root in roots {
         let env = env_with_remote_root(&host, &root, "claude", "read");
-        let run = env
-            .run(&["oppy", "cannot store this", "--json"])
-            .fails_with(25);
+        let run = env.run(&["oppy", "cannot store this", "--json"]).fails_with(25);
         let shown = root.display().to_string();
-        assert!(
-            run.stderr().contains(&shown),
-            "message does not name {shown}:\n{run}"
-        );
+        assert!(run.stderr().contains(&shown), "message does not name {shown}:\n{run}");
         assert_recorded_failed(&env, &run, &[&shown, "remote_root"]);
     }
     assert!(host.agent_records().is_empty(), "the agent ran anyway");
@@ -142,21 +111,12 @@ fn an_unwritable_remote_root_is_exit_25() {
 fn claude_write_without_bwrap_is_refused_with_exit_26_not_downgraded() {
     let host = FakeHost::builder().path_without(&["bwrap"]).start();
     let env = Env::with_brother(&host, "claude", "write");
-    let run = env
-        .run(&["oppy", "edit but unsandboxed?", "--json"])
-        .fails_with(26);
+    let run = env.run(&["oppy", "edit but unsandboxed?", "--json"]).fails_with(26);
     let err = run.stderr();
-    assert!(
-        err.contains("'bwrap'") && err.contains("refuses rather than run with less isolation"),
-        "{run}"
-    );
+    assert!(err.contains("'bwrap'") && err.contains("refuses rather than run with less isolation"), "{run}");
     let show = assert_recorded_failed(&env, &run, &["bwrap", "refuses"]);
     assert_eq!(show["sandbox"], "write");
-    assert!(
-        host.agent_records().is_empty(),
-        "the agent ran without its sandbox: {:?}",
-        host.agent_records()
-    );
+    assert!(host.agent_records().is_empty(), "the agent ran without its sandbox: {:?}", host.agent_records());
     no_tmux_server(&host);
 }
 
@@ -194,66 +154,32 @@ fn a_full_disk_is_exit_22_and_leaves_no_partial_prompt() {
     let host = FakeHost::start();
     let root = host.dir().join("tiny");
     std::fs::create_dir(&root).unwrap();
-    let gid = Command::new("id")
-        .args(["-g", host.user()])
-        .output()
-        .unwrap()
-        .stdout;
+    let gid = Command::new("id").args(["-g", host.user()]).output().unwrap().stdout;
     let gid = String::from_utf8(gid).unwrap();
     // Owned by the remote user, so only the 64 KiB limit stands in the way.
     let opts = format!("size=64k,mode=0700,uid={},gid={}", host.uid(), gid.trim());
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
-        .arg(&root)
-        .output()
-        .unwrap();
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tmpfs"]).arg(&root).output().unwrap();
     if !out.status.success() {
-        eprintln!(
-            "skipped: mount -t tmpfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("skipped: mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr));
         let _ = std::fs::remove_dir(&root);
         return;
     }
     let _mount = Mount(root.clone());
     let env = env_with_remote_root(&host, &root, "claude", "read");
     let prompt_file = env.home.join("big-prompt");
-    let prompt: Vec<u8> = (0..1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
+    let prompt: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     std::fs::write(&prompt_file, &prompt).unwrap();
-    let run = env
-        .run(&[
-            "oppy",
-            "--prompt-file",
-            prompt_file.to_str().unwrap(),
-            "--json",
-        ])
-        .fails_with(22);
+    let run = env.run(&["oppy", "--prompt-file", prompt_file.to_str().unwrap(), "--json"]).fails_with(22);
     assert!(run.stderr().contains("disk full"), "{run}");
     assert_recorded_failed(&env, &run, &["prompt", "disk full"]);
 
     // The launch got as far as its task directory, and cleaned the partial prompt away.
-    let tasks: Vec<_> = std::fs::read_dir(root.join("tasks"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert_eq!(
-        tasks.len(),
-        1,
-        "expected one task directory in {}",
-        root.display()
-    );
+    let tasks: Vec<_> = std::fs::read_dir(root.join("tasks")).unwrap().flatten().collect();
+    assert_eq!(tasks.len(), 1, "expected one task directory in {}", root.display());
     let mut leftovers = Vec::new();
     files_named(&root, &["prompt", "prompt.tmp"], &mut leftovers);
-    assert!(
-        leftovers.is_empty(),
-        "partial prompt left behind: {leftovers:?}"
-    );
-    assert!(
-        host.agent_records().is_empty(),
-        "the agent ran on a damaged prompt"
-    );
+    assert!(leftovers.is_empty(), "partial prompt left behind: {leftovers:?}");
+    assert!(host.agent_records().is_empty(), "the agent ran on a damaged prompt");
     no_tmux_server(&host);
 }
 
@@ -261,16 +187,12 @@ fn a_full_disk_is_exit_22_and_leaves_no_partial_prompt() {
 fn an_unknown_brother_is_exit_3_and_lists_the_known_ones() {
     let env = Env::new();
     env.config_append("[hosts.h]\naddress = \"127.0.0.1\"\nport = 1\n");
-    env.config_append("[brothers.oppy]\nhost = \"h\"\nworkdir = \"/w\"\n[brothers.spirit]\nhost = \"h\"\nworkdir = \"/w\"\n");
+    env.config_append(
+        "[brothers.oppy]\nhost = \"h\"\nworkdir = \"/w\"\n[brothers.spirit]\nhost = \"h\"\nworkdir = \"/w\"\n",
+    );
     let run = env.run(&["jerry", "hello", "--json"]).fails_with(3);
     let err = run.stderr();
-    assert!(
-        err.contains("unknown brother \"jerry\"") && err.contains("oppy, spirit"),
-        "{run}"
-    );
+    assert!(err.contains("unknown brother \"jerry\"") && err.contains("oppy, spirit"), "{run}");
     assert!(run.stdout().is_empty(), "{run}");
-    assert_eq!(
-        env.run(&["list", "--json"]).ok().json(),
-        serde_json::json!([])
-    );
+    assert_eq!(env.run(&["list", "--json"]).ok().json(), serde_json::json!([]));
 }

@@ -31,20 +31,14 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 fn record_for(host: &FakeHost, dir: &Path) -> AgentRecord {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let found = host.agent_records().into_iter().find(|r| {
-            r.env
-                .get("DELEGATE_TASK_DIR")
-                .is_some_and(|d| Path::new(d) == dir)
-        });
+        let found = host
+            .agent_records()
+            .into_iter()
+            .find(|r| r.env.get("DELEGATE_TASK_DIR").is_some_and(|d| Path::new(d) == dir));
         if let Some(r) = found {
             return r;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no agent record for {}:\n{}",
-            dir.display(),
-            host.diagnostics()
-        );
+        assert!(Instant::now() < deadline, "no agent record for {}:\n{}", dir.display(), host.diagnostics());
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -58,12 +52,7 @@ fn assert_delivered(host: &FakeHost, env: &Env, run: Run, input: &[u8]) {
     assert_eq!(task["prompt_sha256"], sha256_hex(input));
     let dir = remote_dir(env, task["id"].as_i64().unwrap());
     let remote = std::fs::read(dir.join("prompt")).unwrap();
-    assert!(
-        remote == input,
-        "remote prompt differs: {} bytes vs {} sent",
-        remote.len(),
-        input.len()
-    );
+    assert!(remote == input, "remote prompt differs: {} bytes vs {} sent", remote.len(), input.len());
     let rec = record_for(host, &dir);
     assert_eq!(rec.stdin_bytes as usize, input.len());
     assert_eq!(rec.stdin_sha256, sha256_hex(input));
@@ -85,24 +74,9 @@ fn all_256_byte_values_round_trip_by_file_and_by_stdin() {
     all.extend((0..=255u8).rev());
     let file = write_prompt(&env, "all-bytes", &all);
     let path = file.to_str().unwrap();
-    assert_delivered(
-        &host,
-        &env,
-        env.run(&["oppy", "--prompt-file", path, "--json"]),
-        &all,
-    );
-    assert_delivered(
-        &host,
-        &env,
-        env.run_with_stdin(&["oppy", "-", "--json"], &all),
-        &all,
-    );
-    assert_delivered(
-        &host,
-        &env,
-        env.run_with_stdin(&["oppy", "--prompt-file", "-", "--json"], &all),
-        &all,
-    );
+    assert_delivered(&host, &env, env.run(&["oppy", "--prompt-file", path, "--json"]), &all);
+    assert_delivered(&host, &env, env.run_with_stdin(&["oppy", "-", "--json"], &all), &all);
+    assert_delivered(&host, &env, env.run_with_stdin(&["oppy", "--prompt-file", "-", "--json"], &all), &all);
 }
 
 #[test]
@@ -119,25 +93,11 @@ fn shell_and_tmux_syntax_in_a_prompt_is_only_text() {
     let bytes = prompt.as_bytes();
     assert_delivered(&host, &env, env.run(&["oppy", &prompt, "--json"]), bytes);
     let file = write_prompt(&env, "hostile", bytes);
-    assert_delivered(
-        &host,
-        &env,
-        env.run(&["oppy", "--prompt-file", file.to_str().unwrap(), "--json"]),
-        bytes,
-    );
-    assert_delivered(
-        &host,
-        &env,
-        env.run_with_stdin(&["oppy", "-", "--json"], bytes),
-        bytes,
-    );
+    assert_delivered(&host, &env, env.run(&["oppy", "--prompt-file", file.to_str().unwrap(), "--json"]), bytes);
+    assert_delivered(&host, &env, env.run_with_stdin(&["oppy", "-", "--json"], bytes), bytes);
     // The agents have run (their records are read above); give a stray shell a moment more.
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        !pwned.exists(),
-        "a prompt was executed: {} exists",
-        pwned.display()
-    );
+    assert!(!pwned.exists(), "a prompt was executed: {} exists", pwned.display());
 }
 
 #[test]
@@ -145,18 +105,10 @@ fn large_prompts_and_the_argv_size_boundary_round_trip() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "claude", "read");
     // 128 KiB is the kernel's limit for one argv string: the prompt must never be one.
-    for (n, len) in [131_071usize, 131_072, 131_073, 1024 * 1024]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, len) in [131_071usize, 131_072, 131_073, 1024 * 1024].into_iter().enumerate() {
         let bytes = noise(len, 0x5eed + n as u64);
         let file = write_prompt(&env, &format!("p{len}"), &bytes);
-        assert_delivered(
-            &host,
-            &env,
-            env.run(&["oppy", "--prompt-file", file.to_str().unwrap(), "--json"]),
-            &bytes,
-        );
+        assert_delivered(&host, &env, env.run(&["oppy", "--prompt-file", file.to_str().unwrap(), "--json"]), &bytes);
     }
 }
 
@@ -164,20 +116,11 @@ fn large_prompts_and_the_argv_size_boundary_round_trip() {
 fn a_non_utf8_argument_prompt_round_trips() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "claude", "read");
-    let raw =
-        b"caf\xe9 \xff\xfe latin-1 and \xc3\x28 broken utf-8 \x80\n\xf0\x9f\x98\x80 ok".to_vec();
-    let short = [
-        OsString::from("oppy"),
-        OsString::from_vec(raw.clone()),
-        OsString::from("--json"),
-    ];
+    let raw = b"caf\xe9 \xff\xfe latin-1 and \xc3\x28 broken utf-8 \x80\n\xf0\x9f\x98\x80 ok".to_vec();
+    let short = [OsString::from("oppy"), OsString::from_vec(raw.clone()), OsString::from("--json")];
     assert_delivered(&host, &env, env.run_os(&short), &raw);
-    let long = [
-        OsString::from("run"),
-        OsString::from("oppy"),
-        OsString::from_vec(raw.clone()),
-        OsString::from("--json"),
-    ];
+    let long =
+        [OsString::from("run"), OsString::from("oppy"), OsString::from_vec(raw.clone()), OsString::from("--json")];
     assert_delivered(&host, &env, env.run_os(&long), &raw);
 }
 
@@ -203,24 +146,13 @@ fn empty_and_oversized_prompts_are_exit_5_before_connecting() {
     }
     let limit = delegate_core::MAX_PROMPT_BYTES;
     let over = write_prompt(&env, "over", &vec![b'x'; limit + 1]);
-    let run = env
-        .run(&["oppy", "--prompt-file", over.to_str().unwrap(), "--json"])
-        .fails_with(5);
-    assert!(
-        run.stderr()
-            .contains(&format!("{} bytes, over the {limit}-byte limit", limit + 1)),
-        "{run}"
-    );
-    assert_eq!(
-        env.run(&["list", "--json"]).ok().json(),
-        serde_json::json!([]),
-        "a task was recorded"
-    );
+    let run = env.run(&["oppy", "--prompt-file", over.to_str().unwrap(), "--json"]).fails_with(5);
+    assert!(run.stderr().contains(&format!("{} bytes, over the {limit}-byte limit", limit + 1)), "{run}");
+    assert_eq!(env.run(&["list", "--json"]).ok().json(), serde_json::json!([]), "a task was recorded");
 
     // Exactly at the limit the prompt is accepted, and only then does the connection fail.
     let at = write_prompt(&env, "at", &vec![b'x'; limit]);
-    env.run(&["oppy", "--prompt-file", at.to_str().unwrap(), "--json"])
-        .fails_with(10);
+    env.run(&["oppy", "--prompt-file", at.to_str().unwrap(), "--json"]).fails_with(10);
     let list = env.run(&["list", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["status"], "failed");
@@ -282,10 +214,7 @@ fn scan_proc(needles: &[Vec<u8>], remote_uid: u32, scan: &mut Scan) {
         }
         let mut sources = vec![("cmdline", cmdline)];
         if owner_uid(&dir) == Some(remote_uid) {
-            sources.push((
-                "environ",
-                std::fs::read(dir.join("environ")).unwrap_or_default(),
-            ));
+            sources.push(("environ", std::fs::read(dir.join("environ")).unwrap_or_default()));
         }
         for (what, bytes) in &sources {
             for n in needles {
@@ -307,22 +236,13 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
     let host = FakeHost::start();
     host.set_agent_mode("sleep:5");
     let env = Env::with_brother(&host, "claude", "read");
-    let canary: String = noise(16, std::process::id() as u64 ^ 0xca7a_7a11)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let canary: String =
+        noise(16, std::process::id() as u64 ^ 0xca7a_7a11).iter().map(|b| format!("{b:02x}")).collect();
     // The canary is not on the first line, which becomes the (printed) subject.
     let prompt = format!("find the secret below\nsecret: {canary}\nthat is all\n");
     let mut needles: Vec<Vec<u8>> = vec![canary.clone().into_bytes()];
-    needles.extend(
-        base64_cores(canary.as_bytes())
-            .into_iter()
-            .map(String::into_bytes),
-    );
-    assert!(
-        needles.iter().all(|n| n.len() >= 32),
-        "needles too short to be unambiguous"
-    );
+    needles.extend(base64_cores(canary.as_bytes()).into_iter().map(String::into_bytes));
+    assert!(needles.iter().all(|n| n.len() >= 32), "needles too short to be unambiguous");
 
     let stop = Arc::new(AtomicBool::new(false));
     let scan = Arc::new(Mutex::new(Scan::default()));
@@ -350,11 +270,7 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
     let task = run.json();
     let dir = remote_dir(&env, task["id"].as_i64().unwrap());
     let rec = record_for(&host, &dir);
-    assert_eq!(
-        rec.stdin_sha256,
-        sha256_hex(&prompt),
-        "the agent did not get the prompt"
-    );
+    assert_eq!(rec.stdin_sha256, sha256_hex(&prompt), "the agent did not get the prompt");
 
     let scan = scan.lock().unwrap();
     assert!(scan.leaks.is_empty(), "prompt leaked:\n{:#?}", scan.leaks);
@@ -368,10 +284,6 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
     for n in &needles {
         let n = String::from_utf8_lossy(n);
         assert!(!out.contains(&*n), "delegate printed the prompt:\n{run}");
-        assert!(
-            !host.sshd_log().contains(&*n),
-            "the sshd log holds the prompt:\n{}",
-            host.sshd_log()
-        );
+        assert!(!host.sshd_log().contains(&*n), "the sshd log holds the prompt:\n{}", host.sshd_log());
     }
 }

@@ -19,12 +19,10 @@ fn all_shell_scripts_pass_shellcheck() {
     for f in files {
         assert!(root.join(f).exists(), "{f} is listed here but missing");
     }
-    let out = Command::new("shellcheck")
-        .args(["-s", "bash"])
-        .args(files)
-        .current_dir(root)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run shellcheck ({e}): install it with apt-get install shellcheck, or run scripts/test.sh"));
+    let out =
+        Command::new("shellcheck").args(["-s", "bash"]).args(files).current_dir(root).output().unwrap_or_else(|e| {
+            panic!("cannot run shellcheck ({e}): install it with apt-get install shellcheck, or run scripts/test.sh")
+        });
     assert!(
         out.status.success(),
         "shellcheck found problems:\n{}{}",

@@ -35,18 +35,9 @@ fn brother_on(env: &Env, host: &FakeHost) {
 
 /// The fingerprint ssh-keygen computes for the host's key.
 fn real_fingerprint(host: &FakeHost) -> String {
-    let out = std::process::Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(host.known_hosts_file())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("ssh-keygen").arg("-lf").arg(host.known_hosts_file()).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
+    String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_string()
 }
 
 #[test]
@@ -59,22 +50,12 @@ fn an_unreachable_host_is_exit_10_fast_and_recorded_failed() {
     brother_on(&env, &host);
     let started = Instant::now();
     let run = env.run(&["oppy", "nobody home", "--json"]).fails_with(10);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     let addr = format!("127.0.0.1:{port}");
-    assert!(
-        run.stderr().contains("cannot reach h") && run.stderr().contains(&addr),
-        "{run}"
-    );
+    assert!(run.stderr().contains("cannot reach h") && run.stderr().contains(&addr), "{run}");
     let task = run.json();
     assert_eq!(task["status"], "failed", "{run}");
-    let show = env
-        .run(&["show", &task["id"].to_string(), "--json"])
-        .ok()
-        .json();
+    let show = env.run(&["show", &task["id"].to_string(), "--json"]).ok().json();
     assert_eq!(show["status"], "failed");
     assert!(show["reason"].as_str().unwrap().contains(&addr), "{show}");
 }
@@ -85,23 +66,12 @@ fn a_key_the_host_does_not_accept_is_exit_11_listing_the_key_tried() {
     let env = Env::new();
     env.trust(&host);
     let (stranger, _) = keygen(&env.home, "stranger", "ed25519");
-    env.config_append(&host_toml_with(
-        &env,
-        &host,
-        "identity",
-        &format!("\"{}\"", stranger.display()),
-    ));
+    env.config_append(&host_toml_with(&env, &host, "identity", &format!("\"{}\"", stranger.display())));
     brother_on(&env, &host);
     let run = env.run(&["oppy", "let me in", "--json"]).fails_with(11);
     let err = run.stderr();
-    assert!(
-        err.contains(&format!("refused authentication as {}", host.user())),
-        "{run}"
-    );
-    assert!(
-        err.contains(&format!("tried: {}", stranger.display())),
-        "{run}"
-    );
+    assert!(err.contains(&format!("refused authentication as {}", host.user())), "{run}");
+    assert!(err.contains(&format!("tried: {}", stranger.display())), "{run}");
     assert_eq!(run.json()["status"], "failed", "{run}");
     assert!(host.agent_records().is_empty());
 }
@@ -122,61 +92,32 @@ fn an_unknown_host_key_is_exit_12_and_the_suggested_trust_command_works() {
     let fp = real_fingerprint(&host);
     assert!(fp.starts_with("SHA256:"), "{fp}");
     let suggested = format!("delegate hosts trust h --fingerprint {fp}");
-    assert!(
-        err.contains(&suggested),
-        "stderr lacks {suggested:?}:\n{run}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&env.known_hosts).unwrap(),
-        before,
-        "known_hosts changed"
-    );
+    assert!(err.contains(&suggested), "stderr lacks {suggested:?}:\n{run}");
+    assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), before, "known_hosts changed");
     assert_eq!(run.json()["status"], "failed");
 
     // A wrong fingerprint trusts nothing.
-    let wrong = env
-        .run(&["hosts", "trust", "h", "--fingerprint", "SHA256:wrong"])
-        .fails_with(13);
-    assert!(
-        wrong.stderr().contains("fingerprint mismatch") && wrong.stderr().contains(&fp),
-        "{wrong}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&env.known_hosts).unwrap(),
-        before,
-        "known_hosts changed"
-    );
+    let wrong = env.run(&["hosts", "trust", "h", "--fingerprint", "SHA256:wrong"]).fails_with(13);
+    assert!(wrong.stderr().contains("fingerprint mismatch") && wrong.stderr().contains(&fp), "{wrong}");
+    assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), before, "known_hosts changed");
 
     // Exactly the command the error suggested, parsed from the message.
     let at = err.find("delegate hosts trust ").unwrap();
     let words: Vec<&str> = err[at..].split_whitespace().take(6).collect();
-    assert_eq!(
-        words[..5],
-        ["delegate", "hosts", "trust", "h", "--fingerprint"],
-        "{err}"
-    );
-    let parsed_fp =
-        words[5].trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '/');
+    assert_eq!(words[..5], ["delegate", "hosts", "trust", "h", "--fingerprint"], "{err}");
+    let parsed_fp = words[5].trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '/');
     assert_eq!(parsed_fp, fp);
-    let trusted = env
-        .run(&["hosts", "trust", "h", "--fingerprint", parsed_fp])
-        .ok();
+    let trusted = env.run(&["hosts", "trust", "h", "--fingerprint", parsed_fp]).ok();
     assert!(trusted.stdout().contains("trusted"), "{trusted}");
     let after = std::fs::read_to_string(&env.known_hosts).unwrap();
-    let added = after
-        .strip_prefix(&before)
-        .unwrap_or_else(|| panic!("old lines were rewritten:\n{after}"));
+    let added = after.strip_prefix(&before).unwrap_or_else(|| panic!("old lines were rewritten:\n{after}"));
     assert_eq!(added.lines().count(), 1, "{after}");
     let mut f = added.split_whitespace();
-    assert_eq!(
-        f.next(),
-        Some(format!("[127.0.0.1]:{}", host.port()).as_str())
-    );
+    assert_eq!(f.next(), Some(format!("[127.0.0.1]:{}", host.port()).as_str()));
     assert_eq!(f.collect::<Vec<_>>().join(" "), host.host_public_key());
 
     // Trusting again adds nothing; the launch now goes through.
-    env.run(&["hosts", "trust", "h", "--fingerprint", parsed_fp])
-        .ok();
+    env.run(&["hosts", "trust", "h", "--fingerprint", parsed_fp]).ok();
     assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), after);
     let task = env.run(&["oppy", "who are you", "--json"]).ok().json();
     assert_eq!(task["status"], "launched");
@@ -187,34 +128,20 @@ fn a_changed_host_key_of_the_same_type_is_exit_13_naming_file_and_line() {
     let host = FakeHost::start();
     let env = Env::new();
     let (_, impostor) = keygen(&env.home, "impostor", "ed25519");
-    let before = format!(
-        "# line one is a comment\n[127.0.0.1]:{} {impostor}\n",
-        host.port()
-    );
+    let before = format!("# line one is a comment\n[127.0.0.1]:{} {impostor}\n", host.port());
     std::fs::write(&env.known_hosts, &before).unwrap();
     env.config_append(&env.host_toml("h", &host));
     brother_on(&env, &host);
     let run = env.run(&["oppy", "same host?", "--json"]).fails_with(13);
     let err = run.stderr();
     assert!(err.contains("HOST KEY CHANGED"), "{run}");
-    assert!(
-        err.contains(&format!("{}:2", env.known_hosts.display())),
-        "file:line missing:\n{run}"
-    );
+    assert!(err.contains(&format!("{}:2", env.known_hosts.display())), "file:line missing:\n{run}");
     assert!(err.contains(&real_fingerprint(&host)), "{run}");
     assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), before);
     assert_eq!(run.json()["status"], "failed");
     assert!(host.agent_records().is_empty());
     // `hosts trust` never replaces a recorded key, even given the right fingerprint.
-    let trust = env
-        .run(&[
-            "hosts",
-            "trust",
-            "h",
-            "--fingerprint",
-            &real_fingerprint(&host),
-        ])
-        .fails_with(13);
+    let trust = env.run(&["hosts", "trust", "h", "--fingerprint", &real_fingerprint(&host)]).fails_with(13);
     assert!(trust.stderr().contains("HOST KEY CHANGED"), "{trust}");
     assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), before);
 }
@@ -268,10 +195,7 @@ fn an_ssh_config_alias_supplies_hostname_port_user_and_key() {
     let task = env.run(&["oppy", "via alias", "--json"]).ok().json();
     assert_eq!(task["status"], "launched");
     let address = task["runs"][0]["address"].as_str().unwrap();
-    assert_eq!(
-        address,
-        format!("{}@127.0.0.1:{}", host.user(), host.port())
-    );
+    assert_eq!(address, format!("{}@127.0.0.1:{}", host.user(), host.port()));
 }
 
 #[test]
@@ -279,25 +203,13 @@ fn proxy_jump_in_the_matching_ssh_config_block_is_exit_3() {
     let host = FakeHost::start();
     let env = Env::new();
     env.trust(&host);
-    write_ssh_config(
-        &env,
-        &ssh_config_for(&host, host.client_key(), "  ProxyJump other\n"),
-    );
+    write_ssh_config(&env, &ssh_config_for(&host, host.client_key(), "  ProxyJump other\n"));
     env.config_append(&alias_host_toml(&env, &host));
     brother_on(&env, &host);
-    let run = env
-        .run(&["oppy", "via a jump host", "--json"])
-        .fails_with(3);
+    let run = env.run(&["oppy", "via a jump host", "--json"]).fails_with(3);
     assert!(run.stderr().contains("ProxyJump"), "{run}");
-    assert!(
-        run.stderr()
-            .contains(&env.home.join(".ssh/config").display().to_string()),
-        "{run}"
-    );
-    assert!(
-        !host.sshd_log().contains("Accepted publickey"),
-        "delegate connected anyway"
-    );
+    assert!(run.stderr().contains(&env.home.join(".ssh/config").display().to_string()), "{run}");
+    assert!(!host.sshd_log().contains("Accepted publickey"), "delegate connected anyway");
 }
 
 #[test]
@@ -305,15 +217,9 @@ fn option_like_or_shell_like_addresses_are_refused_before_anything_runs() {
     let pwned = std::env::temp_dir().join(format!("pwned-{}", std::process::id()));
     let _ = std::fs::remove_file(&pwned);
     let cases = [
-        (
-            format!("-oProxyCommand=touch {}", pwned.display()),
-            "starts with '-'",
-        ),
+        (format!("-oProxyCommand=touch {}", pwned.display()), "starts with '-'"),
         ("h;id".to_string(), "only letters, digits"),
-        (
-            format!("h$(touch {})", pwned.display()),
-            "only letters, digits",
-        ),
+        (format!("h$(touch {})", pwned.display()), "only letters, digits"),
     ];
     for (address, why) in cases {
         let env = Env::new();
@@ -322,41 +228,18 @@ fn option_like_or_shell_like_addresses_are_refused_before_anything_runs() {
             closed_port()
         ));
         let run = env.run(&["oppy", "hello", "--json"]).fails_with(3);
-        assert!(
-            run.stderr().contains("hosts.h.address") && run.stderr().contains(why),
-            "{run}"
-        );
+        assert!(run.stderr().contains("hosts.h.address") && run.stderr().contains(why), "{run}");
         // `hosts list` reads the same file and refuses it the same way.
         env.run(&["hosts", "list"]).fails_with(3);
         // No task was recorded (the mailbox read with an empty inventory).
-        assert_eq!(
-            env.run(&["list", "--json", "--config", "/dev/null"])
-                .ok()
-                .json(),
-            serde_json::json!([])
-        );
+        assert_eq!(env.run(&["list", "--json", "--config", "/dev/null"]).ok().json(), serde_json::json!([]));
     }
     // The CLI refuses the same addresses when adding a host.
     let env = Env::new();
-    let run = env
-        .run(&[
-            "hosts",
-            "add",
-            "h",
-            &format!("--address=-oProxyCommand=touch {}", pwned.display()),
-        ])
-        .fails_with(3);
+    let run =
+        env.run(&["hosts", "add", "h", &format!("--address=-oProxyCommand=touch {}", pwned.display())]).fails_with(3);
     assert!(run.stderr().contains("starts with '-'"), "{run}");
-    assert!(
-        !env.config.exists()
-            || !std::fs::read_to_string(&env.config)
-                .unwrap()
-                .contains("ProxyCommand")
-    );
+    assert!(!env.config.exists() || !std::fs::read_to_string(&env.config).unwrap().contains("ProxyCommand"));
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        !pwned.exists(),
-        "{} was created: a hostile address ran",
-        pwned.display()
-    );
+    assert!(!pwned.exists(), "{} was created: a hostile address ran", pwned.display());
 }

@@ -37,8 +37,7 @@ impl Run {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.out.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
     }
     /// Asserts success and returns self.
     pub fn ok(self) -> Run {
@@ -87,10 +86,7 @@ impl Env {
     }
 
     pub fn trust(&self, host: &FakeHost) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.known_hosts)
-            .unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.known_hosts).unwrap();
         writeln!(f, "{}", host.known_hosts_line()).unwrap();
     }
 
@@ -114,14 +110,7 @@ impl Env {
     }
 
     /// `[brothers.NAME]` on `host_name`, working in the fake host's workdir.
-    pub fn add_brother(
-        &self,
-        name: &str,
-        host_name: &str,
-        host: &FakeHost,
-        agent: &str,
-        sandbox: &str,
-    ) {
+    pub fn add_brother(&self, name: &str, host_name: &str, host: &FakeHost, agent: &str, sandbox: &str) {
         self.config_append(&format!(
             "[brothers.{name}]\nhost = \"{host_name}\"\nworkdir = \"{}\"\nagent = \"{agent}\"\nmax_turns = 7\nsandbox = \"{sandbox}\"\n",
             host.workdir().display()
@@ -164,10 +153,7 @@ impl Env {
     fn run_full(&self, args: &[&str], stdin: &[u8], vars: &[(&str, &str)]) -> Run {
         let mut c = self.command();
         c.envs(vars.iter().copied());
-        c.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn delegate");
         let mut pipe = child.stdin.take().unwrap();
         let data = stdin.to_vec();
@@ -176,28 +162,16 @@ impl Env {
         });
         let out = wait_with_deadline(child, std::time::Duration::from_secs(120));
         writer.join().unwrap();
-        Run {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            out,
-        }
+        Run { args: args.iter().map(|s| s.to_string()).collect(), out }
     }
 
     /// Runs with raw bytes as arguments (for prompts that are not UTF-8).
     pub fn run_os(&self, args: &[std::ffi::OsString]) -> Run {
         let mut c = self.command();
-        c.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = c.spawn().expect("spawn delegate");
         let out = wait_with_deadline(child, std::time::Duration::from_secs(120));
-        Run {
-            args: args
-                .iter()
-                .map(|s| s.to_string_lossy().into_owned())
-                .collect(),
-            out,
-        }
+        Run { args: args.iter().map(|s| s.to_string_lossy().into_owned()).collect(), out }
     }
 }
 
@@ -236,21 +210,13 @@ fn wait_with_deadline(mut child: std::process::Child, limit: std::time::Duration
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
+    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
 }
 
 /// The remote task directory of a task launched by `env` (read from `show --json`).
 pub fn remote_dir(env: &Env, id: i64) -> PathBuf {
     let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
-    PathBuf::from(
-        show["runs"][0]["remote_dir"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no remote_dir in {show}")),
-    )
+    PathBuf::from(show["runs"][0]["remote_dir"].as_str().unwrap_or_else(|| panic!("no remote_dir in {show}")))
 }
 
 /// Waits until a file exists on the "remote" side and returns its bytes.

@@ -65,10 +65,7 @@ pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
         "codex" => Ok(codex(req)),
         "self-test" => Ok(self_test(req)),
         other => {
-            let custom = req.custom.ok_or_else(|| Error::UnknownAgent {
-                name: other.into(),
-                known: vec![],
-            })?;
+            let custom = req.custom.ok_or_else(|| Error::UnknownAgent { name: other.into(), known: vec![] })?;
             custom_agent(other, custom, req)
         }
     }
@@ -81,28 +78,13 @@ fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn claude(req: &AgentRequest) -> AgentPlan {
     let session_id = uuid_v4();
-    let mut argv: Vec<String> = [
-        "claude",
-        "-p",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--session-id",
-    ]
-    .map(String::from)
-    .into();
+    let mut argv: Vec<String> =
+        ["claude", "-p", "--output-format", "stream-json", "--verbose", "--session-id"].map(String::from).into();
     argv.push(session_id.clone());
     argv.extend(["--max-turns".into(), req.max_turns.to_string()]);
     let mut files = Vec::new();
@@ -112,15 +94,8 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         Sandbox::Read => {
             // Variadic flags get one comma-joined value, or the next argument is swallowed.
             argv.extend(
-                [
-                    "--permission-mode",
-                    "dontAsk",
-                    "--tools",
-                    "Read,Grep,Glob",
-                    "--allowedTools",
-                    "Read,Grep,Glob",
-                ]
-                .map(String::from),
+                ["--permission-mode", "dontAsk", "--tools", "Read,Grep,Glob", "--allowedTools", "Read,Grep,Glob"]
+                    .map(String::from),
             );
             // An untrusted repo's own settings and MCP servers must not widen a read-only run.
             argv.extend(["--setting-sources", "", "--strict-mcp-config"].map(String::from));
@@ -130,13 +105,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         }
         Sandbox::Write => {
             argv.extend(
-                [
-                    "--permission-mode",
-                    "acceptEdits",
-                    "--settings",
-                    "{task_dir}/claude-settings.json",
-                ]
-                .map(String::from),
+                ["--permission-mode", "acceptEdits", "--settings", "{task_dir}/claude-settings.json"].map(String::from),
             );
             files.push((
                 "claude-settings.json".to_string(),
@@ -176,30 +145,14 @@ fn claude(req: &AgentRequest) -> AgentPlan {
 
 fn codex(req: &AgentRequest) -> AgentPlan {
     let (mode, effective, enforcement) = match req.sandbox {
-        Sandbox::Read => (
-            "read-only",
-            "read: no writes, no network",
-            "os (codex sandbox)",
-        ),
-        Sandbox::Write => (
-            "workspace-write",
-            "write: workspace and tmp only, no network",
-            "os (codex sandbox)",
-        ),
+        Sandbox::Read => ("read-only", "read: no writes, no network", "os (codex sandbox)"),
+        Sandbox::Write => ("workspace-write", "write: workspace and tmp only, no network", "os (codex sandbox)"),
         Sandbox::Full => ("danger-full-access", "full: no isolation", "none"),
     };
-    let mut argv: Vec<String> = [
-        "codex",
-        "exec",
-        "--json",
-        "--sandbox",
-        mode,
-        "--skip-git-repo-check",
-        "-C",
-        req.workdir,
-    ]
-    .map(String::from)
-    .into();
+    let mut argv: Vec<String> =
+        ["codex", "exec", "--json", "--sandbox", mode, "--skip-git-repo-check", "-C", req.workdir]
+            .map(String::from)
+            .into();
     if let Some(m) = req.model {
         argv.extend(["-m".into(), m.to_string()]);
     }
@@ -223,28 +176,16 @@ fn codex(req: &AgentRequest) -> AgentPlan {
 fn self_test(req: &AgentRequest) -> AgentPlan {
     AgentPlan {
         kind: "self-test".into(),
-        argv: vec![
-            "bash".into(),
-            "{task_dir}/self-test-agent".into(),
-            "--max-turns".into(),
-            req.max_turns.to_string(),
-        ],
+        argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--max-turns".into(), req.max_turns.to_string()],
         delivery: PromptDelivery::Stdin,
         requires: vec![],
         refuse_root: false,
         files: vec![("self-test-agent".into(), SELF_TEST_AGENT.into())],
-        effective_sandbox: format!(
-            "{}: the self-test agent reads its prompt and touches nothing",
-            req.sandbox
-        ),
+        effective_sandbox: format!("{}: the self-test agent reads its prompt and touches nothing", req.sandbox),
         enforcement: "nothing to enforce".into(),
         turn_limit: "native".into(),
         session_id: None,
-        version_argv: vec![
-            "bash".into(),
-            "{task_dir}/self-test-agent".into(),
-            "--version".into(),
-        ],
+        version_argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--version".into()],
     }
 }
 
@@ -283,18 +224,10 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         refuse_root: false,
         files: vec![],
         effective_sandbox: req.sandbox.to_string(),
-        enforcement: if req.sandbox == Sandbox::Full {
-            "none".into()
-        } else {
-            "declared by the agents config".into()
-        },
+        enforcement: if req.sandbox == Sandbox::Full { "none".into() } else { "declared by the agents config".into() },
         turn_limit: "delegate (wall clock)".into(),
         session_id: None,
-        version_argv: if c.version_probe {
-            vec![c.command[0].clone(), "--version".into()]
-        } else {
-            vec![]
-        },
+        version_argv: if c.version_probe { vec![c.command[0].clone(), "--version".into()] } else { vec![] },
     })
 }
 
@@ -303,54 +236,30 @@ mod tests {
     use super::*;
 
     fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
-        AgentRequest {
-            agent,
-            model: Some("sonnet"),
-            sandbox,
-            max_turns: 7,
-            workdir: "/w",
-            custom: None,
-        }
+        AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 7, workdir: "/w", custom: None }
     }
 
     #[test]
     fn claude_levels() {
         let r = plan(&req("claude", Sandbox::Read)).unwrap();
         let a = r.argv.join(" ");
-        assert!(
-            a.starts_with("claude -p --output-format stream-json --verbose --session-id "),
-            "{a}"
-        );
-        assert!(
-            a.contains("--max-turns 7")
-                && a.contains("--tools Read,Grep,Glob")
-                && a.contains("--model sonnet")
-        );
+        assert!(a.starts_with("claude -p --output-format stream-json --verbose --session-id "), "{a}");
+        assert!(a.contains("--max-turns 7") && a.contains("--tools Read,Grep,Glob") && a.contains("--model sonnet"));
         assert!(r.requires.is_empty() && !r.refuse_root);
         let w = plan(&req("claude", Sandbox::Write)).unwrap();
         assert_eq!(w.requires, vec!["bwrap", "socat"]);
-        assert!(
-            w.argv
-                .iter()
-                .any(|a| a == "{task_dir}/claude-settings.json")
-        );
+        assert!(w.argv.iter().any(|a| a == "{task_dir}/claude-settings.json"));
         assert!(w.files[0].1.contains("\"failIfUnavailable\":true"));
         assert!(plan(&req("claude", Sandbox::Full)).unwrap().refuse_root);
     }
 
     #[test]
     fn codex_levels_and_no_native_turn_limit() {
-        for (s, m) in [
-            (Sandbox::Read, "read-only"),
-            (Sandbox::Write, "workspace-write"),
-            (Sandbox::Full, "danger-full-access"),
-        ] {
+        for (s, m) in
+            [(Sandbox::Read, "read-only"), (Sandbox::Write, "workspace-write"), (Sandbox::Full, "danger-full-access")]
+        {
             let p = plan(&req("codex", s)).unwrap();
-            assert!(
-                p.argv.windows(2).any(|w| w[0] == "--sandbox" && w[1] == m),
-                "{:?}",
-                p.argv
-            );
+            assert!(p.argv.windows(2).any(|w| w[0] == "--sandbox" && w[1] == m), "{:?}", p.argv);
             assert_eq!(p.argv.last().unwrap(), "-");
             assert!(!p.argv.iter().any(|a| a == "--max-turns"));
             assert_eq!(p.turn_limit, "delegate");
@@ -360,22 +269,14 @@ mod tests {
     #[test]
     fn custom_agents_refuse_undeclared_levels() {
         let c = CustomAgent {
-            command: vec![
-                "aider".into(),
-                "--message-file".into(),
-                "{prompt_file}".into(),
-                "--model={model}".into(),
-            ],
+            command: vec!["aider".into(), "--message-file".into(), "{prompt_file}".into(), "--model={model}".into()],
             sandboxes: vec![Sandbox::Full],
             version_probe: false,
         };
         let mut r = req("my-aider", Sandbox::Write);
         r.custom = Some(&c);
         let err = plan(&r).unwrap_err().to_string();
-        assert!(
-            err.contains("my-aider") && err.contains("--sandbox full"),
-            "{err}"
-        );
+        assert!(err.contains("my-aider") && err.contains("--sandbox full"), "{err}");
         r.sandbox = Sandbox::Full;
         let p = plan(&r).unwrap();
         assert_eq!(p.delivery, PromptDelivery::File);

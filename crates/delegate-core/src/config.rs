@@ -104,20 +104,15 @@ impl Inventory {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
-        let inv: Inventory = toml::from_str(text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let inv: Inventory =
+            toml::from_str(text).map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
         inv.validate(path)?;
         Ok(inv)
     }
 
     /// Checks names and cross references, so a bad file fails at load with the key named.
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |message: String| Error::Config {
-            path: path.to_path_buf(),
-            message,
-        };
+        let bad = |message: String| Error::Config { path: path.to_path_buf(), message };
         for (name, h) in &self.hosts {
             HostName::new(name).map_err(|e| bad(e.to_string()))?;
             check_address(&h.address).map_err(|m| bad(format!("hosts.{name}.address: {m}")))?;
@@ -140,8 +135,7 @@ impl Inventory {
                     self.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-            check_remote_path(&b.workdir)
-                .map_err(|m| bad(format!("brothers.{name}.workdir: {m}")))?;
+            check_remote_path(&b.workdir).map_err(|m| bad(format!("brothers.{name}.workdir: {m}")))?;
             if b.max_turns == 0 {
                 return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
             }
@@ -155,39 +149,31 @@ impl Inventory {
         for (name, a) in &self.agents {
             AgentName::new(name).map_err(|e| bad(e.to_string()))?;
             if is_builtin_agent(name) {
-                return Err(bad(format!(
-                    "agents.{name}: that name belongs to a built-in agent"
-                )));
+                return Err(bad(format!("agents.{name}: that name belongs to a built-in agent")));
             }
             if a.command.is_empty() || a.command[0].is_empty() {
                 return Err(bad(format!("agents.{name}.command must name a program")));
             }
             if a.sandboxes.is_empty() {
-                return Err(bad(format!(
-                    "agents.{name}.sandboxes must list at least one level"
-                )));
+                return Err(bad(format!("agents.{name}.sandboxes must list at least one level")));
             }
         }
         Ok(())
     }
 
     pub fn brother(&self, name: &str) -> Result<(&BrotherEntry, &HostEntry)> {
-        let b = self
-            .brothers
-            .get(name)
-            .ok_or_else(|| Error::UnknownBrother {
-                name: name.to_string(),
-                known: self.brothers.keys().cloned().collect(),
-            })?;
+        let b = self.brothers.get(name).ok_or_else(|| Error::UnknownBrother {
+            name: name.to_string(),
+            known: self.brothers.keys().cloned().collect(),
+        })?;
         let h = self.host(&b.host)?;
         Ok((b, h))
     }
 
     pub fn host(&self, name: &str) -> Result<&HostEntry> {
-        self.hosts.get(name).ok_or_else(|| Error::UnknownHost {
-            name: name.to_string(),
-            known: self.hosts.keys().cloned().collect(),
-        })
+        self.hosts
+            .get(name)
+            .ok_or_else(|| Error::UnknownHost { name: name.to_string(), known: self.hosts.keys().cloned().collect() })
     }
 }
 
@@ -202,20 +188,13 @@ pub fn check_address(a: &str) -> std::result::Result<(), String> {
         return Err("empty address".into());
     }
     if a.starts_with('-') {
-        return Err(format!(
-            "{a:?} starts with '-', which ssh would read as an option"
-        ));
+        return Err(format!("{a:?} starts with '-', which ssh would read as an option"));
     }
     if a.len() > 253 {
         return Err("longer than 253 characters".into());
     }
-    if !a
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-:%".contains(&b))
-    {
-        return Err(format!(
-            "{a:?}: only letters, digits and . _ - : % are allowed in a host address"
-        ));
+    if !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:%".contains(&b)) {
+        return Err(format!("{a:?}: only letters, digits and . _ - : % are allowed in a host address"));
     }
     Ok(())
 }
@@ -224,13 +203,8 @@ fn check_user(u: &str) -> std::result::Result<(), String> {
     let ok = !u.is_empty()
         && u.len() <= 64
         && !u.starts_with('-')
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{u:?} is not a valid user name"))
-    }
+        && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok { Ok(()) } else { Err(format!("{u:?} is not a valid user name")) }
 }
 
 /// Remote paths are carried base64-encoded, so any byte is safe in transit; still refuse
@@ -275,14 +249,8 @@ impl InventoryEditor {
         };
         let doc = text
             .parse::<toml_edit::DocumentMut>()
-            .map_err(|e| Error::Config {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        Ok(InventoryEditor {
-            path: path.to_path_buf(),
-            doc,
-        })
+            .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(InventoryEditor { path: path.to_path_buf(), doc })
     }
 
     fn table(&mut self, section: &str) -> &mut toml_edit::Table {
@@ -296,16 +264,11 @@ impl InventoryEditor {
 
     /// Adds or replaces `[section.name]` with the serialized entry.
     pub fn set<T: Serialize>(&mut self, section: &str, name: &str, entry: &T) -> Result<()> {
-        let text = toml::to_string(entry).map_err(|e| Error::Config {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let text =
+            toml::to_string(entry).map_err(|e| Error::Config { path: self.path.clone(), message: e.to_string() })?;
         let parsed = text
             .parse::<toml_edit::DocumentMut>()
-            .map_err(|e| Error::Config {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Config { path: self.path.clone(), message: e.to_string() })?;
         let mut t = parsed.as_table().clone();
         t.set_implicit(false);
         self.table(section).insert(name, toml_edit::Item::Table(t));
@@ -372,10 +335,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
         )
         .unwrap();
         let b = &inv.brothers["b"];
-        assert_eq!(
-            (b.agent.as_str(), b.max_turns, b.sandbox),
-            ("claude", 50, Sandbox::Write)
-        );
+        assert_eq!((b.agent.as_str(), b.max_turns, b.sandbox), ("claude", 50, Sandbox::Write));
     }
 
     #[test]
@@ -384,32 +344,15 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ("[hosts.h]\naddress = \"h\"\nprot = 22\n", "prot"),
             ("[hosts.h]\naddress = \"-oProxyCommand=x\"\n", "option"),
             ("[hosts.h]\naddress = \"h;id\"\n", "only letters"),
-            (
-                "[brothers.b]\nhost = \"nope\"\nworkdir = \"/w\"\n",
-                "not a host",
-            ),
-            (
-                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"rel\"\n",
-                "absolute",
-            ),
-            (
-                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nsandbox = \"most\"\n",
-                "most",
-            ),
-            (
-                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent = \"gpt\"\n",
-                "agent",
-            ),
+            ("[brothers.b]\nhost = \"nope\"\nworkdir = \"/w\"\n", "not a host"),
+            ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"rel\"\n", "absolute"),
+            ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nsandbox = \"most\"\n", "most"),
+            ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent = \"gpt\"\n", "agent"),
             ("[hosts.\"a b\"]\naddress = \"h\"\n", "invalid host name"),
         ];
         for (text, needle) in cases {
-            let err = Inventory::parse(text, Path::new("c.toml"))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(needle),
-                "{text:?} gave {err:?}, wanted {needle:?}"
-            );
+            let err = Inventory::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}, wanted {needle:?}");
         }
     }
 

@@ -52,11 +52,7 @@ impl Delegate {
     pub fn open(paths: Paths) -> Result<Delegate> {
         let inventory = Inventory::load(&paths.config_file)?;
         let store = Store::open(&paths.data_dir)?;
-        Ok(Delegate {
-            paths,
-            inventory,
-            store,
-        })
+        Ok(Delegate { paths, inventory, store })
     }
 
     pub fn paths(&self) -> &Paths {
@@ -100,16 +96,11 @@ impl Delegate {
         let identity_files = match &h.identity {
             Some(p) => vec![expand_local(p, home)],
             None if !resolved.identity_files.is_empty() => resolved.identity_files.clone(),
-            None => ["id_ed25519", "id_ecdsa", "id_rsa"]
-                .iter()
-                .map(|f| home.join(".ssh").join(f))
-                .collect(),
+            None => ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|f| home.join(".ssh").join(f)).collect(),
         };
         let known_hosts = match &h.known_hosts {
             Some(p) => vec![expand_local(p, home)],
-            None if !resolved.user_known_hosts_files.is_empty() => {
-                resolved.user_known_hosts_files.clone()
-            }
+            None if !resolved.user_known_hosts_files.is_empty() => resolved.user_known_hosts_files.clone(),
             None => vec![home.join(".ssh/known_hosts")],
         };
         let mut timeouts = Timeouts::default();
@@ -130,19 +121,13 @@ impl Delegate {
             host: host_name.to_string(),
             hostname: resolved.hostname.clone(),
             port: h.port.or(resolved.port).unwrap_or(22),
-            user: h
-                .user
-                .clone()
-                .or(resolved.user.clone())
-                .unwrap_or_else(|| self.paths.local_user.clone()),
+            user: h.user.clone().or(resolved.user.clone()).unwrap_or_else(|| self.paths.local_user.clone()),
             identity_files,
             agent_socket: match &resolved.identity_agent {
                 None => self.paths.agent_socket.clone(),
                 Some(IdentityAgent::Disabled) => None,
                 Some(IdentityAgent::Socket(p)) => Some(p.clone()),
-                Some(IdentityAgent::Env(name)) if name == "SSH_AUTH_SOCK" => {
-                    self.paths.agent_socket.clone()
-                }
+                Some(IdentityAgent::Env(name)) if name == "SSH_AUTH_SOCK" => self.paths.agent_socket.clone(),
                 Some(IdentityAgent::Env(name)) => {
                     return Err(Error::Config {
                         path: self.paths.ssh_config.clone(),
@@ -206,11 +191,7 @@ impl Delegate {
                 trusted.added = true;
                 trusted.status = "known";
             }
-            known_hosts::HostKeyStatus::Changed {
-                file,
-                line,
-                recorded,
-            } => {
+            known_hosts::HostKeyStatus::Changed { file, line, recorded } => {
                 return Err(Error::HostKeyChanged {
                     host: host_name.to_string(),
                     lookup,
@@ -222,13 +203,7 @@ impl Delegate {
                 });
             }
             known_hosts::HostKeyStatus::Revoked { file, line } => {
-                return Err(Error::HostKeyRevoked {
-                    host: host_name.to_string(),
-                    lookup,
-                    fingerprint,
-                    file,
-                    line,
-                });
+                return Err(Error::HostKeyRevoked { host: host_name.to_string(), lookup, fingerprint, file, line });
             }
         }
         Ok(trusted)

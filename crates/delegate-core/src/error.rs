@@ -33,12 +33,7 @@ pub enum Error {
         "host key of {host} ({lookup}) is not known: it presented {key_type} key {fingerprint}. \
          If that fingerprint is right, trust it with: delegate hosts trust {host} --fingerprint {fingerprint}"
     )]
-    HostKeyUnknown {
-        host: String,
-        lookup: String,
-        key_type: String,
-        fingerprint: String,
-    },
+    HostKeyUnknown { host: String, lookup: String, key_type: String, fingerprint: String },
 
     #[error(
         "HOST KEY CHANGED for {host} ({lookup}): it presented {key_type} key {fingerprint}, but {file}:{line} records {recorded}. \
@@ -54,25 +49,11 @@ pub enum Error {
         recorded: String,
     },
 
-    #[error(
-        "host key of {host} ({lookup}) is REVOKED in {file}:{line} ({fingerprint}): refusing to connect"
-    )]
-    HostKeyRevoked {
-        host: String,
-        lookup: String,
-        fingerprint: String,
-        file: PathBuf,
-        line: usize,
-    },
+    #[error("host key of {host} ({lookup}) is REVOKED in {file}:{line} ({fingerprint}): refusing to connect")]
+    HostKeyRevoked { host: String, lookup: String, fingerprint: String, file: PathBuf, line: usize },
 
-    #[error(
-        "fingerprint mismatch for {host}: it presented {presented}, you expected {expected}; nothing was trusted"
-    )]
-    FingerprintMismatch {
-        host: String,
-        presented: String,
-        expected: String,
-    },
+    #[error("fingerprint mismatch for {host}: it presented {presented}, you expected {expected}; nothing was trusted")]
+    FingerprintMismatch { host: String, presented: String, expected: String },
 
     #[error("cannot reach {host} at {addr}: {source}")]
     Unreachable {
@@ -83,18 +64,10 @@ pub enum Error {
     },
 
     #[error("{host} did not answer within {waited:?} while {phase}")]
-    Timeout {
-        host: String,
-        phase: &'static str,
-        waited: Duration,
-    },
+    Timeout { host: String, phase: &'static str, waited: Duration },
 
     #[error("{host} refused authentication as {user}; tried: {}. Check the host's user and identity, or load the key into ssh-agent", list_or_none(.tried))]
-    AuthRefused {
-        host: String,
-        user: String,
-        tried: Vec<String>,
-    },
+    AuthRefused { host: String, user: String, tried: Vec<String> },
 
     #[error("ssh to {host} failed while {phase}: {source}")]
     Ssh {
@@ -104,9 +77,7 @@ pub enum Error {
         source: russh::Error,
     },
 
-    #[error(
-        "prompt is empty: give the task text as an argument, with --prompt-file, or on stdin with '-'"
-    )]
+    #[error("prompt is empty: give the task text as an argument, with --prompt-file, or on stdin with '-'")]
     PromptEmpty,
 
     #[error(
@@ -115,29 +86,16 @@ pub enum Error {
     PromptTooLarge { bytes: usize, limit: usize },
 
     #[error("agent {agent} cannot honour sandbox {sandbox}: {why}")]
-    SandboxRefused {
-        agent: String,
-        sandbox: String,
-        why: String,
-    },
+    SandboxRefused { agent: String, sandbox: String, why: String },
 
     #[error("launch of task {task} on {brother} refused by the brother (code {code}): {message}")]
-    LaunchRefused {
-        task: i64,
-        brother: String,
-        code: i32,
-        message: String,
-    },
+    LaunchRefused { task: i64, brother: String, code: i32, message: String },
 
     #[error(
         "launch of task {task} on {brother} is unknown: {why}. The agent may or may not be running; \
          the task is recorded as launch_unknown"
     )]
-    LaunchUnknown {
-        task: i64,
-        brother: String,
-        why: String,
-    },
+    LaunchUnknown { task: i64, brother: String, why: String },
 
     /// A launch that got as far as recording its task, then failed; the task row says why.
     #[error("task {task} on {brother} failed to launch")]
@@ -154,9 +112,7 @@ pub enum Error {
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
 
-    #[error(
-        "mailbox schema v{found} is newer than this build understands (v{known}): upgrade delegate"
-    )]
+    #[error("mailbox schema v{found} is newer than this build understands (v{known}): upgrade delegate")]
     SchemaTooNew { found: u32, known: u32 },
 
     #[error("mailbox error: {0}")]
@@ -171,21 +127,14 @@ pub enum Error {
 }
 
 fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() {
-        "none".to_string()
-    } else {
-        items.join(", ")
-    }
+    if items.is_empty() { "none".to_string() } else { items.join(", ") }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 

@@ -44,11 +44,7 @@ pub struct LaunchRequest {
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
 pub fn subject_from(prompt: &[u8]) -> String {
     let text = String::from_utf8_lossy(prompt);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(empty)");
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(empty)");
     clean_subject(line)
 }
 
@@ -66,10 +62,7 @@ pub fn clean_subject(s: &str) -> String {
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task> {
@@ -77,10 +70,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         return Err(Error::PromptEmpty);
     }
     if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::PromptTooLarge {
-            bytes: req.prompt.len(),
-            limit: MAX_PROMPT_BYTES,
-        });
+        return Err(Error::PromptTooLarge { bytes: req.prompt.len(), limit: MAX_PROMPT_BYTES });
     }
     let inv = d.inventory();
     let (brother, host_entry) = inv.brother(&req.brother)?;
@@ -88,10 +78,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     let agent_name = req.agent.clone().unwrap_or_else(|| brother.agent.clone());
     let custom = inv.agents.get(&agent_name);
     if !is_builtin_agent(&agent_name) && custom.is_none() {
-        return Err(Error::UnknownAgent {
-            name: agent_name,
-            known: inv.agents.keys().cloned().collect(),
-        });
+        return Err(Error::UnknownAgent { name: agent_name, known: inv.agents.keys().cloned().collect() });
     }
     let model = req.model.clone().or_else(|| brother.model.clone());
     let sandbox = req.sandbox.unwrap_or(brother.sandbox);
@@ -102,18 +89,10 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             message: "--max-turns must be at least 1".into(),
         });
     }
-    let workdir = req
-        .workdir
-        .clone()
-        .unwrap_or_else(|| brother.workdir.clone());
-    check_remote_path(&workdir).map_err(|m| Error::Config {
-        path: d.paths().config_file.clone(),
-        message: format!("workdir: {m}"),
-    })?;
-    let remote_root = host_entry
-        .remote_root
-        .clone()
-        .unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+    let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
+    check_remote_path(&workdir)
+        .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
+    let remote_root = host_entry.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
     let plan = agent::plan(&AgentRequest {
         agent: &agent_name,
         model: model.as_deref(),
@@ -159,14 +138,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     let script = match rendered {
         Ok(s) => s,
         Err(e) => {
-            fail(
-                d,
-                &run,
-                &e.to_string(),
-                &serde_json::Value::Null,
-                None,
-                None,
-            )?;
+            fail(d, &run, &e.to_string(), &serde_json::Value::Null, None, None)?;
             return Err(e);
         }
     };
@@ -183,11 +155,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             // Nothing reached the brother: the failure is certain, not unknown.
             evidence["connect_error"] = json!(e.to_string());
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(Error::LaunchFailed {
-                task: run.task_id,
-                brother: req.brother.clone(),
-                source: Box::new(e),
-            });
+            return Err(Error::LaunchFailed { task: run.task_id, brother: req.brother.clone(), source: Box::new(e) });
         }
     };
     evidence["timings"] = json!({
@@ -206,11 +174,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         Err(e) => {
             // The channel or the exec request failed: no script bytes were sent.
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(Error::LaunchFailed {
-                task: run.task_id,
-                brother: req.brother.clone(),
-                source: Box::new(e),
-            });
+            return Err(Error::LaunchFailed { task: run.task_id, brother: req.brother.clone(), source: Box::new(e) });
         }
     };
     let parsed = runner::parse_output(&out.stdout, &out.stderr);
@@ -225,16 +189,10 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     };
     evidence["launch_exit"] = json!(exit_code);
 
-    let marker_ok = parsed
-        .marker
-        .as_ref()
-        .is_some_and(|m| m.nonce == run.nonce && m.session == run.session);
+    let marker_ok = parsed.marker.as_ref().is_some_and(|m| m.nonce == run.nonce && m.session == run.session);
     if out.exit == Exit::Code(0) && marker_ok {
         let m = parsed.marker.expect("checked above");
-        let remote_dir = parsed
-            .evidence
-            .as_ref()
-            .and_then(|e| e["task_dir"].as_str().map(String::from));
+        let remote_dir = parsed.evidence.as_ref().and_then(|e| e["task_dir"].as_str().map(String::from));
         d.store_mut().record_launch(
             &run,
             &LaunchRecord {
@@ -255,18 +213,11 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     if let (Exit::Code(code), Some((_, message))) = (&out.exit, &parsed.error) {
         let code = *code as i32;
         fail(d, &run, message, &evidence, exit_code, Some(&stderr))?;
-        return Err(Error::LaunchRefused {
-            task: run.task_id,
-            brother: brother_name,
-            code,
-            message: message.clone(),
-        });
+        return Err(Error::LaunchRefused { task: run.task_id, brother: brother_name, code, message: message.clone() });
     }
     let why = match (&out.exit, &out.broken) {
         (_, Some(broken)) => broken.clone(),
-        (Exit::Code(0), None) => {
-            "the brother exited 0 without the success marker for this launch".into()
-        }
+        (Exit::Code(0), None) => "the brother exited 0 without the success marker for this launch".into(),
         (Exit::Code(c), None) => format!("the launch script exited {c}: {}", stderr.trim()),
         (Exit::Signal(s), None) => format!("the launch script was killed by {s}"),
         (Exit::Unknown, None) => "no exit status".into(),
@@ -285,11 +236,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             launch_stderr: (!stderr.is_empty()).then_some(stderr.as_str()),
         },
     )?;
-    Err(Error::LaunchUnknown {
-        task: run.task_id,
-        brother: brother_name,
-        why,
-    })
+    Err(Error::LaunchUnknown { task: run.task_id, brother: brother_name, why })
 }
 
 fn fail(
@@ -320,13 +267,8 @@ fn fail(
 /// program path filled in exactly as `launch.sh` does.
 fn resolved_argv(argv: &[String], remote: &serde_json::Value) -> Vec<String> {
     let dir = remote["task_dir"].as_str().unwrap_or("{task_dir}");
-    let mut out: Vec<String> = argv
-        .iter()
-        .map(|a| {
-            a.replace("{task_dir}", dir)
-                .replace("{prompt_file}", &format!("{dir}/prompt"))
-        })
-        .collect();
+    let mut out: Vec<String> =
+        argv.iter().map(|a| a.replace("{task_dir}", dir).replace("{prompt_file}", &format!("{dir}/prompt"))).collect();
     if let (Some(first), Some(path)) = (out.first_mut(), remote["agent_path"].as_str()) {
         *first = path.to_string();
     }
@@ -343,10 +285,7 @@ mod tests {
 
     #[test]
     fn subjects_are_one_clean_line() {
-        assert_eq!(
-            subject_from(b"\n\n  review the config \nmore"),
-            "review the config"
-        );
+        assert_eq!(subject_from(b"\n\n  review the config \nmore"), "review the config");
         assert_eq!(subject_from(b"\x1b[31mred\x1b[0m"), "[31mred[0m");
         assert_eq!(subject_from(&[0xff, 0xfe, b'a']), "\u{fffd}\u{fffd}a");
         assert_eq!(subject_from(&b"x".repeat(200)).chars().count(), 80);

@@ -21,13 +21,7 @@ pub struct NameError {
 /// digit. No dots, commas, colons or spaces: names are joined with commas for fan-out and
 /// appear in paths, and a leading `-` would read as an option.
 fn check_inventory_name(kind: &'static str, s: &str) -> Result<(), NameError> {
-    let err = |why| {
-        Err(NameError {
-            kind,
-            name: s.to_string(),
-            why,
-        })
-    };
+    let err = |why| Err(NameError { kind, name: s.to_string(), why });
     if s.is_empty() {
         return err("it is empty");
     }
@@ -37,10 +31,7 @@ fn check_inventory_name(kind: &'static str, s: &str) -> Result<(), NameError> {
     if !s.as_bytes()[0].is_ascii_alphanumeric() {
         return err("it must start with a letter or digit");
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return err("only letters, digits, '-' and '_' are allowed");
     }
     Ok(())
@@ -113,16 +104,11 @@ impl SessionName {
         let ok = !s.is_empty()
             && s.len() <= 63
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Self(s.to_string()))
         } else {
-            Err(NameError {
-                kind: "session",
-                name: s.to_string(),
-                why: "only [a-z0-9-], at most 63",
-            })
+            Err(NameError { kind: "session", name: s.to_string(), why: "only [a-z0-9-], at most 63" })
         }
     }
 
@@ -149,18 +135,7 @@ mod tests {
 
     #[test]
     fn inventory_names_refuse_what_could_be_misread() {
-        for bad in [
-            "",
-            "-oProxyCommand=x",
-            "a,b",
-            "a b",
-            "a.b",
-            "a:b",
-            "#{x}",
-            "$(id)",
-            "é",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "-oProxyCommand=x", "a,b", "a b", "a.b", "a:b", "#{x}", "$(id)", "é", &"a".repeat(64)] {
             assert!(BrotherName::new(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["oppy", "Oppy-2", "a_b", "9"] {

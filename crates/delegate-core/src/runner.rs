@@ -58,19 +58,13 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()> {
 }
 
 /// Appends a list field: each item followed by \x1f, then the field's NUL.
-fn list_field<'a>(
-    out: &mut Vec<u8>,
-    name: &str,
-    items: impl IntoIterator<Item = &'a str>,
-) -> Result<()> {
+fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let mut joined = String::new();
     for item in items {
         if item.contains('\u{1f}') {
             return Err(Error::Config {
                 path: "(launch)".into(),
-                message: format!(
-                    "{name} contains the control character U+001F, which delegate reserves"
-                ),
+                message: format!("{name} contains the control character U+001F, which delegate reserves"),
             });
         }
         joined.push_str(item);
@@ -123,30 +117,13 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     field(&mut vars, "sandbox", v.sandbox.as_str())?;
     field(&mut vars, "prompt sha256", v.prompt_sha256)?;
     field(&mut vars, "launch.json", &prefix)?;
-    field(
-        &mut vars,
-        "refuse root",
-        if v.plan.refuse_root { "1" } else { "0" },
-    )?;
-    list_field(
-        &mut vars,
-        "agent argv",
-        v.plan.argv.iter().map(String::as_str),
-    )?;
-    list_field(
-        &mut vars,
-        "sandbox requirements",
-        v.plan.requires.iter().map(String::as_str),
-    )?;
-    list_field(
-        &mut vars,
-        "version argv",
-        v.plan.version_argv.iter().map(String::as_str),
-    )?;
+    field(&mut vars, "refuse root", if v.plan.refuse_root { "1" } else { "0" })?;
+    list_field(&mut vars, "agent argv", v.plan.argv.iter().map(String::as_str))?;
+    list_field(&mut vars, "sandbox requirements", v.plan.requires.iter().map(String::as_str))?;
+    list_field(&mut vars, "version argv", v.plan.version_argv.iter().map(String::as_str))?;
     list_field(&mut vars, "task files", files)?;
 
-    let mut out =
-        Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + vars.len() * 4 / 3 + 64);
+    let mut out = Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + vars.len() * 4 / 3 + 64);
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());

@@ -77,11 +77,7 @@ impl SshTarget {
 
     /// OpenSSH never adds the port to a HostKeyAlias: `[alias]:port` is never looked up.
     pub fn lookup_port(&self) -> u16 {
-        if self.host_key_alias.is_some() {
-            22
-        } else {
-            self.port
-        }
+        if self.host_key_alias.is_some() { 22 } else { self.port }
     }
 }
 
@@ -141,10 +137,7 @@ struct Verifier {
 impl client::Handler for Verifier {
     type Error = russh::Error;
 
-    async fn check_server_key(
-        &mut self,
-        presented: &PublicKeyOrCertificate,
-    ) -> Result<bool, russh::Error> {
+    async fn check_server_key(&mut self, presented: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
         let mut seen = self.seen.lock().expect("host key state");
         let PublicKeyOrCertificate::PublicKey { key, .. } = presented else {
             // We never advertise certificate algorithms, so this needs a misbehaving server.
@@ -165,8 +158,7 @@ impl client::Handler for Verifier {
         let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
         let fingerprint = known_hosts::fingerprint(key);
         let key_type = key.algorithm().to_string();
-        let status = match known_hosts::check(&t.known_hosts, t.lookup_host(), t.lookup_port(), key)
-        {
+        let status = match known_hosts::check(&t.known_hosts, t.lookup_host(), t.lookup_port(), key) {
             Ok(s) => s,
             Err(e) => {
                 seen.problem = Some(e.into());
@@ -176,8 +168,7 @@ impl client::Handler for Verifier {
         match status {
             HostKeyStatus::Known => Ok(true),
             HostKeyStatus::Unknown if t.accept_new && !t.known_hosts.is_empty() => {
-                match known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key)
-                {
+                match known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key) {
                     Ok(()) => Ok(true),
                     Err(e) => {
                         seen.problem = Some(e.into());
@@ -186,19 +177,10 @@ impl client::Handler for Verifier {
                 }
             }
             HostKeyStatus::Unknown => {
-                seen.problem = Some(Error::HostKeyUnknown {
-                    host: t.host.clone(),
-                    lookup,
-                    key_type,
-                    fingerprint,
-                });
+                seen.problem = Some(Error::HostKeyUnknown { host: t.host.clone(), lookup, key_type, fingerprint });
                 Ok(false)
             }
-            HostKeyStatus::Changed {
-                file,
-                line,
-                recorded,
-            } => {
+            HostKeyStatus::Changed { file, line, recorded } => {
                 seen.problem = Some(Error::HostKeyChanged {
                     host: t.host.clone(),
                     lookup,
@@ -211,13 +193,7 @@ impl client::Handler for Verifier {
                 Ok(false)
             }
             HostKeyStatus::Revoked { file, line } => {
-                seen.problem = Some(Error::HostKeyRevoked {
-                    host: t.host.clone(),
-                    lookup,
-                    fingerprint,
-                    file,
-                    line,
-                });
+                seen.problem = Some(Error::HostKeyRevoked { host: t.host.clone(), lookup, fingerprint, file, line });
                 Ok(false)
             }
         }
@@ -228,17 +204,10 @@ impl client::Handler for Verifier {
 /// recorded for this host first, as OpenSSH does: otherwise a host known by its RSA key
 /// would be asked for its Ed25519 key and look "changed".
 fn preferred_host_keys(recorded: &[Algorithm]) -> Vec<Algorithm> {
-    let mut all: Vec<Algorithm> = Preferred::DEFAULT
-        .key
-        .iter()
-        .filter(|a| !matches!(a, Algorithm::Rsa { hash: None }))
-        .cloned()
-        .collect();
+    let mut all: Vec<Algorithm> =
+        Preferred::DEFAULT.key.iter().filter(|a| !matches!(a, Algorithm::Rsa { hash: None })).cloned().collect();
     let rank = |a: &Algorithm| {
-        recorded
-            .iter()
-            .position(|r| r == a || (r.clone().is_rsa() && a.clone().is_rsa()))
-            .unwrap_or(usize::MAX)
+        recorded.iter().position(|r| r == a || (r.clone().is_rsa() && a.clone().is_rsa())).unwrap_or(usize::MAX)
     };
     all.sort_by_key(rank); // stable: russh's order within each rank
     all
@@ -249,10 +218,7 @@ fn client_config(t: &SshTarget, recorded: &[Algorithm]) -> client::Config {
         nodelay: true,
         keepalive_interval: Some(t.timeouts.keepalive_interval),
         keepalive_max: t.timeouts.keepalive_max,
-        preferred: Preferred {
-            key: Cow::Owned(preferred_host_keys(recorded)),
-            ..Preferred::DEFAULT
-        },
+        preferred: Preferred { key: Cow::Owned(preferred_host_keys(recorded)), ..Preferred::DEFAULT },
         ..Default::default()
     }
 }
@@ -263,27 +229,18 @@ fn ms(since: Instant) -> f64 {
 
 async fn tcp_connect(t: &SshTarget) -> Result<TcpStream> {
     let addr_text = format!("{}:{}", t.hostname, t.port);
-    let unreachable = |source| Error::Unreachable {
-        host: t.host.clone(),
-        addr: addr_text.clone(),
-        source,
-    };
-    let addrs: Vec<_> = tokio::time::timeout(
-        t.timeouts.connect,
-        tokio::net::lookup_host((t.hostname.as_str(), t.port)),
-    )
-    .await
-    .map_err(|_| Error::Timeout {
-        host: t.host.clone(),
-        phase: "resolving its address",
-        waited: t.timeouts.connect,
-    })?
-    .map_err(unreachable)?
-    .collect();
-    let mut last = std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "the name resolved to no address",
-    );
+    let unreachable = |source| Error::Unreachable { host: t.host.clone(), addr: addr_text.clone(), source };
+    let addrs: Vec<_> =
+        tokio::time::timeout(t.timeouts.connect, tokio::net::lookup_host((t.hostname.as_str(), t.port)))
+            .await
+            .map_err(|_| Error::Timeout {
+                host: t.host.clone(),
+                phase: "resolving its address",
+                waited: t.timeouts.connect,
+            })?
+            .map_err(unreachable)?
+            .collect();
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address");
     // Each address gets its own deadline, so one blackholed address cannot eat the kernel's
     // two minutes of SYN retries before the next is tried.
     for addr in addrs {
@@ -306,30 +263,18 @@ async fn tcp_connect(t: &SshTarget) -> Result<TcpStream> {
 
 /// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
 /// key is seen, and `None` comes back with the key in `Seen`.
-async fn handshake(
-    t: &SshTarget,
-    mode: Mode,
-) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings)> {
+async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings)> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();
     let stream = tcp_connect(t).await?;
     timings.tcp_ms = ms(started);
 
-    let recorded =
-        known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.lookup_port())?;
+    let recorded = known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.lookup_port())?;
     let config = Arc::new(client_config(t, &recorded));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let verifier = Verifier {
-        target: t.clone(),
-        mode,
-        seen: seen.clone(),
-    };
+    let verifier = Verifier { target: t.clone(), mode, seen: seen.clone() };
     let kex_started = Instant::now();
-    let result = tokio::time::timeout(
-        t.timeouts.handshake,
-        client::connect_stream(config, stream, verifier),
-    )
-    .await;
+    let result = tokio::time::timeout(t.timeouts.handshake, client::connect_stream(config, stream, verifier)).await;
     let mut seen = std::mem::take(&mut *seen.lock().expect("host key state"));
     // A host-key refusal surfaces from russh as a generic error; the callback's own record
     // says what really happened.
@@ -338,17 +283,9 @@ async fn handshake(
     }
     timings.handshake_ms = ms(kex_started);
     match result {
-        Err(_) => Err(Error::Timeout {
-            host: t.host.clone(),
-            phase: "exchanging keys",
-            waited: t.timeouts.handshake,
-        }),
+        Err(_) => Err(Error::Timeout { host: t.host.clone(), phase: "exchanging keys", waited: t.timeouts.handshake }),
         Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings)),
-        Ok(Err(e)) => Err(Error::Ssh {
-            host: t.host.clone(),
-            phase: "exchanging keys",
-            source: e,
-        }),
+        Ok(Err(e)) => Err(Error::Ssh { host: t.host.clone(), phase: "exchanging keys", source: e }),
         Ok(Ok(h)) => Ok((Some(h), seen, timings)),
     }
 }
@@ -368,19 +305,13 @@ impl Session {
         let (handle, _, mut timings) = handshake(t, Mode::Verify).await?;
         let mut handle = handle.expect("verify mode yields a handle or an error");
         let auth_started = Instant::now();
-        tokio::time::timeout(t.timeouts.auth, authenticate(&mut handle, t))
-            .await
-            .map_err(|_| Error::Timeout {
-                host: t.host.clone(),
-                phase: "authenticating",
-                waited: t.timeouts.auth,
-            })??;
+        tokio::time::timeout(t.timeouts.auth, authenticate(&mut handle, t)).await.map_err(|_| Error::Timeout {
+            host: t.host.clone(),
+            phase: "authenticating",
+            waited: t.timeouts.auth,
+        })??;
         timings.auth_ms = ms(auth_started);
-        Ok(Session {
-            handle,
-            target: t.clone(),
-            timings,
-        })
+        Ok(Session { handle, target: t.clone(), timings })
     }
 
     pub fn target(&self) -> &SshTarget {
@@ -392,30 +323,14 @@ impl Session {
     /// reported in `broken` with `Exit::Unknown`, never as an error that hides what was read.
     pub async fn exec(&self, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
         let host = self.target.host.clone();
-        let ssh_err = |phase, source| Error::Ssh {
-            host: host.clone(),
-            phase,
-            source,
-        };
+        let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
         let channel = tokio::time::timeout(limit, self.handle.channel_open_session())
             .await
-            .map_err(|_| Error::Timeout {
-                host: host.clone(),
-                phase: "opening a channel",
-                waited: limit,
-            })?
+            .map_err(|_| Error::Timeout { host: host.clone(), phase: "opening a channel", waited: limit })?
             .map_err(|e| ssh_err("opening a channel", e))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| ssh_err("starting the command", e))?;
+        channel.exec(true, command).await.map_err(|e| ssh_err("starting the command", e))?;
         let (mut reader, writer) = channel.split();
-        let mut out = ExecOutput {
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            exit: Exit::Unknown,
-            broken: None,
-        };
+        let mut out = ExecOutput { stdout: Vec::new(), stderr: Vec::new(), exit: Exit::Unknown, broken: None };
 
         let write = async {
             writer.data_bytes(stdin.to_vec()).await?;
@@ -427,13 +342,9 @@ impl Session {
             while let Some(msg) = reader.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        out.stderr.extend_from_slice(&data)
-                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
                     ChannelMsg::ExitStatus { exit_status } => out.exit = Exit::Code(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        out.exit = Exit::Signal(format!("{signal_name:?}"))
-                    }
+                    ChannelMsg::ExitSignal { signal_name, .. } => out.exit = Exit::Signal(format!("{signal_name:?}")),
                     _ => {}
                 }
             }
@@ -441,9 +352,7 @@ impl Session {
         let both = async { tokio::join!(write, read).0 };
         match tokio::time::timeout(limit, both).await {
             Err(_) => out.broken = Some(format!("no end of the command within {limit:?}")),
-            Ok(Err(e)) if out.exit == Exit::Unknown => {
-                out.broken = Some(format!("sending the script failed: {e}"))
-            }
+            Ok(Err(e)) if out.exit == Exit::Unknown => out.broken = Some(format!("sending the script failed: {e}")),
             Ok(_) => {}
         }
         if out.exit == Exit::Unknown && out.broken.is_none() {
@@ -455,21 +364,14 @@ impl Session {
 
     /// Says goodbye to the server; errors here change nothing for the caller.
     pub async fn close(self) {
-        let _ = self
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     }
 }
 
 async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()> {
     let mut tried = Vec::new();
     let host = t.host.clone();
-    let ssh_err = |source| Error::Ssh {
-        host: host.clone(),
-        phase: "authenticating",
-        source,
-    };
+    let ssh_err = |source| Error::Ssh { host: host.clone(), phase: "authenticating", source };
     if let Some(sock) = &t.agent_socket {
         match AgentClient::connect_uds(sock).await {
             Ok(mut agent) => {
@@ -487,15 +389,11 @@ async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()
                     let AgentIdentity::PublicKey { key, comment } = id else {
                         continue;
                     };
-                    if t.identities_only && !allowed.iter().any(|a| a.key_data() == key.key_data())
-                    {
+                    if t.identities_only && !allowed.iter().any(|a| a.key_data() == key.key_data()) {
                         continue;
                     }
                     let hash = rsa_hash(handle, &key).await.map_err(ssh_err)?;
-                    match handle
-                        .authenticate_publickey_with(&t.user, key, hash, &mut agent)
-                        .await
-                    {
+                    match handle.authenticate_publickey_with(&t.user, key, hash, &mut agent).await {
                         Ok(r) if r.success() => return Ok(()),
                         _ => tried.push(format!("ssh-agent key {comment}")),
                     }
@@ -536,22 +434,11 @@ async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()
         }
         tried.push(path.display().to_string());
     }
-    Err(Error::AuthRefused {
-        host: t.host.clone(),
-        user: t.user.clone(),
-        tried,
-    })
+    Err(Error::AuthRefused { host: t.host.clone(), user: t.user.clone(), tried })
 }
 
-async fn rsa_hash(
-    handle: &Handle<Verifier>,
-    key: &PublicKey,
-) -> std::result::Result<Option<HashAlg>, russh::Error> {
-    if key.algorithm().is_rsa() {
-        Ok(handle.best_supported_rsa_hash().await?.flatten())
-    } else {
-        Ok(None)
-    }
+async fn rsa_hash(handle: &Handle<Verifier>, key: &PublicKey) -> std::result::Result<Option<HashAlg>, russh::Error> {
+    if key.algorithm().is_rsa() { Ok(handle.best_supported_rsa_hash().await?.flatten()) } else { Ok(None) }
 }
 
 #[cfg(test)]
@@ -564,10 +451,7 @@ mod tests {
         assert_eq!(plain[0], Algorithm::Ed25519);
         assert!(!plain.contains(&Algorithm::Rsa { hash: None }));
         let rsa_first = preferred_host_keys(&[Algorithm::Rsa { hash: None }]);
-        assert!(
-            rsa_first[0].clone().is_rsa() && rsa_first[1].clone().is_rsa(),
-            "{rsa_first:?}"
-        );
+        assert!(rsa_first[0].clone().is_rsa() && rsa_first[1].clone().is_rsa(), "{rsa_first:?}");
     }
 
     #[test]

@@ -81,27 +81,14 @@ pub enum SshConfigError {
     )]
     Permissions { path: PathBuf },
     #[error("{}: line {line}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, message: String },
     #[error(
         "{}: line {line}: unknown ssh_config keyword \"{keyword}\"; fix the spelling, or list it in IgnoreUnknown if another ssh client needs it",
         path.display()
     )]
-    UnknownKeyword {
-        path: PathBuf,
-        line: usize,
-        keyword: String,
-    },
+    UnknownKeyword { path: PathBuf, line: usize, keyword: String },
     #[error("{}: line {line}: {directive} {reason}", path.display())]
-    Unsupported {
-        path: PathBuf,
-        line: usize,
-        directive: String,
-        reason: &'static str,
-    },
+    Unsupported { path: PathBuf, line: usize, directive: String, reason: &'static str },
 }
 
 /// Keywords accepted and ignored because they cannot change how delegate connects or verifies.
@@ -198,15 +185,8 @@ const MAX_KNOWN_HOSTS_FILES: usize = 32;
 
 /// Resolves `q.host` against `q.config_file` the way `ssh -G` does.
 pub fn resolve(q: &SshConfigQuery) -> Result<ResolvedSsh, SshConfigError> {
-    let mut parser = Parser {
-        q,
-        kept: HashMap::new(),
-        identity_files: Vec::new(),
-    };
-    let top = Loc {
-        path: q.config_file.to_path_buf(),
-        line: 0,
-    };
+    let mut parser = Parser { q, kept: HashMap::new(), identity_files: Vec::new() };
+    let top = Loc { path: q.config_file.to_path_buf(), line: 0 };
     parser.read_file(q.config_file, 0, &mut true, false, &top)?;
     parser.finish()
 }
@@ -219,19 +199,10 @@ struct Loc {
 
 impl Loc {
     fn invalid(&self, message: impl Into<String>) -> SshConfigError {
-        SshConfigError::Invalid {
-            path: self.path.clone(),
-            line: self.line,
-            message: message.into(),
-        }
+        SshConfigError::Invalid { path: self.path.clone(), line: self.line, message: message.into() }
     }
     fn unsupported(&self, directive: impl Into<String>, reason: &'static str) -> SshConfigError {
-        SshConfigError::Unsupported {
-            path: self.path.clone(),
-            line: self.line,
-            directive: directive.into(),
-            reason,
-        }
+        SshConfigError::Unsupported { path: self.path.clone(), line: self.line, directive: directive.into(), reason }
     }
 }
 
@@ -265,10 +236,7 @@ impl Parser<'_, '_> {
             );
             return Err(from.invalid(message));
         }
-        let read_err = |source| SshConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_err = |source| SshConfigError::Read { path: path.to_path_buf(), source };
         let file = match fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -284,22 +252,11 @@ impl Parser<'_, '_> {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
         if (meta.uid() != 0 && meta.uid() != uid) || meta.mode() & 0o022 != 0 {
-            return Err(SshConfigError::Permissions {
-                path: path.to_path_buf(),
-            });
+            return Err(SshConfigError::Permissions { path: path.to_path_buf() });
         }
         let text = io::read_to_string(file).map_err(read_err)?;
         for (i, line) in text.split('\n').enumerate() {
-            self.line(
-                line,
-                &Loc {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                },
-                depth,
-                active,
-                never_match,
-            )?;
+            self.line(line, &Loc { path: path.to_path_buf(), line: i + 1 }, depth, active, never_match)?;
         }
         Ok(())
     }
@@ -317,12 +274,10 @@ impl Parser<'_, '_> {
             return Ok(());
         };
         if rest.is_empty() {
-            return Err(at.invalid(format!(
-                "no argument after \"{keyword}\"; give it a value or delete the line"
-            )));
+            return Err(at.invalid(format!("no argument after \"{keyword}\"; give it a value or delete the line")));
         }
-        let args = split_args(rest)
-            .ok_or_else(|| at.invalid("unbalanced quotes; close the quote or escape it with \\"))?;
+        let args =
+            split_args(rest).ok_or_else(|| at.invalid("unbalanced quotes; close the quote or escape it with \\"))?;
         let kw = keyword.to_ascii_lowercase();
         let on = *active;
         if let Some(&(key, name, value)) = KEPT.iter().find(|(k, ..)| *k == kw) {
@@ -335,11 +290,7 @@ impl Parser<'_, '_> {
             if let Some(values) = checked(value, name, &args, rest, at)?
                 && on
             {
-                self.kept.entry(slot).or_insert(Kept {
-                    name,
-                    values,
-                    at: at.clone(),
-                });
+                self.kept.entry(slot).or_insert(Kept { name, values, at: at.clone() });
             }
             return Ok(());
         }
@@ -347,9 +298,7 @@ impl Parser<'_, '_> {
             "host" => {
                 *active = false;
                 for pattern in args.iter().take_while(|_| !never_match) {
-                    let (negated, pattern) = pattern
-                        .strip_prefix('!')
-                        .map_or((false, pattern.as_str()), |p| (true, p));
+                    let (negated, pattern) = pattern.strip_prefix('!').map_or((false, pattern.as_str()), |p| (true, p));
                     if wildcard_match(pattern.as_bytes(), self.q.host.as_bytes()) {
                         *active = !negated;
                         if negated {
@@ -360,10 +309,9 @@ impl Parser<'_, '_> {
             }
             "match" if never_match => *active = false,
             "match" => {
-                return Err(at.unsupported(
-                    "Match",
-                    "blocks cannot be evaluated by delegate; rewrite them as Host blocks",
-                ));
+                return Err(
+                    at.unsupported("Match", "blocks cannot be evaluated by delegate; rewrite them as Host blocks")
+                );
             }
             "include" => {
                 for arg in &args {
@@ -376,15 +324,16 @@ impl Parser<'_, '_> {
                 let v = one(&args, "IdentityFile", at)?;
                 if on && !self.identity_files.iter().any(|(f, _)| f == v) {
                     if self.identity_files.len() >= MAX_IDENTITY_FILES {
-                        return Err(at.invalid(format!(
-                            "more than {MAX_IDENTITY_FILES} IdentityFile entries; remove some"
-                        )));
+                        return Err(
+                            at.invalid(format!("more than {MAX_IDENTITY_FILES} IdentityFile entries; remove some"))
+                        );
                     }
                     self.identity_files.push((v.to_string(), at.clone()));
                 }
             }
             "certificatefile" if on => {
-                let reason = "is not supported by delegate yet; remove it for this host and authenticate with a plain key";
+                let reason =
+                    "is not supported by delegate yet; remove it for this host and authenticate with a plain key";
                 return Err(at.unsupported("CertificateFile", reason));
             }
             "bindaddress" | "bindinterface" if on => {
@@ -393,17 +342,10 @@ impl Parser<'_, '_> {
             }
             "certificatefile" | "bindaddress" | "bindinterface" => {}
             k if IGNORED.contains(&k) || k.starts_with("gssapi") => {}
-            k if self
-                .kept
-                .get("ignoreunknown")
-                .is_some_and(|l| match_pattern_list(k, &l.values[0]) == Some(true)) => {}
+            k if self.kept.get("ignoreunknown").is_some_and(|l| match_pattern_list(k, &l.values[0]) == Some(true)) => {}
             _ => {
                 let (path, line, keyword) = (at.path.clone(), at.line, keyword.to_string());
-                return Err(SshConfigError::UnknownKeyword {
-                    path,
-                    line,
-                    keyword,
-                });
+                return Err(SshConfigError::UnknownKeyword { path, line, keyword });
             }
         }
         Ok(())
@@ -416,9 +358,7 @@ impl Parser<'_, '_> {
         let pattern = if arg == "~" || arg.starts_with("~/") {
             format!("{home}{}", &arg[1..])
         } else if arg.starts_with('~') {
-            return Err(at.invalid(format!(
-                "Include \"{arg}\": ~user paths are not supported; write the full path"
-            )));
+            return Err(at.invalid(format!("Include \"{arg}\": ~user paths are not supported; write the full path")));
         } else if arg.starts_with('/') {
             arg.to_string()
         } else {
@@ -429,11 +369,8 @@ impl Parser<'_, '_> {
             require_literal_separator: true,
             require_literal_leading_dot: true,
         };
-        let paths = glob::glob_with(&pattern, options).map_err(|e| {
-            at.invalid(format!(
-                "bad Include pattern \"{arg}\": {e}; fix the pattern"
-            ))
-        })?;
+        let paths = glob::glob_with(&pattern, options)
+            .map_err(|e| at.invalid(format!("bad Include pattern \"{arg}\": {e}; fix the pattern")))?;
         // Like glob(3) without GLOB_ERR, unreadable directories just contribute no matches.
         Ok(paths.filter_map(Result::ok).collect())
     }
@@ -447,13 +384,12 @@ impl Parser<'_, '_> {
                 return Err(k.at.unsupported(k.name, reason));
             }
         }
-        if let (Some(permit), Some(command)) = (
-            self.kept.get("permitlocalcommand"),
-            self.kept.get("localcommand"),
-        ) && permit.values[0] == "yes"
+        if let (Some(permit), Some(command)) = (self.kept.get("permitlocalcommand"), self.kept.get("localcommand"))
+            && permit.values[0] == "yes"
             && !is_none(&command.values[0])
         {
-            let reason = "yes is not supported: delegate never runs a LocalCommand; set PermitLocalCommand no for this host";
+            let reason =
+                "yes is not supported: delegate never runs a LocalCommand; set PermitLocalCommand no for this host";
             return Err(permit.at.unsupported("PermitLocalCommand", reason));
         }
         let kept = |key: &str| self.kept.get(key).map(|k| (k.values[0].as_str(), &k.at));
@@ -481,11 +417,7 @@ impl Parser<'_, '_> {
             .map(|(raw, at)| tokens.expand_path(raw, "IdentityFile", at))
             .collect::<Result<_, _>>()?;
         let user_known_hosts_files = match self.kept.get("userknownhostsfile") {
-            Some(k) => k
-                .values
-                .iter()
-                .map(|raw| tokens.expand_path(raw, k.name, &k.at))
-                .collect::<Result<_, _>>()?,
+            Some(k) => k.values.iter().map(|raw| tokens.expand_path(raw, k.name, &k.at)).collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         let identity_agent = match kept("identityagent") {
@@ -496,11 +428,7 @@ impl Parser<'_, '_> {
                 Some(IdentityAgent::Env(v[2..v.len() - 1].to_string()))
             }
             Some((v, _)) if v.starts_with('$') => Some(IdentityAgent::Env(v[1..].to_string())),
-            Some((v, at)) => Some(IdentityAgent::Socket(tokens.expand_path(
-                v,
-                "IdentityAgent",
-                at,
-            )?)),
+            Some((v, at)) => Some(IdentityAgent::Socket(tokens.expand_path(v, "IdentityAgent", at)?)),
         };
         let seconds = |key: &str| number(key).map(|s| Duration::from_secs(s.into()));
         Ok(ResolvedSsh {
@@ -541,9 +469,7 @@ fn checked(
             return Err(at.invalid(format!("\"none\" must appear alone in {name}")));
         }
         if args.len() > MAX_KNOWN_HOSTS_FILES {
-            return Err(at.invalid(format!(
-                "more than {MAX_KNOWN_HOSTS_FILES} {name} entries; remove some"
-            )));
+            return Err(at.invalid(format!("more than {MAX_KNOWN_HOSTS_FILES} {name} entries; remove some")));
         }
         return Ok(Some(args.to_vec()));
     }
@@ -558,22 +484,12 @@ fn checked(
             "no" | "false" => "no".to_string(),
             _ => return Err(bad("yes or no")),
         },
-        Value::Port => v
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| bad("a number from 1 to 65535"))?
-            .to_string(),
+        Value::Port => {
+            v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("a number from 1 to 65535"))?.to_string()
+        }
         Value::Seconds if v == "none" => return Ok(None),
-        Value::Seconds => parse_time(v)
-            .ok_or_else(|| bad("seconds, or units like 30s, 5m, 1h"))?
-            .to_string(),
-        Value::Count => v
-            .parse::<i32>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| bad("a whole number"))?
-            .to_string(),
+        Value::Seconds => parse_time(v).ok_or_else(|| bad("seconds, or units like 30s, 5m, 1h"))?.to_string(),
+        Value::Count => v.parse::<i32>().ok().filter(|n| *n >= 0).ok_or_else(|| bad("a whole number"))?.to_string(),
         Value::Strict => match word.as_str() {
             "yes" | "true" => "yes".to_string(),
             "no" | "false" | "off" => "no".to_string(),
@@ -611,9 +527,9 @@ impl Tokens<'_> {
         let tilde_expanded = if raw == "~" || raw.starts_with("~/") {
             format!("{home}{}", &raw[1..])
         } else if raw.starts_with('~') {
-            return Err(at.invalid(format!(
-                "{directive} \"{raw}\": ~user paths are not supported; write the full path"
-            )));
+            return Err(
+                at.invalid(format!("{directive} \"{raw}\": ~user paths are not supported; write the full path"))
+            );
         } else {
             raw.to_string()
         };
@@ -634,12 +550,7 @@ impl Tokens<'_> {
                 // SAFETY: getuid has no preconditions and cannot fail.
                 'i' => unsafe { libc::getuid() }.to_string(),
                 'l' => self.local_host().to_string(),
-                'L' => self
-                    .local_host()
-                    .split('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
+                'L' => self.local_host().split('.').next().unwrap_or_default().to_string(),
                 'C' => {
                     use sha1::Digest;
                     let hash = sha1::Sha1::new()
@@ -653,9 +564,7 @@ impl Tokens<'_> {
                 _ => return None,
             })
         });
-        expanded
-            .map(PathBuf::from)
-            .map_err(|m| at.invalid(format!("{directive} \"{raw}\": {m}")))
+        expanded.map(PathBuf::from).map_err(|m| at.invalid(format!("{directive} \"{raw}\": {m}")))
     }
 
     fn local_host(&self) -> &str {
@@ -664,11 +573,7 @@ impl Tokens<'_> {
             // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates
             // within it or truncates, and we stop at the first NUL either way.
             let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-            let len = if rc == 0 {
-                buf.iter().position(|b| *b == 0).unwrap_or(buf.len())
-            } else {
-                0
-            };
+            let len = if rc == 0 { buf.iter().position(|b| *b == 0).unwrap_or(buf.len()) } else { 0 };
             String::from_utf8_lossy(&buf[..len]).into_owned()
         })
     }
@@ -676,8 +581,7 @@ impl Tokens<'_> {
 
 /// `HostName` only knows `%h` (the host as typed) and `%%`, like ssh.
 fn expand_hostname(raw: &str, host: &str) -> Result<String, String> {
-    percent_expand(raw, |c| (c == 'h').then(|| host.to_string()))
-        .map_err(|m| format!("HostName \"{raw}\": {m}"))
+    percent_expand(raw, |c| (c == 'h').then(|| host.to_string())).map_err(|m| format!("HostName \"{raw}\": {m}"))
 }
 
 fn percent_expand(s: &str, value: impl Fn(char) -> Option<String>) -> Result<String, String> {
@@ -708,9 +612,10 @@ fn one<'v>(args: &'v [String], keyword: &str, at: &Loc) -> Result<&'v str, SshCo
     match args {
         [v] if !v.is_empty() => Ok(v),
         [] | [_] => Err(at.invalid(format!("{keyword} needs a value"))),
-        _ => Err(at.invalid(format!(
-            "{keyword} takes one value but the line has more; quote values that contain spaces"
-        ))),
+        _ => {
+            Err(at
+                .invalid(format!("{keyword} takes one value but the line has more; quote values that contain spaces")))
+        }
     }
 }
 
@@ -722,9 +627,7 @@ fn parse_time(v: &str) -> Option<u64> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         let mut units = rest.chars();
@@ -755,9 +658,7 @@ fn split_keyword(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let rest = rest.trim_start_matches(WS);
-    let rest = rest
-        .strip_prefix('=')
-        .map_or(rest, |r| r.trim_start_matches(WS));
+    let rest = rest.strip_prefix('=').map_or(rest, |r| r.trim_start_matches(WS));
     Some((keyword, rest))
 }
 
@@ -782,10 +683,7 @@ fn split_args(s: &str) -> Option<Vec<String>> {
         while i < chars.len() {
             let c = chars[i];
             let next = chars.get(i + 1).copied();
-            if c == '\\'
-                && (matches!(next, Some('\'' | '"' | '\\'))
-                    || (quote.is_none() && next == Some(' ')))
-            {
+            if c == '\\' && (matches!(next, Some('\'' | '"' | '\\')) || (quote.is_none() && next == Some(' '))) {
                 i += 1;
                 arg.push(chars[i]);
             } else if quote.is_none() && (c == ' ' || c == '\t') {
@@ -824,8 +722,7 @@ mod tests {
         fn new() -> Scratch {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let home = std::env::temp_dir()
-                .join(format!("delegate-ssh-config-{}-{n}", std::process::id()));
+            let home = std::env::temp_dir().join(format!("delegate-ssh-config-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&home);
             fs::create_dir_all(home.join(".ssh")).unwrap();
             Scratch { home }
@@ -835,18 +732,12 @@ mod tests {
             let path = self.home.join(rel);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, text).unwrap();
-            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-                .unwrap();
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
             path
         }
 
         fn resolve(&self, config: &Path, host: &str) -> Result<ResolvedSsh, SshConfigError> {
-            resolve(&SshConfigQuery {
-                host,
-                config_file: config,
-                home: &self.home,
-                local_user: &passwd().0,
-            })
+            resolve(&SshConfigQuery { host, config_file: config, home: &self.home, local_user: &passwd().0 })
         }
     }
 
@@ -872,11 +763,7 @@ mod tests {
     }
 
     fn ssh(scratch: &Scratch, args: &[&str]) -> std::process::Output {
-        Command::new("ssh")
-            .args(args)
-            .env("HOME", &scratch.home)
-            .output()
-            .expect("run ssh")
+        Command::new("ssh").args(args).env("HOME", &scratch.home).output().expect("run ssh")
     }
 
     fn map_home(scratch: &Scratch, s: &str) -> String {
@@ -886,11 +773,7 @@ mod tests {
     /// `ssh -G` output as keyword -> values (IdentityFile repeats).
     fn ssh_g(scratch: &Scratch, config: &Path, host: &str) -> HashMap<String, Vec<String>> {
         let out = ssh(scratch, &["-G", "-F", config.to_str().unwrap(), host]);
-        assert!(
-            out.status.success(),
-            "ssh -G failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "ssh -G failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let (k, v) = line.split_once(' ').unwrap_or((line, ""));
@@ -903,30 +786,14 @@ mod tests {
     /// a ProxyCommand that exits at once gets ssh that far without any network.
     fn ssh_identity_files(scratch: &Scratch, config: &Path, host: &str) -> Vec<String> {
         let cfg = config.to_str().unwrap();
-        let out = ssh(
-            scratch,
-            &[
-                "-v",
-                "-F",
-                cfg,
-                "-o",
-                "ProxyCommand=exec true",
-                "-o",
-                "BatchMode=yes",
-                host,
-                "true",
-            ],
-        );
+        let out = ssh(scratch, &["-v", "-F", cfg, "-o", "ProxyCommand=exec true", "-o", "BatchMode=yes", host, "true"]);
         let mut files: Vec<String> = Vec::new();
         for line in String::from_utf8_lossy(&out.stderr).lines() {
             let Some(rest) = line.strip_prefix("debug1: identity file ") else {
                 continue;
             };
             let path = map_home(scratch, rest.rsplit_once(" type ").unwrap().0);
-            if files
-                .last()
-                .is_some_and(|prev| format!("{prev}-cert") == path)
-            {
+            if files.last().is_some_and(|prev| format!("{prev}-cert") == path) {
                 continue;
             }
             files.push(path);
@@ -936,31 +803,14 @@ mod tests {
 
     /// Compares every field delegate uses with what real OpenSSH resolves.
     fn assert_matches_ssh(scratch: &Scratch, config: &Path, host: &str) -> ResolvedSsh {
-        let ours = scratch
-            .resolve(config, host)
-            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let ours = scratch.resolve(config, host).unwrap_or_else(|e| panic!("{host}: {e}"));
         let g = ssh_g(scratch, config, host);
         let one = |k: &str| g.get(k).map(|v| v.join("\n"));
-        let ctx = format!(
-            "host {host}, config:\n{}",
-            fs::read_to_string(config).unwrap()
-        );
+        let ctx = format!("host {host}, config:\n{}", fs::read_to_string(config).unwrap());
         assert_eq!(one("hostname").unwrap(), ours.hostname, "{ctx}");
-        assert_eq!(
-            one("user").unwrap(),
-            ours.user.clone().unwrap_or(passwd().0),
-            "{ctx}"
-        );
-        assert_eq!(
-            one("port").unwrap(),
-            ours.port.unwrap_or(22).to_string(),
-            "{ctx}"
-        );
-        assert_eq!(
-            one("identitiesonly").unwrap(),
-            if ours.identities_only { "yes" } else { "no" },
-            "{ctx}"
-        );
+        assert_eq!(one("user").unwrap(), ours.user.clone().unwrap_or(passwd().0), "{ctx}");
+        assert_eq!(one("port").unwrap(), ours.port.unwrap_or(22).to_string(), "{ctx}");
+        assert_eq!(one("identitiesonly").unwrap(), if ours.identities_only { "yes" } else { "no" }, "{ctx}");
         let strict = match ours.strict_host_key_checking {
             Some(StrictHostKeyChecking::Yes) => "true",
             Some(StrictHostKeyChecking::AcceptNew) => "accept-new",
@@ -968,45 +818,25 @@ mod tests {
         };
         assert_eq!(one("stricthostkeychecking").unwrap(), strict, "{ctx}");
         assert_eq!(one("hostkeyalias"), ours.host_key_alias, "{ctx}");
-        let timeout = ours
-            .connect_timeout
-            .map_or("none".to_string(), |d| d.as_secs().to_string());
+        let timeout = ours.connect_timeout.map_or("none".to_string(), |d| d.as_secs().to_string());
         assert_eq!(one("connecttimeout").unwrap(), timeout, "{ctx}");
         let interval = ours.server_alive_interval.map_or(0, |d| d.as_secs());
-        assert_eq!(
-            one("serveraliveinterval").unwrap(),
-            interval.to_string(),
-            "{ctx}"
-        );
-        assert_eq!(
-            one("serveralivecountmax").unwrap(),
-            ours.server_alive_count_max.unwrap_or(3).to_string(),
-            "{ctx}"
-        );
+        assert_eq!(one("serveraliveinterval").unwrap(), interval.to_string(), "{ctx}");
+        assert_eq!(one("serveralivecountmax").unwrap(), ours.server_alive_count_max.unwrap_or(3).to_string(), "{ctx}");
         if !ours.user_known_hosts_files.is_empty() {
             let theirs = map_home(scratch, &one("userknownhostsfile").unwrap());
-            let mine: Vec<_> = ours
-                .user_known_hosts_files
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
+            let mine: Vec<_> = ours.user_known_hosts_files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
             assert_eq!(theirs, mine.join(" "), "{ctx}");
         }
         if !ours.identity_files.is_empty() {
-            let mine: Vec<_> = ours
-                .identity_files
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
+            let mine: Vec<_> = ours.identity_files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
             assert_eq!(ssh_identity_files(scratch, config, host), mine, "{ctx}");
         }
         ours
     }
 
     fn ssh_rejects(scratch: &Scratch, config: &Path, host: &str) -> bool {
-        !ssh(scratch, &["-G", "-F", config.to_str().unwrap(), host])
-            .status
-            .success()
+        !ssh(scratch, &["-G", "-F", config.to_str().unwrap(), host]).status.success()
     }
 
     #[test]
@@ -1040,25 +870,15 @@ mod tests {
         assert_eq!(r.port, Some(2222));
         assert_eq!(r.connect_timeout, Some(Duration::from_secs(90)));
         assert_eq!(r.identity_files[0], s.home.join(".ssh/id with space"));
-        assert_eq!(
-            r.user_known_hosts_files,
-            vec![s.home.join("kh1"), PathBuf::from("/tmp/kh 2")]
-        );
+        assert_eq!(r.user_known_hosts_files, vec![s.home.join("kh1"), PathBuf::from("/tmp/kh 2")]);
         assert_eq!(r.host_key_alias.as_deref(), Some("mixedcase"));
-        assert_eq!(
-            s.resolve(&cfg, "ONE").unwrap().hostname,
-            "one",
-            "Host matching is case-sensitive"
-        );
+        assert_eq!(s.resolve(&cfg, "ONE").unwrap().hostname, "one", "Host matching is case-sensitive");
     }
 
     #[test]
     fn crlf_and_form_feed_are_tolerated() {
         let s = Scratch::new();
-        let cfg = s.write(
-            "cfg",
-            "Host a\r\n  HostName b.example\r\n  Port 2200\x0c\r\n\r\n",
-        );
+        let cfg = s.write("cfg", "Host a\r\n  HostName b.example\r\n  Port 2200\x0c\r\n\r\n");
         let r = assert_matches_ssh(&s, &cfg, "a");
         assert_eq!((r.hostname.as_str(), r.port), ("b.example", Some(2200)));
     }
@@ -1082,18 +902,11 @@ mod tests {
         }
         let r = s.resolve(&star_first, "a").unwrap();
         assert_eq!((r.user.as_deref(), r.port), (Some("star"), Some(1000)));
-        assert_eq!(
-            r.identity_files,
-            vec![s.home.join(".ssh/star"), s.home.join(".ssh/a")]
-        );
+        assert_eq!(r.identity_files, vec![s.home.join(".ssh/star"), s.home.join(".ssh/a")]);
         assert_eq!(r.user_known_hosts_files, vec![s.home.join("star_kh")]);
         let r = s.resolve(&star_last, "a").unwrap();
         assert_eq!((r.user.as_deref(), r.port), (Some("a"), Some(1000)));
-        assert_eq!(
-            r.connect_timeout,
-            Some(Duration::from_secs(4)),
-            "ConnectTimeout none leaves it unset"
-        );
+        assert_eq!(r.connect_timeout, Some(Duration::from_secs(4)), "ConnectTimeout none leaves it unset");
     }
 
     #[test]
@@ -1106,30 +919,14 @@ mod tests {
              Host db? *.internal\n  HostName %h.example.net\n  IdentityFile ~/.ssh/db\n  IdentityFile ~/.ssh/db\n\
              Host *\n  IdentityFile ~/.ssh/all\n",
         );
-        for host in [
-            "web-1",
-            "web-secret",
-            "db1",
-            "db22",
-            "x.internal",
-            "x.internal.com",
-            "web",
-        ] {
+        for host in ["web-1", "web-secret", "db1", "db22", "x.internal", "x.internal.com", "web"] {
             assert_matches_ssh(&s, &cfg, host);
         }
         let r = s.resolve(&cfg, "db2").unwrap();
         assert_eq!(r.hostname, "db2.example.net");
-        assert_eq!(
-            r.identity_files,
-            vec![s.home.join(".ssh/db"), s.home.join(".ssh/all")],
-            "duplicates dropped"
-        );
+        assert_eq!(r.identity_files, vec![s.home.join(".ssh/db"), s.home.join(".ssh/all")], "duplicates dropped");
         assert_eq!(s.resolve(&cfg, "web-secret").unwrap().user, None);
-        assert_eq!(
-            s.resolve(&cfg, "web-1").unwrap().port,
-            None,
-            "a Host line of only negations never applies"
-        );
+        assert_eq!(s.resolve(&cfg, "web-1").unwrap().port, None, "a Host line of only negations never applies");
     }
 
     #[test]
@@ -1145,16 +942,10 @@ mod tests {
         );
         let r = assert_matches_ssh(&s, &cfg, "Tok");
         assert_eq!(r.hostname, "real-tok.example");
-        let first = format!(
-            ".ssh/real-tok.example_remote_2022_{}_Tok_%_keyalias",
-            passwd().0
-        );
+        let first = format!(".ssh/real-tok.example_remote_2022_{}_Tok_%_keyalias", passwd().0);
         assert_eq!(r.identity_files[0], s.home.join(first));
         let r = assert_matches_ssh(&s, &cfg, "plain");
-        assert_eq!(
-            r.identity_files,
-            vec![PathBuf::from(format!("/keys/plain-{}-22", passwd().0))]
-        );
+        assert_eq!(r.identity_files, vec![PathBuf::from(format!("/keys/plain-{}-22", passwd().0))]);
     }
 
     #[test]
@@ -1170,33 +961,19 @@ mod tests {
             let err = s.resolve(&cfg, "a").unwrap_err().to_string();
             assert!(err.contains(token) && err.contains("line 2"), "{err}");
             assert!(
-                ssh_rejects(&s, &cfg, "a")
-                    || !ssh_identity_files(&s, &cfg, "a")
-                        .iter()
-                        .any(|f| f.contains("/.ssh/")),
+                ssh_rejects(&s, &cfg, "a") || !ssh_identity_files(&s, &cfg, "a").iter().any(|f| f.contains("/.ssh/")),
                 "{line}"
             );
         }
         let cfg = s.write("cfg", "Host a\n  IdentityFile ${HOME}/.ssh/id\n");
-        assert!(
-            s.resolve(&cfg, "a")
-                .unwrap_err()
-                .to_string()
-                .contains("environment variables")
-        );
+        assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("environment variables"));
     }
 
     #[test]
     fn include_matches_ssh() {
         let s = Scratch::new();
-        s.write(
-            ".ssh/conf.d/10-web.conf",
-            "Host web\n  HostName web.example\n  Port 2201\nHost *\n  User fromglob\n",
-        );
-        s.write(
-            ".ssh/conf.d/20-late.conf",
-            "Port 2299\nIdentityFile ~/.ssh/late\n",
-        );
+        s.write(".ssh/conf.d/10-web.conf", "Host web\n  HostName web.example\n  Port 2201\nHost *\n  User fromglob\n");
+        s.write(".ssh/conf.d/20-late.conf", "Port 2299\nIdentityFile ~/.ssh/late\n");
         s.write(".ssh/conf.d/.hidden.conf", "Port 1\n");
         s.write(".ssh/conf.d/ignored.txt", "Port 2\n");
         s.write("abs/inside.conf", "User inside\nHost never\n  User never\n");
@@ -1216,16 +993,10 @@ mod tests {
             assert_matches_ssh(&s, &cfg, host);
         }
         let r = s.resolve(&cfg, "web").unwrap();
-        assert_eq!(
-            (r.hostname.as_str(), r.port, r.user.as_deref()),
-            ("web.example", Some(2201), Some("fromglob"))
-        );
+        assert_eq!((r.hostname.as_str(), r.port, r.user.as_deref()), ("web.example", Some(2201), Some("fromglob")));
         let r = s.resolve(&cfg, "db").unwrap();
         assert_eq!((r.user.as_deref(), r.port), (Some("inside"), Some(2299)));
-        assert_eq!(
-            r.identity_files,
-            vec![s.home.join(".ssh/db"), s.home.join(".ssh/late")]
-        );
+        assert_eq!(r.identity_files, vec![s.home.join(".ssh/db"), s.home.join(".ssh/late")]);
     }
 
     #[test]
@@ -1239,10 +1010,7 @@ mod tests {
         let inc = s.write(".ssh/loose.conf", "Port 3\n");
         fs::set_permissions(&inc, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
         let cfg = s.write(".ssh/config", "Include loose.conf\n");
-        assert!(matches!(
-            s.resolve(&cfg, "a"),
-            Err(SshConfigError::Permissions { .. })
-        ));
+        assert!(matches!(s.resolve(&cfg, "a"), Err(SshConfigError::Permissions { .. })));
         assert!(ssh_rejects(&s, &cfg, "a"));
     }
 
@@ -1251,10 +1019,7 @@ mod tests {
         let s = Scratch::new();
         let r = s.resolve(&s.home.join(".ssh/config"), "Some.Host").unwrap();
         assert_eq!(r.hostname, "some.host");
-        assert_eq!(
-            (r.user, r.port, r.strict_host_key_checking),
-            (None, None, None)
-        );
+        assert_eq!((r.user, r.port, r.strict_host_key_checking), (None, None, None));
         assert!(r.identity_files.is_empty() && r.user_known_hosts_files.is_empty());
     }
 
@@ -1262,19 +1027,10 @@ mod tests {
     fn unknown_keywords_and_bad_values_fail_even_in_other_blocks_like_ssh() {
         let s = Scratch::new();
         for (text, needle) in [
-            (
-                "Host zzz\n  Bogus yes\n",
-                "unknown ssh_config keyword \"Bogus\"",
-            ),
-            (
-                "Host zzz\n  Port 99999\n",
-                "bad Port \"99999\"; use a number from 1 to 65535",
-            ),
+            ("Host zzz\n  Bogus yes\n", "unknown ssh_config keyword \"Bogus\""),
+            ("Host zzz\n  Port 99999\n", "bad Port \"99999\"; use a number from 1 to 65535"),
             ("Host zzz\n  Port 0\n", "bad Port"),
-            (
-                "Host zzz\n  StrictHostKeyChecking maybe\n",
-                "StrictHostKeyChecking",
-            ),
+            ("Host zzz\n  StrictHostKeyChecking maybe\n", "StrictHostKeyChecking"),
             ("Host zzz\n  ConnectTimeout 5x\n", "bad ConnectTimeout"),
             ("Host zzz\n  HostName a b\n", "one value"),
             ("Host zzz\n  User \"unterminated\n", "quotes"),
@@ -1282,16 +1038,10 @@ mod tests {
         ] {
             let cfg = s.write("cfg", text);
             let err = s.resolve(&cfg, "a").unwrap_err().to_string();
-            assert!(
-                err.contains(needle) && err.contains("line"),
-                "{text:?}: {err}"
-            );
+            assert!(err.contains(needle) && err.contains("line"), "{text:?}: {err}");
             assert!(ssh_rejects(&s, &cfg, "a"), "ssh accepts {text:?}");
         }
-        let cfg = s.write(
-            "cfg",
-            "IgnoreUnknown bog*,UseKeychain\nHost a\n  Bogus 1\n  usekeychain yes\n  Port 23\n",
-        );
+        let cfg = s.write("cfg", "IgnoreUnknown bog*,UseKeychain\nHost a\n  Bogus 1\n  usekeychain yes\n  Port 23\n");
         assert_eq!(assert_matches_ssh(&s, &cfg, "a").port, Some(23));
     }
 
@@ -1299,64 +1049,30 @@ mod tests {
     fn directives_delegate_cannot_honour_are_errors_only_where_they_apply() {
         let s = Scratch::new();
         for (directive, expect) in [
-            (
-                "ProxyJump bastion",
-                "ProxyJump is not supported by delegate yet; connect directly",
-            ),
+            ("ProxyJump bastion", "ProxyJump is not supported by delegate yet; connect directly"),
             ("ProxyCommand nc %h %p", "ProxyCommand"),
             ("CertificateFile ~/.ssh/id-cert.pub", "CertificateFile"),
             ("RemoteCommand tmux attach", "RemoteCommand"),
             ("CanonicalizeHostname yes", "CanonicalizeHostname"),
-            (
-                "StrictHostKeyChecking no",
-                "delegate always verifies host keys",
-            ),
-            (
-                "StrictHostKeyChecking off",
-                "delegate always verifies host keys",
-            ),
+            ("StrictHostKeyChecking no", "delegate always verifies host keys"),
+            ("StrictHostKeyChecking off", "delegate always verifies host keys"),
             ("UserKnownHostsFile none", "UserKnownHostsFile none"),
             ("KnownHostsCommand /bin/true", "KnownHostsCommand"),
             ("BindAddress 10.0.0.1", "BindAddress"),
         ] {
-            let cfg = s.write(
-                "cfg",
-                &format!("Host other\n  Port 1\nHost target\n  {directive}\nHost *\n  User u\n"),
-            );
+            let cfg = s.write("cfg", &format!("Host other\n  Port 1\nHost target\n  {directive}\nHost *\n  User u\n"));
             let err = s.resolve(&cfg, "target").unwrap_err();
             let text = err.to_string();
-            assert!(
-                text.contains(expect) && text.contains("line 4"),
-                "{directive}: {text}"
-            );
-            assert!(
-                matches!(err, SshConfigError::Unsupported { .. }),
-                "{directive}: {err:?}"
-            );
+            assert!(text.contains(expect) && text.contains("line 4"), "{directive}: {text}");
+            assert!(matches!(err, SshConfigError::Unsupported { .. }), "{directive}: {err:?}");
             assert_matches_ssh(&s, &cfg, "other");
         }
-        let cfg = s.write(
-            "cfg",
-            "Host a\n  PermitLocalCommand yes\n  LocalCommand echo hi\n",
-        );
-        assert!(
-            s.resolve(&cfg, "a")
-                .unwrap_err()
-                .to_string()
-                .contains("PermitLocalCommand")
-        );
+        let cfg = s.write("cfg", "Host a\n  PermitLocalCommand yes\n  LocalCommand echo hi\n");
+        assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("PermitLocalCommand"));
         let cfg = s.write("cfg", "Host a\n  LocalCommand echo hi\n");
-        assert!(
-            s.resolve(&cfg, "a").is_ok(),
-            "LocalCommand without PermitLocalCommand never runs"
-        );
+        assert!(s.resolve(&cfg, "a").is_ok(), "LocalCommand without PermitLocalCommand never runs");
         let cfg = s.write("cfg", "Host other\n  Port 1\nMatch host a\n  User m\n");
-        assert!(
-            s.resolve(&cfg, "a")
-                .unwrap_err()
-                .to_string()
-                .contains("Match")
-        );
+        assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("Match"));
     }
 
     #[test]
@@ -1380,22 +1096,10 @@ mod tests {
             s.resolve(&cfg, "a").unwrap().identity_agent
         };
         assert_eq!(agent("none"), Some(IdentityAgent::Disabled));
-        assert_eq!(
-            agent("SSH_AUTH_SOCK"),
-            Some(IdentityAgent::Env("SSH_AUTH_SOCK".into()))
-        );
-        assert_eq!(
-            agent("$MY_SOCK"),
-            Some(IdentityAgent::Env("MY_SOCK".into()))
-        );
-        assert_eq!(
-            agent("${MY_SOCK}"),
-            Some(IdentityAgent::Env("MY_SOCK".into()))
-        );
-        assert_eq!(
-            agent("~/.agent/%h.sock"),
-            Some(IdentityAgent::Socket(s.home.join(".agent/a.sock")))
-        );
+        assert_eq!(agent("SSH_AUTH_SOCK"), Some(IdentityAgent::Env("SSH_AUTH_SOCK".into())));
+        assert_eq!(agent("$MY_SOCK"), Some(IdentityAgent::Env("MY_SOCK".into())));
+        assert_eq!(agent("${MY_SOCK}"), Some(IdentityAgent::Env("MY_SOCK".into())));
+        assert_eq!(agent("~/.agent/%h.sock"), Some(IdentityAgent::Socket(s.home.join(".agent/a.sock"))));
     }
 
     #[test]
@@ -1413,11 +1117,7 @@ mod tests {
         assert_eq!(parse_time("10"), Some(10));
         assert_eq!(parse_time("m"), None);
         assert!(wildcard_match(b"a*b?c", b"axxbyc") && !wildcard_match(b"a*b?c", b"axxbc"));
-        assert!(
-            wildcard_match(b"*", b"")
-                && wildcard_match(b"**x", b"yx")
-                && !wildcard_match(b"x", b"xy")
-        );
+        assert!(wildcard_match(b"*", b"") && wildcard_match(b"**x", b"yx") && !wildcard_match(b"x", b"xy"));
         assert_eq!(match_pattern_list("web1", "DB*,WEB*"), Some(true));
         assert_eq!(match_pattern_list("web1", "web*,!web1"), Some(false));
         assert_eq!(match_pattern_list("web1", "db*"), None);

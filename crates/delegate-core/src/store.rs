@@ -98,30 +98,19 @@ fn random_hex(bytes: usize) -> String {
 impl Store {
     /// Opens (creating if needed) the mailbox in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io(dir, e))?;
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
         // An existing directory keeps whatever mode it had; tighten it if it is ours.
         let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
         if meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::io(dir, e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))?;
         }
         let path = dir.join(DB_FILE);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(|e| Error::io(&path, e))?;
         let mut conn = Connection::open(&path)?;
         // Per-connection settings: inside a migration they would be lost or refused.
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
         debug_assert_eq!(mode, "wal");
         conn.pragma_update(None, "synchronous", "FULL")?;
 
@@ -137,28 +126,18 @@ impl Store {
         tx.pragma_update(None, "user_version", known)?;
         // The mailbox id keeps task directories and tmux sessions of two mailboxes sharing
         // a host apart.
-        let existing: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'mailbox_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let existing: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'mailbox_id'", [], |r| r.get(0)).optional()?;
         let mailbox_id = match existing {
             Some(id) => id,
             None => {
                 let id = random_hex(3);
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('mailbox_id', ?1)",
-                    [&id],
-                )?;
+                tx.execute("INSERT INTO meta (key, value) VALUES ('mailbox_id', ?1)", [&id])?;
                 id
             }
         };
         tx.commit()?;
-        Ok(Store {
-            conn,
-            mailbox_id,
-            path,
-        })
+        Ok(Store { conn, mailbox_id, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -175,9 +154,7 @@ impl Store {
     pub fn create_task(&mut self, t: &NewTask) -> Result<RunStart> {
         let now = now();
         let nonce = random_hex(16);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at)
@@ -204,36 +181,20 @@ impl Store {
         tx.execute(
             "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at)
              VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                task_id,
-                session,
-                nonce,
-                TaskStatus::Launching.as_str(),
-                t.host,
-                t.address,
-                now
-            ],
+            params![task_id, session, nonce, TaskStatus::Launching.as_str(), t.host, t.address, now],
         )?;
         tx.execute(
             "INSERT INTO transitions (task_id, from_status, to_status, at) VALUES (?1, NULL, ?2, ?3)",
             params![task_id, TaskStatus::Launching.as_str(), now],
         )?;
         tx.commit()?;
-        Ok(RunStart {
-            task_id,
-            run_no: 1,
-            session,
-            nonce,
-            version: 1,
-        })
+        Ok(RunStart { task_id, run_no: 1, session, nonce, version: 1 })
     }
 
     /// Records how a launch attempt ended and moves the task, if it is still at `version`.
     pub fn record_launch(&mut self, run: &RunStart, rec: &LaunchRecord) -> Result<i64> {
         let now = now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version = transition_in(&tx, run.task_id, run.version, rec.status, rec.reason, &now)?;
         let finished = (rec.status != TaskStatus::Launched).then_some(now.as_str());
         tx.execute(
@@ -268,9 +229,7 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<i64> {
         let now = now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let v = transition_in(&tx, task_id, expected_version, to, reason, &now)?;
         tx.commit()?;
         Ok(v)
@@ -301,17 +260,11 @@ impl Store {
 
     /// Status changes of a task, oldest first.
     pub fn transitions(&self, id: i64) -> Result<Vec<Transition>> {
-        let mut st = self.conn.prepare(
-            "SELECT from_status, to_status, reason, at FROM transitions WHERE task_id = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map([id], |r| {
-            Ok(Transition {
-                from: r.get(0)?,
-                to: r.get(1)?,
-                reason: r.get(2)?,
-                at: r.get(3)?,
-            })
-        })?;
+        let mut st = self
+            .conn
+            .prepare("SELECT from_status, to_status, reason, at FROM transitions WHERE task_id = ?1 ORDER BY id")?;
+        let rows = st
+            .query_map([id], |r| Ok(Transition { from: r.get(0)?, to: r.get(1)?, reason: r.get(2)?, at: r.get(3)? }))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -382,14 +335,9 @@ impl Store {
     }
 }
 
-fn parse_col<T: std::str::FromStr<Err = String>>(
-    r: &rusqlite::Row,
-    i: usize,
-) -> rusqlite::Result<T> {
+fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
-    s.parse().map_err(|e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-    })
+    s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
 }
 
 /// The one place a task's status changes: checks and bumps the version, logs the change.
@@ -401,11 +349,8 @@ fn transition_in(
     reason: Option<&str>,
     now: &str,
 ) -> Result<i64> {
-    let from: Option<String> = tx
-        .query_row("SELECT status FROM tasks WHERE id = ?1", [task_id], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let from: Option<String> =
+        tx.query_row("SELECT status FROM tasks WHERE id = ?1", [task_id], |r| r.get(0)).optional()?;
     let Some(from) = from else {
         return Err(Error::TaskNotFound(task_id));
     };
@@ -415,10 +360,7 @@ fn transition_in(
         params![task_id, expected_version, to.as_str(), reason, now],
     )?;
     if changed != 1 {
-        return Err(Error::Conflict {
-            task: task_id,
-            expected: expected_version,
-        });
+        return Err(Error::Conflict { task: task_id, expected: expected_version });
     }
     tx.execute(
         "INSERT INTO transitions (task_id, from_status, to_status, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -465,15 +407,9 @@ mod tests {
         for f in ["mailbox.db", "mailbox.db-wal", "mailbox.db-shm"] {
             assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
         }
-        let sync: i64 = s
-            .conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
+        let sync: i64 = s.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "synchronous must be FULL");
-        let jm: String = s
-            .conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
+        let jm: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(jm, "wal");
         std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     }
@@ -485,25 +421,15 @@ mod tests {
         let prompt: Vec<u8> = (0..=255u8).collect();
         let run = s.create_task(&new_task(&prompt)).unwrap();
         assert_eq!(s.prompt(run.task_id).unwrap(), prompt);
-        assert_eq!(
-            run.session,
-            format!("dlg-{}-{}-1", s.mailbox_id(), run.task_id)
-        );
+        assert_eq!(run.session, format!("dlg-{}-{}-1", s.mailbox_id(), run.task_id));
 
-        let v2 = s
-            .transition(run.task_id, 1, TaskStatus::Failed, Some("why"))
-            .unwrap();
+        let v2 = s.transition(run.task_id, 1, TaskStatus::Failed, Some("why")).unwrap();
         assert_eq!(v2, 2);
         // A writer holding the old version loses, and the state is unchanged.
-        let err = s
-            .transition(run.task_id, 1, TaskStatus::Launched, None)
-            .unwrap_err();
+        let err = s.transition(run.task_id, 1, TaskStatus::Launched, None).unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }), "{err}");
         let t = s.task(run.task_id).unwrap();
-        assert_eq!(
-            (t.status, t.version, t.reason.as_deref()),
-            (TaskStatus::Failed, 2, Some("why"))
-        );
+        assert_eq!((t.status, t.version, t.reason.as_deref()), (TaskStatus::Failed, 2, Some("why")));
         assert_eq!(s.transitions(run.task_id).unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -517,10 +443,7 @@ mod tests {
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
         let err = Store::open(&dir).err().unwrap();
-        assert!(
-            matches!(err, Error::SchemaTooNew { found: 99, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, Error::SchemaTooNew { found: 99, .. }), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -532,34 +455,12 @@ mod tests {
         let mut other = new_task(b"b");
         other.brother = "jerry";
         s.create_task(&other).unwrap();
-        s.transition(a.task_id, 1, TaskStatus::Failed, None)
-            .unwrap();
-        let by_brother = s
-            .list(&ListFilter {
-                brother: Some("jerry".into()),
-                ..Default::default()
-            })
-            .unwrap();
+        s.transition(a.task_id, 1, TaskStatus::Failed, None).unwrap();
+        let by_brother = s.list(&ListFilter { brother: Some("jerry".into()), ..Default::default() }).unwrap();
         assert_eq!(by_brother.len(), 1);
-        let failed = s
-            .list(&ListFilter {
-                status: Some(TaskStatus::Failed),
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(
-            failed.iter().map(|t| t.id).collect::<Vec<_>>(),
-            vec![a.task_id]
-        );
-        assert_eq!(
-            s.list(&ListFilter {
-                limit: Some(1),
-                ..Default::default()
-            })
-            .unwrap()
-            .len(),
-            1
-        );
+        let failed = s.list(&ListFilter { status: Some(TaskStatus::Failed), ..Default::default() }).unwrap();
+        assert_eq!(failed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a.task_id]);
+        assert_eq!(s.list(&ListFilter { limit: Some(1), ..Default::default() }).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

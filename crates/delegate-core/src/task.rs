@@ -40,9 +40,7 @@ impl FromStr for Sandbox {
             "read" => Ok(Sandbox::Read),
             "write" => Ok(Sandbox::Write),
             "full" => Ok(Sandbox::Full),
-            other => Err(format!(
-                "unknown sandbox mode {other:?}: use read, write or full"
-            )),
+            other => Err(format!("unknown sandbox mode {other:?}: use read, write or full")),
         }
     }
 }
@@ -124,13 +122,10 @@ impl fmt::Display for TaskStatus {
 impl FromStr for TaskStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = TaskStatus::ALL.iter().map(|t| t.as_str()).collect();
-                format!("unknown status {s:?}: use one of {}", names.join(", "))
-            })
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = TaskStatus::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown status {s:?}: use one of {}", names.join(", "))
+        })
     }
 }
 

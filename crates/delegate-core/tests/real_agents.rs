@@ -17,9 +17,7 @@ fn agents_dir() -> Option<PathBuf> {
     match std::env::var_os("DELEGATE_TEST_REAL_AGENTS") {
         Some(d) => Some(PathBuf::from(d)),
         None => {
-            eprintln!(
-                "skipped: set DELEGATE_TEST_REAL_AGENTS to a dir with the real claude and codex"
-            );
+            eprintln!("skipped: set DELEGATE_TEST_REAL_AGENTS to a dir with the real claude and codex");
             None
         }
     }
@@ -41,15 +39,10 @@ fn run_real(
     max_lines: usize,
     limit: Duration,
 ) -> (Vec<String>, String) {
-    let dir =
-        Scratch(std::env::temp_dir().join(format!("dlg-real-{}-{}", std::process::id(), argv[0])));
+    let dir = Scratch(std::env::temp_dir().join(format!("dlg-real-{}-{}", std::process::id(), argv[0])));
     let repo = dir.0.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(&repo)
-        .status()
-        .unwrap();
+    Command::new("git").args(["init", "-q"]).current_dir(&repo).status().unwrap();
     let task_dir = dir.0.join("task");
     std::fs::create_dir_all(&task_dir).unwrap();
     std::fs::write(
@@ -59,10 +52,7 @@ fn run_real(
     .unwrap();
     let args: Vec<String> = argv[1..]
         .iter()
-        .map(|a| {
-            a.replace("{task_dir}", task_dir.to_str().unwrap())
-                .replace("/w", repo.to_str().unwrap())
-        })
+        .map(|a| a.replace("{task_dir}", task_dir.to_str().unwrap()).replace("/w", repo.to_str().unwrap()))
         .collect();
     let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
     let mut child = Command::new(bin.join(&argv[0]))
@@ -80,11 +70,7 @@ fn run_real(
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take(max_lines)
-            .collect::<Vec<_>>()
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).take(max_lines).collect::<Vec<_>>()
     });
     let started = Instant::now();
     while !reader.is_finished() && started.elapsed() < limit {
@@ -99,14 +85,7 @@ fn run_real(
 }
 
 fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
-    AgentRequest {
-        agent,
-        model: Some("sonnet"),
-        sandbox,
-        max_turns: 3,
-        workdir: "/w",
-        custom: None,
-    }
+    AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 3, workdir: "/w", custom: None }
 }
 
 #[test]
@@ -116,17 +95,12 @@ fn claude_accepts_our_argv_and_reports_the_level_we_asked_for() {
         let p = plan(&req("claude", sandbox)).unwrap();
         let (lines, err) = run_real(&bin, &p.argv, b"say hi", 3, Duration::from_secs(60));
         let init: serde_json::Value =
-            serde_json::from_str(lines.first().unwrap_or_else(|| panic!("no stream: {err}")))
-                .unwrap();
+            serde_json::from_str(lines.first().unwrap_or_else(|| panic!("no stream: {err}"))).unwrap();
         assert_eq!(init["subtype"], "init", "{lines:?} {err}");
         assert_eq!(init["permissionMode"], mode, "{init}");
         assert_eq!(init["session_id"], p.session_id.as_deref().unwrap());
         if sandbox == Sandbox::Read {
-            assert_eq!(
-                init["tools"],
-                serde_json::json!(["Glob", "Grep", "Read"]),
-                "{init}"
-            );
+            assert_eq!(init["tools"], serde_json::json!(["Glob", "Grep", "Read"]), "{init}");
         }
     }
 }
@@ -137,12 +111,8 @@ fn codex_accepts_our_argv_for_every_level() {
     for sandbox in [Sandbox::Read, Sandbox::Write, Sandbox::Full] {
         let p = plan(&req("codex", sandbox)).unwrap();
         let (lines, err) = run_real(&bin, &p.argv, b"say hi", 1, Duration::from_secs(30));
-        let first: serde_json::Value = serde_json::from_str(
-            lines
-                .first()
-                .unwrap_or_else(|| panic!("no stream for {sandbox}: {err}")),
-        )
-        .unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(lines.first().unwrap_or_else(|| panic!("no stream for {sandbox}: {err}"))).unwrap();
         assert_eq!(first["type"], "thread.started", "{lines:?} {err}");
     }
 }

@@ -102,14 +102,7 @@ pub const ADDRESS: &str = "127.0.0.1";
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// System directories used for the remote `PATH` (and the symlink farm), in order.
-const SYSTEM_PATH_DIRS: [&str; 6] = [
-    "/usr/local/bin",
-    "/usr/bin",
-    "/bin",
-    "/usr/local/sbin",
-    "/usr/sbin",
-    "/sbin",
-];
+const SYSTEM_PATH_DIRS: [&str; 6] = ["/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/sbin", "/sbin"];
 
 /// Persona names of the fake agents.
 const FAKE_AGENTS: [&str; 2] = ["claude", "codex"];
@@ -150,20 +143,10 @@ fn lookup_account(key: PwKey<'_>) -> Option<Account> {
             let cname = CString::new(name).ok()?;
             // SAFETY: all pointers are valid for the duration of the call and
             // buf.len() is the real size of buf.
-            unsafe {
-                libc::getpwnam_r(
-                    cname.as_ptr(),
-                    &mut pwd,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut result,
-                )
-            }
+            unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) }
         }
         // SAFETY: as above.
-        PwKey::Uid(uid) => unsafe {
-            libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
-        },
+        PwKey::Uid(uid) => unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) },
     };
     if rc != 0 || result.is_null() {
         return None;
@@ -175,12 +158,7 @@ fn lookup_account(key: PwKey<'_>) -> Option<Account> {
             PathBuf::from(OsStr::from_bytes(CStr::from_ptr(pwd.pw_dir).to_bytes())),
         )
     };
-    Some(Account {
-        name,
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-        home,
-    })
+    Some(Account { name, uid: pwd.pw_uid, gid: pwd.pw_gid, home })
 }
 
 fn is_root() -> bool {
@@ -231,17 +209,7 @@ pub fn keygen(dir: &Path, name: &str, key_type: &str) -> (PathBuf, String) {
     let _ = fs::remove_file(&private);
     let _ = fs::remove_file(&public);
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args([
-        "-q",
-        "-t",
-        key_type,
-        "-N",
-        "",
-        "-C",
-        "delegate-testkit",
-        "-f",
-    ])
-    .arg(&private);
+    cmd.args(["-q", "-t", key_type, "-N", "", "-C", "delegate-testkit", "-f"]).arg(&private);
     if key_type == "rsa" {
         cmd.args(["-b", "2048"]);
     }
@@ -257,11 +225,7 @@ pub fn keygen(dir: &Path, name: &str, key_type: &str) -> (PathBuf, String) {
     let _ = fs::set_permissions(&private, fs::Permissions::from_mode(0o600));
     let text = fs::read_to_string(&public)
         .unwrap_or_else(|e| panic!("delegate-testkit: cannot read {}: {e}", public.display()));
-    let line = text
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     (private, line)
 }
 
@@ -270,10 +234,7 @@ pub fn keygen(dir: &Path, name: &str, key_type: &str) -> (PathBuf, String) {
 pub fn closed_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("delegate-testkit: cannot bind 127.0.0.1:0: {e}"));
-    listener
-        .local_addr()
-        .expect("delegate-testkit: local_addr of a bound listener")
-        .port()
+    listener.local_addr().expect("delegate-testkit: local_addr of a bound listener").port()
 }
 
 /// Lower-case hex SHA-256 of `data` (the format of [`AgentRecord::stdin_sha256`]).
@@ -325,10 +286,7 @@ pub struct AgentRecord {
 impl AgentRecord {
     /// argv\[1..\] as (lossy) UTF-8 strings.
     pub fn args(&self) -> Vec<String> {
-        self.argv
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect()
+        self.argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect()
     }
 
     /// Whether `arg` appears verbatim in argv\[1..\].
@@ -339,19 +297,13 @@ impl AgentRecord {
     /// The argument following the first occurrence of `flag`, e.g.
     /// `arg_value("--session-id")`.
     pub fn arg_value(&self, flag: &str) -> Option<String> {
-        let i = self
-            .argv
-            .iter()
-            .position(|a| a.as_slice() == flag.as_bytes())?;
-        self.argv
-            .get(i + 1)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
+        let i = self.argv.iter().position(|a| a.as_slice() == flag.as_bytes())?;
+        self.argv.get(i + 1).map(|a| String::from_utf8_lossy(a).into_owned())
     }
 
     /// Parse one JSON line as written by the fake agent.
     pub fn parse_line(line: &str) -> Result<AgentRecord, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("invalid JSON ({e}): {line}"))?;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON ({e}): {line}"))?;
         let str_field = |k: &str| -> Result<String, String> {
             v.get(k)
                 .and_then(|x| x.as_str())
@@ -359,14 +311,10 @@ impl AgentRecord {
                 .ok_or_else(|| format!("missing string field `{k}` in {line}"))
         };
         let u64_field = |k: &str| -> Result<u64, String> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .ok_or_else(|| format!("missing integer field `{k}` in {line}"))
+            v.get(k).and_then(|x| x.as_u64()).ok_or_else(|| format!("missing integer field `{k}` in {line}"))
         };
         let b64 = |s: &str| -> Result<Vec<u8>, String> {
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|e| format!("bad base64 {s:?} ({e}) in {line}"))
+            base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("bad base64 {s:?} ({e}) in {line}"))
         };
         let argv = v
             .get("argv")
@@ -385,10 +333,7 @@ impl AgentRecord {
                 Some(i) => (&entry[..i], &entry[i + 1..]),
                 None => (entry, &b""[..]),
             };
-            env.insert(
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(val).into_owned(),
-            );
+            env.insert(String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(val).into_owned());
         }
         Ok(AgentRecord {
             name: str_field("name")?,
@@ -404,10 +349,7 @@ impl AgentRecord {
                 .ok_or_else(|| format!("missing `stdin_is_tty` in {line}"))?,
             ppid: u64_field("ppid").unwrap_or(0) as u32,
             mode: str_field("mode").unwrap_or_default(),
-            time: str_field("time")
-                .ok()
-                .and_then(|t| t.replace(',', ".").parse().ok())
-                .unwrap_or(0.0),
+            time: str_field("time").ok().and_then(|t| t.replace(',', ".").parse().ok()).unwrap_or(0.0),
         })
     }
 }
@@ -422,10 +364,7 @@ fn parse_agent_records(text: &str) -> Vec<AgentRecord> {
     complete
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            AgentRecord::parse_line(l)
-                .unwrap_or_else(|e| panic!("delegate-testkit: bad agent record: {e}"))
-        })
+        .map(|l| AgentRecord::parse_line(l).unwrap_or_else(|e| panic!("delegate-testkit: bad agent record: {e}")))
         .collect()
 }
 
@@ -443,11 +382,7 @@ pub struct FakeHostBuilder {
 
 impl Default for FakeHostBuilder {
     fn default() -> Self {
-        FakeHostBuilder {
-            path_without: Vec::new(),
-            fake_agents: true,
-            host_key_type: "ed25519".to_string(),
-        }
+        FakeHostBuilder { path_without: Vec::new(), fake_agents: true, host_key_type: "ed25519".to_string() }
     }
 }
 
@@ -460,8 +395,7 @@ impl FakeHostBuilder {
     /// `claude`/`codex`). Absolute paths such as `/usr/bin/tmux` still work.
     /// May be called several times; the names accumulate.
     pub fn path_without(mut self, tools: &[&str]) -> Self {
-        self.path_without
-            .extend(tools.iter().map(|t| t.to_string()));
+        self.path_without.extend(tools.iter().map(|t| t.to_string()));
         self
     }
 
@@ -511,10 +445,7 @@ impl FakeHostBuilder {
 }
 
 fn find_program(name: &str, dirs: &[&str]) -> PathBuf {
-    dirs.iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
+    dirs.iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// `/tmp/dlgtk-<pid>-<n>`: short (the tmux socket path must fit in 108
@@ -543,23 +474,17 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 fn write_file(path: &Path, contents: impl AsRef<[u8]>, mode: u32) {
-    fs::write(path, contents)
-        .unwrap_or_else(|e| panic!("delegate-testkit: cannot write {}: {e}", path.display()));
+    fs::write(path, contents).unwrap_or_else(|e| panic!("delegate-testkit: cannot write {}: {e}", path.display()));
     set_mode(path, mode);
 }
 
 fn mkdir(path: &Path, mode: u32) {
-    fs::create_dir(path)
-        .unwrap_or_else(|e| panic!("delegate-testkit: cannot mkdir {}: {e}", path.display()));
+    fs::create_dir(path).unwrap_or_else(|e| panic!("delegate-testkit: cannot mkdir {}: {e}", path.display()));
     set_mode(path, mode);
 }
 
 fn fake_agent_script(dir: &Path) -> String {
-    let tool = |name: &str| -> String {
-        find_program(name, &["/usr/bin", "/bin"])
-            .to_string_lossy()
-            .into_owned()
-    };
+    let tool = |name: &str| -> String { find_program(name, &["/usr/bin", "/bin"]).to_string_lossy().into_owned() };
     FAKE_AGENT_TEMPLATE
         .replace("@DLGTK_DIR@", &dir.to_string_lossy())
         .replace("@BASE64@", &tool("base64"))
@@ -722,9 +647,7 @@ impl FakeHost {
 
     /// The socket of the `tmux -L delegate` server of this host.
     pub fn tmux_socket(&self) -> PathBuf {
-        self.tmux_tmpdir()
-            .join(format!("tmux-{}", self.account.uid))
-            .join(TMUX_SOCKET_NAME)
+        self.tmux_tmpdir().join(format!("tmux-{}", self.account.uid)).join(TMUX_SOCKET_NAME)
     }
 
     /// `<dir>/agent-records.jsonl`.
@@ -790,8 +713,7 @@ impl FakeHost {
             cmd
         };
         cmd.args(["-L", TMUX_SOCKET_NAME]).args(args);
-        run_with_timeout(&mut cmd, COMMAND_TIMEOUT)
-            .unwrap_or_else(|e| panic!("delegate-testkit: cannot run tmux: {e}"))
+        run_with_timeout(&mut cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("delegate-testkit: cannot run tmux: {e}"))
     }
 
     /// Set the behaviour of the fake agents (written to `<dir>/agent-mode`):
@@ -835,9 +757,7 @@ impl FakeHost {
 
     /// The sshd log so far (`sshd -e` output, LogLevel VERBOSE).
     pub fn sshd_log(&self) -> String {
-        fs::read(self.dir.join("sshd.log"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(self.dir.join("sshd.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// A human-readable dump of the host state: sshd log, agent records,
@@ -876,11 +796,7 @@ impl FakeHost {
                 }
             }
         }
-        let _ = writeln!(
-            s,
-            "---- tmux (socket {}) ----",
-            self.tmux_socket().display()
-        );
+        let _ = writeln!(s, "---- tmux (socket {}) ----", self.tmux_socket().display());
         if self.tmux_socket().exists() {
             let panes = self.tmux(&[
                 "list-panes",
@@ -893,19 +809,12 @@ impl FakeHost {
             for pane in listing.lines().take(8) {
                 let target = pane.split_whitespace().next().unwrap_or_default();
                 let cap = self.tmux(&["capture-pane", "-p", "-t", target, "-S", "-40"]);
-                let _ = writeln!(
-                    s,
-                    "-- pane {target} --\n{}",
-                    String::from_utf8_lossy(&cap.stdout).trim_end()
-                );
+                let _ = writeln!(s, "-- pane {target} --\n{}", String::from_utf8_lossy(&cap.stdout).trim_end());
             }
         } else {
             let _ = writeln!(s, "(no tmux server)");
         }
-        for (label, path) in [
-            ("remote root", self.remote_root()),
-            ("work", self.workdir()),
-        ] {
+        for (label, path) in [("remote root", self.remote_root()), ("work", self.workdir())] {
             let _ = writeln!(s, "---- {label} {} ----", path.display());
             let mut count = 0;
             list_tree(&path, &path, &mut s, &mut count);
@@ -928,13 +837,7 @@ impl FakeHost {
         let client = dir.join("client");
         mkdir(&etc, 0o711);
         mkdir(&client, 0o700);
-        for (name, mode) in [
-            ("bin", 0o755),
-            ("root", 0o755),
-            ("work", 0o755),
-            ("tmux", 0o755),
-            ("tmp", 0o700),
-        ] {
+        for (name, mode) in [("bin", 0o755), ("root", 0o755), ("work", 0o755), ("tmux", 0o755), ("tmp", 0o700)] {
             let p = dir.join(name);
             mkdir(&p, mode);
             self.chown_remote(&p);
@@ -946,11 +849,7 @@ impl FakeHost {
         let (client_key, client_pub) = keygen(&client, "id_ed25519", "ed25519");
         set_mode(&client_key, 0o600);
         self.client_key = client_key;
-        write_file(
-            &etc.join("authorized_keys"),
-            format!("{client_pub}\n"),
-            0o644,
-        );
+        write_file(&etc.join("authorized_keys"), format!("{client_pub}\n"), 0o644);
 
         // Agent records: appended to by the remote user.
         let records = self.agent_records_path();
@@ -967,11 +866,9 @@ impl FakeHost {
         }
 
         // Remote PATH.
-        let real_agent_on_system_path = SYSTEM_PATH_DIRS
-            .iter()
-            .any(|d| FAKE_AGENTS.iter().any(|a| Path::new(d).join(a).exists()));
-        let use_farm =
-            !cfg.path_without.is_empty() || (!cfg.fake_agents && real_agent_on_system_path);
+        let real_agent_on_system_path =
+            SYSTEM_PATH_DIRS.iter().any(|d| FAKE_AGENTS.iter().any(|a| Path::new(d).join(a).exists()));
+        let use_farm = !cfg.path_without.is_empty() || (!cfg.fake_agents && real_agent_on_system_path);
         let bin = dir.join("bin");
         self.remote_path = if use_farm {
             let farm = dir.join("path");
@@ -1031,11 +928,8 @@ impl FakeHost {
             self.port = port;
             write_file(&cfg, self.sshd_config(port), 0o644);
             if attempt == 1 {
-                let out = run_with_timeout(
-                    Command::new(SSHD).arg("-t").arg("-f").arg(&cfg),
-                    COMMAND_TIMEOUT,
-                )
-                .unwrap_or_else(|e| panic!("delegate-testkit: cannot run {SSHD} -t: {e}"));
+                let out = run_with_timeout(Command::new(SSHD).arg("-t").arg("-f").arg(&cfg), COMMAND_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("delegate-testkit: cannot run {SSHD} -t: {e}"));
                 if !out.status.success() {
                     panic!(
                         "delegate-testkit: `{SSHD} -t -f {}` failed ({}):\n{}{}",
@@ -1052,10 +946,7 @@ impl FakeHost {
                 .open(&log_path)
                 .unwrap_or_else(|e| panic!("delegate-testkit: cannot open sshd.log: {e}"));
             if attempt > 1 {
-                let _ = writeln!(
-                    log,
-                    "--- delegate-testkit: attempt {attempt}, port {port} ---"
-                );
+                let _ = writeln!(log, "--- delegate-testkit: attempt {attempt}, port {port} ---");
             }
             let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
             let log_err = log.try_clone().expect("delegate-testkit: dup sshd.log");
@@ -1065,25 +956,16 @@ impl FakeHost {
                 .arg("-f")
                 .arg(&cfg)
                 .env_clear()
-                .env(
-                    "PATH",
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                )
+                .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log_err);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("delegate-testkit: cannot spawn {SSHD}: {e}"));
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("delegate-testkit: cannot spawn {SSHD}: {e}"));
             self.sshd = Some(child);
             match self.wait_ready(port, log_offset) {
                 Ok(()) => {
                     self.watchdog = spawn_watchdog(self.sshd.as_ref().map(|c| c.id()));
-                    write_file(
-                        &self.known_hosts_file(),
-                        format!("{}\n", self.known_hosts_line()),
-                        0o644,
-                    );
+                    write_file(&self.known_hosts_file(), format!("{}\n", self.known_hosts_line()), 0o644);
                     return;
                 }
                 Err(ReadyError::Bind) => {
@@ -1099,10 +981,7 @@ impl FakeHost {
                 ),
             }
         }
-        panic!(
-            "delegate-testkit: sshd could not bind a port in 5 attempts\n---- sshd.log ----\n{}",
-            self.sshd_log()
-        );
+        panic!("delegate-testkit: sshd could not bind a port in 5 attempts\n---- sshd.log ----\n{}", self.sshd_log());
     }
 
     fn log_since(&self, offset: u64) -> String {
@@ -1121,9 +1000,7 @@ impl FakeHost {
             let child = self.sshd.as_mut().expect("sshd child");
             match child.try_wait() {
                 Ok(Some(status)) => {
-                    return if log.contains("Address already in use")
-                        || log.contains("Cannot bind any address")
-                    {
+                    return if log.contains("Address already in use") || log.contains("Cannot bind any address") {
                         Err(ReadyError::Bind)
                     } else {
                         Err(ReadyError::Fatal(format!("sshd exited ({status})")))
@@ -1136,9 +1013,7 @@ impl FakeHost {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(ReadyError::Fatal(format!(
-                    "not accepting connections within {SSHD_READY_TIMEOUT:?}"
-                )));
+                return Err(ReadyError::Fatal(format!("not accepting connections within {SSHD_READY_TIMEOUT:?}")));
             }
             thread::sleep(Duration::from_millis(5));
         }
@@ -1198,11 +1073,7 @@ impl FakeHost {
             return found;
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
             if pid == me || pid <= 1 {
@@ -1213,15 +1084,9 @@ impl FakeHost {
             let by_env = environ.split(|b| *b == 0).any(|e| e == marker.as_bytes());
             let by_cmdline = || {
                 let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
-                cmdline
-                    .windows(prefix.len())
-                    .any(|w| w == prefix.as_bytes())
+                cmdline.windows(prefix.len()).any(|w| w == prefix.as_bytes())
             };
-            let by_cwd = || {
-                fs::read_link(proc_dir.join("cwd"))
-                    .map(|c| c.starts_with(&self.dir))
-                    .unwrap_or(false)
-            };
+            let by_cwd = || fs::read_link(proc_dir.join("cwd")).map(|c| c.starts_with(&self.dir)).unwrap_or(false);
             if by_env || by_cmdline() || by_cwd() {
                 found.push(pid);
             }
@@ -1270,21 +1135,14 @@ impl FakeHost {
 impl Drop for FakeHost {
     fn drop(&mut self) {
         let panicking = thread::panicking();
-        let diagnostics = if panicking {
-            Some(self.diagnostics())
-        } else {
-            None
-        };
+        let diagnostics = if panicking { Some(self.diagnostics()) } else { None };
         self.teardown();
         if let Some(d) = diagnostics {
             eprintln!("{d}");
         }
         let keep = std::env::var("DELEGATE_TEST_KEEP").is_ok_and(|v| v == "1");
         if keep {
-            eprintln!(
-                "delegate-testkit: DELEGATE_TEST_KEEP=1: keeping {}",
-                self.dir.display()
-            );
+            eprintln!("delegate-testkit: DELEGATE_TEST_KEEP=1: keeping {}", self.dir.display());
         } else if fs::remove_dir_all(&self.dir).is_err() {
             thread::sleep(Duration::from_millis(50));
             let _ = fs::remove_dir_all(&self.dir);
@@ -1304,11 +1162,7 @@ impl Drop for FakeHost {
 fn spawn_watchdog(sshd_pid: Option<u32>) -> Option<Child> {
     let pid = sshd_pid?;
     Command::new("/bin/sh")
-        .args([
-            "-c",
-            "read -r _; kill -TERM \"$1\" 2>/dev/null",
-            "dlgtk-watchdog",
-        ])
+        .args(["-c", "read -r _; kill -TERM \"$1\" 2>/dev/null", "dlgtk-watchdog"])
         .arg(pid.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -1339,10 +1193,7 @@ fn banner_ok(port: u16) -> bool {
 fn process_alive(pid: i32) -> bool {
     // A zombie cannot be killed further and will be reaped by its parent.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -1352,11 +1203,7 @@ fn descendants_of(root: i32) -> Vec<i32> {
     let mut parent_of: Vec<(i32, i32)> = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
             let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
@@ -1388,9 +1235,7 @@ fn descendants_of(root: i32) -> Vec<i32> {
 /// Output left in pipes held open by daemonized grandchildren is abandoned
 /// after a short grace period instead of blocking.
 fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let rx_out = spawn_reader(child.stdout.take());
     let rx_err = spawn_reader(child.stderr.take());
@@ -1447,14 +1292,7 @@ fn list_tree(base: &Path, dir: &Path, out: &mut String, count: &mut usize) {
             continue;
         };
         let rel = path.strip_prefix(base).unwrap_or(&path);
-        let _ = writeln!(
-            out,
-            "{:o} uid={} {:>8} {}",
-            meta.mode() & 0o7777,
-            meta.uid(),
-            meta.len(),
-            rel.display()
-        );
+        let _ = writeln!(out, "{:o} uid={} {:>8} {}", meta.mode() & 0o7777, meta.uid(), meta.len(), rel.display());
         if meta.is_dir() {
             list_tree(base, &path, out, count);
         }
@@ -1467,18 +1305,13 @@ mod tests {
 
     #[test]
     fn fake_agent_script_is_shellcheck_clean() {
-        let Ok(out) = Command::new("shellcheck")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/fake_agent.sh"))
-            .output()
+        let Ok(out) =
+            Command::new("shellcheck").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/fake_agent.sh")).output()
         else {
             eprintln!("shellcheck not installed; skipped");
             return;
         };
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
 
     #[test]
@@ -1503,19 +1336,13 @@ mod tests {
         let recs = parse_agent_records(&format!("{line}{{\"name\":"));
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
-        assert_eq!(
-            r.argv,
-            vec![b"-p".to_vec(), b"it's \"quoted\"\n".to_vec(), vec![]]
-        );
+        assert_eq!(r.argv, vec![b"-p".to_vec(), b"it's \"quoted\"\n".to_vec(), vec![]]);
         assert_eq!(r.cwd, PathBuf::from("/tmp/w"));
         assert_eq!(r.env["DELEGATE_TASK"], "a=b");
         assert_eq!(r.env["PATH"], "/x:/y");
         assert_eq!(r.pid, 42);
         assert_eq!(r.arg_value("-p").as_deref(), Some("it's \"quoted\"\n"));
-        assert_eq!(
-            r.stdin_sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(r.stdin_sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(r.time, 1_700_000_000.5);
     }
 }

@@ -14,9 +14,7 @@ fn sq(s: &str) -> String {
 
 /// Run `cmd` with `stdin` fed from a thread; 30 s deadline.
 fn run(mut cmd: Command, stdin: &[u8]) -> Output {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn ssh");
     let mut pipe = child.stdin.take().unwrap();
     let data = stdin.to_vec();
@@ -50,10 +48,7 @@ fn ssh_ok(host: &FakeHost, remote: &str, stdin: &[u8]) -> String {
 
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.trim_start().starts_with('Z'))
-            .unwrap_or(true),
+        Ok(stat) => !stat.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
         Err(_) => false,
     }
 }
@@ -78,14 +73,7 @@ fn strict_ssh(host: &FakeHost, known_hosts: &Path, remote: &str) -> Command {
         .arg(host.port().to_string())
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
         .arg(format!("{}@{}", host.user(), host.address()))
         .arg(remote);
     cmd
@@ -102,26 +90,16 @@ fn ssh_with_strict_host_key_checking_sees_setenv_path_and_tmux_tmpdir() {
     assert!(host.remote_root().is_dir());
     assert!(host.workdir().is_dir());
     let mode = std::fs::metadata(host.client_key()).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-        0o600
-    );
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
     assert!(host.host_public_key().starts_with("ssh-ed25519 AAAA"));
-    assert_eq!(
-        host.known_hosts_line(),
-        format!("[127.0.0.1]:{} {}", host.port(), host.host_public_key())
-    );
+    assert_eq!(host.known_hosts_line(), format!("[127.0.0.1]:{} {}", host.port(), host.host_public_key()));
     assert!(host.tmux_socket().as_os_str().len() < 100);
 
     let scratch = host.dir().join("client");
     let kh = scratch.join("kh-test");
     std::fs::write(&kh, format!("{}\n", host.known_hosts_line())).unwrap();
     let out = run(strict_ssh(&host, &kh, "true"), b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = run(
         strict_ssh(
@@ -131,20 +109,12 @@ fn ssh_with_strict_host_key_checking_sees_setenv_path_and_tmux_tmpdir() {
         ),
         b"",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     let bin = host.dir().join("bin");
     assert_eq!(lines[0], host.remote_path());
-    assert!(
-        lines[0].starts_with(&format!("{}:", bin.display())),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with(&format!("{}:", bin.display())), "{}", lines[0]);
     assert_eq!(lines[1], host.tmux_tmpdir().to_str().unwrap());
     assert_eq!(lines[2], host.user());
     assert_eq!(lines[3], host.home().to_str().unwrap());
@@ -167,44 +137,22 @@ fn ssh_with_strict_host_key_checking_sees_setenv_path_and_tmux_tmpdir() {
 #[test]
 fn tmux_session_started_over_ssh_is_visible_and_drop_kills_everything() {
     let host = FakeHost::start();
-    ssh_ok(
-        &host,
-        "tmux -L delegate new-session -d -s x 'sleep 300'",
-        b"",
-    );
+    ssh_ok(&host, "tmux -L delegate new-session -d -s x 'sleep 300'", b"");
     let has = host.tmux(&["has-session", "-t", "=x"]);
-    assert!(
-        has.status.success(),
-        "{}",
-        String::from_utf8_lossy(&has.stderr)
-    );
+    assert!(has.status.success(), "{}", String::from_utf8_lossy(&has.stderr));
     assert!(!host.tmux(&["has-session", "-t", "=nope"]).status.success());
-    assert!(
-        host.tmux_socket().exists(),
-        "{}",
-        host.tmux_socket().display()
-    );
+    assert!(host.tmux_socket().exists(), "{}", host.tmux_socket().display());
 
     let server = host.tmux(&["display-message", "-p", "#{pid}"]);
-    let server_pid: u32 = String::from_utf8_lossy(&server.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let server_pid: u32 = String::from_utf8_lossy(&server.stdout).trim().parse().unwrap();
     let panes = host.tmux(&["list-panes", "-a", "-F", "#{pane_pid}"]);
-    let pane_pid: u32 = String::from_utf8_lossy(&panes.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let pane_pid: u32 = String::from_utf8_lossy(&panes.stdout).trim().parse().unwrap();
     assert!(alive(server_pid) && alive(pane_pid));
 
     // A process escaping both tmux and the SSH session (double fork, new
     // session) is still found via the host's TMUX_TMPDIR in its environment.
     host.set_agent_mode("sleep:300");
-    ssh_ok(
-        &host,
-        "cd ~; setsid claude -p detached </dev/null >/dev/null 2>&1 &",
-        b"",
-    );
+    ssh_ok(&host, "cd ~; setsid claude -p detached </dev/null >/dev/null 2>&1 &", b"");
     let records = host.wait_for_agent_records(1, Duration::from_secs(5));
     let detached = records[0].pid;
     assert!(alive(detached));
@@ -230,10 +178,7 @@ fn fake_claude_records_exact_argv_env_cwd_and_stdin() {
     );
     let stdout = ssh_ok(&host, &remote, &stdin);
 
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert_eq!(lines[0]["type"], "system");
     assert_eq!(lines[0]["subtype"], "init");
@@ -276,20 +221,9 @@ fn fake_claude_records_exact_argv_env_cwd_and_stdin() {
 
     // codex persona, empty stdin.
     let out = ssh_ok(&host, "codex exec --json - </dev/null", b"");
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        types,
-        [
-            "thread.started",
-            "turn.started",
-            "item.completed",
-            "turn.completed"
-        ]
-    );
+    assert_eq!(types, ["thread.started", "turn.started", "item.completed", "turn.completed"]);
     assert!(lines[0]["thread_id"].as_str().unwrap().len() >= 32);
     assert_eq!(lines[2]["item"]["type"], "agent_message");
     let records = host.agent_records();
@@ -311,11 +245,7 @@ fn agent_modes_fail_and_sleep() {
 
     // sleep: the record exists while the agent still runs (in a tmux pane).
     host.set_agent_mode("sleep:0.3");
-    ssh_ok(
-        &host,
-        "tmux -L delegate new-session -d -s s 'claude -p slow </dev/null > out.txt'",
-        b"",
-    );
+    ssh_ok(&host, "tmux -L delegate new-session -d -s s 'claude -p slow </dev/null > out.txt'", b"");
     let records = host.wait_for_agent_records(2, Duration::from_secs(5));
     assert!(alive(records[1].pid));
     assert_eq!(records[1].mode, "sleep:0.3");
@@ -328,11 +258,7 @@ fn agent_modes_fail_and_sleep() {
     assert_eq!(host.agent_records().len(), 3);
 
     // In a tmux pane without redirection stdin is a terminal: recorded, not read.
-    ssh_ok(
-        &host,
-        "tmux -L delegate new-session -d -s t 'claude -p tty'",
-        b"",
-    );
+    ssh_ok(&host, "tmux -L delegate new-session -d -s t 'claude -p tty'", b"");
     let records = host.wait_for_agent_records(4, Duration::from_secs(5));
     assert!(records[3].stdin_is_tty);
     assert_eq!(records[3].stdin_bytes, 0);
@@ -358,11 +284,7 @@ fn path_without_hides_tools_but_keeps_the_rest() {
 #[test]
 fn without_fake_agents_has_no_claude_or_codex() {
     let host = FakeHost::builder().without_fake_agents().start();
-    let out = ssh_ok(
-        &host,
-        "command -v claude; echo c=$?; command -v codex; echo x=$?",
-        b"",
-    );
+    let out = ssh_ok(&host, "command -v claude; echo c=$?; command -v codex; echo x=$?", b"");
     assert_eq!(out, "c=1\nx=1\n");
 }
 
@@ -370,19 +292,11 @@ fn without_fake_agents_has_no_claude_or_codex() {
 fn other_host_key_types_work_with_strict_checking() {
     for (ty, prefix) in [("ecdsa", "ecdsa-sha2-nistp256 "), ("rsa", "ssh-rsa ")] {
         let host = FakeHost::builder().host_key_type(ty).start();
-        assert!(
-            host.host_public_key().starts_with(prefix),
-            "{}",
-            host.host_public_key()
-        );
+        assert!(host.host_public_key().starts_with(prefix), "{}", host.host_public_key());
         let kh = host.dir().join("client/kh-test");
         std::fs::write(&kh, format!("{}\n", host.known_hosts_line())).unwrap();
         let out = run(strict_ssh(&host, &kh, "true"), b"");
-        assert!(
-            out.status.success(),
-            "{ty}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{ty}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 

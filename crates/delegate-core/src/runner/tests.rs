@@ -50,22 +50,11 @@ impl Drop for Scratch {
 }
 
 fn sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session: &str) -> Vec<u8> {
-    let p = plan(&AgentRequest {
-        agent,
-        model: None,
-        sandbox,
-        max_turns: 3,
-        workdir: "/w",
-        custom: None,
-    })
-    .unwrap();
+    let p = plan(&AgentRequest { agent, model: None, sandbox, max_turns: 3, workdir: "/w", custom: None }).unwrap();
     let root = s.root().to_string_lossy().into_owned();
     let work = s.dir.join("work").to_string_lossy().into_owned();
     render(&LaunchVars {
@@ -96,72 +85,34 @@ fn wait_for(path: &Path) -> String {
 #[test]
 fn a_full_launch_starts_the_runner_in_tmux_and_records_evidence() {
     let s = Scratch::new("full");
-    let prompt: Vec<u8> = (0..=255u8)
-        .chain(b"\n$(touch pwned) `id` #{session_name}\n".iter().copied())
-        .collect();
-    let out = s.run(&script_for(
-        &s,
-        "self-test",
-        Sandbox::Read,
-        &prompt,
-        "dlg-abc123-7-1",
-    ));
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let prompt: Vec<u8> = (0..=255u8).chain(b"\n$(touch pwned) `id` #{session_name}\n".iter().copied()).collect();
+    let out = s.run(&script_for(&s, "self-test", Sandbox::Read, &prompt, "dlg-abc123-7-1"));
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let parsed = parse_output(&out.stdout, &out.stderr);
     let m = parsed.marker.expect("marker");
-    assert_eq!(
-        (m.nonce.as_str(), m.session.as_str()),
-        ("0123456789abcdef", "dlg-abc123-7-1")
-    );
+    assert_eq!((m.nonce.as_str(), m.session.as_str()), ("0123456789abcdef", "dlg-abc123-7-1"));
     assert!(m.pane_pid.unwrap() > 1);
     let ev = parsed.evidence.expect("evidence");
     assert_eq!(ev["nonce"], "0123456789abcdef");
-    assert!(
-        ev["tmux_version"].as_str().unwrap().starts_with("tmux "),
-        "{ev}"
-    );
+    assert!(ev["tmux_version"].as_str().unwrap().starts_with("tmux "), "{ev}");
 
     let dir = s.root().join("tasks/abc123-7");
     assert_eq!(std::fs::read(dir.join("prompt")).unwrap(), prompt);
     let exit = wait_for(&dir.join("exit"));
     assert!(exit.starts_with("0 "), "{exit}");
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
-    assert!(
-        stream.contains(&format!("sha256 {}", sha(&prompt))),
-        "{stream}"
-    );
+    assert!(stream.contains(&format!("sha256 {}", sha(&prompt))), "{stream}");
     assert!(stream.contains("\"subtype\":\"success\""), "{stream}");
     assert!(!s.dir.join("work/pwned").exists() && !s.dir.join("pwned").exists());
     use std::os::unix::fs::PermissionsExt;
-    for p in [
-        s.root(),
-        dir.clone(),
-        dir.join("prompt"),
-        dir.join("launch.json"),
-        dir.join("run.sh"),
-    ] {
+    for p in [s.root(), dir.clone(), dir.join("prompt"), dir.join("launch.json"), dir.join("run.sh")] {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
     }
 
     // Retrying the same launch finds its own task directory and never starts a second agent.
-    let again = s.run(&script_for(
-        &s,
-        "self-test",
-        Sandbox::Read,
-        &prompt,
-        "dlg-abc123-7-1",
-    ));
-    assert_eq!(
-        again.status.code(),
-        Some(code::ALREADY_LAUNCHED),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let again = s.run(&script_for(&s, "self-test", Sandbox::Read, &prompt, "dlg-abc123-7-1"));
+    assert_eq!(again.status.code(), Some(code::ALREADY_LAUNCHED), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
 #[test]
@@ -169,35 +120,18 @@ fn a_script_cut_anywhere_runs_nothing() {
     let s = Scratch::new("cut");
     let script = script_for(&s, "self-test", Sandbox::Read, b"hello", "dlg-abc123-7-2");
     // Every line boundary and a stride through everything else; each cut must leave no trace.
-    let mut cuts: Vec<usize> = script
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i + 1)
-        .collect();
+    let mut cuts: Vec<usize> = script.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
     cuts.extend((0..script.len()).step_by(37));
     // Every cut inside the last line, where `main` alone would be a complete command.
-    let last_line = script[..script.len() - 1]
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .unwrap()
-        + 1;
+    let last_line = script[..script.len() - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
     cuts.extend(last_line..script.len());
     cuts.retain(|&k| k < script.len() - 1);
     cuts.sort_unstable();
     cuts.dedup();
     for k in cuts {
         let out = s.run(&script[..k]);
-        assert!(
-            !s.root().exists(),
-            "a script cut at byte {k} of {} created the remote root ({:?})",
-            script.len(),
-            out
-        );
-        assert!(
-            !String::from_utf8_lossy(&out.stdout).contains("DELEGATE-LAUNCHED"),
-            "cut at {k}"
-        );
+        assert!(!s.root().exists(), "a script cut at byte {k} of {} created the remote root ({:?})", script.len(), out);
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("DELEGATE-LAUNCHED"), "cut at {k}");
     }
     // The whole script does run: the check above is not vacuous.
     assert!(s.run(&script).status.success());
@@ -279,8 +213,5 @@ fn preflight_failures_have_their_own_codes() {
     .unwrap();
     let (c, m) = run(bad);
     assert_eq!(c, Some(code::PROMPT_NOT_WRITTEN), "{m}");
-    assert!(
-        !s.root().join("tasks/k-2/prompt").exists()
-            && !s.root().join("tasks/k-2/prompt.tmp").exists()
-    );
+    assert!(!s.root().join("tasks/k-2/prompt").exists() && !s.root().join("tasks/k-2/prompt.tmp").exists());
 }
