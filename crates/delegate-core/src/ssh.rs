@@ -351,7 +351,12 @@ impl Session {
         };
         let both = async { tokio::join!(write, read).0 };
         match tokio::time::timeout(limit, both).await {
-            Err(_) => out.broken = Some(format!("no end of the command within {limit:?}")),
+            Err(_) => {
+                out.broken = Some(format!("no end of the command within {limit:?}"));
+                // sshd keeps a session channel (and its MaxSessions slot) until the command
+                // exits, whatever CLOSE says: end the command too.
+                let _ = writer.signal(russh::Sig::KILL).await;
+            }
             Ok(Err(e)) if out.exit == Exit::Unknown => out.broken = Some(format!("sending the script failed: {e}")),
             Ok(_) => {}
         }
