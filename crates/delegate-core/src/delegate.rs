@@ -154,16 +154,13 @@ impl Delegate {
         target.accept_new = false;
         let key = ssh::fetch_host_key(&target).await?;
         let fingerprint = known_hosts::fingerprint(&key);
-        let lookup_host = target.lookup_host().to_string();
-        let lookup_port = target.lookup_port();
-        let lookup = known_hosts::lookup_name(&lookup_host, lookup_port);
+        let (lookup_host, lookup_port) = (target.lookup_host().to_string(), target.lookup_port());
         let file = target.known_hosts[0].clone();
-        let key_type = key.algorithm().to_string();
         let status = known_hosts::check(&target.known_hosts, &lookup_host, lookup_port, &key)?;
         let mut trusted = Trusted {
             host: host_name.to_string(),
-            lookup: lookup.clone(),
-            key_type: key_type.clone(),
+            lookup: known_hosts::lookup_name(&lookup_host, lookup_port),
+            key_type: key.algorithm().to_string(),
             fingerprint: fingerprint.clone(),
             known_hosts: file.clone(),
             status: match &status {
@@ -174,9 +171,7 @@ impl Delegate {
             },
             added: false,
         };
-        let Some(expected) = expected else {
-            return Ok(trusted);
-        };
+        let Some(expected) = expected else { return Ok(trusted) };
         if fingerprint != expected {
             return Err(Error::FingerprintMismatch {
                 host: host_name.to_string(),
@@ -191,20 +186,8 @@ impl Delegate {
                 trusted.added = true;
                 trusted.status = "known";
             }
-            known_hosts::HostKeyStatus::Changed { file, line, recorded } => {
-                return Err(Error::HostKeyChanged {
-                    host: host_name.to_string(),
-                    lookup,
-                    key_type,
-                    fingerprint,
-                    file,
-                    line,
-                    recorded,
-                });
-            }
-            known_hosts::HostKeyStatus::Revoked { file, line } => {
-                return Err(Error::HostKeyRevoked { host: host_name.to_string(), lookup, fingerprint, file, line });
-            }
+            // Trusting never overrides a recorded key or a revocation.
+            refused => return Err(ssh::refusal(&target, &key, refused).expect("changed and revoked are refusals")),
         }
         Ok(trusted)
     }

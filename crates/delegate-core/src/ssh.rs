@@ -155,9 +155,6 @@ impl client::Handler for Verifier {
             return Ok(false);
         }
         let t = &self.target;
-        let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
-        let fingerprint = known_hosts::fingerprint(key);
-        let key_type = key.algorithm().to_string();
         let status = match known_hosts::check(&t.known_hosts, t.lookup_host(), t.lookup_port(), key) {
             Ok(s) => s,
             Err(e) => {
@@ -165,38 +162,31 @@ impl client::Handler for Verifier {
                 return Ok(false);
             }
         };
-        match status {
-            HostKeyStatus::Known => Ok(true),
-            HostKeyStatus::Unknown if t.accept_new && !t.known_hosts.is_empty() => {
-                match known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key) {
-                    Ok(()) => Ok(true),
-                    Err(e) => {
-                        seen.problem = Some(e.into());
-                        Ok(false)
-                    }
-                }
+        if status == HostKeyStatus::Unknown && t.accept_new && !t.known_hosts.is_empty() {
+            if let Err(e) = known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key) {
+                seen.problem = Some(e.into());
+                return Ok(false);
             }
-            HostKeyStatus::Unknown => {
-                seen.problem = Some(Error::HostKeyUnknown { host: t.host.clone(), lookup, key_type, fingerprint });
-                Ok(false)
-            }
-            HostKeyStatus::Changed { file, line, recorded } => {
-                seen.problem = Some(Error::HostKeyChanged {
-                    host: t.host.clone(),
-                    lookup,
-                    key_type,
-                    fingerprint,
-                    file,
-                    line,
-                    recorded,
-                });
-                Ok(false)
-            }
-            HostKeyStatus::Revoked { file, line } => {
-                seen.problem = Some(Error::HostKeyRevoked { host: t.host.clone(), lookup, fingerprint, file, line });
-                Ok(false)
-            }
+            return Ok(true);
         }
+        seen.problem = refusal(t, key, status);
+        Ok(seen.problem.is_none())
+    }
+}
+
+/// Why a host key is refused, or `None` when known_hosts vouches for it.
+pub(crate) fn refusal(t: &SshTarget, key: &PublicKey, status: HostKeyStatus) -> Option<Error> {
+    let host = t.host.clone();
+    let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
+    let fingerprint = known_hosts::fingerprint(key);
+    let key_type = key.algorithm().to_string();
+    match status {
+        HostKeyStatus::Known => None,
+        HostKeyStatus::Unknown => Some(Error::HostKeyUnknown { host, lookup, key_type, fingerprint }),
+        HostKeyStatus::Changed { file, line, recorded } => {
+            Some(Error::HostKeyChanged { host, lookup, key_type, fingerprint, file, line, recorded })
+        }
+        HostKeyStatus::Revoked { file, line } => Some(Error::HostKeyRevoked { host, lookup, fingerprint, file, line }),
     }
 }
 
