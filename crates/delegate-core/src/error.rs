@@ -106,6 +106,9 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    #[error("sync of {host} failed: {why}")]
+    SyncFailed { host: String, why: String },
+
     #[error("task {0} not found")]
     TaskNotFound(i64),
 

@@ -20,8 +20,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::{Error, Result};
 use crate::task::{Run, Sandbox, Task, TaskStatus};
 
+mod feed;
+mod lifecycle;
+pub use feed::{Event, FeedCursor, FeedItem, Message};
+pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
+
 /// Schema steps in order. A step's position is its version: append, never edit.
-const STEPS: &[&str] = &[include_str!("store/001_tasks.sql")];
+const STEPS: &[&str] = &[include_str!("store/001_tasks.sql"), include_str!("store/002_lifecycle.sql")];
 
 pub const DB_FILE: &str = "mailbox.db";
 
@@ -271,7 +276,8 @@ impl Store {
     fn query_tasks(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Task>> {
         let sql = format!(
             "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
-                    length(prompt), prompt_sha256, version, created_at, updated_at
+                    length(prompt), prompt_sha256, version, created_at, updated_at,
+                    timeout_secs, exit_code, turns, cost_usd, last_event, synced_at
              FROM tasks {tail}"
         );
         let mut st = self.conn.prepare(&sql)?;
@@ -294,6 +300,12 @@ impl Store {
                 version: r.get(13)?,
                 created_at: r.get(14)?,
                 updated_at: r.get(15)?,
+                timeout_secs: r.get(16)?,
+                exit_code: r.get(17)?,
+                turns: r.get(18)?,
+                cost_usd: r.get(19)?,
+                last_event: r.get(20)?,
+                synced_at: r.get(21)?,
                 runs: Vec::new(),
             })
         })?;
@@ -308,7 +320,8 @@ impl Store {
     fn runs(&self, task_id: i64) -> Result<Vec<Run>> {
         let mut st = self.conn.prepare_cached(
             "SELECT run_no, session, nonce, status, host, address, remote_dir, pane_pid, marker, launch_exit,
-                    error, evidence, launch_stderr, started_at, finished_at
+                    error, evidence, launch_stderr, started_at, finished_at,
+                    exit_code, exit_reason, ended_at, outcome, facts
              FROM runs WHERE task_id = ?1 ORDER BY run_no",
         )?;
         let rows = st.query_map([task_id], |r| {
@@ -329,6 +342,11 @@ impl Store {
                 launch_stderr: r.get(12)?,
                 started_at: r.get(13)?,
                 finished_at: r.get(14)?,
+                exit_code: r.get(15)?,
+                exit_reason: r.get(16)?,
+                ended_at: r.get(17)?,
+                outcome: r.get::<_, Option<String>>(18)?.and_then(|o| serde_json::from_str(&o).ok()),
+                facts: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or(serde_json::Value::Null),
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -342,7 +360,7 @@ fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) ->
 
 /// The one place a task's status changes: checks and bumps the version, logs the change.
 fn transition_in(
-    tx: &rusqlite::Transaction,
+    tx: &rusqlite::Connection,
     task_id: i64,
     expected_version: i64,
     to: TaskStatus,

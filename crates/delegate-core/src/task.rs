@@ -150,6 +150,17 @@ pub struct Task {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// Wall-clock limit in seconds (0: none).
+    pub timeout_secs: i64,
+    /// The agent's exit code, once its run ended.
+    pub exit_code: Option<i64>,
+    /// Turns used, as the agent reported them (or as delegate counted them).
+    pub turns: Option<i64>,
+    pub cost_usd: Option<f64>,
+    /// The latest thing the agent did, in a few words.
+    pub last_event: Option<String>,
+    /// When a sync last heard from the brother about this task.
+    pub synced_at: Option<String>,
     pub runs: Vec<Run>,
 }
 
@@ -173,4 +184,12 @@ pub struct Run {
     pub launch_stderr: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// How the agent ended: its exit code, the runner's reason (timed_out, turn_limit,
+    /// cancelled) and the time, and the classified outcome.
+    pub exit_code: Option<i64>,
+    pub exit_reason: Option<String>,
+    pub ended_at: Option<String>,
+    pub outcome: Option<serde_json::Value>,
+    /// Facts read from the agent's stream so far (session id, turns, cost, last message).
+    pub facts: serde_json::Value,
 }

@@ -1,0 +1,192 @@
+//! Reading the activity of tasks: hook events, messages both ways, and the combined feed
+//! that `monitor` streams (status changes, events and messages in the order they landed).
+
+use rusqlite::{TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{Store, now};
+use crate::error::Result;
+
+/// One agent event (a tool call, a stop, a session start) as the hook reported it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub task_id: i64,
+    pub run_no: i64,
+    pub at: String,
+    pub kind: String,
+    pub summary: String,
+}
+
+/// A message: from a brother (report helper), to a brother (say), or a person's note.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: i64,
+    pub task_id: i64,
+    pub run_no: i64,
+    pub direction: String,
+    pub author: String,
+    pub seq: Option<i64>,
+    pub kind: String,
+    pub text: String,
+    pub at: String,
+    pub delivered_at: Option<String>,
+    pub read_at: Option<String>,
+}
+
+/// Where a reader of the feed stands: the last id seen in each source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FeedCursor {
+    pub transition: i64,
+    pub event: i64,
+    pub message: i64,
+}
+
+/// One line of `monitor`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedItem {
+    State { task: i64, from: Option<String>, to: String, reason: Option<String>, at: String },
+    Event { task: i64, run: i64, kind: String, summary: String, at: String },
+    Message { task: i64, run: i64, direction: String, author: String, kind: String, text: String, at: String },
+}
+
+impl FeedItem {
+    pub fn at(&self) -> &str {
+        match self {
+            FeedItem::State { at, .. } | FeedItem::Event { at, .. } | FeedItem::Message { at, .. } => at,
+        }
+    }
+}
+
+const MESSAGE_COLS: &str =
+    "id, task_id, run_no, direction, author, seq, kind, text, at, delivered_at, read_at";
+
+fn message_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        task_id: r.get(1)?,
+        run_no: r.get(2)?,
+        direction: r.get(3)?,
+        author: r.get(4)?,
+        seq: r.get(5)?,
+        kind: r.get(6)?,
+        text: r.get(7)?,
+        at: r.get(8)?,
+        delivered_at: r.get(9)?,
+        read_at: r.get(10)?,
+    })
+}
+
+impl Store {
+    pub fn events(&self, task_id: i64) -> Result<Vec<Event>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, task_id, run_no, at, kind, summary FROM events WHERE task_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([task_id], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                task_id: r.get(1)?,
+                run_no: r.get(2)?,
+                at: r.get(3)?,
+                kind: r.get(4)?,
+                summary: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Messages of one task in both directions, oldest first.
+    pub fn messages(&self, task_id: i64) -> Result<Vec<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE task_id = ?1 ORDER BY id");
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([task_id], message_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Messages brothers sent, oldest first; only unread ones if asked.
+    pub fn mailbox(&self, unread_only: bool, limit: u32) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM (
+                 SELECT * FROM messages WHERE direction = 'from_brother' AND (?1 = 0 OR read_at IS NULL)
+                 ORDER BY id DESC LIMIT ?2)
+             ORDER BY id"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(params![unread_only as i64, limit], message_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Marks messages read (shown to the lead); already-read ones keep their first time.
+    pub fn mark_read(&mut self, ids: &[i64]) -> Result<()> {
+        let now = now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for id in ids {
+            tx.execute("UPDATE messages SET read_at = ?2 WHERE id = ?1 AND read_at IS NULL", params![id, now])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A note from a person or a lead (`update --output`), kept with the task's messages.
+    pub fn add_note(&mut self, task_id: i64, author: &str, kind: &str, text: &str) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let run_no: i64 =
+            tx.query_row("SELECT coalesce(max(run_no), 1) FROM runs WHERE task_id = ?1", [task_id], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO messages (task_id, run_no, direction, author, kind, text, at, read_at)
+             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?6)",
+            params![task_id, run_no, author, kind, text, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The current end of the feed, to start a monitor from "now".
+    pub fn feed_end(&self) -> Result<FeedCursor> {
+        let max = |table: &str| -> Result<i64> {
+            Ok(self.conn.query_row(&format!("SELECT coalesce(max(id), 0) FROM {table}"), [], |r| r.get(0))?)
+        };
+        Ok(FeedCursor { transition: max("transitions")?, event: max("events")?, message: max("messages")? })
+    }
+
+    /// Everything that landed after `cursor`, ordered by time, and the new cursor.
+    pub fn feed_since(&self, cursor: FeedCursor) -> Result<(Vec<FeedItem>, FeedCursor)> {
+        let mut next = cursor;
+        let mut items = Vec::new();
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, task_id, from_status, to_status, reason, at FROM transitions WHERE id > ?1 ORDER BY id",
+        )?;
+        let mut rows = st.query([cursor.transition])?;
+        while let Some(r) = rows.next()? {
+            next.transition = r.get(0)?;
+            items.push(FeedItem::State { task: r.get(1)?, from: r.get(2)?, to: r.get(3)?, reason: r.get(4)?, at: r.get(5)? });
+        }
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, task_id, run_no, kind, summary, at FROM events WHERE id > ?1 ORDER BY id")?;
+        let mut rows = st.query([cursor.event])?;
+        while let Some(r) = rows.next()? {
+            next.event = r.get(0)?;
+            items.push(FeedItem::Event { task: r.get(1)?, run: r.get(2)?, kind: r.get(3)?, summary: r.get(4)?, at: r.get(5)? });
+        }
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id > ?1 ORDER BY id");
+        let mut st = self.conn.prepare_cached(&sql)?;
+        for m in st.query_map([cursor.message], message_row)? {
+            let m = m?;
+            next.message = m.id;
+            items.push(FeedItem::Message {
+                task: m.task_id,
+                run: m.run_no,
+                direction: m.direction,
+                author: m.author,
+                kind: m.kind,
+                text: m.text,
+                at: m.at,
+            });
+        }
+        // Stable: within one timestamp, state changes come before events and messages.
+        items.sort_by(|a, b| a.at().cmp(b.at()));
+        Ok((items, next))
+    }
+}

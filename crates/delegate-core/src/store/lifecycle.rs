@@ -1,0 +1,208 @@
+//! The store's side of sync: which runs are in flight, and applying what a sync learned.
+//!
+//! A sync of one host is applied in one transaction. Each task gets a savepoint, so a task
+//! somebody else moved meanwhile (version conflict) is skipped whole, offsets included, and
+//! simply read again next time; the other tasks of the host still land.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Store, now, transition_in};
+use crate::error::{Error, Result};
+use crate::task::TaskStatus;
+
+/// A run whose task is not finished, with everything sync needs to ask about it.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub task_id: i64,
+    pub run_no: i64,
+    pub host: String,
+    pub agent: String,
+    pub status: TaskStatus,
+    pub version: i64,
+    pub session: String,
+    pub nonce: String,
+    pub offsets: BTreeMap<String, u64>,
+    pub facts: String,
+    pub stderr_head: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at: String,
+    pub kind: String,
+    pub summary: String,
+    pub data: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub seq: i64,
+    pub kind: String,
+    pub text: String,
+    pub at: String,
+}
+
+/// How a run ended, as its runner recorded it.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub exit_code: i64,
+    pub reason: Option<String>,
+    pub at: String,
+    pub outcome: serde_json::Value,
+}
+
+/// Everything one sync learned about one run.
+#[derive(Debug, Clone, Default)]
+pub struct Ingest {
+    pub task_id: i64,
+    pub run_no: i64,
+    pub expected_version: i64,
+    pub offsets: BTreeMap<String, u64>,
+    pub facts: Option<String>,
+    pub stderr_head: Option<String>,
+    pub events: Vec<NewEvent>,
+    pub messages: Vec<NewMessage>,
+    pub transition: Option<(TaskStatus, Option<String>)>,
+    pub end: Option<RunEnd>,
+    pub turns: Option<u32>,
+    pub cost_usd: Option<f64>,
+    pub last_event: Option<String>,
+}
+
+/// What became of one task's ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done { new_status: Option<TaskStatus> },
+    /// Another process moved the task first; nothing was written for it.
+    Conflict,
+}
+
+impl Store {
+    /// Runs of unfinished tasks (the latest run of each), oldest task first.
+    pub fn in_flight(&self) -> Result<Vec<InFlight>> {
+        let mut st = self.conn.prepare(
+            "SELECT t.id, r.run_no, t.host, t.agent, t.status, t.version, r.session, r.nonce, r.facts,
+                    coalesce(r.stderr_head, ''), t.updated_at
+             FROM tasks t JOIN runs r ON r.task_id = t.id
+             WHERE t.status IN ('launching', 'launched', 'running', 'needs_input', 'launch_unknown')
+               AND r.run_no = (SELECT max(run_no) FROM runs WHERE task_id = t.id)
+             ORDER BY t.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(InFlight {
+                task_id: r.get(0)?,
+                run_no: r.get(1)?,
+                host: r.get(2)?,
+                agent: r.get(3)?,
+                status: super::parse_col(r, 4)?,
+                version: r.get(5)?,
+                session: r.get(6)?,
+                nonce: r.get(7)?,
+                offsets: BTreeMap::new(),
+                facts: r.get(8)?,
+                stderr_head: r.get(9)?,
+                updated_at: r.get(10)?,
+            })
+        })?;
+        let mut runs: Vec<InFlight> = rows.collect::<std::result::Result<_, _>>()?;
+        let mut off = self.conn.prepare_cached("SELECT file, offset FROM offsets WHERE task_id = ?1 AND run_no = ?2")?;
+        for run in &mut runs {
+            let rows = off.query_map(params![run.task_id, run.run_no], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (file, offset) = row?;
+                run.offsets.insert(file, offset as u64);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Applies one host's sync in one transaction; each task is all-or-nothing.
+    pub fn apply_sync(&mut self, batch: &[Ingest]) -> Result<Vec<(i64, Applied)>> {
+        let now = now();
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for ing in batch {
+            let sp = tx.savepoint()?;
+            match apply_one(&sp, ing, &now) {
+                Ok(new_status) => {
+                    sp.commit()?;
+                    results.push((ing.task_id, Applied::Done { new_status }));
+                }
+                Err(Error::Conflict { .. }) => {
+                    drop(sp); // rolls back this task only
+                    results.push((ing.task_id, Applied::Conflict));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option<TaskStatus>> {
+    // Re-check the version even when the status stays: offsets and facts belong to the state
+    // the caller read, and a concurrent writer's view must not be half-overwritten.
+    let version: Option<i64> =
+        tx.query_row("SELECT version FROM tasks WHERE id = ?1", [ing.task_id], |r| r.get(0)).optional()?;
+    if version != Some(ing.expected_version) {
+        return Err(Error::Conflict { task: ing.task_id, expected: ing.expected_version });
+    }
+    for (file, offset) in &ing.offsets {
+        tx.execute(
+            "INSERT INTO offsets (task_id, run_no, file, offset) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (task_id, run_no, file) DO UPDATE SET offset = excluded.offset",
+            params![ing.task_id, ing.run_no, file, *offset as i64],
+        )?;
+    }
+    if let Some(f) = &ing.facts {
+        tx.execute("UPDATE runs SET facts = ?3 WHERE task_id = ?1 AND run_no = ?2", params![ing.task_id, ing.run_no, f])?;
+    }
+    if let Some(h) = &ing.stderr_head {
+        tx.execute(
+            "UPDATE runs SET stderr_head = ?3 WHERE task_id = ?1 AND run_no = ?2",
+            params![ing.task_id, ing.run_no, h],
+        )?;
+    }
+    for e in &ing.events {
+        tx.execute(
+            "INSERT INTO events (task_id, run_no, at, kind, summary, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![ing.task_id, ing.run_no, e.at, e.kind, e.summary, e.data],
+        )?;
+    }
+    for m in &ing.messages {
+        // The brother numbers its messages; a message seen twice lands once.
+        tx.execute(
+            "INSERT OR IGNORE INTO messages (task_id, run_no, direction, author, seq, kind, text, at)
+             VALUES (?1, ?2, 'from_brother', (SELECT brother FROM tasks WHERE id = ?1), ?3, ?4, ?5, ?6)",
+            params![ing.task_id, ing.run_no, m.seq, m.kind, m.text, m.at],
+        )?;
+    }
+    if let Some(end) = &ing.end {
+        tx.execute(
+            "UPDATE runs SET exit_code = ?3, exit_reason = ?4, ended_at = ?5, outcome = ?6
+             WHERE task_id = ?1 AND run_no = ?2",
+            params![ing.task_id, ing.run_no, end.exit_code, end.reason, end.at, end.outcome.to_string()],
+        )?;
+        tx.execute("UPDATE tasks SET exit_code = ?2 WHERE id = ?1", params![ing.task_id, end.exit_code])?;
+    }
+    tx.execute(
+        "UPDATE tasks SET turns = coalesce(?2, turns), cost_usd = coalesce(?3, cost_usd),
+                          last_event = coalesce(?4, last_event), synced_at = ?5
+         WHERE id = ?1",
+        params![ing.task_id, ing.turns, ing.cost_usd, ing.last_event, now],
+    )?;
+    let mut new_status = None;
+    if let Some((to, reason)) = &ing.transition {
+        transition_in(tx, ing.task_id, ing.expected_version, *to, reason.as_deref(), now)?;
+        tx.execute(
+            "UPDATE runs SET status = ?3 WHERE task_id = ?1 AND run_no = ?2",
+            params![ing.task_id, ing.run_no, to.as_str()],
+        )?;
+        new_status = Some(*to);
+    }
+    Ok(new_status)
+}
