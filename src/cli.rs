@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Model name passed to the agent (default: the brother's)
     #[arg(long)]
     pub model: Option<String>,
+    /// Wall-clock limit, e.g. 90s, 45m, 4h (default: the brother's, else 4h)
+    #[arg(long)]
+    pub timeout: Option<String>,
     /// Print the task as JSON
     #[arg(long)]
     pub json: bool,
@@ -185,4 +188,7 @@ pub struct BrotherAddArgs {
     /// read | write | full
     #[arg(long, default_value = "write")]
     pub sandbox: Sandbox,
+    /// Wall-clock limit for its tasks, e.g. 45m or 4h (default 4h)
+    #[arg(long)]
+    pub timeout: Option<String>,
 }

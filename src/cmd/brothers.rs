@@ -18,6 +18,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 model: a.model,
                 max_turns: a.max_turns,
                 sandbox: a.sandbox,
+                timeout: a.timeout,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

@@ -12,6 +12,10 @@ use crate::cli::RunArgs;
 
 pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
+    let timeout = match &args.timeout {
+        Some(t) => Some(delegate_core::config::parse_timeout(t).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?),
+        None => None,
+    };
     let mut d = open(config)?;
     let req = LaunchRequest {
         brother: args.brother.clone(),
@@ -22,6 +26,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
         sandbox: args.sandbox,
         agent: args.agent.clone(),
         model: args.model.clone(),
+        timeout,
     };
     match block_on(d.launch(req)) {
         Ok(task) => {

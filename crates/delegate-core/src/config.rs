@@ -16,6 +16,8 @@ use crate::task::Sandbox;
 
 pub const DEFAULT_MAX_TURNS: u32 = 50;
 pub const DEFAULT_REMOTE_ROOT: &str = "~/.delegate";
+/// The wall-clock limit when neither the brother nor the command gives one.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,9 @@ pub struct BrotherEntry {
     pub max_turns: u32,
     #[serde(default = "default_sandbox")]
     pub sandbox: Sandbox,
+    /// Wall-clock limit for every task, like "45m" or "4h" (default 4h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// An agent command of the user's own, as an argv template.
@@ -136,6 +141,9 @@ impl Inventory {
                 )));
             }
             check_remote_path(&b.workdir).map_err(|m| bad(format!("brothers.{name}.workdir: {m}")))?;
+            if let Some(t) = &b.timeout {
+                parse_timeout(t).map_err(|m| bad(format!("brothers.{name}.timeout: {m}")))?;
+            }
             if b.max_turns == 0 {
                 return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
             }
@@ -175,6 +183,17 @@ impl Inventory {
             .get(name)
             .ok_or_else(|| Error::UnknownHost { name: name.to_string(), known: self.hosts.keys().cloned().collect() })
     }
+}
+
+/// A wall-clock limit such as `90s`, `45m`, `4h` or plain seconds; at least one second.
+pub fn parse_timeout(t: &str) -> std::result::Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(t)
+        .or_else(|_| t.parse::<u64>().map(std::time::Duration::from_secs))
+        .map_err(|_| format!("{t:?} is not a duration: use e.g. 90s, 45m or 4h"))?;
+    if d.as_secs() == 0 {
+        return Err(format!("{t:?} is shorter than one second"));
+    }
+    Ok(d)
 }
 
 pub fn is_builtin_agent(name: &str) -> bool {

@@ -39,6 +39,8 @@ pub struct LaunchRequest {
     pub sandbox: Option<Sandbox>,
     pub agent: Option<String>,
     pub model: Option<String>,
+    /// Wall-clock limit; default the brother's, else [`crate::config::DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
 }
 
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
@@ -89,6 +91,12 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             message: "--max-turns must be at least 1".into(),
         });
     }
+    let timeout = match (req.timeout, &brother.timeout) {
+        (Some(t), _) => t,
+        (None, Some(text)) => crate::config::parse_timeout(text)
+            .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
+        (None, None) => crate::config::DEFAULT_TIMEOUT,
+    };
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
@@ -121,6 +129,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         workdir: &workdir,
         prompt: &req.prompt,
         prompt_sha256: &prompt_sha256,
+        timeout_secs: timeout.as_secs(),
     })?;
     let task_key = format!("{}-{}", d.store().mailbox_id(), run.task_id);
     let rendered = runner::render(&LaunchVars {

@@ -49,6 +49,7 @@ pub struct NewTask<'a> {
     pub workdir: &'a str,
     pub prompt: &'a [u8],
     pub prompt_sha256: &'a str,
+    pub timeout_secs: u64,
 }
 
 /// The first run of a freshly recorded task.
@@ -162,8 +163,8 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
-                                workdir, prompt, prompt_sha256, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                                workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
             params![
                 TaskStatus::Launching.as_str(),
                 t.brother,
@@ -176,7 +177,8 @@ impl Store {
                 t.workdir,
                 t.prompt,
                 t.prompt_sha256,
-                now
+                now,
+                t.timeout_secs as i64
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -410,6 +412,7 @@ mod tests {
             workdir: "/w",
             prompt,
             prompt_sha256: "x",
+            timeout_secs: 60,
         }
     }
 
