@@ -27,6 +27,7 @@ pub mod error;
 pub mod known_hosts;
 pub mod launch;
 pub mod names;
+pub mod outcome;
 pub mod runner;
 pub mod ssh;
 pub mod ssh_config;
