@@ -28,8 +28,29 @@ pub enum Command {
     Run(RunArgs),
     /// List tasks, newest first
     List(ListArgs),
-    /// Show one task with its launch evidence and history
+    /// Show one task: its runs with launch evidence, messages, events and history
     Show(ShowArgs),
+    /// Bring the mailbox up to date from every host with tasks in flight
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks in flight: state, brother, age, turns used, last event
+    Status(StatusArgs),
+    /// Stream JSON lines, one per state change, event or message
+    Monitor(MonitorArgs),
+    /// Block until tasks finish; exit 0 only if all completed
+    Wait(WaitArgs),
+    /// The agent's output so far, read from the brother
+    Logs(LogsArgs),
+    /// Open the task's live tmux session (through the system ssh)
+    Attach(AttachArgs),
+    /// Stop a task's agent and record it as cancelled
+    Cancel(CancelArgs),
+    /// Messages brothers sent: receipts, progress, questions, completion
+    Mailbox(MailboxArgs),
+    /// Set a task's status by hand
+    Update(UpdateArgs),
     /// Manage hosts in the inventory
     #[command(subcommand)]
     Hosts(HostsCommand),
@@ -95,12 +116,127 @@ pub struct ListArgs {
     pub limit: u32,
     #[arg(long)]
     pub json: bool,
+    /// Show what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     /// Task number
     pub id: i64,
+    #[arg(long)]
+    pub json: bool,
+    /// Show what the mailbox knows without asking the brother first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Refresh until interrupted
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch
+    #[arg(long, default_value_t = 2)]
+    pub interval: u64,
+    /// Include finished tasks (default: in flight, and finished in the last 10 minutes)
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// Output format (only json: one object per line)
+    #[arg(long, default_value = "json", value_parser = ["json"])]
+    pub format: String,
+    /// Milliseconds between syncs
+    #[arg(long, default_value_t = 2000)]
+    pub interval_ms: u64,
+    /// Start with everything already in the mailbox, not just what happens from now on
+    #[arg(long)]
+    pub from_start: bool,
+    /// Stop after this many polls (default: run until interrupted)
+    #[arg(long)]
+    pub count: Option<u64>,
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Task numbers
+    pub ids: Vec<i64>,
+    /// Give up after this long (90s, 10m, 2h); exit code 8 then
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Milliseconds between syncs
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub id: i64,
+    /// Keep printing as the agent writes, until it ends
+    #[arg(long, short)]
+    pub follow: bool,
+    /// The stream as the agent wrote it (JSON lines), not rendered
+    #[arg(long)]
+    pub raw: bool,
+    /// The agent's stderr instead of its output stream
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    pub id: i64,
+    /// Print the ssh command instead of running it
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    pub id: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MailboxArgs {
+    /// Only messages not shown before
+    #[arg(long)]
+    pub unread: bool,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    pub id: i64,
+    /// New status (completed, failed, needs_input, ...)
+    #[arg(long)]
+    pub status: TaskStatus,
+    /// Output or reason to record with the change
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Who is speaking (default: $DELEGATE_AGENT_ID, else the local user)
+    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
+    pub author: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -23,6 +23,12 @@ pub const MAILBOX: u8 = 4;
 pub const PROMPT: u8 = 5;
 /// No task with that number.
 pub const NOT_FOUND: u8 = 6;
+/// `wait`: every task finished, but not all of them completed (failed, turn limit, ...).
+pub const NOT_ALL_COMPLETED: u8 = 7;
+/// `wait`: the timeout passed with tasks still unfinished.
+pub const WAIT_TIMEOUT: u8 = 8;
+/// The task is already finished (cancel of a finished task).
+pub const ALREADY_FINISHED: u8 = 9;
 /// The host could not be reached, or did not answer in time.
 pub const UNREACHABLE: u8 = 10;
 /// The host refused every key we offered.
@@ -88,6 +94,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         E::LaunchRefused { .. } => FAILURE,
         E::LaunchUnknown { .. } => LAUNCH_UNKNOWN,
         E::TaskNotFound(_) => NOT_FOUND,
+        E::AlreadyFinished { .. } => ALREADY_FINISHED,
+        E::SyncFailed { .. } => UNREACHABLE,
         E::Conflict { .. } | E::SchemaTooNew { .. } | E::Store(_) | E::Io { .. } => MAILBOX,
         _ => FAILURE,
     })

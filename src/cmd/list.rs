@@ -9,7 +9,10 @@ use super::open;
 use crate::cli::ListArgs;
 
 pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
-    let d = open(config)?;
+    let mut d = open(config)?;
+    if !args.no_sync {
+        super::sync::before_showing(&mut d, None)?;
+    }
     let tasks = d.list(&ListFilter { brother: args.brother, status: args.status, limit: Some(args.limit) })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);

@@ -1,19 +1,30 @@
 //! One file per subcommand; this module only dispatches.
 
+mod attach;
 mod brothers;
+mod cancel;
 mod hosts;
 mod list;
+mod logs;
+mod mailbox;
+mod monitor;
 mod run;
 mod show;
+mod status;
+mod sync;
+mod update;
+mod wait;
 
 use anyhow::Result;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, ShortForm};
 
-pub fn dispatch(cli: Cli) -> Result<()> {
+/// Runs the command; `Ok` carries the exit code (non-zero only for `wait`'s verdicts).
+pub fn dispatch(cli: Cli) -> Result<u8> {
     let config = cli.config.as_deref();
     match cli.command {
+        Command::Wait(args) => return wait::run(config, args),
         Command::Run(args) => run::run(config, args),
         Command::External(words) => {
             // `delegate oppy "prompt" --json` is `delegate run oppy "prompt" --json`.
@@ -23,9 +34,18 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
+        Command::Sync { json } => sync::run(config, json),
+        Command::Status(args) => status::run(config, args),
+        Command::Monitor(args) => monitor::run(config, args),
+        Command::Logs(args) => logs::run(config, args),
+        Command::Attach(args) => attach::run(config, args),
+        Command::Cancel(args) => cancel::run(config, args),
+        Command::Mailbox(args) => mailbox::run(config, args),
+        Command::Update(args) => update::run(config, args),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
-    }
+    }?;
+    Ok(crate::exit::OK)
 }
 
 /// The library is async only at the SSH edge; the CLI blocks on it with a small runtime.

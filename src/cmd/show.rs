@@ -9,12 +9,20 @@ use super::open;
 use crate::cli::ShowArgs;
 
 pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
-    let d = open(config)?;
+    let mut d = open(config)?;
     let task = d.task(args.id)?;
+    if !args.no_sync && !task.status.is_terminal() {
+        super::sync::before_showing(&mut d, Some(&[args.id]))?;
+    }
+    let task = d.task(args.id)?;
+    let messages = d.store().messages(args.id)?;
+    let events = d.store().events(args.id)?;
     let history = d.store().transitions(args.id)?;
     if args.json {
         let mut v = serde_json::to_value(&task)?;
         v["history"] = serde_json::to_value(&history)?;
+        v["messages"] = serde_json::to_value(&messages)?;
+        v["events"] = serde_json::to_value(&events)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -75,6 +83,24 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
             println!("  stderr    {}", s.trim_end().replace('\n', "\n            "));
         }
     }
+    if let Some(code) = task.exit_code {
+        let turns = task.turns.map(|n| format!(", {n} turns")).unwrap_or_default();
+        let cost = task.cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
+        println!("ended     exit {code}{turns}{cost}");
+    }
+    if !messages.is_empty() {
+        println!("messages");
+        for m in &messages {
+            let text: String = m.text.chars().filter(|c| *c == '\n' || !c.is_control()).collect();
+            println!("  {}  {} {} ({}): {}", m.at, m.direction, m.author, m.kind, text.replace('\n', "\n    "));
+        }
+    }
+    if !events.is_empty() {
+        println!("events");
+        for e in &events {
+            println!("  {}  {} {}", e.at, e.kind, e.summary);
+        }
+    }
     println!("history");
     for t in history {
         match t.reason {
@@ -87,7 +113,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
 
 /// Quotes a word for display when it would otherwise be ambiguous. Display only: nothing
 /// built here is ever run.
-fn display_word(w: &str) -> String {
+pub fn display_word(w: &str) -> String {
     if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@{}+".contains(&b)) {
         w.to_string()
     } else {

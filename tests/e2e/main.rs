@@ -7,6 +7,7 @@ mod auth;
 mod faults;
 mod inventory;
 mod launch;
+mod lifecycle;
 mod preflight;
 mod prompts;
 mod shell;

@@ -10,6 +10,14 @@ use crate::task::Sandbox;
 /// The self-test agent's script, written into the task directory by the launch script.
 pub const SELF_TEST_AGENT: &str = include_str!("runner/self-test-agent.sh");
 
+/// The Claude Code hook (`hooks/claude-hook.sh`), written into every task directory as
+/// `hook`; the per-task Claude settings run it for each event.
+pub const CLAUDE_HOOK: &str = include_str!("../../../hooks/claude-hook.sh");
+
+/// The line Codex prints on stdout when a turn starts: the runner counts these to enforce
+/// the turn limit Codex lacks.
+pub const CODEX_TURN_MARKER: &str = r#""type":"turn.started""#;
+
 /// Which tools Claude Code needs for its `write` sandbox (Bash runs inside bubblewrap).
 const CLAUDE_WRITE_TOOLS: [&str; 2] = ["bwrap", "socat"];
 
@@ -43,6 +51,9 @@ pub struct AgentPlan {
     pub enforcement: String,
     /// Who enforces the turn limit: the agent itself ("native") or delegate (Codex, custom).
     pub turn_limit: String,
+    /// When delegate enforces the turn limit: a literal substring that marks one turn in the
+    /// agent's stdout. The runner stops the agent when turn N+1 starts.
+    pub turn_marker: Option<String>,
     /// Pre-assigned conversation id (Claude's `--session-id`), for resume later.
     pub session_id: Option<String>,
     /// How to ask the agent its version on the brother (placeholders allowed); empty: don't.
@@ -81,13 +92,41 @@ fn uuid_v4() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// The per-task Claude settings (`claude-settings.json`): delegate's hook for every event
+/// it logs, and for `write` the OS sandbox. `{task_dir}` is filled in by the launch script,
+/// which refuses task directories holding quotes or backslashes, so the path needs no
+/// escaping in this JSON nor in the single-quoted shell command.
+fn claude_settings(sandbox: bool) -> String {
+    let run = |event: &str| serde_json::json!([{"type": "command", "command": format!("bash '{{task_dir}}/hook' {event}"), "timeout": 10}]);
+    let mut hooks = serde_json::Map::new();
+    for event in
+        ["SessionStart", "PostToolUse", "PostToolUseFailure", "Stop", "StopFailure", "SessionEnd", "Notification"]
+    {
+        let entry = if event.starts_with("PostToolUse") {
+            serde_json::json!([{"matcher": "*", "hooks": run(event)}])
+        } else {
+            serde_json::json!([{"hooks": run(event)}])
+        };
+        hooks.insert(event.into(), entry);
+    }
+    let mut settings = serde_json::json!({ "hooks": hooks });
+    if sandbox {
+        settings["sandbox"] = serde_json::json!({
+            "enabled": true,
+            "failIfUnavailable": true,
+            "allowUnsandboxedCommands": false,
+            "autoAllowBashIfSandboxed": true,
+        });
+    }
+    settings.to_string()
+}
+
 fn claude(req: &AgentRequest) -> AgentPlan {
     let session_id = uuid_v4();
     let mut argv: Vec<String> =
         ["claude", "-p", "--output-format", "stream-json", "--verbose", "--session-id"].map(String::from).into();
     argv.push(session_id.clone());
     argv.extend(["--max-turns".into(), req.max_turns.to_string()]);
-    let mut files = Vec::new();
     let mut requires = Vec::new();
     let (effective, enforcement, refuse_root);
     match req.sandbox {
@@ -104,14 +143,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
             refuse_root = false;
         }
         Sandbox::Write => {
-            argv.extend(
-                ["--permission-mode", "acceptEdits", "--settings", "{task_dir}/claude-settings.json"].map(String::from),
-            );
-            files.push((
-                "claude-settings.json".to_string(),
-                r#"{"sandbox":{"enabled":true,"failIfUnavailable":true,"allowUnsandboxedCommands":false,"autoAllowBashIfSandboxed":true}}"#
-                    .to_string(),
-            ));
+            argv.extend(["--permission-mode", "acceptEdits"].map(String::from));
             requires = CLAUDE_WRITE_TOOLS.map(String::from).into();
             effective = "write: edits accepted, Bash sandboxed by bubblewrap (failIfUnavailable)";
             enforcement = "mixed (OS sandbox for Bash, app rules for Edit/Write)";
@@ -125,6 +157,10 @@ fn claude(req: &AgentRequest) -> AgentPlan {
             refuse_root = true;
         }
     }
+    // Every level gets the per-task settings: the hooks log activity; `write` adds its sandbox.
+    // One value without commas, so the flag cannot swallow the next argument.
+    argv.extend(["--settings".into(), "{task_dir}/claude-settings.json".into()]);
+    let files = vec![("claude-settings.json".to_string(), claude_settings(req.sandbox == Sandbox::Write))];
     if let Some(m) = req.model {
         argv.extend(["--model".into(), m.to_string()]);
     }
@@ -138,6 +174,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         effective_sandbox: effective.into(),
         enforcement: enforcement.into(),
         turn_limit: "native".into(),
+        turn_marker: None,
         session_id: Some(session_id),
         version_argv: vec!["claude".into(), "--version".into()],
     }
@@ -168,6 +205,7 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         enforcement: enforcement.into(),
         // Codex has no turn limit of its own (openai/codex#33294).
         turn_limit: "delegate".into(),
+        turn_marker: Some(CODEX_TURN_MARKER.into()),
         session_id: None,
         version_argv: vec!["codex".into(), "--version".into()],
     }
@@ -184,6 +222,7 @@ fn self_test(req: &AgentRequest) -> AgentPlan {
         effective_sandbox: format!("{}: the self-test agent reads its prompt and touches nothing", req.sandbox),
         enforcement: "nothing to enforce".into(),
         turn_limit: "native".into(),
+        turn_marker: None,
         session_id: None,
         version_argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--version".into()],
     }
@@ -226,6 +265,7 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         effective_sandbox: req.sandbox.to_string(),
         enforcement: if req.sandbox == Sandbox::Full { "none".into() } else { "declared by the agents config".into() },
         turn_limit: "delegate (wall clock)".into(),
+        turn_marker: None,
         session_id: None,
         version_argv: if c.version_probe { vec![c.command[0].clone(), "--version".into()] } else { vec![] },
     })
@@ -254,6 +294,39 @@ mod tests {
     }
 
     #[test]
+    fn claude_gets_its_hook_settings_at_every_level() {
+        for s in [Sandbox::Read, Sandbox::Write, Sandbox::Full] {
+            let p = plan(&req("claude", s)).unwrap();
+            let at = p.argv.iter().position(|a| a == "--settings").expect("--settings");
+            assert_eq!(p.argv[at + 1], "{task_dir}/claude-settings.json");
+            assert_eq!(p.files.len(), 1);
+            let (name, text) = &p.files[0];
+            assert_eq!(name, "claude-settings.json");
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            for event in [
+                "SessionStart",
+                "PostToolUse",
+                "PostToolUseFailure",
+                "Stop",
+                "StopFailure",
+                "SessionEnd",
+                "Notification",
+            ] {
+                let hook = &v["hooks"][event][0]["hooks"][0];
+                assert_eq!(hook["command"], format!("bash '{{task_dir}}/hook' {event}"), "{v}");
+                assert_eq!(hook["timeout"], 10);
+            }
+            assert_eq!(v["hooks"]["PostToolUse"][0]["matcher"], "*");
+            assert_eq!(v.get("sandbox").is_some(), s == Sandbox::Write, "{v}");
+            assert_eq!(p.turn_marker, None);
+        }
+        // Read still loads no user or project settings beside ours.
+        let r = plan(&req("claude", Sandbox::Read)).unwrap();
+        assert!(r.argv.windows(2).any(|w| w[0] == "--setting-sources" && w[1].is_empty()));
+        assert!(CLAUDE_HOOK.contains("events.jsonl"));
+    }
+
+    #[test]
     fn codex_levels_and_no_native_turn_limit() {
         for (s, m) in
             [(Sandbox::Read, "read-only"), (Sandbox::Write, "workspace-write"), (Sandbox::Full, "danger-full-access")]
@@ -263,6 +336,7 @@ mod tests {
             assert_eq!(p.argv.last().unwrap(), "-");
             assert!(!p.argv.iter().any(|a| a == "--max-turns"));
             assert_eq!(p.turn_limit, "delegate");
+            assert_eq!(p.turn_marker.as_deref(), Some(r#""type":"turn.started""#));
         }
     }
 

@@ -106,6 +106,9 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    #[error("task {task} is already {status}: nothing to stop (use reopen for follow-up work)")]
+    AlreadyFinished { task: i64, status: String },
+
     #[error("sync of {host} failed: {why}")]
     SyncFailed { host: String, why: String },
 

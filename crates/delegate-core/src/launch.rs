@@ -143,6 +143,9 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         plan: &plan,
         prompt: &req.prompt,
         prompt_sha256: &prompt_sha256,
+        timeout_secs: timeout.as_secs(),
+        turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
+        grace_secs: runner::DEFAULT_GRACE_SECS,
     });
     let script = match rendered {
         Ok(s) => s,

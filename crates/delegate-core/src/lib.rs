@@ -12,6 +12,7 @@
 //! - [`ssh`]: the russh client: connect, verify, authenticate, exec with stdin.
 //! - [`agent`]: how each agent kind is started (argv, sandbox mapping, turn limit).
 //! - [`runner`]: the bash launch script (a real file) and how its variables are filled in.
+//! - [`sync_protocol`]: the sync and cancel scripts and the framing of their replies.
 //! - [`store`]: the SQLite mailbox: tasks, runs, transitions.
 //! - [`launch`]: the launch path: intent, SSH, evidence.
 //! - [`delegate`]: [`Delegate`], the entry type that owns the pieces above.
@@ -22,6 +23,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod delegate;
 pub mod error;
 pub mod known_hosts;
@@ -32,6 +34,8 @@ pub mod runner;
 pub mod ssh;
 pub mod ssh_config;
 pub mod store;
+pub mod sync;
+pub mod sync_protocol;
 pub mod task;
 
 pub use delegate::{Delegate, Paths, Trusted};

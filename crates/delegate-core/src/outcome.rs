@@ -575,6 +575,8 @@ pub enum ExitReason {
     TimedOut,
     TurnLimit,
     Cancelled,
+    /// The runner was hung up on (its tmux session or server was killed) and stopped the agent.
+    Hangup,
 }
 
 impl ExitReason {
@@ -583,11 +585,14 @@ impl ExitReason {
             ExitReason::TimedOut => "timed_out",
             ExitReason::TurnLimit => "turn_limit",
             ExitReason::Cancelled => "cancelled",
+            ExitReason::Hangup => "hangup",
         }
     }
 
     fn from_word(word: &str) -> Option<ExitReason> {
-        [ExitReason::TimedOut, ExitReason::TurnLimit, ExitReason::Cancelled].into_iter().find(|r| r.as_str() == word)
+        [ExitReason::TimedOut, ExitReason::TurnLimit, ExitReason::Cancelled, ExitReason::Hangup]
+            .into_iter()
+            .find(|r| r.as_str() == word)
     }
 }
 
@@ -716,7 +721,8 @@ pub fn classify(kind: StreamKind, facts: &StreamFacts, exit: &ExitRecord, stderr
         Some(ExitReason::TurnLimit) => {
             return Outcome::TurnLimit { turns: facts.turns, enforced_by: Enforcer::Delegate };
         }
-        None => {}
+        // The lead records a hangup as `lost`; if asked here, the stream decides.
+        Some(ExitReason::Hangup) | None => {}
     }
     match kind {
         StreamKind::Claude => classify_claude(facts, exit, stderr_head),

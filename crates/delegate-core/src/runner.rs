@@ -4,7 +4,9 @@
 //! text into the body. Base64 keeps every byte of a prompt, path or argv away from the
 //! remote shell's parser, and the body's `main() {...}; main "$@"` shape means a script cut
 //! off in transit runs nothing. `runner/run.sh` is the body of what tmux runs; it travels
-//! as one of the files the launch script writes into the task directory.
+//! as one of the files the launch script writes into the task directory, with the `report`
+//! helper the agent calls (`runner/report.sh`) and the Claude hook (`hooks/claude-hook.sh`).
+//! The formats those files write are documented at the top of each script.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -15,6 +17,14 @@ use crate::task::Sandbox;
 
 pub const LAUNCH_SH: &str = include_str!("runner/launch.sh");
 pub const RUN_SH: &str = include_str!("runner/run.sh");
+/// The helper the agent calls to talk back (`report <kind> <text>`), written as `report`.
+pub const REPORT_SH: &str = include_str!("runner/report.sh");
+
+/// Seconds between SIGTERM and SIGKILL when the runner stops an agent.
+pub const DEFAULT_GRACE_SECS: u64 = 10;
+/// The wall-clock limit of a task until the inventory carries one: every task gets one
+/// (an offline Codex retries forever), generous enough for long refactors.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 6 * 60 * 60;
 
 /// Exit codes of the launch script (see the header of `runner/launch.sh`).
 pub mod code {
@@ -42,6 +52,13 @@ pub struct LaunchVars<'a> {
     pub plan: &'a AgentPlan,
     pub prompt: &'a [u8],
     pub prompt_sha256: &'a str,
+    /// Wall-clock limit; 0 for none.
+    pub timeout_secs: u64,
+    /// Turns the runner allows before it stops the agent (counting `plan.turn_marker` lines);
+    /// 0 when the agent enforces its own limit.
+    pub turn_limit: u32,
+    /// Seconds between SIGTERM and SIGKILL when the runner stops the agent.
+    pub grace_secs: u64,
 }
 
 /// Appends one field of `DLG_VARS`: its bytes and a NUL.
@@ -76,11 +93,18 @@ fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIterator<Item =
 /// The whole script as sent on stdin. Fails only for values no argv could carry (NUL) or
 /// that use the list separator (U+001F).
 pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
-    let mut files: Vec<&str> = vec!["run-body.sh", RUN_SH];
+    let mut files: Vec<&str> = vec!["run-body.sh", RUN_SH, "report", REPORT_SH, "hook", crate::agent::CLAUDE_HOOK];
     for (name, content) in &v.plan.files {
         files.push(name);
         files.push(content);
     }
+    // The runner computes deadlines in microseconds in bash's signed 64 bits: a century is
+    // as good as forever and stays far from overflow.
+    const CENTURY: u64 = 100 * 366 * 24 * 3600;
+    let (timeout_secs, grace_secs) = (v.timeout_secs.min(CENTURY), v.grace_secs.min(CENTURY));
+    // Without a marker there is nothing to count: the limit is then the agent's own.
+    let marker = v.plan.turn_marker.as_deref().unwrap_or("");
+    let turn_limit = if marker.is_empty() { 0 } else { v.turn_limit };
     // The lead's half of launch.json; the brother appends what only it knows.
     let launch = serde_json::json!({
         "task": v.task_id,
@@ -96,6 +120,10 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         "effective_sandbox": v.plan.effective_sandbox,
         "enforcement": v.plan.enforcement,
         "turn_limit": v.plan.turn_limit,
+        "delegate_turn_limit": turn_limit,
+        "turn_marker": v.plan.turn_marker,
+        "timeout_secs": timeout_secs,
+        "grace_secs": grace_secs,
         "agent_session_id": v.plan.session_id,
     });
     let mut prefix = launch.to_string();
@@ -105,7 +133,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    // The order is the contract with launch.sh (fields v[0] to v[14]).
+    // The order is the contract with launch.sh (fields v[0] to v[19]).
     let mut vars = Vec::with_capacity(4096);
     field(&mut vars, "task key", v.task_key)?;
     field(&mut vars, "session", v.session)?;
@@ -122,6 +150,11 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "sandbox requirements", v.plan.requires.iter().map(String::as_str))?;
     list_field(&mut vars, "version argv", v.plan.version_argv.iter().map(String::as_str))?;
     list_field(&mut vars, "task files", files)?;
+    field(&mut vars, "task id", &v.task_id.to_string())?;
+    field(&mut vars, "timeout", &timeout_secs.to_string())?;
+    field(&mut vars, "turn limit", &turn_limit.to_string())?;
+    field(&mut vars, "turn marker", marker)?;
+    field(&mut vars, "grace", &grace_secs.to_string())?;
 
     let mut out = Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + vars.len() * 4 / 3 + 64);
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
@@ -179,3 +212,9 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_helpers;
+#[cfg(test)]
+mod tests_stop;
+#[cfg(test)]
+mod tests_sync;

@@ -2,8 +2,9 @@
 #
 # Rust prepends two lines, `DLG_VARS='<base64>'` and `DLG_PROMPT='<base64>'`, and nothing
 # else: every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte
-# of it is ever parsed by a shell. DLG_VARS holds the fields below separated by NUL; list
-# fields hold their items each followed by \x1f. The body is one function called on the
+# of it is ever parsed by a shell. DLG_VARS holds its fields (in the order render() in
+# runner.rs writes them) separated by NUL; list fields hold their items each followed by
+# \x1f. The body is one function called on the
 # last line with a sentinel argument: a script cut off in transit either never defines main,
 # or calls it with a strict prefix of the sentinel (`main`, `main deleg`), which it refuses.
 #
@@ -49,14 +50,15 @@ main() {
 	}
 
 	local tool
-	for tool in base64 sha256sum mkdir mv chmod timeout; do
+	# tee and grep: the runner tees the stream and counts turns with them.
+	for tool in base64 sha256sum mkdir mv chmod timeout tee grep; do
 		command -v "$tool" >/dev/null 2>&1 ||
 			die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
 	done
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 15 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	[ "${#v[@]}" -eq 20 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
 	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
 	local -a argv requires version_argv files
@@ -64,6 +66,10 @@ main() {
 	split_list requires "${v[12]}"
 	split_list version_argv "${v[13]}"
 	split_list files "${v[14]}"
+	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
+	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
+		[[ $i =~ ^[0-9]{1,18}$ ]] || die 23 "the launch variables are damaged (a number field holds '$i')"
+	done
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
 	# shellcheck disable=SC2088
@@ -106,6 +112,14 @@ main() {
 		die 25 "cannot create $root/tasks on this host: check the host's remote_root and its permissions"
 	fi
 	local dir=$root/tasks/$task_key
+	# Files carrying `{task_dir}` are JSON holding shell commands (the Claude hooks): a path
+	# with a quote, backslash or control character would need two kinds of escaping there,
+	# so such roots are refused instead.
+	for ((i = 1; i < ${#files[@]}; i += 2)); do
+		if [[ ${files[i]} == *"{task_dir}"* && $dir == *[[:cntrl:]\'\"\\]* ]]; then
+			die 25 "task directory $dir contains a quote, backslash or control character, which the agent's per-task settings cannot carry: choose a remote_root without them"
+		fi
+	done
 	if ! mkdir -m 700 -- "$dir" 2>/dev/null; then
 		[ -d "$dir" ] || die 25 "cannot create task directory $dir on this host: check the host's remote_root and its permissions"
 		# A retry of the same launch (same nonce) finds its own directory; anything else is
@@ -136,14 +150,20 @@ main() {
 
 	# Files for the task directory (agent settings, the self-test agent) come as name/content
 	# pairs; `run-body.sh` is the body of run.sh and is kept in memory.
-	local i run_body=
+	# `{task_dir}` in a file's content becomes the task directory (the per-task Claude
+	# settings name the hook by its absolute path); the path was checked for quotes above.
+	local run_body='' content
 	for ((i = 0; i + 1 < ${#files[@]}; i += 2)); do
+		content=${files[i + 1]}
 		if [ "${files[i]}" = run-body.sh ]; then
-			run_body=${files[i + 1]}
+			run_body=$content
 		else
-			printf '%s' "${files[i + 1]}" >"$dir/${files[i]}" || die 22 "could not write $dir/${files[i]} (disk full?)"
+			content=${content//"{task_dir}"/"$dir"}
+			printf '%s' "$content" >"$dir/${files[i]}" || die 22 "could not write $dir/${files[i]} (disk full?)"
 		fi
 	done
+	# The helpers the agent and its hooks call by path.
+	chmod 700 -- "$dir/report" "$dir/hook" || die 25 "could not make the helpers in $dir executable"
 
 	# Placeholders the lead cannot fill because they are remote paths.
 	for i in "${!argv[@]}"; do
@@ -165,8 +185,10 @@ main() {
 	# --- the script tmux runs: our variables as bash declarations, then the body ---------
 	{
 		printf '#!%s\n' "$BASH"
-		printf 'TASK_DIR=%q\nWORKDIR=%q\nDELIVERY=%q\nRUN_PATH=%q\nTASK_KEY=%q\n' \
-			"$dir" "$workdir" "$delivery" "$run_path" "$task_key"
+		printf 'TASK_DIR=%q\nWORKDIR=%q\nDELIVERY=%q\nRUN_PATH=%q\nTASK_KEY=%q\nTASK_ID=%q\n' \
+			"$dir" "$workdir" "$delivery" "$run_path" "$task_key" "$task_id"
+		printf 'TIMEOUT_SECS=%q\nTURN_LIMIT=%q\nTURN_MARKER=%q\nGRACE_SECS=%q\n' \
+			"$timeout_secs" "$turn_limit" "$turn_marker" "$grace_secs"
 		printf 'AGENT_ARGV=('
 		printf '%q ' "${argv[@]}"
 		printf ')\n%s' "$run_body"
@@ -183,16 +205,25 @@ main() {
 	printf '%s\n' "$evidence" >"$dir/launch.json" || die 22 "could not write $dir/launch.json (disk full?)"
 
 	# --- tmux: own socket, no user config, generated name, argv form (no default-shell) ---
-	local pane_pid
-	if ! pane_pid=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
-		-x 200 -y 50 -P -F '#{pane_pid}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
-		local why
+	# The server exits with its last session: a launch that reaches it just then is told
+	# "server exited unexpectedly" (or "lost server"), and nothing was created. Try again,
+	# a few times; any other refusal is final.
+	local pane_pid why attempt started_tmux=0
+	for attempt in 1 2 3 4; do
+		if pane_pid=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
+			-x 200 -y 50 -P -F '#{pane_pid}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
+			started_tmux=1
+			break
+		fi
+		why=''
 		read -r why <"$dir/tmux.err" || true
 		if [[ $why == *"duplicate session"* ]]; then
 			die 29 "tmux session $session already exists: not starting a second agent"
 		fi
-		die 27 "tmux could not start session $session: $why"
-	fi
+		[[ $why == *"server exited unexpectedly"* || $why == *"lost server"* ]] || break
+		[ "$attempt" -lt 4 ] && sleep 0.05
+	done
+	[ "$started_tmux" = 1 ] || die 27 "tmux could not start session $session: $why"
 
 	# "Launched" means the runner really started inside tmux: wait for its first state line.
 	local tries=0 first=

@@ -1,36 +1,238 @@
 # Body of the per-task runner that tmux starts (`bash <task dir>/run.sh`). The launch
-# script prepends TASK_DIR, WORKDIR, DELIVERY, RUN_PATH, TASK_KEY and AGENT_ARGV as bash
-# declarations. It records that it started, runs the agent with its output teed into the
-# task directory, and records how the agent ended whether or not the agent cooperated.
+# script prepends, as bash declarations: TASK_DIR WORKDIR DELIVERY RUN_PATH TASK_KEY TASK_ID
+# TIMEOUT_SECS (0: none) TURN_LIMIT (0: the agent keeps its own) TURN_MARKER GRACE_SECS and
+# the AGENT_ARGV array. It records that it started, runs the agent with its output teed into
+# the task directory, and records how the agent ended whether or not the agent cooperated.
+#
+# Files it writes in the task directory (the lead reads them back by sync):
+#   state        append-only lines:  started pid=<runner pid> at=<utc>
+#                                    <utc> running
+#                                    <utc> stopping <timed_out|turn_limit|cancelled|hangup>
+#                                    <utc> killing <same word>      (the grace ran out)
+#                                    <utc> exited <code> [timed_out|turn_limit|cancelled]
+#   agent.pgid   the agent's process group (tmp + rename): the agent runs in a group of its
+#                own, so a stop reaches everything it started, and the cancel script finds it
+#   stream.jsonl the agent's stdout (also shown in the pane); stderr.log its stderr
+#   exit         <code> <utc> [timed_out|turn_limit|cancelled]  (tmp + rename, always
+#                written: code is the agent's status, 128+N when signal N ended it)
+#
+# A stop (wall clock, turn limit, cancel, the pane hanging up) sends SIGTERM to the agent's
+# group, and SIGKILL GRACE_SECS later if anything is left.
+#
+# Every wake-up of the runner is a line on one pipe it reads, the event pipe: `started
+# <pgid>` and `exit <code>` from the monitor (the subshell that starts the agent and waits
+# for it), `tick` twice a second from the ticker, `turns` from the turn counter, and the
+# words its signal traps write (SIGUSR1 from the cancel script: `cancel`; SIGHUP, SIGTERM,
+# SIGINT: `hangup`). The runner itself never calls `wait` while signals can arrive: a
+# trapped signal landing just as `wait` reaps a child makes bash lose that child's status,
+# and the runner would then wait forever. The monitor has no traps, so its `wait` is safe.
 
 main() {
 	set -uo pipefail
 	umask 077
-	export PATH=$RUN_PATH DELEGATE_TASK_DIR=$TASK_DIR DELEGATE_TASK_KEY=$TASK_KEY
-	# Builtins only: the launch script waits for the first state line.
-	now() {
+	# The event pipe, and the traps that write to it. They are set before anything is
+	# written: the cancel script finds our pid in `state`, and SIGUSR1 would otherwise kill
+	# us. A trap runs even while `read` waits, so its line wakes the loop at once.
+	local ev
+	exec {ev}<> <(:)
+	trap 'printf "cancel\n" >&"$ev"' USR1
+	trap 'printf "hangup\n" >&"$ev"' HUP TERM INT
+	export PATH=$RUN_PATH DELEGATE_TASK_DIR=$TASK_DIR DELEGATE_TASK_KEY=$TASK_KEY DELEGATE_TASK_ID=$TASK_ID
+
+	# Builtins only (a command substitution would fork): sets NOW to the current UTC time.
+	local NOW
+	stamp() {
 		local t=$EPOCHREALTIME # one reading; its decimal separator follows the locale
-		TZ=UTC0 printf '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
+		TZ=UTC0 printf -v NOW '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
+	}
+	note() {
+		stamp
+		printf '%s %s\n' "$NOW" "$*" >>"$TASK_DIR/state"
+	}
+	# Microseconds since the epoch, for deadlines.
+	local US
+	usecs() { US=${EPOCHREALTIME/[.,]/}; }
+	# `exit` is written last, by rename: whoever sees it sees every other record complete.
+	finish() { # code [reason]
+		stamp
+		printf '%s exited %s%s\n' "$NOW" "$1" "${2:+ $2}" >>"$TASK_DIR/state"
+		printf '%s %s%s\n' "$1" "$NOW" "${2:+ $2}" >"$TASK_DIR/exit.tmp" &&
+			mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
 	}
 
-	printf 'started pid=%s at=%s\n' "$$" "$(now)" >>"$TASK_DIR/state"
-	printf '%s running\n' "$(now)" >>"$TASK_DIR/state"
+	stamp
+	printf 'started pid=%s at=%s\n' "$$" "$NOW" >>"$TASK_DIR/state"
+	note running
 
-	local code
 	cd -- "$WORKDIR" || {
-		printf '%s failed workdir %s vanished\n' "$(now)" "$WORKDIR" >>"$TASK_DIR/state"
-		printf '126 %s\n' "$(now)" >"$TASK_DIR/exit"
+		note failed workdir "$WORKDIR" vanished
+		finish 126
 		return 126
 	}
 	# stdin is always redirected: the prompt file, or /dev/null when the agent reads the
 	# file itself. Never the tmux tty, which an agent (Codex) would wait on forever.
 	local input=/dev/null
 	[ "$DELIVERY" = stdin ] && input=$TASK_DIR/prompt
-	"${AGENT_ARGV[@]}" <"$input" 2>>"$TASK_DIR/stderr.log" | tee -a "$TASK_DIR/stream.jsonl"
-	code=${PIPESTATUS[0]}
 
-	printf '%s %s\n' "$code" "$(now)" >"$TASK_DIR/exit.tmp" && mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
-	printf '%s exited %s\n' "$(now)" "$code" >>"$TASK_DIR/state"
+	# The stream reader tees the agent's stdout into stream.jsonl and the pane and, when
+	# delegate enforces the turn limit, counts the lines holding TURN_MARKER. It lives
+	# outside the agent's group and ignores the pane's hangup and Ctrl-C, so a stop never
+	# cuts the record short: it ends when the last writer of the agent's stdout is gone.
+	read_stream() {
+		trap '' HUP INT
+		if ((TURN_LIMIT > 0)) && [ -n "$TURN_MARKER" ]; then
+			exec tee -a -- "$TASK_DIR/stream.jsonl" >(count_turns)
+		fi
+		exec tee -a -- "$TASK_DIR/stream.jsonl"
+	}
+	# grep does the scanning (-a: a stray NUL must not switch it to "Binary file matches");
+	# bash only sees marker lines. It keeps reading after the limit so tee never hits a
+	# closed pipe.
+	count_turns() {
+		local n=0
+		grep -a --line-buffered -F -e "$TURN_MARKER" | while IFS= read -r _; do
+			n=$((n + 1))
+			if [ "$n" -eq $((TURN_LIMIT + 1)) ]; then printf 'turns\n' >&"$ev"; fi
+		done
+	}
+	local stream_w reader nap
+	exec {stream_w}> >(read_stream)
+	reader=$!
+	# A pipe nobody writes to: `read -t` on it is a sleep without a process.
+	exec {nap}<> <(:)
+
+	# The monitor starts the agent in a process group of its own (`set -m`; setsid would do
+	# the same but is not in coreutils), records the group, and reports how the agent ended.
+	# It ignores the pane's hangup and Ctrl-C so that it outlives them; the agent gets the
+	# default dispositions back.
+	(
+		trap '' HUP INT
+		set -m
+		(
+			trap - HUP INT
+			exec "${AGENT_ARGV[@]}"
+		) <"$input" >&"$stream_w" 2>>"$TASK_DIR/stderr.log" {stream_w}>&- {ev}>&- &
+		agent=$!
+		set +m
+		exec {stream_w}>&-
+		printf '%s\n' "$agent" >"$TASK_DIR/agent.pgid.tmp" && mv -f -- "$TASK_DIR/agent.pgid.tmp" "$TASK_DIR/agent.pgid"
+		printf 'started %s\n' "$agent" >&"$ev"
+		wait "$agent"
+		code=$?
+		printf 'exit %s\n' "$code" >&"$ev"
+		exit "$code"
+	) {nap}<&- &
+	local monitor=$!
+	exec {stream_w}>&-
+
+	# The ticker: a `tick` twice a second for as long as we hold its pipe open. It stops on
+	# its own when we close the pipe or die.
+	local ticker
+	exec {ticker}> >(
+		trap '' HUP INT
+		while read -r -t 0.5; (($? > 128)); do printf 'tick\n' >&"$ev" || break; done
+	)
+
+	local reason='' stopping=0 killed=0 deadline=0 kill_at=0 pgid='' code='' line
+	usecs
+	((TIMEOUT_SECS > 0)) && deadline=$((US + TIMEOUT_SECS * 1000000))
+	signal() { # signal: to the agent's group, and SIGCONT (a stopped process only sees TERM once continued)
+		kill "-$1" -- "-$pgid" 2>/dev/null
+		kill -CONT -- "-$pgid" 2>/dev/null
+	}
+	stop() { # reason [signalled]: SIGTERM to the group (unless the cancel script sent it), then a grace
+		# A hangup (the tmux session or server killed under us) is recorded too: the lead
+		# reads it as `lost`, since the agent neither finished nor was stopped by delegate.
+		[ -z "$reason" ] && reason=$1
+		((stopping)) && return
+		stopping=1
+		note stopping "$1"
+		# Before `started`, the signal waits for the group to exist.
+		[ -n "$pgid" ] && [ "${2-}" != signalled ] && signal TERM
+		usecs
+		kill_at=$((US + GRACE_SECS * 1000000))
+	}
+	while :; do
+		# (`read` cannot meet end of file here: we hold the pipe open for writing too.)
+		IFS= read -r -u "$ev" line || {
+			read -r -t 0.1 -u "$nap"
+			continue
+		}
+		case $line in
+		"started "*)
+			pgid=${line#started }
+			# A cancel that came before agent.pgid existed found nothing to signal. (The cancel
+			# script writes `cancel` before it reads agent.pgid, which exists by now: one of
+			# the two always sees the other.)
+			if ((stopping)); then signal TERM; elif [ -e "$TASK_DIR/cancel" ]; then stop cancelled; fi
+			;;
+		"exit "*)
+			code=${line#exit }
+			break
+			;;
+		cancel) stop cancelled signalled ;;
+		turns) stop turn_limit ;;
+		hangup) stop hangup ;;
+		esac
+		# Every wake-up re-checks what a lost signal would have said.
+		[ -e "$TASK_DIR/cancel" ] && stop cancelled signalled
+		usecs
+		((deadline > 0 && US >= deadline)) && stop timed_out
+		if ((stopping && !killed && US >= kill_at)) && [ -n "$pgid" ]; then
+			killed=1
+			note killing "$reason"
+			signal KILL
+		fi
+		# A monitor gone without its `exit` line (killed by hand): its own status is the best
+		# left. Bash reaped it already, so this wait cannot block.
+		if ! kill -0 "$monitor" 2>/dev/null; then
+			wait "$monitor"
+			code=$?
+			break
+		fi
+	done
+	exec {ticker}>&-
+
+	# Gone or not, whatever the agent left in its group (background shells, servers) ends
+	# with it; then the reader drains the pipe, so stream.jsonl is complete before `exit`
+	# says the task ended.
+	alive() { # pid, or -pgid: true while it exists (a group: while a member is not a zombie)
+		kill -0 -- "$1" 2>/dev/null || return 1
+		[[ $1 == -* ]] && [ -r /proc/self/stat ] || return 0
+		# Orphans killed with the agent stay zombies where PID 1 does not reap them
+		# (containers without an init); they hold nothing and must not hold us up.
+		local f s
+		for f in /proc/[0-9]*/stat; do
+			IFS= read -r s <"$f" 2>/dev/null || continue
+			s=${s##*) } # after the command name: state ppid pgrp ...
+			[ "${s%% *}" = Z ] && continue
+			s=${s#* }
+			s=${s#* }
+			[ "${s%% *}" = "${1#-}" ] && return 0
+		done
+		return 1
+	}
+	gone() { # target: true once it is not alive, false if GRACE_SECS pass first
+		local end
+		usecs
+		end=$((US + GRACE_SECS * 1000000))
+		while alive "$1"; do
+			usecs
+			((US < end)) || return 1
+			read -r -t 0.01 -u "$nap"
+		done
+	}
+	if [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null; then
+		kill -CONT -- "-$pgid" 2>/dev/null
+		gone "-$pgid" || kill -KILL -- "-$pgid" 2>/dev/null
+	fi
+	gone "$reader" || kill -KILL "$reader" 2>/dev/null
+	exec {nap}<&-
+
+	# The cancel script's request wins over whatever else stopped the agent.
+	[ -e "$TASK_DIR/cancel" ] && reason=cancelled
+	[[ $code =~ ^[0-9]+$ ]] || code=255
+	finish "$code" "$reason"
 	return "$code"
 }
 main "$@"

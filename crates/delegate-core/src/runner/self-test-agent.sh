@@ -1,7 +1,9 @@
 # delegate's built-in self-test agent: a deterministic stand-in for a coding agent that
 # needs nothing installed but bash. The launch script writes it into the task directory.
 # It reads the prompt on stdin and speaks Claude Code's stream-json, so everything
-# downstream of the agent (stream tee, outcome parsing) is exercised without an LLM.
+# downstream of the agent (stream tee, outcome parsing) is exercised without an LLM. It
+# talks back through the task's `report` helper like a real agent is told to: a receipt,
+# progress, and `done` (or `blocked` when it fails on purpose).
 #
 # Directives, each on a line of its own in the prompt:
 #   @self-test fail N      report an error and exit N
@@ -41,13 +43,20 @@ main() {
 		printf '{"type":"result","subtype":"%s","is_error":%s,"num_turns":%s,"result":"%s","session_id":"%s","total_cost_usd":0}\n' \
 			"$1" "$2" "$3" "$4" "$session_id"
 	}
+	# The helper's "reported" must not land in the stream (our stdout).
+	tell() {
+		[ -x "${DELEGATE_TASK_DIR-}/report" ] && "$DELEGATE_TASK_DIR/report" "$@" >/dev/null 2>&1
+		return 0
+	}
 	printf '{"type":"system","subtype":"init","session_id":"%s","claude_code_version":"delegate-self-test 1","cwd":"%s","tools":[]}\n' \
 		"$session_id" "$(pwd | json_safe)"
 	say "received a prompt of $bytes bytes, sha256 $sum"
+	tell receipt "received a prompt of $bytes bytes, sha256 $sum"
 
 	case $mode in
 	fail)
 		local code=${arg:-1}
+		tell blocked "self-test failure requested (exit $code)"
 		result error_during_execution true 1 "self-test failure requested (exit $code)"
 		return "$code"
 		;;
@@ -61,17 +70,22 @@ main() {
 				return 1
 			fi
 			say "turn $turn of $secs"
+			tell progress "turn $turn of $secs"
 		done
 		sleep 1
+		tell "done" "self-test worked for $secs seconds"
 		result success false "$turn" "self-test worked for $secs seconds"
 		;;
 	turns)
 		local turn
 		for ((turn = 2; turn <= max_turns; turn++)); do say "turn $turn"; done
+		tell blocked "stopped at the turn limit of $max_turns"
 		result error_max_turns true "$max_turns" "stopped at the turn limit"
 		return 1
 		;;
 	*)
+		tell progress "working on it"
+		tell "done" "self-test completed"
 		result success false 1 "self-test completed"
 		;;
 	esac

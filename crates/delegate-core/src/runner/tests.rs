@@ -1,4 +1,6 @@
 //! The launch script, run locally by bash (no SSH): the same bytes `bash -s` gets remotely.
+//! Each test gets its own directory and its own tmux server (a private TMUX_TMPDIR). The
+//! helpers here are shared with the runner's other test modules.
 
 use super::*;
 use crate::agent::{AgentRequest, plan};
@@ -6,27 +8,44 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-struct Scratch {
-    dir: PathBuf,
+pub(super) struct Scratch {
+    pub(super) dir: PathBuf,
 }
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    pub(super) fn new(tag: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("dlg-rn-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::create_dir_all(dir.join("tmux")).unwrap();
         Scratch { dir }
     }
-    fn root(&self) -> PathBuf {
+    pub(super) fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
-    fn run(&self, script: &[u8]) -> std::process::Output {
-        let mut child = Command::new("bash")
+    pub(super) fn work(&self) -> String {
+        self.dir.join("work").to_string_lossy().into_owned()
+    }
+    pub(super) fn task_dir(&self, key: &str) -> PathBuf {
+        self.root().join("tasks").join(key)
+    }
+    pub(super) fn run(&self, script: &[u8]) -> std::process::Output {
+        self.run_with(script, &[])
+    }
+    /// `bash -s` with the script on stdin, and extra environment variables.
+    pub(super) fn run_with(&self, script: &[u8], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+        // By absolute path: a PATH in `env` would otherwise decide where bash is looked up.
+        let bash = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("bash"))
+            .find(|p| p.is_file())
+            .expect("bash on PATH");
+        let mut child = Command::new(bash)
             .arg("-s")
             .env("TMUX_TMPDIR", self.dir.join("tmux"))
             .env("HOME", &self.dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -35,6 +54,22 @@ impl Scratch {
         // A truncated script may make bash stop reading early; a broken pipe is fine.
         let _ = child.stdin.take().unwrap().write_all(script);
         child.wait_with_output().unwrap()
+    }
+    /// tmux on this scratch's private server.
+    pub(super) fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", "delegate"])
+            .args(args)
+            .env("TMUX_TMPDIR", self.dir.join("tmux"))
+            .output()
+            .unwrap()
+    }
+    /// Renders and runs the launch script; panics unless it reports a launch.
+    pub(super) fn launch(&self, v: &LaunchVars) -> PathBuf {
+        let out = self.run(&render(v).unwrap());
+        assert!(out.status.success(), "launch failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(parse_output(&out.stdout, &out.stderr).marker.is_some());
+        self.task_dir(v.task_key)
     }
 }
 
@@ -45,12 +80,103 @@ impl Drop for Scratch {
             .env("TMUX_TMPDIR", self.dir.join("tmux"))
             .stderr(Stdio::null())
             .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A runner outlives its pane by up to its grace period to record how the agent
+        // ended: its last writes can race the removal, so retry until they are done.
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&self.dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(100)),
+                _ => break,
+            }
+        }
     }
 }
 
-fn sha(b: &[u8]) -> String {
+pub(super) fn sha(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A plan for the self-test agent.
+pub(super) fn self_test_plan(max_turns: u32) -> AgentPlan {
+    plan(&AgentRequest {
+        agent: "self-test",
+        model: None,
+        sandbox: Sandbox::Read,
+        max_turns,
+        workdir: "/w",
+        custom: None,
+    })
+    .unwrap()
+}
+
+/// A plan running `script` (bash, written into the task directory as `fake-agent`).
+pub(super) fn fake_plan(script: &str) -> AgentPlan {
+    let mut p = self_test_plan(1);
+    p.kind = "fake".into();
+    p.argv = vec!["bash".into(), "{task_dir}/fake-agent".into()];
+    p.files = vec![("fake-agent".into(), script.into())];
+    p.version_argv = vec![];
+    p
+}
+
+/// Launch variables for a task `key` of scratch `s` (no timeout, no delegate turn limit,
+/// a one-second grace).
+pub(super) fn vars<'a>(
+    s: &'a Scratch,
+    key: &'a str,
+    session: &'a str,
+    plan: &'a AgentPlan,
+    prompt: &'a [u8],
+) -> LaunchVars<'a> {
+    // Leaked: tests are short-lived, and this keeps LaunchVars' borrowed fields simple.
+    let root: &'a str = Box::leak(s.root().to_string_lossy().into_owned().into_boxed_str());
+    let work: &'a str = Box::leak(s.work().into_boxed_str());
+    let sum: &'a str = Box::leak(sha(prompt).into_boxed_str());
+    LaunchVars {
+        task_id: 7,
+        task_key: key,
+        session,
+        nonce: "0123456789abcdef",
+        remote_root: root,
+        workdir: work,
+        sandbox: Sandbox::Read,
+        plan,
+        prompt,
+        prompt_sha256: sum,
+        timeout_secs: 0,
+        turn_limit: 0,
+        grace_secs: 1,
+    }
+}
+
+/// Waits up to `secs` for a file to exist and returns its text.
+pub(super) fn wait_secs(path: &Path, secs: u64) -> String {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s;
+        }
+        assert!(Instant::now() < end, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True while a process of group `pgid` exists that is not a zombie (PID 1 may not reap
+/// orphans in a container, and a zombie holds nothing).
+pub(super) fn group_alive(pgid: i32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { return false };
+        let f: Vec<&str> = rest.split(' ').collect();
+        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+    })
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub(super) fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session: &str) -> Vec<u8> {
@@ -68,6 +194,9 @@ fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session
         plan: &p,
         prompt,
         prompt_sha256: &sha(prompt),
+        timeout_secs: 0,
+        turn_limit: 0,
+        grace_secs: 1,
     })
     .unwrap()
 }
@@ -100,6 +229,26 @@ fn a_full_launch_starts_the_runner_in_tmux_and_records_evidence() {
     assert_eq!(std::fs::read(dir.join("prompt")).unwrap(), prompt);
     let exit = wait_for(&dir.join("exit"));
     assert!(exit.starts_with("0 "), "{exit}");
+    // `<code> <utc>` and nothing else when the agent ended on its own.
+    let words: Vec<&str> = exit.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{exit}");
+    assert!(words[1].starts_with("20") && words[1].ends_with('Z'), "{exit}");
+    let state = std::fs::read_to_string(dir.join("state")).unwrap();
+    let lines: Vec<&str> = state.lines().collect();
+    assert!(lines[0].starts_with("started pid=") && lines[1].ends_with(" running"), "{state}");
+    assert!(lines.last().unwrap().ends_with(" exited 0"), "{state}");
+    let pgid: i32 = std::fs::read_to_string(dir.join("agent.pgid")).unwrap().trim().parse().unwrap();
+    assert!(pgid > 1 && !group_alive(pgid));
+    // The self-test agent reported through the helper: receipt, progress, done.
+    let outbox = std::fs::read_to_string(dir.join("outbox.jsonl")).unwrap();
+    let kinds: Vec<String> = outbox
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["receipt", "progress", "done"], "{outbox}");
+    // The helpers are in place and executable; the runner knows the task id.
+    let run_sh = std::fs::read_to_string(dir.join("run.sh")).unwrap();
+    assert!(run_sh.contains("TASK_ID=7\n") && run_sh.contains("GRACE_SECS=1\n"), "{run_sh}");
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
     assert!(stream.contains(&format!("sha256 {}", sha(&prompt))), "{stream}");
     assert!(stream.contains("\"subtype\":\"success\""), "{stream}");
@@ -120,8 +269,12 @@ fn a_script_cut_anywhere_runs_nothing() {
     let s = Scratch::new("cut");
     let script = script_for(&s, "self-test", Sandbox::Read, b"hello", "dlg-abc123-7-2");
     // Every line boundary and a stride through everything else; each cut must leave no trace.
+    // The first line (DLG_VARS, tens of KiB of base64 carrying the task files) is one
+    // unterminated quote wherever it is cut: a hundred cuts there say as much as a thousand.
     let mut cuts: Vec<usize> = script.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
-    cuts.extend((0..script.len()).step_by(37));
+    let first_line = cuts[0];
+    cuts.extend((0..first_line).step_by(first_line / 100 + 1));
+    cuts.extend((first_line..script.len()).step_by(61));
     // Every cut inside the last line, where `main` alone would be a complete command.
     let last_line = script[..script.len() - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
     cuts.extend(last_line..script.len());
@@ -171,6 +324,9 @@ fn preflight_failures_have_their_own_codes() {
             plan: p,
             prompt: b"x",
             prompt_sha256: &sha(b"x"),
+            timeout_secs: 0,
+            turn_limit: 0,
+            grace_secs: 1,
         })
         .unwrap()
     };
@@ -209,9 +365,83 @@ fn preflight_failures_have_their_own_codes() {
         plan: &selftest,
         prompt: b"x",
         prompt_sha256: &sha(b"y"),
+        timeout_secs: 0,
+        turn_limit: 0,
+        grace_secs: 1,
     })
     .unwrap();
     let (c, m) = run(bad);
     assert_eq!(c, Some(code::PROMPT_NOT_WRITTEN), "{m}");
     assert!(!s.root().join("tasks/k-2/prompt").exists() && !s.root().join("tasks/k-2/prompt.tmp").exists());
+}
+
+#[test]
+fn claude_settings_get_the_task_dir_and_their_hook_commands_work() {
+    let s = Scratch::new("settings");
+    // Claude's own files on a stand-in agent (claude itself is not installed here).
+    let claude = plan(&AgentRequest {
+        agent: "claude",
+        model: None,
+        sandbox: Sandbox::Write,
+        max_turns: 3,
+        workdir: "/w",
+        custom: None,
+    })
+    .unwrap();
+    let mut p = fake_plan("exit 0\n");
+    p.files.extend(claude.files.clone());
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &p, b"x"));
+    let text = std::fs::read_to_string(dir.join("claude-settings.json")).unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(settings["sandbox"]["failIfUnavailable"], true);
+    use std::os::unix::fs::PermissionsExt;
+    for helper in ["report", "hook"] {
+        assert_eq!(std::fs::metadata(dir.join(helper)).unwrap().permissions().mode() & 0o777, 0o700, "{helper}");
+    }
+    // Each hook command, run through a shell the way Claude Code runs it, logs its event.
+    for event in ["SessionStart", "PostToolUse", "Stop"] {
+        let entry = &settings["hooks"][event][0]["hooks"][0];
+        let command = entry["command"].as_str().unwrap();
+        assert_eq!(command, format!("bash '{}/hook' {event}", dir.display()));
+        let mut child = Command::new("sh").args(["-c", command]).stdin(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(br#"{"tool_name":"Edit","tool_input":{"file_path":"/w/a.rs"}}"#).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["SessionStart", "PostToolUse", "Stop"], "{events}");
+    assert!(events.contains(r#""summary":"/w/a.rs""#), "{events}");
+}
+
+#[test]
+fn a_task_dir_with_a_quote_is_refused_only_where_a_file_must_carry_it() {
+    let s = Scratch::new("quote");
+    let root = s.dir.join("it's \"here\"").to_string_lossy().into_owned();
+    let claude = plan(&AgentRequest {
+        agent: "claude",
+        model: None,
+        sandbox: Sandbox::Read,
+        max_turns: 3,
+        workdir: "/w",
+        custom: None,
+    })
+    .unwrap();
+    let mut p = fake_plan("exit 0\n");
+    p.files.extend(claude.files.clone());
+    let mut v = vars(&s, "k-1", "dlg-k-1", &p, b"x");
+    v.remote_root = &root;
+    let out = s.run(&render(&v).unwrap());
+    let err = parse_output(&out.stdout, &out.stderr).error.expect("a refusal");
+    assert_eq!(err.0, code::TASK_DIR_NOT_WRITABLE, "{err:?}");
+    assert!(err.1.contains("quote"), "{err:?}");
+    assert!(!Path::new(&root).join("tasks/k-1").exists(), "refused after creating the task directory");
+    // Without such a file the same root works.
+    let plain = fake_plan("exit 0\n");
+    let mut v = vars(&s, "k-2", "dlg-k-2", &plain, b"x");
+    v.remote_root = &root;
+    s.launch(&v);
+    assert!(wait_secs(&Path::new(&root).join("tasks/k-2/exit"), 5).starts_with("0 "));
 }

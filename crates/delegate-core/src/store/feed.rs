@@ -59,8 +59,7 @@ impl FeedItem {
     }
 }
 
-const MESSAGE_COLS: &str =
-    "id, task_id, run_no, direction, author, seq, kind, text, at, delivered_at, read_at";
+const MESSAGE_COLS: &str = "id, task_id, run_no, direction, author, seq, kind, text, at, delivered_at, read_at";
 
 fn message_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -80,9 +79,9 @@ fn message_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
 
 impl Store {
     pub fn events(&self, task_id: i64) -> Result<Vec<Event>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, task_id, run_no, at, kind, summary FROM events WHERE task_id = ?1 ORDER BY id",
-        )?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id, task_id, run_no, at, kind, summary FROM events WHERE task_id = ?1 ORDER BY id")?;
         let rows = st.query_map([task_id], |r| {
             Ok(Event {
                 id: r.get(0)?,
@@ -160,7 +159,13 @@ impl Store {
         let mut rows = st.query([cursor.transition])?;
         while let Some(r) = rows.next()? {
             next.transition = r.get(0)?;
-            items.push(FeedItem::State { task: r.get(1)?, from: r.get(2)?, to: r.get(3)?, reason: r.get(4)?, at: r.get(5)? });
+            items.push(FeedItem::State {
+                task: r.get(1)?,
+                from: r.get(2)?,
+                to: r.get(3)?,
+                reason: r.get(4)?,
+                at: r.get(5)?,
+            });
         }
         let mut st = self
             .conn
@@ -168,7 +173,13 @@ impl Store {
         let mut rows = st.query([cursor.event])?;
         while let Some(r) = rows.next()? {
             next.event = r.get(0)?;
-            items.push(FeedItem::Event { task: r.get(1)?, run: r.get(2)?, kind: r.get(3)?, summary: r.get(4)?, at: r.get(5)? });
+            items.push(FeedItem::Event {
+                task: r.get(1)?,
+                run: r.get(2)?,
+                kind: r.get(3)?,
+                summary: r.get(4)?,
+                at: r.get(5)?,
+            });
         }
         let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id > ?1 ORDER BY id");
         let mut st = self.conn.prepare_cached(&sql)?;

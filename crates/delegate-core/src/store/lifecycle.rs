@@ -75,7 +75,9 @@ pub struct Ingest {
 /// What became of one task's ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    Done { new_status: Option<TaskStatus> },
+    Done {
+        new_status: Option<TaskStatus>,
+    },
     /// Another process moved the task first; nothing was written for it.
     Conflict,
 }
@@ -108,9 +110,11 @@ impl Store {
             })
         })?;
         let mut runs: Vec<InFlight> = rows.collect::<std::result::Result<_, _>>()?;
-        let mut off = self.conn.prepare_cached("SELECT file, offset FROM offsets WHERE task_id = ?1 AND run_no = ?2")?;
+        let mut off =
+            self.conn.prepare_cached("SELECT file, offset FROM offsets WHERE task_id = ?1 AND run_no = ?2")?;
         for run in &mut runs {
-            let rows = off.query_map(params![run.task_id, run.run_no], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let rows =
+                off.query_map(params![run.task_id, run.run_no], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
                 let (file, offset) = row?;
                 run.offsets.insert(file, offset as u64);
@@ -159,7 +163,10 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
         )?;
     }
     if let Some(f) = &ing.facts {
-        tx.execute("UPDATE runs SET facts = ?3 WHERE task_id = ?1 AND run_no = ?2", params![ing.task_id, ing.run_no, f])?;
+        tx.execute(
+            "UPDATE runs SET facts = ?3 WHERE task_id = ?1 AND run_no = ?2",
+            params![ing.task_id, ing.run_no, f],
+        )?;
     }
     if let Some(h) = &ing.stderr_head {
         tx.execute(

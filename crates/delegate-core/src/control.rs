@@ -1,0 +1,199 @@
+//! What a lead does with launched tasks: sync, wait, cancel, read output, attach, update.
+//! These are [`Delegate`] methods; this file keeps them apart from construction and launch.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::delegate::Delegate;
+use crate::error::{Error, Result};
+use crate::ssh::{Exit, Session};
+use crate::sync::{self, SyncSummary, task_key};
+use crate::sync_protocol::{SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_cancel, render_sync};
+use crate::task::{Task, TaskStatus};
+
+/// How `wait` ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WaitResult {
+    pub tasks: Vec<Task>,
+    /// Tasks not finished when the time ran out.
+    pub pending: Vec<i64>,
+    /// Hosts that could not be synced during the wait (last error of each).
+    pub sync_errors: BTreeMap<String, String>,
+}
+
+impl WaitResult {
+    pub fn all_completed(&self) -> bool {
+        self.pending.is_empty() && self.tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    }
+}
+
+/// Bytes of a remote task file from an offset, and where to continue.
+#[derive(Debug, Clone)]
+pub struct RemoteChunk {
+    pub bytes: Vec<u8>,
+    pub next_offset: u64,
+}
+
+impl Delegate {
+    /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`).
+    pub async fn sync(&mut self, only: Option<&[i64]>) -> Result<SyncSummary> {
+        sync::sync(self, only).await
+    }
+
+    /// Syncs until every task in `ids` is finished or `timeout` passes.
+    pub async fn wait(&mut self, ids: &[i64], timeout: Option<Duration>, poll: Duration) -> Result<WaitResult> {
+        for id in ids {
+            self.task(*id)?; // unknown ids fail now, not after the timeout
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut sync_errors = BTreeMap::new();
+        loop {
+            let pending: Vec<i64> = ids
+                .iter()
+                .copied()
+                .filter(|id| self.task(*id).map(|t| !t.status.is_terminal()).unwrap_or(false))
+                .collect();
+            if !pending.is_empty() {
+                let summary = self.sync(Some(&pending)).await?;
+                for (host, e) in summary.errors() {
+                    sync_errors.insert(host.to_string(), e.to_string());
+                }
+            }
+            let tasks: Vec<Task> = ids.iter().map(|id| self.task(*id)).collect::<Result<_>>()?;
+            let pending: Vec<i64> = tasks.iter().filter(|t| !t.status.is_terminal()).map(|t| t.id).collect();
+            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+            if pending.is_empty() || out_of_time {
+                return Ok(WaitResult { tasks, pending, sync_errors });
+            }
+            let nap = deadline.map(|d| d.saturating_duration_since(Instant::now()).min(poll)).unwrap_or(poll);
+            tokio::time::sleep(nap).await;
+        }
+    }
+
+    /// Stops a task's agent on its brother and records `cancelled`.
+    pub async fn cancel(&mut self, id: i64) -> Result<Task> {
+        let task = self.task(id)?;
+        if task.status.is_terminal() {
+            return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
+        }
+        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
+        let target = self.resolve_target(&task.host)?;
+        let root = self.remote_root(&task.host)?;
+        let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id), &run.session)?;
+        let session = Session::connect(&target).await?;
+        let out = session.exec("bash -s", &script, Duration::from_secs(30)).await;
+        session.close().await;
+        let out = out?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        let state = said.lines().find_map(|l| l.strip_prefix("DELEGATE-CANCEL ")).unwrap_or("").trim().to_string();
+        if out.exit != Exit::Code(0) || state.is_empty() {
+            return Err(Error::SyncFailed {
+                host: task.host.clone(),
+                why: format!("cancel did not answer: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        // The runner records how the agent ended; give it its grace period to do so.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.sync(Some(&[id])).await?;
+            let t = self.task(id)?;
+            if t.status.is_terminal() {
+                return Ok(t);
+            }
+            if state != "signalled" || Instant::now() >= deadline {
+                // Nothing runs (never started, or no runner answered): record it ourselves.
+                self.store_mut().transition(
+                    id,
+                    t.version,
+                    TaskStatus::Cancelled,
+                    Some(&format!("cancelled by the lead (brother said: {state})")),
+                )?;
+                return self.task(id);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Reads a task file on the brother from `offset` (for `logs`), without touching the
+    /// mailbox's own offsets.
+    pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
+        let task = self.task(id)?;
+        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
+        let target = self.resolve_target(&task.host)?;
+        let req = SyncRequest {
+            remote_root: self.remote_root(&task.host)?,
+            tasks: vec![SyncTaskRequest {
+                task_key: task_key(self.store().mailbox_id(), id),
+                session: run.session.clone(),
+                // Only the asked-for file: an offset past any size skips the others.
+                offsets: crate::sync_protocol::SYNCED_FILES
+                    .iter()
+                    .map(|f| (f.to_string(), if *f == file { offset } else { u64::MAX }))
+                    .collect(),
+                want_launch_json: false,
+            }],
+            max_bytes_per_file: 8 * 1024 * 1024,
+        };
+        let script = render_sync(&req)?;
+        let session = Session::connect(&target).await?;
+        let out = session.exec("bash -s", &script, Duration::from_secs(60)).await;
+        session.close().await;
+        let out = out?;
+        let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
+        let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
+            host: task.host.clone(),
+            why: "the brother did not report on the task".into(),
+        })?;
+        let chunk = report
+            .deltas
+            .iter()
+            .find(|d| d.file == file)
+            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64 })
+            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset });
+        Ok((chunk, report))
+    }
+
+    /// The system `ssh` command that opens the task's live tmux session (`attach`).
+    pub fn attach_argv(&self, id: i64) -> Result<Vec<String>> {
+        let task = self.task(id)?;
+        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
+        let t = self.resolve_target(&task.host)?;
+        let mut argv: Vec<String> = vec!["ssh".into(), "-t".into(), "-p".into(), t.port.to_string()];
+        for f in t.identity_files.iter().filter(|f| f.exists()) {
+            argv.extend(["-i".into(), f.display().to_string()]);
+        }
+        let known: Vec<String> = t.known_hosts.iter().map(|p| p.display().to_string()).collect();
+        argv.extend(["-o".into(), format!("UserKnownHostsFile={}", known.join(" "))]);
+        argv.extend(["-o".into(), "StrictHostKeyChecking=yes".into()]);
+        if let Some(alias) = &t.host_key_alias {
+            argv.extend(["-o".into(), format!("HostKeyAlias={alias}")]);
+        }
+        argv.extend(["-l".into(), t.user.clone(), "--".into(), t.hostname.clone()]);
+        // Our socket and the exact session: `=name`, or tmux would match a prefix.
+        argv.extend(["tmux", "-L", "delegate", "attach-session", "-t"].map(String::from));
+        argv.push(format!("={}", run.session));
+        Ok(argv)
+    }
+
+    /// Sets a task's status by hand (a person or an agent reporting out of band), with an
+    /// optional output text kept as a note.
+    pub fn update(&mut self, id: i64, status: TaskStatus, output: Option<&str>, author: &str) -> Result<Task> {
+        let task = self.task(id)?;
+        let reason = output.map(|o| o.chars().take(200).collect::<String>());
+        let reason = reason.unwrap_or_else(|| format!("set by {author}"));
+        self.store_mut().transition(id, task.version, status, Some(&reason))?;
+        if let Some(text) = output {
+            self.store_mut().add_note(id, author, "output", text)?;
+        }
+        self.task(id)
+    }
+
+    pub(crate) fn remote_root(&self, host: &str) -> Result<String> {
+        Ok(self
+            .inventory()
+            .host(host)?
+            .remote_root
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into()))
+    }
+}

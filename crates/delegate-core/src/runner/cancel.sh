@@ -1,0 +1,86 @@
+# delegate cancel script. Sent on the stdin of `bash -s` over SSH, shaped like the launch
+# script: Rust prepends `DLG_VARS='<base64>'` (remote root, task key, tmux session, NUL-
+# separated; see render_cancel in sync_protocol.rs), and the body is one function called
+# on the last line with a sentinel, so a script cut off in transit runs nothing.
+#
+# Output: one line on stdout, exit 0
+#   DELEGATE-CANCEL signalled         the agent's group got SIGTERM; the runner records
+#                                     `cancelled` in `exit` and sends SIGKILL after its grace
+#   DELEGATE-CANCEL already-finished  the runner had recorded `exit`, or the agent's group was
+#                                     gone (its exit record, written moments later, then still
+#                                     says `cancelled`: the request landed first)
+#   DELEGATE-CANCEL not-started       no agent yet; `cancel` is left for the runner, which
+#                                     stops the agent the moment it starts it
+#   DELEGATE-CANCEL no-task           no task directory
+# Failures: `DELEGATE-ERROR <code> <message>` on stderr, exit 23 (damaged or cut script).
+#
+# Order matters: `cancel` is written before agent.pgid is read, and the runner writes
+# agent.pgid before it looks for `cancel`, so one of the two always sees the other.
+# KILL is the runner's job (it knows its grace period); only when the runner itself is
+# gone does this script escalate to SIGKILL, after 5 s, and close the tmux session.
+
+main() {
+	if [ "${1-}" != delegate-cancel-complete ]; then
+		printf 'DELEGATE-ERROR 23 the cancel script arrived incomplete: nothing was done\n' >&2
+		exit 23
+	fi
+	set -uo pipefail
+	umask 077
+	local -a v
+	mapfile -d '' -t v < <(base64 -d <<<"$DLG_VARS")
+	if [ "${#v[@]}" -ne 3 ]; then
+		printf 'DELEGATE-ERROR 23 the cancel variables did not decode (got %s fields)\n' "${#v[@]}" >&2
+		exit 23
+	fi
+	local root=${v[0]} key=${v[1]} session=${v[2]}
+	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
+	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
+	local dir=$root/tasks/$key
+	say() { printf 'DELEGATE-CANCEL %s\n' "$1"; }
+
+	[ -d "$dir" ] || { say no-task; return 0; }
+	[ -e "$dir/exit" ] && { say already-finished; return 0; }
+	local t=$EPOCHREALTIME at
+	TZ=UTC0 printf -v at '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
+	printf 'cancel requested at=%s\n' "$at" >"$dir/cancel.tmp" && mv -f -- "$dir/cancel.tmp" "$dir/cancel"
+
+	local pgid=''
+	[ -f "$dir/agent.pgid" ] && read -r pgid <"$dir/agent.pgid"
+	if ! [[ $pgid =~ ^[0-9]+$ ]] || [ "$pgid" -le 1 ]; then
+		say not-started
+		return 0
+	fi
+	if ! kill -TERM -- "-$pgid" 2>/dev/null; then
+		say already-finished
+		return 0
+	fi
+	kill -CONT -- "-$pgid" 2>/dev/null # a stopped process only sees TERM once continued
+
+	# The runner's pid is on the first state line; it is ours only if that process still
+	# runs this task's run.sh (a pid can be recycled).
+	local first='' runner='' arg
+	read -r first <"$dir/state" 2>/dev/null
+	[[ $first =~ ^started\ pid=([0-9]+) ]] && runner=${BASH_REMATCH[1]}
+	local -a cmdline=()
+	[ -n "$runner" ] && mapfile -d '' -t cmdline <"/proc/$runner/cmdline" 2>/dev/null
+	for arg in "${cmdline[@]}"; do
+		if [ "$arg" = "$dir/run.sh" ]; then
+			# Tells the runner now rather than at its next tick (half a second).
+			kill -USR1 "$runner" 2>/dev/null
+			say signalled
+			return 0
+		fi
+	done
+
+	# No runner: nobody else will escalate or close the session.
+	local nap i
+	exec {nap}<> <(:)
+	for ((i = 0; i < 50; i++)); do
+		kill -0 -- "-$pgid" 2>/dev/null || break
+		read -r -t 0.1 -u "$nap"
+	done
+	kill -KILL -- "-$pgid" 2>/dev/null
+	tmux -L delegate kill-session -t "=$session" 2>/dev/null
+	say signalled
+}
+main delegate-cancel-complete

@@ -1,0 +1,186 @@
+//! How the runner ends an agent: wall clock, delegate's turn limit, cancel, the pane going
+//! away, and agents that resist (ignore SIGTERM, leave children behind). Real tmux, real
+//! scripts, one-second grace periods.
+
+use super::tests::{Scratch, fake_plan, group_alive, pid_alive, self_test_plan, vars, wait_secs};
+use crate::sync_protocol::{CancelState, parse_cancel, render_cancel};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The exit record's words: code, time, reason.
+fn exit_of(dir: &Path, secs: u64) -> (i32, String, Option<String>) {
+    let text = wait_secs(&dir.join("exit"), secs);
+    let w: Vec<&str> = text.split_whitespace().collect();
+    assert!(w.len() == 2 || w.len() == 3, "{text:?}");
+    (w[0].parse().unwrap(), w[1].to_string(), w.get(2).map(|r| r.to_string()))
+}
+
+fn pgid_of(dir: &Path) -> i32 {
+    wait_secs(&dir.join("agent.pgid"), 5).trim().parse().unwrap()
+}
+
+fn state_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("state")).unwrap()
+}
+
+#[test]
+fn the_wall_clock_stops_the_agent_and_its_group() {
+    let s = Scratch::new("timeout");
+    let plan = self_test_plan(50);
+    let mut v = vars(&s, "k-1", "dlg-k-1", &plan, b"dawdle\n@self-test sleep 30\n");
+    v.timeout_secs = 1;
+    let started = Instant::now();
+    let dir = s.launch(&v);
+    let pgid = pgid_of(&dir);
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (143, Some("timed_out")));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(!group_alive(pgid), "the agent's group outlived the runner");
+    let state = state_of(&dir);
+    assert!(state.contains(" stopping timed_out\n") && state.ends_with(" exited 143 timed_out\n"), "{state}");
+}
+
+#[test]
+fn an_agent_ignoring_sigterm_is_killed_after_the_grace() {
+    let s = Scratch::new("stubborn");
+    let plan = fake_plan("trap '' TERM\nsleep 60\n");
+    let mut v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    v.timeout_secs = 1;
+    let dir = s.launch(&v);
+    let pgid = pgid_of(&dir);
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (137, Some("timed_out")));
+    assert!(!group_alive(pgid));
+    assert!(state_of(&dir).contains(" killing timed_out\n"));
+}
+
+#[test]
+fn children_the_agent_leaves_behind_end_with_it() {
+    let s = Scratch::new("orphans");
+    // The child ignores SIGTERM too: only the runner's SIGKILL ends it.
+    let plan = fake_plan(
+        "( trap '' TERM; exec sleep 60 ) &\nprintf '%s\\n' \"$!\" >\"$DELEGATE_TASK_DIR/child.pid\"\necho '{\"type\":\"result\"}'\nexit 0\n",
+    );
+    let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    let dir = s.launch(&v);
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason), (0, None));
+    let child: i32 = std::fs::read_to_string(dir.join("child.pid")).unwrap().trim().parse().unwrap();
+    assert!(!pid_alive(child), "the agent's background child survived");
+    assert!(!group_alive(pgid_of(&dir)));
+    assert!(std::fs::read_to_string(dir.join("stream.jsonl")).unwrap().contains("result"));
+}
+
+#[test]
+fn delegate_enforces_a_codex_style_turn_limit() {
+    let s = Scratch::new("turns");
+    let mut plan = fake_plan(
+        "for i in 1 2 3 4 5; do\n  printf '{\"type\":\"turn.started\"}\\n{\"type\":\"item.completed\",\"n\":%s}\\n' \"$i\"\n  sleep 0.4\ndone\n",
+    );
+    plan.turn_limit = "delegate".into();
+    plan.turn_marker = Some(crate::agent::CODEX_TURN_MARKER.into());
+    let mut v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    v.turn_limit = 2;
+    let dir = s.launch(&v);
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (143, Some("turn_limit")));
+    // The stream is kept, and stops at the third turn.
+    let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
+    assert_eq!(stream.matches("turn.started").count(), 3, "{stream}");
+    let launch = std::fs::read_to_string(dir.join("launch.json")).unwrap();
+    assert!(launch.contains("\"delegate_turn_limit\":2"), "{launch}");
+}
+
+#[test]
+fn without_a_marker_there_is_no_delegate_turn_limit() {
+    let s = Scratch::new("nomarker");
+    let plan = fake_plan("for i in 1 2 3 4; do echo '{\"type\":\"turn.started\"}'; done\n");
+    let mut v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    v.turn_limit = 1;
+    let dir = s.launch(&v);
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason), (0, None));
+    assert_eq!(std::fs::read_to_string(dir.join("stream.jsonl")).unwrap().lines().count(), 4);
+}
+
+fn cancel(s: &Scratch, key: &str, session: &str) -> (Option<CancelState>, String) {
+    let root = s.root().to_string_lossy().into_owned();
+    let out = s.run(&render_cancel(&root, key, session).unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (parse_cancel(&out.stdout), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn cancel_stops_a_running_task_and_the_record_says_cancelled() {
+    let s = Scratch::new("cancel");
+    assert_eq!(cancel(&s, "k-1", "dlg-k-1").0, Some(CancelState::NoTask));
+    let plan = self_test_plan(50);
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"work\n@self-test sleep 30\n"));
+    let pgid = pgid_of(&dir);
+    let started = Instant::now();
+    let (state, out) = cancel(&s, "k-1", "dlg-k-1");
+    assert_eq!(state, Some(CancelState::Signalled), "{out}");
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (143, Some("cancelled")));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(!group_alive(pgid));
+    assert_eq!(cancel(&s, "k-1", "dlg-k-1").0, Some(CancelState::AlreadyFinished));
+}
+
+#[test]
+fn cancel_reaches_an_agent_that_ignores_sigterm_through_the_runner() {
+    let s = Scratch::new("cancel-stubborn");
+    // It says when its trap is in place: a SIGTERM before that would simply end it.
+    let plan = fake_plan("trap '' TERM\n: >\"$DELEGATE_TASK_DIR/ready\"\nsleep 60\n");
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+    let pgid = pgid_of(&dir);
+    wait_secs(&dir.join("ready"), 5);
+    assert_eq!(cancel(&s, "k-1", "dlg-k-1").0, Some(CancelState::Signalled));
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (137, Some("cancelled")));
+    assert!(!group_alive(pgid));
+}
+
+#[test]
+fn a_cancel_before_the_agent_starts_stops_it_when_it_does() {
+    let s = Scratch::new("cancel-early");
+    std::fs::create_dir_all(s.task_dir("k-1")).unwrap();
+    assert_eq!(cancel(&s, "k-1", "dlg-k-1").0, Some(CancelState::NotStarted));
+    assert!(s.task_dir("k-1").join("cancel").exists());
+    // A runner that finds the request waiting when it starts its agent stops it at once.
+    // (The launch script refuses an existing directory, so the request travels as one of
+    // the task's files, which land before the runner starts.)
+    let mut plan = fake_plan("sleep 30\n");
+    plan.files.push(("cancel".into(), "cancel requested\n".into()));
+    let dir = s.launch(&vars(&s, "k-2", "dlg-k-2", &plan, b"x"));
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (143, Some("cancelled")));
+    assert!(state_of(&dir).contains(" stopping cancelled\n"));
+}
+
+#[test]
+fn killing_the_tmux_session_still_ends_the_agent_and_records_the_exit() {
+    let s = Scratch::new("hangup");
+    let plan = self_test_plan(50);
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"work\n@self-test sleep 30\n"));
+    let pgid = pgid_of(&dir);
+    assert!(s.tmux(&["kill-session", "-t", "=dlg-k-1"]).status.success());
+    let (code, _, reason) = exit_of(&dir, 5);
+    // Recorded as a hangup, which the lead reads as `lost`.
+    assert_eq!((code, reason.as_deref()), (143, Some("hangup")));
+    assert!(!group_alive(pgid));
+    assert!(state_of(&dir).contains(" stopping hangup\n"));
+
+    // With a cancel request on file, the same hangup records `cancelled`. (Written by hand,
+    // the request comes without the cancel script's SIGTERM: whichever of the runner's tick
+    // and the hangup comes first decides between SIGTERM now and SIGKILL after the grace.)
+    let dir = s.launch(&vars(&s, "k-2", "dlg-k-2", &plan, b"work\n@self-test sleep 30\n"));
+    let pgid = pgid_of(&dir);
+    std::fs::write(dir.join("cancel"), "cancel requested\n").unwrap();
+    // (The runner may already be done by the time tmux is asked.)
+    s.tmux(&["kill-session", "-t", "=dlg-k-2"]);
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert!(code == 143 || code == 137, "{code}");
+    assert_eq!(reason.as_deref(), Some("cancelled"));
+    assert!(!group_alive(pgid));
+}

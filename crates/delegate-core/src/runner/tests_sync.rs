@@ -1,0 +1,328 @@
+//! The sync script run locally against real task directories and a real tmux server, its
+//! reply read by `parse_sync`: the same bytes an SSH exec would carry.
+
+use super::tests::{Scratch, fake_plan, self_test_plan, vars, wait_secs};
+use crate::sync_protocol::{
+    SYNCED_FILES, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_sync,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn request(s: &Scratch, tasks: &[(&str, &str, BTreeMap<String, u64>)], max: u64) -> SyncRequest {
+    SyncRequest {
+        remote_root: s.root().to_string_lossy().into_owned(),
+        tasks: tasks
+            .iter()
+            .map(|(key, session, offsets)| SyncTaskRequest {
+                task_key: key.to_string(),
+                session: session.to_string(),
+                offsets: offsets.clone(),
+                want_launch_json: true,
+            })
+            .collect(),
+        max_bytes_per_file: max,
+    }
+}
+
+fn sync(s: &Scratch, req: &SyncRequest) -> (SyncReply, Vec<u8>) {
+    let out = s.run(&render_sync(req).unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = parse_sync(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (reply, out.stdout)
+}
+
+/// Every delta is exactly the file's bytes from its offset, and its size the file's size.
+fn check_deltas(dir: &Path, t: &TaskReport, max: u64) {
+    for d in &t.deltas {
+        let file = std::fs::read(dir.join(&d.file)).unwrap();
+        assert_eq!(d.size, file.len() as u64, "{}", d.file);
+        let end = (d.offset + max).min(d.size) as usize;
+        assert_eq!(d.bytes, file[d.offset as usize..end], "{}", d.file);
+    }
+}
+
+fn sizes(t: &TaskReport) -> BTreeMap<String, u64> {
+    t.deltas.iter().map(|d| (d.file.clone(), d.offset + d.bytes.len() as u64)).collect()
+}
+
+#[test]
+fn one_sync_reports_finished_running_and_missing_tasks() {
+    let s = Scratch::new("sync");
+    let done_plan = self_test_plan(3);
+    let done = s.launch(&vars(&s, "k-1", "dlg-k-1", &done_plan, b"finish quickly"));
+    // Output first, then quiet: its files stop growing while it runs.
+    let quiet = fake_plan("echo '{\"type\":\"system\"}'\necho oops >&2\nexec sleep 30\n");
+    let running = s.launch(&vars(&s, "k-2", "dlg-k-2", &quiet, b"x"));
+    let start = Instant::now();
+    wait_secs(&done.join("exit"), 5);
+    for f in ["stderr.log", "stream.jsonl"] {
+        while std::fs::metadata(running.join(f)).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(Instant::now() < start + Duration::from_secs(5), "{f} stays empty");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while s.tmux(&["has-session", "-t", "=dlg-k-1"]).status.success() {
+        assert!(Instant::now() < end, "the finished task's session lingers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let none = BTreeMap::new();
+    let req = request(
+        &s,
+        &[("k-1", "dlg-k-1", none.clone()), ("k-2", "dlg-k-2", none.clone()), ("k-3", "dlg-k-3", none)],
+        1 << 20,
+    );
+    let (reply, raw) = sync(&s, &req);
+    assert!(reply.tmux_server_running);
+    assert!(reply.remote_time.ends_with('Z'), "{}", reply.remote_time);
+    let [a, b, c] = &reply.tasks[..] else { panic!("{reply:?}") };
+    assert_eq!((a.task_key.as_str(), a.dir_exists, a.session_alive), ("k-1", true, false));
+    assert_eq!((b.task_key.as_str(), b.dir_exists, b.session_alive), ("k-2", true, true));
+    assert_eq!(c, &TaskReport { task_key: "k-3".into(), ..Default::default() });
+    let files = |t: &TaskReport| t.deltas.iter().map(|d| d.file.clone()).collect::<Vec<_>>();
+    assert_eq!(files(a), ["state", "exit", "stream.jsonl", "outbox.jsonl"]);
+    assert_eq!(files(b), ["state", "stream.jsonl", "stderr.log"]);
+    check_deltas(&done, a, 1 << 20);
+    check_deltas(&running, b, 1 << 20);
+    assert_eq!(a.launch_json, Some(std::fs::read(done.join("launch.json")).unwrap()));
+    assert!(String::from_utf8_lossy(&a.deltas[1].bytes).starts_with("0 "));
+
+    // With the offsets it now holds, the lead gets nothing new: no deltas at all.
+    let req2 = request(
+        &s,
+        &[("k-1", "dlg-k-1", sizes(a)), ("k-2", "dlg-k-2", sizes(b)), ("k-3", "dlg-k-3", BTreeMap::new())],
+        1 << 20,
+    );
+    let (again, _) = sync(&s, &req2);
+    assert!(again.tasks.iter().all(|t| t.deltas.is_empty()), "{again:?}");
+
+    // A partial read: from an offset, at most max bytes; the rest comes next time.
+    let off = BTreeMap::from([("state".to_string(), 3), ("exit".to_string(), u64::MAX)]);
+    let mut req3 = request(&s, &[("k-1", "dlg-k-1", off)], 7);
+    req3.tasks[0].want_launch_json = false;
+    let (part, _) = sync(&s, &req3);
+    let t = &part.tasks[0];
+    assert_eq!(t.deltas[0].file, "state");
+    assert_eq!((t.deltas[0].offset, t.deltas[0].bytes.len()), (3, 7));
+    assert!(t.deltas.iter().all(|d| d.file != "exit" && d.bytes.len() <= 7));
+    check_deltas(&done, t, 7);
+    assert_eq!(t.launch_json, None);
+
+    // A reply cut anywhere is refused.
+    for cut in 0..raw.len() {
+        assert!(parse_sync(&raw[..cut]).is_err(), "a reply cut at {cut} of {} parsed", raw.len());
+    }
+}
+
+#[test]
+fn a_missing_root_or_no_tmux_server_is_reported_not_an_error() {
+    let s = Scratch::new("sync-empty");
+    let req = request(&s, &[("k-1", "dlg-k-1", BTreeMap::new())], 1024);
+    let (reply, _) = sync(&s, &req);
+    assert!(!reply.tmux_server_running);
+    assert_eq!(reply.tasks, [TaskReport { task_key: "k-1".into(), ..Default::default() }]);
+    // No tasks at all is a valid (if pointless) sync.
+    let (reply, _) = sync(&s, &request(&s, &[], 1024));
+    assert!(reply.tasks.is_empty());
+}
+
+#[test]
+fn binary_bytes_keep_the_framing_and_empty_files_send_nothing() {
+    let s = Scratch::new("sync-binary");
+    let dir = s.task_dir("k-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).chain(*b"\nEND\nT k-9 1 1\n").collect();
+    std::fs::write(dir.join("stream.jsonl"), &binary).unwrap();
+    std::fs::write(dir.join("events.jsonl"), b"").unwrap();
+    let (reply, _) = sync(&s, &request(&s, &[("k-1", "dlg-k-1", BTreeMap::new())], 1 << 20));
+    assert_eq!(reply.tasks[0].deltas.len(), 1, "an empty file has no delta");
+    assert_eq!(reply.tasks[0].deltas[0].bytes, binary);
+}
+
+#[test]
+fn a_file_that_comes_up_short_while_read_is_padded_and_noted() {
+    let s = Scratch::new("sync-short");
+    let dir = s.task_dir("k-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("stream.jsonl"), "0123456789".repeat(10)).unwrap();
+    std::fs::write(dir.join("state"), "started\n").unwrap();
+    // A dd that stops after 10 bytes (the last count= wins), as if the file had shrunk
+    // between the size check and the read.
+    let shims = Shims::new(&s);
+    let real = Command::new("bash").args(["-c", "command -v dd"]).output().unwrap();
+    let real = String::from_utf8(real.stdout).unwrap();
+    std::fs::write(shims.dir.join("dd"), format!("#!/bin/bash\nexec {} \"$@\" count=10\n", real.trim())).unwrap();
+    let script = render_sync(&request(&s, &[("k-1", "dlg-k-1", BTreeMap::new())], 1 << 20)).unwrap();
+    let (out, _) = shims.run(&s, &script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nS k-1 stream.jsonl 10\n"), "{text}");
+    let reply = parse_sync(&out.stdout).unwrap();
+    let d = &reply.tasks[0].deltas;
+    assert_eq!((d[0].file.as_str(), d[0].bytes.as_slice()), ("state", &b"started\n"[..]));
+    assert_eq!((d[1].file.as_str(), d[1].size, d[1].bytes.as_slice()), ("stream.jsonl", 100, &b"0123456789"[..]));
+}
+
+/// A directory of counting stand-ins for every program the sync script may start: each
+/// appends its name to `log` and execs the real one. With PATH set to this directory
+/// alone, a program we did not list fails loudly instead of going uncounted.
+struct Shims {
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Shims {
+    fn new(s: &Scratch) -> Shims {
+        let dir = s.dir.join("shims");
+        std::fs::create_dir_all(&dir).unwrap();
+        for tool in ["base64", "tmux", "find", "dd", "head", "cat"] {
+            let real = Command::new("bash").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+            let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+            assert!(!real.is_empty(), "{tool} is not installed");
+            let path = dir.join(tool);
+            std::fs::write(&path, format!("#!/bin/bash\nprintf '%s\\n' {tool} >>\"$SHIM_LOG\"\nexec {real} \"$@\"\n"))
+                .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Shims { log: s.dir.join("shim.log"), dir }
+    }
+    /// Runs a script with the shims as PATH; returns its output and the programs started.
+    fn run(&self, s: &Scratch, script: &[u8]) -> (std::process::Output, Vec<String>) {
+        let _ = std::fs::remove_file(&self.log);
+        let out = s.run_with(script, &[("PATH", self.dir.as_os_str()), ("SHIM_LOG", self.log.as_os_str())]);
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        (out, log.lines().map(String::from).collect())
+    }
+}
+
+#[test]
+fn a_sync_script_cut_at_any_line_runs_nothing() {
+    let s = Scratch::new("sync-cut");
+    let shims = Shims::new(&s);
+    std::fs::create_dir_all(s.task_dir("k-1")).unwrap();
+    std::fs::write(s.task_dir("k-1").join("state"), "started\n").unwrap();
+    let script = render_sync(&request(&s, &[("k-1", "dlg-k-1", BTreeMap::new())], 1024)).unwrap();
+    let mut cuts: Vec<usize> = script.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
+    let last_line = script[..script.len() - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    cuts.extend(last_line..script.len());
+    cuts.retain(|&k| k < script.len() - 1);
+    cuts.sort_unstable();
+    cuts.dedup();
+    for k in cuts {
+        let (out, ran) = shims.run(&s, &script[..k]);
+        assert!(ran.is_empty(), "a script cut at byte {k} of {} started {ran:?}", script.len());
+        assert!(out.stdout.is_empty(), "a script cut at byte {k} printed {:?}", String::from_utf8_lossy(&out.stdout));
+        assert!(parse_sync(&out.stdout).is_err());
+    }
+    // The whole script does run under the shims: the check above is not vacuous.
+    let (out, ran) = shims.run(&s, &script);
+    assert!(parse_sync(&out.stdout).is_ok(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!ran.is_empty());
+}
+
+/// `n` task directories as a busy host has them, with their synced files.
+fn fake_tasks(s: &Scratch, n: usize) -> Vec<(String, String, BTreeMap<String, u64>)> {
+    (0..n)
+        .map(|i| {
+            let key = format!("k-{i}");
+            let dir = s.task_dir(&key);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut offsets = BTreeMap::new();
+            for f in SYNCED_FILES {
+                let body = format!("{f} of task {i}\n");
+                std::fs::write(dir.join(f), &body).unwrap();
+                offsets.insert(f.to_string(), body.len() as u64);
+            }
+            (key.clone(), format!("dlg-{key}"), offsets)
+        })
+        .collect()
+}
+
+fn as_refs(t: &[(String, String, BTreeMap<String, u64>)]) -> Vec<(&str, &str, BTreeMap<String, u64>)> {
+    t.iter().map(|(k, s, o)| (k.as_str(), s.as_str(), o.clone())).collect()
+}
+
+/// Counts process creations (fork, vfork, clone) of a whole run with strace, if strace
+/// runs here (it needs ptrace, which containers may forbid). This also counts subshells,
+/// which the shims cannot see.
+fn forks_under_strace(s: &Scratch, script: &[u8]) -> Option<usize> {
+    let probe = Command::new("strace").args(["-qq", "-f", "-o", "/dev/null", "true"]).output().ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    let log = s.dir.join("strace.log");
+    // From a file: bash reads a pipe one byte per syscall, each a ptrace stop under strace.
+    let input = s.dir.join("script.sh");
+    std::fs::write(&input, script).ok()?;
+    let status = Command::new("strace")
+        .args(["-qq", "-f", "-e", "trace=fork,vfork,clone,clone3", "-o"])
+        .arg(&log)
+        .args(["bash", "-s"])
+        .env("TMUX_TMPDIR", s.dir.join("tmux"))
+        .env("HOME", &s.dir)
+        .stdin(std::fs::File::open(&input).ok()?)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&log).ok()?;
+
+    Some(text.lines().filter(|l| !l.contains("resumed>") && !l.contains("+++") && !l.contains("---")).count())
+}
+
+#[test]
+fn the_sync_script_starts_the_same_programs_for_10_or_200_tasks() {
+    let s = Scratch::new("sync-scale");
+    let shims = Shims::new(&s);
+    // A live tmux server, as on a real brother, so `tmux list-sessions` does real work.
+    assert!(s.tmux(&["-f", "/dev/null", "new-session", "-d", "-s", "dlg-k-0", "sleep 60"]).status.success());
+    let tasks = fake_tasks(&s, 200);
+    let small = render_sync(&request(&s, &as_refs(&tasks[..10]), 1 << 20)).unwrap();
+    let large = render_sync(&request(&s, &as_refs(&tasks), 1 << 20)).unwrap();
+
+    // Nothing new anywhere: the same handful of programs whatever the task count.
+    let t0 = Instant::now();
+    let (out10, ran10) = shims.run(&s, &small);
+    let took10 = t0.elapsed();
+    let t0 = Instant::now();
+    let (out200, ran200) = shims.run(&s, &large);
+    let took200 = t0.elapsed();
+    let r200 = parse_sync(&out200.stdout).unwrap();
+    assert_eq!(parse_sync(&out10.stdout).unwrap().tasks.len(), 10);
+    assert_eq!(r200.tasks.len(), 200);
+    assert!(r200.tasks.iter().all(|t| t.dir_exists && t.deltas.is_empty()));
+    assert!(r200.tasks[0].session_alive && !r200.tasks[1].session_alive);
+    assert_eq!(ran10, ran200, "programs started for 10 tasks vs 200");
+    assert!(ran200.len() <= 3, "{ran200:?}");
+    eprintln!("sync of 10 tasks: {took10:?}; of 200 tasks: {took200:?}; programs: {ran200:?}");
+
+    // strace also sees subshells: with nothing new, 200 tasks cost no more forks than 10.
+    match (forks_under_strace(&s, &small), forks_under_strace(&s, &large)) {
+        (Some(f10), Some(f200)) => {
+            eprintln!("forks under strace: 10 tasks {f10}, 200 tasks {f200}");
+            assert_eq!(f10, f200, "the sync script forks per task");
+        }
+        _ => eprintln!("strace cannot run here: forks checked through the PATH shims only"),
+    }
+
+    // Every task's `state` grew: still no process per task (the runner's small text files
+    // are read by builtins). Every stream grew too: exactly one dd per grown stream.
+    for (key, _, _) in &tasks {
+        let dir = s.task_dir(key);
+        for f in ["state", "stream.jsonl"] {
+            let mut text = std::fs::read_to_string(dir.join(f)).unwrap();
+            text.push_str("more\n");
+            std::fs::write(dir.join(f), text).unwrap();
+        }
+    }
+    let (out, ran) = shims.run(&s, &large);
+    let reply = parse_sync(&out.stdout).unwrap();
+    assert!(reply.tasks.iter().all(|t| t.deltas.len() == 2 && t.deltas.iter().all(|d| d.bytes == b"more\n")));
+    let dd = ran.iter().filter(|p| *p == "dd").count();
+    assert_eq!((dd, ran.len() - dd), (200, ran200.len()), "{ran:?}");
+}

@@ -1,0 +1,353 @@
+//! Sync: bring the mailbox up to date with what brothers wrote in their task directories.
+//!
+//! One SSH exec per host covers all of that host's unfinished tasks, and hosts are synced
+//! concurrently. Each append-only remote file is read from the byte offset the mailbox
+//! stored, and offsets advance only over complete lines, so nothing is read twice and
+//! nothing is missed across restarts. Each host's findings land in one transaction.
+//!
+//! Reconcile is part of the same pass: a task whose tmux session is gone without an exit
+//! record is `lost`; a `launch_unknown` task is resolved from its remote directory.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::delegate::Delegate;
+use crate::error::{Error, Result};
+use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
+use crate::ssh::{Exit, Session, SshTarget};
+use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
+use crate::sync_protocol::{SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_sync};
+use crate::task::TaskStatus;
+
+/// How long a sync exec may take on the brother.
+const SYNC_LIMIT: Duration = Duration::from_secs(60);
+/// Cap per file per sync, so one chatty agent cannot balloon a sync; the rest comes next time.
+const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
+/// How much of the agent's stderr is kept (for failure reasons).
+const STDERR_HEAD: usize = 4096;
+/// A launch younger than this may still be in progress in another process; leave it alone.
+const LAUNCH_GRACE: Duration = Duration::from_secs(180);
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncSummary {
+    pub hosts: Vec<HostSync>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostSync {
+    pub host: String,
+    pub tasks: usize,
+    /// SSH execs this host cost (one, or zero when it could not be reached).
+    pub execs: u32,
+    /// Tasks whose status changed, with the new status.
+    pub changed: Vec<(i64, TaskStatus)>,
+    /// Tasks skipped because another process moved them first (read again next time).
+    pub conflicts: Vec<i64>,
+    pub error: Option<String>,
+}
+
+impl SyncSummary {
+    pub fn errors(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.hosts.iter().filter_map(|h| h.error.as_deref().map(|e| (h.host.as_str(), e)))
+    }
+}
+
+pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
+    let now = std::time::SystemTime::now();
+    let runs: Vec<InFlight> = d
+        .store()
+        .in_flight()?
+        .into_iter()
+        .filter(|r| only.is_none_or(|ids| ids.contains(&r.task_id)))
+        .filter(|r| r.status != TaskStatus::Launching || older_than(&r.updated_at, now, LAUNCH_GRACE))
+        .collect();
+    let mut by_host: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
+    for r in runs {
+        by_host.entry(r.host.clone()).or_default().push(r);
+    }
+    let mut summary = SyncSummary::default();
+    let mut jobs = JoinSet::new();
+    let mut waiting: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
+    for (host, runs) in by_host {
+        let prepared = d.resolve_target(&host).and_then(|target| {
+            let root = d
+                .inventory()
+                .host(&host)?
+                .remote_root
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+            let req = SyncRequest {
+                remote_root: root,
+                tasks: runs
+                    .iter()
+                    .map(|r| SyncTaskRequest {
+                        task_key: task_key(d.store().mailbox_id(), r.task_id),
+                        session: r.session.clone(),
+                        offsets: r.offsets.clone(),
+                        want_launch_json: matches!(r.status, TaskStatus::LaunchUnknown | TaskStatus::Launching),
+                    })
+                    .collect(),
+                max_bytes_per_file: MAX_BYTES_PER_FILE,
+            };
+            Ok((target, render_sync(&req)?))
+        });
+        match prepared {
+            Ok((target, script)) => {
+                jobs.spawn(async move {
+                    let r = fetch(&target, &script).await;
+                    (host, r)
+                });
+                waiting.insert(runs[0].host.clone(), runs);
+            }
+            Err(e) => summary.hosts.push(HostSync {
+                host,
+                tasks: runs.len(),
+                execs: 0,
+                changed: vec![],
+                conflicts: vec![],
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    while let Some(joined) = jobs.join_next().await {
+        let (host, reply) = joined.expect("sync tasks do not panic");
+        let runs = waiting.remove(&host).unwrap_or_default();
+        let mut hs = HostSync {
+            host: host.clone(),
+            tasks: runs.len(),
+            execs: 1,
+            changed: vec![],
+            conflicts: vec![],
+            error: None,
+        };
+        match reply {
+            Err(e) => hs.error = Some(e.to_string()),
+            Ok(reply) => {
+                let mailbox = d.store().mailbox_id().to_string();
+                let batch: Vec<Ingest> = runs
+                    .iter()
+                    .filter_map(|r| {
+                        let key = task_key(&mailbox, r.task_id);
+                        reply.tasks.iter().find(|t| t.task_key == key).map(|t| plan(r, t, &reply, now))
+                    })
+                    .collect();
+                for (task, applied) in d.store_mut().apply_sync(&batch)? {
+                    match applied {
+                        Applied::Done { new_status: Some(s) } => hs.changed.push((task, s)),
+                        Applied::Done { new_status: None } => {}
+                        Applied::Conflict => hs.conflicts.push(task),
+                    }
+                }
+            }
+        }
+        summary.hosts.push(hs);
+    }
+    summary.hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    Ok(summary)
+}
+
+pub(crate) fn task_key(mailbox_id: &str, task_id: i64) -> String {
+    format!("{mailbox_id}-{task_id}")
+}
+
+fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool {
+    humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
+}
+
+async fn fetch(target: &SshTarget, script: &[u8]) -> Result<SyncReply> {
+    let session = Session::connect(target).await?;
+    let out = session.exec("bash -s", script, SYNC_LIMIT).await;
+    session.close().await;
+    let out = out?;
+    if out.exit != Exit::Code(0) {
+        let why = out.broken.clone().unwrap_or_else(|| format!("exit {:?}", out.exit));
+        return Err(Error::SyncFailed {
+            host: target.host.clone(),
+            why: format!("{why}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: target.host.clone(), why })
+}
+
+/// Complete lines of `bytes` and how many bytes they span.
+fn complete_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let Some(last_nl) = bytes.iter().rposition(|b| *b == b'\n') else { return (vec![], 0) };
+    let lines = bytes[..last_nl].split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    (lines, last_nl + 1)
+}
+
+/// Decides what one task report means for one run: pure, so it is tested without SSH.
+pub(crate) fn plan(run: &InFlight, report: &TaskReport, reply: &SyncReply, now: std::time::SystemTime) -> Ingest {
+    let kind = StreamKind::for_agent(&run.agent);
+    let mut facts: StreamFacts = serde_json::from_str(&run.facts).unwrap_or_default();
+    let facts_before = facts.clone();
+    let mut ing = Ingest {
+        task_id: run.task_id,
+        run_no: run.run_no,
+        expected_version: run.version,
+        offsets: BTreeMap::new(),
+        ..Default::default()
+    };
+    let mut stderr_head = run.stderr_head.clone();
+    let mut state_lines: Vec<String> = Vec::new();
+    let mut exit: Option<ExitRecord> = None;
+    let mut status_report: Option<String> = None;
+
+    for delta in &report.deltas {
+        let stored = run.offsets.get(&delta.file).copied().unwrap_or(0);
+        if delta.offset != stored {
+            continue; // not what we asked for; ask again next time
+        }
+        let consumed = match delta.file.as_str() {
+            "stream.jsonl" => facts.feed(kind, &delta.bytes),
+            "state" => {
+                let (lines, used) = complete_lines(&delta.bytes);
+                state_lines.extend(lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()));
+                used
+            }
+            "exit" => {
+                let (lines, used) = complete_lines(&delta.bytes);
+                exit = lines.first().and_then(|l| ExitRecord::parse(&String::from_utf8_lossy(l)));
+                if exit.is_some() { used } else { 0 }
+            }
+            "events.jsonl" => {
+                let (lines, used) = complete_lines(&delta.bytes);
+                for l in lines {
+                    if let Some(e) = parse_event(l) {
+                        ing.last_event = Some(if e.summary.is_empty() {
+                            e.kind.clone()
+                        } else {
+                            format!("{}: {}", e.kind, e.summary)
+                        });
+                        ing.events.push(e);
+                    }
+                }
+                used
+            }
+            "outbox.jsonl" => {
+                let (lines, used) = complete_lines(&delta.bytes);
+                for l in lines {
+                    if let Some(m) = parse_message(l) {
+                        if m.kind == "status" {
+                            status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
+                        }
+                        ing.messages.push(m);
+                    }
+                }
+                used
+            }
+            "stderr.log" => {
+                if stderr_head.len() < STDERR_HEAD {
+                    let room = STDERR_HEAD - stderr_head.len();
+                    let take = &delta.bytes[..delta.bytes.len().min(room)];
+                    stderr_head.push_str(&String::from_utf8_lossy(take));
+                    ing.stderr_head = Some(stderr_head.clone());
+                }
+                // Only the head is kept: skip the rest of the file for good.
+                (delta.size - delta.offset) as usize
+            }
+            _ => 0,
+        };
+        ing.offsets.insert(delta.file.clone(), stored + consumed as u64);
+    }
+    if facts != facts_before {
+        ing.facts = Some(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into()));
+        ing.turns = (facts.turns > 0).then_some(facts.turns);
+        ing.cost_usd = facts.cost_usd;
+        if ing.last_event.is_none() {
+            ing.last_event = facts.last_activity.clone();
+        }
+    }
+
+    let started =
+        state_lines.iter().any(|l| l.starts_with("started ")) || run.offsets.get("state").is_some_and(|o| *o > 0);
+    let to = |s: TaskStatus, why: Option<String>| (s != run.status).then_some((s, why));
+    ing.transition = if let Some(exit) = exit {
+        let outcome = classify(kind, &facts, &exit, &stderr_head);
+        ing.end = Some(RunEnd {
+            exit_code: exit.code as i64,
+            reason: exit.reason.map(|r| r.as_str().to_string()),
+            at: exit.at.clone(),
+            outcome: serde_json::to_value(&outcome).unwrap_or_default(),
+        });
+        if exit.reason == Some(crate::outcome::ExitReason::Hangup) {
+            // Neither the agent nor delegate ended it: its tmux session or server was killed.
+            to(TaskStatus::Lost, Some("the tmux session was killed under the agent (hangup); it did not finish".into()))
+        } else {
+            let status: TaskStatus = outcome.status().parse().unwrap_or(TaskStatus::Failed);
+            to(status, outcome.reason())
+        }
+    } else if !report.dir_exists {
+        match run.status {
+            TaskStatus::LaunchUnknown | TaskStatus::Launching if older_than(&run.updated_at, now, LAUNCH_GRACE) => to(
+                TaskStatus::Failed,
+                Some("not started: the launch never reached the brother (no task directory)".into()),
+            ),
+            TaskStatus::Launched | TaskStatus::Running | TaskStatus::NeedsInput => {
+                to(TaskStatus::Lost, Some("the task directory is gone from the brother".into()))
+            }
+            _ => None,
+        }
+    } else if matches!(run.status, TaskStatus::LaunchUnknown | TaskStatus::Launching)
+        && report
+            .launch_json
+            .as_ref()
+            .is_some_and(|j| !String::from_utf8_lossy(j).contains(&format!("\"nonce\":\"{}\"", run.nonce)))
+    {
+        to(TaskStatus::Failed, Some("the task directory on the brother belongs to another launch".into()))
+    } else if report.session_alive {
+        let waiting = status_report.as_deref() == Some("needs_input") || (facts.needs_input && status_report.is_none());
+        if waiting {
+            to(TaskStatus::NeedsInput, Some("the agent is waiting for input".into()))
+        } else if started || run.status != TaskStatus::Launched {
+            to(TaskStatus::Running, None)
+        } else {
+            None
+        }
+    } else if reply.tmux_server_running || started || report.launch_json.is_some() {
+        // The runner writes its exit record before its session ends, and the sync lists
+        // sessions before it reads files: no session and no exit record means the runner
+        // died with its tmux server (killed, or the host rebooted).
+        match run.status {
+            TaskStatus::Launching | TaskStatus::LaunchUnknown if !older_than(&run.updated_at, now, LAUNCH_GRACE) => {
+                None
+            }
+            _ => to(TaskStatus::Lost, Some("the tmux session is gone and the runner left no exit record".into())),
+        }
+    } else {
+        to(TaskStatus::Lost, Some("no tmux server on the brother and no exit record".into()))
+    };
+    ing
+}
+
+fn parse_event(line: &[u8]) -> Option<NewEvent> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let kind = v["event"].as_str()?.chars().take(64).collect();
+    let tool = v["tool"].as_str().unwrap_or("");
+    let summary = v["summary"].as_str().unwrap_or("");
+    let summary = match (tool.is_empty(), summary.is_empty()) {
+        (true, _) => summary.to_string(),
+        (false, true) => tool.to_string(),
+        (false, false) => format!("{tool} {summary}"),
+    };
+    Some(NewEvent {
+        at: v["at"].as_str().unwrap_or("").to_string(),
+        kind,
+        summary: summary.chars().take(300).collect(),
+        data: None,
+    })
+}
+
+fn parse_message(line: &[u8]) -> Option<NewMessage> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    Some(NewMessage {
+        seq: v["seq"].as_i64()?,
+        kind: v["kind"].as_str().unwrap_or("progress").chars().take(32).collect(),
+        text: v["text"].as_str().unwrap_or("").to_string(),
+        at: v["at"].as_str().unwrap_or("").to_string(),
+    })
+}

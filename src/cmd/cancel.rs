@@ -1,0 +1,20 @@
+//! `delegate cancel N`: stop the agent and record `cancelled`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{block_on, open};
+use crate::cli::CancelArgs;
+
+pub fn run(config: Option<&Path>, args: CancelArgs) -> Result<()> {
+    let mut d = open(config)?;
+    let task = block_on(d.cancel(args.id))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&task)?);
+    } else {
+        let why = task.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        println!("task {} {}{why}", task.id, task.status);
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `delegate wait N... [--timeout D]`: block until the tasks finish; the exit code says
+//! whether all completed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::{block_on, open};
+use crate::cli::WaitArgs;
+use crate::exit;
+
+pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
+    let mut d = open(config)?;
+    let timeout = match &args.timeout {
+        Some(t) => Some(
+            humantime::parse_duration(t)
+                .or_else(|_| t.parse::<u64>().map(Duration::from_secs))
+                .map_err(|_| anyhow::anyhow!("--timeout {t:?}: give a duration such as 90s, 10m or 2h"))?,
+        ),
+        None => None,
+    };
+    if args.ids.is_empty() {
+        bail!("give at least one task number");
+    }
+    let result = block_on(d.wait(&args.ids, timeout, Duration::from_millis(args.interval_ms.max(200))))?;
+    for (host, e) in &result.sync_errors {
+        eprintln!("delegate: warning: could not sync {host}: {e}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        for t in &result.tasks {
+            let why = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let turns = t.turns.map(|n| format!(", {n} turns")).unwrap_or_default();
+            let code = t.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
+            println!("task {} {}{why}{turns}{code}", t.id, t.status);
+        }
+        if !result.pending.is_empty() {
+            println!("still running after the timeout: {:?}", result.pending);
+        }
+    }
+    Ok(if !result.pending.is_empty() {
+        exit::WAIT_TIMEOUT
+    } else if result.all_completed() {
+        exit::OK
+    } else {
+        exit::NOT_ALL_COMPLETED
+    })
+}

@@ -1,0 +1,300 @@
+//! After the launch: the brother reports back. Each terminal state, messages, hook events,
+//! wait and monitor, offsets that survive restarts, and one SSH exec per host per sync.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use delegate_testkit::FakeHost;
+use serde_json::Value;
+
+use crate::support::Env;
+
+/// Replaces the fake agent `name` on the host with a script of our own (run as the remote
+/// user; the testkit's bin dir comes first on the host's PATH).
+fn install_agent(host: &FakeHost, name: &str, script: &str) {
+    let path = host.dir().join("bin").join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn launch(env: &Env, args: &[&str]) -> i64 {
+    let task = env.run(args).ok().json();
+    task["id"].as_i64().unwrap()
+}
+
+/// `delegate wait` with a deadline; returns the task JSON.
+fn wait_for(env: &Env, id: i64) -> Value {
+    let run = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--interval-ms", "200", "--json"]);
+    assert!(matches!(run.code(), 0 | 7), "wait failed:\n{run}");
+    run.json()["tasks"][0].clone()
+}
+
+#[test]
+fn self_test_completes_with_its_messages_and_outcome() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "review the training config", "--json"]);
+    let task = wait_for(&env, id);
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["exit_code"], 0);
+    assert_eq!(task["runs"][0]["outcome"]["outcome"], "completed", "{task}");
+    // The self-test agent reports receipt, progress and completion through the helper.
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let kinds: Vec<&str> = show["messages"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["receipt", "progress", "done"], "{show}");
+    let mail = env.run(&["mailbox", "--unread", "--json"]).ok().json();
+    assert_eq!(mail.as_array().unwrap().len(), 3, "{mail}");
+    // Shown once, then read.
+    assert_eq!(env.run(&["mailbox", "--unread", "--json"]).ok().json(), serde_json::json!([]));
+}
+
+#[test]
+fn a_failing_agent_ends_failed_with_its_reason_and_wait_says_so() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "break\n@self-test fail 3", "--json"]);
+    let run = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--interval-ms", "200"]).fails_with(7);
+    assert!(run.stdout().contains("failed") && run.stdout().contains("self-test failure requested"), "{run}");
+    let t = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!((t["status"].as_str(), t["exit_code"].as_i64()), (Some("failed"), Some(3)), "{t}");
+}
+
+#[test]
+fn the_agents_own_turn_limit_ends_in_turn_limit() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "loop\n@self-test turns", "--max-turns", "3", "--json"]);
+    let t = wait_for(&env, id);
+    assert_eq!(t["status"], "turn_limit", "{t}");
+    assert_eq!(t["turns"], 3, "{t}");
+}
+
+#[test]
+fn the_wall_clock_limit_ends_in_timed_out() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--timeout", "2s", "--max-turns", "100", "--json"]);
+    let t = wait_for(&env, id);
+    assert_eq!(t["status"], "timed_out", "{t}");
+}
+
+#[test]
+fn cancel_stops_the_agent_and_records_cancelled() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let session =
+        env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json()["session"].as_str().unwrap().to_string();
+    let run = env.run(&["cancel", &id.to_string(), "--json"]).ok();
+    assert_eq!(run.json()["status"], "cancelled", "{run}");
+    // The agent is really gone: its session ended.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {
+        assert!(Instant::now() < deadline, "session {session} still alive after cancel");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Cancelling a finished task is a clear error.
+    let again = env.run(&["cancel", &id.to_string()]).fails_with(9);
+    assert!(again.stderr().contains("already cancelled"), "{again}");
+}
+
+#[test]
+fn a_killed_tmux_server_leaves_the_task_lost_not_running() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let synced = env.run(&["sync", "--json"]).ok().json();
+    assert_eq!(synced["hosts"][0]["changed"][0][1], "running", "{synced}");
+    assert!(host.tmux(&["kill-server"]).status.success());
+    // Whether the sync lands while the hung-up runner is still stopping the agent (no exit
+    // record yet) or after it recorded the hangup, the task is lost, never running.
+    let t = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(t["status"], "lost", "{t}");
+    let why = t["reason"].as_str().unwrap();
+    assert!(why.contains("hangup") || why.contains("no exit record"), "{t}");
+    let later = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(later["status"], "lost", "a lost task stays lost: {later}");
+}
+
+#[test]
+fn a_runner_killed_outright_leaves_the_task_lost() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    env.run(&["sync"]).ok();
+    // Like a reboot: the runner, the agent's group and the tmux server die at once, with no
+    // chance to write anything.
+    let dir = crate::support::remote_dir(&env, id);
+    let pgid = std::fs::read_to_string(dir.join("agent.pgid")).unwrap().trim().parse::<i32>().unwrap();
+    let panes = host.tmux(&["list-panes", "-a", "-F", "#{pane_pid} #{pid}"]);
+    let line = String::from_utf8_lossy(&panes.stdout).lines().next().unwrap().to_string();
+    let pids: Vec<i32> = line.split(' ').map(|p| p.parse().unwrap()).collect();
+    unsafe {
+        libc::kill(pids[0], libc::SIGKILL);
+        libc::kill(-pgid, libc::SIGKILL);
+        libc::kill(pids[1], libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(t["status"], "lost", "{t}");
+    assert!(t["reason"].as_str().unwrap().contains("no exit record"), "{t}");
+}
+
+#[test]
+fn exit_zero_with_is_error_is_a_failure_with_the_agents_reason() {
+    let host = FakeHost::start();
+    // What the real Claude Code prints when not logged in (recorded from 2.1.329), exit 0.
+    install_agent(
+        &host,
+        "claude",
+        r#"#!/bin/bash
+cat >/dev/null
+echo '{"type":"system","subtype":"init","session_id":"5c4f0f8e-1111-4a1a-9c1c-000000000001","claude_code_version":"2.1.329","permissionMode":"dontAsk","tools":["Glob","Grep","Read"]}'
+echo '{"type":"assistant","message":{"content":[{"type":"text","text":"Not logged in · Please run /login"}]},"error":"authentication_failed"}'
+echo '{"type":"result","subtype":"success","is_error":true,"num_turns":1,"result":"Not logged in · Please run /login","session_id":"5c4f0f8e-1111-4a1a-9c1c-000000000001","total_cost_usd":0}'
+exit 0
+"#,
+    );
+    let env = Env::with_brother(&host, "claude", "read");
+    let id = launch(&env, &["oppy", "anything", "--json"]);
+    let t = wait_for(&env, id);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["exit_code"], 0);
+    assert!(t["reason"].as_str().unwrap().starts_with("Not logged in"), "{t}");
+}
+
+#[test]
+fn claude_hook_events_arrive_without_secrets() {
+    let host = FakeHost::start();
+    // A stand-in for Claude that runs the per-task hook from its settings file the way
+    // Claude Code does, then ends successfully.
+    install_agent(
+        &host,
+        "claude",
+        r#"#!/bin/bash
+cat >/dev/null
+settings=
+while [ $# -gt 0 ]; do [ "$1" = --settings ] && settings=$2; shift; done
+grep -q PostToolUse "$settings" || exit 90
+hook="$DELEGATE_TASK_DIR/hook"
+printf '%s' '{"hook_event_name":"SessionStart","source":"startup","session_id":"s"}' | bash "$hook" SessionStart
+printf '%s' '{"hook_event_name":"PostToolUse","tool_name":"Bash","tool_input":{"command":"export TOKEN=sekrit-123 && cargo test"},"tool_response":{"stdout":"sekrit-123"}}' | bash "$hook" PostToolUse
+printf '%s' '{"hook_event_name":"PostToolUse","tool_name":"Edit","tool_input":{"file_path":"src/lib.rs","old_string":"sekrit-123"}}' | bash "$hook" PostToolUse
+printf '%s' '{"hook_event_name":"Stop","stop_hook_active":false,"last_assistant_message":"sekrit-123"}' | bash "$hook" Stop
+echo '{"type":"system","subtype":"init","session_id":"s","claude_code_version":"2.1.329"}'
+echo '{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"done","session_id":"s","total_cost_usd":0.01}'
+"#,
+    );
+    let env = Env::with_brother(&host, "claude", "read");
+    let id = launch(&env, &["oppy", "anything", "--json"]);
+    let t = wait_for(&env, id);
+    assert_eq!(t["status"], "completed", "{t}");
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok();
+    let events: Vec<(String, String)> = show.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["summary"].as_str().unwrap().to_string()))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["SessionStart", "PostToolUse", "PostToolUse", "Stop"], "{events:?}");
+    assert!(events[1].1.contains("Bash") && events[2].1.contains("src/lib.rs"), "{events:?}");
+    assert!(!show.stdout().contains("sekrit"), "a secret reached the mailbox: {show}");
+}
+
+#[test]
+fn one_sync_of_many_tasks_costs_one_ssh_exec_and_offsets_survive_restarts() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let ids: Vec<i64> =
+        (0..8).map(|i| launch(&env, &["oppy", &format!("task {i}\n@self-test sleep 60"), "--json"])).collect();
+    let logins = || host.sshd_log().matches("Accepted publickey").count();
+    let before = logins();
+    let synced = env.run(&["sync", "--json"]).ok().json();
+    assert_eq!(synced["hosts"].as_array().unwrap().len(), 1, "{synced}");
+    assert_eq!(synced["hosts"][0]["tasks"], 8);
+    assert_eq!(synced["hosts"][0]["execs"], 1);
+    assert_eq!(logins() - before, 1, "one sync of 8 tasks must be one SSH connection");
+
+    // Messages so far (the receipt of each task) land once, however often we sync, across
+    // separate CLI processes.
+    for _ in 0..3 {
+        env.run(&["sync"]).ok();
+    }
+    let mail = env.run(&["mailbox", "--json", "--no-sync"]).ok().json();
+    let receipts = mail.as_array().unwrap().iter().filter(|m| m["kind"] == "receipt").count();
+    assert_eq!(receipts, ids.len(), "{mail}");
+    for id in &ids {
+        env.run(&["cancel", &id.to_string()]).ok();
+    }
+}
+
+#[test]
+fn monitor_prints_one_json_line_per_change() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "short", "--json"]);
+    // Let it finish, then read the whole feed from the start.
+    wait_for(&env, id);
+    let run = env.run(&["monitor", "--format", "json", "--from-start", "--count", "1", "--no-sync"]).ok();
+    let lines: Vec<Value> = run.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let states: Vec<&str> = lines.iter().filter(|l| l["type"] == "state").map(|l| l["to"].as_str().unwrap()).collect();
+    assert_eq!(states.first(), Some(&"launching"), "{lines:?}");
+    assert_eq!(states.last(), Some(&"completed"), "{lines:?}");
+    assert!(lines.iter().any(|l| l["type"] == "message" && l["kind"] == "done"), "{lines:?}");
+}
+
+#[test]
+fn wait_times_out_with_its_own_exit_code() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let run = env.run(&["wait", &id.to_string(), "--timeout", "1s", "--interval-ms", "200"]).fails_with(8);
+    assert!(run.stdout().contains("still running"), "{run}");
+    env.run(&["cancel", &id.to_string()]).ok();
+}
+
+#[test]
+fn logs_show_the_agents_output_and_attach_targets_the_exact_session() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "say something", "--json"]);
+    wait_for(&env, id);
+    let logs = env.run(&["logs", &id.to_string()]).ok();
+    assert!(logs.stdout().contains("received a prompt of") && logs.stdout().contains("[result success]"), "{logs}");
+    let raw = env.run(&["logs", &id.to_string(), "--raw"]).ok();
+    assert!(raw.stdout().lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{raw}");
+    let attach = env.run(&["attach", &id.to_string(), "--print"]).ok();
+    let session = env.run(&["show", &id.to_string(), "--json"]).ok().json()["session"].as_str().unwrap().to_string();
+    assert!(attach.stdout().starts_with("ssh -t -p "), "{attach}");
+    assert!(
+        attach.stdout().trim_end().ends_with(&format!("tmux -L delegate attach-session -t ={session}")),
+        "{attach}"
+    );
+}
+
+#[test]
+fn update_sets_a_status_by_hand_with_author_and_output() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let t = env
+        .run(&[
+            "update",
+            &id.to_string(),
+            "--status",
+            "needs_input",
+            "--output",
+            "which branch?",
+            "--as",
+            "lead-7",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(t["status"], "needs_input");
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    let note = show["messages"].as_array().unwrap().iter().find(|m| m["direction"] == "note").unwrap().clone();
+    assert_eq!((note["author"].as_str(), note["text"].as_str()), (Some("lead-7"), Some("which branch?")));
+    env.run(&["cancel", &id.to_string()]).ok();
+}
