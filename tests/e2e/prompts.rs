@@ -44,18 +44,21 @@ fn record_for(host: &FakeHost, dir: &Path) -> AgentRecord {
 }
 
 /// A successful `--json` launch delivered exactly `input`: in the mailbox's hash and size,
-/// in the remote prompt file, and on the agent's stdin.
+/// and, behind delegate's preamble, in the remote prompt file and on the agent's stdin.
 fn assert_delivered(host: &FakeHost, env: &Env, run: Run, input: &[u8]) {
     let task = run.ok().json();
     assert_eq!(task["status"], "launched");
     assert_eq!(task["prompt_bytes"], input.len() as i64);
     assert_eq!(task["prompt_sha256"], sha256_hex(input));
-    let dir = remote_dir(env, task["id"].as_i64().unwrap());
+    let id = task["id"].as_i64().unwrap();
+    let wrapped = delegate_core::launch::wrap_prompt(id, task["brother"].as_str().unwrap(), input);
+    let dir = remote_dir(env, id);
     let remote = std::fs::read(dir.join("prompt")).unwrap();
-    assert!(remote == input, "remote prompt differs: {} bytes vs {} sent", remote.len(), input.len());
+    assert!(remote == wrapped, "remote prompt differs: {} bytes vs {} expected", remote.len(), wrapped.len());
+    assert!(remote.ends_with(input));
     let rec = record_for(host, &dir);
-    assert_eq!(rec.stdin_bytes as usize, input.len());
-    assert_eq!(rec.stdin_sha256, sha256_hex(input));
+    assert_eq!(rec.stdin_bytes as usize, wrapped.len());
+    assert_eq!(rec.stdin_sha256, sha256_hex(&wrapped));
     assert!(!rec.stdin_is_tty);
 }
 
@@ -270,7 +273,8 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
     let task = run.json();
     let dir = remote_dir(&env, task["id"].as_i64().unwrap());
     let rec = record_for(&host, &dir);
-    assert_eq!(rec.stdin_sha256, sha256_hex(&prompt), "the agent did not get the prompt");
+    let wrapped = delegate_core::launch::wrap_prompt(task["id"].as_i64().unwrap(), "oppy", prompt.as_bytes());
+    assert_eq!(rec.stdin_sha256, sha256_hex(&wrapped), "the agent did not get the prompt");
 
     let scan = scan.lock().unwrap();
     assert!(scan.leaks.is_empty(), "prompt leaked:\n{:#?}", scan.leaks);

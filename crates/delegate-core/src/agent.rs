@@ -143,7 +143,9 @@ fn claude(req: &AgentRequest) -> AgentPlan {
             refuse_root = false;
         }
         Sandbox::Write => {
-            argv.extend(["--permission-mode", "acceptEdits"].map(String::from));
+            // The task directory joins the working dirs so the report helper may write its
+            // outbox; one value, as --add-dir is variadic.
+            argv.extend(["--permission-mode", "acceptEdits", "--add-dir", "{task_dir}"].map(String::from));
             requires = CLAUDE_WRITE_TOOLS.map(String::from).into();
             effective = "write: edits accepted, Bash sandboxed by bubblewrap (failIfUnavailable)";
             enforcement = "mixed (OS sandbox for Bash, app rules for Edit/Write)";
@@ -192,6 +194,11 @@ fn codex(req: &AgentRequest) -> AgentPlan {
             .into();
     if let Some(m) = req.model {
         argv.extend(["-m".into(), m.to_string()]);
+    }
+    if req.sandbox == Sandbox::Write {
+        // delegate's own task directory, so the report helper can write the outbox from
+        // inside the sandbox; nothing of the user's is widened.
+        argv.extend(["--add-dir", "{task_dir}"].map(String::from));
     }
     argv.extend(["-o", "{task_dir}/last-message.txt", "-"].map(String::from));
     AgentPlan {

@@ -63,6 +63,25 @@ pub fn clean_subject(s: &str) -> String {
     }
 }
 
+/// What the agent reads: a short preamble telling it its task number and how to report with
+/// the helper in its task directory, then the prompt exactly as given. The mailbox keeps the
+/// prompt itself; the brother gets (and checks the SHA-256 of) this wrapped form.
+pub fn wrap_prompt(task_id: i64, brother: &str, prompt: &[u8]) -> Vec<u8> {
+    let preamble = format!(
+        "[delegate] This is task {task_id} for brother {brother}, handed to you by your lead.\n\
+         Keep the lead informed with the report helper in your task directory:\n\
+         \x20 \"$DELEGATE_TASK_DIR/report\" receipt \"what you understood the task to be\"   (right away)\n\
+         \x20 \"$DELEGATE_TASK_DIR/report\" progress \"what you did, what comes next\"      (at milestones)\n\
+         \x20 \"$DELEGATE_TASK_DIR/report\" question \"what you need decided\"              (when blocked)\n\
+         \x20 \"$DELEGATE_TASK_DIR/report\" done \"the result, in a few lines\"             (at the end)\n\
+         If you cannot run shell commands here, give the same information in your final answer.\n\
+         The task follows.\n\n"
+    );
+    let mut out = preamble.into_bytes();
+    out.extend_from_slice(prompt);
+    out
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -132,6 +151,8 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         timeout_secs: timeout.as_secs(),
     })?;
     let task_key = format!("{}-{}", d.store().mailbox_id(), run.task_id);
+    let wrapped = wrap_prompt(run.task_id, &req.brother, &req.prompt);
+    let wrapped_sha256 = sha256_hex(&wrapped);
     let rendered = runner::render(&LaunchVars {
         task_id: run.task_id,
         task_key: &task_key,
@@ -141,8 +162,8 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         workdir: &workdir,
         sandbox,
         plan: &plan,
-        prompt: &req.prompt,
-        prompt_sha256: &prompt_sha256,
+        prompt: &wrapped,
+        prompt_sha256: &wrapped_sha256,
         timeout_secs: timeout.as_secs(),
         turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
         grace_secs: runner::DEFAULT_GRACE_SECS,
