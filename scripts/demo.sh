@@ -127,13 +127,20 @@ show "$DELEGATE" oppy $'count slowly to five\n@self-test sleep 5' --subject "a l
 say "on the host: the tmux session, on delegate's own socket"
 run_as_host env TMUX_TMPDIR="$demo/host/tmux" tmux -L delegate list-sessions -F '#{session_name} pane_pid=#{pane_pid}'
 
-say "the mailbox: every task (task 1 is the refused attempt) and the evidence of task 2"
+say "status of what is in flight (every state command syncs first: one SSH exec per host)"
+show "$DELEGATE" status
+
+say "wait for both tasks: exit 0 only if all completed"
+show "$DELEGATE" wait 2 3 --timeout 60s
+
+say "the mailbox: what the brother reported with its report helper"
+show "$DELEGATE" mailbox
+
+say "task 2 in full: launch evidence, messages, outcome, history (task 1 is the refused attempt)"
 show "$DELEGATE" list
 show "$DELEGATE" show 2
 
-say "on the host: what task 2's agent wrote"
-task_dir=$("$DELEGATE" show 2 --json | sed -n 's/.*"remote_dir": "\(.*\)",/\1/p' | head -n1)
-show cat "$task_dir/stream.jsonl"
-show cat "$task_dir/state"
+say "what task 3's agent wrote, as read from the brother"
+show "$DELEGATE" logs 3
 
 say "done: sshd and the host's tmux server are stopped and $demo is removed on exit"

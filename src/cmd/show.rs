@@ -84,7 +84,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         }
     }
     if let Some(code) = task.exit_code {
-        let turns = task.turns.map(|n| format!(", {n} turns")).unwrap_or_default();
+        let turns = task.turns.map(|n| format!(", {n} turn{}", if n == 1 { "" } else { "s" })).unwrap_or_default();
         let cost = task.cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
         println!("ended     exit {code}{turns}{cost}");
     }

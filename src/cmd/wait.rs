@@ -32,7 +32,7 @@ pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
     } else {
         for t in &result.tasks {
             let why = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-            let turns = t.turns.map(|n| format!(", {n} turns")).unwrap_or_default();
+            let turns = t.turns.map(|n| format!(", {n} turn{}", if n == 1 { "" } else { "s" })).unwrap_or_default();
             let code = t.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
             println!("task {} {}{why}{turns}{code}", t.id, t.status);
         }
