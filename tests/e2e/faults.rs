@@ -95,4 +95,21 @@ fn a_link_lost_after_the_script_was_sent_is_launch_unknown() {
         thread::sleep(Duration::from_millis(20));
     }
     assert!(found, "the brother never started {session}: {}", host.diagnostics());
+
+    // Reconcile: with the host reachable again (directly, not through the dead proxy), the
+    // next look at the task reads the remote launch.json nonce and the live session and
+    // resolves launch_unknown to running, without starting anything.
+    let direct = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(&format!("port = {}", proxy.port), &format!("port = {}", host.port()));
+    std::fs::write(&env.config, direct).unwrap();
+    std::fs::write(&env.known_hosts, format!("{}\n", host.known_hosts_line())).unwrap();
+    let id = task["id"].as_i64().unwrap().to_string();
+    let shown = env.run(&["show", &id, "--json"]).ok().json();
+    assert_eq!(shown["status"], "running", "{shown}");
+    let history: Vec<&str> = shown["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
+    assert_eq!(history, ["launching", "launch_unknown", "running"], "{shown}");
+    let sessions = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
+    assert_eq!(String::from_utf8_lossy(&sessions.stdout).lines().count(), 1, "one agent, never two");
+    env.run(&["cancel", &id]).ok();
 }

@@ -49,7 +49,10 @@ fn self_test_launch_travels_over_ssh_into_tmux_and_is_recorded() {
     assert!(stream.contains(&sha256_hex(&wrapped)), "{stream}");
     // The agent was told its task number and how to report.
     let given = std::fs::read_to_string(dir.join("prompt")).unwrap();
-    assert!(given.starts_with(&format!("[delegate] This is task {id} ")) && given.contains("report\" receipt"), "{given}");
+    assert!(
+        given.starts_with(&format!("[delegate] This is task {id} ")) && given.contains("report\" receipt"),
+        "{given}"
+    );
 
     // list and show agree with the launch.
     let list = env.run(&["list", "--json"]).ok().json();
