@@ -298,3 +298,44 @@ fn update_sets_a_status_by_hand_with_author_and_output() {
     assert_eq!((note["author"].as_str(), note["text"].as_str()), (Some("lead-7"), Some("which branch?")));
     env.run(&["cancel", &id.to_string()]).ok();
 }
+
+#[test]
+fn status_shows_what_is_in_flight_and_hosts_sync_side_by_side() {
+    let (a, b) = (FakeHost::start(), FakeHost::start());
+    let env = Env::new();
+    env.add_host("ha", &a);
+    env.add_host("hb", &b);
+    env.add_brother("oppy", "ha", &a, "self-test", "read");
+    env.add_brother("jerry", "hb", &b, "self-test", "read");
+    let slow = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let quick = launch(&env, &["jerry", "quick", "--json"]);
+    let synced = env.run(&["sync", "--json"]).ok().json();
+    let hosts: Vec<(&str, i64)> = synced["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap(), h["execs"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(hosts, [("ha", 1), ("hb", 1)], "{synced}");
+    // The quick one completes; wait says so with exit 0.
+    env.run(&["wait", &quick.to_string(), "--timeout", "30s", "--interval-ms", "200"]).ok();
+    let table = env.run(&["status"]).ok().stdout();
+    let row = |id: i64| table.lines().find(|l| l.trim_start().starts_with(&format!("{id} "))).unwrap_or("").to_string();
+    assert!(row(slow).contains("running") && row(slow).contains("oppy"), "{table}");
+    assert!(row(quick).contains("completed"), "{table}");
+    env.run(&["cancel", &slow.to_string()]).ok();
+}
+
+#[test]
+fn logs_follow_prints_until_the_agent_ends() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "count\n@self-test sleep 3", "--json"]);
+    let started = Instant::now();
+    let logs = env.run(&["logs", &id.to_string(), "--follow"]).ok();
+    assert!(started.elapsed() >= Duration::from_secs(1), "follow returned before the agent ended: {logs}");
+    assert!(logs.stdout().contains("turn 3 of 3") && logs.stdout().contains("[result success]"), "{logs}");
+    // Following also let the mailbox learn the ending.
+    let t = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    assert_eq!(t["status"], "completed", "{t}");
+}
