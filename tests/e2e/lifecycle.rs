@@ -339,3 +339,62 @@ fn logs_follow_prints_until_the_agent_ends() {
     let t = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
     assert_eq!(t["status"], "completed", "{t}");
 }
+
+#[test]
+fn a_question_and_needs_input_status_from_the_brother_show_up() {
+    let host = FakeHost::start();
+    install_agent(
+        &host,
+        "claude",
+        r#"#!/bin/bash
+cat >/dev/null
+"$DELEGATE_TASK_DIR/report" receipt "on it"
+"$DELEGATE_TASK_DIR/report" question "which database: \"prod\" or 'staging'?"
+"$DELEGATE_TASK_DIR/report" status needs_input "waiting for the answer"
+echo '{"type":"system","subtype":"init","session_id":"s","claude_code_version":"2.1.329"}'
+sleep 30
+"#,
+    );
+    let env = Env::with_brother(&host, "claude", "read");
+    let id = launch(&env, &["oppy", "migrate", "--json"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let t = loop {
+        let t = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+        if t["status"] == "needs_input" || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(t["status"], "needs_input", "{t}");
+    let mail = env.run(&["mailbox", "--json", "--no-sync"]).ok().json();
+    let texts: Vec<(&str, &str)> =
+        mail.as_array().unwrap().iter().map(|m| (m["kind"].as_str().unwrap(), m["text"].as_str().unwrap())).collect();
+    assert_eq!(texts[0], ("receipt", "on it"), "{mail}");
+    assert_eq!(texts[1], ("question", "which database: \"prod\" or 'staging'?"), "{mail}");
+    env.run(&["cancel", &id.to_string()]).ok();
+}
+
+#[test]
+fn codex_has_no_turn_limit_so_delegate_enforces_it() {
+    let host = FakeHost::start();
+    // Codex-style JSONL: a new turn every 300 ms, forever.
+    install_agent(
+        &host,
+        "codex",
+        r#"#!/bin/bash
+cat >/dev/null
+echo '{"type":"thread.started","thread_id":"0199aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee"}'
+while :; do
+  echo '{"type":"turn.started"}'
+  echo '{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"still going"}}'
+  sleep 0.3
+done
+"#,
+    );
+    let env = Env::with_brother(&host, "codex", "read");
+    let id = launch(&env, &["oppy", "never stop", "--max-turns", "2", "--json"]);
+    let t = wait_for(&env, id);
+    assert_eq!(t["status"], "turn_limit", "{t}");
+    assert_eq!(t["runs"][0]["outcome"]["enforced_by"], "delegate", "{t}");
+    assert_eq!(t["runs"][0]["exit_reason"], "turn_limit", "{t}");
+}
