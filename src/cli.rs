@@ -51,6 +51,8 @@ pub enum Command {
     Mailbox(MailboxArgs),
     /// Set a task's status by hand
     Update(UpdateArgs),
+    /// Follow up on a finished task: a new run that resumes the agent's own session
+    Reopen(ReopenArgs),
     /// Manage hosts in the inventory
     #[command(subcommand)]
     Hosts(HostsCommand),
@@ -327,4 +329,22 @@ pub struct BrotherAddArgs {
     /// Wall-clock limit for its tasks, e.g. 45m or 4h (default 4h)
     #[arg(long)]
     pub timeout: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReopenArgs {
+    /// Task number
+    pub id: i64,
+    /// The follow-up text; `-` reads it from stdin
+    pub prompt: Option<OsString>,
+    #[arg(long, value_name = "PATH", conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
+    /// Paths the follow-up may change (repeatable); the agent is told so
+    #[arg(long, value_name = "PATH")]
+    pub write_scope: Vec<String>,
+    /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
+    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
+    pub author: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }

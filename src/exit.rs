@@ -29,6 +29,10 @@ pub const NOT_ALL_COMPLETED: u8 = 7;
 pub const WAIT_TIMEOUT: u8 = 8;
 /// The task is already finished (cancel of a finished task).
 pub const ALREADY_FINISHED: u8 = 9;
+/// `reopen`: the task still has a run in progress.
+pub const RUN_ACTIVE: u8 = 16;
+/// `reopen`: the task's agent has no session to resume.
+pub const NOT_RESUMABLE: u8 = 17;
 /// The host could not be reached, or did not answer in time.
 pub const UNREACHABLE: u8 = 10;
 /// The host refused every key we offered.
@@ -95,6 +99,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         E::LaunchUnknown { .. } => LAUNCH_UNKNOWN,
         E::TaskNotFound(_) => NOT_FOUND,
         E::AlreadyFinished { .. } => ALREADY_FINISHED,
+        E::RunActive { .. } => RUN_ACTIVE,
+        E::NotResumable { .. } => NOT_RESUMABLE,
         E::SyncFailed { .. } => UNREACHABLE,
         E::Conflict { .. } | E::SchemaTooNew { .. } | E::Store(_) | E::Io { .. } => MAILBOX,
         _ => FAILURE,

@@ -8,6 +8,7 @@ mod list;
 mod logs;
 mod mailbox;
 mod monitor;
+mod reopen;
 mod run;
 mod show;
 mod status;
@@ -42,6 +43,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Cancel(args) => cancel::run(config, args),
         Command::Mailbox(args) => mailbox::run(config, args),
         Command::Update(args) => update::run(config, args),
+        Command::Reopen(args) => reopen::run(config, args),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
     }?;

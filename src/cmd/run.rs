@@ -11,7 +11,7 @@ use super::{block_on, open};
 use crate::cli::RunArgs;
 
 pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
-    let prompt = read_prompt(&args)?;
+    let prompt = read_prompt(args.prompt.as_ref(), args.prompt_file.as_deref())?;
     let timeout = match &args.timeout {
         Some(t) => Some(delegate_core::config::parse_timeout(t).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?),
         None => None,
@@ -47,19 +47,19 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
 }
 
 /// The prompt as bytes, exactly: from the argument, a file, or stdin (`-`).
-fn read_prompt(args: &RunArgs) -> Result<Vec<u8>> {
+pub fn read_prompt(prompt: Option<&std::ffi::OsString>, prompt_file: Option<&Path>) -> Result<Vec<u8>> {
     let from_stdin = || -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).context("reading the prompt from stdin")?;
         Ok(buf)
     };
-    if let Some(path) = &args.prompt_file {
+    if let Some(path) = prompt_file {
         if path.as_os_str() == "-" {
             return from_stdin();
         }
         return std::fs::read(path).with_context(|| format!("reading the prompt file {}", path.display()));
     }
-    match &args.prompt {
+    match prompt {
         Some(p) if p == "-" => from_stdin(),
         Some(p) => Ok(p.clone().into_vec()),
         None => bail!("no prompt: give the task text as an argument, with --prompt-file PATH, or on stdin with '-'"),

@@ -10,5 +10,6 @@ mod launch;
 mod lifecycle;
 mod preflight;
 mod prompts;
+mod reopen;
 mod shell;
 mod ssh_errors;

@@ -79,7 +79,7 @@ impl Delegate {
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
         let target = self.resolve_target(&task.host)?;
         let root = self.remote_root(&task.host)?;
-        let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id), &run.session)?;
+        let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         let session = Session::connect(&target).await?;
         let out = session.exec("bash -s", &script, Duration::from_secs(30)).await;
         session.close().await;
@@ -123,7 +123,7 @@ impl Delegate {
         let req = SyncRequest {
             remote_root: self.remote_root(&task.host)?,
             tasks: vec![SyncTaskRequest {
-                task_key: task_key(self.store().mailbox_id(), id),
+                task_key: task_key(self.store().mailbox_id(), id, run.run_no),
                 session: run.session.clone(),
                 // Only the asked-for file: an offset past any size skips the others.
                 offsets: crate::sync_protocol::SYNCED_FILES
@@ -173,6 +173,11 @@ impl Delegate {
         argv.extend(["tmux", "-L", "delegate", "attach-session", "-t"].map(String::from));
         argv.push(format!("={}", run.session));
         Ok(argv)
+    }
+
+    /// Starts a new run of a finished task that resumes the agent's own session.
+    pub async fn reopen(&mut self, req: crate::reopen::ReopenRequest) -> Result<Task> {
+        crate::reopen::reopen(self, req).await
     }
 
     /// Sets a task's status by hand (a person or an agent reporting out of band), with an

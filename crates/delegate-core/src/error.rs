@@ -109,6 +109,12 @@ pub enum Error {
     #[error("task {task} is already {status}: nothing to stop (use reopen for follow-up work)")]
     AlreadyFinished { task: i64, status: String },
 
+    #[error("task {task} is still {status}: wait for it (delegate wait {task}) or cancel it before reopening")]
+    RunActive { task: i64, status: String },
+
+    #[error("task {task} cannot be reopened: {why}")]
+    NotResumable { task: i64, why: String },
+
     #[error("sync of {host} failed: {why}")]
     SyncFailed { host: String, why: String },
 

@@ -150,21 +150,72 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         prompt_sha256: &prompt_sha256,
         timeout_secs: timeout.as_secs(),
     })?;
-    let task_key = format!("{}-{}", d.store().mailbox_id(), run.task_id);
     let wrapped = wrap_prompt(run.task_id, &req.brother, &req.prompt);
-    let wrapped_sha256 = sha256_hex(&wrapped);
+    deliver(
+        d,
+        Delivery {
+            run,
+            brother: &req.brother,
+            target,
+            remote_root: &remote_root,
+            workdir: &workdir,
+            sandbox,
+            plan: &plan,
+            prompt: &wrapped,
+            timeout_secs: timeout.as_secs(),
+            max_turns,
+            address: &address,
+        },
+    )
+    .await
+}
+
+/// Everything the network half of a launch needs; a first launch and a reopen both end here.
+pub(crate) struct Delivery<'a> {
+    pub run: RunStart,
+    pub brother: &'a str,
+    pub target: crate::ssh::SshTarget,
+    pub remote_root: &'a str,
+    pub workdir: &'a str,
+    pub sandbox: Sandbox,
+    pub plan: &'a crate::agent::AgentPlan,
+    /// What the agent reads (already wrapped).
+    pub prompt: &'a [u8],
+    pub timeout_secs: u64,
+    pub max_turns: u32,
+    pub address: &'a str,
+}
+
+/// Renders the launch script, sends it over one SSH exec, and records what happened on the
+/// run: `launched` with the evidence, `failed` with the brother's reason, or `launch_unknown`.
+pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
+    let Delivery {
+        run,
+        brother,
+        target,
+        remote_root,
+        workdir,
+        sandbox,
+        plan,
+        prompt,
+        timeout_secs,
+        max_turns,
+        address,
+    } = x;
+    let task_key = crate::sync::task_key(d.store().mailbox_id(), run.task_id, run.run_no);
+    let wrapped_sha256 = sha256_hex(prompt);
     let rendered = runner::render(&LaunchVars {
         task_id: run.task_id,
         task_key: &task_key,
         session: &run.session,
         nonce: &run.nonce,
-        remote_root: &remote_root,
-        workdir: &workdir,
+        remote_root,
+        workdir,
         sandbox,
-        plan: &plan,
-        prompt: &wrapped,
+        plan,
+        prompt,
         prompt_sha256: &wrapped_sha256,
-        timeout_secs: timeout.as_secs(),
+        timeout_secs,
         turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
         grace_secs: runner::DEFAULT_GRACE_SECS,
     });
@@ -188,7 +239,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             // Nothing reached the brother: the failure is certain, not unknown.
             evidence["connect_error"] = json!(e.to_string());
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(Error::LaunchFailed { task: run.task_id, brother: req.brother.clone(), source: Box::new(e) });
+            return Err(Error::LaunchFailed { task: run.task_id, brother: brother.to_string(), source: Box::new(e) });
         }
     };
     evidence["timings"] = json!({
@@ -207,7 +258,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         Err(e) => {
             // The channel or the exec request failed: no script bytes were sent.
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(Error::LaunchFailed { task: run.task_id, brother: req.brother.clone(), source: Box::new(e) });
+            return Err(Error::LaunchFailed { task: run.task_id, brother: brother.to_string(), source: Box::new(e) });
         }
     };
     let parsed = runner::parse_output(&out.stdout, &out.stderr);
@@ -242,7 +293,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         return d.store().task(run.task_id);
     }
 
-    let brother_name = req.brother.clone();
+    let brother_name = brother.to_string();
     if let (Exit::Code(code), Some((_, message))) = (&out.exit, &parsed.error) {
         let code = *code as i32;
         fail(d, &run, message, &evidence, exit_code, Some(&stderr))?;

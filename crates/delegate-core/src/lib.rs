@@ -30,6 +30,7 @@ pub mod known_hosts;
 pub mod launch;
 pub mod names;
 pub mod outcome;
+pub mod reopen;
 pub mod runner;
 pub mod ssh;
 pub mod ssh_config;

@@ -26,7 +26,8 @@ pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 
 /// Schema steps in order. A step's position is its version: append, never edit.
-const STEPS: &[&str] = &[include_str!("store/001_tasks.sql"), include_str!("store/002_lifecycle.sql")];
+const STEPS: &[&str] =
+    &[include_str!("store/001_tasks.sql"), include_str!("store/002_lifecycle.sql"), include_str!("store/003_runs.sql")];
 
 pub const DB_FILE: &str = "mailbox.db";
 
@@ -196,6 +197,55 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(RunStart { task_id, run_no: 1, session, nonce, version: 1 })
+    }
+
+    /// Starts run `n+1` of a finished task (reopen): the task goes back to `launching`, if
+    /// nobody moved it since `expected_version`, with the follow-up prompt on the new run.
+    pub fn create_run(
+        &mut self,
+        task_id: i64,
+        expected_version: i64,
+        prompt: &[u8],
+        author: &str,
+        write_scope: &[String],
+    ) -> Result<RunStart> {
+        let now = now();
+        let nonce = random_hex(16);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (host, address): (String, String) = tx.query_row(
+            "SELECT host, address FROM runs WHERE task_id = ?1 ORDER BY run_no DESC LIMIT 1",
+            [task_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let run_no: i64 =
+            tx.query_row("SELECT max(run_no) + 1 FROM runs WHERE task_id = ?1", [task_id], |r| r.get(0))?;
+        let version = transition_in(&tx, task_id, expected_version, TaskStatus::Launching, Some("reopened"), &now)?;
+        let session = crate::names::SessionName::for_run(&self.mailbox_id, task_id, run_no)
+            .expect("generated session names are valid")
+            .to_string();
+        tx.execute(
+            "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at, prompt, author, write_scope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                task_id,
+                run_no,
+                session,
+                nonce,
+                TaskStatus::Launching.as_str(),
+                host,
+                address,
+                now,
+                prompt,
+                author,
+                serde_json::to_string(write_scope).unwrap_or_default()
+            ],
+        )?;
+        tx.execute(
+            "UPDATE tasks SET exit_code = NULL, turns = NULL, cost_usd = NULL, last_event = NULL WHERE id = ?1",
+            [task_id],
+        )?;
+        tx.commit()?;
+        Ok(RunStart { task_id, run_no, session, nonce, version })
     }
 
     /// Records how a launch attempt ended and moves the task, if it is still at `version`.

@@ -85,7 +85,7 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                 tasks: runs
                     .iter()
                     .map(|r| SyncTaskRequest {
-                        task_key: task_key(d.store().mailbox_id(), r.task_id),
+                        task_key: task_key(d.store().mailbox_id(), r.task_id, r.run_no),
                         session: r.session.clone(),
                         offsets: r.offsets.clone(),
                         want_launch_json: matches!(r.status, TaskStatus::LaunchUnknown | TaskStatus::Launching),
@@ -131,7 +131,7 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                 let batch: Vec<Ingest> = runs
                     .iter()
                     .filter_map(|r| {
-                        let key = task_key(&mailbox, r.task_id);
+                        let key = task_key(&mailbox, r.task_id, r.run_no);
                         reply.tasks.iter().find(|t| t.task_key == key).map(|t| plan(r, t, &reply, now))
                     })
                     .collect();
@@ -150,8 +150,10 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
     Ok(summary)
 }
 
-pub(crate) fn task_key(mailbox_id: &str, task_id: i64) -> String {
-    format!("{mailbox_id}-{task_id}")
+/// The name of a run's directory on the brother: `<mailbox>-<task>` for the first run,
+/// `<mailbox>-<task>-r<n>` for a reopened one, so each run's files start empty.
+pub fn task_key(mailbox_id: &str, task_id: i64, run_no: i64) -> String {
+    if run_no <= 1 { format!("{mailbox_id}-{task_id}") } else { format!("{mailbox_id}-{task_id}-r{run_no}") }
 }
 
 fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool {

@@ -1,0 +1,175 @@
+//! Reopen: a new run of a finished task that resumes the agent's own session, so the agent
+//! keeps its context (Claude `--resume <session id>`, Codex `exec ... resume <thread id>`).
+//! Each run has its own remote directory, tmux session and launch evidence.
+
+use std::time::Duration;
+
+use crate::agent::{self, AgentPlan, AgentRequest};
+use crate::delegate::Delegate;
+use crate::error::{Error, Result};
+use crate::launch::{Delivery, MAX_PROMPT_BYTES, deliver};
+use crate::outcome::StreamFacts;
+use crate::task::{Run, Task};
+
+/// A follow-up for a finished task.
+#[derive(Debug, Clone, Default)]
+pub struct ReopenRequest {
+    pub task: i64,
+    pub prompt: Vec<u8>,
+    /// Paths the follow-up may change; told to the agent (see [`wrap_followup`]).
+    pub write_scope: Vec<String>,
+    /// Who asks (recorded on the run).
+    pub author: String,
+}
+
+/// The session to resume: what the agent itself reported in its stream, else (Claude) the
+/// id delegate assigned at launch.
+pub fn resumable_session(task: &Task, run: &Run) -> std::result::Result<String, String> {
+    let facts: StreamFacts = serde_json::from_value(run.facts.clone()).unwrap_or_default();
+    match task.agent.as_str() {
+        "claude" | "codex" | "self-test" => {}
+        other => return Err(format!("agent {other} is a custom command: delegate knows no way to resume it")),
+    }
+    let assigned = run.evidence["agent_plan"]["session_id"].as_str().map(String::from);
+    facts.session_id.or(if task.agent == "claude" { assigned } else { None }).ok_or_else(|| {
+        format!("run {} recorded no {} id to resume (did the agent start?)", run.run_no, session_word(&task.agent))
+    })
+}
+
+fn session_word(agent: &str) -> &'static str {
+    if agent == "codex" { "thread" } else { "session" }
+}
+
+/// Turns a first-launch plan into one that resumes `session`, with the same level flags
+/// (a resumed agent does not inherit them: Claude falls back to default tools, Codex to
+/// read-only).
+pub fn resume_plan(plan: &mut AgentPlan, session: &str) {
+    match plan.kind.as_str() {
+        "claude" => {
+            if let Some(at) = plan.argv.iter().position(|a| a == "--session-id") {
+                plan.argv[at] = "--resume".into();
+                plan.argv[at + 1] = session.to_string();
+            }
+        }
+        "codex" => {
+            // `resume` takes no --sandbox after it, so every flag stays before it.
+            let dash = plan.argv.len() - 1;
+            plan.argv.splice(dash..dash, ["resume".to_string(), session.to_string()]);
+        }
+        _ => plan.argv.extend(["--resume".to_string(), session.to_string()]),
+    }
+    plan.session_id = Some(session.to_string());
+}
+
+/// The follow-up as the agent reads it: which task and run, the write scope, then the text.
+pub fn wrap_followup(task_id: i64, run_no: i64, brother: &str, prompt: &[u8], write_scope: &[String]) -> Vec<u8> {
+    let scope = if write_scope.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "For this follow-up you may change only these paths (and nothing outside them): {}.\n",
+            write_scope.join(", ")
+        )
+    };
+    let mut out = format!(
+        "[delegate] Follow-up on task {task_id} (run {run_no}) for brother {brother}, from your lead. \
+         You have the context of your earlier work on it.\n{scope}\
+         Report as before with \"$DELEGATE_TASK_DIR/report\" (receipt, progress, question, done).\n\
+         The follow-up follows.\n\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(prompt);
+    out
+}
+
+pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task> {
+    if req.prompt.is_empty() {
+        return Err(Error::PromptEmpty);
+    }
+    if req.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(Error::PromptTooLarge { bytes: req.prompt.len(), limit: MAX_PROMPT_BYTES });
+    }
+    let task = d.task(req.task)?;
+    if !task.status.is_terminal() {
+        return Err(Error::RunActive { task: task.id, status: task.status.to_string() });
+    }
+    let last = task.runs.last().ok_or(Error::TaskNotFound(task.id))?;
+    let session = resumable_session(&task, last).map_err(|why| Error::NotResumable { task: task.id, why })?;
+    for p in &req.write_scope {
+        crate::config::check_remote_path(p)
+            .or_else(|m| if p.starts_with('/') || p.starts_with('~') { Err(m) } else { Ok(()) })
+            .map_err(|m| Error::Config {
+                path: d.paths().config_file.clone(),
+                message: format!("--write-scope: {m}"),
+            })?;
+    }
+    let mut plan = agent::plan(&AgentRequest {
+        agent: &task.agent,
+        model: task.model.as_deref(),
+        sandbox: task.sandbox,
+        max_turns: task.max_turns,
+        workdir: &task.workdir,
+        custom: None,
+    })?;
+    resume_plan(&mut plan, &session);
+    let target = d.resolve_target(&task.host)?;
+    let remote_root = d.remote_root(&task.host)?;
+    let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+    let run = d.store_mut().create_run(task.id, task.version, &req.prompt, &req.author, &req.write_scope)?;
+    let wrapped = wrap_followup(task.id, run.run_no, &task.brother, &req.prompt, &req.write_scope);
+    let timeout = Duration::from_secs(if task.timeout_secs > 0 { task.timeout_secs as u64 } else { 4 * 3600 });
+    deliver(
+        d,
+        Delivery {
+            run,
+            brother: &task.brother,
+            target,
+            remote_root: &remote_root,
+            workdir: &task.workdir,
+            sandbox: task.sandbox,
+            plan: &plan,
+            prompt: &wrapped,
+            timeout_secs: timeout.as_secs(),
+            max_turns: task.max_turns,
+            address: &address,
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::Sandbox;
+
+    fn plan_for(agent: &str) -> AgentPlan {
+        agent::plan(&AgentRequest {
+            agent,
+            model: None,
+            sandbox: Sandbox::Write,
+            max_turns: 5,
+            workdir: "/w",
+            custom: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn claude_resumes_by_session_id_with_its_level_flags() {
+        let mut p = plan_for("claude");
+        resume_plan(&mut p, "0b0c-1");
+        let a = p.argv.join(" ");
+        assert!(a.contains("--resume 0b0c-1") && !a.contains("--session-id"), "{a}");
+        assert!(a.contains("--permission-mode acceptEdits") && a.contains("--max-turns 5"), "{a}");
+    }
+
+    #[test]
+    fn codex_resumes_with_every_flag_before_the_subcommand() {
+        let mut p = plan_for("codex");
+        resume_plan(&mut p, "thread-9");
+        let n = p.argv.len();
+        assert_eq!(&p.argv[n - 3..], ["resume", "thread-9", "-"]);
+        let sandbox_at = p.argv.iter().position(|a| a == "--sandbox").unwrap();
+        assert!(sandbox_at < n - 3 && p.argv[sandbox_at + 1] == "workspace-write");
+    }
+}

@@ -1,0 +1,39 @@
+//! `delegate reopen N "follow-up"`: a new run of a finished task that resumes the agent's
+//! own session, so it keeps its context.
+
+use std::path::Path;
+
+use anyhow::Result;
+use delegate_core::reopen::ReopenRequest;
+
+use super::{block_on, open};
+use crate::cli::ReopenArgs;
+
+pub fn run(config: Option<&Path>, args: ReopenArgs) -> Result<()> {
+    let prompt = super::run::read_prompt(args.prompt.as_ref(), args.prompt_file.as_deref())?;
+    let mut d = open(config)?;
+    // A run still in flight must be seen as it is now, not as the mailbox last knew it.
+    super::sync::before_showing(&mut d, Some(&[args.id]))?;
+    let author = args.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
+    let req = ReopenRequest { task: args.id, prompt, write_scope: args.write_scope.clone(), author };
+    match block_on(d.reopen(req)) {
+        Ok(task) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&task)?);
+            } else {
+                let run = task.runs.last().expect("a reopened task has runs");
+                println!("reopened task {} on {}: run {}, session {}", task.id, task.brother, run.run_no, run.session);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if args.json
+                && let Some(id) = e.task_id()
+                && let Ok(task) = d.task(id)
+            {
+                println!("{}", serde_json::to_string_pretty(&task)?);
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Reopen: follow-up runs that resume the agent's own session.
+
+use std::time::Duration;
+
+use delegate_testkit::FakeHost;
+use serde_json::Value;
+
+use crate::support::Env;
+
+fn launch(env: &Env, args: &[&str]) -> i64 {
+    env.run(args).ok().json()["id"].as_i64().unwrap()
+}
+
+fn wait_done(env: &Env, id: i64) -> Value {
+    let run = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--interval-ms", "200", "--json"]);
+    assert!(matches!(run.code(), 0 | 7), "{run}");
+    run.json()["tasks"][0].clone()
+}
+
+#[test]
+fn a_reopened_self_test_task_runs_again_with_its_own_evidence() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "first part", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let t = env.run(&["reopen", &id.to_string(), "second part", "--as", "lead-2", "--json"]).ok().json();
+    assert_eq!(t["status"], "launched", "{t}");
+    let t = wait_done(&env, id);
+    assert_eq!(t["status"], "completed", "{t}");
+    let runs = t["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{t}");
+    assert_ne!(runs[0]["session"], runs[1]["session"]);
+    assert_ne!(runs[0]["remote_dir"], runs[1]["remote_dir"]);
+    for r in runs {
+        assert!(r["marker"].as_str().unwrap().contains(r["nonce"].as_str().unwrap()), "{r}");
+        assert_eq!(r["exit_code"], 0);
+    }
+    // Each run reported on its own: two receipts, in run order.
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let receipts: Vec<i64> = show["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "receipt")
+        .map(|m| m["run_no"].as_i64().unwrap())
+        .collect();
+    assert_eq!(receipts, [1, 2], "{show}");
+    let history: Vec<&str> = show["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
+    assert_eq!(history.iter().filter(|s| **s == "launching").count(), 2, "{history:?}");
+    let follow_up = std::fs::read_to_string(format!("{}/prompt", runs[1]["remote_dir"].as_str().unwrap())).unwrap();
+    assert!(follow_up.contains("Follow-up on task") && follow_up.ends_with("second part"), "{follow_up}");
+}
+
+#[test]
+fn reopening_claude_resumes_its_session_with_the_same_level_flags() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "claude", "read");
+    let id = launch(&env, &["oppy", "look around", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    env.run(&["reopen", &id.to_string(), "now the tests", "--write-scope", "src/", "--json"]).ok();
+    let recs = host.wait_for_agent_records(2, Duration::from_secs(10));
+    let first = recs[0].arg_value("--session-id").expect("first run assigns a session id");
+    assert_eq!(recs[1].arg_value("--resume").as_deref(), Some(first.as_str()), "{:?}", recs[1].args());
+    assert!(recs[1].arg_value("--session-id").is_none());
+    assert_eq!(recs[1].arg_value("--permission-mode").as_deref(), Some("dontAsk"));
+    assert_eq!(recs[1].arg_value("--tools").as_deref(), Some("Read,Grep,Glob"));
+    let t = wait_done(&env, id);
+    let prompt = std::fs::read_to_string(format!("{}/prompt", t["runs"][1]["remote_dir"].as_str().unwrap())).unwrap();
+    assert!(prompt.contains("you may change only these paths") && prompt.contains("src/"), "{prompt}");
+}
+
+#[test]
+fn reopening_codex_uses_exec_resume_with_the_thread_id() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "codex", "write");
+    let id = launch(&env, &["oppy", "fix it", "--json"]);
+    let t = wait_done(&env, id);
+    let thread = t["runs"][0]["facts"]["session_id"].as_str().expect("thread id from thread.started").to_string();
+    env.run(&["reopen", &id.to_string(), "and the docs", "--json"]).ok();
+    let recs = host.wait_for_agent_records(2, Duration::from_secs(10));
+    let args = recs[1].args();
+    let n = args.len();
+    assert_eq!(&args[n - 3..], ["resume", thread.as_str(), "-"], "{args:?}");
+    let sandbox_at = args.iter().position(|a| a == "--sandbox").unwrap();
+    assert!(sandbox_at < n - 3 && args[sandbox_at + 1] == "workspace-write", "{args:?}");
+}
+
+#[test]
+fn reopen_refuses_a_running_task_and_an_agent_without_sessions() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("[agents.mine]\ncommand = [\"codex\"]\n");
+    env.add_brother("jerry", "h", &host, "mine", "full");
+    let busy = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let run = env.run(&["reopen", &busy.to_string(), "more"]).fails_with(16);
+    assert!(run.stderr().contains("still running") && run.stderr().contains("cancel"), "{run}");
+    env.run(&["cancel", &busy.to_string()]).ok();
+
+    let custom = launch(&env, &["jerry", "once", "--json"]);
+    wait_done(&env, custom);
+    let run = env.run(&["reopen", &custom.to_string(), "again"]).fails_with(17);
+    assert!(run.stderr().contains("custom command"), "{run}");
+    // Nothing was recorded for the refused reopens.
+    let t = env.run(&["show", &custom.to_string(), "--json", "--no-sync"]).ok().json();
+    assert_eq!(t["runs"].as_array().unwrap().len(), 1);
+}
