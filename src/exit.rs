@@ -100,6 +100,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         E::TaskNotFound(_) => NOT_FOUND,
         E::AlreadyFinished { .. } => ALREADY_FINISHED,
         E::RunActive { .. } => RUN_ACTIVE,
+        E::SayToFinished { .. } => ALREADY_FINISHED,
         E::NotResumable { .. } => NOT_RESUMABLE,
         E::SyncFailed { .. } => UNREACHABLE,
         E::Conflict { .. } | E::SchemaTooNew { .. } | E::Store(_) | E::Io { .. } => MAILBOX,

@@ -112,6 +112,9 @@ pub enum Error {
     #[error("task {task} is still {status}: wait for it (delegate wait {task}) or cancel it before reopening")]
     RunActive { task: i64, status: String },
 
+    #[error("task {task} is {status}: nobody is listening. Follow up with: delegate reopen {task} \"...\"")]
+    SayToFinished { task: i64, status: String },
+
     #[error("task {task} cannot be reopened: {why}")]
     NotResumable { task: i64, why: String },
 

@@ -74,6 +74,7 @@ pub fn wrap_prompt(task_id: i64, brother: &str, prompt: &[u8]) -> Vec<u8> {
          \x20 \"$DELEGATE_TASK_DIR/report\" progress \"what you did, what comes next\"      (at milestones)\n\
          \x20 \"$DELEGATE_TASK_DIR/report\" question \"what you need decided\"              (when blocked)\n\
          \x20 \"$DELEGATE_TASK_DIR/report\" done \"the result, in a few lines\"             (at the end)\n\
+         Between steps, check for messages from your lead: \"$DELEGATE_TASK_DIR/inbox\" (acknowledge one with: inbox ack <id>).\n\
          If you cannot run shell commands here, give the same information in your final answer.\n\
          The task follows.\n\n"
     );

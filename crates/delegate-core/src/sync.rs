@@ -242,6 +242,18 @@ pub(crate) fn plan(run: &InFlight, report: &TaskReport, reply: &SyncReply, now: 
                 }
                 used
             }
+            "delivered.jsonl" => {
+                let (lines, used) = complete_lines(&delta.bytes);
+                for l in lines {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l)
+                        && let Some(id) = v["id"].as_i64()
+                    {
+                        let at = v["at"].as_str().unwrap_or("").to_string();
+                        ing.receipts.push((id, at, v["via"].as_str().unwrap_or("inbox").to_string()));
+                    }
+                }
+                used
+            }
             "stderr.log" => {
                 if stderr_head.len() < STDERR_HEAD {
                     let room = STDERR_HEAD - stderr_head.len();

@@ -141,6 +141,46 @@ impl Store {
         Ok(())
     }
 
+    /// Records a message to a brother before it is sent; its row id is the id the brother's
+    /// inbox knows it by, so sending it again can never deliver it twice.
+    pub fn add_outgoing(&mut self, task_id: i64, run_no: i64, author: &str, text: &str) -> Result<Message> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO messages (task_id, run_no, direction, author, kind, text, at)
+             VALUES (?1, ?2, 'to_brother', ?3, 'say', ?4, ?5)",
+            params![task_id, run_no, author, text, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1");
+        let m = tx.query_row(&sql, [id], message_row)?;
+        tx.commit()?;
+        Ok(m)
+    }
+
+    /// Messages to this run's brother that its inbox has not confirmed yet, oldest first.
+    pub fn unqueued(&self, task_id: i64, run_no: i64) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages
+             WHERE task_id = ?1 AND run_no = ?2 AND direction = 'to_brother' AND queued_at IS NULL AND kind = 'say'
+             ORDER BY id"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(params![task_id, run_no], message_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The brother's inbox holds the message (`queued`), or the run ended first (`undeliverable`).
+    pub fn mark_outgoing(&mut self, id: i64, queued: bool) -> Result<()> {
+        if queued {
+            self.conn
+                .execute("UPDATE messages SET queued_at = coalesce(queued_at, ?2) WHERE id = ?1", params![id, now()])?;
+        } else {
+            self.conn
+                .execute("UPDATE messages SET kind = 'undeliverable' WHERE id = ?1 AND queued_at IS NULL", [id])?;
+        }
+        Ok(())
+    }
+
     /// The current end of the feed, to start a monitor from "now".
     pub fn feed_end(&self) -> Result<FeedCursor> {
         let max = |table: &str| -> Result<i64> {

@@ -70,6 +70,8 @@ pub struct Ingest {
     pub turns: Option<u32>,
     pub cost_usd: Option<f64>,
     pub last_event: Option<String>,
+    /// Receipts from the brother's inbox: (message id, time, how: hook, inbox or ack).
+    pub receipts: Vec<(i64, String, String)>,
 }
 
 /// What became of one task's ingest.
@@ -186,6 +188,17 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
             "INSERT OR IGNORE INTO messages (task_id, run_no, direction, author, seq, kind, text, at)
              VALUES (?1, ?2, 'from_brother', (SELECT brother FROM tasks WHERE id = ?1), ?3, ?4, ?5, ?6)",
             params![ing.task_id, ing.run_no, m.seq, m.kind, m.text, m.at],
+        )?;
+    }
+    for (id, at, via) in &ing.receipts {
+        // Delivered when the agent's side picked it up; read when the agent acknowledged it.
+        let column = if via == "ack" { "read_at" } else { "delivered_at" };
+        tx.execute(
+            &format!(
+                "UPDATE messages SET {column} = coalesce({column}, ?3)
+                 WHERE id = ?1 AND task_id = ?2 AND direction = 'to_brother'"
+            ),
+            params![id, ing.task_id, at],
         )?;
     }
     if let Some(end) = &ing.end {
