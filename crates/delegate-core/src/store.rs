@@ -315,6 +315,16 @@ impl Store {
             .ok_or(Error::TaskNotFound(id))
     }
 
+    /// The follow-up prompt of a later run (reopen); empty for the first run.
+    pub fn run_prompt(&self, id: i64, run_no: i64) -> Result<Vec<u8>> {
+        let p: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT prompt FROM runs WHERE task_id = ?1 AND run_no = ?2", params![id, run_no], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(p.unwrap_or_default())
+    }
+
     /// Status changes of a task, oldest first.
     pub fn transitions(&self, id: i64) -> Result<Vec<Transition>> {
         let mut st = self
@@ -373,7 +383,7 @@ impl Store {
         let mut st = self.conn.prepare_cached(
             "SELECT run_no, session, nonce, status, host, address, remote_dir, pane_pid, marker, launch_exit,
                     error, evidence, launch_stderr, started_at, finished_at,
-                    exit_code, exit_reason, ended_at, outcome, facts
+                    exit_code, exit_reason, ended_at, outcome, facts, author, write_scope
              FROM runs WHERE task_id = ?1 ORDER BY run_no",
         )?;
         let rows = st.query_map([task_id], |r| {
@@ -399,6 +409,11 @@ impl Store {
                 ended_at: r.get(17)?,
                 outcome: r.get::<_, Option<String>>(18)?.and_then(|o| serde_json::from_str(&o).ok()),
                 facts: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or(serde_json::Value::Null),
+                author: r.get(20)?,
+                write_scope: r
+                    .get::<_, Option<String>>(21)?
+                    .and_then(|w| serde_json::from_str(&w).ok())
+                    .unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)

@@ -192,4 +192,7 @@ pub struct Run {
     pub outcome: Option<serde_json::Value>,
     /// Facts read from the agent's stream so far (session id, turns, cost, last message).
     pub facts: serde_json::Value,
+    /// Who asked for this run (reopen), and the paths it was allowed to change.
+    pub author: Option<String>,
+    pub write_scope: Vec<String>,
 }
