@@ -47,6 +47,19 @@ fn a_reopened_self_test_task_runs_again_with_its_own_evidence() {
     assert_eq!(receipts, [1, 2], "{show}");
     let history: Vec<&str> = show["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
     assert_eq!(history.iter().filter(|s| **s == "launching").count(), 2, "{history:?}");
+    // The thread reads in order: prompt, ..., completed, reopen (by lead-2), ..., completed.
+    let thread: Vec<(String, String)> = show["thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["kind"].as_str().unwrap().to_string(), i["text"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(thread[0], ("prompt".to_string(), "first part".to_string()), "{thread:?}");
+    let reopen_at = thread.iter().position(|(k, _)| k == "reopen").expect("a reopen item");
+    assert_eq!(thread[reopen_at].1, "second part");
+    assert!(thread[..reopen_at].iter().any(|(k, t)| k == "status" && t == "completed"), "{thread:?}");
+    assert_eq!(show["thread"][reopen_at]["author"], "lead-2");
+    assert!(thread[reopen_at..].iter().any(|(k, t)| k == "reported" && t.contains("(receipt)")), "{thread:?}");
     let follow_up = std::fs::read_to_string(format!("{}/prompt", runs[1]["remote_dir"].as_str().unwrap())).unwrap();
     assert!(follow_up.contains("Follow-up on task") && follow_up.ends_with("second part"), "{follow_up}");
 }
