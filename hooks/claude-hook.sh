@@ -27,8 +27,29 @@
 # that does not look like a short identifier or a plain path (quotes, escapes, control
 # characters) gives an empty summary, so every value written needs no JSON escaping.
 #
-# It always exits 0 and prints nothing: exit 2 would feed stderr to Claude, and hooks are
-# synchronous, so this one stays small (one `head` to read the payload, builtins after).
+# Message delivery (`delegate say`, shared/agent-clis.md §4 row 2). On PostToolUse, and on
+# Stop when the payload says "stop_hook_active":false, the lead's messages that have no
+# receipt yet in delivered.jsonl are handed to Claude. The hook prints ONE JSON line:
+#
+#   PostToolUse  {"hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"<c>"}}
+#   Stop         {"decision":"block","reason":"<c>"}
+#
+# where <c> is built by the task's `inbox` helper (runner/inbox.sh, sourced here, so there
+# is one reader of the inbox format): the messages oldest first as `Message <id> from
+# <author> (delegate say): <text>`, copied still JSON-escaped from inbox.jsonl, joined by
+# \n\n, at most 9000 bytes (Claude cuts hook context at 10,000 characters). A message that
+# does not fit waits for the next call; one that could never fit is replaced by a notice
+# telling Claude to run the inbox helper. Each message handed over gets a `hook` receipt,
+# written under the same lock the helper takes, after the JSON is printed.
+# Stop delivery makes a message that arrives during Claude's last turn still land in this
+# run: Claude keeps working instead of stopping. Only when stop_hook_active is false (the
+# stop was not itself caused by a Stop hook), so the hook never keeps Claude in a loop; a
+# payload without the field gets no Stop delivery. PostToolUseFailure delivers nothing
+# (a failed tool is followed by another call, or by Stop).
+#
+# Otherwise it prints nothing, and it always exits 0: exit 2 would feed stderr to Claude.
+# Hooks are synchronous, so this one stays small: one `head` to read the payload, builtins
+# after, and a `flock` only when there is something to hand over.
 if [ -z "${BASH_VERSION-}" ]; then exec bash "$0" "$@"; fi
 
 main() {
@@ -82,6 +103,36 @@ main() {
 	TZ=UTC0 printf -v at '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
 	printf '{"at":"%s","event":"%s","tool":"%s","summary":"%s"%s}\n' \
 		"$at" "$event" "$tool" "$summary" "$extra" >>"$dir/events.jsonl"
+
+	case $event in
+	PostToolUse) deliver "$dir" PostToolUse ;;
+	Stop) [[ $head =~ \"stop_hook_active\"[[:space:]]*:[[:space:]]*false ]] && deliver "$dir" Stop ;;
+	esac
+}
+
+# Prints the lead's undelivered messages on fd 3 (the hook's real stdout) as the JSON Claude
+# reads for event $2, and records their receipts. See the header.
+deliver() {
+	local dir=$1 ctx hooked
+	[ -s "$dir/inbox.jsonl" ] && [ -f "$dir/inbox" ] || return 0
+	# shellcheck source=/dev/null # the task's runner/inbox.sh, sourced for its functions
+	. "$dir/inbox" --source || return 0
+	# A first look without the lock: when nothing is new, no process is started.
+	inbox_load "$dir"
+	inbox_context 9000
+	[ -n "$ctx" ] || return 0
+	# Again under the lock: a concurrent `inbox` call may have taken them meanwhile.
+	inbox_lock "$dir" 5 || return 0
+	inbox_load "$dir"
+	inbox_context 9000
+	[ -n "$ctx" ] || return 0
+	if [ "$2" = Stop ]; then
+		printf '{"decision":"block","reason":"%s"}\n' "$ctx" >&3 || return 0
+	else
+		printf '{"hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"%s"}}\n' "$ctx" >&3 ||
+			return 0
+	fi
+	[ "${#hooked[@]}" -eq 0 ] || inbox_receipts hook "${hooked[@]}"
 }
 
 # v = the first string value of key $1 in the payload's head, if every character of it is
@@ -124,5 +175,6 @@ utf8_trim() {
 	done
 }
 
-main "$@" >/dev/null 2>&1
+# Only what deliver() writes to fd 3 reaches Claude.
+main "$@" 3>&1 >/dev/null 2>&1
 exit 0

@@ -53,6 +53,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Follow up on a finished task: a new run that resumes the agent's own session
     Reopen(ReopenArgs),
+    /// Tell a running brother something: delivered mid-task, recorded as sent, delivered, read
+    Say(SayArgs),
     /// Manage hosts in the inventory
     #[command(subcommand)]
     Hosts(HostsCommand),
@@ -94,6 +96,9 @@ pub struct RunArgs {
     /// Wall-clock limit, e.g. 90s, 45m, 4h (default: the brother's, else 4h)
     #[arg(long)]
     pub timeout: Option<String>,
+    /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
+    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
+    pub author: Option<String>,
     /// Print the task as JSON
     #[arg(long)]
     pub json: bool,
@@ -343,6 +348,19 @@ pub struct ReopenArgs {
     #[arg(long, value_name = "PATH")]
     pub write_scope: Vec<String>,
     /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
+    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
+    pub author: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SayArgs {
+    /// Task number
+    pub id: i64,
+    /// The message
+    pub message: String,
+    /// Who is speaking (default: $DELEGATE_AGENT_ID, else the local user)
     #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
     pub author: Option<String>,
     #[arg(long)]

@@ -10,6 +10,7 @@ mod mailbox;
 mod monitor;
 mod reopen;
 mod run;
+mod say;
 mod show;
 mod status;
 mod sync;
@@ -44,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Mailbox(args) => mailbox::run(config, args),
         Command::Update(args) => update::run(config, args),
         Command::Reopen(args) => reopen::run(config, args),
+        Command::Say(args) => say::run(config, args),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
     }?;

@@ -27,6 +27,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
         agent: args.agent.clone(),
         model: args.model.clone(),
         timeout,
+        author: args.author.clone(),
     };
     match block_on(d.launch(req)) {
         Ok(task) => {

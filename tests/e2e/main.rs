@@ -11,5 +11,6 @@ mod lifecycle;
 mod preflight;
 mod prompts;
 mod reopen;
+mod say;
 mod shell;
 mod ssh_errors;

@@ -59,6 +59,8 @@ fn a_reopened_self_test_task_runs_again_with_its_own_evidence() {
     assert_eq!(thread[reopen_at].1, "second part");
     assert!(thread[..reopen_at].iter().any(|(k, t)| k == "status" && t == "completed"), "{thread:?}");
     assert_eq!(show["thread"][reopen_at]["author"], "lead-2");
+    // The first prompt's author is the local user when nobody says otherwise.
+    assert_eq!(show["thread"][0]["author"], "tester");
     assert!(thread[reopen_at..].iter().any(|(k, t)| k == "reported" && t.contains("(receipt)")), "{thread:?}");
     let follow_up = std::fs::read_to_string(format!("{}/prompt", runs[1]["remote_dir"].as_str().unwrap())).unwrap();
     assert!(follow_up.contains("Follow-up on task") && follow_up.ends_with("second part"), "{follow_up}");

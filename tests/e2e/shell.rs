@@ -14,6 +14,8 @@ fn all_shell_scripts_pass_shellcheck() {
         "crates/delegate-core/src/runner/report.sh",
         "crates/delegate-core/src/runner/cancel.sh",
         "crates/delegate-core/src/runner/sync.sh",
+        "crates/delegate-core/src/runner/say.sh",
+        "crates/delegate-core/src/runner/inbox.sh",
         "hooks/claude-hook.sh",
         "crates/delegate-testkit/src/fake_agent.sh",
         "scripts/demo.sh",

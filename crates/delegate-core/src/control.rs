@@ -175,6 +175,11 @@ impl Delegate {
         Ok(argv)
     }
 
+    /// Sends a message to a task's running agent (see [`crate::say`]).
+    pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::store::Message> {
+        crate::say::say(self, id, text, author).await
+    }
+
     /// Starts a new run of a finished task that resumes the agent's own session.
     pub async fn reopen(&mut self, req: crate::reopen::ReopenRequest) -> Result<Task> {
         crate::reopen::reopen(self, req).await

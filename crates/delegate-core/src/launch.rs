@@ -41,6 +41,8 @@ pub struct LaunchRequest {
     pub model: Option<String>,
     /// Wall-clock limit; default the brother's, else [`crate::config::DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// Who asks; default the local user from [`crate::Paths`].
+    pub author: Option<String>,
 }
 
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
@@ -137,6 +139,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     let prompt_sha256 = sha256_hex(&req.prompt);
     let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
 
+    let author = req.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
     let run = d.store_mut().create_task(&NewTask {
         brother: &req.brother,
         host: &host_name,
@@ -150,6 +153,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         prompt: &req.prompt,
         prompt_sha256: &prompt_sha256,
         timeout_secs: timeout.as_secs(),
+        author: &author,
     })?;
     let wrapped = wrap_prompt(run.task_id, &req.brother, &req.prompt);
     deliver(

@@ -32,6 +32,7 @@ pub mod names;
 pub mod outcome;
 pub mod reopen;
 pub mod runner;
+pub mod say;
 pub mod ssh;
 pub mod ssh_config;
 pub mod store;

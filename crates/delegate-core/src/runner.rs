@@ -4,8 +4,9 @@
 //! text into the body. Base64 keeps every byte of a prompt, path or argv away from the
 //! remote shell's parser, and the body's `main() {...}; main "$@"` shape means a script cut
 //! off in transit runs nothing. `runner/run.sh` is the body of what tmux runs; it travels
-//! as one of the files the launch script writes into the task directory, with the `report`
-//! helper the agent calls (`runner/report.sh`) and the Claude hook (`hooks/claude-hook.sh`).
+//! as one of the files the launch script writes into the task directory, with the helpers
+//! the agent calls (`report`: `runner/report.sh`; `inbox`: `runner/inbox.sh`) and the
+//! Claude hook (`hooks/claude-hook.sh`).
 //! The formats those files write are documented at the top of each script.
 
 use base64::Engine;
@@ -19,6 +20,9 @@ pub const LAUNCH_SH: &str = include_str!("runner/launch.sh");
 pub const RUN_SH: &str = include_str!("runner/run.sh");
 /// The helper the agent calls to talk back (`report <kind> <text>`), written as `report`.
 pub const REPORT_SH: &str = include_str!("runner/report.sh");
+/// The helper the agent calls to read the lead's messages (`inbox`, `inbox ack <id>`),
+/// written as `inbox`; the Claude hook sources it to hand the messages over itself.
+pub const INBOX_SH: &str = include_str!("runner/inbox.sh");
 
 /// Seconds between SIGTERM and SIGKILL when the runner stops an agent.
 pub const DEFAULT_GRACE_SECS: u64 = 10;
@@ -93,7 +97,8 @@ fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIterator<Item =
 /// The whole script as sent on stdin. Fails only for values no argv could carry (NUL) or
 /// that use the list separator (U+001F).
 pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
-    let mut files: Vec<&str> = vec!["run-body.sh", RUN_SH, "report", REPORT_SH, "hook", crate::agent::CLAUDE_HOOK];
+    let mut files: Vec<&str> =
+        vec!["run-body.sh", RUN_SH, "report", REPORT_SH, "inbox", INBOX_SH, "hook", crate::agent::CLAUDE_HOOK];
     for (name, content) in &v.plan.files {
         files.push(name);
         files.push(content);
@@ -214,6 +219,8 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
 mod tests;
 #[cfg(test)]
 mod tests_helpers;
+#[cfg(test)]
+mod tests_inbox;
 #[cfg(test)]
 mod tests_stop;
 #[cfg(test)]

@@ -26,8 +26,12 @@ pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 
 /// Schema steps in order. A step's position is its version: append, never edit.
-const STEPS: &[&str] =
-    &[include_str!("store/001_tasks.sql"), include_str!("store/002_lifecycle.sql"), include_str!("store/003_runs.sql")];
+const STEPS: &[&str] = &[
+    include_str!("store/001_tasks.sql"),
+    include_str!("store/002_lifecycle.sql"),
+    include_str!("store/003_runs.sql"),
+    include_str!("store/004_say.sql"),
+];
 
 pub const DB_FILE: &str = "mailbox.db";
 
@@ -51,6 +55,8 @@ pub struct NewTask<'a> {
     pub prompt: &'a [u8],
     pub prompt_sha256: &'a str,
     pub timeout_secs: u64,
+    /// Who asked (`--as`, `DELEGATE_AGENT_ID`, or the local user).
+    pub author: &'a str,
 }
 
 /// The first run of a freshly recorded task.
@@ -187,9 +193,9 @@ impl Store {
             .expect("generated session names are valid")
             .to_string();
         tx.execute(
-            "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at)
-             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![task_id, session, nonce, TaskStatus::Launching.as_str(), t.host, t.address, now],
+            "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at, author)
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![task_id, session, nonce, TaskStatus::Launching.as_str(), t.host, t.address, now, t.author],
         )?;
         tx.execute(
             "INSERT INTO transitions (task_id, from_status, to_status, at) VALUES (?1, NULL, ?2, ?3)",
@@ -478,6 +484,7 @@ mod tests {
             prompt,
             prompt_sha256: "x",
             timeout_secs: 60,
+            author: "tester",
         }
     }
 
@@ -531,6 +538,16 @@ mod tests {
         let err = Store::open(&dir).err().unwrap();
         assert!(matches!(err, Error::SchemaTooNew { found: 99, .. }), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_migration_file_is_a_step() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let files = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
+            .count();
+        assert_eq!(files, STEPS.len(), "a store/NNN_*.sql file is not listed in STEPS");
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! The wire protocol of the two scripts that follow a launch: `runner/sync.sh` (one SSH exec
+//! The wire protocol of the scripts that follow a launch: `runner/sync.sh` (one SSH exec
 //! reports on every task of a host: which task directories exist, which tmux sessions live,
-//! and the bytes each task file gained since the offsets the lead holds) and
-//! `runner/cancel.sh` (stop one task's agent).
+//! and the bytes each task file gained since the offsets the lead holds),
+//! `runner/cancel.sh` (stop one task's agent) and `runner/say.sh` (queue a message for one
+//! task's agent in its `inbox.jsonl`; the receipts come back in `delivered.jsonl` with the
+//! sync).
 //!
-//! Both are real bash files sent on stdin to `bash -s`, shaped like the launch script:
+//! All are real bash files sent on stdin to `bash -s`, shaped like the launch script:
 //! Rust prepends only `DLG_VARS='<base64>'`, the variable parts as separated fields, and
 //! the body ends in `main <sentinel>` so a script cut off in transit runs nothing. The sync
 //! fields are newline-separated (each is checked to be a single line) because bash reads a
 //! command substitution in blocks but a pipe into `mapfile -d ''` one byte per syscall,
-//! which a sync of hundreds of tasks would feel; the cancel fields are NUL-separated.
+//! which a sync of hundreds of tasks would feel; the cancel and say fields are
+//! NUL-separated.
 //!
 //! The sync reply is framed by lengths, never by delimiters, so a file's bytes may hold
 //! anything (newlines, `END`, NULs):
@@ -35,9 +38,12 @@ use crate::error::{Error, Result};
 
 pub const SYNC_SH: &str = include_str!("runner/sync.sh");
 pub const CANCEL_SH: &str = include_str!("runner/cancel.sh");
+pub const SAY_SH: &str = include_str!("runner/say.sh");
 
 /// The task files a sync reads, in the order their offsets travel to the script.
-pub const SYNCED_FILES: [&str; 6] = ["state", "exit", "stream.jsonl", "events.jsonl", "outbox.jsonl", "stderr.log"];
+/// `delivered.jsonl` holds the receipts of the lead's messages (see `runner/inbox.sh`).
+pub const SYNCED_FILES: [&str; 7] =
+    ["state", "exit", "stream.jsonl", "events.jsonl", "outbox.jsonl", "stderr.log", "delivered.jsonl"];
 
 /// One task of a sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,7 +147,7 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     if req.max_bytes_per_file == 0 {
         return Err(refuse("sync", "max_bytes_per_file must be at least 1".into()));
     }
-    let mut fields = Vec::with_capacity(2 + req.tasks.len() * 9);
+    let mut fields = Vec::with_capacity(2 + req.tasks.len() * (3 + SYNCED_FILES.len()));
     fields.push(req.remote_root.clone());
     fields.push(req.max_bytes_per_file.min(i64::MAX as u64).to_string());
     let mut seen = std::collections::BTreeSet::new();
@@ -359,6 +365,148 @@ pub fn parse_cancel(stdout: &[u8]) -> Option<CancelState> {
         .find(|s| s.as_str() == word)
 }
 
+/// What `say.sh` did (its one `DELEGATE-SAY <state>` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SayState {
+    /// Appended to the task's `inbox.jsonl`.
+    Queued,
+    /// A line with this id was there already (a retry): nothing appended. Whether it was
+    /// delivered shows in `delivered.jsonl`.
+    AlreadyQueued,
+    /// The runner has written `exit`: the run is over and nobody would read the message
+    /// (resume the agent instead).
+    Finished,
+    /// No task directory on the brother.
+    NoTask,
+}
+
+impl SayState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SayState::Queued => "queued",
+            SayState::AlreadyQueued => "already-queued",
+            SayState::Finished => "finished",
+            SayState::NoTask => "no-task",
+        }
+    }
+}
+
+/// The longest inbox line `render_say` accepts. A message is text for an agent, not a file
+/// transfer, and the brother decodes it in bash, in time linear in its escapes but not fast.
+pub const MAX_SAY_LINE: usize = 256 * 1024;
+/// Limits on the raw (escaped) `at` and `author` of an inbox line: the brother's readers
+/// find the text within the first KiB of a line.
+const MAX_SAY_AT: usize = 64;
+const MAX_SAY_AUTHOR: usize = 256;
+
+/// One inbox line for message `id`, in the exact shape `say.sh` and the brother's readers
+/// expect: `{"id":<id>,"at":"<at>","author":<json>,"text":<json>}`.
+pub fn say_line(id: i64, at: &str, author: &str, text: &str) -> String {
+    let json = |s: &str| serde_json::Value::from(s).to_string();
+    format!("{{\"id\":{id},\"at\":{},\"author\":{},\"text\":{}}}", json(at), json(author), json(text))
+}
+
+/// The say script for message `id` of one task, as sent on stdin. `line` must be one line
+/// of JSON: an object with exactly the keys `id` (an integer equal to `id`), `at`, `author`
+/// and `text` (strings). The brother's readers take the line apart by position and copy the
+/// text's escapes verbatim into the Claude hook's JSON, so it travels in the exact shape
+/// [`say_line`] builds: a line already in that shape (with any valid escaping) is sent as
+/// it is; the same object in another key order or spacing (`serde_json::json!` sorts its
+/// keys) is rebuilt with [`say_line`]; anything else is refused here rather than misread
+/// there.
+pub fn render_say(remote_root: &str, task_key: &str, id: i64, line: &str) -> Result<Vec<u8>> {
+    check_root("say", remote_root)?;
+    check_key(task_key).map_err(|_| refuse("say", format!("task key {task_key:?} is not a plain file name")))?;
+    let line = inbox_line(id, line).map_err(|m| refuse("say", format!("message {id}: {m}")))?;
+    Ok(script(&[remote_root.to_string(), task_key.to_string(), id.to_string(), line], 0, SAY_SH))
+}
+
+/// `line` in the exact inbox shape (see [`render_say`]), or why it cannot be.
+fn inbox_line(id: i64, line: &str) -> std::result::Result<String, String> {
+    if line.contains(['\n', '\r']) {
+        return Err("the inbox line must be a single line".into());
+    }
+    let not_exact = match check_say_line(id, line) {
+        Ok(()) => return Ok(line.to_string()),
+        Err(why) => why,
+    };
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) else {
+        // Not a JSON object either: say why it is not the shape.
+        return Err(not_exact);
+    };
+    let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    if keys != ["at", "author", "id", "text"] {
+        return Err(format!("the inbox line must hold exactly the keys id, at, author and text, not {keys:?}"));
+    }
+    if o["id"].as_i64() != Some(id) {
+        return Err(format!("the inbox line's id is {}", o["id"]));
+    }
+    let (Some(at), Some(author), Some(text)) = (o["at"].as_str(), o["author"].as_str(), o["text"].as_str()) else {
+        return Err("at, author and text must be JSON strings".into());
+    };
+    let rebuilt = say_line(id, at, author, text);
+    check_say_line(id, &rebuilt)?;
+    Ok(rebuilt)
+}
+
+/// The state in the say script's output, if it printed one.
+pub fn parse_say(stdout: &[u8]) -> Option<SayState> {
+    let text = String::from_utf8_lossy(stdout);
+    let word = text.lines().find_map(|l| l.strip_prefix("DELEGATE-SAY "))?.trim();
+    [SayState::Queued, SayState::AlreadyQueued, SayState::Finished, SayState::NoTask]
+        .into_iter()
+        .find(|s| s.as_str() == word)
+}
+
+fn check_say_line(id: i64, line: &str) -> std::result::Result<(), String> {
+    if id < 1 {
+        return Err("the id must be a positive integer".into());
+    }
+    if line.len() > MAX_SAY_LINE {
+        return Err(format!("the inbox line is {} bytes, more than {MAX_SAY_LINE}", line.len()));
+    }
+    let shape = "the inbox line must be exactly {\"id\":N,\"at\":\"..\",\"author\":\"..\",\"text\":\"..\"} \
+                 (these keys in this order, no spaces)";
+    let prefix = format!("{{\"id\":{id},\"at\":");
+    let rest = line.strip_prefix(&prefix).ok_or_else(|| format!("{shape}, with id {id}"))?;
+    let (at, rest) = json_string(rest, "at")?;
+    if at.is_empty() || at.len() > MAX_SAY_AT || at.contains('\\') || at.chars().any(char::is_control) {
+        return Err(format!("\"at\" must be a plain timestamp of at most {MAX_SAY_AT} bytes, without escapes"));
+    }
+    let rest = rest.strip_prefix(",\"author\":").ok_or(shape)?;
+    let (author, rest) = json_string(rest, "author")?;
+    if author.len() > MAX_SAY_AUTHOR {
+        return Err(format!("\"author\" is longer than {MAX_SAY_AUTHOR} bytes"));
+    }
+    let rest = rest.strip_prefix(",\"text\":").ok_or(shape)?;
+    let (_text, rest) = json_string(rest, "text")?;
+    if rest != "}" {
+        return Err(shape.into());
+    }
+    Ok(())
+}
+
+/// Splits the JSON string literal at the start of `s` into its body (still escaped) and
+/// what follows it; an error unless the literal is a valid JSON string (no raw control
+/// characters, known escapes only, no lone surrogates).
+fn json_string<'a>(s: &'a str, what: &str) -> std::result::Result<(&'a str, &'a str), String> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'"') {
+        return Err(format!("\"{what}\" is not a JSON string"));
+    }
+    let mut i = 1;
+    while i < b.len() && b[i] != b'"' {
+        i += if b[i] == b'\\' { 2 } else { 1 };
+    }
+    if i >= b.len() {
+        return Err(format!("\"{what}\" is not a closed JSON string"));
+    }
+    serde_json::from_str::<String>(&s[..=i]).map_err(|e| format!("\"{what}\" is not a valid JSON string: {e}"))?;
+    Ok((&s[1..i], &s[i + 1..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,7 +602,7 @@ mod tests {
         let fields: Vec<String> =
             fields[..fields.len() - 1].iter().map(|f| String::from_utf8_lossy(f).into()).collect();
         let max = (i64::MAX as u64).to_string();
-        assert_eq!(fields, ["~/.delegate", "10", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max]);
+        assert_eq!(fields, ["~/.delegate", "10", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"]);
         assert!(s.ends_with(b"main delegate-sync-complete\n"));
 
         for bad in [
@@ -482,5 +630,74 @@ mod tests {
         assert_eq!(parse_cancel(b"DELEGATE-CANCEL already-finished\n"), Some(CancelState::AlreadyFinished));
         assert_eq!(parse_cancel(b"DELEGATE-CANCEL maybe\n"), None);
         assert_eq!(parse_cancel(b""), None);
+    }
+
+    #[test]
+    fn say_lines_must_have_the_shape_the_brother_reads() {
+        let ok = say_line(3, "2026-11-21T10:00:00.000001Z", "lead", "a \"b\" \\ c\n\u{1}é😀");
+        assert_eq!(
+            ok,
+            r#"{"id":3,"at":"2026-11-21T10:00:00.000001Z","author":"lead","text":"a \"b\" \\ c\n\u0001é😀"}"#
+        );
+        let s = render_say("~/.delegate", "k-1", 3, &ok).unwrap();
+        assert!(s.ends_with(b"main delegate-say-complete\n"));
+        let first = std::str::from_utf8(&s[..s.iter().position(|b| *b == b'\n').unwrap()]).unwrap();
+        let vars = B64.decode(first.strip_prefix("DLG_VARS='").unwrap().strip_suffix('\'').unwrap()).unwrap();
+        let fields: Vec<&[u8]> = vars.split(|b| *b == 0).collect();
+        assert_eq!(fields, [&b"~/.delegate"[..], b"k-1", b"3", ok.as_bytes(), b""]);
+        // Other valid escapings of the same strings are fine too.
+        let escaped = r#"{"id":3,"at":"t","author":"\u006cead","text":"\ud83d\ude00 \/ \b\f\r\t"}"#;
+        assert!(render_say("/r", "k-1", 3, escaped).is_ok());
+
+        // The same object in another order or spacing (serde_json::json! sorts its keys) is
+        // rebuilt in the exact shape; other escapings of that shape travel as they are.
+        let sorted = serde_json::json!({"id": 3, "at": "t", "author": "le \"ad\"", "text": "a\u{1}😀"}).to_string();
+        assert!(sorted.starts_with(r#"{"at":"t","#), "{sorted}");
+        for (given, sent) in [
+            (sorted.as_str(), say_line(3, "t", "le \"ad\"", "a\u{1}😀")),
+            (r#"{ "text" : "x", "author":"a","at":"t", "id":3 } "#, say_line(3, "t", "a", "x")),
+            (escaped, escaped.to_string()),
+        ] {
+            let s = render_say("/r", "k-1", 3, given).unwrap();
+            let first = std::str::from_utf8(&s[..s.iter().position(|b| *b == b'\n').unwrap()]).unwrap();
+            let vars = B64.decode(first.strip_prefix("DLG_VARS='").unwrap().strip_suffix('\'').unwrap()).unwrap();
+            assert_eq!(vars.split(|b| *b == 0).nth(3).unwrap(), sent.as_bytes(), "{given}");
+        }
+
+        let big = say_line(1, "t", "lead", &"x".repeat(MAX_SAY_LINE));
+        for (id, line) in [
+            (4, ok.as_str()),                                                       // another id
+            (4, sorted.as_str()),                                                   // another id
+            (0, r#"{"id":0,"at":"t","author":"a","text":"x"}"#),                    // not positive
+            (3, &format!("{ok}\n")),                                                // two lines
+            (3, "{\"id\":3,\n\"at\":\"t\",\"author\":\"a\",\"text\":\"x\"}"),       // pretty-printed
+            (3, r#"{"id":3,"at":"t","author":"a","text":"x","more":1}"#),           // extra key
+            (3, r#"{"id":3,"at":"t","author":"a"}"#),                               // missing key
+            (3, r#"{"id":3,"at":"t","author":"a","text":"x"} x"#),                  // trailing bytes
+            (3, r#"{"id":3,"at":"t","author":"a","text":"x"#),                      // cut
+            (3, r#"{"id":3,"at":"t","author":"a","text":"a\qb"}"#),                 // unknown escape
+            (3, r#"{"id":3,"at":"t","author":"a","text":"\ud800"}"#),               // lone surrogate
+            (3, "{\"id\":3,\"at\":\"t\",\"author\":\"a\",\"text\":\"tab\there\"}"), // raw control
+            (3, r#"{"id":3,"at":"t\"x","author":"a","text":"x"}"#),                 // escape in at
+            (3, r#"{"id":3,"at":"","author":"a","text":"x"}"#),                     // empty at
+            (3, &say_line(3, "t", &"a".repeat(257), "x")),                          // long author
+            (3, r#"{"id":3,"at":"t","author":"a","text":5}"#),                      // not a string
+            (3, r#"{"id":03,"at":"t","author":"a","text":"x"}"#),                   // another spelling
+            (1, big.as_str()),                                                      // too long
+        ] {
+            assert!(render_say("/r", "k-1", id, line).is_err(), "{id} {line:.80}");
+        }
+        assert!(render_say("/r", "../x", 3, &ok).is_err());
+        assert!(render_say("relative", "k-1", 3, &ok).is_err());
+    }
+
+    #[test]
+    fn say_output_parses() {
+        assert_eq!(parse_say(b"motd\nDELEGATE-SAY queued\n"), Some(SayState::Queued));
+        assert_eq!(parse_say(b"DELEGATE-SAY already-queued\n"), Some(SayState::AlreadyQueued));
+        assert_eq!(parse_say(b"DELEGATE-SAY finished\n"), Some(SayState::Finished));
+        assert_eq!(parse_say(b"DELEGATE-SAY no-task\n"), Some(SayState::NoTask));
+        assert_eq!(parse_say(b"DELEGATE-SAY maybe\n"), None);
+        assert_eq!(parse_say(b""), None);
     }
 }

@@ -163,7 +163,7 @@ main() {
 		fi
 	done
 	# The helpers the agent and its hooks call by path.
-	chmod 700 -- "$dir/report" "$dir/hook" || die 25 "could not make the helpers in $dir executable"
+	chmod 700 -- "$dir/report" "$dir/inbox" "$dir/hook" || die 25 "could not make the helpers in $dir executable"
 
 	# Placeholders the lead cannot fill because they are remote paths.
 	for i in "${!argv[@]}"; do

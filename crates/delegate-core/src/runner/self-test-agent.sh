@@ -7,7 +7,8 @@
 #
 # Directives, each on a line of its own in the prompt:
 #   @self-test fail N      report an error and exit N
-#   @self-test sleep S     work for S seconds (one turn per second, up to the turn limit)
+#   @self-test sleep S     work for S seconds (one turn per second, up to the turn limit),
+#                          reading the lead's messages with the inbox helper every turn
 #   @self-test turns       use every allowed turn and stop at the limit
 # Without a directive it succeeds in one turn.
 
@@ -48,6 +49,29 @@ main() {
 		[ -x "${DELEGATE_TASK_DIR-}/report" ] && "$DELEGATE_TASK_DIR/report" "$@" >/dev/null 2>&1
 		return 0
 	}
+	# Messages from the lead: read with the inbox helper as real agents are told to, say
+	# what was heard, and acknowledge each one.
+	heard() {
+		tell progress "heard: $2"
+		"$DELEGATE_TASK_DIR/inbox" ack "$1" >/dev/null 2>&1
+		say "heard message $1"
+	}
+	listen() {
+		[ -x "${DELEGATE_TASK_DIR-}/inbox" ] || return 0
+		local out line id='' text=''
+		out=$("$DELEGATE_TASK_DIR/inbox" 2>/dev/null) || return 0
+		while IFS= read -r line; do
+			if [[ $line =~ ^---\ message\ ([0-9]+)\ from\ .*\ ---$ ]]; then
+				[ -n "$id" ] && heard "$id" "$text"
+				id=${BASH_REMATCH[1]}
+				text=''
+			elif [ -n "$id" ]; then
+				text=${text:+$text$'\n'}$line
+			fi
+		done <<<"$out"
+		[ -n "$id" ] && heard "$id" "$text"
+		return 0
+	}
 	printf '{"type":"system","subtype":"init","session_id":"%s","claude_code_version":"delegate-self-test 1","cwd":"%s","tools":[]}\n' \
 		"$session_id" "$(pwd | json_safe)"
 	say "received a prompt of $bytes bytes, sha256 $sum"
@@ -69,6 +93,7 @@ main() {
 				result error_max_turns true "$max_turns" "stopped at the turn limit"
 				return 1
 			fi
+			listen
 			say "turn $turn of $secs"
 			tell progress "turn $turn of $secs"
 		done

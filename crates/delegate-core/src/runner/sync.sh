@@ -3,8 +3,9 @@
 # is one function called on the last line with a sentinel, so a cut script runs nothing.
 #
 # DLG_VARS, one field per line (see render_sync in sync_protocol.rs): remote root, max bytes
-# per file, then per task nine fields: task key, tmux session, want launch.json (0/1), and
-# the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl, stderr.log. Every
+# per file, then per task ten fields: task key, tmux session, want launch.json (0/1), and
+# the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl, stderr.log,
+# delivered.jsonl (the message receipts the inbox helper and the Claude hook write). Every
 # field is a single line (Rust checks), so newlines can separate them: bash reads a command
 # substitution in blocks but a pipe into mapfile one byte per syscall, which 200 tasks
 # would feel. For the same reason every listing below is split in memory, never read line
@@ -42,14 +43,14 @@ main() {
 	decoded=$(base64 -d <<<"$DLG_VARS")
 	# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 	local -a v=($decoded)
-	if [ "${#v[@]}" -lt 2 ] || [ $(((${#v[@]} - 2) % 9)) -ne 0 ]; then
+	if [ "${#v[@]}" -lt 2 ] || [ $(((${#v[@]} - 2) % 10)) -ne 0 ]; then
 		printf 'DELEGATE-ERROR 23 the sync variables did not decode (got %s fields)\n' "${#v[@]}" >&2
 		exit 23
 	fi
 	local root=${v[0]} max=${v[1]} i
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
-	local -a files=(state exit stream.jsonl events.jsonl outbox.jsonl stderr.log)
+	local -a files=(state exit stream.jsonl events.jsonl outbox.jsonl stderr.log delivered.jsonl)
 
 	local -A alive=()
 	local running=0 listing name
@@ -65,7 +66,7 @@ main() {
 	# eval is safe because every word is ours: keys are checked here to be plain names,
 	# file names are matched exactly, sizes are numbers.
 	local -a starts=()
-	for ((i = 2; i < ${#v[@]}; i += 9)); do
+	for ((i = 2; i < ${#v[@]}; i += 10)); do
 		if ! [[ ${v[i]} =~ ^[A-Za-z0-9._-]+$ ]] || [ "${v[i]}" = . ] || [ "${v[i]}" = .. ]; then
 			printf 'DELEGATE-ERROR 23 task key %q is not a plain name\n' "${v[i]}" >&2
 			exit 23
@@ -78,7 +79,7 @@ main() {
 		found=$(find -H "${starts[@]}" -maxdepth 1 \
 			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
 			\( -type f -path './*/*' \( -name state -o -name exit -o -name stream.jsonl \
-			-o -name events.jsonl -o -name outbox.jsonl -o -name stderr.log \) \
+			-o -name events.jsonl -o -name outbox.jsonl -o -name stderr.log -o -name delivered.jsonl \) \
 			-printf 'size[%p]=%s\n' \) 2>/dev/null)
 	fi
 	eval "$found"
@@ -86,14 +87,14 @@ main() {
 	exec 3>&1
 	local t=$EPOCHREALTIME now
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
-	printf 'DELEGATE-SYNC 1 %s %s %s\n' $(((${#v[@]} - 2) / 9)) "$running" "$now"
+	printf 'DELEGATE-SYNC 1 %s %s %s\n' $(((${#v[@]} - 2) / 10)) "$running" "$now"
 	local key session want dir f off sz len got launch
-	for ((i = 2; i < ${#v[@]}; i += 9)); do
+	for ((i = 2; i < ${#v[@]}; i += 10)); do
 		key=${v[i]} session=${v[i + 1]} want=${v[i + 2]}
 		dir=$root/tasks/$key
 		printf 'T %s %s %s\n' "$key" "${exists[./$key]:-0}" "${alive[$session]:-0}"
 		[ -n "${exists[./$key]:-}" ] || continue
-		for ((f = 0; f < 6; f++)); do
+		for ((f = 0; f < ${#files[@]}; f++)); do
 			name=${files[f]} off=${v[i + 3 + f]}
 			sz=${size[./$key/$name]:-}
 			if [ -z "$sz" ] || [ "$sz" -le "$off" ]; then continue; fi

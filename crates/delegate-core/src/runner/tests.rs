@@ -395,7 +395,7 @@ fn claude_settings_get_the_task_dir_and_their_hook_commands_work() {
     let settings: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(settings["sandbox"]["failIfUnavailable"], true);
     use std::os::unix::fs::PermissionsExt;
-    for helper in ["report", "hook"] {
+    for helper in ["report", "inbox", "hook"] {
         assert_eq!(std::fs::metadata(dir.join(helper)).unwrap().permissions().mode() & 0o777, 0o700, "{helper}");
     }
     // Each hook command, run through a shell the way Claude Code runs it, logs its event.

@@ -1,0 +1,71 @@
+//! Say: a message from the lead to a running brother. It is recorded in the mailbox first
+//! (its row id becomes its inbox id), then appended to the run's remote `inbox.jsonl` by a
+//! small script that refuses a second copy of the same id. The agent's side records delivery
+//! (Claude's hook hands it over at the next tool call; other agents run the `inbox` helper)
+//! and acknowledgement in `delivered.jsonl`, which sync reads back. Never `tmux send-keys`.
+
+use std::time::Duration;
+
+use crate::delegate::Delegate;
+use crate::error::{Error, Result};
+use crate::ssh::{Exit, Session};
+use crate::store::Message;
+use crate::sync::task_key;
+use crate::sync_protocol::{SayState, parse_say, render_say};
+
+/// The longest message `say` sends (it travels in a hook's context, capped near 10k chars).
+pub const MAX_SAY_BYTES: usize = 8000;
+
+pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> Result<Message> {
+    if text.trim().is_empty() {
+        return Err(Error::PromptEmpty);
+    }
+    if text.len() > MAX_SAY_BYTES {
+        return Err(Error::PromptTooLarge { bytes: text.len(), limit: MAX_SAY_BYTES });
+    }
+    let task = d.task(id)?;
+    if task.status.is_terminal() {
+        return Err(Error::SayToFinished { task: id, status: task.status.to_string() });
+    }
+    let run = task.runs.last().ok_or(Error::TaskNotFound(id))?.clone();
+    let message = d.store_mut().add_outgoing(id, run.run_no, author, text)?;
+    // Earlier messages that never got confirmed go first, with their own ids: the brother
+    // keeps one copy of each, so a resend after a lost connection cannot duplicate.
+    let pending = d.store().unqueued(id, run.run_no)?;
+    let target = d.resolve_target(&task.host)?;
+    let root = d.remote_root(&task.host)?;
+    let key = task_key(d.store().mailbox_id(), id, run.run_no);
+    let session = Session::connect(&target).await?;
+    let mut outcome = Ok(());
+    for m in &pending {
+        let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
+        let script = render_say(&root, &key, m.id, &line)?;
+        let out = match session.exec("bash -s", &script, Duration::from_secs(30)).await {
+            Ok(out) => out,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        match (out.exit, parse_say(&out.stdout)) {
+            (Exit::Code(0), Some(SayState::Queued | SayState::AlreadyQueued)) => {
+                d.store_mut().mark_outgoing(m.id, true)?
+            }
+            (Exit::Code(0), Some(SayState::Finished)) => {
+                d.store_mut().mark_outgoing(m.id, false)?;
+                outcome = Err(Error::SayToFinished { task: id, status: "finished on the brother".into() });
+                break;
+            }
+            (_, state) => {
+                outcome = Err(Error::SyncFailed {
+                    host: task.host.clone(),
+                    why: format!("say got {state:?}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                });
+                break;
+            }
+        }
+    }
+    session.close().await;
+    outcome?;
+    Ok(d.store().messages(id)?.into_iter().find(|m| m.id == message.id).unwrap_or(message))
+}

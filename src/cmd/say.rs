@@ -1,0 +1,25 @@
+//! `delegate say N "message"`: tell a running brother something mid-task.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{block_on, open};
+use crate::cli::SayArgs;
+
+pub fn run(config: Option<&Path>, args: SayArgs) -> Result<()> {
+    let mut d = open(config)?;
+    // Saying something to a task that ended meanwhile must fail now, not vanish.
+    super::sync::before_showing(&mut d, Some(&[args.id]))?;
+    let author = args.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
+    let m = block_on(d.say(args.id, &args.message, &author))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        println!(
+            "message {} to task {} queued on the brother (delivery shows in `delegate show {}`)",
+            m.id, m.task_id, m.task_id
+        );
+    }
+    Ok(())
+}
