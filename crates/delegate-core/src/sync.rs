@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
 use crate::ssh::{Exit, Session, SshTarget};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
-use crate::sync_protocol::{SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_sync};
+use crate::sync_protocol::{
+    SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say, render_sync,
+};
 use crate::task::TaskStatus;
 
 /// How long a sync exec may take on the brother.
@@ -47,6 +49,8 @@ pub struct HostSync {
     pub changed: Vec<(i64, TaskStatus)>,
     /// Tasks skipped because another process moved them first (read again next time).
     pub conflicts: Vec<i64>,
+    /// Messages to brothers sent again because their inbox had not confirmed them.
+    pub resent: Vec<i64>,
     pub error: Option<String>,
 }
 
@@ -93,12 +97,18 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                     .collect(),
                 max_bytes_per_file: MAX_BYTES_PER_FILE,
             };
-            Ok((target, render_sync(&req)?))
+            let mut resend = Vec::new();
+            for (task_id, run_no, m) in d.store().unqueued_on_host(&host)? {
+                let key = task_key(d.store().mailbox_id(), task_id, run_no);
+                let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
+                resend.push((m.id, render_say(&req.remote_root, &key, m.id, &line)?));
+            }
+            Ok((target, render_sync(&req)?, resend))
         });
         match prepared {
-            Ok((target, script)) => {
+            Ok((target, script, resend)) => {
                 jobs.spawn(async move {
-                    let r = fetch(&target, &script).await;
+                    let r = fetch(&target, &script, resend).await;
                     (host, r)
                 });
                 waiting.insert(runs[0].host.clone(), runs);
@@ -109,6 +119,7 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                 execs: 0,
                 changed: vec![],
                 conflicts: vec![],
+                resent: vec![],
                 error: Some(e.to_string()),
             }),
         }
@@ -122,11 +133,20 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
             execs: 1,
             changed: vec![],
             conflicts: vec![],
+            resent: vec![],
             error: None,
         };
         match reply {
             Err(e) => hs.error = Some(e.to_string()),
-            Ok(reply) => {
+            Ok((reply, sent)) => {
+                for (id, state) in sent {
+                    match state {
+                        SayState::Queued | SayState::AlreadyQueued => d.store_mut().mark_outgoing(id, true)?,
+                        SayState::Finished | SayState::NoTask => d.store_mut().mark_outgoing(id, false)?,
+                    }
+                    hs.resent.push(id);
+                    hs.execs += 1;
+                }
                 let mailbox = d.store().mailbox_id().to_string();
                 let batch: Vec<Ingest> = runs
                     .iter()
@@ -160,9 +180,28 @@ fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool 
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
 }
 
-async fn fetch(target: &SshTarget, script: &[u8]) -> Result<SyncReply> {
+/// One connection: the sync exec, then any `say` the brother has not confirmed yet (a lead
+/// that died between recording a message and sending it), each with its original id.
+async fn fetch(
+    target: &SshTarget,
+    script: &[u8],
+    resend: Vec<(i64, Vec<u8>)>,
+) -> Result<(SyncReply, Vec<(i64, SayState)>)> {
     let session = Session::connect(target).await?;
     let out = session.exec("bash -s", script, SYNC_LIMIT).await;
+    let mut sent = Vec::new();
+    if out.is_ok() {
+        for (id, say) in resend {
+            match session.exec("bash -s", &say, SYNC_LIMIT).await {
+                Ok(o) if o.exit == Exit::Code(0) => {
+                    if let Some(state) = parse_say(&o.stdout) {
+                        sent.push((id, state));
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
     session.close().await;
     let out = out?;
     if out.exit != Exit::Code(0) {
@@ -172,7 +211,8 @@ async fn fetch(target: &SshTarget, script: &[u8]) -> Result<SyncReply> {
             why: format!("{why}: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
-    parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: target.host.clone(), why })
+    let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: target.host.clone(), why })?;
+    Ok((reply, sent))
 }
 
 /// Complete lines of `bytes` and how many bytes they span.

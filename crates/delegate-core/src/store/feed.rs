@@ -169,6 +169,21 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Unconfirmed messages to the current runs of unfinished tasks on `host`: (task, run, message).
+    pub fn unqueued_on_host(&self, host: &str) -> Result<Vec<(i64, i64, Message)>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages m
+             WHERE m.direction = 'to_brother' AND m.kind = 'say' AND m.queued_at IS NULL
+               AND m.task_id IN (SELECT id FROM tasks WHERE host = ?1
+                                 AND status IN ('launched', 'running', 'needs_input'))
+               AND m.run_no = (SELECT max(run_no) FROM runs WHERE task_id = m.task_id)
+             ORDER BY m.id"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([host], message_row)?;
+        Ok(rows.map(|r| r.map(|m| (m.task_id, m.run_no, m))).collect::<std::result::Result<_, _>>()?)
+    }
+
     /// The brother's inbox holds the message (`queued`), or the run ended first (`undeliverable`).
     pub fn mark_outgoing(&mut self, id: i64, queued: bool) -> Result<()> {
         if queued {
