@@ -1,21 +1,15 @@
 //! After the launch: the brother reports back. Each terminal state, messages, hook events,
 //! wait and monitor, offsets that survive restarts, and one SSH exec per host per sync.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use delegate_testkit::FakeHost;
 use serde_json::Value;
 
-use crate::support::Env;
+use crate::support::{Env, install_agent};
 
 /// Replaces the fake agent `name` on the host with a script of our own (run as the remote
 /// user; the testkit's bin dir comes first on the host's PATH).
-fn install_agent(host: &FakeHost, name: &str, script: &str) {
-    let path = host.dir().join("bin").join(name);
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 fn launch(env: &Env, args: &[&str]) -> i64 {
     let task = env.run(args).ok().json();

@@ -1,18 +1,11 @@
 //! Say: messages to a running brother arrive once, through the agent's own mechanisms.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use delegate_testkit::FakeHost;
 use serde_json::Value;
 
-use crate::support::Env;
-
-fn install_agent(host: &FakeHost, name: &str, script: &str) {
-    let path = host.dir().join("bin").join(name);
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+use crate::support::{Env, install_agent};
 
 /// Polls `show --json` until `check` holds.
 fn show_until(env: &Env, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {

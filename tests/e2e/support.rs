@@ -229,3 +229,12 @@ pub fn wait_for_file(path: &Path) -> Vec<u8> {
     }
     panic!("{} never appeared", path.display());
 }
+
+/// Replaces the fake agent `name` on the host with a script of our own (run as the remote
+/// user; the testkit's bin dir comes first on the host's PATH).
+pub fn install_agent(host: &FakeHost, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = host.dir().join("bin").join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
