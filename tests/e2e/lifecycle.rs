@@ -8,9 +8,6 @@ use serde_json::Value;
 
 use crate::support::{Env, install_agent};
 
-/// Replaces the fake agent `name` on the host with a script of our own (run as the remote
-/// user; the testkit's bin dir comes first on the host's PATH).
-
 fn launch(env: &Env, args: &[&str]) -> i64 {
     let task = env.run(args).ok().json();
     task["id"].as_i64().unwrap()
