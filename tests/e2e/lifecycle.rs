@@ -76,8 +76,14 @@ fn cancel_stops_the_agent_and_records_cancelled() {
     let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
     let session =
         env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json()["session"].as_str().unwrap().to_string();
+    let logins = || host.sshd_log().matches("Accepted publickey").count();
+    let before = logins();
     let run = env.run(&["cancel", &id.to_string(), "--json"]).ok();
     assert_eq!(run.json()["status"], "cancelled", "{run}");
+    assert_eq!(run.json()["runs"][0]["exit_reason"], "cancelled", "the runner recorded it: {run}");
+    // The brother waits for the runner's exit record, so a cancel is the cancel exec plus
+    // one sync: two connections, no polling.
+    assert_eq!(logins() - before, 2, "{}", host.sshd_log());
     // The agent is really gone: its session ended.
     let deadline = Instant::now() + Duration::from_secs(15);
     while host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {

@@ -81,7 +81,8 @@ impl Delegate {
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         let session = Session::connect(&target).await?;
-        let out = session.exec("bash -s", &script, Duration::from_secs(30)).await;
+        // The script waits up to 30 s for the runner to record the ending.
+        let out = session.exec("bash -s", &script, Duration::from_secs(45)).await;
         session.close().await;
         let out = out?;
         let said = String::from_utf8_lossy(&out.stdout);
@@ -92,26 +93,20 @@ impl Delegate {
                 why: format!("cancel did not answer: {}", String::from_utf8_lossy(&out.stderr).trim()),
             });
         }
-        // The runner records how the agent ended; give it its grace period to do so.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            self.sync(Some(&[id])).await?;
-            let t = self.task(id)?;
-            if t.status.is_terminal() {
-                return Ok(t);
-            }
-            if state != "signalled" || Instant::now() >= deadline {
-                // Nothing runs (never started, or no runner answered): record it ourselves.
-                self.store_mut().transition(
-                    id,
-                    t.version,
-                    TaskStatus::Cancelled,
-                    Some(&format!("cancelled by the lead (brother said: {state})")),
-                )?;
-                return self.task(id);
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        // The cancel script waited for the runner's exit record, so one sync reads it.
+        self.sync(Some(&[id])).await?;
+        let t = self.task(id)?;
+        if t.status.is_terminal() {
+            return Ok(t);
         }
+        // Nothing ran (never started, or no runner answered): record it ourselves.
+        self.store_mut().transition(
+            id,
+            t.version,
+            TaskStatus::Cancelled,
+            Some(&format!("cancelled by the lead (brother said: {state})")),
+        )?;
+        self.task(id)
     }
 
     /// Reads a task file on the brother from `offset` (for `logs`), without touching the

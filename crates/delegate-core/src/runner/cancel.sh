@@ -67,6 +67,15 @@ main() {
 		if [ "$arg" = "$dir/run.sh" ]; then
 			# Tells the runner now rather than at its next tick (half a second).
 			kill -USR1 "$runner" 2>/dev/null
+			# Wait here (up to 30 s; the runner SIGKILLs after its grace) for its exit record,
+			# so the lead learns the ending with one sync instead of polling over new
+			# connections.
+			local wait_nap tries=0
+			exec {wait_nap}<> <(:)
+			while [ ! -e "$dir/exit" ] && [ "$tries" -lt 300 ]; do
+				read -r -t 0.1 -u "$wait_nap"
+				tries=$((tries + 1))
+			done
 			say signalled
 			return 0
 		fi
