@@ -6,26 +6,14 @@ use std::time::{Duration, Instant};
 use delegate_testkit::FakeHost;
 use serde_json::Value;
 
-use crate::support::{Env, install_agent};
-
-fn launch(env: &Env, args: &[&str]) -> i64 {
-    let task = env.run(args).ok().json();
-    task["id"].as_i64().unwrap()
-}
-
-/// `delegate wait` with a deadline; returns the task JSON.
-fn wait_for(env: &Env, id: i64) -> Value {
-    let run = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--interval-ms", "200", "--json"]);
-    assert!(matches!(run.code(), 0 | 7), "wait failed:\n{run}");
-    run.json()["tasks"][0].clone()
-}
+use crate::support::{Env, install_agent, launch, wait_done};
 
 #[test]
 fn self_test_completes_with_its_messages_and_outcome() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = launch(&env, &["oppy", "review the training config", "--json"]);
-    let task = wait_for(&env, id);
+    let task = wait_done(&env, id);
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(task["exit_code"], 0);
     assert_eq!(task["runs"][0]["outcome"]["outcome"], "completed", "{task}");
@@ -55,7 +43,7 @@ fn the_agents_own_turn_limit_ends_in_turn_limit() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = launch(&env, &["oppy", "loop\n@self-test turns", "--max-turns", "3", "--json"]);
-    let t = wait_for(&env, id);
+    let t = wait_done(&env, id);
     assert_eq!(t["status"], "turn_limit", "{t}");
     assert_eq!(t["turns"], 3, "{t}");
 }
@@ -65,7 +53,7 @@ fn the_wall_clock_limit_ends_in_timed_out() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--timeout", "2s", "--max-turns", "100", "--json"]);
-    let t = wait_for(&env, id);
+    let t = wait_done(&env, id);
     assert_eq!(t["status"], "timed_out", "{t}");
 }
 
@@ -154,7 +142,7 @@ exit 0
     );
     let env = Env::with_brother(&host, "claude", "read");
     let id = launch(&env, &["oppy", "anything", "--json"]);
-    let t = wait_for(&env, id);
+    let t = wait_done(&env, id);
     assert_eq!(t["status"], "failed", "{t}");
     assert_eq!(t["exit_code"], 0);
     assert!(t["reason"].as_str().unwrap().starts_with("Not logged in"), "{t}");
@@ -184,7 +172,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"num_turns":2,"resul
     );
     let env = Env::with_brother(&host, "claude", "read");
     let id = launch(&env, &["oppy", "anything", "--json"]);
-    let t = wait_for(&env, id);
+    let t = wait_done(&env, id);
     assert_eq!(t["status"], "completed", "{t}");
     let show = env.run(&["show", &id.to_string(), "--json"]).ok();
     let events: Vec<(String, String)> = show.json()["events"]
@@ -232,7 +220,7 @@ fn monitor_prints_one_json_line_per_change() {
     let env = Env::with_brother(&host, "self-test", "read");
     let id = launch(&env, &["oppy", "short", "--json"]);
     // Let it finish, then read the whole feed from the start.
-    wait_for(&env, id);
+    wait_done(&env, id);
     let run = env.run(&["monitor", "--format", "json", "--from-start", "--count", "1", "--no-sync"]).ok();
     let lines: Vec<Value> = run.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let states: Vec<&str> = lines.iter().filter(|l| l["type"] == "state").map(|l| l["to"].as_str().unwrap()).collect();
@@ -256,7 +244,7 @@ fn logs_show_the_agents_output_and_attach_targets_the_exact_session() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = launch(&env, &["oppy", "say something", "--json"]);
-    wait_for(&env, id);
+    wait_done(&env, id);
     let logs = env.run(&["logs", &id.to_string()]).ok();
     assert!(logs.stdout().contains("received a prompt of") && logs.stdout().contains("[result success]"), "{logs}");
     let raw = env.run(&["logs", &id.to_string(), "--raw"]).ok();
@@ -390,7 +378,7 @@ done
     );
     let env = Env::with_brother(&host, "codex", "read");
     let id = launch(&env, &["oppy", "never stop", "--max-turns", "2", "--json"]);
-    let t = wait_for(&env, id);
+    let t = wait_done(&env, id);
     assert_eq!(t["status"], "turn_limit", "{t}");
     assert_eq!(t["runs"][0]["outcome"]["enforced_by"], "delegate", "{t}");
     assert_eq!(t["runs"][0]["exit_reason"], "turn_limit", "{t}");

@@ -3,19 +3,8 @@
 use std::time::Duration;
 
 use delegate_testkit::FakeHost;
-use serde_json::Value;
 
-use crate::support::Env;
-
-fn launch(env: &Env, args: &[&str]) -> i64 {
-    env.run(args).ok().json()["id"].as_i64().unwrap()
-}
-
-fn wait_done(env: &Env, id: i64) -> Value {
-    let run = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--interval-ms", "200", "--json"]);
-    assert!(matches!(run.code(), 0 | 7), "{run}");
-    run.json()["tasks"][0].clone()
-}
+use crate::support::{Env, launch, wait_done};
 
 #[test]
 fn a_reopened_self_test_task_runs_again_with_its_own_evidence() {

@@ -238,3 +238,15 @@ pub fn install_agent(host: &FakeHost, name: &str, script: &str) {
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Launches with `args` (which must include `--json`) and returns the task number.
+pub fn launch(env: &Env, args: &[&str]) -> i64 {
+    env.run(args).ok().json()["id"].as_i64().unwrap()
+}
+
+/// `delegate wait` with a deadline; returns the task JSON (wait exits 0 or 7 when it ended).
+pub fn wait_done(env: &Env, id: i64) -> serde_json::Value {
+    let run = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--interval-ms", "200", "--json"]);
+    assert!(matches!(run.code(), 0 | 7), "wait failed:\n{run}");
+    run.json()["tasks"][0].clone()
+}

@@ -25,21 +25,8 @@ impl Dir {
     fn path(&self) -> &Path {
         &self.0
     }
-    /// Runs `<dir>/<program> args` with `stdin`, from another directory, with a scrubbed
-    /// environment: the helpers find their task directory by their own path.
     fn run(&self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(self.0.join(program))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin);
-        child.wait_with_output().unwrap()
+        run_helper(&self.0, program, args, stdin)
     }
     fn lines(&self, file: &str) -> Vec<Value> {
         std::fs::read_to_string(self.0.join(file))
@@ -48,6 +35,24 @@ impl Dir {
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
             .collect()
     }
+}
+
+/// Runs `<dir>/<program> args` with `stdin` the way the agent or Claude does: by path, from
+/// another directory, with nothing of ours in the environment but PATH (the helpers find
+/// their task directory by their own path).
+pub(super) fn run_helper(dir: &Path, program: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(dir.join(program))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
 }
 
 impl Drop for Dir {

@@ -28,21 +28,8 @@ fn say(s: &Scratch, key: &str, id: i64, line: &str) -> SayState {
     parse_say(&out.stdout).unwrap_or_else(|| panic!("no state in {:?}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// Runs a helper of the task directory the way the agent or Claude does: by path, from
-/// elsewhere, with nothing of ours in the environment but PATH.
 fn run(dir: &Path, program: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(dir.join(program))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
+    super::tests_helpers::run_helper(dir, program, args, stdin)
 }
 
 fn text(out: &Output) -> String {
