@@ -9,8 +9,8 @@ use crate::cli::SayArgs;
 
 pub fn run(config: Option<&Path>, args: SayArgs) -> Result<()> {
     let mut d = open(config)?;
-    // Saying something to a task that ended meanwhile must fail now, not vanish.
-    super::sync::before_showing(&mut d, Some(&[args.id]))?;
+    // No sync first: the brother's say script itself refuses a run that has ended, so a
+    // message to a task that ended meanwhile fails now (and is kept as undeliverable).
     let author = args.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
     let m = block_on(d.say(args.id, &args.message, &author))?;
     if args.json {

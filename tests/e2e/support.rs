@@ -215,7 +215,7 @@ fn wait_with_deadline(mut child: std::process::Child, limit: std::time::Duration
 
 /// The remote task directory of a task launched by `env` (read from `show --json`).
 pub fn remote_dir(env: &Env, id: i64) -> PathBuf {
-    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
     PathBuf::from(show["runs"][0]["remote_dir"].as_str().unwrap_or_else(|| panic!("no remote_dir in {show}")))
 }
 
