@@ -23,6 +23,9 @@ pub fn run(config: Option<&Path>, args: ReopenArgs) -> Result<()> {
             } else {
                 let run = task.runs.last().expect("a reopened task has runs");
                 println!("reopened task {} on {}: run {}, session {}", task.id, task.brother, run.run_no, run.session);
+                if let Some(how) = run.evidence["agent_plan"]["write_scope_enforcement"].as_str() {
+                    println!("write scope: {how}");
+                }
             }
             Ok(())
         }

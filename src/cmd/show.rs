@@ -65,6 +65,11 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         if let Some(s) = ev["agent_plan"]["effective_sandbox"].as_str() {
             println!("  sandbox   {s}; enforcement: {}", ev["agent_plan"]["enforcement"].as_str().unwrap_or("?"));
         }
+        if let Some(scope) = ev["agent_plan"]["write_scope"].as_array() {
+            let paths: Vec<String> = scope.iter().map(|p| display_word(p.as_str().unwrap_or(""))).collect();
+            let how = ev["agent_plan"]["write_scope_enforcement"].as_str().unwrap_or("?");
+            println!("  scope     {}; {how}", paths.join(" "));
+        }
         if let Some(t) = ev["timings"].as_object() {
             let parts: Vec<String> = ["tcp_ms", "handshake_ms", "auth_ms", "exec_ms", "total_ms"]
                 .iter()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use delegate_testkit::FakeHost;
 
-use crate::support::{Env, launch, wait_done};
+use crate::support::{Env, install_agent, launch, wait_done};
 
 #[test]
 fn a_reopened_self_test_task_runs_again_with_its_own_evidence() {
@@ -109,4 +109,68 @@ fn reopen_refuses_a_running_task_and_an_agent_without_sessions() {
     // Nothing was recorded for the refused reopens.
     let t = env.run(&["show", &custom.to_string(), "--json", "--no-sync"]).ok().json();
     assert_eq!(t["runs"].as_array().unwrap().len(), 1);
+}
+
+/// Like Claude Code with respect to hooks: reads `--settings`, and before each file write
+/// runs the PreToolUse hooks whose matcher fits the tool, through a shell, with the hook
+/// payload on stdin; a `deny` decision blocks the write. Only a resumed run writes: a real
+/// file inside the scope, one beside it, and one reached through `..`.
+const CLAUDE_WITH_PRE_TOOL_USE: &str = r#"#!/usr/bin/env python3
+import json, os, re, subprocess, sys
+sys.stdin.read()
+argv = sys.argv[1:]
+settings = json.load(open(argv[argv.index("--settings") + 1]))
+print(json.dumps({"type": "system", "subtype": "init", "session_id": "5e55", "claude_code_version": "2.1.329"}), flush=True)
+def allowed(tool, path):
+    for entry in settings.get("hooks", {}).get("PreToolUse", []):
+        if not re.fullmatch(entry.get("matcher", ""), tool):
+            continue
+        for h in entry["hooks"]:
+            payload = {"session_id": "5e55", "cwd": os.getcwd(), "permission_mode": "bypassPermissions",
+                       "hook_event_name": "PreToolUse", "tool_name": tool,
+                       "tool_input": {"file_path": path, "content": "x"}, "tool_use_id": "toolu_1"}
+            out = subprocess.run(h["command"], shell=True, input=json.dumps(payload), capture_output=True, text=True).stdout
+            if out.strip() and json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "deny":
+                return False
+    return True
+if "--resume" in argv:
+    cwd = os.getcwd()
+    for path in [cwd + "/src/ok.txt", cwd + "/outside.txt", cwd + "/src/../escape.txt"]:
+        if allowed("Write", path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").write("written\n")
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1, "result": "ok", "session_id": "5e55"}), flush=True)
+"#;
+
+#[test]
+fn a_write_scope_is_enforced_on_claude_by_its_pre_tool_use_hook() {
+    let host = FakeHost::start();
+    install_agent(&host, "claude", CLAUDE_WITH_PRE_TOOL_USE);
+    let env = Env::with_brother(&host, "claude", "full");
+    let id = launch(&env, &["oppy", "look around", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let out = env.run(&["reopen", &id.to_string(), "now fix src only", "--write-scope", "src"]).ok();
+    assert!(out.stdout().contains("write scope: Edit/MultiEdit/Write/NotebookEdit outside the scope refused"), "{out}");
+    let t = wait_done(&env, id);
+    assert_eq!(t["runs"][1]["status"], "completed", "{t}");
+
+    let work = host.workdir();
+    assert_eq!(std::fs::read_to_string(work.join("src/ok.txt")).unwrap(), "written\n");
+    assert!(!work.join("outside.txt").exists(), "a write beside the scope got through");
+    assert!(!work.join("escape.txt").exists(), "a write through .. got through");
+    let plan = &t["runs"][1]["evidence"]["agent_plan"];
+    assert_eq!(plan["write_scope"][0], format!("{}/src", work.display()));
+    // The refusals are in the task's history, with the path the agent tried.
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let denied: Vec<String> = show["thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["text"].as_str().unwrap_or("").contains("ScopeDenied"))
+        .map(|i| i["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(denied.len(), 2, "{:#}", show["thread"]);
+    assert!(denied[0].contains("outside.txt") && denied[1].contains("escape.txt"), "{denied:?}");
+    let text = env.run(&["show", &id.to_string()]).ok();
+    assert!(text.stdout().contains("scope     ") && text.stdout().contains("PreToolUse"), "{text}");
 }

@@ -16,6 +16,7 @@ fn all_shell_scripts_pass_shellcheck() {
         "crates/delegate-core/src/runner/sync.sh",
         "crates/delegate-core/src/runner/say.sh",
         "crates/delegate-core/src/runner/inbox.sh",
+        "crates/delegate-core/src/runner/scope-guard.sh",
         "hooks/claude-hook.sh",
         "crates/delegate-testkit/src/fake_agent.sh",
         "scripts/demo.sh",

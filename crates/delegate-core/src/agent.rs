@@ -58,6 +58,12 @@ pub struct AgentPlan {
     pub session_id: Option<String>,
     /// How to ask the agent its version on the brother (placeholders allowed); empty: don't.
     pub version_argv: Vec<String>,
+    /// A follow-up's write scope (resolved entries) and how far it is enforced; see
+    /// [`crate::write_scope`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub write_scope: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_scope_enforcement: Option<String>,
 }
 
 /// Inputs that shape the argv.
@@ -179,6 +185,8 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         turn_marker: None,
         session_id: Some(session_id),
         version_argv: vec!["claude".into(), "--version".into()],
+        write_scope: vec![],
+        write_scope_enforcement: None,
     }
 }
 
@@ -215,6 +223,8 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         turn_marker: Some(CODEX_TURN_MARKER.into()),
         session_id: None,
         version_argv: vec!["codex".into(), "--version".into()],
+        write_scope: vec![],
+        write_scope_enforcement: None,
     }
 }
 
@@ -232,6 +242,8 @@ fn self_test(req: &AgentRequest) -> AgentPlan {
         turn_marker: None,
         session_id: None,
         version_argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--version".into()],
+        write_scope: vec![],
+        write_scope_enforcement: None,
     }
 }
 
@@ -275,6 +287,8 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         turn_marker: None,
         session_id: None,
         version_argv: if c.version_probe { vec![c.command[0].clone(), "--version".into()] } else { vec![] },
+        write_scope: vec![],
+        write_scope_enforcement: None,
     })
 }
 

@@ -947,6 +947,7 @@ mod tests {
         use StreamKind::{Claude, Codex};
         vec![
             fixture!("claude-not-logged-in", Claude),
+            fixture!("claude-hooks-not-logged-in", Claude),
             fixture!("claude-bogus-flag", Claude),
             fixture!("claude-resume-unknown", Claude),
             fixture!("codex-offline-killed", Codex),
@@ -1388,6 +1389,7 @@ mod tests {
         use FailKind::*;
         let expected: &[(&str, &str, Option<FailKind>)] = &[
             ("claude-not-logged-in", "failed", Some(Auth)),
+            ("claude-hooks-not-logged-in", "failed", Some(Auth)),
             ("claude-bogus-flag", "failed", Some(LaunchRejected)),
             ("claude-resume-unknown", "failed", Some(LaunchRejected)),
             ("codex-offline-killed", "failed", Some(AgentError)),

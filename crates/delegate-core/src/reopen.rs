@@ -16,7 +16,9 @@ use crate::task::{Run, Task};
 pub struct ReopenRequest {
     pub task: i64,
     pub prompt: Vec<u8>,
-    /// Paths the follow-up may change; told to the agent (see [`wrap_followup`]).
+    /// Paths the follow-up may change (relative ones from the task's working directory):
+    /// told to the agent (see [`wrap_followup`]) and enforced where the agent allows it
+    /// (see [`crate::write_scope`]).
     pub write_scope: Vec<String>,
     /// Who asks (recorded on the run).
     pub author: String,
@@ -95,14 +97,8 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
     }
     let last = task.runs.last().ok_or(Error::TaskNotFound(task.id))?;
     let session = resumable_session(&task, last).map_err(|why| Error::NotResumable { task: task.id, why })?;
-    for p in &req.write_scope {
-        crate::config::check_remote_path(p)
-            .or_else(|m| if p.starts_with('/') || p.starts_with('~') { Err(m) } else { Ok(()) })
-            .map_err(|m| Error::Config {
-                path: d.paths().config_file.clone(),
-                message: format!("--write-scope: {m}"),
-            })?;
-    }
+    let scope = crate::write_scope::resolve(&req.write_scope, &task.workdir)
+        .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("--write-scope {m}") })?;
     let mut plan = agent::plan(&AgentRequest {
         agent: &task.agent,
         model: task.model.as_deref(),
@@ -112,11 +108,12 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
         custom: None,
     })?;
     resume_plan(&mut plan, &session);
+    crate::write_scope::apply(&mut plan, task.sandbox, &scope);
     let target = d.resolve_target(&task.host)?;
     let remote_root = d.remote_root(&task.host)?;
     let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
     let run = d.store_mut().create_run(task.id, task.version, &req.prompt, &req.author, &req.write_scope)?;
-    let wrapped = wrap_followup(task.id, run.run_no, &task.brother, &req.prompt, &req.write_scope);
+    let wrapped = wrap_followup(task.id, run.run_no, &task.brother, &req.prompt, &scope);
     let timeout = Duration::from_secs(if task.timeout_secs > 0 { task.timeout_secs as u64 } else { 4 * 3600 });
     deliver(
         d,

@@ -222,6 +222,8 @@ mod tests_helpers;
 #[cfg(test)]
 mod tests_inbox;
 #[cfg(test)]
+mod tests_scope;
+#[cfg(test)]
 mod tests_stop;
 #[cfg(test)]
 mod tests_sync;

@@ -39,6 +39,19 @@ fn run_real(
     max_lines: usize,
     limit: Duration,
 ) -> (Vec<String>, String) {
+    run_real_with(bin, argv, &[], stdin, max_lines, limit).0
+}
+
+/// [`run_real`] with `files` written into the task directory first (`{task_dir}` filled in,
+/// as the launch script does); also returns the task directory's `events.jsonl`.
+fn run_real_with(
+    bin: &std::path::Path,
+    argv: &[String],
+    files: &[(String, String)],
+    stdin: &[u8],
+    max_lines: usize,
+    limit: Duration,
+) -> ((Vec<String>, String), String) {
     let dir = Scratch(std::env::temp_dir().join(format!("dlg-real-{}-{}", std::process::id(), argv[0])));
     let repo = dir.0.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -50,6 +63,9 @@ fn run_real(
         r#"{"sandbox":{"enabled":true,"failIfUnavailable":true,"allowUnsandboxedCommands":false,"autoAllowBashIfSandboxed":true}}"#,
     )
     .unwrap();
+    for (name, content) in files {
+        std::fs::write(task_dir.join(name), content.replace("{task_dir}", task_dir.to_str().unwrap())).unwrap();
+    }
     let args: Vec<String> = argv[1..]
         .iter()
         .map(|a| a.replace("{task_dir}", task_dir.to_str().unwrap()).replace("/w", repo.to_str().unwrap()))
@@ -81,7 +97,8 @@ fn run_real(
     let lines = reader.join().unwrap();
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
-    (lines, err)
+    let events = std::fs::read_to_string(task_dir.join("events.jsonl")).unwrap_or_default();
+    ((lines, err), events)
 }
 
 fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
@@ -115,4 +132,24 @@ fn codex_accepts_our_argv_for_every_level() {
             serde_json::from_str(lines.first().unwrap_or_else(|| panic!("no stream for {sandbox}: {err}"))).unwrap();
         assert_eq!(first["type"], "thread.started", "{lines:?} {err}");
     }
+}
+
+#[test]
+fn claude_takes_our_settings_with_the_write_scope_guard_and_runs_their_hooks() {
+    let Some(bin) = agents_dir() else { return };
+    let mut p = plan(&req("claude", Sandbox::Write)).unwrap();
+    delegate_core::write_scope::apply(&mut p, Sandbox::Write, &["/w/src".into()]);
+    let mut files = p.files.clone();
+    files.push(("hook".into(), delegate_core::agent::CLAUDE_HOOK.into()));
+    let ((lines, err), events) = run_real_with(&bin, &p.argv, &files, b"say hi", 8, Duration::from_secs(60));
+    // With hooks configured, Claude reports each hook (`hook_started`, `hook_response`)
+    // before its init line.
+    let init: serde_json::Value = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["subtype"] == "init")
+        .unwrap_or_else(|| panic!("no init line: {lines:?} {err}"));
+    assert_eq!(init["permissionMode"], "acceptEdits", "{init}");
+    // The settings file was read, not silently dropped: its SessionStart hook ran.
+    assert!(events.contains(r#""event":"SessionStart""#), "no hook ran: {events:?} {err}");
 }
