@@ -55,6 +55,8 @@ pub enum Command {
     Reopen(ReopenArgs),
     /// Tell a running brother something: delivered mid-task, recorded as sent, delivered, read
     Say(SayArgs),
+    /// Serve delegate's tools to a lead agent over MCP (Model Context Protocol) on stdio
+    Mcp,
     /// Manage hosts in the inventory
     #[command(subcommand)]
     Hosts(HostsCommand),

@@ -7,6 +7,7 @@ mod hosts;
 mod list;
 mod logs;
 mod mailbox;
+mod mcp;
 mod monitor;
 mod reopen;
 mod run;
@@ -46,6 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Update(args) => update::run(config, args),
         Command::Reopen(args) => reopen::run(config, args),
         Command::Say(args) => say::run(config, args),
+        Command::Mcp => mcp::run(config),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
     }?;

