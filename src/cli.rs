@@ -70,7 +70,8 @@ pub enum Command {
 /// The arguments of `run`, also parsed on their own for the short form.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Brother to hand the task to
+    /// Brother to hand the task to; several separated by commas (`oppy,jerry`) fan the task
+    /// out, one task per brother, launched concurrently
     pub brother: String,
     /// The task text; `-` reads it from stdin
     pub prompt: Option<OsString>,
@@ -101,7 +102,11 @@ pub struct RunArgs {
     /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
     #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
     pub author: Option<String>,
-    /// Print the task as JSON
+    /// Another brother to hand the task to (repeatable); with --to, the first argument is
+    /// the prompt: `delegate run --to oppy --to jerry "run the tests"`
+    #[arg(long = "to", value_name = "BROTHER")]
+    pub to: Vec<String>,
+    /// Print the task as JSON (with several brothers: {"tasks": [...], "errors": [...]})
     #[arg(long)]
     pub json: bool,
 }
@@ -287,6 +292,9 @@ pub struct HostAddArgs {
     /// Seconds to wait for connect, handshake and auth (default 10/15/15)
     #[arg(long)]
     pub connect_timeout: Option<u64>,
+    /// At most this many tasks in flight on the host; more wait as `queued`
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -336,6 +344,9 @@ pub struct BrotherAddArgs {
     /// Wall-clock limit for its tasks, e.g. 45m or 4h (default 4h)
     #[arg(long)]
     pub timeout: Option<String>,
+    /// At most this many of its tasks in flight (1: one at a time); more wait as `queued`
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod mcp;
 mod paths;
 
 use std::process::ExitCode;

@@ -19,6 +19,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 max_turns: a.max_turns,
                 sandbox: a.sandbox,
                 timeout: a.timeout,
+                max_concurrent: a.max_concurrent,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

@@ -20,6 +20,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 known_hosts: a.known_hosts,
                 remote_root: a.remote_root,
                 connect_timeout: a.connect_timeout,
+                max_concurrent: a.max_concurrent,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("hosts", &a.name, &entry)?;

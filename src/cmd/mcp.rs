@@ -2,8 +2,16 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-pub fn run(_config: Option<&Path>) -> Result<()> {
-    anyhow::bail!("delegate mcp: not built yet")
+pub fn run(config: Option<&Path>) -> Result<()> {
+    let paths = crate::paths::resolve(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime for the MCP server")?;
+    let result = runtime.block_on(crate::mcp::serve(paths));
+    // A blocking read of stdin may still be parked on the runtime's thread pool: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }

@@ -55,8 +55,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 /// The library is async only at the SSH edge; the CLI blocks on it with a small runtime.
+/// One runtime for the whole process: the library keeps SSH connections for reuse, and a
+/// connection lives on the runtime that opened it, so a command that syncs and then
+/// launches (or reopens, or cancels) uses one connection per host.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f)
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"))
+        .block_on(f)
 }
 
 pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::Delegate> {

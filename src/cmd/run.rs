@@ -10,40 +10,137 @@ use delegate_core::{LaunchRequest, Task};
 use super::{block_on, open};
 use crate::cli::RunArgs;
 
-pub fn run(config: Option<&Path>, args: RunArgs) -> Result<()> {
+pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
+    let brothers = brothers(&mut args)?;
     let prompt = read_prompt(args.prompt.as_ref(), args.prompt_file.as_deref())?;
     let timeout = match &args.timeout {
         Some(t) => Some(delegate_core::config::parse_timeout(t).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?),
         None => None,
     };
     let mut d = open(config)?;
-    let req = LaunchRequest {
-        brother: args.brother.clone(),
-        prompt,
-        subject: args.subject.clone(),
-        workdir: args.workdir.clone(),
-        max_turns: args.max_turns,
-        sandbox: args.sandbox,
-        agent: args.agent.clone(),
-        model: args.model.clone(),
-        timeout,
-        author: args.author.clone(),
-    };
-    match block_on(d.launch(req)) {
-        Ok(task) => {
-            print_launched(&task, args.json)?;
-            Ok(())
-        }
-        Err(e) => {
-            // The failed task is in the mailbox; a JSON caller gets it on stdout too.
-            if args.json
-                && let Some(id) = e.task_id()
-                && let Ok(task) = d.task(id)
-            {
-                println!("{}", serde_json::to_string_pretty(&task)?);
+    let reqs: Vec<LaunchRequest> = brothers
+        .iter()
+        .map(|b| LaunchRequest {
+            brother: b.clone(),
+            prompt: prompt.clone(),
+            subject: args.subject.clone(),
+            workdir: args.workdir.clone(),
+            max_turns: args.max_turns,
+            sandbox: args.sandbox,
+            agent: args.agent.clone(),
+            model: args.model.clone(),
+            timeout,
+            author: args.author.clone(),
+        })
+        .collect();
+    let mut results = block_on(d.launch_many(reqs));
+    if results.len() == 1 {
+        return match results.pop().expect("one result") {
+            Ok(task) => print_launched(&task, args.json),
+            Err(e) => {
+                // The failed task is in the mailbox; a JSON caller gets it on stdout too.
+                if args.json
+                    && let Some(id) = e.task_id()
+                    && let Ok(task) = d.task(id)
+                {
+                    println!("{}", serde_json::to_string_pretty(&task)?);
+                }
+                Err(e.into())
             }
-            Err(e.into())
+        };
+    }
+    print_fan_out(&d, &brothers, results, args.json)
+}
+
+/// The brothers named by the first argument (comma-separated) and by `--to`; with `--to`,
+/// the first argument is the prompt.
+fn brothers(args: &mut RunArgs) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    if args.to.is_empty() {
+        names.extend(args.brother.split(',').map(str::to_string));
+    } else {
+        if args.prompt.is_some() {
+            return Err(usage(
+                "give the brothers either as the first argument (`delegate oppy,jerry PROMPT`) or with --to \
+                 (`delegate run --to oppy --to jerry PROMPT`), not both",
+            ));
         }
+        args.prompt = Some(std::mem::take(&mut args.brother).into());
+        for t in &args.to {
+            names.extend(t.split(',').map(str::to_string));
+        }
+    }
+    if let Some(empty) = names.iter().position(|n| n.trim().is_empty()) {
+        return Err(usage(&format!(
+            "brother {} of {:?} is empty: separate names with single commas",
+            empty + 1,
+            names.join(",")
+        )));
+    }
+    Ok(names)
+}
+
+/// A command-line mistake: exit 2, like clap's own.
+fn usage(message: &str) -> anyhow::Error {
+    clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{message}\n")).into()
+}
+
+/// Several brothers: a line per brother (or one JSON object), then the first error, if
+/// any, decides the exit code. Every task started or queued is listed either way.
+fn print_fan_out(
+    d: &delegate_core::Delegate,
+    brothers: &[String],
+    results: Vec<delegate_core::error::Result<Task>>,
+    json: bool,
+) -> Result<()> {
+    let mut tasks = Vec::new();
+    let mut errors = Vec::new();
+    let mut first_error = None;
+    for (brother, r) in brothers.iter().zip(results) {
+        match r {
+            Ok(task) => tasks.push(task),
+            Err(e) => {
+                let task = e.task_id().and_then(|id| d.task(id).ok());
+                errors.push(serde_json::json!({
+                    "brother": brother,
+                    "task": task.as_ref().map(|t| t.id),
+                    "error": e.to_string(),
+                }));
+                if let Some(t) = task {
+                    tasks.push(t);
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks, "errors": errors }))?);
+    } else {
+        for t in &tasks {
+            let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            println!("{:<9} task {} on {} (host {}){}", t.status.as_str(), t.id, t.brother, t.host, reason);
+        }
+        for e in &errors {
+            if e["task"].is_null() {
+                println!(
+                    "{:<9} {}: {}",
+                    "refused",
+                    e["brother"].as_str().unwrap_or(""),
+                    e["error"].as_str().unwrap_or("")
+                );
+            }
+        }
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+        if !ids.is_empty() {
+            println!("collect the outcomes with: delegate wait {}", ids.join(" "));
+        }
+    }
+    match first_error {
+        Some(e) if errors.len() > 1 => {
+            Err(anyhow::Error::new(e).context(format!("{} of {} launches failed", errors.len(), brothers.len())))
+        }
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
 }
 
@@ -72,7 +169,13 @@ fn print_launched(task: &Task, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(task)?);
         return Ok(());
     }
-    println!("launched task {} on {} (host {})", task.id, task.brother, task.host);
+    if task.status == delegate_core::TaskStatus::Queued {
+        println!("queued task {} on {} (host {})", task.id, task.brother, task.host);
+        println!("  waiting  for a slot under the host's or brother's max_concurrent; the next");
+        println!("           delegate sync, wait, status or list that finds one free starts it");
+    } else {
+        println!("launched task {} on {} (host {})", task.id, task.brother, task.host);
+    }
     if let Some(s) = &task.session {
         println!("  session  {s}");
     }

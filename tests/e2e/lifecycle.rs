@@ -70,8 +70,8 @@ fn cancel_stops_the_agent_and_records_cancelled() {
     assert_eq!(run.json()["status"], "cancelled", "{run}");
     assert_eq!(run.json()["runs"][0]["exit_reason"], "cancelled", "the runner recorded it: {run}");
     // The brother waits for the runner's exit record, so a cancel is the cancel exec plus
-    // one sync: two connections, no polling.
-    assert_eq!(logins() - before, 2, "{}", host.sshd_log());
+    // one sync, both on one connection: no polling, no second login.
+    assert_eq!(logins() - before, 1, "{}", host.sshd_log());
     // The agent is really gone: its session ended.
     let deadline = Instant::now() + Duration::from_secs(15);
     while host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {

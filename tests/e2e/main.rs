@@ -4,10 +4,12 @@
 mod support;
 
 mod auth;
+mod fanout;
 mod faults;
 mod inventory;
 mod launch;
 mod lifecycle;
+mod mcp;
 mod preflight;
 mod prompts;
 mod reopen;

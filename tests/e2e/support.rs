@@ -125,6 +125,22 @@ impl Env {
         env
     }
 
+    /// The hermetic environment `command` runs the binary with, for clients that spawn it
+    /// themselves (the MCP test); start from an empty environment and run in `home`.
+    pub fn envs(&self) -> Vec<(String, String)> {
+        let path = |p: &Path| p.display().to_string();
+        [
+            ("HOME", path(&self.home)),
+            ("USER", "tester".to_string()),
+            ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
+            ("DELEGATE_CONFIG", path(&self.config)),
+            ("DELEGATE_HOME", path(&self.data)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_delegate"));
         c.env_clear()

@@ -46,6 +46,10 @@ pub struct HostEntry {
     pub remote_root: Option<String>,
     /// Seconds to wait for TCP connect and for the SSH handshake; default 10.
     pub connect_timeout: Option<u64>,
+    /// At most this many tasks in flight on the host; more wait as `queued` and start as
+    /// slots free up. Default: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
 }
 
 /// A named agent on a host, with its defaults.
@@ -64,6 +68,10 @@ pub struct BrotherEntry {
     /// Wall-clock limit for every task, like "45m" or "4h" (default 4h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// At most this many of the brother's tasks in flight (1: one at a time); more wait as
+    /// `queued`. Default: no cap beyond the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
 }
 
 /// An agent command of the user's own, as an argv template.
@@ -130,9 +138,15 @@ impl Inventory {
             if let Some(r) = &h.remote_root {
                 check_remote_path(r).map_err(|m| bad(format!("hosts.{name}.remote_root: {m}")))?;
             }
+            if h.max_concurrent == Some(0) {
+                return Err(bad(format!("hosts.{name}.max_concurrent: 0 would start nothing; use 1 or more")));
+            }
         }
         for (name, b) in &self.brothers {
             BrotherName::new(name).map_err(|e| bad(e.to_string()))?;
+            if b.max_concurrent == Some(0) {
+                return Err(bad(format!("brothers.{name}.max_concurrent: 0 would start nothing; use 1 or more")));
+            }
             if !self.hosts.contains_key(&b.host) {
                 return Err(bad(format!(
                     "brothers.{name}.host = {:?} is not a host in this file (hosts: {})",
@@ -397,6 +411,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             known_hosts: None,
             remote_root: None,
             connect_timeout: None,
+            max_concurrent: None,
         };
         ed.set("hosts", "jerry-box", &host).unwrap();
         let inv = ed.save().unwrap();

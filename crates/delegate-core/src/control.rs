@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::ssh::{Exit, Session};
+use crate::ssh::Exit;
 use crate::sync::{self, SyncSummary, task_key};
 use crate::sync_protocol::{SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_cancel, render_sync};
 use crate::task::{Task, TaskStatus};
@@ -14,6 +14,7 @@ use crate::task::{Task, TaskStatus};
 /// How `wait` ended.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WaitResult {
+    /// The tasks as the mailbox knows them after the last sync, in the order asked for.
     pub tasks: Vec<Task>,
     /// Tasks not finished when the time ran out.
     pub pending: Vec<i64>,
@@ -22,6 +23,7 @@ pub struct WaitResult {
 }
 
 impl WaitResult {
+    /// True when every task finished, and finished `completed`.
     pub fn all_completed(&self) -> bool {
         self.pending.is_empty() && self.tasks.iter().all(|t| t.status == TaskStatus::Completed)
     }
@@ -30,17 +32,27 @@ impl WaitResult {
 /// Bytes of a remote task file from an offset, and where to continue.
 #[derive(Debug, Clone)]
 pub struct RemoteChunk {
+    /// The bytes read (an empty chunk when nothing is new).
     pub bytes: Vec<u8>,
+    /// The offset to ask for next.
     pub next_offset: u64,
 }
 
 impl Delegate {
     /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`).
+    /// Then starts queued tasks that have room (their results are in the mailbox).
     pub async fn sync(&mut self, only: Option<&[i64]>) -> Result<SyncSummary> {
-        sync::sync(self, only).await
+        let summary = sync::sync(self, only).await?;
+        if !self.store().queued()?.is_empty() {
+            self.dispatch_queued().await?;
+        }
+        Ok(summary)
     }
 
-    /// Syncs until every task in `ids` is finished or `timeout` passes.
+    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`: no limit),
+    /// every `poll`. An unknown id fails at once with [`Error::TaskNotFound`]. A host that
+    /// cannot be synced is not an error here: it is named in [`WaitResult::sync_errors`] and
+    /// its tasks stay pending until it answers or the time runs out.
     pub async fn wait(&mut self, ids: &[i64], timeout: Option<Duration>, poll: Duration) -> Result<WaitResult> {
         for id in ids {
             self.task(*id)?; // unknown ids fail now, not after the timeout
@@ -70,21 +82,44 @@ impl Delegate {
         }
     }
 
-    /// Stops a task's agent on its brother and records `cancelled`.
+    /// Stops a task's agent on its brother and records `cancelled`. A task already finished
+    /// is [`Error::AlreadyFinished`].
     pub async fn cancel(&mut self, id: i64) -> Result<Task> {
         let task = self.task(id)?;
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
+        if task.status == TaskStatus::Queued {
+            // Nothing was sent: the slot it waited for is simply not taken.
+            let start = crate::store::RunStart {
+                task_id: id,
+                run_no: run.run_no,
+                session: run.session.clone(),
+                nonce: String::new(),
+                version: task.version,
+                queued: true,
+            };
+            self.store_mut().record_launch(
+                &start,
+                &crate::store::LaunchRecord {
+                    status: TaskStatus::Cancelled,
+                    reason: Some("cancelled while queued; nothing was sent to the brother"),
+                    remote_dir: None,
+                    pane_pid: None,
+                    marker: None,
+                    launch_exit: None,
+                    evidence: &serde_json::Value::Null,
+                    launch_stderr: None,
+                },
+            )?;
+            return self.task(id);
+        }
         let target = self.resolve_target(&task.host)?;
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
-        let session = Session::connect(&target).await?;
         // The script waits up to 30 s for the runner to record the ending.
-        let out = session.exec("bash -s", &script, Duration::from_secs(45)).await;
-        session.close().await;
-        let out = out?;
+        let (out, _) = self.pool().exec(&target, "bash -s", &script, Duration::from_secs(45)).await?;
         let said = String::from_utf8_lossy(&out.stdout);
         let state = said.lines().find_map(|l| l.strip_prefix("DELEGATE-CANCEL ")).unwrap_or("").trim().to_string();
         if out.exit != Exit::Code(0) || state.is_empty() {
@@ -130,10 +165,7 @@ impl Delegate {
             max_bytes_per_file: 8 * 1024 * 1024,
         };
         let script = render_sync(&req)?;
-        let session = Session::connect(&target).await?;
-        let out = session.exec("bash -s", &script, Duration::from_secs(60)).await;
-        session.close().await;
-        let out = out?;
+        let (out, _) = self.pool().exec(&target, "bash -s", &script, Duration::from_secs(60)).await?;
         let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
         let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
             host: task.host.clone(),
@@ -170,12 +202,17 @@ impl Delegate {
         Ok(argv)
     }
 
-    /// Sends a message to a task's running agent (see [`crate::say`]).
+    /// Sends a message to a task's running agent (see [`crate::say`]). The message is in the
+    /// mailbox before anything is sent, and its delivery and reading show up with later syncs
+    /// ([`Delegate::show`]). A finished task is [`Error::SayToFinished`]: use
+    /// [`Delegate::reopen`].
     pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::store::Message> {
         crate::say::say(self, id, text, author).await
     }
 
-    /// Starts a new run of a finished task that resumes the agent's own session.
+    /// Starts a new run of a finished task that resumes the agent's own session. Refused
+    /// with [`Error::RunActive`] while a run is in progress, and with [`Error::NotResumable`]
+    /// when the agent recorded no session to resume.
     pub async fn reopen(&mut self, req: crate::reopen::ReopenRequest) -> Result<Task> {
         crate::reopen::reopen(self, req).await
     }

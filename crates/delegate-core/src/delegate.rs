@@ -3,11 +3,13 @@
 //! home, user name, ssh-agent socket) comes in [`Paths`]; it reads no environment.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{Inventory, expand_local};
 use crate::error::{Error, Result};
 use crate::known_hosts;
 use crate::launch::{self, LaunchRequest};
+use crate::pool::Pool;
 use crate::ssh::{self, SshTarget, Timeouts};
 use crate::ssh_config::{self, IdentityAgent, SshConfigQuery, StrictHostKeyChecking};
 use crate::store::{ListFilter, Store};
@@ -32,6 +34,7 @@ pub struct Delegate {
     paths: Paths,
     inventory: Inventory,
     store: Store,
+    pool: Arc<Pool>,
 }
 
 /// The result of trusting a host key.
@@ -52,7 +55,7 @@ impl Delegate {
     pub fn open(paths: Paths) -> Result<Delegate> {
         let inventory = Inventory::load(&paths.config_file)?;
         let store = Store::open(&paths.data_dir)?;
-        Ok(Delegate { paths, inventory, store })
+        Ok(Delegate { paths, inventory, store, pool: Arc::new(Pool::new()) })
     }
 
     pub fn paths(&self) -> &Paths {
@@ -67,6 +70,16 @@ impl Delegate {
     pub fn store_mut(&mut self) -> &mut Store {
         &mut self.store
     }
+    /// The SSH connections held for reuse (one per host).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Closes the held SSH connections (dropping the `Delegate` also ends them, less
+    /// politely).
+    pub async fn close(&self) {
+        self.pool.close_all().await
+    }
 
     /// Launches a task on a brother; see [`crate::launch`].
     pub async fn launch(&mut self, req: LaunchRequest) -> Result<Task> {
@@ -77,11 +90,13 @@ impl Delegate {
     /// one result per request, in order. A task over a host's or brother's concurrency cap
     /// comes back `queued`.
     pub async fn launch_many(&mut self, reqs: Vec<LaunchRequest>) -> Vec<Result<Task>> {
-        let mut out = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            out.push(self.launch(r).await);
-        }
-        out
+        launch::launch_many(self, reqs).await
+    }
+
+    /// Starts queued tasks whose caps have room now, oldest first (sync does this too);
+    /// returns what became of each one started.
+    pub async fn dispatch_queued(&mut self) -> Result<Vec<Result<Task>>> {
+        launch::dispatch_queued(self).await
     }
 
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {

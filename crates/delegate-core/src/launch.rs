@@ -2,7 +2,9 @@
 //!
 //! 1. The task row (state `launching`, with a fresh nonce and session name) is committed
 //!    before any network I/O, so a crash anywhere later leaves a row that says so.
-//! 2. One SSH connection, one channel, one exec of `bash -s` with the script on stdin.
+//! 2. One channel, one exec of `bash -s` with the script on stdin, on the host's pooled
+//!    connection ([`crate::pool`]). A fan-out (`launch_many`) records every task first,
+//!    then sends all scripts at once: one connection per host, one channel per task.
 //! 3. Only the success marker echoing our nonce and session makes a task `launched`. A
 //!    refusal by the brother's preflight makes it `failed` with the brother's reason; a
 //!    connection that breaks after the script was sent makes it `launch_unknown`.
@@ -16,9 +18,10 @@ use crate::agent::{self, AgentRequest};
 use crate::config::{check_remote_path, is_builtin_agent};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
+use crate::pool::{Connection, Pool};
 use crate::runner::{self, LaunchVars};
-use crate::ssh::{Exit, Session};
-use crate::store::{LaunchRecord, NewTask, RunStart};
+use crate::ssh::{ExecOutput, Exit, SshTarget};
+use crate::store::{Caps, LaunchRecord, NewTask, RunStart};
 use crate::task::{Sandbox, Task, TaskStatus};
 
 /// The largest prompt delegate sends, checked before connecting. Claude Code caps piped
@@ -89,7 +92,106 @@ pub fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// One launch: [`launch_many`] with one request.
 pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task> {
+    launch_many(d, vec![req]).await.pop().expect("one result per request")
+}
+
+/// Records every request as a task (or refuses it), sends the scripts of those that may
+/// start concurrently, records each outcome, then starts queued tasks that have room.
+/// One result per request, in order.
+pub(crate) async fn launch_many(d: &mut Delegate, reqs: Vec<LaunchRequest>) -> Vec<Result<Task>> {
+    let mut results: Vec<Option<Result<Task>>> = Vec::with_capacity(reqs.len());
+    let mut ready = Vec::new();
+    for req in reqs {
+        match prepare(d, req) {
+            Ok(Prepared::Ready(r)) => {
+                ready.push((results.len(), r));
+                results.push(None);
+            }
+            Ok(Prepared::Queued(task)) => results.push(Some(Ok(task))),
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let (slots, ready): (Vec<usize>, Vec<Ready>) = ready.into_iter().unzip();
+    let sent = send_all(d.pool(), &ready).await;
+    for ((slot, r), s) in slots.into_iter().zip(ready).zip(sent) {
+        results[slot] = Some(record(d, r, s));
+    }
+    // Tasks queued earlier (or just now, behind them) may fit in the slots left.
+    if let Ok(started) = dispatch_queued(d).await {
+        for t in started.into_iter().flatten() {
+            for r in results.iter_mut().flatten() {
+                if r.as_ref().is_ok_and(|x| x.id == t.id) {
+                    *r = Ok(t.clone());
+                }
+            }
+        }
+    }
+    results.into_iter().map(|r| r.expect("every request has a result")).collect()
+}
+
+/// Starts queued tasks, oldest first, while their caps have room; returns what became of
+/// each one started.
+pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>>> {
+    let mut ready = Vec::new();
+    let mut refused = Vec::new();
+    for task in d.store().queued()? {
+        let caps = caps_for(d, &task.host, &task.brother);
+        let Some(run) = d.store_mut().start_queued(task.id, caps)? else { continue };
+        match ready_from_queue(d, &task, run.clone()) {
+            Ok(r) => ready.push(r),
+            Err(e) => {
+                // The inventory changed under the queued task (brother or host gone, agent
+                // unknown): it cannot start, and says why.
+                fail(d, &run, &e.to_string(), &serde_json::Value::Null, None, None)?;
+                refused.push(Err(e));
+            }
+        }
+    }
+    if ready.is_empty() {
+        return Ok(refused);
+    }
+    let sent = send_all(d.pool(), &ready).await;
+    let mut out = refused;
+    for (r, s) in ready.into_iter().zip(sent) {
+        out.push(record(d, r, s));
+    }
+    Ok(out)
+}
+
+/// The caps the inventory sets now for a task on `host` for `brother`.
+fn caps_for(d: &Delegate, host: &str, brother: &str) -> Caps {
+    let inv = d.inventory();
+    Caps {
+        host: inv.hosts.get(host).and_then(|h| h.max_concurrent),
+        brother: inv.brothers.get(brother).and_then(|b| b.max_concurrent),
+    }
+}
+
+enum Prepared {
+    Ready(Ready),
+    Queued(Task),
+}
+
+/// A launch ready to go over the wire: its run is recorded, its script rendered.
+pub(crate) struct Ready {
+    run: RunStart,
+    brother: String,
+    target: SshTarget,
+    script: Vec<u8>,
+    evidence: serde_json::Value,
+    argv: Vec<String>,
+}
+
+/// What sending one script gave.
+struct Sent {
+    result: Result<(ExecOutput, Connection)>,
+    exec_ms: f64,
+}
+
+/// Checks a request, records the task, and renders its script (unless it queues).
+fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     if req.prompt.is_empty() {
         return Err(Error::PromptEmpty);
     }
@@ -123,6 +225,7 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
     let remote_root = host_entry.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+    let caps = Caps { host: host_entry.max_concurrent, brother: brother.max_concurrent };
     let plan = agent::plan(&AgentRequest {
         agent: &agent_name,
         model: model.as_deref(),
@@ -154,9 +257,13 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
         prompt_sha256: &prompt_sha256,
         timeout_secs: timeout.as_secs(),
         author: &author,
+        caps,
     })?;
+    if run.queued {
+        return Ok(Prepared::Queued(d.store().task(run.task_id)?));
+    }
     let wrapped = wrap_prompt(run.task_id, &req.brother, &req.prompt);
-    deliver(
+    ready(
         d,
         Delivery {
             run,
@@ -172,14 +279,55 @@ pub(crate) async fn launch(d: &mut Delegate, req: LaunchRequest) -> Result<Task>
             address: &address,
         },
     )
-    .await
+    .map(Prepared::Ready)
 }
+
+/// A queued task's launch, from what the mailbox kept and the inventory says now.
+fn ready_from_queue(d: &mut Delegate, task: &Task, run: RunStart) -> Result<Ready> {
+    let inv = d.inventory();
+    let custom = inv.agents.get(&task.agent);
+    if !is_builtin_agent(&task.agent) && custom.is_none() {
+        return Err(Error::UnknownAgent { name: task.agent.clone(), known: inv.agents.keys().cloned().collect() });
+    }
+    let plan = agent::plan(&AgentRequest {
+        agent: &task.agent,
+        model: task.model.as_deref(),
+        sandbox: task.sandbox,
+        max_turns: task.max_turns,
+        workdir: &task.workdir,
+        custom,
+    })?;
+    let target = d.resolve_target(&task.host)?;
+    let remote_root = d.remote_root(&task.host)?;
+    let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+    let prompt = d.store().prompt(task.id)?;
+    let wrapped = wrap_prompt(task.id, &task.brother, &prompt);
+    let timeout_secs = if task.timeout_secs > 0 { task.timeout_secs as u64 } else { DEFAULT_TIMEOUT_SECS };
+    ready(
+        d,
+        Delivery {
+            run,
+            brother: &task.brother,
+            target,
+            remote_root: &remote_root,
+            workdir: &task.workdir,
+            sandbox: task.sandbox,
+            plan: &plan,
+            prompt: &wrapped,
+            timeout_secs,
+            max_turns: task.max_turns,
+            address: &address,
+        },
+    )
+}
+
+const DEFAULT_TIMEOUT_SECS: u64 = crate::config::DEFAULT_TIMEOUT.as_secs();
 
 /// Everything the network half of a launch needs; a first launch and a reopen both end here.
 pub(crate) struct Delivery<'a> {
     pub run: RunStart,
     pub brother: &'a str,
-    pub target: crate::ssh::SshTarget,
+    pub target: SshTarget,
     pub remote_root: &'a str,
     pub workdir: &'a str,
     pub sandbox: Sandbox,
@@ -194,6 +342,13 @@ pub(crate) struct Delivery<'a> {
 /// Renders the launch script, sends it over one SSH exec, and records what happened on the
 /// run: `launched` with the evidence, `failed` with the brother's reason, or `launch_unknown`.
 pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
+    let r = ready(d, x)?;
+    let sent = send_all(d.pool(), std::slice::from_ref(&r)).await.pop().expect("one result");
+    record(d, r, sent)
+}
+
+/// Renders the launch script; a script that cannot be rendered fails the run.
+fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
     let Delivery {
         run,
         brother,
@@ -231,46 +386,61 @@ pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
             return Err(e);
         }
     };
-
-    let started = Instant::now();
-    let mut evidence = json!({
+    let evidence = json!({
         "address": address,
         "agent_plan": plan,
         "script_bytes": script.len(),
     });
-    let session = match Session::connect(&target).await {
-        Ok(s) => s,
+    Ok(Ready { run, brother: brother.to_string(), target, script, evidence, argv: plan.argv.clone() })
+}
+
+/// Sends every script at once, each on its own channel of its host's pooled connection.
+async fn send_all(pool: &std::sync::Arc<Pool>, ready: &[Ready]) -> Vec<Sent> {
+    let mut jobs = tokio::task::JoinSet::new();
+    for (i, r) in ready.iter().enumerate() {
+        let (pool, target, script) = (pool.clone(), r.target.clone(), r.script.clone());
+        jobs.spawn(async move {
+            let started = Instant::now();
+            let result = pool.exec(&target, "bash -s", &script, EXEC_LIMIT).await;
+            (i, Sent { result, exec_ms: elapsed_ms(started) })
+        });
+    }
+    let mut sent: Vec<Option<Sent>> = (0..ready.len()).map(|_| None).collect();
+    while let Some(done) = jobs.join_next().await {
+        let (i, s) = done.expect("launch jobs do not panic");
+        sent[i] = Some(s);
+    }
+    sent.into_iter().map(|s| s.expect("every job reports")).collect()
+}
+
+/// Records what one send gave: `launched` with the evidence, `failed` with the brother's
+/// reason, or `launch_unknown`.
+fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
+    let Ready { run, brother, target: _, script: _, mut evidence, argv } = r;
+    let (out, conn) = match sent.result {
+        Ok(x) => x,
         Err(e) => {
-            // Nothing reached the brother: the failure is certain, not unknown.
+            // No connection, or no channel: nothing reached the brother, so the failure
+            // is certain, not unknown.
             evidence["connect_error"] = json!(e.to_string());
             fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(Error::LaunchFailed { task: run.task_id, brother: brother.to_string(), source: Box::new(e) });
+            return Err(Error::LaunchFailed { task: run.task_id, brother, source: Box::new(e) });
         }
     };
-    evidence["timings"] = json!({
-        "tcp_ms": session.timings.tcp_ms,
-        "handshake_ms": session.timings.handshake_ms,
-        "auth_ms": session.timings.auth_ms,
-    });
-    let exec_started = Instant::now();
-    let result = session.exec("bash -s", &script, EXEC_LIMIT).await;
-    session.close().await;
-    evidence["timings"]["exec_ms"] = json!(elapsed_ms(exec_started));
-    evidence["timings"]["total_ms"] = json!(elapsed_ms(started));
+    evidence["connection"] = json!(if conn.fresh.is_some() { "new" } else { "reused" });
+    let mut timings = json!({});
+    if let Some(t) = &conn.fresh {
+        timings = json!({ "tcp_ms": t.tcp_ms, "handshake_ms": t.handshake_ms, "auth_ms": t.auth_ms });
+    }
+    timings["exec_ms"] = json!(sent.exec_ms);
+    timings["total_ms"] = json!(sent.exec_ms);
+    evidence["timings"] = timings;
 
-    let out = match result {
-        Ok(out) => out,
-        Err(e) => {
-            // The channel or the exec request failed: no script bytes were sent.
-            fail(d, &run, &e.to_string(), &evidence, None, None)?;
-            return Err(Error::LaunchFailed { task: run.task_id, brother: brother.to_string(), source: Box::new(e) });
-        }
-    };
     let parsed = runner::parse_output(&out.stdout, &out.stderr);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if let Some(remote) = &parsed.evidence {
         evidence["remote"] = remote.clone();
-        evidence["argv"] = json!(resolved_argv(&plan.argv, remote));
+        evidence["argv"] = json!(resolved_argv(&argv, remote));
     }
     let exit_code = match out.exit {
         Exit::Code(c) => Some(i64::from(c)),
@@ -298,11 +468,10 @@ pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
         return d.store().task(run.task_id);
     }
 
-    let brother_name = brother.to_string();
     if let (Exit::Code(code), Some((_, message))) = (&out.exit, &parsed.error) {
         let code = *code as i32;
         fail(d, &run, message, &evidence, exit_code, Some(&stderr))?;
-        return Err(Error::LaunchRefused { task: run.task_id, brother: brother_name, code, message: message.clone() });
+        return Err(Error::LaunchRefused { task: run.task_id, brother, code, message: message.clone() });
     }
     let why = match (&out.exit, &out.broken) {
         (_, Some(broken)) => broken.clone(),
@@ -325,7 +494,7 @@ pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
             launch_stderr: (!stderr.is_empty()).then_some(stderr.as_str()),
         },
     )?;
-    Err(Error::LaunchUnknown { task: run.task_id, brother: brother_name, why })
+    Err(Error::LaunchUnknown { task: run.task_id, brother, why })
 }
 
 fn fail(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::ssh::{Exit, Session};
+use crate::ssh::Exit;
 use crate::store::Message;
 use crate::sync::task_key;
 use crate::sync_protocol::{SayState, parse_say, render_say};
@@ -29,19 +29,23 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     }
     let run = task.runs.last().ok_or(Error::TaskNotFound(id))?.clone();
     let message = d.store_mut().add_outgoing(id, run.run_no, author, text)?;
+    if task.status == crate::task::TaskStatus::Queued {
+        // Kept unsent: once the task starts, the first sync sends it (as for any message
+        // the brother has not confirmed).
+        return Ok(message);
+    }
     // Earlier messages that never got confirmed go first, with their own ids: the brother
     // keeps one copy of each, so a resend after a lost connection cannot duplicate.
     let pending = d.store().unqueued(id, run.run_no)?;
     let target = d.resolve_target(&task.host)?;
     let root = d.remote_root(&task.host)?;
     let key = task_key(d.store().mailbox_id(), id, run.run_no);
-    let session = Session::connect(&target).await?;
     let mut outcome = Ok(());
     for m in &pending {
         let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
         let script = render_say(&root, &key, m.id, &line)?;
-        let out = match session.exec("bash -s", &script, Duration::from_secs(30)).await {
-            Ok(out) => out,
+        let out = match d.pool().exec(&target, "bash -s", &script, Duration::from_secs(30)).await {
+            Ok((out, _)) => out,
             Err(e) => {
                 outcome = Err(e);
                 break;
@@ -65,7 +69,6 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
             }
         }
     }
-    session.close().await;
     outcome?;
     Ok(d.store().messages(id)?.into_iter().find(|m| m.id == message.id).unwrap_or(message))
 }

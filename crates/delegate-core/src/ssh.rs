@@ -308,6 +308,12 @@ impl Session {
         &self.target
     }
 
+    /// The connection is gone (the server hung up, keepalives went unanswered, or it was
+    /// closed): a new exec would fail to open its channel.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// Runs `command` with `stdin` fed to it and closed, and reads both output streams until
     /// the server closes the channel. A connection that breaks after the command was sent is
     /// reported in `broken` with `Exit::Unknown`, never as an error that hides what was read.
@@ -357,8 +363,13 @@ impl Session {
         Ok(out)
     }
 
-    /// Says goodbye to the server; errors here change nothing for the caller.
+    /// Says goodbye to the server; errors here change nothing for the caller. Shared
+    /// connections ([`crate::pool::Pool`]) are closed with [`Session::disconnect`].
     pub async fn close(self) {
+        self.disconnect().await
+    }
+
+    pub async fn disconnect(&self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     }
 }

@@ -22,8 +22,11 @@ use crate::task::{Run, Sandbox, Task, TaskStatus};
 
 mod feed;
 mod lifecycle;
+mod queue;
+
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
+pub use queue::Caps;
 
 /// Schema steps in order. A step's position is its version: append, never edit.
 const STEPS: &[&str] = &[
@@ -57,6 +60,8 @@ pub struct NewTask<'a> {
     pub timeout_secs: u64,
     /// Who asked (`--as`, `DELEGATE_AGENT_ID`, or the local user).
     pub author: &'a str,
+    /// The host's and brother's concurrency caps: over them the task is recorded `queued`.
+    pub caps: Caps,
 }
 
 /// The first run of a freshly recorded task.
@@ -67,6 +72,8 @@ pub struct RunStart {
     pub session: String,
     pub nonce: String,
     pub version: i64,
+    /// Recorded `queued` (over a concurrency cap): nothing is to be sent yet.
+    pub queued: bool,
 }
 
 /// How a launch attempt ended, as recorded on its run.
@@ -162,18 +169,20 @@ impl Store {
         &self.mailbox_id
     }
 
-    /// Records a task in state `launching` with its first run (nonce and session name), in
-    /// one transaction, before any network I/O.
+    /// Records a task in state `launching` (or `queued`, over a cap) with its first run
+    /// (nonce and session name), in one transaction, before any network I/O.
     pub fn create_task(&mut self, t: &NewTask) -> Result<RunStart> {
         let now = now();
         let nonce = random_hex(16);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let queued = queue::must_queue(&tx, t.host, t.brother, t.caps)?;
+        let status = if queued { TaskStatus::Queued } else { TaskStatus::Launching };
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
             params![
-                TaskStatus::Launching.as_str(),
+                status.as_str(),
                 t.brother,
                 t.host,
                 t.subject,
@@ -195,14 +204,14 @@ impl Store {
         tx.execute(
             "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at, author)
              VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![task_id, session, nonce, TaskStatus::Launching.as_str(), t.host, t.address, now, t.author],
+            params![task_id, session, nonce, status.as_str(), t.host, t.address, now, t.author],
         )?;
         tx.execute(
             "INSERT INTO transitions (task_id, from_status, to_status, at) VALUES (?1, NULL, ?2, ?3)",
-            params![task_id, TaskStatus::Launching.as_str(), now],
+            params![task_id, status.as_str(), now],
         )?;
         tx.commit()?;
-        Ok(RunStart { task_id, run_no: 1, session, nonce, version: 1 })
+        Ok(RunStart { task_id, run_no: 1, session, nonce, version: 1, queued })
     }
 
     /// Starts run `n+1` of a finished task (reopen): the task goes back to `launching`, if
@@ -251,7 +260,7 @@ impl Store {
             [task_id],
         )?;
         tx.commit()?;
-        Ok(RunStart { task_id, run_no, session, nonce, version })
+        Ok(RunStart { task_id, run_no, session, nonce, version, queued: false })
     }
 
     /// Records how a launch attempt ended and moves the task, if it is still at `version`.
@@ -485,7 +494,46 @@ mod tests {
             prompt_sha256: "x",
             timeout_secs: 60,
             author: "tester",
+            caps: Caps::default(),
         }
+    }
+
+    #[test]
+    fn tasks_over_a_cap_queue_and_start_oldest_first_as_slots_free_up() {
+        let mut s = Store::open(&temp_dir("queue")).unwrap();
+        let caps = Caps { host: Some(1), brother: None };
+        let capped = |p| NewTask { caps, ..new_task(p) };
+        let first = s.create_task(&capped(b"one")).unwrap();
+        let second = s.create_task(&capped(b"two")).unwrap();
+        let third = s.create_task(&capped(b"three")).unwrap();
+        assert!(!first.queued && second.queued && third.queued);
+        assert_eq!(s.task(second.task_id).unwrap().status, TaskStatus::Queued);
+        let queued: Vec<i64> = s.queued().unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(queued, [second.task_id, third.task_id]);
+        // No room while the first holds the slot; a task on another host is not held up.
+        assert!(s.start_queued(second.task_id, caps).unwrap().is_none());
+        let elsewhere = s.create_task(&NewTask { host: "jerry", ..capped(b"other host") }).unwrap();
+        assert!(!elsewhere.queued);
+        // The first ends: the oldest queued task takes the slot, then the next waits again.
+        s.transition(first.task_id, 1, TaskStatus::Completed, None).unwrap();
+        let started = s.start_queued(second.task_id, caps).unwrap().expect("a free slot");
+        assert_eq!(
+            (started.task_id, started.run_no, started.session.as_str()),
+            (second.task_id, 1, second.session.as_str())
+        );
+        assert_eq!(s.task(second.task_id).unwrap().status, TaskStatus::Launching);
+        assert!(s.start_queued(third.task_id, caps).unwrap().is_none());
+        // Starting twice (another lead got there first) does nothing.
+        assert!(s.start_queued(second.task_id, Caps::default()).unwrap().is_none());
+        // A new task while others wait queues behind them, even with a slot free.
+        s.transition(second.task_id, started.version, TaskStatus::Failed, Some("x")).unwrap();
+        assert!(s.create_task(&capped(b"four")).unwrap().queued);
+        // A brother's cap counts only its own tasks.
+        let b = Caps { host: None, brother: Some(1) };
+        let a1 = s.create_task(&NewTask { brother: "ann", caps: b, ..new_task(b"a1") }).unwrap();
+        let a2 = s.create_task(&NewTask { brother: "ann", caps: b, ..new_task(b"a2") }).unwrap();
+        let z1 = s.create_task(&NewTask { brother: "zed", caps: b, ..new_task(b"z1") }).unwrap();
+        assert!(!a1.queued && a2.queued && !z1.queued);
     }
 
     #[test]

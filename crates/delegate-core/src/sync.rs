@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
-use crate::ssh::{Exit, Session, SshTarget};
+use crate::pool::Pool;
+use crate::ssh::{Exit, SshTarget};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::sync_protocol::{
     SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say, render_sync,
@@ -107,8 +108,9 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
         });
         match prepared {
             Ok((target, script, resend)) => {
+                let pool = d.pool().clone();
                 jobs.spawn(async move {
-                    let r = fetch(&target, &script, resend).await;
+                    let r = fetch(&pool, &target, &script, resend).await;
                     (host, r)
                 });
                 waiting.insert(runs[0].host.clone(), runs);
@@ -180,19 +182,20 @@ fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool 
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
 }
 
-/// One connection: the sync exec, then any `say` the brother has not confirmed yet (a lead
-/// that died between recording a message and sending it), each with its original id.
+/// One connection (the host's pooled one): the sync exec, then any `say` the brother has not
+/// confirmed yet (a lead that died between recording a message and sending it), each with
+/// its original id.
 async fn fetch(
+    pool: &Pool,
     target: &SshTarget,
     script: &[u8],
     resend: Vec<(i64, Vec<u8>)>,
 ) -> Result<(SyncReply, Vec<(i64, SayState)>)> {
-    let session = Session::connect(target).await?;
-    let out = session.exec("bash -s", script, SYNC_LIMIT).await;
+    let out = pool.exec(target, "bash -s", script, SYNC_LIMIT).await.map(|(out, _)| out);
     let mut sent = Vec::new();
     if out.is_ok() {
         for (id, say) in resend {
-            match session.exec("bash -s", &say, SYNC_LIMIT).await {
+            match pool.exec(target, "bash -s", &say, SYNC_LIMIT).await.map(|(out, _)| out) {
                 Ok(o) if o.exit == Exit::Code(0) => {
                     if let Some(state) = parse_say(&o.stdout) {
                         sent.push((id, state));
@@ -202,7 +205,6 @@ async fn fetch(
             }
         }
     }
-    session.close().await;
     let out = out?;
     if out.exit != Exit::Code(0) {
         let why = out.broken.clone().unwrap_or_else(|| format!("exit {:?}", out.exit));

@@ -50,6 +50,9 @@ impl FromStr for Sandbox {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Over a host's or brother's concurrency cap: recorded, nothing sent; starts when a
+    /// slot frees up.
+    Queued,
     /// Intent recorded; nothing confirmed on the brother yet.
     Launching,
     /// The launch script reported the runner started in tmux, with our nonce.
@@ -69,7 +72,8 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 11] = [
+    pub const ALL: [TaskStatus; 12] = [
+        TaskStatus::Queued,
         TaskStatus::Launching,
         TaskStatus::Launched,
         TaskStatus::Running,
@@ -85,6 +89,7 @@ impl TaskStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Queued => "queued",
             TaskStatus::Launching => "launching",
             TaskStatus::Launched => "launched",
             TaskStatus::Running => "running",

@@ -11,22 +11,31 @@ use crate::task::Task;
 /// Everything known about one task: what `show` prints and the MCP `get_task` returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
+    /// The task and its runs.
     #[serde(flatten)]
     pub task: Task,
+    /// Every status change, oldest first.
     pub history: Vec<Transition>,
+    /// Messages both ways (said, reported) and notes, oldest first.
     pub messages: Vec<Message>,
+    /// What the agent did (tool calls and the like), as sync read it, oldest first.
     pub events: Vec<Event>,
+    /// The prompts and all of the above, merged in time order.
     pub thread: Vec<ThreadItem>,
 }
 
 /// One line of a task's thread.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThreadItem {
+    /// When it happened (RFC 3339, UTC).
     pub at: String,
     /// prompt, reopen, status, said, reported, note or event.
     pub kind: &'static str,
+    /// The run it belongs to; `None` for status changes, which belong to the task.
     pub run: Option<i64>,
+    /// Who wrote it, for prompts, follow-ups and messages.
     pub author: Option<String>,
+    /// The text as shown to people; prompts are cut to 500 characters.
     pub text: String,
 }
 
@@ -100,6 +109,25 @@ fn thread(
         let text = if e.summary.is_empty() { e.kind.clone() } else { format!("{} {}", e.kind, e.summary) };
         items.push(ThreadItem { at: e.at.clone(), kind: "event", run: Some(e.run_no), author: None, text });
     }
-    items.sort_by(|a, b| a.at.cmp(&b.at));
+    // Stable: items at the same instant keep the order above (prompt, status, messages, events).
+    items.sort_by_cached_key(|i| sort_key(&i.at));
     Ok(items)
+}
+
+/// Times compare as text only at one precision: the mailbox writes milliseconds, brothers
+/// write microseconds, and `Z` sorts after digits. Pad the fraction to nanoseconds.
+fn sort_key(at: &str) -> String {
+    let Some(body) = at.strip_suffix('Z') else { return at.to_string() };
+    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
+    format!("{whole}.{frac:0<9}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_of_different_precision_sort_by_instant() {
+        let mut at = vec!["2026-11-21T10:00:41.232713Z", "2026-11-21T10:00:41.232Z", "2026-11-21T10:00:41Z"];
+        at.sort_by_cached_key(|a| super::sort_key(a));
+        assert_eq!(at, ["2026-11-21T10:00:41Z", "2026-11-21T10:00:41.232Z", "2026-11-21T10:00:41.232713Z"]);
+    }
 }

@@ -1,0 +1,103 @@
+//! SSH connections kept for reuse: at most one per host, shared by every command sent to
+//! it. A fan-out to several brothers on one host, or a sync followed by a launch, opens one
+//! connection and runs each command on its own channel over it (sshd's MaxSessions, 10 by
+//! default, bounds how many run at once; more simply wait for a channel).
+//!
+//! Reuse is only safe where it cannot double anything: a connection that turns out to be
+//! dead fails when a channel is opened, before a byte of the command was sent, and only
+//! then is the command retried once on a fresh connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ssh::{ConnectTimings, ExecOutput, Session, SshTarget};
+
+/// One slot per host; its async lock makes concurrent callers for the same host wait for
+/// one connect instead of each opening their own, while other hosts connect in parallel.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
+
+#[derive(Default)]
+pub struct Pool {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+/// How the connection for one exec was obtained: `Some` timings when it was opened for it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub fresh: Option<ConnectTimings>,
+}
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// Connections are keyed by everything that decides where and as whom we log in, so a
+    /// changed inventory never reuses a connection made for the old entry.
+    fn key(t: &SshTarget) -> String {
+        format!("{}\0{}\0{}\0{}", t.host, t.user, t.hostname, t.port)
+    }
+
+    fn slot(&self, t: &SshTarget) -> Slot {
+        let mut slots = self.slots.lock().expect("pool lock");
+        slots.entry(Pool::key(t)).or_default().clone()
+    }
+
+    /// A live connection to `t`, opened if there is none.
+    pub async fn session(&self, t: &SshTarget) -> Result<(Arc<Session>, Connection)> {
+        let slot = self.slot(t);
+        let mut held = slot.lock().await;
+        if let Some(s) = held.as_ref()
+            && !s.is_closed()
+        {
+            return Ok((s.clone(), Connection { fresh: None }));
+        }
+        let s = Arc::new(Session::connect(t).await?);
+        *held = Some(s.clone());
+        let timings = s.timings.clone();
+        Ok((s, Connection { fresh: Some(timings) }))
+    }
+
+    /// Runs `command` on a pooled connection to `t`. A reused connection that fails to
+    /// open a channel (nothing was sent) is dropped and the command tried once more on a
+    /// fresh one.
+    pub async fn exec(
+        &self,
+        t: &SshTarget,
+        command: &str,
+        stdin: &[u8],
+        limit: Duration,
+    ) -> Result<(ExecOutput, Connection)> {
+        let (session, conn) = self.session(t).await?;
+        match session.exec(command, stdin, limit).await {
+            Err(Error::Ssh { phase: "opening a channel", .. }) if conn.fresh.is_none() => {
+                self.forget(t, &session);
+                let (session, conn) = self.session(t).await?;
+                Ok((session.exec(command, stdin, limit).await?, conn))
+            }
+            other => Ok((other?, conn)),
+        }
+    }
+
+    /// Drops `session` from the pool if it is still the one held for `t`.
+    fn forget(&self, t: &SshTarget, session: &Arc<Session>) {
+        let slot = self.slot(t);
+        if let Ok(mut held) = slot.try_lock()
+            && held.as_ref().is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            *held = None;
+        }
+    }
+
+    /// Says goodbye on every held connection.
+    pub async fn close_all(&self) {
+        let slots: Vec<Slot> = self.slots.lock().expect("pool lock").drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Some(s) = slot.lock().await.take() {
+                s.disconnect().await;
+            }
+        }
+    }
+}

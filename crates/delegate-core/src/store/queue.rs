@@ -1,0 +1,87 @@
+//! Concurrency caps: a host's `max_concurrent` and a brother's. A task over either cap is
+//! recorded `queued` (prompt and settings kept, nothing sent) and started later, oldest
+//! first, by whoever next finds a free slot ([`crate::Delegate::dispatch_queued`]). Counting
+//! and the status change happen in one IMMEDIATE transaction, so two leads sharing the
+//! mailbox never both take the last slot.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{RunStart, Store, now, transition_in};
+use crate::error::Result;
+use crate::task::{Task, TaskStatus};
+
+/// The caps that apply to one task (from the inventory as it is now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub host: Option<u32>,
+    pub brother: Option<u32>,
+}
+
+/// Statuses that hold a slot: everything started and not finished.
+const HOLDS_A_SLOT: &str = "('launching', 'launched', 'running', 'needs_input', 'launch_unknown')";
+
+fn count(tx: &rusqlite::Connection, column: &str, value: &str, statuses: &str) -> Result<u32> {
+    let sql = format!("SELECT count(*) FROM tasks WHERE {column} = ?1 AND status IN {statuses}");
+    Ok(tx.query_row(&sql, [value], |r| r.get(0))?)
+}
+
+/// Whether a task for `host`/`brother` may start now: a free slot under each cap.
+pub(super) fn has_room(tx: &rusqlite::Connection, host: &str, brother: &str, caps: Caps) -> Result<bool> {
+    for (column, value, cap) in [("host", host, caps.host), ("brother", brother, caps.brother)] {
+        if let Some(cap) = cap
+            && count(tx, column, value, HOLDS_A_SLOT)? >= cap
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a new task must queue: no room, or older tasks already waiting under a cap it
+/// shares (they go first).
+pub(super) fn must_queue(tx: &rusqlite::Connection, host: &str, brother: &str, caps: Caps) -> Result<bool> {
+    if !has_room(tx, host, brother, caps)? {
+        return Ok(true);
+    }
+    for (column, value, cap) in [("host", host, caps.host), ("brother", brother, caps.brother)] {
+        if cap.is_some() && count(tx, column, value, "('queued')")? > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl Store {
+    /// Tasks waiting for a slot, oldest first.
+    pub fn queued(&self) -> Result<Vec<Task>> {
+        self.query_tasks("WHERE status = 'queued' ORDER BY id", [])
+    }
+
+    /// Moves a queued task to `launching` if its caps have room now; `None` when they do
+    /// not, or when somebody else started (or cancelled) it meanwhile.
+    pub fn start_queued(&mut self, task_id: i64, caps: Caps) -> Result<Option<RunStart>> {
+        let now = now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, String, String, i64)> = tx
+            .query_row("SELECT status, host, brother, version FROM tasks WHERE id = ?1", [task_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        let Some((status, host, brother, version)) = row else { return Ok(None) };
+        if status != TaskStatus::Queued.as_str() || !has_room(&tx, &host, &brother, caps)? {
+            return Ok(None);
+        }
+        let version = transition_in(&tx, task_id, version, TaskStatus::Launching, Some("a slot freed up"), &now)?;
+        let (run_no, session, nonce): (i64, String, String) = tx.query_row(
+            "SELECT run_no, session, nonce FROM runs WHERE task_id = ?1 ORDER BY run_no DESC LIMIT 1",
+            [task_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        tx.execute(
+            "UPDATE runs SET status = ?3, started_at = ?4 WHERE task_id = ?1 AND run_no = ?2",
+            params![task_id, run_no, TaskStatus::Launching.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(Some(RunStart { task_id, run_no, session, nonce, version, queued: false }))
+    }
+}

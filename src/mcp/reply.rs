@@ -1,0 +1,312 @@
+//! What the MCP tools send back: results cut to size with a note saying where the whole
+//! text is, error results with a code and a fix, and the JSON shapes of tasks and messages.
+
+use super::*;
+
+/// Who is asking: the call's `as`, else the MCP client's name, else "mcp".
+pub(super) fn author(given: Option<String>, ctx: &RequestContext<RoleServer>) -> String {
+    let clean = |s: String| -> Option<String> {
+        let s: String = s.chars().filter(|c| !c.is_control()).collect();
+        let s = s.trim();
+        (!s.is_empty()).then(|| s.chars().take(100).collect())
+    };
+    given
+        .and_then(clean)
+        .or_else(|| ctx.client_info().and_then(|i| clean(i.name)))
+        .unwrap_or_else(|| DEFAULT_AUTHOR.to_string())
+}
+
+/// A success result: the value as pretty JSON, cut at [`MAX_RESULT_CHARS`] with a note.
+pub(super) fn text_result(v: &Value, whole: &str) -> CallToolResult {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("unprintable result: {e}"));
+    CallToolResult::success(vec![ContentBlock::text(cut(&text, MAX_RESULT_CHARS, whole))])
+}
+
+/// Cuts `text` at `limit` characters, saying where the whole of it is.
+pub(super) fn cut(text: &str, limit: usize, whole: &str) -> String {
+    let n = text.chars().count();
+    if n <= limit {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(limit).collect();
+    format!("{kept}\n… [cut at {limit} of {n} characters; the whole text: {whole}]")
+}
+
+/// An error result: `error <code>: <message>` as text, and `{error, message}` as structured content.
+pub(super) fn error_result(code: &str, message: &str) -> CallToolResult {
+    let mut r = CallToolResult::error(vec![ContentBlock::text(format!("error {code}: {message}"))]);
+    r.structured_content = Some(json!({ "error": code, "message": message }));
+    r
+}
+
+pub(super) fn bad_args(tool: &str, why: &str) -> CallToolResult {
+    error_result(
+        "bad_arguments",
+        &format!(
+            "bad arguments for {tool}: {why}. Call it again with arguments that match its input schema (tools/list)"
+        ),
+    )
+}
+
+/// A library error as a tool error, with a hint where the message itself has none.
+pub(super) fn fail(e: &Error) -> CallToolResult {
+    let code = error_code(e);
+    let mut message = error_chain(e);
+    let hint = match code {
+        "task_not_found" => " (list_tasks shows the task numbers)",
+        "unknown_brother" => " (list_brothers shows the names)",
+        _ => "",
+    };
+    message.push_str(hint);
+    error_result(code, &message)
+}
+
+/// The message with its causes, like the CLI prints it.
+pub(super) fn error_chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// A short machine-readable name for a library error; the same split as the CLI's exit codes.
+pub fn error_code(e: &Error) -> &'static str {
+    use delegate_core::runner::code as remote;
+    match e {
+        Error::LaunchFailed { source, .. } => error_code(source),
+        Error::Config { .. } | Error::SshConfig(_) | Error::KnownHosts(_) => "config",
+        Error::UnknownBrother { .. } => "unknown_brother",
+        Error::UnknownHost { .. } => "unknown_host",
+        Error::UnknownAgent { .. } => "unknown_agent",
+        Error::HostKeyUnknown { .. } => "host_key_unknown",
+        Error::HostKeyChanged { .. } | Error::HostKeyRevoked { .. } | Error::FingerprintMismatch { .. } => {
+            "host_key_changed"
+        }
+        Error::Unreachable { .. } | Error::Timeout { .. } => "unreachable",
+        Error::AuthRefused { .. } => "auth_refused",
+        Error::Ssh { .. } => "ssh",
+        Error::PromptEmpty => "prompt_empty",
+        Error::PromptTooLarge { .. } => "prompt_too_large",
+        Error::SandboxRefused { .. } => "sandbox_refused",
+        Error::LaunchRefused { code, .. } => match *code {
+            remote::TMUX_MISSING => "tmux_missing",
+            remote::AGENT_MISSING => "agent_missing",
+            remote::PROMPT_NOT_WRITTEN => "prompt_not_written",
+            remote::BASE_TOOLS_MISSING => "base_tools_missing",
+            remote::WORKDIR_MISSING => "workdir_missing",
+            remote::TASK_DIR_NOT_WRITABLE => "task_dir_not_writable",
+            remote::SANDBOX_REFUSED => "sandbox_refused",
+            remote::TMUX_REFUSED => "tmux_refused",
+            remote::RUNNER_SILENT => "runner_silent",
+            remote::ALREADY_LAUNCHED => "already_launched",
+            _ => "launch_refused",
+        },
+        Error::LaunchUnknown { .. } => "launch_unknown",
+        Error::TaskNotFound(_) => "task_not_found",
+        Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => "already_finished",
+        Error::RunActive { .. } => "run_active",
+        Error::NotResumable { .. } => "not_resumable",
+        Error::SyncFailed { .. } => "sync_failed",
+        Error::Conflict { .. } => "conflict",
+        Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => "mailbox",
+        _ => "error",
+    }
+}
+
+pub(super) fn sync_warnings(summary: delegate_core::sync::SyncSummary) -> BTreeMap<String, String> {
+    summary
+        .errors()
+        .map(|(host, e)| (host.to_string(), format!("not synced ({e}); its tasks show their last known state")))
+        .collect()
+}
+
+/// A task in a listing: no launch evidence, no history.
+pub(super) fn summary(t: &Task) -> Value {
+    json!({
+        "id": t.id,
+        "status": t.status,
+        "reason": t.reason,
+        "brother": t.brother,
+        "host": t.host,
+        "subject": t.subject,
+        "agent": t.agent,
+        "model": t.model,
+        "sandbox": t.sandbox,
+        "session": t.session,
+        "runs": t.runs.len(),
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "exit_code": t.exit_code,
+        "turns": t.turns,
+        "cost_usd": t.cost_usd,
+        "last_event": t.last_event,
+        "synced_at": t.synced_at,
+    })
+}
+
+/// A task's summary plus the agent's final text (the last result, else its last message).
+pub(super) fn outcome(t: &Task) -> Value {
+    let mut v = summary(t);
+    let facts = t.runs.last().map(|r| &r.facts);
+    let text = facts.and_then(|f| f["result"]["result"].as_str().or(f["last_message"].as_str()));
+    v["final_text"] = json!(text);
+    v
+}
+
+pub(super) fn message_state(m: &Message) -> &'static str {
+    match (&m.read_at, &m.delivered_at) {
+        (Some(_), _) => "read",
+        (None, Some(_)) => "delivered",
+        (None, None) => "sent",
+    }
+}
+
+pub(super) fn message_json(m: &Message, limit: usize, whole: &str) -> Value {
+    json!({
+        "id": m.id,
+        "task": m.task_id,
+        "run": m.run_no,
+        "direction": m.direction,
+        "author": m.author,
+        "kind": m.kind,
+        "text": cut(&m.text, limit, whole),
+        "at": m.at,
+        "delivered_at": m.delivered_at,
+        "read_at": m.read_at,
+    })
+}
+
+/// `get_task`'s text: the task view as JSON (with the final text and any sync warnings),
+/// thinned by [`thin`] to fit [`MAX_RESULT_CHARS`].
+pub(super) fn task_view_text(view: &TaskView, warnings: &BTreeMap<String, String>) -> String {
+    let id = view.task.id;
+    let Ok(mut v) = serde_json::to_value(view) else {
+        return format!("task {id}: the view could not be serialized; see `delegate show {id} --json`");
+    };
+    v["final_text"] = outcome(&view.task)["final_text"].clone();
+    if !warnings.is_empty() {
+        v["sync_warnings"] = json!(warnings);
+    }
+    thin(v, id)
+}
+
+/// Fits a task view into [`MAX_RESULT_CHARS`] as pretty JSON. The thread repeats the
+/// history, messages and events, so those go first; then the runs' launch evidence; then
+/// the oldest thread items (the prompt and follow-ups stay). The result says what it left
+/// out and where the whole task is; a plain cut is the last resort.
+pub(super) fn thin(mut v: Value, id: i64) -> String {
+    let whole = format!("`delegate show {id} --json`");
+    let size = |v: &Value| serde_json::to_string_pretty(v).map(|s| s.chars().count()).unwrap_or(0);
+    // Room for the note added below.
+    let budget = MAX_RESULT_CHARS - 500;
+    let mut left_out: Vec<String> = Vec::new();
+    for key in ["events", "history", "messages"] {
+        if size(&v) <= budget {
+            break;
+        }
+        if let Some(obj) = v.as_object_mut()
+            && obj.remove(key).is_some()
+        {
+            left_out.push(format!("{key} (they are in the thread)"));
+        }
+    }
+    if size(&v) > budget
+        && let Some(runs) = v["runs"].as_array_mut()
+    {
+        for r in runs.iter_mut() {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("evidence");
+            }
+        }
+        left_out.push("the runs' launch evidence".into());
+    }
+    let mut total = size(&v);
+    if total > budget && v["thread"].is_array() {
+        let mut dropped = 0;
+        while total > budget {
+            let thread = v["thread"].as_array_mut().expect("checked above");
+            let Some(at) = thread.iter().position(|i| !matches!(i["kind"].as_str(), Some("prompt" | "reopen"))) else {
+                break;
+            };
+            let item = thread.remove(at);
+            // Each item is printed at depth 2: two more levels of indentation per line.
+            let printed = serde_json::to_string_pretty(&item).unwrap_or_default();
+            total = total.saturating_sub(printed.chars().count() + 4 * printed.lines().count() + 6);
+            dropped += 1;
+            if total <= budget {
+                total = size(&v); // the estimate said it fits: check
+            }
+        }
+        if dropped > 0 {
+            let thread = v["thread"].as_array_mut().expect("checked above");
+            let at = thread.iter().take_while(|i| matches!(i["kind"].as_str(), Some("prompt"))).count();
+            let note = format!("{dropped} earlier thread item(s) left out; the whole thread: {whole}");
+            thread.insert(at, json!({ "kind": "omitted", "text": note }));
+            left_out.push(format!("{dropped} earlier thread item(s)"));
+        }
+    }
+    if !left_out.is_empty() {
+        v["truncated"] = json!(format!(
+            "to stay under {MAX_RESULT_CHARS} characters this result leaves out {}; the whole task: {whole}",
+            left_out.join(", ")
+        ));
+    }
+    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    cut(&text, MAX_RESULT_CHARS, &whole)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(items: usize, text_len: usize) -> Value {
+        let item = |n: usize, kind: &str| json!({"at": format!("t{n:05}"), "kind": kind, "text": "x".repeat(text_len)});
+        let mut thread = vec![item(0, "prompt")];
+        thread.extend((1..items).map(|n| item(n, "event")));
+        json!({
+            "id": 4,
+            "status": "completed",
+            "runs": [{"run_no": 1, "evidence": {"argv": ["y".repeat(3000)]}}],
+            "history": thread.clone(),
+            "messages": thread.clone(),
+            "events": thread.clone(),
+            "thread": thread,
+        })
+    }
+
+    #[test]
+    fn mcp_a_small_task_view_is_returned_whole() {
+        let text = thin(view(5, 10), 4);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(v["truncated"].is_null() && v["events"].is_array() && v["runs"][0]["evidence"].is_object(), "{v}");
+    }
+
+    #[test]
+    fn mcp_a_long_thread_keeps_the_prompt_and_the_newest_items_and_says_where_the_rest_is() {
+        let text = thin(view(400, 200), 4);
+        assert!(text.chars().count() <= MAX_RESULT_CHARS, "{}", text.len());
+        let v: Value = serde_json::from_str(&text).expect("still JSON");
+        let thread = v["thread"].as_array().unwrap();
+        assert_eq!(thread[0]["kind"], "prompt");
+        assert_eq!(thread[1]["kind"], "omitted");
+        assert!(thread[1]["text"].as_str().unwrap().contains("delegate show 4 --json"), "{}", thread[1]);
+        assert_eq!(thread.last().unwrap()["at"], "t00399", "the newest item stays");
+        assert!(v["events"].is_null() && v["history"].is_null() && v["messages"].is_null());
+        assert!(v["runs"][0]["evidence"].is_null());
+        assert!(v["truncated"].as_str().unwrap().contains("delegate show 4 --json"), "{v}");
+        // Not thinner than it needs to be.
+        assert!(text.chars().count() > MAX_RESULT_CHARS - 2000, "{}", text.chars().count());
+    }
+
+    #[test]
+    fn mcp_cut_says_how_much_was_cut_and_where_the_whole_text_is() {
+        let text = cut(&"é".repeat(30), 10, "`delegate mailbox --json`");
+        assert!(text.starts_with(&"é".repeat(10)), "{text}");
+        assert!(text.contains("cut at 10 of 30 characters") && text.ends_with("`delegate mailbox --json`]"), "{text}");
+        assert_eq!(cut("short", 10, "x"), "short");
+    }
+}

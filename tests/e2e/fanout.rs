@@ -1,0 +1,136 @@
+//! Fan-out (one task per brother, launched concurrently, one SSH connection per host) and
+//! concurrency caps (tasks over a host's or brother's cap queue and start later).
+
+use delegate_testkit::FakeHost;
+use serde_json::Value;
+
+use crate::support::{Env, launch, wait_done};
+
+fn logins(host: &FakeHost) -> usize {
+    host.sshd_log().matches("Accepted publickey").count()
+}
+
+#[test]
+fn one_prompt_fans_out_to_three_brothers_on_two_hosts_over_one_connection_per_host() {
+    let (h1, h2) = (FakeHost::start(), FakeHost::start());
+    let env = Env::new();
+    env.add_host("h1", &h1);
+    env.add_host("h2", &h2);
+    env.add_brother("oppy", "h1", &h1, "self-test", "read");
+    env.add_brother("jerry", "h1", &h1, "self-test", "read");
+    env.add_brother("masuda", "h2", &h2, "self-test", "read");
+
+    let out = env.run(&["oppy,jerry,masuda", "run the test suite", "--json"]).ok().json();
+    let tasks = out["tasks"].as_array().unwrap();
+    let brothers: Vec<&str> = tasks.iter().map(|t| t["brother"].as_str().unwrap()).collect();
+    assert_eq!(brothers, ["oppy", "jerry", "masuda"], "{out}");
+    assert!(tasks.iter().all(|t| t["status"] == "launched"), "{out}");
+    assert_eq!(out["errors"], serde_json::json!([]));
+    // Two brothers on h1 shared one connection, each on its own channel.
+    assert_eq!(logins(&h1), 1, "{}", h1.sshd_log());
+    assert_eq!(logins(&h2), 1, "{}", h2.sshd_log());
+    let reused: Vec<&str> = tasks.iter().map(|t| t["runs"][0]["evidence"]["connection"].as_str().unwrap()).collect();
+    assert_eq!(reused.iter().filter(|c| **c == "new").count(), 2, "{reused:?}");
+
+    let ids: Vec<String> = tasks.iter().map(|t| t["id"].to_string()).collect();
+    let mut args = vec!["wait", "--timeout", "60s", "--interval-ms", "200", "--json"];
+    args.extend(ids.iter().map(String::as_str));
+    let waited = env.run(&args).ok().json();
+    assert!(waited["tasks"].as_array().unwrap().iter().all(|t| t["status"] == "completed"), "{waited}");
+
+    // The --to form, and its text output listing every task.
+    let text = env.run(&["run", "--to", "oppy", "--to", "masuda", "second round"]).ok();
+    assert_eq!(text.stdout().matches("launched  task").count(), 2, "{text}");
+    assert!(text.stdout().contains("delegate wait "), "{text}");
+}
+
+#[test]
+fn a_fan_out_with_an_unknown_brother_launches_the_others_and_says_which_failed() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let run = env.run(&["oppy,nobody", "hello", "--json"]);
+    assert_eq!(run.code(), 3, "an unknown brother is an inventory (config) error: {run}");
+    let out = run.json();
+    assert_eq!(out["tasks"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["tasks"][0]["status"], "launched");
+    assert_eq!(out["errors"][0]["brother"], "nobody");
+    assert!(out["errors"][0]["error"].as_str().unwrap().contains("nobody"), "{out}");
+    let empty = env.run(&["oppy,,jerry", "hello"]).fails_with(2);
+    assert!(empty.stderr().contains("empty"), "{empty}");
+}
+
+fn status(env: &Env, id: i64) -> Value {
+    env.run(&["show", &id.to_string(), "--json"]).ok().json()
+}
+
+#[test]
+fn a_host_cap_of_one_queues_the_second_task_and_starts_it_when_the_first_ends() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.trust(&host);
+    env.config_append(&(env.host_toml("h", &host) + "max_concurrent = 1\n"));
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.add_brother("jerry", "h", &host, "self-test", "read");
+
+    let first = launch(&env, &["oppy", "dawdle\n@self-test sleep 3", "--json"]);
+    let queued = env.run(&["jerry", "then this", "--json"]).ok().json();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let second = queued["id"].as_i64().unwrap();
+    // Visible, and still waiting while the first runs (a sync does not start it).
+    let listed = env.run(&["list", "--json"]).ok().json();
+    assert!(listed.as_array().unwrap().iter().any(|t| t["id"] == second && t["status"] == "queued"), "{listed}");
+    assert_eq!(status(&env, second)["status"], "queued");
+    let text = env.run(&["oppy", "and a third", "--json"]).ok().json();
+    assert_eq!(text["status"], "queued", "new work queues behind older work: {text}");
+    let third = text["id"].as_i64().unwrap();
+
+    // Waiting on all three: each starts as the one before frees the slot.
+    let waited = env
+        .run(&[
+            "wait",
+            &first.to_string(),
+            &second.to_string(),
+            &third.to_string(),
+            "--timeout",
+            "90s",
+            "--interval-ms",
+            "200",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert!(waited["tasks"].as_array().unwrap().iter().all(|t| t["status"] == "completed"), "{waited}");
+    let history = |id: i64| status(&env, id)["history"].as_array().unwrap().clone();
+    let h2 = history(second);
+    let steps: Vec<&str> = h2.iter().map(|t| t["to"].as_str().unwrap()).collect();
+    assert_eq!(&steps[..2], ["queued", "launching"], "{h2:?}");
+    assert_eq!(h2[1]["reason"], "a slot freed up");
+    // Never two at once: the second started after the first ended, the third after the second.
+    let ended = |h: &[Value]| h.iter().find(|t| t["to"] == "completed").unwrap()["at"].as_str().unwrap().to_string();
+    let started = |h: &[Value]| h.iter().find(|t| t["to"] == "launching").unwrap()["at"].as_str().unwrap().to_string();
+    assert!(started(&h2) >= ended(&history(first)), "second started before the first ended");
+    assert!(started(&history(third)) >= ended(&h2), "third started before the second ended");
+}
+
+#[test]
+fn a_brother_limited_to_one_task_queues_its_own_work_only_and_a_queued_task_can_be_cancelled() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("max_concurrent = 1\n");
+    env.add_brother("jerry", "h", &host, "self-test", "read");
+
+    let busy = launch(&env, &["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"]);
+    let waiting = env.run(&["oppy", "next", "--json"]).ok().json();
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    let other = env.run(&["jerry", "not held up", "--json"]).ok().json();
+    assert_eq!(other["status"], "launched", "another brother on the host is not capped: {other}");
+
+    let id = waiting["id"].as_i64().unwrap();
+    let cancelled = env.run(&["cancel", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["reason"].as_str().unwrap().contains("while queued"), "{cancelled}");
+    env.run(&["cancel", &busy.to_string()]).ok();
+    assert_eq!(wait_done(&env, other["id"].as_i64().unwrap())["status"], "completed");
+}
