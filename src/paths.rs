@@ -5,6 +5,9 @@
 //!   else `~/.config/delegate/config.toml`
 //! - mailbox: `DELEGATE_HOME`, else `$XDG_DATA_HOME/delegate`, else `~/.local/share/delegate`
 //! - ssh: `~/.ssh/config`, and the agent at `SSH_AUTH_SOCK`
+//! - `DELEGATE_LAUNCH_GRACE` (e.g. `30s`): how long sync leaves an unconfirmed launch alone
+//! - debug (test) builds only: `DELEGATE_TEST_STOP_AT=<phase>` stops the process at that
+//!   phase of a launch (see [`stop_at`]), so tests can kill it at an exact point
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,27 @@ pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {
         local_user,
         agent_socket: var("SSH_AUTH_SOCK").map(PathBuf::from),
     })
+}
+
+/// `DELEGATE_LAUNCH_GRACE`, if set.
+pub fn launch_grace() -> Result<Option<std::time::Duration>> {
+    let Some(v) = var("DELEGATE_LAUNCH_GRACE") else { return Ok(None) };
+    let text = v.to_string_lossy();
+    let d = humantime::parse_duration(&text)
+        .map_err(|_| anyhow::anyhow!("DELEGATE_LAUNCH_GRACE={text:?} is not a duration: use e.g. 30s or 3m"))?;
+    Ok(Some(d))
+}
+
+/// Test builds only (`debug_assertions`): the launch phase named by
+/// `DELEGATE_TEST_STOP_AT` (`recorded`: task rows committed, nothing sent; `answered`: the
+/// brother replied, nothing recorded yet). At that phase the process writes the phase name
+/// to `DELEGATE_TEST_STOP_FILE` and sleeps until killed. Release builds never stop.
+pub fn stop_at() -> Option<(String, Option<PathBuf>)> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let phase = var("DELEGATE_TEST_STOP_AT")?.to_string_lossy().into_owned();
+    Some((phase, var("DELEGATE_TEST_STOP_FILE").map(PathBuf::from)))
 }
 
 fn user_from_passwd() -> Option<String> {

@@ -67,5 +67,21 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::Delegate> {
     let paths = crate::paths::resolve(config)?;
-    Ok(delegate_core::Delegate::open(paths)?)
+    let mut d = delegate_core::Delegate::open(paths)?;
+    if let Some(grace) = crate::paths::launch_grace()? {
+        d.set_launch_grace(grace);
+    }
+    if let Some((phase, file)) = crate::paths::stop_at() {
+        d.set_phase_hook(std::sync::Arc::new(move |at: &str| {
+            if at == phase {
+                if let Some(f) = &file {
+                    let _ = std::fs::write(f, at);
+                }
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+        }));
+    }
+    Ok(d)
 }

@@ -35,7 +35,13 @@ pub struct Delegate {
     inventory: Inventory,
     store: Store,
     pool: Arc<Pool>,
+    launch_grace: std::time::Duration,
+    phase_hook: Option<PhaseHook>,
 }
+
+/// Called with the name of each launch phase as it is reached (see
+/// [`Delegate::set_phase_hook`]).
+pub type PhaseHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The result of trusting a host key.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -55,7 +61,14 @@ impl Delegate {
     pub fn open(paths: Paths) -> Result<Delegate> {
         let inventory = Inventory::load(&paths.config_file)?;
         let store = Store::open(&paths.data_dir)?;
-        Ok(Delegate { paths, inventory, store, pool: Arc::new(Pool::new()) })
+        Ok(Delegate {
+            paths,
+            inventory,
+            store,
+            pool: Arc::new(Pool::new()),
+            launch_grace: crate::sync::LAUNCH_GRACE,
+            phase_hook: None,
+        })
     }
 
     pub fn paths(&self) -> &Paths {
@@ -70,6 +83,32 @@ impl Delegate {
     pub fn store_mut(&mut self) -> &mut Store {
         &mut self.store
     }
+    /// How long sync leaves an unconfirmed launch alone before deciding it from what the
+    /// brother has (default [`crate::sync::LAUNCH_GRACE`], 180 s): another process may
+    /// still be sending it, or its script still arriving after the link broke. Shorter
+    /// settles the state of a killed CLI's launches sooner, at the risk of calling a launch
+    /// failed that then starts (sync would later see it running and correct it).
+    pub fn set_launch_grace(&mut self, grace: std::time::Duration) {
+        self.launch_grace = grace;
+    }
+    pub fn launch_grace(&self) -> std::time::Duration {
+        self.launch_grace
+    }
+
+    /// Calls `hook` at each phase of a launch: `recorded` (the task rows are committed,
+    /// nothing was sent) and `answered` (the brother replied to the launch script, nothing
+    /// of it is recorded yet). For fault tests that stop or kill the process at an exact
+    /// point; the CLI installs one only in test builds.
+    pub fn set_phase_hook(&mut self, hook: PhaseHook) {
+        self.phase_hook = Some(hook);
+    }
+
+    pub(crate) fn phase(&self, name: &str) {
+        if let Some(h) = &self.phase_hook {
+            h(name)
+        }
+    }
+
     /// The SSH connections held for reuse (one per host).
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool

@@ -114,7 +114,13 @@ pub(crate) async fn launch_many(d: &mut Delegate, reqs: Vec<LaunchRequest>) -> V
         }
     }
     let (slots, ready): (Vec<usize>, Vec<Ready>) = ready.into_iter().unzip();
+    if !ready.is_empty() {
+        d.phase("recorded");
+    }
     let sent = send_all(d.pool(), &ready).await;
+    if !ready.is_empty() {
+        d.phase("answered");
+    }
     for ((slot, r), s) in slots.into_iter().zip(ready).zip(sent) {
         results[slot] = Some(record(d, r, s));
     }

@@ -31,8 +31,10 @@ const SYNC_LIMIT: Duration = Duration::from_secs(60);
 const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
 /// How much of the agent's stderr is kept (for failure reasons).
 const STDERR_HEAD: usize = 4096;
-/// A launch younger than this may still be in progress in another process; leave it alone.
-const LAUNCH_GRACE: Duration = Duration::from_secs(180);
+/// A launch younger than this may still be in progress in another process (or its script
+/// still arriving on the brother after the link broke); leave it alone. The default of
+/// [`crate::Delegate::set_launch_grace`].
+pub const LAUNCH_GRACE: Duration = Duration::from_secs(180);
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -63,12 +65,13 @@ impl SyncSummary {
 
 pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
     let now = std::time::SystemTime::now();
+    let grace = d.launch_grace();
     let runs: Vec<InFlight> = d
         .store()
         .in_flight()?
         .into_iter()
         .filter(|r| only.is_none_or(|ids| ids.contains(&r.task_id)))
-        .filter(|r| r.status != TaskStatus::Launching || older_than(&r.updated_at, now, LAUNCH_GRACE))
+        .filter(|r| r.status != TaskStatus::Launching || older_than(&r.updated_at, now, grace))
         .collect();
     let mut by_host: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
     for r in runs {
@@ -154,7 +157,7 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                     .iter()
                     .filter_map(|r| {
                         let key = task_key(&mailbox, r.task_id, r.run_no);
-                        reply.tasks.iter().find(|t| t.task_key == key).map(|t| plan(r, t, &reply, now))
+                        reply.tasks.iter().find(|t| t.task_key == key).map(|t| plan(r, t, &reply, now, grace))
                     })
                     .collect();
                 for (task, applied) in d.store_mut().apply_sync(&batch)? {
@@ -225,7 +228,13 @@ fn complete_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
 }
 
 /// Decides what one task report means for one run: pure, so it is tested without SSH.
-pub(crate) fn plan(run: &InFlight, report: &TaskReport, reply: &SyncReply, now: std::time::SystemTime) -> Ingest {
+pub(crate) fn plan(
+    run: &InFlight,
+    report: &TaskReport,
+    reply: &SyncReply,
+    now: std::time::SystemTime,
+    grace: Duration,
+) -> Ingest {
     let kind = StreamKind::for_agent(&run.agent);
     let mut facts: StreamFacts = serde_json::from_str(&run.facts).unwrap_or_default();
     let facts_before = facts.clone();
@@ -339,7 +348,7 @@ pub(crate) fn plan(run: &InFlight, report: &TaskReport, reply: &SyncReply, now: 
         }
     } else if !report.dir_exists {
         match run.status {
-            TaskStatus::LaunchUnknown | TaskStatus::Launching if older_than(&run.updated_at, now, LAUNCH_GRACE) => to(
+            TaskStatus::LaunchUnknown | TaskStatus::Launching if older_than(&run.updated_at, now, grace) => to(
                 TaskStatus::Failed,
                 Some("not started: the launch never reached the brother (no task directory)".into()),
             ),
@@ -369,9 +378,7 @@ pub(crate) fn plan(run: &InFlight, report: &TaskReport, reply: &SyncReply, now: 
         // sessions before it reads files: no session and no exit record means the runner
         // died with its tmux server (killed, or the host rebooted).
         match run.status {
-            TaskStatus::Launching | TaskStatus::LaunchUnknown if !older_than(&run.updated_at, now, LAUNCH_GRACE) => {
-                None
-            }
+            TaskStatus::Launching | TaskStatus::LaunchUnknown if !older_than(&run.updated_at, now, grace) => None,
             _ => to(TaskStatus::Lost, Some("the tmux session is gone and the runner left no exit record".into())),
         }
     } else {
