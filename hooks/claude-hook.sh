@@ -54,6 +54,7 @@ if [ -z "${BASH_VERSION-}" ]; then exec bash "$0" "$@"; fi
 
 main() {
 	set -u
+	umask 077 # events.jsonl and receipts it may create are the task's alone
 	export LC_ALL=C # byte semantics for lengths and character classes
 	local src=${BASH_SOURCE[0]} dir=.
 	[[ $src == */* ]] && dir=${src%/*}

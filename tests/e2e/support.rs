@@ -18,6 +18,7 @@ pub struct Env {
     pub data: PathBuf,
     pub known_hosts: PathBuf,
     toml: std::cell::RefCell<String>,
+    umask: std::cell::Cell<Option<u32>>,
 }
 
 /// The result of one CLI run, printable in full for assertion messages.
@@ -72,6 +73,7 @@ impl Env {
             known_hosts: home.join("known_hosts"),
             home,
             toml: std::cell::RefCell::new(String::new()),
+            umask: std::cell::Cell::new(None),
         };
         std::fs::write(&env.known_hosts, "").unwrap();
         env
@@ -141,8 +143,23 @@ impl Env {
         .collect()
     }
 
+    /// Every later command of this Env starts with this umask, as from a shell (S10).
+    pub fn set_umask(&self, umask: u32) {
+        self.umask.set(Some(umask));
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_delegate"));
+        if let Some(mask) = self.umask.get() {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: umask is async-signal-safe and changes only the child.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
         c.env_clear()
             .env("HOME", &self.home)
             .env("USER", "tester")

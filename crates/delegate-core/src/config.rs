@@ -316,11 +316,28 @@ impl InventoryEditor {
     pub fn save(self) -> Result<Inventory> {
         let text = self.doc.to_string();
         let inv = Inventory::parse(&text, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = self.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            // The inventory names the commands delegate runs: its directory is the user's
+            // alone when delegate creates it, whatever the umask.
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
         }
+        // The replacement keeps the mode of the file it replaces (0600 for a new one), and
+        // gets it before any byte is written.
+        let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
         let tmp = self.path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(inv)
     }

@@ -440,6 +440,11 @@ async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()
         }
         tried.push(path.display().to_string());
     }
+    // A link that dropped mid-exchange also ends in "not accepted": say what happened, so
+    // nobody goes looking at their keys (found by the fault proxy's cut tests).
+    if handle.is_closed() {
+        return Err(Error::Ssh { host: t.host.clone(), phase: "authenticating", source: russh::Error::Disconnect });
+    }
     Err(Error::AuthRefused { host: t.host.clone(), user: t.user.clone(), tried })
 }
 

@@ -1,8 +1,9 @@
 //! The mailbox: a SQLite file that is the lead's truth about every task.
 //!
 //! - WAL mode, `synchronous=FULL` (the launch ledger must survive a power cut), a busy
-//!   timeout, and `BEGIN IMMEDIATE` for every write so concurrent writers queue on the
-//!   timeout instead of failing a read-to-write upgrade.
+//!   timeout of a minute for the write lock, and
+//!   `BEGIN IMMEDIATE` for every write so concurrent writers wait for the lock instead of
+//!   failing a read-to-write upgrade.
 //! - Schema steps in `store/NNN_*.sql`, applied in order; their count is `PRAGMA
 //!   user_version`. Never edit a step; add a new one.
 //! - The directory is 0700 and the database file is created 0600 before SQLite opens it,
@@ -104,6 +105,14 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// How long a writer waits for the mailbox's write lock before reporting it busy. SQLite
+/// waits in naps of up to 100 ms and does not queue waiters, so under many writers one can
+/// miss several releases in a row: the concurrency suite saw waits near 10 s with 150
+/// writer processes. A minute keeps that from surfacing as "database is locked". (Shorter
+/// random naps were tried: with 150 processes on 2 cores their wake-ups starved the writer
+/// holding the lock.)
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
 pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -128,7 +137,7 @@ impl Store {
         OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(|e| Error::io(&path, e))?;
         let mut conn = Connection::open(&path)?;
         // Per-connection settings: inside a migration they would be lost or refused.
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(LOCK_WAIT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
         debug_assert_eq!(mode, "wal");

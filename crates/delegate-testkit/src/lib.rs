@@ -85,6 +85,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+pub mod proxy;
+pub use proxy::{Fault, FaultProxy};
+
 /// The login user of fake hosts when the tests run as root.
 ///
 /// Create it once with `scripts/test.sh`, or by hand:
@@ -378,11 +381,19 @@ pub struct FakeHostBuilder {
     path_without: Vec<String>,
     fake_agents: bool,
     host_key_type: String,
+    log_level: String,
+    login_umask: Option<u32>,
 }
 
 impl Default for FakeHostBuilder {
     fn default() -> Self {
-        FakeHostBuilder { path_without: Vec::new(), fake_agents: true, host_key_type: "ed25519".to_string() }
+        FakeHostBuilder {
+            path_without: Vec::new(),
+            fake_agents: true,
+            host_key_type: "ed25519".to_string(),
+            log_level: "VERBOSE".to_string(),
+            login_umask: None,
+        }
     }
 }
 
@@ -417,6 +428,23 @@ impl FakeHostBuilder {
         self
     }
 
+    /// sshd `LogLevel` (default `VERBOSE`); `DEBUG3` logs every channel request (S11).
+    pub fn log_level(mut self, level: &str) -> Self {
+        assert!(level.bytes().all(|b| b.is_ascii_alphanumeric()), "delegate-testkit: bad sshd log level {level:?}");
+        self.log_level = level.to_string();
+        self
+    }
+
+    /// The umask SSH sessions start with (the remote login umask, S10). sshd runs with it,
+    /// but sshd itself forces at least 022 (`umask(077) | 022` at start-up), so the sessions'
+    /// bash also gets it from `SetEnv BASH_ENV=<dir>/etc/login-umask.sh` (read by every
+    /// non-interactive bash, like a user's rc file that sets one). Default: sshd's own.
+    pub fn login_umask(mut self, umask: u32) -> Self {
+        assert!(umask <= 0o777, "delegate-testkit: bad umask {umask:o}");
+        self.login_umask = Some(umask);
+        self
+    }
+
     /// Create the host directory, keys and fake agents, start `sshd` and wait
     /// until it accepts connections. Panics (with the sshd log) on failure.
     pub fn start(self) -> FakeHost {
@@ -434,6 +462,8 @@ impl FakeHostBuilder {
             tmux_bin: find_program("tmux", &["/usr/bin", "/bin", "/usr/local/bin"]),
             runuser_bin: find_program("runuser", &["/usr/sbin", "/sbin", "/usr/bin", "/bin"]),
             env_bin: find_program("env", &["/usr/bin", "/bin"]),
+            log_level: self.log_level.clone(),
+            login_umask: self.login_umask,
             sshd: None,
             watchdog: None,
         };
@@ -551,6 +581,8 @@ pub struct FakeHost {
     tmux_bin: PathBuf,
     runuser_bin: PathBuf,
     env_bin: PathBuf,
+    log_level: String,
+    login_umask: Option<u32>,
     sshd: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -755,7 +787,44 @@ impl FakeHost {
         }
     }
 
-    /// The sshd log so far (`sshd -e` output, LogLevel VERBOSE).
+    /// Kill sshd (SIGKILL) and its per-connection `sshd` processes, as a crash
+    /// would; sessions' other processes (tmux and the agents) keep running. New
+    /// connections to [`port`](Self::port) are refused until [`restart_sshd`](Self::restart_sshd).
+    pub fn kill_sshd(&mut self) {
+        if let Some(w) = self.watchdog.as_mut() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        self.watchdog = None;
+        let Some(mut child) = self.sshd.take() else {
+            return;
+        };
+        let pid = child.id() as i32;
+        let sshds: Vec<i32> = descendants_of(pid)
+            .into_iter()
+            .filter(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sshd"))
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        for p in sshds {
+            // SAFETY: kill(2) on sshd processes forked by our own sshd child.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Start sshd again after [`kill_sshd`](Self::kill_sshd), on the same port with the
+    /// same keys. Panics if the port cannot be bound again.
+    pub fn restart_sshd(&mut self) {
+        assert!(self.sshd.is_none(), "delegate-testkit: restart_sshd while sshd runs");
+        let port = self.port;
+        self.launch_sshd();
+        assert_eq!(self.port, port, "delegate-testkit: sshd could not get port {port} back");
+    }
+
+    /// The sshd log so far (`sshd -e` output, LogLevel VERBOSE unless
+    /// [`FakeHostBuilder::log_level`] said otherwise).
     pub fn sshd_log(&self) -> String {
         fs::read(self.dir.join("sshd.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
@@ -908,11 +977,14 @@ impl FakeHost {
              MaxSessions 64\n\
              AcceptEnv LANG LC_*\n\
              Subsystem sftp internal-sftp\n\
-             LogLevel VERBOSE\n\
+             LogLevel {log_level}\n\
              AllowUsers {user}\n\
-             SetEnv TMUX_TMPDIR={d}/tmux PATH={path}\n",
+             SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}\n",
             user = self.account.name,
             path = self.remote_path,
+            log_level = self.log_level,
+            bash_env =
+                if self.login_umask.is_some() { format!(" BASH_ENV={d}/etc/login-umask.sh") } else { String::new() },
         )
     }
 
@@ -922,9 +994,13 @@ impl FakeHost {
             let _ = fs::create_dir_all("/run/sshd");
         }
         let cfg = self.dir.join("etc/sshd_config");
+        if let Some(mask) = self.login_umask {
+            write_file(&self.dir.join("etc/login-umask.sh"), format!("umask {mask:03o}\n"), 0o644);
+        }
         let log_path = self.dir.join("sshd.log");
         for attempt in 1..=5 {
-            let port = closed_port();
+            // A restart (restart_sshd) keeps the port on its first attempt.
+            let port = if attempt == 1 && self.port != 0 { self.port } else { closed_port() };
             self.port = port;
             write_file(&cfg, self.sshd_config(port), 0o644);
             if attempt == 1 {
@@ -960,6 +1036,16 @@ impl FakeHost {
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log_err);
+            if let Some(mask) = self.login_umask {
+                use std::os::unix::process::CommandExt as _;
+                // SAFETY: umask is async-signal-safe and touches only the child's state.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        libc::umask(mask as libc::mode_t);
+                        Ok(())
+                    });
+                }
+            }
             let child = cmd.spawn().unwrap_or_else(|e| panic!("delegate-testkit: cannot spawn {SSHD}: {e}"));
             self.sshd = Some(child);
             match self.wait_ready(port, log_offset) {

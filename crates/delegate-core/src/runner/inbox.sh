@@ -35,6 +35,7 @@
 
 main() {
 	set -uo pipefail
+	umask 077 # files it creates (outbox, receipts) are the task's alone, whatever the login umask
 	# Bytes, not characters: lengths, slices and the control-character ranges below.
 	export LC_ALL=C
 	usage() {

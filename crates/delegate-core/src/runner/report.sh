@@ -20,6 +20,7 @@
 
 main() {
 	set -uo pipefail
+	umask 077 # files it creates (outbox, receipts) are the task's alone, whatever the login umask
 	# Bytes, not characters: lengths, the cap and the control-character ranges below.
 	export LC_ALL=C
 	local cap=16384

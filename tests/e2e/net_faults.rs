@@ -1,0 +1,366 @@
+//! Network faults between the lead and a real sshd, injected by the testkit's `FaultProxy`
+//! (or by killing sshd itself). Every CLI run here must end well inside 30 s: a hang is a
+//! failure. Timeouts are shortened through the inventory (`connect_timeout = 3`: connect,
+//! handshake and auth) and `~/.ssh/config` (`ServerAliveInterval 1`, `ServerAliveCountMax 2`).
+//!
+//! | test | testplan | fault | expected |
+//! |---|---|---|---|
+//! | `f5_port_open_without_banner_fails_at_the_handshake_deadline` | F5 | `NoBanner` | exit 10 naming the key exchange; task `failed`; no tmux session |
+//! | `f3_stall_before_connecting_is_an_error_not_a_hang` | F3 | `Stall` before connect | exit 10; task `failed`; no tmux session |
+//! | `f3_stall_while_running_keeps_the_last_known_state_then_recovers` | F3 | `Stall` with a task running | `sync` exit 10, `status`/`show` warn and exit 0, task keeps `running`; `Pass` → sync works, task `completed`, one session |
+//! | `f3_stall_of_an_open_connection_is_noticed_by_keepalives` | F3 | `Stall` under a running `wait` (pooled connection) | `wait` does not hang: it still ends, `completed`, once `Pass` is back |
+//! | `f4_reset_at_connect_is_a_clear_error` | F4 | `Reset` | exit 10 or 15 naming the host; task `failed`; nothing ran |
+//! | `f4_cut_during_launch_is_never_launched_and_reconciles_to_one_session` | F4/F2 | `CutAfter` at several points inside the launch's last reply | exit 10/14/15, task `failed` or `launch_unknown`, never `launched`; after `Pass` a sync resolves it: running/completed with exactly one session, or failed/lost with none |
+//! | `f1_link_lost_inside_key_exchange_fails_without_remote_trace` | F1 | `CutAfter { 100 }` (inside the key exchange) | exit 10 or 15; task `failed`; no remote task directory |
+//! | `f1_link_lost_during_authentication_is_not_an_auth_refusal` (ignored: bug) | F1/F4 | `CutAfter` at 1/2, 1/3, 1/4 of a launch's server bytes (auth, channel open) | exit 10 or 15, task `failed`; today: exit 11 "refused authentication" |
+//! | `fanout_with_one_blackholed_host_launches_the_healthy_one` | F3/F4 | one host `Stall`ed, then `Reset`, one healthy | the healthy brother's task is `launched`; the bad one is `failed` with an error naming its host |
+//! | `sshd_killed_then_restarted_sync_warns_then_recovers` | F4/F15-lite | sshd killed and restarted on the same port | sync exit 10 while down, tasks keep their state; after restart the next sync works and the task completes |
+
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use delegate_testkit::{FakeHost, Fault, FaultProxy};
+use serde_json::Value;
+
+use crate::support::{Env, Run};
+
+/// Loose bound for any single CLI run here.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// `~/.ssh/config` with fast keepalives (1 s × 2) for every host.
+fn fast_keepalives(env: &Env) {
+    std::fs::write(env.home.join(".ssh/config"), "Host *\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n").unwrap();
+}
+
+/// `[hosts.NAME]` reaching `host` through `proxy`: the port is the proxy's, and the host key
+/// is trusted under `[127.0.0.1]:<proxy port>`, which is what the client looks up.
+fn add_proxied_host(env: &Env, name: &str, host: &FakeHost, proxy: &FaultProxy) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&env.known_hosts).unwrap();
+    writeln!(f, "[127.0.0.1]:{} {}", proxy.port(), host.host_public_key()).unwrap();
+    let toml = env
+        .host_toml(name, host)
+        .replace(&format!("port = {}\n", host.port()), &format!("port = {}\n", proxy.port()))
+        .replace("connect_timeout = 5\n", "connect_timeout = 3\n");
+    assert!(toml.contains(&format!("port = {}", proxy.port())), "{toml}");
+    env.config_append(&toml);
+}
+
+/// One host "h" behind `proxy`, one self-test brother "oppy".
+fn proxied(host: &FakeHost) -> (Env, FaultProxy) {
+    let proxy = FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+    let env = Env::new();
+    fast_keepalives(&env);
+    add_proxied_host(&env, "h", host, &proxy);
+    env.add_brother("oppy", "h", host, "self-test", "read");
+    (env, proxy)
+}
+
+/// Runs the CLI and asserts it finished within [`BOUND`].
+fn timed(env: &Env, args: &[&str]) -> Run {
+    let started = Instant::now();
+    let run = env.run(args);
+    assert!(started.elapsed() < BOUND, "took {:?} (a hang?):\n{run}", started.elapsed());
+    run
+}
+
+fn show(env: &Env, id: i64) -> Value {
+    env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json()
+}
+
+/// Session names on the host's delegate tmux server (none when there is no server).
+fn sessions(host: &FakeHost) -> Vec<String> {
+    let out = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Task directories under the host's remote root.
+fn remote_task_dirs(host: &FakeHost) -> Vec<String> {
+    match std::fs::read_dir(host.remote_root().join("tasks")) {
+        Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn status_of(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or_else(|| panic!("no status in {v}"))
+}
+
+#[test]
+fn f5_port_open_without_banner_fails_at_the_handshake_deadline() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    proxy.set(Fault::NoBanner);
+    let run = timed(&env, &["oppy", "hello", "--json"]).fails_with(10);
+    assert!(proxy.connections() >= 1);
+    let err = run.stderr();
+    assert!(err.contains("h did not answer") && err.contains("exchanging keys"), "{run}");
+    let task = run.json();
+    assert_eq!(task["status"], "failed", "{run}");
+    let shown = show(&env, task["id"].as_i64().unwrap());
+    assert_eq!(shown["status"], "failed", "{shown}");
+    assert!(shown["reason"].as_str().unwrap_or_default().contains("exchanging keys"), "{shown}");
+    assert!(sessions(&host).is_empty(), "{}", host.diagnostics());
+    assert!(!host.tmux(&["ls"]).status.success(), "a tmux server exists");
+    assert!(remote_task_dirs(&host).is_empty());
+    assert!(host.agent_records().is_empty());
+}
+
+#[test]
+fn f3_stall_before_connecting_is_an_error_not_a_hang() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    proxy.set(Fault::Stall);
+    let run = timed(&env, &["oppy", "hello", "--json"]).fails_with(10);
+    assert!(run.stderr().contains("did not answer"), "{run}");
+    assert_eq!(run.json()["status"], "failed", "{run}");
+    assert!(sessions(&host).is_empty());
+    assert!(remote_task_dirs(&host).is_empty());
+}
+
+#[test]
+fn f3_stall_while_running_keeps_the_last_known_state_then_recovers() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    let task = timed(&env, &["oppy", "work a while\n@self-test sleep 6", "--json"]).ok().json();
+    assert_eq!(task["status"], "launched", "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let ids = id.to_string();
+    // Let the runner report, so the last known state is `running`.
+    timed(&env, &["sync"]).ok();
+    assert_eq!(show(&env, id)["status"], "running");
+
+    proxy.set(Fault::Stall);
+    let sync = timed(&env, &["sync"]).fails_with(10);
+    assert!(sync.stdout().contains("not synced") || sync.stderr().contains("h"), "{sync}");
+    let status = timed(&env, &["status", "--json"]).ok();
+    assert!(status.stderr().contains("warning: could not sync h"), "{status}");
+    let shown = timed(&env, &["show", &ids, "--json"]).ok();
+    assert!(shown.stderr().contains("warning"), "{shown}");
+    assert_eq!(shown.json()["status"], "running", "the task must keep its last known state: {shown}");
+
+    proxy.set(Fault::Pass);
+    timed(&env, &["sync"]).ok();
+    let run = timed(&env, &["wait", &ids, "--timeout", "25s", "--interval-ms", "200", "--json"]).ok();
+    assert_eq!(run.json()["tasks"][0]["status"], "completed", "{run}");
+    assert!(sessions(&host).len() <= 1, "{:?}", sessions(&host));
+}
+
+/// `delegate wait` spawned in the background (the Env runner blocks).
+fn spawn_wait(env: &Env, id: i64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .env_clear()
+        .envs(env.envs())
+        .current_dir(&env.home)
+        .args(["wait", &id.to_string(), "--timeout", "25s", "--interval-ms", "200", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn f3_stall_of_an_open_connection_is_noticed_by_keepalives() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    let id = timed(&env, &["oppy", "work a while\n@self-test sleep 6", "--json"]).ok().json()["id"].as_i64().unwrap();
+    let before = proxy.connections();
+    let started = Instant::now();
+    let child = spawn_wait(&env, id);
+    // Wait until the `wait` has its connection (it syncs every 200 ms over it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.connections() == before && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(proxy.connections() > before, "wait never connected");
+    thread::sleep(Duration::from_millis(500));
+    proxy.set(Fault::Stall);
+    // Keepalives (1 s × 2) must drop the dead connection; 4 s of blackhole is enough. A
+    // `wait` stuck on the dead connection would hit the 30 s bound instead.
+    thread::sleep(Duration::from_secs(4));
+    proxy.set(Fault::Pass);
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < BOUND, "wait took {:?}", started.elapsed());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "wait:\n{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["tasks"][0]["status"], "completed", "{v}");
+}
+
+#[test]
+fn f4_reset_at_connect_is_a_clear_error() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    proxy.set(Fault::Reset);
+    let run = timed(&env, &["oppy", "hello", "--json"]);
+    assert!(matches!(run.code(), 10 | 15), "{run}");
+    assert!(run.stderr().contains(" h ") || run.stderr().contains("h "), "{run}");
+    assert_eq!(run.json()["status"], "failed", "{run}");
+    assert!(sessions(&host).is_empty());
+    assert!(remote_task_dirs(&host).is_empty());
+    // The same with FIN.
+    proxy.set(Fault::Close);
+    let run = timed(&env, &["oppy", "hello", "--json"]);
+    assert!(matches!(run.code(), 10 | 15), "{run}");
+    assert_eq!(run.json()["status"], "failed", "{run}");
+    assert!(sessions(&host).is_empty());
+}
+
+#[test]
+fn f4_cut_during_launch_is_never_launched_and_reconciles_to_one_session() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    // A clean launch measures how many bytes the server sends in a whole launch.
+    let before = proxy.bytes_server_to_client();
+    let first = timed(&env, &["oppy", "measure\n@self-test sleep 1", "--json"]).ok().json();
+    assert_eq!(first["status"], "launched");
+    let total = (proxy.bytes_server_to_client() - before) as usize;
+    assert!(total > 1000, "{total}");
+
+    // Cuts inside the final reply (marker, exit status, close; the first one byte short).
+    let cuts = [total - 1, total - 40, total - 200, total - 600];
+    let mut ids = Vec::new();
+    for cut in cuts {
+        proxy.set(Fault::CutAfter { server_to_client: cut });
+        let conns = proxy.connections();
+        let run = timed(&env, &["oppy", &format!("cut at {cut}\n@self-test sleep 3"), "--json"]);
+        assert_eq!(proxy.connections(), conns + 1, "one connection per launch");
+        let task = run.json();
+        let status = status_of(&task).to_string();
+        eprintln!("cut {cut}/{total}: exit {} status {status}", run.code());
+        match run.code() {
+            14 => assert_eq!(status, "launch_unknown", "{run}"),
+            10 | 15 => assert_eq!(status, "failed", "{run}"),
+            // The cut may fall after everything delegate needed (the final close).
+            0 => assert_eq!(status, "launched", "{run}"),
+            _ => panic!("unexpected exit at cut {cut}:\n{run}"),
+        }
+        if run.code() != 0 {
+            assert_ne!(status, "launched", "{run}");
+        }
+        ids.push((cut, task["id"].as_i64().unwrap(), task["session"].as_str().unwrap_or_default().to_string()));
+    }
+
+    proxy.set(Fault::Pass);
+    timed(&env, &["sync"]).ok();
+    let live = sessions(&host);
+    for (cut, id, session) in &ids {
+        let shown = show(&env, *id);
+        let status = status_of(&shown);
+        eprintln!("cut {cut}: after sync task {id} is {status}");
+        let mine = live.iter().filter(|s| *s == session).count();
+        assert!(mine <= 1, "cut {cut}: two sessions for task {id}: {live:?}");
+        match status {
+            "running" | "launched" => assert_eq!(mine, 1, "cut {cut}: task {id} {status} without its session"),
+            "completed" | "failed" | "lost" => {}
+            _ => panic!("cut {cut}: task {id} not reconciled: {shown}"),
+        }
+        // A task whose session is live must not be failed or lost.
+        if mine == 1 {
+            assert!(matches!(status, "running" | "launched"), "cut {cut}: live session but {status}: {shown}");
+        }
+    }
+    // Everything that started finishes.
+    for (_, id, _) in &ids {
+        let run = timed(&env, &["wait", &id.to_string(), "--timeout", "25s", "--interval-ms", "200", "--json"]);
+        assert!(matches!(run.code(), 0 | 7), "{run}");
+    }
+}
+
+#[test]
+fn f1_link_lost_inside_key_exchange_fails_without_remote_trace() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    proxy.set(Fault::CutAfter { server_to_client: 100 });
+    let run = timed(&env, &["oppy", "hello", "--json"]);
+    assert!(matches!(run.code(), 10 | 15), "{run}");
+    let task = run.json();
+    assert_eq!(task["status"], "failed", "{run}");
+    assert!(run.stderr().contains("h"), "{run}");
+    assert!(remote_task_dirs(&host).is_empty(), "{}", host.diagnostics());
+    assert!(sessions(&host).is_empty());
+    // A sync does not resurrect it.
+    proxy.set(Fault::Pass);
+    timed(&env, &["sync"]);
+    assert_eq!(show(&env, task["id"].as_i64().unwrap())["status"], "failed");
+}
+
+#[test]
+fn fanout_with_one_blackholed_host_launches_the_healthy_one() {
+    let (bad, good) = (FakeHost::start(), FakeHost::start());
+    let proxy = FaultProxy::start(([127, 0, 0, 1], bad.port()).into());
+    let env = Env::new();
+    fast_keepalives(&env);
+    add_proxied_host(&env, "hb", &bad, &proxy);
+    env.add_host("hg", &good);
+    env.add_brother("a", "hb", &bad, "self-test", "read");
+    env.add_brother("b", "hg", &good, "self-test", "read");
+
+    for fault in [Fault::Stall, Fault::Reset] {
+        proxy.set(fault);
+        let run = timed(&env, &["a,b", "hello", "--json"]);
+        assert_ne!(run.code(), 0, "{fault:?}: {run}");
+        let out = run.json();
+        let tasks = out["tasks"].as_array().unwrap();
+        let by = |b: &str| tasks.iter().find(|t| t["brother"] == b).cloned();
+        let good_task = by("b").unwrap_or_else(|| panic!("{fault:?}: no task for b: {out}"));
+        assert_eq!(good_task["status"], "launched", "{fault:?}: {out}");
+        if let Some(t) = by("a") {
+            assert_eq!(t["status"], "failed", "{fault:?}: {out}");
+        }
+        let err_text = out["errors"].to_string();
+        assert!(err_text.contains("hb") || run.stderr().contains("hb"), "{fault:?}: the error must name hb: {run}");
+        assert!(sessions(&bad).is_empty());
+    }
+    assert_eq!(remote_task_dirs(&good).len(), 2, "both healthy launches reached hg");
+    assert!(remote_task_dirs(&bad).is_empty(), "nothing reached hb");
+}
+
+#[test]
+fn sshd_killed_then_restarted_sync_warns_then_recovers() {
+    let mut host = FakeHost::start();
+    let env = Env::new();
+    fast_keepalives(&env);
+    env.trust(&host);
+    env.config_append(&env.host_toml("h", &host).replace("connect_timeout = 5\n", "connect_timeout = 3\n"));
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    let id = timed(&env, &["oppy", "work a while\n@self-test sleep 6", "--json"]).ok().json()["id"].as_i64().unwrap();
+    timed(&env, &["sync"]).ok();
+    let before = status_of(&show(&env, id)).to_string();
+    assert!(matches!(before.as_str(), "launched" | "running"), "{before}");
+
+    host.kill_sshd();
+    let sync = timed(&env, &["sync"]).fails_with(10);
+    assert!(sync.stdout().contains("h:") && sync.stdout().contains("not synced"), "{sync}");
+    let status = timed(&env, &["status", "--json"]).ok();
+    assert!(status.stderr().contains("warning: could not sync h"), "{status}");
+    assert_eq!(status_of(&show(&env, id)), before, "the task keeps its last known state");
+    assert_eq!(sessions(&host).len(), 1, "the agent keeps running while sshd is down");
+
+    host.restart_sshd();
+    timed(&env, &["sync"]).ok();
+    let run = timed(&env, &["wait", &id.to_string(), "--timeout", "25s", "--interval-ms", "200", "--json"]).ok();
+    assert_eq!(run.json()["tasks"][0]["status"], "completed", "{run}");
+}
+
+#[test]
+fn f1_link_lost_during_authentication_is_not_an_auth_refusal() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+    let before = proxy.bytes_server_to_client();
+    timed(&env, &["oppy", "measure", "--json"]).ok();
+    let total = (proxy.bytes_server_to_client() - before) as usize;
+    for cut in [total / 2, total / 3, total / 4] {
+        proxy.set(Fault::CutAfter { server_to_client: cut });
+        let run = timed(&env, &["oppy", "hello", "--json"]);
+        assert!(matches!(run.code(), 10 | 15), "cut {cut}/{total}:\n{run}");
+        assert!(!run.stderr().contains("refused authentication"), "cut {cut}/{total}:\n{run}");
+        assert_eq!(run.json()["status"], "failed", "{run}");
+    }
+}
