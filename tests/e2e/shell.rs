@@ -22,6 +22,7 @@ fn all_shell_scripts_pass_shellcheck() {
         "scripts/demo.sh",
         "scripts/test.sh",
         "scripts/supply-chain.sh",
+        "scripts/fuzz.sh",
         ".ci/run",
     ];
     for f in files {

@@ -51,8 +51,9 @@ pub struct LaunchRequest {
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
 pub fn subject_from(prompt: &[u8]) -> String {
     let text = String::from_utf8_lossy(prompt);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(empty)");
-    clean_subject(line)
+    // The first line with something printable: a line of only control characters (an
+    // ANSI escape, say) would clean down to nothing.
+    text.lines().map(clean_subject).find(|l| !l.is_empty()).unwrap_or_else(|| "(empty)".into())
 }
 
 /// Subjects are shown in terminals: drop control characters (ANSI escapes included) and
@@ -553,5 +554,7 @@ mod tests {
         assert_eq!(subject_from(b"\x1b[31mred\x1b[0m"), "[31mred[0m");
         assert_eq!(subject_from(&[0xff, 0xfe, b'a']), "\u{fffd}\u{fffd}a");
         assert_eq!(subject_from(&b"x".repeat(200)).chars().count(), 80);
+        assert_eq!(subject_from(b"\x1b\n real text"), "real text");
+        assert_eq!(subject_from(b"\x07\x1b"), "(empty)");
     }
 }
