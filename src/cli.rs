@@ -73,11 +73,8 @@ pub struct RunArgs {
     /// Brother to hand the task to; several separated by commas (`oppy,jerry`) fan the task
     /// out, one task per brother, launched concurrently
     pub brother: String,
-    /// The task text; `-` reads it from stdin
-    pub prompt: Option<OsString>,
-    /// Read the task text from a file (`-` for stdin) instead of the command line
-    #[arg(long, value_name = "PATH", conflicts_with = "prompt")]
-    pub prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub text: PromptArgs,
     /// One-line subject (default: the prompt's first line)
     #[arg(long)]
     pub subject: Option<String>,
@@ -99,9 +96,8 @@ pub struct RunArgs {
     /// Wall-clock limit, e.g. 90s, 45m, 4h (default: the brother's, else 4h)
     #[arg(long)]
     pub timeout: Option<String>,
-    /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
-    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
-    pub author: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
     /// Another brother to hand the task to (repeatable); with --to, the first argument is
     /// the prompt: `delegate run --to oppy --to jerry "run the tests"`
     #[arg(long = "to", value_name = "BROTHER")]
@@ -109,6 +105,31 @@ pub struct RunArgs {
     /// Print the task as JSON (with several brothers: {"tasks": [...], "errors": [...]})
     #[arg(long)]
     pub json: bool,
+}
+
+/// The text of a task or a follow-up: an argument, a file, or stdin.
+#[derive(Args, Debug)]
+pub struct PromptArgs {
+    /// The text; `-` reads it from stdin
+    pub prompt: Option<OsString>,
+    /// Read the text from a file (`-` for stdin) instead of the command line
+    #[arg(long, value_name = "PATH", conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
+}
+
+/// Who is asking or speaking, recorded with launches, follow-ups, messages and updates.
+#[derive(Args, Debug)]
+pub struct Author {
+    /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
+    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
+    pub author: Option<String>,
+}
+
+impl Author {
+    /// The name given, else the local user.
+    pub fn or_local(&self, d: &delegate_core::Delegate) -> String {
+        self.author.clone().unwrap_or_else(|| d.paths().local_user.clone())
+    }
 }
 
 /// Parses the short form's arguments as `run` arguments.
@@ -248,9 +269,8 @@ pub struct UpdateArgs {
     /// Output or reason to record with the change
     #[arg(long)]
     pub output: Option<String>,
-    /// Who is speaking (default: $DELEGATE_AGENT_ID, else the local user)
-    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
-    pub author: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
     #[arg(long)]
     pub json: bool,
 }
@@ -353,16 +373,14 @@ pub struct BrotherAddArgs {
 pub struct ReopenArgs {
     /// Task number
     pub id: i64,
-    /// The follow-up text; `-` reads it from stdin
-    pub prompt: Option<OsString>,
-    #[arg(long, value_name = "PATH", conflicts_with = "prompt")]
-    pub prompt_file: Option<PathBuf>,
-    /// Paths the follow-up may change (repeatable); the agent is told so
+    #[command(flatten)]
+    pub text: PromptArgs,
+    /// Paths the follow-up may change (repeatable; relative ones from the task's workdir):
+    /// the agent is told, and Claude Code's file tools are held to them
     #[arg(long, value_name = "PATH")]
     pub write_scope: Vec<String>,
-    /// Who is asking (default: $DELEGATE_AGENT_ID, else the local user)
-    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
-    pub author: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
     #[arg(long)]
     pub json: bool,
 }
@@ -373,9 +391,8 @@ pub struct SayArgs {
     pub id: i64,
     /// The message
     pub message: String,
-    /// Who is speaking (default: $DELEGATE_AGENT_ID, else the local user)
-    #[arg(long = "as", env = "DELEGATE_AGENT_ID")]
-    pub author: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
     #[arg(long)]
     pub json: bool,
 }

@@ -65,6 +65,18 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A launch or reopen that failed after recording its task: the task is in the mailbox,
+/// and a JSON caller gets it on stdout too; the error decides the exit code.
+pub(crate) fn fail_with_task(d: &delegate_core::Delegate, e: delegate_core::Error, json: bool) -> Result<()> {
+    if json
+        && let Some(id) = e.task_id()
+        && let Ok(task) = d.task(id)
+    {
+        println!("{}", serde_json::to_string_pretty(&task)?);
+    }
+    Err(e.into())
+}
+
 pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::Delegate> {
     let paths = crate::paths::resolve(config)?;
     let mut d = delegate_core::Delegate::open(paths)?;

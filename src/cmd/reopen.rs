@@ -10,11 +10,11 @@ use super::{block_on, open};
 use crate::cli::ReopenArgs;
 
 pub fn run(config: Option<&Path>, args: ReopenArgs) -> Result<()> {
-    let prompt = super::run::read_prompt(args.prompt.as_ref(), args.prompt_file.as_deref())?;
+    let prompt = super::run::read_prompt(&args.text)?;
     let mut d = open(config)?;
     // A run still in flight must be seen as it is now, not as the mailbox last knew it.
     super::sync::before_showing(&mut d, Some(&[args.id]))?;
-    let author = args.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
+    let author = args.who.or_local(&d);
     let req = ReopenRequest { task: args.id, prompt, write_scope: args.write_scope.clone(), author };
     match block_on(d.reopen(req)) {
         Ok(task) => {
@@ -29,14 +29,6 @@ pub fn run(config: Option<&Path>, args: ReopenArgs) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) => {
-            if args.json
-                && let Some(id) = e.task_id()
-                && let Ok(task) = d.task(id)
-            {
-                println!("{}", serde_json::to_string_pretty(&task)?);
-            }
-            Err(e.into())
-        }
+        Err(e) => super::fail_with_task(&d, e, args.json),
     }
 }

@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use delegate_core::{LaunchRequest, Task};
 
 use super::{block_on, open};
-use crate::cli::RunArgs;
+use crate::cli::{PromptArgs, RunArgs};
 
 pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
     let brothers = brothers(&mut args)?;
-    let prompt = read_prompt(args.prompt.as_ref(), args.prompt_file.as_deref())?;
+    let prompt = read_prompt(&args.text)?;
     let timeout = match &args.timeout {
         Some(t) => Some(delegate_core::config::parse_timeout(t).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?),
         None => None,
@@ -30,23 +30,14 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             agent: args.agent.clone(),
             model: args.model.clone(),
             timeout,
-            author: args.author.clone(),
+            author: args.who.author.clone(),
         })
         .collect();
     let mut results = block_on(d.launch_many(reqs));
     if results.len() == 1 {
         return match results.pop().expect("one result") {
             Ok(task) => print_launched(&task, args.json),
-            Err(e) => {
-                // The failed task is in the mailbox; a JSON caller gets it on stdout too.
-                if args.json
-                    && let Some(id) = e.task_id()
-                    && let Ok(task) = d.task(id)
-                {
-                    println!("{}", serde_json::to_string_pretty(&task)?);
-                }
-                Err(e.into())
-            }
+            Err(e) => super::fail_with_task(&d, e, args.json),
         };
     }
     print_fan_out(&d, &brothers, results, args.json)
@@ -59,13 +50,13 @@ fn brothers(args: &mut RunArgs) -> Result<Vec<String>> {
     if args.to.is_empty() {
         names.extend(args.brother.split(',').map(str::to_string));
     } else {
-        if args.prompt.is_some() {
+        if args.text.prompt.is_some() {
             return Err(usage(
                 "give the brothers either as the first argument (`delegate oppy,jerry PROMPT`) or with --to \
                  (`delegate run --to oppy --to jerry PROMPT`), not both",
             ));
         }
-        args.prompt = Some(std::mem::take(&mut args.brother).into());
+        args.text.prompt = Some(std::mem::take(&mut args.brother).into());
         for t in &args.to {
             names.extend(t.split(',').map(str::to_string));
         }
@@ -145,7 +136,8 @@ fn print_fan_out(
 }
 
 /// The prompt as bytes, exactly: from the argument, a file, or stdin (`-`).
-pub fn read_prompt(prompt: Option<&std::ffi::OsString>, prompt_file: Option<&Path>) -> Result<Vec<u8>> {
+pub fn read_prompt(text: &PromptArgs) -> Result<Vec<u8>> {
+    let (prompt, prompt_file) = (text.prompt.as_ref(), text.prompt_file.as_deref());
     let from_stdin = || -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).context("reading the prompt from stdin")?;

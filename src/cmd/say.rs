@@ -11,7 +11,7 @@ pub fn run(config: Option<&Path>, args: SayArgs) -> Result<()> {
     let mut d = open(config)?;
     // No sync first: the brother's say script itself refuses a run that has ended, so a
     // message to a task that ended meanwhile fails now (and is kept as undeliverable).
-    let author = args.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
+    let author = args.who.or_local(&d);
     let m = block_on(d.say(args.id, &args.message, &author))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);

@@ -9,7 +9,7 @@ use crate::cli::UpdateArgs;
 
 pub fn run(config: Option<&Path>, args: UpdateArgs) -> Result<()> {
     let mut d = open(config)?;
-    let author = args.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
+    let author = args.who.or_local(&d);
     let task = d.update(args.id, args.status, args.output.as_deref(), &author)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&task)?);

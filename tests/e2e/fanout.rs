@@ -134,3 +134,41 @@ fn a_brother_limited_to_one_task_queues_its_own_work_only_and_a_queued_task_can_
     env.run(&["cancel", &busy.to_string()]).ok();
     assert_eq!(wait_done(&env, other["id"].as_i64().unwrap())["status"], "completed");
 }
+
+#[test]
+fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("max_concurrent = 1\n");
+    let dawdle = ["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"];
+    let busy = launch(&env, &dawdle);
+    let queued = env.run(&dawdle).ok().json();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let id = queued["id"].as_i64().unwrap();
+    let said = env.run(&["say", &id.to_string(), "first note", "--json"]).ok().json();
+    assert_eq!(said["direction"], "to_brother", "{said}");
+
+    // Cancelling the busy task frees the slot (its closing sync starts the queued one); a
+    // later sync sends the kept message, and the agent hears it once.
+    env.run(&["cancel", &busy.to_string()]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let heard = loop {
+        let t = status(&env, id);
+        let heard: Vec<String> = t["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "from_brother" && m["text"].as_str().unwrap().starts_with("heard"))
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect();
+        if !heard.is_empty() {
+            break heard;
+        }
+        assert!(std::time::Instant::now() < deadline, "the message never arrived: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(heard, ["heard: first note"]);
+    env.run(&["cancel", &id.to_string()]).ok();
+}

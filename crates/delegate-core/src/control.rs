@@ -43,9 +43,7 @@ impl Delegate {
     /// Then starts queued tasks that have room (their results are in the mailbox).
     pub async fn sync(&mut self, only: Option<&[i64]>) -> Result<SyncSummary> {
         let summary = sync::sync(self, only).await?;
-        if !self.store().queued()?.is_empty() {
-            self.dispatch_queued().await?;
-        }
+        self.dispatch_queued().await?;
         Ok(summary)
     }
 
@@ -90,29 +88,7 @@ impl Delegate {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        if task.status == TaskStatus::Queued {
-            // Nothing was sent: the slot it waited for is simply not taken.
-            let start = crate::store::RunStart {
-                task_id: id,
-                run_no: run.run_no,
-                session: run.session.clone(),
-                nonce: String::new(),
-                version: task.version,
-                queued: true,
-            };
-            self.store_mut().record_launch(
-                &start,
-                &crate::store::LaunchRecord {
-                    status: TaskStatus::Cancelled,
-                    reason: Some("cancelled while queued; nothing was sent to the brother"),
-                    remote_dir: None,
-                    pane_pid: None,
-                    marker: None,
-                    launch_exit: None,
-                    evidence: &serde_json::Value::Null,
-                    launch_stderr: None,
-                },
-            )?;
+        if task.status == TaskStatus::Queued && self.store_mut().cancel_queued(id)? {
             return self.task(id);
         }
         let target = self.resolve_target(&task.host)?;

@@ -191,20 +191,15 @@ pub(crate) struct Ready {
     argv: Vec<String>,
 }
 
-/// What sending one script gave.
+/// What sending one script gave, and how long it took (connecting included).
 struct Sent {
     result: Result<(ExecOutput, Connection)>,
-    exec_ms: f64,
+    total_ms: f64,
 }
 
 /// Checks a request, records the task, and renders its script (unless it queues).
 fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
-    if req.prompt.is_empty() {
-        return Err(Error::PromptEmpty);
-    }
-    if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::PromptTooLarge { bytes: req.prompt.len(), limit: MAX_PROMPT_BYTES });
-    }
+    check_prompt(&req.prompt)?;
     let inv = d.inventory();
     let (brother, host_entry) = inv.brother(&req.brother)?;
     let host_name = brother.host.clone();
@@ -276,14 +271,14 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             run,
             brother: &req.brother,
             target,
-            remote_root: &remote_root,
+            remote_root,
             workdir: &workdir,
             sandbox,
             plan: &plan,
             prompt: &wrapped,
             timeout_secs: timeout.as_secs(),
             max_turns,
-            address: &address,
+            address,
         },
     )
     .map(Prepared::Ready)
@@ -291,51 +286,49 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
 
 /// A queued task's launch, from what the mailbox kept and the inventory says now.
 fn ready_from_queue(d: &mut Delegate, task: &Task, run: RunStart) -> Result<Ready> {
+    let plan = plan_for_task(d, task)?;
+    let prompt = d.store().prompt(task.id)?;
+    let wrapped = wrap_prompt(task.id, &task.brother, &prompt);
+    let target = d.resolve_target(&task.host)?;
+    let delivery = Delivery::for_task(d, task, target, run, &plan, &wrapped)?;
+    ready(d, delivery)
+}
+
+/// The prompt limits, checked before anything is recorded or sent.
+pub(crate) fn check_prompt(prompt: &[u8]) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::PromptEmpty);
+    }
+    if prompt.len() > MAX_PROMPT_BYTES {
+        return Err(Error::PromptTooLarge { bytes: prompt.len(), limit: MAX_PROMPT_BYTES });
+    }
+    Ok(())
+}
+
+/// The agent plan for a recorded task, from its own settings (a queued task starting, a
+/// reopen), with custom agents looked up in the inventory as it is now.
+pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agent::AgentPlan> {
     let inv = d.inventory();
     let custom = inv.agents.get(&task.agent);
     if !is_builtin_agent(&task.agent) && custom.is_none() {
         return Err(Error::UnknownAgent { name: task.agent.clone(), known: inv.agents.keys().cloned().collect() });
     }
-    let plan = agent::plan(&AgentRequest {
+    agent::plan(&AgentRequest {
         agent: &task.agent,
         model: task.model.as_deref(),
         sandbox: task.sandbox,
         max_turns: task.max_turns,
         workdir: &task.workdir,
         custom,
-    })?;
-    let target = d.resolve_target(&task.host)?;
-    let remote_root = d.remote_root(&task.host)?;
-    let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
-    let prompt = d.store().prompt(task.id)?;
-    let wrapped = wrap_prompt(task.id, &task.brother, &prompt);
-    let timeout_secs = if task.timeout_secs > 0 { task.timeout_secs as u64 } else { DEFAULT_TIMEOUT_SECS };
-    ready(
-        d,
-        Delivery {
-            run,
-            brother: &task.brother,
-            target,
-            remote_root: &remote_root,
-            workdir: &task.workdir,
-            sandbox: task.sandbox,
-            plan: &plan,
-            prompt: &wrapped,
-            timeout_secs,
-            max_turns: task.max_turns,
-            address: &address,
-        },
-    )
+    })
 }
-
-const DEFAULT_TIMEOUT_SECS: u64 = crate::config::DEFAULT_TIMEOUT.as_secs();
 
 /// Everything the network half of a launch needs; a first launch and a reopen both end here.
 pub(crate) struct Delivery<'a> {
     pub run: RunStart,
     pub brother: &'a str,
     pub target: SshTarget,
-    pub remote_root: &'a str,
+    pub remote_root: String,
     pub workdir: &'a str,
     pub sandbox: Sandbox,
     pub plan: &'a crate::agent::AgentPlan,
@@ -343,7 +336,39 @@ pub(crate) struct Delivery<'a> {
     pub prompt: &'a [u8],
     pub timeout_secs: u64,
     pub max_turns: u32,
-    pub address: &'a str,
+    pub address: String,
+}
+
+impl<'a> Delivery<'a> {
+    /// A run of a recorded task: its own settings, its host as the inventory says now.
+    pub(crate) fn for_task(
+        d: &Delegate,
+        task: &'a Task,
+        target: SshTarget,
+        run: RunStart,
+        plan: &'a crate::agent::AgentPlan,
+        prompt: &'a [u8],
+    ) -> Result<Delivery<'a>> {
+        let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+        Ok(Delivery {
+            run,
+            brother: &task.brother,
+            remote_root: d.remote_root(&task.host)?,
+            target,
+            workdir: &task.workdir,
+            sandbox: task.sandbox,
+            plan,
+            prompt,
+            // 0 only in mailboxes older than the timeout column; every task gets a limit.
+            timeout_secs: if task.timeout_secs > 0 {
+                task.timeout_secs as u64
+            } else {
+                crate::config::DEFAULT_TIMEOUT.as_secs()
+            },
+            max_turns: task.max_turns,
+            address,
+        })
+    }
 }
 
 /// Renders the launch script, sends it over one SSH exec, and records what happened on the
@@ -376,7 +401,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         task_key: &task_key,
         session: &run.session,
         nonce: &run.nonce,
-        remote_root,
+        remote_root: &remote_root,
         workdir,
         sandbox,
         plan,
@@ -394,7 +419,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         }
     };
     let evidence = json!({
-        "address": address,
+        "address": &address,
         "agent_plan": plan,
         "script_bytes": script.len(),
     });
@@ -409,7 +434,7 @@ async fn send_all(pool: &std::sync::Arc<Pool>, ready: &[Ready]) -> Vec<Sent> {
         jobs.spawn(async move {
             let started = Instant::now();
             let result = pool.exec(&target, "bash -s", &script, EXEC_LIMIT).await;
-            (i, Sent { result, exec_ms: elapsed_ms(started) })
+            (i, Sent { result, total_ms: elapsed_ms(started) })
         });
     }
     let mut sent: Vec<Option<Sent>> = (0..ready.len()).map(|_| None).collect();
@@ -439,8 +464,10 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     if let Some(t) = &conn.fresh {
         timings = json!({ "tcp_ms": t.tcp_ms, "handshake_ms": t.handshake_ms, "auth_ms": t.auth_ms });
     }
-    timings["exec_ms"] = json!(sent.exec_ms);
-    timings["total_ms"] = json!(sent.exec_ms);
+    // The send was timed whole, connecting included when the connection was new.
+    let connect_ms = conn.fresh.as_ref().map_or(0.0, |t| t.tcp_ms + t.handshake_ms + t.auth_ms);
+    timings["exec_ms"] = json!(((sent.total_ms - connect_ms).max(0.0) * 10.0).round() / 10.0);
+    timings["total_ms"] = json!(sent.total_ms);
     evidence["timings"] = timings;
 
     let parsed = runner::parse_output(&out.stdout, &out.stderr);

@@ -2,12 +2,10 @@
 //! keeps its context (Claude `--resume <session id>`, Codex `exec ... resume <thread id>`).
 //! Each run has its own remote directory, tmux session and launch evidence.
 
-use std::time::Duration;
-
-use crate::agent::{self, AgentPlan, AgentRequest};
+use crate::agent::AgentPlan;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::launch::{Delivery, MAX_PROMPT_BYTES, deliver};
+use crate::launch::{Delivery, check_prompt, deliver, plan_for_task};
 use crate::outcome::StreamFacts;
 use crate::task::{Run, Task};
 
@@ -85,12 +83,7 @@ pub fn wrap_followup(task_id: i64, run_no: i64, brother: &str, prompt: &[u8], wr
 }
 
 pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task> {
-    if req.prompt.is_empty() {
-        return Err(Error::PromptEmpty);
-    }
-    if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::PromptTooLarge { bytes: req.prompt.len(), limit: MAX_PROMPT_BYTES });
-    }
+    check_prompt(&req.prompt)?;
     let task = d.task(req.task)?;
     if !task.status.is_terminal() {
         return Err(Error::RunActive { task: task.id, status: task.status.to_string() });
@@ -99,44 +92,21 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
     let session = resumable_session(&task, last).map_err(|why| Error::NotResumable { task: task.id, why })?;
     let scope = crate::write_scope::resolve(&req.write_scope, &task.workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("--write-scope {m}") })?;
-    let mut plan = agent::plan(&AgentRequest {
-        agent: &task.agent,
-        model: task.model.as_deref(),
-        sandbox: task.sandbox,
-        max_turns: task.max_turns,
-        workdir: &task.workdir,
-        custom: None,
-    })?;
+    let mut plan = plan_for_task(d, &task)?;
     resume_plan(&mut plan, &session);
     crate::write_scope::apply(&mut plan, task.sandbox, &scope);
+    // Resolved before the run is recorded: a host gone from the inventory records nothing.
     let target = d.resolve_target(&task.host)?;
-    let remote_root = d.remote_root(&task.host)?;
-    let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
     let run = d.store_mut().create_run(task.id, task.version, &req.prompt, &req.author, &req.write_scope)?;
     let wrapped = wrap_followup(task.id, run.run_no, &task.brother, &req.prompt, &scope);
-    let timeout = Duration::from_secs(if task.timeout_secs > 0 { task.timeout_secs as u64 } else { 4 * 3600 });
-    deliver(
-        d,
-        Delivery {
-            run,
-            brother: &task.brother,
-            target,
-            remote_root: &remote_root,
-            workdir: &task.workdir,
-            sandbox: task.sandbox,
-            plan: &plan,
-            prompt: &wrapped,
-            timeout_secs: timeout.as_secs(),
-            max_turns: task.max_turns,
-            address: &address,
-        },
-    )
-    .await
+    let delivery = Delivery::for_task(d, &task, target, run, &plan, &wrapped)?;
+    deliver(d, delivery).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::{self, AgentRequest};
     use crate::task::Sandbox;
 
     fn plan_for(agent: &str) -> AgentPlan {

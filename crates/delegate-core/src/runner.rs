@@ -26,9 +26,6 @@ pub const INBOX_SH: &str = include_str!("runner/inbox.sh");
 
 /// Seconds between SIGTERM and SIGKILL when the runner stops an agent.
 pub const DEFAULT_GRACE_SECS: u64 = 10;
-/// The wall-clock limit of a task until the inventory carries one: every task gets one
-/// (an offline Codex retries forever), generous enough for long refactors.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 6 * 60 * 60;
 
 /// Exit codes of the launch script (see the header of `runner/launch.sh`).
 pub mod code {

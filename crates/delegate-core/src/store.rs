@@ -537,6 +537,12 @@ mod tests {
         // A new task while others wait queues behind them, even with a slot free.
         s.transition(second.task_id, started.version, TaskStatus::Failed, Some("x")).unwrap();
         assert!(s.create_task(&capped(b"four")).unwrap().queued);
+        // Cancelling: a queued task is settled at once; one already started is not touched.
+        assert!(!s.cancel_queued(second.task_id).unwrap());
+        assert!(s.cancel_queued(third.task_id).unwrap());
+        assert_eq!(s.task(third.task_id).unwrap().status, TaskStatus::Cancelled);
+        assert_eq!(s.task(third.task_id).unwrap().runs[0].status, TaskStatus::Cancelled);
+        assert!(!s.cancel_queued(third.task_id).unwrap(), "only once");
         // A brother's cap counts only its own tasks.
         let b = Caps { host: None, brother: Some(1) };
         let a1 = s.create_task(&NewTask { brother: "ann", caps: b, ..new_task(b"a1") }).unwrap();

@@ -71,3 +71,30 @@ fn a_wrong_known_hosts_file_refuses_before_authenticating() {
     // No session was opened: the log shows no accepted key for our user.
     assert!(!host.sshd_log().contains("Accepted publickey"), "{}", host.sshd_log());
 }
+
+#[test]
+fn the_pool_reuses_one_connection_and_replaces_a_dead_one_without_running_twice() {
+    use delegate_core::pool::Pool;
+    let mut host = FakeHost::start();
+    let t = target(&host);
+    let log = host.remote_root().join("ran.log");
+    let append = format!("echo ran >> '{}'", log.display());
+    let limit = Duration::from_secs(10);
+    let pool = Pool::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (out, first) = runtime.block_on(pool.exec(&t, &append, b"", limit)).unwrap();
+    assert_eq!(out.exit, Exit::Code(0), "{out:?}");
+    let (out, second) = runtime.block_on(pool.exec(&t, &append, b"", limit)).unwrap();
+    assert_eq!(out.exit, Exit::Code(0), "{out:?}");
+    assert!(first.fresh.is_some() && second.fresh.is_none(), "the second exec reuses the connection");
+    assert_eq!(host.sshd_log().matches("Accepted publickey").count(), 1);
+
+    // The server goes away under the held connection and comes back.
+    host.kill_sshd();
+    host.restart_sshd();
+    let (out, third) = runtime.block_on(pool.exec(&t, &append, b"", limit)).unwrap();
+    assert_eq!(out.exit, Exit::Code(0), "{out:?}");
+    assert!(third.fresh.is_some(), "a dead connection is replaced, not used");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\nran\nran\n", "each command ran exactly once");
+    runtime.block_on(pool.close_all());
+}

@@ -84,4 +84,27 @@ impl Store {
         tx.commit()?;
         Ok(Some(RunStart { task_id, run_no, session, nonce, version, queued: false }))
     }
+
+    /// Cancels a task still waiting for a slot: nothing was sent, so there is nothing to
+    /// stop. `false` when it is no longer queued (somebody started it meanwhile).
+    pub fn cancel_queued(&mut self, task_id: i64) -> Result<bool> {
+        let now = now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, i64)> = tx
+            .query_row("SELECT status, version FROM tasks WHERE id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((status, version)) = row else { return Ok(false) };
+        if status != TaskStatus::Queued.as_str() {
+            return Ok(false);
+        }
+        let reason = "cancelled while queued; nothing was sent to the brother";
+        transition_in(&tx, task_id, version, TaskStatus::Cancelled, Some(reason), &now)?;
+        tx.execute(
+            "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4
+             WHERE task_id = ?1 AND run_no = (SELECT max(run_no) FROM runs WHERE task_id = ?1)",
+            params![task_id, TaskStatus::Cancelled.as_str(), reason, now],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
 }
