@@ -41,10 +41,18 @@ impl Dir {
 /// another directory, with nothing of ours in the environment but PATH (the helpers find
 /// their task directory by their own path).
 pub(super) fn run_helper(dir: &Path, program: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(dir.join(program))
+    run_command(Command::new(dir.join(program)), args, stdin, &[])
+}
+
+/// [`run_helper`] for any command (`bash <hook>`, as Claude's settings run it), with extra
+/// environment variables on top of PATH.
+pub(super) fn run_command(mut cmd: Command, args: &[&str], stdin: &[u8], env: &[(&str, &Path)]) -> Output {
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -69,21 +69,9 @@ fn stop_payload(active: bool) -> String {
 /// Runs the hook as Claude's settings do; returns its stdout, which must be empty or ONE
 /// line of JSON.
 fn hook(dir: &Path, event: &str, payload: &str) -> Option<Value> {
-    let out = Command::new("bash")
-        .arg(dir.join("hook"))
-        .arg(event)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(payload.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let mut bash = Command::new("bash");
+    bash.arg(dir.join("hook"));
+    let out = super::tests_helpers::run_command(bash, &[event], payload.as_bytes(), &[]);
     assert_eq!((out.status.code(), out.stderr.len()), (Some(0), 0), "{out:?}");
     if out.stdout.is_empty() {
         return None;

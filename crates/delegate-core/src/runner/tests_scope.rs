@@ -151,19 +151,8 @@ fn other_tools_pass_untouched_and_home_relative_entries_resolve() {
     let payload = |p: &str| format!(r#"{{"tool_name":"Write","tool_input":{{"file_path":"{p}"}}}}"#);
     let home = t.work.clone();
     let run = |p: &str| {
-        let out = std::process::Command::new(t.dir.join("scope-guard"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", &home)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(payload(p).as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
+        let guard = std::process::Command::new(t.dir.join("scope-guard"));
+        let out = super::tests_helpers::run_command(guard, &[], payload(p).as_bytes(), &[("HOME", &home)]);
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(run(&format!("{}/proj/a.rs", home.display())), "");
