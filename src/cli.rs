@@ -15,6 +15,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Connect directly instead of through the warm daemon that keeps SSH connections
+    /// between commands (also `[warm] enabled = false` in the inventory)
+    #[arg(long, global = true)]
+    pub no_warm: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +62,9 @@ pub enum Command {
     Say(SayArgs),
     /// Serve delegate's tools to a lead agent over MCP (Model Context Protocol) on stdio
     Mcp,
+    /// The warm daemon: a background process keeping SSH connections between commands
+    #[command(subcommand)]
+    Warm(WarmCommand),
     /// Manage hosts in the inventory
     #[command(subcommand)]
     Hosts(HostsCommand),
@@ -138,6 +146,9 @@ impl Author {
 pub struct ShortForm {
     #[command(flatten)]
     pub run: RunArgs,
+    /// Connect directly, not through the warm daemon
+    #[arg(long)]
+    pub no_warm: bool,
 }
 
 #[derive(Args, Debug)]
@@ -273,6 +284,26 @@ pub struct UpdateArgs {
     pub who: Author,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WarmCommand {
+    /// Whether a warm daemon runs for this mailbox, and what it holds
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the warm daemon (its connections close; the next command starts a new one)
+    Stop,
+    /// Run the daemon in the foreground (commands start it on demand; not for direct use)
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        socket: PathBuf,
+        /// Seconds without a request before it exits
+        #[arg(long)]
+        persist_secs: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]

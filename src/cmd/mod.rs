@@ -17,6 +17,9 @@ mod status;
 mod sync;
 mod update;
 mod wait;
+mod warm;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use clap::Parser;
@@ -26,6 +29,9 @@ use crate::cli::{Cli, Command, ShortForm};
 /// Runs the command; `Ok` carries the exit code (non-zero only for `wait`'s verdicts).
 pub fn dispatch(cli: Cli) -> Result<u8> {
     let config = cli.config.as_deref();
+    if cli.no_warm {
+        NO_WARM.store(true, Ordering::Relaxed);
+    }
     match cli.command {
         Command::Wait(args) => return wait::run(config, args),
         Command::Run(args) => run::run(config, args),
@@ -33,6 +39,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             // `delegate oppy "prompt" --json` is `delegate run oppy "prompt" --json`.
             let argv = std::iter::once("delegate".into()).chain(words);
             let short = ShortForm::try_parse_from(argv)?;
+            if short.no_warm {
+                NO_WARM.store(true, Ordering::Relaxed);
+            }
             run::run(config, short.run)
         }
         Command::List(args) => list::run(config, args),
@@ -48,6 +57,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Reopen(args) => reopen::run(config, args),
         Command::Say(args) => say::run(config, args),
         Command::Mcp => mcp::run(config),
+        Command::Warm(c) => warm::run(config, c),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
     }?;
@@ -77,9 +87,17 @@ pub(crate) fn fail_with_task(d: &delegate_core::Delegate, e: delegate_core::Erro
     Err(e.into())
 }
 
+/// `--no-warm`, set once from the command line before any command opens the mailbox (a
+/// process-wide flag rather than one more argument threaded through every command).
+static NO_WARM: AtomicBool = AtomicBool::new(false);
+
 pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::Delegate> {
     let paths = crate::paths::resolve(config)?;
     let mut d = delegate_core::Delegate::open(paths)?;
+    let (enabled, persist) = d.inventory().warm();
+    if enabled && !NO_WARM.load(Ordering::Relaxed) {
+        d.use_warm(warm::client(&d.paths().data_dir, persist));
+    }
     if let Some(grace) = crate::paths::launch_grace()? {
         d.set_launch_grace(grace);
     }

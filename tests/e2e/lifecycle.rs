@@ -64,14 +64,13 @@ fn cancel_stops_the_agent_and_records_cancelled() {
     let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
     let session =
         env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json()["session"].as_str().unwrap().to_string();
-    let logins = || host.sshd_log().matches("Accepted publickey").count();
-    let before = logins();
+    let before = crate::support::execs(&host);
     let run = env.run(&["cancel", &id.to_string(), "--json"]).ok();
     assert_eq!(run.json()["status"], "cancelled", "{run}");
     assert_eq!(run.json()["runs"][0]["exit_reason"], "cancelled", "the runner recorded it: {run}");
     // The brother waits for the runner's exit record, so a cancel is the cancel exec plus
-    // one sync, both on one connection: no polling, no second login.
-    assert_eq!(logins() - before, 1, "{}", host.sshd_log());
+    // one sync: no polling.
+    assert_eq!(crate::support::execs(&host) - before, 2, "{}", host.sshd_log());
     // The agent is really gone: its session ended.
     let deadline = Instant::now() + Duration::from_secs(15);
     while host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {
@@ -193,13 +192,12 @@ fn one_sync_of_many_tasks_costs_one_ssh_exec_and_offsets_survive_restarts() {
     let env = Env::with_brother(&host, "self-test", "read");
     let ids: Vec<i64> =
         (0..8).map(|i| launch(&env, &["oppy", &format!("task {i}\n@self-test sleep 60"), "--json"])).collect();
-    let logins = || host.sshd_log().matches("Accepted publickey").count();
-    let before = logins();
+    let before = crate::support::execs(&host);
     let synced = env.run(&["sync", "--json"]).ok().json();
     assert_eq!(synced["hosts"].as_array().unwrap().len(), 1, "{synced}");
     assert_eq!(synced["hosts"][0]["tasks"], 8);
     assert_eq!(synced["hosts"][0]["execs"], 1);
-    assert_eq!(logins() - before, 1, "one sync of 8 tasks must be one SSH connection");
+    assert_eq!(crate::support::execs(&host) - before, 1, "one sync of 8 tasks must be one SSH exec");
 
     // Messages so far (the receipt of each task) land once, however often we sync, across
     // separate CLI processes.

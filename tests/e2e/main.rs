@@ -21,3 +21,4 @@ mod say;
 mod shell;
 mod ssh_errors;
 mod supply_chain;
+mod warm;

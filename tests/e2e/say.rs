@@ -121,11 +121,10 @@ fn the_brother_refuses_a_message_for_a_run_that_ended_before_the_mailbox_knew() 
     let dir = crate::support::remote_dir(&env, id);
     crate::support::wait_for_file(&dir.join("exit"));
     // The mailbox still says launched; one connection, and the brother says no.
-    let logins = || host.sshd_log().matches("Accepted publickey").count();
-    let before = logins();
+    let before = crate::support::execs(&host);
     let run = env.run(&["say", &id.to_string(), "too late"]).fails_with(9);
     assert!(run.stderr().contains("reopen"), "{run}");
-    assert_eq!(logins() - before, 1, "say is one connection");
+    assert_eq!(crate::support::execs(&host) - before, 1, "say is one exec");
     let t = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
     let m = t["messages"].as_array().unwrap().iter().find(|m| m["direction"] == "to_brother").cloned().unwrap();
     assert_eq!((m["kind"].as_str(), m["text"].as_str()), (Some("undeliverable"), Some("too late")), "{t}");

@@ -210,6 +210,8 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // The warm daemon this Env's commands started would otherwise idle for minutes.
+        let _ = self.command().args(["warm", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.home);
         } else {
@@ -270,6 +272,12 @@ pub fn install_agent(host: &FakeHost, name: &str, script: &str) {
     let path = host.dir().join("bin").join(name);
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Remote commands the host ran (one per SSH exec), from its sshd log. What an operation
+/// costs in execs holds whether its connection was fresh or kept by the warm daemon.
+pub fn execs(host: &FakeHost) -> usize {
+    host.sshd_log().matches("Starting session: command").count()
 }
 
 /// Launches with `args` (which must include `--json`) and returns the task number.

@@ -28,7 +28,26 @@ pub struct Inventory {
     pub brothers: BTreeMap<String, BrotherEntry>,
     #[serde(default)]
     pub agents: BTreeMap<String, CustomAgent>,
+    /// `[warm]`: the background process that keeps SSH connections between CLI commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmSettings>,
 }
+
+/// How long the CLI's warm daemon keeps connections (see `delegate_core::warm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSettings {
+    /// `false` makes every command connect directly (as `--no-warm` does). Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Idle time after which the daemon exits, like "10m" (the default) or "1h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist: Option<String>,
+}
+
+/// The warm daemon's idle time when `[warm] persist` is not set (OpenSSH users often pick
+/// ControlPersist 10m).
+pub const DEFAULT_WARM_PERSIST: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A machine reachable over SSH.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +111,9 @@ pub struct CustomAgent {
     pub version_probe: bool,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_agent() -> String {
     "claude".to_string()
 }
@@ -123,9 +145,23 @@ impl Inventory {
         Ok(inv)
     }
 
+    /// Whether commands should use the warm daemon, and its idle time.
+    pub fn warm(&self) -> (bool, std::time::Duration) {
+        match &self.warm {
+            None => (true, DEFAULT_WARM_PERSIST),
+            Some(w) => {
+                let persist = w.persist.as_deref().and_then(|p| parse_timeout(p).ok());
+                (w.enabled, persist.unwrap_or(DEFAULT_WARM_PERSIST))
+            }
+        }
+    }
+
     /// Checks names and cross references, so a bad file fails at load with the key named.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |message: String| Error::Config { path: path.to_path_buf(), message };
+        if let Some(p) = self.warm.as_ref().and_then(|w| w.persist.as_deref()) {
+            parse_timeout(p).map_err(|m| bad(format!("warm.persist: {m}")))?;
+        }
         for (name, h) in &self.hosts {
             HostName::new(name).map_err(|e| bad(e.to_string()))?;
             check_address(&h.address).map_err(|m| bad(format!("hosts.{name}.address: {m}")))?;

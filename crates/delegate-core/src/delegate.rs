@@ -109,6 +109,13 @@ impl Delegate {
         }
     }
 
+    /// Sends every exec through the warm daemon behind `warm` (falling back to direct
+    /// connections when it is not available). Call before anything connects: connections
+    /// already held are dropped.
+    pub fn use_warm(&mut self, warm: crate::warm::WarmClient) {
+        self.pool = Arc::new(Pool::with_warm(warm));
+    }
+
     /// The SSH connections held for reuse (one per host).
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool

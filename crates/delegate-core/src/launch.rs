@@ -460,6 +460,8 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
         }
     };
     evidence["connection"] = json!(if conn.fresh.is_some() { "new" } else { "reused" });
+    // Held by the warm daemon (kept for the next command) or by this process.
+    evidence["warm"] = json!(conn.warm);
     let mut timings = json!({});
     if let Some(t) = &conn.fresh {
         timings = json!({ "tcp_ms": t.tcp_ms, "handshake_ms": t.handshake_ms, "auth_ms": t.auth_ms });

@@ -134,6 +134,7 @@ pub mod sync;
 pub mod sync_protocol;
 pub mod task;
 pub mod thread;
+pub mod warm;
 pub mod write_scope;
 
 pub use delegate::{Delegate, Paths, Trusted};

@@ -6,6 +6,9 @@
 //! Reuse is only safe where it cannot double anything: a connection that turns out to be
 //! dead fails when a channel is opened, before a byte of the command was sent, and only
 //! then is the command retried once on a fresh connection.
+//!
+//! A pool may hand its execs to a warm daemon (see [`crate::warm`]), which holds the
+//! connections across processes; when the daemon is not available it connects itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::ssh::{ConnectTimings, ExecOutput, Session, SshTarget};
+use crate::warm::{WarmClient, WarmOutcome};
 
 /// One slot per host; its async lock makes concurrent callers for the same host wait for
 /// one connect instead of each opening their own, while other hosts connect in parallel.
@@ -21,17 +25,39 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 #[derive(Default)]
 pub struct Pool {
     slots: Mutex<HashMap<String, Slot>>,
+    warm: Option<WarmClient>,
 }
 
-/// How the connection for one exec was obtained: `Some` timings when it was opened for it.
+/// How the connection for one exec was obtained: `Some` timings when it was opened for it;
+/// `warm` when a warm daemon held it.
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub fresh: Option<ConnectTimings>,
+    pub warm: bool,
 }
 
 impl Pool {
     pub fn new() -> Pool {
         Pool::default()
+    }
+
+    /// A pool that sends its execs through a warm daemon, connecting directly only when
+    /// the daemon is not available.
+    pub fn with_warm(warm: WarmClient) -> Pool {
+        Pool { warm: Some(warm), ..Pool::default() }
+    }
+
+    pub fn warm(&self) -> Option<&WarmClient> {
+        self.warm.as_ref()
+    }
+
+    /// How many hosts have an open connection right now.
+    pub fn live_connections(&self) -> usize {
+        let slots = self.slots.lock().expect("pool lock");
+        slots
+            .values()
+            .filter(|slot| slot.try_lock().map_or(true, |held| held.as_ref().is_some_and(|s| !s.is_closed())))
+            .count()
     }
 
     /// Connections are keyed by everything that decides where and as whom we log in, so a
@@ -52,17 +78,17 @@ impl Pool {
         if let Some(s) = held.as_ref()
             && !s.is_closed()
         {
-            return Ok((s.clone(), Connection { fresh: None }));
+            return Ok((s.clone(), Connection { fresh: None, warm: false }));
         }
         let s = Arc::new(Session::connect(t).await?);
         *held = Some(s.clone());
         let timings = s.timings.clone();
-        Ok((s, Connection { fresh: Some(timings) }))
+        Ok((s, Connection { fresh: Some(timings), warm: false }))
     }
 
     /// Runs `command` on a pooled connection to `t`. A reused connection that fails to
-    /// open a channel (nothing was sent) is dropped and the command tried once more on a
-    /// fresh one.
+    /// open a channel, or does not answer the open in time (nothing was sent either way), is
+    /// dropped and the command tried once more on a fresh one.
     pub async fn exec(
         &self,
         t: &SshTarget,
@@ -70,9 +96,18 @@ impl Pool {
         stdin: &[u8],
         limit: Duration,
     ) -> Result<(ExecOutput, Connection)> {
+        if let Some(warm) = &self.warm {
+            match warm.exec(t, command, stdin, limit).await {
+                WarmOutcome::Done(result) => return result,
+                // Nothing ran: connect ourselves.
+                WarmOutcome::Unavailable(_) => {}
+            }
+        }
         let (session, conn) = self.session(t).await?;
         match session.exec(command, stdin, limit).await {
-            Err(Error::Ssh { phase: "opening a channel", .. }) if conn.fresh.is_none() => {
+            Err(Error::Ssh { phase: "opening a channel", .. } | Error::Timeout { phase: "opening a channel", .. })
+                if conn.fresh.is_none() =>
+            {
                 self.forget(t, &session);
                 let (session, conn) = self.session(t).await?;
                 Ok((session.exec(command, stdin, limit).await?, conn))

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::known_hosts::{self, HostKeyStatus};
 
 /// Deadlines for each network step.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Timeouts {
     /// TCP connect, per resolved address.
     pub connect: Duration,
@@ -48,7 +48,8 @@ impl Default for Timeouts {
 }
 
 /// Everything needed to reach one host, already resolved (inventory + ssh config).
-#[derive(Debug, Clone)]
+/// Serializable so the warm daemon (see [`crate::warm`]) can connect on a command's behalf.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SshTarget {
     /// Inventory name, used in messages.
     pub host: String,
@@ -82,7 +83,7 @@ impl SshTarget {
 }
 
 /// How long each phase of a connection took, for launch evidence.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ConnectTimings {
     pub tcp_ms: f64,
     pub handshake_ms: f64,
@@ -98,7 +99,7 @@ pub struct Session {
 
 /// How a remote command ended. `Unknown`: the channel closed with no exit status (the link
 /// dropped, or the server never said). Callers must not read it as success.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
     Code(u32),
     Signal(String),
@@ -320,9 +321,13 @@ impl Session {
     pub async fn exec(&self, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
         let host = self.target.host.clone();
         let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
-        let channel = tokio::time::timeout(limit, self.handle.channel_open_session())
+        // A live server answers a channel open in one round trip: one that takes longer than
+        // the handshake deadline sits on a dead link that keepalives have not caught yet
+        // (a kept connection, after a network change), and the pool then connects afresh.
+        let open_wait = limit.min(self.target.timeouts.handshake);
+        let channel = tokio::time::timeout(open_wait, self.handle.channel_open_session())
             .await
-            .map_err(|_| Error::Timeout { host: host.clone(), phase: "opening a channel", waited: limit })?
+            .map_err(|_| Error::Timeout { host: host.clone(), phase: "opening a channel", waited: open_wait })?
             .map_err(|e| ssh_err("opening a channel", e))?;
         channel.exec(true, command).await.map_err(|e| ssh_err("starting the command", e))?;
         let (mut reader, writer) = channel.split();
