@@ -2,7 +2,7 @@
 //!
 //! 1. The task row (state `launching`, with a fresh nonce and session name) is committed
 //!    before any network I/O, so a crash anywhere later leaves a row that says so.
-//! 2. One channel, one exec of `bash -s` with the script on stdin, on the host's pooled
+//! 2. One channel, one exec of bash (`runner::REMOTE_COMMAND`) with the script on stdin, on the host's pooled
 //!    connection ([`crate::pool`]). A fan-out (`launch_many`) records every task first,
 //!    then sends all scripts at once: one connection per host, one channel per task.
 //! 3. Only the success marker echoing our nonce and session makes a task `launched`. A
@@ -394,23 +394,17 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         max_turns,
         address,
     } = x;
-    let task_key = crate::sync::task_key(d.store().mailbox_id(), run.task_id, run.run_no);
-    let wrapped_sha256 = sha256_hex(prompt);
-    let rendered = runner::render(&LaunchVars {
-        task_id: run.task_id,
-        task_key: &task_key,
-        session: &run.session,
-        nonce: &run.nonce,
-        remote_root: &remote_root,
+    let rendered = render_script(
+        d.store().mailbox_id(),
+        &run,
+        &remote_root,
         workdir,
         sandbox,
         plan,
         prompt,
-        prompt_sha256: &wrapped_sha256,
         timeout_secs,
-        turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
-        grace_secs: runner::DEFAULT_GRACE_SECS,
-    });
+        max_turns,
+    );
     let script = match rendered {
         Ok(s) => s,
         Err(e) => {
@@ -426,6 +420,112 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
     Ok(Ready { run, brother: brother.to_string(), target, script, evidence, argv: plan.argv.clone() })
 }
 
+/// The launch script of one run: the only place a launch's bytes are put together.
+#[allow(clippy::too_many_arguments)]
+fn render_script(
+    mailbox_id: &str,
+    run: &RunStart,
+    remote_root: &str,
+    workdir: &str,
+    sandbox: Sandbox,
+    plan: &crate::agent::AgentPlan,
+    prompt: &[u8],
+    timeout_secs: u64,
+    max_turns: u32,
+) -> Result<Vec<u8>> {
+    let task_key = crate::sync::task_key(mailbox_id, run.task_id, run.run_no);
+    let wrapped_sha256 = sha256_hex(prompt);
+    runner::render(&LaunchVars {
+        task_id: run.task_id,
+        task_key: &task_key,
+        session: &run.session,
+        nonce: &run.nonce,
+        remote_root,
+        workdir,
+        sandbox,
+        plan,
+        prompt,
+        prompt_sha256: &wrapped_sha256,
+        timeout_secs,
+        turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
+        grace_secs: runner::DEFAULT_GRACE_SECS,
+    })
+}
+
+/// A launch script as [`Delegate::launch`] renders it, and the names it carries.
+#[derive(Debug, Clone)]
+pub struct RenderedLaunch {
+    /// The bytes sent on the exec channel's stdin to `bash -s`.
+    pub script: Vec<u8>,
+    /// Host (inventory name) of the brother.
+    pub host: String,
+    pub session: String,
+    pub nonce: String,
+    /// `<mailbox>-<task>`: the task directory's name under `<remote_root>/tasks/`.
+    pub task_key: String,
+    /// The remote root as configured (`~/` is expanded on the brother).
+    pub remote_root: String,
+}
+
+/// Renders the launch script of run 1 of task `task_id` on `brother` with `prompt` and the
+/// brother's defaults, byte for byte as a launch renders it (only the nonce is fresh), and
+/// records and sends nothing. For benchmarks that send the same script through other
+/// tools (`ssh host bash -s`, pssh), and for looking at what travels to a brother. A
+/// script started this way is unknown to the mailbox, so sync never sees it; pick a
+/// `task_id` the mailbox does not use, or the brother refuses it as already launched.
+pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &[u8]) -> Result<RenderedLaunch> {
+    use rand::RngCore;
+    check_prompt(prompt)?;
+    let inv = d.inventory();
+    let (b, host_entry) = inv.brother(brother)?;
+    let custom = inv.agents.get(&b.agent);
+    if !is_builtin_agent(&b.agent) && custom.is_none() {
+        return Err(Error::UnknownAgent { name: b.agent.clone(), known: inv.agents.keys().cloned().collect() });
+    }
+    let timeout = match &b.timeout {
+        Some(text) => crate::config::parse_timeout(text)
+            .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
+        None => crate::config::DEFAULT_TIMEOUT,
+    };
+    let remote_root = host_entry.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+    let plan = agent::plan(&AgentRequest {
+        agent: &b.agent,
+        model: b.model.as_deref(),
+        sandbox: b.sandbox,
+        max_turns: b.max_turns,
+        workdir: &b.workdir,
+        custom,
+    })?;
+    let mailbox_id = d.store().mailbox_id();
+    let session = crate::names::SessionName::for_run(mailbox_id, task_id, 1)
+        .map_err(|e| Error::Config { path: "(launch)".into(), message: format!("task id {task_id}: {e}") })?
+        .to_string();
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let nonce: String = raw.iter().map(|x| format!("{x:02x}")).collect();
+    let run = RunStart { task_id, run_no: 1, session: session.clone(), nonce: nonce.clone(), version: 1, queued: false };
+    let wrapped = wrap_prompt(task_id, brother, prompt);
+    let script = render_script(
+        mailbox_id,
+        &run,
+        &remote_root,
+        &b.workdir,
+        b.sandbox,
+        &plan,
+        &wrapped,
+        timeout.as_secs(),
+        b.max_turns,
+    )?;
+    Ok(RenderedLaunch {
+        script,
+        host: b.host.clone(),
+        session,
+        nonce,
+        task_key: crate::sync::task_key(mailbox_id, task_id, 1),
+        remote_root,
+    })
+}
+
 /// Sends every script at once, each on its own channel of its host's pooled connection.
 async fn send_all(pool: &std::sync::Arc<Pool>, ready: &[Ready]) -> Vec<Sent> {
     let mut jobs = tokio::task::JoinSet::new();
@@ -433,7 +533,7 @@ async fn send_all(pool: &std::sync::Arc<Pool>, ready: &[Ready]) -> Vec<Sent> {
         let (pool, target, script) = (pool.clone(), r.target.clone(), r.script.clone());
         jobs.spawn(async move {
             let started = Instant::now();
-            let result = pool.exec(&target, "bash -s", &script, EXEC_LIMIT).await;
+            let result = pool.exec(&target, crate::runner::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
             (i, Sent { result, total_ms: elapsed_ms(started) })
         });
     }

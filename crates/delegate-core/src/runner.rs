@@ -1,4 +1,5 @@
-//! The launch script: `runner/launch.sh`, a real bash file, sent on stdin to `bash -s`.
+//! The launch script: `runner/launch.sh`, a real bash file, sent on stdin to bash (see
+//! [`REMOTE_COMMAND`]).
 //!
 //! Rust adds only `DLG_NAME='<base64>'` lines in front of the file's body; it never splices
 //! text into the body. Base64 keeps every byte of a prompt, path or argv away from the
@@ -23,6 +24,19 @@ pub const REPORT_SH: &str = include_str!("runner/report.sh");
 /// The helper the agent calls to read the lead's messages (`inbox`, `inbox ack <id>`),
 /// written as `inbox`; the Claude hook sources it to hand the messages over itself.
 pub const INBOX_SH: &str = include_str!("runner/inbox.sh");
+
+/// The remote command every script of delegate runs under; the script comes on stdin.
+///
+/// Not `bash -s`: bash reads a script from a pipe one byte per read(2) (it must not read past
+/// the command it is about to run), about 0.25 ms per KiB here, which is 15 ms of a 60 KiB
+/// launch and seconds for a large prompt. `$(</dev/stdin)` takes the script in big reads
+/// without starting a process (bash reads the file itself), and nothing runs before all of
+/// it has arrived; a script cut in transit still runs nothing (see `launch.sh`'s sentinel).
+/// Single-quoted for whatever login shell sshd hands it to.
+pub const REMOTE_COMMAND: &str = r#"bash -c 'eval "$(</dev/stdin)"'"#;
+
+/// [`REMOTE_COMMAND`] as an argv, to run a script locally exactly as a brother would.
+pub const REMOTE_ARGV: [&str; 3] = ["bash", "-c", r#"eval "$(</dev/stdin)""#];
 
 /// Seconds between SIGTERM and SIGKILL when the runner stops an agent.
 pub const DEFAULT_GRACE_SECS: u64 = 10;

@@ -44,7 +44,7 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     for m in &pending {
         let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
         let script = render_say(&root, &key, m.id, &line)?;
-        let out = match d.pool().exec(&target, "bash -s", &script, Duration::from_secs(30)).await {
+        let out = match d.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(30)).await {
             Ok((out, _)) => out,
             Err(e) => {
                 outcome = Err(e);

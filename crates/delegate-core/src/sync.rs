@@ -194,11 +194,11 @@ async fn fetch(
     script: &[u8],
     resend: Vec<(i64, Vec<u8>)>,
 ) -> Result<(SyncReply, Vec<(i64, SayState)>)> {
-    let out = pool.exec(target, "bash -s", script, SYNC_LIMIT).await.map(|(out, _)| out);
+    let out = pool.exec(target, crate::runner::REMOTE_COMMAND, script, SYNC_LIMIT).await.map(|(out, _)| out);
     let mut sent = Vec::new();
     if out.is_ok() {
         for (id, say) in resend {
-            match pool.exec(target, "bash -s", &say, SYNC_LIMIT).await.map(|(out, _)| out) {
+            match pool.exec(target, crate::runner::REMOTE_COMMAND, &say, SYNC_LIMIT).await.map(|(out, _)| out) {
                 Ok(o) if o.exit == Exit::Code(0) => {
                     if let Some(state) = parse_say(&o.stdout) {
                         sent.push((id, state));

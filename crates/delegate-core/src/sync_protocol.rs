@@ -5,7 +5,7 @@
 //! task's agent in its `inbox.jsonl`; the receipts come back in `delivered.jsonl` with the
 //! sync).
 //!
-//! All are real bash files sent on stdin to `bash -s`, shaped like the launch script:
+//! All are real bash files sent on stdin to bash (`runner::REMOTE_COMMAND`), shaped like the launch script:
 //! Rust prepends only `DLG_VARS='<base64>'`, the variable parts as separated fields, and
 //! the body ends in `main <sentinel>` so a script cut off in transit runs nothing. The sync
 //! fields are newline-separated (each is checked to be a single line) because bash reads a

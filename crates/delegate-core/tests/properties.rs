@@ -61,10 +61,10 @@ impl Scratch {
         self.dir.join("root").to_string_lossy().into_owned()
     }
 
-    /// `bash -s` with the script on stdin; (exit code, stderr).
+    /// The script on stdin of bash as a brother runs it; (exit code, stderr).
     fn run(&self, script: &[u8]) -> (Option<i32>, String) {
         let mut child = Command::new("bash")
-            .arg("-s")
+            .args(&delegate_core::runner::REMOTE_ARGV[1..])
             .env("PATH", &self.path)
             .env("HOME", &self.dir)
             .env("TMUX_TMPDIR", &self.dir)

@@ -1,4 +1,4 @@
-# delegate cancel script. Sent on the stdin of `bash -s` over SSH, shaped like the launch
+# delegate cancel script. Sent on the stdin of bash (REMOTE_COMMAND in runner.rs) over SSH, shaped like the launch
 # script: Rust prepends `DLG_VARS='<base64>'` (remote root, task key, tmux session, NUL-
 # separated; see render_cancel in sync_protocol.rs), and the body is one function called
 # on the last line with a sentinel, so a script cut off in transit runs nothing.

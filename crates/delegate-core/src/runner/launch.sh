@@ -1,4 +1,4 @@
-# delegate launch script. Sent on the stdin of `bash -s` over SSH; never passed as argv.
+# delegate launch script. Sent on the stdin of bash (REMOTE_COMMAND in runner.rs) over SSH; never passed as argv.
 #
 # Rust prepends two lines, `DLG_VARS='<base64>'` and `DLG_PROMPT='<base64>'`, and nothing
 # else: every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte

@@ -1,5 +1,5 @@
 # delegate say script: queues one message from the lead for a task's agent. Sent on the
-# stdin of `bash -s` over SSH, shaped like the cancel script: Rust prepends
+# stdin of bash (REMOTE_COMMAND in runner.rs) over SSH, shaped like the cancel script: Rust prepends
 # `DLG_VARS='<base64>'` (remote root, task key, message id, inbox line; NUL-separated; see
 # render_say in sync_protocol.rs), and the body is one function called on the last line
 # with a sentinel, so a script cut off in transit runs nothing.

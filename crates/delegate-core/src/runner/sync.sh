@@ -1,5 +1,5 @@
 # delegate sync script: one exec reports on every task of a host. Sent on the stdin of
-# `bash -s`, shaped like the launch script: Rust prepends `DLG_VARS='<base64>'` and the body
+# bash (REMOTE_COMMAND in runner.rs), shaped like the launch script: Rust prepends `DLG_VARS='<base64>'` and the body
 # is one function called on the last line with a sentinel, so a cut script runs nothing.
 #
 # DLG_VARS, one field per line (see render_sync in sync_protocol.rs): remote root, max bytes

@@ -34,7 +34,7 @@ impl Scratch {
     pub(super) fn run(&self, script: &[u8]) -> std::process::Output {
         self.run_with(script, &[])
     }
-    /// `bash -s` with the script on stdin, and extra environment variables.
+    /// The script on stdin of bash as a brother runs it, and extra environment variables.
     pub(super) fn run_with(&self, script: &[u8], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
         // By absolute path: a PATH in `env` would otherwise decide where bash is looked up.
         let bash = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -42,7 +42,7 @@ impl Scratch {
             .find(|p| p.is_file())
             .expect("bash on PATH");
         let mut child = Command::new(bash)
-            .arg("-s")
+            .args(&crate::runner::REMOTE_ARGV[1..])
             .env("TMUX_TMPDIR", self.dir.join("tmux"))
             .env("HOME", &self.dir)
             .envs(env.iter().copied())

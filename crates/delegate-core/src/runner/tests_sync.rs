@@ -254,13 +254,13 @@ fn forks_under_strace(s: &Scratch, script: &[u8]) -> Option<usize> {
         return None;
     }
     let log = s.dir.join("strace.log");
-    // From a file: bash reads a pipe one byte per syscall, each a ptrace stop under strace.
+    // As a brother runs it (no fork of its own to read the script).
     let input = s.dir.join("script.sh");
     std::fs::write(&input, script).ok()?;
     let status = Command::new("strace")
         .args(["-qq", "-f", "-e", "trace=fork,vfork,clone,clone3", "-o"])
         .arg(&log)
-        .args(["bash", "-s"])
+        .args(crate::runner::REMOTE_ARGV)
         .env("TMUX_TMPDIR", s.dir.join("tmux"))
         .env("HOME", &s.dir)
         .stdin(std::fs::File::open(&input).ok()?)
