@@ -15,6 +15,9 @@
 //! | `f1_link_lost_during_authentication_is_not_an_auth_refusal` (ignored: bug) | F1/F4 | `CutAfter` at 1/2, 1/3, 1/4 of a launch's server bytes (auth, channel open) | exit 10 or 15, task `failed`; today: exit 11 "refused authentication" |
 //! | `fanout_with_one_blackholed_host_launches_the_healthy_one` | F3/F4 | one host `Stall`ed, then `Reset`, one healthy | the healthy brother's task is `launched`; the bad one is `failed` with an error naming its host |
 //! | `sshd_killed_then_restarted_sync_warns_then_recovers` | F4/F15-lite | sshd killed and restarted on the same port | sync exit 10 while down, tasks keep their state; after restart the next sync works and the task completes |
+//! | `f16_rekey_during_a_multi_megabyte_prompt_delivers_it_byte_exact` | F16 | sshd `RekeyLimit 256K`, 6 MiB prompt | launched; several key exchanges in the sshd log; remote prompt and agent stdin byte-exact (SHA-256) |
+//! | `f6_banner_flood_is_a_clear_error_never_a_hang` | F6 | `BannerFlood` of 10k lines, fast then slow | fast: exit 15 "invalid SSH version string" (russh reads at most 20 pre-banner lines); slow: exit 10 at the handshake deadline; child memory bounded |
+//! | `f7_first_address_blackholed_times_out_per_address_then_uses_the_second` | F7 | a name resolving to `::1` (backlog-0 blackhole) then `127.0.0.1` (sshd), via a private `/etc/hosts` in a mount namespace (root only) | launched after the per-address connect timeout |
 
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -150,13 +153,16 @@ fn f3_stall_while_running_keeps_the_last_known_state_then_recovers() {
     assert!(sessions(&host).len() <= 1, "{:?}", sessions(&host));
 }
 
-/// `delegate wait` spawned in the background (the Env runner blocks).
-fn spawn_wait(env: &Env, id: i64) -> Child {
+/// `delegate wait` spawned in the background (the Env runner blocks); `--no-warm` makes it
+/// hold its own connection instead of the warm daemon's.
+fn spawn_wait(env: &Env, id: i64, warm: bool) -> Child {
+    let no_warm = if warm { None } else { Some("--no-warm") };
     Command::new(env!("CARGO_BIN_EXE_delegate"))
         .env_clear()
         .envs(env.envs())
         .current_dir(&env.home)
         .args(["wait", &id.to_string(), "--timeout", "25s", "--interval-ms", "200", "--json"])
+        .args(no_warm)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -166,19 +172,34 @@ fn spawn_wait(env: &Env, id: i64) -> Child {
 
 #[test]
 fn f3_stall_of_an_open_connection_is_noticed_by_keepalives() {
+    stall_under_a_running_wait(false);
+}
+
+#[test]
+fn f3_stall_of_the_warm_daemons_connection_is_noticed_too() {
+    stall_under_a_running_wait(true);
+}
+
+fn stall_under_a_running_wait(warm: bool) {
     let host = FakeHost::start();
     let (env, proxy) = proxied(&host);
     let id = timed(&env, &["oppy", "work a while\n@self-test sleep 6", "--json"]).ok().json()["id"].as_i64().unwrap();
     let before = proxy.connections();
     let started = Instant::now();
-    let child = spawn_wait(&env, id);
-    // Wait until the `wait` has its connection (it syncs every 200 ms over it).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.connections() == before && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
+    let child = spawn_wait(&env, id, warm);
+    if warm {
+        // The daemon's connection from the launch serves the wait's polls.
+        thread::sleep(Duration::from_millis(800));
+        assert_eq!(proxy.connections(), before, "the wait reused the daemon's connection");
+    } else {
+        // Wait until the `wait` has its connection (it syncs every 200 ms over it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proxy.connections() == before && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(proxy.connections() > before, "wait never connected");
+        thread::sleep(Duration::from_millis(500));
     }
-    assert!(proxy.connections() > before, "wait never connected");
-    thread::sleep(Duration::from_millis(500));
     proxy.set(Fault::Stall);
     // Keepalives (1 s × 2) must drop the dead connection; 4 s of blackhole is enough. A
     // `wait` stuck on the dead connection would hit the 30 s bound instead.
@@ -363,4 +384,254 @@ fn f1_link_lost_during_authentication_is_not_an_auth_refusal() {
         assert!(!run.stderr().contains("refused authentication"), "cut {cut}/{total}:\n{run}");
         assert_eq!(run.json()["status"], "failed", "{run}");
     }
+}
+
+/// The agent record of the task whose remote directory is `dir` (polled: the agent may
+/// still be starting).
+fn record_for(host: &FakeHost, dir: &std::path::Path) -> delegate_testkit::AgentRecord {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = host
+            .agent_records()
+            .into_iter()
+            .find(|r| r.env.get("DELEGATE_TASK_DIR").is_some_and(|d| std::path::Path::new(d) == dir));
+        if let Some(r) = found {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no agent record for {}:\n{}", dir.display(), host.diagnostics());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Key exchanges sshd logged (LogLevel DEBUG1 or more): the first one, plus one per rekey.
+fn key_exchanges(host: &FakeHost) -> usize {
+    host.sshd_log().matches("SSH2_MSG_NEWKEYS received").count()
+}
+
+#[test]
+fn f16_rekey_during_a_multi_megabyte_prompt_delivers_it_byte_exact() {
+    let host = FakeHost::builder().extra_config("RekeyLimit 256K").log_level("DEBUG1").start();
+    let env = Env::with_brother(&host, "claude", "read");
+    // 6 MiB of incompressible bytes: about 24 rekeys at 256 KiB.
+    let mut x: u64 = 0x00f1_6f16;
+    let prompt: Vec<u8> = (0..6 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let file = env.home.join("big-prompt");
+    std::fs::write(&file, &prompt).unwrap();
+    let before = key_exchanges(&host);
+    let run = timed(&env, &["oppy", "--prompt-file", file.to_str().unwrap(), "--json"]);
+    let task = run.ok().json();
+    assert_eq!(task["status"], "launched", "{task}");
+    assert_eq!(task["prompt_sha256"], delegate_testkit::sha256_hex(&prompt));
+    let id = task["id"].as_i64().unwrap();
+    let rekeys = key_exchanges(&host) - before;
+    eprintln!("F16: {} byte prompt, {rekeys} key exchanges on the launch's connection", prompt.len());
+    assert!(rekeys >= 4, "sshd never rekeyed (RekeyLimit not in effect?); {rekeys} key exchanges");
+
+    let wrapped = delegate_core::launch::wrap_prompt(id, "oppy", &prompt);
+    let dir = crate::support::remote_dir(&env, id);
+    let remote = std::fs::read(dir.join("prompt")).unwrap();
+    assert!(remote == wrapped, "remote prompt differs: {} bytes, {} expected", remote.len(), wrapped.len());
+    let rec = record_for(&host, &dir);
+    assert_eq!(rec.stdin_bytes as usize, wrapped.len());
+    assert_eq!(rec.stdin_sha256, delegate_testkit::sha256_hex(&wrapped), "the agent did not get the prompt");
+}
+
+/// Largest resident set of any child this test process has waited for, in KiB.
+fn children_max_rss_kib() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
+    u.ru_maxrss
+}
+
+#[test]
+fn f6_banner_flood_is_a_clear_error_never_a_hang() {
+    let host = FakeHost::start();
+    let (env, proxy) = proxied(&host);
+
+    // A fast flood: russh reads at most 20 lines before the version line (RFC 4253 allows
+    // such lines), each at most 255 bytes, in a 256-byte buffer; then it gives up.
+    proxy.set(Fault::BannerFlood { lines: 10_000, gap: Duration::from_millis(1) });
+    let sent_before = proxy.bytes_server_to_client();
+    let run = timed(&env, &["oppy", "hello", "--json"]);
+    eprintln!("F6 fast flood: exit {}: {}", run.code(), run.stderr().trim());
+    assert!(matches!(run.code(), 10 | 15), "{run}");
+    assert!(run.stderr().contains("h ") && run.stderr().contains("exchanging keys"), "{run}");
+    assert!(run.stderr().contains("version") || run.stderr().contains("did not answer"), "unclear error:\n{run}");
+    assert_eq!(run.json()["status"], "failed", "{run}");
+    let sent = proxy.bytes_server_to_client() - sent_before;
+    eprintln!("F6 fast flood: the proxy had sent {sent} bytes of junk when delegate gave up");
+
+    // A slow flood (one line every 400 ms, never 20 of them within the deadline): the
+    // handshake deadline (3 s here) ends it.
+    proxy.set(Fault::BannerFlood { lines: 10_000, gap: Duration::from_millis(400) });
+    let run = timed(&env, &["oppy", "hello", "--json"]).fails_with(10);
+    eprintln!("F6 slow flood: {}", run.stderr().trim());
+    assert!(run.stderr().contains("h did not answer") && run.stderr().contains("exchanging keys"), "{run}");
+    assert_eq!(run.json()["status"], "failed", "{run}");
+
+    let rss = children_max_rss_kib();
+    eprintln!("F6: largest child resident set {rss} KiB");
+    assert!(rss < 512 * 1024, "a child grew to {rss} KiB");
+    assert!(sessions(&host).is_empty());
+    assert!(remote_task_dirs(&host).is_empty());
+    assert!(host.agent_records().is_empty());
+}
+
+/// A TCP listener on `[::1]:port` with a backlog of 0 that never accepts, its one queue
+/// slot taken: later SYNs are dropped, so a connect hangs until the client's own timeout.
+struct Blackhole {
+    fd: libc::c_int,
+    _filler: std::net::TcpStream,
+}
+
+impl Blackhole {
+    fn on_ipv6_loopback(port: u16) -> std::io::Result<Blackhole> {
+        use std::net::{Ipv6Addr, SocketAddr, TcpStream};
+        // SAFETY: plain socket calls on a descriptor we own; the address struct is zeroed
+        // and then filled in full.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        addr.sin6_port = port.to_be();
+        addr.sin6_addr.s6_addr = Ipv6Addr::LOCALHOST.octets();
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let ok = unsafe {
+            libc::bind(fd, (&addr as *const libc::sockaddr_in6).cast(), len) == 0 && libc::listen(fd, 0) == 0
+        };
+        if !ok {
+            let e = std::io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let target = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        let filler = TcpStream::connect_timeout(&target, Duration::from_secs(2));
+        let filler = match filler {
+            Ok(s) => s,
+            Err(e) => {
+                unsafe { libc::close(fd) };
+                return Err(e);
+            }
+        };
+        // The queue is full now: a second connect must hang.
+        match TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(Blackhole { fd, _filler: filler }),
+            other => {
+                unsafe { libc::close(fd) };
+                Err(std::io::Error::other(format!("the backlog-0 listener is no blackhole here: {other:?}")))
+            }
+        }
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Runs `command` in a private mount namespace where `/etc/hosts` is `hosts` (root only).
+fn with_private_etc_hosts(command: &mut Command, hosts: &std::path::Path) {
+    use std::os::unix::process::CommandExt as _;
+    let src = std::ffi::CString::new(hosts.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: unshare and mount are async-signal-safe system calls; the strings were built
+    // before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let root = c"/";
+            let target = c"/etc/hosts";
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(src.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn f7_first_address_blackholed_times_out_per_address_then_uses_the_second() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: F7 needs root for a private /etc/hosts (mount namespace)");
+        return;
+    }
+    let host = FakeHost::start();
+    let blackhole = match Blackhole::on_ipv6_loopback(host.port()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("skipped: no blackhole on [::1]:{}: {e}", host.port());
+            return;
+        }
+    };
+    let env = Env::new();
+    let name = "dlg-f7-twoaddr";
+    let hosts = env.home.join("hosts");
+    std::fs::write(&hosts, format!("::1 {name}\n127.0.0.1 {name}\n")).unwrap();
+    // The resolver must give the blackholed address first, as it does with glibc's default
+    // RFC 6724 order (::1 before 127.0.0.1).
+    let mut getent = Command::new("getent");
+    getent.args(["ahosts", name]);
+    with_private_etc_hosts(&mut getent, &hosts);
+    let order = match getent.output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        other => {
+            eprintln!("skipped: cannot resolve {name} in a private mount namespace: {other:?}");
+            return;
+        }
+    };
+    let first = order.split_whitespace().next().unwrap_or_default();
+    assert!(order.contains("127.0.0.1"), "{order}");
+    if first != "::1" {
+        eprintln!("skipped: the resolver orders {first} first here:\n{order}");
+        return;
+    }
+
+    std::fs::write(&env.known_hosts, format!("[{name}]:{} {}\n", host.port(), host.host_public_key())).unwrap();
+    let toml = env
+        .host_toml("h", &host)
+        .replace("address = \"127.0.0.1\"\n", &format!("address = \"{name}\"\n"))
+        .replace("connect_timeout = 5\n", "connect_timeout = 2\n");
+    assert!(toml.contains(name), "{toml}");
+    env.config_append(&toml);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_delegate"));
+    cmd.env_clear().envs(env.envs()).current_dir(&env.home).args(["oppy", "hello over the second address", "--json"]);
+    with_private_etc_hosts(&mut cmd, &hosts);
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let took = started.elapsed();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("F7: exit {:?} after {took:?}\n{stderr}", out.status.code());
+    assert!(took < BOUND, "took {took:?}: the blackholed address ate the kernel's SYN retries");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let task: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(task["status"], "launched", "{task}");
+    // The evidence: TCP took the blackholed address's full 2 s timeout before the second
+    // address answered (proof the first address really was tried first).
+    let shown = show(&env, task["id"].as_i64().unwrap());
+    let tcp_ms = shown["runs"][0]["evidence"]["timings"]["tcp_ms"].as_f64().unwrap_or(0.0);
+    eprintln!("F7: tcp_ms {tcp_ms}");
+    assert!(tcp_ms >= 1900.0, "the blackholed ::1 was not tried first (tcp {tcp_ms} ms): {shown}");
+    drop(blackhole);
 }

@@ -5,7 +5,9 @@
 //! the name OpenSSH looks a host up under, the decision itself, and appending lines safely
 //! while other processes may append too. It reads only the files it is given; which files
 //! those are comes from ssh_config resolution. Host certificates (`@cert-authority`) are not
-//! supported yet: such lines are skipped, so a certificate-only host is treated as unknown.
+//! supported: such lines never vouch for a key, and a host that only a `@cert-authority` line
+//! names is refused with [`KnownHostsError::CertificatesUnsupported`] (see
+//! [`cert_authority_for`]) rather than reported as merely unknown or learned by accept-new.
 
 use std::fs;
 use std::io::{self, Write};
@@ -52,6 +54,13 @@ pub enum KnownHostsError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot encode the {algorithm} host key for {}: {message}; this is a bug in delegate", path.display())]
     Encode { path: PathBuf, algorithm: String, message: String },
+    #[error(
+        "{} line {line} trusts a certificate authority (@cert-authority) for {lookup}, but delegate does not \
+         support host certificates: it verifies only plain host keys. Record the host's own key in \
+         known_hosts (check its fingerprint first), or reach it with OpenSSH",
+        path.display()
+    )]
+    CertificatesUnsupported { path: PathBuf, line: usize, lookup: String },
 }
 
 /// The name OpenSSH looks up: `host` for port 22, `[host]:port` otherwise.
@@ -118,6 +127,31 @@ fn status_for(entries: &[(&PathBuf, Entry)], name: &str, key: &PublicKey) -> Hos
         },
         None => HostKeyStatus::Unknown,
     }
+}
+
+/// The first `@cert-authority` line whose patterns name this host (`[host]:port`, or plain
+/// `host` as [`check`] falls back to), as (file, line). delegate does not support host
+/// certificates, so a host trusted this way has to be refused with a message that says so:
+/// calling it "unknown" would send the user looking for a key that is there, and learning
+/// its plain key under accept-new would quietly bypass the CA the user chose.
+pub fn cert_authority_for(
+    files: &[PathBuf],
+    host: &str,
+    port: u16,
+) -> Result<Option<(PathBuf, usize)>, KnownHostsError> {
+    for name in [lookup_name(host, port), lookup_name(host, 22)] {
+        for file in files {
+            let found =
+                read_entries(file)?.into_iter().find(|e| e.marker == Marker::CertAuthority && e.host_matches(&name));
+            if let Some(e) = found {
+                return Ok(Some((file.clone(), e.line)));
+            }
+        }
+        if port == 22 || port == 0 {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 /// Key algorithms already recorded for this host, in file order, deduplicated, so the client
@@ -736,5 +770,47 @@ mod tests {
         let err = check(std::slice::from_ref(&work.0), "h", 22, &key).unwrap_err();
         assert!(matches!(err, KnownHostsError::Read { .. }), "{err}");
         assert!(err.to_string().contains("cannot read known_hosts file"));
+    }
+
+    /// C7 at the writer: many threads appending different hosts to one file at once, each
+    /// through its own open file (as separate processes would). Every line must come out
+    /// whole and exactly once; `ssh-keygen -l` must read every key back.
+    #[test]
+    fn concurrent_appends_of_different_hosts_keep_every_line_whole() {
+        const THREADS: usize = 16;
+        const EACH: usize = 150;
+        let work = Scratch::new("c7");
+        let keys: Vec<PublicKey> = ["ed25519", "ecdsa", "rsa"].iter().map(|k| keygen(&work.0, k, k)).collect();
+        let file = work.0.join("known_hosts");
+        // Unterminated last line: exactly one writer may terminate it.
+        fs::write(&file, "# shared").unwrap();
+        let barrier = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (file, keys, barrier) = (&file, &keys, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    for i in 0..EACH {
+                        append(file, &format!("h{t}-{i}.example"), 2222, &keys[(t + i) % keys.len()]).unwrap();
+                    }
+                });
+            }
+        });
+        let text = fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "# shared");
+        assert_eq!(lines.len(), 1 + THREADS * EACH, "lines lost or split");
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, line) in lines[1..].iter().enumerate() {
+            let e = parse_line(line, n + 2).unwrap_or_else(|| panic!("line {} is not whole: {line:?}", n + 2));
+            let (t, i) = e.hosts.trim_start_matches("[h").split_once('.').unwrap().0.split_once('-').unwrap();
+            let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(e.hosts, format!("[h{t}-{i}.example]:2222"));
+            assert_eq!(e.key.key_data(), keys[(t + i) % keys.len()].key_data(), "{line}");
+            assert!(seen.insert(e.hosts.clone()), "{} twice", e.hosts);
+        }
+        let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), THREADS * EACH, "ssh-keygen -l");
     }
 }

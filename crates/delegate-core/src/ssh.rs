@@ -163,6 +163,23 @@ impl client::Handler for Verifier {
                 return Ok(false);
             }
         };
+        // A host vouched for only by a CA: refuse and say why, in every mode (accept-new would
+        // otherwise learn its plain key and bypass the CA).
+        if status == HostKeyStatus::Unknown {
+            match known_hosts::cert_authority_for(&t.known_hosts, t.lookup_host(), t.lookup_port()) {
+                Ok(None) => {}
+                Ok(Some((path, line))) => {
+                    let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
+                    seen.problem =
+                        Some(known_hosts::KnownHostsError::CertificatesUnsupported { path, line, lookup }.into());
+                    return Ok(false);
+                }
+                Err(e) => {
+                    seen.problem = Some(e.into());
+                    return Ok(false);
+                }
+            }
+        }
         if status == HostKeyStatus::Unknown && t.accept_new && !t.known_hosts.is_empty() {
             if let Err(e) = known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key) {
                 seen.problem = Some(e.into());

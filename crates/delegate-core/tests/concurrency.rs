@@ -54,6 +54,9 @@ fn helper_process() {
         "writer" => writer(&dir, id, &tag),
         "ctl" => control_writer(&dir, id, &tag),
         "mover" => mover(&dir, id, &tag),
+        "crasher" => crasher(&dir),
+        "opener" => opener(&dir, id, &tag),
+        "raw-opener" => raw_opener(&dir, id, &tag),
         other => panic!("unknown role {other}"),
     }
 }
@@ -225,6 +228,71 @@ fn mover(dir: &Path, id: usize, tag: &str) {
         Err(e) => panic!("mover {id}: {e}"),
     };
     std::fs::write(dir.join(format!("result-{tag}-{id}")), outcome).unwrap();
+}
+
+/// Rows of C6's transaction that never commits: after the crash none may be visible.
+const UNCOMMITTED: &str = "uncommitted";
+/// Committed messages of C6's crashed writer.
+const C6_COMMITTED: i64 = 30;
+
+/// C6: commits [`C6_COMMITTED`] messages, then dies (SIGKILL from the parent) in the middle
+/// of a big write transaction whose pages have already spilled into the WAL, leaving a WAL
+/// and a `-shm` that the next opener has to recover.
+fn crasher(dir: &Path) {
+    let mut store = Store::open(dir).unwrap();
+    let task = store.create_task(&new_task("crasher", b"crasher")).unwrap().task_id;
+    for seq in 1..=C6_COMMITTED {
+        store.add_note(task, "crasher", "note", &message_text(0, seq)).unwrap();
+    }
+    let wal = dir.join(format!("{}-wal", delegate_core::store::DB_FILE));
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let committed_wal = wal_len();
+    // A second connection with a tiny page cache, so the open transaction spills its dirty
+    // pages into the WAL as uncommitted frames long before a commit would.
+    let raw = Connection::open(db_path(dir)).unwrap();
+    raw.busy_timeout(Duration::from_secs(10)).unwrap();
+    raw.execute_batch("PRAGMA cache_size = 8; BEGIN IMMEDIATE").unwrap();
+    let pad = "u".repeat(2000);
+    for i in 0..400 {
+        raw.execute(
+            "INSERT INTO messages (task_id, run_no, direction, author, kind, text, at)
+             VALUES (?1, 1, 'note', ?2, 'note', ?3, 'now')",
+            rusqlite::params![task, UNCOMMITTED, format!("{i} {pad}")],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("wal-sizes"), format!("{committed_wal} {}", wal_len())).unwrap();
+    touch(&dir.join("mid-transaction"));
+    // Hold the transaction open until the parent kills us.
+    std::thread::sleep(DEADLINE);
+    panic!("crasher was never killed");
+}
+
+/// C6: open the mailbox at the barrier (all at once, right after the crash), read what the
+/// crashed writer left, then write one note of its own.
+fn opener(dir: &Path, id: usize, tag: &str) {
+    touch(&dir.join(format!("ready-{tag}-{id}")));
+    wait_for(&dir.join(format!("go-{tag}")));
+    let mut store = Store::open(dir).unwrap_or_else(|e| panic!("o{id}: open: {e}"));
+    let msgs = store.messages(1).unwrap_or_else(|e| panic!("o{id}: messages: {e}"));
+    let crashed = msgs.iter().filter(|m| m.author == "crasher").count();
+    let uncommitted = msgs.iter().filter(|m| m.author == UNCOMMITTED).count();
+    store
+        .add_note(1, &format!("o{id}"), "note", "opened after the crash")
+        .unwrap_or_else(|e| panic!("o{id}: note: {e}"));
+    std::fs::write(dir.join(format!("seen-{tag}-{id}")), format!("{crashed} {uncommitted}")).unwrap();
+}
+
+/// C6 control: the same race through a plain connection without a busy timeout, as a
+/// naive tool would open it; its errors go to stderr, where the C6 check looks.
+fn raw_opener(dir: &Path, id: usize, tag: &str) {
+    touch(&dir.join(format!("ready-{tag}-{id}")));
+    wait_for(&dir.join(format!("go-{tag}")));
+    let conn = Connection::open(db_path(dir)).unwrap();
+    conn.busy_timeout(Duration::ZERO).unwrap();
+    if let Err(e) = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0)) {
+        eprintln!("ro{id}: {e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -647,4 +715,91 @@ fn c5_writers_progress_while_a_long_read_transaction_is_open() {
 #[test]
 fn c1_plan_scale_50_by_200() {
     c1("c1x200", WRITERS, 200);
+}
+
+/// SIGKILLs the C6 crasher in the middle of its open transaction; returns the WAL size it
+/// reported before and after the uncommitted pages went in.
+fn crash_a_writer(dir: &Path) -> (u64, u64) {
+    Store::open(dir).unwrap();
+    let mut crasher = spawn(dir, "crasher", 0, "c6", &[]);
+    let start = Instant::now();
+    while !dir.join("mid-transaction").exists() {
+        if let Some(st) = crasher.child.try_wait().unwrap() {
+            panic!("the crasher exited early ({st}): {}", read(&crasher.stderr));
+        }
+        assert!(start.elapsed() < DEADLINE, "the crasher never got mid-transaction");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    crasher.child.kill().unwrap(); // SIGKILL, mid-transaction
+    crasher.child.wait().unwrap();
+    let sizes = read(&dir.join("wal-sizes"));
+    let (a, b) = sizes.split_once(' ').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[test]
+fn c6_many_processes_opening_after_a_crashed_writer_never_see_busy() {
+    const OPENERS: usize = 50;
+    let dir = test_dir("c6");
+    let (committed_wal, spilled_wal) = crash_a_writer(&dir);
+    let wal = dir.join(format!("{}-wal", delegate_core::store::DB_FILE));
+    let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "C6: WAL {committed_wal} bytes after the committed writes, {spilled_wal} with the open transaction, \
+         {left} left by the SIGKILLed writer"
+    );
+    assert!(spilled_wal > committed_wal, "the open transaction never reached the WAL; nothing to recover");
+    assert!(left > 0, "no WAL left behind");
+    assert!(dir.join(format!("{}-shm", delegate_core::store::DB_FILE)).exists(), "no -shm left behind");
+
+    let ids: Vec<usize> = (0..OPENERS).collect();
+    let mut helpers: Vec<Helper> = ids.iter().map(|&id| spawn(&dir, "opener", id, "c6", &[])).collect();
+    release(&dir, "c6", ids.clone(), &mut helpers);
+    wait_all(&mut helpers);
+    assert_eq!(problems(&helpers), Vec::<String>::new(), "openers failed or surfaced BUSY after the crash");
+    for id in &ids {
+        let seen = read(&dir.join(format!("seen-c6-{id}")));
+        assert_eq!(seen, format!("{C6_COMMITTED} 0"), "opener {id}: (committed, uncommitted) messages seen");
+    }
+    assert_eq!(integrity(&dir), "ok");
+    let c = read_only(&dir);
+    let count = |author: &str| -> i64 {
+        c.query_row("SELECT count(*) FROM messages WHERE author = ?1", [author], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(count("crasher"), C6_COMMITTED, "committed messages lost");
+    assert_eq!(count(UNCOMMITTED), 0, "rows of the killed transaction survived");
+    let notes: i64 = c.query_row("SELECT count(*) FROM messages WHERE author LIKE 'o%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(notes, OPENERS as i64, "openers' notes");
+    let text_ok = c
+        .prepare("SELECT text FROM messages WHERE author = 'crasher' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|t| t.unwrap())
+        .enumerate()
+        .all(|(i, t)| parse_text(&t) == Some((0, i as i64 + 1)));
+    assert!(text_ok, "torn committed messages");
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// C6-ctl: the same race with plain connections that have no busy timeout does surface
+/// BUSY, so the check in C6 has teeth.
+#[test]
+fn c6_ctl_openers_without_busy_timeout_are_seen_failing() {
+    const OPENERS: usize = 50;
+    let dir = test_dir("c6ctl");
+    crash_a_writer(&dir);
+    let ids: Vec<usize> = (0..OPENERS).collect();
+    let mut helpers: Vec<Helper> = ids.iter().map(|&id| spawn(&dir, "raw-opener", id, "c6", &[])).collect();
+    release(&dir, "c6", ids.clone(), &mut helpers);
+    wait_all(&mut helpers);
+    let seen = problems(&helpers);
+    assert!(!seen.is_empty(), "no BUSY seen: the C6 race does not exercise recovery");
+    eprintln!(
+        "C6-ctl: the C6 check flags {} of {OPENERS} openers without a busy timeout, e.g. {}",
+        seen.len(),
+        seen[0]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

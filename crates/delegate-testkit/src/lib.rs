@@ -383,6 +383,16 @@ pub struct FakeHostBuilder {
     host_key_type: String,
     log_level: String,
     login_umask: Option<u32>,
+    extra_config: String,
+    host_certificate: Option<HostCertificate>,
+}
+
+/// How [`FakeHostBuilder::host_certificate`] signs the host key.
+#[derive(Clone, Debug)]
+struct HostCertificate {
+    ca_key: PathBuf,
+    principals: String,
+    validity: Option<String>,
 }
 
 impl Default for FakeHostBuilder {
@@ -393,6 +403,8 @@ impl Default for FakeHostBuilder {
             host_key_type: "ed25519".to_string(),
             log_level: "VERBOSE".to_string(),
             login_umask: None,
+            extra_config: String::new(),
+            host_certificate: None,
         }
     }
 }
@@ -445,6 +457,30 @@ impl FakeHostBuilder {
         self
     }
 
+    /// Extra `sshd_config` lines, appended after the kit's own (e.g. `"RekeyLimit 256K"`,
+    /// F16). May be called several times; the lines accumulate. sshd takes the first value
+    /// of most keywords, so this cannot override a line the kit writes itself.
+    pub fn extra_config(mut self, lines: &str) -> Self {
+        self.extra_config.push_str(lines);
+        if !self.extra_config.ends_with('\n') {
+            self.extra_config.push('\n');
+        }
+        self
+    }
+
+    /// Sign the host key with the CA private key `ca_key` (`ssh-keygen -s ca_key -h -n
+    /// principals [-V validity]`) and serve the certificate (`HostCertificate`), for the
+    /// host-certificate checks (S5). `validity` is ssh-keygen's `-V` syntax, e.g.
+    /// `"-1d:-1h"` for an expired certificate; `None` means forever.
+    pub fn host_certificate(mut self, ca_key: &Path, principals: &str, validity: Option<&str>) -> Self {
+        self.host_certificate = Some(HostCertificate {
+            ca_key: ca_key.to_path_buf(),
+            principals: principals.to_string(),
+            validity: validity.map(str::to_string),
+        });
+        self
+    }
+
     /// Create the host directory, keys and fake agents, start `sshd` and wait
     /// until it accepts connections. Panics (with the sshd log) on failure.
     pub fn start(self) -> FakeHost {
@@ -464,6 +500,7 @@ impl FakeHostBuilder {
             env_bin: find_program("env", &["/usr/bin", "/bin"]),
             log_level: self.log_level.clone(),
             login_umask: self.login_umask,
+            extra_config: String::new(),
             sshd: None,
             watchdog: None,
         };
@@ -583,6 +620,8 @@ pub struct FakeHost {
     env_bin: PathBuf,
     log_level: String,
     login_umask: Option<u32>,
+    /// Extra sshd_config lines (host certificate, [`FakeHostBuilder::extra_config`]).
+    extra_config: String,
     sshd: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -915,6 +954,31 @@ impl FakeHost {
         // Keys. sshd reads authorized_keys as the remote user: 0644 in a 0711 dir.
         let (_, host_pub) = keygen(&etc, "host_key", &cfg.host_key_type);
         self.host_public_key = host_pub;
+        if let Some(cert) = &cfg.host_certificate {
+            let mut cmd = Command::new("ssh-keygen");
+            cmd.arg("-q").arg("-s").arg(&cert.ca_key).args([
+                "-I",
+                "delegate-testkit-host",
+                "-h",
+                "-n",
+                &cert.principals,
+            ]);
+            if let Some(v) = &cert.validity {
+                cmd.arg(format!("-V{v}"));
+            }
+            cmd.arg(etc.join("host_key.pub"));
+            let out = run_with_timeout(&mut cmd, COMMAND_TIMEOUT)
+                .unwrap_or_else(|e| panic!("delegate-testkit: cannot run ssh-keygen -s: {e}"));
+            if !out.status.success() {
+                panic!(
+                    "delegate-testkit: ssh-keygen -s failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let _ = writeln!(self.extra_config, "HostCertificate {}", etc.join("host_key-cert.pub").display());
+        }
+        self.extra_config.push_str(&cfg.extra_config);
         let (client_key, client_pub) = keygen(&client, "id_ed25519", "ed25519");
         set_mode(&client_key, 0o600);
         self.client_key = client_key;
@@ -979,7 +1043,9 @@ impl FakeHost {
              Subsystem sftp internal-sftp\n\
              LogLevel {log_level}\n\
              AllowUsers {user}\n\
-             SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}\n",
+             SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}\n\
+             {extra}",
+            extra = self.extra_config,
             user = self.account.name,
             path = self.remote_path,
             log_level = self.log_level,

@@ -59,6 +59,11 @@ pub enum Fault {
     /// never sent a byte (a port that is open but has no SSH server behind
     /// it). Existing connections are treated as [`Fault::Stall`].
     NoBanner,
+    /// Like [`Fault::NoBanner`], but each new connection is sent `lines` junk lines (never an
+    /// `SSH-` version line), one every `gap` (all at once for a zero gap), then nothing more
+    /// (F6). RFC 4253 lets a server send other lines before its version line, so a client has
+    /// to bound how many it reads. The bytes sent count as server→client.
+    BannerFlood { lines: usize, gap: Duration },
 }
 
 struct Shared {
@@ -263,8 +268,12 @@ fn connection(client: TcpStream, shared: Arc<Shared>) {
         server_to_client: AtomicUsize::new(0),
     });
     let _ = client.set_nodelay(true);
+    let flood = match shared.mode() {
+        Fault::BannerFlood { lines, gap } => Some((lines, gap)),
+        _ => None,
+    };
     let upstream = match shared.mode() {
-        Fault::NoBanner => None,
+        Fault::NoBanner | Fault::BannerFlood { .. } => None,
         Fault::Close => {
             let _ = client.shutdown(Shutdown::Both);
             return;
@@ -283,9 +292,33 @@ fn connection(client: TcpStream, shared: Arc<Shared>) {
     };
     let Some(server) = upstream else {
         // NoBanner: hold the client, read and drop what it sends, answer nothing.
+        // BannerFlood: the same, after (or while) sending the junk lines.
         let _ = client.set_read_timeout(Some(POLL));
+        let _ = client.set_write_timeout(Some(POLL));
         let mut buf = [0u8; 4096];
+        let started = std::time::Instant::now();
+        let mut sent_lines = 0usize;
         while !conn.check() {
+            if let Some((lines, gap)) = flood {
+                let due = if gap.is_zero() {
+                    lines
+                } else {
+                    lines.min((started.elapsed().as_nanos() / gap.as_nanos()) as usize + 1)
+                };
+                let mut text = Vec::new();
+                for n in sent_lines..due {
+                    text.extend_from_slice(
+                        format!("junk line {n} from dlgtk-proxy, not a version line\r\n").as_bytes(),
+                    );
+                }
+                if !text.is_empty() {
+                    if !write_all(&client, &text, &conn) {
+                        break;
+                    }
+                    sent_lines = due;
+                    shared.server_to_client.fetch_add(text.len() as u64, Ordering::SeqCst);
+                }
+            }
             match (&client).read(&mut buf) {
                 Ok(0) => {
                     conn.finish(End::Fin);
@@ -342,7 +375,7 @@ fn pump(from: &TcpStream, to: &TcpStream, conn: &Conn, server_to_client: bool) {
             return;
         }
         // Stall and NoBanner: read nothing, so the sender's buffers fill as on a dead link.
-        if matches!(conn.shared.mode(), Fault::Stall | Fault::NoBanner) {
+        if matches!(conn.shared.mode(), Fault::Stall | Fault::NoBanner | Fault::BannerFlood { .. }) {
             thread::sleep(POLL);
             continue;
         }
@@ -369,7 +402,7 @@ fn pump(from: &TcpStream, to: &TcpStream, conn: &Conn, server_to_client: bool) {
                 return;
             }
             match conn.shared.mode() {
-                Fault::Stall | Fault::NoBanner => thread::sleep(POLL),
+                Fault::Stall | Fault::NoBanner | Fault::BannerFlood { .. } => thread::sleep(POLL),
                 Fault::Delay(d) => break Some(d),
                 Fault::CutAfter { server_to_client: limit } if server_to_client => {
                     let sent = conn.server_to_client.load(Ordering::SeqCst);
@@ -537,6 +570,30 @@ mod tests {
         };
         assert_eq!(got, b"abc");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+    }
+
+    #[test]
+    fn banner_flood_sends_junk_lines_and_never_a_version_line() {
+        let p = FaultProxy::start(echo_server());
+        p.set(Fault::BannerFlood { lines: 5, gap: Duration::from_millis(20) });
+        let mut c = client(&p);
+        c.write_all(b"SSH-2.0-x\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 256];
+        let e = loop {
+            match c.read(&mut b) {
+                Ok(0) => panic!("closed after {got:?}"),
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{e}");
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.split_inclusive('\n').all(|l| l.starts_with("junk line ") && l.ends_with("\r\n")), "{text}");
+        assert!(!text.contains("SSH-"), "a version line was sent: {text}");
+        assert_eq!(p.bytes_server_to_client(), text.len() as u64);
+        drop(p); // must not hang
     }
 
     #[test]
