@@ -101,6 +101,7 @@ fn f11_a_full_local_disk_is_a_mailbox_error_and_nothing_is_launched() {
     let run = env.run(&launch).fails_with(4);
     eprintln!("F11/T2 (mailbox not open elsewhere): {}", run.stderr().trim());
     assert!(run.stderr().contains("mailbox error"), "not reported as a mailbox error:\n{run}");
+    assert!(run.stderr().contains("disk holding the mailbox is full"), "unclear error:\n{run}");
     nothing_reached_the_brother();
 
     // With the mailbox open in another process (a `delegate wait`, say), the -wal and -shm
@@ -111,7 +112,7 @@ fn f11_a_full_local_disk_is_a_mailbox_error_and_nothing_is_launched() {
     fill(&filler);
     let run = env.run(&launch).fails_with(4);
     eprintln!("F11/T2 (mailbox open elsewhere): {}", run.stderr().trim());
-    assert!(run.stderr().contains("mailbox error") && run.stderr().contains("full"), "unclear error:\n{run}");
+    assert!(run.stderr().contains("disk holding the mailbox is full"), "unclear error:\n{run}");
     nothing_reached_the_brother();
     drop(other);
 

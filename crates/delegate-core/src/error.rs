@@ -130,7 +130,7 @@ pub enum Error {
     #[error("mailbox schema v{found} is newer than this build understands (v{known}): upgrade delegate")]
     SchemaTooNew { found: u32, known: u32 },
 
-    #[error("mailbox error: {0}")]
+    #[error("mailbox error: {}", store_message(.0))]
     Store(#[from] rusqlite::Error),
 
     #[error("{path}: {source}")]
@@ -139,6 +139,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// SQLite's text for a full disk depends on where it ran out ("database or disk is full"
+/// for a write, "disk I/O error" while sizing the shared-memory file); say it plainly.
+fn store_message(e: &rusqlite::Error) -> String {
+    const SQLITE_IOERR_SHMSIZE: std::ffi::c_int = 4874;
+    let full = matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::DiskFull || f.extended_code == SQLITE_IOERR_SHMSIZE);
+    if full {
+        format!("the disk holding the mailbox is full ({e}): free some space and retry")
+    } else {
+        e.to_string()
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {
