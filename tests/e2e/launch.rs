@@ -163,3 +163,34 @@ fn a_custom_agent_reads_its_prompt_file() {
     let refused = env.run(&["oppy", "custom work", "--sandbox", "write"]).fails_with(26);
     assert!(refused.stderr().contains("mine") && refused.stderr().contains("--sandbox full"), "{refused}");
 }
+
+#[test]
+fn the_agent_version_is_asked_once_per_binary_and_again_after_it_changes() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    let asked = host.workdir().join("version-asked");
+    crate::support::install_agent(
+        &host,
+        "versioned",
+        &format!("#!/bin/bash\nif [ \"$1\" = --version ]; then echo x >>{}; echo 'versioned 1.2.3'; fi\nexit 0\n", asked.display()),
+    );
+    env.config_append("[agents.mine]\ncommand = [\"versioned\"]\nversion_probe = true\n");
+    env.add_brother("oppy", "h", &host, "mine", "full");
+    let version = |t: &serde_json::Value| t["runs"][0]["evidence"]["remote"]["agent_version"].clone();
+    let times_asked = || std::fs::read_to_string(&asked).unwrap_or_default().lines().count();
+
+    let first = env.run(&["oppy", "one", "--json"]).ok().json();
+    let second = env.run(&["oppy", "two", "--json"]).ok().json();
+    assert_eq!(version(&first), "versioned 1.2.3", "{first}");
+    assert_eq!(version(&second), "versioned 1.2.3", "{second}");
+    assert_eq!(times_asked(), 1, "the second launch must reuse the answer");
+
+    // An upgraded binary (new mtime) is asked again.
+    let bin = host.dir().join("bin").join("versioned");
+    let status = std::process::Command::new("touch").args(["-d", "2001-01-01"]).arg(&bin).status().unwrap();
+    assert!(status.success());
+    let third = env.run(&["oppy", "three", "--json"]).ok().json();
+    assert_eq!(version(&third), "versioned 1.2.3", "{third}");
+    assert_eq!(times_asked(), 2, "a changed binary must be asked again");
+}

@@ -178,7 +178,25 @@ main() {
 			version_argv[i]=${version_argv[i]//"{task_dir}"/"$dir"}
 		done
 		if [ "${version_argv[0]}" = "$agent_cmd" ]; then version_argv[0]=$agent_path; fi
-		agent_version=$({ timeout 10 "${version_argv[@]}" </dev/null 2>&1 || true; } | head -n1)
+		# `claude --version` starts node: hundreds of ms on every launch. The answer is kept per
+		# binary (path, size, mtime, inode) and asked again only when the binary changes.
+		local stamp name cache=
+		if stamp=$(stat -L -c '%s-%Y-%i' -- "$agent_path" 2>/dev/null); then
+			name="version-$agent_path-$stamp-${version_argv[*]:1}"
+			name=${name//[^A-Za-z0-9._-]/_}
+			# A file name holds at most 255 bytes; a longer one is simply not cached.
+			[ "${#name}" -le 240 ] && cache="$root/cache/$name"
+		fi
+		if [ -n "$cache" ] && [ -f "$cache" ] && read -r agent_version <"$cache" && [ -n "$agent_version" ]; then
+			:
+		else
+			agent_version=$({ timeout 10 "${version_argv[@]}" </dev/null 2>&1 || true; } | head -n1)
+			if [ -n "$cache" ] && [ -n "$agent_version" ] && mkdir -p -- "$root/cache" 2>/dev/null; then
+				if ! { printf '%s\n' "$agent_version" >"$cache.$$" && mv -f -- "$cache.$$" "$cache"; } 2>/dev/null; then
+					rm -f -- "$cache.$$"
+				fi
+			fi
+		fi
 	fi
 	tmux_version=$(tmux -V)
 
