@@ -23,6 +23,7 @@ fn all_shell_scripts_pass_shellcheck() {
         "scripts/test.sh",
         "scripts/supply-chain.sh",
         "scripts/fuzz.sh",
+        "scripts/bench.sh",
         ".ci/run",
     ];
     for f in files {
