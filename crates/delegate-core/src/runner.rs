@@ -165,15 +165,24 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "agent argv", v.plan.argv.iter().map(String::as_str))?;
     list_field(&mut vars, "sandbox requirements", v.plan.requires.iter().map(String::as_str))?;
     list_field(&mut vars, "version argv", v.plan.version_argv.iter().map(String::as_str))?;
-    list_field(&mut vars, "task files", files)?;
+    // The files travel in their own variable (DLG_FILES), decoded straight into a file on
+    // the brother; here only whether any of them names the task directory.
+    let names_task_dir = files.iter().skip(1).step_by(2).any(|content| content.contains("{task_dir}"));
+    field(&mut vars, "files name the task dir", if names_task_dir { "1" } else { "0" })?;
+    let mut bundle = Vec::new();
+    list_field(&mut bundle, "task files", files)?;
+    bundle.pop(); // the field's NUL: the bundle is a list on its own
     field(&mut vars, "task id", &v.task_id.to_string())?;
     field(&mut vars, "timeout", &timeout_secs.to_string())?;
     field(&mut vars, "turn limit", &turn_limit.to_string())?;
     field(&mut vars, "turn marker", marker)?;
     field(&mut vars, "grace", &grace_secs.to_string())?;
 
-    let mut out = Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + vars.len() * 4 / 3 + 64);
+    let mut out = Vec::with_capacity(
+        v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96,
+    );
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
+    out.extend_from_slice(format!("DLG_FILES='{}'\n", B64.encode(&bundle)).as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());

@@ -1,15 +1,16 @@
 # delegate launch script. Sent on the stdin of bash (REMOTE_COMMAND in runner.rs) over SSH; never passed as argv.
 #
-# Rust prepends two lines, `DLG_VARS='<base64>'` and `DLG_PROMPT='<base64>'`, and nothing
-# else: every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte
-# of it is ever parsed by a shell. DLG_VARS holds its fields (in the order render() in
-# runner.rs writes them) separated by NUL; list fields hold their items each followed by
-# \x1f. The body is one function called on the
-# last line with a sentinel argument: a script cut off in transit either never defines main,
-# or calls it with a strict prefix of the sentinel (`main`, `main deleg`), which it refuses.
+# Rust prepends three lines, `DLG_VARS='<base64>'`, `DLG_FILES='<base64>'` (the files of
+# the task directory) and `DLG_PROMPT='<base64>'`, and nothing else: every variable part
+# (prompt, argv, paths, names) travels base64-encoded, so no byte of it is ever parsed by a
+# shell. DLG_VARS holds its fields (in the order render() in runner.rs writes them)
+# separated by NUL; list fields (and DLG_FILES) hold their items each followed by \x1f. The
+# body is one function called on the last line with a sentinel argument: a script cut off
+# in transit either never defines main, or calls it with a strict prefix of the sentinel
+# (`main`, `main deleg`), which it refuses.
 #
-# Process starts cost milliseconds each on small VMs, so this script decodes everything in
-# one base64 call and otherwise sticks to bash builtins where it can.
+# Process starts cost milliseconds each on small VMs, so this script starts as few as it
+# can (three base64 decodes, the file moves, tmux) and otherwise sticks to bash builtins.
 #
 # Output contract (read by crates/delegate-core/src/runner.rs):
 #   stdout  DELEGATE-EVIDENCE <launch.json, one line>
@@ -36,9 +37,11 @@ main() {
 		exit "$code"
 	}
 	# Values interpolated into launch.json lose control characters, quotes and backslashes.
+	# Sets the variable named $1 (a `$(...)` would cost a fork per value).
 	json_safe() {
-		local s=${1//[[:cntrl:]\"\\]/}
-		printf '%s' "$s"
+		local -n into_=$1
+		# shellcheck disable=SC2034 # a nameref: setting it sets the caller's variable
+		into_=${2//[[:cntrl:]\"\\]/}
 	}
 	# A \x1f-terminated list into the array named $1 (the herestring's newline becomes a
 	# last, dropped item).
@@ -65,7 +68,7 @@ main() {
 	split_list argv "${v[11]}"
 	split_list requires "${v[12]}"
 	split_list version_argv "${v[13]}"
-	split_list files "${v[14]}"
+	local files_name_task_dir=${v[14]}
 	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
 		[[ $i =~ ^[0-9]{1,18}$ ]] || die 23 "the launch variables are damaged (a number field holds '$i')"
@@ -115,11 +118,9 @@ main() {
 	# Files carrying `{task_dir}` are JSON holding shell commands (the Claude hooks): a path
 	# with a quote, backslash or control character would need two kinds of escaping there,
 	# so such roots are refused instead.
-	for ((i = 1; i < ${#files[@]}; i += 2)); do
-		if [[ ${files[i]} == *"{task_dir}"* && $dir == *[[:cntrl:]\'\"\\]* ]]; then
-			die 25 "task directory $dir contains a quote, backslash or control character, which the agent's per-task settings cannot carry: choose a remote_root without them"
-		fi
-	done
+	if [ "$files_name_task_dir" = 1 ] && [[ $dir == *[[:cntrl:]\'\"\\]* ]]; then
+		die 25 "task directory $dir contains a quote, backslash or control character, which the agent's per-task settings cannot carry: choose a remote_root without them"
+	fi
 	if ! mkdir -m 700 -- "$dir" 2>/dev/null; then
 		[ -d "$dir" ] || die 25 "cannot create task directory $dir on this host: check the host's remote_root and its permissions"
 		# A retry of the same launch (same nonce) finds its own directory; anything else is
@@ -152,6 +153,13 @@ main() {
 	# pairs; `run-body.sh` is the body of run.sh and is kept in memory.
 	# `{task_dir}` in a file's content becomes the task directory (the per-task Claude
 	# settings name the hook by its absolute path); the path was checked for quotes above.
+	# DLG_FILES (name, content, name, content, ... each followed by \x1f) is decoded into a
+	# file and split from there: mapfile reads a file in blocks but a pipe byte by byte
+	# (10 ms for these 40 KiB). run.sh is that file: it is rewritten below.
+	base64 -d <<<"$DLG_FILES" >"$dir/run.sh" 2>/dev/null || die 22 "could not write $dir/run.sh (disk full?)"
+	mapfile -d $'\x1f' -t files <"$dir/run.sh"
+	{ [ "${#files[@]}" -ge 2 ] && [ $((${#files[@]} % 2)) = 0 ]; } ||
+		die 23 "the task files did not decode (got ${#files[@]} items): is base64 GNU coreutils?"
 	local run_body='' content
 	for ((i = 0; i + 1 < ${#files[@]}; i += 2)); do
 		content=${files[i + 1]}
@@ -217,9 +225,14 @@ main() {
 	local t=$EPOCHREALTIME
 	TZ=UTC0 printf -v started '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
 	local evidence
+	local j_path j_version j_tmux j_user j_dir
+	json_safe j_path "$agent_path"
+	json_safe j_version "$agent_version"
+	json_safe j_tmux "$tmux_version"
+	json_safe j_user "${USER:-${LOGNAME:-}}"
+	json_safe j_dir "$dir"
 	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","started_at":"%s"}' \
-		"$launch_prefix" "$(json_safe "$agent_path")" "$(json_safe "$agent_version")" "$(json_safe "$tmux_version")" \
-		"$(json_safe "${USER:-${LOGNAME:-}}")" "$EUID" "$(json_safe "$dir")" "$started"
+		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$started"
 	printf '%s\n' "$evidence" >"$dir/launch.json" || die 22 "could not write $dir/launch.json (disk full?)"
 
 	# --- tmux: own socket, no user config, generated name, argv form (no default-shell) ---
@@ -244,12 +257,15 @@ main() {
 	[ "$started_tmux" = 1 ] || die 27 "tmux could not start session $session: $why"
 
 	# "Launched" means the runner really started inside tmux: wait for its first state line.
-	local tries=0 first=
+	# The naps are reads with a timeout on a pipe nobody writes to: no process per nap.
+	local tries=0 first='' nap
+	exec {nap}<> <(:)
 	until [ -f "$dir/state" ] && read -r first <"$dir/state" && [[ $first == started* ]]; do
 		tries=$((tries + 1))
-		[ "$tries" -le 600 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
-		sleep 0.005
+		[ "$tries" -le 1500 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
+		read -rt 0.002 -u "$nap" _ || true
 	done
+	exec {nap}<&-
 
 	printf 'DELEGATE-EVIDENCE %s\n' "$evidence"
 	printf 'DELEGATE-LAUNCHED %s %s %s\n' "$nonce" "$session" "$pane_pid"

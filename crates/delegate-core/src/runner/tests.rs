@@ -269,12 +269,14 @@ fn a_script_cut_anywhere_runs_nothing() {
     let s = Scratch::new("cut");
     let script = script_for(&s, "self-test", Sandbox::Read, b"hello", "dlg-abc123-7-2");
     // Every line boundary and a stride through everything else; each cut must leave no trace.
-    // The first line (DLG_VARS, tens of KiB of base64 carrying the task files) is one
-    // unterminated quote wherever it is cut: a hundred cuts there say as much as a thousand.
+    // The first two lines (DLG_VARS, and DLG_FILES: tens of KiB of base64 carrying the task
+    // files) are each one unterminated quote wherever they are cut: a hundred cuts in each
+    // say as much as a thousand.
     let mut cuts: Vec<usize> = script.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
-    let first_line = cuts[0];
+    let (first_line, second_line) = (cuts[0], cuts[1]);
     cuts.extend((0..first_line).step_by(first_line / 100 + 1));
-    cuts.extend((first_line..script.len()).step_by(61));
+    cuts.extend((first_line..second_line).step_by((second_line - first_line) / 100 + 1));
+    cuts.extend((second_line..script.len()).step_by(61));
     // Every cut inside the last line, where `main` alone would be a complete command.
     let last_line = script[..script.len() - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
     cuts.extend(last_line..script.len());
