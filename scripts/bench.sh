@@ -6,7 +6,7 @@
 #   scripts/bench.sh --quick         a short run for development
 #   scripts/bench.sh --rtt 0,2,20,80 other RTT levels (any arguments go to delegate-bench)
 #
-# Installs what is missing (tmux, openssh-server/client, pssh) with apt-get when run as root.
+# Installs what is missing (tmux, openssh-server/client, pssh, GNU time) with apt-get when run as root.
 # As root it creates the benchmark login user `dlgbench` (useradd -m, then usermod -p '*'
 # so key logins work without PAM) unless it exists, and removes it again afterwards if it
 # created it (keep it with DELEGATE_BENCH_KEEP_USER=1). Hosts never log in as root: root's
@@ -24,6 +24,7 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v parallel-ssh >/dev/null 2>&1 || missing+=(pssh)
+[ -x /usr/bin/time ] || missing+=(time)
 if [ "${#missing[@]}" -gt 0 ]; then
 	if [ "$is_root" = 1 ]; then
 		echo "bench: installing ${missing[*]}" >&2

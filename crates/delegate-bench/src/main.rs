@@ -204,9 +204,15 @@ impl Ctx {
         self.next_task
     }
 
-    pub fn note_rss(&mut self, kind: &str, kb: i64) {
-        let e = self.cli_rss.entry(kind.to_string()).or_insert(0);
-        *e = (*e).max(kb);
+    /// The CLI's own peak RSS for this kind of command, measured once (see
+    /// [`measure::own_peak_rss_kb`]; a run's wait4 figure would include the harness).
+    pub fn note_rss(&mut self, kind: &str, cmd: &Command) {
+        if self.cli_rss.contains_key(kind) {
+            return;
+        }
+        if let Some(kb) = measure::own_peak_rss_kb(cmd) {
+            self.cli_rss.insert(kind.to_string(), kb);
+        }
     }
 
     pub fn want(&self, scenario: &str) -> bool {

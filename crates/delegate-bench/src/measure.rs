@@ -16,8 +16,6 @@ pub struct ProcOut {
     pub code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Peak resident set of the child (ru_maxrss), KiB.
-    pub maxrss_kb: i64,
     /// User + system CPU of the child (and its waited-for children), ms.
     pub cpu_ms: f64,
 }
@@ -36,6 +34,30 @@ impl ProcOut {
 
 fn tv_ms(t: libc::timeval) -> f64 {
     t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0
+}
+
+/// Peak RSS (KiB) of the program `cmd` runs, on its own: run once more under GNU time, whose
+/// small process forks it. The ru_maxrss that wait4 gives for a child of this harness is not
+/// that: a child spawned from a big process starts as a copy (or, with posix_spawn, a
+/// sharer) of its memory, and Linux keeps that high-water mark across exec. `cmd` must
+/// start from a cleared environment (as every CLI command here does).
+pub fn own_peak_rss_kb(cmd: &Command) -> Option<i64> {
+    let out = std::env::temp_dir().join(format!("dlgb-rss-{}", std::process::id()));
+    let mut w = Command::new("/usr/bin/time");
+    w.arg("-f").arg("%M").arg("-o").arg(&out).arg(cmd.get_program()).args(cmd.get_args()).env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            w.env(k, v);
+        }
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        w.current_dir(d);
+    }
+    w.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    w.status().ok()?;
+    let text = std::fs::read_to_string(&out).ok();
+    let _ = std::fs::remove_file(&out);
+    text?.lines().last()?.trim().parse().ok()
 }
 
 /// Runs `cmd` with `stdin` (or /dev/null), captures both outputs, and reaps it with wait4 to
@@ -106,14 +128,7 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> std::io:
     // Outputs: a daemonised grandchild may hold the pipes open; do not wait for it forever.
     let stdout = join_with_grace(t_out);
     let stderr = join_with_grace(t_err);
-    Ok(ProcOut {
-        wall_ms,
-        code,
-        stdout,
-        stderr,
-        maxrss_kb: ru.ru_maxrss,
-        cpu_ms: tv_ms(ru.ru_utime) + tv_ms(ru.ru_stime),
-    })
+    Ok(ProcOut { wall_ms, code, stdout, stderr, cpu_ms: tv_ms(ru.ru_utime) + tv_ms(ru.ru_stime) })
 }
 
 fn join_with_grace(t: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {

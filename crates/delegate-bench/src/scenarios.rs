@@ -227,8 +227,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
             }
             c.sample(out.wall_ms);
             c.extra("client_cpu_ms", out.cpu_ms);
-            c.extra("max_rss_kb", out.maxrss_kb as f64);
-            ctx.note_rss("run (single launch)", out.maxrss_kb);
+            ctx.note_rss("run (single launch)", &cmd);
             if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
                 && let Some(run) = v["runs"].as_array().and_then(|r| r.last())
             {
@@ -498,7 +497,7 @@ fn bs2(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
                 let mut cmd = ctx.cli(&ctx.levels[li], &data, warm);
                 cmd.args(["run", &brothers.join(","), "--json"]).arg(String::from_utf8_lossy(PROMPT).as_ref());
                 let out = measure::run(&mut cmd, None, PROC_LIMIT)?;
-                ctx.note_rss(&format!("run fan-out N={n}"), out.maxrss_kb);
+                ctx.note_rss(&format!("run fan-out N={n}"), &cmd);
                 if i >= fan_warm {
                     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
                     let ok_tasks = if n == 1 {
@@ -510,7 +509,6 @@ fn bs2(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
                         c.sample(out.wall_ms);
                         c.extra("client_cpu_ms", out.cpu_ms);
                         c.extra("client_cpu_per_host_ms", out.cpu_ms / n as f64);
-                        c.extra("max_rss_kb", out.maxrss_kb as f64);
                     } else {
                         c.fail(&format!("{ok_tasks} of {n} launched; {}", proc_failure(&out)));
                     }
@@ -775,12 +773,11 @@ fn sweep_level(ctx: &mut Ctx, li: usize, data: &str, size: &str, k: usize, m: us
             let mut cmd = ctx.cli(&ctx.levels[li], data, warm);
             cmd.args(&args);
             let out = measure::run(&mut cmd, None, PROC_LIMIT)?;
-            ctx.note_rss(&format!("{} K={k}", args[0]), out.maxrss_kb);
+            ctx.note_rss(&format!("{} K={k}", args[0]), &cmd);
             if i >= 1 {
                 if out.ok() {
                     c.sample(out.wall_ms);
                     c.extra("client_cpu_ms", out.cpu_ms);
-                    c.extra("max_rss_kb", out.maxrss_kb as f64);
                 } else {
                     c.fail(&proc_failure(&out));
                 }
@@ -1033,12 +1030,11 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
             let mut cmd = ctx.cli(&ctx.levels[0], data, false);
             cmd.args(&args);
             let out = measure::run(&mut cmd, None, PROC_LIMIT)?;
-            ctx.note_rss(&format!("{} (100k mailbox)", args.join(" ")), out.maxrss_kb);
+            ctx.note_rss(&format!("{} (100k mailbox)", args.join(" ")), &cmd);
             if i >= p.warm {
                 if out.ok() {
                     c.sample(out.wall_ms);
                     c.extra("client_cpu_ms", out.cpu_ms);
-                    c.extra("max_rss_kb", out.maxrss_kb as f64);
                     c.extra("stdout_bytes", out.stdout.len() as f64);
                 } else {
                     c.fail(&proc_failure(&out));
