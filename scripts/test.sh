@@ -9,6 +9,8 @@
 #    delegate-testkit fake SSH hosts log in as (idempotent).
 # 3. Runs `cargo nextest run --workspace` (plus doctests) when cargo-nextest is
 #    installed, else `cargo test --workspace`.
+# 4. Runs the suites that need extra tools when they are installed: supply-chain checks
+#    (cargo-deny) and a short fuzz smoke (nightly + cargo-fuzz); see RELIABILITY.md.
 #
 # Works non-interactively (CI=true, no stdin).
 set -euo pipefail
@@ -75,4 +77,17 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo test --doc --workspace </dev/null
 else
     cargo test --workspace "$@" </dev/null
+fi
+
+# --- suites that need extra tools: run when the machine has them ----------------
+# (RELIABILITY.md): supply-chain checks need cargo-deny; fuzzing needs a nightly
+# toolchain and cargo-fuzz, and runs a short smoke here (scripts/fuzz.sh says why it
+# skips). Set DELEGATE_SKIP_EXTRA=1 to leave them out.
+if [ "${DELEGATE_SKIP_EXTRA:-0}" != 1 ]; then
+    if cargo deny --version >/dev/null 2>&1; then
+        scripts/supply-chain.sh </dev/null
+    else
+        echo "test.sh: supply-chain checks skipped: cargo-deny is not installed (see RELIABILITY.md)" >&2
+    fi
+    FUZZ_SECONDS="${FUZZ_SECONDS:-5}" scripts/fuzz.sh </dev/null
 fi

@@ -29,7 +29,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
         BrothersCommand::List { json } => {
             let inv = Inventory::load(&paths.config_file)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&inv.brothers)?);
+                super::print_json(&inv.brothers)?;
             } else if inv.brothers.is_empty() {
                 println!("no brothers in {}", paths.config_file.display());
             } else {

@@ -11,7 +11,7 @@ pub fn run(config: Option<&Path>, args: CancelArgs) -> Result<()> {
     let mut d = open(config)?;
     let task = block_on(d.cancel(args.id))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        super::print_json(&task)?;
     } else {
         let why = task.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
         println!("task {} {}{why}", task.id, task.status);

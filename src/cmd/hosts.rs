@@ -30,7 +30,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
         HostsCommand::List { json } => {
             let inv = Inventory::load(&paths.config_file)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&inv.hosts)?);
+                super::print_json(&inv.hosts)?;
             } else if inv.hosts.is_empty() {
                 println!("no hosts in {}", paths.config_file.display());
             } else {
@@ -62,7 +62,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
             let d = open(config)?;
             let t = block_on(d.trust_host(&a.name, a.fingerprint.as_deref()))?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&t)?);
+                super::print_json(&t)?;
             } else if t.added {
                 println!(
                     "trusted {} key {} for {} in {}",

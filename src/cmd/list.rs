@@ -15,7 +15,7 @@ pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
     }
     let tasks = d.list(&ListFilter { brother: args.brother, status: args.status, limit: Some(args.limit) })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&tasks)?);
+        super::print_json(&tasks)?;
         return Ok(());
     }
     if tasks.is_empty() {

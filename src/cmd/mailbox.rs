@@ -16,7 +16,7 @@ pub fn run(config: Option<&Path>, args: MailboxArgs) -> Result<()> {
     }
     let messages = d.store().mailbox(args.unread, args.limit)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&messages)?);
+        super::print_json(&messages)?;
     } else if messages.is_empty() {
         println!("{}", if args.unread { "no unread messages" } else { "no messages" });
     } else {

@@ -75,6 +75,17 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Pretty JSON on stdout, written as it is serialised (a thousand tasks with their evidence
+/// would otherwise sit in memory twice: as values and as one big string).
+pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// A launch or reopen that failed after recording its task: the task is in the mailbox,
 /// and a JSON caller gets it on stdout too; the error decides the exit code.
 pub(crate) fn fail_with_task(d: &delegate_core::Delegate, e: delegate_core::Error, json: bool) -> Result<()> {
@@ -82,7 +93,7 @@ pub(crate) fn fail_with_task(d: &delegate_core::Delegate, e: delegate_core::Erro
         && let Some(id) = e.task_id()
         && let Ok(task) = d.task(id)
     {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        print_json(&task)?;
     }
     Err(e.into())
 }

@@ -19,7 +19,7 @@ pub fn run(config: Option<&Path>, args: ReopenArgs) -> Result<()> {
     match block_on(d.reopen(req)) {
         Ok(task) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&task)?);
+                super::print_json(&task)?;
             } else {
                 let run = task.runs.last().expect("a reopened task has runs");
                 println!("reopened task {} on {}: run {}, session {}", task.id, task.brother, run.run_no, run.session);

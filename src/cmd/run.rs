@@ -105,7 +105,7 @@ fn print_fan_out(
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks, "errors": errors }))?);
+        super::print_json(&serde_json::json!({ "tasks": tasks, "errors": errors }))?;
     } else {
         for t in &tasks {
             let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
@@ -158,7 +158,7 @@ pub fn read_prompt(text: &PromptArgs) -> Result<Vec<u8>> {
 
 fn print_launched(task: &Task, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(task)?);
+        super::print_json(task)?;
         return Ok(());
     }
     if task.status == delegate_core::TaskStatus::Queued {

@@ -14,7 +14,7 @@ pub fn run(config: Option<&Path>, args: SayArgs) -> Result<()> {
     let author = args.who.or_local(&d);
     let m = block_on(d.say(args.id, &args.message, &author))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        super::print_json(&m)?;
     } else {
         println!(
             "message {} to task {} queued on the brother (delivery shows in `delegate show {}`)",

@@ -16,7 +16,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     }
     let view = d.show(args.id)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        super::print_json(&view)?;
         return Ok(());
     }
     let task = &view.task;

@@ -12,7 +12,7 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<()> {
     let mut d = open(config)?;
     let summary = block_on(d.sync(None))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        super::print_json(&summary)?;
     } else if summary.hosts.is_empty() {
         println!("nothing in flight: no host to sync");
     } else {

@@ -12,7 +12,7 @@ pub fn run(config: Option<&Path>, args: UpdateArgs) -> Result<()> {
     let author = args.who.or_local(&d);
     let task = d.update(args.id, args.status, args.output.as_deref(), &author)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        super::print_json(&task)?;
     } else {
         println!("task {} {}", task.id, task.status);
     }

@@ -28,7 +28,7 @@ pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
         eprintln!("delegate: warning: could not sync {host}: {e}");
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        super::print_json(&result)?;
     } else {
         for t in &result.tasks {
             let why = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();

@@ -22,7 +22,7 @@ pub fn run(config: Option<&Path>, command: WarmCommand) -> Result<()> {
         WarmCommand::Status { json } => {
             let status = block_on(client.status());
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                super::print_json(&status)?;
             } else {
                 match status {
                     Some(s) => println!(

@@ -378,7 +378,7 @@ fn markdown(ctx: &Ctx, env: &serde_json::Value, ratios: &[Ratio], stamp: &str) -
         if let Some((k, v)) = peak.filter(|(_, v)| (**v as f64) >= 20.0 * 1024.0) {
             let _ = writeln!(
                 s,
-                "- CLI peak RSS: {:.1} MB ({k}) against 20 MB. Why: not analysed; see BS5.",
+                "- CLI peak RSS: {:.1} MB ({k}) against 20 MB. Why: the peak is the largest command measured; a cold fan-out to many hosts holds one SSH connection per host (~120 KB each, see the long-lived process below) and every task's ~60 KB launch script at once, and big `--json` listings hold their tasks; see BS5 for each kind of command.",
                 *v as f64 / 1024.0
             );
         }

@@ -143,6 +143,17 @@ impl Store {
         debug_assert_eq!(mode, "wal");
         conn.pragma_update(None, "synchronous", "FULL")?;
 
+        // Every command opens the mailbox: when it is current, only read (a write transaction
+        // here would cost every command its commit and fsyncs).
+        let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found == STEPS.len() as u32
+            && let Some(mailbox_id) =
+                conn.query_row("SELECT value FROM meta WHERE key = 'mailbox_id'", [], |r| r.get(0)).optional()?
+        {
+            return Ok(Store { conn, mailbox_id, path });
+        }
+        // New or older: migrate under the write lock, reading the version again under it (two
+        // processes may open a new mailbox at once).
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = STEPS.len() as u32;
