@@ -173,7 +173,10 @@ fn the_agent_version_is_asked_once_per_binary_and_again_after_it_changes() {
     crate::support::install_agent(
         &host,
         "versioned",
-        &format!("#!/bin/bash\nif [ \"$1\" = --version ]; then echo x >>{}; echo 'versioned 1.2.3'; fi\nexit 0\n", asked.display()),
+        &format!(
+            "#!/bin/bash\nif [ \"$1\" = --version ]; then echo x >>{}; echo 'versioned 1.2.3'; fi\nexit 0\n",
+            asked.display()
+        ),
     );
     env.config_append("[agents.mine]\ncommand = [\"versioned\"]\nversion_probe = true\n");
     env.add_brother("oppy", "h", &host, "mine", "full");

@@ -11,26 +11,7 @@ use std::time::Duration;
 
 use delegate_testkit::{FakeHost, Fault, FaultProxy};
 
-use crate::support::Env;
-
-/// Base64 text inside the encoding of any byte string containing `secret`, one per alignment.
-fn base64_cores(secret: &[u8]) -> Vec<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    (0..3)
-        .map(|skip| {
-            let body = &secret[skip..];
-            let body = &body[..body.len() / 3 * 3];
-            let mut s = String::new();
-            for g in body.chunks(3) {
-                let n = (u32::from(g[0]) << 16) | (u32::from(g[1]) << 8) | u32::from(g[2]);
-                for shift in [18, 12, 6, 0] {
-                    s.push(ALPHABET[((n >> shift) & 63) as usize] as char);
-                }
-            }
-            s
-        })
-        .collect()
-}
+use crate::support::{Env, base64_cores};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use delegate_testkit::{AgentRecord, FakeHost, closed_port, sha256_hex};
 
-use crate::support::{Env, Run, remote_dir};
+use crate::support::{Env, Run, base64_cores, remote_dir};
 
 /// Deterministic pseudo-random bytes (xorshift64*), so a failure can be reproduced.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -160,26 +160,6 @@ fn empty_and_oversized_prompts_are_exit_5_before_connecting() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["status"], "failed");
     assert_eq!(list[0]["prompt_bytes"], limit as i64);
-}
-
-/// Base64 text that appears inside the encoding of any byte string containing `secret`,
-/// whatever its offset: one string per alignment, without the partial groups at the ends.
-fn base64_cores(secret: &[u8]) -> Vec<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    (0..3)
-        .map(|skip| {
-            let body = &secret[skip..];
-            let body = &body[..body.len() / 3 * 3];
-            let mut s = String::new();
-            for g in body.chunks(3) {
-                let n = (u32::from(g[0]) << 16) | (u32::from(g[1]) << 8) | u32::from(g[2]);
-                for shift in [18, 12, 6, 0] {
-                    s.push(ALPHABET[((n >> shift) & 63) as usize] as char);
-                }
-            }
-            s
-        })
-        .collect()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

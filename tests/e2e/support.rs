@@ -291,3 +291,24 @@ pub fn wait_done(env: &Env, id: i64) -> serde_json::Value {
     assert!(matches!(run.code(), 0 | 7), "wait failed:\n{run}");
     run.json()["tasks"][0].clone()
 }
+
+/// Base64 text that appears inside the encoding of any byte string containing `secret`,
+/// whatever its offset: one string per alignment, without the partial groups at the ends
+/// (to look for a secret that travelled base64-encoded).
+pub fn base64_cores(secret: &[u8]) -> Vec<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..3)
+        .map(|skip| {
+            let body = &secret[skip..];
+            let body = &body[..body.len() / 3 * 3];
+            let mut s = String::new();
+            for g in body.chunks(3) {
+                let n = (u32::from(g[0]) << 16) | (u32::from(g[1]) << 8) | u32::from(g[2]);
+                for shift in [18, 12, 6, 0] {
+                    s.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+                }
+            }
+            s
+        })
+        .collect()
+}

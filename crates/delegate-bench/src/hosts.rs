@@ -256,30 +256,13 @@ impl Hosts {
 fn sshd_config(dir: &Path, port: u16, user: &str) -> String {
     let d = dir.display();
     format!(
-        "# delegate-bench host\n\
-         ListenAddress 127.0.0.1:{port}\n\
-         HostKey {d}/etc/host_key\n\
-         AuthorizedKeysFile {d}/etc/authorized_keys\n\
-         PidFile {d}/sshd.pid\n\
-         UsePAM no\n\
-         StrictModes no\n\
-         PubkeyAuthentication yes\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         PermitRootLogin no\n\
-         AllowTcpForwarding no\n\
-         AllowAgentForwarding no\n\
-         X11Forwarding no\n\
-         PermitTTY no\n\
-         PermitUserEnvironment no\n\
-         PrintMotd no\n\
-         PrintLastLog no\n\
-         UseDNS no\n\
+        "# delegate-bench host\n{common}\
          MaxStartups 1000:30:2000\n\
          MaxSessions 64\n\
          LogLevel ERROR\n\
          AllowUsers {user}\n\
-         SetEnv TMUX_TMPDIR={d}/tmux HOME={d}/home\n"
+         SetEnv TMUX_TMPDIR={d}/tmux HOME={d}/home\n",
+        common = delegate_testkit::hardened_sshd_config(dir, &format!("127.0.0.1:{port}")),
     )
 }
 

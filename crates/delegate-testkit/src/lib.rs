@@ -171,6 +171,33 @@ fn is_root() -> bool {
 
 /// The remote login user of fake hosts: [`ROOT_TEST_USER`] (`dlgtest`) when
 /// the test process is root, otherwise the current user's name.
+/// The sshd_config lines every loopback host of ours shares (the test kit's and the
+/// benchmark's): listen address, keys and pid file under `dir`, key login only, no PAM, no
+/// forwarding of any kind, no PTY, no DNS. Callers add their limits, log level and users.
+pub fn hardened_sshd_config(dir: &Path, listen: &str) -> String {
+    let d = dir.display();
+    format!(
+        "ListenAddress {listen}\n\
+         HostKey {d}/etc/host_key\n\
+         AuthorizedKeysFile {d}/etc/authorized_keys\n\
+         PidFile {d}/sshd.pid\n\
+         UsePAM no\n\
+         StrictModes no\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin no\n\
+         AllowTcpForwarding no\n\
+         AllowAgentForwarding no\n\
+         X11Forwarding no\n\
+         PermitTTY no\n\
+         PermitUserEnvironment no\n\
+         PrintMotd no\n\
+         PrintLastLog no\n\
+         UseDNS no\n"
+    )
+}
+
 pub fn test_user() -> String {
     if is_root() {
         return ROOT_TEST_USER.to_string();
@@ -1018,25 +1045,7 @@ impl FakeHost {
     fn sshd_config(&self, port: u16) -> String {
         let d = self.dir.display();
         format!(
-            "# delegate-testkit fake host\n\
-             ListenAddress {ADDRESS}:{port}\n\
-             HostKey {d}/etc/host_key\n\
-             AuthorizedKeysFile {d}/etc/authorized_keys\n\
-             PidFile {d}/sshd.pid\n\
-             UsePAM no\n\
-             StrictModes no\n\
-             PubkeyAuthentication yes\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             PermitRootLogin no\n\
-             AllowTcpForwarding no\n\
-             AllowAgentForwarding no\n\
-             X11Forwarding no\n\
-             PermitTTY no\n\
-             PermitUserEnvironment no\n\
-             PrintMotd no\n\
-             PrintLastLog no\n\
-             UseDNS no\n\
+            "# delegate-testkit fake host\n{common}\
              MaxStartups 64:30:128\n\
              MaxSessions 64\n\
              AcceptEnv LANG LC_*\n\
@@ -1045,6 +1054,7 @@ impl FakeHost {
              AllowUsers {user}\n\
              SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}\n\
              {extra}",
+            common = hardened_sshd_config(&self.dir, &format!("{ADDRESS}:{port}")),
             extra = self.extra_config,
             user = self.account.name,
             path = self.remote_path,
