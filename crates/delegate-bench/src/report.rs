@@ -507,7 +507,11 @@ fn why_missed(name: &str) -> &'static str {
          the script is met), and ControlMaster adds ~10 ms of ssh client start-up; but both carry \
          the same host-side work W (F0-local), which dominates: (W + 3) / (W + 10 + bash -s \
          reading the script byte by byte) cannot reach 0.5 while W is ~50 ms. See the cold-launch \
-         note for the lever."
+         note for the lever. With RTT > 0 there is one more shared cost: OpenSSH's sshd opens a \
+         session channel with a zero window and opens it only once the exec request is handled, \
+         so any command fed on stdin takes three round trips (open; exec, then the window; the \
+         script, then the reply), not the two the target model assumes. Sending the script in \
+         the exec command instead would put the prompt in the host's process list."
     } else if name.contains("fan-out") {
         "all hosts' sshd, bash and tmux share one CPU here (CPU 1, pinned), so fan-out wall time is \
          the sum of every host's handshake and launch work on that core, the same for every \
