@@ -20,8 +20,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -124,36 +123,6 @@ fn chown(p: &Path, a: &Account) -> Result<()> {
     std::os::unix::fs::chown(p, Some(a.uid), Some(a.gid)).with_context(|| format!("chown {}", p.display()))
 }
 
-/// `ssh-keygen -t ed25519` into `dir/name`; returns the public key as `"<type> <base64>"`.
-pub fn keygen(dir: &Path, name: &str) -> Result<String> {
-    let private = dir.join(name);
-    let _ = fs::remove_file(&private);
-    let _ = fs::remove_file(dir.join(format!("{name}.pub")));
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "delegate-bench", "-f"])
-        .arg(&private)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ssh-keygen")?;
-    if !out.status.success() {
-        bail!("ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = fs::read_to_string(dir.join(format!("{name}.pub")))?;
-    Ok(text.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
-}
-
-fn banner_ok(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut line = [0u8; 8];
-    s.read_exact(&mut line).is_ok() && &line == b"SSH-2.0-"
-}
-
 /// Copies the regular files of /etc/skel (the Debian skeleton rc) into `home`.
 fn copy_skel(home: &Path, a: &Account, as_root: bool) -> Result<()> {
     if let Ok(entries) = fs::read_dir("/etc/skel") {
@@ -180,7 +149,7 @@ impl Hosts {
         mkdir(&root, if as_root { 0o711 } else { 0o700 })?;
         let client = root.join("client");
         mkdir(&client, 0o700)?;
-        let client_pub = keygen(&client, "id_ed25519")?;
+        let client_pub = delegate_testkit::keygen(&client, "id_ed25519", "ed25519").1;
         let mut hosts = Hosts {
             root: root.clone(),
             user: user.clone(),
@@ -194,7 +163,7 @@ impl Hosts {
             mkdir(&dir, if as_root { 0o711 } else { 0o700 })?;
             let etc = dir.join("etc");
             mkdir(&etc, 0o711)?;
-            let host_key = keygen(&etc, "host_key")?;
+            let host_key = delegate_testkit::keygen(&etc, "host_key", "ed25519").1;
             fs::write(etc.join("authorized_keys"), format!("{client_pub}\n"))?;
             fs::set_permissions(etc.join("authorized_keys"), fs::Permissions::from_mode(0o644))?;
             for (sub, mode) in [("home", 0o700), ("tmux", 0o700)] {
@@ -272,7 +241,7 @@ fn start_sshd(index: usize, dir: &Path, user: &Account, host_key: String) -> Res
     }
     let cfg = dir.join("etc/sshd_config");
     for attempt in 1..=5 {
-        let port = free_port()?;
+        let port = delegate_testkit::closed_port();
         fs::write(&cfg, sshd_config(dir, port, &user.name))?;
         if index == 1 && attempt == 1 {
             let out = Command::new(SSHD).arg("-t").arg("-f").arg(&cfg).output()?;
@@ -313,7 +282,7 @@ fn start_sshd(index: usize, dir: &Path, user: &Account, host_key: String) -> Res
                 }
                 bail!("sshd for {} exited ({status}):\n{log}", dir.display());
             }
-            if banner_ok(port) {
+            if delegate_testkit::banner_ok(port) {
                 return Ok(Host { index, dir: dir.to_path_buf(), port, host_key, child });
             }
             if Instant::now() > deadline {
@@ -382,29 +351,6 @@ pub fn kill_by_env(marker: &str, uid: Option<u32>) -> usize {
     killed.len()
 }
 
-fn descendants_of(root: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    for pid in proc_pids() {
-        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some(ppid) =
-                stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok())
-        {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for (c, pp) in &parent_of {
-            if *pp == p && !out.contains(c) {
-                out.push(*c);
-                frontier.push(*c);
-            }
-        }
-    }
-    out
-}
-
 /// Run roots of earlier runs whose harness is gone: stop what they left behind (found by
 /// the run root in the environment or sshd's config path on the command line) and delete them.
 fn reap_leftovers() {
@@ -439,7 +385,7 @@ impl Drop for Hosts {
         kill_by_env(&format!("DELEGATE_HOME={}/", self.root.display()), None);
         for h in &mut self.hosts {
             let pid = h.child.id() as i32;
-            let kids = descendants_of(pid);
+            let kids = delegate_testkit::descendants_of(pid);
             // SAFETY: kill(2) on our own child, then on the per-connection sshd processes it forked.
             unsafe {
                 libc::kill(pid, libc::SIGTERM);

@@ -1,6 +1,7 @@
 //! The scenarios BS1-BS5 (see `shared/testplan.md` section 3 and issue 7).
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -143,6 +144,32 @@ fn proc_failure(out: &ProcOut) -> String {
 // BS1
 // ---------------------------------------------------------------------------------------
 
+/// Times `total` OpenSSH launches, each of a freshly rendered script (the first `warm` are
+/// not counted); `ssh` builds one launch's command line.
+fn time_openssh_launches(
+    ctx: &mut Ctx,
+    renderer: &Delegate,
+    c: &mut Collector,
+    total: usize,
+    warm: usize,
+    ssh: impl Fn(&Ctx) -> Command,
+) -> Result<()> {
+    for i in 0..total {
+        let s = script(ctx, renderer, "b1")?;
+        let out = measure::run(&mut ssh(ctx), Some(&s.script), PROC_LIMIT)?;
+        if i < warm {
+            continue;
+        }
+        if out.ok() && launched(&out.stdout, &s.nonce) {
+            c.sample(out.wall_ms);
+            c.extra("client_cpu_ms", out.cpu_ms);
+        } else {
+            c.fail(&proc_failure(&out));
+        }
+    }
+    Ok(())
+}
+
 fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
     let rtt = ctx.levels[li].rtt;
     let total = p.warm + p.n_launch;
@@ -243,21 +270,11 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ("O1d", true, "ssh h bash -s < script (OpenSSH default kex, sntrup761)"),
     ] {
         let mut c = Collector::new("BS1", rtt, "", id, label);
-        for i in 0..total {
-            let s = script(ctx, &renderer, "b1")?;
+        time_openssh_launches(ctx, &renderer, &mut c, total, p.warm, |ctx| {
             let mut cmd = ctx.ssh(&ctx.levels[li], defkex);
             cmd.args(["h1", "bash -s"]);
-            let out = measure::run(&mut cmd, Some(&s.script), PROC_LIMIT)?;
-            if i < p.warm {
-                continue;
-            }
-            if out.ok() && launched(&out.stdout, &s.nonce) {
-                c.sample(out.wall_ms);
-                c.extra("client_cpu_ms", out.cpu_ms);
-            } else {
-                c.fail(&proc_failure(&out));
-            }
-        }
+            cmd
+        })?;
         ctx.cells.push(c.finish());
     }
     // O2: ControlMaster, pre-warmed; the first command that creates the master timed apart.
@@ -268,22 +285,12 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         let setup = ms(t);
         let mut c = Collector::new("BS1", rtt, "", "O2", "ssh -S ctl h bash -s < script (ControlMaster, warm)");
         c.note(&format!("creating the master (ssh -fN) took {setup:.1} ms"));
-        for i in 0..total {
-            let s = script(ctx, &renderer, "b1")?;
+        time_openssh_launches(ctx, &renderer, &mut c, total, p.warm, |ctx| {
             let level = &ctx.levels[li];
             let mut cmd = ctx.ssh(level, false);
             cmd.arg("-S").arg(level.ctl(1)).args(["h1", "bash -s"]);
-            let out = measure::run(&mut cmd, Some(&s.script), PROC_LIMIT)?;
-            if i < p.warm {
-                continue;
-            }
-            if out.ok() && launched(&out.stdout, &s.nonce) {
-                c.sample(out.wall_ms);
-                c.extra("client_cpu_ms", out.cpu_ms);
-            } else {
-                c.fail(&proc_failure(&out));
-            }
-        }
+            cmd
+        })?;
         ctx.cells.push(c.finish());
         // F0: ControlMaster `true`.
         let mut c = Collector::new("BS1", rtt, "", "F0-cm-true", "floor: ssh -S ctl h true (ControlMaster)");

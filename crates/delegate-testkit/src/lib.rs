@@ -1334,7 +1334,8 @@ fn spawn_watchdog(sshd_pid: Option<u32>) -> Option<Child> {
 }
 
 /// Read the SSH identification line; true if it is `SSH-2.0-...`.
-fn banner_ok(port: u16) -> bool {
+/// Whether an SSH server on 127.0.0.1:`port` answers with its banner.
+pub fn banner_ok(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
@@ -1361,7 +1362,7 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// All (transitive) children of `root`, from /proc/<pid>/stat.
-fn descendants_of(root: i32) -> Vec<i32> {
+pub fn descendants_of(root: i32) -> Vec<i32> {
     let mut parent_of: Vec<(i32, i32)> = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
