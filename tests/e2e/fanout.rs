@@ -156,13 +156,7 @@ fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let heard = loop {
         let t = status(&env, id);
-        let heard: Vec<String> = t["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["direction"] == "from_brother" && m["text"].as_str().unwrap().starts_with("heard"))
-            .map(|m| m["text"].as_str().unwrap().to_string())
-            .collect();
+        let heard: Vec<String> = crate::support::heard(&t);
         if !heard.is_empty() {
             break heard;
         }

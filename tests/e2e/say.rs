@@ -90,13 +90,7 @@ fn agents_without_hooks_pick_messages_up_with_the_inbox_helper_and_acknowledge_t
         .collect();
     assert_eq!(said, [(first, "first note".to_string()), (second, "second note".to_string())]);
     // The self-test agent reports what it read, once per message, in order.
-    let heard: Vec<String> = t["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["direction"] == "from_brother" && m["text"].as_str().unwrap().starts_with("heard"))
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect();
+    let heard: Vec<String> = crate::support::heard(&t);
     assert_eq!(heard, ["heard: first note", "heard: second note"], "{t}");
     env.run(&["cancel", &id.to_string()]).ok();
 }

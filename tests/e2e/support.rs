@@ -312,3 +312,14 @@ pub fn base64_cores(secret: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// What the self-test agent reported hearing (its `heard: <message>` reports), in order.
+pub fn heard(task: &serde_json::Value) -> Vec<String> {
+    task["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "from_brother" && m["text"].as_str().unwrap().starts_with("heard"))
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -46,8 +46,10 @@ fn repeated_commands_share_one_connection_held_by_the_warm_daemon() {
     let second = env.run(&["oppy", "two\n@self-test sleep 30", "--json"]).ok().json();
     env.run(&["sync"]).ok();
     env.run(&["status"]).ok();
-    // Four commands, one login: the daemon held the connection between them.
+    // Four commands, one login: the daemon held the connection between them. And one exec
+    // each: a launch is one channel and one exec, a sync (status syncs too) one per host.
     assert_eq!(logins(&host), 1, "{}", host.sshd_log());
+    assert_eq!(crate::support::execs(&host), 4, "{}", host.sshd_log());
     let evidence = |t: &Value| t["runs"][0]["evidence"].clone();
     assert_eq!(evidence(&first)["warm"], true, "{first}");
     assert_eq!(evidence(&first)["connection"], "new", "{first}");

@@ -47,10 +47,6 @@ impl Pool {
         Pool { warm: Some(warm), ..Pool::default() }
     }
 
-    pub fn warm(&self) -> Option<&WarmClient> {
-        self.warm.as_ref()
-    }
-
     /// How many hosts have an open connection right now.
     pub fn live_connections(&self) -> usize {
         let slots = self.slots.lock().expect("pool lock");
