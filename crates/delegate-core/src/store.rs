@@ -499,6 +499,20 @@ mod tests {
         d
     }
 
+    #[test]
+    fn opening_a_current_mailbox_writes_nothing() {
+        let dir = temp_dir("open-ro");
+        let first = Store::open(&dir).unwrap();
+        let wal = dir.join(format!("{DB_FILE}-wal"));
+        let before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        // Every command opens the mailbox: a current one must cost no commit.
+        let second = Store::open(&dir).unwrap();
+        assert_eq!(second.mailbox_id(), first.mailbox_id());
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), before, "the open wrote to the WAL");
+        drop((first, second));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
         NewTask {
             brother: "oppy",
