@@ -346,6 +346,12 @@ pub struct HostAddArgs {
     /// At most this many tasks in flight on the host; more wait as `queued`
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: Option<u32>,
+    /// Environment agents run in there: login (default), interactive or plain
+    #[arg(long, value_parser = parse_environment)]
+    pub environment: Option<delegate_core::config::AgentEnvironment>,
+    /// A file on the host of NAME=value lines exported to its agents (values stay there)
+    #[arg(long)]
+    pub env_file: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -398,6 +404,15 @@ pub struct BrotherAddArgs {
     /// At most this many of its tasks in flight (1: one at a time); more wait as `queued`
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: Option<u32>,
+    /// Absolute path (or ~/...) of the agent's program on the host, instead of PATH lookup
+    #[arg(long)]
+    pub agent_path: Option<String>,
+    /// Environment its agents run in: login (default), interactive or plain
+    #[arg(long, value_parser = parse_environment)]
+    pub environment: Option<delegate_core::config::AgentEnvironment>,
+    /// A file on the host of NAME=value lines exported to its agents (after the host's)
+    #[arg(long)]
+    pub env_file: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -426,4 +441,13 @@ pub struct SayArgs {
     pub who: Author,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_environment(s: &str) -> Result<delegate_core::config::AgentEnvironment, String> {
+    match s {
+        "login" => Ok(delegate_core::config::AgentEnvironment::Login),
+        "interactive" => Ok(delegate_core::config::AgentEnvironment::Interactive),
+        "plain" => Ok(delegate_core::config::AgentEnvironment::Plain),
+        other => Err(format!("{other:?} is not an environment: use login, interactive or plain")),
+    }
 }

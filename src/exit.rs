@@ -66,6 +66,12 @@ pub const RUNNER_SILENT: u8 = remote::RUNNER_SILENT as u8;
 /// The task's directory or session already belongs to a launch.
 pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 
+/// The launch script stopped on an unexpected error before starting anything (bash's
+/// message is in the reason).
+pub const LAUNCH_SCRIPT_ERROR: u8 = remote::LAUNCH_SCRIPT_ERROR as u8;
+/// The agent's environment could not be set up on the brother (login shell, env file).
+pub const ENVIRONMENT: u8 = remote::ENVIRONMENT as u8;
+
 /// Picks the code for an error by walking its cause chain for a known library error.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
@@ -94,7 +100,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         E::Ssh { .. } => SSH,
         E::PromptEmpty | E::PromptTooLarge { .. } => PROMPT,
         E::SandboxRefused { .. } => SANDBOX_REFUSED,
-        E::LaunchRefused { code, .. } if (20..30).contains(code) => *code as u8,
+        E::LaunchRefused { code, .. } if (20..=31).contains(code) => *code as u8,
         E::LaunchRefused { .. } => FAILURE,
         E::LaunchUnknown { .. } => LAUNCH_UNKNOWN,
         E::TaskNotFound(_) => NOT_FOUND,

@@ -20,6 +20,9 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 sandbox: a.sandbox,
                 timeout: a.timeout,
                 max_concurrent: a.max_concurrent,
+                agent_path: a.agent_path,
+                environment: a.environment,
+                env_file: a.env_file,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

@@ -21,6 +21,8 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 remote_root: a.remote_root,
                 connect_timeout: a.connect_timeout,
                 max_concurrent: a.max_concurrent,
+                environment: a.environment,
+                env_file: a.env_file,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("hosts", &a.name, &entry)?;

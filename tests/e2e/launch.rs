@@ -45,12 +45,12 @@ fn self_test_launch_travels_over_ssh_into_tmux_and_is_recorded() {
     let exit = String::from_utf8(wait_for_file(&dir.join("exit"))).unwrap();
     assert!(exit.starts_with("0 "), "{exit}");
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
-    let wrapped = delegate_core::launch::wrap_prompt(id, "oppy", b"review the training config");
+    let wrapped = crate::support::agent_reads(&env, id, b"review the training config");
     assert!(stream.contains(&sha256_hex(&wrapped)), "{stream}");
     // The agent was told its task number and how to report.
     let given = std::fs::read_to_string(dir.join("prompt")).unwrap();
     assert!(
-        given.starts_with(&format!("[delegate] This is task {id} ")) && given.contains("report\" receipt"),
+        given.starts_with(&format!("[delegate] This is task {id} ")) && given.contains("/report' receipt"),
         "{given}"
     );
 
@@ -93,7 +93,7 @@ fn claude_gets_its_documented_argv_and_the_prompt_on_stdin_only() {
     assert_eq!(task["runs"][0]["evidence"]["agent_plan"]["session_id"], session_id.as_str());
     assert!(!args.iter().any(|a| a.contains("canary-7f3a9c")), "prompt leaked into argv: {joined}");
     let id = task["id"].as_i64().unwrap();
-    assert_eq!(rec.stdin_sha256, sha256_hex(delegate_core::launch::wrap_prompt(id, "oppy", prompt.as_bytes())));
+    assert_eq!(rec.stdin_sha256, sha256_hex(crate::support::agent_reads(&env, id, prompt.as_bytes())));
     assert!(!rec.stdin_is_tty);
     assert_eq!(rec.cwd, host.workdir());
     assert!(rec.env.contains_key("DELEGATE_TASK_DIR"), "{:?}", rec.env);
@@ -134,7 +134,7 @@ fn codex_runs_exec_with_json_and_its_sandbox_and_reads_the_prompt_from_stdin() {
     assert_eq!(args.last().unwrap(), "-");
     assert!(!rec.has_arg("--max-turns"));
     let id = task["id"].as_i64().unwrap();
-    assert_eq!(rec.stdin_sha256, sha256_hex(delegate_core::launch::wrap_prompt(id, "oppy", b"fix the flaky test")));
+    assert_eq!(rec.stdin_sha256, sha256_hex(crate::support::agent_reads(&env, id, b"fix the flaky test")));
     assert!(!rec.stdin_is_tty);
     assert_eq!(task["runs"][0]["evidence"]["agent_plan"]["turn_limit"], "delegate");
 }
@@ -153,7 +153,7 @@ fn a_custom_agent_reads_its_prompt_file() {
     let rec = &host.wait_for_agent_records(1, Duration::from_secs(10))[0];
     let file = rec.arg_value("--message-file").unwrap();
     let id = task["id"].as_i64().unwrap();
-    assert_eq!(std::fs::read(&file).unwrap(), delegate_core::launch::wrap_prompt(id, "oppy", b"custom work"));
+    assert_eq!(std::fs::read(&file).unwrap(), crate::support::agent_reads(&env, id, b"custom work"));
     assert!(file.starts_with(task["runs"][0]["remote_dir"].as_str().unwrap()));
     assert!(rec.has_arg("--turns=7"));
     assert_eq!(rec.stdin_bytes, 0, "stdin must be /dev/null when the prompt goes by file");

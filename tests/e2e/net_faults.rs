@@ -434,7 +434,7 @@ fn f16_rekey_during_a_multi_megabyte_prompt_delivers_it_byte_exact() {
     eprintln!("F16: {} byte prompt, {rekeys} key exchanges on the launch's connection", prompt.len());
     assert!(rekeys >= 4, "sshd never rekeyed (RekeyLimit not in effect?); {rekeys} key exchanges");
 
-    let wrapped = delegate_core::launch::wrap_prompt(id, "oppy", &prompt);
+    let wrapped = crate::support::agent_reads(&env, id, &prompt);
     let dir = crate::support::remote_dir(&env, id);
     let remote = std::fs::read(dir.join("prompt")).unwrap();
     assert!(remote == wrapped, "remote prompt differs: {} bytes, {} expected", remote.len(), wrapped.len());

@@ -51,7 +51,7 @@ fn assert_delivered(host: &FakeHost, env: &Env, run: Run, input: &[u8]) {
     assert_eq!(task["prompt_bytes"], input.len() as i64);
     assert_eq!(task["prompt_sha256"], sha256_hex(input));
     let id = task["id"].as_i64().unwrap();
-    let wrapped = delegate_core::launch::wrap_prompt(id, task["brother"].as_str().unwrap(), input);
+    let wrapped = crate::support::agent_reads(&env, id, input);
     let dir = remote_dir(env, id);
     let remote = std::fs::read(dir.join("prompt")).unwrap();
     assert!(remote == wrapped, "remote prompt differs: {} bytes vs {} expected", remote.len(), wrapped.len());
@@ -253,7 +253,7 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
     let task = run.json();
     let dir = remote_dir(&env, task["id"].as_i64().unwrap());
     let rec = record_for(&host, &dir);
-    let wrapped = delegate_core::launch::wrap_prompt(task["id"].as_i64().unwrap(), "oppy", prompt.as_bytes());
+    let wrapped = crate::support::agent_reads(&env, task["id"].as_i64().unwrap(), prompt.as_bytes());
     assert_eq!(rec.stdin_sha256, sha256_hex(&wrapped), "the agent did not get the prompt");
 
     let scan = scan.lock().unwrap();

@@ -254,6 +254,16 @@ pub fn remote_dir(env: &Env, id: i64) -> PathBuf {
     PathBuf::from(show["runs"][0]["remote_dir"].as_str().unwrap_or_else(|| panic!("no remote_dir in {show}")))
 }
 
+/// What the agent of task `id`'s first run read: delegate's preamble (helpers or not, as
+/// its plan said, with its task directory) and then `prompt` exactly.
+pub fn agent_reads(env: &Env, id: i64, prompt: &[u8]) -> Vec<u8> {
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    let run = &show["runs"][0];
+    let helpers = run["evidence"]["agent_plan"]["helpers"].as_bool().unwrap_or_else(|| panic!("no plan in {show}"));
+    let dir = run["remote_dir"].as_str().unwrap_or_else(|| panic!("no remote_dir in {show}"));
+    delegate_core::launch::wrap_prompt(id, show["brother"].as_str().unwrap(), helpers, dir, prompt)
+}
+
 /// Waits until a file exists on the "remote" side and returns its bytes.
 pub fn wait_for_file(path: &Path) -> Vec<u8> {
     for _ in 0..1000 {

@@ -20,6 +20,13 @@ pub const CODEX_TURN_MARKER: &str = r#""type":"turn.started""#;
 
 /// Which tools Claude Code needs for its `write` sandbox (Bash runs inside bubblewrap).
 const CLAUDE_WRITE_TOOLS: [&str; 2] = ["bwrap", "socat"];
+/// What to install when they are missing (the packages, not the program names).
+const CLAUDE_WRITE_HINT: &str =
+    "install the bubblewrap and socat packages (apt-get install bubblewrap socat; dnf install bubblewrap socat)";
+/// Installed is not enough: where unprivileged user namespaces are off (containers, hardened
+/// kernels) bwrap exists but every sandboxed command fails with "setting up uid map:
+/// Permission denied", and Claude Code starts anyway. One fork shows it before launch.
+const BWRAP_PROBE: [&str; 5] = ["bwrap", "--ro-bind", "/", "/", "true"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,8 +46,19 @@ pub struct AgentPlan {
     /// where the task directory's real path is known.
     pub argv: Vec<String>,
     pub delivery: PromptDelivery,
-    /// Programs the sandbox level needs on the brother (checked in preflight).
+    /// Programs the sandbox level needs on the brother (checked in preflight), and what to
+    /// install when some are missing.
     pub requires: Vec<String>,
+    #[serde(skip)]
+    pub requires_hint: String,
+    /// A command that must succeed on the brother for the level to be real (bwrap creating
+    /// a namespace); empty: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_probe: Vec<String>,
+    /// Whether the agent can run the report and inbox helpers at this level (a shell tool and
+    /// a writable task directory). Where it cannot, the preamble does not ask it to, and the
+    /// lead learns the state from the agent's stream alone.
+    pub helpers: bool,
     /// The level is refused when the remote user is root (Claude's bypass mode).
     pub refuse_root: bool,
     /// Files written into the task directory before start: (name, contents).
@@ -74,17 +92,43 @@ pub struct AgentRequest<'a> {
     pub max_turns: u32,
     pub workdir: &'a str,
     pub custom: Option<&'a CustomAgent>,
+    /// The program's path on the brother (`agent_path` in the inventory), replacing the name
+    /// looked up on PATH; a built-in agent keeps everything else (stream parsing, resume,
+    /// hooks, sandbox mapping, native turn limit).
+    pub agent_path: Option<&'a str>,
 }
 
 pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
-    match req.agent {
-        "claude" => Ok(claude(req)),
-        "codex" => Ok(codex(req)),
-        "self-test" => Ok(self_test(req)),
+    let mut plan = match req.agent {
+        "claude" => claude(req),
+        "codex" => codex(req),
+        "self-test" => self_test(req),
         other => {
             let custom = req.custom.ok_or_else(|| Error::UnknownAgent { name: other.into(), known: vec![] })?;
-            custom_agent(other, custom, req)
+            custom_agent(other, custom, req)?
         }
+    };
+    if let Some(path) = req.agent_path {
+        let path = home_placeholder(path);
+        if plan.version_argv.first() == plan.argv.first() {
+            if let Some(v) = plan.version_argv.first_mut() {
+                *v = path.clone();
+            }
+        }
+        plan.argv[0] = path;
+    }
+    Ok(plan)
+}
+
+/// A leading `~/` (or a lone `~`) becomes `{home}`, which the launch script fills with the
+/// brother's home: argv is never run through a shell there, so nothing else would expand it.
+pub fn home_placeholder(arg: &str) -> String {
+    if arg == "~" {
+        "{home}".into()
+    } else if let Some(rest) = arg.strip_prefix("~/") {
+        format!("{{home}}/{rest}")
+    } else {
+        arg.to_string()
     }
 }
 
@@ -134,6 +178,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
     argv.push(session_id.clone());
     argv.extend(["--max-turns".into(), req.max_turns.to_string()]);
     let mut requires = Vec::new();
+    let mut sandbox_probe = Vec::new();
     let (effective, enforcement, refuse_root);
     match req.sandbox {
         Sandbox::Read => {
@@ -142,8 +187,11 @@ fn claude(req: &AgentRequest) -> AgentPlan {
                 ["--permission-mode", "dontAsk", "--tools", "Read,Grep,Glob", "--allowedTools", "Read,Grep,Glob"]
                     .map(String::from),
             );
-            // An untrusted repo's own settings and MCP servers must not widen a read-only run.
-            argv.extend(["--setting-sources", "", "--strict-mcp-config"].map(String::from));
+            // An untrusted repo's own settings and MCP servers must not widen a read-only run;
+            // the user's own settings stay (people keep `env` and `apiKeyHelper` there, and
+            // without them Claude is "Not logged in"). --tools bounds the tool set whatever
+            // their allow rules say.
+            argv.extend(["--setting-sources", "user", "--strict-mcp-config"].map(String::from));
             effective = "read: tools Read,Grep,Glob only, permission mode dontAsk";
             enforcement = "app (Claude Code tool allowlist)";
             refuse_root = false;
@@ -153,6 +201,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
             // outbox; one value, as --add-dir is variadic.
             argv.extend(["--permission-mode", "acceptEdits", "--add-dir", "{task_dir}"].map(String::from));
             requires = CLAUDE_WRITE_TOOLS.map(String::from).into();
+            sandbox_probe = BWRAP_PROBE.map(String::from).into();
             effective = "write: edits accepted, Bash sandboxed by bubblewrap (failIfUnavailable)";
             enforcement = "mixed (OS sandbox for Bash, app rules for Edit/Write)";
             refuse_root = false;
@@ -177,6 +226,10 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         argv,
         delivery: PromptDelivery::Stdin,
         requires,
+        requires_hint: CLAUDE_WRITE_HINT.into(),
+        sandbox_probe,
+        // At read Claude has no Bash tool; the hooks still hand it the lead's messages.
+        helpers: req.sandbox != Sandbox::Read,
         refuse_root,
         files,
         effective_sandbox: effective.into(),
@@ -197,7 +250,9 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         Sandbox::Full => ("danger-full-access", "full: no isolation", "none"),
     };
     let mut argv: Vec<String> =
-        ["codex", "exec", "--json", "--sandbox", mode, "--skip-git-repo-check", "-C", req.workdir]
+        // `{workdir}` is filled on the brother after `~` is expanded there: Codex takes `-C`
+        // literally, and `-C '~/work'` fails every task with "No such file or directory".
+        ["codex", "exec", "--json", "--sandbox", mode, "--skip-git-repo-check", "-C", "{workdir}"]
             .map(String::from)
             .into();
     if let Some(m) = req.model {
@@ -214,6 +269,10 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         argv,
         delivery: PromptDelivery::Stdin,
         requires: vec![],
+        requires_hint: String::new(),
+        sandbox_probe: vec![],
+        // read-only: Codex's sandbox lets it write nowhere, the task directory included.
+        helpers: req.sandbox != Sandbox::Read,
         refuse_root: false,
         files: vec![],
         effective_sandbox: effective.into(),
@@ -234,6 +293,9 @@ fn self_test(req: &AgentRequest) -> AgentPlan {
         argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--max-turns".into(), req.max_turns.to_string()],
         delivery: PromptDelivery::Stdin,
         requires: vec![],
+        requires_hint: String::new(),
+        sandbox_probe: vec![],
+        helpers: true,
         refuse_root: false,
         files: vec![("self-test-agent".into(), SELF_TEST_AGENT.into())],
         effective_sandbox: format!("{}: the self-test agent reads its prompt and touches nothing", req.sandbox),
@@ -269,9 +331,10 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
             if a.contains("{prompt_file}") {
                 delivery = PromptDelivery::File;
             }
-            a.replace("{model}", req.model.unwrap_or(""))
+            // `{workdir}` stays for the brother to fill, after expanding its `~` there.
+            home_placeholder(a)
+                .replace("{model}", req.model.unwrap_or(""))
                 .replace("{max_turns}", &req.max_turns.to_string())
-                .replace("{workdir}", req.workdir)
         })
         .collect();
     Ok(AgentPlan {
@@ -279,6 +342,9 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         argv,
         delivery,
         requires: vec![],
+        requires_hint: String::new(),
+        sandbox_probe: vec![],
+        helpers: true,
         refuse_root: false,
         files: vec![],
         effective_sandbox: req.sandbox.to_string(),
@@ -286,7 +352,7 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         turn_limit: "delegate (wall clock)".into(),
         turn_marker: None,
         session_id: None,
-        version_argv: if c.version_probe { vec![c.command[0].clone(), "--version".into()] } else { vec![] },
+        version_argv: if c.version_probe { vec![home_placeholder(&c.command[0]), "--version".into()] } else { vec![] },
         write_scope: vec![],
         write_scope_enforcement: None,
     })
@@ -297,7 +363,15 @@ mod tests {
     use super::*;
 
     fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
-        AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 7, workdir: "/w", custom: None }
+        AgentRequest {
+            agent,
+            model: Some("sonnet"),
+            sandbox,
+            max_turns: 7,
+            workdir: "/w",
+            custom: None,
+            agent_path: None,
+        }
     }
 
     #[test]
@@ -341,9 +415,9 @@ mod tests {
             assert_eq!(v.get("sandbox").is_some(), s == Sandbox::Write, "{v}");
             assert_eq!(p.turn_marker, None);
         }
-        // Read still loads no user or project settings beside ours.
+        // Read loads the user's own settings (env, apiKeyHelper) but not the project's.
         let r = plan(&req("claude", Sandbox::Read)).unwrap();
-        assert!(r.argv.windows(2).any(|w| w[0] == "--setting-sources" && w[1].is_empty()));
+        assert!(r.argv.windows(2).any(|w| w[0] == "--setting-sources" && w[1] == "user"));
         assert!(CLAUDE_HOOK.contains("events.jsonl"));
     }
 

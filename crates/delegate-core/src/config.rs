@@ -69,6 +69,40 @@ pub struct HostEntry {
     /// slots free up. Default: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Which environment agents run in on this host (default `login`); see [`AgentEnvironment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<AgentEnvironment>,
+    /// A file on the host of `NAME=value` lines exported to every agent there (after the
+    /// shell's environment). The inventory names the file; the values never leave the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<String>,
+}
+
+/// The environment an agent runs in on the brother.
+///
+/// `login` (the default) is what the user's login shell sets up (`$SHELL -l`: /etc/profile,
+/// ~/.profile and what they source), so a CLI and its credentials that work at the user's
+/// prompt work under delegate; when the agent is not on that PATH, the interactive shell's
+/// environment (`$SHELL -il`, where nvm, fnm, volta and asdf set PATH) is used instead and
+/// the launch evidence says so. `interactive` always takes the interactive shell's; `plain`
+/// keeps what sshd gives a command (no start-up files), for hosts whose shell start-up is
+/// slow or noisy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentEnvironment {
+    Login,
+    Interactive,
+    Plain,
+}
+
+impl AgentEnvironment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentEnvironment::Login => "login",
+            AgentEnvironment::Interactive => "interactive",
+            AgentEnvironment::Plain => "plain",
+        }
+    }
 }
 
 /// A named agent on a host, with its defaults.
@@ -91,6 +125,17 @@ pub struct BrotherEntry {
     /// `queued`. Default: no cap beyond the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Absolute path (or `~/...`) of the agent's program on the host, instead of looking its
+    /// name up on PATH; a built-in agent keeps its stream parsing, resume, hooks, sandbox
+    /// mapping and native turn limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_path: Option<String>,
+    /// Overrides the host's `environment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<AgentEnvironment>,
+    /// Another env file for this brother's agents, read after the host's (its values win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<String>,
 }
 
 /// An agent command of the user's own, as an argv template.
@@ -177,6 +222,9 @@ impl Inventory {
             if h.max_concurrent == Some(0) {
                 return Err(bad(format!("hosts.{name}.max_concurrent: 0 would start nothing; use 1 or more")));
             }
+            if let Some(f) = &h.env_file {
+                check_remote_path(f).map_err(|m| bad(format!("hosts.{name}.env_file: {m}")))?;
+            }
         }
         for (name, b) in &self.brothers {
             BrotherName::new(name).map_err(|e| bad(e.to_string()))?;
@@ -191,6 +239,12 @@ impl Inventory {
                 )));
             }
             check_remote_path(&b.workdir).map_err(|m| bad(format!("brothers.{name}.workdir: {m}")))?;
+            if let Some(p) = &b.agent_path {
+                check_remote_path(p).map_err(|m| bad(format!("brothers.{name}.agent_path: {m}")))?;
+            }
+            if let Some(f) = &b.env_file {
+                check_remote_path(f).map_err(|m| bad(format!("brothers.{name}.env_file: {m}")))?;
+            }
             if let Some(t) = &b.timeout {
                 parse_timeout(t).map_err(|m| bad(format!("brothers.{name}.timeout: {m}")))?;
             }
@@ -465,6 +519,8 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             remote_root: None,
             connect_timeout: None,
             max_concurrent: None,
+            environment: None,
+            env_file: None,
         };
         ed.set("hosts", "jerry-box", &host).unwrap();
         let inv = ed.save().unwrap();
@@ -479,4 +535,12 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// How a brother's agents get their environment: the mode (brother over host, default
+/// `login`) and the env files to read on the host, the host's first.
+pub fn agent_environment(host: &HostEntry, brother: Option<&BrotherEntry>) -> (AgentEnvironment, Vec<String>) {
+    let mode = brother.and_then(|b| b.environment).or(host.environment).unwrap_or(AgentEnvironment::Login);
+    let files = [host.env_file.clone(), brother.and_then(|b| b.env_file.clone())].into_iter().flatten().collect();
+    (mode, files)
 }

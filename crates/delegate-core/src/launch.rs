@@ -69,24 +69,49 @@ pub fn clean_subject(s: &str) -> String {
     }
 }
 
-/// What the agent reads: a short preamble telling it its task number and how to report with
-/// the helper in its task directory, then the prompt exactly as given. The mailbox keeps the
-/// prompt itself; the brother gets (and checks the SHA-256 of) this wrapped form.
-pub fn wrap_prompt(task_id: i64, brother: &str, prompt: &[u8]) -> Vec<u8> {
-    let preamble = format!(
-        "[delegate] This is task {task_id} for brother {brother}, handed to you by your lead.\n\
-         Keep the lead informed with the report helper in your task directory:\n\
-         \x20 \"$DELEGATE_TASK_DIR/report\" receipt \"what you understood the task to be\"   (right away)\n\
-         \x20 \"$DELEGATE_TASK_DIR/report\" progress \"what you did, what comes next\"      (at milestones)\n\
-         \x20 \"$DELEGATE_TASK_DIR/report\" question \"what you need decided\"              (when blocked)\n\
-         \x20 \"$DELEGATE_TASK_DIR/report\" done \"the result, in a few lines\"             (at the end)\n\
-         Between steps, check for messages from your lead: \"$DELEGATE_TASK_DIR/inbox\" (acknowledge one with: inbox ack <id>).\n\
-         If you cannot run shell commands here, give the same information in your final answer.\n\
-         The task follows.\n\n"
-    );
-    let mut out = preamble.into_bytes();
+/// What the agent reads before the prompt: which task it is and, where the agent can run
+/// them at its sandbox level, how to report and read messages with the helpers in its task
+/// directory. The helpers are named by absolute path (`{task_dir}`, filled in on the
+/// brother): Claude Code refuses a command that begins with a variable ("can't be checked
+/// before it runs"). Where the level allows no helper (Claude at `read` has no shell;
+/// Codex at `read` may write nowhere), the preamble does not ask for one: the lead learns
+/// the state from the agent's stream and reads the result in its final answer.
+pub fn preamble(task_id: i64, brother: &str, helpers: bool) -> String {
+    if helpers {
+        format!(
+            "[delegate] This is task {task_id} for brother {brother}, handed to you by your lead.\n\
+             Keep the lead informed by running the report helper of this task (a shell command):\n\
+             \x20 '{{task_dir}}/report' receipt \"what you understood the task to be\"   (right away)\n\
+             \x20 '{{task_dir}}/report' progress \"what you did, what comes next\"      (at milestones)\n\
+             \x20 '{{task_dir}}/report' question \"what you need decided\"              (when blocked)\n\
+             \x20 '{{task_dir}}/report' done \"the result, in a few lines\"             (at the end)\n\
+             Between steps, check for messages from your lead: '{{task_dir}}/inbox' \
+             (acknowledge one with: '{{task_dir}}/inbox' ack <id>).\n\
+             If a helper command is refused, give the same information in your final answer.\n\
+             The task follows.\n\n"
+        )
+    } else {
+        format!(
+            "[delegate] This is task {task_id} for brother {brother}, handed to you by your lead.\n\
+             You cannot run commands or write files here: give what you found and the result in \
+             your final answer, which the lead reads.\n\
+             The task follows.\n\n"
+        )
+    }
+}
+
+/// The whole text an agent reads for a first launch: the preamble with the task directory
+/// filled in, then the prompt exactly as given.
+pub fn wrap_prompt(task_id: i64, brother: &str, helpers: bool, task_dir: &str, prompt: &[u8]) -> Vec<u8> {
+    let mut out = preamble(task_id, brother, helpers).replace("{task_dir}", task_dir).into_bytes();
     out.extend_from_slice(prompt);
     out
+}
+
+/// One line from the brother for a message: printable characters only, at most `max` of them.
+pub fn clean_line(s: &str, max: usize) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    clean.trim().to_string()
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
@@ -235,7 +260,9 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         max_turns,
         workdir: &workdir,
         custom,
+        agent_path: agent_path_for(brother, &agent_name),
     })?;
+    let (environment, env_files) = crate::config::agent_environment(host_entry, Some(brother));
     let target = d.resolve_target(&host_name)?;
     let subject = match &req.subject {
         Some(s) => clean_subject(s),
@@ -264,10 +291,10 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     if run.queued {
         return Ok(Prepared::Queued(d.store().task(run.task_id)?));
     }
-    let wrapped = wrap_prompt(run.task_id, &req.brother, &req.prompt);
     ready(
         d,
         Delivery {
+            preamble: preamble(run.task_id, &req.brother, plan.helpers),
             run,
             brother: &req.brother,
             target,
@@ -275,7 +302,9 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             workdir: &workdir,
             sandbox,
             plan: &plan,
-            prompt: &wrapped,
+            prompt: &req.prompt,
+            environment,
+            env_files,
             timeout_secs: timeout.as_secs(),
             max_turns,
             address,
@@ -288,9 +317,9 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
 fn ready_from_queue(d: &mut Delegate, task: &Task, run: RunStart) -> Result<Ready> {
     let plan = plan_for_task(d, task)?;
     let prompt = d.store().prompt(task.id)?;
-    let wrapped = wrap_prompt(task.id, &task.brother, &prompt);
     let target = d.resolve_target(&task.host)?;
-    let delivery = Delivery::for_task(d, task, target, run, &plan, &wrapped)?;
+    let preamble = preamble(task.id, &task.brother, plan.helpers);
+    let delivery = Delivery::for_task(d, task, target, run, &plan, preamble, &prompt)?;
     ready(d, delivery)
 }
 
@@ -320,7 +349,14 @@ pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agent::A
         max_turns: task.max_turns,
         workdir: &task.workdir,
         custom,
+        agent_path: inv.brothers.get(&task.brother).and_then(|b| agent_path_for(b, &task.agent)),
     })
+}
+
+/// The brother's `agent_path`, when the task runs the brother's own agent (a path to
+/// Claude says nothing about where Codex is).
+fn agent_path_for<'a>(brother: &'a crate::config::BrotherEntry, agent: &str) -> Option<&'a str> {
+    brother.agent_path.as_deref().filter(|_| brother.agent == agent)
 }
 
 /// Everything the network half of a launch needs; a first launch and a reopen both end here.
@@ -332,8 +368,12 @@ pub(crate) struct Delivery<'a> {
     pub workdir: &'a str,
     pub sandbox: Sandbox,
     pub plan: &'a crate::agent::AgentPlan,
-    /// What the agent reads (already wrapped).
+    /// What the agent reads before the prompt ([`preamble`], or a follow-up's).
+    pub preamble: String,
+    /// The prompt as given.
     pub prompt: &'a [u8],
+    pub environment: crate::config::AgentEnvironment,
+    pub env_files: Vec<String>,
     pub timeout_secs: u64,
     pub max_turns: u32,
     pub address: String,
@@ -347,10 +387,17 @@ impl<'a> Delivery<'a> {
         target: SshTarget,
         run: RunStart,
         plan: &'a crate::agent::AgentPlan,
+        preamble: String,
         prompt: &'a [u8],
     ) -> Result<Delivery<'a>> {
         let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+        let inv = d.inventory();
+        let (environment, env_files) =
+            crate::config::agent_environment(inv.host(&task.host)?, inv.brothers.get(&task.brother));
         Ok(Delivery {
+            preamble,
+            environment,
+            env_files,
             run,
             brother: &task.brother,
             remote_root: d.remote_root(&task.host)?,
@@ -389,7 +436,10 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         workdir,
         sandbox,
         plan,
+        preamble,
         prompt,
+        environment,
+        env_files,
         timeout_secs,
         max_turns,
         address,
@@ -401,7 +451,8 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         workdir,
         sandbox,
         plan,
-        prompt,
+        Text { preamble: &preamble, prompt },
+        (environment, &env_files),
         timeout_secs,
         max_turns,
     );
@@ -420,6 +471,12 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
     Ok(Ready { run, brother: brother.to_string(), target, script, evidence, argv: plan.argv.clone() })
 }
 
+/// What the agent reads: delegate's preamble, then the prompt as given.
+struct Text<'a> {
+    preamble: &'a str,
+    prompt: &'a [u8],
+}
+
 /// The launch script of one run: the only place a launch's bytes are put together.
 #[allow(clippy::too_many_arguments)]
 fn render_script(
@@ -429,12 +486,13 @@ fn render_script(
     workdir: &str,
     sandbox: Sandbox,
     plan: &crate::agent::AgentPlan,
-    prompt: &[u8],
+    text: Text,
+    (environment, env_files): (crate::config::AgentEnvironment, &[String]),
     timeout_secs: u64,
     max_turns: u32,
 ) -> Result<Vec<u8>> {
     let task_key = crate::sync::task_key(mailbox_id, run.task_id, run.run_no);
-    let wrapped_sha256 = sha256_hex(prompt);
+    let prompt_sha256 = sha256_hex(text.prompt);
     runner::render(&LaunchVars {
         task_id: run.task_id,
         task_key: &task_key,
@@ -444,8 +502,11 @@ fn render_script(
         workdir,
         sandbox,
         plan,
-        prompt,
-        prompt_sha256: &wrapped_sha256,
+        preamble: text.preamble,
+        prompt: text.prompt,
+        prompt_sha256: &prompt_sha256,
+        environment,
+        env_files,
         timeout_secs,
         turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
         grace_secs: runner::DEFAULT_GRACE_SECS,
@@ -495,7 +556,9 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         max_turns: b.max_turns,
         workdir: &b.workdir,
         custom,
+        agent_path: b.agent_path.as_deref(),
     })?;
+    let (environment, env_files) = crate::config::agent_environment(host_entry, Some(b));
     let mailbox_id = d.store().mailbox_id();
     let session = crate::names::SessionName::for_run(mailbox_id, task_id, 1)
         .map_err(|e| Error::Config { path: "(launch)".into(), message: format!("task id {task_id}: {e}") })?
@@ -503,8 +566,8 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
     let mut raw = [0u8; 16];
     rand::rng().fill_bytes(&mut raw);
     let nonce: String = raw.iter().map(|x| format!("{x:02x}")).collect();
-    let run = RunStart { task_id, run_no: 1, session: session.clone(), nonce: nonce.clone(), version: 1, queued: false };
-    let wrapped = wrap_prompt(task_id, brother, prompt);
+    let run =
+        RunStart { task_id, run_no: 1, session: session.clone(), nonce: nonce.clone(), version: 1, queued: false };
     let script = render_script(
         mailbox_id,
         &run,
@@ -512,7 +575,8 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         &b.workdir,
         b.sandbox,
         &plan,
-        &wrapped,
+        Text { preamble: &preamble(task_id, brother, plan.helpers), prompt },
+        (environment, &env_files),
         timeout.as_secs(),
         b.max_turns,
     )?;
@@ -604,10 +668,17 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
         return d.store().task(run.task_id);
     }
 
-    if let (Exit::Code(code), Some((_, message))) = (&out.exit, &parsed.error) {
+    if let (Exit::Code(code), Some((verdict, message))) = (&out.exit, &parsed.error) {
         let code = *code as i32;
-        fail(d, &run, message, &evidence, exit_code, Some(&stderr))?;
-        return Err(Error::LaunchRefused { task: run.task_id, brother, code, message: message.clone() });
+        let mut message = message.clone();
+        if *verdict == runner::code::LAUNCH_SCRIPT_ERROR {
+            // The script could not say why itself: bash's own words are the reason.
+            if let Some(said) = stderr.lines().find(|l| !l.starts_with("DELEGATE-") && !l.trim().is_empty()) {
+                message = format!("{message}: {}", crate::launch::clean_line(said, 300));
+            }
+        }
+        fail(d, &run, &message, &evidence, exit_code, Some(&stderr))?;
+        return Err(Error::LaunchRefused { task: run.task_id, brother, code, message });
     }
     let why = match (&out.exit, &out.broken) {
         (_, Some(broken)) => broken.clone(),

@@ -61,8 +61,9 @@ pub fn resume_plan(plan: &mut AgentPlan, session: &str) {
     plan.session_id = Some(session.to_string());
 }
 
-/// The follow-up as the agent reads it: which task and run, the write scope, then the text.
-pub fn wrap_followup(task_id: i64, run_no: i64, brother: &str, prompt: &[u8], write_scope: &[String]) -> Vec<u8> {
+/// What the agent reads before a follow-up: which task and run, the write scope, and (where
+/// it can run them) the helpers by absolute path, as in [`crate::launch::preamble`].
+pub fn followup_preamble(task_id: i64, run_no: i64, brother: &str, helpers: bool, write_scope: &[String]) -> String {
     let scope = if write_scope.is_empty() {
         String::new()
     } else {
@@ -71,13 +72,31 @@ pub fn wrap_followup(task_id: i64, run_no: i64, brother: &str, prompt: &[u8], wr
             write_scope.join(", ")
         )
     };
-    let mut out = format!(
+    let report = if helpers {
+        "Report as before, with this run's helper: '{task_dir}/report' (receipt, progress, question, done); \
+         messages from your lead: '{task_dir}/inbox'.\n"
+    } else {
+        "Give what you found and the result in your final answer.\n"
+    };
+    format!(
         "[delegate] Follow-up on task {task_id} (run {run_no}) for brother {brother}, from your lead. \
-         You have the context of your earlier work on it.\n{scope}\
-         Report as before with \"$DELEGATE_TASK_DIR/report\" (receipt, progress, question, done).\n\
+         You have the context of your earlier work on it.\n{scope}{report}\
          The follow-up follows.\n\n"
     )
-    .into_bytes();
+}
+
+/// The whole text an agent reads for a follow-up, with the run's task directory filled in.
+pub fn wrap_followup(
+    task_id: i64,
+    run_no: i64,
+    brother: &str,
+    helpers: bool,
+    task_dir: &str,
+    prompt: &[u8],
+    write_scope: &[String],
+) -> Vec<u8> {
+    let mut out =
+        followup_preamble(task_id, run_no, brother, helpers, write_scope).replace("{task_dir}", task_dir).into_bytes();
     out.extend_from_slice(prompt);
     out
 }
@@ -98,8 +117,8 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
     // Resolved before the run is recorded: a host gone from the inventory records nothing.
     let target = d.resolve_target(&task.host)?;
     let run = d.store_mut().create_run(task.id, task.version, &req.prompt, &req.author, &req.write_scope)?;
-    let wrapped = wrap_followup(task.id, run.run_no, &task.brother, &req.prompt, &scope);
-    let delivery = Delivery::for_task(d, &task, target, run, &plan, &wrapped)?;
+    let preamble = followup_preamble(task.id, run.run_no, &task.brother, plan.helpers, &scope);
+    let delivery = Delivery::for_task(d, &task, target, run, &plan, preamble, &req.prompt)?;
     deliver(d, delivery).await
 }
 
@@ -117,6 +136,7 @@ mod tests {
             max_turns: 5,
             workdir: "/w",
             custom: None,
+            agent_path: None,
         })
         .unwrap()
     }

@@ -53,6 +53,10 @@ pub mod code {
     pub const TMUX_REFUSED: i32 = 27;
     pub const RUNNER_SILENT: i32 = 28;
     pub const ALREADY_LAUNCHED: i32 = 29;
+    /// The launch script stopped on an unexpected error before starting anything.
+    pub const LAUNCH_SCRIPT_ERROR: i32 = 30;
+    /// The agent's environment could not be set up (login shell, env file).
+    pub const ENVIRONMENT: i32 = 31;
 }
 
 /// The variable parts of one launch.
@@ -65,8 +69,15 @@ pub struct LaunchVars<'a> {
     pub workdir: &'a str,
     pub sandbox: Sandbox,
     pub plan: &'a AgentPlan,
+    /// What the agent reads before the prompt (see [`crate::launch::preamble`]);
+    /// `{task_dir}` in it becomes the task directory on the brother.
+    pub preamble: &'a str,
+    /// The prompt as given; `prompt_sha256` is its SHA-256, checked on the brother.
     pub prompt: &'a [u8],
     pub prompt_sha256: &'a str,
+    /// The environment the agent runs in, and env files to read on the brother.
+    pub environment: crate::config::AgentEnvironment,
+    pub env_files: &'a [String],
     /// Wall-clock limit; 0 for none.
     pub timeout_secs: u64,
     /// Turns the runner allows before it stops the agent (counting `plan.turn_marker` lines);
@@ -131,6 +142,8 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         "argv": v.plan.argv,
         "prompt_delivery": v.plan.delivery,
         "prompt_sha256": v.prompt_sha256,
+        "environment": v.environment,
+        "env_files": v.env_files,
         "prompt_bytes": v.prompt.len(),
         "sandbox": v.sandbox,
         "effective_sandbox": v.plan.effective_sandbox,
@@ -149,7 +162,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    // The order is the contract with launch.sh (fields v[0] to v[19]).
+    // The order is the contract with launch.sh (fields v[0] to v[24]).
     let mut vars = Vec::with_capacity(4096);
     field(&mut vars, "task key", v.task_key)?;
     field(&mut vars, "session", v.session)?;
@@ -177,10 +190,14 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     field(&mut vars, "turn limit", &turn_limit.to_string())?;
     field(&mut vars, "turn marker", marker)?;
     field(&mut vars, "grace", &grace_secs.to_string())?;
+    field(&mut vars, "preamble", v.preamble)?;
+    field(&mut vars, "environment", v.environment.as_str())?;
+    list_field(&mut vars, "env files", v.env_files.iter().map(String::as_str))?;
+    list_field(&mut vars, "sandbox probe", v.plan.sandbox_probe.iter().map(String::as_str))?;
+    field(&mut vars, "sandbox requirements hint", &v.plan.requires_hint)?;
 
-    let mut out = Vec::with_capacity(
-        v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96,
-    );
+    let mut out =
+        Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96);
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
     out.extend_from_slice(format!("DLG_FILES='{}'\n", B64.encode(&bundle)).as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
@@ -237,6 +254,8 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_env;
 #[cfg(test)]
 mod tests_helpers;
 #[cfg(test)]

@@ -348,10 +348,14 @@ pub(crate) fn plan(
         }
     } else if !report.dir_exists {
         match run.status {
-            TaskStatus::LaunchUnknown | TaskStatus::Launching if older_than(&run.updated_at, now, grace) => to(
-                TaskStatus::Failed,
-                Some("not started: the launch never reached the brother (no task directory)".into()),
-            ),
+            TaskStatus::LaunchUnknown | TaskStatus::Launching if older_than(&run.updated_at, now, grace) => {
+                // What the launch itself saw stays part of the story.
+                let mut why = "not started: no task directory on the brother".to_string();
+                if !run.reason.is_empty() {
+                    why = format!("{why}; the launch had reported: {}", run.reason);
+                }
+                to(TaskStatus::Failed, Some(why))
+            }
             TaskStatus::Launched | TaskStatus::Running | TaskStatus::NeedsInput => {
                 to(TaskStatus::Lost, Some("the task directory is gone from the brother".into()))
             }

@@ -85,7 +85,8 @@ mod tests {
     use crate::agent::{AgentRequest, plan};
 
     fn plan_for(agent: &str, sandbox: Sandbox) -> AgentPlan {
-        plan(&AgentRequest { agent, model: None, sandbox, max_turns: 3, workdir: "/w", custom: None }).unwrap()
+        plan(&AgentRequest { agent, model: None, sandbox, max_turns: 3, workdir: "/w", custom: None, agent_path: None })
+            .unwrap()
     }
 
     #[test]

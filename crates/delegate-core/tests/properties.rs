@@ -96,6 +96,7 @@ fn prompt_on_brother(s: &Scratch, key: &str, prompt: &[u8]) -> Vec<u8> {
         max_turns: 3,
         workdir: &work,
         custom: None,
+        agent_path: None,
     })
     .unwrap();
     let root = s.root();
@@ -111,6 +112,9 @@ fn prompt_on_brother(s: &Scratch, key: &str, prompt: &[u8]) -> Vec<u8> {
         plan: &p,
         prompt,
         prompt_sha256: &sum,
+        preamble: "[pre {task_dir}]\n",
+        environment: delegate_core::config::AgentEnvironment::Plain,
+        env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
         grace_secs: 1,
@@ -153,6 +157,10 @@ fn prompts_reach_the_brother_byte_for_byte() {
         // A fresh task directory per case: the script never reuses one.
         let key = format!("abc123-{}", n.fetch_add(1, Ordering::Relaxed));
         let got = prompt_on_brother(&s, &key, &prompt);
+        // The preamble comes first, with the task directory filled in; then the prompt as sent.
+        let head = format!("[pre {}/tasks/{key}]\n", s.root()).into_bytes();
+        prop_assert!(got.starts_with(&head), "no preamble: {:?}", String::from_utf8_lossy(&got[..got.len().min(80)]));
+        let got = got[head.len()..].to_vec();
         prop_assert!(got == prompt, "{} bytes sent, {} kept, first difference at {:?}",
             prompt.len(), got.len(), got.iter().zip(&prompt).position(|(a, b)| a != b));
     });
@@ -161,13 +169,16 @@ fn prompts_reach_the_brother_byte_for_byte() {
 #[test]
 fn the_wrapped_prompt_ends_with_the_prompt_itself() {
     proptest!(config(256), |(task in any::<i64>(), brother in "[A-Za-z0-9_-]{1,63}", prompt in proptest::collection::vec(any::<u8>(), 0..4096))| {
-        let wrapped = wrap_prompt(task, &brother, &prompt);
+        let wrapped = wrap_prompt(task, &brother, true, "/home/u/.delegate/tasks/k", &prompt);
         prop_assert!(wrapped.ends_with(&prompt));
         prop_assert!(wrapped.len() > prompt.len());
         let preamble = &wrapped[..wrapped.len() - prompt.len()];
         prop_assert!(preamble.ends_with(b"\n\n"), "the preamble ends in a blank line");
         let task_line = format!("task {task} for brother {brother},");
         prop_assert!(String::from_utf8_lossy(preamble).contains(&task_line));
+        // The helpers are named by absolute path, never by a variable Claude cannot check.
+        prop_assert!(String::from_utf8_lossy(preamble).contains("'/home/u/.delegate/tasks/k/report' receipt"));
+        prop_assert!(!String::from_utf8_lossy(preamble).contains('$'));
     });
 }
 

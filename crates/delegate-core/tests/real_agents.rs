@@ -102,7 +102,7 @@ fn run_real_with(
 }
 
 fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
-    AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 3, workdir: "/w", custom: None }
+    AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 3, workdir: "/w", custom: None, agent_path: None }
 }
 
 #[test]

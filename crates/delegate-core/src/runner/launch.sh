@@ -30,9 +30,20 @@ main() {
 	set -euo pipefail
 	umask 077
 
+	# Until tmux is asked for the session nothing can be running, so an unexpected stop
+	# (a bash error on an unusual brother) is a certain failure, said at once: code 30, with
+	# bash's own message on stderr. After that point the lead must not guess (launch_unknown).
+	DLG_STAGE=preflight DLG_DIED=''
+	trap 'launch_exit $?' EXIT
+	launch_exit() {
+		if [ "$1" != 0 ] && [ -z "$DLG_DIED" ] && [ "$DLG_STAGE" = preflight ]; then
+			printf 'DELEGATE-ERROR 30 the launch script stopped unexpectedly (status %s) before starting the agent; nothing runs\n' "$1" >&2
+		fi
+	}
 	die() {
 		local code=$1
 		shift
+		DLG_DIED=1
 		printf 'DELEGATE-ERROR %s %s\n' "$code" "$*" >&2
 		exit "$code"
 	}
@@ -51,6 +62,13 @@ main() {
 		mapfile -d $'\x1f' -t into <<<"$2"
 		unset 'into[-1]'
 	}
+	# `~` and `~/...` against the brother's home; `{home}` is the same for argv templates.
+	home_path() {
+		local -n path_=$1
+		# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
+		case $path_ in "~") path_=$HOME ;; "~/"*) path_=$HOME/${path_:2} ;; esac
+		path_=${path_//"{home}"/"$HOME"}
+	}
 
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
@@ -61,22 +79,25 @@ main() {
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 20 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	[ "${#v[@]}" -eq 25 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
 	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
-	local -a argv requires version_argv files
+	local -a argv requires version_argv files env_files sandbox_probe
 	split_list argv "${v[11]}"
 	split_list requires "${v[12]}"
 	split_list version_argv "${v[13]}"
 	local files_name_task_dir=${v[14]}
 	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
+	local preamble=${v[20]} env_mode=${v[21]} requires_hint=${v[24]}
+	split_list env_files "${v[22]}"
+	split_list sandbox_probe "${v[23]}"
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
 		[[ $i =~ ^[0-9]{1,18}$ ]] || die 23 "the launch variables are damaged (a number field holds '$i')"
 	done
-	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
-	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
-	# shellcheck disable=SC2088
-	case $workdir in "~") workdir=$HOME ;; "~/"*) workdir=$HOME/${workdir:2} ;; esac
+	home_path root
+	home_path workdir
+	for i in "${!argv[@]}"; do home_path "argv[$i]"; done
+	for i in "${!version_argv[@]}"; do home_path "version_argv[$i]"; done
 
 	# --- preflight: each failure has its own code and says what to do -------------------
 	command -v tmux >/dev/null 2>&1 ||
@@ -84,30 +105,135 @@ main() {
 	[ -d "$workdir" ] ||
 		die 24 "working directory $workdir does not exist on this host: create it or pass --workdir"
 
-	# The agent may live on the login shell's PATH only (npm or pipx bins added by ~/.profile).
-	# Look there only when the plain PATH misses it: a login shell costs time and may print.
-	# `hash` fills BASH_CMDS with the resolved path without starting a process.
-	local run_path=$PATH agent_path login_path='' agent_cmd=${argv[0]}
-	if ! hash -- "${argv[0]}" 2>/dev/null; then
-		login_path=$("${SHELL:-/bin/bash}" -lc 'command env' </dev/null 2>/dev/null | sed -n 's/^PATH=//p' | head -n1) || true
-		run_path="$PATH${login_path:+:$login_path}"
-		PATH=$run_path hash -- "${argv[0]}" 2>/dev/null ||
-			die 21 "agent command '${argv[0]}' not found on PATH ($PATH) nor on the login shell's PATH (${login_path:-empty}): install it on this host or choose another agent"
-	fi
-	case ${argv[0]} in
-	*/*) agent_path=${argv[0]} ;;
-	*) agent_path=${BASH_CMDS[${argv[0]}]} ;;
+	# --- the agent's environment --------------------------------------------------------
+	# The agent runs in the environment the user's own login shell sets up (`environment =
+	# "login"`, the default): PATH, API keys, proxies and cloud switches people export in
+	# ~/.profile reach it, as they do at the user's prompt. When the agent is not on that
+	# PATH (nvm, fnm, volta or asdf set PATH in ~/.bashrc after its "not interactive: return"
+	# guard), the interactive shell's environment is used instead and recorded as such.
+	# "plain" keeps sshd's environment. The entries go to run.sh through agent.env (0600,
+	# removed once read), never through argv.
+	local -a agent_env=()
+	local env_used=plain plain_path=$PATH
+	shell_env() { # flags (-l or -il): that shell's environment into agent_env; false if it failed
+		local -a items
+		local item begin=0
+		mapfile -d '' -t items < <(timeout 10 "${SHELL:-/bin/bash}" "$1" -c 'printf "\0DLG-ENV-BEGIN\0"; exec env -0' </dev/null 2>/dev/null)
+		agent_env=()
+		for item in "${items[@]}"; do
+			if ((begin)); then
+				[[ $item =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || continue
+				case ${item%%=*} in
+				PWD | OLDPWD | SHLVL | _ | TMUX | TMUX_PANE | PS1 | PS2 | PROMPT_COMMAND | COLUMNS | LINES) continue ;;
+				UID | EUID | PPID | BASHOPTS | SHELLOPTS | BASH_VERSINFO | GROUPS) continue ;;
+				esac
+				agent_env+=("$item")
+			elif [ "$item" = DLG-ENV-BEGIN ]; then
+				begin=1
+			fi
+		done
+		((begin))
+	}
+	# PATH for finding the agent: the captured environment's, then sshd's own.
+	env_path() {
+		local item
+		PATH=$plain_path
+		for item in "${agent_env[@]}"; do
+			[[ $item == PATH=* ]] && PATH=${item#PATH=}${PATH:+:$PATH}
+		done
+		hash -r
+	}
+	# Sets agent_path from argv[0]: a path as given, or a name looked up on PATH. `hash`
+	# resolves without starting a process.
+	local agent_path='' agent_cmd=${argv[0]}
+	find_agent() {
+		case $agent_cmd in
+		*/*) agent_path=$agent_cmd ;;
+		*) agent_path=''; hash -- "$agent_cmd" 2>/dev/null && agent_path=${BASH_CMDS[$agent_cmd]-} ;;
+		esac
+		[ -n "$agent_path" ] && [ -f "$agent_path" ] && [ -x "$agent_path" ]
+	}
+	case $env_mode in
+	login | interactive)
+		local flags=-l
+		[ "$env_mode" = interactive ] && flags=-il
+		shell_env "$flags" ||
+			die 31 "the $env_mode shell (${SHELL:-/bin/bash} $flags) did not give its environment within 10 s: fix its start-up files on this host, or set environment = \"plain\" for this host or brother"
+		env_used=$env_mode
+		;;
 	esac
-	if ! [ -f "$agent_path" ] || ! [ -x "$agent_path" ]; then
-		die 21 "agent command $agent_path is not an executable file"
+	env_path
+	if ! find_agent && [ "$env_mode" = login ] && [[ $agent_cmd != */* ]] && shell_env -il; then
+		env_used=interactive
+		env_path
+		find_agent || true
 	fi
+	if [ -z "$agent_path" ] || ! [ -f "$agent_path" ] || ! [ -x "$agent_path" ]; then
+		if [[ $agent_cmd == */* ]]; then
+			die 21 "agent command $agent_cmd is not an executable file on this host: fix agent_path in the inventory"
+		fi
+		local alias_line=''
+		if [ "$env_mode" != plain ]; then
+			# shellcheck disable=SC2016 # $1 is the inner shell's
+			alias_line=$(timeout 10 "${SHELL:-/bin/bash}" -il -c 'command -v -- "$1"' delegate "$agent_cmd" </dev/null 2>/dev/null | head -n1) || true
+		fi
+		case $alias_line in
+		alias\ *)
+			die 21 "agent command '$agent_cmd' is only an alias in your interactive shell ($alias_line): delegate runs programs, not aliases; set agent_path to the program's absolute path for this brother in the inventory"
+			;;
+		esac
+		die 21 "agent command '$agent_cmd' not found on this host: looked on PATH of the ${env_used} environment and sshd's ($PATH) and in an interactive shell. Install it for this user (e.g. npm install -g @anthropic-ai/claude-code or @openai/codex), or set agent_path to its absolute path for this brother in the inventory"
+	fi
+	local run_path=$PATH
 
-	for tool in "${requires[@]}"; do
-		PATH=$run_path command -v -- "$tool" >/dev/null 2>&1 ||
-			die 26 "sandbox '$sandbox' for agent '$kind' needs '$tool' on this host and it is missing: install it, or choose another --sandbox (delegate refuses rather than run with less isolation)"
+	# Variables from env files on the brother (`env_file` for a host or brother): NAME=value
+	# lines (an `export ` prefix, `#` comments and one pair of surrounding quotes allowed),
+	# read without running them. Their values are never printed.
+	local f line n name value env_names=''
+	for f in "${env_files[@]}"; do
+		home_path f
+		{ [ -f "$f" ] && [ -r "$f" ]; } ||
+			die 31 "env_file $f does not exist or is not readable on this host: create it (NAME=value lines) or remove env_file from the inventory"
+		n=0
+		while IFS= read -r line || [ -n "$line" ]; do
+			n=$((n + 1))
+			line=${line%$'\r'}
+			[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+			[[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] ||
+				die 31 "env_file $f line $n is not NAME=value: fix the file (values are taken literally, nothing is run)"
+			name=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
+			if [[ $value =~ ^\"(.*)\"$ || $value =~ ^\'(.*)\'$ ]]; then value=${BASH_REMATCH[1]}; fi
+			agent_env+=("$name=$value")
+			env_names+=${env_names:+,}$name
+		done <"$f"
 	done
+	# Runs a command in the agent's environment (probes), in a subshell.
+	in_agent_env() {
+		(
+			local kv
+			# shellcheck disable=SC2163 # kv is NAME=value: export sets NAME
+			for kv in "${agent_env[@]}"; do export "$kv" 2>/dev/null || true; done
+			export PATH=$run_path
+			exec "$@"
+		)
+	}
+
+	local -a missing=()
+	for tool in "${requires[@]}"; do
+		command -v -- "$tool" >/dev/null 2>&1 || missing+=("$tool")
+	done
+	if [ "${#missing[@]}" -gt 0 ]; then
+		die 26 "sandbox '$sandbox' for agent '$kind' needs ${missing[*]} on this host and it is missing: ${requires_hint:-install it}, or choose another --sandbox (delegate refuses rather than run with less isolation)"
+	fi
 	if [ "$refuse_root" = 1 ] && [ "$EUID" = 0 ]; then
 		die 26 "agent '$kind' refuses sandbox '$sandbox' as root: log in as an unprivileged user on this host, or choose --sandbox write"
+	fi
+	if [ "${#sandbox_probe[@]}" -gt 0 ]; then
+		local probe_out
+		if ! probe_out=$(in_agent_env timeout 10 "${sandbox_probe[@]}" </dev/null 2>&1); then
+			probe_out=${probe_out//[[:cntrl:]]/ }
+			die 26 "sandbox '$sandbox' for agent '$kind' cannot start on this host: '${sandbox_probe[*]}' failed (${probe_out:0:300}). Unprivileged user namespaces are probably off (containers, hardened kernels): enable them (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces), or choose another --sandbox"
+		fi
 	fi
 
 	# --- task directory --------------------------------------------------------------------
@@ -115,10 +241,11 @@ main() {
 		die 25 "cannot create $root/tasks on this host: check the host's remote_root and its permissions"
 	fi
 	local dir=$root/tasks/$task_key
-	# Files carrying `{task_dir}` are JSON holding shell commands (the Claude hooks): a path
-	# with a quote, backslash or control character would need two kinds of escaping there,
-	# so such roots are refused instead.
-	if [ "$files_name_task_dir" = 1 ] && [[ $dir == *[[:cntrl:]\'\"\\]* ]]; then
+	# Files carrying `{task_dir}` are JSON holding shell commands (the Claude hooks), and the
+	# preamble shows the agent helper commands in single quotes: a path with a quote,
+	# backslash or control character would need two kinds of escaping there, so such roots
+	# are refused instead.
+	if { [ "$files_name_task_dir" = 1 ] || [ -n "$preamble" ]; } && [[ $dir == *[[:cntrl:]\'\"\\]* ]]; then
 		die 25 "task directory $dir contains a quote, backslash or control character, which the agent's per-task settings cannot carry: choose a remote_root without them"
 	fi
 	if ! mkdir -m 700 -- "$dir" 2>/dev/null; then
@@ -134,20 +261,36 @@ main() {
 		fi
 		die 29 "task directory $dir already holds a launch: not starting a second agent"
 	fi
-	: >"$dir/prompt.tmp" 2>/dev/null || die 25 "task directory $dir is not writable"
+	: >"$dir/prompt.body" 2>/dev/null || die 25 "task directory $dir is not writable"
 
 	# --- prompt: written whole, checked, then renamed into place -------------------------
-	if ! printf '%s' "$DLG_PROMPT" | base64 -d >"$dir/prompt.tmp" 2>/dev/null; then
-		rm -f -- "$dir/prompt.tmp"
+	# The agent reads delegate's preamble (which names the helpers by this task directory's
+	# absolute path: Claude Code refuses a command that starts with a variable) and then
+	# the prompt exactly as sent, checked against its SHA-256.
+	if ! printf '%s' "$DLG_PROMPT" | base64 -d >"$dir/prompt.body" 2>/dev/null; then
+		rm -f -- "$dir/prompt.body"
 		die 22 "could not write the prompt to $dir (disk full?)"
 	fi
 	local sum
-	sum=$(sha256sum <"$dir/prompt.tmp") && sum=${sum%% *}
+	sum=$(sha256sum <"$dir/prompt.body") && sum=${sum%% *}
 	if [ "$sum" != "$prompt_sha" ]; then
-		rm -f -- "$dir/prompt.tmp"
+		rm -f -- "$dir/prompt.body"
 		die 22 "prompt arrived damaged (sha256 $sum, expected $prompt_sha): disk full or transfer error"
 	fi
+	if [ -n "$preamble" ]; then
+		preamble=${preamble//"{task_dir}"/"$dir"}
+		if ! { printf '%s' "$preamble" && cat -- "$dir/prompt.body"; } >"$dir/prompt.tmp" 2>/dev/null; then
+			rm -f -- "$dir/prompt.tmp" "$dir/prompt.body"
+			die 22 "could not write the prompt to $dir (disk full?)"
+		fi
+		rm -f -- "$dir/prompt.body"
+	else
+		mv -- "$dir/prompt.body" "$dir/prompt.tmp"
+	fi
 	mv -- "$dir/prompt.tmp" "$dir/prompt"
+	if [ "${#agent_env[@]}" -gt 0 ]; then
+		printf '%s\0' "${agent_env[@]}" >"$dir/agent.env" || die 22 "could not write $dir/agent.env (disk full?)"
+	fi
 
 	# Files for the task directory (agent settings, the self-test agent) come as name/content
 	# pairs; `run-body.sh` is the body of run.sh and is kept in memory.
@@ -177,6 +320,7 @@ main() {
 	for i in "${!argv[@]}"; do
 		argv[i]=${argv[i]//"{task_dir}"/"$dir"}
 		argv[i]=${argv[i]//"{prompt_file}"/"$dir/prompt"}
+		argv[i]=${argv[i]//"{workdir}"/"$workdir"}
 	done
 	argv[0]=$agent_path
 
@@ -198,7 +342,18 @@ main() {
 		if [ -n "$cache" ] && [ -f "$cache" ] && read -r agent_version <"$cache" && [ -n "$agent_version" ]; then
 			:
 		else
-			agent_version=$({ timeout 10 "${version_argv[@]}" </dev/null 2>&1 || true; } | head -n1)
+			# In the agent's environment: a node-based CLI needs the node its PATH finds.
+			# 126/127 mean it cannot run at all (a script whose interpreter is missing):
+			# refused now, with its own words, rather than "launched" and dead.
+			local probe_status=0
+			agent_version=$(in_agent_env timeout 10 "${version_argv[@]}" </dev/null 2>&1) || probe_status=$?
+			agent_version=${agent_version%%$'\n'*}
+			agent_version=${agent_version//[[:cntrl:]]/ }
+			if [ "$probe_status" = 126 ] || [ "$probe_status" = 127 ]; then
+				rm -rf -- "$dir"
+				die 21 "agent $agent_path cannot run on this host (exit $probe_status from '${version_argv[*]}': ${agent_version:0:300}): if it is a node script, node must be on the PATH of the ${env_used} environment; install the agent for this user or set agent_path"
+			fi
+			[ "$probe_status" = 0 ] || agent_version=''
 			if [ -n "$cache" ] && [ -n "$agent_version" ] && mkdir -p -- "$root/cache" 2>/dev/null; then
 				if ! { printf '%s\n' "$agent_version" >"$cache.$$" && mv -f -- "$cache.$$" "$cache"; } 2>/dev/null; then
 					rm -f -- "$cache.$$"
@@ -206,6 +361,7 @@ main() {
 			fi
 		fi
 	fi
+	[ -n "$agent_version" ] || agent_version=unknown
 	tmux_version=$(tmux -V)
 
 	# --- the script tmux runs: our variables as bash declarations, then the body ---------
@@ -231,8 +387,10 @@ main() {
 	json_safe j_tmux "$tmux_version"
 	json_safe j_user "${USER:-${LOGNAME:-}}"
 	json_safe j_dir "$dir"
-	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","started_at":"%s"}' \
-		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$started"
+	local j_env_names
+	json_safe j_env_names "$env_names"
+	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","environment":"%s","env_file_vars":"%s","started_at":"%s"}' \
+		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$env_used" "$j_env_names" "$started"
 	printf '%s\n' "$evidence" >"$dir/launch.json" || die 22 "could not write $dir/launch.json (disk full?)"
 
 	# --- tmux: own socket, no user config, generated name, argv form (no default-shell) ---
@@ -240,6 +398,7 @@ main() {
 	# "server exited unexpectedly" (or "lost server"), and nothing was created. Try again,
 	# a few times; any other refusal is final.
 	local pane_pid why attempt started_tmux=0
+	DLG_STAGE=tmux # from here a stop may leave a session behind: the lead reconciles
 	for attempt in 1 2 3 4; do
 		if pane_pid=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
 			-x 200 -y 50 -P -F '#{pane_pid}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then

@@ -37,6 +37,17 @@ main() {
 	exec {ev}<> <(:)
 	trap 'printf "cancel\n" >&"$ev"' USR1
 	trap 'printf "hangup\n" >&"$ev"' HUP TERM INT
+	# The agent's environment, as the launch script captured it (the user's login shell and
+	# env files): NAME=value entries, NUL-separated, read once and removed, since it may hold
+	# credentials. delegate's own variables and the PATH it resolved come after, and win.
+	if [ -f "$TASK_DIR/agent.env" ]; then
+		local -a agent_env
+		local kv
+		mapfile -d '' -t agent_env <"$TASK_DIR/agent.env"
+		rm -f -- "$TASK_DIR/agent.env"
+		# shellcheck disable=SC2163 # kv is NAME=value: export sets NAME
+		for kv in "${agent_env[@]}"; do export "$kv" 2>/dev/null || true; done
+	fi
 	export PATH=$RUN_PATH DELEGATE_TASK_DIR=$TASK_DIR DELEGATE_TASK_KEY=$TASK_KEY DELEGATE_TASK_ID=$TASK_ID
 
 	# Builtins only (a command substitution would fork): sets NOW to the current UTC time.

@@ -104,6 +104,7 @@ pub(super) fn self_test_plan(max_turns: u32) -> AgentPlan {
         max_turns,
         workdir: "/w",
         custom: None,
+        agent_path: None,
     })
     .unwrap()
 }
@@ -142,6 +143,9 @@ pub(super) fn vars<'a>(
         plan,
         prompt,
         prompt_sha256: sum,
+        preamble: "",
+        environment: crate::config::AgentEnvironment::Plain,
+        env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
         grace_secs: 1,
@@ -180,7 +184,16 @@ pub(super) fn pid_alive(pid: i32) -> bool {
 }
 
 fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session: &str) -> Vec<u8> {
-    let p = plan(&AgentRequest { agent, model: None, sandbox, max_turns: 3, workdir: "/w", custom: None }).unwrap();
+    let p = plan(&AgentRequest {
+        agent,
+        model: None,
+        sandbox,
+        max_turns: 3,
+        workdir: "/w",
+        custom: None,
+        agent_path: None,
+    })
+    .unwrap();
     let root = s.root().to_string_lossy().into_owned();
     let work = s.dir.join("work").to_string_lossy().into_owned();
     render(&LaunchVars {
@@ -194,6 +207,9 @@ fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session
         plan: &p,
         prompt,
         prompt_sha256: &sha(prompt),
+        preamble: "",
+        environment: crate::config::AgentEnvironment::Plain,
+        env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
         grace_secs: 1,
@@ -309,6 +325,7 @@ fn preflight_failures_have_their_own_codes() {
         max_turns: 1,
         workdir: "/w",
         custom: None,
+        agent_path: None,
     })
     .unwrap();
     p.argv[0] = "definitely-not-an-agent-xyz".into();
@@ -326,6 +343,9 @@ fn preflight_failures_have_their_own_codes() {
             plan: p,
             prompt: b"x",
             prompt_sha256: &sha(b"x"),
+            preamble: "",
+            environment: crate::config::AgentEnvironment::Plain,
+            env_files: &[],
             timeout_secs: 0,
             turn_limit: 0,
             grace_secs: 1,
@@ -343,6 +363,7 @@ fn preflight_failures_have_their_own_codes() {
         max_turns: 1,
         workdir: "/w",
         custom: None,
+        agent_path: None,
     })
     .unwrap();
     let (c, m) = run(vars(&selftest, "/nonexistent/dir"));
@@ -367,6 +388,9 @@ fn preflight_failures_have_their_own_codes() {
         plan: &selftest,
         prompt: b"x",
         prompt_sha256: &sha(b"y"),
+        preamble: "",
+        environment: crate::config::AgentEnvironment::Plain,
+        env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
         grace_secs: 1,
@@ -388,6 +412,7 @@ fn claude_settings_get_the_task_dir_and_their_hook_commands_work() {
         max_turns: 3,
         workdir: "/w",
         custom: None,
+        agent_path: None,
     })
     .unwrap();
     let mut p = fake_plan("exit 0\n");
@@ -429,6 +454,7 @@ fn a_task_dir_with_a_quote_is_refused_only_where_a_file_must_carry_it() {
         max_turns: 3,
         workdir: "/w",
         custom: None,
+        agent_path: None,
     })
     .unwrap();
     let mut p = fake_plan("exit 0\n");

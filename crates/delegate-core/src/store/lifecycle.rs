@@ -27,6 +27,8 @@ pub struct InFlight {
     pub facts: String,
     pub stderr_head: String,
     pub updated_at: String,
+    /// The task's reason as recorded (for `launch_unknown`: what the launch saw).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +91,7 @@ impl Store {
     pub fn in_flight(&self) -> Result<Vec<InFlight>> {
         let mut st = self.conn.prepare(
             "SELECT t.id, r.run_no, t.host, t.agent, t.status, t.version, r.session, r.nonce, r.facts,
-                    coalesce(r.stderr_head, ''), t.updated_at
+                    coalesce(r.stderr_head, ''), t.updated_at, coalesce(t.reason, '')
              FROM tasks t JOIN runs r ON r.task_id = t.id
              WHERE t.status IN ('launching', 'launched', 'running', 'needs_input', 'launch_unknown')
                AND r.run_no = (SELECT max(run_no) FROM runs WHERE task_id = t.id)
@@ -109,6 +111,7 @@ impl Store {
                 facts: r.get(8)?,
                 stderr_head: r.get(9)?,
                 updated_at: r.get(10)?,
+                reason: r.get(11)?,
             })
         })?;
         let mut runs: Vec<InFlight> = rows.collect::<std::result::Result<_, _>>()?;
