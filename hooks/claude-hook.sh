@@ -120,12 +120,12 @@ deliver() {
 	. "$dir/inbox" --source || return 0
 	# A first look without the lock: when nothing is new, no process is started.
 	inbox_load "$dir"
-	inbox_context 9000
+	inbox_context 9000 "$dir"
 	[ -n "$ctx" ] || return 0
 	# Again under the lock: a concurrent `inbox` call may have taken them meanwhile.
 	inbox_lock "$dir" 5 || return 0
 	inbox_load "$dir"
-	inbox_context 9000
+	inbox_context 9000 "$dir"
 	[ -n "$ctx" ] || return 0
 	if [ "$2" = Stop ]; then
 		printf '{"decision":"block","reason":"%s"}\n' "$ctx" >&3 || return 0

@@ -72,6 +72,10 @@ pub const LAUNCH_SCRIPT_ERROR: u8 = remote::LAUNCH_SCRIPT_ERROR as u8;
 /// The agent's environment could not be set up on the brother (login shell, env file).
 pub const ENVIRONMENT: u8 = remote::ENVIRONMENT as u8;
 
+/// Stdout was closed by its reader (`delegate status | head -1`): delegate stops quietly
+/// with the status of a program killed by SIGPIPE (128 + 13). See main.rs.
+pub const CLOSED_STDOUT: u8 = 141;
+
 /// Picks the code for an error by walking its cause chain for a known library error.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::Result;
+use delegate_core::outcome::{clip, printable};
+use delegate_core::thread::RunResult;
 use serde_json::Value;
 
 use super::open;
@@ -81,11 +83,22 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         if let Some(s) = &run.launch_stderr {
             println!("  stderr    {}", s.trim_end().replace('\n', "\n            "));
         }
+        if let Some(result) = view.results.iter().find(|r| r.run == run.run_no) {
+            for line in result_lines(task.id, result) {
+                println!("{line}");
+            }
+        }
     }
     if let Some(code) = task.exit_code {
         let turns = task.turns.map(|n| format!(", {n} turn{}", if n == 1 { "" } else { "s" })).unwrap_or_default();
         let cost = task.cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
         println!("ended     exit {code}{turns}{cost}");
+    }
+    if let Some(text) = &view.final_text {
+        println!("answer");
+        for line in printable(text).lines() {
+            println!("  {line}");
+        }
     }
     println!("thread");
     for item in &view.thread {
@@ -95,6 +108,28 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     Ok(())
 }
 
+/// A run's denied tool calls and warnings, one printed line each. Tool names and inputs
+/// come from the brother: made printable, and each cut to one bounded line.
+fn result_lines(task: i64, r: &RunResult) -> Vec<String> {
+    let one_line = |s: &str| clip(&printable(s).replace(['\n', '\t'], " "), 300);
+    let mut lines = Vec::new();
+    if r.permission_denials > 0 {
+        let calls = if r.permission_denials == 1 { "tool call" } else { "tool calls" };
+        lines.push(format!("  denied    {} {calls}", r.permission_denials));
+        for d in &r.denials {
+            lines.push(format!("            {}: {}", one_line(&d.tool), one_line(&d.input)));
+        }
+        let unlisted = r.permission_denials as usize - r.denials.len().min(r.permission_denials as usize);
+        if unlisted > 0 {
+            lines.push(format!("            … and {unlisted} more (`delegate logs {task} --raw` has them all)"));
+        }
+    }
+    for w in &r.warnings {
+        lines.push(format!("  warning   {}", one_line(w)));
+    }
+    lines
+}
+
 /// Quotes a word for display when it would otherwise be ambiguous. Display only: nothing
 /// built here is ever run.
 pub fn display_word(w: &str) -> String {
@@ -102,5 +137,41 @@ pub fn display_word(w: &str) -> String {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use delegate_core::outcome::Denial;
+    use delegate_core::thread::RunResult;
+
+    #[test]
+    fn show_lists_denials_and_warnings_on_clean_bounded_lines() {
+        let denial = |tool: &str, input: &str| Denial { tool: tool.into(), input: input.into() };
+        let r = RunResult {
+            run: 1,
+            final_text: Some("done".into()),
+            permission_denials: 3,
+            denials: vec![
+                denial("Bash", "\"$DELEGATE_TASK_DIR/report\" receipt \"x\""),
+                denial("We\u{1b}[2Jb", &"y".repeat(1000)),
+            ],
+            sandbox_failed: 1,
+            warnings: vec![
+                "1 tool call failed because the sandbox could not start on the brother: bwrap: \u{7}no".into(),
+            ],
+        };
+        let lines = super::result_lines(7, &r);
+        assert_eq!(lines[0], "  denied    3 tool calls");
+        assert_eq!(lines[1], "            Bash: \"$DELEGATE_TASK_DIR/report\" receipt \"x\"");
+        assert!(lines[2].starts_with("            Web: yyy") && lines[2].chars().count() < 330, "{}", lines[2]);
+        assert_eq!(lines[3], "            … and 1 more (`delegate logs 7 --raw` has them all)");
+        assert_eq!(
+            lines[4],
+            "  warning   1 tool call failed because the sandbox could not start on the brother: bwrap: no"
+        );
+        assert_eq!(lines.len(), 5);
+        let quiet = RunResult { permission_denials: 0, denials: vec![], sandbox_failed: 0, warnings: vec![], ..r };
+        assert!(super::result_lines(7, &quiet).is_empty());
     }
 }

@@ -151,9 +151,9 @@ pub(super) fn summary(t: &Task) -> Value {
 /// A task's summary plus the agent's final text (the last result, else its last message).
 pub(super) fn outcome(t: &Task) -> Value {
     let mut v = summary(t);
-    let facts = t.runs.last().map(|r| &r.facts);
-    let text = facts.and_then(|f| f["result"]["result"].as_str().or(f["last_message"].as_str()));
-    v["final_text"] = json!(text);
+    let facts: Option<delegate_core::outcome::StreamFacts> =
+        t.runs.last().and_then(|r| serde_json::from_value(r.facts.clone()).ok());
+    v["final_text"] = json!(facts.as_ref().and_then(|f| f.final_text()));
     v
 }
 
@@ -180,14 +180,14 @@ pub(super) fn message_json(m: &Message, limit: usize, whole: &str) -> Value {
     })
 }
 
-/// `get_task`'s text: the task view as JSON (with the final text and any sync warnings),
-/// thinned by [`thin`] to fit [`MAX_RESULT_CHARS`].
+/// `get_task`'s text: the task view as JSON (it carries the final text and each run's
+/// denied tool calls and warnings in `results`) with any sync warnings, thinned by [`thin`]
+/// to fit [`MAX_RESULT_CHARS`].
 pub(super) fn task_view_text(view: &TaskView, warnings: &BTreeMap<String, String>) -> String {
     let id = view.task.id;
     let Ok(mut v) = serde_json::to_value(view) else {
         return format!("task {id}: the view could not be serialized; see `delegate show {id} --json`");
     };
-    v["final_text"] = outcome(&view.task)["final_text"].clone();
     if !warnings.is_empty() {
         v["sync_warnings"] = json!(warnings);
     }
@@ -275,6 +275,9 @@ mod tests {
             "messages": thread.clone(),
             "events": thread.clone(),
             "thread": thread,
+            "final_text": "the answer",
+            "results": [{"run": 1, "final_text": "the answer", "permission_denials": 1,
+                         "denials": [{"tool": "Bash", "input": "rm -rf /"}], "sandbox_failed": 0, "warnings": []}],
         })
     }
 
@@ -297,6 +300,9 @@ mod tests {
         assert_eq!(thread.last().unwrap()["at"], "t00399", "the newest item stays");
         assert!(v["events"].is_null() && v["history"].is_null() && v["messages"].is_null());
         assert!(v["runs"][0]["evidence"].is_null());
+        // The answer and the denied calls are what the lead came for: never thinned away.
+        assert_eq!(v["final_text"], "the answer");
+        assert_eq!(v["results"][0]["denials"][0]["tool"], "Bash");
         assert!(v["truncated"].as_str().unwrap().contains("delegate show 4 --json"), "{v}");
         // Not thinner than it needs to be.
         assert!(text.chars().count() > MAX_RESULT_CHARS - 2000, "{}", text.chars().count());

@@ -30,7 +30,7 @@ type Client = RunningService<RoleClient, ClientConfig>;
 
 /// Spawns `delegate mcp` in the env's hermetic environment and does the MCP handshake as a
 /// client named "e2e-lead".
-async fn connect(env: &Env) -> Client {
+pub(crate) async fn connect(env: &Env) -> Client {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_delegate"));
     cmd.arg("mcp").env_clear().envs(env.envs()).current_dir(&env.home);
     let transport = TokioChildProcess::new(cmd).expect("spawn delegate mcp");
@@ -59,7 +59,7 @@ fn text(r: &CallToolResult) -> String {
 }
 
 /// A successful call's JSON.
-async fn ok(client: &Client, tool: &str, args: Value) -> Value {
+pub(crate) async fn ok(client: &Client, tool: &str, args: Value) -> Value {
     let r = call(client, tool, args.clone()).await;
     assert_ne!(r.is_error, Some(true), "{tool} {args} failed: {}", text(&r));
     serde_json::from_str(&text(&r)).unwrap_or_else(|e| panic!("{tool}: result is not JSON ({e}): {}", text(&r)))

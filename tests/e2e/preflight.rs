@@ -111,9 +111,14 @@ fn an_unwritable_remote_root_is_exit_25() {
 fn claude_write_without_bwrap_is_refused_with_exit_26_not_downgraded() {
     let host = FakeHost::builder().path_without(&["bwrap"]).start();
     let env = Env::with_brother(&host, "claude", "write");
+    // The brother's login shell would reset PATH to the system's, where this machine's bwrap
+    // is: the plain environment is the one that lacks it.
+    env.config_append("environment = \"plain\"\n");
     let run = env.run(&["oppy", "edit but unsandboxed?", "--json"]).fails_with(26);
     let err = run.stderr();
-    assert!(err.contains("'bwrap'") && err.contains("refuses rather than run with less isolation"), "{run}");
+    assert!(err.contains("needs bwrap") && err.contains("refuses rather than run with less isolation"), "{run}");
+    // The packages to install are named, not only the programs.
+    assert!(err.contains("bubblewrap and socat packages"), "{run}");
     let show = assert_recorded_failed(&env, &run, &["bwrap", "refuses"]);
     assert_eq!(show["sandbox"], "write");
     assert!(host.agent_records().is_empty(), "the agent ran without its sandbox: {:?}", host.agent_records());

@@ -14,9 +14,12 @@ pub const SELF_TEST_AGENT: &str = include_str!("runner/self-test-agent.sh");
 /// `hook`; the per-task Claude settings run it for each event.
 pub const CLAUDE_HOOK: &str = include_str!("../../../hooks/claude-hook.sh");
 
-/// The line Codex prints on stdout when a turn starts: the runner counts these to enforce
-/// the turn limit Codex lacks.
-pub const CODEX_TURN_MARKER: &str = r#""type":"turn.started""#;
+/// What marks one agentic step in Codex's `--json` stream, as an extended regular
+/// expression the runner counts lines with, to enforce the turn limit Codex lacks. A
+/// `codex exec` turn is the whole task (one `turn.started`, however many tool calls it
+/// makes), so a step is a tool call starting (shell, MCP, web search) or a file change
+/// completing; Claude Code's `--max-turns` likewise counts model round trips, not prompts.
+pub const CODEX_TURN_MARKER: &str = r#""type":"item\.started".*"type":"(command_execution|mcp_tool_call|web_search)"|"type":"item\.completed".*"type":"file_change""#;
 
 /// Which tools Claude Code needs for its `write` sandbox (Bash runs inside bubblewrap).
 const CLAUDE_WRITE_TOOLS: [&str; 2] = ["bwrap", "socat"];
@@ -431,7 +434,9 @@ mod tests {
             assert_eq!(p.argv.last().unwrap(), "-");
             assert!(!p.argv.iter().any(|a| a == "--max-turns"));
             assert_eq!(p.turn_limit, "delegate");
-            assert_eq!(p.turn_marker.as_deref(), Some(r#""type":"turn.started""#));
+            // Steps, not Codex turns (one per task): tool calls starting, file changes.
+            assert_eq!(p.turn_marker.as_deref(), Some(CODEX_TURN_MARKER));
+            assert!(CODEX_TURN_MARKER.contains("command_execution") && !CODEX_TURN_MARKER.contains("turn.started"));
         }
     }
 

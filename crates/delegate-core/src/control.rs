@@ -95,7 +95,8 @@ impl Delegate {
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         // The script waits up to 30 s for the runner to record the ending.
-        let (out, _) = self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
+        let (out, _) =
+            self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
         let said = String::from_utf8_lossy(&out.stdout);
         let state = said.lines().find_map(|l| l.strip_prefix("DELEGATE-CANCEL ")).unwrap_or("").trim().to_string();
         if out.exit != Exit::Code(0) || state.is_empty() {
@@ -141,7 +142,8 @@ impl Delegate {
             max_bytes_per_file: 8 * 1024 * 1024,
         };
         let script = render_sync(&req)?;
-        let (out, _) = self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
+        let (out, _) =
+            self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
         let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
         let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
             host: task.host.clone(),

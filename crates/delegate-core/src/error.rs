@@ -147,11 +147,7 @@ fn store_message(e: &rusqlite::Error) -> String {
     const SQLITE_IOERR_SHMSIZE: std::ffi::c_int = 4874;
     let full = matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.code == rusqlite::ErrorCode::DiskFull || f.extended_code == SQLITE_IOERR_SHMSIZE);
-    if full {
-        format!("the disk holding the mailbox is full ({e}): free some space and retry")
-    } else {
-        e.to_string()
-    }
+    if full { format!("the disk holding the mailbox is full ({e}): free some space and retry") } else { e.to_string() }
 }
 
 fn list_or_none(items: &[String]) -> String {

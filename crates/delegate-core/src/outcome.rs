@@ -30,6 +30,11 @@ const MAX_WORD_CHARS: usize = 200;
 const MAX_LIST: usize = 512;
 /// Larger `usage` objects are dropped rather than stored in the mailbox on every sync.
 const MAX_USAGE_BYTES: usize = 16 * 1024;
+/// At most this many permission denials are kept with their tool and input (the count is
+/// always exact); each input summary is cut to [`MAX_DENIAL_CHARS`]. The full input may be
+/// a whole file the agent tried to write: the mailbox and the lead only need to recognise it.
+const MAX_DENIALS: usize = 20;
+const MAX_DENIAL_CHARS: usize = 200;
 
 /// What kind of stream an agent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +101,14 @@ pub struct StreamFacts {
     pub usage: Option<Value>,
     /// A one-line summary of the latest event, such as `tool: Bash` or `turn 3 started`.
     pub last_activity: Option<String>,
+    /// Claude: Bash tool calls made (sub-agents included).
+    pub bash_calls: u32,
+    /// Claude: tool results that failed because the OS sandbox (bubblewrap) could not start,
+    /// such as `bwrap: setting up uid map: Permission denied` where user namespaces are off.
+    /// Claude starts anyway in that case, even with `failIfUnavailable` (agent-clis.md §7.2).
+    pub sandbox_failed: u32,
+    /// The first such `bwrap:` message, bounded.
+    pub sandbox_error: Option<String>,
     /// A custom agent's own verdict, from a `{"delegate_result":…}` line (the last one).
     pub custom_result: Option<CustomResult>,
     /// Parser state: the rest of an over-long line is still to be skipped.
@@ -120,9 +133,27 @@ pub struct ResultFacts {
     /// tried something outside its level.
     #[serde(default)]
     pub permission_denials: u32,
+    /// The first [`MAX_DENIALS`] of them: which tool, and a bounded summary of its input.
+    #[serde(default)]
+    pub denials: Vec<Denial>,
     /// `errors[]`: the only explanation some results carry (an unknown `--resume` id).
     #[serde(default)]
     pub errors: Vec<String>,
+}
+
+/// One denied tool call from a Claude `result.permission_denials[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Denial {
+    pub tool: String,
+    /// What it was called with, in one line of at most [`MAX_DENIAL_CHARS`] characters.
+    pub input: String,
+}
+
+impl Default for Denial {
+    fn default() -> Denial {
+        Denial { tool: "?".into(), input: String::new() }
+    }
 }
 
 /// A custom agent's final `{"delegate_result":"completed"|"failed","reason":…}` line.
@@ -134,6 +165,18 @@ pub struct CustomResult {
 }
 
 impl StreamFacts {
+    /// The agent's final answer: Claude's `result.result`, else the last assistant text
+    /// (Codex's last `agent_message`).
+    pub fn final_text(&self) -> Option<&str> {
+        self.result.as_ref().and_then(|r| r.result.as_deref()).or(self.last_message.as_deref())
+    }
+
+    /// Every Bash call failed because the sandbox could not start: the agent could not run
+    /// a single command, whatever its final answer says.
+    pub fn sandbox_broken(&self) -> bool {
+        self.bash_calls > 0 && self.sandbox_failed >= self.bash_calls
+    }
+
     /// Feed raw bytes, in any chunking. Only complete lines (ending in `\n`) are consumed; the
     /// return value is how many bytes were, so the caller advances its stored offset by exactly
     /// that and sends the incomplete tail again next time. A line longer than
@@ -232,9 +275,25 @@ impl StreamFacts {
                         }
                         ClaudeBlock::ToolUse { name } => {
                             let name = name.unwrap_or_else(|| "?".into());
+                            if name == "Bash" {
+                                self.bash_calls = self.bash_calls.saturating_add(1);
+                            }
                             self.last_activity = Some(summary(&format!("{prefix}tool: {name}")));
                         }
                         _ => {}
+                    }
+                }
+            }
+            ClaudeLine::User { message } => {
+                let blocks = message.and_then(|m| m.content).unwrap_or_default();
+                for block in blocks {
+                    let ClaudeUserBlock::ToolResult { content } = block else { continue };
+                    if let Some(line) = content.as_ref().and_then(|c| sandbox_failure(&tool_result_text(c))) {
+                        self.sandbox_failed = self.sandbox_failed.saturating_add(1);
+                        if self.sandbox_error.is_none() {
+                            self.sandbox_error = Some(clip(&line, MAX_REASON_CHARS));
+                        }
+                        self.last_activity = Some(summary(&format!("sandbox failed: {line}")));
                     }
                 }
             }
@@ -247,7 +306,11 @@ impl StreamFacts {
                     terminal_reason: r.terminal_reason.map(|s| clip(&s, MAX_WORD_CHARS)),
                     total_cost_usd: r.total_cost_usd.filter(|c| c.is_finite()),
                     session_id: r.session_id.map(|s| clip(&s, MAX_WORD_CHARS)),
-                    permission_denials: r.permission_denials.map_or(0, |d| u32::try_from(d.len()).unwrap_or(u32::MAX)),
+                    permission_denials: r
+                        .permission_denials
+                        .as_ref()
+                        .map_or(0, |d| u32::try_from(d.len()).unwrap_or(u32::MAX)),
+                    denials: r.permission_denials.unwrap_or_default().iter().take(MAX_DENIALS).map(denial).collect(),
                     errors: r
                         .errors
                         .unwrap_or_default()
@@ -374,6 +437,44 @@ impl StreamFacts {
     }
 }
 
+/// A denied call as kept: the tool name and a one-line summary of its input.
+fn denial(v: &Value) -> Denial {
+    let tool = v.get("tool_name").or_else(|| v.get("tool")).and_then(Value::as_str).unwrap_or("?");
+    let input = v.get("tool_input").or_else(|| v.get("input")).map(input_summary).unwrap_or_default();
+    Denial { tool: clip(tool, MAX_WORD_CHARS), input }
+}
+
+/// A tool call's input in one line of at most [`MAX_DENIAL_CHARS`]: the field that says
+/// what it does (a command, a path, a URL, a pattern) when there is one, else compact JSON.
+pub fn input_summary(input: &Value) -> String {
+    const TELLING: [&str; 7] = ["command", "file_path", "path", "url", "pattern", "query", "prompt"];
+    let text = match TELLING.iter().find_map(|k| input.get(*k).and_then(Value::as_str)) {
+        Some(s) => s.to_owned(),
+        None if input.is_null() => String::new(),
+        None => input.to_string(),
+    };
+    let flat: String = printable(&text).chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
+    clip(flat.trim(), MAX_DENIAL_CHARS)
+}
+
+/// The text of a tool result: a string, or the text blocks of an array.
+pub fn tool_result_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => {
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+/// The `bwrap: …` line of a tool result that failed because bubblewrap could not start.
+/// Only the head is looked at (Claude puts `Exit code N` first, then the command's stderr),
+/// so a command that merely prints such a line later in its output does not count.
+fn sandbox_failure(text: &str) -> Option<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).take(3).find(|l| l.starts_with("bwrap:")).map(summary)
+}
+
 /// Overwrite a kept word only when the new line carries one: a later line without the field
 /// says nothing about it.
 fn set_word(slot: &mut Option<String>, value: Option<String>) {
@@ -427,7 +528,29 @@ enum ClaudeLine {
         #[serde(default, deserialize_with = "lenient")]
         parent_tool_use_id: Option<String>,
     },
+    User {
+        #[serde(default, deserialize_with = "lenient")]
+        message: Option<ClaudeUserMessage>,
+    },
     Result(ClaudeResult),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct ClaudeUserMessage {
+    /// A string for a plain user message (a replayed prompt): read as absent.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    content: Option<Vec<ClaudeUserBlock>>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClaudeUserBlock {
+    ToolResult {
+        #[serde(default, deserialize_with = "any_value")]
+        content: Option<Value>,
+    },
     #[serde(other)]
     Other,
 }
@@ -670,6 +793,12 @@ pub enum FailKind {
     AgentError,
     /// The agent started and died without reporting a result.
     Crashed,
+    /// The agent ran, but the OS sandbox it was given could not start on the brother, so
+    /// every command it tried failed (bubblewrap without user namespaces, agent-clis.md
+    /// §7.2). Its own verdict may still say success; the work was not done. A kind of its
+    /// own rather than `launch_rejected`, because the launch went through and the fix is
+    /// on the brother (enable user namespaces, or use another sandbox level).
+    Sandbox,
 }
 
 /// Who stopped the run at its turn limit.
@@ -801,6 +930,10 @@ fn classify_claude(facts: &StreamFacts, exit: &ExitRecord, stderr: &str) -> Outc
     //    means something went wrong after the answer (teardown, hooks, a kill): report it
     //    rather than hide it, since the exit code is evidence too.
     if subtype == "success" {
+        if facts.sandbox_broken() {
+            let first = facts.sandbox_error.as_deref().unwrap_or("bwrap failed");
+            return failed(FailKind::Sandbox, &format!("the sandbox could not start on the brother: {first}"));
+        }
         if exit.code == 0 {
             return Outcome::Completed { final_text: r.result.clone() };
         }
@@ -900,8 +1033,45 @@ fn mentions_unauthorized(message: &str) -> bool {
         || message.split(|c: char| !c.is_ascii_digit()).any(|run| run == "401")
 }
 
+/// Text from a brother made safe to print on a terminal: ANSI escape sequences (CSI, OSC
+/// and the rest), other control characters and bidirectional overrides are removed;
+/// newlines and tabs stay. Everything a brother writes is untrusted.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \\).
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                // Any other escape is two characters long.
+                _ => {}
+            },
+            '\n' | '\t' => out.push(c),
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// At most `max` characters; a cut text ends in "…" (counted in `max`).
-fn clip(text: &str, max: usize) -> String {
+pub fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some(_) => {
@@ -914,7 +1084,7 @@ fn clip(text: &str, max: usize) -> String {
 
 /// One line of at most [`MAX_SUMMARY_CHARS`], control characters (newlines) as spaces.
 fn summary(text: &str) -> String {
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = printable(text).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     clip(flat.trim(), MAX_SUMMARY_CHARS)
 }
 
@@ -965,6 +1135,9 @@ mod tests {
             fixture!("synthetic-codex-turn-failed", Codex),
             fixture!("synthetic-codex-unauthorized", Codex),
             fixture!("synthetic-custom-failed", StreamKind::None),
+            fixture!("synthetic-claude-sandbox-broken", Claude),
+            fixture!("synthetic-claude-denied", Claude),
+            fixture!("synthetic-codex-items", Codex),
         ]
     }
 
@@ -1365,6 +1538,109 @@ mod tests {
         assert!(facts.saw_json && !facts.init && facts.result.is_none() && facts.turns == 0);
     }
 
+    // ---- denials, final text, sandbox ----
+
+    #[test]
+    fn denials_are_kept_with_tool_and_bounded_input() {
+        let facts = facts_of(&get("synthetic-claude-denied"));
+        let r = facts.result.as_ref().unwrap();
+        assert_eq!(r.permission_denials, 1);
+        assert_eq!(
+            r.denials,
+            [Denial {
+                tool: "Bash".into(),
+                input: r#""$DELEGATE_TASK_DIR/report" receipt "run the tests and fix the failure""#.into()
+            }]
+        );
+        assert_eq!(
+            facts.final_text(),
+            Some("All 12 tests pass. I could not send the receipt: the report helper was refused.")
+        );
+        // Hook and other system lines before init do not disturb the facts.
+        assert!(facts.init && facts.permission_mode.as_deref() == Some("acceptEdits"));
+        assert_eq!((facts.bash_calls, facts.sandbox_failed), (2, 0));
+
+        // Many denials with huge inputs: all counted, at most MAX_DENIALS kept, each bounded.
+        let one = serde_json::json!({"tool_name": "Write", "tool_input": {"file_path": format!("/x/{}\u{1b}[2J", "a".repeat(5000)), "content": "b".repeat(10_000)}});
+        let line = serde_json::json!({"type": "result", "subtype": "success", "is_error": false, "permission_denials": vec![one; 50]});
+        let mut facts = StreamFacts::default();
+        facts.feed(StreamKind::Claude, format!("{line}\n").as_bytes());
+        let r = facts.result.unwrap();
+        assert_eq!((r.permission_denials, r.denials.len()), (50, MAX_DENIALS));
+        for d in &r.denials {
+            assert_eq!(d.tool, "Write");
+            assert_eq!(d.input.chars().count(), MAX_DENIAL_CHARS);
+            assert!(d.input.starts_with("/x/aaa") && !d.input.contains('\u{1b}'), "{}", d.input);
+        }
+        // Odd shapes read as "?" and compact JSON, never a panic.
+        assert_eq!(
+            denial(&serde_json::json!({"tool_input": ["rm", "-rf"]})),
+            Denial { tool: "?".into(), input: r#"["rm","-rf"]"#.into() }
+        );
+        assert_eq!(denial(&serde_json::json!(7)), Denial { tool: "?".into(), input: String::new() });
+    }
+
+    #[test]
+    fn codex_final_text_is_the_last_agent_message() {
+        let facts = facts_of(&get("synthetic-codex-items"));
+        assert_eq!(
+            facts.final_text(),
+            Some("Fixed the off-by-one in src/lib.rs and added tests/edge.rs; all 13 tests pass.")
+        );
+        // The item-level error notice is not a top-level error.
+        assert_eq!(facts.last_error, None);
+    }
+
+    #[test]
+    fn a_sandbox_that_never_started_fails_the_run_even_when_the_agent_says_success() {
+        let f = get("synthetic-claude-sandbox-broken");
+        let facts = facts_of(&f);
+        assert_eq!((facts.bash_calls, facts.sandbox_failed), (2, 2));
+        assert_eq!(facts.sandbox_error.as_deref(), Some("bwrap: setting up uid map: Permission denied"));
+        assert_eq!(
+            run(&f, 0),
+            failed(
+                FailKind::Sandbox,
+                "the sandbox could not start on the brother: bwrap: setting up uid map: Permission denied"
+            )
+        );
+        assert_eq!(serde_json::to_value(run(&f, 0)).unwrap()["kind"], "sandbox");
+
+        // One Bash call failed on the sandbox, another ran: completed, with the count kept
+        // so show and get_task can warn.
+        let mut stream = f.stream.to_vec();
+        let extra = br#"{"type":"assistant","message":{"id":"msg_x","content":[{"type":"tool_use","id":"t3","name":"Bash","input":{"command":"true"}}]}}
+{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t3","content":"","is_error":false}]}}
+"#;
+        let at = stream.windows(17).position(|w| w == br#"{"type":"result","#).unwrap();
+        stream.splice(at..at, extra.iter().copied());
+        let mut facts = StreamFacts::default();
+        facts.feed(StreamKind::Claude, &stream);
+        assert_eq!((facts.bash_calls, facts.sandbox_failed, facts.sandbox_broken()), (3, 2, false));
+        assert_eq!(classify(StreamKind::Claude, &facts, &exit(0), "").status(), "completed");
+
+        // Only the head of a result counts: output that mentions bwrap later does not.
+        let later = "build ok\nstep 2\nstep 3\nbwrap: setting up uid map: Permission denied";
+        assert_eq!(sandbox_failure(later), None);
+        assert_eq!(
+            sandbox_failure("\n  bwrap: No permissions to creating new namespace\n").as_deref(),
+            Some("bwrap: No permissions to creating new namespace")
+        );
+        assert_eq!(
+            tool_result_text(&serde_json::json!([{"type":"text","text":"a"},{"type":"image"},{"text":"b"}])),
+            "a\nb"
+        );
+    }
+
+    #[test]
+    fn printable_drops_escapes_and_controls() {
+        assert_eq!(printable("a\u{1b}[31mred\u{1b}[0m b"), "ared b");
+        assert_eq!(printable("x\u{1b}]0;title\u{7}y\u{1b}]8;;http://e\u{1b}\\z"), "xyz");
+        assert_eq!(printable("tab\tnl\ncr\r\u{0}\u{9b}2J\u{202e}rev"), "tab\tnl\ncr2Jrev");
+        assert_eq!(printable("\u{1b}"), "");
+        assert_eq!(printable("é€😀"), "é€😀");
+    }
+
     // ---- precedence, exit records, serialization ----
 
     #[test]
@@ -1407,6 +1683,9 @@ mod tests {
             ("synthetic-codex-turn-failed", "failed", Some(AgentError)),
             ("synthetic-codex-unauthorized", "failed", Some(Auth)),
             ("synthetic-custom-failed", "failed", Some(AgentError)),
+            ("synthetic-claude-sandbox-broken", "failed", Some(Sandbox)),
+            ("synthetic-claude-denied", "completed", None),
+            ("synthetic-codex-items", "completed", None),
         ];
         let all = fixtures();
         assert_eq!(all.len(), expected.len());

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::delegate::Delegate;
 use crate::error::Result;
+use crate::outcome::{Denial, StreamFacts};
 use crate::store::{Event, Message, Transition};
 use crate::task::Task;
 
@@ -22,6 +23,52 @@ pub struct TaskView {
     pub events: Vec<Event>,
     /// The prompts and all of the above, merged in time order.
     pub thread: Vec<ThreadItem>,
+    /// The agent's final answer in the latest run that has one.
+    pub final_text: Option<String>,
+    /// What each run's stream said at the end: answer, denied tool calls, warnings.
+    pub results: Vec<RunResult>,
+}
+
+/// The end of one run as its stream told it, for people and lead agents: the facts are
+/// in `runs[].facts` too, but in the shape sync keeps them in.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub run: i64,
+    /// Claude's `result.result`, else the last assistant text (Codex's last
+    /// `agent_message`); bounded.
+    pub final_text: Option<String>,
+    /// How many tool calls the agent's permission rules denied (Claude).
+    pub permission_denials: u32,
+    /// The first of them: tool and a bounded summary of the input.
+    pub denials: Vec<Denial>,
+    /// Tool results that failed because the OS sandbox could not start on the brother.
+    pub sandbox_failed: u32,
+    /// Things a reader must not miss, in words.
+    pub warnings: Vec<String>,
+}
+
+impl RunResult {
+    pub fn from_facts(run: i64, facts: &StreamFacts) -> RunResult {
+        let (permission_denials, denials) =
+            facts.result.as_ref().map(|r| (r.permission_denials, r.denials.clone())).unwrap_or_default();
+        let mut warnings = Vec::new();
+        if facts.sandbox_failed > 0 {
+            let calls = if facts.sandbox_failed == 1 { "tool call" } else { "tool calls" };
+            let first = facts.sandbox_error.as_deref().unwrap_or("bwrap failed");
+            warnings.push(format!(
+                "{} {calls} failed because the sandbox could not start on the brother ({} of {} Bash calls): {first}",
+                facts.sandbox_failed, facts.sandbox_failed, facts.bash_calls
+            ));
+        }
+        RunResult {
+            run,
+            final_text: facts.final_text().map(str::to_owned),
+            permission_denials,
+            denials,
+            sandbox_failed: facts.sandbox_failed,
+            warnings,
+        }
+    }
 }
 
 /// One line of a task's thread.
@@ -51,7 +98,17 @@ impl Delegate {
         let messages = self.store().messages(id)?;
         let events = self.store().events(id)?;
         let thread = thread(self, &task, &history, &messages, &events)?;
-        Ok(TaskView { task, history, messages, events, thread })
+        let results: Vec<RunResult> = task
+            .runs
+            .iter()
+            .map(|r| {
+                // Facts stored by another build, or none yet, read as defaults.
+                let facts: StreamFacts = serde_json::from_value(r.facts.clone()).unwrap_or_default();
+                RunResult::from_facts(r.run_no, &facts)
+            })
+            .collect();
+        let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
+        Ok(TaskView { task, history, messages, events, thread, final_text, results })
     }
 }
 
@@ -124,6 +181,38 @@ fn sort_key(at: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::outcome::{StreamFacts, StreamKind};
+
+    #[test]
+    fn run_results_carry_the_answer_the_denials_and_sandbox_warnings() {
+        let mut facts = StreamFacts::default();
+        facts.feed(StreamKind::Claude, include_bytes!("../tests/fixtures/streams/synthetic-claude-denied.jsonl"));
+        let r = super::RunResult::from_facts(1, &facts);
+        assert_eq!(
+            r.final_text.as_deref(),
+            Some("All 12 tests pass. I could not send the receipt: the report helper was refused.")
+        );
+        assert_eq!((r.permission_denials, r.denials.len(), r.denials[0].tool.as_str()), (1, 1, "Bash"));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+        let mut facts = StreamFacts::default();
+        facts.feed(
+            StreamKind::Claude,
+            include_bytes!("../tests/fixtures/streams/synthetic-claude-sandbox-broken.jsonl"),
+        );
+        let r = super::RunResult::from_facts(2, &facts);
+        assert_eq!(r.sandbox_failed, 2);
+        assert_eq!(
+            r.warnings,
+            [
+                "2 tool calls failed because the sandbox could not start on the brother (2 of 2 Bash calls): bwrap: setting up uid map: Permission denied"
+            ]
+        );
+        // No facts yet: nothing to say, nothing invented.
+        let r = super::RunResult::from_facts(3, &StreamFacts::default());
+        assert_eq!((r.final_text, r.permission_denials, r.warnings.len()), (None, 0, 0));
+    }
+
     #[test]
     fn times_of_different_precision_sort_by_instant() {
         let mut at = vec!["2026-11-21T10:00:41.232713Z", "2026-11-21T10:00:41.232Z", "2026-11-21T10:00:41Z"];

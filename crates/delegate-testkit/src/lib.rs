@@ -85,6 +85,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+pub mod brothers;
+pub mod model;
 pub mod proxy;
 pub use proxy::{Fault, FaultProxy};
 
@@ -412,6 +414,7 @@ pub struct FakeHostBuilder {
     login_umask: Option<u32>,
     extra_config: String,
     host_certificate: Option<HostCertificate>,
+    own_home: bool,
 }
 
 /// How [`FakeHostBuilder::host_certificate`] signs the host key.
@@ -432,6 +435,7 @@ impl Default for FakeHostBuilder {
             login_umask: None,
             extra_config: String::new(),
             host_certificate: None,
+            own_home: false,
         }
     }
 }
@@ -487,6 +491,16 @@ impl FakeHostBuilder {
     /// Extra `sshd_config` lines, appended after the kit's own (e.g. `"RekeyLimit 256K"`,
     /// F16). May be called several times; the lines accumulate. sshd takes the first value
     /// of most keywords, so this cannot override a line the kit writes itself.
+    /// Give SSH sessions a home of their own, `<dir>/home` (owned by the remote user), through
+    /// `SetEnv HOME=...`: bash, the agents and their start-up files (`~/.profile`,
+    /// `~/.bashrc`, `~/.codex`) then see it, so each host can be set up the way a person set
+    /// up theirs without touching the shared account's real home. sshd still starts the
+    /// session in the passwd home; delegate never relies on the starting directory.
+    pub fn own_home(mut self) -> Self {
+        self.own_home = true;
+        self
+    }
+
     pub fn extra_config(mut self, lines: &str) -> Self {
         self.extra_config.push_str(lines);
         if !self.extra_config.ends_with('\n') {
@@ -528,6 +542,7 @@ impl FakeHostBuilder {
             log_level: self.log_level.clone(),
             login_umask: self.login_umask,
             extra_config: String::new(),
+            own_home: None,
             sshd: None,
             watchdog: None,
         };
@@ -649,6 +664,8 @@ pub struct FakeHost {
     login_umask: Option<u32>,
     /// Extra sshd_config lines (host certificate, [`FakeHostBuilder::extra_config`]).
     extra_config: String,
+    /// `<dir>/home` when the host has a home of its own ([`FakeHostBuilder::own_home`]).
+    own_home: Option<PathBuf>,
     sshd: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -707,10 +724,49 @@ impl FakeHost {
         self.dir.join("work")
     }
 
-    /// The remote user's `$HOME` in SSH sessions (the passwd home directory).
-    /// Note: shared by all hosts of the same user.
+    /// The remote user's `$HOME` in SSH sessions: `<dir>/home` with
+    /// [`FakeHostBuilder::own_home`], else the passwd home directory (shared by all hosts of
+    /// the same user).
     pub fn home(&self) -> PathBuf {
-        self.account.home.clone()
+        self.own_home.clone().unwrap_or_else(|| self.account.home.clone())
+    }
+
+    /// Writes `contents` to `rel` under [`FakeHost::home`] (which must be the host's own),
+    /// creating the directories on the way; everything is owned by the remote user.
+    pub fn write_home_file(&self, rel: &str, contents: impl AsRef<[u8]>, mode: u32) -> PathBuf {
+        let path = self.home_path(rel);
+        write_file(&path, contents, mode);
+        self.chown_remote(&path);
+        path
+    }
+
+    /// A symlink at `rel` under the host's own home pointing at `target`.
+    pub fn link_home(&self, rel: &str, target: &Path) -> PathBuf {
+        let path = self.home_path(rel);
+        let _ = fs::remove_file(&path);
+        std::os::unix::fs::symlink(target, &path)
+            .unwrap_or_else(|e| panic!("delegate-testkit: symlink {}: {e}", path.display()));
+        if self.as_root {
+            let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: a valid C string; lchown changes the link itself.
+            unsafe { libc::lchown(c.as_ptr(), self.account.uid, self.account.gid) };
+        }
+        path
+    }
+
+    /// `rel` under the host's own home, with its parent directories created (remote user's).
+    fn home_path(&self, rel: &str) -> PathBuf {
+        let home = self.own_home.clone().expect("write_home_file needs FakeHost::builder().own_home()");
+        let path = home.join(rel);
+        let mut dir = home.clone();
+        for part in Path::new(rel).parent().into_iter().flat_map(|p| p.components()) {
+            dir.push(part);
+            if !dir.exists() {
+                mkdir(&dir, 0o755);
+                self.chown_remote(&dir);
+            }
+        }
+        path
     }
 
     /// Private key (ed25519, no passphrase, mode 0600) authorized on this host.
@@ -977,6 +1033,12 @@ impl FakeHost {
             mkdir(&p, mode);
             self.chown_remote(&p);
         }
+        if cfg.own_home {
+            let home = dir.join("home");
+            mkdir(&home, 0o755);
+            self.chown_remote(&home);
+            self.own_home = Some(home);
+        }
 
         // Keys. sshd reads authorized_keys as the remote user: 0644 in a 0711 dir.
         let (_, host_pub) = keygen(&etc, "host_key", &cfg.host_key_type);
@@ -1052,7 +1114,7 @@ impl FakeHost {
              Subsystem sftp internal-sftp\n\
              LogLevel {log_level}\n\
              AllowUsers {user}\n\
-             SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}\n\
+             SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}{home}\n\
              {extra}",
             common = hardened_sshd_config(&self.dir, &format!("{ADDRESS}:{port}")),
             extra = self.extra_config,
@@ -1061,6 +1123,10 @@ impl FakeHost {
             log_level = self.log_level,
             bash_env =
                 if self.login_umask.is_some() { format!(" BASH_ENV={d}/etc/login-umask.sh") } else { String::new() },
+            // TMPDIR too: a home under the temp dir is not what people have, and Codex then
+            // refuses to create its sandbox helpers ("Refusing to create helper binaries under
+            // temporary dir"), so every sandboxed command fails.
+            home = self.own_home.as_ref().map(|h| format!(" HOME={} TMPDIR={d}/tmp", h.display())).unwrap_or_default(),
         )
     }
 

@@ -323,3 +323,13 @@ fn wait_for_agent_records_panics_with_diagnostics_on_timeout() {
     let host = FakeHost::start();
     host.wait_for_agent_records(1, Duration::from_millis(100));
 }
+
+#[test]
+fn an_own_home_is_the_sessions_home_and_its_start_up_files_run() {
+    let host = FakeHost::builder().own_home().start();
+    assert_eq!(host.home(), host.dir().join("home"));
+    host.write_home_file(".profile", "export DLGTK_MARK=from-profile\n", 0o644);
+    let out = host.ssh("bash -lc 'printf \"%s %s\" \"$HOME\" \"$DLGTK_MARK\"'").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{} from-profile", host.home().display()));
+}

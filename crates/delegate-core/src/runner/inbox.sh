@@ -283,19 +283,23 @@ inbox_receipts() {
 # replaced by a short notice pointing at this helper, and gets no receipt. Expects
 # inbox_load to have run.
 inbox_context() {
-	local cap=$1 i id entry need mine
+	# $2: the task directory, to name the helper by absolute path (Claude Code refuses a
+	# command that starts with a variable).
+	local cap=$1 tdir=${2-} i id entry need mine how
 	ctx='' hooked=()
 	for i in "${!ids[@]}"; do
 		id=${ids[i]}
 		[ -n "${seen[$id]-}" ] && continue
 		seen[$id]=1
 		json_decode "${authors[i]}" || continue
-		entry="Message $id from ${authors[i]} (delegate say): ${texts[i]}"
+		how=''
+		[ -n "$tdir" ] && how="; acknowledge it with '$tdir/inbox' ack $id"
+		entry="Message $id from ${authors[i]} (delegate say$how): ${texts[i]}"
 		mine=1
 		if [ "${#entry}" -le "$cap" ]; then
 			json_decode "${texts[i]}" || continue
 		else
-			entry="Message $id from ${authors[i]} (delegate say) is too long to show here (${#texts[i]} bytes): run \\\"\$DELEGATE_TASK_DIR/inbox\\\" to read it."
+			entry="Message $id from ${authors[i]} (delegate say) is too long to show here (${#texts[i]} bytes): run '$tdir/inbox' to read it."
 			mine=''
 		fi
 		need=${#entry}

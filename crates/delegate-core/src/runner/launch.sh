@@ -347,8 +347,17 @@ main() {
 			# refused now, with its own words, rather than "launched" and dead.
 			local probe_status=0
 			agent_version=$(in_agent_env timeout 10 "${version_argv[@]}" </dev/null 2>&1) || probe_status=$?
-			agent_version=${agent_version%%$'\n'*}
-			agent_version=${agent_version//[[:cntrl:]]/ }
+			# The first line that looks like a version: CLIs print warnings first (Codex does
+			# when its home is under /tmp).
+			local vline first=''
+			while IFS= read -r vline; do
+				[ -z "$first" ] && first=$vline
+				if [[ $vline =~ [0-9]+\.[0-9]+ ]] && ! [[ $vline =~ ^[[:space:]]*(WARN|warn|Warn) ]]; then
+					first=$vline
+					break
+				fi
+			done <<<"$agent_version"
+			agent_version=${first//[[:cntrl:]]/ }
 			if [ "$probe_status" = 126 ] || [ "$probe_status" = 127 ]; then
 				rm -rf -- "$dir"
 				die 21 "agent $agent_path cannot run on this host (exit $probe_status from '${version_argv[*]}': ${agent_version:0:300}): if it is a node script, node must be on the PATH of the ${env_used} environment; install the agent for this user or set agent_path"

@@ -96,12 +96,12 @@ main() {
 		fi
 		exec tee -a -- "$TASK_DIR/stream.jsonl"
 	}
-	# grep does the scanning (-a: a stray NUL must not switch it to "Binary file matches");
+	# TURN_MARKER is an extended regular expression. grep does the scanning (-a: a stray NUL must not switch it to "Binary file matches");
 	# bash only sees marker lines. It keeps reading after the limit so tee never hits a
 	# closed pipe.
 	count_turns() {
 		local n=0
-		grep -a --line-buffered -F -e "$TURN_MARKER" | while IFS= read -r _; do
+		grep -a --line-buffered -E -e "$TURN_MARKER" | while IFS= read -r _; do
 			n=$((n + 1))
 			if [ "$n" -eq $((TURN_LIMIT + 1)) ]; then printf 'turns\n' >&"$ev"; fi
 		done

@@ -309,7 +309,11 @@ fn the_hook_hands_undelivered_messages_to_claude_once() {
     let v = hook(&dir, "PostToolUse", POST_TOOL_USE).expect("a delivery");
     assert_eq!(
         context(&v),
-        format!("Message 1 from the \"lead\" (delegate say): {t1}\n\nMessage 2 from lead (delegate say): {t2}")
+        format!(
+            "Message 1 from the \"lead\" (delegate say{}): {t1}\n\nMessage 2 from lead (delegate say{}): {t2}",
+            ack(&dir, 1),
+            ack(&dir, 2)
+        )
     );
     assert_eq!(receipts(&dir), [(1, "hook".into()), (2, "hook".into())]);
     // Delivered once: the next tool call hears nothing, and neither does the helper.
@@ -342,7 +346,7 @@ fn the_stop_hook_delivers_only_when_claude_is_not_already_continuing() {
     let v = hook(&dir, "Stop", &stop_payload(false)).expect("a delivery");
     assert_eq!(
         v,
-        serde_json::json!({"decision": "block", "reason": "Message 1 from lead (delegate say): one more thing"})
+        serde_json::json!({"decision": "block", "reason": format!("Message 1 from lead (delegate say{}): one more thing", ack(&dir, 1))})
     );
     assert_eq!(receipts(&dir), [(1, "hook".into())]);
     assert_eq!(hook(&dir, "Stop", &stop_payload(false)), None);
@@ -353,7 +357,7 @@ fn the_hook_keeps_within_its_cap_in_order_and_points_at_what_never_fits() {
     let s = Scratch::new("hook-cap");
     let dir = live_task(&s, "k-1");
     const CAP: usize = 9000;
-    let prefix = |id: i64| format!("Message {id} from lead (delegate say): ").len();
+    let prefix = |id: i64| format!("Message {id} from lead (delegate say{}): ", ack(&dir, id)).len();
     // 1 and 2 fill the cap exactly (4000 + the 4-byte separator + 4996).
     let t1 = "a".repeat(4000 - prefix(1));
     let t2 = "b".repeat(CAP - 4000 - 4 - prefix(2));
@@ -362,10 +366,11 @@ fn the_hook_keeps_within_its_cap_in_order_and_points_at_what_never_fits() {
     for (id, t) in &msgs {
         assert_eq!(say(&s, "k-1", *id, &say_line(*id, AT, "lead", t)), SayState::Queued);
     }
-    let entry = |id: i64, t: &str| format!("Message {id} from lead (delegate say): {t}");
+    let entry = |id: i64, t: &str| format!("Message {id} from lead (delegate say{}): {t}", ack(&dir, id));
     let notice = format!(
-        "Message 4 from lead (delegate say) is too long to show here ({} bytes): run \"$DELEGATE_TASK_DIR/inbox\" to read it.",
-        t4.len()
+        "Message 4 from lead (delegate say) is too long to show here ({} bytes): run '{}/inbox' to read it.",
+        t4.len(),
+        dir.display()
     );
 
     let c = context(&hook(&dir, "PostToolUse", POST_TOOL_USE).unwrap());
@@ -405,7 +410,7 @@ fn the_readers_skip_lines_that_are_not_what_say_writes() {
     ];
     std::fs::write(dir.join("inbox.jsonl"), junk.join("\n")).unwrap();
     let v = hook(&dir, "PostToolUse", POST_TOOL_USE).expect("the good one");
-    assert_eq!(context(&v), "Message 8 from a (delegate say): good");
+    assert_eq!(context(&v), format!("Message 8 from a (delegate say{}): good", ack(&dir, 8)));
     assert_eq!(text(&run(&dir, "inbox", &["--all"], b"")), "--- message 8 from a at t ---\ngood\n");
     assert_eq!(text(&run(&dir, "inbox", &[], b"")), "no new messages\n");
     assert_eq!(receipts(&dir), [(8, "hook".into())]);
@@ -446,4 +451,9 @@ fn receipts_come_back_with_the_sync() {
     again.tasks[0].offsets = BTreeMap::from([("delivered.jsonl".to_string(), d.size)]);
     let out = s.run(&render_sync(&again).unwrap());
     assert!(parse_sync(&out.stdout).unwrap().tasks[0].deltas.iter().all(|d| d.file != "delivered.jsonl"));
+}
+
+/// How the hook tells Claude to acknowledge message `id`: the helper by absolute path.
+fn ack(dir: &std::path::Path, id: i64) -> String {
+    format!("; acknowledge it with '{}/inbox' ack {id}", dir.display())
 }

@@ -75,7 +75,7 @@ fn children_the_agent_leaves_behind_end_with_it() {
 fn delegate_enforces_a_codex_style_turn_limit() {
     let s = Scratch::new("turns");
     let mut plan = fake_plan(
-        "for i in 1 2 3 4 5; do\n  printf '{\"type\":\"turn.started\"}\\n{\"type\":\"item.completed\",\"n\":%s}\\n' \"$i\"\n  sleep 0.4\ndone\n",
+        "printf '{\"type\":\"turn.started\"}\\n'\nfor i in 1 2 3 4 5; do\n  printf '{\"type\":\"item.started\",\"item\":{\"id\":\"item_%s\",\"type\":\"command_execution\"}}\\n{\"type\":\"item.completed\",\"item\":{\"id\":\"item_%s\",\"type\":\"command_execution\"}}\\n' \"$i\" \"$i\"\n  sleep 0.4\ndone\n",
     );
     plan.turn_limit = "delegate".into();
     plan.turn_marker = Some(crate::agent::CODEX_TURN_MARKER.into());
@@ -84,9 +84,10 @@ fn delegate_enforces_a_codex_style_turn_limit() {
     let dir = s.launch(&v);
     let (code, _, reason) = exit_of(&dir, 5);
     assert_eq!((code, reason.as_deref()), (143, Some("turn_limit")));
-    // The stream is kept, and stops at the third turn.
+    // The stream is kept, and stops at the third step (a Codex turn is the whole task; its
+    // tool calls are the steps).
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
-    assert_eq!(stream.matches("turn.started").count(), 3, "{stream}");
+    assert_eq!(stream.matches("item.started").count(), 3, "{stream}");
     let launch = std::fs::read_to_string(dir.join("launch.json")).unwrap();
     assert!(launch.contains("\"delegate_turn_limit\":2"), "{launch}");
 }

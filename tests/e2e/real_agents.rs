@@ -1,0 +1,281 @@
+//! The real `claude` and `codex` CLIs (pinned, installed from npm by scripts/test.sh) on
+//! brothers set up the ways people set them up, talking to the test kit's model stand-in:
+//! every sandbox level, receipts and progress through the report helper, `say` delivered and
+//! acknowledged, `reopen` resuming, the turn limit, cancel, denied tool calls, and each
+//! install layout. Without `DELEGATE_TEST_AGENTS_BIN` these tests say so and pass (outside
+//! CI only: under CI the kit refuses to skip).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use delegate_testkit::FakeHost;
+use delegate_testkit::brothers::{self, Install};
+use delegate_testkit::model::{ModelStandIn, Reply, Script, SeenRequest};
+use serde_json::Value;
+
+use crate::support::{Env, launch, wait_done};
+
+/// One brother on its own host, its agents installed `how`, talking to its own stand-in.
+struct Brother {
+    env: Env,
+    model: ModelStandIn,
+    _host: FakeHost,
+}
+
+fn brother(how: Install, agent: &str, sandbox: &str, script: Script) -> Option<Brother> {
+    let bin = brothers::real_agents_bin()?;
+    let host = FakeHost::builder().own_home().without_fake_agents().start();
+    let model = ModelStandIn::start(script);
+    let installed = brothers::install(&host, how, &bin, &model);
+    let env = Env::with_brother(&host, agent, sandbox);
+    let path = if agent == "claude" { installed.claude_path } else { installed.codex_path };
+    if let Some(p) = path {
+        env.config_append(&format!("agent_path = \"{p}\"\n"));
+    }
+    Some(Brother { env, model, _host: host })
+}
+
+/// The task directory the preamble names (the helpers are given by absolute path).
+fn task_dir(req: &SeenRequest) -> String {
+    let end = req.text.find("/report' receipt").unwrap_or_else(|| panic!("no report helper in: {}", req.text));
+    let start = req.text[..end].rfind('\'').expect("quoted helper path") + 1;
+    req.text[start..end].to_string()
+}
+
+/// A reply that runs the report helper, as the preamble tells the agent to.
+fn report(req: &SeenRequest, kind: &str, text: &str) -> Reply {
+    Reply::Shell(format!("'{}/report' {kind} \"{text}\"", task_dir(req)))
+}
+
+fn show(env: &Env, id: i64) -> Value {
+    env.run(&["show", &id.to_string(), "--json"]).ok().json()
+}
+
+fn show_until(env: &Env, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = show(env, id);
+        if check(&t) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn message_kinds(t: &Value) -> Vec<(String, String)> {
+    t["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] != "to_brother")
+        .map(|m| (m["kind"].as_str().unwrap_or("").to_string(), m["text"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// Receipt, progress and done through the helper, then a final answer: what the preamble
+/// asks for, which the real Claude Code at `write` refused while the helper was named by a
+/// variable.
+fn reporting_script() -> Script {
+    Script::new(|req| match req.assistant_turns {
+        0 => report(req, "receipt", "on it"),
+        1 => report(req, "progress", "half way"),
+        2 => report(req, "done", "all good"),
+        _ => Reply::Text("finished: all good".into()),
+    })
+}
+
+fn assert_reported_and_completed(b: &Brother, id: i64) {
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "{task}");
+    let t = show(&b.env, id);
+    let kinds = message_kinds(&t);
+    assert_eq!(
+        kinds,
+        [
+            ("receipt".into(), "on it".into()),
+            ("progress".into(), "half way".into()),
+            ("done".into(), "all good".into())
+        ],
+        "{t}"
+    );
+    assert!(t.to_string().contains("finished: all good"), "no final answer in show: {t}");
+    // Nothing the agent ran was refused.
+    assert!(!t.to_string().contains("can't be checked"), "{t}");
+}
+
+#[test]
+fn claude_at_write_reports_through_the_helper() {
+    let Some(b) = brother(Install::NpmUserPrefix, "claude", "write", reporting_script()) else { return };
+    let id = launch(&b.env, &["oppy", "review the config", "--json"]);
+    assert_reported_and_completed(&b, id);
+    // The evidence says which environment found the agent, and its real version.
+    let run = &show(&b.env, id)["runs"][0]["evidence"]["remote"];
+    assert_eq!(run["environment"], "login", "{run}");
+    assert!(run["agent_version"].as_str().unwrap().contains("Claude Code"), "{run}");
+}
+
+#[test]
+fn claude_at_full_reports_through_the_helper() {
+    let Some(b) = brother(Install::SystemWide, "claude", "full", reporting_script()) else { return };
+    let id = launch(&b.env, &["oppy", "review the config", "--json"]);
+    assert_reported_and_completed(&b, id);
+}
+
+#[test]
+fn codex_at_write_and_full_reports_through_the_helper() {
+    for sandbox in ["write", "full"] {
+        let Some(b) = brother(Install::NpmUserPrefix, "codex", sandbox, reporting_script()) else { return };
+        let id = launch(&b.env, &["oppy", "review the config", "--json"]);
+        assert_reported_and_completed(&b, id);
+    }
+}
+
+#[test]
+fn at_read_no_helper_is_asked_for_and_the_final_answer_is_the_report() {
+    for agent in ["claude", "codex"] {
+        let script = Script::new(|req| {
+            assert!(!req.text.contains("/report'"), "the read preamble asked for a helper: {}", req.text);
+            Reply::Text("read it all: looks fine".into())
+        });
+        let Some(b) = brother(Install::NpmUserPrefix, agent, "read", script) else { return };
+        let id = launch(&b.env, &["oppy", "read the config", "--json"]);
+        let task = wait_done(&b.env, id);
+        assert_eq!(task["status"], "completed", "{agent}: {task}");
+        let t = show(&b.env, id);
+        assert!(t.to_string().contains("read it all: looks fine"), "{agent}: {t}");
+        assert!(b.model.requests().iter().any(|r| r.contains("You cannot run commands")), "{agent}");
+    }
+}
+
+#[test]
+fn say_reaches_claude_mid_run_and_it_acknowledges() {
+    let said = Arc::new(AtomicBool::new(false));
+    let gate = said.clone();
+    let script = Script::new(move |req| {
+        if let Some(at) = req.text.find("Message ") {
+            // The hook handed the message over as additional context; acknowledge it as that
+            // context says.
+            let id: String = req.text[at + 8..].chars().take_while(char::is_ascii_digit).collect();
+            assert!(req.text.contains(&format!("'{}/inbox' ack {id}", task_dir(req))), "{}", req.text);
+            if !req.text.contains("acknowledged") {
+                return Reply::Shell(format!("'{}/inbox' ack {id} && echo acknowledged", task_dir(req)));
+            }
+            return Reply::Text("done, with the lead's change".into());
+        }
+        if req.assistant_turns == 0 {
+            return report(req, "receipt", "on it");
+        }
+        // Work on (one tool call at a time) until the lead has spoken.
+        let end = Instant::now() + Duration::from_secs(20);
+        while !gate.load(Ordering::SeqCst) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Reply::Shell("true".into())
+    });
+    let Some(b) = brother(Install::NpmUserPrefix, "claude", "write", script) else { return };
+    let id = launch(&b.env, &["oppy", "work on it", "--max-turns", "20", "--json"]);
+    show_until(&b.env, id, "receipt", |t| !message_kinds(t).is_empty());
+    let msg = b.env.run(&["say", &id.to_string(), "use storage v2", "--json"]).ok().json();
+    said.store(true, Ordering::SeqCst);
+    let msg_id = msg["id"].as_i64().unwrap();
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "{task}");
+    let t = show(&b.env, id);
+    let m = t["messages"].as_array().unwrap().iter().find(|m| m["id"] == msg_id).unwrap().clone();
+    assert!(!m["delivered_at"].is_null() && !m["read_at"].is_null(), "not delivered and read: {m}");
+    assert!(b.model.requests().iter().any(|r| r.contains("use storage v2")), "the model never saw the message");
+}
+
+#[test]
+fn reopen_resumes_claudes_session_with_its_earlier_turns() {
+    let script = Script::new(|req| {
+        if req.contains("second part") {
+            assert!(req.assistant_turns > 0, "the resumed request has no earlier turns");
+            Reply::Text("second done".into())
+        } else {
+            Reply::Text("first done".into())
+        }
+    });
+    let Some(b) = brother(Install::NativeInstaller, "claude", "write", script) else { return };
+    let id = launch(&b.env, &["oppy", "first part", "--json"]);
+    assert_eq!(wait_done(&b.env, id)["status"], "completed");
+    b.env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let t = show(&b.env, id);
+        if t["runs"].as_array().unwrap().len() == 2 && t["status"] == "completed" || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(t["status"], "completed", "{t}");
+    assert!(t.to_string().contains("second done"), "{t}");
+}
+
+#[test]
+fn the_turn_limit_stops_both_agents() {
+    for agent in ["claude", "codex"] {
+        let Some(b) = brother(Install::NpmUserPrefix, agent, "write", Script::new(|_| Reply::Shell("true".into())))
+        else {
+            return;
+        };
+        let id = launch(&b.env, &["oppy", "loop forever", "--max-turns", "2", "--json"]);
+        let task = wait_done(&b.env, id);
+        assert_eq!(task["status"], "turn_limit", "{agent}: {task}");
+    }
+}
+
+#[test]
+fn cancel_stops_a_real_agent() {
+    let script = Script::new(|_| Reply::Shell("sleep 30".into()));
+    let Some(b) = brother(Install::NpmUserPrefix, "claude", "full", script) else { return };
+    let id = launch(&b.env, &["oppy", "work slowly", "--json"]);
+    show_until(&b.env, id, "running", |t| t["status"] == "running");
+    b.env.run(&["cancel", &id.to_string()]).ok();
+    assert_eq!(wait_done(&b.env, id)["status"], "cancelled");
+}
+
+#[test]
+fn a_denied_tool_call_shows_in_show() {
+    // The form the preamble used to give: Claude Code cannot check a command starting with
+    // a variable, and refuses it at `write`.
+    let script = Script::new(|req| match req.assistant_turns {
+        0 => Reply::Shell("\"$DELEGATE_TASK_DIR/report\" receipt \"on it\"".into()),
+        _ => Reply::Text("could not report".into()),
+    });
+    let Some(b) = brother(Install::NpmUserPrefix, "claude", "write", script) else { return };
+    let id = launch(&b.env, &["oppy", "try", "--json"]);
+    wait_done(&b.env, id);
+    let t = show(&b.env, id);
+    assert!(t.to_string().contains("permission_denials") || t.to_string().contains("denial"), "{t}");
+    let text = b.env.run(&["show", &id.to_string()]).ok().stdout();
+    assert!(text.to_lowercase().contains("denied"), "{text}");
+}
+
+#[test]
+fn every_install_layout_launches_both_agents() {
+    for how in Install::ALL {
+        for agent in ["claude", "codex"] {
+            let Some(b) = brother(how, agent, "write", Script::text("installed fine")) else { return };
+            let run = b.env.run(&["oppy", "hello", "--json"]);
+            assert_eq!(run.code(), 0, "{how:?} {agent}:\n{run}");
+            let id = run.json()["id"].as_i64().unwrap();
+            let task = wait_done(&b.env, id);
+            assert_eq!(task["status"], "completed", "{how:?} {agent}: {task}");
+            let env = show(&b.env, id)["runs"][0]["evidence"]["remote"]["environment"].clone();
+            let expected = if how == Install::Nvm { "interactive" } else { "login" };
+            assert_eq!(env, expected, "{how:?} {agent}");
+        }
+    }
+}
+
+#[test]
+fn bubblewrap_that_cannot_sandbox_is_refused_before_claude_starts() {
+    let Some(b) = brother(Install::NpmUserPrefix, "claude", "write", Script::text("should not run")) else { return };
+    brothers::break_bubblewrap(&b._host);
+    let run = b.env.run(&["oppy", "edit things", "--json"]).fails_with(26);
+    assert!(run.stderr().contains("setting up uid map"), "{run}");
+    assert!(b.model.requests().is_empty(), "Claude started without its sandbox");
+}
