@@ -7,9 +7,11 @@
 #    is missing; uses sudo when not root and sudo is available).
 # 2. When running as root: creates the unprivileged `dlgtest` account that the
 #    delegate-testkit fake SSH hosts log in as (idempotent).
-# 3. Runs `cargo nextest run --workspace` (plus doctests) when cargo-nextest is
+# 3. Installs the pinned real agent CLIs (claude, codex) from npm for the e2e suites
+#    (scripts/install-agents.sh; cached in target/agents).
+# 4. Runs `cargo nextest run --workspace` (plus doctests) when cargo-nextest is
 #    installed, else `cargo test --workspace`.
-# 4. Runs the suites that need extra tools when they are installed: supply-chain checks
+# 5. Runs the suites that need extra tools when they are installed: supply-chain checks
 #    (cargo-deny) and a short fuzz smoke (nightly + cargo-fuzz); see RELIABILITY.md.
 #
 # Works non-interactively (CI=true, no stdin).
@@ -69,6 +71,16 @@ if [ "$(id -u)" -eq 0 ]; then
     fi
     usermod -p '*' dlgtest
 fi
+
+# --- the real agent CLIs --------------------------------------------------------
+# The e2e suites run the real `claude` and `codex` (versions in scripts/agent-versions.env)
+# against the test kit's model stand-in; installed from npm once, then cached.
+# scripts/test-latest-agents.sh sets DELEGATE_TEST_AGENTS_BIN to the newest ones instead.
+if [ -z "${DELEGATE_TEST_AGENTS_BIN:-}" ]; then
+    DELEGATE_TEST_AGENTS_BIN="$(scripts/install-agents.sh)"
+fi
+export DELEGATE_TEST_AGENTS_BIN
+echo "test.sh: real agent CLIs from $DELEGATE_TEST_AGENTS_BIN" >&2
 
 # --- run the tests ------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then

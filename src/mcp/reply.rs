@@ -103,6 +103,8 @@ pub fn error_code(e: &Error) -> &'static str {
             remote::TMUX_REFUSED => "tmux_refused",
             remote::RUNNER_SILENT => "runner_silent",
             remote::ALREADY_LAUNCHED => "already_launched",
+            remote::LAUNCH_SCRIPT_ERROR => "launch_script_error",
+            remote::ENVIRONMENT => "environment",
             _ => "launch_refused",
         },
         Error::LaunchUnknown { .. } => "launch_unknown",

@@ -1,9 +1,8 @@
 //! Our generated argv against the real `claude` and `codex` parsers (offline, unauthenticated).
 //!
-//! Gated: set `DELEGATE_TEST_REAL_AGENTS` to a directory holding `claude` and `codex`, e.g.
-//! after `npm install --prefix /tmp/agents @anthropic-ai/claude-code@2.1.329 @openai/codex@0.169.0`
-//! use `DELEGATE_TEST_REAL_AGENTS=/tmp/agents/node_modules/.bin`. Without it the tests say so
-//! and pass, because the default suite must not need npm. Run as a non-root user for `full`.
+//! The CLIs come from `DELEGATE_TEST_AGENTS_BIN`, which scripts/test.sh sets after installing
+//! the pinned versions (scripts/install-agents.sh). Without it the tests say so and pass,
+//! except under CI, where the real CLIs are required.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,10 +13,11 @@ use delegate_core::agent::{AgentRequest, plan};
 use delegate_core::task::Sandbox;
 
 fn agents_dir() -> Option<PathBuf> {
-    match std::env::var_os("DELEGATE_TEST_REAL_AGENTS") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            eprintln!("skipped: set DELEGATE_TEST_REAL_AGENTS to a dir with the real claude and codex");
+    match std::env::var_os("DELEGATE_TEST_AGENTS_BIN") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "DELEGATE_TEST_AGENTS_BIN is unset under CI: run scripts/test.sh");
+            eprintln!("skipped: DELEGATE_TEST_AGENTS_BIN is unset (scripts/test.sh installs the real CLIs and sets it)");
             None
         }
     }
@@ -68,7 +68,11 @@ fn run_real_with(
     }
     let args: Vec<String> = argv[1..]
         .iter()
-        .map(|a| a.replace("{task_dir}", task_dir.to_str().unwrap()).replace("/w", repo.to_str().unwrap()))
+        .map(|a| {
+            a.replace("{task_dir}", task_dir.to_str().unwrap())
+                .replace("{workdir}", repo.to_str().unwrap())
+                .replace("/w", repo.to_str().unwrap())
+        })
         .collect();
     let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
     let mut child = Command::new(bin.join(&argv[0]))
