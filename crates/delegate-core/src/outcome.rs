@@ -80,6 +80,10 @@ pub struct StreamFacts {
     /// Claude: assistant messages (distinct message ids, sub-agents excluded), replaced by
     /// `result.num_turns` when a result arrives. Codex: the number of `turn.started`.
     pub turns: u32,
+    /// Codex: agentic steps (a tool call starting, a file change completing), what the
+    /// runner counts against the turn limit: a `codex exec` turn is the whole task.
+    #[serde(default)]
+    pub steps: u32,
     /// The last Claude `result` line.
     pub result: Option<ResultFacts>,
     /// A Claude assistant line carried `error: "authentication_failed"`.
@@ -165,6 +169,12 @@ pub struct CustomResult {
 }
 
 impl StreamFacts {
+    /// The turns to show against `--max-turns`: Codex's steps (its limit is enforced on
+    /// them), every other agent's own turn count.
+    pub fn turns_used(&self, kind: StreamKind) -> u32 {
+        if kind == StreamKind::Codex { self.steps } else { self.turns }
+    }
+
     /// The agent's final answer: Claude's `result.result`, else the last assistant text
     /// (Codex's last `agent_message`).
     pub fn final_text(&self) -> Option<&str> {
@@ -387,6 +397,13 @@ impl StreamFacts {
     /// Items report what the agent is doing; only `agent_message` feeds the final text.
     fn codex_item(&mut self, item: Option<CodexItem>, completed: bool) {
         let Some(item) = item else { return };
+        // The same steps the runner's turn marker counts (agent::CODEX_TURN_MARKER).
+        if matches!(
+            (item.kind.as_deref(), completed),
+            (Some("command_execution" | "mcp_tool_call" | "web_search"), false) | (Some("file_change"), true)
+        ) {
+            self.steps = self.steps.saturating_add(1);
+        }
         let activity = match (item.kind.as_deref(), completed) {
             (Some("agent_message"), true) => {
                 let text = item.text.unwrap_or_default();
@@ -848,7 +865,7 @@ pub fn classify(kind: StreamKind, facts: &StreamFacts, exit: &ExitRecord, stderr
         Some(ExitReason::Cancelled) => return Outcome::Cancelled,
         Some(ExitReason::TimedOut) => return Outcome::TimedOut,
         Some(ExitReason::TurnLimit) => {
-            return Outcome::TurnLimit { turns: facts.turns, enforced_by: Enforcer::Delegate };
+            return Outcome::TurnLimit { turns: facts.turns_used(kind), enforced_by: Enforcer::Delegate };
         }
         // The lead records a hangup as `lost`; if asked here, the stream decides.
         Some(ExitReason::Hangup) | None => {}
@@ -1432,10 +1449,11 @@ mod tests {
         assert_eq!(outcome, Outcome::Failed { kind: FailKind::AgentError, reason: facts.last_error.clone().unwrap() });
         // Killed by someone else (no runner reason): still a failure with the last error.
         assert_failed(&classify(f.kind, &facts, &exit(143), f.stderr), FailKind::AgentError, "Reconnecting... 5/5");
+        // Stopped at the limit before any step (a recorded offline stream never got one).
         let limit = ExitRecord::parse("143 2026-11-21T10:18:09.9Z turn_limit").unwrap();
         assert_eq!(
             classify(f.kind, &facts, &limit, f.stderr),
-            Outcome::TurnLimit { turns: 1, enforced_by: Enforcer::Delegate }
+            Outcome::TurnLimit { turns: 0, enforced_by: Enforcer::Delegate }
         );
     }
 
@@ -1462,6 +1480,36 @@ mod tests {
     }
 
     // ---- synthetic Codex ----
+
+    #[test]
+    fn codex_turns_shown_are_its_steps() {
+        // One `codex exec` turn, two tool calls and a file change: three steps, as the
+        // runner counts them against --max-turns.
+        let mut facts = StreamFacts::default();
+        let cmd = |ev: &str, id: u32| {
+            format!(r#"{{"type":"item.{ev}","item":{{"id":"item_{id}","type":"command_execution","command":"true"}}}}"#)
+        };
+        let stream = [
+            r#"{"type":"turn.started"}"#.to_string(),
+            cmd("started", 1),
+            cmd("completed", 1),
+            cmd("started", 2),
+            cmd("completed", 2),
+            r#"{"type":"item.completed","item":{"id":"item_3","type":"file_change","changes":[{"path":"a.rs","kind":"update"}]}}"#.into(),
+            r#"{"type":"item.completed","item":{"id":"item_4","type":"agent_message","text":"done"}}"#.into(),
+        ]
+        .join("\n")
+            + "\n";
+        facts.feed(StreamKind::Codex, stream.as_bytes());
+        assert_eq!((facts.turns, facts.steps), (1, 3));
+        assert_eq!(facts.turns_used(StreamKind::Codex), 3);
+        assert_eq!(facts.turns_used(StreamKind::Claude), 1);
+        let stopped = ExitRecord::parse("143 2026-12-01T00:00:00Z turn_limit").unwrap();
+        assert_eq!(
+            classify(StreamKind::Codex, &facts, &stopped, ""),
+            Outcome::TurnLimit { turns: 3, enforced_by: Enforcer::Delegate }
+        );
+    }
 
     #[test]
     fn codex_success() {
@@ -1653,7 +1701,7 @@ mod tests {
             assert_eq!(classify(f.kind, &facts, &rec("timed_out"), f.stderr), Outcome::TimedOut, "{}", f.name);
             assert_eq!(
                 classify(f.kind, &facts, &rec("turn_limit"), f.stderr),
-                Outcome::TurnLimit { turns: facts.turns, enforced_by: Enforcer::Delegate },
+                Outcome::TurnLimit { turns: facts.turns_used(f.kind), enforced_by: Enforcer::Delegate },
                 "{}",
                 f.name
             );

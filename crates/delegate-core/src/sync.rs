@@ -321,7 +321,8 @@ pub(crate) fn plan(
     }
     if facts != facts_before {
         ing.facts = Some(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into()));
-        ing.turns = (facts.turns > 0).then_some(facts.turns);
+        let used = facts.turns_used(kind);
+        ing.turns = (used > 0).then_some(used);
         ing.cost_usd = facts.cost_usd;
         if ing.last_event.is_none() {
             ing.last_event = facts.last_activity.clone();
