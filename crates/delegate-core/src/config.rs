@@ -497,6 +497,34 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
     }
 
     #[test]
+    fn the_agents_environment_comes_from_brother_then_host() {
+        let text = "[hosts.h]\naddress = \"h\"\nenvironment = \"plain\"\nenv_file = \"~/host.env\"\n\
+                    [brothers.a]\nhost = \"h\"\nworkdir = \"/w\"\nagent_path = \"~/.local/bin/claude\"\n\
+                    [brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nenvironment = \"interactive\"\nenv_file = \"/etc/b.env\"\n";
+        let inv = Inventory::parse(text, Path::new("c.toml")).unwrap();
+        let h = &inv.hosts["h"];
+        assert_eq!(agent_environment(h, inv.brothers.get("a")), (AgentEnvironment::Plain, vec!["~/host.env".into()]));
+        assert_eq!(
+            agent_environment(h, inv.brothers.get("b")),
+            (AgentEnvironment::Interactive, vec!["~/host.env".into(), "/etc/b.env".into()])
+        );
+        let bare = Inventory::parse("[hosts.h]\naddress = \"h\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(agent_environment(&bare.hosts["h"], None), (AgentEnvironment::Login, vec![]));
+        assert_eq!(inv.brothers["a"].agent_path.as_deref(), Some("~/.local/bin/claude"));
+        for (text, needle) in [
+            ("[hosts.h]\naddress = \"h\"\nenvironment = \"zsh\"\n", "zsh"),
+            ("[hosts.h]\naddress = \"h\"\nenv_file = \"rel.env\"\n", "env_file"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent_path = \"claude\"\n",
+                "agent_path",
+            ),
+        ] {
+            let err = Inventory::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}, wanted {needle:?}");
+        }
+    }
+
+    #[test]
     fn unknown_brother_lists_known_ones() {
         let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
         let err = inv.brother("jerry").unwrap_err().to_string();
