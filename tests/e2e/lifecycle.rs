@@ -357,27 +357,3 @@ sleep 30
     env.run(&["cancel", &id.to_string()]).ok();
 }
 
-#[test]
-fn codex_has_no_turn_limit_so_delegate_enforces_it() {
-    let host = FakeHost::start();
-    // Codex-style JSONL: a new turn every 300 ms, forever.
-    install_agent(
-        &host,
-        "codex",
-        r#"#!/bin/bash
-cat >/dev/null
-echo '{"type":"thread.started","thread_id":"0199aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee"}'
-while :; do
-  echo '{"type":"turn.started"}'
-  echo '{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"still going"}}'
-  sleep 0.3
-done
-"#,
-    );
-    let env = Env::with_brother(&host, "codex", "read");
-    let id = launch(&env, &["oppy", "never stop", "--max-turns", "2", "--json"]);
-    let t = wait_done(&env, id);
-    assert_eq!(t["status"], "turn_limit", "{t}");
-    assert_eq!(t["runs"][0]["outcome"]["enforced_by"], "delegate", "{t}");
-    assert_eq!(t["runs"][0]["exit_reason"], "turn_limit", "{t}");
-}
