@@ -60,6 +60,9 @@ pub enum Command {
     Reopen(ReopenArgs),
     /// Tell a running brother something: delivered mid-task, recorded as sent, delivered, read
     Say(SayArgs),
+    /// Check everything a launch needs on each brother (connection, tools, agent,
+    /// sandbox, credentials, directories) and say how to fix what is missing
+    Doctor(DoctorArgs),
     /// Serve delegate's tools to a lead agent over MCP (Model Context Protocol) on stdio
     Mcp,
     /// The warm daemon: a background process keeping SSH connections between commands
@@ -249,6 +252,15 @@ pub struct AttachArgs {
     /// Print the ssh command instead of running it
     #[arg(long)]
     pub print: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Brothers to check (default: every brother in the inventory)
+    pub brothers: Vec<String>,
+    /// Print the reports as JSON: one object per brother with its findings and can_launch
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -66,6 +66,9 @@ pub const RUNNER_SILENT: u8 = remote::RUNNER_SILENT as u8;
 /// The task's directory or session already belongs to a launch.
 pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 
+/// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
+pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
+
 /// The launch script stopped on an unexpected error before starting anything (bash's
 /// message is in the reason).
 pub const LAUNCH_SCRIPT_ERROR: u8 = remote::LAUNCH_SCRIPT_ERROR as u8;

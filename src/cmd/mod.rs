@@ -3,6 +3,7 @@
 mod attach;
 mod brothers;
 mod cancel;
+mod doctor;
 mod hosts;
 mod list;
 mod logs;
@@ -26,7 +27,8 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, ShortForm};
 
-/// Runs the command; `Ok` carries the exit code (non-zero only for `wait`'s verdicts).
+/// Runs the command; `Ok` carries the exit code (non-zero only for `wait`'s and `doctor`'s
+/// verdicts).
 pub fn dispatch(cli: Cli) -> Result<u8> {
     let config = cli.config.as_deref();
     if cli.no_warm {
@@ -34,6 +36,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
     }
     match cli.command {
         Command::Wait(args) => return wait::run(config, args),
+        Command::Doctor(args) => return doctor::run(config, args),
         Command::Run(args) => run::run(config, args),
         Command::External(words) => {
             // `delegate oppy "prompt" --json` is `delegate run oppy "prompt" --json`.

@@ -356,4 +356,3 @@ sleep 30
     assert_eq!(texts[1], ("question", "which database: \"prod\" or 'staging'?"), "{mail}");
     env.run(&["cancel", &id.to_string()]).ok();
 }
-

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod doctor;
 mod fanout;
 mod faults;
 mod file_modes;

@@ -51,7 +51,7 @@ fn assert_delivered(host: &FakeHost, env: &Env, run: Run, input: &[u8]) {
     assert_eq!(task["prompt_bytes"], input.len() as i64);
     assert_eq!(task["prompt_sha256"], sha256_hex(input));
     let id = task["id"].as_i64().unwrap();
-    let wrapped = crate::support::agent_reads(&env, id, input);
+    let wrapped = crate::support::agent_reads(env, id, input);
     let dir = remote_dir(env, id);
     let remote = std::fs::read(dir.join("prompt")).unwrap();
     assert!(remote == wrapped, "remote prompt differs: {} bytes vs {} expected", remote.len(), wrapped.len());

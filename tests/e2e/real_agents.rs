@@ -16,6 +16,10 @@ use serde_json::Value;
 
 use crate::support::{Env, launch, wait_done};
 
+/// A command that runs for a while. Not `sleep 30`: Claude Code refuses a long standalone
+/// sleep and tells the model to run it in the background instead.
+const LONG_COMMAND: &str = "timeout 30 tail -f /dev/null";
+
 /// One brother on its own host, its agents installed `how`, talking to its own stand-in.
 struct Brother {
     env: Env,
@@ -229,7 +233,7 @@ fn the_turn_limit_stops_both_agents() {
 
 #[test]
 fn cancel_stops_a_real_agent() {
-    let script = Script::new(|_| Reply::Shell("sleep 30".into()));
+    let script = Script::new(|_| Reply::Shell(LONG_COMMAND.into()));
     let Some(b) = brother(Install::NpmUserPrefix, "claude", "full", script) else { return };
     let id = launch(&b.env, &["oppy", "work slowly", "--json"]);
     show_until(&b.env, id, "running", |t| t["status"] == "running");
@@ -278,4 +282,106 @@ fn bubblewrap_that_cannot_sandbox_is_refused_before_claude_starts() {
     let run = b.env.run(&["oppy", "edit things", "--json"]).fails_with(26);
     assert!(run.stderr().contains("setting up uid map"), "{run}");
     assert!(b.model.requests().is_empty(), "Claude started without its sandbox");
+}
+
+#[test]
+fn the_wall_clock_stops_a_real_agent() {
+    for agent in ["claude", "codex"] {
+        let Some(b) =
+            brother(Install::NpmUserPrefix, agent, "full", Script::new(|_| Reply::Shell(LONG_COMMAND.into())))
+        else {
+            return;
+        };
+        let id = launch(&b.env, &["oppy", "dawdle", "--timeout", "3s", "--json"]);
+        assert_eq!(wait_done(&b.env, id)["status"], "timed_out", "{agent}");
+    }
+}
+
+#[test]
+fn codex_reads_a_message_with_the_inbox_helper_and_acknowledges_it() {
+    let said = Arc::new(AtomicBool::new(false));
+    let gate = said.clone();
+    let script = Script::new(move |req| {
+        let dir = task_dir(req);
+        if let Some(at) = req.text.find("--- message ") {
+            let id: String = req.text[at + 12..].chars().take_while(char::is_ascii_digit).collect();
+            if !req.text.contains("acknowledged") {
+                return Reply::Shell(format!("'{dir}/inbox' ack {id} && echo acknowledged"));
+            }
+            return Reply::Text("done, with the lead's change".into());
+        }
+        if req.assistant_turns == 0 {
+            return report(req, "receipt", "on it");
+        }
+        // Between steps, as the preamble says: check the inbox once the lead has spoken.
+        let end = Instant::now() + Duration::from_secs(20);
+        while !gate.load(Ordering::SeqCst) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Reply::Shell(format!("'{dir}/inbox'"))
+    });
+    let Some(b) = brother(Install::NpmUserPrefix, "codex", "write", script) else { return };
+    let id = launch(&b.env, &["oppy", "work on it", "--max-turns", "20", "--json"]);
+    show_until(&b.env, id, "receipt", |t| !message_kinds(t).is_empty());
+    let msg = b.env.run(&["say", &id.to_string(), "use storage v2", "--json"]).ok().json();
+    said.store(true, Ordering::SeqCst);
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "{task}");
+    let t = show(&b.env, id);
+    let m = t["messages"].as_array().unwrap().iter().find(|m| m["id"] == msg["id"]).unwrap().clone();
+    assert!(!m["delivered_at"].is_null() && !m["read_at"].is_null(), "not delivered and read: {m}");
+}
+
+#[test]
+fn reopen_resumes_codexs_thread() {
+    let script = Script::new(|req| {
+        if req.contains("second part") {
+            assert!(req.assistant_turns > 0, "the resumed request has no earlier turns");
+            Reply::Text("second done".into())
+        } else {
+            Reply::Text("first done".into())
+        }
+    });
+    let Some(b) = brother(Install::Nvm, "codex", "write", script) else { return };
+    let id = launch(&b.env, &["oppy", "first part", "--json"]);
+    assert_eq!(wait_done(&b.env, id)["status"], "completed");
+    b.env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
+    let t = show_until(&b.env, id, "the second run completed", |t| {
+        t["runs"].as_array().unwrap().len() == 2 && t["status"] == "completed"
+    });
+    assert!(t.to_string().contains("second done"), "{t}");
+}
+
+#[test]
+fn a_write_scope_stops_claudes_write_outside_it() {
+    let script = Script::new(|req| {
+        if !req.contains("second part") {
+            return Reply::Text("first done".into());
+        }
+        let work = req
+            .text
+            .split("may change only these paths (and nothing outside them): ")
+            .nth(1)
+            .map(|r| r.split(&['.', ','][..]).next().unwrap().trim_end_matches("/src").to_string());
+        let work = work.expect("the write scope is told to the agent");
+        if req.contains("outside.txt") {
+            Reply::Text("could not write there".into())
+        } else {
+            Reply::Tool {
+                name: "Write".into(),
+                input: serde_json::json!({"file_path": format!("{work}/outside.txt"), "content": "x"}),
+            }
+        }
+    });
+    let Some(b) = brother(Install::NpmUserPrefix, "claude", "write", script) else { return };
+    let work = b._host.workdir();
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    let id = launch(&b.env, &["oppy", "first part", "--json"]);
+    assert_eq!(wait_done(&b.env, id)["status"], "completed");
+    b.env.run(&["reopen", &id.to_string(), "second part", "--write-scope", "src", "--json"]).ok();
+    let t = show_until(&b.env, id, "the second run ended", |t| {
+        t["runs"].as_array().unwrap().len() == 2 && t["status"] != "launched" && t["status"] != "running"
+    });
+    assert!(!work.join("outside.txt").exists(), "a write outside the scope got through: {t}");
+    assert!(t.to_string().contains("ScopeDenied"), "{t}");
 }

@@ -9,6 +9,8 @@ fn all_shell_scripts_pass_shellcheck() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = [
         "crates/delegate-core/src/runner/launch.sh",
+        "crates/delegate-core/src/runner/agent-env.sh",
+        "crates/delegate-core/src/runner/doctor.sh",
         "crates/delegate-core/src/runner/run.sh",
         "crates/delegate-core/src/runner/self-test-agent.sh",
         "crates/delegate-core/src/runner/report.sh",

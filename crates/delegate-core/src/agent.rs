@@ -113,10 +113,10 @@ pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
     };
     if let Some(path) = req.agent_path {
         let path = home_placeholder(path);
-        if plan.version_argv.first() == plan.argv.first() {
-            if let Some(v) = plan.version_argv.first_mut() {
-                *v = path.clone();
-            }
+        if plan.version_argv.first() == plan.argv.first()
+            && let Some(v) = plan.version_argv.first_mut()
+        {
+            *v = path.clone();
         }
         plan.argv[0] = path;
     }

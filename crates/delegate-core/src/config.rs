@@ -433,6 +433,14 @@ impl InventoryEditor {
     }
 }
 
+/// How a brother's agents get their environment: the mode (brother over host, default
+/// `login`) and the env files to read on the host, the host's first.
+pub fn agent_environment(host: &HostEntry, brother: Option<&BrotherEntry>) -> (AgentEnvironment, Vec<String>) {
+    let mode = brother.and_then(|b| b.environment).or(host.environment).unwrap_or(AgentEnvironment::Login);
+    let files = [host.env_file.clone(), brother.and_then(|b| b.env_file.clone())].into_iter().flatten().collect();
+    (mode, files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,12 +571,4 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// How a brother's agents get their environment: the mode (brother over host, default
-/// `login`) and the env files to read on the host, the host's first.
-pub fn agent_environment(host: &HostEntry, brother: Option<&BrotherEntry>) -> (AgentEnvironment, Vec<String>) {
-    let mode = brother.and_then(|b| b.environment).or(host.environment).unwrap_or(AgentEnvironment::Login);
-    let files = [host.env_file.clone(), brother.and_then(|b| b.env_file.clone())].into_iter().flatten().collect();
-    (mode, files)
 }

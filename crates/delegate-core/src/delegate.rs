@@ -217,6 +217,14 @@ impl Delegate {
         })
     }
 
+    /// Checks everything a launch needs on each of `brothers` (all of the inventory's when
+    /// empty), changing nothing there: one fresh SSH connection and one exec per host, hosts
+    /// in parallel. `Err` only for a name the inventory does not have; every problem on the
+    /// way is a [`crate::doctor::Finding`] with its fix. See [`crate::doctor`].
+    pub async fn doctor(&self, brothers: &[String]) -> Result<Vec<crate::doctor::BrotherReport>> {
+        crate::doctor::doctor(self, brothers).await
+    }
+
     /// Fetches the host's key. With `expected`, records it in the host's known_hosts file,
     /// but only if its fingerprint equals `expected` (as printed by the unknown-host error);
     /// without, only reports what the host presents. A key that conflicts with a recorded

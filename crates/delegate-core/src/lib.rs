@@ -25,6 +25,7 @@
 //! | [`cancel`](Delegate::cancel) | stop the agent on its brother and record `cancelled` |
 //! | [`wait`](Delegate::wait) | sync until the tasks finish or a timeout passes ([`control::WaitResult`]) |
 //! | [`update`](Delegate::update) | set a status by hand, with a note |
+//! | [`doctor`](Delegate::doctor) | check everything a launch needs on each brother, changing nothing ([`doctor::BrotherReport`]) |
 //!
 //! The async methods need a tokio runtime with I/O and timers enabled (`enable_all`, or
 //! `#[tokio::main]`); a current-thread runtime is enough. Errors are [`Error`], whose
@@ -108,6 +109,7 @@
 //! - [`control`]: sync, wait, cancel, logs, attach and update on launched tasks.
 //! - [`say`], [`reopen`] and [`write_scope`]: talking to a brother and following up.
 //! - [`thread`]: a task as a conversation ([`Delegate::show`]).
+//! - [`doctor`]: what a launch needs, checked on each brother without launching.
 //! - [`delegate`]: [`Delegate`], the entry type that owns the pieces above.
 
 // Errors here are rare and carry the facts a reader needs (fingerprints, files, lines);
@@ -118,6 +120,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod delegate;
+pub mod doctor;
 pub mod error;
 pub mod known_hosts;
 pub mod launch;

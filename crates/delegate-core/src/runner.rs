@@ -1,8 +1,9 @@
 //! The launch script: `runner/launch.sh`, a real bash file, sent on stdin to bash (see
 //! [`REMOTE_COMMAND`]).
 //!
-//! Rust adds only `DLG_NAME='<base64>'` lines in front of the file's body; it never splices
-//! text into the body. Base64 keeps every byte of a prompt, path or argv away from the
+//! Rust adds only `DLG_NAME='<base64>'` lines and `runner/agent-env.sh` (function
+//! definitions shared with `runner/doctor.sh`) in front of the file's body; it never
+//! splices text into the body. Base64 keeps every byte of a prompt, path or argv away from the
 //! remote shell's parser, and the body's `main() {...}; main "$@"` shape means a script cut
 //! off in transit runs nothing. `runner/run.sh` is the body of what tmux runs; it travels
 //! as one of the files the launch script writes into the task directory, with the helpers
@@ -18,6 +19,12 @@ use crate::error::{Error, Result};
 use crate::task::Sandbox;
 
 pub const LAUNCH_SH: &str = include_str!("runner/launch.sh");
+/// Where the agent is found and what it runs with (login/interactive shell environment,
+/// env files, version and sandbox probes): function definitions only, put in front of both
+/// `launch.sh` and `doctor.sh` so a launch and `delegate doctor` find the same agent.
+pub const AGENT_ENV_SH: &str = include_str!("runner/agent-env.sh");
+/// `delegate doctor`'s checks on a brother (see [`crate::doctor`]).
+pub const DOCTOR_SH: &str = include_str!("runner/doctor.sh");
 pub const RUN_SH: &str = include_str!("runner/run.sh");
 /// The helper the agent calls to talk back (`report <kind> <text>`), written as `report`.
 pub const REPORT_SH: &str = include_str!("runner/report.sh");
@@ -88,7 +95,7 @@ pub struct LaunchVars<'a> {
 }
 
 /// Appends one field of `DLG_VARS`: its bytes and a NUL.
-fn field(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()> {
+pub(crate) fn field(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()> {
     if value.contains('\0') {
         return Err(Error::Config {
             path: "(launch)".into(),
@@ -101,7 +108,7 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) -> Result<()> {
 }
 
 /// Appends a list field: each item followed by \x1f, then the field's NUL.
-fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIterator<Item = &'a str>) -> Result<()> {
+pub(crate) fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let mut joined = String::new();
     for item in items {
         if item.contains('\u{1f}') {
@@ -196,12 +203,14 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "sandbox probe", v.plan.sandbox_probe.iter().map(String::as_str))?;
     field(&mut vars, "sandbox requirements hint", &v.plan.requires_hint)?;
 
-    let mut out =
-        Vec::with_capacity(v.prompt.len() * 4 / 3 + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96);
+    let mut out = Vec::with_capacity(
+        v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96,
+    );
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
     out.extend_from_slice(format!("DLG_FILES='{}'\n", B64.encode(&bundle)).as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());
+    out.extend_from_slice(AGENT_ENV_SH.as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());
     Ok(out)
 }

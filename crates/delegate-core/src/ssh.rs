@@ -95,6 +95,11 @@ pub struct Session {
     handle: Handle<Verifier>,
     target: SshTarget,
     pub timings: ConnectTimings,
+    /// The host key the server proved it holds: `<type> SHA256:...`.
+    pub host_key: String,
+    /// What authenticated: an identity file's path or `ssh-agent key <comment>`, with the
+    /// key's type and fingerprint (never anything secret). `delegate doctor` shows it.
+    pub identity: String,
 }
 
 /// How a remote command ended. `Unknown`: the channel closed with no exit status (the link
@@ -310,16 +315,15 @@ pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
 impl Session {
     /// TCP, key exchange, host-key check and authentication, each under its deadline.
     pub async fn connect(t: &SshTarget) -> Result<Session> {
-        let (handle, _, mut timings) = handshake(t, Mode::Verify).await?;
+        let (handle, seen, mut timings) = handshake(t, Mode::Verify).await?;
         let mut handle = handle.expect("verify mode yields a handle or an error");
+        let host_key = seen.key.as_ref().map(key_label).unwrap_or_default();
         let auth_started = Instant::now();
-        tokio::time::timeout(t.timeouts.auth, authenticate(&mut handle, t)).await.map_err(|_| Error::Timeout {
-            host: t.host.clone(),
-            phase: "authenticating",
-            waited: t.timeouts.auth,
-        })??;
+        let identity = tokio::time::timeout(t.timeouts.auth, authenticate(&mut handle, t))
+            .await
+            .map_err(|_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth })??;
         timings.auth_ms = ms(auth_started);
-        Ok(Session { handle, target: t.clone(), timings })
+        Ok(Session { handle, target: t.clone(), timings, host_key, identity })
     }
 
     pub fn target(&self) -> &SshTarget {
@@ -336,6 +340,19 @@ impl Session {
     /// the server closes the channel. A connection that breaks after the command was sent is
     /// reported in `broken` with `Exit::Unknown`, never as an error that hides what was read.
     pub async fn exec(&self, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
+        self.exec_bounded(command, stdin, limit, usize::MAX).await
+    }
+
+    /// [`Session::exec`] keeping at most `max_bytes` of each output stream: for commands
+    /// whose output is only a report (`delegate doctor`), so a brother cannot fill our
+    /// memory. The rest is read and dropped, so the channel still ends normally.
+    pub async fn exec_bounded(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        limit: Duration,
+        max_bytes: usize,
+    ) -> Result<ExecOutput> {
         let host = self.target.host.clone();
         let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
         // A live server answers a channel open in one round trip: one that takes longer than
@@ -359,8 +376,8 @@ impl Session {
         let read = async {
             while let Some(msg) = reader.wait().await {
                 match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                    ChannelMsg::Data { data } => keep(&mut out.stdout, &data, max_bytes),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => keep(&mut out.stderr, &data, max_bytes),
                     ChannelMsg::ExitStatus { exit_status } => out.exit = Exit::Code(exit_status),
                     ChannelMsg::ExitSignal { signal_name, .. } => out.exit = Exit::Signal(format!("{signal_name:?}")),
                     _ => {}
@@ -396,7 +413,19 @@ impl Session {
     }
 }
 
-async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()> {
+/// Appends what fits under `max` bytes.
+fn keep(into: &mut Vec<u8>, data: &[u8], max: usize) {
+    let room = max.saturating_sub(into.len());
+    into.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// `<type> SHA256:...` of a public key.
+fn key_label(key: &PublicKey) -> String {
+    format!("{} {}", key.algorithm(), known_hosts::fingerprint(key))
+}
+
+/// Authenticates with the agent's keys, then the identity files; says which one worked.
+async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<String> {
     let mut tried = Vec::new();
     let host = t.host.clone();
     let ssh_err = |source| Error::Ssh { host: host.clone(), phase: "authenticating", source };
@@ -421,8 +450,9 @@ async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()
                         continue;
                     }
                     let hash = rsa_hash(handle, &key).await.map_err(ssh_err)?;
+                    let label = format!("ssh-agent key {comment} ({})", key_label(&key));
                     match handle.authenticate_publickey_with(&t.user, key, hash, &mut agent).await {
-                        Ok(r) if r.success() => return Ok(()),
+                        Ok(r) if r.success() => return Ok(label),
                         _ => tried.push(format!("ssh-agent key {comment}")),
                     }
                 }
@@ -453,12 +483,13 @@ async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<()
             }
         };
         let hash = rsa_hash(handle, key.public_key()).await.map_err(ssh_err)?;
+        let label = format!("{} ({})", path.display(), key_label(key.public_key()));
         let res = handle
             .authenticate_publickey(&t.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
             .await
             .map_err(ssh_err)?;
         if res.success() {
-            return Ok(());
+            return Ok(label);
         }
         tried.push(path.display().to_string());
     }
@@ -485,6 +516,15 @@ mod tests {
         assert!(!plain.contains(&Algorithm::Rsa { hash: None }));
         let rsa_first = preferred_host_keys(&[Algorithm::Rsa { hash: None }]);
         assert!(rsa_first[0].clone().is_rsa() && rsa_first[1].clone().is_rsa(), "{rsa_first:?}");
+    }
+
+    #[test]
+    fn bounded_output_keeps_only_what_fits() {
+        let mut out = Vec::new();
+        keep(&mut out, b"abcd", 6);
+        keep(&mut out, b"efgh", 6);
+        keep(&mut out, b"ijkl", 6);
+        assert_eq!(out, b"abcdef");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 # delegate launch script. Sent on the stdin of bash (REMOTE_COMMAND in runner.rs) over SSH; never passed as argv.
 #
 # Rust prepends three lines, `DLG_VARS='<base64>'`, `DLG_FILES='<base64>'` (the files of
-# the task directory) and `DLG_PROMPT='<base64>'`, and nothing else: every variable part
-# (prompt, argv, paths, names) travels base64-encoded, so no byte of it is ever parsed by a
-# shell. DLG_VARS holds its fields (in the order render() in runner.rs writes them)
+# the task directory) and `DLG_PROMPT='<base64>'`, then agent-env.sh (function definitions
+# shared with doctor.sh: where the agent is found and what it runs with), and nothing else:
+# every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte of it
+# is ever parsed by a shell. DLG_VARS holds its fields (in the order render() in runner.rs writes them)
 # separated by NUL; list fields (and DLG_FILES) hold their items each followed by \x1f. The
 # body is one function called on the last line with a sentinel argument: a script cut off
 # in transit either never defines main, or calls it with a strict prefix of the sentinel
@@ -62,14 +63,6 @@ main() {
 		mapfile -d $'\x1f' -t into <<<"$2"
 		unset 'into[-1]'
 	}
-	# `~` and `~/...` against the brother's home; `{home}` is the same for argv templates.
-	home_path() {
-		local -n path_=$1
-		# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
-		case $path_ in "~") path_=$HOME ;; "~/"*) path_=$HOME/${path_:2} ;; esac
-		path_=${path_//"{home}"/"$HOME"}
-	}
-
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
 	for tool in base64 sha256sum mkdir mv chmod timeout tee grep; do
@@ -106,117 +99,35 @@ main() {
 		die 24 "working directory $workdir does not exist on this host: create it or pass --workdir"
 
 	# --- the agent's environment --------------------------------------------------------
-	# The agent runs in the environment the user's own login shell sets up (`environment =
-	# "login"`, the default): PATH, API keys, proxies and cloud switches people export in
-	# ~/.profile reach it, as they do at the user's prompt. When the agent is not on that
-	# PATH (nvm, fnm, volta or asdf set PATH in ~/.bashrc after its "not interactive: return"
-	# guard), the interactive shell's environment is used instead and recorded as such.
-	# "plain" keeps sshd's environment. The entries go to run.sh through agent.env (0600,
-	# removed once read), never through argv.
+	# How the agent is found and the environment it runs in: agent-env.sh (shared with
+	# doctor.sh). The entries go to run.sh through agent.env (0600, removed once read),
+	# never through argv.
 	local -a agent_env=()
-	local env_used=plain plain_path=$PATH
-	shell_env() { # flags (-l or -il): that shell's environment into agent_env; false if it failed
-		local -a items
-		local item begin=0
-		mapfile -d '' -t items < <(timeout 10 "${SHELL:-/bin/bash}" "$1" -c 'printf "\0DLG-ENV-BEGIN\0"; exec env -0' </dev/null 2>/dev/null)
-		agent_env=()
-		for item in "${items[@]}"; do
-			if ((begin)); then
-				[[ $item =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || continue
-				case ${item%%=*} in
-				PWD | OLDPWD | SHLVL | _ | TMUX | TMUX_PANE | PS1 | PS2 | PROMPT_COMMAND | COLUMNS | LINES) continue ;;
-				UID | EUID | PPID | BASHOPTS | SHELLOPTS | BASH_VERSINFO | GROUPS) continue ;;
-				esac
-				agent_env+=("$item")
-			elif [ "$item" = DLG-ENV-BEGIN ]; then
-				begin=1
-			fi
-		done
-		((begin))
-	}
-	# PATH for finding the agent: the captured environment's, then sshd's own.
-	env_path() {
-		local item
-		PATH=$plain_path
-		for item in "${agent_env[@]}"; do
-			[[ $item == PATH=* ]] && PATH=${item#PATH=}${PATH:+:$PATH}
-		done
-		hash -r
-	}
-	# Sets agent_path from argv[0]: a path as given, or a name looked up on PATH. `hash`
-	# resolves without starting a process.
-	local agent_path='' agent_cmd=${argv[0]}
-	find_agent() {
-		case $agent_cmd in
-		*/*) agent_path=$agent_cmd ;;
-		*) agent_path=''; hash -- "$agent_cmd" 2>/dev/null && agent_path=${BASH_CMDS[$agent_cmd]-} ;;
-		esac
-		[ -n "$agent_path" ] && [ -f "$agent_path" ] && [ -x "$agent_path" ]
-	}
-	case $env_mode in
-	login | interactive)
-		local flags=-l
-		[ "$env_mode" = interactive ] && flags=-il
-		shell_env "$flags" ||
-			die 31 "the $env_mode shell (${SHELL:-/bin/bash} $flags) did not give its environment within 10 s: fix its start-up files on this host, or set environment = \"plain\" for this host or brother"
-		env_used=$env_mode
-		;;
-	esac
-	env_path
-	if ! find_agent && [ "$env_mode" = login ] && [[ $agent_cmd != */* ]] && shell_env -il; then
-		env_used=interactive
-		env_path
-		find_agent || true
+	# shellcheck disable=SC2034 # plain_path and agent_cmd are read by agent-env.sh's functions
+	local env_used=plain shell_flags=-l plain_path=$PATH agent_path='' agent_cmd=${argv[0]}
+	local located=0
+	locate_agent "$env_mode" || located=$?
+	if [ "$located" = 2 ]; then
+		die 31 "the $env_mode shell (${SHELL:-/bin/bash} $shell_flags) did not give its environment within 10 s: fix its start-up files on this host, or set environment = \"plain\" for this host or brother"
 	fi
-	if [ -z "$agent_path" ] || ! [ -f "$agent_path" ] || ! [ -x "$agent_path" ]; then
+	if [ "$located" != 0 ]; then
 		if [[ $agent_cmd == */* ]]; then
 			die 21 "agent command $agent_cmd is not an executable file on this host: fix agent_path in the inventory"
 		fi
 		local alias_line=''
-		if [ "$env_mode" != plain ]; then
-			# shellcheck disable=SC2016 # $1 is the inner shell's
-			alias_line=$(timeout 10 "${SHELL:-/bin/bash}" -il -c 'command -v -- "$1"' delegate "$agent_cmd" </dev/null 2>/dev/null | head -n1) || true
-		fi
-		case $alias_line in
-		alias\ *)
+		if [ "$env_mode" != plain ]; then agent_alias; fi
+		if [ -n "$alias_line" ]; then
 			die 21 "agent command '$agent_cmd' is only an alias in your interactive shell ($alias_line): delegate runs programs, not aliases; set agent_path to the program's absolute path for this brother in the inventory"
-			;;
-		esac
+		fi
 		die 21 "agent command '$agent_cmd' not found on this host: looked on PATH of the ${env_used} environment and sshd's ($PATH) and in an interactive shell. Install it for this user (e.g. npm install -g @anthropic-ai/claude-code or @openai/codex), or set agent_path to its absolute path for this brother in the inventory"
 	fi
+	# shellcheck disable=SC2034 # read by in_agent_env (agent-env.sh)
 	local run_path=$PATH
 
-	# Variables from env files on the brother (`env_file` for a host or brother): NAME=value
-	# lines (an `export ` prefix, `#` comments and one pair of surrounding quotes allowed),
-	# read without running them. Their values are never printed.
-	local f line n name value env_names=''
-	for f in "${env_files[@]}"; do
-		home_path f
-		{ [ -f "$f" ] && [ -r "$f" ]; } ||
-			die 31 "env_file $f does not exist or is not readable on this host: create it (NAME=value lines) or remove env_file from the inventory"
-		n=0
-		while IFS= read -r line || [ -n "$line" ]; do
-			n=$((n + 1))
-			line=${line%$'\r'}
-			[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-			[[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] ||
-				die 31 "env_file $f line $n is not NAME=value: fix the file (values are taken literally, nothing is run)"
-			name=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
-			if [[ $value =~ ^\"(.*)\"$ || $value =~ ^\'(.*)\'$ ]]; then value=${BASH_REMATCH[1]}; fi
-			agent_env+=("$name=$value")
-			env_names+=${env_names:+,}$name
-		done <"$f"
-	done
-	# Runs a command in the agent's environment (probes), in a subshell.
-	in_agent_env() {
-		(
-			local kv
-			# shellcheck disable=SC2163 # kv is NAME=value: export sets NAME
-			for kv in "${agent_env[@]}"; do export "$kv" 2>/dev/null || true; done
-			export PATH=$run_path
-			exec "$@"
-		)
-	}
+	# Variables from env files on the brother (`env_file` for a host or brother); their
+	# values are never printed.
+	local env_names='' env_error=''
+	read_env_files "${env_files[@]}" || die 31 "$env_error"
 
 	local -a missing=()
 	for tool in "${requires[@]}"; do
@@ -230,8 +141,7 @@ main() {
 	fi
 	if [ "${#sandbox_probe[@]}" -gt 0 ]; then
 		local probe_out
-		if ! probe_out=$(in_agent_env timeout 10 "${sandbox_probe[@]}" </dev/null 2>&1); then
-			probe_out=${probe_out//[[:cntrl:]]/ }
+		if sandbox_probe_fails "${sandbox_probe[@]}"; then
 			die 26 "sandbox '$sandbox' for agent '$kind' cannot start on this host: '${sandbox_probe[*]}' failed (${probe_out:0:300}). Unprivileged user namespaces are probably off (containers, hardened kernels): enable them (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces), or choose another --sandbox"
 		fi
 	fi
@@ -342,22 +252,10 @@ main() {
 		if [ -n "$cache" ] && [ -f "$cache" ] && read -r agent_version <"$cache" && [ -n "$agent_version" ]; then
 			:
 		else
-			# In the agent's environment: a node-based CLI needs the node its PATH finds.
 			# 126/127 mean it cannot run at all (a script whose interpreter is missing):
 			# refused now, with its own words, rather than "launched" and dead.
 			local probe_status=0
-			agent_version=$(in_agent_env timeout 10 "${version_argv[@]}" </dev/null 2>&1) || probe_status=$?
-			# The first line that looks like a version: CLIs print warnings first (Codex does
-			# when its home is under /tmp).
-			local vline first=''
-			while IFS= read -r vline; do
-				[ -z "$first" ] && first=$vline
-				if [[ $vline =~ [0-9]+\.[0-9]+ ]] && ! [[ $vline =~ ^[[:space:]]*(WARN|warn|Warn) ]]; then
-					first=$vline
-					break
-				fi
-			done <<<"$agent_version"
-			agent_version=${first//[[:cntrl:]]/ }
+			probe_version "${version_argv[@]}"
 			if [ "$probe_status" = 126 ] || [ "$probe_status" = 127 ]; then
 				rm -rf -- "$dir"
 				die 21 "agent $agent_path cannot run on this host (exit $probe_status from '${version_argv[*]}': ${agent_version:0:300}): if it is a node script, node must be on the PATH of the ${env_used} environment; install the agent for this user or set agent_path"

@@ -219,3 +219,20 @@ fn an_unexpected_stop_before_tmux_is_a_certain_failure() {
     assert_eq!(code, code::LAUNCH_SCRIPT_ERROR, "{message}");
     assert!(message.contains("before starting the agent"), "{message}");
 }
+
+#[test]
+fn the_login_path_wins_over_an_older_copy_on_sshds_path() {
+    // An old system-wide install on the PATH sshd gives commands, the user's newer one in
+    // ~/.local/bin (Debian's .profile puts it first): the user's is what they run, and ours.
+    let s = Scratch::new("env-shadow");
+    recording_agent(&s.dir.join("system-bin"), "myagent");
+    recording_agent(&s.dir.join(".local/bin"), "myagent");
+    debian_home(&s.dir, "PATH=\"$HOME/.local/bin:$PATH\"", "");
+    let path = format!("{}:{}", s.dir.join("system-bin").display(), std::env::var("PATH").unwrap());
+    let plan = program_plan("myagent", &[]);
+    let mut v = vars(&s, "k-shadow", "dlg-k-shadow", &plan, b"hi");
+    v.environment = AgentEnvironment::Login;
+    let out = s.run_with(&render(&v).unwrap(), &[("SHELL", OsStr::new("/bin/bash")), ("PATH", OsStr::new(&path))]);
+    let evidence = launched(&out);
+    assert_eq!(evidence["agent_path"], s.dir.join(".local/bin/myagent").to_str().unwrap(), "{evidence}");
+}
