@@ -120,6 +120,9 @@ set -e
 fingerprint=$(ssh-keygen -lf "$demo/etc/host_key.pub" | cut -d' ' -f2)
 show "$DELEGATE" hosts trust masuda --fingerprint "$fingerprint"
 
+say "check the brother before the first task: everything a launch needs, with the fix for anything missing"
+show "$DELEGATE" doctor oppy
+
 say "delegate a task: it travels over SSH into a detached tmux session on the host"
 show "$DELEGATE" oppy "review the training config"
 show "$DELEGATE" oppy $'count slowly to five\n@self-test sleep 5' --subject "a longer task"
