@@ -164,6 +164,8 @@ impl Delegate {
             config_file: &self.paths.ssh_config,
             home,
             local_user: &self.paths.local_user,
+            user: h.user.as_deref(),
+            port: h.port,
         })?;
         let identity_files = match &h.identity {
             Some(p) => vec![expand_local(p, home)],

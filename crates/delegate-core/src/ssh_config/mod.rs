@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use crate::known_hosts::{match_pattern_list, wildcard_match};
 
+mod match_;
+
 /// What to resolve, and everything the resolution needs from the caller's environment.
 pub struct SshConfigQuery<'a> {
     /// What the user typed: an alias or a hostname.
@@ -25,8 +27,13 @@ pub struct SshConfigQuery<'a> {
     pub config_file: &'a Path,
     /// For `~`, `%d`, and `Include` paths relative to `~/.ssh`.
     pub home: &'a Path,
-    /// For `%u`, and the default remote user.
+    /// For `%u`, `Match localuser`, and the default remote user.
     pub local_user: &'a str,
+    /// The inventory's user and port. Like `ssh -l USER -p PORT` they are set before the
+    /// config is read, so they win over `User` and `Port`, and `Match user`, `%r` and `%p`
+    /// see them.
+    pub user: Option<&'a str>,
+    pub port: Option<u16>,
 }
 
 /// The settings `ssh` would use for one host, limited to what delegate honours.
@@ -48,6 +55,9 @@ pub struct ResolvedSsh {
     pub connect_timeout: Option<Duration>,
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: Option<u32>,
+    /// `ConnectionAttempts`: how many times to try the TCP connect, 1 s apart.
+    pub connection_attempts: Option<u32>,
+    pub address_family: Option<AddressFamily>,
     /// `None` when the config gives no `IdentityAgent`.
     pub identity_agent: Option<IdentityAgent>,
 }
@@ -58,6 +68,14 @@ pub enum StrictHostKeyChecking {
     Yes,
     AcceptNew,
     Ask,
+}
+
+/// `AddressFamily`: which resolved addresses to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AddressFamily {
+    Any,
+    Inet,
+    Inet6,
 }
 
 /// Where ssh would look for the agent.
@@ -119,9 +137,11 @@ const IGNORED: &[&str] = &[
     "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "hashknownhosts", "updatehostkeys",
     "visualhostkey", "globalknownhostsfile",
     // Transport tuning, canonicalization details (CanonicalizeHostname itself is checked), logging.
-    "tcpkeepalive", "keepalive", "addressfamily", "connectionattempts", "ipqos", "proxyusefdpass",
+    "tcpkeepalive", "keepalive", "ipqos", "proxyusefdpass",
     "canonicaldomains", "canonicalizefallbacklocal", "canonicalizemaxdots", "canonicalizepermittedcnames",
     "loglevel", "logverbose", "syslogfacility",
+    // Newer OpenSSH (9.3 to 10.x): interactive sessions, channel idling, what ssh announces or warns.
+    "enableescapecommandline", "obscurekeystroketiming", "channeltimeout", "versionaddendum", "warnweakcrypto",
 ];
 
 /// How a kept keyword's value is checked. ssh checks values on every line, even in blocks that
@@ -136,6 +156,7 @@ enum Value {
     Count,
     Strict,
     Canonicalize,
+    Family,
     /// The raw rest of the line, comments included, as ssh takes commands.
     Command,
     /// Several paths, or `none` alone.
@@ -151,7 +172,9 @@ const KEPT: &[(&str, &str, Value)] = &[
     ("stricthostkeychecking", "StrictHostKeyChecking", Value::Strict),
     ("connecttimeout", "ConnectTimeout", Value::Seconds), ("serveraliveinterval", "ServerAliveInterval", Value::Seconds),
     ("serveralivecountmax", "ServerAliveCountMax", Value::Count), ("identityagent", "IdentityAgent", Value::Text),
-    ("ignoreunknown", "IgnoreUnknown", Value::Text),
+    ("ignoreunknown", "IgnoreUnknown", Value::Text), ("tag", "Tag", Value::Text),
+    ("connectionattempts", "ConnectionAttempts", Value::Count), ("addressfamily", "AddressFamily", Value::Family),
+    ("refuseconnection", "RefuseConnection", Value::Flag),
     // Only kept to be refused, unless the value switches the feature off.
     ("proxycommand", "ProxyCommand", Value::Command), ("proxyjump", "ProxyJump", Value::Text),
     ("remotecommand", "RemoteCommand", Value::Command), ("localcommand", "LocalCommand", Value::Command),
@@ -176,6 +199,8 @@ const REFUSED: &[Refusal] = &[
     ("knownhostscommand", is_none, "is not supported by delegate; list the host keys in a known_hosts file"),
     ("revokedhostkeys", is_none, "is not supported by delegate; mark revoked keys with @revoked lines in known_hosts"),
     ("pkcs11provider", is_none, "is not supported by delegate; use a key file or an ssh-agent that holds the token's keys"),
+    ("refuseconnection", |v| v == "no", "yes: ssh refuses to connect to this host, and so does delegate; remove it for this host if the connection is meant to happen"),
+    ("connectionattempts", |v| v != "0", "0 means ssh never tries to connect; use 1 or more"),
 ];
 
 /// OpenSSH's limits (readconf.c READCONF_MAX_DEPTH, SSH_MAX_IDENTITY_FILES, SSH_MAX_HOSTS_FILES).
@@ -184,10 +209,24 @@ const MAX_IDENTITY_FILES: usize = 100;
 const MAX_KNOWN_HOSTS_FILES: usize = 32;
 
 /// Resolves `q.host` against `q.config_file` the way `ssh -G` does.
+///
+/// Like ssh, the file is read a second time when a non-negated `Match final` asked for it
+/// (ssh also does so after CanonicalizeHostname, which delegate refuses): `HostName` is then
+/// fixed to the name the first pass produced, settings from the first pass stay (the first
+/// value obtained wins), `Match canonical` and `Match final` hold, and `Match exec` commands
+/// run again.
 pub fn resolve(q: &SshConfigQuery) -> Result<ResolvedSsh, SshConfigError> {
-    let mut parser = Parser { q, kept: HashMap::new(), identity_files: Vec::new() };
+    let mut parser = Parser::new(q);
     let top = Loc { path: q.config_file.to_path_buf(), line: 0 };
     parser.read_file(q.config_file, 0, &mut true, false, &top)?;
+    if parser.want_final {
+        let host = parser.match_host(&top)?.to_ascii_lowercase();
+        // Escaped, so the expansion of HostName in `finish` gives it back unchanged.
+        let values = vec![host.replace('%', "%%")];
+        parser.kept.insert("hostname", Kept { name: "HostName", values, at: top.clone() });
+        parser.final_pass = true;
+        parser.read_file(q.config_file, 0, &mut true, false, &top)?;
+    }
     parser.finish()
 }
 
@@ -217,9 +256,69 @@ struct Parser<'q, 'a> {
     q: &'q SshConfigQuery<'a>,
     kept: HashMap<&'static str, Kept>,
     identity_files: Vec<(String, Loc)>,
+    /// A `Match final` line asked for a second pass.
+    want_final: bool,
+    /// This is the second pass.
+    final_pass: bool,
 }
 
-impl Parser<'_, '_> {
+impl<'q, 'a> Parser<'q, 'a> {
+    /// A parser with the inventory's user and port already set, as ssh's `-l` and `-p` are.
+    fn new(q: &'q SshConfigQuery<'a>) -> Self {
+        let mut kept = HashMap::new();
+        let at = Loc { path: PathBuf::from("(inventory)"), line: 0 };
+        if let Some(user) = q.user {
+            kept.insert("user", Kept { name: "User", values: vec![user.to_string()], at: at.clone() });
+        }
+        if let Some(port) = q.port {
+            kept.insert("port", Kept { name: "Port", values: vec![port.to_string()], at });
+        }
+        Parser { q, kept, identity_files: Vec::new(), want_final: false, final_pass: false }
+    }
+
+    fn kept_value(&self, key: &str) -> Option<&str> {
+        self.kept.get(key).map(|k| k.values[0].as_str())
+    }
+
+    /// The host `Match host` and `%h` see so far: `HostName` with `%h` expanded once one
+    /// applies, else the host as typed (readconf.c keeps this in sync with ssh.c).
+    fn match_host(&self, at: &Loc) -> Result<String, SshConfigError> {
+        match self.kept_value("hostname") {
+            Some(h) => expand_hostname(h, self.q.host).map_err(|m| at.invalid(m)),
+            None => Ok(self.q.host.to_string()),
+        }
+    }
+
+    fn match_state(&self, at: &Loc) -> Result<match_::MatchState, SshConfigError> {
+        Ok(match_::MatchState {
+            host: self.match_host(at)?,
+            remote_user: self.kept_value("user").unwrap_or(self.q.local_user).to_string(),
+            tag: self.kept_value("tag").unwrap_or_default().to_string(),
+            final_pass: self.final_pass,
+        })
+    }
+
+    /// `%` tokens in a `Match exec` command, with the values known so far (ssh's
+    /// expand_match_exec_or_include_path); `%j` is the ProxyJump so far, or empty.
+    fn expand_exec(&self, raw: &str, state: &match_::MatchState, at: &Loc) -> Result<String, SshConfigError> {
+        let port = self.kept_value("port").and_then(|p| p.parse().ok()).unwrap_or(22);
+        let key_alias = self.kept_value("hostkeyalias").unwrap_or(&state.host);
+        let jump = match self.kept.get("proxycommand") {
+            Some(k) if k.name == "ProxyJump" && !is_none(&k.values[0]) => k.values[0].clone(),
+            _ => String::new(),
+        };
+        let tokens = Tokens {
+            q: self.q,
+            hostname: &state.host,
+            port,
+            remote_user: &state.remote_user,
+            key_alias,
+            local_host: OnceCell::new(),
+        };
+        percent_expand(raw, |c| if c == 'j' { Some(jump.clone()) } else { tokens.value(c) })
+            .map_err(|m| at.invalid(format!("Match exec \"{raw}\": {m}")))
+    }
+
     /// Reads one file with ssh's `activep` state threaded through, so a file included inside a
     /// Host block starts out applying (or not) exactly as the Include line did.
     fn read_file(
@@ -307,12 +406,9 @@ impl Parser<'_, '_> {
                     }
                 }
             }
-            "match" if never_match => *active = false,
-            "match" => {
-                return Err(
-                    at.unsupported("Match", "blocks cannot be evaluated by delegate; rewrite them as Host blocks")
-                );
-            }
+            // Evaluated (exec commands run) even inside a file included from a block that
+            // does not apply, as ssh does; such a file's blocks never apply.
+            "match" => *active = self.match_line(&args, at)? && !never_match,
             "include" => {
                 for arg in &args {
                     for file in self.include_paths(arg, at)? {
@@ -320,7 +416,7 @@ impl Parser<'_, '_> {
                     }
                 }
             }
-            "identityfile" => {
+            "identityfile" | "identityfile2" => {
                 let v = one(&args, "IdentityFile", at)?;
                 if on && !self.identity_files.iter().any(|(f, _)| f == v) {
                     if self.identity_files.len() >= MAX_IDENTITY_FILES {
@@ -439,6 +535,12 @@ impl Parser<'_, '_> {
             }),
             identities_only: kept("identitiesonly").is_some_and(|(v, _)| v == "yes"),
             connect_timeout: seconds("connecttimeout"),
+            connection_attempts: number("connectionattempts"),
+            address_family: kept("addressfamily").map(|(v, _)| match v {
+                "inet" => AddressFamily::Inet,
+                "inet6" => AddressFamily::Inet6,
+                _ => AddressFamily::Any,
+            }),
             server_alive_interval: seconds("serveraliveinterval"),
             server_alive_count_max: number("serveralivecountmax"),
             hostname,
@@ -501,6 +603,10 @@ fn checked(
             "no" | "false" => "no".to_string(),
             _ => return Err(bad("yes, no or always")),
         },
+        Value::Family => match word.as_str() {
+            "any" | "inet" | "inet6" => word,
+            _ => return Err(bad("any, inet or inet6")),
+        },
         Value::Command | Value::Paths => unreachable!("handled above"),
     };
     Ok(Some(vec![normalized]))
@@ -538,8 +644,14 @@ impl Tokens<'_> {
                 "{directive} \"{raw}\": environment variables are not expanded by delegate; write the path out"
             )));
         }
-        let expanded = percent_expand(&tilde_expanded, |c| {
-            Some(match c {
+        let expanded = percent_expand(&tilde_expanded, |c| self.value(c));
+        expanded.map(PathBuf::from).map_err(|m| at.invalid(format!("{directive} \"{raw}\": {m}")))
+    }
+
+    /// The value of the token `%c`, or `None` for one ssh does not know here.
+    fn value(&self, c: char) -> Option<String> {
+        let home = self.q.home.to_string_lossy();
+        Some(match c {
                 'd' => home.to_string(),
                 'u' => self.q.local_user.to_string(),
                 'h' => self.hostname.to_string(),
@@ -562,9 +674,7 @@ impl Tokens<'_> {
                     hash.iter().map(|b| format!("{b:02x}")).collect()
                 }
                 _ => return None,
-            })
-        });
-        expanded.map(PathBuf::from).map_err(|m| at.invalid(format!("{directive} \"{raw}\": {m}")))
+        })
     }
 
     fn local_host(&self) -> &str {
@@ -706,420 +816,4 @@ fn split_args(s: &str) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-    use std::ffi::CStr;
-    use std::process::Command;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A scratch directory that doubles as the home directory, removed on drop.
-    struct Scratch {
-        home: PathBuf,
-    }
-
-    impl Scratch {
-        fn new() -> Scratch {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let home = std::env::temp_dir().join(format!("delegate-ssh-config-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&home);
-            fs::create_dir_all(home.join(".ssh")).unwrap();
-            Scratch { home }
-        }
-
-        fn write(&self, rel: &str, text: &str) -> PathBuf {
-            let path = self.home.join(rel);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, text).unwrap();
-            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-            path
-        }
-
-        fn resolve(&self, config: &Path, host: &str) -> Result<ResolvedSsh, SshConfigError> {
-            resolve(&SshConfigQuery { host, config_file: config, home: &self.home, local_user: &passwd().0 })
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.home);
-        }
-    }
-
-    /// The running user's name and passwd home: ssh expands `~` and `%d` with the passwd home,
-    /// but Include globs with `$HOME`, so the oracle runs with HOME set to the scratch home and
-    /// its paths are mapped from the passwd home to the scratch home before comparing.
-    fn passwd() -> (String, String) {
-        // SAFETY: getpwuid returns a pointer into static storage or NULL; the strings are
-        // copied out immediately and the tests do not call other getpw* functions concurrently.
-        unsafe {
-            let pw = libc::getpwuid(libc::getuid());
-            assert!(!pw.is_null(), "no passwd entry for the test user");
-            let name = CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned();
-            let dir = CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned();
-            (name, dir)
-        }
-    }
-
-    fn ssh(scratch: &Scratch, args: &[&str]) -> std::process::Output {
-        Command::new("ssh").args(args).env("HOME", &scratch.home).output().expect("run ssh")
-    }
-
-    fn map_home(scratch: &Scratch, s: &str) -> String {
-        s.replace(&passwd().1, &scratch.home.to_string_lossy())
-    }
-
-    /// `ssh -G` output as keyword -> values (IdentityFile repeats).
-    fn ssh_g(scratch: &Scratch, config: &Path, host: &str) -> HashMap<String, Vec<String>> {
-        let out = ssh(scratch, &["-G", "-F", config.to_str().unwrap(), host]);
-        assert!(out.status.success(), "ssh -G failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
-            map.entry(k.to_string()).or_default().push(v.to_string());
-        }
-        map
-    }
-
-    /// ssh -G prints IdentityFile unexpanded, so ask ssh -v which files it actually loads;
-    /// a ProxyCommand that exits at once gets ssh that far without any network.
-    fn ssh_identity_files(scratch: &Scratch, config: &Path, host: &str) -> Vec<String> {
-        let cfg = config.to_str().unwrap();
-        let out = ssh(scratch, &["-v", "-F", cfg, "-o", "ProxyCommand=exec true", "-o", "BatchMode=yes", host, "true"]);
-        let mut files: Vec<String> = Vec::new();
-        for line in String::from_utf8_lossy(&out.stderr).lines() {
-            let Some(rest) = line.strip_prefix("debug1: identity file ") else {
-                continue;
-            };
-            let path = map_home(scratch, rest.rsplit_once(" type ").unwrap().0);
-            if files.last().is_some_and(|prev| format!("{prev}-cert") == path) {
-                continue;
-            }
-            files.push(path);
-        }
-        files
-    }
-
-    /// Compares every field delegate uses with what real OpenSSH resolves.
-    fn assert_matches_ssh(scratch: &Scratch, config: &Path, host: &str) -> ResolvedSsh {
-        let ours = scratch.resolve(config, host).unwrap_or_else(|e| panic!("{host}: {e}"));
-        let g = ssh_g(scratch, config, host);
-        let one = |k: &str| g.get(k).map(|v| v.join("\n"));
-        let ctx = format!("host {host}, config:\n{}", fs::read_to_string(config).unwrap());
-        assert_eq!(one("hostname").unwrap(), ours.hostname, "{ctx}");
-        assert_eq!(one("user").unwrap(), ours.user.clone().unwrap_or(passwd().0), "{ctx}");
-        assert_eq!(one("port").unwrap(), ours.port.unwrap_or(22).to_string(), "{ctx}");
-        assert_eq!(one("identitiesonly").unwrap(), if ours.identities_only { "yes" } else { "no" }, "{ctx}");
-        let strict = match ours.strict_host_key_checking {
-            Some(StrictHostKeyChecking::Yes) => "true",
-            Some(StrictHostKeyChecking::AcceptNew) => "accept-new",
-            Some(StrictHostKeyChecking::Ask) | None => "ask",
-        };
-        assert_eq!(one("stricthostkeychecking").unwrap(), strict, "{ctx}");
-        assert_eq!(one("hostkeyalias"), ours.host_key_alias, "{ctx}");
-        let timeout = ours.connect_timeout.map_or("none".to_string(), |d| d.as_secs().to_string());
-        assert_eq!(one("connecttimeout").unwrap(), timeout, "{ctx}");
-        let interval = ours.server_alive_interval.map_or(0, |d| d.as_secs());
-        assert_eq!(one("serveraliveinterval").unwrap(), interval.to_string(), "{ctx}");
-        assert_eq!(one("serveralivecountmax").unwrap(), ours.server_alive_count_max.unwrap_or(3).to_string(), "{ctx}");
-        if !ours.user_known_hosts_files.is_empty() {
-            let theirs = map_home(scratch, &one("userknownhostsfile").unwrap());
-            let mine: Vec<_> = ours.user_known_hosts_files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            assert_eq!(theirs, mine.join(" "), "{ctx}");
-        }
-        if !ours.identity_files.is_empty() {
-            let mine: Vec<_> = ours.identity_files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            assert_eq!(ssh_identity_files(scratch, config, host), mine, "{ctx}");
-        }
-        ours
-    }
-
-    fn ssh_rejects(scratch: &Scratch, config: &Path, host: &str) -> bool {
-        !ssh(scratch, &["-G", "-F", config.to_str().unwrap(), host]).status.success()
-    }
-
-    #[test]
-    fn syntax_variants_match_ssh() {
-        let s = Scratch::new();
-        let cfg = s.write(
-            "cfg",
-            "# leading comment\n\
-             \n\
-             Host=one \"two\"\ttabbed # trailing comment\n\
-             \tHostName = Real.Example.COM   # comment after whitespace\n\
-             \tUser\t\"deploy user\"\n\
-             \tport=2222\n\
-             \tIdentityFile=\"~/.ssh/id with space\"\n\
-             \tIdentityFile ~/.ssh/id\\ escaped\n\
-             \tIdentityFile '/abs/single quoted'#not-a-comment\n\
-             \tIDENTITIESONLY yes\n\
-             \tConnectTimeout\t=\t1m30s\n\
-             \tServerAliveInterval 15\n\
-             \tServerAliveCountMax=7\n\
-             \tStrictHostKeyChecking ACCEPT-NEW\n\
-             \tHostKeyAlias MixedCase\n\
-             \tUserKnownHostsFile ~/kh1 \"/tmp/kh 2\"\n",
-        );
-        for host in ["one", "two", "tabbed", "ONE", "other"] {
-            assert_matches_ssh(&s, &cfg, host);
-        }
-        let r = assert_matches_ssh(&s, &cfg, "one");
-        assert_eq!(r.hostname, "real.example.com");
-        assert_eq!(r.user.as_deref(), Some("deploy user"));
-        assert_eq!(r.port, Some(2222));
-        assert_eq!(r.connect_timeout, Some(Duration::from_secs(90)));
-        assert_eq!(r.identity_files[0], s.home.join(".ssh/id with space"));
-        assert_eq!(r.user_known_hosts_files, vec![s.home.join("kh1"), PathBuf::from("/tmp/kh 2")]);
-        assert_eq!(r.host_key_alias.as_deref(), Some("mixedcase"));
-        assert_eq!(s.resolve(&cfg, "ONE").unwrap().hostname, "one", "Host matching is case-sensitive");
-    }
-
-    #[test]
-    fn crlf_and_form_feed_are_tolerated() {
-        let s = Scratch::new();
-        let cfg = s.write("cfg", "Host a\r\n  HostName b.example\r\n  Port 2200\x0c\r\n\r\n");
-        let r = assert_matches_ssh(&s, &cfg, "a");
-        assert_eq!((r.hostname.as_str(), r.port), ("b.example", Some(2200)));
-    }
-
-    #[test]
-    fn first_value_wins_and_host_star_placement_matters() {
-        let s = Scratch::new();
-        let star_first = s.write(
-            "first",
-            "Host *\n  User star\n  Port 1000\n  IdentityFile ~/.ssh/star\n  UserKnownHostsFile ~/star_kh\n\
-             Host a\n  User a\n  Port 2000\n  IdentityFile ~/.ssh/a\n  UserKnownHostsFile ~/a_kh\n  ConnectTimeout 3\n",
-        );
-        let star_last = s.write(
-            "last",
-            "Host a\n  User a\n  IdentityFile ~/.ssh/a\n  UserKnownHostsFile ~/a_kh\n  ConnectTimeout none\n\
-             Host *\n  User star\n  Port 1000\n  IdentityFile ~/.ssh/star\n  UserKnownHostsFile ~/star_kh\n  ConnectTimeout 4\n",
-        );
-        for host in ["a", "b"] {
-            assert_matches_ssh(&s, &star_first, host);
-            assert_matches_ssh(&s, &star_last, host);
-        }
-        let r = s.resolve(&star_first, "a").unwrap();
-        assert_eq!((r.user.as_deref(), r.port), (Some("star"), Some(1000)));
-        assert_eq!(r.identity_files, vec![s.home.join(".ssh/star"), s.home.join(".ssh/a")]);
-        assert_eq!(r.user_known_hosts_files, vec![s.home.join("star_kh")]);
-        let r = s.resolve(&star_last, "a").unwrap();
-        assert_eq!((r.user.as_deref(), r.port), (Some("a"), Some(1000)));
-        assert_eq!(r.connect_timeout, Some(Duration::from_secs(4)), "ConnectTimeout none leaves it unset");
-    }
-
-    #[test]
-    fn patterns_and_negation_match_ssh() {
-        let s = Scratch::new();
-        let cfg = s.write(
-            "cfg",
-            "Host web-* !web-secret\n  User web\n\
-             Host !db1\n  Port 9\n\
-             Host db? *.internal\n  HostName %h.example.net\n  IdentityFile ~/.ssh/db\n  IdentityFile ~/.ssh/db\n\
-             Host *\n  IdentityFile ~/.ssh/all\n",
-        );
-        for host in ["web-1", "web-secret", "db1", "db22", "x.internal", "x.internal.com", "web"] {
-            assert_matches_ssh(&s, &cfg, host);
-        }
-        let r = s.resolve(&cfg, "db2").unwrap();
-        assert_eq!(r.hostname, "db2.example.net");
-        assert_eq!(r.identity_files, vec![s.home.join(".ssh/db"), s.home.join(".ssh/all")], "duplicates dropped");
-        assert_eq!(s.resolve(&cfg, "web-secret").unwrap().user, None);
-        assert_eq!(s.resolve(&cfg, "web-1").unwrap().port, None, "a Host line of only negations never applies");
-    }
-
-    #[test]
-    fn tokens_match_ssh() {
-        let s = Scratch::new();
-        let cfg = s.write(
-            "cfg",
-            "Host Tok\n  HostName Real-%h.Example\n  User remote\n  Port 2022\n  HostKeyAlias KeyAlias\n\
-             \x20 IdentityFile ~/.ssh/%h_%r_%p_%u_%n_%%_%k\n\
-             \x20 IdentityFile %d/id_%i_%l_%L_%C\n\
-             \x20 UserKnownHostsFile %d/kh_%h ~/kh_%n_%p\n\
-             Host plain\n  IdentityFile /keys/%h-%r-%p\n",
-        );
-        let r = assert_matches_ssh(&s, &cfg, "Tok");
-        assert_eq!(r.hostname, "real-tok.example");
-        let first = format!(".ssh/real-tok.example_remote_2022_{}_Tok_%_keyalias", passwd().0);
-        assert_eq!(r.identity_files[0], s.home.join(first));
-        let r = assert_matches_ssh(&s, &cfg, "plain");
-        assert_eq!(r.identity_files, vec![PathBuf::from(format!("/keys/plain-{}-22", passwd().0))]);
-    }
-
-    #[test]
-    fn unsupported_tokens_are_errors_like_in_ssh() {
-        let s = Scratch::new();
-        for (line, token) in [
-            ("IdentityFile ~/.ssh/%j", "%j"),
-            ("UserKnownHostsFile /kh/%T", "%T"),
-            ("HostName %p.example", "%p"),
-            ("IdentityFile /x/%", "lone %"),
-        ] {
-            let cfg = s.write("cfg", &format!("Host a\n  {line}\n"));
-            let err = s.resolve(&cfg, "a").unwrap_err().to_string();
-            assert!(err.contains(token) && err.contains("line 2"), "{err}");
-            assert!(
-                ssh_rejects(&s, &cfg, "a") || !ssh_identity_files(&s, &cfg, "a").iter().any(|f| f.contains("/.ssh/")),
-                "{line}"
-            );
-        }
-        let cfg = s.write("cfg", "Host a\n  IdentityFile ${HOME}/.ssh/id\n");
-        assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("environment variables"));
-    }
-
-    #[test]
-    fn include_matches_ssh() {
-        let s = Scratch::new();
-        s.write(".ssh/conf.d/10-web.conf", "Host web\n  HostName web.example\n  Port 2201\nHost *\n  User fromglob\n");
-        s.write(".ssh/conf.d/20-late.conf", "Port 2299\nIdentityFile ~/.ssh/late\n");
-        s.write(".ssh/conf.d/.hidden.conf", "Port 1\n");
-        s.write(".ssh/conf.d/ignored.txt", "Port 2\n");
-        s.write("abs/inside.conf", "User inside\nHost never\n  User never\n");
-        s.write("abs/parseonly.conf", "Host db\n  User parseonly\n");
-        let abs = s.home.join("abs");
-        let cfg = s.write(
-            ".ssh/config",
-            &format!(
-                "Host db\n  Include {}/inside.conf\n  IdentityFile ~/.ssh/db\n\
-                 Host nomatch\n  Include {}/parseonly.conf\n\
-                 Host *\n  Include conf.d/*.conf ~/.ssh/missing/*.conf\n",
-                abs.display(),
-                abs.display()
-            ),
-        );
-        for host in ["web", "db", "other", "nomatch"] {
-            assert_matches_ssh(&s, &cfg, host);
-        }
-        let r = s.resolve(&cfg, "web").unwrap();
-        assert_eq!((r.hostname.as_str(), r.port, r.user.as_deref()), ("web.example", Some(2201), Some("fromglob")));
-        let r = s.resolve(&cfg, "db").unwrap();
-        assert_eq!((r.user.as_deref(), r.port), (Some("inside"), Some(2299)));
-        assert_eq!(r.identity_files, vec![s.home.join(".ssh/db"), s.home.join(".ssh/late")]);
-    }
-
-    #[test]
-    fn include_loops_and_bad_permissions_are_errors() {
-        let s = Scratch::new();
-        let cfg = s.write(".ssh/config", "Include config\n");
-        let err = s.resolve(&cfg, "a").unwrap_err().to_string();
-        assert!(err.contains("Include") && err.contains("16"), "{err}");
-        assert!(ssh_rejects(&s, &cfg, "a"));
-
-        let inc = s.write(".ssh/loose.conf", "Port 3\n");
-        fs::set_permissions(&inc, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-        let cfg = s.write(".ssh/config", "Include loose.conf\n");
-        assert!(matches!(s.resolve(&cfg, "a"), Err(SshConfigError::Permissions { .. })));
-        assert!(ssh_rejects(&s, &cfg, "a"));
-    }
-
-    #[test]
-    fn missing_config_means_defaults() {
-        let s = Scratch::new();
-        let r = s.resolve(&s.home.join(".ssh/config"), "Some.Host").unwrap();
-        assert_eq!(r.hostname, "some.host");
-        assert_eq!((r.user, r.port, r.strict_host_key_checking), (None, None, None));
-        assert!(r.identity_files.is_empty() && r.user_known_hosts_files.is_empty());
-    }
-
-    #[test]
-    fn unknown_keywords_and_bad_values_fail_even_in_other_blocks_like_ssh() {
-        let s = Scratch::new();
-        for (text, needle) in [
-            ("Host zzz\n  Bogus yes\n", "unknown ssh_config keyword \"Bogus\""),
-            ("Host zzz\n  Port 99999\n", "bad Port \"99999\"; use a number from 1 to 65535"),
-            ("Host zzz\n  Port 0\n", "bad Port"),
-            ("Host zzz\n  StrictHostKeyChecking maybe\n", "StrictHostKeyChecking"),
-            ("Host zzz\n  ConnectTimeout 5x\n", "bad ConnectTimeout"),
-            ("Host zzz\n  HostName a b\n", "one value"),
-            ("Host zzz\n  User \"unterminated\n", "quotes"),
-            ("Host\n", "no argument"),
-        ] {
-            let cfg = s.write("cfg", text);
-            let err = s.resolve(&cfg, "a").unwrap_err().to_string();
-            assert!(err.contains(needle) && err.contains("line"), "{text:?}: {err}");
-            assert!(ssh_rejects(&s, &cfg, "a"), "ssh accepts {text:?}");
-        }
-        let cfg = s.write("cfg", "IgnoreUnknown bog*,UseKeychain\nHost a\n  Bogus 1\n  usekeychain yes\n  Port 23\n");
-        assert_eq!(assert_matches_ssh(&s, &cfg, "a").port, Some(23));
-    }
-
-    #[test]
-    fn directives_delegate_cannot_honour_are_errors_only_where_they_apply() {
-        let s = Scratch::new();
-        for (directive, expect) in [
-            ("ProxyJump bastion", "ProxyJump is not supported by delegate yet; connect directly"),
-            ("ProxyCommand nc %h %p", "ProxyCommand"),
-            ("CertificateFile ~/.ssh/id-cert.pub", "CertificateFile"),
-            ("RemoteCommand tmux attach", "RemoteCommand"),
-            ("CanonicalizeHostname yes", "CanonicalizeHostname"),
-            ("StrictHostKeyChecking no", "delegate always verifies host keys"),
-            ("StrictHostKeyChecking off", "delegate always verifies host keys"),
-            ("UserKnownHostsFile none", "UserKnownHostsFile none"),
-            ("KnownHostsCommand /bin/true", "KnownHostsCommand"),
-            ("BindAddress 10.0.0.1", "BindAddress"),
-        ] {
-            let cfg = s.write("cfg", &format!("Host other\n  Port 1\nHost target\n  {directive}\nHost *\n  User u\n"));
-            let err = s.resolve(&cfg, "target").unwrap_err();
-            let text = err.to_string();
-            assert!(text.contains(expect) && text.contains("line 4"), "{directive}: {text}");
-            assert!(matches!(err, SshConfigError::Unsupported { .. }), "{directive}: {err:?}");
-            assert_matches_ssh(&s, &cfg, "other");
-        }
-        let cfg = s.write("cfg", "Host a\n  PermitLocalCommand yes\n  LocalCommand echo hi\n");
-        assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("PermitLocalCommand"));
-        let cfg = s.write("cfg", "Host a\n  LocalCommand echo hi\n");
-        assert!(s.resolve(&cfg, "a").is_ok(), "LocalCommand without PermitLocalCommand never runs");
-        let cfg = s.write("cfg", "Host other\n  Port 1\nMatch host a\n  User m\n");
-        assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("Match"));
-    }
-
-    #[test]
-    fn none_values_opt_a_host_out_of_later_defaults() {
-        let s = Scratch::new();
-        let cfg = s.write(
-            "cfg",
-            "Host direct\n  ProxyJump none\n  RemoteCommand none\n  CanonicalizeHostname no\n  StrictHostKeyChecking yes\n\
-             Host *\n  ProxyJump bastion\n  ProxyCommand nc %h %p\n  RemoteCommand tmux\n  StrictHostKeyChecking no\n  CanonicalizeHostname yes\n",
-        );
-        let r = assert_matches_ssh(&s, &cfg, "direct");
-        assert_eq!(r.strict_host_key_checking, Some(StrictHostKeyChecking::Yes));
-        assert!(s.resolve(&cfg, "other").is_err());
-    }
-
-    #[test]
-    fn identity_agent_forms() {
-        let s = Scratch::new();
-        let agent = |v: &str| {
-            let cfg = s.write("cfg", &format!("Host a\n  IdentityAgent {v}\n"));
-            s.resolve(&cfg, "a").unwrap().identity_agent
-        };
-        assert_eq!(agent("none"), Some(IdentityAgent::Disabled));
-        assert_eq!(agent("SSH_AUTH_SOCK"), Some(IdentityAgent::Env("SSH_AUTH_SOCK".into())));
-        assert_eq!(agent("$MY_SOCK"), Some(IdentityAgent::Env("MY_SOCK".into())));
-        assert_eq!(agent("${MY_SOCK}"), Some(IdentityAgent::Env("MY_SOCK".into())));
-        assert_eq!(agent("~/.agent/%h.sock"), Some(IdentityAgent::Socket(s.home.join(".agent/a.sock"))));
-    }
-
-    #[test]
-    fn tokenizer_follows_argv_split() {
-        let args = |s: &str| split_args(s).unwrap();
-        assert_eq!(args("a \"b c\" d#e # f"), ["a", "b c", "d#e"]);
-        assert_eq!(args("x\"y z\"w 'q'"), ["xy zw", "q"]);
-        assert_eq!(args("a\\ b \\\"c\\\" \\n"), ["a b", "\"c\"", "\\n"]);
-        assert_eq!(split_args("\"open"), None);
-        assert_eq!(split_keyword("  Key = Value"), Some(("Key", "Value")));
-        assert_eq!(split_keyword("Key=Value"), Some(("Key", "Value")));
-        assert_eq!(split_keyword("Key ==Value"), Some(("Key", "=Value")));
-        assert_eq!(split_keyword("   # Key Value"), None);
-        assert_eq!(parse_time("1h2m3s"), Some(3723));
-        assert_eq!(parse_time("10"), Some(10));
-        assert_eq!(parse_time("m"), None);
-        assert!(wildcard_match(b"a*b?c", b"axxbyc") && !wildcard_match(b"a*b?c", b"axxbc"));
-        assert!(wildcard_match(b"*", b"") && wildcard_match(b"**x", b"yx") && !wildcard_match(b"x", b"xy"));
-        assert_eq!(match_pattern_list("web1", "DB*,WEB*"), Some(true));
-        assert_eq!(match_pattern_list("web1", "web*,!web1"), Some(false));
-        assert_eq!(match_pattern_list("web1", "db*"), None);
-    }
-}
+mod tests;
