@@ -467,3 +467,178 @@ fn tokenizer_follows_argv_split() {
     assert_eq!(match_pattern_list("web1", "web*,!web1"), Some(false));
     assert_eq!(match_pattern_list("web1", "db*"), None);
 }
+
+/// A stand-in for smallstep's `step`: `step ssh check-host HOST` exits 0 for hosts under
+/// `.step.example`, 1 otherwise.
+fn fake_step(s: &Scratch) -> PathBuf {
+    let path = s.write("bin/step", "#!/bin/sh\ncase \"$3\" in *.step.example) exit 0;; *) exit 1;; esac\n");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn match_blocks_from_real_configs_match_ssh() {
+    let s = Scratch::new();
+    let step = fake_step(&s);
+    let me = passwd().0;
+    let flag = s.home.join("on-vpn");
+    let configs = [
+        // 1Password's snippet.
+        "Match host * exec \"test -z $SSH_TTY\"\n  IdentityAgent ~/.1password/agent.sock\n  User op\n".to_string(),
+        // smallstep's snippet.
+        format!("Match exec \"{} ssh check-host %h\"\n  User stepped\n  Port 2022\n", step.display()),
+        // Off the VPN, corp hosts go through a gateway name.
+        format!(
+            "Match host corp-* !exec \"test -e {}\"\n  HostName gw.corp.example\n  Port 2222\nHost *\n  User me\n",
+            flag.display()
+        ),
+        "Match host github.com\n  User git\n  IdentityFile ~/.ssh/github\nHost *\n  Port 2200\n".to_string(),
+        "Host a*\n  User deploy\nMatch user deploy\n  Port 2300\nMatch user root,!deploy\n  Port 9\n".to_string(),
+        format!("Match localuser {me}\n  Port 2400\nMatch localuser nobody\n  User nobody\n"),
+        "Host alias\n  HostName Real.Example\nMatch originalhost alias\n  User orig\n\
+         Match host real.example\n  Port 2501\nMatch host alias\n  Port 9\n"
+            .to_string(),
+        "Match !host a*\n  User nota\nMatch host a* !user root\n  Port 2600\nMatch !host a* !originalhost b*\n  Port 9\n"
+            .to_string(),
+        "Match all\n  Port 2700\nMatch !all\n  User never\n".to_string(),
+        "Match host a all\n  User both\n".to_string(),
+        "Host a\n  HostName Fin.Example\nMatch !final\n  IdentityFile ~/.ssh/first\n\
+         Match final host fin.example\n  User fin\nMatch canonical\n  Port 2801\n  IdentityFile ~/.ssh/second\n"
+            .to_string(),
+        "Host a\n  HostName real.example\n  Port 2900\n\
+         Match exec \"test %h = real.example && test %p = 2900 && test %r = %u && test %n = a\"\n  User tokens\n"
+            .to_string(),
+        "Match sessiontype exec\n  User x\n".to_string(),
+    ];
+    for (i, config) in configs.iter().enumerate() {
+        let cfg = s.write(&format!("cfg{i}"), config);
+        for host in ["a", "b", "alias", "corp-db", "web.step.example", "github.com", "ab -l root"] {
+            if config.contains("sessiontype") {
+                continue; // OpenSSH 10 only
+            }
+            assert_matches_ssh(&s, &cfg, host);
+            if host == "corp-db" {
+                fs::write(&flag, "").unwrap();
+                assert_matches_ssh(&s, &cfg, host);
+                fs::remove_file(&flag).unwrap();
+            }
+        }
+    }
+    let r = |i: usize, host: &str| s.resolve(&s.home.join(format!("cfg{i}")), host).unwrap();
+    assert_eq!(r(1, "web.step.example").user.as_deref(), Some("stepped"));
+    assert_eq!(r(1, "b").user, None);
+    assert_eq!(r(2, "corp-db").hostname, "gw.corp.example");
+    assert_eq!(r(3, "a").port, Some(2200), "an unrelated Match block never blocks a host");
+    assert_eq!(r(6, "alias").user.as_deref(), Some("orig"));
+    assert_eq!(r(6, "alias").port, Some(2501), "Match host sees the HostName");
+    assert_eq!(r(8, "b").port, Some(2700));
+    let fin = r(10, "a");
+    assert_eq!((fin.user.as_deref(), fin.port), (Some("fin"), Some(2801)));
+    assert_eq!(fin.identity_files, vec![s.home.join(".ssh/first"), s.home.join(".ssh/second")]);
+    assert_eq!(r(11, "a").user.as_deref(), Some("tokens"));
+    assert_eq!(r(12, "a").user.as_deref(), Some("x"));
+}
+
+#[test]
+fn match_exec_runs_like_ssh_skipped_after_a_failed_criterion_and_again_in_the_final_pass() {
+    let s = Scratch::new();
+    let log = s.home.join("exec.log");
+    let cfg = s.write(
+        "cfg",
+        &format!(
+            "Match host nomatch exec \"echo skipped >> {log}\"\n  User x\n\
+             Match host a exec \"echo ran-%h >> {log}\"\n  User y\n\
+             Match final\n  Port 2000\n",
+            log = log.display()
+        ),
+    );
+    let runs = |f: &dyn Fn()| {
+        let _ = fs::remove_file(&log);
+        f();
+        fs::read_to_string(&log).unwrap_or_default()
+    };
+    let ours = runs(&|| assert_eq!(s.resolve(&cfg, "a").unwrap().user.as_deref(), Some("y")));
+    let theirs = runs(&|| assert_eq!(ssh_g(&s, &cfg, "a")["user"], ["y"]));
+    assert_eq!(ours, "ran-a\nran-a\n", "once per pass, never for the line whose host differs");
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn bad_match_lines_are_errors_like_in_ssh() {
+    let s = Scratch::new();
+    for (line, needle) in [
+        ("Match", "no argument"),
+        ("Match host", "needs an argument"),
+        ("Match bogus x", "unsupported Match criterion"),
+        ("Match all host x", "cannot be combined"),
+        ("Match exec \"kill -9 $$\"", "abnormally"),
+    ] {
+        let cfg = s.write("cfg", &format!("Host zzz\n  Port 1\n{line}\n  User u\n"));
+        let err = s.resolve(&cfg, "a").unwrap_err().to_string();
+        assert!(err.contains(needle) && err.contains("line 3"), "{line}: {err}");
+        assert!(ssh_rejects(&s, &cfg, "a"), "ssh accepts {line}");
+    }
+    // Criteria delegate cannot evaluate are refused only when reached.
+    let cfg = s.write("cfg", "Match host other localnetwork 10.0.0.0/8\n  User u\nMatch host a command x\n  User v\n");
+    assert!(s.resolve(&cfg, "b").is_ok());
+    let err = s.resolve(&cfg, "a").unwrap_err().to_string();
+    assert!(err.contains("Match command") && err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn tag_and_match_tagged_follow_openssh_10() {
+    // OpenSSH 9.2 (the oracle here) predates Tag; this follows readconf.c's match_cfg_line.
+    let s = Scratch::new();
+    let cfg = s.write(
+        "cfg",
+        "Host a\n  Tag work\nHost *\n  Tag other\n\
+         Match tagged wo*,!other\n  Port 2000\nMatch tagged \"\"\n  Port 2001\nMatch !tagged work\n  User nottagged\n",
+    );
+    let a = s.resolve(&cfg, "a").unwrap();
+    assert_eq!((a.port, a.user.as_deref()), (Some(2000), None));
+    let b = s.resolve(&cfg, "b").unwrap();
+    assert_eq!((b.port, b.user.as_deref()), (None, Some("nottagged")));
+    let cfg = s.write("cfg", "Match tagged \"\"\n  Port 2001\n");
+    assert_eq!(s.resolve(&cfg, "b").unwrap().port, Some(2001), "no Tag matches only the empty pattern");
+}
+
+#[test]
+fn keywords_of_newer_openssh_are_accepted_and_refusals_apply_only_to_the_target() {
+    let s = Scratch::new();
+    // Known to 9.2 too: compared with the oracle.
+    let cfg = s.write("cfg", "Host other\n  EnableEscapeCommandline yes\n  RequiredRSASize 2048\nHost *\n  Port 2\n");
+    assert_matches_ssh(&s, &cfg, "a");
+    let newer = "Tag t\n  ObscureKeystrokeTiming no\n  ChannelTimeout session=5m\n  VersionAddendum none\n  \
+                 WarnWeakCrypto no\n  SessionType default\n  StdinNull no\n  ForkAfterAuthentication no\n  \
+                 PermitRemoteOpen any\n  IdentityFile2 ~/.ssh/two\n  RefuseConnection no";
+    let cfg = s.write("cfg", &format!("Host *\n  {newer}\n"));
+    let r = s.resolve(&cfg, "a").unwrap();
+    assert_eq!(r.identity_files, vec![s.home.join(".ssh/two")]);
+    let cfg = s.write("cfg", "Host a\n  ConnectionAttempts 3\n  AddressFamily inet\n");
+    let r = assert_matches_ssh(&s, &cfg, "a");
+    assert_eq!((r.connection_attempts, r.address_family), (Some(3), Some(AddressFamily::Inet)));
+    let cfg = s.write("cfg", "Host other\n  RefuseConnection yes\n");
+    assert!(s.resolve(&cfg, "a").is_ok());
+    let cfg = s.write("cfg", "Host a\n  RefuseConnection yes\n");
+    let err = s.resolve(&cfg, "a").unwrap_err().to_string();
+    assert!(err.contains("RefuseConnection yes: ssh refuses"), "{err}");
+    let cfg = s.write("cfg", "Host zzz\n  AddressFamily ipx\n");
+    assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("AddressFamily"));
+    assert!(ssh_rejects(&s, &cfg, "a"));
+}
+
+#[test]
+fn the_inventory_user_and_port_act_like_ssh_dash_l_and_dash_p() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "cfg",
+        "Match user ian\n  IdentityFile ~/.ssh/for-ian\nHost a\n  User config\n  Port 2000\n  \
+         IdentityFile ~/.ssh/%r@%h-%p\n  UserKnownHostsFile ~/kh-%r-%p\n",
+    );
+    let r = assert_matches_ssh(&s, &cfg, "a -l ian -p 2222");
+    assert_eq!((r.user.as_deref(), r.port), (Some("ian"), Some(2222)));
+    assert_eq!(r.identity_files, vec![s.home.join(".ssh/for-ian"), s.home.join(".ssh/ian@a-2222")]);
+    assert_eq!(r.user_known_hosts_files, vec![s.home.join("kh-ian-2222")]);
+    let r = assert_matches_ssh(&s, &cfg, "a");
+    assert_eq!(r.identity_files, vec![s.home.join(".ssh/config@a-2000")]);
+}
