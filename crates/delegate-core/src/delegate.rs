@@ -191,6 +191,8 @@ impl Delegate {
         if let Some(n) = resolved.server_alive_count_max {
             timeouts.keepalive_max = n as usize;
         }
+        timeouts.connection_attempts = resolved.connection_attempts.unwrap_or(1);
+        timeouts.address_family = resolved.address_family.unwrap_or_default();
         Ok(SshTarget {
             host: host_name.to_string(),
             hostname: resolved.hostname.clone(),

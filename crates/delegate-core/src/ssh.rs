@@ -21,18 +21,34 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 use crate::known_hosts::{self, HostKeyStatus};
+use crate::ssh_config::AddressFamily;
 
-/// Deadlines for each network step.
+/// Deadlines for each network step, and how the TCP connect is tried.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Timeouts {
-    /// TCP connect, per resolved address.
+    /// ssh's ConnectTimeout: the TCP connect (per resolved address), and then what is left of
+    /// it for the server's SSH banner, as ssh applies it.
     pub connect: Duration,
-    /// Banner exchange and key exchange.
+    /// The key exchange, after the banner.
     pub handshake: Duration,
     pub auth: Duration,
-    /// Keepalive period; after `keepalive_max` unanswered ones the connection is dropped.
+    /// ssh's ServerAliveInterval: after this long without hearing from the server a
+    /// keepalive is sent; zero turns keepalives off.
     pub keepalive_interval: Duration,
+    /// ssh's ServerAliveCountMax: the connection is dropped at the check after this many
+    /// unanswered keepalives, so a silent server is declared dead after about
+    /// `keepalive_interval * (keepalive_max + 1)`; zero drops it at the first check.
     pub keepalive_max: usize,
+    /// ssh's ConnectionAttempts: rounds of TCP connects over all addresses, 1 s apart.
+    #[serde(default = "one")]
+    pub connection_attempts: u32,
+    /// ssh's AddressFamily: which resolved addresses are tried.
+    #[serde(default)]
+    pub address_family: AddressFamily,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for Timeouts {
@@ -43,6 +59,8 @@ impl Default for Timeouts {
             auth: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
+            connection_attempts: 1,
+            address_family: AddressFamily::Any,
         }
     }
 }
@@ -226,11 +244,36 @@ fn preferred_host_keys(recorded: &[Algorithm]) -> Vec<Algorithm> {
     all
 }
 
+/// russh's keepalive settings for ssh's ServerAliveInterval and ServerAliveCountMax.
+///
+/// ssh (clientloop.c) checks every interval without input: the check counts, gives up when
+/// the count exceeds the maximum, and otherwise sends a keepalive; any input resets both.
+/// russh counts the same way, except that its `keepalive_max` 0 means "never give up" and
+/// an interval of zero makes it spin: so interval 0 turns keepalives off (ssh's meaning),
+/// and count 0 (ssh gives up at the first check, having sent nothing) becomes an inactivity
+/// timeout of one interval.
+struct Keepalive {
+    interval: Option<Duration>,
+    max: usize,
+    inactivity: Option<Duration>,
+}
+
+fn keepalive(t: &Timeouts) -> Keepalive {
+    let interval = t.keepalive_interval;
+    match (interval.is_zero(), t.keepalive_max) {
+        (true, _) => Keepalive { interval: None, max: 0, inactivity: None },
+        (false, 0) => Keepalive { interval: None, max: 0, inactivity: Some(interval) },
+        (false, max) => Keepalive { interval: Some(interval), max, inactivity: None },
+    }
+}
+
 fn client_config(t: &SshTarget, recorded: &[Algorithm]) -> client::Config {
+    let alive = keepalive(&t.timeouts);
     client::Config {
         nodelay: true,
-        keepalive_interval: Some(t.timeouts.keepalive_interval),
-        keepalive_max: t.timeouts.keepalive_max,
+        keepalive_interval: alive.interval,
+        keepalive_max: alive.max,
+        inactivity_timeout: alive.inactivity,
         preferred: Preferred { key: Cow::Owned(preferred_host_keys(recorded)), ..Preferred::DEFAULT },
         ..Default::default()
     }
@@ -240,7 +283,10 @@ fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
 
-async fn tcp_connect(t: &SshTarget) -> Result<TcpStream> {
+/// TCP to the first address that answers, as ssh's ssh_connect_direct: addresses of the
+/// wrong AddressFamily skipped, ConnectionAttempts rounds 1 s apart. Also returns when the
+/// successful connect started, since the banner gets what is left of ConnectTimeout.
+async fn tcp_connect(t: &SshTarget) -> Result<(TcpStream, Instant)> {
     let addr_text = format!("{}:{}", t.hostname, t.port);
     let unreachable = |source| Error::Unreachable { host: t.host.clone(), addr: addr_text.clone(), source };
     let addrs: Vec<_> =
@@ -252,26 +298,111 @@ async fn tcp_connect(t: &SshTarget) -> Result<TcpStream> {
                 waited: t.timeouts.connect,
             })?
             .map_err(unreachable)?
+            .filter(|a: &std::net::SocketAddr| match t.timeouts.address_family {
+                AddressFamily::Any => true,
+                AddressFamily::Inet => a.is_ipv4(),
+                AddressFamily::Inet6 => a.is_ipv6(),
+            })
             .collect();
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address");
-    // Each address gets its own deadline, so one blackholed address cannot eat the kernel's
-    // two minutes of SYN retries before the next is tried.
-    for addr in addrs {
-        match tokio::time::timeout(t.timeouts.connect, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                s.set_nodelay(true).map_err(unreachable)?;
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = e,
-            Err(_) => {
-                last = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer from {addr} within {:?}", t.timeouts.connect),
-                )
+    if addrs.is_empty() && t.timeouts.address_family != AddressFamily::Any {
+        let message = format!("no address of the AddressFamily {:?}", t.timeouts.address_family);
+        last = std::io::Error::new(std::io::ErrorKind::NotFound, message);
+    }
+    let attempts = if addrs.is_empty() { 0 } else { t.timeouts.connection_attempts.max(1) };
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Each address gets its own deadline, so one blackholed address cannot eat the
+        // kernel's two minutes of SYN retries before the next is tried.
+        for addr in &addrs {
+            let started = Instant::now();
+            match tokio::time::timeout(t.timeouts.connect, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    s.set_nodelay(true).map_err(unreachable)?;
+                    return Ok((s, started));
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer from {addr} within {:?}", t.timeouts.connect),
+                    )
+                }
             }
         }
     }
     Err(unreachable(last))
+}
+
+/// A stream that signals once a line starting with `SSH-` (the server's version line,
+/// which may follow other lines) has been read through it.
+struct BannerWatch<S> {
+    inner: S,
+    line: Vec<u8>,
+    seen: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl<S> BannerWatch<S> {
+    fn new(inner: S) -> (Self, Arc<tokio::sync::Notify>) {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        (BannerWatch { inner, line: Vec::new(), seen: Some(notify.clone()) }, notify)
+    }
+
+    fn saw(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.seen.is_none() {
+                return;
+            }
+            if b == b'\n' {
+                if self.line.starts_with(b"SSH-") {
+                    self.seen.take().expect("checked above").notify_one();
+                }
+                self.line.clear();
+            } else if self.line.len() < 4 {
+                self.line.push(b); // only the start of a line matters
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for BannerWatch<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if poll.is_ready() {
+            let new = buf.filled()[before..].to_vec();
+            self.saw(&new);
+        }
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for BannerWatch<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
@@ -279,7 +410,7 @@ async fn tcp_connect(t: &SshTarget) -> Result<TcpStream> {
 async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings)> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();
-    let stream = tcp_connect(t).await?;
+    let (stream, connect_started) = tcp_connect(t).await?;
     timings.tcp_ms = ms(started);
 
     let recorded = known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.lookup_port())?;
@@ -287,7 +418,27 @@ async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>
     let seen = Arc::new(Mutex::new(Seen::default()));
     let verifier = Verifier { target: t.clone(), mode, seen: seen.clone() };
     let kex_started = Instant::now();
-    let result = tokio::time::timeout(t.timeouts.handshake, client::connect_stream(config, stream, verifier)).await;
+    // As ssh does, the server's version line must come within what is left of
+    // ConnectTimeout; the key exchange then gets its own deadline.
+    let (stream, banner) = BannerWatch::new(stream);
+    let connecting = client::connect_stream(config, stream, verifier);
+    tokio::pin!(connecting);
+    let banner_wait = t.timeouts.connect.saturating_sub(connect_started.elapsed());
+    let early = tokio::time::timeout(banner_wait, async {
+        tokio::select! {
+            r = &mut connecting => Some(r),
+            () = banner.notified() => None,
+        }
+    })
+    .await;
+    let result = match early {
+        Err(_) => {
+            let phase = "waiting for the server's SSH banner";
+            return Err(Error::Timeout { host: t.host.clone(), phase, waited: t.timeouts.connect });
+        }
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => tokio::time::timeout(t.timeouts.handshake, connecting).await,
+    };
     let mut seen = std::mem::take(&mut *seen.lock().expect("host key state"));
     // A host-key refusal surfaces from russh as a generic error; the callback's own record
     // says what really happened.
@@ -545,5 +696,32 @@ mod tests {
         let c = client_config(&t, &[]);
         assert!(c.nodelay);
         assert!(c.keepalive_interval.is_some() && c.keepalive_max > 0);
+    }
+
+    #[test]
+    fn server_alive_settings_map_to_russh_as_ssh_means_them() {
+        let with = |secs: u64, max: usize| {
+            let alive = keepalive(&Timeouts {
+                keepalive_interval: Duration::from_secs(secs),
+                keepalive_max: max,
+                ..Timeouts::default()
+            });
+            (alive.interval, alive.max, alive.inactivity)
+        };
+        let s = Duration::from_secs;
+        assert_eq!(with(0, 3), (None, 0, None), "interval 0: no keepalives at all (russh would spin)");
+        assert_eq!(with(0, 0), (None, 0, None));
+        assert_eq!(with(5, 3), (Some(s(5)), 3, None), "dead at the 4th check: 20 s");
+        assert_eq!(with(5, 1), (Some(s(5)), 1, None));
+        assert_eq!(with(5, 0), (None, 0, Some(s(5))), "count 0: dead at the first check, never 'never'");
+    }
+
+    #[test]
+    fn the_banner_watch_fires_on_the_version_line_only() {
+        let (mut w, _) = BannerWatch::new(tokio::io::empty());
+        w.saw(b"hello\r\nSSH");
+        assert!(w.seen.is_some(), "junk lines and a partial version line are not the banner");
+        w.saw(b"-2.0-OpenSSH_9.2\r\n");
+        assert!(w.seen.is_none());
     }
 }

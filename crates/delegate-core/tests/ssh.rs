@@ -98,3 +98,102 @@ fn the_pool_reuses_one_connection_and_replaces_a_dead_one_without_running_twice(
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\nran\nran\n", "each command ran exactly once");
     runtime.block_on(pool.close_all());
 }
+
+/// `target` through a fault proxy, with short deadlines as the test plan asks.
+fn proxied(host: &FakeHost, proxy: &delegate_testkit::FaultProxy) -> SshTarget {
+    let mut t = target(host);
+    t.hostname = "127.0.0.1".into();
+    t.port = proxy.port();
+    t.timeouts.connect = Duration::from_secs(2);
+    t.timeouts.handshake = Duration::from_secs(10);
+    // The host key, recorded under the proxy's port.
+    let line = host.known_hosts_line().replace(&format!(":{}", host.port()), &format!(":{}", proxy.port()));
+    let file = host.dir().join(format!("known_hosts_{}", proxy.port()));
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    t.known_hosts = vec![file];
+    t
+}
+
+#[test]
+fn connect_timeout_covers_the_banner_like_ssh() {
+    let host = FakeHost::start();
+    let proxy = delegate_testkit::FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+    proxy.set(delegate_testkit::Fault::NoBanner);
+    let t = proxied(&host, &proxy);
+    let started = std::time::Instant::now();
+    let err = block_on(Session::connect(&t)).err().expect("a silent server is refused");
+    let took = started.elapsed();
+    assert!(err.to_string().contains("banner"), "{err}");
+    assert!(took < Duration::from_secs(4), "ConnectTimeout 2 s, not the 10 s handshake deadline: {took:?}");
+}
+
+#[test]
+fn connection_attempts_retry_one_second_apart() {
+    let mut t = target(&FakeHost::start());
+    t.hostname = "127.0.0.1".into();
+    t.port = delegate_testkit::closed_port();
+    t.timeouts.connection_attempts = 3;
+    let started = std::time::Instant::now();
+    assert!(block_on(Session::connect(&t)).is_err());
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4), "{took:?}");
+    t.timeouts.address_family = delegate_core::ssh_config::AddressFamily::Inet6;
+    let err = block_on(Session::connect(&t)).err().unwrap().to_string();
+    assert!(err.contains("AddressFamily"), "127.0.0.1 has no IPv6 address: {err}");
+}
+
+#[test]
+fn a_stalled_server_is_declared_dead_after_interval_times_count_plus_one() {
+    let host = FakeHost::start();
+    let proxy = delegate_testkit::FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+    let mut t = proxied(&host, &proxy);
+    t.timeouts.keepalive_interval = Duration::from_secs(1);
+    t.timeouts.keepalive_max = 2;
+    block_on(async {
+        let s = Session::connect(&t).await.unwrap();
+        proxy.set(delegate_testkit::Fault::Stall);
+        let started = std::time::Instant::now();
+        while !s.is_closed() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = started.elapsed();
+        assert!(s.is_closed(), "still open after {took:?}");
+        assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(5), "{took:?}");
+    });
+}
+
+#[test]
+fn server_alive_count_zero_drops_at_the_first_check() {
+    let host = FakeHost::start();
+    let proxy = delegate_testkit::FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+    let mut t = proxied(&host, &proxy);
+    t.timeouts.keepalive_interval = Duration::from_secs(1);
+    t.timeouts.keepalive_max = 0;
+    block_on(async {
+        let s = Session::connect(&t).await.unwrap();
+        proxy.set(delegate_testkit::Fault::Stall);
+        let started = std::time::Instant::now();
+        while !s.is_closed() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = started.elapsed();
+        assert!(s.is_closed() && took < Duration::from_millis(2500), "{took:?}");
+    });
+}
+
+#[test]
+fn server_alive_interval_zero_sends_no_keepalives() {
+    let host = FakeHost::start();
+    let proxy = delegate_testkit::FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+    let mut t = proxied(&host, &proxy);
+    t.timeouts.keepalive_interval = Duration::ZERO;
+    block_on(async {
+        let s = Session::connect(&t).await.unwrap();
+        let before = proxy.bytes_client_to_server();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(proxy.bytes_client_to_server(), before, "an idle connection with keepalives off sends nothing");
+        assert!(!s.is_closed());
+        let out = s.exec("echo alive", b"", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(out.stdout, b"alive\n");
+    });
+}

@@ -23,8 +23,18 @@ pub(super) struct MatchState {
 }
 
 /// Criteria that take an argument, also accepted as `name=value` (OpenSSH 10).
-const WITH_ARGUMENT: &[&str] =
-    &["host", "originalhost", "user", "localuser", "localnetwork", "version", "tagged", "command", "exec", "sessiontype"];
+const WITH_ARGUMENT: &[&str] = &[
+    "host",
+    "originalhost",
+    "user",
+    "localuser",
+    "localnetwork",
+    "version",
+    "tagged",
+    "command",
+    "exec",
+    "sessiontype",
+];
 
 impl Parser<'_, '_> {
     /// Whether a Match line applies; `Err` for a malformed line, as ssh refuses the whole file.
@@ -39,9 +49,9 @@ impl Parser<'_, '_> {
             if attrib.eq_ignore_ascii_case("all") {
                 // ssh's check lets one criterion come before `all` (it is then ignored).
                 if attributes > 1 || words.next().is_some() {
-                    return Err(at.invalid(format!(
-                        "Match \"{word}\" cannot be combined with other criteria; use it alone"
-                    )));
+                    return Err(
+                        at.invalid(format!("Match \"{word}\" cannot be combined with other criteria; use it alone"))
+                    );
                 }
                 return Ok(result && !negate);
             }

@@ -71,8 +71,9 @@ pub enum StrictHostKeyChecking {
 }
 
 /// `AddressFamily`: which resolved addresses to try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AddressFamily {
+    #[default]
     Any,
     Inet,
     Inet6,
@@ -652,28 +653,28 @@ impl Tokens<'_> {
     fn value(&self, c: char) -> Option<String> {
         let home = self.q.home.to_string_lossy();
         Some(match c {
-                'd' => home.to_string(),
-                'u' => self.q.local_user.to_string(),
-                'h' => self.hostname.to_string(),
-                'n' => self.q.host.to_string(),
-                'r' => self.remote_user.to_string(),
-                'p' => self.port.to_string(),
-                'k' => self.key_alias.to_string(),
-                // SAFETY: getuid has no preconditions and cannot fail.
-                'i' => unsafe { libc::getuid() }.to_string(),
-                'l' => self.local_host().to_string(),
-                'L' => self.local_host().split('.').next().unwrap_or_default().to_string(),
-                'C' => {
-                    use sha1::Digest;
-                    let hash = sha1::Sha1::new()
-                        .chain_update(self.local_host())
-                        .chain_update(self.hostname)
-                        .chain_update(self.port.to_string())
-                        .chain_update(self.remote_user)
-                        .finalize();
-                    hash.iter().map(|b| format!("{b:02x}")).collect()
-                }
-                _ => return None,
+            'd' => home.to_string(),
+            'u' => self.q.local_user.to_string(),
+            'h' => self.hostname.to_string(),
+            'n' => self.q.host.to_string(),
+            'r' => self.remote_user.to_string(),
+            'p' => self.port.to_string(),
+            'k' => self.key_alias.to_string(),
+            // SAFETY: getuid has no preconditions and cannot fail.
+            'i' => unsafe { libc::getuid() }.to_string(),
+            'l' => self.local_host().to_string(),
+            'L' => self.local_host().split('.').next().unwrap_or_default().to_string(),
+            'C' => {
+                use sha1::Digest;
+                let hash = sha1::Sha1::new()
+                    .chain_update(self.local_host())
+                    .chain_update(self.hostname)
+                    .chain_update(self.port.to_string())
+                    .chain_update(self.remote_user)
+                    .finalize();
+                hash.iter().map(|b| format!("{b:02x}")).collect()
+            }
+            _ => return None,
         })
     }
 
