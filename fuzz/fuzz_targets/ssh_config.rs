@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let config = home.join(".ssh/config");
     std::fs::write(&config, data).unwrap();
     for host in ["web", "example.com", "Alias", "10.0.0.1"] {
-        let q = SshConfigQuery { host, config_file: &config, home, local_user: "fuzz" };
+        let q = SshConfigQuery { host, config_file: &config, home, local_user: "fuzz", user: None, port: None };
         let _ = resolve(&q);
     }
 });

@@ -433,7 +433,9 @@ async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>
     .await;
     let result = match early {
         Err(_) => {
-            let phase = "waiting for the server's SSH banner";
+            // ssh calls this the banner exchange; to the user (and the warm daemon's wire
+            // format, which knows a fixed set of phases) it is part of exchanging keys.
+            let phase = "exchanging keys";
             return Err(Error::Timeout { host: t.host.clone(), phase, waited: t.timeouts.connect });
         }
         Ok(Some(done)) => Ok(done),
