@@ -40,8 +40,15 @@ pub struct ResolvedSsh {
     /// In order, with `~` and `%` tokens expanded; empty when none are configured.
     pub identity_files: Vec<PathBuf>,
     pub identities_only: bool,
+    /// `CertificateFile`s, in order, expanded.
+    pub certificate_files: Vec<PathBuf>,
     /// Expanded; empty when not configured.
     pub user_known_hosts_files: Vec<PathBuf>,
+    /// `GlobalKnownHostsFile`, by default ssh's `/etc/ssh/ssh_known_hosts` and
+    /// `/etc/ssh/ssh_known_hosts2`; empty for `none`.
+    pub global_known_hosts_files: Vec<PathBuf>,
+    /// `HashKnownHosts yes`: names written to known_hosts are hashed.
+    pub hash_known_hosts: bool,
     pub strict_host_key_checking: Option<StrictHostKeyChecking>,
     /// Lowercased, as ssh does before it looks the alias up in known_hosts.
     pub host_key_alias: Option<String>,
@@ -116,8 +123,7 @@ const IGNORED: &[&str] = &[
     "ciphers", "macs", "kexalgorithms", "hostkeyalgorithms", "casignaturealgorithms", "pubkeyacceptedalgorithms",
     "pubkeyacceptedkeytypes", "requiredrsasize", "rekeylimit", "compression", "fingerprinthash",
     // Host-key options that could only make ssh laxer than delegate, which checks every key against known_hosts.
-    "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "hashknownhosts", "updatehostkeys",
-    "visualhostkey", "globalknownhostsfile",
+    "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "updatehostkeys", "visualhostkey",
     // Transport tuning, canonicalization details (CanonicalizeHostname itself is checked), logging.
     "tcpkeepalive", "keepalive", "addressfamily", "connectionattempts", "ipqos", "proxyusefdpass",
     "canonicaldomains", "canonicalizefallbacklocal", "canonicalizemaxdots", "canonicalizepermittedcnames",
@@ -148,6 +154,7 @@ const KEPT: &[(&str, &str, Value)] = &[
     ("hostname", "HostName", Value::Text), ("user", "User", Value::Text), ("port", "Port", Value::Port),
     ("hostkeyalias", "HostKeyAlias", Value::Lowercase), ("identitiesonly", "IdentitiesOnly", Value::Flag),
     ("userknownhostsfile", "UserKnownHostsFile", Value::Paths),
+    ("globalknownhostsfile", "GlobalKnownHostsFile", Value::Paths), ("hashknownhosts", "HashKnownHosts", Value::Flag),
     ("stricthostkeychecking", "StrictHostKeyChecking", Value::Strict),
     ("connecttimeout", "ConnectTimeout", Value::Seconds), ("serveraliveinterval", "ServerAliveInterval", Value::Seconds),
     ("serveralivecountmax", "ServerAliveCountMax", Value::Count), ("identityagent", "IdentityAgent", Value::Text),
@@ -183,9 +190,12 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 const MAX_IDENTITY_FILES: usize = 100;
 const MAX_KNOWN_HOSTS_FILES: usize = 32;
 
+/// ssh's GlobalKnownHostsFile default (pathnames.h `_PATH_SSH_SYSTEM_HOSTFILE` and `...2`).
+const DEFAULT_GLOBAL_KNOWN_HOSTS: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+
 /// Resolves `q.host` against `q.config_file` the way `ssh -G` does.
 pub fn resolve(q: &SshConfigQuery) -> Result<ResolvedSsh, SshConfigError> {
-    let mut parser = Parser { q, kept: HashMap::new(), identity_files: Vec::new() };
+    let mut parser = Parser { q, kept: HashMap::new(), identity_files: Vec::new(), certificate_files: Vec::new() };
     let top = Loc { path: q.config_file.to_path_buf(), line: 0 };
     parser.read_file(q.config_file, 0, &mut true, false, &top)?;
     parser.finish()
@@ -217,6 +227,7 @@ struct Parser<'q, 'a> {
     q: &'q SshConfigQuery<'a>,
     kept: HashMap<&'static str, Kept>,
     identity_files: Vec<(String, Loc)>,
+    certificate_files: Vec<(String, Loc)>,
 }
 
 impl Parser<'_, '_> {
@@ -331,16 +342,22 @@ impl Parser<'_, '_> {
                     self.identity_files.push((v.to_string(), at.clone()));
                 }
             }
-            "certificatefile" if on => {
-                let reason =
-                    "is not supported by delegate yet; remove it for this host and authenticate with a plain key";
-                return Err(at.unsupported("CertificateFile", reason));
+            "certificatefile" => {
+                let v = one(&args, "CertificateFile", at)?;
+                if on && !self.certificate_files.iter().any(|(f, _)| f == v) {
+                    if self.certificate_files.len() >= MAX_IDENTITY_FILES {
+                        return Err(
+                            at.invalid(format!("more than {MAX_IDENTITY_FILES} CertificateFile entries; remove some"))
+                        );
+                    }
+                    self.certificate_files.push((v.to_string(), at.clone()));
+                }
             }
             "bindaddress" | "bindinterface" if on => {
                 let reason = "is not supported by delegate; remove it for this host so the connection leaves from the default address";
                 return Err(at.unsupported(keyword, reason));
             }
-            "certificatefile" | "bindaddress" | "bindinterface" => {}
+            "bindaddress" | "bindinterface" => {}
             k if IGNORED.contains(&k) || k.starts_with("gssapi") => {}
             k if self.kept.get("ignoreunknown").is_some_and(|l| match_pattern_list(k, &l.values[0]) == Some(true)) => {}
             _ => {
@@ -416,9 +433,19 @@ impl Parser<'_, '_> {
             .iter()
             .map(|(raw, at)| tokens.expand_path(raw, "IdentityFile", at))
             .collect::<Result<_, _>>()?;
+        let certificate_files = self
+            .certificate_files
+            .iter()
+            .map(|(raw, at)| tokens.expand_path(raw, "CertificateFile", at))
+            .collect::<Result<_, _>>()?;
         let user_known_hosts_files = match self.kept.get("userknownhostsfile") {
             Some(k) => k.values.iter().map(|raw| tokens.expand_path(raw, k.name, &k.at)).collect::<Result<_, _>>()?,
             None => Vec::new(),
+        };
+        let global_known_hosts_files = match self.kept.get("globalknownhostsfile") {
+            Some(k) if is_none(&k.values[0]) => Vec::new(),
+            Some(k) => k.values.iter().map(|raw| tokens.expand_path(raw, k.name, &k.at)).collect::<Result<_, _>>()?,
+            None => DEFAULT_GLOBAL_KNOWN_HOSTS.iter().map(PathBuf::from).collect(),
         };
         let identity_agent = match kept("identityagent") {
             None => None,
@@ -438,6 +465,7 @@ impl Parser<'_, '_> {
                 _ => StrictHostKeyChecking::Ask,
             }),
             identities_only: kept("identitiesonly").is_some_and(|(v, _)| v == "yes"),
+            hash_known_hosts: kept("hashknownhosts").is_some_and(|(v, _)| v == "yes"),
             connect_timeout: seconds("connecttimeout"),
             server_alive_interval: seconds("serveraliveinterval"),
             server_alive_count_max: number("serveralivecountmax"),
@@ -445,7 +473,9 @@ impl Parser<'_, '_> {
             user,
             port,
             identity_files,
+            certificate_files,
             user_known_hosts_files,
+            global_known_hosts_files,
             host_key_alias,
             identity_agent,
         })
@@ -1051,7 +1081,6 @@ mod tests {
         for (directive, expect) in [
             ("ProxyJump bastion", "ProxyJump is not supported by delegate yet; connect directly"),
             ("ProxyCommand nc %h %p", "ProxyCommand"),
-            ("CertificateFile ~/.ssh/id-cert.pub", "CertificateFile"),
             ("RemoteCommand tmux attach", "RemoteCommand"),
             ("CanonicalizeHostname yes", "CanonicalizeHostname"),
             ("StrictHostKeyChecking no", "delegate always verifies host keys"),
