@@ -223,7 +223,7 @@ pub fn check_host_certificate(
         Some(format!("it is not valid before {}", when(cert.valid_after())))
     } else if now >= cert.valid_before() {
         Some(format!("it expired at {}", when(cert.valid_before())))
-    } else if !cert.valid_principals().is_empty() && !cert.valid_principals().iter().any(|p| *p == principal) {
+    } else if !cert.valid_principals().is_empty() && !cert.valid_principals().contains(&principal) {
         Some(format!("it is for {}, not {principal}", cert.valid_principals().join(", ")))
     } else {
         None

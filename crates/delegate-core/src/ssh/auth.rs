@@ -273,7 +273,7 @@ async fn attempt(
     }
     // A certificate whose plain key the agent holds.
     if let Some(Offer::Cert(cert)) = &id.offer
-        && let Some(agent) = agent.as_deref_mut()
+        && let Some(agent) = agent
         && let Some(key) = plain_in_agent.iter().find(|k| match k {
             AgentIdentity::PublicKey { key, .. } => key.key_data() == cert.public_key(),
             AgentIdentity::Certificate { .. } => false,
@@ -325,15 +325,11 @@ fn load_private(path: &Path) -> std::result::Result<PrivateKey, String> {
         Err(russh::keys::Error::KeyIsEncrypted) => {
             Err("encrypted: delegate does not ask for passphrases; add it to ssh-agent with ssh-add".into())
         }
-        Err(_) if read_public(path).is_some() && PublicKey::from_openssh(read_text(path).trim()).is_ok() => {
+        Err(_) if PublicKey::from_openssh(std::fs::read_to_string(path).unwrap_or_default().trim()).is_ok() => {
             Err("a public key only, and ssh-agent does not hold its private key".into())
         }
         Err(e) => Err(format!("unreadable: {e}")),
     }
-}
-
-fn read_text(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 async fn rsa_hash(handle: &Handle<Verifier>, key: &KeyData) -> std::result::Result<Option<HashAlg>, russh::Error> {
