@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use delegate_core::Error as E;
+use delegate_core::known_hosts::KnownHostsError;
 use delegate_core::runner::code as remote;
 
 /// Everything worked (for `run`: the agent really started in tmux on the brother).
@@ -99,11 +100,14 @@ fn code_for_core(e: &E) -> Option<u8> {
         // The wrapper says which task; the cause decides the code.
         E::LaunchFailed { source, .. } => return code_for_core(source),
         E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
+        E::KnownHosts(KnownHostsError::CertificateInvalid { .. } | KnownHostsError::CertificateExpected { .. }) => {
+            HOST_KEY_CHANGED
+        }
         E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
         E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,
         E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => HOST_KEY_CHANGED,
         E::Unreachable { .. } | E::Timeout { .. } => UNREACHABLE,
-        E::AuthRefused { .. } => AUTH,
+        E::AuthRefused { .. } | E::AuthDisconnected { .. } => AUTH,
         E::Ssh { .. } => SSH,
         E::PromptEmpty | E::PromptTooLarge { .. } => PROMPT,
         E::SandboxRefused { .. } => SANDBOX_REFUSED,

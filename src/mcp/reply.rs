@@ -87,7 +87,7 @@ pub fn error_code(e: &Error) -> &'static str {
             "host_key_changed"
         }
         Error::Unreachable { .. } | Error::Timeout { .. } => "unreachable",
-        Error::AuthRefused { .. } => "auth_refused",
+        Error::AuthRefused { .. } | Error::AuthDisconnected { .. } => "auth_refused",
         Error::Ssh { .. } => "ssh",
         Error::PromptEmpty => "prompt_empty",
         Error::PromptTooLarge { .. } => "prompt_too_large",

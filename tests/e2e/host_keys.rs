@@ -3,7 +3,9 @@
 //! | test | testplan | checks |
 //! |---|---|---|
 //! | `c7_concurrent_accept_new_of_different_hosts_keeps_every_line_whole` | C7 | 8 CLI processes held at the handshake by stalled proxies and released together, each learning a different host with `StrictHostKeyChecking accept-new` into one known_hosts: every line whole, each key once, `ssh-keygen -F` finds each, mode kept |
-//! | `s5_a_host_vouched_for_by_a_certificate_authority_is_refused_clearly` | S5 | a host with a valid CA-signed certificate that OpenSSH accepts through `@cert-authority`: delegate refuses (exit 3) naming the line and saying certificates are unsupported, under `yes` and `accept-new`; known_hosts untouched, nothing ran |
+//! | `s5_host_certificates_from_a_trusted_ca_are_accepted_and_bad_ones_refused` | S5 | a valid CA-signed host certificate is accepted through `@cert-authority` (as by OpenSSH) under `yes` and `accept-new`, known_hosts untouched; expired, wrong principal, unknown CA, and a plain key where a certificate is expected are refused (exit 13) saying why, never learned |
+//! | `global_known_hosts_and_known_hosts2_are_read_like_ssh` | §1.7d | GlobalKnownHostsFile: a conflicting global entry refuses the host under accept-new (file and line named, nothing learned), a matching one vouches for it; `~/.ssh/known_hosts2` is read by default |
+//! | `hash_known_hosts_makes_accept_new_write_a_hashed_name` | S6 | `HashKnownHosts yes`: one `|1|salt|hash` line that `ssh-keygen -F` finds, learned once |
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -111,54 +113,152 @@ fn c7_concurrent_accept_new_of_different_hosts_keeps_every_line_whole() {
     assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), text, "a known host was learned twice");
 }
 
-#[test]
-fn s5_a_host_vouched_for_by_a_certificate_authority_is_refused_clearly() {
-    let env = Env::new();
-    let (ca, ca_pub) = delegate_testkit::keygen(&env.home, "host_ca", "ed25519");
-    let host = FakeHost::builder().host_certificate(&ca, "127.0.0.1", None).start();
-    let line = format!("@cert-authority [127.0.0.1]:{} {ca_pub}\n", host.port());
-    std::fs::write(&env.known_hosts, &line).unwrap();
-    env.config_append(&env.host_toml("h", &host));
-    env.add_brother("oppy", "h", &host, "self-test", "read");
-
-    // Oracle: OpenSSH accepts this host through the CA line (the certificate is valid).
-    let args: Vec<String> = host
-        .ssh_args()
+/// `host.ssh_args()` reading `known_hosts` (and `global`, if any) instead of the kit's file.
+fn oracle_args(
+    host: &FakeHost,
+    known_hosts: &std::path::Path,
+    global: Option<&std::path::Path>,
+    strict: &str,
+) -> Vec<String> {
+    host.ssh_args()
         .into_iter()
         .map(|a| {
             if a.starts_with("UserKnownHostsFile=") {
-                format!("UserKnownHostsFile={}", env.known_hosts.display())
+                format!("UserKnownHostsFile={}", known_hosts.display())
+            } else if a.starts_with("GlobalKnownHostsFile=") {
+                format!("GlobalKnownHostsFile={}", global.map_or("/dev/null".into(), |g| g.display().to_string()))
+            } else if a.starts_with("StrictHostKeyChecking=") {
+                format!("StrictHostKeyChecking={strict}")
             } else {
                 a
             }
         })
-        .collect();
-    let oracle = Command::new("ssh").args(&args).args(["--", "true"]).output().unwrap();
-    assert!(oracle.status.success(), "OpenSSH refused the certificate: {}", String::from_utf8_lossy(&oracle.stderr));
+        .collect()
+}
 
-    let logins = host.sshd_log().matches("Accepted publickey").count();
-    for mode in ["yes", "accept-new"] {
-        std::fs::write(env.home.join(".ssh/config"), format!("Host *\n  StrictHostKeyChecking {mode}\n")).unwrap();
-        let run = env.run(&["oppy", "hello", "--json"]);
-        eprintln!("S5 ({mode}): exit {}: {}", run.code(), run.stderr().trim());
-        assert_eq!(run.code(), 3, "{mode}: {run}");
-        let err = run.stderr();
-        assert!(
-            err.contains("@cert-authority")
-                && err.contains("does not support host certificates")
-                && err.contains("line 1"),
-            "{mode}: unclear refusal:\n{run}"
-        );
-        assert_eq!(run.json()["status"], "failed", "{mode}: {run}");
-        assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), line, "{mode}: known_hosts changed");
+fn ssh_ok(args: &[String]) -> bool {
+    let out = Command::new("ssh").args(args).args(["--", "true"]).output().unwrap();
+    out.status.success()
+}
+
+#[test]
+fn s5_host_certificates_from_a_trusted_ca_are_accepted_and_bad_ones_refused() {
+    let env = Env::new();
+    let (ca, ca_pub) = delegate_testkit::keygen(&env.home, "host_ca", "ed25519");
+    let (other_ca, _) = delegate_testkit::keygen(&env.home, "other_ca", "ed25519");
+    let cases: Vec<(&str, FakeHost, &str)> = vec![
+        ("valid", FakeHost::builder().host_certificate(&ca, "127.0.0.1", None).start(), ""),
+        ("expired", FakeHost::builder().host_certificate(&ca, "127.0.0.1", Some("-2d:-1d")).start(), "expired at"),
+        (
+            "wrong principal",
+            FakeHost::builder().host_certificate(&ca, "other.example", None).start(),
+            "it is for other.example, not 127.0.0.1",
+        ),
+        (
+            "unknown CA",
+            FakeHost::builder().host_certificate(&other_ca, "127.0.0.1", None).start(),
+            "which known_hosts does not trust",
+        ),
+        ("no certificate", FakeHost::start(), "presented a plain key"),
+    ];
+    for (i, (_, host, _)) in cases.iter().enumerate() {
+        env.config_append(&env.host_toml(&format!("h{i}"), host));
+        env.add_brother(&format!("b{i}"), &format!("h{i}"), host, "self-test", "read");
     }
-    assert!(!host.tmux(&["ls"]).status.success(), "a tmux server exists");
-    assert!(!host.remote_root().join("tasks").exists(), "{}", host.diagnostics());
-    let after = host.sshd_log().matches("Accepted publickey").count();
-    assert_eq!(after, logins, "delegate authenticated:\n{}", host.sshd_log());
-
-    // Control: with the host's own key recorded, the same host is fine.
-    std::fs::write(&env.known_hosts, format!("{}\n", host.known_hosts_line())).unwrap();
+    for (i, (case, host, why)) in cases.iter().enumerate() {
+        let line = format!("# host CA\n@cert-authority [127.0.0.1]:{} {ca_pub}\n", host.port());
+        std::fs::write(&env.known_hosts, &line).unwrap();
+        let valid = why.is_empty();
+        // Oracle: OpenSSH accepts exactly the valid one.
+        assert_eq!(ssh_ok(&oracle_args(host, &env.known_hosts, None, "yes")), valid, "{case}: OpenSSH disagrees");
+        for mode in ["yes", "accept-new"] {
+            std::fs::write(env.home.join(".ssh/config"), format!("Host *\n  StrictHostKeyChecking {mode}\n")).unwrap();
+            let logins = host.sshd_log().matches("Accepted publickey").count();
+            let run = env.run(&["--no-warm", &format!("b{i}"), "hello", "--json"]);
+            eprintln!("S5 {case} ({mode}): exit {}: {}", run.code(), run.stderr().trim());
+            let after = host.sshd_log().matches("Accepted publickey").count();
+            if valid {
+                assert_eq!(run.code(), 0, "{case} {mode}: {run}");
+                assert_eq!(after, logins + 1, "{case} {mode}");
+            } else {
+                assert_eq!(run.code(), 13, "{case} {mode}: {run}");
+                let err = run.stderr();
+                assert!(err.contains(why) && err.contains("line 2"), "{case} {mode}: unclear refusal:\n{run}");
+                assert_eq!(after, logins, "{case} {mode}: delegate authenticated");
+            }
+            assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), line, "{case} {mode}: known_hosts changed");
+        }
+    }
+    // An expired certificate of a host whose own key is recorded: that key still vouches, as in ssh.
+    let (_, expired, _) = &cases[1];
+    std::fs::write(&env.known_hosts, format!("@cert-authority * {ca_pub}\n{}\n", expired.known_hosts_line())).unwrap();
     std::fs::write(env.home.join(".ssh/config"), "").unwrap();
+    assert!(ssh_ok(&oracle_args(expired, &env.known_hosts, None, "yes")));
+    env.run(&["b1", "again", "--json"]).ok();
+}
+
+#[test]
+fn global_known_hosts_and_known_hosts2_are_read_like_ssh() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.config_append(&env.host_toml("h", &host));
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    let (_, other) = delegate_testkit::keygen(&env.home, "impostor", "ed25519");
+    let global = env.home.join("ssh_known_hosts");
+    std::fs::write(&global, format!("# global\n[127.0.0.1]:{} {other}\n", host.port())).unwrap();
+    std::fs::write(
+        env.home.join(".ssh/config"),
+        format!("Host *\n  StrictHostKeyChecking accept-new\n  GlobalKnownHostsFile {}\n", global.display()),
+    )
+    .unwrap();
+    // Oracle: under accept-new, OpenSSH refuses a key the global file contradicts.
+    assert!(!ssh_ok(&oracle_args(&host, &env.known_hosts, Some(&global), "accept-new")));
+    let run = env.run(&["oppy", "hello", "--json"]).fails_with(13);
+    let err = run.stderr();
+    assert!(err.contains("HOST KEY CHANGED") && err.contains(&format!("{}:2", global.display())), "{run}");
+    assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), "", "learned despite the global entry");
+
+    // The global file vouching for the right key is enough, and nothing is learned.
+    std::fs::write(&global, format!("{}\n", host.known_hosts_line())).unwrap();
+    assert!(ssh_ok(&oracle_args(&host, &env.known_hosts, Some(&global), "yes")));
     env.run(&["oppy", "hello", "--json"]).ok();
+    assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), "", "a globally known key was learned");
+
+    // ~/.ssh/known_hosts2 is read by default (the inventory names no known_hosts file here).
+    let toml: String = env
+        .host_toml("h2", &host)
+        .lines()
+        .filter(|l| !l.starts_with("known_hosts"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    env.config_append(&toml);
+    env.add_brother("second", "h2", &host, "self-test", "read");
+    std::fs::write(env.home.join(".ssh/config"), "Host *\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile none\n")
+        .unwrap();
+    env.run(&["second", "hello"]).fails_with(12);
+    std::fs::write(env.home.join(".ssh/known_hosts2"), format!("{}\n", host.known_hosts_line())).unwrap();
+    env.run(&["second", "hello", "--json"]).ok();
+}
+
+#[test]
+fn hash_known_hosts_makes_accept_new_write_a_hashed_name() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.config_append(&env.host_toml("h", &host));
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    std::fs::write(
+        env.home.join(".ssh/config"),
+        "Host *\n  StrictHostKeyChecking accept-new\n  HashKnownHosts yes\n  GlobalKnownHostsFile /dev/null\n",
+    )
+    .unwrap();
+    env.run(&["oppy", "hello", "--json"]).ok();
+    let text = std::fs::read_to_string(&env.known_hosts).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("|1|") && !text.contains("127.0.0.1"), "{text}");
+    assert!(text.trim_end().ends_with(&host.host_public_key()), "{text}");
+    let name = format!("[127.0.0.1]:{}", host.port());
+    let (found, out) = ssh_keygen_find(&env.known_hosts, &name);
+    assert!(found && out.contains(&host.host_public_key()), "ssh-keygen -F {name}: {out}");
+    env.run(&["oppy", "again", "--json"]).ok();
+    assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), text, "learned twice");
 }

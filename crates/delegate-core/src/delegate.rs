@@ -175,7 +175,7 @@ impl Delegate {
         let known_hosts = match &h.known_hosts {
             Some(p) => vec![expand_local(p, home)],
             None if !resolved.user_known_hosts_files.is_empty() => resolved.user_known_hosts_files.clone(),
-            None => vec![home.join(".ssh/known_hosts")],
+            None => vec![home.join(".ssh/known_hosts"), home.join(".ssh/known_hosts2")],
         };
         let mut timeouts = Timeouts::default();
         if let Some(secs) = h.connect_timeout {
@@ -199,6 +199,7 @@ impl Delegate {
             port: h.port.or(resolved.port).unwrap_or(22),
             user: h.user.clone().or(resolved.user.clone()).unwrap_or_else(|| self.paths.local_user.clone()),
             identity_files,
+            certificate_files: resolved.certificate_files.clone(),
             agent_socket: match &resolved.identity_agent {
                 None => self.paths.agent_socket.clone(),
                 Some(IdentityAgent::Disabled) => None,
@@ -215,6 +216,8 @@ impl Delegate {
             },
             identities_only: resolved.identities_only,
             known_hosts,
+            global_known_hosts: resolved.global_known_hosts_files.clone(),
+            hash_known_hosts: resolved.hash_known_hosts,
             host_key_alias: resolved.host_key_alias.clone(),
             accept_new: resolved.strict_host_key_checking == Some(StrictHostKeyChecking::AcceptNew),
             timeouts,
@@ -240,7 +243,7 @@ impl Delegate {
         let fingerprint = known_hosts::fingerprint(&key);
         let (lookup_host, lookup_port) = (target.lookup_host().to_string(), target.lookup_port());
         let file = target.known_hosts[0].clone();
-        let status = known_hosts::check(&target.known_hosts, &lookup_host, lookup_port, &key)?;
+        let status = known_hosts::check(&target.all_known_hosts(), &lookup_host, lookup_port, &key)?;
         let mut trusted = Trusted {
             host: host_name.to_string(),
             lookup: known_hosts::lookup_name(&lookup_host, lookup_port),
@@ -266,7 +269,7 @@ impl Delegate {
         match status {
             known_hosts::HostKeyStatus::Known => {}
             known_hosts::HostKeyStatus::Unknown => {
-                known_hosts::append(&file, &lookup_host, lookup_port, &key)?;
+                known_hosts::append_as(&file, &lookup_host, lookup_port, &key, target.hash_known_hosts)?;
                 trusted.added = true;
                 trusted.status = "known";
             }

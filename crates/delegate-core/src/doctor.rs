@@ -523,6 +523,7 @@ fn connect_failure(t: &SshTarget, e: &Error) -> Finding {
         }
         Error::KnownHosts(_) => ("host_key", "fix the known_hosts file named above".into()),
         Error::AuthRefused { .. }
+        | Error::AuthDisconnected { .. }
         | Error::Timeout { phase: "authenticating", .. }
         | Error::Ssh { phase: "authenticating", .. } => ("auth", auth_fix(t)),
         Error::SshConfig(_) | Error::Config { .. } => ("config", "fix the file named above".into()),

@@ -69,6 +69,15 @@ pub enum Error {
     #[error("{host} refused authentication as {user}; tried: {}. Check the host's user and identity, or load the key into ssh-agent", list_or_none(.tried))]
     AuthRefused { host: String, user: String, tried: Vec<String> },
 
+    /// The server hung up during authentication, usually sshd's MaxAuthTries.
+    #[error(
+        "{host} closed the connection after {offered} keys were offered for {user} (it said: {message:?}): more \
+         keys were offered than its MaxAuthTries allows. Tried: {}. Name the key for this host and offer only it: \
+         set IdentityFile and IdentitiesOnly yes for it in ~/.ssh/config (or hosts.{host}.identity)",
+        list_or_none(.tried)
+    )]
+    AuthDisconnected { host: String, user: String, offered: usize, message: String, tried: Vec<String> },
+
     #[error("ssh to {host} failed while {phase}: {source}")]
     Ssh {
         host: String,

@@ -4,10 +4,11 @@
 //! This module owns the known_hosts line format (markers, host patterns, hashed names, keys),
 //! the name OpenSSH looks a host up under, the decision itself, and appending lines safely
 //! while other processes may append too. It reads only the files it is given; which files
-//! those are comes from ssh_config resolution. Host certificates (`@cert-authority`) are not
-//! supported: such lines never vouch for a key, and a host that only a `@cert-authority` line
-//! names is refused with [`KnownHostsError::CertificatesUnsupported`] (see
-//! [`cert_authority_for`]) rather than reported as merely unknown or learned by accept-new.
+//! those are (UserKnownHostsFile, then GlobalKnownHostsFile) comes from ssh_config resolution.
+//! Host certificates are checked against `@cert-authority` lines like ssh does (see
+//! [`check_host_certificate`]); a host such a line names that presents a plain key nobody
+//! recorded is refused with [`KnownHostsError::CertificateExpected`] (see
+//! [`cert_authority_for`]) rather than learned by accept-new, which would bypass the CA.
 
 use std::fs;
 use std::io::{self, Write};
@@ -19,7 +20,8 @@ use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use hmac::{KeyInit, Mac};
-use russh::keys::{Algorithm, HashAlg};
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::{Algorithm, Certificate, HashAlg};
 
 pub use russh::keys::PublicKey;
 
@@ -55,12 +57,31 @@ pub enum KnownHostsError {
     #[error("cannot encode the {algorithm} host key for {}: {message}; this is a bug in delegate", path.display())]
     Encode { path: PathBuf, algorithm: String, message: String },
     #[error(
-        "{} line {line} trusts a certificate authority (@cert-authority) for {lookup}, but delegate does not \
-         support host certificates: it verifies only plain host keys. Record the host's own key in \
-         known_hosts (check its fingerprint first), or reach it with OpenSSH",
+        "{} line {line} trusts a certificate authority (@cert-authority) for {lookup}, but the host presented \
+         a plain key that no known_hosts line records, not a certificate: give the host a certificate signed \
+         by that CA (sshd's HostCertificate), or record its own key (check its fingerprint first)",
         path.display()
     )]
-    CertificatesUnsupported { path: PathBuf, line: usize, lookup: String },
+    CertificateExpected { path: PathBuf, line: usize, lookup: String },
+    #[error(
+        "the host certificate of {lookup} is refused: {reason} (the CA trusted for it is at {} line {line}). \
+         Renew or re-sign the host's certificate (ssh-keygen -s CA -h -n <its name>), or record its own key",
+        path.display()
+    )]
+    CertificateInvalid { path: PathBuf, line: usize, lookup: String, reason: String },
+}
+
+/// What the known_hosts files say about a host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertVerdict {
+    /// Signed by a CA an `@cert-authority` line trusts for this host, and valid now for it.
+    Trusted { file: PathBuf, line: usize },
+    /// No `@cert-authority` line names this host: only its plain key can be checked.
+    NoAuthority,
+    /// A CA is trusted for this host, but this certificate does not pass; see the reason.
+    Invalid { file: PathBuf, line: usize, reason: String },
+    /// The CA key or the certified key is listed `@revoked`.
+    Revoked { file: PathBuf, line: usize },
 }
 
 /// The name OpenSSH looks up: `host` for port 22, `[host]:port` otherwise.
@@ -130,10 +151,9 @@ fn status_for(entries: &[(&PathBuf, Entry)], name: &str, key: &PublicKey) -> Hos
 }
 
 /// The first `@cert-authority` line whose patterns name this host (`[host]:port`, or plain
-/// `host` as [`check`] falls back to), as (file, line). delegate does not support host
-/// certificates, so a host trusted this way has to be refused with a message that says so:
-/// calling it "unknown" would send the user looking for a key that is there, and learning
-/// its plain key under accept-new would quietly bypass the CA the user chose.
+/// `host` as [`check`] falls back to), as (file, line). Such a host is asked for a
+/// certificate; if it presents a plain key nobody recorded, that is refused rather than
+/// learned under accept-new, which would quietly bypass the CA the user chose.
 pub fn cert_authority_for(
     files: &[PathBuf],
     host: &str,
@@ -152,6 +172,66 @@ pub fn cert_authority_for(
         }
     }
     Ok(None)
+}
+
+/// Checks a host certificate as ssh's check_host_key does for one: the CA that signed it must
+/// be named by an `@cert-authority` line matching `[host]:port` (or plain `host`, the same
+/// fallback as [`check`]), the signature must verify, it must be a host certificate, valid at
+/// `now` (seconds since the epoch), and list `host` among its principals (or list none).
+/// An `@revoked` CA or certified key wins over everything.
+pub fn check_host_certificate(
+    files: &[PathBuf],
+    host: &str,
+    port: u16,
+    cert: &Certificate,
+    now: u64,
+) -> Result<CertVerdict, KnownHostsError> {
+    let mut entries = Vec::new();
+    for file in files {
+        entries.extend(read_entries(file)?.into_iter().map(|e| (file, e)));
+    }
+    let revoked = entries.iter().find(|(_, e)| {
+        e.marker == Marker::Revoked
+            && (e.key.key_data() == cert.signature_key() || e.key.key_data() == cert.public_key())
+    });
+    if let Some((file, e)) = revoked {
+        return Ok(CertVerdict::Revoked { file: file.to_path_buf(), line: e.line });
+    }
+    let mut authorities = Vec::new();
+    for name in [lookup_name(host, port), lookup_name(host, 22)] {
+        authorities.extend(entries.iter().filter(|(_, e)| e.marker == Marker::CertAuthority && e.host_matches(&name)));
+        if !authorities.is_empty() || port == 22 || port == 0 {
+            break;
+        }
+    }
+    let Some((first_file, first)) = authorities.first() else {
+        return Ok(CertVerdict::NoAuthority);
+    };
+    let Some((file, ca)) = authorities.iter().find(|(_, e)| e.key.key_data() == cert.signature_key()) else {
+        let signer = PublicKey::new(cert.signature_key().clone(), "");
+        let reason =
+            format!("it is signed by CA {}, which known_hosts does not trust for this host", fingerprint(&signer));
+        return Ok(CertVerdict::Invalid { file: first_file.to_path_buf(), line: first.line, reason });
+    };
+    let principal = host.to_ascii_lowercase();
+    let when = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+    let reason = if cert.cert_type() != CertType::Host {
+        Some("it is a user certificate, not a host certificate".to_string())
+    } else if cert.verify_signature().is_err() {
+        Some("its signature does not verify".to_string())
+    } else if now < cert.valid_after() {
+        Some(format!("it is not valid before {}", when(cert.valid_after())))
+    } else if now >= cert.valid_before() {
+        Some(format!("it expired at {}", when(cert.valid_before())))
+    } else if !cert.valid_principals().is_empty() && !cert.valid_principals().contains(&principal) {
+        Some(format!("it is for {}, not {principal}", cert.valid_principals().join(", ")))
+    } else {
+        None
+    };
+    Ok(match reason {
+        Some(reason) => CertVerdict::Invalid { file: file.to_path_buf(), line: ca.line, reason },
+        None => CertVerdict::Trusted { file: file.to_path_buf(), line: ca.line },
+    })
 }
 
 /// Key algorithms already recorded for this host, in file order, deduplicated, so the client
@@ -186,6 +266,12 @@ pub fn recorded_algorithms(files: &[PathBuf], host: &str, port: u16) -> Result<V
 /// processes never interleave lines, and a previous last line without a newline is
 /// terminated first so the new line is not glued onto it.
 pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), KnownHostsError> {
+    append_as(path, host, port, key, false)
+}
+
+/// [`append`], with the name hashed (`|1|salt|hmac`, as ssh writes under `HashKnownHosts yes`)
+/// when `hashed`.
+pub fn append_as(path: &Path, host: &str, port: u16, key: &PublicKey, hashed: bool) -> Result<(), KnownHostsError> {
     let write_err = |source| KnownHostsError::Write { path: path.to_path_buf(), source };
     let blob = key.to_bytes().map_err(|e| KnownHostsError::Encode {
         path: path.to_path_buf(),
@@ -211,7 +297,8 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(),
             line.push('\n');
         }
     }
-    line.push_str(&format!("{} {} {}\n", lookup_name(host, port), key.algorithm().as_str(), STANDARD.encode(blob)));
+    let name = if hashed { hash_name(&lookup_name(host, port)) } else { lookup_name(host, port) };
+    line.push_str(&format!("{name} {} {}\n", key.algorithm().as_str(), STANDARD.encode(blob)));
     // One write of the whole line; the lock is released when `file` is closed.
     file.write_all(line.as_bytes()).map_err(write_err)?;
     file.flush().map_err(write_err)
@@ -269,6 +356,14 @@ fn hashed_name(field: &str, name: &str) -> Option<String> {
     mac.update(name.as_bytes());
     let hash = mac.finalize().into_bytes();
     Some(format!("|1|{}|{}", STANDARD.encode(&salt), STANDARD.encode(hash)))
+}
+
+/// `|1|salt|hmac` for `name` with a fresh random salt, as ssh's host_hash.
+fn hash_name(name: &str) -> String {
+    use rand::RngCore;
+    let mut salt = [0u8; 20];
+    rand::rng().fill_bytes(&mut salt);
+    hashed_name(&format!("|1|{}|", STANDARD.encode(salt)), name).expect("a 20-byte salt is well formed")
 }
 
 /// Like OpenSSH's b64_pton, accepts base64 with or without trailing padding.

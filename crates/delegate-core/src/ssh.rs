@@ -13,15 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use russh::client::{self, Handle};
-use russh::keys::agent::AgentIdentity;
-use russh::keys::agent::client::AgentClient;
-use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, Certificate, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Preferred};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
-use crate::known_hosts::{self, HostKeyStatus};
+use crate::known_hosts::{self, CertVerdict, HostKeyStatus, KnownHostsError};
 use crate::ssh_config::AddressFamily;
+
+mod auth;
 
 /// Deadlines for each network step, and how the TCP connect is tried.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -75,12 +75,22 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     pub identity_files: Vec<PathBuf>,
+    /// `CertificateFile`s; when there are none, each identity file's `-cert.pub` is offered.
+    #[serde(default)]
+    pub certificate_files: Vec<PathBuf>,
     /// ssh-agent socket; `None` disables the agent.
     pub agent_socket: Option<PathBuf>,
     /// `IdentitiesOnly yes`: offer agent keys only when they belong to one of
-    /// `identity_files` (matched through the `.pub` file next to it), as OpenSSH does.
+    /// `identity_files` (matched by public key), as OpenSSH does.
     pub identities_only: bool,
+    /// UserKnownHostsFile: read, and the first one is where accept-new writes.
     pub known_hosts: Vec<PathBuf>,
+    /// GlobalKnownHostsFile: read after `known_hosts`, never written.
+    #[serde(default)]
+    pub global_known_hosts: Vec<PathBuf>,
+    /// `HashKnownHosts yes`: accept-new writes the name hashed.
+    #[serde(default)]
+    pub hash_known_hosts: bool,
     /// Name to look up in known_hosts instead of the hostname (`HostKeyAlias`).
     pub host_key_alias: Option<String>,
     /// `StrictHostKeyChecking accept-new`: learn an unknown key into `known_hosts[0]`.
@@ -98,6 +108,31 @@ impl SshTarget {
     pub fn lookup_port(&self) -> u16 {
         if self.host_key_alias.is_some() { 22 } else { self.port }
     }
+
+    /// Every known_hosts file read, user files first, as ssh reads them.
+    pub fn all_known_hosts(&self) -> Vec<PathBuf> {
+        self.known_hosts.iter().chain(&self.global_known_hosts).cloned().collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> SshTarget {
+        SshTarget {
+            host: "h".into(),
+            hostname: "127.0.0.1".into(),
+            port: 22,
+            user: "u".into(),
+            identity_files: vec![],
+            certificate_files: vec![],
+            agent_socket: None,
+            identities_only: false,
+            known_hosts: vec![],
+            global_known_hosts: vec![],
+            hash_known_hosts: false,
+            host_key_alias: None,
+            accept_new: false,
+            timeouts: Timeouts::default(),
+        }
+    }
 }
 
 /// How long each phase of a connection took, for launch evidence.
@@ -113,7 +148,8 @@ pub struct Session {
     handle: Handle<Verifier>,
     target: SshTarget,
     pub timings: ConnectTimings,
-    /// The host key the server proved it holds: `<type> SHA256:...`.
+    /// The host key the server proved it holds: `<type> SHA256:...`, and for a host
+    /// certificate its ID and the CA that signed it.
     pub host_key: String,
     /// What authenticated: an identity file's path or `ssh-agent key <comment>`, with the
     /// key's type and fingerprint (never anything secret). `delegate doctor` shows it.
@@ -148,7 +184,10 @@ enum Mode {
 /// What the host-key callback saw, read back after the handshake.
 #[derive(Default)]
 struct Seen {
+    /// The host key; for a certificate, the key it certifies.
     key: Option<PublicKey>,
+    /// `certificate ID "..." signed by CA <fingerprint>` when a certificate vouched for it.
+    certificate: Option<String>,
     problem: Option<Error>,
 }
 
@@ -156,6 +195,78 @@ struct Verifier {
     target: SshTarget,
     mode: Mode,
     seen: Arc<Mutex<Seen>>,
+    /// What the server said when it closed the connection, if it did.
+    disconnect: Arc<Mutex<Option<String>>>,
+}
+
+impl Verifier {
+    /// A host certificate: trusted through an `@cert-authority` line, or, as ssh does, checked
+    /// as its plain key when no CA names the host. A certificate a CA line should vouch for but
+    /// does not (expired, wrong name, unknown CA...) is accepted only if the plain key itself is
+    /// recorded; accept-new never learns it (ssh would: deliberately stricter).
+    fn check_certificate(&self, seen: &mut Seen, cert: &Certificate) -> Result<bool, Error> {
+        let t = &self.target;
+        let key = PublicKey::new(cert.public_key().clone(), "");
+        seen.key = Some(key.clone());
+        let signer = PublicKey::new(cert.signature_key().clone(), "");
+        seen.certificate =
+            Some(format!("certificate ID \"{}\" signed by CA {}", cert.key_id(), known_hosts::fingerprint(&signer)));
+        if self.mode == Mode::Capture {
+            return Ok(false);
+        }
+        let files = t.all_known_hosts();
+        let (host, port) = (t.lookup_host(), t.lookup_port());
+        let lookup = known_hosts::lookup_name(host, port);
+        match known_hosts::check_host_certificate(&files, host, port, cert, unix_now())? {
+            CertVerdict::Trusted { .. } => Ok(true),
+            CertVerdict::NoAuthority => {
+                seen.certificate = None;
+                self.check_plain_key(&key)
+            }
+            CertVerdict::Revoked { file, line } => Err(Error::HostKeyRevoked {
+                host: t.host.clone(),
+                lookup,
+                fingerprint: known_hosts::fingerprint(&key),
+                file,
+                line,
+            }),
+            CertVerdict::Invalid { file, line, reason } => match known_hosts::check(&files, host, port, &key)? {
+                HostKeyStatus::Known => Ok(true),
+                HostKeyStatus::Unknown => {
+                    Err(KnownHostsError::CertificateInvalid { path: file, line, lookup, reason }.into())
+                }
+                other => Err(refusal(t, &key, other).expect("changed and revoked are refusals")),
+            },
+        }
+    }
+
+    /// A plain host key, against every known_hosts file; accept-new learns it into the first
+    /// user file when nothing mentions the host.
+    fn check_plain_key(&self, key: &PublicKey) -> Result<bool, Error> {
+        let t = &self.target;
+        let files = t.all_known_hosts();
+        let status = known_hosts::check(&files, t.lookup_host(), t.lookup_port(), key)?;
+        // A host vouched for only by a CA: refuse and say why, in every mode (accept-new would
+        // otherwise learn its plain key and bypass the CA).
+        if status == HostKeyStatus::Unknown
+            && let Some((path, line)) = known_hosts::cert_authority_for(&files, t.lookup_host(), t.lookup_port())?
+        {
+            let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
+            return Err(KnownHostsError::CertificateExpected { path, line, lookup }.into());
+        }
+        if status == HostKeyStatus::Unknown && t.accept_new && !t.known_hosts.is_empty() {
+            known_hosts::append_as(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key, t.hash_known_hosts)?;
+            return Ok(true);
+        }
+        match refusal(t, key, status) {
+            None => Ok(true),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl client::Handler for Verifier {
@@ -163,55 +274,33 @@ impl client::Handler for Verifier {
 
     async fn check_server_key(&mut self, presented: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
         let mut seen = self.seen.lock().expect("host key state");
-        let PublicKeyOrCertificate::PublicKey { key, .. } = presented else {
-            // We never advertise certificate algorithms, so this needs a misbehaving server.
-            seen.problem = Some(Error::Config {
-                path: PathBuf::from("(host key)"),
-                message: format!(
-                    "{} presented a host certificate, which delegate does not support yet",
-                    self.target.host
-                ),
-            });
-            return Ok(false);
+        let verdict = match presented {
+            PublicKeyOrCertificate::Certificate(cert) => self.check_certificate(&mut seen, cert),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                seen.key = Some(key.clone());
+                if self.mode == Mode::Capture {
+                    return Ok(false);
+                }
+                self.check_plain_key(key)
+            }
         };
-        seen.key = Some(key.clone());
-        if self.mode == Mode::Capture {
-            return Ok(false);
-        }
-        let t = &self.target;
-        let status = match known_hosts::check(&t.known_hosts, t.lookup_host(), t.lookup_port(), key) {
-            Ok(s) => s,
+        match verdict {
+            Ok(ok) => Ok(ok),
             Err(e) => {
-                seen.problem = Some(e.into());
-                return Ok(false);
-            }
-        };
-        // A host vouched for only by a CA: refuse and say why, in every mode (accept-new would
-        // otherwise learn its plain key and bypass the CA).
-        if status == HostKeyStatus::Unknown {
-            match known_hosts::cert_authority_for(&t.known_hosts, t.lookup_host(), t.lookup_port()) {
-                Ok(None) => {}
-                Ok(Some((path, line))) => {
-                    let lookup = known_hosts::lookup_name(t.lookup_host(), t.lookup_port());
-                    seen.problem =
-                        Some(known_hosts::KnownHostsError::CertificatesUnsupported { path, line, lookup }.into());
-                    return Ok(false);
-                }
-                Err(e) => {
-                    seen.problem = Some(e.into());
-                    return Ok(false);
-                }
+                seen.problem = Some(e);
+                Ok(false)
             }
         }
-        if status == HostKeyStatus::Unknown && t.accept_new && !t.known_hosts.is_empty() {
-            if let Err(e) = known_hosts::append(&t.known_hosts[0], t.lookup_host(), t.lookup_port(), key) {
-                seen.problem = Some(e.into());
-                return Ok(false);
+    }
+
+    async fn disconnected(&mut self, reason: client::DisconnectReason<Self::Error>) -> Result<(), Self::Error> {
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(info) => {
+                *self.disconnect.lock().expect("disconnect reason") = Some(info.message);
+                Ok(())
             }
-            return Ok(true);
+            client::DisconnectReason::Error(e) => Err(e),
         }
-        seen.problem = refusal(t, key, status);
-        Ok(seen.problem.is_none())
     }
 }
 
@@ -267,14 +356,22 @@ fn keepalive(t: &Timeouts) -> Keepalive {
     }
 }
 
-fn client_config(t: &SshTarget, recorded: &[Algorithm]) -> client::Config {
+/// With `certificates` (an `@cert-authority` line names the host), every certificate type is
+/// asked for first, as ssh's order_hostkeyalgs does.
+fn client_config(t: &SshTarget, recorded: &[Algorithm], certificates: bool) -> client::Config {
     let alive = keepalive(&t.timeouts);
+    let key = preferred_host_keys(recorded);
+    let host_key_certificates = if certificates { preferred_host_keys(&[]) } else { Vec::new() };
     client::Config {
         nodelay: true,
         keepalive_interval: alive.interval,
         keepalive_max: alive.max,
         inactivity_timeout: alive.inactivity,
-        preferred: Preferred { key: Cow::Owned(preferred_host_keys(recorded)), ..Preferred::DEFAULT },
+        preferred: Preferred {
+            key: Cow::Owned(key),
+            host_key_certificates: Cow::Owned(host_key_certificates),
+            ..Preferred::DEFAULT
+        },
         ..Default::default()
     }
 }
@@ -407,16 +504,23 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for BannerWatch<S> 
 
 /// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
 /// key is seen, and `None` comes back with the key in `Seen`.
-async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings)> {
+#[allow(clippy::type_complexity)]
+async fn handshake(
+    t: &SshTarget,
+    mode: Mode,
+) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings, Arc<Mutex<Option<String>>>)> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();
     let (stream, connect_started) = tcp_connect(t).await?;
     timings.tcp_ms = ms(started);
 
-    let recorded = known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.lookup_port())?;
-    let config = Arc::new(client_config(t, &recorded));
+    let files = t.all_known_hosts();
+    let recorded = known_hosts::recorded_algorithms(&files, t.lookup_host(), t.lookup_port())?;
+    let ca = known_hosts::cert_authority_for(&files, t.lookup_host(), t.lookup_port())?.is_some();
+    let config = Arc::new(client_config(t, &recorded, ca));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let verifier = Verifier { target: t.clone(), mode, seen: seen.clone() };
+    let disconnect = Arc::new(Mutex::new(None));
+    let verifier = Verifier { target: t.clone(), mode, seen: seen.clone(), disconnect: disconnect.clone() };
     let kex_started = Instant::now();
     // As ssh does, the server's version line must come within what is left of
     // ConnectTimeout; the key exchange then gets its own deadline.
@@ -450,15 +554,15 @@ async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>
     timings.handshake_ms = ms(kex_started);
     match result {
         Err(_) => Err(Error::Timeout { host: t.host.clone(), phase: "exchanging keys", waited: t.timeouts.handshake }),
-        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings)),
+        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings, disconnect)),
         Ok(Err(e)) => Err(Error::Ssh { host: t.host.clone(), phase: "exchanging keys", source: e }),
-        Ok(Ok(h)) => Ok((Some(h), seen, timings)),
+        Ok(Ok(h)) => Ok((Some(h), seen, timings, disconnect)),
     }
 }
 
 /// Connects without trusting anything and returns the host key the server presents.
 pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
-    let (_, seen, _) = handshake(t, Mode::Capture).await?;
+    let (_, seen, _, _) = handshake(t, Mode::Capture).await?;
     seen.key.ok_or_else(|| Error::Config {
         path: PathBuf::from("(host key)"),
         message: format!("{} presented no host key", t.host),
@@ -468,13 +572,17 @@ pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
 impl Session {
     /// TCP, key exchange, host-key check and authentication, each under its deadline.
     pub async fn connect(t: &SshTarget) -> Result<Session> {
-        let (handle, seen, mut timings) = handshake(t, Mode::Verify).await?;
+        let (handle, seen, mut timings, disconnect) = handshake(t, Mode::Verify).await?;
         let mut handle = handle.expect("verify mode yields a handle or an error");
-        let host_key = seen.key.as_ref().map(key_label).unwrap_or_default();
+        let mut host_key = seen.key.as_ref().map(key_label).unwrap_or_default();
+        if let Some(c) = &seen.certificate {
+            host_key = format!("{host_key} ({c})");
+        }
         let auth_started = Instant::now();
-        let identity = tokio::time::timeout(t.timeouts.auth, authenticate(&mut handle, t))
-            .await
-            .map_err(|_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth })??;
+        let identity =
+            tokio::time::timeout(t.timeouts.auth, auth::authenticate(&mut handle, t, &disconnect)).await.map_err(
+                |_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth },
+            )??;
         timings.auth_ms = ms(auth_started);
         Ok(Session { handle, target: t.clone(), timings, host_key, identity })
     }
@@ -577,87 +685,6 @@ fn key_label(key: &PublicKey) -> String {
     format!("{} {}", key.algorithm(), known_hosts::fingerprint(key))
 }
 
-/// Authenticates with the agent's keys, then the identity files; says which one worked.
-async fn authenticate(handle: &mut Handle<Verifier>, t: &SshTarget) -> Result<String> {
-    let mut tried = Vec::new();
-    let host = t.host.clone();
-    let ssh_err = |source| Error::Ssh { host: host.clone(), phase: "authenticating", source };
-    if let Some(sock) = &t.agent_socket {
-        match AgentClient::connect_uds(sock).await {
-            Ok(mut agent) => {
-                let ids = agent.request_identities().await.unwrap_or_default();
-                let allowed: Vec<PublicKey> = t
-                    .identity_files
-                    .iter()
-                    .filter_map(|p| {
-                        let mut pub_path = p.clone().into_os_string();
-                        pub_path.push(".pub");
-                        russh::keys::load_public_key(PathBuf::from(pub_path)).ok()
-                    })
-                    .collect();
-                for id in ids {
-                    let AgentIdentity::PublicKey { key, comment } = id else {
-                        continue;
-                    };
-                    if t.identities_only && !allowed.iter().any(|a| a.key_data() == key.key_data()) {
-                        continue;
-                    }
-                    let hash = rsa_hash(handle, &key).await.map_err(ssh_err)?;
-                    let label = format!("ssh-agent key {comment} ({})", key_label(&key));
-                    match handle.authenticate_publickey_with(&t.user, key, hash, &mut agent).await {
-                        Ok(r) if r.success() => return Ok(label),
-                        _ => tried.push(format!("ssh-agent key {comment}")),
-                    }
-                }
-                if tried.is_empty() {
-                    tried.push("ssh-agent (holds no keys)".into());
-                }
-            }
-            Err(e) => tried.push(format!("ssh-agent at {} ({e})", sock.display())),
-        }
-    }
-    for path in &t.identity_files {
-        if !path.exists() {
-            tried.push(format!("{} (missing)", path.display()));
-            continue;
-        }
-        let key = match russh::keys::load_secret_key(path, None) {
-            Ok(k) => k,
-            Err(russh::keys::Error::KeyIsEncrypted) => {
-                tried.push(format!(
-                    "{} (encrypted: delegate does not ask for passphrases; add it to ssh-agent with ssh-add)",
-                    path.display()
-                ));
-                continue;
-            }
-            Err(e) => {
-                tried.push(format!("{} (unreadable: {e})", path.display()));
-                continue;
-            }
-        };
-        let hash = rsa_hash(handle, key.public_key()).await.map_err(ssh_err)?;
-        let label = format!("{} ({})", path.display(), key_label(key.public_key()));
-        let res = handle
-            .authenticate_publickey(&t.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
-            .await
-            .map_err(ssh_err)?;
-        if res.success() {
-            return Ok(label);
-        }
-        tried.push(path.display().to_string());
-    }
-    // A link that dropped mid-exchange also ends in "not accepted": say what happened, so
-    // nobody goes looking at their keys (found by the fault proxy's cut tests).
-    if handle.is_closed() {
-        return Err(Error::Ssh { host: t.host.clone(), phase: "authenticating", source: russh::Error::Disconnect });
-    }
-    Err(Error::AuthRefused { host: t.host.clone(), user: t.user.clone(), tried })
-}
-
-async fn rsa_hash(handle: &Handle<Verifier>, key: &PublicKey) -> std::result::Result<Option<HashAlg>, russh::Error> {
-    if key.algorithm().is_rsa() { Ok(handle.best_supported_rsa_hash().await?.flatten()) } else { Ok(None) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,20 +709,8 @@ mod tests {
 
     #[test]
     fn config_has_nodelay_and_keepalive() {
-        let t = SshTarget {
-            host: "h".into(),
-            hostname: "127.0.0.1".into(),
-            port: 22,
-            user: "u".into(),
-            identity_files: vec![],
-            agent_socket: None,
-            identities_only: false,
-            known_hosts: vec![],
-            host_key_alias: None,
-            accept_new: false,
-            timeouts: Timeouts::default(),
-        };
-        let c = client_config(&t, &[]);
+        let t = SshTarget::for_tests();
+        let c = client_config(&t, &[], false);
         assert!(c.nodelay);
         assert!(c.keepalive_interval.is_some() && c.keepalive_max > 0);
     }

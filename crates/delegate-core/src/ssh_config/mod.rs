@@ -47,8 +47,15 @@ pub struct ResolvedSsh {
     /// In order, with `~` and `%` tokens expanded; empty when none are configured.
     pub identity_files: Vec<PathBuf>,
     pub identities_only: bool,
+    /// `CertificateFile`s, in order, expanded.
+    pub certificate_files: Vec<PathBuf>,
     /// Expanded; empty when not configured.
     pub user_known_hosts_files: Vec<PathBuf>,
+    /// `GlobalKnownHostsFile`, by default ssh's `/etc/ssh/ssh_known_hosts` and
+    /// `/etc/ssh/ssh_known_hosts2`; empty for `none`.
+    pub global_known_hosts_files: Vec<PathBuf>,
+    /// `HashKnownHosts yes`: names written to known_hosts are hashed.
+    pub hash_known_hosts: bool,
     pub strict_host_key_checking: Option<StrictHostKeyChecking>,
     /// Lowercased, as ssh does before it looks the alias up in known_hosts.
     pub host_key_alias: Option<String>,
@@ -135,8 +142,7 @@ const IGNORED: &[&str] = &[
     "ciphers", "macs", "kexalgorithms", "hostkeyalgorithms", "casignaturealgorithms", "pubkeyacceptedalgorithms",
     "pubkeyacceptedkeytypes", "requiredrsasize", "rekeylimit", "compression", "fingerprinthash",
     // Host-key options that could only make ssh laxer than delegate, which checks every key against known_hosts.
-    "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "hashknownhosts", "updatehostkeys",
-    "visualhostkey", "globalknownhostsfile",
+    "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "updatehostkeys", "visualhostkey",
     // Transport tuning, canonicalization details (CanonicalizeHostname itself is checked), logging.
     "tcpkeepalive", "keepalive", "ipqos", "proxyusefdpass",
     "canonicaldomains", "canonicalizefallbacklocal", "canonicalizemaxdots", "canonicalizepermittedcnames",
@@ -170,6 +176,7 @@ const KEPT: &[(&str, &str, Value)] = &[
     ("hostname", "HostName", Value::Text), ("user", "User", Value::Text), ("port", "Port", Value::Port),
     ("hostkeyalias", "HostKeyAlias", Value::Lowercase), ("identitiesonly", "IdentitiesOnly", Value::Flag),
     ("userknownhostsfile", "UserKnownHostsFile", Value::Paths),
+    ("globalknownhostsfile", "GlobalKnownHostsFile", Value::Paths), ("hashknownhosts", "HashKnownHosts", Value::Flag),
     ("stricthostkeychecking", "StrictHostKeyChecking", Value::Strict),
     ("connecttimeout", "ConnectTimeout", Value::Seconds), ("serveraliveinterval", "ServerAliveInterval", Value::Seconds),
     ("serveralivecountmax", "ServerAliveCountMax", Value::Count), ("identityagent", "IdentityAgent", Value::Text),
@@ -208,6 +215,9 @@ const REFUSED: &[Refusal] = &[
 const MAX_INCLUDE_DEPTH: usize = 16;
 const MAX_IDENTITY_FILES: usize = 100;
 const MAX_KNOWN_HOSTS_FILES: usize = 32;
+
+/// ssh's GlobalKnownHostsFile default (pathnames.h `_PATH_SSH_SYSTEM_HOSTFILE` and `...2`).
+const DEFAULT_GLOBAL_KNOWN_HOSTS: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 
 /// Resolves `q.host` against `q.config_file` the way `ssh -G` does.
 ///
@@ -257,6 +267,7 @@ struct Parser<'q, 'a> {
     q: &'q SshConfigQuery<'a>,
     kept: HashMap<&'static str, Kept>,
     identity_files: Vec<(String, Loc)>,
+    certificate_files: Vec<(String, Loc)>,
     /// A `Match final` line asked for a second pass.
     want_final: bool,
     /// This is the second pass.
@@ -274,7 +285,7 @@ impl<'q, 'a> Parser<'q, 'a> {
         if let Some(port) = q.port {
             kept.insert("port", Kept { name: "Port", values: vec![port.to_string()], at });
         }
-        Parser { q, kept, identity_files: Vec::new(), want_final: false, final_pass: false }
+        Parser { q, kept, identity_files: Vec::new(), certificate_files: Vec::new(), want_final: false, final_pass: false }
     }
 
     fn kept_value(&self, key: &str) -> Option<&str> {
@@ -428,16 +439,22 @@ impl<'q, 'a> Parser<'q, 'a> {
                     self.identity_files.push((v.to_string(), at.clone()));
                 }
             }
-            "certificatefile" if on => {
-                let reason =
-                    "is not supported by delegate yet; remove it for this host and authenticate with a plain key";
-                return Err(at.unsupported("CertificateFile", reason));
+            "certificatefile" => {
+                let v = one(&args, "CertificateFile", at)?;
+                if on && !self.certificate_files.iter().any(|(f, _)| f == v) {
+                    if self.certificate_files.len() >= MAX_IDENTITY_FILES {
+                        return Err(
+                            at.invalid(format!("more than {MAX_IDENTITY_FILES} CertificateFile entries; remove some"))
+                        );
+                    }
+                    self.certificate_files.push((v.to_string(), at.clone()));
+                }
             }
             "bindaddress" | "bindinterface" if on => {
                 let reason = "is not supported by delegate; remove it for this host so the connection leaves from the default address";
                 return Err(at.unsupported(keyword, reason));
             }
-            "certificatefile" | "bindaddress" | "bindinterface" => {}
+            "bindaddress" | "bindinterface" => {}
             k if IGNORED.contains(&k) || k.starts_with("gssapi") => {}
             k if self.kept.get("ignoreunknown").is_some_and(|l| match_pattern_list(k, &l.values[0]) == Some(true)) => {}
             _ => {
@@ -513,9 +530,19 @@ impl<'q, 'a> Parser<'q, 'a> {
             .iter()
             .map(|(raw, at)| tokens.expand_path(raw, "IdentityFile", at))
             .collect::<Result<_, _>>()?;
+        let certificate_files = self
+            .certificate_files
+            .iter()
+            .map(|(raw, at)| tokens.expand_path(raw, "CertificateFile", at))
+            .collect::<Result<_, _>>()?;
         let user_known_hosts_files = match self.kept.get("userknownhostsfile") {
             Some(k) => k.values.iter().map(|raw| tokens.expand_path(raw, k.name, &k.at)).collect::<Result<_, _>>()?,
             None => Vec::new(),
+        };
+        let global_known_hosts_files = match self.kept.get("globalknownhostsfile") {
+            Some(k) if is_none(&k.values[0]) => Vec::new(),
+            Some(k) => k.values.iter().map(|raw| tokens.expand_path(raw, k.name, &k.at)).collect::<Result<_, _>>()?,
+            None => DEFAULT_GLOBAL_KNOWN_HOSTS.iter().map(PathBuf::from).collect(),
         };
         let identity_agent = match kept("identityagent") {
             None => None,
@@ -535,6 +562,7 @@ impl<'q, 'a> Parser<'q, 'a> {
                 _ => StrictHostKeyChecking::Ask,
             }),
             identities_only: kept("identitiesonly").is_some_and(|(v, _)| v == "yes"),
+            hash_known_hosts: kept("hashknownhosts").is_some_and(|(v, _)| v == "yes"),
             connect_timeout: seconds("connecttimeout"),
             connection_attempts: number("connectionattempts"),
             address_family: kept("addressfamily").map(|(v, _)| match v {
@@ -548,7 +576,9 @@ impl<'q, 'a> Parser<'q, 'a> {
             user,
             port,
             identity_files,
+            certificate_files,
             user_known_hosts_files,
+            global_known_hosts_files,
             host_key_alias,
             identity_agent,
         })

@@ -398,7 +398,6 @@ fn directives_delegate_cannot_honour_are_errors_only_where_they_apply() {
     for (directive, expect) in [
         ("ProxyJump bastion", "ProxyJump is not supported by delegate yet; connect directly"),
         ("ProxyCommand nc %h %p", "ProxyCommand"),
-        ("CertificateFile ~/.ssh/id-cert.pub", "CertificateFile"),
         ("RemoteCommand tmux attach", "RemoteCommand"),
         ("CanonicalizeHostname yes", "CanonicalizeHostname"),
         ("StrictHostKeyChecking no", "delegate always verifies host keys"),
