@@ -97,7 +97,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
 fn code_for_core(e: &E) -> Option<u8> {
     Some(match e {
         // The wrapper says which task; the cause decides the code.
-        E::LaunchFailed { source, .. } => return code_for_core(source),
+        E::LaunchFailed { source, .. } | E::Hop { source, .. } => return code_for_core(source),
+        E::ProxyCommand { .. } => UNREACHABLE,
+        E::SystemSsh { .. } => SSH,
         E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
         E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
         E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,

@@ -23,6 +23,7 @@ mod preflight;
 mod prompts;
 mod real_agents;
 mod reopen;
+mod route;
 mod results;
 mod say;
 mod shell;

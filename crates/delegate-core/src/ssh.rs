@@ -6,6 +6,11 @@
 //! silent peer is noticed. Channels are drained until the server closes them and closed
 //! explicitly (a dropped russh channel never sends CLOSE and eats sshd's `MaxSessions`).
 //! No PTY, no agent or X11 forwarding, no environment passing: launches need none of them.
+//! How the bytes get to the host (TCP, a bastion, a ProxyCommand) is [`route`]'s business;
+//! [`system`] runs commands through the system `ssh` instead, for hosts that need it.
+
+pub mod route;
+pub mod system;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -69,6 +74,13 @@ pub struct SshTarget {
     /// A changed or revoked key is refused regardless.
     pub accept_new: bool,
     pub timeouts: Timeouts,
+    /// How the connection reaches the host (ProxyJump, ProxyCommand or directly).
+    #[serde(default)]
+    pub route: route::Route,
+    /// `transport = "ssh"`: run commands through the system ssh with this argv (up to and
+    /// including the host) instead of connecting with russh.
+    #[serde(default)]
+    pub system_ssh: Option<Vec<String>>,
 }
 
 impl SshTarget {
@@ -93,6 +105,8 @@ pub struct ConnectTimings {
 /// An authenticated, host-key-verified connection.
 pub struct Session {
     handle: Handle<Verifier>,
+    /// The bastion connection or proxy command under this one; dropped with it.
+    _via: route::Via,
     target: SshTarget,
     pub timings: ConnectTimings,
     /// The host key the server proved it holds: `<type> SHA256:...`.
@@ -276,10 +290,10 @@ async fn tcp_connect(t: &SshTarget) -> Result<TcpStream> {
 
 /// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
 /// key is seen, and `None` comes back with the key in `Seen`.
-async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings)> {
+async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings, route::Via)> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();
-    let stream = tcp_connect(t).await?;
+    let (stream, mut via) = route::open(t).await?;
     timings.tcp_ms = ms(started);
 
     let recorded = known_hosts::recorded_algorithms(&t.known_hosts, t.lookup_host(), t.lookup_port())?;
@@ -295,17 +309,24 @@ async fn handshake(t: &SshTarget, mode: Mode) -> Result<(Option<Handle<Verifier>
         return Err(problem);
     }
     timings.handshake_ms = ms(kex_started);
+    // A ProxyCommand that died took the connection with it: its status and stderr say why.
+    if !matches!(result, Ok(Ok(_)))
+        && let route::Via::Command(proxy) = &mut via
+        && let Some(failure) = proxy.failure().await
+    {
+        return Err(failure);
+    }
     match result {
         Err(_) => Err(Error::Timeout { host: t.host.clone(), phase: "exchanging keys", waited: t.timeouts.handshake }),
-        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings)),
+        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings, via)),
         Ok(Err(e)) => Err(Error::Ssh { host: t.host.clone(), phase: "exchanging keys", source: e }),
-        Ok(Ok(h)) => Ok((Some(h), seen, timings)),
+        Ok(Ok(h)) => Ok((Some(h), seen, timings, via)),
     }
 }
 
 /// Connects without trusting anything and returns the host key the server presents.
 pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
-    let (_, seen, _) = handshake(t, Mode::Capture).await?;
+    let (_, seen, _, _) = handshake(t, Mode::Capture).await?;
     seen.key.ok_or_else(|| Error::Config {
         path: PathBuf::from("(host key)"),
         message: format!("{} presented no host key", t.host),
@@ -315,7 +336,7 @@ pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
 impl Session {
     /// TCP, key exchange, host-key check and authentication, each under its deadline.
     pub async fn connect(t: &SshTarget) -> Result<Session> {
-        let (handle, seen, mut timings) = handshake(t, Mode::Verify).await?;
+        let (handle, seen, mut timings, via) = handshake(t, Mode::Verify).await?;
         let mut handle = handle.expect("verify mode yields a handle or an error");
         let host_key = seen.key.as_ref().map(key_label).unwrap_or_default();
         let auth_started = Instant::now();
@@ -323,7 +344,7 @@ impl Session {
             .await
             .map_err(|_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth })??;
         timings.auth_ms = ms(auth_started);
-        Ok(Session { handle, target: t.clone(), timings, host_key, identity })
+        Ok(Session { handle, _via: via, target: t.clone(), timings, host_key, identity })
     }
 
     pub fn target(&self) -> &SshTarget {
@@ -541,6 +562,8 @@ mod tests {
             host_key_alias: None,
             accept_new: false,
             timeouts: Timeouts::default(),
+            route: route::Route::Direct,
+            system_ssh: None,
         };
         let c = client_config(&t, &[]);
         assert!(c.nodelay);

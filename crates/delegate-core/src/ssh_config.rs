@@ -50,6 +50,18 @@ pub struct ResolvedSsh {
     pub server_alive_count_max: Option<u32>,
     /// `None` when the config gives no `IdentityAgent`.
     pub identity_agent: Option<IdentityAgent>,
+    /// `ProxyJump` or `ProxyCommand`, whichever ssh would use; `None` for a direct connection.
+    pub proxy: Option<Proxy>,
+}
+
+/// How ssh would reach the host when not directly (see [`crate::ssh::route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// `ProxyJump`: the hops in order, the host connected to first coming first.
+    Jump(Vec<crate::ssh::route::JumpHop>),
+    /// `ProxyCommand`, its `%` tokens not expanded yet: `%r` and `%p` depend on the
+    /// inventory, which plays the role of ssh's command-line options.
+    Command(String),
 }
 
 /// `StrictHostKeyChecking` values delegate accepts; `no`/`off` are refused with an error.
@@ -119,7 +131,7 @@ const IGNORED: &[&str] = &[
     "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "hashknownhosts", "updatehostkeys",
     "visualhostkey", "globalknownhostsfile",
     // Transport tuning, canonicalization details (CanonicalizeHostname itself is checked), logging.
-    "tcpkeepalive", "keepalive", "addressfamily", "connectionattempts", "ipqos", "proxyusefdpass",
+    "tcpkeepalive", "keepalive", "addressfamily", "connectionattempts", "ipqos",
     "canonicaldomains", "canonicalizefallbacklocal", "canonicalizemaxdots", "canonicalizepermittedcnames",
     "loglevel", "logverbose", "syslogfacility",
 ];
@@ -140,6 +152,8 @@ enum Value {
     Command,
     /// Several paths, or `none` alone.
     Paths,
+    /// A ProxyJump list, or `none`.
+    Jump,
 }
 
 /// Keywords whose first applying value is kept: (keyword, name in messages, value check).
@@ -152,8 +166,9 @@ const KEPT: &[(&str, &str, Value)] = &[
     ("connecttimeout", "ConnectTimeout", Value::Seconds), ("serveraliveinterval", "ServerAliveInterval", Value::Seconds),
     ("serveralivecountmax", "ServerAliveCountMax", Value::Count), ("identityagent", "IdentityAgent", Value::Text),
     ("ignoreunknown", "IgnoreUnknown", Value::Text),
+    ("proxycommand", "ProxyCommand", Value::Command), ("proxyjump", "ProxyJump", Value::Jump),
+    ("proxyusefdpass", "ProxyUseFdpass", Value::Flag),
     // Only kept to be refused, unless the value switches the feature off.
-    ("proxycommand", "ProxyCommand", Value::Command), ("proxyjump", "ProxyJump", Value::Text),
     ("remotecommand", "RemoteCommand", Value::Command), ("localcommand", "LocalCommand", Value::Command),
     ("permitlocalcommand", "PermitLocalCommand", Value::Flag),
     ("canonicalizehostname", "CanonicalizeHostname", Value::Canonicalize),
@@ -168,7 +183,6 @@ type Refusal = (&'static str, fn(&str) -> bool, &'static str);
 /// `Host *` block would apply.
 #[rustfmt::skip]
 const REFUSED: &[Refusal] = &[
-    ("proxycommand", is_none, "is not supported by delegate yet; connect directly or use a host reachable without a jump"),
     ("remotecommand", is_none, "conflicts with the command delegate runs; set RemoteCommand none for this host"),
     ("canonicalizehostname", |v| v == "no", "is not supported by delegate; set it to no and put the full name in HostName"),
     ("stricthostkeychecking", |v| v != "no", "no is refused: delegate always verifies host keys; use accept-new to trust a new host on first connection"),
@@ -281,15 +295,22 @@ impl Parser<'_, '_> {
         let kw = keyword.to_ascii_lowercase();
         let on = *active;
         if let Some(&(key, name, value)) = KEPT.iter().find(|(k, ..)| *k == kw) {
-            // ProxyJump and ProxyCommand share one setting in ssh: the first one disables the other.
             let slot = match key {
-                "proxyjump" => "proxycommand",
                 "smartcarddevice" => "pkcs11provider",
                 k => k,
             };
             if let Some(values) = checked(value, name, &args, rest, at)?
                 && on
             {
+                // readconf.c: a ProxyJump applies only while neither is set, and then also
+                // sets ProxyCommand to none; `ProxyJump none` only blocks later ProxyJumps.
+                if key == "proxyjump" && !is_none(&values[0]) {
+                    if self.kept.contains_key("proxyjump") || self.kept.contains_key("proxycommand") {
+                        return Ok(());
+                    }
+                    let none = Kept { name: "ProxyCommand", values: vec!["none".into()], at: at.clone() };
+                    self.kept.insert("proxycommand", none);
+                }
                 self.kept.entry(slot).or_insert(Kept { name, values, at: at.clone() });
             }
             return Ok(());
@@ -431,7 +452,22 @@ impl Parser<'_, '_> {
             Some((v, at)) => Some(IdentityAgent::Socket(tokens.expand_path(v, "IdentityAgent", at)?)),
         };
         let seconds = |key: &str| number(key).map(|s| Duration::from_secs(s.into()));
+        let proxy = match (kept("proxyjump"), kept("proxycommand")) {
+            (Some((jump, _)), _) if !is_none(jump) => {
+                Some(Proxy::Jump(crate::ssh::route::parse_jump(jump).expect("checked when read")))
+            }
+            (_, Some((command, _))) if !is_none(command) => {
+                // The command would hand us a socket (SCM_RIGHTS) instead of speaking SSH.
+                if kept("proxyusefdpass").is_some_and(|(v, _)| v == "yes") {
+                    let reason = "yes is not supported by delegate; set ProxyUseFdpass no for this host";
+                    return Err(self.kept["proxyusefdpass"].at.unsupported("ProxyUseFdpass", reason));
+                }
+                Some(Proxy::Command(command.to_string()))
+            }
+            _ => None,
+        };
         Ok(ResolvedSsh {
+            proxy,
             strict_host_key_checking: kept("stricthostkeychecking").map(|(v, _)| match v {
                 "yes" => StrictHostKeyChecking::Yes,
                 "accept-new" => StrictHostKeyChecking::AcceptNew,
@@ -463,6 +499,14 @@ fn checked(
 ) -> Result<Option<Vec<String>>, SshConfigError> {
     if value == Value::Command {
         return Ok(Some(vec![rest.to_string()]));
+    }
+    if value == Value::Jump {
+        let v = one(args, name, at)?;
+        if is_none(v) {
+            return Ok(Some(vec!["none".into()]));
+        }
+        crate::ssh::route::parse_jump(v).map_err(|m| at.invalid(format!("bad ProxyJump \"{v}\": {m}")))?;
+        return Ok(Some(vec![v.to_string()]));
     }
     if value == Value::Paths {
         if args.len() > 1 && args.iter().any(|a| is_none(a)) {
@@ -501,7 +545,7 @@ fn checked(
             "no" | "false" => "no".to_string(),
             _ => return Err(bad("yes, no or always")),
         },
-        Value::Command | Value::Paths => unreachable!("handled above"),
+        Value::Command | Value::Paths | Value::Jump => unreachable!("handled above"),
     };
     Ok(Some(vec![normalized]))
 }
@@ -584,7 +628,7 @@ fn expand_hostname(raw: &str, host: &str) -> Result<String, String> {
     percent_expand(raw, |c| (c == 'h').then(|| host.to_string())).map_err(|m| format!("HostName \"{raw}\": {m}"))
 }
 
-fn percent_expand(s: &str, value: impl Fn(char) -> Option<String>) -> Result<String, String> {
+pub(crate) fn percent_expand(s: &str, value: impl Fn(char) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -1049,8 +1093,7 @@ mod tests {
     fn directives_delegate_cannot_honour_are_errors_only_where_they_apply() {
         let s = Scratch::new();
         for (directive, expect) in [
-            ("ProxyJump bastion", "ProxyJump is not supported by delegate yet; connect directly"),
-            ("ProxyCommand nc %h %p", "ProxyCommand"),
+            ("ProxyUseFdpass yes\n  ProxyCommand nc %h %p", "ProxyUseFdpass"),
             ("CertificateFile ~/.ssh/id-cert.pub", "CertificateFile"),
             ("RemoteCommand tmux attach", "RemoteCommand"),
             ("CanonicalizeHostname yes", "CanonicalizeHostname"),
@@ -1073,6 +1116,40 @@ mod tests {
         assert!(s.resolve(&cfg, "a").is_ok(), "LocalCommand without PermitLocalCommand never runs");
         let cfg = s.write("cfg", "Host other\n  Port 1\nMatch host a\n  User m\n");
         assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("Match"));
+    }
+
+    #[test]
+    fn proxy_jump_and_proxy_command_resolve_like_ssh() {
+        let s = Scratch::new();
+        let cfg = s.write(
+            "cfg",
+            "Host t1\n  ProxyJump u@a:2,b,ssh://v@c:3\n  ProxyCommand nc %h %p\n\
+             Host t2\n  ProxyCommand nc %h %p %r\n  ProxyJump a\n\
+             Host t3\n  ProxyJump none\n\
+             Host t4\n  ProxyCommand none\n\
+             Host t6\n  ProxyJump none\n  ProxyCommand none\n\
+             Host *\n  ProxyCommand socat - TCP:%h:%p\n  ProxyJump z\n",
+        );
+        for host in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+            let theirs = ssh_g(&s, &cfg, host);
+            let expected = match (theirs.get("proxyjump"), theirs.get("proxycommand")) {
+                (Some(j), _) => Some(Proxy::Jump(crate::ssh::route::parse_jump(&j[0]).unwrap())),
+                (None, Some(c)) => Some(Proxy::Command(c[0].clone())),
+                (None, None) => None,
+            };
+            assert_eq!(s.resolve(&cfg, host).unwrap().proxy, expected, "{host}");
+        }
+        // The first one obtained wins; `ProxyJump none` does not stop a later ProxyCommand.
+        let jump = |h: &str| match s.resolve(&cfg, h).unwrap().proxy {
+            Some(Proxy::Jump(hops)) => hops.iter().map(|h| h.host.clone()).collect::<Vec<_>>().join(","),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(jump("t1"), "a,b,c");
+        assert_eq!(jump("t3"), "Some(Command(\"socat - TCP:%h:%p\"))");
+        assert_eq!(jump("t4"), "None");
+        let bad = s.write("bad", "Host zzz\n  ProxyJump a:99999\n");
+        assert!(s.resolve(&bad, "a").unwrap_err().to_string().contains("bad ProxyJump"));
+        assert!(ssh_rejects(&s, &bad, "a"));
     }
 
     #[test]

@@ -18,6 +18,8 @@ fn target(host: &FakeHost) -> SshTarget {
         host_key_alias: None,
         accept_new: false,
         timeouts: Timeouts::default(),
+        route: Default::default(),
+        system_ssh: None,
     }
 }
 
