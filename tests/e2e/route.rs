@@ -65,13 +65,15 @@ fn add_alias_host(env: &Env, name: &str, alias: &str, host: &FakeHost) {
     env.add_brother(&format!("b-{name}"), name, host, "self-test", "read");
 }
 
-/// The oracle: the real ssh with the same config and the target's key and known_hosts.
-fn ssh_true(env: &Env, cfg: &std::path::Path, alias: &str, key: &std::path::Path) -> std::process::Output {
+/// The oracle: the real ssh with the same config and the target's user, key and
+/// known_hosts (the inventory's options).
+fn ssh_true(env: &Env, cfg: &std::path::Path, alias: &str, target: &FakeHost) -> std::process::Output {
     Command::new("ssh")
         .arg("-F")
         .arg(cfg)
+        .args(["-l", target.user()])
         .arg("-i")
-        .arg(key)
+        .arg(target.client_key())
         .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", env.known_hosts.display()))
@@ -108,14 +110,17 @@ fn one_and_two_hop_proxyjump_take_the_route_ssh_takes() {
     add_alias_host(&env, "two", "tgt-2hop", &target);
     let t = target.port();
 
-    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-1hop", target.client_key()), "one hop");
+    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-1hop", &target), "one hop");
     assert_eq!((forwards(&b1, t), forwards(&b2, t)), (1, 0), "ssh went through b1 only");
     run_task(&env, "b-one");
     let after_one = forwards(&b1, t);
     assert!(after_one >= 2, "delegate's connection did not come through b1:\n{}", b1.sshd_log());
     assert_eq!(forwards(&b2, t), 0, "one hop never touches b2");
+    // The warm daemon made that connection, from the route in its request.
+    let warm = env.run(&["warm", "status", "--json"]).ok().json();
+    assert!(warm["requests_served"].as_u64().unwrap_or(0) >= 1 && warm["connections"] == 1, "{warm}");
 
-    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-2hop", target.client_key()), "two hops");
+    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-2hop", &target), "two hops");
     assert_eq!((forwards(&b1, b2.port()), forwards(&b2, t)), (1, 1), "ssh: b1 forwards to b2, b2 to the target");
     run_task(&env, "b-two");
     assert!(forwards(&b1, b2.port()) >= 2, "delegate did not reach b2 through b1:\n{}", b1.sshd_log());
@@ -143,13 +148,13 @@ fn proxycommand_ssh_w_and_socat_take_the_route_ssh_takes() {
     add_alias_host(&env, "socat", "tgt-socat", &target);
     let t = target.port();
 
-    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-w", target.client_key()), "ssh -W");
+    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-w", &target), "ssh -W");
     assert_eq!(forwards(&b1, t), 1);
     run_task(&env, "b-w");
     assert!(forwards(&b1, t) >= 2, "delegate's ProxyCommand did not go through b1:\n{}", b1.sshd_log());
 
     let (before_b1, before_target) = (forwards(&b1, t), connections(&target));
-    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-socat", target.client_key()), "socat");
+    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-socat", &target), "socat");
     run_task(&env, "b-socat");
     assert_eq!(forwards(&b1, t), before_b1, "socat goes straight to the target");
     assert!(connections(&target) >= before_target + 2, "{}", target.sshd_log());
@@ -170,7 +175,7 @@ fn proxyjump_none_for_one_host_goes_direct_and_attach_follows_the_same_route() {
     add_alias_host(&env, "jumped", "tgt-jumped", &target);
     let t = target.port();
 
-    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-direct", target.client_key()), "direct");
+    assert_ssh_ok(&ssh_true(&env, &cfg, "tgt-direct", &target), "direct");
     run_task(&env, "b-direct");
     assert_eq!(forwards(&b1, t), 0, "ProxyJump none: nobody went through b1:\n{}", b1.sshd_log());
     run_task(&env, "b-jumped");
@@ -180,13 +185,23 @@ fn proxyjump_none_for_one_host_goes_direct_and_attach_follows_the_same_route() {
     // attach: the alias and the route, given explicitly; ssh -G with the same options
     // resolves the route delegate took (the resolved HostName would have matched Host *
     // blocks of its own and gone through a bastion the alias switched off).
-    let ids: Vec<i64> = env.run(&["list", "--json"]).ok().json().as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect();
-    for (id, alias, want) in [(ids[0].min(ids[1]), "tgt-direct", None), (ids[0].max(ids[1]), "tgt-jumped", Some("b1"))] {
+    let ids: Vec<i64> = env
+        .run(&["list", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    for (id, alias, want) in [(ids[0].min(ids[1]), "tgt-direct", None), (ids[0].max(ids[1]), "tgt-jumped", Some("b1"))]
+    {
         let printed = env.run(&["attach", &id.to_string(), "--print"]).ok().stdout();
         let words: Vec<&str> = printed.split_whitespace().collect();
         let dash = words.iter().position(|w| *w == "--").unwrap();
         assert_eq!(words[dash + 1], alias, "{printed}");
-        let out = Command::new("ssh").arg("-G").args(&words[2..dash]).arg(alias).env("HOME", &env.home).output().unwrap();
+        let out =
+            Command::new("ssh").arg("-G").args(&words[2..dash]).arg(alias).env("HOME", &env.home).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let g = String::from_utf8_lossy(&out.stdout).into_owned();
         let jump = g.lines().find_map(|l| l.strip_prefix("proxyjump ")).map(str::to_string);
@@ -211,14 +226,15 @@ fn an_unknown_bastion_key_is_refused_naming_the_bastion() {
     text += &format!("Host tgt\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump b1\n", target.port());
     let cfg = write_config(&env, &text);
     add_alias_host(&env, "h", "tgt", &target);
+    let before = connections(&target);
 
-    assert!(!ssh_true(&env, &cfg, "tgt", target.client_key()).status.success(), "ssh refuses too");
+    assert!(!ssh_true(&env, &cfg, "tgt", &target).status.success(), "ssh refuses too");
     let run = env.run(&["b-h", "never runs", "--json"]).fails_with(12);
     let err = run.stderr();
     assert!(err.contains(&format!("bastion b1 (127.0.0.1:{}): host key unknown", b1.port())), "{run}");
     assert!(err.contains("ssh b1"), "the advice names the bastion's ssh name:\n{run}");
     assert_eq!(forwards(&b1, target.port()), 0);
-    assert_eq!(connections(&target), 0, "nothing reached the target");
+    assert_eq!(connections(&target), before, "nothing reached the target");
 }
 
 #[test]

@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::config::Transport;
 use crate::config::{Inventory, expand_local};
 use crate::error::{Error, Result};
 use crate::known_hosts;
 use crate::launch::{self, LaunchRequest};
 use crate::pool::Pool;
-use crate::config::Transport;
 use crate::ssh::route::{self, JumpHop, Route};
 use crate::ssh::{self, SshTarget, Timeouts};
 use crate::ssh_config::{self, IdentityAgent, Proxy, SshConfigQuery, StrictHostKeyChecking};
@@ -235,7 +235,8 @@ impl Delegate {
             timeouts.keepalive_max = n as usize;
         }
         let port = cli.port.or(resolved.port).unwrap_or(22);
-        let user = cli.user.map(str::to_string).or(resolved.user.clone()).unwrap_or_else(|| self.paths.local_user.clone());
+        let user =
+            cli.user.map(str::to_string).or(resolved.user.clone()).unwrap_or_else(|| self.paths.local_user.clone());
         let proxy = match jump {
             Some(hops) => Some(Proxy::Jump(hops.to_vec())),
             None => resolved.proxy.clone(),
@@ -244,8 +245,15 @@ impl Delegate {
             None => Route::Direct,
             Some(Proxy::Jump(hops)) => Route::Jump(Box::new(self.resolve_hops(&hops, base, depth + 1)?)),
             Some(Proxy::Command(raw)) => Route::Command(
-                route::expand_proxy_command(&raw, &resolved.hostname, port, &user, name, resolved.host_key_alias.as_deref())
-                    .map_err(|message| Error::Config { path: self.paths.ssh_config.clone(), message })?,
+                route::expand_proxy_command(
+                    &raw,
+                    &resolved.hostname,
+                    port,
+                    &user,
+                    name,
+                    resolved.host_key_alias.as_deref(),
+                )
+                .map_err(|message| Error::Config { path: self.paths.ssh_config.clone(), message })?,
             ),
         };
         Ok(SshTarget {

@@ -86,7 +86,9 @@ pub async fn exec(
         Err(_) => out.broken = Some(format!("no end of the command within {limit:?}")),
         Ok(Err(e)) => out.broken = Some(format!("waiting for ssh failed: {e}")),
         Ok(Ok(s)) => match s.code() {
-            Some(255) => out.broken = Some("ssh exited 255: the connection was lost (or the command exited 255)".into()),
+            Some(255) => {
+                out.broken = Some("ssh exited 255: the connection was lost (or the command exited 255)".into())
+            }
             Some(code) => out.exit = Exit::Code(code as u32),
             None => out.broken = Some("ssh was killed by a signal".into()),
         },
