@@ -117,7 +117,7 @@ pub(crate) enum Via {
     Direct,
     /// The bastion's connection the channel runs on: only held, its drop ends it.
     Hop(#[allow(dead_code)] Box<Session>),
-    Command(ProxyCommand),
+    Command(Box<ProxyCommand>),
 }
 
 /// Bytes in both directions; what russh runs its client over.
@@ -150,7 +150,7 @@ pub(crate) async fn open(t: &SshTarget) -> Result<(Box<dyn Stream>, Via)> {
         }
         Route::Command(command) => {
             let (stream, proxy) = ProxyCommand::spawn(t, command)?;
-            Ok((stream, Via::Command(proxy)))
+            Ok((stream, Via::Command(Box::new(proxy))))
         }
     }
 }
