@@ -431,6 +431,11 @@ impl Session {
 
     pub async fn disconnect(&self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        // The bastions under this connection say goodbye too, last hop first.
+        if let route::Via::Hop(hop) = &self._via {
+            let hop: &Session = hop;
+            Box::pin(hop.disconnect()).await;
+        }
     }
 }
 

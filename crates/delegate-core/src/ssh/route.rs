@@ -115,8 +115,8 @@ fn parse_hop(s: &str) -> std::result::Result<JumpHop, String> {
 /// What has to live as long as a connection made over a route.
 pub(crate) enum Via {
     Direct,
-    /// The bastion's connection the channel runs on: only held, its drop ends it.
-    Hop(#[allow(dead_code)] Box<Session>),
+    /// The bastion's connection the channel runs on; dropped (or disconnected) with it.
+    Hop(Box<Session>),
     Command(Box<ProxyCommand>),
 }
 
