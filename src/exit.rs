@@ -98,7 +98,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
 fn code_for_core(e: &E) -> Option<u8> {
     Some(match e {
         // The wrapper says which task; the cause decides the code.
-        E::LaunchFailed { source, .. } => return code_for_core(source),
+        E::LaunchFailed { source, .. } | E::Hop { source, .. } => return code_for_core(source),
+        E::ProxyCommand { .. } => UNREACHABLE,
+        E::SystemSsh { .. } => SSH,
         E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
         E::KnownHosts(KnownHostsError::CertificateInvalid { .. } | KnownHostsError::CertificateExpected { .. }) => {
             HOST_KEY_CHANGED

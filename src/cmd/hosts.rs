@@ -23,6 +23,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 max_concurrent: a.max_concurrent,
                 environment: a.environment,
                 env_file: a.env_file,
+                transport: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("hosts", &a.name, &entry)?;

@@ -77,7 +77,9 @@ pub(super) fn error_chain(e: &Error) -> String {
 pub fn error_code(e: &Error) -> &'static str {
     use delegate_core::runner::code as remote;
     match e {
-        Error::LaunchFailed { source, .. } => error_code(source),
+        Error::LaunchFailed { source, .. } | Error::Hop { source, .. } => error_code(source),
+        Error::ProxyCommand { .. } => "unreachable",
+        Error::SystemSsh { .. } => "ssh",
         Error::Config { .. } | Error::SshConfig(_) | Error::KnownHosts(_) => "config",
         Error::UnknownBrother { .. } => "unknown_brother",
         Error::UnknownHost { .. } => "unknown_host",

@@ -249,7 +249,9 @@ fn logs_show_the_agents_output_and_attach_targets_the_exact_session() {
     assert!(raw.stdout().lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{raw}");
     let attach = env.run(&["attach", &id.to_string(), "--print"]).ok();
     let session = env.run(&["show", &id.to_string(), "--json"]).ok().json()["session"].as_str().unwrap().to_string();
-    assert!(attach.stdout().starts_with("ssh -t -p "), "{attach}");
+    assert!(attach.stdout().starts_with("ssh -t ") && attach.stdout().contains(" -p "), "{attach}");
+    // The route delegate took, given explicitly: here, direct.
+    assert!(attach.stdout().contains(" -o ProxyCommand=none "), "{attach}");
     assert!(
         attach.stdout().trim_end().ends_with(&format!("tmux -L delegate attach-session -t ={session}")),
         "{attach}"

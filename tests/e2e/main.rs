@@ -24,6 +24,7 @@ mod prompts;
 mod real_agents;
 mod reopen;
 mod results;
+mod route;
 mod say;
 mod shell;
 mod ssh_errors;

@@ -199,16 +199,27 @@ fn an_ssh_config_alias_supplies_hostname_port_user_and_key() {
 }
 
 #[test]
-fn proxy_jump_in_the_matching_ssh_config_block_is_exit_3() {
+fn a_bastion_that_does_not_forward_is_named_and_nothing_reaches_the_host() {
     let host = FakeHost::start();
+    // A fake host's sshd has AllowTcpForwarding no: it authenticates us, then refuses.
+    let bastion = FakeHost::start();
     let env = Env::new();
     env.trust(&host);
-    write_ssh_config(&env, &ssh_config_for(&host, host.client_key(), "  ProxyJump other\n"));
+    env.trust(&bastion);
+    let bastion_block = format!(
+        "Host other\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n",
+        bastion.port(),
+        bastion.user(),
+        bastion.client_key().display(),
+        env.known_hosts.display()
+    );
+    write_ssh_config(&env, &(ssh_config_for(&host, host.client_key(), "  ProxyJump other\n") + &bastion_block));
     env.config_append(&alias_host_toml(&env, &host));
     brother_on(&env, &host);
-    let run = env.run(&["oppy", "via a jump host", "--json"]).fails_with(3);
-    assert!(run.stderr().contains("ProxyJump"), "{run}");
-    assert!(run.stderr().contains(&env.home.join(".ssh/config").display().to_string()), "{run}");
+    let run = env.run(&["oppy", "via a jump host", "--json"]).fails_with(10);
+    let want = format!("bastion other (127.0.0.1:{}) could not connect to it", bastion.port());
+    assert!(run.stderr().contains(&want), "{run}");
+    assert!(bastion.sshd_log().contains("refused local port forward"), "{}", bastion.sshd_log());
     assert!(!host.sshd_log().contains("Accepted publickey"), "delegate connected anyway");
 }
 

@@ -76,6 +76,20 @@ pub struct HostEntry {
     /// shell's environment). The inventory names the file; the values never leave the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<String>,
+    /// How delegate talks to the host (default `russh`); see [`Transport`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+}
+
+/// `russh` (the default) is delegate's own SSH client. `ssh` runs every command through the
+/// system `ssh` binary instead (`ssh -T -o BatchMode=yes ... ADDRESS`, the script on
+/// stdin): the escape hatch for what russh cannot do (FIDO or PKCS#11 keys, GSSAPI,
+/// ssh_config options delegate does not know). Host keys are then checked by ssh itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Russh,
+    Ssh,
 }
 
 /// The environment an agent runs in on the brother.
@@ -557,6 +571,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             max_concurrent: None,
             environment: None,
             env_file: None,
+            transport: None,
         };
         ed.set("hosts", "jerry-box", &host).unwrap();
         let inv = ed.save().unwrap();

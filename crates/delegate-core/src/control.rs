@@ -163,7 +163,18 @@ impl Delegate {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
         let t = self.resolve_target(&task.host)?;
-        let mut argv: Vec<String> = vec!["ssh".into(), "-t".into(), "-p".into(), t.port.to_string()];
+        let address = self.inventory().host(&task.host)?.address.clone();
+        let mut argv: Vec<String> = vec!["ssh".into(), "-t".into()];
+        // The ssh_config delegate resolved with, and the route it took, so ssh reaches the
+        // host the same way even where its own reading would differ (it reads the passwd
+        // home's config, and a HostName given to it would match other Host blocks).
+        if self.paths().ssh_config.exists() {
+            argv.extend(["-F".into(), self.paths().ssh_config.display().to_string()]);
+        }
+        if t.system_ssh.is_none() {
+            argv.extend(route_options(&t.route));
+        }
+        argv.extend(["-p".into(), t.port.to_string()]);
         for f in t.identity_files.iter().filter(|f| f.exists()) {
             argv.extend(["-i".into(), f.display().to_string()]);
         }
@@ -173,7 +184,8 @@ impl Delegate {
         if let Some(alias) = &t.host_key_alias {
             argv.extend(["-o".into(), format!("HostKeyAlias={alias}")]);
         }
-        argv.extend(["-l".into(), t.user.clone(), "--".into(), t.hostname.clone()]);
+        // The alias, not its HostName: ssh then applies the same Host blocks delegate did.
+        argv.extend(["-l".into(), t.user.clone(), "--".into(), address]);
         // Our socket and the exact session: `=name`, or tmux would match a prefix.
         argv.extend(["tmux", "-L", "delegate", "attach-session", "-t"].map(String::from));
         argv.push(format!("={}", run.session));
@@ -216,4 +228,25 @@ impl Delegate {
             .clone()
             .unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into()))
     }
+}
+
+/// `-J` or `-o ProxyCommand=` for the route delegate resolved, explicitly: given on ssh's
+/// command line they win over its config, so `ssh` takes exactly this route.
+fn route_options(route: &crate::ssh::route::Route) -> Vec<String> {
+    let (hops, command) = route.hops();
+    let mut argv = Vec::new();
+    if !hops.is_empty() {
+        // Each hop by its ssh_config name with the user and port delegate used for it.
+        let spec = |h: &crate::ssh::SshTarget| {
+            let host = if h.host.contains(':') { format!("[{}]", h.host) } else { h.host.clone() };
+            format!("{}@{host}:{}", h.user, h.port)
+        };
+        argv.extend(["-J".into(), hops.iter().map(|h| spec(h)).collect::<Vec<_>>().join(",")]);
+        // The first bastion's own ProxyCommand is its config's, which ssh reads too.
+        return argv;
+    }
+    // ssh expands % tokens again: the expanded command must survive that unchanged.
+    let command = command.map_or("none".to_string(), |c| c.replace('%', "%%"));
+    argv.extend(["-o".into(), format!("ProxyCommand={command}")]);
+    argv
 }

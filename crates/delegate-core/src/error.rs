@@ -86,6 +86,18 @@ pub enum Error {
         source: russh::Error,
     },
 
+    /// Something went wrong on the way to or at a bastion (ProxyJump). Not a `#[source]`:
+    /// the message already says it once, and exit codes look inside.
+    #[error("bastion {hop} ({addr}): {}", hop_detail(.hop, .source))]
+    Hop { hop: String, addr: String, source: Box<Error> },
+
+    #[error("{host}: ProxyCommand `{command}` {status}{}", if .stderr.is_empty() { String::new() } else { format!(": {}", .stderr) })]
+    ProxyCommand { host: String, command: String, status: String, stderr: String },
+
+    /// `transport = "ssh"`: the system ssh could not run the command (it never started).
+    #[error("{host}: `ssh` {status} before running anything{}", if .stderr.is_empty() { String::new() } else { format!(": {}", .stderr) })]
+    SystemSsh { host: String, status: String, stderr: String },
+
     #[error("prompt is empty: give the task text as an argument, with --prompt-file, or on stdin with '-'")]
     PromptEmpty,
 
@@ -157,6 +169,18 @@ fn store_message(e: &rusqlite::Error) -> String {
     let full = matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.code == rusqlite::ErrorCode::DiskFull || f.extended_code == SQLITE_IOERR_SHMSIZE);
     if full { format!("the disk holding the mailbox is full ({e}): free some space and retry") } else { e.to_string() }
+}
+
+/// A bastion's host-key problem gets its own advice: `delegate hosts trust` records keys
+/// for inventory hosts, and a bastion is an ssh_config name.
+fn hop_detail(hop: &str, e: &Error) -> String {
+    match e {
+        Error::HostKeyUnknown { lookup, key_type, fingerprint, .. } => format!(
+            "host key unknown ({lookup}): it presented {key_type} key {fingerprint}. If that fingerprint is right, \
+             record it in the bastion's known_hosts file (connect once with `ssh {hop}` and accept it)"
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {

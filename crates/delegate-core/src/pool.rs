@@ -59,7 +59,8 @@ impl Pool {
     /// Connections are keyed by everything that decides where and as whom we log in, so a
     /// changed inventory never reuses a connection made for the old entry.
     fn key(t: &SshTarget) -> String {
-        format!("{}\0{}\0{}\0{}", t.host, t.user, t.hostname, t.port)
+        let route = serde_json::to_string(&t.route).unwrap_or_default();
+        format!("{}\0{}\0{}\0{}\0{route}", t.host, t.user, t.hostname, t.port)
     }
 
     fn slot(&self, t: &SshTarget) -> Slot {
@@ -92,6 +93,11 @@ impl Pool {
         stdin: &[u8],
         limit: Duration,
     ) -> Result<(ExecOutput, Connection)> {
+        // `transport = "ssh"`: the system ssh holds no connection of ours to keep warm.
+        if let Some(argv) = &t.system_ssh {
+            let out = crate::ssh::system::exec(t, argv, command, stdin, limit, usize::MAX).await?;
+            return Ok((out, Connection { fresh: Some(ConnectTimings::default()), warm: false }));
+        }
         if let Some(warm) = &self.warm {
             match warm.exec(t, command, stdin, limit).await {
                 WarmOutcome::Done(result) => return result,

@@ -6,6 +6,11 @@
 //! silent peer is noticed. Channels are drained until the server closes them and closed
 //! explicitly (a dropped russh channel never sends CLOSE and eats sshd's `MaxSessions`).
 //! No PTY, no agent or X11 forwarding, no environment passing: launches need none of them.
+//! How the bytes get to the host (TCP, a bastion, a ProxyCommand) is [`route`]'s business;
+//! [`system`] runs commands through the system `ssh` instead, for hosts that need it.
+
+pub mod route;
+pub mod system;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -97,6 +102,13 @@ pub struct SshTarget {
     /// A changed or revoked key is refused regardless.
     pub accept_new: bool,
     pub timeouts: Timeouts,
+    /// How the connection reaches the host (ProxyJump, ProxyCommand or directly).
+    #[serde(default)]
+    pub route: route::Route,
+    /// `transport = "ssh"`: run commands through the system ssh with this argv (up to and
+    /// including the host) instead of connecting with russh.
+    #[serde(default)]
+    pub system_ssh: Option<Vec<String>>,
 }
 
 impl SshTarget {
@@ -131,6 +143,8 @@ impl SshTarget {
             host_key_alias: None,
             accept_new: false,
             timeouts: Timeouts::default(),
+            route: route::Route::Direct,
+            system_ssh: None,
         }
     }
 }
@@ -146,6 +160,8 @@ pub struct ConnectTimings {
 /// An authenticated, host-key-verified connection.
 pub struct Session {
     handle: Handle<Verifier>,
+    /// The bastion connection or proxy command under this one; dropped with it.
+    _via: route::Via,
     target: SshTarget,
     pub timings: ConnectTimings,
     /// The host key the server proved it holds: `<type> SHA256:...`, and for a host
@@ -504,14 +520,15 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for BannerWatch<S> 
 
 /// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
 /// key is seen, and `None` comes back with the key in `Seen`.
-#[allow(clippy::type_complexity)]
-async fn handshake(
-    t: &SshTarget,
-    mode: Mode,
-) -> Result<(Option<Handle<Verifier>>, Seen, ConnectTimings, Arc<Mutex<Option<String>>>)> {
+/// What a handshake gives: the connection (none when only capturing the key), the host key
+/// seen, timings, how the stream reached the host (kept alive with the session), and the
+/// server's disconnect message if it hangs up during authentication.
+type Handshake = (Option<Handle<Verifier>>, Seen, ConnectTimings, route::Via, Arc<Mutex<Option<String>>>);
+
+async fn handshake(t: &SshTarget, mode: Mode) -> Result<Handshake> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();
-    let (stream, connect_started) = tcp_connect(t).await?;
+    let (stream, mut via, connect_started) = route::open(t).await?;
     timings.tcp_ms = ms(started);
 
     let files = t.all_known_hosts();
@@ -552,17 +569,24 @@ async fn handshake(
         return Err(problem);
     }
     timings.handshake_ms = ms(kex_started);
+    // A ProxyCommand that died took the connection with it: its status and stderr say why.
+    if !matches!(result, Ok(Ok(_)))
+        && let route::Via::Command(proxy) = &mut via
+        && let Some(failure) = proxy.failure().await
+    {
+        return Err(failure);
+    }
     match result {
         Err(_) => Err(Error::Timeout { host: t.host.clone(), phase: "exchanging keys", waited: t.timeouts.handshake }),
-        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings, disconnect)),
+        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings, via, disconnect)),
         Ok(Err(e)) => Err(Error::Ssh { host: t.host.clone(), phase: "exchanging keys", source: e }),
-        Ok(Ok(h)) => Ok((Some(h), seen, timings, disconnect)),
+        Ok(Ok(h)) => Ok((Some(h), seen, timings, via, disconnect)),
     }
 }
 
 /// Connects without trusting anything and returns the host key the server presents.
 pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
-    let (_, seen, _, _) = handshake(t, Mode::Capture).await?;
+    let (_, seen, _, _, _) = handshake(t, Mode::Capture).await?;
     seen.key.ok_or_else(|| Error::Config {
         path: PathBuf::from("(host key)"),
         message: format!("{} presented no host key", t.host),
@@ -572,7 +596,7 @@ pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
 impl Session {
     /// TCP, key exchange, host-key check and authentication, each under its deadline.
     pub async fn connect(t: &SshTarget) -> Result<Session> {
-        let (handle, seen, mut timings, disconnect) = handshake(t, Mode::Verify).await?;
+        let (handle, seen, mut timings, via, disconnect) = handshake(t, Mode::Verify).await?;
         let mut handle = handle.expect("verify mode yields a handle or an error");
         let mut host_key = seen.key.as_ref().map(key_label).unwrap_or_default();
         if let Some(c) = &seen.certificate {
@@ -584,7 +608,7 @@ impl Session {
                 |_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth },
             )??;
         timings.auth_ms = ms(auth_started);
-        Ok(Session { handle, target: t.clone(), timings, host_key, identity })
+        Ok(Session { handle, _via: via, target: t.clone(), timings, host_key, identity })
     }
 
     pub fn target(&self) -> &SshTarget {
@@ -671,6 +695,11 @@ impl Session {
 
     pub async fn disconnect(&self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        // The bastions under this connection say goodbye too, last hop first.
+        if let route::Via::Hop(hop) = &self._via {
+            let hop: &Session = hop;
+            Box::pin(hop.disconnect()).await;
+        }
     }
 }
 

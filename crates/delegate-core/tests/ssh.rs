@@ -21,6 +21,8 @@ fn target(host: &FakeHost) -> SshTarget {
         host_key_alias: None,
         accept_new: false,
         timeouts: Timeouts::default(),
+        route: Default::default(),
+        system_ssh: None,
     }
 }
 
@@ -199,4 +201,49 @@ fn server_alive_interval_zero_sends_no_keepalives() {
         let out = s.exec("echo alive", b"", Duration::from_secs(5)).await.unwrap();
         assert_eq!(out.stdout, b"alive\n");
     });
+}
+
+/// Whether `pid` is still a live process (a zombie waiting to be reaped counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn a_proxycommand_carries_the_connection_and_dies_with_it() {
+    let host = FakeHost::start();
+    let pidfile = host.dir().join("proxy.pid");
+    let mut t = target(&host);
+    // `exec` is prepended as ssh does, so the pid written is the proxy's own: a shell that
+    // would outlive the connection (it sleeps after socat) unless it is killed.
+    t.route = delegate_core::ssh::route::Route::Command(format!(
+        "sh -c 'echo $$ > {}; socat - TCP:127.0.0.1:{}; sleep 600'",
+        pidfile.display(),
+        host.port()
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let pid: u32 = runtime.block_on(async {
+        let s = Session::connect(&t).await.unwrap();
+        let out = s.exec("echo via proxy", b"", Duration::from_secs(10)).await.unwrap();
+        assert_eq!((out.exit, out.stdout), (Exit::Code(0), b"via proxy\n".to_vec()));
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(alive(pid), "the proxy runs while the connection does");
+        s.close().await;
+        pid
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    }
+    assert!(!alive(pid), "the proxy command outlived its connection");
+}
+
+#[test]
+fn a_dead_proxycommand_explains_itself() {
+    let mut t = target(&FakeHost::start());
+    // ssh runs `exec COMMAND`: a compound command needs its own shell, as with ssh.
+    t.route = delegate_core::ssh::route::Route::Command("sh -c 'echo cannot reach the bastion >&2; exit 5'".into());
+    let err = block_on(Session::connect(&t)).err().expect("the proxy exits at once");
+    assert!(matches!(err, delegate_core::Error::ProxyCommand { .. }), "{err}");
+    assert!(err.to_string().contains("exited 5: cannot reach the bastion"), "{err}");
 }

@@ -415,6 +415,7 @@ pub struct FakeHostBuilder {
     extra_config: String,
     host_certificate: Option<HostCertificate>,
     own_home: bool,
+    allow_tcp_forwarding: bool,
 }
 
 /// How [`FakeHostBuilder::host_certificate`] signs the host key.
@@ -436,6 +437,7 @@ impl Default for FakeHostBuilder {
             extra_config: String::new(),
             host_certificate: None,
             own_home: false,
+            allow_tcp_forwarding: false,
         }
     }
 }
@@ -501,6 +503,14 @@ impl FakeHostBuilder {
         self
     }
 
+    /// `AllowTcpForwarding yes` in place of the kit's `no`, for a bastion that ProxyJump
+    /// (`direct-tcpip`) and `ssh -W` go through. A separate switch because sshd takes the
+    /// first value of a keyword, so [`extra_config`](Self::extra_config) cannot override it.
+    pub fn allow_tcp_forwarding(mut self) -> Self {
+        self.allow_tcp_forwarding = true;
+        self
+    }
+
     pub fn extra_config(mut self, lines: &str) -> Self {
         self.extra_config.push_str(lines);
         if !self.extra_config.ends_with('\n') {
@@ -543,6 +553,7 @@ impl FakeHostBuilder {
             login_umask: self.login_umask,
             extra_config: String::new(),
             own_home: None,
+            allow_tcp_forwarding: self.allow_tcp_forwarding,
             sshd: None,
             watchdog: None,
         };
@@ -666,6 +677,8 @@ pub struct FakeHost {
     extra_config: String,
     /// `<dir>/home` when the host has a home of its own ([`FakeHostBuilder::own_home`]).
     own_home: Option<PathBuf>,
+    /// [`FakeHostBuilder::allow_tcp_forwarding`].
+    allow_tcp_forwarding: bool,
     sshd: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -1116,7 +1129,14 @@ impl FakeHost {
              AllowUsers {user}\n\
              SetEnv TMUX_TMPDIR={d}/tmux PATH={path}{bash_env}{home}\n\
              {extra}",
-            common = hardened_sshd_config(&self.dir, &format!("{ADDRESS}:{port}")),
+            common = {
+                let common = hardened_sshd_config(&self.dir, &format!("{ADDRESS}:{port}"));
+                if self.allow_tcp_forwarding {
+                    common.replace("AllowTcpForwarding no\n", "AllowTcpForwarding yes\n")
+                } else {
+                    common
+                }
+            },
             extra = self.extra_config,
             user = self.account.name,
             path = self.remote_path,

@@ -67,6 +67,18 @@ pub struct ResolvedSsh {
     pub address_family: Option<AddressFamily>,
     /// `None` when the config gives no `IdentityAgent`.
     pub identity_agent: Option<IdentityAgent>,
+    /// `ProxyJump` or `ProxyCommand`, whichever ssh would use; `None` for a direct connection.
+    pub proxy: Option<Proxy>,
+}
+
+/// How ssh would reach the host when not directly (see [`crate::ssh::route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// `ProxyJump`: the hops in order, the host connected to first coming first.
+    Jump(Vec<crate::ssh::route::JumpHop>),
+    /// `ProxyCommand`, its `%` tokens not expanded yet: `%r` and `%p` depend on the
+    /// inventory, which plays the role of ssh's command-line options.
+    Command(String),
 }
 
 /// `StrictHostKeyChecking` values delegate accepts; `no`/`off` are refused with an error.
@@ -144,7 +156,7 @@ const IGNORED: &[&str] = &[
     // Host-key options that could only make ssh laxer than delegate, which checks every key against known_hosts.
     "checkhostip", "verifyhostkeydns", "nohostauthenticationforlocalhost", "updatehostkeys", "visualhostkey",
     // Transport tuning, canonicalization details (CanonicalizeHostname itself is checked), logging.
-    "tcpkeepalive", "keepalive", "ipqos", "proxyusefdpass",
+    "tcpkeepalive", "keepalive", "ipqos",
     "canonicaldomains", "canonicalizefallbacklocal", "canonicalizemaxdots", "canonicalizepermittedcnames",
     "loglevel", "logverbose", "syslogfacility",
     // Newer OpenSSH (9.3 to 10.x): interactive sessions, channel idling, what ssh announces or warns.
@@ -168,6 +180,8 @@ enum Value {
     Command,
     /// Several paths, or `none` alone.
     Paths,
+    /// A ProxyJump list, or `none`.
+    Jump,
 }
 
 /// Keywords whose first applying value is kept: (keyword, name in messages, value check).
@@ -183,8 +197,9 @@ const KEPT: &[(&str, &str, Value)] = &[
     ("ignoreunknown", "IgnoreUnknown", Value::Text), ("tag", "Tag", Value::Text),
     ("connectionattempts", "ConnectionAttempts", Value::Count), ("addressfamily", "AddressFamily", Value::Family),
     ("refuseconnection", "RefuseConnection", Value::Flag),
+    ("proxycommand", "ProxyCommand", Value::Command), ("proxyjump", "ProxyJump", Value::Jump),
+    ("proxyusefdpass", "ProxyUseFdpass", Value::Flag),
     // Only kept to be refused, unless the value switches the feature off.
-    ("proxycommand", "ProxyCommand", Value::Command), ("proxyjump", "ProxyJump", Value::Text),
     ("remotecommand", "RemoteCommand", Value::Command), ("localcommand", "LocalCommand", Value::Command),
     ("permitlocalcommand", "PermitLocalCommand", Value::Flag),
     ("canonicalizehostname", "CanonicalizeHostname", Value::Canonicalize),
@@ -199,7 +214,6 @@ type Refusal = (&'static str, fn(&str) -> bool, &'static str);
 /// `Host *` block would apply.
 #[rustfmt::skip]
 const REFUSED: &[Refusal] = &[
-    ("proxycommand", is_none, "is not supported by delegate yet; connect directly or use a host reachable without a jump"),
     ("remotecommand", is_none, "conflicts with the command delegate runs; set RemoteCommand none for this host"),
     ("canonicalizehostname", |v| v == "no", "is not supported by delegate; set it to no and put the full name in HostName"),
     ("stricthostkeychecking", |v| v != "no", "no is refused: delegate always verifies host keys; use accept-new to trust a new host on first connection"),
@@ -285,7 +299,14 @@ impl<'q, 'a> Parser<'q, 'a> {
         if let Some(port) = q.port {
             kept.insert("port", Kept { name: "Port", values: vec![port.to_string()], at });
         }
-        Parser { q, kept, identity_files: Vec::new(), certificate_files: Vec::new(), want_final: false, final_pass: false }
+        Parser {
+            q,
+            kept,
+            identity_files: Vec::new(),
+            certificate_files: Vec::new(),
+            want_final: false,
+            final_pass: false,
+        }
     }
 
     fn kept_value(&self, key: &str) -> Option<&str> {
@@ -392,15 +413,22 @@ impl<'q, 'a> Parser<'q, 'a> {
         let kw = keyword.to_ascii_lowercase();
         let on = *active;
         if let Some(&(key, name, value)) = KEPT.iter().find(|(k, ..)| *k == kw) {
-            // ProxyJump and ProxyCommand share one setting in ssh: the first one disables the other.
             let slot = match key {
-                "proxyjump" => "proxycommand",
                 "smartcarddevice" => "pkcs11provider",
                 k => k,
             };
             if let Some(values) = checked(value, name, &args, rest, at)?
                 && on
             {
+                // readconf.c: a ProxyJump applies only while neither is set, and then also
+                // sets ProxyCommand to none; `ProxyJump none` only blocks later ProxyJumps.
+                if key == "proxyjump" && !is_none(&values[0]) {
+                    if self.kept.contains_key("proxyjump") || self.kept.contains_key("proxycommand") {
+                        return Ok(());
+                    }
+                    let none = Kept { name: "ProxyCommand", values: vec!["none".into()], at: at.clone() };
+                    self.kept.insert("proxycommand", none);
+                }
                 self.kept.entry(slot).or_insert(Kept { name, values, at: at.clone() });
             }
             return Ok(());
@@ -555,7 +583,22 @@ impl<'q, 'a> Parser<'q, 'a> {
             Some((v, at)) => Some(IdentityAgent::Socket(tokens.expand_path(v, "IdentityAgent", at)?)),
         };
         let seconds = |key: &str| number(key).map(|s| Duration::from_secs(s.into()));
+        let proxy = match (kept("proxyjump"), kept("proxycommand")) {
+            (Some((jump, _)), _) if !is_none(jump) => {
+                Some(Proxy::Jump(crate::ssh::route::parse_jump(jump).expect("checked when read")))
+            }
+            (_, Some((command, _))) if !is_none(command) => {
+                // The command would hand us a socket (SCM_RIGHTS) instead of speaking SSH.
+                if kept("proxyusefdpass").is_some_and(|(v, _)| v == "yes") {
+                    let reason = "yes is not supported by delegate; set ProxyUseFdpass no for this host";
+                    return Err(self.kept["proxyusefdpass"].at.unsupported("ProxyUseFdpass", reason));
+                }
+                Some(Proxy::Command(command.to_string()))
+            }
+            _ => None,
+        };
         Ok(ResolvedSsh {
+            proxy,
             strict_host_key_checking: kept("stricthostkeychecking").map(|(v, _)| match v {
                 "yes" => StrictHostKeyChecking::Yes,
                 "accept-new" => StrictHostKeyChecking::AcceptNew,
@@ -596,6 +639,14 @@ fn checked(
 ) -> Result<Option<Vec<String>>, SshConfigError> {
     if value == Value::Command {
         return Ok(Some(vec![rest.to_string()]));
+    }
+    if value == Value::Jump {
+        let v = one(args, name, at)?;
+        if is_none(v) {
+            return Ok(Some(vec!["none".into()]));
+        }
+        crate::ssh::route::parse_jump(v).map_err(|m| at.invalid(format!("bad ProxyJump \"{v}\": {m}")))?;
+        return Ok(Some(vec![v.to_string()]));
     }
     if value == Value::Paths {
         if args.len() > 1 && args.iter().any(|a| is_none(a)) {
@@ -638,7 +689,7 @@ fn checked(
             "any" | "inet" | "inet6" => word,
             _ => return Err(bad("any, inet or inet6")),
         },
-        Value::Command | Value::Paths => unreachable!("handled above"),
+        Value::Command | Value::Paths | Value::Jump => unreachable!("handled above"),
     };
     Ok(Some(vec![normalized]))
 }
@@ -725,7 +776,7 @@ fn expand_hostname(raw: &str, host: &str) -> Result<String, String> {
     percent_expand(raw, |c| (c == 'h').then(|| host.to_string())).map_err(|m| format!("HostName \"{raw}\": {m}"))
 }
 
-fn percent_expand(s: &str, value: impl Fn(char) -> Option<String>) -> Result<String, String> {
+pub(crate) fn percent_expand(s: &str, value: impl Fn(char) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

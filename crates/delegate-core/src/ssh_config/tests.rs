@@ -396,8 +396,7 @@ fn unknown_keywords_and_bad_values_fail_even_in_other_blocks_like_ssh() {
 fn directives_delegate_cannot_honour_are_errors_only_where_they_apply() {
     let s = Scratch::new();
     for (directive, expect) in [
-        ("ProxyJump bastion", "ProxyJump is not supported by delegate yet; connect directly"),
-        ("ProxyCommand nc %h %p", "ProxyCommand"),
+        ("ProxyUseFdpass yes\n  ProxyCommand nc %h %p", "ProxyUseFdpass"),
         ("RemoteCommand tmux attach", "RemoteCommand"),
         ("CanonicalizeHostname yes", "CanonicalizeHostname"),
         ("StrictHostKeyChecking no", "delegate always verifies host keys"),
@@ -417,6 +416,40 @@ fn directives_delegate_cannot_honour_are_errors_only_where_they_apply() {
     assert!(s.resolve(&cfg, "a").unwrap_err().to_string().contains("PermitLocalCommand"));
     let cfg = s.write("cfg", "Host a\n  LocalCommand echo hi\n");
     assert!(s.resolve(&cfg, "a").is_ok(), "LocalCommand without PermitLocalCommand never runs");
+}
+
+#[test]
+fn proxy_jump_and_proxy_command_resolve_like_ssh() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "cfg",
+        "Host t1\n  ProxyJump u@a:2,b,ssh://v@c:3\n  ProxyCommand nc %h %p\n\
+         Host t2\n  ProxyCommand nc %h %p %r\n  ProxyJump a\n\
+         Host t3\n  ProxyJump none\n\
+         Host t4\n  ProxyCommand none\n\
+         Host t6\n  ProxyJump none\n  ProxyCommand none\n\
+         Host *\n  ProxyCommand socat - TCP:%h:%p\n  ProxyJump z\n",
+    );
+    for host in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+        let theirs = ssh_g(&s, &cfg, host);
+        let expected = match (theirs.get("proxyjump"), theirs.get("proxycommand")) {
+            (Some(j), _) => Some(Proxy::Jump(crate::ssh::route::parse_jump(&j[0]).unwrap())),
+            (None, Some(c)) => Some(Proxy::Command(c[0].clone())),
+            (None, None) => None,
+        };
+        assert_eq!(s.resolve(&cfg, host).unwrap().proxy, expected, "{host}");
+    }
+    // The first one obtained wins; `ProxyJump none` does not stop a later ProxyCommand.
+    let jump = |h: &str| match s.resolve(&cfg, h).unwrap().proxy {
+        Some(Proxy::Jump(hops)) => hops.iter().map(|h| h.host.clone()).collect::<Vec<_>>().join(","),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(jump("t1"), "a,b,c");
+    assert_eq!(jump("t3"), "Some(Command(\"socat - TCP:%h:%p\"))");
+    assert_eq!(jump("t4"), "None");
+    let bad = s.write("bad", "Host zzz\n  ProxyJump a:99999\n");
+    assert!(s.resolve(&bad, "a").unwrap_err().to_string().contains("bad ProxyJump"));
+    assert!(ssh_rejects(&s, &bad, "a"));
 }
 
 #[test]

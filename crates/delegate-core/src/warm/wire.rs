@@ -27,7 +27,8 @@ pub const NAK: u8 = 0x15;
 /// A build only talks to a daemon of the same build: the wire format and the semantics of
 /// every call may change between versions.
 pub fn build_id() -> String {
-    format!("delegate-core {} wire 1", env!("CARGO_PKG_VERSION"))
+    // wire 2: the target carries its route (ProxyJump/ProxyCommand) and transport.
+    format!("delegate-core {} wire 2", env!("CARGO_PKG_VERSION"))
 }
 
 /// Bounds so a confused peer cannot make either side allocate without limit.
