@@ -25,7 +25,9 @@ fn recording_agent(dir: &Path, name: &str) {
     let path = dir.join(name);
     std::fs::write(
         &path,
-        "#!/bin/bash\nprintf '%s\\n' \"$0\" \"$@\" >\"$DELEGATE_TASK_DIR/argv.txt\"\nenv >\"$DELEGATE_TASK_DIR/env.txt\"\ncat >/dev/null\n",
+        // Written aside and renamed: the test reads each file as soon as it exists.
+        "#!/bin/bash\nd=$DELEGATE_TASK_DIR\nprintf '%s\\n' \"$0\" \"$@\" >\"$d/argv.tmp\" && mv \"$d/argv.tmp\" \"$d/argv.txt\"\n\
+         env >\"$d/env.tmp\" && mv \"$d/env.tmp\" \"$d/env.txt\"\ncat >/dev/null\n",
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
