@@ -97,10 +97,14 @@
 //! In reading order:
 //! - [`names`]: validated names (brothers, hosts, tmux sessions) that are safe in paths and tmux.
 //! - [`config`]: the TOML inventory of hosts, brothers and custom agents.
-//! - [`ssh_config`] and [`known_hosts`]: OpenSSH-compatible resolution and host-key checks.
-//! - [`ssh`]: the russh client: connect, verify, authenticate, exec with stdin.
+//! - [`ssh_config`] and [`known_hosts`]: OpenSSH-compatible resolution (Match blocks,
+//!   ProxyJump/ProxyCommand) and host-key checks (certificates, global files, hashing).
+//! - [`ssh`]: the russh client: connect along a route (`ssh::route`: direct, bastions,
+//!   proxy command; `ssh::system`: the system ssh for `transport = "ssh"`), verify,
+//!   authenticate in OpenSSH's key order (`ssh::auth`), exec with stdin.
 //! - [`agent`]: how each agent kind is started (argv, sandbox mapping, turn limit).
-//! - [`runner`]: the bash launch script (a real file) and how its variables are filled in.
+//! - [`runner`]: the bash launch script (a real file), the shared code that finds the agent and
+//!   its environment on the brother (`runner/agent-env.sh`), and how variables are filled in.
 //! - [`sync_protocol`]: the sync and cancel scripts and the framing of their replies.
 //! - [`store`]: the SQLite mailbox: tasks, runs, transitions.
 //! - [`task`]: plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`].
