@@ -137,7 +137,7 @@ pub struct ResultFacts {
     /// tried something outside its level.
     #[serde(default)]
     pub permission_denials: u32,
-    /// The first [`MAX_DENIALS`] of them: which tool, and a bounded summary of its input.
+    /// The first 20 (`MAX_DENIALS`) of them: which tool, and a bounded summary of its input.
     #[serde(default)]
     pub denials: Vec<Denial>,
     /// `errors[]`: the only explanation some results carry (an unknown `--resume` id).
@@ -150,7 +150,7 @@ pub struct ResultFacts {
 #[serde(default)]
 pub struct Denial {
     pub tool: String,
-    /// What it was called with, in one line of at most [`MAX_DENIAL_CHARS`] characters.
+    /// What it was called with, in one line of at most 200 (`MAX_DENIAL_CHARS`) characters.
     pub input: String,
 }
 
@@ -461,7 +461,7 @@ fn denial(v: &Value) -> Denial {
     Denial { tool: clip(tool, MAX_WORD_CHARS), input }
 }
 
-/// A tool call's input in one line of at most [`MAX_DENIAL_CHARS`]: the field that says
+/// A tool call's input in one line of at most `MAX_DENIAL_CHARS`: the field that says
 /// what it does (a command, a path, a URL, a pattern) when there is one, else compact JSON.
 pub fn input_summary(input: &Value) -> String {
     const TELLING: [&str; 7] = ["command", "file_path", "path", "url", "pattern", "query", "prompt"];
