@@ -18,6 +18,9 @@
 //! | `f16_rekey_during_a_multi_megabyte_prompt_delivers_it_byte_exact` | F16 | sshd `RekeyLimit 256K`, 6 MiB prompt | launched; several key exchanges in the sshd log; remote prompt and agent stdin byte-exact (SHA-256) |
 //! | `f6_banner_flood_is_a_clear_error_never_a_hang` | F6 | `BannerFlood` of 10k lines, fast then slow | fast: exit 15 "invalid SSH version string" (russh reads at most 20 pre-banner lines); slow: exit 10 at the handshake deadline; child memory bounded |
 //! | `f7_first_address_blackholed_times_out_per_address_then_uses_the_second` | F7 | a name resolving to `::1` (backlog-0 blackhole) then `127.0.0.1` (sshd), via a private `/etc/hosts` in a mount namespace (root only) | launched after the per-address connect timeout |
+//! | `warm_daemon::a_silent_host_is_noticed_by_keepalives_then_the_daemon_reconnects_or_fails_fast` | F3 | `Stall` of the daemon's held connection, idle and just before a command | dropped by keepalives in about 3 s; `Pass` reconnects; a command meeting the stall exits 10 in under 10 s (never the 15 s key exchange default) |
+//! | `warm_daemon::keepalives_off_send_nothing_on_the_held_connection_and_it_still_works` | - | `ServerAliveInterval` 1, then 0 | pings at 1; after the edit a new connection, silent while idle, reused |
+//! | `warm_daemon::a_slow_host_works_through_the_daemon_with_a_short_connect_timeout` | - | `Delay(300 ms)`, `ConnectTimeout 2` | launched and completed over one kept connection |
 
 use std::process::{Child, Command, Stdio};
 use std::thread;
