@@ -312,3 +312,64 @@ fn an_unsafe_remote_root_or_a_missing_workdir_fails_and_a_creatable_root_is_fine
     assert!(workdir["fix"].as_str().unwrap().contains("create /nonexistent/work"), "{workdir}");
     std::fs::set_permissions(host.remote_root(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn a_transport_ssh_host_is_checked_through_the_system_ssh() {
+    use std::os::unix::fs::PermissionsExt;
+    // DEBUG1: sshd logs the client's software version.
+    let host = FakeHost::builder().log_level("DEBUG1").start();
+    let env = Env::new();
+    env.trust(&host);
+    // Through an ssh_config alias, as for route.rs's transport test: the system ssh resolves
+    // HostName and Port itself and checks the host key against the Env's known_hosts.
+    let cfg = env.home.join(".ssh/config");
+    let text = format!(
+        "Host tgt\n  HostName 127.0.0.1\n  Port {}\nHost *\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
+        host.port(),
+        env.known_hosts.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let toml = env
+        .host_toml("h", &host)
+        .replace("address = \"127.0.0.1\"", "address = \"tgt\"")
+        .replace(&format!("port = {}\n", host.port()), "transport = \"ssh\"\n");
+    env.config_append(&toml);
+    env.add_brother("oppy", "h", &host, "claude", "read");
+
+    let (run, reports) = doctor_json(&env, &[], 0);
+    assert_shape(&reports);
+    let r = &reports[0];
+    assert_eq!(r["can_launch"], true, "{r:#}");
+    // The one exec went through the system ssh; russh never connected.
+    assert_eq!(execs(&host), 1, "{}", host.sshd_log());
+    let log = host.sshd_log();
+    assert!(log.contains("remote software version OpenSSH"), "{log}");
+    assert!(!log.to_lowercase().contains("remote software version russh"), "russh connected:\n{log}");
+    let detail = |check: &str| finding(r, check)["detail"].as_str().unwrap().to_string();
+    for check in ["connect", "host_key", "auth", "bash", "tools", "tmux", "agent", "remote_root"] {
+        assert_eq!(status_of(r, check), "ok", "{check}: {run}");
+    }
+    assert!(detail("connect").contains("through the system ssh (transport = ssh)"), "{r:#}");
+    assert!(detail("host_key").contains("checked by ssh itself"), "{r:#}");
+    // ssh does not say which key got in: said so, not guessed, and not a failure.
+    assert!(detail("auth").contains("not known"), "{r:#}");
+    assert!(r["identity"].is_null(), "{r:#}");
+    assert_eq!(r["agent_version"], "2.1.329 (Claude Code)", "{r:#}");
+
+    // ssh checks the host key itself: forgotten, ssh refuses, and nothing ran.
+    std::fs::write(&env.known_hosts, "").unwrap();
+    let (_, reports) = doctor_json(&env, &[], PROBLEMS);
+    assert_shape(&reports);
+    let key = finding(&reports[0], "host_key");
+    assert_eq!(key["status"], "fail", "{key}");
+    assert!(key["detail"].as_str().unwrap().contains("Host key verification failed"), "{key}");
+    let fix = key["fix"].as_str().unwrap();
+    // Recorded by ssh itself, asking, with the same options otherwise.
+    let record = fix.split('`').nth(1).unwrap_or_else(|| panic!("no command to record the key: {key}"));
+    assert!(record.starts_with(&format!("ssh -T -F {}", cfg.display())) && record.ends_with("-- tgt"), "{key}");
+    assert!(!record.contains("BatchMode") && !record.contains("StrictHostKeyChecking"), "{key}");
+    assert!(fix.contains("BatchMode=yes"), "and the check again, as doctor runs it: {key}");
+    assert_eq!(reports[0]["findings"].as_array().unwrap().len(), 1, "{:#}", reports[0]);
+    assert_eq!(execs(&host), 1, "nothing ran after the refusal");
+}

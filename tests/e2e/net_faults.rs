@@ -18,6 +18,9 @@
 //! | `f16_rekey_during_a_multi_megabyte_prompt_delivers_it_byte_exact` | F16 | sshd `RekeyLimit 256K`, 6 MiB prompt | launched; several key exchanges in the sshd log; remote prompt and agent stdin byte-exact (SHA-256) |
 //! | `f6_banner_flood_is_a_clear_error_never_a_hang` | F6 | `BannerFlood` of 10k lines, fast then slow | fast: exit 15 "invalid SSH version string" (russh reads at most 20 pre-banner lines); slow: exit 10 at the handshake deadline; child memory bounded |
 //! | `f7_first_address_blackholed_times_out_per_address_then_uses_the_second` | F7 | a name resolving to `::1` (backlog-0 blackhole) then `127.0.0.1` (sshd), via a private `/etc/hosts` in a mount namespace (root only) | launched after the per-address connect timeout |
+//! | `warm_daemon::a_silent_host_is_noticed_by_keepalives_then_the_daemon_reconnects_or_fails_fast` | F3 | `Stall` of the daemon's held connection, idle and just before a command | dropped by keepalives in about 3 s; `Pass` reconnects; a command meeting the stall exits 10 in under 10 s (never the 15 s key exchange default) |
+//! | `warm_daemon::keepalives_off_send_nothing_on_the_held_connection_and_it_still_works` | - | `ServerAliveInterval` 1, then 0 | pings at 1; after the edit a new connection, silent while idle, reused |
+//! | `warm_daemon::a_slow_host_works_through_the_daemon_with_a_short_connect_timeout` | - | `Delay(300 ms)`, `ConnectTimeout 2` | launched and completed over one kept connection |
 
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -39,15 +42,21 @@ fn fast_keepalives(env: &Env) {
 /// `[hosts.NAME]` reaching `host` through `proxy`: the port is the proxy's, and the host key
 /// is trusted under `[127.0.0.1]:<proxy port>`, which is what the client looks up.
 fn add_proxied_host(env: &Env, name: &str, host: &FakeHost, proxy: &FaultProxy) {
+    env.config_append(
+        &proxied_host_toml(env, name, host, proxy).replace("connect_timeout = 5\n", "connect_timeout = 3\n"),
+    );
+}
+
+/// The `[hosts.NAME]` of [`add_proxied_host`] with the usual `connect_timeout = 5`, and the
+/// proxy's host key line written.
+fn proxied_host_toml(env: &Env, name: &str, host: &FakeHost, proxy: &FaultProxy) -> String {
     use std::io::Write as _;
     let mut f = std::fs::OpenOptions::new().append(true).open(&env.known_hosts).unwrap();
     writeln!(f, "[127.0.0.1]:{} {}", proxy.port(), host.host_public_key()).unwrap();
-    let toml = env
-        .host_toml(name, host)
-        .replace(&format!("port = {}\n", host.port()), &format!("port = {}\n", proxy.port()))
-        .replace("connect_timeout = 5\n", "connect_timeout = 3\n");
+    let toml =
+        env.host_toml(name, host).replace(&format!("port = {}\n", host.port()), &format!("port = {}\n", proxy.port()));
     assert!(toml.contains(&format!("port = {}", proxy.port())), "{toml}");
-    env.config_append(&toml);
+    toml
 }
 
 /// One host "h" behind `proxy`, one self-test brother "oppy".
@@ -634,4 +643,139 @@ fn f7_first_address_blackholed_times_out_per_address_then_uses_the_second() {
     eprintln!("F7: tcp_ms {tcp_ms}");
     assert!(tcp_ms >= 1900.0, "the blackholed ::1 was not tried first (tcp {tcp_ms} ms): {shown}");
     drop(blackhole);
+}
+
+/// The warm daemon's connection under a silent or slow host (keepalive and timeout options,
+/// with the daemon holding the connection between commands).
+mod warm_daemon {
+    use super::*;
+
+    /// Keepalives 1 s × 2 (a silent host is dropped after about 3 s) and a `ConnectTimeout`
+    /// of 2 s for the TCP connect and the banner.
+    const KEEPALIVE_1X2: &str = "Host *\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n  ConnectTimeout 2\n";
+
+    /// One host "h" behind a proxy, brother "oppy", with `ssh_config` as `~/.ssh/config` and
+    /// no `connect_timeout` in the inventory: the key exchange and authentication keep their
+    /// 15 s defaults, so a command stuck on a dead connection until such a deadline is told
+    /// apart from one whose keepalives noticed it.
+    fn proxied_by_ssh_config(host: &FakeHost, ssh_config: &str) -> (Env, FaultProxy) {
+        let proxy = FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+        let env = Env::new();
+        std::fs::write(env.home.join(".ssh/config"), ssh_config).unwrap();
+        env.config_append(&proxied_host_toml(&env, "h", host, &proxy).replace("connect_timeout = 5\n", ""));
+        env.add_brother("oppy", "h", host, "self-test", "read");
+        (env, proxy)
+    }
+
+    /// Launches a task that keeps running, so that every `sync` has this host to ask (with
+    /// no unfinished task a sync connects nowhere); the launch leaves the daemon holding the
+    /// connection.
+    fn hold_a_connection(env: &Env) {
+        let task = timed(env, &["oppy", "keep the host busy\n@self-test sleep 60", "--json"]).ok().json();
+        assert_eq!(task["runs"][0]["evidence"]["warm"], true, "{task}");
+    }
+
+    /// Connections the daemon holds right now (`warm status`; asks the daemon, not a host).
+    fn held(env: &Env) -> u64 {
+        let s = env.run(&["warm", "status", "--json"]).ok().json();
+        s["connections"].as_u64().unwrap_or_else(|| panic!("no daemon: {s}"))
+    }
+
+    #[test]
+    fn a_silent_host_is_noticed_by_keepalives_then_the_daemon_reconnects_or_fails_fast() {
+        let host = FakeHost::start();
+        let (env, proxy) = proxied_by_ssh_config(&host, KEEPALIVE_1X2);
+        hold_a_connection(&env);
+        assert_eq!(held(&env), 1);
+
+        // Silent while idle: the daemon's keepalives drop the connection with no command
+        // asking, after about 1 s × (2 + 1).
+        proxy.set(Fault::Stall);
+        let stalled = Instant::now();
+        let deadline = stalled + Duration::from_secs(8);
+        while held(&env) != 0 {
+            assert!(Instant::now() < deadline, "the daemon still holds the dead connection after 8 s");
+            thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("dropped after {:?}", stalled.elapsed());
+        assert!(stalled.elapsed() >= Duration::from_millis(1500), "dropped before any keepalive went unanswered");
+
+        // Passing again: the next command reconnects (the dead connection is not reused).
+        proxy.set(Fault::Pass);
+        let before = proxy.connections();
+        timed(&env, &["sync"]).ok();
+        assert_eq!(proxy.connections(), before + 1, "a fresh connection");
+        assert_eq!(held(&env), 1);
+
+        // Silent just before a command: the command meets the held connection before a
+        // keepalive went unanswered. It must not wait for the 15 s deadlines: keepalives drop
+        // the connection (about 3 s), the retry on a fresh one hears no banner within
+        // ConnectTimeout (2 s), and the host is reported unreachable.
+        proxy.set(Fault::Stall);
+        let started = Instant::now();
+        let sync = timed(&env, &["sync"]).fails_with(10);
+        let took = started.elapsed();
+        eprintln!("stalled sync failed after {took:?}");
+        assert!(took < Duration::from_secs(10), "took {took:?}:\n{sync}");
+        assert!(sync.stdout().contains("not synced"), "{sync}");
+        assert_eq!(proxy.connections(), before + 2, "one retry on a fresh connection");
+
+        proxy.set(Fault::Pass);
+        timed(&env, &["sync"]).ok();
+        assert_eq!(held(&env), 1);
+    }
+
+    #[test]
+    fn keepalives_off_send_nothing_on_the_held_connection_and_it_still_works() {
+        let host = FakeHost::start();
+        let (env, proxy) = proxied_by_ssh_config(&host, KEEPALIVE_1X2);
+        let idle_bytes = |secs: f64| {
+            let before = (proxy.bytes_client_to_server(), proxy.bytes_server_to_client());
+            thread::sleep(Duration::from_secs_f64(secs));
+            let after = (proxy.bytes_client_to_server(), proxy.bytes_server_to_client());
+            (after.0 - before.0, after.1 - before.1)
+        };
+        hold_a_connection(&env);
+        // The daemon's connection carries the command's keepalive settings: at 1 s, an idle
+        // connection is pinged (and sshd answers).
+        let (up, down) = idle_bytes(2.5);
+        assert!(up > 0 && down > 0, "no keepalive in 2.5 s at ServerAliveInterval 1: {up} {down}");
+
+        // ServerAliveInterval 0 now: the daemon outlives the edit, and must not keep using a
+        // connection that pings (nor one with the old settings at all).
+        std::fs::write(env.home.join(".ssh/config"), "Host *\n  ServerAliveInterval 0\n  ConnectTimeout 2\n").unwrap();
+        let conns = proxy.connections();
+        timed(&env, &["sync"]).ok();
+        assert_eq!(proxy.connections(), conns + 1, "a connection with the new settings");
+        thread::sleep(Duration::from_millis(300)); // the old one's goodbye
+        let (up, down) = idle_bytes(2.5);
+        assert_eq!((up, down), (0, 0), "bytes on idle connections with keepalives off");
+        // And the quiet connection still works, reused.
+        timed(&env, &["sync"]).ok();
+        assert_eq!(proxy.connections(), conns + 1, "the quiet connection was reused");
+        assert_eq!(held(&env), 1);
+    }
+
+    #[test]
+    fn a_slow_host_works_through_the_daemon_with_a_short_connect_timeout() {
+        let host = FakeHost::start();
+        let (env, proxy) = proxied_by_ssh_config(&host, KEEPALIVE_1X2);
+        // 300 ms each way: the banner comes well inside ConnectTimeout 2 s, but the key
+        // exchange and authentication (several round trips) take longer than 2 s. They have
+        // their own deadlines: ConnectTimeout must not cut them off. Keepalives (1 s) are
+        // answered within a 600 ms round trip, so the connection is not dropped either.
+        proxy.set(Fault::Delay(Duration::from_millis(300)));
+        let started = Instant::now();
+        let task = timed(&env, &["oppy", "slowly\n@self-test sleep 1", "--json"]).ok().json();
+        eprintln!("launch over the slow link took {:?}", started.elapsed());
+        assert_eq!(task["status"], "launched", "{task}");
+        assert_eq!(task["runs"][0]["evidence"]["warm"], true, "{task}");
+        let conns = proxy.connections();
+        // Idle longer than the keepalive interval: pings, answered late, keep it alive.
+        thread::sleep(Duration::from_secs(3));
+        let id = task["id"].as_i64().unwrap().to_string();
+        let run = timed(&env, &["wait", &id, "--timeout", "25s", "--interval-ms", "200", "--json"]).ok();
+        assert_eq!(run.json()["tasks"][0]["status"], "completed", "{run}");
+        assert_eq!(proxy.connections(), conns, "the slow connection was kept and reused");
+    }
 }

@@ -13,7 +13,8 @@
 //! against what the script can say, and the fixes are this file's text, picked by key.
 //!
 //! Connections here never go through the pool or the warm daemon: a kept connection would
-//! hide what a first connection meets (host key, authentication).
+//! hide what a first connection meets (host key, authentication). A `transport = "ssh"` host
+//! is checked through the system ssh, the way its launches go.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -262,6 +263,12 @@ struct HostOutcome {
 async fn check_host(target: SshTarget, vars: Vec<(usize, BrotherVars)>) -> HostOutcome {
     let slots = vars.iter().enumerate().map(|(slot, (i, _))| (*i, slot)).collect();
     let mut outcome = HostOutcome { connection: Vec::new(), identity: None, slots, answer: None };
+    // `transport = "ssh"`: the user chose the system ssh because russh may not get in at all
+    // (FIDO keys, GSSAPI, options delegate refuses), so doctor goes the way the launch goes.
+    if let Some(argv) = target.system_ssh.clone() {
+        check_through_system_ssh(&target, &argv, vars, &mut outcome).await;
+        return outcome;
+    }
     let session = match Session::connect(&target).await {
         Ok(s) => s,
         Err(e) => {
@@ -285,9 +292,7 @@ async fn check_host(target: SshTarget, vars: Vec<(usize, BrotherVars)>) -> HostO
     outcome.identity = Some(clean_line(&session.identity, MAX_DETAIL));
     if !vars.is_empty() {
         let script = render(&vars.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
-        // Each brother's probes have 10 s deadlines (shells, version, sandbox): about a
-        // minute at worst, run one brother after another.
-        let limit = Duration::from_secs(30 + 60 * outcome.slots.len() as u64);
+        let limit = script_limit(outcome.slots.len());
         outcome.answer = Some(match script {
             Ok(s) => session.exec_bounded(runner::REMOTE_COMMAND, &s, limit, MAX_OUTPUT).await,
             Err(e) => Err(e),
@@ -295,6 +300,112 @@ async fn check_host(target: SshTarget, vars: Vec<(usize, BrotherVars)>) -> HostO
     }
     session.close().await;
     outcome
+}
+
+/// Each brother's probes have 10 s deadlines (shells, version, sandbox): about a minute at
+/// worst, run one brother after another.
+fn script_limit(brothers: usize) -> Duration {
+    Duration::from_secs(30 + 60 * brothers as u64)
+}
+
+/// The host's one exec through the system ssh (see [`crate::ssh::system`]). Connecting is not
+/// a step of its own there: ssh connects, checks the host key and authenticates, and either
+/// starts the command or says why not. So the connection findings come from that one exec,
+/// and what ssh does not tell (which key got in) is said to be unknown rather than guessed.
+async fn check_through_system_ssh(
+    target: &SshTarget,
+    argv: &[String],
+    vars: Vec<(usize, BrotherVars)>,
+    outcome: &mut HostOutcome,
+) {
+    // With no brother to check (every plan failed already), `true` still checks the way in.
+    let (command, stdin, script_error) = if vars.is_empty() {
+        ("true", Vec::new(), None)
+    } else {
+        match render(&vars.into_iter().map(|(_, v)| v).collect::<Vec<_>>()) {
+            Ok(s) => (runner::REMOTE_COMMAND, s, None),
+            Err(e) => ("true", Vec::new(), Some(e)),
+        }
+    };
+    let limit = script_limit(outcome.slots.len());
+    let started = std::time::Instant::now();
+    let out = match crate::ssh::system::exec(target, argv, command, &stdin, limit, MAX_OUTPUT).await {
+        Ok(out) => out,
+        Err(e) => {
+            outcome.connection.push(system_ssh_failure(target, argv, &e));
+            return;
+        }
+    };
+    let strict = if target.accept_new { "accept-new" } else { "yes" };
+    outcome.connection.push(ok(
+        "connect",
+        format!(
+            "through the system ssh (transport = ssh) to {}: connected and ran the checks in {} ms",
+            argv.last().map(String::as_str).unwrap_or(&target.hostname),
+            started.elapsed().as_millis()
+        ),
+    ));
+    outcome
+        .connection
+        .push(ok("host_key", format!("checked by ssh itself (StrictHostKeyChecking={strict}, its known_hosts files)")));
+    outcome.connection.push(ok(
+        "auth",
+        "ssh authenticated without a prompt (BatchMode); which key it used is not known to delegate".to_string(),
+    ));
+    if !outcome.slots.is_empty() {
+        outcome.answer = Some(match script_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        });
+    }
+}
+
+/// Why the system ssh never started the checks, sorted into the check it belongs to by ssh's
+/// own words (its message is the detail either way).
+fn system_ssh_failure(t: &SshTarget, argv: &[String], e: &Error) -> Finding {
+    let quoted: Vec<String> = argv.iter().map(|w| shell_word(w)).collect();
+    let by_hand = format!("{} true", quoted.join(" "));
+    let stderr = match e {
+        Error::SystemSsh { stderr, .. } => stderr.as_str(),
+        _ => "",
+    };
+    let (check, fix) = if stderr.contains("Host key verification failed") || stderr.contains("HOST IDENTIFICATION") {
+        // ssh checks the key itself here, so ssh records it: the same command (same config,
+        // known_hosts and key) without what keeps it from asking.
+        let mut interactive = Vec::new();
+        let mut words = argv.iter();
+        while let Some(w) = words.next() {
+            let next = words.clone().next().map(String::as_str).unwrap_or_default();
+            if w == "-o" && (next.starts_with("BatchMode=") || next.starts_with("StrictHostKeyChecking=")) {
+                words.next();
+                continue;
+            }
+            interactive.push(shell_word(w));
+        }
+        let record = interactive.join(" ");
+        (
+            "host_key",
+            format!(
+                "ssh refused the host key: if it is new, connect once with `{record}` and compare the fingerprint it \
+                 shows with the host's (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on it); then check again with: \
+                 {by_hand}"
+            ),
+        )
+    } else if stderr.contains("Permission denied") || stderr.contains("Too many authentication failures") {
+        ("auth", format!("ssh could not authenticate without a prompt: {}; try: {by_hand}", auth_fix(t)))
+    } else {
+        ("connect", format!("see what ssh meets by hand: {by_hand}"))
+    };
+    fail(check, clean_line(&e.to_string(), MAX_DETAIL), Some(fix))
+}
+
+/// `w` as one shell word, quoted only when it needs to be.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+%".contains(&b)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
 }
 
 /// `DLG_DOCTOR` (13 fields per brother, each followed by NUL), agent-env.sh, doctor.sh.

@@ -74,9 +74,14 @@ impl Pool {
         let mut held = slot.lock().await;
         if let Some(s) = held.as_ref()
             && !s.is_closed()
+            && same_keepalive(s.target(), t)
         {
             return Ok((s.clone(), Connection { fresh: None, warm: false }));
         }
+        // A dead connection, or one whose keepalives no longer match what ssh_config asks for
+        // now (a warm daemon outlives config edits): replaced. Dropping our reference ends it
+        // once execs still running on it finish.
+        *held = None;
         let s = Arc::new(Session::connect(t).await?);
         *held = Some(s.clone());
         let timings = s.timings.clone();
@@ -137,4 +142,12 @@ impl Pool {
             }
         }
     }
+}
+
+/// A live connection carries the keepalive settings it was opened with (russh fixes them at
+/// connect). Those decide how soon a silent host is noticed (or that no keepalive is ever
+/// sent), so a connection is only reused for a target that asks for the same ones.
+fn same_keepalive(held: &SshTarget, wanted: &SshTarget) -> bool {
+    let (a, b) = (&held.timeouts, &wanted.timeouts);
+    (a.keepalive_interval, a.keepalive_max) == (b.keepalive_interval, b.keepalive_max)
 }
