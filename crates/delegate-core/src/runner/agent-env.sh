@@ -12,7 +12,8 @@
 #   env_used    plain | login | interactive: the environment the agent was found in
 #   shell_flags the flags of the shell whose environment was taken (-l or -il)
 #   run_path    the PATH the agent runs with (in_agent_env)
-#   env_names, env_error, alias_line, probe_status, agent_version, probe_out: results
+#   env_names, env_error, alias_line, probe_status, agent_version, probe_out,
+#   dir_problem, dir_code: results
 # shellcheck disable=SC2154,SC2034 # every variable above is the caller's, read or set there
 
 # `~` and `~/...` against the brother's home; `{home}` is the same for argv templates.
@@ -21,6 +22,56 @@ home_path() {
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $path_ in "~") path_=$HOME ;; "~/"*) path_=$HOME/${path_:2} ;; esac
 	path_=${path_//"{home}"/"$HOME"}
+}
+
+# The remote_root and what delegate keeps in it (tasks/, cache/) must be this user's alone,
+# as OpenSSH's StrictModes and tmux's socket directory require: another local user who owns
+# (or may write) one of them could swap the helpers a task runs, read its prompt or forge its
+# results. own_dir checks one existing path with builtins only (no process started):
+# not a symbolic link, a directory, owned by the effective user. private_dirs checks each
+# of its arguments that exists that way, then the modes of all of them with one stat: no
+# write bit for group or others. On failure both return 1 with dir_problem (what is wrong,
+# naming the path) and dir_code (symlink | not_dir | owner | mode | stat).
+own_dir() {
+	local d=$1 uid
+	if [ -L "$d" ]; then
+		dir_code=symlink dir_problem="$d is a symbolic link"
+	elif ! [ -d "$d" ]; then
+		dir_code=not_dir dir_problem="$d exists and is not a directory"
+	elif ! [ -O "$d" ]; then
+		uid=$(stat -c %u -- "$d" 2>/dev/null) || uid='?'
+		dir_code=owner dir_problem="$d belongs to uid $uid, not to this user (uid $EUID)"
+	else
+		return 0
+	fi
+	return 1
+}
+private_dirs() {
+	local d out mode
+	local -a present=() modes=()
+	for d in "$@"; do
+		if [ -e "$d" ] || [ -L "$d" ]; then
+			own_dir "$d" || return 1
+			present+=("$d")
+		fi
+	done
+	[ "${#present[@]}" -gt 0 ] || return 0
+	if ! out=$(stat -c %a -- "${present[@]}" 2>/dev/null); then
+		dir_code=stat dir_problem="cannot stat ${present[*]}"
+		return 1
+	fi
+	mapfile -t modes <<<"$out"
+	for d in "${!present[@]}"; do
+		mode=${modes[d]-}
+		if ! [[ $mode =~ ^[0-7]{1,4}$ ]]; then
+			dir_code=stat dir_problem="cannot stat ${present[d]}"
+			return 1
+		fi
+		if ((8#$mode & 8#022)); then
+			dir_code=mode dir_problem="${present[d]} is writable by group or others (mode $mode)"
+			return 1
+		fi
+	done
 }
 
 # The agent runs in the environment the user's own login shell sets up (`environment =

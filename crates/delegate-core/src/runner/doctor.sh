@@ -252,30 +252,29 @@ check_credentials() {
 	fi
 }
 
-# remote_root: exists (or can be created) as a directory of this user's alone, not a
-# symlink (another user's link would send task files, prompts included, elsewhere), and
-# the free space on its filesystem.
+# remote_root: exists (or can be created) as a directory of this user's alone, by the rule
+# the launch applies (agent-env.sh: own_dir, private_dirs): the root, its tasks/ and cache/
+# are real directories (not symlinks: another user's link would send task files, prompts
+# included, elsewhere), owned by this user, not writable by group or others. Then the free
+# space on its filesystem.
 check_remote_root() {
-	local idx=$1 root=$2 near owner mode
+	local idx=$1 root=$2 near mode dir_problem='' dir_code=''
 	[ "$root" != / ] && root=${root%"${root##*[!/]}"}
 	near=$root
-	if [ -L "$root" ]; then
-		say "$idx" remote_root fail root_symlink "$root is a symbolic link"
-	elif [ -e "$root" ]; then
-		read -r owner mode < <(stat -c '%u %a' -- "$root" 2>/dev/null) || true
-		if ! [ -d "$root" ]; then
-			say "$idx" remote_root fail root_not_writable "$root exists and is not a directory"
-		elif ! [[ ${owner-} =~ ^[0-9]+$ && ${mode-} =~ ^[0-7]+$ ]]; then
-			say "$idx" remote_root fail root_not_writable "cannot stat $root"
-		elif [ "$owner" != "$EUID" ]; then
-			say "$idx" remote_root fail root_owner "$root belongs to uid $owner, not to this user (uid $EUID)"
-		elif ((8#$mode & 8#022)); then
-			say "$idx" remote_root fail root_mode "$root is writable by group or others (mode $mode)"
+	if [ -e "$root" ] || [ -L "$root" ]; then
+		if ! private_dirs "$root" "$root/tasks" "$root/cache"; then
+			case $dir_code in
+			symlink) say "$idx" remote_root fail root_symlink "$dir_problem" ;;
+			owner) say "$idx" remote_root fail root_owner "$dir_problem" ;;
+			mode) say "$idx" remote_root fail root_mode "$dir_problem" ;;
+			*) say "$idx" remote_root fail root_not_writable "$dir_problem" ;;
+			esac
 		elif ! { [ -w "$root" ] && [ -x "$root" ]; }; then
-			say "$idx" remote_root fail root_not_writable "$root is not writable by this user (mode $mode)"
-		elif [ -e "$root/tasks" ] && ! { [ -d "$root/tasks" ] && [ -w "$root/tasks" ] && [ -x "$root/tasks" ]; }; then
+			say "$idx" remote_root fail root_not_writable "$root is not writable by this user"
+		elif [ -e "$root/tasks" ] && ! { [ -w "$root/tasks" ] && [ -x "$root/tasks" ]; }; then
 			say "$idx" remote_root fail root_not_writable "$root/tasks is not a directory this user can write"
 		else
+			mode=$(stat -c %a -- "$root" 2>/dev/null) || mode='?'
 			say "$idx" remote_root ok - "$root: this user's, mode $mode, writable"
 		fi
 	else

@@ -19,7 +19,9 @@
 #   stderr  DELEGATE-ERROR <code> <message>                      (on a refused launch)
 # Exit codes (also in src/exit.rs):
 #   20 tmux missing   21 agent missing   22 prompt not written intact (disk full, hash)
-#   23 base tools missing (base64, sha256sum)   24 workdir missing   25 task dir not writable
+#   23 base tools missing (base64, sha256sum)   24 workdir missing   25 task dir not writable,
+#   or the remote_root (tasks/, cache/) is not this user's alone (another owner, a symlink,
+#   writable by group or others)
 #   26 sandbox cannot be honoured   27 tmux refused the session   28 runner never reported
 #   29 the task directory or session already belongs to a launch
 
@@ -55,6 +57,17 @@ main() {
 		# shellcheck disable=SC2034 # a nameref: setting it sets the caller's variable
 		into_=${2//[[:cntrl:]\"\\]/}
 	}
+	# A remote_root (or its tasks/ or cache/) that is not this user's alone (dir_problem, set
+	# by own_dir or private_dirs in agent-env.sh).
+	refuse_root_dir() {
+		local fix="choose a remote_root in this user's home (e.g. ~/.delegate) for this host"
+		case $dir_code in
+		symlink) fix="replace the link with a directory of this user's own, or $fix" ;;
+		owner) fix="$fix, or chown it to this user" ;;
+		mode) fix="chmod go-w it (delegate creates it 0700), or $fix" ;;
+		esac
+		die 25 "remote_root refused: $dir_problem; another local user could read prompts and change task files there. Fix: $fix"
+	}
 	# A \x1f-terminated list into the array named $1 (the herestring's newline becomes a
 	# last, dropped item).
 	split_list() {
@@ -65,7 +78,7 @@ main() {
 	}
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
-	for tool in base64 sha256sum mkdir mv chmod timeout tee grep; do
+	for tool in base64 sha256sum mkdir mv chmod stat timeout tee grep; do
 		command -v "$tool" >/dev/null 2>&1 ||
 			die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
 	done
@@ -147,9 +160,19 @@ main() {
 	fi
 
 	# --- task directory --------------------------------------------------------------------
-	if ! [ -d "$root/tasks" ] && ! { mkdir -p -- "$root/tasks" && chmod 700 -- "$root" "$root/tasks"; } 2>/dev/null; then
-		die 25 "cannot create $root/tasks on this host: check the host's remote_root and its permissions"
+	# The root, tasks/ and cache/ must be this user's alone (agent-env.sh: private_dirs): a
+	# root another user made first (any root under /tmp) is refused, never used. A missing
+	# root is created here, 0700 (umask 077), parents included.
+	local base=$root dir_problem='' dir_code=''
+	[ "$base" = / ] || base=${base%"${base##*[!/]}"}
+	if ! [ -e "$base" ] && ! [ -L "$base" ] && ! mkdir -p -- "$base" 2>/dev/null; then
+		die 25 "cannot create remote_root $base on this host: check the host's remote_root and the permissions of its parent"
 	fi
+	own_dir "$base" || refuse_root_dir
+	if ! [ -e "$base/tasks" ] && ! [ -L "$base/tasks" ] && ! mkdir -- "$base/tasks" 2>/dev/null; then
+		die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
+	fi
+	private_dirs "$base" "$base/tasks" "$base/cache" || refuse_root_dir
 	local dir=$root/tasks/$task_key
 	# Files carrying `{task_dir}` are JSON holding shell commands (the Claude hooks), and the
 	# preamble shows the agent helper commands in single quotes: a path with a quote,
@@ -261,7 +284,7 @@ main() {
 				die 21 "agent $agent_path cannot run on this host (exit $probe_status from '${version_argv[*]}': ${agent_version:0:300}): if it is a node script, node must be on the PATH of the ${env_used} environment; install the agent for this user or set agent_path"
 			fi
 			[ "$probe_status" = 0 ] || agent_version=''
-			if [ -n "$cache" ] && [ -n "$agent_version" ] && mkdir -p -- "$root/cache" 2>/dev/null; then
+			if [ -n "$cache" ] && [ -n "$agent_version" ] && { [ -d "$root/cache" ] || mkdir -- "$root/cache" 2>/dev/null; }; then
 				if ! { printf '%s\n' "$agent_version" >"$cache.$$" && mv -f -- "$cache.$$" "$cache"; } 2>/dev/null; then
 					rm -f -- "$cache.$$"
 				fi
