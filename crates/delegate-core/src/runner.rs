@@ -270,6 +270,8 @@ mod tests_helpers;
 #[cfg(test)]
 mod tests_inbox;
 #[cfg(test)]
+mod tests_root;
+#[cfg(test)]
 mod tests_scope;
 #[cfg(test)]
 mod tests_stop;

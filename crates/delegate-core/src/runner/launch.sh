@@ -169,8 +169,11 @@ main() {
 		die 25 "cannot create remote_root $base on this host: check the host's remote_root and the permissions of its parent"
 	fi
 	own_dir "$base" || refuse_root_dir
-	if ! [ -e "$base/tasks" ] && ! [ -L "$base/tasks" ] && ! mkdir -- "$base/tasks" 2>/dev/null; then
-		die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
+	# Nothing is created in a root that is refused (one more stat, on a root's first launch).
+	if ! [ -e "$base/tasks" ] && ! [ -L "$base/tasks" ]; then
+		private_dirs "$base" || refuse_root_dir
+		mkdir -- "$base/tasks" 2>/dev/null ||
+			die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
 	fi
 	private_dirs "$base" "$base/tasks" "$base/cache" || refuse_root_dir
 	local dir=$root/tasks/$task_key
