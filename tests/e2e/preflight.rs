@@ -107,6 +107,41 @@ fn an_unwritable_remote_root_is_exit_25() {
     no_tmux_server(&host);
 }
 
+/// A remote_root another local user made first (a shared /tmp path: world-writable and
+/// sticky, or theirs) is refused before anything is written in it: otherwise that user could
+/// swap the helpers a task runs, read its prompt and forge its results.
+#[test]
+fn a_shared_or_foreign_remote_root_is_exit_25_and_nothing_starts() {
+    let host = FakeHost::start();
+    let shared = host.dir().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    if is_root() {
+        // The remote user's own, so that the mode is what is wrong with it.
+        std::os::unix::fs::chown(&shared, Some(host.uid()), None).unwrap();
+    }
+    let mut cases = vec![(shared.clone(), "writable by group or others (mode 1777)".to_string())];
+    if is_root() {
+        // Root-owned and closed to others, as another user's private directory is.
+        let foreign = host.dir().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::set_permissions(&foreign, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        cases.push((foreign, format!("belongs to uid 0, not to this user (uid {})", host.uid())));
+    }
+    for (root, problem) in cases {
+        let env = env_with_remote_root(&host, &root, "claude", "read");
+        let run = env.run(&["oppy", "keep this private", "--json"]).fails_with(25);
+        let shown = root.display().to_string();
+        for w in [shown.as_str(), problem.as_str(), "remote_root refused", "this user's home"] {
+            assert!(run.stderr().contains(w), "message lacks {w:?}:\n{run}");
+        }
+        assert_recorded_failed(&env, &run, &[&shown, &problem]);
+        assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "the launch wrote into {shown}");
+    }
+    assert!(host.agent_records().is_empty(), "the agent ran anyway");
+    no_tmux_server(&host);
+}
+
 #[test]
 fn claude_write_without_bwrap_is_refused_with_exit_26_not_downgraded() {
     let host = FakeHost::builder().path_without(&["bwrap"]).start();
