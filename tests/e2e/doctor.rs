@@ -311,6 +311,21 @@ fn an_unsafe_remote_root_or_a_missing_workdir_fails_and_a_creatable_root_is_fine
     assert_eq!(workdir["status"], "fail", "{workdir}");
     assert!(workdir["fix"].as_str().unwrap().contains("create /nonexistent/work"), "{workdir}");
     std::fs::set_permissions(host.remote_root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The launch's rule, for tasks/ too: group-writable fails (as the launch refuses it).
+    let tasks = host.remote_root().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    std::os::unix::fs::chown(&tasks, Some(host.uid()), None).unwrap();
+    std::fs::set_permissions(&tasks, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let env = with_root(&host.remote_root(), &work);
+    let (_, reports) = doctor_json(&env, &[], PROBLEMS);
+    let root = finding(&reports[0], "remote_root");
+    assert!(
+        root["status"] == "fail" && root["detail"].as_str().unwrap().contains("tasks is writable by group"),
+        "{root}"
+    );
+    assert!(root["fix"].as_str().unwrap().contains("chmod go-w"), "{root}");
+    std::fs::remove_dir(&tasks).unwrap();
 }
 
 #[test]

@@ -169,11 +169,14 @@ main() {
 		die 25 "cannot create remote_root $base on this host: check the host's remote_root and the permissions of its parent"
 	fi
 	own_dir "$base" || refuse_root_dir
-	# Nothing is created in a root that is refused (one more stat, on a root's first launch).
+	# Nothing is created in a root that is refused (one more stat, on a root's first launch);
+	# a root of this user's made beforehand (0755) is closed to 0700, as a new one is.
 	if ! [ -e "$base/tasks" ] && ! [ -L "$base/tasks" ]; then
 		private_dirs "$base" || refuse_root_dir
-		mkdir -- "$base/tasks" 2>/dev/null ||
+		# A concurrent first launch may make it first: checked below like any other.
+		mkdir -- "$base/tasks" 2>/dev/null || [ -d "$base/tasks" ] ||
 			die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
+		chmod 700 -- "$base" 2>/dev/null || true
 	fi
 	private_dirs "$base" "$base/tasks" "$base/cache" || refuse_root_dir
 	local dir=$root/tasks/$task_key
