@@ -21,7 +21,8 @@ use crate::pool::Pool;
 use crate::ssh::{Exit, SshTarget};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::sync_protocol::{
-    FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say, render_sync,
+    FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say,
+    render_sync,
 };
 use crate::task::TaskStatus;
 
@@ -329,10 +330,8 @@ pub(crate) fn plan(
         if exit_waits && delta.file == "exit" {
             continue;
         }
-        let line_based = matches!(
-            delta.file.as_str(),
-            "state" | "exit" | "events.jsonl" | "outbox.jsonl" | "delivered.jsonl"
-        );
+        let line_based =
+            matches!(delta.file.as_str(), "state" | "exit" | "events.jsonl" | "outbox.jsonl" | "delivered.jsonl");
         if line_based && delta.bytes.len() > MAX_SYNC_LINE && !delta.bytes.contains(&b'\n') {
             // A line this long would never fit a reply whole: skip what arrived of it (the
             // rest of it, when it comes, is not a line of its own and is dropped as one).
@@ -403,11 +402,7 @@ pub(crate) fn plan(
                     ing.stderr_head = Some(stderr_head.clone());
                 }
                 // Only the head is kept: once it is full, skip the rest of the file for good.
-                if stderr_head.len() >= STDERR_HEAD {
-                    (delta.size - delta.offset) as usize
-                } else {
-                    delta.bytes.len()
-                }
+                if stderr_head.len() >= STDERR_HEAD { (delta.size - delta.offset) as usize } else { delta.bytes.len() }
             }
             _ => 0,
         };
@@ -514,4 +509,84 @@ fn parse_message(line: &[u8]) -> Option<NewMessage> {
         text: v["text"].as_str().unwrap_or("").to_string(),
         at: v["at"].as_str().unwrap_or("").to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync_protocol::FileDelta;
+
+    fn run() -> InFlight {
+        InFlight {
+            task_id: 7,
+            run_no: 1,
+            host: "h".into(),
+            agent: "claude".into(),
+            status: TaskStatus::Running,
+            version: 1,
+            session: "dlg-7".into(),
+            nonce: "n".into(),
+            offsets: BTreeMap::from([("state".to_string(), 10)]),
+            facts: "{}".into(),
+            stderr_head: String::new(),
+            updated_at: "2026-11-21T10:00:00Z".into(),
+            reason: String::new(),
+        }
+    }
+
+    fn delta(file: &str, offset: u64, size: u64, bytes: &[u8]) -> FileDelta {
+        FileDelta { file: file.into(), offset, size, bytes: bytes.to_vec() }
+    }
+
+    fn report(deltas: Vec<FileDelta>) -> TaskReport {
+        TaskReport { task_key: "m-7".into(), dir_exists: true, session_alive: false, deltas, launch_json: None }
+    }
+
+    fn planned(deltas: Vec<FileDelta>) -> Ingest {
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new() };
+        plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE)
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_skipped_with_an_event() {
+        let long = vec![b'x'; MAX_SYNC_LINE + 1];
+        let ing = planned(vec![delta("events.jsonl", 0, 5 << 20, &long)]);
+        assert_eq!(ing.offsets["events.jsonl"], long.len() as u64, "the offset moves past what came");
+        assert_eq!(ing.events.len(), 1);
+        assert_eq!(ing.events[0].kind, "skipped");
+        assert!(ing.events[0].summary.contains("events.jsonl"), "{}", ing.events[0].summary);
+
+        // Its tail, then a good line: the tail is no event, the good line is.
+        let good = br#"{"event":"tool","tool":"Bash","at":"t"}"#;
+        let mut bytes = b"xxxx\n".to_vec();
+        bytes.extend_from_slice(good);
+        bytes.push(b'\n');
+        let ing = planned(vec![delta("events.jsonl", 0, bytes.len() as u64, &bytes)]);
+        assert_eq!(ing.offsets["events.jsonl"], bytes.len() as u64);
+        assert_eq!(ing.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["tool"]);
+
+        // A partial line under the cap waits for its end.
+        let ing = planned(vec![delta("outbox.jsonl", 0, 100, b"{\"seq\":1")]);
+        assert_eq!(ing.offsets["outbox.jsonl"], 0);
+        assert!(ing.events.is_empty());
+    }
+
+    #[test]
+    fn the_exit_record_waits_while_a_cap_cut_another_file() {
+        let exit = b"0 2026-11-21T10:00:00.1Z\n";
+        let line = b"{\"type\":\"system\"}\n";
+        // The stream has more than this reply carried: no ending yet, nothing consumed of exit.
+        let ing = planned(vec![delta("exit", 0, exit.len() as u64, exit), delta("stream.jsonl", 0, 1000, line)]);
+        assert!(ing.end.is_none() && ing.transition.is_none(), "{ing:?}");
+        assert!(!ing.offsets.contains_key("exit"));
+        assert_eq!(ing.offsets["stream.jsonl"], line.len() as u64, "the stream still moves");
+        // All of it here: the run ends.
+        let ing =
+            planned(vec![delta("exit", 0, exit.len() as u64, exit), delta("stream.jsonl", 0, line.len() as u64, line)]);
+        assert!(ing.end.is_some() && ing.transition.is_some(), "{ing:?}");
+        // A budget-cut stderr whose head is not full yet also holds the exit back.
+        let ing = planned(vec![delta("exit", 0, exit.len() as u64, exit), delta("stderr.log", 0, 100, b"")]);
+        assert!(ing.end.is_none());
+        assert!(!ing.offsets.contains_key("stderr.log") || ing.offsets["stderr.log"] == 0);
+    }
 }
