@@ -115,6 +115,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::RunActive { .. } => "run_active",
         Error::NotResumable { .. } => "not_resumable",
         Error::SyncFailed { .. } => "sync_failed",
+        Error::OutputTooLarge { .. } => "output_too_large",
         Error::Conflict { .. } => "conflict",
         Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => "mailbox",
         _ => "error",

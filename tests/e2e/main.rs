@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod bounds;
 mod doctor;
 mod fanout;
 mod faults;

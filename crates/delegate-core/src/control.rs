@@ -140,6 +140,7 @@ impl Delegate {
                 want_launch_json: false,
             }],
             max_bytes_per_file: 8 * 1024 * 1024,
+            max_bytes_total: 8 * 1024 * 1024,
         };
         let script = render_sync(&req)?;
         let (out, _) =

@@ -142,6 +142,10 @@ pub enum Error {
     #[error("sync of {host} failed: {why}")]
     SyncFailed { host: String, why: String },
 
+    /// A command on the brother wrote more than the exec cap; reading stopped there.
+    #[error("{host} sent output over {limit} bytes; stopped reading (see the caps in RELIABILITY.md)")]
+    OutputTooLarge { host: String, limit: usize },
+
     #[error("task {0} not found")]
     TaskNotFound(i64),
 

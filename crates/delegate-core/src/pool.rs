@@ -100,7 +100,7 @@ impl Pool {
     ) -> Result<(ExecOutput, Connection)> {
         // `transport = "ssh"`: the system ssh holds no connection of ours to keep warm.
         if let Some(argv) = &t.system_ssh {
-            let out = crate::ssh::system::exec(t, argv, command, stdin, limit, usize::MAX).await?;
+            let out = crate::ssh::system::exec(t, argv, command, stdin, limit, crate::ssh::MAX_EXEC_OUTPUT).await?;
             return Ok((out, Connection { fresh: Some(ConnectTimings::default()), warm: false }));
         }
         if let Some(warm) = &self.warm {

@@ -174,20 +174,30 @@ pub struct Session {
 
 /// How a remote command ended. `Unknown`: the channel closed with no exit status (the link
 /// dropped, or the server never said). Callers must not read it as success.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
     Code(u32),
     Signal(String),
+    #[default]
     Unknown,
 }
 
-#[derive(Debug)]
+/// Cap on each output stream of one exec, on the lead and in the warm daemon: a brother
+/// sending more is stopped (its command killed, the channel closed) rather than buffered,
+/// and the exec reports `overflow`. Below the warm wire's body limit
+/// ([`crate::warm::wire::MAX_BODY`]), so whatever an exec keeps can travel to the client.
+pub const MAX_EXEC_OUTPUT: usize = 48 << 20;
+
+#[derive(Debug, Default)]
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub exit: Exit,
     /// Set when the connection failed mid-command; `exit` is then `Unknown`.
     pub broken: Option<String>,
+    /// The command wrote more than [`MAX_EXEC_OUTPUT`] bytes on a stream: reading stopped
+    /// there (`broken` says so, `exit` is `Unknown`) and what was kept is incomplete.
+    pub overflow: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -624,8 +634,11 @@ impl Session {
     /// Runs `command` with `stdin` fed to it and closed, and reads both output streams until
     /// the server closes the channel. A connection that breaks after the command was sent is
     /// reported in `broken` with `Exit::Unknown`, never as an error that hides what was read.
+    ///
+    /// At most [`MAX_EXEC_OUTPUT`] bytes of each stream are read: past that the command is
+    /// killed, reading stops and the output says `overflow`.
     pub async fn exec(&self, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
-        self.exec_bounded(command, stdin, limit, usize::MAX).await
+        self.run(command, stdin, limit, MAX_EXEC_OUTPUT, true).await
     }
 
     /// [`Session::exec`] keeping at most `max_bytes` of each output stream: for commands
@@ -637,6 +650,19 @@ impl Session {
         stdin: &[u8],
         limit: Duration,
         max_bytes: usize,
+    ) -> Result<ExecOutput> {
+        self.run(command, stdin, limit, max_bytes, false).await
+    }
+
+    /// `stop`: past `max_bytes` on a stream, stop reading and kill the command (else read
+    /// the rest and drop it).
+    async fn run(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        limit: Duration,
+        max_bytes: usize,
+        stop: bool,
     ) -> Result<ExecOutput> {
         let host = self.target.host.clone();
         let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
@@ -650,7 +676,8 @@ impl Session {
             .map_err(|e| ssh_err("opening a channel", e))?;
         channel.exec(true, command).await.map_err(|e| ssh_err("starting the command", e))?;
         let (mut reader, writer) = channel.split();
-        let mut out = ExecOutput { stdout: Vec::new(), stderr: Vec::new(), exit: Exit::Unknown, broken: None };
+        let mut out = ExecOutput::default();
+        let mut over = false;
 
         let write = async {
             writer.data_bytes(stdin.to_vec()).await?;
@@ -660,9 +687,20 @@ impl Session {
         // eventually stalls every other channel on the connection.
         let read = async {
             while let Some(msg) = reader.wait().await {
+                let into = match &msg {
+                    ChannelMsg::Data { data } => Some((&mut out.stdout, data)),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => Some((&mut out.stderr, data)),
+                    _ => None,
+                };
+                if let Some((into, data)) = into {
+                    if stop && into.len().saturating_add(data.len()) > max_bytes {
+                        over = true;
+                        break;
+                    }
+                    keep(into, data, max_bytes);
+                    continue;
+                }
                 match msg {
-                    ChannelMsg::Data { data } => keep(&mut out.stdout, &data, max_bytes),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => keep(&mut out.stderr, &data, max_bytes),
                     ChannelMsg::ExitStatus { exit_status } => out.exit = Exit::Code(exit_status),
                     ChannelMsg::ExitSignal { signal_name, .. } => out.exit = Exit::Signal(format!("{signal_name:?}")),
                     _ => {}
@@ -679,6 +717,13 @@ impl Session {
             }
             Ok(Err(e)) if out.exit == Exit::Unknown => out.broken = Some(format!("sending the script failed: {e}")),
             Ok(_) => {}
+        }
+        if over {
+            // Whatever it would still send is not read: end the command too.
+            let _ = writer.signal(russh::Sig::KILL).await;
+            out.exit = Exit::Unknown;
+            out.overflow = true;
+            out.broken = Some(format!("output over {max_bytes} bytes: stopped reading"));
         }
         if out.exit == Exit::Unknown && out.broken.is_none() {
             out.broken = Some("the channel closed without an exit status".into());

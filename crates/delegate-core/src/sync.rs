@@ -21,14 +21,27 @@ use crate::pool::Pool;
 use crate::ssh::{Exit, SshTarget};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::sync_protocol::{
-    SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say, render_sync,
+    FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say,
+    render_sync,
 };
 use crate::task::TaskStatus;
 
 /// How long a sync exec may take on the brother.
 const SYNC_LIMIT: Duration = Duration::from_secs(60);
-/// Cap per file per sync, so one chatty agent cannot balloon a sync; the rest comes next time.
-const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
+/// Cap per file per sync reply, so one chatty agent cannot balloon a sync; the rest comes
+/// in the next round.
+pub const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
+/// Cap on the file bytes of one host's sync reply (the budget the sync script spends, task
+/// by task in request order). Well under [`crate::ssh::MAX_EXEC_OUTPUT`] (the headers of a
+/// few thousand tasks fit in the difference), so a busy host never overflows an exec.
+pub const MAX_SYNC_REPLY: u64 = 32 * 1024 * 1024;
+/// Replies cut by a cap are followed by another exec for the tasks with more waiting, up to
+/// this many per command (one exec per host per round); the rest comes on the next call.
+pub const SYNC_ROUNDS: usize = 4;
+/// A line of a line-based task file (events, outbox, receipts, state, exit) longer than this
+/// is skipped with a `skipped` event instead of waiting forever for its end. The agent's
+/// stream has the same limit ([`crate::outcome::MAX_LINE_BYTES`]).
+pub const MAX_SYNC_LINE: usize = crate::outcome::MAX_LINE_BYTES;
 /// How much of the agent's stderr is kept (for failure reasons).
 const STDERR_HEAD: usize = 4096;
 /// A launch younger than this may still be in progress in another process (or its script
@@ -46,7 +59,7 @@ pub struct SyncSummary {
 pub struct HostSync {
     pub host: String,
     pub tasks: usize,
-    /// SSH execs this host cost (one, or zero when it could not be reached).
+    /// SSH execs this host cost (one per round, or zero when it could not be reached).
     pub execs: u32,
     /// Tasks whose status changed, with the new status.
     pub changed: Vec<(i64, TaskStatus)>,
@@ -63,7 +76,45 @@ impl SyncSummary {
     }
 }
 
+/// Syncs in rounds: the first covers every task (or `only`), each further one only the
+/// tasks whose reply was cut by a cap while the host still made progress, at most
+/// [`SYNC_ROUNDS`] in all.
 pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
+    let (mut summary, mut more) = sync_round(d, only).await?;
+    for _ in 1..SYNC_ROUNDS {
+        if more.is_empty() {
+            break;
+        }
+        let (next, again) = sync_round(d, Some(&more)).await?;
+        merge(&mut summary, next);
+        more = again;
+    }
+    Ok(summary)
+}
+
+fn merge(into: &mut SyncSummary, next: SyncSummary) {
+    for h in next.hosts {
+        let Some(e) = into.hosts.iter_mut().find(|e| e.host == h.host) else {
+            into.hosts.push(h);
+            continue;
+        };
+        e.execs += h.execs;
+        for (task, status) in h.changed {
+            e.changed.retain(|(t, _)| *t != task);
+            e.changed.push((task, status));
+        }
+        e.conflicts.extend(h.conflicts.into_iter().filter(|t| !e.conflicts.contains(t)).collect::<Vec<_>>());
+        e.resent.extend(h.resent);
+        if h.error.is_some() {
+            e.error = h.error;
+        }
+    }
+    into.hosts.sort_by(|a, b| a.host.cmp(&b.host));
+}
+
+/// One round: one exec per host. Also returns the tasks to sync again at once (their reply
+/// was cut by a cap and their host made progress).
+async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSummary, Vec<i64>)> {
     let now = std::time::SystemTime::now();
     let grace = d.launch_grace();
     let runs: Vec<InFlight> = d
@@ -78,6 +129,7 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
         by_host.entry(r.host.clone()).or_default().push(r);
     }
     let mut summary = SyncSummary::default();
+    let mut more = Vec::new();
     let mut jobs = JoinSet::new();
     let mut waiting: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
     for (host, runs) in by_host {
@@ -100,6 +152,7 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                     })
                     .collect(),
                 max_bytes_per_file: MAX_BYTES_PER_FILE,
+                max_bytes_total: MAX_SYNC_REPLY,
             };
             let mut resend = Vec::new();
             for (task_id, run_no, m) in d.store().unqueued_on_host(&host)? {
@@ -153,11 +206,18 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                     hs.execs += 1;
                 }
                 let mailbox = d.store().mailbox_id().to_string();
+                let (mut cut, mut progressed) = (Vec::new(), false);
                 let batch: Vec<Ingest> = runs
                     .iter()
                     .filter_map(|r| {
                         let key = task_key(&mailbox, r.task_id, r.run_no);
-                        reply.tasks.iter().find(|t| t.task_key == key).map(|t| plan(r, t, &reply, now, grace))
+                        let t = reply.tasks.iter().find(|t| t.task_key == key)?;
+                        let ing = plan(r, t, &reply, now, grace);
+                        if t.deltas.iter().any(FileDelta::cut) {
+                            cut.push(r.task_id);
+                        }
+                        progressed |= ing.offsets.iter().any(|(f, o)| r.offsets.get(f).copied().unwrap_or(0) != *o);
+                        Some(ing)
                     })
                     .collect();
                 for (task, applied) in d.store_mut().apply_sync(&batch)? {
@@ -167,12 +227,15 @@ pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncS
                         Applied::Conflict => hs.conflicts.push(task),
                     }
                 }
+                if progressed {
+                    more.extend(cut.into_iter().filter(|t| !hs.conflicts.contains(t)));
+                }
             }
         }
         summary.hosts.push(hs);
     }
     summary.hosts.sort_by(|a, b| a.host.cmp(&b.host));
-    Ok(summary)
+    Ok((summary, more))
 }
 
 /// The name of a run's directory on the brother: `<mailbox>-<task>` for the first run,
@@ -209,6 +272,9 @@ async fn fetch(
         }
     }
     let out = out?;
+    if out.overflow {
+        return Err(Error::OutputTooLarge { host: target.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+    }
     if out.exit != Exit::Code(0) {
         let why = out.broken.clone().unwrap_or_else(|| format!("exit {:?}", out.exit));
         return Err(Error::SyncFailed {
@@ -249,11 +315,34 @@ pub(crate) fn plan(
     let mut state_lines: Vec<String> = Vec::new();
     let mut exit: Option<ExitRecord> = None;
     let mut status_report: Option<String> = None;
+    // The exit record waits while another file still has bytes this reply did not carry (a
+    // cap cut it): the outcome is read from the whole stream, and a finished task is not
+    // synced again.
+    let head_full = stderr_head.len() >= STDERR_HEAD;
+    let exit_waits = report.deltas.iter().any(|d| d.file == "exit")
+        && report.deltas.iter().any(|d| d.file != "exit" && d.cut() && !(d.file == "stderr.log" && head_full));
 
     for delta in &report.deltas {
         let stored = run.offsets.get(&delta.file).copied().unwrap_or(0);
         if delta.offset != stored {
             continue; // not what we asked for; ask again next time
+        }
+        if exit_waits && delta.file == "exit" {
+            continue;
+        }
+        let line_based =
+            matches!(delta.file.as_str(), "state" | "exit" | "events.jsonl" | "outbox.jsonl" | "delivered.jsonl");
+        if line_based && delta.bytes.len() > MAX_SYNC_LINE && !delta.bytes.contains(&b'\n') {
+            // A line this long would never fit a reply whole: skip what arrived of it (the
+            // rest of it, when it comes, is not a line of its own and is dropped as one).
+            ing.events.push(NewEvent {
+                at: humantime::format_rfc3339_micros(now).to_string(),
+                kind: "skipped".into(),
+                summary: format!("line of more than {MAX_SYNC_LINE} bytes skipped in {}", delta.file),
+                data: None,
+            });
+            ing.offsets.insert(delta.file.clone(), stored + delta.bytes.len() as u64);
+            continue;
         }
         let consumed = match delta.file.as_str() {
             "stream.jsonl" => facts.feed(kind, &delta.bytes),
@@ -312,8 +401,8 @@ pub(crate) fn plan(
                     stderr_head.push_str(&String::from_utf8_lossy(take));
                     ing.stderr_head = Some(stderr_head.clone());
                 }
-                // Only the head is kept: skip the rest of the file for good.
-                (delta.size - delta.offset) as usize
+                // Only the head is kept: once it is full, skip the rest of the file for good.
+                if stderr_head.len() >= STDERR_HEAD { (delta.size - delta.offset) as usize } else { delta.bytes.len() }
             }
             _ => 0,
         };
@@ -332,7 +421,9 @@ pub(crate) fn plan(
     let started =
         state_lines.iter().any(|l| l.starts_with("started ")) || run.offsets.get("state").is_some_and(|o| *o > 0);
     let to = |s: TaskStatus, why: Option<String>| (s != run.status).then_some((s, why));
-    ing.transition = if let Some(exit) = exit {
+    ing.transition = if exit_waits {
+        None
+    } else if let Some(exit) = exit {
         let outcome = classify(kind, &facts, &exit, &stderr_head);
         ing.end = Some(RunEnd {
             exit_code: exit.code as i64,
@@ -418,4 +509,84 @@ fn parse_message(line: &[u8]) -> Option<NewMessage> {
         text: v["text"].as_str().unwrap_or("").to_string(),
         at: v["at"].as_str().unwrap_or("").to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync_protocol::FileDelta;
+
+    fn run() -> InFlight {
+        InFlight {
+            task_id: 7,
+            run_no: 1,
+            host: "h".into(),
+            agent: "claude".into(),
+            status: TaskStatus::Running,
+            version: 1,
+            session: "dlg-7".into(),
+            nonce: "n".into(),
+            offsets: BTreeMap::from([("state".to_string(), 10)]),
+            facts: "{}".into(),
+            stderr_head: String::new(),
+            updated_at: "2026-11-21T10:00:00Z".into(),
+            reason: String::new(),
+        }
+    }
+
+    fn delta(file: &str, offset: u64, size: u64, bytes: &[u8]) -> FileDelta {
+        FileDelta { file: file.into(), offset, size, bytes: bytes.to_vec() }
+    }
+
+    fn report(deltas: Vec<FileDelta>) -> TaskReport {
+        TaskReport { task_key: "m-7".into(), dir_exists: true, session_alive: false, deltas, launch_json: None }
+    }
+
+    fn planned(deltas: Vec<FileDelta>) -> Ingest {
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new() };
+        plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE)
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_skipped_with_an_event() {
+        let long = vec![b'x'; MAX_SYNC_LINE + 1];
+        let ing = planned(vec![delta("events.jsonl", 0, 5 << 20, &long)]);
+        assert_eq!(ing.offsets["events.jsonl"], long.len() as u64, "the offset moves past what came");
+        assert_eq!(ing.events.len(), 1);
+        assert_eq!(ing.events[0].kind, "skipped");
+        assert!(ing.events[0].summary.contains("events.jsonl"), "{}", ing.events[0].summary);
+
+        // Its tail, then a good line: the tail is no event, the good line is.
+        let good = br#"{"event":"tool","tool":"Bash","at":"t"}"#;
+        let mut bytes = b"xxxx\n".to_vec();
+        bytes.extend_from_slice(good);
+        bytes.push(b'\n');
+        let ing = planned(vec![delta("events.jsonl", 0, bytes.len() as u64, &bytes)]);
+        assert_eq!(ing.offsets["events.jsonl"], bytes.len() as u64);
+        assert_eq!(ing.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["tool"]);
+
+        // A partial line under the cap waits for its end.
+        let ing = planned(vec![delta("outbox.jsonl", 0, 100, b"{\"seq\":1")]);
+        assert_eq!(ing.offsets["outbox.jsonl"], 0);
+        assert!(ing.events.is_empty());
+    }
+
+    #[test]
+    fn the_exit_record_waits_while_a_cap_cut_another_file() {
+        let exit = b"0 2026-11-21T10:00:00.1Z\n";
+        let line = b"{\"type\":\"system\"}\n";
+        // The stream has more than this reply carried: no ending yet, nothing consumed of exit.
+        let ing = planned(vec![delta("exit", 0, exit.len() as u64, exit), delta("stream.jsonl", 0, 1000, line)]);
+        assert!(ing.end.is_none() && ing.transition.is_none(), "{ing:?}");
+        assert!(!ing.offsets.contains_key("exit"));
+        assert_eq!(ing.offsets["stream.jsonl"], line.len() as u64, "the stream still moves");
+        // All of it here: the run ends.
+        let ing =
+            planned(vec![delta("exit", 0, exit.len() as u64, exit), delta("stream.jsonl", 0, line.len() as u64, line)]);
+        assert!(ing.end.is_some() && ing.transition.is_some(), "{ing:?}");
+        // A budget-cut stderr whose head is not full yet also holds the exit back.
+        let ing = planned(vec![delta("exit", 0, exit.len() as u64, exit), delta("stderr.log", 0, 100, b"")]);
+        assert!(ing.end.is_none());
+        assert!(!ing.offsets.contains_key("stderr.log") || ing.offsets["stderr.log"] == 0);
+    }
 }

@@ -65,6 +65,9 @@ pub struct SyncRequest {
     pub tasks: Vec<SyncTaskRequest>,
     /// At most this many bytes of one file per sync; the rest comes next time.
     pub max_bytes_per_file: u64,
+    /// At most this many file bytes in the whole reply (the budget). Files past it are
+    /// announced with no bytes (`F ... 0`), so the lead knows to ask again.
+    pub max_bytes_total: u64,
 }
 
 /// New bytes of one task file.
@@ -74,8 +77,16 @@ pub struct FileDelta {
     pub offset: u64,
     /// The file's size when the script looked.
     pub size: u64,
-    /// `file[offset..min(size, offset + max_bytes_per_file)]`.
+    /// `file[offset..offset + len]`, `len` at most `size - offset`, `max_bytes_per_file` and
+    /// what was left of `max_bytes_total`.
     pub bytes: Vec<u8>,
+}
+
+impl FileDelta {
+    /// The file holds more than this reply carried (a cap or the budget cut it).
+    pub fn cut(&self) -> bool {
+        self.offset.saturating_add(self.bytes.len() as u64) < self.size
+    }
 }
 
 /// What the brother said about one task.
@@ -141,15 +152,19 @@ fn script(fields: &[String], sep: u8, body: &str) -> Vec<u8> {
 
 /// The sync script for one host, as sent on stdin. Refuses keys that are not plain file
 /// names, session names with spaces, unknown file names in `offsets`, duplicate tasks and a
-/// zero `max_bytes_per_file`.
+/// zero `max_bytes_per_file` or `max_bytes_total`.
 pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     check_root("sync", &req.remote_root)?;
     if req.max_bytes_per_file == 0 {
         return Err(refuse("sync", "max_bytes_per_file must be at least 1".into()));
     }
+    if req.max_bytes_total == 0 {
+        return Err(refuse("sync", "max_bytes_total must be at least 1".into()));
+    }
     let mut fields = Vec::with_capacity(2 + req.tasks.len() * (3 + SYNCED_FILES.len()));
     fields.push(req.remote_root.clone());
     fields.push(req.max_bytes_per_file.min(i64::MAX as u64).to_string());
+    fields.push(req.max_bytes_total.min(i64::MAX as u64).to_string());
     let mut seen = std::collections::BTreeSet::new();
     for t in &req.tasks {
         check_key(&t.task_key)?;
@@ -551,6 +566,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_past_the_budget_comes_with_no_bytes_and_counts_as_cut() {
+        let out = reply(&[
+            b"DELEGATE-SYNC 1 1 1 t\n",
+            b"T k-1 1 1\n",
+            b"F k-1 stream.jsonl 0 10 4\nab\nc\n",
+            b"F k-1 events.jsonl 3 9 0\n\n",
+            b"F k-1 outbox.jsonl 0 2 2\nx\n\n",
+            b"END\n",
+        ]);
+        let r = parse_sync(&out).unwrap();
+        let d = &r.tasks[0].deltas;
+        assert_eq!((d[0].bytes.as_slice(), d[0].cut()), (&b"ab\nc"[..], true));
+        assert_eq!((d[1].offset, d[1].size, d[1].bytes.len(), d[1].cut()), (3, 9, 0, true));
+        assert!(!d[2].cut(), "a file read to its size has nothing waiting");
+    }
+
+    #[test]
     fn every_truncation_is_refused() {
         let full = sample();
         for cut in 0..full.len() {
@@ -593,7 +625,12 @@ mod tests {
             offsets: BTreeMap::from([("exit".to_string(), 3), ("stderr.log".to_string(), u64::MAX)]),
             want_launch_json: true,
         };
-        let req = SyncRequest { remote_root: "~/.delegate".into(), tasks: vec![task("ab-1")], max_bytes_per_file: 10 };
+        let req = SyncRequest {
+            remote_root: "~/.delegate".into(),
+            tasks: vec![task("ab-1")],
+            max_bytes_per_file: 10,
+            max_bytes_total: 20,
+        };
         let s = render_sync(&req).unwrap();
         let first = std::str::from_utf8(&s[..s.iter().position(|b| *b == b'\n').unwrap()]).unwrap();
         let b64 = first.strip_prefix("DLG_VARS='").unwrap().strip_suffix('\'').unwrap();
@@ -602,7 +639,7 @@ mod tests {
         let fields: Vec<String> =
             fields[..fields.len() - 1].iter().map(|f| String::from_utf8_lossy(f).into()).collect();
         let max = (i64::MAX as u64).to_string();
-        assert_eq!(fields, ["~/.delegate", "10", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"]);
+        assert_eq!(fields, ["~/.delegate", "10", "20", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"]);
         assert!(s.ends_with(b"main delegate-sync-complete\n"));
 
         for bad in [
@@ -611,6 +648,7 @@ mod tests {
             SyncRequest { tasks: vec![task("a/b")], ..req.clone() },
             SyncRequest { tasks: vec![task("k"), task("k")], ..req.clone() },
             SyncRequest { max_bytes_per_file: 0, ..req.clone() },
+            SyncRequest { max_bytes_total: 0, ..req.clone() },
             SyncRequest { remote_root: "relative".into(), ..req.clone() },
             SyncRequest {
                 tasks: vec![SyncTaskRequest { offsets: BTreeMap::from([("prompt".to_string(), 0)]), ..task("k") }],

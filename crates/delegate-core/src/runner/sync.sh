@@ -3,7 +3,7 @@
 # is one function called on the last line with a sentinel, so a cut script runs nothing.
 #
 # DLG_VARS, one field per line (see render_sync in sync_protocol.rs): remote root, max bytes
-# per file, then per task ten fields: task key, tmux session, want launch.json (0/1), and
+# per file, max file bytes in the whole reply (the budget), then per task ten fields: task key, tmux session, want launch.json (0/1), and
 # the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl, stderr.log,
 # delivered.jsonl (the message receipts the inbox helper and the Claude hook write). Every
 # field is a single line (Rust checks), so newlines can separate them: bash reads a command
@@ -15,7 +15,9 @@
 #   DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time>
 #   then per task, in request order:
 #     T <task key> <dir exists 0|1> <session alive 0|1>
-#     F <task key> <file> <offset> <size> <len>\n<len bytes>\n   per file grown past its offset
+#     F <task key> <file> <offset> <size> <len>\n<len bytes>\n   per file grown past its offset;
+#                                    <len> is at most the per-file cap and what is left of
+#                                    the budget, so it may be 0 (more is waiting: ask again)
 #     S <task key> <file> <got>      the file shrank while being read: only the first <got>
 #                                    of those <len> bytes are the file's, the rest is padding
 #     L <task key> <len>\n<len bytes>\n                           launch.json, when asked for
@@ -43,11 +45,11 @@ main() {
 	decoded=$(base64 -d <<<"$DLG_VARS")
 	# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 	local -a v=($decoded)
-	if [ "${#v[@]}" -lt 2 ] || [ $(((${#v[@]} - 2) % 10)) -ne 0 ]; then
+	if [ "${#v[@]}" -lt 3 ] || [ $(((${#v[@]} - 3) % 10)) -ne 0 ]; then
 		printf 'DELEGATE-ERROR 23 the sync variables did not decode (got %s fields)\n' "${#v[@]}" >&2
 		exit 23
 	fi
-	local root=${v[0]} max=${v[1]} i
+	local root=${v[0]} max=${v[1]} budget=${v[2]} i
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
 	local -a files=(state exit stream.jsonl events.jsonl outbox.jsonl stderr.log delivered.jsonl)
@@ -76,7 +78,7 @@ main() {
 	# eval is safe because every word is ours: keys are checked here to be plain names,
 	# file names are matched exactly, sizes are numbers.
 	local -a starts=()
-	for ((i = 2; i < ${#v[@]}; i += 10)); do
+	for ((i = 3; i < ${#v[@]}; i += 10)); do
 		if ! [[ ${v[i]} =~ ^[A-Za-z0-9._-]+$ ]] || [ "${v[i]}" = . ] || [ "${v[i]}" = .. ]; then
 			printf 'DELEGATE-ERROR 23 task key %q is not a plain name\n' "${v[i]}" >&2
 			exit 23
@@ -97,9 +99,9 @@ main() {
 	exec 3>&1
 	local t=$EPOCHREALTIME now
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
-	printf 'DELEGATE-SYNC 1 %s %s %s\n' $(((${#v[@]} - 2) / 10)) "$running" "$now"
+	printf 'DELEGATE-SYNC 1 %s %s %s\n' $(((${#v[@]} - 3) / 10)) "$running" "$now"
 	local key session want dir f off sz len got launch
-	for ((i = 2; i < ${#v[@]}; i += 10)); do
+	for ((i = 3; i < ${#v[@]}; i += 10)); do
 		key=${v[i]} session=${v[i + 1]} want=${v[i + 2]}
 		dir=$root/tasks/$key
 		printf 'T %s %s %s\n' "$key" "${exists[./$key]:-0}" "${alive[$session]:-0}"
@@ -110,7 +112,13 @@ main() {
 			if [ -z "$sz" ] || [ "$sz" -le "$off" ]; then continue; fi
 			len=$((sz - off))
 			[ "$len" -le "$max" ] || len=$max
+			[ "$len" -le "$budget" ] || len=$budget
+			budget=$((budget - len))
 			printf 'F %s %s %s %s %s\n' "$key" "$name" "$off" "$sz" "$len"
+			if [ "$len" -eq 0 ]; then
+				printf '\n'
+				continue
+			fi
 			if [ "$name" = state ] || [ "$name" = exit ] && [ "$len" -le 65536 ]; then
 				send_text "$dir/$name" "$off" "$len"
 			else

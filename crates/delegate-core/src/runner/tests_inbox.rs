@@ -438,6 +438,7 @@ fn receipts_come_back_with_the_sync() {
             want_launch_json: false,
         }],
         max_bytes_per_file: 1 << 20,
+        max_bytes_total: 1 << 20,
     };
     let out = s.run(&render_sync(&req).unwrap());
     let reply = parse_sync(&out.stdout).unwrap();

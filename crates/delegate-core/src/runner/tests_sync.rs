@@ -23,6 +23,7 @@ fn request(s: &Scratch, tasks: &[(&str, &str, BTreeMap<String, u64>)], max: u64)
             })
             .collect(),
         max_bytes_per_file: max,
+        max_bytes_total: u64::MAX,
     }
 }
 
@@ -325,4 +326,55 @@ fn the_sync_script_starts_the_same_programs_for_10_or_200_tasks() {
     assert!(reply.tasks.iter().all(|t| t.deltas.len() == 2 && t.deltas.iter().all(|d| d.bytes == b"more\n")));
     let dd = ran.iter().filter(|p| *p == "dd").count();
     assert_eq!((dd, ran.len() - dd), (200, ran200.len()), "{ran:?}");
+}
+
+#[test]
+fn the_budget_caps_the_whole_reply_and_files_past_it_come_with_no_bytes() {
+    let s = Scratch::new("sync-budget");
+    let mut keys = Vec::new();
+    for k in ["k-1", "k-2", "k-3"] {
+        let dir = s.root().join("tasks").join(k);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Lines of 100 bytes; 1000 bytes each in stream.jsonl and events.jsonl.
+        let line = format!("{}\n", "x".repeat(99));
+        std::fs::write(dir.join("stream.jsonl"), line.repeat(10)).unwrap();
+        std::fs::write(dir.join("events.jsonl"), line.repeat(10)).unwrap();
+        keys.push((k, format!("dlg-{k}")));
+    }
+    let tasks: Vec<(&str, &str, BTreeMap<String, u64>)> =
+        keys.iter().map(|(k, sess)| (*k, sess.as_str(), BTreeMap::new())).collect();
+    let mut req = request(&s, &tasks, 600);
+    req.max_bytes_total = 1500;
+    let (reply, _) = sync(&s, &req);
+    let carried: usize = reply.tasks.iter().flat_map(|t| &t.deltas).map(|d| d.bytes.len()).sum();
+    assert_eq!(carried, 1500, "the budget is spent and not exceeded");
+    // Request order: k-1 gets its per-file cap twice, k-2 the rest, k-3 only announcements.
+    let lens = |t: &TaskReport| t.deltas.iter().map(|d| (d.file.clone(), d.bytes.len())).collect::<Vec<_>>();
+    assert_eq!(lens(&reply.tasks[0]), [("stream.jsonl".to_string(), 600), ("events.jsonl".to_string(), 600)]);
+    assert_eq!(lens(&reply.tasks[1]), [("stream.jsonl".to_string(), 300), ("events.jsonl".to_string(), 0)]);
+    assert_eq!(lens(&reply.tasks[2]), [("stream.jsonl".to_string(), 0), ("events.jsonl".to_string(), 0)]);
+    for (t, (k, _)) in reply.tasks.iter().zip(&keys) {
+        check_prefix(&s.root().join("tasks").join(k), t);
+        assert!(t.deltas.iter().all(|d| d.cut()), "every file has more waiting");
+    }
+    // From the offsets received, the next reply carries the rest.
+    let next: Vec<(&str, &str, BTreeMap<String, u64>)> =
+        keys.iter().zip(&reply.tasks).map(|((k, sess), t)| (*k, sess.as_str(), sizes(t))).collect();
+    let mut req = request(&s, &next, 600);
+    req.max_bytes_total = 1500;
+    let (reply, _) = sync(&s, &req);
+    let carried: usize = reply.tasks.iter().flat_map(|t| &t.deltas).map(|d| d.bytes.len()).sum();
+    assert_eq!(carried, 1500);
+    for (t, (k, _)) in reply.tasks.iter().zip(&keys) {
+        check_prefix(&s.root().join("tasks").join(k), t);
+    }
+}
+
+/// Every delta is the file's bytes from its offset, however many the budget let through.
+fn check_prefix(dir: &Path, t: &TaskReport) {
+    for d in &t.deltas {
+        let file = std::fs::read(dir.join(&d.file)).unwrap();
+        assert_eq!(d.size, file.len() as u64, "{}", d.file);
+        assert_eq!(d.bytes, file[d.offset as usize..d.offset as usize + d.bytes.len()], "{}", d.file);
+    }
 }

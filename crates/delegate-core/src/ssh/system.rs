@@ -81,7 +81,8 @@ pub async fn exec(
     let mut remote_err = stderr[..at].to_vec();
     remote_err.extend_from_slice(&stderr[at + STARTED.len()..]);
     remote_err.truncate(max_bytes);
-    let mut out = ExecOutput { stdout, stderr: remote_err, exit: Exit::Unknown, broken: None };
+    let overflow = stdout.len() >= max_bytes && max_bytes < usize::MAX;
+    let mut out = ExecOutput { stdout, stderr: remote_err, ..ExecOutput::default() };
     match status {
         Err(_) => out.broken = Some(format!("no end of the command within {limit:?}")),
         Ok(Err(e)) => out.broken = Some(format!("waiting for ssh failed: {e}")),
@@ -92,6 +93,11 @@ pub async fn exec(
             Some(code) => out.exit = Exit::Code(code as u32),
             None => out.broken = Some("ssh was killed by a signal".into()),
         },
+    }
+    if overflow {
+        out.exit = Exit::Unknown;
+        out.overflow = true;
+        out.broken = Some(format!("output over {max_bytes} bytes: the rest was dropped"));
     }
     // kill_on_drop ends an ssh still running after a timeout.
     Ok(out)

@@ -10,7 +10,7 @@ use tokio::net::UnixStream;
 use super::wire::{self, Request, Response};
 use crate::error::Result;
 use crate::pool::Connection;
-use crate::ssh::{ExecOutput, Exit, SshTarget};
+use crate::ssh::{ExecOutput, SshTarget};
 
 /// Starts a daemon listening on the given socket (the embedding program knows how: the
 /// CLI runs itself as `delegate warm serve`). Must return quickly; the client then waits
@@ -136,10 +136,18 @@ impl WarmClient {
         let answer = async {
             let response: Response = wire::read_header(&mut stream).await?;
             match response {
-                Response::Ran { exit, broken, fresh, stdout_len, stderr_len } => {
+                Response::Ran { exit, broken, fresh, stdout_len, stderr_len, overflow } => {
+                    // The daemon keeps at most MAX_EXEC_OUTPUT of each stream; a longer
+                    // body is refused before it is allocated.
+                    for len in [stdout_len, stderr_len] {
+                        if len > crate::ssh::MAX_EXEC_OUTPUT {
+                            return Err(std::io::Error::other(format!("an output of {len} bytes")));
+                        }
+                    }
                     let stdout = wire::read_body(&mut stream, stdout_len).await?;
                     let stderr = wire::read_body(&mut stream, stderr_len).await?;
-                    Ok(Ok((ExecOutput { stdout, stderr, exit, broken }, Connection { fresh, warm: true })))
+                    let out = ExecOutput { stdout, stderr, exit, broken, overflow };
+                    Ok(Ok((out, Connection { fresh, warm: true })))
                 }
                 Response::Failed { error } => Ok(Err(error)),
                 other => Err(std::io::Error::other(format!("unexpected answer {other:?}"))),
@@ -183,11 +191,6 @@ impl WarmClient {
 
 /// The answer for an exec whose fate is unknown: the daemon took it and then went quiet.
 fn lost(t: &SshTarget, why: &str) -> (ExecOutput, Connection) {
-    let out = ExecOutput {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        exit: Exit::Unknown,
-        broken: Some(format!("{why} (host {})", t.host)),
-    };
+    let out = ExecOutput { broken: Some(format!("{why} (host {})", t.host)), ..ExecOutput::default() };
     (out, Connection { fresh: None, warm: true })
 }

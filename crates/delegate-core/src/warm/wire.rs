@@ -28,7 +28,8 @@ pub const NAK: u8 = 0x15;
 /// every call may change between versions.
 pub fn build_id() -> String {
     // wire 2: the target carries its route (ProxyJump/ProxyCommand) and transport.
-    format!("delegate-core {} wire 2", env!("CARGO_PKG_VERSION"))
+    // wire 3: `Ran` says whether the output went over the exec cap.
+    format!("delegate-core {} wire 3", env!("CARGO_PKG_VERSION"))
 }
 
 /// Bounds so a confused peer cannot make either side allocate without limit.
@@ -53,6 +54,9 @@ pub enum Response {
         fresh: Option<ConnectTimings>,
         stdout_len: usize,
         stderr_len: usize,
+        /// The output went over [`crate::ssh::MAX_EXEC_OUTPUT`]: the daemon stopped reading.
+        #[serde(default)]
+        overflow: bool,
     },
     /// Nothing was sent to the host: connecting or opening the channel failed.
     Failed {
@@ -237,6 +241,7 @@ impl Response {
             fresh: conn.fresh.clone(),
             stdout_len: out.stdout.len(),
             stderr_len: out.stderr.len(),
+            overflow: out.overflow,
         }
     }
 }

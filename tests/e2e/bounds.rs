@@ -1,0 +1,116 @@
+//! A busy or hostile brother cannot blow the lead's or the warm daemon's memory, and a busy
+//! one still syncs through the warm path: replies are budgeted (per file, per reply), execs
+//! capped, and a line too long to ever fit is skipped with an event.
+
+use std::io::Write;
+use std::path::Path;
+
+use delegate_testkit::FakeHost;
+use serde_json::Value;
+
+use crate::support::{Env, launch, remote_dir};
+
+/// Peak resident memory of a process, in KiB.
+fn vm_hwm(pid: i64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Peak resident memory of the largest child this test waited for (the CLI runs), in KiB.
+fn children_max_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss as u64
+}
+
+/// Appends `n` bytes of 1000-byte lines that are no event anyone reads.
+fn fill(path: &Path, n: usize) {
+    let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(1000 - 11));
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).unwrap();
+    let block = line.repeat(1024);
+    for _ in 0..n / block.len() {
+        f.write_all(block.as_bytes()).unwrap();
+    }
+}
+
+fn events(env: &Env, id: i64) -> Vec<(String, String)> {
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    show["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events in {show}"))
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["summary"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+#[test]
+fn a_busy_host_syncs_through_the_warm_daemon_with_bounded_memory_and_a_5_mib_line_is_skipped() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let ids: Vec<i64> =
+        (0..4).map(|i| launch(&env, &["oppy", &format!("t{i}\n@self-test sleep 60"), "--json"])).collect();
+    // Over 100 MiB waiting: 5 files of ~5 MiB in each of 4 tasks, beyond the old 64 MiB
+    // limit of one warm answer. Task 0's events also hold a 5 MiB line, then a real event.
+    for id in &ids {
+        let dir = remote_dir(&env, *id);
+        for f in ["stream.jsonl", "events.jsonl", "outbox.jsonl", "stderr.log", "delivered.jsonl"] {
+            fill(&dir.join(f), 5 << 20);
+        }
+    }
+    let first = remote_dir(&env, ids[0]).join("events.jsonl");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&first).unwrap();
+    f.write_all(&vec![b'y'; 5 << 20]).unwrap();
+    f.write_all(b"\n{\"event\":\"marker\",\"summary\":\"after the long line\"}\n").unwrap();
+    drop(f);
+
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let out = env.run(&["sync", "--json"]).ok();
+        assert!(!out.stdout().contains("\"error\":\"") || out.stdout().contains("\"error\":null"), "{}", out.stdout());
+        seen = events(&env, ids[0]);
+        if seen.iter().any(|(k, _)| k == "marker") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|(k, s)| k == "skipped" && s.contains("events.jsonl")), "{seen:?}");
+    assert!(seen.iter().any(|(k, s)| k == "marker" && s.contains("after the long line")), "{seen:?}");
+
+    // It went through the daemon, whose peak memory stays near one budgeted reply.
+    let status: Value = env.run(&["warm", "status", "--json"]).ok().json();
+    let pid = status["pid"].as_i64().unwrap_or_else(|| panic!("no daemon: {status}"));
+    let daemon = vm_hwm(pid);
+    assert!(daemon < 256 * 1024, "daemon peak {daemon} KiB");
+    let cli = children_max_rss();
+    assert!(cli < 384 * 1024, "CLI peak {cli} KiB");
+    assert_eq!(env.run(&["status", "--json"]).code(), 0);
+}
+
+#[test]
+fn a_gigantic_task_file_does_not_blow_memory_and_its_offset_moves() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "big\n@self-test sleep 60", "--json"]);
+    let dir = remote_dir(&env, id);
+    // 256 MiB of NULs: no newline anywhere (a sparse file, instant to make).
+    for f in ["stream.jsonl", "events.jsonl"] {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(f))
+            .or_else(|_| std::fs::File::create(dir.join(f)))
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+    }
+    for _ in 0..2 {
+        env.run(&["sync"]).ok();
+    }
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    assert_eq!(show["status"], "running", "{show}");
+    assert!(events(&env, id).iter().any(|(k, _)| k == "skipped"));
+    let status: Value = env.run(&["warm", "status", "--json"]).ok().json();
+    let daemon = vm_hwm(status["pid"].as_i64().unwrap());
+    assert!(daemon < 256 * 1024, "daemon peak {daemon} KiB");
+    assert!(children_max_rss() < 384 * 1024, "CLI peak {} KiB", children_max_rss());
+}
