@@ -46,7 +46,7 @@ pub fn before_showing(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSumm
         eprintln!(
             "delegate: warning: could not sync {} ({}); its tasks show the last known state",
             crate::term::safe(host),
-            crate::term::safe(&e.to_string())
+            crate::term::safe(e)
         );
     }
     Ok(summary)
