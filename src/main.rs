@@ -6,6 +6,7 @@ mod cmd;
 mod exit;
 mod mcp;
 mod paths;
+mod term;
 
 use std::process::ExitCode;
 
@@ -33,7 +34,8 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) && stdout_is_closed() {
                 return ExitCode::from(CLOSED_STDOUT);
             }
-            eprintln!("delegate: {err:#}");
+            // Errors carry brother text (launch and sync replies, paths it echoed).
+            eprintln!("delegate: {}", term::block(&format!("{err:#}"), "  "));
             exit::code_for(&err)
         }
     }

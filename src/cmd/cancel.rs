@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::{block_on, open};
 use crate::cli::CancelArgs;
+use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: CancelArgs) -> Result<()> {
     let mut d = open(config)?;
@@ -13,7 +14,7 @@ pub fn run(config: Option<&Path>, args: CancelArgs) -> Result<()> {
     if args.json {
         super::print_json(&task)?;
     } else {
-        let why = task.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let why = task.reason.as_deref().map(|r| format!(" ({})", safe(r))).unwrap_or_default();
         println!("task {} {}{why}", task.id, task.status);
     }
     Ok(())

@@ -53,6 +53,6 @@ fn print_human(reports: &[BrotherReport]) {
     }
 }
 
-fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).collect()
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::term::safe(s)
 }

@@ -31,7 +31,7 @@ pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
             t.brother,
             t.host,
             short_time(&t.created_at),
-            t.subject
+            crate::term::safe(&t.subject)
         );
     }
     Ok(())

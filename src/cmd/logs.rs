@@ -302,7 +302,8 @@ fn word(text: &str) -> String {
     clip(&snippet(text), 80)
 }
 
-/// Printable, each line at most [`MAX_LINE_CHARS`], at most [`MAX_LINES`] lines.
+/// Printable, each line at most [`MAX_LINE_CHARS`], at most [`MAX_LINES`] lines; lines after
+/// the first are indented, so an agent's text cannot start a line that passes for delegate's.
 fn bound(text: &str) -> String {
     let clean = printable(text);
     let lines: Vec<&str> = clean.lines().collect();
@@ -310,7 +311,7 @@ fn bound(text: &str) -> String {
     if lines.len() > MAX_LINES {
         out.push(format!("… {} more lines (--raw shows them)", lines.len() - MAX_LINES));
     }
-    out.join("\n")
+    out.join("\n  ")
 }
 
 #[cfg(test)]
@@ -389,18 +390,18 @@ mod tests {
             "[thread started] 0199b3c4-d5e6-7f80-9a1b-2c3d4e5f6a7b",
             "[turn started]",
             "[error, non-fatal] Falling back from WebSockets to HTTPS transport. stream disconnected before completion: connection reset",
-            "[reasoning] **Planning the fix**\n\nThe failing test is in src/lib.rs.",
+            "[reasoning] **Planning the fix**\n  \n  The failing test is in src/lib.rs.",
             "",
             "",
             "",
-            "$ bash -lc 'cargo test' → exit 101\n  test result: FAILED. 11 passed; 1 failed",
+            "$ bash -lc 'cargo test' → exit 101\n    test result: FAILED. 11 passed; 1 failed",
             "",
             "[mcp] docs.search failed: server not connected",
             "",
             "[web search] rust off-by-one range inclusive",
             "[edit] update /work/repo/src/lib.rs, add /work/repo/tests/edge.rs",
-            "[plan] 1. fix the range\n2. add an edge-case test",
-            "[todo]\n  [x] Run the tests\n  [x] Fix the off-by-one",
+            "[plan] 1. fix the range\n  2. add an edge-case test",
+            "[todo]\n    [x] Run the tests\n    [x] Fix the off-by-one",
             "Fixed the off-by-one in src/lib.rs and added tests/edge.rs; all 13 tests pass.",
             "[turn completed] tokens in 30112 (cached 28800), out 410",
         ];

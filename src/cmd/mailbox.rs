@@ -8,6 +8,7 @@ use anyhow::Result;
 use super::open;
 use super::sync::before_showing;
 use crate::cli::MailboxArgs;
+use crate::term::{block, safe};
 
 pub fn run(config: Option<&Path>, args: MailboxArgs) -> Result<()> {
     let mut d = open(config)?;
@@ -22,14 +23,15 @@ pub fn run(config: Option<&Path>, args: MailboxArgs) -> Result<()> {
     } else {
         for m in &messages {
             let new = if m.read_at.is_none() { "*" } else { " " };
-            let text: String = m.text.chars().filter(|c| *c == '\n' || !c.is_control()).collect();
+            // The lead's clock (when it landed), not the brother's claim; the text's own
+            // lines are indented so none reads as another entry.
             println!(
                 "{new} task {:<4} {:<10} {:<9} {}  {}",
                 m.task_id,
-                m.author,
-                m.kind,
-                m.at,
-                text.replace('\n', "\n      ")
+                safe(&m.author),
+                safe(&m.kind),
+                safe(m.landed_at()),
+                block(&m.text, "      ")
             );
         }
     }

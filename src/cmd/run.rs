@@ -9,6 +9,7 @@ use delegate_core::{LaunchRequest, Task};
 
 use super::{block_on, open};
 use crate::cli::{PromptArgs, RunArgs};
+use crate::term::{block, safe};
 
 pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
     let brothers = brothers(&mut args)?;
@@ -108,7 +109,7 @@ fn print_fan_out(
         super::print_json(&serde_json::json!({ "tasks": tasks, "errors": errors }))?;
     } else {
         for t in &tasks {
-            let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let reason = t.reason.as_deref().map(|r| format!(": {}", safe(r))).unwrap_or_default();
             println!("{:<9} task {} on {} (host {}){}", t.status.as_str(), t.id, t.brother, t.host, reason);
         }
         for e in &errors {
@@ -116,8 +117,8 @@ fn print_fan_out(
                 println!(
                     "{:<9} {}: {}",
                     "refused",
-                    e["brother"].as_str().unwrap_or(""),
-                    e["error"].as_str().unwrap_or("")
+                    safe(e["brother"].as_str().unwrap_or("")),
+                    block(e["error"].as_str().unwrap_or(""), "          ")
                 );
             }
         }
@@ -171,7 +172,7 @@ fn print_launched(task: &Task, json: bool) -> Result<()> {
     if let Some(s) = &task.session {
         println!("  session  {s}");
     }
-    println!("  subject  {}", task.subject);
+    println!("  subject  {}", safe(&task.subject));
     println!("  agent    {}, sandbox {}, max turns {}", task.agent, task.sandbox, task.max_turns);
     Ok(())
 }

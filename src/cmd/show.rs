@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::outcome::{clip, printable};
+use delegate_core::outcome::clip;
 use delegate_core::thread::RunResult;
 use serde_json::Value;
 
 use super::open;
 use crate::cli::ShowArgs;
+use crate::term::{block, safe};
 
 pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     let mut d = open(config)?;
@@ -24,46 +25,50 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     let task = &view.task;
     println!("task {}  {}", task.id, task.status);
     if let Some(r) = &task.reason {
-        println!("  reason    {r}");
+        println!("  reason    {}", block(r, "            "));
     }
-    println!("  brother   {} (host {})", task.brother, task.host);
-    println!("  subject   {}", task.subject);
-    let model = task.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default();
+    println!("  brother   {} (host {})", safe(&task.brother), safe(&task.host));
+    println!("  subject   {}", safe(&task.subject));
+    let model = task.model.as_deref().map(|m| format!(", model {}", safe(m))).unwrap_or_default();
     println!("  agent     {}{model}, sandbox {}, max turns {}", task.agent, task.sandbox, task.max_turns);
-    println!("  workdir   {}", task.workdir);
+    println!("  workdir   {}", safe(&task.workdir));
     println!("  prompt    {} bytes, sha256 {}", task.prompt_bytes, task.prompt_sha256);
     println!("  created   {}   updated {}", task.created_at, task.updated_at);
     for run in &task.runs {
-        println!("run {}  {}  session {}", run.run_no, run.status, run.session);
-        println!("  address   {}", run.address);
+        println!("run {}  {}  session {}", run.run_no, run.status, safe(&run.session));
+        println!("  address   {}", safe(&run.address));
         let ev = &run.evidence;
         let remote = &ev["remote"];
         if let Some(m) = &run.marker {
-            println!("  marker    {m}");
+            println!("  marker    {}", safe(m));
         }
         if let Some(p) = run.pane_pid {
             println!("  pane pid  {p}");
         }
         if let Some(dir) = &run.remote_dir {
-            println!("  task dir  {dir}");
+            println!("  task dir  {}", safe(dir));
         }
         if let Some(argv) = ev["argv"].as_array().or(ev["agent_plan"]["argv"].as_array()) {
             let words: Vec<String> = argv.iter().map(|a| display_word(a.as_str().unwrap_or(""))).collect();
             println!("  argv      {}", words.join(" "));
         }
         if let Some(v) = remote["agent_version"].as_str() {
-            println!("  agent     {} ({v})", remote["agent_path"].as_str().unwrap_or("?"));
+            println!("  agent     {} ({})", safe(remote["agent_path"].as_str().unwrap_or("?")), safe(v));
         }
         if let Some(v) = remote["tmux_version"].as_str() {
-            println!("  tmux      {v}");
+            println!("  tmux      {}", safe(v));
         }
         if let Some(s) = ev["agent_plan"]["effective_sandbox"].as_str() {
-            println!("  sandbox   {s}; enforcement: {}", ev["agent_plan"]["enforcement"].as_str().unwrap_or("?"));
+            println!(
+                "  sandbox   {}; enforcement: {}",
+                safe(s),
+                safe(ev["agent_plan"]["enforcement"].as_str().unwrap_or("?"))
+            );
         }
         if let Some(scope) = ev["agent_plan"]["write_scope"].as_array() {
             let paths: Vec<String> = scope.iter().map(|p| display_word(p.as_str().unwrap_or(""))).collect();
             let how = ev["agent_plan"]["write_scope_enforcement"].as_str().unwrap_or("?");
-            println!("  scope     {}; {how}", paths.join(" "));
+            println!("  scope     {}; {}", paths.join(" "), safe(how));
         }
         if let Some(t) = ev["timings"].as_object() {
             let parts: Vec<String> = ["tcp_ms", "handshake_ms", "auth_ms", "exec_ms", "total_ms"]
@@ -78,10 +83,10 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
             println!("  exit      {code} (launch script)");
         }
         if let Some(e) = &run.error {
-            println!("  error     {e}");
+            println!("  error     {}", block(e, "            "));
         }
         if let Some(s) = &run.launch_stderr {
-            println!("  stderr    {}", s.trim_end().replace('\n', "\n            "));
+            println!("  stderr    {}", block(s.trim_end(), "            "));
         }
         if let Some(result) = view.results.iter().find(|r| r.run == run.run_no) {
             for line in result_lines(task.id, result) {
@@ -96,14 +101,17 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     }
     if let Some(text) = &view.final_text {
         println!("answer");
-        for line in printable(text).lines() {
-            println!("  {line}");
-        }
+        println!("  {}", block(text, "  "));
     }
     println!("thread");
     for item in &view.thread {
-        let text: String = item.text.chars().filter(|c| *c == '\n' || !c.is_control()).collect();
-        println!("  {}  {:<8} {}", item.at, item.kind, text.replace('\n', "\n                                      "));
+        // `at` is the lead's clock; a text's own lines are indented under it.
+        println!(
+            "  {}  {:<8} {}",
+            safe(&item.at),
+            item.kind,
+            block(&item.text, "                                      ")
+        );
     }
     Ok(())
 }
@@ -111,7 +119,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
 /// A run's denied tool calls and warnings, one printed line each. Tool names and inputs
 /// come from the brother: made printable, and each cut to one bounded line.
 fn result_lines(task: i64, r: &RunResult) -> Vec<String> {
-    let one_line = |s: &str| clip(&printable(s).replace(['\n', '\t'], " "), 300);
+    let one_line = |s: &str| clip(&safe(s), 300);
     let mut lines = Vec::new();
     if r.permission_denials > 0 {
         let calls = if r.permission_denials == 1 { "tool call" } else { "tool calls" };
@@ -136,7 +144,7 @@ pub fn display_word(w: &str) -> String {
     if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@{}+".contains(&b)) {
         w.to_string()
     } else {
-        format!("'{}'", w.replace('\'', "'\\''"))
+        format!("'{}'", safe(w).replace('\'', "'\\''"))
     }
 }
 

@@ -71,7 +71,7 @@ fn print_table(out: &mut impl Write, tasks: &[Task]) -> Result<()> {
             TaskStatus::Failed | TaskStatus::Lost | TaskStatus::TimedOut => t.reason.clone().unwrap_or_default(),
             _ => t.last_event.clone().unwrap_or_default(),
         };
-        let last: String = last.chars().filter(|c| !c.is_control()).take(60).collect();
+        let last: String = crate::term::safe(&last).chars().take(60).collect();
         writeln!(
             out,
             "{:>5}  {:<14}  {:<12}  {:>6}  {:>5}  {last}",

@@ -18,7 +18,9 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<()> {
     } else {
         for h in &summary.hosts {
             match &h.error {
-                Some(e) => println!("{}: {} task(s), not synced: {e}", h.host, h.tasks),
+                Some(e) => {
+                    println!("{}: {} task(s), not synced: {}", h.host, h.tasks, crate::term::safe(&e.to_string()))
+                }
                 None => {
                     let changed: Vec<String> = h.changed.iter().map(|(id, s)| format!("{id}→{s}")).collect();
                     let changed = if changed.is_empty() { "no change".into() } else { changed.join(", ") };
@@ -41,7 +43,11 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<()> {
 pub fn before_showing(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
     let summary = block_on(d.sync(only))?;
     for (host, e) in summary.errors() {
-        eprintln!("delegate: warning: could not sync {host} ({e}); its tasks show the last known state");
+        eprintln!(
+            "delegate: warning: could not sync {} ({}); its tasks show the last known state",
+            crate::term::safe(host),
+            crate::term::safe(e)
+        );
     }
     Ok(summary)
 }

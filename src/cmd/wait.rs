@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use super::{block_on, open};
 use crate::cli::WaitArgs;
 use crate::exit;
+use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
     let mut d = open(config)?;
@@ -25,16 +26,16 @@ pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
     }
     let result = block_on(d.wait(&args.ids, timeout, Duration::from_millis(args.interval_ms.max(200))))?;
     for (host, e) in &result.sync_errors {
-        eprintln!("delegate: warning: could not sync {host}: {e}");
+        eprintln!("delegate: warning: could not sync {}: {}", safe(host), safe(&e.to_string()));
     }
     if args.json {
         super::print_json(&result)?;
     } else {
         for t in &result.tasks {
-            let why = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let why = t.reason.as_deref().map(|r| format!(": {}", safe(r))).unwrap_or_default();
             let turns = t.turns.map(|n| format!(", {n} turn{}", if n == 1 { "" } else { "s" })).unwrap_or_default();
             let code = t.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
-            println!("task {} {}{why}{turns}{code}", t.id, t.status);
+            println!("task {} {}{why}{turns}{code}", t.id, safe(t.status.as_str()));
         }
         if !result.pending.is_empty() {
             println!("still running after the timeout: {:?}", result.pending);

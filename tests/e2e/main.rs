@@ -10,6 +10,7 @@ mod fanout;
 mod faults;
 mod file_modes;
 mod host_keys;
+mod hostile_text;
 mod inventory;
 mod kill_phases;
 mod launch;

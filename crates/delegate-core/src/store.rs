@@ -35,6 +35,7 @@ const STEPS: &[&str] = &[
     include_str!("store/002_lifecycle.sql"),
     include_str!("store/003_runs.sql"),
     include_str!("store/004_say.sql"),
+    include_str!("store/005_received.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";

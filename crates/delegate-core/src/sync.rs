@@ -359,7 +359,7 @@ pub(crate) fn plan(
             "events.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some(e) = parse_event(l) {
+                    if let Some(e) = parse_event(l, now) {
                         ing.last_event = Some(if e.summary.is_empty() {
                             e.kind.clone()
                         } else {
@@ -373,7 +373,15 @@ pub(crate) fn plan(
             "outbox.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some(m) = parse_message(l) {
+                    if let Some((m, bad_kind)) = parse_message(l, now) {
+                        if bad_kind {
+                            ing.events.push(NewEvent {
+                                at: valid_at("", now),
+                                kind: "bad_report".into(),
+                                summary: format!("report {} had an unknown kind; recorded as progress", m.seq),
+                                data: None,
+                            });
+                        }
                         if m.kind == "status" {
                             status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
                         }
@@ -388,7 +396,7 @@ pub(crate) fn plan(
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l)
                         && let Some(id) = v["id"].as_i64()
                     {
-                        let at = v["at"].as_str().unwrap_or("").to_string();
+                        let at = valid_at(v["at"].as_str().unwrap_or(""), now);
                         ing.receipts.push((id, at, v["via"].as_str().unwrap_or("inbox").to_string()));
                     }
                 }
@@ -483,9 +491,48 @@ pub(crate) fn plan(
     ing
 }
 
-fn parse_event(line: &[u8]) -> Option<NewEvent> {
+/// The kinds the `report` helper writes (runner/report.sh).
+pub const REPORT_KINDS: &[&str] = &["receipt", "progress", "question", "done", "blocked", "status"];
+
+/// A brother's timestamp as stored: kept when it is RFC 3339 UTC in the shape the runner
+/// writes (`2026-12-06T18:29:53.433Z`, any fraction up to nanoseconds) and not in the future
+/// of the lead's clock (a minute of skew allowed); otherwise the lead's `now`. Either way it
+/// only informs: what orders a thread is when the lead recorded it.
+pub fn valid_at(at: &str, now: std::time::SystemTime) -> String {
+    let lead_now = || humantime::format_rfc3339_millis(now).to_string();
+    let b = at.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let shape = b.len() >= 20
+        && b.len() <= 30
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b.ends_with(b"Z")
+        && (b.len() == 20 || (b[19] == b'.' && b.len() >= 22 && digits(20..b.len() - 1)));
+    match humantime::parse_rfc3339(at) {
+        Ok(t) if shape && t <= now + Duration::from_secs(60) => at.to_string(),
+        _ => lead_now(),
+    }
+}
+
+/// An event name from the brother: a word of at most 64 letters, digits and `_.:-`.
+fn event_kind(kind: &str) -> String {
+    let ok =
+        !kind.is_empty() && kind.len() <= 64 && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if ok { kind.to_string() } else { "unknown_event".to_string() }
+}
+
+fn parse_event(line: &[u8], now: std::time::SystemTime) -> Option<NewEvent> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let kind = v["event"].as_str()?.chars().take(64).collect();
+    let kind = event_kind(v["event"].as_str()?);
     let tool = v["tool"].as_str().unwrap_or("");
     let summary = v["summary"].as_str().unwrap_or("");
     let summary = match (tool.is_empty(), summary.is_empty()) {
@@ -494,21 +541,65 @@ fn parse_event(line: &[u8]) -> Option<NewEvent> {
         (false, false) => format!("{tool} {summary}"),
     };
     Some(NewEvent {
-        at: v["at"].as_str().unwrap_or("").to_string(),
+        at: valid_at(v["at"].as_str().unwrap_or(""), now),
         kind,
         summary: summary.chars().take(300).collect(),
         data: None,
     })
 }
 
-fn parse_message(line: &[u8]) -> Option<NewMessage> {
+/// One report line; `true` with it when its kind was not one the helper writes (it is then
+/// recorded as `progress`, so no brother-made kind reaches a screen or a status decision).
+fn parse_message(line: &[u8], now: std::time::SystemTime) -> Option<(NewMessage, bool)> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    Some(NewMessage {
+    let kind = v["kind"].as_str().unwrap_or("progress");
+    let known = REPORT_KINDS.contains(&kind);
+    let message = NewMessage {
         seq: v["seq"].as_i64()?,
-        kind: v["kind"].as_str().unwrap_or("progress").chars().take(32).collect(),
+        kind: if known { kind } else { "progress" }.to_string(),
         text: v["text"].as_str().unwrap_or("").to_string(),
-        at: v["at"].as_str().unwrap_or("").to_string(),
-    })
+        at: valid_at(v["at"].as_str().unwrap_or(""), now),
+    };
+    Some((message, !known))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    #[test]
+    fn brother_timestamps_are_kept_only_when_well_formed_and_not_in_the_future() {
+        let now = humantime::parse_rfc3339("2026-12-06T18:30:00Z").unwrap();
+        let lead = "2026-12-06T18:30:00.000Z";
+        for ok in ["2026-12-06T18:29:53.433Z", "2026-12-06T18:29:53Z", "2026-12-06T18:29:53.123456789Z"] {
+            assert_eq!(super::valid_at(ok, now), ok);
+        }
+        for bad in [
+            "",
+            "2999-01-01T00:00:00.000Z",
+            "2026-12-06T18:29:53.433Z\ntask 9 forged",
+            "2026-12-06T18:29:53.433+00:00",
+            "2026-12-06 18:29:53Z",
+            "\u{1b}]52;c;SGk=\u{7}",
+            "2026-12-06T18:29:53.Z",
+        ] {
+            assert_eq!(super::valid_at(bad, now), lead, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn report_kinds_and_event_names_from_the_brother_are_checked() {
+        let now = SystemTime::now();
+        let line = br#"{"seq":3,"at":"2026-12-06T18:29:53.433Z","kind":"done\ntask 9","text":"x"}"#;
+        let (m, bad) = super::parse_message(line, now).unwrap();
+        assert_eq!((m.kind.as_str(), bad), ("progress", true));
+        let line = br#"{"seq":4,"at":"2026-12-06T18:29:53.433Z","kind":"question","text":"x"}"#;
+        assert_eq!(super::parse_message(line, now).unwrap().0.kind, "question");
+        let line = br#"{"at":"x","event":"Pre\u001b[2JToolUse","summary":"s"}"#;
+        assert_eq!(super::parse_event(line, now).unwrap().kind, "unknown_event");
+        let line = br#"{"at":"x","event":"PreToolUse","tool":"Bash","summary":"ls"}"#;
+        assert_eq!(super::parse_event(line, now).unwrap().kind, "PreToolUse");
+    }
 }
 
 #[cfg(test)]

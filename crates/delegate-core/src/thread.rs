@@ -74,8 +74,12 @@ impl RunResult {
 /// One line of a task's thread.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThreadItem {
-    /// When it happened (RFC 3339, UTC).
+    /// When the lead recorded it (RFC 3339, UTC; the lead's clock): what orders the thread.
     pub at: String,
+    /// For a brother's report or event, the time the brother claimed (validated when it
+    /// landed); shown for reference, never used for order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<String>,
     /// prompt, reopen, status, said, reported, note or event.
     pub kind: &'static str,
     /// The run it belongs to; `None` for status changes, which belong to the task.
@@ -137,6 +141,7 @@ fn thread(
             run: Some(run.run_no),
             author: run.author.clone(),
             text: preview(&prompt),
+            reported_at: None,
         });
     }
     for t in history {
@@ -144,7 +149,7 @@ fn thread(
             Some(r) => format!("{} ({r})", t.to),
             None => t.to.clone(),
         };
-        items.push(ThreadItem { at: t.at.clone(), kind: "status", run: None, author: None, text });
+        items.push(ThreadItem { at: t.at.clone(), kind: "status", run: None, author: None, text, reported_at: None });
     }
     for m in messages {
         let (kind, mut text) = match m.direction.as_str() {
@@ -160,12 +165,27 @@ fn thread(
             };
             text.push_str(&state);
         }
-        items.push(ThreadItem { at: m.at.clone(), kind, run: Some(m.run_no), author: Some(m.author.clone()), text });
+        items.push(ThreadItem {
+            at: m.landed_at().to_owned(),
+            kind,
+            run: Some(m.run_no),
+            author: Some(m.author.clone()),
+            text,
+            reported_at: m.received_at.as_ref().map(|_| m.at.clone()),
+        });
     }
     for e in events {
         let text = if e.summary.is_empty() { e.kind.clone() } else { format!("{} {}", e.kind, e.summary) };
-        items.push(ThreadItem { at: e.at.clone(), kind: "event", run: Some(e.run_no), author: None, text });
+        items.push(ThreadItem {
+            at: e.landed_at().to_owned(),
+            kind: "event",
+            run: Some(e.run_no),
+            author: None,
+            text,
+            reported_at: e.received_at.as_ref().map(|_| e.at.clone()),
+        });
     }
+    // By the lead's clock: a brother's own timestamps cannot move its reports around.
     // Stable: items at the same instant keep the order above (prompt, status, messages, events).
     items.sort_by_cached_key(|i| sort_key(&i.at));
     Ok(items)

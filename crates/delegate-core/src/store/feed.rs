@@ -13,9 +13,12 @@ pub struct Event {
     pub id: i64,
     pub task_id: i64,
     pub run_no: i64,
+    /// When the agent said it happened: the brother's clock, validated, never an ordering key.
     pub at: String,
     pub kind: String,
     pub summary: String,
+    /// When the lead recorded it (the lead's clock): what orders a thread.
+    pub received_at: Option<String>,
 }
 
 /// A message: from a brother (report helper), to a brother (say), or a person's note.
@@ -29,9 +32,28 @@ pub struct Message {
     pub seq: Option<i64>,
     pub kind: String,
     pub text: String,
+    /// When it was written: the lead's clock for notes and messages to a brother; the
+    /// brother's (validated) claim for its reports, which never orders anything.
     pub at: String,
     pub delivered_at: Option<String>,
     pub read_at: Option<String>,
+    /// When the lead recorded a brother's report (the lead's clock); `None` for the lead's
+    /// own messages, whose `at` already is.
+    pub received_at: Option<String>,
+}
+
+impl Message {
+    /// When this message reached the mailbox, on the lead's clock: what orders it.
+    pub fn landed_at(&self) -> &str {
+        self.received_at.as_deref().unwrap_or(&self.at)
+    }
+}
+
+impl Event {
+    /// When this event reached the mailbox, on the lead's clock: what orders it.
+    pub fn landed_at(&self) -> &str {
+        self.received_at.as_deref().unwrap_or(&self.at)
+    }
 }
 
 /// Where a reader of the feed stands: the last id seen in each source.
@@ -59,7 +81,8 @@ impl FeedItem {
     }
 }
 
-const MESSAGE_COLS: &str = "id, task_id, run_no, direction, author, seq, kind, text, at, delivered_at, read_at";
+const MESSAGE_COLS: &str =
+    "id, task_id, run_no, direction, author, seq, kind, text, at, delivered_at, read_at, received_at";
 
 fn message_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -74,14 +97,15 @@ fn message_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
         at: r.get(8)?,
         delivered_at: r.get(9)?,
         read_at: r.get(10)?,
+        received_at: r.get(11)?,
     })
 }
 
 impl Store {
     pub fn events(&self, task_id: i64) -> Result<Vec<Event>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, task_id, run_no, at, kind, summary FROM events WHERE task_id = ?1 ORDER BY id")?;
+        let mut st = self.conn.prepare(
+            "SELECT id, task_id, run_no, at, kind, summary, received_at FROM events WHERE task_id = ?1 ORDER BY id",
+        )?;
         let rows = st.query_map([task_id], |r| {
             Ok(Event {
                 id: r.get(0)?,
@@ -90,6 +114,7 @@ impl Store {
                 at: r.get(3)?,
                 kind: r.get(4)?,
                 summary: r.get(5)?,
+                received_at: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -224,7 +249,7 @@ impl Store {
         }
         let mut st = self
             .conn
-            .prepare_cached("SELECT id, task_id, run_no, kind, summary, at FROM events WHERE id > ?1 ORDER BY id")?;
+            .prepare_cached("SELECT id, task_id, run_no, kind, summary, coalesce(received_at, at) FROM events WHERE id > ?1 ORDER BY id")?;
         let mut rows = st.query([cursor.event])?;
         while let Some(r) = rows.next()? {
             next.event = r.get(0)?;
@@ -241,6 +266,7 @@ impl Store {
         for m in st.query_map([cursor.message], message_row)? {
             let m = m?;
             next.message = m.id;
+            let at = m.landed_at().to_owned();
             items.push(FeedItem::Message {
                 task: m.task_id,
                 run: m.run_no,
@@ -248,9 +274,10 @@ impl Store {
                 author: m.author,
                 kind: m.kind,
                 text: m.text,
-                at: m.at,
+                at,
             });
         }
+        // By the lead's clock (when each landed), never a brother's claim.
         // Stable: within one timestamp, state changes come before events and messages.
         items.sort_by(|a, b| a.at().cmp(b.at()));
         Ok((items, next))

@@ -181,16 +181,17 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
     }
     for e in &ing.events {
         tx.execute(
-            "INSERT INTO events (task_id, run_no, at, kind, summary, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![ing.task_id, ing.run_no, e.at, e.kind, e.summary, e.data],
+            "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![ing.task_id, ing.run_no, e.at, e.kind, e.summary, e.data, now],
         )?;
     }
     for m in &ing.messages {
         // The brother numbers its messages; a message seen twice lands once.
         tx.execute(
-            "INSERT OR IGNORE INTO messages (task_id, run_no, direction, author, seq, kind, text, at)
-             VALUES (?1, ?2, 'from_brother', (SELECT brother FROM tasks WHERE id = ?1), ?3, ?4, ?5, ?6)",
-            params![ing.task_id, ing.run_no, m.seq, m.kind, m.text, m.at],
+            "INSERT OR IGNORE INTO messages (task_id, run_no, direction, author, seq, kind, text, at, received_at)
+             VALUES (?1, ?2, 'from_brother', (SELECT brother FROM tasks WHERE id = ?1), ?3, ?4, ?5, ?6, ?7)",
+            params![ing.task_id, ing.run_no, m.seq, m.kind, m.text, m.at, now],
         )?;
     }
     for (id, at, via) in &ing.receipts {
