@@ -564,7 +564,7 @@ fn parse_message(line: &[u8], now: std::time::SystemTime) -> Option<(NewMessage,
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_ingest {
     use std::time::SystemTime;
 
     #[test]

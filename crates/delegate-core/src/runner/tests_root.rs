@@ -137,7 +137,7 @@ fn sync_say_and_cancel_refuse_a_root_that_is_not_this_users() {
     std::fs::create_dir_all(real.join("tasks/k-1")).unwrap();
     symlink(&real, s.root()).unwrap();
     let root = s.root().to_string_lossy().into_owned();
-    let req = SyncRequest { remote_root: root.clone(), tasks: vec![], max_bytes_per_file: 10 };
+    let req = SyncRequest { remote_root: root.clone(), tasks: vec![], max_bytes_per_file: 10, max_bytes_total: 10 };
     let say_line = r#"{"id":3,"at":"2024-01-01T00:00:00Z","author":"lead","text":"hi"}"#;
     for script in [
         render_sync(&req).unwrap(),
