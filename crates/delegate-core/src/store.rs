@@ -125,6 +125,23 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Runs `f` again while SQLite answers busy or locked without having waited (the first opens
+/// of a new mailbox by concurrent processes), for up to about [`LOCK_WAIT`].
+fn busy_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the mailbox in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
@@ -140,7 +157,10 @@ impl Store {
         // Per-connection settings: inside a migration they would be lost or refused.
         conn.busy_timeout(LOCK_WAIT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+        // Switching a new file to WAL needs it to itself: a second process opening the same new
+        // mailbox at that moment gets SQLITE_BUSY at once (SQLite skips the busy handler where
+        // waiting could deadlock), so the first open retries for a while.
+        let mode: String = busy_retry(|| conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)))?;
         debug_assert_eq!(mode, "wal");
         conn.pragma_update(None, "synchronous", "FULL")?;
 
@@ -498,6 +518,29 @@ mod tests {
         let d = std::env::temp_dir().join(format!("dlg-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn concurrent_first_opens_of_a_new_mailbox_all_succeed() {
+        // Four CLI commands at once on a machine that never ran delegate: each creates the
+        // mailbox, and switching it to WAL must not fail any of them with "database is locked".
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!("dlg-store-first-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let (dir, barrier) = (dir.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&dir).map(|s| s.mailbox_id().to_string())
+                    })
+                })
+                .collect();
+            let ids: Vec<String> = opens.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+            assert!(ids.iter().all(|id| *id == ids[0]), "one mailbox id: {ids:?}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
