@@ -17,6 +17,7 @@ fn all_shell_scripts_pass_shellcheck() {
         "crates/delegate-core/src/runner/cancel.sh",
         "crates/delegate-core/src/runner/sync.sh",
         "crates/delegate-core/src/runner/say.sh",
+        "crates/delegate-core/src/runner/own-root.sh",
         "crates/delegate-core/src/runner/inbox.sh",
         "crates/delegate-core/src/runner/scope-guard.sh",
         "hooks/claude-hook.sh",

@@ -39,6 +39,8 @@ use crate::error::{Error, Result};
 pub const SYNC_SH: &str = include_str!("runner/sync.sh");
 pub const CANCEL_SH: &str = include_str!("runner/cancel.sh");
 pub const SAY_SH: &str = include_str!("runner/say.sh");
+/// `foreign_root`, put in front of the three scripts above.
+pub const OWN_ROOT_SH: &str = include_str!("runner/own-root.sh");
 
 /// The task files a sync reads, in the order their offsets travel to the script.
 /// `delivered.jsonl` holds the receipts of the lead's messages (see `runner/inbox.sh`).
@@ -144,8 +146,9 @@ fn script(fields: &[String], sep: u8, body: &str) -> Vec<u8> {
         vars.extend_from_slice(f.as_bytes());
         vars.push(sep);
     }
-    let mut out = Vec::with_capacity(vars.len() * 4 / 3 + body.len() + 16);
+    let mut out = Vec::with_capacity(vars.len() * 4 / 3 + OWN_ROOT_SH.len() + body.len() + 16);
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
+    out.extend_from_slice(OWN_ROOT_SH.as_bytes());
     out.extend_from_slice(body.as_bytes());
     out
 }

@@ -36,16 +36,13 @@ main() {
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
 	local dir=$root/tasks/$key
-	# The launch refuses a remote_root (or tasks/) that is not this user's alone
-	# (agent-env.sh: private_dirs); nothing is read or written through one here either.
-	# Builtins only: a symbolic link, not a directory, or another owner.
-	local own
-	for own in "${root%"${root##*[!/]}"}" "$root/tasks"; do
-		if [ -L "$own" ] || { [ -e "$own" ] && ! { [ -d "$own" ] && [ -O "$own" ]; }; }; then
-			printf 'DELEGATE-ERROR 25 %s\n' "remote_root refused: $own is a symbolic link, not a directory, or not this user's (uid $EUID): choose a remote_root in this user's home (e.g. ~/.delegate)" >&2
-			exit 25
-		fi
-	done
+	# Nothing is read or written through a root that is not this user's (own-root.sh).
+	local root_problem
+	if foreign_root "$root"; then
+		# shellcheck disable=SC2154 # set by foreign_root
+		printf 'DELEGATE-ERROR 25 %s\n' "$root_problem" >&2
+		exit 25
+	fi
 	say() { printf 'DELEGATE-CANCEL %s\n' "$1"; }
 
 	[ -d "$dir" ] || { say no-task; return 0; }

@@ -48,15 +48,10 @@ main() {
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
 	local dir=$root/tasks/$key inbox=$root/tasks/$key/inbox.jsonl
-	# The launch refuses a remote_root (or tasks/) that is not this user's alone
-	# (agent-env.sh: private_dirs); nothing is read or written through one here either.
-	# Builtins only: a symbolic link, not a directory, or another owner.
-	local own
-	for own in "${root%"${root##*[!/]}"}" "$root/tasks"; do
-		if [ -L "$own" ] || { [ -e "$own" ] && ! { [ -d "$own" ] && [ -O "$own" ]; }; }; then
-			fail 25 "remote_root refused: $own is a symbolic link, not a directory, or not this user's (uid $EUID): choose a remote_root in this user's home (e.g. ~/.delegate)"
-		fi
-	done
+	# Nothing is read or written through a root that is not this user's (own-root.sh).
+	local root_problem
+	# shellcheck disable=SC2154 # set by foreign_root
+	if foreign_root "$root"; then fail 25 "$root_problem"; fi
 	say() { printf 'DELEGATE-SAY %s\n' "$1"; }
 
 	[ -d "$dir" ] || { say no-task; return 0; }
