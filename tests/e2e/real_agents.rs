@@ -172,50 +172,17 @@ fn say_reaches_claude_mid_run_and_it_acknowledges() {
             return report(req, "receipt", "on it");
         }
         // Work on (one tool call at a time) until the lead has spoken.
-        let end = Instant::now() + Duration::from_secs(20);
-        while !gate.load(Ordering::SeqCst) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(&gate);
         Reply::Shell("true".into())
     });
     let Some(b) = brother(Install::NpmUserPrefix, "claude", "write", script) else { return };
-    let id = launch(&b.env, &["oppy", "work on it", "--max-turns", "20", "--json"]);
-    show_until(&b.env, id, "receipt", |t| !message_kinds(t).is_empty());
-    let msg = b.env.run(&["say", &id.to_string(), "use storage v2", "--json"]).ok().json();
-    said.store(true, Ordering::SeqCst);
-    let msg_id = msg["id"].as_i64().unwrap();
-    let task = wait_done(&b.env, id);
-    assert_eq!(task["status"], "completed", "{task}");
-    let t = show(&b.env, id);
-    let m = t["messages"].as_array().unwrap().iter().find(|m| m["id"] == msg_id).unwrap().clone();
-    assert!(!m["delivered_at"].is_null() && !m["read_at"].is_null(), "not delivered and read: {m}");
+    say_mid_run_and_check(&b, &said);
     assert!(b.model.requests().iter().any(|r| r.contains("use storage v2")), "the model never saw the message");
 }
 
 #[test]
 fn reopen_resumes_claudes_session_with_its_earlier_turns() {
-    let script = Script::new(|req| {
-        if req.contains("second part") {
-            assert!(req.assistant_turns > 0, "the resumed request has no earlier turns");
-            Reply::Text("second done".into())
-        } else {
-            Reply::Text("first done".into())
-        }
-    });
-    let Some(b) = brother(Install::NativeInstaller, "claude", "write", script) else { return };
-    let id = launch(&b.env, &["oppy", "first part", "--json"]);
-    assert_eq!(wait_done(&b.env, id)["status"], "completed");
-    b.env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let t = loop {
-        let t = show(&b.env, id);
-        if t["runs"].as_array().unwrap().len() == 2 && t["status"] == "completed" || Instant::now() > deadline {
-            break t;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(t["status"], "completed", "{t}");
-    assert!(t.to_string().contains("second done"), "{t}");
+    reopen_resumes(Install::NativeInstaller, "claude");
 }
 
 #[test]
@@ -314,42 +281,16 @@ fn codex_reads_a_message_with_the_inbox_helper_and_acknowledges_it() {
             return report(req, "receipt", "on it");
         }
         // Between steps, as the preamble says: check the inbox once the lead has spoken.
-        let end = Instant::now() + Duration::from_secs(20);
-        while !gate.load(Ordering::SeqCst) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(&gate);
         Reply::Shell(format!("'{dir}/inbox'"))
     });
     let Some(b) = brother(Install::NpmUserPrefix, "codex", "write", script) else { return };
-    let id = launch(&b.env, &["oppy", "work on it", "--max-turns", "20", "--json"]);
-    show_until(&b.env, id, "receipt", |t| !message_kinds(t).is_empty());
-    let msg = b.env.run(&["say", &id.to_string(), "use storage v2", "--json"]).ok().json();
-    said.store(true, Ordering::SeqCst);
-    let task = wait_done(&b.env, id);
-    assert_eq!(task["status"], "completed", "{task}");
-    let t = show(&b.env, id);
-    let m = t["messages"].as_array().unwrap().iter().find(|m| m["id"] == msg["id"]).unwrap().clone();
-    assert!(!m["delivered_at"].is_null() && !m["read_at"].is_null(), "not delivered and read: {m}");
+    say_mid_run_and_check(&b, &said);
 }
 
 #[test]
 fn reopen_resumes_codexs_thread() {
-    let script = Script::new(|req| {
-        if req.contains("second part") {
-            assert!(req.assistant_turns > 0, "the resumed request has no earlier turns");
-            Reply::Text("second done".into())
-        } else {
-            Reply::Text("first done".into())
-        }
-    });
-    let Some(b) = brother(Install::Nvm, "codex", "write", script) else { return };
-    let id = launch(&b.env, &["oppy", "first part", "--json"]);
-    assert_eq!(wait_done(&b.env, id)["status"], "completed");
-    b.env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
-    let t = show_until(&b.env, id, "the second run completed", |t| {
-        t["runs"].as_array().unwrap().len() == 2 && t["status"] == "completed"
-    });
-    assert!(t.to_string().contains("second done"), "{t}");
+    reopen_resumes(Install::Nvm, "codex");
 }
 
 #[test]
@@ -384,4 +325,46 @@ fn a_write_scope_stops_claudes_write_outside_it() {
     });
     assert!(!work.join("outside.txt").exists(), "a write outside the scope got through: {t}");
     assert!(t.to_string().contains("ScopeDenied"), "{t}");
+}
+
+/// Holds the model's next reply until the lead has spoken (at most 20 s).
+fn wait_for(said: &AtomicBool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !said.load(Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Launches a task whose script waits on `said`, says "use storage v2" once the receipt is
+/// in, and checks the task completed with the message delivered and acknowledged.
+fn say_mid_run_and_check(b: &Brother, said: &AtomicBool) {
+    let id = launch(&b.env, &["oppy", "work on it", "--max-turns", "20", "--json"]);
+    show_until(&b.env, id, "receipt", |t| !message_kinds(t).is_empty());
+    let msg = b.env.run(&["say", &id.to_string(), "use storage v2", "--json"]).ok().json();
+    said.store(true, Ordering::SeqCst);
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "{task}");
+    let t = show(&b.env, id);
+    let m = t["messages"].as_array().unwrap().iter().find(|m| m["id"] == msg["id"]).unwrap().clone();
+    assert!(!m["delivered_at"].is_null() && !m["read_at"].is_null(), "not delivered and read: {m}");
+}
+
+/// A finished task reopened: the agent's resumed request carries the earlier turns.
+fn reopen_resumes(how: Install, agent: &str) {
+    let script = Script::new(|req| {
+        if req.contains("second part") {
+            assert!(req.assistant_turns > 0, "the resumed request has no earlier turns");
+            Reply::Text("second done".into())
+        } else {
+            Reply::Text("first done".into())
+        }
+    });
+    let Some(b) = brother(how, agent, "write", script) else { return };
+    let id = launch(&b.env, &["oppy", "first part", "--json"]);
+    assert_eq!(wait_done(&b.env, id)["status"], "completed");
+    b.env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
+    let t = show_until(&b.env, id, "the second run completed", |t| {
+        t["runs"].as_array().unwrap().len() == 2 && t["status"] == "completed"
+    });
+    assert!(t.to_string().contains("second done"), "{agent}: {t}");
 }
