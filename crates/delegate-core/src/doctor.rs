@@ -769,7 +769,8 @@ mod tests {
         ));
         match &a.lines[1] {
             (Target::One(0), Line::Finding { detail, .. }) => {
-                assert_eq!(detail, "/usr/bin/claude (found by the login environment)[31m")
+                // The whole escape sequence goes, not only its ESC.
+                assert_eq!(detail, "/usr/bin/claude (found by the login environment)")
             }
             other => panic!("{other:?}"),
         }

@@ -28,6 +28,9 @@ use crate::task::{Sandbox, Task, TaskStatus};
 /// stdin at 10 MiB; staying below it leaves room for the wrapping later issues add.
 pub const MAX_PROMPT_BYTES: usize = 8 * 1024 * 1024;
 
+/// Bytes of the launch script's stderr kept in the mailbox.
+const MAX_LAUNCH_STDERR: usize = 16 * 1024;
+
 /// How long the launch script may take on the brother (preflight, version probe, tmux).
 const EXEC_LIMIT: Duration = Duration::from_secs(120);
 
@@ -108,9 +111,11 @@ pub fn wrap_prompt(task_id: i64, brother: &str, helpers: bool, task_dir: &str, p
     out
 }
 
-/// One line from the brother for a message: printable characters only, at most `max` of them.
+/// One line from the brother for a message: escape sequences dropped whole (the one
+/// sanitizer, [`crate::outcome::printable`]), line breaks as spaces, at most `max` characters.
 pub fn clean_line(s: &str, max: usize) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    let clean: String =
+        crate::outcome::printable(s).chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
     clean.trim().to_string()
 }
 
@@ -637,7 +642,10 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     evidence["timings"] = timings;
 
     let parsed = runner::parse_output(&out.stdout, &out.stderr);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The brother's stderr is kept as evidence: its head only (a hostile brother could send
+    // up to the exec cap).
+    let head = &out.stderr[..out.stderr.len().min(MAX_LAUNCH_STDERR)];
+    let stderr = String::from_utf8_lossy(head).into_owned();
     if let Some(remote) = &parsed.evidence {
         evidence["remote"] = remote.clone();
         evidence["argv"] = json!(resolved_argv(&argv, remote));
@@ -747,6 +755,12 @@ fn elapsed_ms(since: Instant) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brother_lines_lose_whole_escape_sequences() {
+        assert_eq!(clean_line("bash: \u{1b}]52;c;SGk=\u{7}line 3:\n\u{1b}[31mboom", 100), "bash: line 3: boom");
+        assert_eq!(clean_line("abcdef", 3), "abc");
+    }
 
     #[test]
     fn subjects_are_one_clean_line() {

@@ -255,7 +255,8 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
             && let Some((code, msg)) = rest.split_once(' ')
             && let Ok(code) = code.parse()
         {
-            out.error = Some((code, msg.to_string()));
+            // The brother's words, bounded and on one line, before they become a reason.
+            out.error = Some((code, crate::launch::clean_line(msg, 2000)));
         }
     }
     out

@@ -13,19 +13,7 @@ use delegate_core::agent::{AgentRequest, plan};
 use delegate_core::task::Sandbox;
 
 fn agents_dir() -> Option<PathBuf> {
-    match std::env::var_os("DELEGATE_TEST_AGENTS_BIN") {
-        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "DELEGATE_TEST_AGENTS_BIN is unset under CI: run scripts/test.sh"
-            );
-            eprintln!(
-                "skipped: DELEGATE_TEST_AGENTS_BIN is unset (scripts/test.sh installs the real CLIs and sets it)"
-            );
-            None
-        }
-    }
+    delegate_testkit::brothers::real_agents_bin()
 }
 
 struct Scratch(PathBuf);

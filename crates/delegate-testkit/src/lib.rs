@@ -85,6 +85,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+mod accept;
 pub mod brothers;
 pub mod model;
 pub mod proxy;

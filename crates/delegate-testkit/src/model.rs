@@ -440,26 +440,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 // HTTP/1.1 server: one accept thread, one thread per connection (keep-alive).
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = stream.set_nonblocking(false);
-                let s = shared.clone();
-                if let Ok(t) = thread::Builder::new().name("dlgtk-model-conn".into()).spawn(move || serve(stream, s)) {
-                    conns.push(t);
-                }
-                conns.retain(|t| !t.is_finished());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => thread::sleep(POLL),
-        }
-    }
-    for t in conns {
-        let _ = t.join();
-    }
+    let stop = shared.clone();
+    crate::accept::accept_until(
+        listener,
+        move || stop.stop.load(Ordering::SeqCst),
+        "dlgtk-model-conn",
+        move |c| serve(c, shared.clone()),
+    );
 }
 
 /// A parsed HTTP request.

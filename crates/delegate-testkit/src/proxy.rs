@@ -172,29 +172,16 @@ impl Drop for FaultProxy {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stopping() {
-        match listener.accept() {
-            Ok((client, _)) => {
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
-                let _ = client.set_nonblocking(false);
-                let s = shared.clone();
-                if let Ok(t) =
-                    thread::Builder::new().name("dlgtk-proxy-conn".into()).spawn(move || connection(client, s))
-                {
-                    conns.push(t);
-                }
-                conns.retain(|t| !t.is_finished());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => thread::sleep(POLL),
-        }
-    }
-    for t in conns {
-        let _ = t.join();
-    }
+    let stop = shared.clone();
+    crate::accept::accept_until(
+        listener,
+        move || stop.stopping(),
+        "dlgtk-proxy-conn",
+        move |client| {
+            shared.accepted.fetch_add(1, Ordering::SeqCst);
+            connection(client, shared.clone())
+        },
+    );
 }
 
 /// RST instead of FIN when the last descriptor of `s` is closed.

@@ -30,14 +30,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// System directories on the child's `PATH` (codex.js needs `node`).
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// The real CLIs (scripts/test.sh installs them); a skip with a reason outside CI.
 fn agents_bin() -> Option<PathBuf> {
-    match std::env::var_os("DELEGATE_TEST_AGENTS_BIN") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            eprintln!("skipped: set DELEGATE_TEST_AGENTS_BIN to a directory holding the real claude and codex");
-            None
-        }
-    }
+    delegate_testkit::brothers::real_agents_bin()
 }
 
 /// uid/gid to run `claude` as: [`ROOT_TEST_USER`] when we are root, else ourselves.
@@ -267,13 +262,7 @@ fn claude_runs_write_and_a_deferred_tool() {
 #[test]
 fn claude_resume_sends_earlier_turns() {
     let Some(bin) = agents_bin() else { return };
-    let model = ModelStandIn::start(Script::new(|req| {
-        if req.contains("second question") {
-            Reply::Text("second answer".into())
-        } else {
-            Reply::Text("first answer".into())
-        }
-    }));
+    let model = ModelStandIn::start(first_then_second());
     let owner = run_as();
     let scratch = Scratch::new(owner);
     let first = run(claude(&bin, &model, &scratch, owner, &[]), "first question");
@@ -360,13 +349,7 @@ fn codex_applies_a_patch() {
 #[test]
 fn codex_resume_sends_earlier_turns() {
     let Some(bin) = agents_bin() else { return };
-    let model = ModelStandIn::start(Script::new(|req| {
-        if req.contains("second question") {
-            Reply::Text("second answer".into())
-        } else {
-            Reply::Text("first answer".into())
-        }
-    }));
+    let model = ModelStandIn::start(first_then_second());
     let scratch = Scratch::new(None);
     let first = run(codex(&bin, &model, &scratch, &[]), "first question");
     let ctx = dump(&first, &model);
@@ -545,4 +528,15 @@ fn drop_stops_the_server_with_open_connections() {
     drop(model);
     assert!(start.elapsed() < Duration::from_secs(1), "drop took {:?}", start.elapsed());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// Answers "second answer" once the conversation holds the second question, else "first answer".
+fn first_then_second() -> Script {
+    Script::new(|req| {
+        if req.contains("second question") {
+            Reply::Text("second answer".into())
+        } else {
+            Reply::Text("first answer".into())
+        }
+    })
 }

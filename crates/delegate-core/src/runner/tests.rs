@@ -473,3 +473,11 @@ fn a_task_dir_with_a_quote_is_refused_only_where_a_file_must_carry_it() {
     s.launch(&v);
     assert!(wait_secs(&Path::new(&root).join("tasks/k-2/exit"), 5).starts_with("0 "));
 }
+
+#[test]
+fn brother_errors_are_bounded_and_lose_their_escapes() {
+    let stderr = format!("DELEGATE-ERROR 21 \u{1b}]0;owned\u{7}{}\n", "x".repeat(10_000));
+    let (code, message) = parse_output(b"", stderr.as_bytes()).error.unwrap();
+    assert_eq!(code, 21);
+    assert_eq!(message, "x".repeat(2000));
+}
