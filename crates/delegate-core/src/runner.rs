@@ -215,6 +215,9 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The largest launch evidence line kept (the brother writes it).
+const MAX_EVIDENCE: usize = 64 * 1024;
+
 /// What the launch script printed on success.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Marker {
@@ -237,7 +240,8 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
     let mut out = LaunchOutput::default();
     for line in String::from_utf8_lossy(stdout).lines() {
         if let Some(json) = line.strip_prefix("DELEGATE-EVIDENCE ") {
-            out.evidence = serde_json::from_str(json).ok();
+            // launch.json is a few hundred bytes; anything far larger is not ours to keep.
+            out.evidence = (json.len() <= MAX_EVIDENCE).then(|| serde_json::from_str(json).ok()).flatten();
         } else if let Some(rest) = line.strip_prefix("DELEGATE-LAUNCHED ") {
             let mut f = rest.split(' ');
             if let (Some(nonce), Some(session)) = (f.next(), f.next()) {

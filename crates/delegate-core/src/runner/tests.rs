@@ -480,4 +480,8 @@ fn brother_errors_are_bounded_and_lose_their_escapes() {
     let (code, message) = parse_output(b"", stderr.as_bytes()).error.unwrap();
     assert_eq!(code, 21);
     assert_eq!(message, "x".repeat(2000));
+    // An evidence line far over launch.json's size is not kept.
+    let huge = format!("DELEGATE-EVIDENCE {{\"pad\":\"{}\"}}\n", "y".repeat(100_000));
+    assert!(parse_output(huge.as_bytes(), b"").evidence.is_none());
+    assert!(parse_output(b"DELEGATE-EVIDENCE {\"task\":7}\n", b"").evidence.is_some());
 }
