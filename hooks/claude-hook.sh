@@ -34,7 +34,7 @@
 #   PostToolUse  {"hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"<c>"}}
 #   Stop         {"decision":"block","reason":"<c>"}
 #
-# where <c> is built by the task's `inbox` helper (runner/inbox.sh, sourced here, so there
+# where <c> is built by the task's `inbox` helper (remote/scripts/inbox.sh, sourced here, so there
 # is one reader of the inbox format): the messages oldest first as `Message <id> from
 # <author> (delegate say): <text>`, copied still JSON-escaped from inbox.jsonl, joined by
 # \n\n, at most 9000 bytes (Claude cuts hook context at 10,000 characters). A message that
@@ -116,7 +116,7 @@ main() {
 deliver() {
 	local dir=$1 ctx hooked
 	[ -s "$dir/inbox.jsonl" ] && [ -f "$dir/inbox" ] || return 0
-	# shellcheck source=/dev/null # the task's runner/inbox.sh, sourced for its functions
+	# shellcheck source=/dev/null # the task's remote/scripts/inbox.sh, sourced for its functions
 	. "$dir/inbox" --source || return 0
 	# A first look without the lock: when nothing is new, no process is started.
 	inbox_load "$dir"

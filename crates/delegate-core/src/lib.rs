@@ -94,55 +94,57 @@
 //!
 //! # Modules
 //!
-//! In reading order:
-//! - [`names`]: validated names (brothers, hosts, tmux sessions) that are safe in paths and tmux.
-//! - [`config`]: the TOML inventory of hosts, brothers and custom agents.
-//! - [`ssh_config`] and [`known_hosts`]: OpenSSH-compatible resolution (Match blocks,
-//!   ProxyJump/ProxyCommand) and host-key checks (certificates, global files, hashing).
-//! - [`ssh`]: the russh client: connect along a route (`ssh::route`: direct, bastions,
-//!   proxy command; `ssh::system`: the system ssh for `transport = "ssh"`), verify,
-//!   authenticate in OpenSSH's key order (`ssh::auth`), exec with stdin.
-//! - [`agent`]: how each agent kind is started (argv, sandbox mapping, turn limit).
-//! - [`runner`]: the bash launch script (a real file), the shared code that finds the agent and
-//!   its environment on the brother (`runner/agent-env.sh`), and how variables are filled in.
-//! - [`sync_protocol`]: the sync and cancel scripts and the framing of their replies.
-//! - [`store`]: the SQLite mailbox: tasks, runs, transitions.
-//! - [`task`]: plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`].
-//! - [`launch`]: the launch path: intent, SSH, evidence.
-//! - [`sync`] and [`outcome`]: reading the brothers' files back and classifying how runs ended.
-//! - [`control`]: sync, wait, cancel, logs, attach and update on launched tasks.
-//! - [`say`], [`reopen`] and [`write_scope`]: talking to a brother and following up.
-//! - [`thread`]: a task as a conversation ([`Delegate::show`]).
-//! - [`doctor`]: what a launch needs, checked on each brother without launching.
-//! - [`delegate`]: [`Delegate`], the entry type that owns the pieces above.
+//! The folders follow the path of a task, each answering one question:
+//!
+//! | folder | answers | holds |
+//! |---|---|---|
+//! | [`hosts`] | where is a brother, and which host keys are its? | [`hosts::inventory`] (the TOML file), [`hosts::ssh_config`] (OpenSSH's resolution: Match, Include, ProxyJump), [`hosts::known_hosts`] (host-key decisions: revoked, CA, hashed) |
+//! | [`transport`] | how is it reached? | [`transport::ssh`] (the russh client: routes, OpenSSH's key order, the system ssh), [`transport::pool`] (one connection per host), [`transport::warm`] (the daemon holding connections across processes) |
+//! | [`remote`] | what runs there? | the bash scripts in `remote/scripts/` (launch, run, sync, cancel, say, the agent's helpers) with their tests, how they are filled in, and [`remote::protocol`] (what their replies look like) |
+//! | [`mailbox`] | what does the lead remember? | the SQLite mailbox, its migrations, the feed and [`mailbox::thread`] (a task as one conversation) |
+//! | [`agents`] | how is each agent driven and read? | argv, prompt delivery and sandbox mapping per agent; [`agents::outcome`] (each agent's stream classified) |
+//! | [`ops`] | what can a lead do? | [`ops::launch`], [`ops::sync`], [`ops::say`], [`ops::reopen`], [`ops::control`] (wait, cancel, logs, update), [`ops::doctor`] |
+//!
+//! Beside them: [`delegate`] ([`Delegate`], the entry type that owns the pieces), [`task`]
+//! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`names`] (validated names,
+//! safe in paths and tmux) and [`error`].
 
 // Errors here are rare and carry the facts a reader needs (fingerprints, files, lines);
 // their size on the cold path matters less than keeping them plain.
 #![allow(clippy::result_large_err)]
 
-pub mod agent;
-pub mod config;
-pub mod control;
+pub mod agents;
 pub mod delegate;
-pub mod doctor;
 pub mod error;
-pub mod known_hosts;
-pub mod launch;
+pub mod hosts;
+pub mod mailbox;
 pub mod names;
-pub mod outcome;
-pub mod pool;
-pub mod reopen;
-pub mod runner;
-pub mod say;
-pub mod ssh;
-pub mod ssh_config;
-pub mod store;
-pub mod sync;
-pub mod sync_protocol;
+pub mod ops;
+pub mod remote;
 pub mod task;
-pub mod thread;
-pub mod warm;
-pub mod write_scope;
+pub mod transport;
+
+// The flat module paths of earlier releases, kept so embedders' imports still resolve.
+#[doc(hidden)]
+pub use agents as agent;
+#[doc(hidden)]
+pub use agents::outcome;
+#[doc(hidden)]
+pub use hosts::inventory as config;
+#[doc(hidden)]
+pub use hosts::{known_hosts, ssh_config};
+#[doc(hidden)]
+pub use mailbox as store;
+#[doc(hidden)]
+pub use mailbox::thread;
+#[doc(hidden)]
+pub use ops::{control, doctor, launch, reopen, say, sync, write_scope};
+#[doc(hidden)]
+pub use remote as runner;
+#[doc(hidden)]
+pub use remote::protocol as sync_protocol;
+#[doc(hidden)]
+pub use transport::{pool, ssh, warm};
 
 pub use delegate::{Delegate, Paths, Trusted};
 pub use error::Error;

@@ -6,7 +6,7 @@
 #
 # It appends the line to inbox.jsonl in the task directory, which only this script writes.
 # The agent reads it with the task's `inbox` helper and the Claude hook hands it over
-# (runner/inbox.sh documents both files); neither ever types into the agent's pane. Rust
+# (remote/scripts/inbox.sh documents both files); neither ever types into the agent's pane. Rust
 # has checked the line: one line, exactly {"id":N,"at":"<utc>","author":<json>,"text":<json>}
 # with N the message id.
 #

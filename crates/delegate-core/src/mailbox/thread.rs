@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn run_results_carry_the_answer_the_denials_and_sandbox_warnings() {
         let mut facts = StreamFacts::default();
-        facts.feed(StreamKind::Claude, include_bytes!("../tests/fixtures/streams/synthetic-claude-denied.jsonl"));
+        facts.feed(StreamKind::Claude, include_bytes!("../../tests/fixtures/streams/synthetic-claude-denied.jsonl"));
         let r = super::RunResult::from_facts(1, &facts);
         assert_eq!(
             r.final_text.as_deref(),
@@ -218,7 +218,7 @@ mod tests {
         let mut facts = StreamFacts::default();
         facts.feed(
             StreamKind::Claude,
-            include_bytes!("../tests/fixtures/streams/synthetic-claude-sandbox-broken.jsonl"),
+            include_bytes!("../../tests/fixtures/streams/synthetic-claude-sandbox-broken.jsonl"),
         );
         let r = super::RunResult::from_facts(2, &facts);
         assert_eq!(r.sandbox_failed, 2);

@@ -1,13 +1,13 @@
-//! The launch script: `runner/launch.sh`, a real bash file, sent on stdin to bash (see
+//! The launch script: `remote/scripts/launch.sh`, a real bash file, sent on stdin to bash (see
 //! [`REMOTE_COMMAND`]).
 //!
-//! Rust adds only `DLG_NAME='<base64>'` lines and `runner/agent-env.sh` (function
-//! definitions shared with `runner/doctor.sh`) in front of the file's body; it never
+//! Rust adds only `DLG_NAME='<base64>'` lines and `remote/scripts/agent-env.sh` (function
+//! definitions shared with `remote/scripts/doctor.sh`) in front of the file's body; it never
 //! splices text into the body. Base64 keeps every byte of a prompt, path or argv away from the
 //! remote shell's parser, and the body's `main() {...}; main "$@"` shape means a script cut
-//! off in transit runs nothing. `runner/run.sh` is the body of what tmux runs; it travels
+//! off in transit runs nothing. `remote/scripts/run.sh` is the body of what tmux runs; it travels
 //! as one of the files the launch script writes into the task directory, with the helpers
-//! the agent calls (`report`: `runner/report.sh`; `inbox`: `runner/inbox.sh`) and the
+//! the agent calls (`report`: `remote/scripts/report.sh`; `inbox`: `remote/scripts/inbox.sh`) and the
 //! Claude hook (`hooks/claude-hook.sh`).
 //! The formats those files write are documented at the top of each script.
 
@@ -18,19 +18,22 @@ use crate::agent::{AgentPlan, PromptDelivery};
 use crate::error::{Error, Result};
 use crate::task::Sandbox;
 
-pub const LAUNCH_SH: &str = include_str!("runner/launch.sh");
+/// The scripts that follow a launch (sync, cancel, say) and the framing of their replies.
+pub mod protocol;
+
+pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");
 /// Where the agent is found and what it runs with (login/interactive shell environment,
 /// env files, version and sandbox probes): function definitions only, put in front of both
 /// `launch.sh` and `doctor.sh` so a launch and `delegate doctor` find the same agent.
-pub const AGENT_ENV_SH: &str = include_str!("runner/agent-env.sh");
+pub const AGENT_ENV_SH: &str = include_str!("scripts/agent-env.sh");
 /// `delegate doctor`'s checks on a brother (see [`crate::doctor`]).
-pub const DOCTOR_SH: &str = include_str!("runner/doctor.sh");
-pub const RUN_SH: &str = include_str!("runner/run.sh");
+pub const DOCTOR_SH: &str = include_str!("scripts/doctor.sh");
+pub const RUN_SH: &str = include_str!("scripts/run.sh");
 /// The helper the agent calls to talk back (`report <kind> <text>`), written as `report`.
-pub const REPORT_SH: &str = include_str!("runner/report.sh");
+pub const REPORT_SH: &str = include_str!("scripts/report.sh");
 /// The helper the agent calls to read the lead's messages (`inbox`, `inbox ack <id>`),
 /// written as `inbox`; the Claude hook sources it to hand the messages over itself.
-pub const INBOX_SH: &str = include_str!("runner/inbox.sh");
+pub const INBOX_SH: &str = include_str!("scripts/inbox.sh");
 
 /// The remote command every script of delegate runs under; the script comes on stdin.
 ///
@@ -48,7 +51,7 @@ pub const REMOTE_ARGV: [&str; 3] = ["bash", "-c", r#"eval "$(</dev/stdin)""#];
 /// Seconds between SIGTERM and SIGKILL when the runner stops an agent.
 pub const DEFAULT_GRACE_SECS: u64 = 10;
 
-/// Exit codes of the launch script (see the header of `runner/launch.sh`).
+/// Exit codes of the launch script (see the header of `remote/scripts/launch.sh`).
 pub mod code {
     pub const TMUX_MISSING: i32 = 20;
     pub const AGENT_MISSING: i32 = 21;
@@ -266,19 +269,29 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
     out
 }
 
+// The scripts' own tests run them with real bash (and tmux where they need it), one file per
+// script or concern, under tests/.
 #[cfg(test)]
+#[path = "tests/launch.rs"]
 mod tests;
 #[cfg(test)]
+#[path = "tests/env.rs"]
 mod tests_env;
 #[cfg(test)]
+#[path = "tests/helpers.rs"]
 mod tests_helpers;
 #[cfg(test)]
+#[path = "tests/inbox.rs"]
 mod tests_inbox;
 #[cfg(test)]
+#[path = "tests/root.rs"]
 mod tests_root;
 #[cfg(test)]
+#[path = "tests/scope.rs"]
 mod tests_scope;
 #[cfg(test)]
+#[path = "tests/stop.rs"]
 mod tests_stop;
 #[cfg(test)]
+#[path = "tests/sync.rs"]
 mod tests_sync;

@@ -2,8 +2,8 @@
 //!
 //! One fresh SSH connection and one exec per host (the host's brothers share the exec),
 //! hosts in parallel. Connecting is itself the first checks: reachable, host key, who
-//! authenticated with which key. Then `runner/doctor.sh`, sent behind
-//! `runner/agent-env.sh` (the functions the launch script finds the agent with, so both
+//! authenticated with which key. Then `remote/scripts/doctor.sh`, sent behind
+//! `remote/scripts/agent-env.sh` (the functions the launch script finds the agent with, so both
 //! find the same one), checks the host's tools and, per brother, the agent and the
 //! environment it is found in, its version, the sandbox level's requirements, credentials,
 //! the remote root and the workdir. It changes nothing on the brother.

@@ -7,12 +7,15 @@ use crate::config::CustomAgent;
 use crate::error::{Error, Result};
 use crate::task::Sandbox;
 
+/// How each agent's stream is read back: turns, the final answer, denied calls, how a run ended.
+pub mod outcome;
+
 /// The self-test agent's script, written into the task directory by the launch script.
-pub const SELF_TEST_AGENT: &str = include_str!("runner/self-test-agent.sh");
+pub const SELF_TEST_AGENT: &str = include_str!("../remote/scripts/self-test-agent.sh");
 
 /// The Claude Code hook (`hooks/claude-hook.sh`), written into every task directory as
 /// `hook`; the per-task Claude settings run it for each event.
-pub const CLAUDE_HOOK: &str = include_str!("../../../hooks/claude-hook.sh");
+pub const CLAUDE_HOOK: &str = include_str!("../../../../hooks/claude-hook.sh");
 
 /// What marks one agentic step in Codex's `--json` stream, as an extended regular
 /// expression the runner counts lines with, to enforce the turn limit Codex lacks. A

@@ -8,7 +8,7 @@
 #   "$DELEGATE_TASK_DIR/inbox" --all      every message again; writes no receipt
 #
 # Files next to this script:
-#   inbox.jsonl      written only by the lead's say script (runner/say.sh), one line per
+#   inbox.jsonl      written only by the lead's say script (remote/scripts/say.sh), one line per
 #                    message, exactly {"id":N,"at":"<utc>","author":<json>,"text":<json>}
 #                    (the lead checks the shape, the readers below rely on it)
 #   delivered.jsonl  append-only receipts, which the lead's sync reads back:

@@ -2,7 +2,7 @@
 //! [`crate::reopen::wrap_followup`]); where the agent offers a way, delegate also enforces
 //! it, and the run's evidence says which (`agent_plan.write_scope_enforcement`):
 //!
-//! - Claude Code: a PreToolUse hook (`runner/scope-guard.sh`) refuses Edit, MultiEdit,
+//! - Claude Code: a PreToolUse hook (`remote/scripts/scope-guard.sh`) refuses Edit, MultiEdit,
 //!   Write and NotebookEdit outside the scope, in every permission mode. Bash is not path
 //!   checked: at the `write` level the OS sandbox bounds it to the working directory.
 //! - Codex: its sandbox has no path limit narrower than the workspace, so the scope is only
@@ -13,7 +13,7 @@ use crate::agent::AgentPlan;
 use crate::task::Sandbox;
 
 /// The guard, written into the task directory as `scope-guard`.
-pub const SCOPE_GUARD: &str = include_str!("runner/scope-guard.sh");
+pub const SCOPE_GUARD: &str = include_str!("../remote/scripts/scope-guard.sh");
 
 /// The tools whose writes the guard checks (a Claude hook matcher, a regex).
 const GUARDED_TOOLS: &str = "Edit|MultiEdit|Write|NotebookEdit";

@@ -1123,9 +1123,9 @@ mod tests {
             Fixture {
                 name: $name,
                 kind: $kind,
-                stream: include_bytes!(concat!("../tests/fixtures/streams/", $name, ".jsonl")),
-                stderr: include_str!(concat!("../tests/fixtures/streams/", $name, ".stderr")),
-                code: include_str!(concat!("../tests/fixtures/streams/", $name, ".exit")).trim().parse().unwrap(),
+                stream: include_bytes!(concat!("../../tests/fixtures/streams/", $name, ".jsonl")),
+                stderr: include_str!(concat!("../../tests/fixtures/streams/", $name, ".stderr")),
+                code: include_str!(concat!("../../tests/fixtures/streams/", $name, ".exit")).trim().parse().unwrap(),
             }
         };
     }

@@ -4,7 +4,7 @@
 //!   timeout of a minute for the write lock, and
 //!   `BEGIN IMMEDIATE` for every write so concurrent writers wait for the lock instead of
 //!   failing a read-to-write upgrade.
-//! - Schema steps in `store/NNN_*.sql`, applied in order; their count is `PRAGMA
+//! - Schema steps in `migrations/NNN_*.sql`, applied in order; their count is `PRAGMA
 //!   user_version`. Never edit a step; add a new one.
 //! - The directory is 0700 and the database file is created 0600 before SQLite opens it,
 //!   because SQLite gives its `-wal` and `-shm` files the mode of the database file.
@@ -24,6 +24,8 @@ use crate::task::{Run, Sandbox, Task, TaskStatus};
 mod feed;
 mod lifecycle;
 mod queue;
+/// A task as one conversation, for `show` and the MCP `get_task`.
+pub mod thread;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
@@ -31,11 +33,11 @@ pub use queue::Caps;
 
 /// Schema steps in order. A step's position is its version: append, never edit.
 const STEPS: &[&str] = &[
-    include_str!("store/001_tasks.sql"),
-    include_str!("store/002_lifecycle.sql"),
-    include_str!("store/003_runs.sql"),
-    include_str!("store/004_say.sql"),
-    include_str!("store/005_received.sql"),
+    include_str!("migrations/001_tasks.sql"),
+    include_str!("migrations/002_lifecycle.sql"),
+    include_str!("migrations/003_runs.sql"),
+    include_str!("migrations/004_say.sql"),
+    include_str!("migrations/005_received.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -674,7 +676,7 @@ mod tests {
 
     #[test]
     fn every_migration_file_is_a_step() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/mailbox/migrations");
         let files = std::fs::read_dir(dir)
             .unwrap()
             .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))

@@ -1,7 +1,7 @@
-//! The wire protocol of the scripts that follow a launch: `runner/sync.sh` (one SSH exec
+//! The wire protocol of the scripts that follow a launch: `remote/scripts/sync.sh` (one SSH exec
 //! reports on every task of a host: which task directories exist, which tmux sessions live,
 //! and the bytes each task file gained since the offsets the lead holds),
-//! `runner/cancel.sh` (stop one task's agent) and `runner/say.sh` (queue a message for one
+//! `remote/scripts/cancel.sh` (stop one task's agent) and `remote/scripts/say.sh` (queue a message for one
 //! task's agent in its `inbox.jsonl`; the receipts come back in `delivered.jsonl` with the
 //! sync).
 //!
@@ -36,14 +36,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::error::{Error, Result};
 
-pub const SYNC_SH: &str = include_str!("runner/sync.sh");
-pub const CANCEL_SH: &str = include_str!("runner/cancel.sh");
-pub const SAY_SH: &str = include_str!("runner/say.sh");
+pub const SYNC_SH: &str = include_str!("scripts/sync.sh");
+pub const CANCEL_SH: &str = include_str!("scripts/cancel.sh");
+pub const SAY_SH: &str = include_str!("scripts/say.sh");
 /// `foreign_root`, put in front of the three scripts above.
-pub const OWN_ROOT_SH: &str = include_str!("runner/own-root.sh");
+pub const OWN_ROOT_SH: &str = include_str!("scripts/own-root.sh");
 
 /// The task files a sync reads, in the order their offsets travel to the script.
-/// `delivered.jsonl` holds the receipts of the lead's messages (see `runner/inbox.sh`).
+/// `delivered.jsonl` holds the receipts of the lead's messages (see `remote/scripts/inbox.sh`).
 pub const SYNCED_FILES: [&str; 7] =
     ["state", "exit", "stream.jsonl", "events.jsonl", "outbox.jsonl", "stderr.log", "delivered.jsonl"];
 

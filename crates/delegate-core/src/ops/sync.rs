@@ -491,7 +491,7 @@ pub(crate) fn plan(
     ing
 }
 
-/// The kinds the `report` helper writes (runner/report.sh).
+/// The kinds the `report` helper writes (remote/scripts/report.sh).
 pub const REPORT_KINDS: &[&str] = &["receipt", "progress", "question", "done", "blocked", "status"];
 
 /// A brother's timestamp as stored: kept when it is RFC 3339 UTC in the shape the runner
