@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use delegate_core::Error as E;
-use delegate_core::known_hosts::KnownHostsError;
+use delegate_core::ErrorKind as K;
 use delegate_core::runner::code as remote;
 
 /// Everything worked (for `run`: the agent really started in tmux on the brother).
@@ -95,34 +95,27 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(FAILURE)
 }
 
+/// The exit code for a library error, by its [`ErrorKind`] (the MCP server names the same
+/// kinds). Several kinds share a code where a script has no different thing to do.
 fn code_for_core(e: &E) -> Option<u8> {
-    Some(match e {
-        // The wrapper says which task; the cause decides the code.
-        E::LaunchFailed { source, .. } | E::Hop { source, .. } => return code_for_core(source),
-        E::ProxyCommand { .. } => UNREACHABLE,
-        E::SystemSsh { .. } => SSH,
-        E::Config { .. } | E::UnknownBrother { .. } | E::UnknownHost { .. } | E::UnknownAgent { .. } => CONFIG,
-        E::KnownHosts(KnownHostsError::CertificateInvalid { .. } | KnownHostsError::CertificateExpected { .. }) => {
-            HOST_KEY_CHANGED
-        }
-        E::SshConfig(_) | E::KnownHosts(_) => CONFIG,
-        E::HostKeyUnknown { .. } => HOST_KEY_UNKNOWN,
-        E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => HOST_KEY_CHANGED,
-        E::Unreachable { .. } | E::Timeout { .. } => UNREACHABLE,
-        E::AuthRefused { .. } | E::AuthDisconnected { .. } => AUTH,
-        E::Ssh { .. } => SSH,
-        E::PromptEmpty | E::PromptTooLarge { .. } => PROMPT,
-        E::SandboxRefused { .. } => SANDBOX_REFUSED,
-        E::LaunchRefused { code, .. } if (20..=31).contains(code) => *code as u8,
-        E::LaunchRefused { .. } => FAILURE,
-        E::LaunchUnknown { .. } => LAUNCH_UNKNOWN,
-        E::TaskNotFound(_) => NOT_FOUND,
-        E::AlreadyFinished { .. } => ALREADY_FINISHED,
-        E::RunActive { .. } => RUN_ACTIVE,
-        E::SayToFinished { .. } => ALREADY_FINISHED,
-        E::NotResumable { .. } => NOT_RESUMABLE,
-        E::SyncFailed { .. } => UNREACHABLE,
-        E::Conflict { .. } | E::SchemaTooNew { .. } | E::Store(_) | E::Io { .. } => MAILBOX,
+    Some(match e.kind() {
+        K::Config | K::UnknownBrother | K::UnknownHost | K::UnknownAgent => CONFIG,
+        K::HostKeyUnknown => HOST_KEY_UNKNOWN,
+        K::HostKeyChanged => HOST_KEY_CHANGED,
+        K::Unreachable | K::SyncFailed => UNREACHABLE,
+        K::AuthRefused => AUTH,
+        K::Ssh => SSH,
+        K::PromptEmpty | K::PromptTooLarge => PROMPT,
+        K::SandboxRefused => SANDBOX_REFUSED,
+        // The brother's own preflight verdicts pass through unchanged.
+        K::BrotherRefused(code) if (20..=31).contains(&code) => code as u8,
+        K::BrotherRefused(_) => FAILURE,
+        K::LaunchUnknown => LAUNCH_UNKNOWN,
+        K::TaskNotFound => NOT_FOUND,
+        K::AlreadyFinished => ALREADY_FINISHED,
+        K::RunActive => RUN_ACTIVE,
+        K::NotResumable => NOT_RESUMABLE,
+        K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,
     })
 }

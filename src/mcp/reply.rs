@@ -73,53 +73,10 @@ pub(super) fn error_chain(e: &Error) -> String {
     s
 }
 
-/// A short machine-readable name for a library error; the same split as the CLI's exit codes.
+/// A short machine-readable name for a library error: its [`delegate_core::ErrorKind`]'s name
+/// (the CLI's exit codes follow the same kinds).
 pub fn error_code(e: &Error) -> &'static str {
-    use delegate_core::runner::code as remote;
-    match e {
-        Error::LaunchFailed { source, .. } | Error::Hop { source, .. } => error_code(source),
-        Error::ProxyCommand { .. } => "unreachable",
-        Error::SystemSsh { .. } => "ssh",
-        Error::Config { .. } | Error::SshConfig(_) | Error::KnownHosts(_) => "config",
-        Error::UnknownBrother { .. } => "unknown_brother",
-        Error::UnknownHost { .. } => "unknown_host",
-        Error::UnknownAgent { .. } => "unknown_agent",
-        Error::HostKeyUnknown { .. } => "host_key_unknown",
-        Error::HostKeyChanged { .. } | Error::HostKeyRevoked { .. } | Error::FingerprintMismatch { .. } => {
-            "host_key_changed"
-        }
-        Error::Unreachable { .. } | Error::Timeout { .. } => "unreachable",
-        Error::AuthRefused { .. } | Error::AuthDisconnected { .. } => "auth_refused",
-        Error::Ssh { .. } => "ssh",
-        Error::PromptEmpty => "prompt_empty",
-        Error::PromptTooLarge { .. } => "prompt_too_large",
-        Error::SandboxRefused { .. } => "sandbox_refused",
-        Error::LaunchRefused { code, .. } => match *code {
-            remote::TMUX_MISSING => "tmux_missing",
-            remote::AGENT_MISSING => "agent_missing",
-            remote::PROMPT_NOT_WRITTEN => "prompt_not_written",
-            remote::BASE_TOOLS_MISSING => "base_tools_missing",
-            remote::WORKDIR_MISSING => "workdir_missing",
-            remote::TASK_DIR_NOT_WRITABLE => "task_dir_not_writable",
-            remote::SANDBOX_REFUSED => "sandbox_refused",
-            remote::TMUX_REFUSED => "tmux_refused",
-            remote::RUNNER_SILENT => "runner_silent",
-            remote::ALREADY_LAUNCHED => "already_launched",
-            remote::LAUNCH_SCRIPT_ERROR => "launch_script_error",
-            remote::ENVIRONMENT => "environment",
-            _ => "launch_refused",
-        },
-        Error::LaunchUnknown { .. } => "launch_unknown",
-        Error::TaskNotFound(_) => "task_not_found",
-        Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => "already_finished",
-        Error::RunActive { .. } => "run_active",
-        Error::NotResumable { .. } => "not_resumable",
-        Error::SyncFailed { .. } => "sync_failed",
-        Error::OutputTooLarge { .. } => "output_too_large",
-        Error::Conflict { .. } => "conflict",
-        Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => "mailbox",
-        _ => "error",
-    }
+    e.kind().name()
 }
 
 pub(super) fn sync_warnings(summary: delegate_core::sync::SyncSummary) -> BTreeMap<String, String> {

@@ -210,3 +210,152 @@ impl Error {
         }
     }
 }
+
+/// What kind of failure an [`Error`] is: the one classification the CLI's exit codes, the MCP
+/// server's error names and embedders all use, so a new error is classified once, here.
+/// Wrappers (a failed launch, a bastion hop) take their cause's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The inventory or an ssh config is wrong.
+    Config,
+    UnknownBrother,
+    UnknownHost,
+    UnknownAgent,
+    /// The host's key is not recorded anywhere.
+    HostKeyUnknown,
+    /// The host's key differs from the recorded one, is revoked, does not match the expected
+    /// fingerprint, or a certificate that should vouch for it does not.
+    HostKeyChanged,
+    /// The host could not be reached (or a ProxyCommand failed), or did not answer in time.
+    Unreachable,
+    /// The host refused every key offered.
+    AuthRefused,
+    /// The SSH protocol (or the system ssh) failed in some other way.
+    Ssh,
+    PromptEmpty,
+    PromptTooLarge,
+    /// The sandbox level cannot be honoured: refused, never downgraded.
+    SandboxRefused,
+    /// The brother's launch script refused; the code is its preflight verdict (20-31,
+    /// [`crate::remote::code`]), or another code it exited with.
+    BrotherRefused(i32),
+    /// The link dropped after the launch script was sent: the agent may be running.
+    LaunchUnknown,
+    TaskNotFound,
+    /// The task is finished: nothing to stop or tell.
+    AlreadyFinished,
+    /// The task still has a run in progress.
+    RunActive,
+    /// The task's agent has no session to resume.
+    NotResumable,
+    /// A host could not be synced.
+    SyncFailed,
+    /// A command on the brother wrote more than the exec cap.
+    OutputTooLarge,
+    /// Another process changed the task first (optimistic locking).
+    Conflict,
+    /// The mailbox could not be read or written (or is of a newer schema).
+    Mailbox,
+}
+
+impl ErrorKind {
+    /// A short snake_case name for machines (the MCP server's error codes).
+    pub fn name(self) -> &'static str {
+        use crate::remote::code;
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::UnknownBrother => "unknown_brother",
+            ErrorKind::UnknownHost => "unknown_host",
+            ErrorKind::UnknownAgent => "unknown_agent",
+            ErrorKind::HostKeyUnknown => "host_key_unknown",
+            ErrorKind::HostKeyChanged => "host_key_changed",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::AuthRefused => "auth_refused",
+            ErrorKind::Ssh => "ssh",
+            ErrorKind::PromptEmpty => "prompt_empty",
+            ErrorKind::PromptTooLarge => "prompt_too_large",
+            ErrorKind::SandboxRefused | ErrorKind::BrotherRefused(code::SANDBOX_REFUSED) => "sandbox_refused",
+            ErrorKind::BrotherRefused(code) => match code {
+                code::TMUX_MISSING => "tmux_missing",
+                code::AGENT_MISSING => "agent_missing",
+                code::PROMPT_NOT_WRITTEN => "prompt_not_written",
+                code::BASE_TOOLS_MISSING => "base_tools_missing",
+                code::WORKDIR_MISSING => "workdir_missing",
+                code::TASK_DIR_NOT_WRITABLE => "task_dir_not_writable",
+                code::TMUX_REFUSED => "tmux_refused",
+                code::RUNNER_SILENT => "runner_silent",
+                code::ALREADY_LAUNCHED => "already_launched",
+                code::LAUNCH_SCRIPT_ERROR => "launch_script_error",
+                code::ENVIRONMENT => "environment",
+                _ => "launch_refused",
+            },
+            ErrorKind::LaunchUnknown => "launch_unknown",
+            ErrorKind::TaskNotFound => "task_not_found",
+            ErrorKind::AlreadyFinished => "already_finished",
+            ErrorKind::RunActive => "run_active",
+            ErrorKind::NotResumable => "not_resumable",
+            ErrorKind::SyncFailed => "sync_failed",
+            ErrorKind::OutputTooLarge => "output_too_large",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Mailbox => "mailbox",
+        }
+    }
+}
+
+impl Error {
+    /// This error's [`ErrorKind`]. Every variant is listed (no catch-all), so adding a variant
+    /// without classifying it does not compile.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // The wrapper says which task or hop; the cause decides the kind.
+            Error::LaunchFailed { source, .. } | Error::Hop { source, .. } => source.kind(),
+            Error::Config { .. } | Error::SshConfig(_) => ErrorKind::Config,
+            Error::KnownHosts(
+                KnownHostsError::CertificateInvalid { .. } | KnownHostsError::CertificateExpected { .. },
+            ) => ErrorKind::HostKeyChanged,
+            Error::KnownHosts(_) => ErrorKind::Config,
+            Error::UnknownBrother { .. } => ErrorKind::UnknownBrother,
+            Error::UnknownHost { .. } => ErrorKind::UnknownHost,
+            Error::UnknownAgent { .. } => ErrorKind::UnknownAgent,
+            Error::HostKeyUnknown { .. } => ErrorKind::HostKeyUnknown,
+            Error::HostKeyChanged { .. } | Error::HostKeyRevoked { .. } | Error::FingerprintMismatch { .. } => {
+                ErrorKind::HostKeyChanged
+            }
+            Error::Unreachable { .. } | Error::Timeout { .. } | Error::ProxyCommand { .. } => ErrorKind::Unreachable,
+            Error::AuthRefused { .. } | Error::AuthDisconnected { .. } => ErrorKind::AuthRefused,
+            Error::Ssh { .. } | Error::SystemSsh { .. } => ErrorKind::Ssh,
+            Error::PromptEmpty => ErrorKind::PromptEmpty,
+            Error::PromptTooLarge { .. } => ErrorKind::PromptTooLarge,
+            Error::SandboxRefused { .. } => ErrorKind::SandboxRefused,
+            Error::LaunchRefused { code, .. } => ErrorKind::BrotherRefused(*code),
+            Error::LaunchUnknown { .. } => ErrorKind::LaunchUnknown,
+            Error::TaskNotFound(_) => ErrorKind::TaskNotFound,
+            Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
+            Error::RunActive { .. } => ErrorKind::RunActive,
+            Error::NotResumable { .. } => ErrorKind::NotResumable,
+            Error::SyncFailed { .. } => ErrorKind::SyncFailed,
+            Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => ErrorKind::Mailbox,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrappers_take_their_cause_s_kind_and_brother_codes_keep_their_names() {
+        let refused = Error::LaunchRefused { task: 3, brother: "oppy".into(), code: 21, message: "no claude".into() };
+        let wrapped = Error::LaunchFailed { task: 3, brother: "oppy".into(), source: Box::new(refused) };
+        assert_eq!(wrapped.kind(), ErrorKind::BrotherRefused(21));
+        assert_eq!(wrapped.kind().name(), "agent_missing");
+        let hop = Error::Hop { hop: "bastion".into(), addr: "b:22".into(), source: Box::new(Error::TaskNotFound(1)) };
+        assert_eq!(hop.kind(), ErrorKind::TaskNotFound);
+        // Two ways of saying "this sandbox cannot be honoured" share one name.
+        assert_eq!(ErrorKind::BrotherRefused(crate::remote::code::SANDBOX_REFUSED).name(), ErrorKind::SandboxRefused.name());
+        assert_eq!(ErrorKind::BrotherRefused(99).name(), "launch_refused");
+    }
+}

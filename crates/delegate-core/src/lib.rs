@@ -147,7 +147,7 @@ pub use remote::protocol as sync_protocol;
 pub use transport::{pool, ssh, warm};
 
 pub use delegate::{Delegate, Paths, Trusted};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
 pub use store::ListFilter;
 pub use task::{Run, Sandbox, Task, TaskStatus};
