@@ -120,7 +120,9 @@ pub mod hosts;
 pub mod mailbox;
 pub mod names;
 pub mod ops;
+pub mod paths;
 pub mod remote;
+pub mod sanitize;
 pub mod task;
 pub mod transport;
 

@@ -3,4 +3,5 @@
 
 pub mod inventory;
 pub mod known_hosts;
+pub mod resolve;
 pub mod ssh_config;

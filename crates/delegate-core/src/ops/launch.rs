@@ -111,13 +111,7 @@ pub fn wrap_prompt(task_id: i64, brother: &str, helpers: bool, task_dir: &str, p
     out
 }
 
-/// One line from the brother for a message: escape sequences dropped whole (the one
-/// sanitizer, [`crate::outcome::printable`]), line breaks as spaces, at most `max` characters.
-pub fn clean_line(s: &str, max: usize) -> String {
-    let clean: String =
-        crate::outcome::printable(s).chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
-    clean.trim().to_string()
-}
+pub use crate::sanitize::clean_line;
 
 pub fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()

@@ -238,11 +238,7 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
     Ok((summary, more))
 }
 
-/// The name of a run's directory on the brother: `<mailbox>-<task>` for the first run,
-/// `<mailbox>-<task>-r<n>` for a reopened one, so each run's files start empty.
-pub fn task_key(mailbox_id: &str, task_id: i64, run_no: i64) -> String {
-    if run_no <= 1 { format!("{mailbox_id}-{task_id}") } else { format!("{mailbox_id}-{task_id}-r{run_no}") }
-}
+pub use crate::remote::task_key;
 
 fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool {
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)

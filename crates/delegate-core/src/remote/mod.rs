@@ -69,6 +69,12 @@ pub mod code {
     pub const ENVIRONMENT: i32 = 31;
 }
 
+/// The name of a run's directory on the brother: `<mailbox>-<task>` for the first run,
+/// `<mailbox>-<task>-r<n>` for a reopened one, so each run's files start empty.
+pub fn task_key(mailbox_id: &str, task_id: i64, run_no: i64) -> String {
+    if run_no <= 1 { format!("{mailbox_id}-{task_id}") } else { format!("{mailbox_id}-{task_id}-r{run_no}") }
+}
+
 /// The variable parts of one launch.
 pub struct LaunchVars<'a> {
     pub task_id: i64,
@@ -263,7 +269,7 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
             && let Ok(code) = code.parse()
         {
             // The brother's words, bounded and on one line, before they become a reason.
-            out.error = Some((code, crate::launch::clean_line(msg, 2000)));
+            out.error = Some((code, crate::sanitize::clean_line(msg, 2000)));
         }
     }
     out

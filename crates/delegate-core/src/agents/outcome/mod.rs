@@ -434,6 +434,8 @@ fn failed(kind: FailKind, reason: &str) -> Outcome {
 
 // ---- text helpers ----------------------------------------------------------------------
 
+pub use crate::sanitize::{clip, printable};
+
 /// The most telling stderr line: the first that starts with "error", else the first that
 /// is not a warning (Codex always opens with a PATH-alias warning under /tmp; Claude may warn
 /// about the sandbox first), else the first non-empty one.
@@ -459,55 +461,6 @@ fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
 fn mentions_unauthorized(message: &str) -> bool {
     message.to_ascii_lowercase().contains("unauthorized")
         || message.split(|c: char| !c.is_ascii_digit()).any(|run| run == "401")
-}
-
-/// Text from a brother made safe to print on a terminal: ANSI escape sequences (CSI, OSC
-/// and the rest), other control characters and bidirectional overrides are removed;
-/// newlines and tabs stay. Everything a brother writes is untrusted.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => match chars.next() {
-                // CSI: parameters and intermediates up to a final byte in @..~.
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \\).
-                Some(']' | 'P' | 'X' | '^' | '_') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
-                            break;
-                        }
-                    }
-                }
-                // Any other escape is two characters long.
-                _ => {}
-            },
-            '\n' | '\t' => out.push(c),
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// At most `max` characters; a cut text ends in "…" (counted in `max`).
-pub fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some(_) => {
-            let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-            out.push('…');
-            out
-        }
-    }
 }
 
 /// One line of at most [`MAX_SUMMARY_CHARS`], control characters (newlines) as spaces.

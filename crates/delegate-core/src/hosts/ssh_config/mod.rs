@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use crate::known_hosts::{match_pattern_list, wildcard_match};
 
+mod jump;
 mod match_;
+
+pub use jump::{JumpHop, parse_jump};
 
 /// What to resolve, and everything the resolution needs from the caller's environment.
 pub struct SshConfigQuery<'a> {
@@ -71,11 +74,11 @@ pub struct ResolvedSsh {
     pub proxy: Option<Proxy>,
 }
 
-/// How ssh would reach the host when not directly (see [`crate::ssh::route`]).
+/// How ssh would reach the host when not directly (see [`crate::transport::ssh::route`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proxy {
     /// `ProxyJump`: the hops in order, the host connected to first coming first.
-    Jump(Vec<crate::ssh::route::JumpHop>),
+    Jump(Vec<JumpHop>),
     /// `ProxyCommand`, its `%` tokens not expanded yet: `%r` and `%p` depend on the
     /// inventory, which plays the role of ssh's command-line options.
     Command(String),
@@ -585,7 +588,7 @@ impl<'q, 'a> Parser<'q, 'a> {
         let seconds = |key: &str| number(key).map(|s| Duration::from_secs(s.into()));
         let proxy = match (kept("proxyjump"), kept("proxycommand")) {
             (Some((jump, _)), _) if !is_none(jump) => {
-                Some(Proxy::Jump(crate::ssh::route::parse_jump(jump).expect("checked when read")))
+                Some(Proxy::Jump(parse_jump(jump).expect("checked when read")))
             }
             (_, Some((command, _))) if !is_none(command) => {
                 // The command would hand us a socket (SCM_RIGHTS) instead of speaking SSH.
@@ -645,7 +648,7 @@ fn checked(
         if is_none(v) {
             return Ok(Some(vec!["none".into()]));
         }
-        crate::ssh::route::parse_jump(v).map_err(|m| at.invalid(format!("bad ProxyJump \"{v}\": {m}")))?;
+        parse_jump(v).map_err(|m| at.invalid(format!("bad ProxyJump \"{v}\": {m}")))?;
         return Ok(Some(vec![v.to_string()]));
     }
     if value == Value::Paths {

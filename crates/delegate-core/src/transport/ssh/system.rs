@@ -75,7 +75,7 @@ pub async fn exec(
             Err(_) => format!("did not connect within {limit:?}"),
         };
         let text = String::from_utf8_lossy(&stderr[..stderr.len().min(MAX_SSH_STDERR)]).into_owned();
-        let stderr = crate::launch::clean_line(text.trim(), MAX_SSH_STDERR);
+        let stderr = crate::sanitize::clean_line(text.trim(), MAX_SSH_STDERR);
         return Err(Error::SystemSsh { host: t.host.clone(), status, stderr });
     };
     let mut remote_err = stderr[..at].to_vec();
