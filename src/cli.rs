@@ -358,6 +358,9 @@ pub struct HostAddArgs {
     /// At most this many tasks in flight on the host; more wait as `queued`
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: Option<u32>,
+    /// Seconds state commands wait for this host's sync before showing its tasks stale (default 10)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_deadline: Option<u64>,
     /// Environment agents run in there: login (default), interactive or plain
     #[arg(long, value_parser = parse_environment)]
     pub environment: Option<delegate_core::config::AgentEnvironment>,

@@ -69,6 +69,11 @@ pub struct HostEntry {
     /// slots free up. Default: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Seconds a state command (`status`, `list`, `show`, `wait`, the MCP tools) waits for
+    /// this host's sync before showing its tasks as last heard, marked stale; default
+    /// [`crate::sync::DEFAULT_SYNC_DEADLINE`]. Raise it for a host that is slow but healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_deadline: Option<u64>,
     /// Which environment agents run in on this host (default `login`); see [`AgentEnvironment`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<AgentEnvironment>,
@@ -235,6 +240,12 @@ impl Inventory {
             }
             if h.max_concurrent == Some(0) {
                 return Err(bad(format!("hosts.{name}.max_concurrent: 0 would start nothing; use 1 or more")));
+            }
+            if h.sync_deadline == Some(0) {
+                return Err(bad(format!(
+                    "hosts.{name}.sync_deadline: 0 seconds would never hear from the host; use 1 or more (default {})",
+                    crate::sync::DEFAULT_SYNC_DEADLINE.as_secs()
+                )));
             }
             if let Some(f) = &h.env_file {
                 check_remote_path(f).map_err(|m| bad(format!("hosts.{name}.env_file: {m}")))?;
@@ -511,6 +522,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nsandbox = \"most\"\n", "most"),
             ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent = \"gpt\"\n", "agent"),
             ("[hosts.\"a b\"]\naddress = \"h\"\n", "invalid host name"),
+            ("[hosts.h]\naddress = \"h\"\nsync_deadline = 0\n", "hosts.h.sync_deadline: 0 seconds"),
         ];
         for (text, needle) in cases {
             let err = Inventory::parse(text, Path::new("c.toml")).unwrap_err().to_string();
@@ -569,6 +581,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             remote_root: None,
             connect_timeout: None,
             max_concurrent: None,
+            sync_deadline: None,
             environment: None,
             env_file: None,
             transport: None,

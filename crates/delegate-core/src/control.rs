@@ -18,7 +18,8 @@ pub struct WaitResult {
     pub tasks: Vec<Task>,
     /// Tasks not finished when the time ran out.
     pub pending: Vec<i64>,
-    /// Hosts that could not be synced during the wait (last error of each).
+    /// Hosts whose latest sync during the wait failed or ran out of time: the warning
+    /// ([`crate::sync::HostSync::warning`]) with the cause and the fix.
     pub sync_errors: BTreeMap<String, String>,
 }
 
@@ -39,18 +40,28 @@ pub struct RemoteChunk {
 }
 
 impl Delegate {
-    /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`).
-    /// Then starts queued tasks that have room (their results are in the mailbox).
+    /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`),
+    /// giving each host its sync deadline ([`sync::Patience::Deadline`]): a host that has
+    /// not answered by then is reported in the summary, and its tasks show their last known
+    /// state with [`Task::stale`] set. Then starts queued tasks that have room (their
+    /// results are in the mailbox).
     pub async fn sync(&mut self, only: Option<&[i64]>) -> Result<SyncSummary> {
-        let summary = sync::sync(self, only).await?;
+        self.sync_with(only, sync::Patience::Deadline).await
+    }
+
+    /// [`Delegate::sync`] with the given patience: [`sync::Patience::Long`] for a sync that
+    /// was asked for and may wait for a slow host.
+    pub async fn sync_with(&mut self, only: Option<&[i64]>, patience: sync::Patience) -> Result<SyncSummary> {
+        let summary = sync::sync(self, only, patience).await?;
         self.dispatch_queued().await?;
         Ok(summary)
     }
 
     /// Syncs until every task in `ids` is finished or `timeout` passes (`None`: no limit),
     /// every `poll`. An unknown id fails at once with [`Error::TaskNotFound`]. A host that
-    /// cannot be synced is not an error here: it is named in [`WaitResult::sync_errors`] and
-    /// its tasks stay pending until it answers or the time runs out.
+    /// cannot be synced (or not within its sync deadline) is not an error here: it is named
+    /// in [`WaitResult::sync_errors`] and its tasks stay pending, marked stale, until it
+    /// answers or the time runs out; the other hosts' tasks finish meanwhile.
     pub async fn wait(&mut self, ids: &[i64], timeout: Option<Duration>, poll: Duration) -> Result<WaitResult> {
         for id in ids {
             self.task(*id)?; // unknown ids fail now, not after the timeout
@@ -65,8 +76,11 @@ impl Delegate {
                 .collect();
             if !pending.is_empty() {
                 let summary = self.sync(Some(&pending)).await?;
-                for (host, e) in summary.errors() {
-                    sync_errors.insert(host.to_string(), e.to_string());
+                for h in &summary.hosts {
+                    match h.warning() {
+                        Some(w) => sync_errors.insert(h.host.clone(), w),
+                        None => sync_errors.remove(&h.host),
+                    };
                 }
             }
             let tasks: Vec<Task> = ids.iter().map(|id| self.task(*id)).collect::<Result<_>>()?;

@@ -148,4 +148,4 @@ pub use delegate::{Delegate, Paths, Trusted};
 pub use error::Error;
 pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
 pub use store::ListFilter;
-pub use task::{Run, Sandbox, Task, TaskStatus};
+pub use task::{Run, Sandbox, Stale, Task, TaskStatus};

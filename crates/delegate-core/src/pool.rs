@@ -133,6 +133,15 @@ impl Pool {
         }
     }
 
+    /// Lets go of the connection held for `t`, if any (not while another caller is
+    /// connecting it): after a command on it was abandoned unanswered, whatever still runs
+    /// on that connection ends with it instead of holding one of its channels.
+    pub fn drop_connection(&self, t: &SshTarget) {
+        if let Ok(mut held) = self.slot(t).try_lock() {
+            *held = None;
+        }
+    }
+
     /// Says goodbye on every held connection.
     pub async fn close_all(&self) {
         let slots: Vec<Slot> = self.slots.lock().expect("pool lock").drain().map(|(_, s)| s).collect();

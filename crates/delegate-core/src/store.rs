@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::task::{Run, Sandbox, Task, TaskStatus};
 
 mod feed;
+mod freshness;
 mod lifecycle;
 mod queue;
 
@@ -36,6 +37,7 @@ const STEPS: &[&str] = &[
     include_str!("store/003_runs.sql"),
     include_str!("store/004_say.sql"),
     include_str!("store/005_received.sql"),
+    include_str!("store/006_host_syncs.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -395,14 +397,21 @@ impl Store {
         let sql = format!(
             "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
                     length(prompt), prompt_sha256, version, created_at, updated_at,
-                    timeout_secs, exit_code, turns, cost_usd, last_event, synced_at
-             FROM tasks {tail}"
+                    timeout_secs, exit_code, turns, cost_usd, last_event, synced_at,
+                    {}
+             FROM tasks {tail}",
+            freshness::HOST_SYNC_COLUMNS
         );
         let mut st = self.conn.prepare(&sql)?;
         let rows = st.query_map(args, |r| {
+            let (status, updated_at, synced_at): (TaskStatus, String, Option<String>) =
+                (parse_col(r, 1)?, r.get(15)?, r.get(21)?);
+            let answered_at: Option<String> = r.get(22)?;
+            let stale =
+                freshness::stale(status, synced_at.as_deref(), &updated_at, answered_at.as_deref(), r.get(23)?, r.get(24)?);
             Ok(Task {
                 id: r.get(0)?,
-                status: parse_col(r, 1)?,
+                status,
                 reason: r.get(2)?,
                 brother: r.get(3)?,
                 host: r.get(4)?,
@@ -417,13 +426,14 @@ impl Store {
                 prompt_sha256: r.get(12)?,
                 version: r.get(13)?,
                 created_at: r.get(14)?,
-                updated_at: r.get(15)?,
+                updated_at,
                 timeout_secs: r.get(16)?,
                 exit_code: r.get(17)?,
                 turns: r.get(18)?,
                 cost_usd: r.get(19)?,
                 last_event: r.get(20)?,
-                synced_at: r.get(21)?,
+                synced_at,
+                stale,
                 runs: Vec::new(),
             })
         })?;

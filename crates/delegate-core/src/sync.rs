@@ -9,7 +9,7 @@
 //! record is `lost`; a `launch_unknown` task is resolved from its remote directory.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -26,8 +26,21 @@ use crate::sync_protocol::{
 };
 use crate::task::TaskStatus;
 
-/// How long a sync exec may take on the brother.
-const SYNC_LIMIT: Duration = Duration::from_secs(60);
+/// How long a state command (`status`, `list`, `show`, `wait`, `mailbox`, the MCP tools)
+/// waits for one host's sync, connecting included, unless the host's `sync_deadline` says
+/// otherwise; past it the command goes on with what it has, the host's tasks shown as last
+/// heard (stale). A healthy host answers in well under a second over a kept connection and
+/// in a few over a fresh one (TCP, key exchange and authentication, through bastions too),
+/// so 10 s only cuts off a host that is hung or badly overloaded, while a lead polling
+/// several hosts (and an MCP client that times tool calls out at 60 s) is never held long
+/// by one.
+pub const DEFAULT_SYNC_DEADLINE: Duration = Duration::from_secs(10);
+/// How long `delegate sync`, asked for explicitly, waits for a host (or its `sync_deadline`
+/// if that is longer).
+pub const SYNC_LIMIT: Duration = Duration::from_secs(60);
+/// A sync cut at its deadline gets this long on top for its exec to stop the command on the
+/// brother itself (its own limit is the deadline) before it is dropped unanswered.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 /// Cap per file per sync reply, so one chatty agent cannot balloon a sync; the rest comes
 /// in the next round.
 pub const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
@@ -68,24 +81,83 @@ pub struct HostSync {
     /// Messages to brothers sent again because their inbox had not confirmed them.
     pub resent: Vec<i64>,
     pub error: Option<String>,
+    /// The host did not answer within its deadline (seconds): `error` says so too.
+    pub deadline_secs: Option<u64>,
+}
+
+impl HostSync {
+    fn new(host: &str, tasks: usize, execs: u32) -> HostSync {
+        HostSync {
+            host: host.to_string(),
+            tasks,
+            execs,
+            changed: vec![],
+            conflicts: vec![],
+            resent: vec![],
+            error: None,
+            deadline_secs: None,
+        }
+    }
+
+    /// What a command that shows state says about a host it could not sync: the cause and
+    /// the fix (`None` when the host was synced).
+    pub fn warning(&self) -> Option<String> {
+        let e = self.error.as_deref()?;
+        let host = &self.host;
+        Some(match self.deadline_secs {
+            Some(secs) => format!(
+                "{host} did not answer its sync within {secs} s; its tasks show their last known state, marked \
+                 stale. If {host} is hung or unreachable, `delegate doctor` checks it; if it is only slow, raise \
+                 sync_deadline under [hosts.{host}] (or run `delegate sync`, which waits up to {} s)",
+                SYNC_LIMIT.as_secs()
+            ),
+            None => format!("could not sync {host} ({e}); its tasks show their last known state, marked stale"),
+        })
+    }
 }
 
 impl SyncSummary {
     pub fn errors(&self) -> impl Iterator<Item = (&str, &str)> {
         self.hosts.iter().filter_map(|h| h.error.as_deref().map(|e| (h.host.as_str(), e)))
     }
+
+    /// One warning per host that was not synced, by host (see [`HostSync::warning`]).
+    pub fn warnings(&self) -> BTreeMap<String, String> {
+        self.hosts.iter().filter_map(|h| Some((h.host.clone(), h.warning()?))).collect()
+    }
+}
+
+/// How long a sync waits for each host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// A command that shows state: each host's `sync_deadline` (default
+    /// [`DEFAULT_SYNC_DEADLINE`]), then the host's tasks are shown stale.
+    Deadline,
+    /// `delegate sync`, asked for: [`SYNC_LIMIT`], or the host's `sync_deadline` if longer.
+    Long,
+}
+
+/// How long a sync of `host` may take, connecting included, all rounds together.
+pub fn host_deadline(inventory: &crate::config::Inventory, host: &str, patience: Patience) -> Duration {
+    let configured = inventory.hosts.get(host).and_then(|h| h.sync_deadline).map(Duration::from_secs);
+    let deadline = configured.unwrap_or(DEFAULT_SYNC_DEADLINE);
+    match patience {
+        Patience::Deadline => deadline,
+        Patience::Long => deadline.max(SYNC_LIMIT),
+    }
 }
 
 /// Syncs in rounds: the first covers every task (or `only`), each further one only the
 /// tasks whose reply was cut by a cap while the host still made progress, at most
-/// [`SYNC_ROUNDS`] in all.
-pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
-    let (mut summary, mut more) = sync_round(d, only).await?;
+/// [`SYNC_ROUNDS`] in all. Each host's rounds share one deadline ([`host_deadline`]).
+pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>, patience: Patience) -> Result<SyncSummary> {
+    let started = Instant::now();
+    let (mut summary, mut more) = sync_round(d, only, started, patience).await?;
     for _ in 1..SYNC_ROUNDS {
         if more.is_empty() {
             break;
         }
-        let (next, again) = sync_round(d, Some(&more)).await?;
+        let (next, again) = sync_round(d, Some(&more), started, patience).await?;
         merge(&mut summary, next);
         more = again;
     }
@@ -107,14 +179,21 @@ fn merge(into: &mut SyncSummary, next: SyncSummary) {
         e.resent.extend(h.resent);
         if h.error.is_some() {
             e.error = h.error;
+            e.deadline_secs = h.deadline_secs;
         }
     }
     into.hosts.sort_by(|a, b| a.host.cmp(&b.host));
 }
 
-/// One round: one exec per host. Also returns the tasks to sync again at once (their reply
-/// was cut by a cap and their host made progress).
-async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSummary, Vec<i64>)> {
+/// One round: one exec per host whose deadline has not passed. Also returns the tasks to
+/// sync again at once (their reply was cut by a cap and their host made progress). Each
+/// host's outcome is recorded, so its tasks show stale while it does not answer.
+async fn sync_round(
+    d: &mut Delegate,
+    only: Option<&[i64]>,
+    started: Instant,
+    patience: Patience,
+) -> Result<(SyncSummary, Vec<i64>)> {
     let now = std::time::SystemTime::now();
     let grace = d.launch_grace();
     let runs: Vec<InFlight> = d
@@ -133,6 +212,12 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
     let mut jobs = JoinSet::new();
     let mut waiting: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
     for (host, runs) in by_host {
+        let budget = host_deadline(d.inventory(), &host, patience);
+        let deadline = started + budget;
+        if Instant::now() >= deadline {
+            // A later round with the host's time used up: the rest comes next time.
+            continue;
+        }
         let prepared = d.resolve_target(&host).and_then(|target| {
             let root = d
                 .inventory()
@@ -166,36 +251,30 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
             Ok((target, script, resend)) => {
                 let pool = d.pool().clone();
                 jobs.spawn(async move {
-                    let r = fetch(&pool, &target, &script, resend).await;
+                    let r = fetch(&pool, &target, &script, resend, deadline, budget).await;
                     (host, r)
                 });
                 waiting.insert(runs[0].host.clone(), runs);
             }
-            Err(e) => summary.hosts.push(HostSync {
-                host,
-                tasks: runs.len(),
-                execs: 0,
-                changed: vec![],
-                conflicts: vec![],
-                resent: vec![],
-                error: Some(e.to_string()),
-            }),
+            Err(e) => {
+                let mut hs = HostSync::new(&host, runs.len(), 0);
+                hs.error = Some(e.to_string());
+                d.store_mut().record_host_sync(&host, hs.error.as_deref())?;
+                summary.hosts.push(hs);
+            }
         }
     }
     while let Some(joined) = jobs.join_next().await {
         let (host, reply) = joined.expect("sync tasks do not panic");
         let runs = waiting.remove(&host).unwrap_or_default();
-        let mut hs = HostSync {
-            host: host.clone(),
-            tasks: runs.len(),
-            execs: 1,
-            changed: vec![],
-            conflicts: vec![],
-            resent: vec![],
-            error: None,
-        };
+        let mut hs = HostSync::new(&host, runs.len(), 1);
         match reply {
-            Err(e) => hs.error = Some(e.to_string()),
+            Err(e) => {
+                if let Error::Timeout { phase: SYNCING, waited, .. } = &e {
+                    hs.deadline_secs = Some(waited.as_secs());
+                }
+                hs.error = Some(e.to_string());
+            }
             Ok((reply, sent)) => {
                 for (id, state) in sent {
                     match state {
@@ -232,6 +311,7 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
                 }
             }
         }
+        d.store_mut().record_host_sync(&host, hs.error.as_deref())?;
         summary.hosts.push(hs);
     }
     summary.hosts.sort_by(|a, b| a.host.cmp(&b.host));
@@ -248,21 +328,41 @@ fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool 
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
 }
 
+/// The phase named by a sync that ran out of time.
+const SYNCING: &str = "syncing";
+
 /// One connection (the host's pooled one): the sync exec, then any `say` the brother has not
 /// confirmed yet (a lead that died between recording a message and sending it), each with
-/// its original id.
+/// its original id. All of it by `deadline` (the host's `budget` from the start of the
+/// sync): a sync whose answer has not arrived by then is dropped whole, so nothing of it is
+/// applied (offsets stay where they were), and the host's connection with it, so no hung
+/// command lingers on a kept connection. Resending stops at the deadline too (a message
+/// not confirmed is sent again next time, and lands once).
 async fn fetch(
     pool: &Pool,
     target: &SshTarget,
     script: &[u8],
     resend: Vec<(i64, Vec<u8>)>,
+    deadline: Instant,
+    budget: Duration,
 ) -> Result<(SyncReply, Vec<(i64, SayState)>)> {
-    let out = pool.exec(target, crate::runner::REMOTE_COMMAND, script, SYNC_LIMIT).await.map(|(out, _)| out);
+    let timed_out = || Error::Timeout { host: target.host.clone(), phase: SYNCING, waited: budget };
+    let cut = tokio::time::Instant::from_std(deadline + CUT_GRACE);
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let exec = pool.exec(target, crate::runner::REMOTE_COMMAND, script, left());
+    let out = match tokio::time::timeout_at(cut, exec).await {
+        Ok(out) => out.map(|(out, _)| out),
+        Err(_) => {
+            pool.drop_connection(target);
+            return Err(timed_out());
+        }
+    };
     let mut sent = Vec::new();
     if out.is_ok() {
         for (id, say) in resend {
-            match pool.exec(target, crate::runner::REMOTE_COMMAND, &say, SYNC_LIMIT).await.map(|(out, _)| out) {
-                Ok(o) if o.exit == Exit::Code(0) => {
+            let exec = pool.exec(target, crate::runner::REMOTE_COMMAND, &say, left());
+            match tokio::time::timeout_at(cut, exec).await {
+                Ok(Ok((o, _))) if o.exit == Exit::Code(0) => {
                     if let Some(state) = parse_say(&o.stdout) {
                         sent.push((id, state));
                     }
@@ -276,6 +376,10 @@ async fn fetch(
         return Err(Error::OutputTooLarge { host: target.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
     }
     if out.exit != Exit::Code(0) {
+        if out.exit == Exit::Unknown && Instant::now() >= deadline {
+            // The exec's own limit (the deadline) ended it unanswered.
+            return Err(timed_out());
+        }
         let why = out.broken.clone().unwrap_or_else(|| format!("exit {:?}", out.exit));
         return Err(Error::SyncFailed {
             host: target.host.clone(),

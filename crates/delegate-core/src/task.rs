@@ -166,7 +166,21 @@ pub struct Task {
     pub last_event: Option<String>,
     /// When a sync last heard from the brother about this task.
     pub synced_at: Option<String>,
+    /// Set when the task's host did not answer its latest sync (in time): its state is the
+    /// last one heard.
+    pub stale: Option<Stale>,
     pub runs: Vec<Run>,
+}
+
+/// A task whose host did not answer its latest sync: what is shown is what was last heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stale {
+    /// When this task's state last came from its host (its last sync, else its launch).
+    pub last_heard_at: String,
+    /// When the host last failed to answer a sync.
+    pub failed_at: String,
+    /// Why (a timeout, unreachable, ...), control characters removed.
+    pub why: String,
 }
 
 /// One launch of a task (reopen adds more later), with its launch evidence.
