@@ -29,6 +29,7 @@ mod results;
 mod route;
 mod say;
 mod shell;
+mod stale;
 mod ssh_errors;
 mod supply_chain;
 mod warm;

@@ -587,6 +587,33 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_stops_answering_leaves_its_tasks_stale_until_it_answers_again() {
+        let mut s = Store::open(&temp_dir("stale")).unwrap();
+        let run = s.create_task(&new_task(b"p")).unwrap();
+        s.transition(run.task_id, run.version, TaskStatus::Running, None).unwrap();
+        let done = s.create_task(&new_task(b"q")).unwrap();
+        s.transition(done.task_id, done.version, TaskStatus::Completed, None).unwrap();
+        let nap = || std::thread::sleep(Duration::from_millis(5)); // timestamps are in ms
+        nap();
+        // What a hostile brother put on stderr reaches the reason: kept short and printable.
+        let hostile = format!("sync of masuda failed: exit 3: \u{1b}]52;c;SGk=\u{7}{}", "x".repeat(10_000));
+        s.record_host_sync("masuda", Some(&hostile)).unwrap();
+        let t = s.task(run.task_id).unwrap();
+        let stale = t.stale.clone().unwrap_or_else(|| panic!("stale after the failure: {t:?}"));
+        assert_eq!(stale.last_heard_at, t.updated_at, "never synced: last heard of at its launch");
+        assert!(stale.why.starts_with("sync of masuda failed: exit 3: "), "{}", stale.why);
+        assert!(stale.why.chars().count() <= 300 && !stale.why.contains('\u{1b}'), "{}", stale.why);
+        assert_eq!(s.task(done.task_id).unwrap().stale, None, "a finished task is not stale");
+        assert_eq!(s.list(&ListFilter::default()).unwrap().iter().filter(|t| t.stale.is_some()).count(), 1);
+        nap();
+        s.record_host_sync("masuda", None).unwrap();
+        assert_eq!(s.task(run.task_id).unwrap().stale, None, "the host answered again");
+        nap();
+        s.record_host_sync("elsewhere", Some("timeout")).unwrap();
+        assert_eq!(s.task(run.task_id).unwrap().stale, None, "another host's failure");
+    }
+
+    #[test]
     fn tasks_over_a_cap_queue_and_start_oldest_first_as_slots_free_up() {
         let mut s = Store::open(&temp_dir("queue")).unwrap();
         let caps = Caps { host: Some(1), brother: None };
