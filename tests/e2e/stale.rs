@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use delegate_testkit::FakeHost;
 use serde_json::{Value, json};
 
-use crate::support::{Env, install_agent, launch, remote_dir, wait_for_file};
+use crate::support::{Env, install_agent, launch, remote_dir, wait_done, wait_for_file};
 
 /// Well under the 60 s a sync could take before, with room for a loaded machine.
 const BOUND: Duration = Duration::from_secs(30);
@@ -70,9 +70,11 @@ fn two_hosts(b_extra: &str) -> (FakeHost, FakeHost, Env, SyncStall) {
     (healthy, hung, env, stall)
 }
 
-/// A long task on "slow", synced once as running while its host still answers.
-fn slow_task_seen_running(env: &Env) -> i64 {
-    let slow = launch(env, &["slow", "dawdle\n@self-test sleep 90", "--max-turns", "200", "--json"]);
+/// A task on "slow" that works for `secs`, synced once as running while its host still
+/// answers.
+fn slow_task_seen_running(env: &Env, secs: u32) -> i64 {
+    let prompt = format!("dawdle\n@self-test sleep {secs}");
+    let slow = launch(env, &["slow", &prompt, "--max-turns", "200", "--json"]);
     for _ in 0..100 {
         let s = env.run(&["show", &slow.to_string(), "--json"]).ok().json();
         if s["status"] == "running" {
@@ -91,7 +93,7 @@ fn task<'a>(tasks: &'a Value, id: i64) -> &'a Value {
 #[test]
 fn a_hung_host_does_not_hold_status_and_its_tasks_show_stale() {
     let (_healthy, _hung, env, stall) = two_hosts("");
-    let slow = slow_task_seen_running(&env);
+    let slow = slow_task_seen_running(&env, 90);
     // A quick task on the healthy host that ends on its brother before the mailbox hears.
     let fast = launch(&env, &["fast", "quick", "--json"]);
     wait_for_file(&remote_dir(&env, fast).join("exit"));
@@ -140,7 +142,7 @@ fn a_hung_host_does_not_hold_status_and_its_tasks_show_stale() {
 #[test]
 fn sync_deadline_is_per_host_and_delegate_sync_waits_longer_then_the_task_is_fresh_again() {
     let (_healthy, _hung, env, stall) = two_hosts("sync_deadline = 2\n");
-    let slow = slow_task_seen_running(&env);
+    let slow = slow_task_seen_running(&env, 12);
     stall.on();
     let run = env.run(&["status"]).ok();
     assert!(run.stderr().contains("b did not answer its sync within 2 s"), "{run}");
@@ -156,12 +158,21 @@ fn sync_deadline_is_per_host_and_delegate_sync_waits_longer_then_the_task_is_fre
     assert!(run.stdout().contains("b: 1 task(s) in "), "{run}");
     let s = env.run(&["show", &slow.to_string(), "--json", "--no-sync"]).ok().json();
     assert!(s["stale"].is_null() && s["status"] == "running", "the host answered: {s}");
+
+    // The syncs cut off moved no offset: the task ends with every report once, in order.
+    assert_eq!(wait_done(&env, slow)["status"], "completed");
+    let done = env.run(&["show", &slow.to_string(), "--json", "--no-sync"]).ok().json();
+    let texts: Vec<&str> =
+        done["messages"].as_array().unwrap().iter().skip(1).map(|m| m["text"].as_str().unwrap()).collect();
+    let mut expected: Vec<String> = (2..=12).map(|t| format!("turn {t} of 12")).collect();
+    expected.push("self-test worked for 12 seconds".into());
+    assert_eq!(texts, expected, "after the receipt: {done}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mcp_a_hung_host_holds_no_tool_call_for_long_and_its_tasks_show_stale() {
     let (_healthy, _hung, env, stall) = two_hosts("");
-    let slow = slow_task_seen_running(&env);
+    let slow = slow_task_seen_running(&env, 90);
     let fast = launch(&env, &["fast", "quick", "--json"]);
     wait_for_file(&remote_dir(&env, fast).join("exit"));
     stall.on();
