@@ -29,7 +29,7 @@ mod results;
 mod route;
 mod say;
 mod shell;
-mod stale;
 mod ssh_errors;
+mod stale;
 mod supply_chain;
 mod warm;

@@ -86,7 +86,7 @@ fn slow_task_seen_running(env: &Env, secs: u32) -> i64 {
     panic!("task {slow} never showed running");
 }
 
-fn task<'a>(tasks: &'a Value, id: i64) -> &'a Value {
+fn task(tasks: &Value, id: i64) -> &Value {
     tasks.as_array().unwrap().iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id} in {tasks}"))
 }
 

@@ -17,7 +17,7 @@
 //! |---|---|
 //! | [`launch`](Delegate::launch) | start a task on a brother from a [`LaunchRequest`]; `Ok` once the brother confirmed the start. A refusal is an [`Error`] naming the task, which the mailbox keeps as `failed` with the reason |
 //! | [`launch_many`](Delegate::launch_many) | fan-out: one task per request, one result per request, in order |
-//! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight |
+//! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight, each host within its sync deadline (a host past it leaves its tasks [`stale`](Task::stale)) |
 //! | [`list`](Delegate::list) | tasks, newest first, narrowed by a [`ListFilter`] (mailbox only: sync first for the latest) |
 //! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread) |
 //! | [`say`](Delegate::say) | tell a running brother something; delivered once, with receipts |

@@ -407,8 +407,14 @@ impl Store {
             let (status, updated_at, synced_at): (TaskStatus, String, Option<String>) =
                 (parse_col(r, 1)?, r.get(15)?, r.get(21)?);
             let answered_at: Option<String> = r.get(22)?;
-            let stale =
-                freshness::stale(status, synced_at.as_deref(), &updated_at, answered_at.as_deref(), r.get(23)?, r.get(24)?);
+            let stale = freshness::stale(
+                status,
+                synced_at.as_deref(),
+                &updated_at,
+                answered_at.as_deref(),
+                r.get(23)?,
+                r.get(24)?,
+            );
             Ok(Task {
                 id: r.get(0)?,
                 status,

@@ -23,7 +23,8 @@ impl Store {
                 params![host, at],
             )?,
             Some(why) => {
-                let why = crate::outcome::clip(&crate::outcome::printable(why).replace(['\n', '\t'], " "), MAX_WHY_CHARS);
+                let why =
+                    crate::outcome::clip(&crate::outcome::printable(why).replace(['\n', '\t'], " "), MAX_WHY_CHARS);
                 self.conn.execute(
                     "INSERT INTO host_syncs (host, failed_at, error) VALUES (?1, ?2, ?3)
                      ON CONFLICT (host) DO UPDATE SET failed_at = excluded.failed_at, error = excluded.error",
