@@ -110,7 +110,7 @@ fn a_hung_host_does_not_hold_status_and_its_tasks_show_stale() {
     assert!(s["stale"]["why"].as_str().unwrap().contains("did not answer within 10s"), "{tasks}");
     let warning = run.stderr();
     assert!(
-        warning.contains("warning: b did not answer its sync within 10 s")
+        warning.contains("warning: could not sync b: it did not answer within 10 s")
             && warning.contains("sync_deadline under [hosts.b]")
             && warning.matches("warning:").count() == 1,
         "one warning, for b: {run}"
@@ -136,7 +136,7 @@ fn a_hung_host_does_not_hold_status_and_its_tasks_show_stale() {
     assert_eq!(task(&w["tasks"], fast)["status"], "completed", "{w}");
     assert_eq!(task(&w["tasks"], slow)["status"], "running", "{w}");
     assert!(task(&w["tasks"], slow)["stale"].is_object(), "{w}");
-    assert!(w["sync_errors"]["b"].as_str().unwrap().contains("did not answer its sync"), "{w}");
+    assert!(w["sync_errors"]["b"].as_str().unwrap().contains("could not sync b: it did not answer"), "{w}");
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn sync_deadline_is_per_host_and_delegate_sync_waits_longer_then_the_task_is_fre
     let slow = slow_task_seen_running(&env, 12);
     stall.on();
     let run = env.run(&["status"]).ok();
-    assert!(run.stderr().contains("b did not answer its sync within 2 s"), "{run}");
+    assert!(run.stderr().contains("could not sync b: it did not answer within 2 s"), "{run}");
     assert!(run.stdout().contains("[stale: last heard "), "{run}");
 
     // `delegate sync` was asked for: it waits past the 2 s for the host to answer.

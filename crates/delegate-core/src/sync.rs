@@ -106,8 +106,8 @@ impl HostSync {
         let host = &self.host;
         Some(match self.deadline_secs {
             Some(secs) => format!(
-                "{host} did not answer its sync within {secs} s; its tasks show their last known state, marked \
-                 stale. If {host} is hung or unreachable, `delegate doctor` checks it; if it is only slow, raise \
+                "could not sync {host}: it did not answer within {secs} s; its tasks show their last known state, \
+                 marked stale. If {host} is hung or unreachable, `delegate doctor` checks it; if it is only slow, raise \
                  sync_deadline under [hosts.{host}] (or run `delegate sync`, which waits up to {} s)",
                 SYNC_LIMIT.as_secs()
             ),
