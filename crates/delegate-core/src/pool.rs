@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::ssh::{ConnectTimings, ExecOutput, Session, SshTarget};
+use crate::ssh::{ConnectTimings, ExecOutput, Recheck, Session, SshTarget};
 use crate::warm::{WarmClient, WarmOutcome};
 
 /// One slot per host; its async lock makes concurrent callers for the same host wait for
@@ -76,11 +76,24 @@ impl Pool {
             && !s.is_closed()
             && same_keepalive(s.target(), t)
         {
-            return Ok((s.clone(), Connection { fresh: None, warm: false }));
+            // Held for minutes by a warm daemon or an MCP server: the host key (and every
+            // bastion's) is checked again against known_hosts as it is now, before each use.
+            match s.recheck_host_key(t) {
+                Recheck::Trusted => return Ok((s.clone(), Connection { fresh: None, warm: false })),
+                Recheck::Refused(e) => {
+                    // Nothing more goes to a host known_hosts no longer vouches for: the
+                    // connection ends now, commands still running on it included.
+                    let s = held.take().expect("checked above");
+                    s.disconnect().await;
+                    return Err(e);
+                }
+                Recheck::Reconnect => {}
+            }
         }
-        // A dead connection, or one whose keepalives no longer match what ssh_config asks for
-        // now (a warm daemon outlives config edits): replaced. Dropping our reference ends it
-        // once execs still running on it finish.
+        // A dead connection, one whose keepalives no longer match what ssh_config asks for
+        // now (a warm daemon outlives config edits), or one a fresh connect would ask for
+        // other host keys: replaced. Dropping our reference ends it once execs still running
+        // on it finish.
         *held = None;
         let s = Arc::new(Session::connect(t).await?);
         *held = Some(s.clone());
