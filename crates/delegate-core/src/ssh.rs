@@ -411,12 +411,7 @@ fn recheck(t: &SshTarget, presented: &Presented, asked: &HostKeyAsk) -> Recheck 
         Ok(now) if now != *asked => return Recheck::Reconnect,
         Ok(_) => {}
     }
-    let verifier = Verifier {
-        target: t.clone(),
-        mode: Mode::Verify,
-        seen: Arc::default(),
-        disconnect: Arc::default(),
-    };
+    let verifier = Verifier { target: t.clone(), mode: Mode::Verify, seen: Arc::default(), disconnect: Arc::default() };
     match verifier.decide(&mut Seen::default(), presented) {
         Ok(true) => Recheck::Trusted,
         // Verify mode never answers false; were it to, a fresh connect decides.
@@ -622,7 +617,6 @@ struct Handshake {
 
 /// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
 /// key is seen, and no handle comes back, with the key in `seen`.
-
 async fn handshake(t: &SshTarget, mode: Mode) -> Result<Handshake> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();

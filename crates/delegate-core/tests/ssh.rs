@@ -271,14 +271,17 @@ fn a_held_connection_checks_its_host_key_again_before_each_use() {
     let logins = || host.sshd_log().matches("Accepted publickey").count();
     let pool = Pool::new();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let exec = |t: &SshTarget| runtime.block_on(pool.exec(t, &append, b"", Duration::from_secs(10)));
+    let exec = |t: &SshTarget| runtime.block_on(pool.exec(t, &append, b"", Duration::from_secs(10))).map_err(Box::new);
 
     // Each edit, made while the pool holds a trusted connection, and what the next exec gets.
     type Verdict = fn(&Error) -> bool;
     let refusals: [(&str, String, String, Verdict); 5] = [
-        ("@revoked in the user file", format!("{trusted}@revoked {name} {}\n", host.host_public_key()), String::new(), |e| {
-            matches!(e, Error::HostKeyRevoked { .. })
-        }),
+        (
+            "@revoked in the user file",
+            format!("{trusted}@revoked {name} {}\n", host.host_public_key()),
+            String::new(),
+            |e| matches!(e, Error::HostKeyRevoked { .. }),
+        ),
         ("@revoked in the global file", trusted.clone(), format!("@revoked * {}\n", host.host_public_key()), |e| {
             matches!(e, Error::HostKeyRevoked { .. })
         }),
@@ -339,14 +342,14 @@ fn a_held_connection_refuses_a_certificate_whose_ca_was_revoked() {
     t.known_hosts = vec![user.clone()];
     let pool = Pool::new();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let exec = |t: &SshTarget| runtime.block_on(pool.exec(t, "true", b"", Duration::from_secs(10)));
+    let exec = |t: &SshTarget| runtime.block_on(pool.exec(t, "true", b"", Duration::from_secs(10))).map_err(Box::new);
     exec(&t).unwrap();
     let (_, conn) = exec(&t).unwrap();
     assert!(conn.fresh.is_none());
     let starts = host.sshd_log().matches("Starting session").count();
     std::fs::write(&user, format!("{authority}@revoked * {ca_pub}\n")).unwrap();
-    let err = exec(&t).err().expect("a certificate from a revoked CA");
-    assert!(matches!(err, delegate_core::Error::HostKeyRevoked { line: 2, .. }), "{err}");
+    let err = exec(&t).expect_err("a certificate from a revoked CA");
+    assert!(matches!(*err, delegate_core::Error::HostKeyRevoked { line: 2, .. }), "{err}");
     assert_eq!(host.sshd_log().matches("Starting session").count(), starts, "a command ran");
     let _ = std::fs::remove_dir_all(&dir);
 }
