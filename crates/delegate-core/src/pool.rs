@@ -125,9 +125,11 @@ impl Pool {
         }
         let (session, conn) = self.session(t).await?;
         match session.exec(command, stdin, limit).await {
-            Err(Error::Ssh { phase: "opening a channel", .. } | Error::Timeout { phase: "opening a channel", .. })
-                if conn.fresh.is_none() =>
-            {
+            Err(
+                Error::Ssh { phase: "opening a channel", .. }
+                | Error::Timeout { phase: "opening a channel", .. }
+                | Error::ChannelRefused { .. },
+            ) if conn.fresh.is_none() => {
                 self.forget(t, &session);
                 let (session, conn) = self.session(t).await?;
                 Ok((session.exec(command, stdin, limit).await?, conn))

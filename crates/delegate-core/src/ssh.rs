@@ -10,6 +10,7 @@
 //! [`system`] runs commands through the system `ssh` instead, for hosts that need it.
 
 pub mod route;
+mod slots;
 pub mod system;
 
 use std::borrow::Cow;
@@ -168,6 +169,8 @@ pub struct Session {
     /// ([`Session::recheck_host_key`]).
     presented: Presented,
     asked: HostKeyAsk,
+    /// Session channels in flight, and how many the server allows at once.
+    channels: slots::ChannelSlots,
     pub timings: ConnectTimings,
     /// The host key the server proved it holds: `<type> SHA256:...`, and for a host
     /// certificate its ID and the CA that signed it.
@@ -701,7 +704,17 @@ impl Session {
                 |_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth },
             )??;
         timings.auth_ms = ms(auth_started);
-        Ok(Session { handle, _via: via, target: t.clone(), presented, asked: ask, timings, host_key, identity })
+        Ok(Session {
+            handle,
+            _via: via,
+            target: t.clone(),
+            presented,
+            asked: ask,
+            channels: slots::ChannelSlots::default(),
+            timings,
+            host_key,
+            identity,
+        })
     }
 
     pub fn target(&self) -> &SshTarget {
@@ -770,14 +783,11 @@ impl Session {
     ) -> Result<ExecOutput> {
         let host = self.target.host.clone();
         let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
-        // A live server answers a channel open in one round trip: one that takes longer than
-        // the handshake deadline sits on a dead link that keepalives have not caught yet
-        // (a kept connection, after a network change), and the pool then connects afresh.
-        let open_wait = limit.min(self.target.timeouts.handshake);
-        let channel = tokio::time::timeout(open_wait, self.handle.channel_open_session())
-            .await
-            .map_err(|_| Error::Timeout { host: host.clone(), phase: "opening a channel", waited: open_wait })?
-            .map_err(|e| ssh_err("opening a channel", e))?;
+        let deadline = tokio::time::Instant::now() + limit;
+        // Held until the channel is closed, at the end of this function.
+        let (channel, _slot) = self.open_channel(deadline).await?;
+        // Waiting for a channel counted against the exec's own limit.
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
         channel.exec(true, command).await.map_err(|e| ssh_err("starting the command", e))?;
         let (mut reader, writer) = channel.split();
         let mut out = ExecOutput::default();
@@ -836,6 +846,50 @@ impl Session {
         Ok(out)
     }
 
+    /// Opens a session channel before `deadline`. A refusal while other channels of ours are
+    /// open is the server's MaxSessions: nothing was sent, so the open waits for one of them
+    /// to close and is tried again (see [`slots`]).
+    async fn open_channel(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(russh::Channel<client::Msg>, slots::Slot<'_>)> {
+        let host = &self.target.host;
+        let mut settled = false;
+        loop {
+            let slot = tokio::time::timeout_at(deadline, self.channels.take()).await.map_err(|_| Error::Timeout {
+                host: host.clone(),
+                phase: "waiting for a channel",
+                waited: deadline.saturating_duration_since(tokio::time::Instant::now()),
+            })?;
+            // A live server answers a channel open in one round trip: one that takes longer
+            // than the handshake deadline sits on a dead link that keepalives have not caught
+            // yet (a kept connection, after a network change), and the pool then connects afresh.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let open_wait = left.min(self.target.timeouts.handshake);
+            let refusal = match tokio::time::timeout(open_wait, self.handle.channel_open_session()).await {
+                Err(_) => {
+                    return Err(Error::Timeout { host: host.clone(), phase: "opening a channel", waited: open_wait });
+                }
+                Ok(Ok(channel)) => return Ok((channel, slot)),
+                Ok(Err(russh::Error::ChannelOpenFailure(reason))) => reason,
+                Ok(Err(e)) => return Err(Error::Ssh { host: host.clone(), phase: "opening a channel", source: e }),
+            };
+            if !settled {
+                // sshd frees a closed channel's place only on its next turn, so an open sent
+                // right behind a CLOSE can be refused for a place that is already ours again.
+                // One round trip settles that; then the same open is tried once more.
+                settled = true;
+                let _ = tokio::time::timeout(open_wait, self.handle.send_ping()).await;
+                continue;
+            }
+            settled = false;
+            if slot.others() == 0 {
+                return Err(Error::ChannelRefused { host: host.clone(), reason: open_failure(&refusal) });
+            }
+            slot.refused();
+        }
+    }
+
     /// Says goodbye to the server; errors here change nothing for the caller. Shared
     /// connections ([`crate::pool::Pool`]) are closed with [`Session::disconnect`].
     pub async fn close(self) {
@@ -848,6 +902,20 @@ impl Session {
         if let route::Via::Hop(hop) = &self._via {
             let hop: &Session = hop;
             Box::pin(hop.disconnect()).await;
+        }
+    }
+}
+
+/// A server's reason for refusing a channel, in words; its own text bounded and cleaned
+/// (the brother is untrusted).
+fn open_failure(reason: &russh::ChannelOpenFailure) -> String {
+    match reason {
+        russh::ChannelOpenFailure::AdministrativelyProhibited => "administratively prohibited".into(),
+        russh::ChannelOpenFailure::ConnectFailed => "open failed".into(),
+        russh::ChannelOpenFailure::UnknownChannelType => "unknown channel type".into(),
+        russh::ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
+        russh::ChannelOpenFailure::Other { code, reason } => {
+            format!("code {code}: {}", crate::launch::clean_line(reason, 200))
         }
     }
 }
