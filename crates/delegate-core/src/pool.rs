@@ -1,7 +1,11 @@
 //! SSH connections kept for reuse: at most one per host, shared by every command sent to
 //! it. A fan-out to several brothers on one host, or a sync followed by a launch, opens one
 //! connection and runs each command on its own channel over it (sshd's MaxSessions, 10 by
-//! default, bounds how many run at once; more simply wait for a channel).
+//! default, bounds how many run at once; more wait for a channel, see `ssh::slots`).
+//!
+//! Before each use a held connection's host key, and every bastion's, is checked again
+//! against known_hosts as it is then ([`Session::recheck_host_key`]): a key revoked or
+//! changed while a warm daemon or an MCP server held the connection stops the next command.
 //!
 //! Reuse is only safe where it cannot double anything: a connection that turns out to be
 //! dead fails when a channel is opened, before a byte of the command was sent, and only
