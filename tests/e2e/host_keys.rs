@@ -6,6 +6,7 @@
 //! | `s5_host_certificates_from_a_trusted_ca_are_accepted_and_bad_ones_refused` | S5 | a valid CA-signed host certificate is accepted through `@cert-authority` (as by OpenSSH) under `yes` and `accept-new`, known_hosts untouched; expired, wrong principal, unknown CA, and a plain key where a certificate is expected are refused (exit 13) saying why, never learned |
 //! | `global_known_hosts_and_known_hosts2_are_read_like_ssh` | §1.7d | GlobalKnownHostsFile: a conflicting global entry refuses the host under accept-new (file and line named, nothing learned), a matching one vouches for it; `~/.ssh/known_hosts2` is read by default |
 //! | `hash_known_hosts_makes_accept_new_write_a_hashed_name` | S6 | `HashKnownHosts yes`: one `|1|salt|hash` line that `ssh-keygen -F` finds, learned once |
+//! | `a_key_revoked_or_changed_while_the_warm_daemon_holds_the_connection_refuses_the_next_command` | S1-S4h | the daemon's held connection is checked again: exit 13, no new connection, nothing run, the connection let go; a fresh connection says the same |
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};

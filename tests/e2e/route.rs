@@ -10,6 +10,7 @@
 //! | `proxycommand_ssh_w_and_socat_take_the_route_ssh_takes` | `ProxyCommand ssh -W %h:%p b1` goes through b1; `ProxyCommand socat - TCP:%h:%p` straight to the host |
 //! | `proxyjump_none_for_one_host_goes_direct_and_attach_follows_the_same_route` | `ProxyJump none` in a host's block beats a later `Host tgt-*` jump for ssh and delegate; `attach --print` names the alias and the route, and `ssh -G` with its options resolves that route |
 //! | `an_unknown_bastion_key_is_refused_naming_the_bastion` | exit 12, "bastion b1 (127.0.0.1:PORT): host key unknown", nothing forwarded; ssh refuses too |
+//! | `a_bastion_key_revoked_or_changed_while_its_connection_is_held_refuses_the_next_command` | the bastion under a held connection is checked again: exit 13 naming the bastion, nothing forwarded or run |
 //! | `a_failing_proxycommand_reports_its_exit_and_stderr` | "ProxyCommand `...` exited 3: <its stderr>", exit 10 |
 //! | `transport_ssh_launches_and_syncs_through_the_system_ssh` | launch, wait (sync) and say through `ssh -T -o BatchMode=yes`; the host's log shows an OpenSSH client and no russh; an unknown host key is refused by ssh |
 
