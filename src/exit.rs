@@ -110,7 +110,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         E::HostKeyChanged { .. } | E::HostKeyRevoked { .. } | E::FingerprintMismatch { .. } => HOST_KEY_CHANGED,
         E::Unreachable { .. } | E::Timeout { .. } => UNREACHABLE,
         E::AuthRefused { .. } | E::AuthDisconnected { .. } => AUTH,
-        E::Ssh { .. } => SSH,
+        E::Ssh { .. } | E::ChannelRefused { .. } => SSH,
         E::PromptEmpty | E::PromptTooLarge { .. } => PROMPT,
         E::SandboxRefused { .. } => SANDBOX_REFUSED,
         E::LaunchRefused { code, .. } if (20..=31).contains(code) => *code as u8,

@@ -90,7 +90,7 @@ pub fn error_code(e: &Error) -> &'static str {
         }
         Error::Unreachable { .. } | Error::Timeout { .. } => "unreachable",
         Error::AuthRefused { .. } | Error::AuthDisconnected { .. } => "auth_refused",
-        Error::Ssh { .. } => "ssh",
+        Error::Ssh { .. } | Error::ChannelRefused { .. } => "ssh",
         Error::PromptEmpty => "prompt_empty",
         Error::PromptTooLarge { .. } => "prompt_too_large",
         Error::SandboxRefused { .. } => "sandbox_refused",

@@ -86,6 +86,16 @@ pub enum Error {
         source: russh::Error,
     },
 
+    /// The server refused a session channel while no other channel of ours was open on the
+    /// connection, so it is not waiting for one to close (sshd's MaxSessions 0, or a server
+    /// that allows no commands).
+    #[error(
+        "{host} refused to open a session channel ({reason}) with no other channel of ours open on the connection: \
+         its sshd allows no sessions here. Check MaxSessions (0 refuses every command) and any Match block for this \
+         user in the host's sshd_config"
+    )]
+    ChannelRefused { host: String, reason: String },
+
     /// Something went wrong on the way to or at a bastion (ProxyJump). Not a `#[source]`:
     /// the message already says it once, and exit codes look inside.
     #[error("bastion {hop} ({addr}): {}", hop_detail(.hop, .source))]
