@@ -208,10 +208,13 @@ impl Delegate {
         crate::reopen::reopen(self, req).await
     }
 
-    /// Sets a task's status by hand (a person or an agent reporting out of band), with an
-    /// optional output text kept as a note.
+    /// Records an outcome a person learned out of band (completed, failed or cancelled), with
+    /// an optional output text kept as a note. Refused for any other status
+    /// ([`Error::StatusNotSettable`]) and while an agent may be at work on the task
+    /// ([`Error::UpdateInFlight`]: cancel it or wait first); see [`crate::task::check_update`].
     pub fn update(&mut self, id: i64, status: TaskStatus, output: Option<&str>, author: &str) -> Result<Task> {
         let task = self.task(id)?;
+        crate::task::check_update(id, task.status, status)?;
         let reason = output.map(|o| o.chars().take(200).collect::<String>());
         let reason = reason.unwrap_or_else(|| format!("set by {author}"));
         self.store_mut().transition(id, task.version, status, Some(&reason))?;

@@ -381,6 +381,18 @@ impl Store {
         Ok(p.unwrap_or_default())
     }
 
+    /// Whether an agent of this task ever started: the task was once `launched`, `running`
+    /// or `needs_input`, or a runner's exit record came back for one of its runs.
+    pub fn ever_started(&self, id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM transitions WHERE task_id = ?1
+                              AND to_status IN ('launched', 'running', 'needs_input'))
+                 OR EXISTS (SELECT 1 FROM runs WHERE task_id = ?1 AND ended_at IS NOT NULL)",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Status changes of a task, oldest first.
     pub fn transitions(&self, id: i64) -> Result<Vec<Transition>> {
         let mut st = self
