@@ -486,11 +486,7 @@ pub(crate) fn plan(
             _ => to(TaskStatus::Lost, Some("the tmux session is gone and the runner left no exit record".into())),
         }
     } else {
-        match run.status {
-            // A launch on its way has made its directory but not started tmux yet.
-            TaskStatus::Launching | TaskStatus::LaunchUnknown if !older_than(&run.updated_at, now, grace) => None,
-            _ => to(TaskStatus::Lost, Some("no tmux server on the brother and no exit record".into())),
-        }
+        to(TaskStatus::Lost, Some("no tmux server on the brother and no exit record".into()))
     };
     ing
 }
