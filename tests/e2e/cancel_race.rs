@@ -176,7 +176,7 @@ fn a_cancel_while_the_launch_script_runs_before_tmux_starts_wins() {
             g = gate.display()
         ),
     );
-    let mut launch = Launch::start(&env, None, &DAWDLE);
+    let launch = Launch::start(&env, None, &DAWDLE);
     wait_until("the launch script to reach tmux", || gate.join("reached").exists());
     // A sync meanwhile leaves the launch alone.
     let id = the_task(&env)["id"].as_i64().unwrap();
