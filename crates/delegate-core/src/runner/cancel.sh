@@ -15,14 +15,18 @@
 #   DELEGATE-CANCEL no-task           no task directory yet: the launch, when it comes (or is
 #                                     sent again), finds the mark and starts nothing
 # Failures: `DELEGATE-ERROR <code> <message>` on stderr: 23 (damaged or cut script, no
-# flock), 25 (the root is not this user's, or the mark cannot be written), 1 (lock timeout).
+# flock), 25 (the root is not this user's, or the mark cannot be written), 1 (lock timeout,
+# with the mark written: the lead retries the cancel).
 #
 # The mark: `<root>/tasks/<key>.cancelled`, next to the task directory (which may not exist
-# yet: the launch can still be on its way), kept for good. It is written under an flock on
-# `<root>/tasks/<key>.lock`, the lock the runner holds while it checks for the mark and
-# writes its `started` line (run.sh), so either the runner sees the mark and never starts
-# the agent, or this script sees the `started` line and stops the runner's agent. The launch
-# script also refuses a task with a mark before it creates anything (launch.sh).
+# yet: the launch can still be on its way), kept for good. It is written first; then, if the
+# task directory exists, this script looks for a runner under an flock on its `start.lock`,
+# the lock the runner holds while it checks for the mark and writes its `started` line
+# (run.sh). So either the runner sees the mark and never starts the agent (it locked after
+# us, or after the mark was written), or this script sees the `started` line and stops the
+# runner's agent. A directory made after we looked can only hold a runner that checks after
+# the mark was written. The launch script also refuses a task with a mark before it creates
+# anything (launch.sh).
 # Inside a started task, `cancel` is written before agent.pgid is read, and the runner
 # writes agent.pgid before it looks for `cancel`, so one of the two always sees the other.
 # KILL is the runner's job (it knows its grace period); only when the runner itself is
@@ -60,21 +64,18 @@ main() {
 	local t=$EPOCHREALTIME at lock mark=$root/tasks/$key.cancelled
 	TZ=UTC0 printf -v at '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
 	# A cancel may reach a host before the first launch ever made tasks/ there.
-	if ! { [ -d "$root/tasks" ] || mkdir -p -- "$root/tasks"; } || ! exec {lock}>>"$root/tasks/$key.lock"; then
-		printf 'DELEGATE-ERROR 25 cannot write in %s/tasks: nothing was done\n' "$root" >&2
-		exit 25
-	fi
-	flock -w 10 -x "$lock" || {
-		printf 'DELEGATE-ERROR 1 could not lock %s within 10 s: nothing was done\n' "$root/tasks/$key.lock" >&2
-		exit 1
-	}
-	if ! { printf 'cancelled at=%s\n' "$at" >"$mark.tmp" && mv -f -- "$mark.tmp" "$mark"; }; then
+	if ! { [ -d "$root/tasks" ] || mkdir -p -- "$root/tasks"; } ||
+		! { printf 'cancelled at=%s\n' "$at" >"$mark.tmp" && mv -f -- "$mark.tmp" "$mark"; }; then
 		rm -f -- "$mark.tmp"
 		printf 'DELEGATE-ERROR 25 could not write the cancel mark %s (disk full?): nothing was done\n' "$mark" >&2
 		exit 25
 	fi
 
 	[ -d "$dir" ] || { say no-task; return 0; }
+	if ! exec {lock}>>"$dir/start.lock" || ! flock -w 10 -x "$lock"; then
+		printf 'DELEGATE-ERROR 1 could not lock %s within 10 s (the mark is written)\n' "$dir/start.lock" >&2
+		exit 1
+	fi
 	[ -e "$dir/exit" ] && { say already-finished; return 0; }
 	printf 'cancel requested at=%s\n' "$at" >"$dir/cancel.tmp" && mv -f -- "$dir/cancel.tmp" "$dir/cancel"
 

@@ -4,8 +4,9 @@
 # the AGENT_ARGV array. It records that it started, runs the agent with its output teed into
 # the task directory, and records how the agent ended whether or not the agent cooperated.
 #
-# Before anything else it takes the task's start lock (`<root>/tasks/<key>.lock`, shared with
-# cancel.sh) and looks for the cancel mark next to its directory (`<key>.cancelled`): with
+# Before anything else it takes the task's start lock (`start.lock` in the task directory,
+# shared with cancel.sh) and looks for the cancel mark next to its directory
+# (`<root>/tasks/<key>.cancelled`): with
 # the mark it starts no agent, writes `refused pid=<pid> at=<utc> cancelled` as its first
 # state line (the launch script reads it and reports the cancel) and an exit record
 # `0 <utc> cancelled`; without it, it writes its `started` line under the lock, so a cancel
@@ -78,13 +79,13 @@ main() {
 			mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
 	}
 
-	# Checked and recorded under the lock cancel.sh writes its mark under: no moment where a
-	# cancel and this start could both miss each other. The lock is let go before anything
-	# is started, so no child holds it.
-	local tasks=${TASK_DIR%/*} lock refusal=''
-	if ! exec {lock}>>"$tasks/$TASK_KEY.lock" || ! flock -w 30 -x "$lock"; then
+	# Checked and recorded under the lock cancel.sh looks for a runner under (it writes its
+	# mark before it takes the lock): no moment where a cancel and this start could both
+	# miss each other. The lock is let go before anything is started, so no child holds it.
+	local lock refusal=''
+	if ! exec {lock}>>"$TASK_DIR/start.lock" || ! flock -w 30 -x "$lock"; then
 		refusal=no-lock
-	elif [ -e "$tasks/$TASK_KEY.cancelled" ]; then
+	elif [ -e "${TASK_DIR%/*}/$TASK_KEY.cancelled" ]; then
 		refusal=cancelled
 	fi
 	stamp

@@ -216,29 +216,48 @@ fn a_cancel_that_reaches_the_brother_before_the_launch_leaves_a_mark_no_launch_g
 }
 
 #[test]
-fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_writes_it_under() {
+fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under() {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::io::AsRawFd;
     let s = Scratch::new("cancel-lock");
-    std::fs::create_dir_all(s.root().join("tasks")).unwrap();
-    // Held here as a cancel holds it between writing its mark and looking for a runner.
-    let lock = std::fs::OpenOptions::new().create(true).append(true).open(s.root().join("tasks/k-1.lock")).unwrap();
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // A `tmux` first on PATH holds the launch at `tmux -V`, after the task directory exists
+    // and before the session starts.
+    let bin = s.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real =
+        ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let (reached, go) = (s.dir.join("reached"), s.dir.join("go"));
+    let wrapper = format!(
+        "#!/bin/bash\nif [ \"${{1-}}\" = -V ]; then\n  : >'{}'\n  for _ in $(seq 300); do [ -e '{}' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
+        reached.display(),
+        go.display()
+    );
+    std::fs::write(bin.join("tmux"), wrapper).unwrap();
+    std::fs::set_permissions(bin.join("tmux"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::ffi::OsString::from(format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
     let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/agent-ran\"\nsleep 30\n");
     let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    let dir = s.task_dir("k-1");
     let launch = std::thread::scope(|scope| {
-        let launching = scope.spawn(|| try_launch(&s, &v));
-        // The launch script got past its own look for the mark and started tmux; the runner
-        // waits for the lock, so it has not started the agent.
-        wait_secs(&s.task_dir("k-1").join("tmux.err"), 10);
-        std::thread::sleep(Duration::from_millis(500));
-        assert!(!s.task_dir("k-1").join("state").exists(), "the runner started without the lock");
+        let launching = scope.spawn(|| {
+            let out = s.run_with(&crate::runner::render(&v).unwrap(), &[("PATH", path.as_os_str())]);
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        });
+        wait_secs(&reached, 10);
+        // Held here as a cancel holds it while it looks for a runner.
+        let lock = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("start.lock")).unwrap();
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        std::fs::write(&go, "").unwrap();
+        // tmux starts the runner, which waits for the lock: it has recorded nothing.
+        wait_secs(&dir.join("launch.json"), 10);
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!dir.join("state").exists(), "the runner went on without the lock");
         std::fs::write(s.root().join("tasks/k-1.cancelled"), "cancelled\n").unwrap();
         drop(lock);
         launching.join().unwrap()
     });
     assert_eq!(launch.0, Some(crate::runner::code::CANCELLED), "{}", launch.1);
     assert!(launch.1.contains("started no agent"), "{}", launch.1);
-    let dir = s.task_dir("k-1");
     assert!(state_of(&dir).starts_with("refused pid="), "{}", state_of(&dir));
     let (code, _, reason) = exit_of(&dir, 5);
     assert_eq!((code, reason.as_deref()), (0, Some("cancelled")));
