@@ -286,7 +286,7 @@ pub struct MailboxArgs {
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
     pub id: i64,
-    /// New status (completed, failed, needs_input, ...)
+    /// The outcome to record: completed, failed or cancelled (other states are delegate's own)
     #[arg(long)]
     pub status: TaskStatus,
     /// Output or reason to record with the change

@@ -30,8 +30,12 @@ pub const NOT_ALL_COMPLETED: u8 = 7;
 pub const WAIT_TIMEOUT: u8 = 8;
 /// The task is already finished (cancel of a finished task).
 pub const ALREADY_FINISHED: u8 = 9;
-/// `reopen`: the task still has a run in progress.
+/// `reopen` or `update`: the task still has a run in progress.
 pub const RUN_ACTIVE: u8 = 16;
+/// `run`: a `cancel` won against the launch; no agent runs for the task (nothing to retry).
+pub const CANCELLED_WHILE_LAUNCHING: u8 = 18;
+/// `say`: the task's agent never started (queued, launching, or ended before it started).
+pub const NOT_STARTED: u8 = 19;
 /// `reopen`: the task's agent has no session to resume.
 pub const NOT_RESUMABLE: u8 = 17;
 /// The host could not be reached, or did not answer in time.
@@ -120,6 +124,10 @@ fn code_for_core(e: &E) -> Option<u8> {
         E::AlreadyFinished { .. } => ALREADY_FINISHED,
         E::RunActive { .. } => RUN_ACTIVE,
         E::SayToFinished { .. } => ALREADY_FINISHED,
+        E::SayNotStarted { .. } => NOT_STARTED,
+        E::StatusNotSettable { .. } => USAGE,
+        E::UpdateInFlight { .. } => RUN_ACTIVE,
+        E::CancelledWhileLaunching { .. } => CANCELLED_WHILE_LAUNCHING,
         E::NotResumable { .. } => NOT_RESUMABLE,
         E::SyncFailed { .. } => UNREACHABLE,
         E::Conflict { .. } | E::SchemaTooNew { .. } | E::Store(_) | E::Io { .. } => MAILBOX,

@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod bounds;
+mod cancel_race;
 mod doctor;
 mod fanout;
 mod faults;

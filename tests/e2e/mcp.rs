@@ -186,6 +186,15 @@ async fn mcp_talks_to_a_running_task_and_cancels_it() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // Its outcome is not known while the agent runs: update_task refuses, naming the fix,
+    // and states only delegate sets are bad arguments.
+    let (code, message) = err(&client, "update_task", json!({"id": id, "status": "completed"})).await;
+    assert_eq!(code, "run_active", "{message}");
+    assert!(message.contains(&format!("delegate cancel {id}")), "{message}");
+    let (code, message) = err(&client, "update_task", json!({"id": id, "status": "queued"})).await;
+    assert_eq!(code, "bad_arguments", "{message}");
+    assert!(message.contains("completed, failed or cancelled"), "{message}");
+
     let cancelled = ok(&client, "cancel_task", json!({"id": id})).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     // A finished task hears nothing more, and cannot be cancelled twice.

@@ -8,7 +8,9 @@ use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::ssh::Exit;
 use crate::sync::{self, SyncSummary, task_key};
-use crate::sync_protocol::{SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_cancel, render_sync};
+use crate::sync_protocol::{
+    CancelState, SyncRequest, SyncTaskRequest, TaskReport, parse_cancel, parse_sync, render_cancel, render_sync,
+};
 use crate::task::{Task, TaskStatus};
 
 /// How `wait` ended.
@@ -96,6 +98,12 @@ impl Delegate {
 
     /// Stops a task's agent on its brother and records `cancelled`. A task already finished
     /// is [`Error::AlreadyFinished`].
+    ///
+    /// On the brother the cancel leaves a mark for the task's run that a launch still on its
+    /// way (or sent again) and the runner check before starting the agent, under a lock the
+    /// runner also holds while it records its start: a cancel of a `launching` task wins, and
+    /// no agent runs for it afterwards. The launch then reports
+    /// [`Error::CancelledWhileLaunching`].
     pub async fn cancel(&mut self, id: i64) -> Result<Task> {
         let task = self.task(id)?;
         if task.status.is_terminal() {
@@ -111,27 +119,42 @@ impl Delegate {
         // The script waits up to 30 s for the runner to record the ending.
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
-        let said = String::from_utf8_lossy(&out.stdout);
-        let state = said.lines().find_map(|l| l.strip_prefix("DELEGATE-CANCEL ")).unwrap_or("").trim().to_string();
-        if out.exit != Exit::Code(0) || state.is_empty() {
+        let state = parse_cancel(&out.stdout);
+        let Some(state) = state.filter(|_| out.exit == Exit::Code(0)) else {
             return Err(Error::SyncFailed {
                 host: task.host.clone(),
-                why: format!("cancel did not answer: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                why: format!(
+                    "cancel did not answer: {}",
+                    crate::launch::clean_line(&String::from_utf8_lossy(&out.stderr), 2000)
+                ),
             });
+        };
+        let reason = match state {
+            // Nothing ran and, with the mark in place, nothing will: no exit record to read.
+            CancelState::NoTask | CancelState::NotStarted => {
+                "cancelled before its agent started (the brother keeps a cancel mark, so it never will)".to_string()
+            }
+            // The cancel script waited for the runner's exit record, so one sync reads it.
+            _ => {
+                self.sync(Some(&[id])).await?;
+                format!("cancelled by the lead (brother said: {})", state.as_str())
+            }
+        };
+        // A launch of this task may record its own ending meanwhile (`launched`, or
+        // `cancelled` when the brother refused it): read again and retry.
+        for _ in 0..5 {
+            let t = self.task(id)?;
+            if t.status.is_terminal() {
+                return Ok(t);
+            }
+            match self.store_mut().transition(id, t.version, TaskStatus::Cancelled, Some(&reason)) {
+                Err(Error::Conflict { .. }) => continue,
+                other => {
+                    other?;
+                    return self.task(id);
+                }
+            }
         }
-        // The cancel script waited for the runner's exit record, so one sync reads it.
-        self.sync(Some(&[id])).await?;
-        let t = self.task(id)?;
-        if t.status.is_terminal() {
-            return Ok(t);
-        }
-        // Nothing ran (never started, or no runner answered): record it ourselves.
-        self.store_mut().transition(
-            id,
-            t.version,
-            TaskStatus::Cancelled,
-            Some(&format!("cancelled by the lead (brother said: {state})")),
-        )?;
         self.task(id)
     }
 
@@ -222,10 +245,13 @@ impl Delegate {
         crate::reopen::reopen(self, req).await
     }
 
-    /// Sets a task's status by hand (a person or an agent reporting out of band), with an
-    /// optional output text kept as a note.
+    /// Records an outcome a person learned out of band (completed, failed or cancelled), with
+    /// an optional output text kept as a note. Refused for any other status
+    /// ([`Error::StatusNotSettable`]) and while an agent may be at work on the task
+    /// ([`Error::UpdateInFlight`]: cancel it or wait first); see [`crate::task::check_update`].
     pub fn update(&mut self, id: i64, status: TaskStatus, output: Option<&str>, author: &str) -> Result<Task> {
         let task = self.task(id)?;
+        crate::task::check_update(id, task.status, status)?;
         let reason = output.map(|o| o.chars().take(200).collect::<String>());
         let reason = reason.unwrap_or_else(|| format!("set by {author}"));
         self.store_mut().transition(id, task.version, status, Some(&reason))?;

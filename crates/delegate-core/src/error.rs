@@ -146,6 +146,34 @@ pub enum Error {
     #[error("task {task} is {status}: nobody is listening. Follow up with: delegate reopen {task} \"...\"")]
     SayToFinished { task: i64, status: String },
 
+    /// `say` to a task whose agent never started (queued, launching, or ended before it
+    /// started): `why` says which, and what to do instead.
+    #[error("task {task} is {status}: {why}")]
+    SayNotStarted { task: i64, status: String, why: String },
+
+    /// `update` asked for a state only delegate sets.
+    #[error(
+        "status {status} is set by delegate, never by hand: `update` records an outcome a person learned, \
+         one of completed, failed or cancelled"
+    )]
+    StatusNotSettable { status: String },
+
+    /// `update` of a task whose agent may be at work.
+    #[error(
+        "task {task} is {status}: an agent may be at work on it, so its outcome is not known yet. Stop it with \
+         `delegate cancel {task}`, or wait for it to finish (`delegate wait {task}`); then `update` can record \
+         or correct its outcome"
+    )]
+    UpdateInFlight { task: i64, status: String },
+
+    /// A `cancel` won the race against this launch: the brother refused to start the agent
+    /// (the cancel's mark), or the task was recorded `cancelled` while the launch was on its way.
+    #[error(
+        "task {task} on {brother} was cancelled while it was launching: no agent runs for it, and none will \
+         start (the brother keeps the cancel's mark). Nothing to retry; `delegate show {task}` has the record"
+    )]
+    CancelledWhileLaunching { task: i64, brother: String },
+
     #[error("task {task} cannot be reopened: {why}")]
     NotResumable { task: i64, why: String },
 
@@ -215,7 +243,8 @@ impl Error {
         match self {
             Error::LaunchFailed { task, .. }
             | Error::LaunchRefused { task, .. }
-            | Error::LaunchUnknown { task, .. } => Some(*task),
+            | Error::LaunchUnknown { task, .. }
+            | Error::CancelledWhileLaunching { task, .. } => Some(*task),
             _ => None,
         }
     }

@@ -64,6 +64,9 @@ pub mod code {
     pub const LAUNCH_SCRIPT_ERROR: i32 = 30;
     /// The agent's environment could not be set up (login shell, env file).
     pub const ENVIRONMENT: i32 = 31;
+    /// A cancel won: its mark was on the brother before anything started (the lead reports
+    /// [`crate::Error::CancelledWhileLaunching`], not this code).
+    pub const CANCELLED: i32 = 33;
 }
 
 /// The variable parts of one launch.

@@ -311,29 +311,46 @@ impl Store {
         let now = now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version = transition_in(&tx, run.task_id, run.version, rec.status, rec.reason, &now)?;
-        let finished = (rec.status != TaskStatus::Launched).then_some(now.as_str());
-        tx.execute(
-            "UPDATE runs SET status = ?3, remote_dir = ?4, pane_pid = ?5, marker = ?6, launch_exit = ?7,
-                             error = ?8, evidence = ?9, launch_stderr = ?10, finished_at = ?11
-             WHERE task_id = ?1 AND run_no = ?2",
-            params![
-                run.task_id,
-                run.run_no,
-                rec.status.as_str(),
-                rec.remote_dir,
-                rec.pane_pid,
-                rec.marker,
-                rec.launch_exit,
-                rec.reason,
-                rec.evidence.to_string(),
-                rec.launch_stderr,
-                finished
-            ],
-        )?;
+        update_run(&tx, run, rec, &now)?;
         tx.commit()?;
         Ok(version)
     }
 
+    /// Records how a launch attempt ended on its run only, leaving the task as it is: for a
+    /// launch that lost the race to a `cancel` (the task is `cancelled` already).
+    pub fn record_run(&mut self, run: &RunStart, rec: &LaunchRecord) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        update_run(&tx, run, rec, &now())?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Writes a launch attempt's record on its run.
+fn update_run(tx: &rusqlite::Connection, run: &RunStart, rec: &LaunchRecord, now: &str) -> Result<()> {
+    let finished = (rec.status != TaskStatus::Launched).then_some(now);
+    tx.execute(
+        "UPDATE runs SET status = ?3, remote_dir = ?4, pane_pid = ?5, marker = ?6, launch_exit = ?7,
+                         error = ?8, evidence = ?9, launch_stderr = ?10, finished_at = ?11
+         WHERE task_id = ?1 AND run_no = ?2",
+        params![
+            run.task_id,
+            run.run_no,
+            rec.status.as_str(),
+            rec.remote_dir,
+            rec.pane_pid,
+            rec.marker,
+            rec.launch_exit,
+            rec.reason,
+            rec.evidence.to_string(),
+            rec.launch_stderr,
+            finished
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store {
     /// Moves a task to `to` if nobody changed it since `expected_version`; returns the new
     /// version, or [`Error::Conflict`].
     pub fn transition(
@@ -381,6 +398,18 @@ impl Store {
             .optional()?
             .flatten();
         Ok(p.unwrap_or_default())
+    }
+
+    /// Whether an agent of this task ever started: the task was once `launched`, `running`
+    /// or `needs_input`, or a runner's exit record came back for one of its runs.
+    pub fn ever_started(&self, id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM transitions WHERE task_id = ?1
+                              AND to_status IN ('launched', 'running', 'needs_input'))
+                 OR EXISTS (SELECT 1 FROM runs WHERE task_id = ?1 AND ended_at IS NOT NULL)",
+            [id],
+            |r| r.get(0),
+        )?)
     }
 
     /// Status changes of a task, oldest first.
