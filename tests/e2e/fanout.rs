@@ -136,7 +136,7 @@ fn a_brother_limited_to_one_task_queues_its_own_work_only_and_a_queued_task_can_
 }
 
 #[test]
-fn a_message_to_a_queued_task_is_refused_before_anything_is_stored_and_update_may_settle_it() {
+fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
     let host = FakeHost::start();
     let env = Env::new();
     env.add_host("h", &host);
@@ -147,14 +147,39 @@ fn a_message_to_a_queued_task_is_refused_before_anything_is_stored_and_update_ma
     let queued = env.run(&dawdle).ok().json();
     assert_eq!(queued["status"], "queued", "{queued}");
     let id = queued["id"].as_i64().unwrap();
+    let said = env.run(&["say", &id.to_string(), "first note", "--json"]).ok().json();
+    assert_eq!(said["direction"], "to_brother", "{said}");
 
-    // Nobody would read it: refused with what to do, and nothing kept to sit as `sent`.
-    let said = env.run(&["say", &id.to_string(), "first note"]).fails_with(19);
-    let err = said.stderr();
-    assert!(err.contains("queued") && err.contains("not started"), "{said}");
-    assert!(err.contains(&format!("delegate cancel {id}")) && !err.contains("reopen"), "{said}");
-    let t = status(&env, id);
-    assert_eq!(t["messages"], serde_json::json!([]), "nothing stored: {t}");
+    // Cancelling the busy task frees the slot (its closing sync starts the queued one); a
+    // later sync sends the kept message, and the agent hears it once.
+    env.run(&["cancel", &busy.to_string()]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let heard = loop {
+        let t = status(&env, id);
+        let heard: Vec<String> = crate::support::heard(&t);
+        if !heard.is_empty() {
+            break heard;
+        }
+        assert!(std::time::Instant::now() < deadline, "the message never arrived: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(heard, ["heard: first note"]);
+    env.run(&["cancel", &id.to_string()]).ok();
+}
+
+#[test]
+fn a_queued_task_settled_by_hand_never_starts_and_its_kept_message_says_never_delivered() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("max_concurrent = 1\n");
+    let dawdle = ["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"];
+    let busy = launch(&env, &dawdle);
+    let queued = env.run(&dawdle).ok().json();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let id = queued["id"].as_i64().unwrap();
+    env.run(&["say", &id.to_string(), "first note", "--json"]).ok();
 
     // A person may record an outcome for it (no agent is at work): it then never starts.
     let settled = env.run(&["update", &id.to_string(), "--status", "cancelled", "--json"]).ok().json();
@@ -163,6 +188,19 @@ fn a_message_to_a_queued_task_is_refused_before_anything_is_stored_and_update_ma
     let after = status(&env, id);
     assert_eq!(after["status"], "cancelled", "the freed slot did not start it: {after}");
     assert_eq!(after["runs"][0]["remote_dir"], Value::Null, "{after}");
+    // The kept message is not left as `sent` forever.
+    let said: Vec<&str> = after["thread"]
+        .as_array()
+        .expect("a thread")
+        .iter()
+        .filter(|i| i["kind"] == "said")
+        .filter_map(|i| i["text"].as_str())
+        .collect();
+    assert_eq!(said.len(), 1, "{after}");
+    assert!(said[0].contains("first note") && said[0].ends_with("[never delivered: the task ended first]"), "{said:?}");
+    // Still refused once it ended without starting: there is nothing to reopen.
+    let refused = env.run(&["say", &id.to_string(), "second note"]).fails_with(19);
+    assert!(refused.stderr().contains("never started") && refused.stderr().contains("delegate run oppy"), "{refused}");
 }
 
 /// A fan-out of 25 brothers on one host runs 25 launches on one connection, more channels

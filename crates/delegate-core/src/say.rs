@@ -1,6 +1,6 @@
-//! Say: a message from the lead to a running brother (refused, with nothing stored, while
-//! no agent has started). It is recorded in the mailbox first
-//! (its row id becomes its inbox id), then appended to the run's remote `inbox.jsonl` by a
+//! Say: a message from the lead to a running brother (kept for a queued task until it
+//! starts; refused, with nothing stored, while a launch is unconfirmed or when no agent ever
+//! started). It is recorded in the mailbox first (its row id becomes its inbox id), then appended to the run's remote `inbox.jsonl` by a
 //! small script that refuses a second copy of the same id. The agent's side records delivery
 //! (Claude's hook hands it over at the next tool call; other agents run the `inbox` helper)
 //! and acknowledgement in `delivered.jsonl`, which sync reads back. Never `tmux send-keys`.
@@ -34,6 +34,12 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     }
     let run = task.runs.last().ok_or(Error::TaskNotFound(id))?.clone();
     let message = d.store_mut().add_outgoing(id, run.run_no, author, text)?;
+    if task.status == crate::task::TaskStatus::Queued {
+        // Kept unsent: once the task starts, the first sync sends it (as for any message the
+        // brother has not confirmed). If the task ends without starting, the thread says the
+        // message was never delivered.
+        return Ok(message);
+    }
     // Earlier messages that never got confirmed go first, with their own ids: the brother
     // keeps one copy of each, so a resend after a lost connection cannot duplicate.
     let pending = d.store().unqueued(id, run.run_no)?;
@@ -79,11 +85,6 @@ fn not_started(d: &Delegate, task: &crate::task::Task) -> Result<Option<String>>
     use crate::task::TaskStatus::*;
     let id = task.id;
     Ok(Some(match task.status {
-        Queued => format!(
-            "its agent has not started (it waits for a free slot on its host or brother), so nobody would read a \
-             message. Wait until it runs (`delegate status` shows it) and say it then, or cancel it \
-             (`delegate cancel {id}`) and launch the task again with the message in its prompt"
-        ),
         Launching | LaunchUnknown => format!(
             "its agent is not confirmed started yet. Wait until `delegate status` shows it running (a \
              `delegate sync` settles a launch_unknown task) and say it then; `delegate show {id}` has the launch record"
