@@ -371,15 +371,21 @@ pub fn expand_local(p: &str, home: &Path) -> PathBuf {
 }
 
 /// Edits the inventory file in place, keeping comments and layout, then re-validates the
-/// whole result before writing it (atomically, by rename) so a bad edit never lands.
+/// whole result before writing it so a bad edit never lands. From `open` to `save` the editor
+/// holds the inventory's edit lock, so concurrent edits happen one after the other and none
+/// is lost; the file is replaced atomically, through a symlink if it is one
+/// ([`crate::user_file`]).
 pub struct InventoryEditor {
     path: PathBuf,
     doc: toml_edit::DocumentMut,
+    lock: crate::user_file::EditLock,
 }
 
 impl InventoryEditor {
     pub fn open(path: &Path) -> Result<InventoryEditor> {
-        let text = match std::fs::read_to_string(path) {
+        let lock = crate::user_file::EditLock::acquire(path).map_err(|e| Error::io(path, e))?;
+        // Read under the lock: what another process saved before we got it is included.
+        let text = match std::fs::read_to_string(&lock.target) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io(path, e)),
@@ -387,7 +393,7 @@ impl InventoryEditor {
         let doc = text
             .parse::<toml_edit::DocumentMut>()
             .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        Ok(InventoryEditor { path: path.to_path_buf(), doc })
+        Ok(InventoryEditor { path: path.to_path_buf(), doc, lock })
     }
 
     fn table(&mut self, section: &str) -> &mut toml_edit::Table {
@@ -420,29 +426,7 @@ impl InventoryEditor {
     pub fn save(self) -> Result<Inventory> {
         let text = self.doc.to_string();
         let inv = Inventory::parse(&text, &self.path)?;
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        if let Some(dir) = self.path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            // The inventory names the commands delegate runs: its directory is the user's
-            // alone when delegate creates it, whatever the umask.
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        // The replacement keeps the mode of the file it replaces (0600 for a new one), and
-        // gets it before any byte is written.
-        let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
-        let tmp = self.path.with_extension("toml.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        self.lock.replace(text.as_bytes()).map_err(|e| Error::io(&self.lock.target, e))?;
         Ok(inv)
     }
 }
