@@ -36,7 +36,13 @@ pub struct RemoteChunk {
     pub bytes: Vec<u8>,
     /// The offset to ask for next.
     pub next_offset: u64,
+    /// The file's size when the brother looked (`next_offset` when it had nothing new).
+    pub size: u64,
 }
+
+/// Most bytes of one file one [`Delegate::read_remote`] carries: well under the exec cap,
+/// so a reply is never cut; a larger file takes several reads.
+pub const MAX_READ_CHUNK: u64 = 8 * 1024 * 1024;
 
 impl Delegate {
     /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`).
@@ -121,8 +127,8 @@ impl Delegate {
         self.task(id)
     }
 
-    /// Reads a task file on the brother from `offset` (for `logs`), without touching the
-    /// mailbox's own offsets.
+    /// Reads up to [`MAX_READ_CHUNK`] bytes of a task file on the brother from `offset` (for
+    /// `logs`), without touching the mailbox's own offsets.
     pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
@@ -139,8 +145,8 @@ impl Delegate {
                     .collect(),
                 want_launch_json: false,
             }],
-            max_bytes_per_file: 8 * 1024 * 1024,
-            max_bytes_total: 8 * 1024 * 1024,
+            max_bytes_per_file: MAX_READ_CHUNK,
+            max_bytes_total: MAX_READ_CHUNK,
         };
         let script = render_sync(&req)?;
         let (out, _) =
@@ -154,8 +160,8 @@ impl Delegate {
             .deltas
             .iter()
             .find(|d| d.file == file)
-            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64 })
-            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset });
+            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64, size: d.size })
+            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset, size: offset });
         Ok((chunk, report))
     }
 
