@@ -14,10 +14,6 @@ use crate::term::{block, safe};
 pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
     let brothers = brothers(&mut args)?;
     let prompt = read_prompt(&args.text)?;
-    let timeout = match &args.timeout {
-        Some(t) => Some(delegate_core::config::parse_timeout(t).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?),
-        None => None,
-    };
     let mut d = open(config)?;
     let reqs: Vec<LaunchRequest> = brothers
         .iter()
@@ -30,7 +26,7 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             sandbox: args.sandbox,
             agent: args.agent.clone(),
             model: args.model.clone(),
-            timeout,
+            timeout: args.timeout,
             author: args.who.author.clone(),
         })
         .collect();

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod bounds;
 mod doctor;
+mod durations;
 mod fanout;
 mod faults;
 mod file_modes;

@@ -303,11 +303,30 @@ impl Inventory {
     }
 }
 
-/// A wall-clock limit such as `90s`, `45m`, `4h` or plain seconds; at least one second.
+/// A century: every duration delegate is given is capped here, so "wait forever" written as
+/// `u64::MAX` seconds means what it says instead of overflowing a clock (a deadline of
+/// `now + d`, or the runner's microsecond arithmetic in bash's signed 64 bits).
+pub const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// A duration such as `90s`, `45m`, `4h`, `1h 30m` or plain seconds; zero allowed. One too
+/// large to represent, or over [`FOREVER`], is [`FOREVER`].
+pub fn parse_duration(t: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = t.trim();
+    let parsed = match t.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(FOREVER),
+        Err(_) => match humantime::parse_duration(t) {
+            Err(humantime::DurationError::NumberOverflow) => Ok(FOREVER),
+            other => other,
+        },
+    };
+    let d = parsed.map_err(|_| format!("{t:?} is not a duration: use e.g. 90s, 45m or 4h"))?;
+    Ok(d.min(FOREVER))
+}
+
+/// A wall-clock limit: [`parse_duration`], at least one second.
 pub fn parse_timeout(t: &str) -> std::result::Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(t)
-        .or_else(|_| t.parse::<u64>().map(std::time::Duration::from_secs))
-        .map_err(|_| format!("{t:?} is not a duration: use e.g. 90s, 45m or 4h"))?;
+    let d = parse_duration(t)?;
     if d.as_secs() == 0 {
         return Err(format!("{t:?} is shorter than one second"));
     }

@@ -53,7 +53,8 @@ impl Delegate {
         Ok(summary)
     }
 
-    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`: no limit),
+    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`, or one too
+    /// large for the clock: no limit),
     /// every `poll`. An unknown id fails at once with [`Error::TaskNotFound`]. A host that
     /// cannot be synced is not an error here: it is named in [`WaitResult::sync_errors`] and
     /// its tasks stay pending until it answers or the time runs out.
@@ -61,7 +62,9 @@ impl Delegate {
         for id in ids {
             self.task(*id)?; // unknown ids fail now, not after the timeout
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline past what the clock can hold is no deadline (`Instant + Duration::MAX`
+        // would panic).
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut sync_errors = BTreeMap::new();
         loop {
             let pending: Vec<i64> = ids
