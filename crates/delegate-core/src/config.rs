@@ -550,6 +550,21 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
     }
 
     #[test]
+    fn durations_too_large_for_a_clock_are_a_century() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("1h 30m"), Ok(5400));
+        assert_eq!(secs("0s"), Ok(0));
+        for huge in ["18446744073709551615", "99999999999999999999999", "99999999999999999999999h", "584942417356y"] {
+            assert_eq!(parse_duration(huge), Ok(FOREVER), "{huge}");
+        }
+        assert!(parse_duration("soon").unwrap_err().contains("is not a duration"));
+        assert!(parse_duration("-5").is_err());
+        assert!(parse_timeout("0").unwrap_err().contains("shorter than one second"));
+        assert_eq!(parse_timeout("18446744073709551615"), Ok(FOREVER));
+    }
+
+    #[test]
     fn unknown_brother_lists_known_ones() {
         let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
         let err = inv.brother("jerry").unwrap_err().to_string();
