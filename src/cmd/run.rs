@@ -148,7 +148,11 @@ pub fn read_prompt(text: &PromptArgs) -> Result<Vec<u8>> {
     }
     match prompt {
         Some(p) if p == "-" => from_stdin(),
-        Some(p) => Ok(p.clone().into_vec()),
+        Some(p) => {
+            // Parsed, so other processes need not see it in our argv any longer.
+            crate::hide_arg::hide(p);
+            Ok(p.clone().into_vec())
+        }
         None => bail!("no prompt: give the task text as an argument, with --prompt-file PATH, or on stdin with '-'"),
     }
 }
