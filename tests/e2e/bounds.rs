@@ -167,3 +167,65 @@ lines 10001 20000
     assert_eq!(numbers, (1..=20000).collect::<Vec<_>>(), "rendered logs lost or reordered lines");
     assert!(shown.contains("[a line of more than 1048576 bytes, not rendered: --raw shows it]"));
 }
+
+/// A hostile brother whose every command (here: a `bash` first on its PATH) answers with a
+/// 1 GiB flood: `sync` and `logs`, direct and through the warm daemon, stop reading at
+/// `MAX_EXEC_OUTPUT` (48 MiB), end the command on the brother, and say "output over N
+/// bytes"; the lead's and the daemon's peak memory stay far below the flood. Once the brother
+/// behaves, the same host syncs again.
+#[test]
+fn an_exec_flooding_past_the_output_cap_is_stopped_with_bounded_memory() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "stay\n@self-test sleep 120", "--json"]);
+    let flag = host.dir().join("flood-now");
+    // Where the brother user may write.
+    let pidfile = host.workdir().join("flood.pid");
+    let real_bash = ["/usr/bin/bash", "/bin/bash"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    crate::support::install_agent(
+        &host,
+        "bash",
+        &format!(
+            "#!{real_bash}\nif [ -e '{}' ]; then echo $$ >'{}'; exec head -c 1073741824 /dev/zero; fi\nexec {real_bash} \"$@\"\n",
+            flag.display(),
+            pidfile.display()
+        ),
+    );
+    std::fs::write(&flag, "").unwrap();
+    let limit = delegate_core::ssh::MAX_EXEC_OUTPUT;
+    let said = format!("output over {limit} bytes");
+
+    let flood_ended = |what: &str| {
+        let pid = std::fs::read_to_string(&pidfile).unwrap_or_else(|_| panic!("{what}: the flood never ran"));
+        let _ = std::fs::remove_file(&pidfile);
+        let started = std::time::Instant::now();
+        while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "{what}: the flood {pid} still runs");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let n = id.to_string();
+    for (what, args) in [
+        ("direct sync", vec!["--no-warm", "sync"]),
+        ("direct logs", vec!["--no-warm", "logs", &n]),
+        ("warm sync", vec!["sync"]),
+        ("warm logs", vec!["logs", &n]),
+    ] {
+        let run = env.run(&args);
+        assert_ne!(run.code(), 0, "{what}:\n{run}");
+        assert!(run.stdout().contains(&said) || run.stderr().contains(&said), "{what}:\n{run}");
+        flood_ended(what);
+    }
+    // The CLI read at most 48 MiB of the 1 GiB (a few copies of it at most).
+    let cli = children_max_rss();
+    assert!(cli < 256 * 1024, "CLI peak {cli} KiB");
+    let status: Value = env.run(&["warm", "status", "--json"]).ok().json();
+    let daemon = vm_hwm(status["pid"].as_i64().unwrap_or_else(|| panic!("no daemon: {status}")));
+    assert!(daemon < 256 * 1024, "daemon peak {daemon} KiB");
+    eprintln!("peaks under a 1 GiB flood: CLI {cli} KiB, daemon {daemon} KiB");
+
+    std::fs::remove_file(&flag).unwrap();
+    env.run(&["sync"]).ok();
+    let show = env.run(&["show", &n, "--json", "--no-sync"]).ok().json();
+    assert_eq!(show["status"], "running", "{show}");
+}

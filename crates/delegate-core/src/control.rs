@@ -106,6 +106,9 @@ impl Delegate {
         // The script waits up to 30 s for the runner to record the ending.
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
+        if out.overflow {
+            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        }
         let said = String::from_utf8_lossy(&out.stdout);
         let state = said.lines().find_map(|l| l.strip_prefix("DELEGATE-CANCEL ")).unwrap_or("").trim().to_string();
         if out.exit != Exit::Code(0) || state.is_empty() {
@@ -154,6 +157,10 @@ impl Delegate {
         let script = render_sync(&req)?;
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
+        // Say why the reply is unusable rather than that it was cut short.
+        if out.overflow {
+            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        }
         let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
         let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
             host: task.host.clone(),
