@@ -177,7 +177,8 @@ lines 10001 20000
 fn an_exec_flooding_past_the_output_cap_is_stopped_with_bounded_memory() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
-    let id = launch(&env, &["oppy", "stay\n@self-test sleep 120", "--json"]);
+    // Enough turns that it is still running at the end, however slow the machine.
+    let id = launch(&env, &["oppy", "stay\n@self-test sleep 300", "--max-turns", "1000", "--json"]);
     let flag = host.dir().join("flood-now");
     // Where the brother user may write.
     let pidfile = host.workdir().join("flood.pid");

@@ -163,7 +163,8 @@ fn launch_sync_and_cancel_errors_print_brother_text_sanitized() {
     }
 
     set("");
-    let id = launch(&env, &["oppy", "stay\n@self-test sleep 60", "--json"]).to_string();
+    // Enough turns that it is still running at the end, however slow the machine.
+    let id = launch(&env, &["oppy", "stay\n@self-test sleep 300", "--max-turns", "1000", "--json"]).to_string();
     set("junk");
     for args in [
         &["sync"][..],

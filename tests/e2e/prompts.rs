@@ -290,6 +290,8 @@ fn a_prompt_argument_is_gone_from_cmdline_while_the_launch_waits() {
             .replace("connect_timeout = 5\n", "connect_timeout = 30\n"),
     );
     env.add_brother("oppy", "h", &host, "claude", "read");
+    // The agents keep running, so the `say` below has a live task to talk to.
+    host.set_agent_mode("sleep:120");
     let canary: String = noise(16, std::process::id() as u64 ^ 0xa76f).iter().map(|b| format!("{b:02x}")).collect();
     let prompt = format!("look at this\nsecret: {canary}\n");
 
