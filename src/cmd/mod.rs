@@ -6,6 +6,7 @@ mod cancel;
 mod doctor;
 mod hosts;
 mod list;
+mod log_lines;
 mod logs;
 mod mailbox;
 mod mcp;

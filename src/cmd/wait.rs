@@ -13,18 +13,10 @@ use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
     let mut d = open(config)?;
-    let timeout = match &args.timeout {
-        Some(t) => Some(
-            humantime::parse_duration(t)
-                .or_else(|_| t.parse::<u64>().map(Duration::from_secs))
-                .map_err(|_| anyhow::anyhow!("--timeout {t:?}: give a duration such as 90s, 10m or 2h"))?,
-        ),
-        None => None,
-    };
     if args.ids.is_empty() {
         bail!("give at least one task number");
     }
-    let result = block_on(d.wait(&args.ids, timeout, Duration::from_millis(args.interval_ms.max(200))))?;
+    let result = block_on(d.wait(&args.ids, args.timeout, Duration::from_millis(args.interval_ms.max(200))))?;
     for warning in result.sync_errors.values() {
         eprintln!("delegate: warning: {}", safe(warning));
     }

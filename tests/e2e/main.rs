@@ -7,6 +7,7 @@ mod auth;
 mod bounds;
 mod cancel_race;
 mod doctor;
+mod durations;
 mod fanout;
 mod faults;
 mod file_modes;

@@ -66,7 +66,7 @@ pub(crate) async fn ok(client: &Client, tool: &str, args: Value) -> Value {
 }
 
 /// A failed call's error code and message (asserting it is a tool error, not a protocol one).
-async fn err(client: &Client, tool: &str, args: Value) -> (String, String) {
+pub(crate) async fn err(client: &Client, tool: &str, args: Value) -> (String, String) {
     let r = call(client, tool, args.clone()).await;
     assert_eq!(r.is_error, Some(true), "{tool} {args} should have failed: {}", text(&r));
     let s = r.structured_content.clone().unwrap_or_else(|| panic!("no structured error: {}", text(&r)));

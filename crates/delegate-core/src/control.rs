@@ -39,7 +39,13 @@ pub struct RemoteChunk {
     pub bytes: Vec<u8>,
     /// The offset to ask for next.
     pub next_offset: u64,
+    /// The file's size when the brother looked (`next_offset` when it had nothing new).
+    pub size: u64,
 }
+
+/// Most bytes of one file one [`Delegate::read_remote`] carries: well under the exec cap,
+/// so a reply is never cut; a larger file takes several reads.
+pub const MAX_READ_CHUNK: u64 = 8 * 1024 * 1024;
 
 impl Delegate {
     /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`),
@@ -59,7 +65,8 @@ impl Delegate {
         Ok(summary)
     }
 
-    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`: no limit),
+    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`, or one too
+    /// large for the clock: no limit),
     /// every `poll`. An unknown id fails at once with [`Error::TaskNotFound`]. A host that
     /// cannot be synced (or not within its sync deadline) is not an error here: it is named
     /// in [`WaitResult::sync_errors`] and its tasks stay pending, marked stale, until it
@@ -68,7 +75,9 @@ impl Delegate {
         for id in ids {
             self.task(*id)?; // unknown ids fail now, not after the timeout
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline past what the clock can hold is no deadline (`Instant + Duration::MAX`
+        // would panic).
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut sync_errors = BTreeMap::new();
         loop {
             let pending: Vec<i64> = ids
@@ -119,6 +128,9 @@ impl Delegate {
         // The script waits up to 30 s for the runner to record the ending.
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
+        if out.overflow {
+            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        }
         let state = parse_cancel(&out.stdout);
         let Some(state) = state.filter(|_| out.exit == Exit::Code(0)) else {
             return Err(Error::SyncFailed {
@@ -158,8 +170,8 @@ impl Delegate {
         self.task(id)
     }
 
-    /// Reads a task file on the brother from `offset` (for `logs`), without touching the
-    /// mailbox's own offsets.
+    /// Reads up to [`MAX_READ_CHUNK`] bytes of a task file on the brother from `offset` (for
+    /// `logs`), without touching the mailbox's own offsets.
     pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
@@ -176,12 +188,16 @@ impl Delegate {
                     .collect(),
                 want_launch_json: false,
             }],
-            max_bytes_per_file: 8 * 1024 * 1024,
-            max_bytes_total: 8 * 1024 * 1024,
+            max_bytes_per_file: MAX_READ_CHUNK,
+            max_bytes_total: MAX_READ_CHUNK,
         };
         let script = render_sync(&req)?;
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
+        // Say why the reply is unusable rather than that it was cut short.
+        if out.overflow {
+            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        }
         let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
         let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
             host: task.host.clone(),
@@ -191,8 +207,8 @@ impl Delegate {
             .deltas
             .iter()
             .find(|d| d.file == file)
-            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64 })
-            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset });
+            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64, size: d.size })
+            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset, size: offset });
         Ok((chunk, report))
     }
 

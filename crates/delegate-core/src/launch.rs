@@ -253,6 +253,8 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
         (None, None) => crate::config::DEFAULT_TIMEOUT,
     };
+    // A library caller may pass Duration::MAX: the mailbox and the runner get a century.
+    let timeout = timeout.min(crate::config::FOREVER);
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;

@@ -96,7 +96,8 @@
 //!
 //! In reading order:
 //! - [`names`]: validated names (brothers, hosts, tmux sessions) that are safe in paths and tmux.
-//! - [`config`]: the TOML inventory of hosts, brothers and custom agents.
+//! - [`config`]: the TOML inventory of hosts, brothers and custom agents ([`user_file`]:
+//!   its edits, locked, atomic and through a symlink).
 //! - [`ssh_config`] and [`known_hosts`]: OpenSSH-compatible resolution (Match blocks,
 //!   ProxyJump/ProxyCommand) and host-key checks (certificates, global files, hashing).
 //! - [`ssh`]: the russh client: connect along a route (`ssh::route`: direct, bastions,
@@ -141,6 +142,7 @@ pub mod sync;
 pub mod sync_protocol;
 pub mod task;
 pub mod thread;
+pub mod user_file;
 pub mod warm;
 pub mod write_scope;
 

@@ -237,7 +237,7 @@ impl Store {
                 t.prompt,
                 t.prompt_sha256,
                 now,
-                t.timeout_secs as i64
+                i64::try_from(t.timeout_secs).unwrap_or(i64::MAX)
             ],
         )?;
         let task_id = tx.last_insert_rowid();

@@ -477,20 +477,45 @@ pub(crate) fn plan(
             "outbox.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some((m, bad_kind)) = parse_message(l, now) {
-                        if bad_kind {
-                            ing.events.push(NewEvent {
-                                at: valid_at("", now),
-                                kind: "bad_report".into(),
-                                summary: format!("report {} had an unknown kind; recorded as progress", m.seq),
-                                data: None,
-                            });
+                    // Where the line starts in the file, to name it in a note.
+                    let at_byte = delta.offset + (l.as_ptr() as usize - delta.bytes.as_ptr() as usize) as u64;
+                    let note = |kind: &str, summary: String| NewEvent {
+                        at: valid_at("", now),
+                        kind: kind.into(),
+                        summary,
+                        data: None,
+                    };
+                    let (m, read) = match parse_message(l, now) {
+                        Ok(parsed) => parsed,
+                        Err(why) => {
+                            // Never dropped silently: the lead sees that a report was lost.
+                            ing.events.push(note(
+                                "skipped",
+                                format!("line at byte {at_byte} of outbox.jsonl skipped: not a report ({why})"),
+                            ));
+                            continue;
                         }
-                        if m.kind == "status" {
-                            status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
-                        }
-                        ing.messages.push(m);
+                    };
+                    if read.bad_kind {
+                        ing.events.push(note(
+                            "bad_report",
+                            format!("report {} had an unknown kind; recorded as progress", m.seq),
+                        ));
                     }
+                    if read.lossy {
+                        ing.events.push(note(
+                            "lossy_report",
+                            format!(
+                                "report {} (line at byte {at_byte} of outbox.jsonl) was not valid UTF-8; \
+                                 stored with U+FFFD in place of the bad bytes",
+                                m.seq
+                            ),
+                        ));
+                    }
+                    if m.kind == "status" {
+                        status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                    ing.messages.push(m);
                 }
                 used
             }
@@ -635,7 +660,8 @@ fn event_kind(kind: &str) -> String {
 }
 
 fn parse_event(line: &[u8], now: std::time::SystemTime) -> Option<NewEvent> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    // Lossily if need be: the hook's summary is a file path, and paths need not be UTF-8.
+    let (v, _) = json_line(line).ok()?;
     let kind = event_kind(v["event"].as_str()?);
     let tool = v["tool"].as_str().unwrap_or("");
     let summary = v["summary"].as_str().unwrap_or("");
@@ -652,19 +678,41 @@ fn parse_event(line: &[u8], now: std::time::SystemTime) -> Option<NewEvent> {
     })
 }
 
-/// One report line; `true` with it when its kind was not one the helper writes (it is then
-/// recorded as `progress`, so no brother-made kind reaches a screen or a status decision).
-fn parse_message(line: &[u8], now: std::time::SystemTime) -> Option<(NewMessage, bool)> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+/// What reading a report line had to correct.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReportRead {
+    /// Its kind was not one the helper writes; it is recorded as `progress`, so no
+    /// brother-made kind reaches a screen or a status decision.
+    bad_kind: bool,
+    /// It was not valid UTF-8 (the helper passes bytes through); read with U+FFFD.
+    lossy: bool,
+}
+
+/// One report line, or why it is none (not JSON, no `seq`).
+fn parse_message(line: &[u8], now: std::time::SystemTime) -> Result<(NewMessage, ReportRead), String> {
+    let (v, lossy) = json_line(line)?;
     let kind = v["kind"].as_str().unwrap_or("progress");
     let known = REPORT_KINDS.contains(&kind);
     let message = NewMessage {
-        seq: v["seq"].as_i64()?,
+        seq: v["seq"].as_i64().ok_or("no seq")?,
         kind: if known { kind } else { "progress" }.to_string(),
         text: v["text"].as_str().unwrap_or("").to_string(),
         at: valid_at(v["at"].as_str().unwrap_or(""), now),
     };
-    Some((message, !known))
+    Ok((message, ReportRead { bad_kind: !known, lossy }))
+}
+
+/// A JSON line from the brother, and whether it had to be read lossily: JSON is UTF-8, but
+/// the brother's helpers pass other bytes through (a Latin-1 file name, a cut character), and
+/// such a line is worth keeping with U+FFFD rather than losing.
+fn json_line(line: &[u8]) -> Result<(serde_json::Value, bool), String> {
+    match serde_json::from_slice(line) {
+        Ok(v) => Ok((v, false)),
+        Err(_) if std::str::from_utf8(line).is_err() => serde_json::from_str(&String::from_utf8_lossy(line))
+            .map(|v| (v, true))
+            .map_err(|e| format!("not JSON: {e}")),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -695,8 +743,8 @@ mod tests_ingest {
     fn report_kinds_and_event_names_from_the_brother_are_checked() {
         let now = SystemTime::now();
         let line = br#"{"seq":3,"at":"2026-12-06T18:29:53.433Z","kind":"done\ntask 9","text":"x"}"#;
-        let (m, bad) = super::parse_message(line, now).unwrap();
-        assert_eq!((m.kind.as_str(), bad), ("progress", true));
+        let (m, read) = super::parse_message(line, now).unwrap();
+        assert_eq!((m.kind.as_str(), read.bad_kind), ("progress", true));
         let line = br#"{"seq":4,"at":"2026-12-06T18:29:53.433Z","kind":"question","text":"x"}"#;
         assert_eq!(super::parse_message(line, now).unwrap().0.kind, "question");
         let line = br#"{"at":"x","event":"Pre\u001b[2JToolUse","summary":"s"}"#;
@@ -764,6 +812,43 @@ mod tests {
         let ing = planned(vec![delta("outbox.jsonl", 0, 100, b"{\"seq\":1")]);
         assert_eq!(ing.offsets["outbox.jsonl"], 0);
         assert!(ing.events.is_empty());
+    }
+
+    #[test]
+    fn a_report_that_is_not_utf8_is_kept_lossily_and_one_that_is_no_report_is_named() {
+        let good = br#"{"seq":1,"at":"t","kind":"progress","text":"ok"}"#;
+        let latin1 = b"{\"seq\":2,\"at\":\"t\",\"kind\":\"done\",\"text\":\"caf\xe9 au lait\"}";
+        let mut bytes = Vec::new();
+        for l in [&good[..], &latin1[..], b"garbage \xff", br#"{"kind":"done","text":"no seq"}"#] {
+            bytes.extend_from_slice(l);
+            bytes.push(b'\n');
+        }
+        let ing = planned(vec![delta("outbox.jsonl", 0, bytes.len() as u64, &bytes)]);
+        assert_eq!(ing.offsets["outbox.jsonl"], bytes.len() as u64);
+        let texts: Vec<(i64, &str)> = ing.messages.iter().map(|m| (m.seq, m.text.as_str())).collect();
+        assert_eq!(texts, [(1, "ok"), (2, "caf\u{fffd} au lait")]);
+        let events: Vec<(&str, &str)> = ing.events.iter().map(|e| (e.kind.as_str(), e.summary.as_str())).collect();
+        let second = good.len() + 1;
+        let third = second + latin1.len() + 1;
+        let fourth = third + b"garbage \xff".len() + 1;
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0].0, "lossy_report");
+        assert!(events[0].1.starts_with(&format!("report 2 (line at byte {second} of outbox.jsonl)")), "{events:?}");
+        assert_eq!(events[1].0, "skipped");
+        assert!(
+            events[1].1.starts_with(&format!("line at byte {third} of outbox.jsonl skipped: not a report (not JSON"))
+        );
+        assert!(!events[1].1.contains("garbage"), "no brother text in the note: {events:?}");
+        assert_eq!(
+            events[2],
+            ("skipped", format!("line at byte {fourth} of outbox.jsonl skipped: not a report (no seq)").as_str())
+        );
+
+        // An event whose summary (a file path) is not UTF-8 is kept too.
+        let event = b"{\"event\":\"PostToolUse\",\"tool\":\"Edit\",\"summary\":\"/w/r\xe9sum\xe9.txt\",\"at\":\"t\"}\n";
+        let ing = planned(vec![delta("events.jsonl", 0, event.len() as u64, event)]);
+        assert_eq!(ing.events.len(), 1);
+        assert_eq!(ing.events[0].summary, "Edit /w/r\u{fffd}sum\u{fffd}.txt");
     }
 
     #[test]
