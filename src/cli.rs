@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use delegate_core::{Sandbox, TaskStatus};
@@ -104,9 +105,10 @@ pub struct RunArgs {
     /// Model name passed to the agent (default: the brother's)
     #[arg(long)]
     pub model: Option<String>,
-    /// Wall-clock limit, e.g. 90s, 45m, 4h (default: the brother's, else 4h)
-    #[arg(long)]
-    pub timeout: Option<String>,
+    /// Wall-clock limit, e.g. 90s, 45m, 4h (default: the brother's, else 4h; at most a
+    /// century, which a larger value means)
+    #[arg(long, value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
     #[command(flatten)]
     pub who: Author,
     /// Another brother to hand the task to (repeatable); with --to, the first argument is
@@ -222,9 +224,10 @@ pub struct MonitorArgs {
 pub struct WaitArgs {
     /// Task numbers
     pub ids: Vec<i64>,
-    /// Give up after this long (90s, 10m, 2h); exit code 8 then
-    #[arg(long)]
-    pub timeout: Option<String>,
+    /// Give up after this long (90s, 10m, 2h; a value too large for the clock means no
+    /// limit); exit code 8 then
+    #[arg(long, value_parser = delegate_core::config::parse_duration)]
+    pub timeout: Option<Duration>,
     /// Milliseconds between syncs
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
@@ -286,7 +289,7 @@ pub struct MailboxArgs {
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
     pub id: i64,
-    /// New status (completed, failed, needs_input, ...)
+    /// The outcome to record: completed, failed or cancelled (other states are delegate's own)
     #[arg(long)]
     pub status: TaskStatus,
     /// Output or reason to record with the change
@@ -358,6 +361,9 @@ pub struct HostAddArgs {
     /// At most this many tasks in flight on the host; more wait as `queued`
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: Option<u32>,
+    /// Seconds state commands wait for this host's sync before showing its tasks stale (default 10)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_deadline: Option<u64>,
     /// Environment agents run in there: login (default), interactive or plain
     #[arg(long, value_parser = parse_environment)]
     pub environment: Option<delegate_core::config::AgentEnvironment>,
@@ -453,6 +459,10 @@ pub struct SayArgs {
     pub who: Author,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    delegate_core::config::parse_timeout(s)
 }
 
 fn parse_environment(s: &str) -> Result<delegate_core::config::AgentEnvironment, String> {

@@ -30,8 +30,12 @@ pub const NOT_ALL_COMPLETED: u8 = 7;
 pub const WAIT_TIMEOUT: u8 = 8;
 /// The task is already finished (cancel of a finished task).
 pub const ALREADY_FINISHED: u8 = 9;
-/// `reopen`: the task still has a run in progress.
+/// `reopen` or `update`: the task still has a run in progress.
 pub const RUN_ACTIVE: u8 = 16;
+/// `run`: a `cancel` won against the launch; no agent runs for the task (nothing to retry).
+pub const CANCELLED_WHILE_LAUNCHING: u8 = 18;
+/// `say`: the task's agent never started (queued, launching, or ended before it started).
+pub const NOT_STARTED: u8 = 19;
 /// `reopen`: the task's agent has no session to resume.
 pub const NOT_RESUMABLE: u8 = 17;
 /// The host could not be reached, or did not answer in time.
@@ -115,6 +119,9 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::AlreadyFinished => ALREADY_FINISHED,
         K::RunActive => RUN_ACTIVE,
         K::NotResumable => NOT_RESUMABLE,
+        K::NotStarted => NOT_STARTED,
+        K::BadArgument => USAGE,
+        K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,
     })

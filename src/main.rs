@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod hide_arg;
 mod mcp;
 mod paths;
 mod term;

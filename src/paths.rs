@@ -63,13 +63,26 @@ pub fn launch_grace() -> Result<Option<std::time::Duration>> {
 /// Test builds only (`debug_assertions`): the launch phase named by
 /// `DELEGATE_TEST_STOP_AT` (`recorded`: task rows committed, nothing sent; `answered`: the
 /// brother replied, nothing recorded yet). At that phase the process writes the phase name
-/// to `DELEGATE_TEST_STOP_FILE` and sleeps until killed. Release builds never stop.
-pub fn stop_at() -> Option<(String, Option<PathBuf>)> {
+/// to `DELEGATE_TEST_STOP_FILE` and sleeps until killed, or, with `DELEGATE_TEST_RESUME_FILE`,
+/// until that file exists and then goes on (so a test can race another command against an
+/// exact point of a launch). Release builds never stop.
+pub fn stop_at() -> Option<StopAt> {
     if !cfg!(debug_assertions) {
         return None;
     }
     let phase = var("DELEGATE_TEST_STOP_AT")?.to_string_lossy().into_owned();
-    Some((phase, var("DELEGATE_TEST_STOP_FILE").map(PathBuf::from)))
+    Some(StopAt {
+        phase,
+        file: var("DELEGATE_TEST_STOP_FILE").map(PathBuf::from),
+        resume: var("DELEGATE_TEST_RESUME_FILE").map(PathBuf::from),
+    })
+}
+
+/// See [`stop_at`].
+pub struct StopAt {
+    pub phase: String,
+    pub file: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
 }
 
 fn user_from_passwd() -> Option<String> {

@@ -21,6 +21,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 remote_root: a.remote_root,
                 connect_timeout: a.connect_timeout,
                 max_concurrent: a.max_concurrent,
+                sync_deadline: a.sync_deadline,
                 environment: a.environment,
                 env_file: a.env_file,
                 transport: None,

@@ -24,8 +24,9 @@ pub fn run(config: Option<&Path>, args: ListArgs) -> Result<()> {
     }
     println!("{:>5}  {:<14}  {:<12}  {:<12}  {:<16}  SUBJECT", "ID", "STATUS", "BROTHER", "HOST", "CREATED");
     for t in tasks {
+        let stale = super::sync::stale_note(&t).map(|n| format!("  [{n}]")).unwrap_or_default();
         println!(
-            "{:>5}  {:<14}  {:<12}  {:<12}  {:<16}  {}",
+            "{:>5}  {:<14}  {:<12}  {:<12}  {:<16}  {}{stale}",
             t.id,
             t.status.as_str(),
             t.brother,

@@ -1,51 +1,76 @@
 //! `delegate logs N [--follow]`: what the agent wrote so far, read from the brother.
+//!
+//! The file is read in chunks ([`MAX_READ_CHUNK`], one exec each) and written out as it
+//! comes, so a stream of any size is shown whole in bounded memory: without `--follow`, up
+//! to the size it had at the first read; with it, until the agent ends.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use delegate_core::control::MAX_READ_CHUNK;
 use delegate_core::outcome::{clip, input_summary, printable, tool_result_text};
 use serde_json::Value;
 
+use super::log_lines::{Lines, MAX_HELD_LINE, Segment};
 use super::{block_on, open};
 use crate::cli::LogsArgs;
 
 pub fn run(config: Option<&Path>, args: LogsArgs) -> Result<()> {
     let mut d = open(config)?;
     let file = if args.stderr { "stderr.log" } else { "stream.jsonl" };
+    // Raw lines stay whole (for jq) but are made printable: a valid JSON line has no control
+    // characters, so only junk loses anything.
+    let raw = args.raw || args.stderr;
+    let mut lines = Lines::default();
     let mut offset = 0u64;
-    let mut pending = Vec::new();
+    // Without --follow: the file's size at the first read, where this command stops.
+    let mut end = None;
     loop {
         let (chunk, report) = block_on(d.read_remote(args.id, file, offset))?;
+        let end = *end.get_or_insert(chunk.size);
         offset = chunk.next_offset;
-        pending.extend_from_slice(&chunk.bytes);
         let mut out = std::io::stdout().lock();
-        // Render complete lines; keep a partial last line for the next read.
-        let cut = pending.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
-        for line in pending[..cut].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            // Raw lines stay whole (for jq) but are made printable: a valid JSON line has no
-            // control characters, so only junk loses anything.
-            let shown = if args.raw || args.stderr { printable(&String::from_utf8_lossy(line)) } else { render(line) };
-            if !shown.is_empty() {
-                // A closed reader (`logs N | head`) ends here; main exits quietly.
-                writeln!(out, "{shown}")?;
-            }
-        }
-        pending.drain(..cut);
-        let _ = out.flush();
+        // A closed reader (`logs N | head`) ends here; main exits quietly.
+        lines.push(&chunk.bytes, &mut |s| show(&mut out, s, raw))?;
+        out.flush()?;
+        // A chunk the cap cut short: the rest is there now, no reason to wait for it.
+        let more_waiting = chunk.bytes.len() as u64 == MAX_READ_CHUNK && offset < chunk.size;
         let finished = report.deltas.iter().any(|d| d.file == "exit") || !report.session_alive;
-        if !args.follow || (finished && chunk.bytes.is_empty()) {
-            if !pending.is_empty() {
-                println!("{}", printable(&String::from_utf8_lossy(&pending)));
-            }
+        let done =
+            if args.follow { finished && chunk.bytes.is_empty() } else { offset >= end || chunk.bytes.is_empty() };
+        if done {
+            lines.finish(&mut |s| show(&mut out, s, raw))?;
+            out.flush()?;
             if args.follow {
                 // Let the mailbox learn how it ended.
                 let _ = block_on(d.sync(Some(&[args.id])));
             }
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(1000));
+        if args.follow && !more_waiting {
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+    }
+}
+
+/// Writes one segment of the file: a line rendered (or printable, when raw), or a piece of a
+/// line too long to hold, streamed through when raw and announced once otherwise.
+fn show(out: &mut impl Write, segment: Segment<'_>, raw: bool) -> std::io::Result<()> {
+    match segment {
+        Segment::Whole(line) => {
+            let shown = if raw { printable(&String::from_utf8_lossy(line)) } else { render(line) };
+            if shown.is_empty() { Ok(()) } else { writeln!(out, "{shown}") }
+        }
+        Segment::Part { bytes, last, .. } if raw => {
+            write!(out, "{}", printable(&String::from_utf8_lossy(bytes)))?;
+            if last { writeln!(out) } else { Ok(()) }
+        }
+        Segment::Part { first: true, .. } => {
+            writeln!(out, "[a line of more than {MAX_HELD_LINE} bytes, not rendered: --raw shows it]")
+        }
+        Segment::Part { .. } => Ok(()),
     }
 }
 

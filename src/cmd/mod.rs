@@ -6,6 +6,7 @@ mod cancel;
 mod doctor;
 mod hosts;
 mod list;
+mod log_lines;
 mod logs;
 mod mailbox;
 mod mcp;
@@ -115,14 +116,17 @@ pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::De
     if let Some(grace) = crate::paths::launch_grace()? {
         d.set_launch_grace(grace);
     }
-    if let Some((phase, file)) = crate::paths::stop_at() {
+    if let Some(stop) = crate::paths::stop_at() {
         d.set_phase_hook(std::sync::Arc::new(move |at: &str| {
-            if at == phase {
-                if let Some(f) = &file {
+            if at == stop.phase {
+                if let Some(f) = &stop.file {
                     let _ = std::fs::write(f, at);
                 }
                 loop {
-                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                    if stop.resume.as_ref().is_some_and(|r| r.exists()) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
             }
         }));

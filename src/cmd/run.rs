@@ -14,10 +14,6 @@ use crate::term::{block, safe};
 pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
     let brothers = brothers(&mut args)?;
     let prompt = read_prompt(&args.text)?;
-    let timeout = match &args.timeout {
-        Some(t) => Some(delegate_core::config::parse_timeout(t).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?),
-        None => None,
-    };
     let mut d = open(config)?;
     let reqs: Vec<LaunchRequest> = brothers
         .iter()
@@ -30,7 +26,7 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             sandbox: args.sandbox,
             agent: args.agent.clone(),
             model: args.model.clone(),
-            timeout,
+            timeout: args.timeout,
             author: args.who.author.clone(),
         })
         .collect();
@@ -152,7 +148,11 @@ pub fn read_prompt(text: &PromptArgs) -> Result<Vec<u8>> {
     }
     match prompt {
         Some(p) if p == "-" => from_stdin(),
-        Some(p) => Ok(p.clone().into_vec()),
+        Some(p) => {
+            // Parsed, so other processes need not see it in our argv any longer.
+            crate::hide_arg::hide(p);
+            Ok(p.clone().into_vec())
+        }
         None => bail!("no prompt: give the task text as an argument, with --prompt-file PATH, or on stdin with '-'"),
     }
 }

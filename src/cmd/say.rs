@@ -8,6 +8,8 @@ use super::{block_on, open};
 use crate::cli::SayArgs;
 
 pub fn run(config: Option<&Path>, args: SayArgs) -> Result<()> {
+    // A message can be as private as a prompt: out of our argv before any thread starts.
+    crate::hide_arg::hide(std::ffi::OsStr::new(&args.message));
     let mut d = open(config)?;
     // No sync first: the brother's say script itself refuses a run that has ended, so a
     // message to a task that ended meanwhile fails now (and is kept as undeliverable).

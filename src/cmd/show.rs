@@ -24,6 +24,9 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     }
     let task = &view.task;
     println!("task {}  {}", task.id, task.status);
+    if let (Some(note), Some(s)) = (super::sync::stale_note(task), &task.stale) {
+        println!("  {note} (at {}); host {}: {}", s.last_heard_at, safe(&task.host), safe(&s.why));
+    }
     if let Some(r) = &task.reason {
         println!("  reason    {}", block(r, "            "));
     }

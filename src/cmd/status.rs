@@ -72,6 +72,10 @@ fn print_table(out: &mut impl Write, tasks: &[Task]) -> Result<()> {
             _ => t.last_event.clone().unwrap_or_default(),
         };
         let last: String = crate::term::safe(&last).chars().take(60).collect();
+        let last = match super::sync::stale_note(t) {
+            Some(note) => format!("[{note}] {last}"),
+            None => last,
+        };
         writeln!(
             out,
             "{:>5}  {:<14}  {:<12}  {:>6}  {:>5}  {last}",

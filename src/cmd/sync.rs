@@ -4,13 +4,14 @@ use std::path::Path;
 
 use anyhow::Result;
 use delegate_core::Delegate;
-use delegate_core::sync::SyncSummary;
+use delegate_core::sync::{Patience, SyncSummary};
 
 use super::{block_on, open};
 
 pub fn run(config: Option<&Path>, json: bool) -> Result<()> {
     let mut d = open(config)?;
-    let summary = block_on(d.sync(None))?;
+    // Asked for, so it may wait for a slow host longer than a command that shows state.
+    let summary = block_on(d.sync_with(None, Patience::Long))?;
     if json {
         super::print_json(&summary)?;
     } else if summary.hosts.is_empty() {
@@ -38,16 +39,19 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Syncs before a command shows state. An unreachable host is a warning, not a failure:
-/// the command still shows what the mailbox knows, and says how fresh it is.
+/// Syncs before a command shows state, each host within its sync deadline. A host that is
+/// unreachable or does not answer in time is a warning, not a failure: the command still
+/// shows what the mailbox knows, its tasks marked stale with when they were last heard of.
 pub fn before_showing(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
     let summary = block_on(d.sync(only))?;
-    for (host, e) in summary.errors() {
-        eprintln!(
-            "delegate: warning: could not sync {} ({}); its tasks show the last known state",
-            crate::term::safe(host),
-            crate::term::safe(e)
-        );
+    for warning in summary.warnings().values() {
+        eprintln!("delegate: warning: {}", crate::term::safe(warning));
     }
     Ok(summary)
+}
+
+/// `stale: last heard 4m ago` for a task whose host did not answer its latest sync.
+pub fn stale_note(t: &delegate_core::Task) -> Option<String> {
+    let s = t.stale.as_ref()?;
+    Some(format!("stale: last heard {} ago", super::status::short_age(&s.last_heard_at)))
 }

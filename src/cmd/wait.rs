@@ -13,20 +13,12 @@ use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
     let mut d = open(config)?;
-    let timeout = match &args.timeout {
-        Some(t) => Some(
-            humantime::parse_duration(t)
-                .or_else(|_| t.parse::<u64>().map(Duration::from_secs))
-                .map_err(|_| anyhow::anyhow!("--timeout {t:?}: give a duration such as 90s, 10m or 2h"))?,
-        ),
-        None => None,
-    };
     if args.ids.is_empty() {
         bail!("give at least one task number");
     }
-    let result = block_on(d.wait(&args.ids, timeout, Duration::from_millis(args.interval_ms.max(200))))?;
-    for (host, e) in &result.sync_errors {
-        eprintln!("delegate: warning: could not sync {}: {}", safe(host), safe(&e.to_string()));
+    let result = block_on(d.wait(&args.ids, args.timeout, Duration::from_millis(args.interval_ms.max(200))))?;
+    for warning in result.sync_errors.values() {
+        eprintln!("delegate: warning: {}", safe(warning));
     }
     if args.json {
         super::print_json(&result)?;
@@ -35,7 +27,8 @@ pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
             let why = t.reason.as_deref().map(|r| format!(": {}", safe(r))).unwrap_or_default();
             let turns = t.turns.map(|n| format!(", {n} turn{}", if n == 1 { "" } else { "s" })).unwrap_or_default();
             let code = t.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
-            println!("task {} {}{why}{turns}{code}", t.id, safe(t.status.as_str()));
+            let stale = super::sync::stale_note(t).map(|n| format!(" [{n}]")).unwrap_or_default();
+            println!("task {} {}{why}{turns}{code}{stale}", t.id, safe(t.status.as_str()));
         }
         if !result.pending.is_empty() {
             println!("still running after the timeout: {:?}", result.pending);

@@ -200,8 +200,8 @@ struct CheckMailboxArgs {
 struct UpdateTaskArgs {
     /// The task number.
     id: i64,
-    /// The new state.
-    #[schemars(schema_with = "required_status_schema")]
+    /// The outcome to record (other states are delegate's own findings).
+    #[schemars(schema_with = "settable_status_schema")]
     status: String,
     /// The task's output or a note, kept with its messages.
     output: Option<String>,
@@ -222,8 +222,9 @@ fn status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": ["string", "null"], "enum": status_names().into_iter().map(Some).chain([None]).collect::<Vec<_>>() })
 }
 
-fn required_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "type": "string", "enum": status_names() })
+fn settable_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = TaskStatus::SETTABLE_BY_HAND.iter().map(|s| s.as_str()).collect();
+    schemars::json_schema!({ "type": "string", "enum": names })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -470,8 +471,9 @@ impl DelegateServer {
         Ok(text_result(&out, &whole))
     }
 
-    /// Set a task's status by hand (for example completed, with the result as output, when you learned it out of
-    /// band), with an optional output text kept as a note.
+    /// Record a task's outcome by hand (completed, failed or cancelled; for example completed, with the result as
+    /// output, when you learned it out of band), with an optional output text kept as a note. Refused while an agent
+    /// may be at work on the task (launching, launched, running, needs_input): cancel_task it or wait first.
     #[tool(annotations(destructive_hint = false, open_world_hint = false))]
     async fn update_task(&self, Parameters(a): Parameters<UpdateTaskArgs>, ctx: RequestContext<RoleServer>) -> Reply {
         let status = a.status.parse::<TaskStatus>().map_err(|m| bad_args("update_task", &format!("status: {m}")))?;

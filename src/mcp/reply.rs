@@ -80,10 +80,7 @@ pub fn error_code(e: &Error) -> &'static str {
 }
 
 pub(super) fn sync_warnings(summary: delegate_core::sync::SyncSummary) -> BTreeMap<String, String> {
-    summary
-        .errors()
-        .map(|(host, e)| (host.to_string(), format!("not synced ({e}); its tasks show their last known state")))
-        .collect()
+    summary.warnings()
 }
 
 /// A task in a listing: no launch evidence, no history.
@@ -107,6 +104,7 @@ pub(super) fn summary(t: &Task) -> Value {
         "cost_usd": t.cost_usd,
         "last_event": t.last_event,
         "synced_at": t.synced_at,
+        "stale": t.stale,
     })
 }
 

@@ -166,3 +166,93 @@ fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
     assert_eq!(heard, ["heard: first note"]);
     env.run(&["cancel", &id.to_string()]).ok();
 }
+
+#[test]
+fn a_queued_task_settled_by_hand_never_starts_and_its_kept_message_says_never_delivered() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("max_concurrent = 1\n");
+    let dawdle = ["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"];
+    let busy = launch(&env, &dawdle);
+    let queued = env.run(&dawdle).ok().json();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let id = queued["id"].as_i64().unwrap();
+    env.run(&["say", &id.to_string(), "first note", "--json"]).ok();
+
+    // A person may record an outcome for it (no agent is at work): it then never starts.
+    let settled = env.run(&["update", &id.to_string(), "--status", "cancelled", "--json"]).ok().json();
+    assert_eq!(settled["status"], "cancelled", "{settled}");
+    env.run(&["cancel", &busy.to_string()]).ok();
+    let after = status(&env, id);
+    assert_eq!(after["status"], "cancelled", "the freed slot did not start it: {after}");
+    assert_eq!(after["runs"][0]["remote_dir"], Value::Null, "{after}");
+    // The kept message is not left as `sent` forever.
+    let said: Vec<&str> = after["thread"]
+        .as_array()
+        .expect("a thread")
+        .iter()
+        .filter(|i| i["kind"] == "said")
+        .filter_map(|i| i["text"].as_str())
+        .collect();
+    assert_eq!(said.len(), 1, "{after}");
+    assert!(said[0].contains("first note") && said[0].ends_with("[never delivered: the task ended first]"), "{said:?}");
+    // Still refused once it ended without starting: there is nothing to reopen.
+    let refused = env.run(&["say", &id.to_string(), "second note"]).fails_with(19);
+    assert!(refused.stderr().contains("never started") && refused.stderr().contains("delegate run oppy"), "{refused}");
+}
+
+/// A fan-out of 25 brothers on one host runs 25 launches on one connection, more channels
+/// than sshd's MaxSessions allows at once (10 by default, and 3 here). A refused channel
+/// open waits for another channel to close and opens again (nothing was sent on it), so
+/// every task launches, once: through the warm daemon, and directly.
+#[test]
+fn a_fan_out_wider_than_max_sessions_waits_for_channels_and_launches_every_task() {
+    const BROTHERS: usize = 25;
+    for (max_sessions, how) in [(10, None), (3, Some("--no-warm"))] {
+        let host = FakeHost::builder().max_sessions(max_sessions).start();
+        let env = Env::new();
+        env.add_host("h", &host);
+        let names: Vec<String> = (0..BROTHERS).map(|i| format!("b{i}")).collect();
+        for name in &names {
+            env.add_brother(name, "h", &host, "self-test", "read");
+        }
+        let list = names.join(",");
+        let mut args = vec![list.as_str(), "stay a while\n@self-test sleep 60", "--json"];
+        args.extend(how);
+        let run = env.run(&args);
+        let out = run.json();
+        assert_eq!(out["errors"], serde_json::json!([]), "MaxSessions {max_sessions}: {run}");
+        let tasks = out["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), BROTHERS, "{out}");
+        assert!(tasks.iter().all(|t| t["status"] == "launched"), "MaxSessions {max_sessions}: {out}");
+        run.ok();
+        assert_eq!(logins(&host), 1, "one connection: {}", host.sshd_log());
+        let (sessions, dirs, _) = crate::support::footprint(&host);
+        assert_eq!((sessions.len(), dirs.len()), (BROTHERS, BROTHERS), "one session and one task dir per task");
+        // sshd did refuse channels ("no more sessions"): the limit was real.
+        let refused = host.sshd_log().matches("no more sessions").count();
+        assert!(refused > 0, "MaxSessions {max_sessions}: sshd never refused a channel");
+        eprintln!("MaxSessions {max_sessions}: {refused} channel opens refused and retried");
+    }
+}
+
+/// A channel refused with no other channel of ours open is not a queue to wait in: sshd
+/// with `MaxSessions 0` allows no commands at all. The launch fails at once (exit 15) with a
+/// message naming MaxSessions, the task is `failed`, and nothing reached the host.
+#[test]
+fn a_channel_refused_with_none_in_flight_is_an_error_naming_max_sessions() {
+    let host = FakeHost::builder().max_sessions(0).start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    for how in [None, Some("--no-warm")] {
+        let mut args = vec!["oppy", "hello", "--json"];
+        args.extend(how);
+        let run = env.run(&args).fails_with(15);
+        assert!(run.stderr().contains("refused to open a session channel"), "{run}");
+        assert!(run.stderr().contains("MaxSessions"), "{run}");
+        assert_eq!(run.json()["status"], "failed", "{run}");
+        let (sessions, dirs, execs) = crate::support::footprint(&host);
+        assert!(sessions.is_empty() && dirs.is_empty() && execs == 0, "something ran: {sessions:?} {dirs:?} {execs}");
+    }
+}

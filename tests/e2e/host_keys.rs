@@ -6,6 +6,7 @@
 //! | `s5_host_certificates_from_a_trusted_ca_are_accepted_and_bad_ones_refused` | S5 | a valid CA-signed host certificate is accepted through `@cert-authority` (as by OpenSSH) under `yes` and `accept-new`, known_hosts untouched; expired, wrong principal, unknown CA, and a plain key where a certificate is expected are refused (exit 13) saying why, never learned |
 //! | `global_known_hosts_and_known_hosts2_are_read_like_ssh` | §1.7d | GlobalKnownHostsFile: a conflicting global entry refuses the host under accept-new (file and line named, nothing learned), a matching one vouches for it; `~/.ssh/known_hosts2` is read by default |
 //! | `hash_known_hosts_makes_accept_new_write_a_hashed_name` | S6 | `HashKnownHosts yes`: one `|1|salt|hash` line that `ssh-keygen -F` finds, learned once |
+//! | `a_key_revoked_or_changed_while_the_warm_daemon_holds_the_connection_refuses_the_next_command` | S1-S4h | the daemon's held connection is checked again: exit 13, no new connection, nothing run, the connection let go; a fresh connection says the same |
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -261,4 +262,41 @@ fn hash_known_hosts_makes_accept_new_write_a_hashed_name() {
     assert!(found && out.contains(&host.host_public_key()), "ssh-keygen -F {name}: {out}");
     env.run(&["oppy", "again", "--json"]).ok();
     assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), text, "learned twice");
+}
+
+/// The warm daemon holds one connection across commands. A host key marked `@revoked`, or
+/// replaced by another key, while it is held refuses the very next command through it, with
+/// the error and exit code a fresh connection gets, without a new connection and without
+/// anything running on the host; the daemon lets the connection go.
+#[test]
+fn a_key_revoked_or_changed_while_the_warm_daemon_holds_the_connection_refuses_the_next_command() {
+    use crate::support::{connections, footprint};
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let trusted = format!("{}\n", host.known_hosts_line());
+    let name = format!("[127.0.0.1]:{}", host.port());
+    let (_, impostor) = delegate_testkit::keygen(&env.home, "impostor", "ed25519");
+    let warm_connections = |env: &Env| env.run(&["warm", "status", "--json"]).ok().json()["connections"].clone();
+    let cases = [
+        ("revoked", format!("{trusted}@revoked {name} {}\n", host.host_public_key()), "is REVOKED"),
+        ("changed", format!("{name} {impostor}\n"), "HOST KEY CHANGED"),
+    ];
+    for (case, edited, says) in cases {
+        std::fs::write(&env.known_hosts, &trusted).unwrap();
+        let first = env.run(&["oppy", "first\n@self-test sleep 30", "--json"]).ok().json();
+        assert_eq!(first["runs"][0]["evidence"]["warm"], true, "{case}: {first}");
+        env.run(&["sync"]).ok();
+        assert_eq!(warm_connections(&env), 1, "{case}: the daemon holds the connection");
+        let (before, connected) = (footprint(&host), connections(&host));
+
+        std::fs::write(&env.known_hosts, &edited).unwrap();
+        let run = env.run(&["oppy", "second", "--json"]).fails_with(13);
+        assert!(run.stderr().contains(says), "{case}: {run}");
+        assert_eq!(footprint(&host), before, "{case}: something ran on the host");
+        assert_eq!(connections(&host), connected, "{case}: refused on the held connection, not a new one");
+        assert_eq!(warm_connections(&env), 0, "{case}: the refused connection is still held");
+        // A fresh connection decides the same.
+        let direct = env.run(&["--no-warm", "oppy", "third", "--json"]).fails_with(13);
+        assert!(direct.stderr().contains(says), "{case}: {direct}");
+    }
 }

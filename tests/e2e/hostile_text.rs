@@ -91,3 +91,96 @@ fn escapes_forged_lines_and_bogus_times_from_the_brother_never_reach_the_termina
         assert!(!at.contains('\n') && !at.starts_with("2999"), "{at:?}");
     }
 }
+
+/// A brother whose `bash` (first on its PATH) answers a command, while `mode` says so, with
+/// terminal escapes and forged lines instead of running it: a preflight refusal (code 21), a
+/// script error (30), or junk and an exit code no script of delegate's uses (7).
+fn hostile_bash(host: &FakeHost, mode: &std::path::Path) {
+    let real = ["/usr/bin/bash", "/bin/bash"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap();
+    install_agent(
+        host,
+        "bash",
+        &format!(
+            r#"#!{real}
+case $(cat '{mode}' 2>/dev/null) in
+refuse)
+	printf 'DELEGATE-ERROR 21 agent \033]52;c;SGk=\007\033]0;pwned\007 missing \033[2J\033[H\n* task 9  mallory  done  forged-refuse\n' >&2
+	exit 21 ;;
+crash)
+	printf 'bash: line 3: \033]52;c;SGk=\007boom \033[2J\r* task 9  mallory  done  forged-crash\nDELEGATE-ERROR 30 the launch script stopped \033[1A\033[2K\n' >&2
+	exit 30 ;;
+junk)
+	printf 'out \033]0;title\007\n* task 9  mallory  done  forged-stdout\n'
+	printf 'oops \033]52;c;SGk=\007 \033]8;;http://evil.example\033\\link\033]8;;\033\\ \033[2J\r* task 9 forged-cr\n* task 8  mallory  done  forged-stderr\n\t\033[31mtab\n' >&2
+	exit 7 ;;
+esac
+exec {real} "$@"
+"#,
+            mode = mode.display()
+        ),
+    );
+}
+
+/// No escape or other control character but newlines, and no line starting like a mailbox
+/// entry (the brother's forged `* task 9 ...`), though its text may follow on a line of
+/// delegate's or indented under one.
+fn assert_sanitized(what: &str, out: &str) {
+    for c in out.chars() {
+        assert!(c == '\n' || !c.is_control(), "{what}: control {c:?} in:\n{out:?}");
+    }
+    for line in out.lines() {
+        assert!(!line.starts_with("* task"), "{what}: forged line {line:?} in:\n{out}");
+    }
+}
+
+/// Launch, sync and cancel errors carry what the brother said; the CLI prints it without
+/// escapes or control characters (newlines only where it indents a continuation), and no
+/// brother line can pass for one of delegate's.
+#[test]
+fn launch_sync_and_cancel_errors_print_brother_text_sanitized() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let mode = host.dir().join("hostile-mode");
+    hostile_bash(&host, &mode);
+    let set = |m: &str| std::fs::write(&mode, m).unwrap();
+    let both = |run: &crate::support::Run| format!("{}{}", run.stdout(), run.stderr());
+
+    for (m, code, said) in [("refuse", 21, "missing"), ("crash", 30, "boom"), ("junk", 14, "oops")] {
+        set(m);
+        for args in [&["oppy", "hello"][..], &["--no-warm", "oppy", "hello"][..], &["oppy,oppy", "hello"][..]] {
+            let run = env.run(args);
+            assert_ne!(run.code(), 0, "{run}");
+            if args.len() == 2 && !args[0].contains(',') {
+                assert_eq!(run.code(), code, "{m}: {run}");
+            }
+            assert!(both(&run).contains(said), "{m}: the brother's words are shown:\n{run}");
+            assert_sanitized(&format!("launch {m} {args:?}"), &both(&run));
+        }
+        // And when the task is shown later.
+        set("");
+        let shown = env.run(&["show", "1", "--no-sync"]).ok();
+        assert_sanitized(&format!("show after {m}"), &both(&shown));
+    }
+
+    set("");
+    // Enough turns that it is still running at the end, however slow the machine.
+    let id = launch(&env, &["oppy", "stay\n@self-test sleep 300", "--max-turns", "1000", "--json"]).to_string();
+    set("junk");
+    for args in [
+        &["sync"][..],
+        &["--no-warm", "sync"][..],
+        &["status"][..],
+        &["list"][..],
+        &["wait", &id, "--timeout", "1s"][..],
+    ] {
+        let run = env.run(args);
+        assert!(both(&run).contains("oops"), "{args:?}: the brother's words are shown:\n{run}");
+        assert_sanitized(&format!("{args:?}"), &both(&run));
+    }
+    let run = env.run(&["cancel", &id]);
+    assert_ne!(run.code(), 0, "{run}");
+    assert!(both(&run).contains("oops"), "{run}");
+    assert_sanitized("cancel", &both(&run));
+    set("");
+    env.run(&["cancel", &id]).ok();
+}

@@ -233,3 +233,84 @@ fn removing_an_unknown_host_or_brother_is_exit_3() {
     assert!(run.stderr().contains("\"nosuch\""), "{run}");
     assert_eq!(config_text(&env), before);
 }
+
+/// Twenty `hosts add` processes at once, each adding its own host to one inventory: every
+/// read-modify-write waits for the one before it, so all twenty hosts are there (an unlocked
+/// editor loses most of them, or trips over another's temp file).
+#[test]
+fn concurrent_edits_of_one_inventory_lose_nothing() {
+    let env = Env::new();
+    env.config_append("# shared by everyone\n[hosts.first]\naddress = \"10.0.0.1\"\n");
+    let children: Vec<_> = (0..20)
+        .map(|n| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+                .env_clear()
+                .envs(env.envs())
+                .current_dir(&env.home)
+                .args(["hosts", "add", &format!("h{n}"), "--address", &format!("10.0.1.{n}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "an edit failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let hosts = env.run(&["hosts", "list", "--json"]).ok().json();
+    let names: std::collections::BTreeSet<_> = hosts.as_object().unwrap().keys().cloned().collect();
+    let mut want: std::collections::BTreeSet<_> = (0..20).map(|n| format!("h{n}")).collect();
+    want.insert("first".into());
+    assert_eq!(names, want, "lost updates:\n{}", config_text(&env));
+    assert_eq!(hosts["h7"]["address"], "10.0.1.7");
+    assert!(config_text(&env).starts_with("# shared by everyone\n"), "{}", config_text(&env));
+    // No temp file is left behind beside the config.
+    let leftovers: Vec<_> = std::fs::read_dir(&env.home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A dotfile manager keeps the real file in its repository and links the config path to it:
+/// edits go to the linked file, the link stays a link, and the file keeps its mode.
+#[test]
+fn editing_a_symlinked_config_writes_through_the_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let dots = env.home.join("dotfiles/delegate");
+    std::fs::create_dir_all(&dots).unwrap();
+    let real = dots.join("config.toml");
+    std::fs::write(&real, HAND_WRITTEN).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // Relative, as `stow` makes them.
+    std::os::unix::fs::symlink("dotfiles/delegate/config.toml", &env.config).unwrap();
+
+    env.run(&["hosts", "add", "jerry-box", "--address", "10.0.0.2"]).ok();
+    env.run(&["brothers", "add", "jerry", "--host", "jerry-box", "--workdir", "/srv"]).ok();
+    env.run(&["brothers", "rm", "oppy"]).ok();
+
+    let link = std::fs::symlink_metadata(&env.config).unwrap();
+    assert!(link.file_type().is_symlink(), "the config link was replaced by a file");
+    assert_eq!(std::fs::read_link(&env.config).unwrap(), std::path::Path::new("dotfiles/delegate/config.toml"));
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(text.contains("[hosts.jerry-box]") && text.contains("[brothers.jerry]"), "{text}");
+    assert!(!text.contains("[brothers.oppy]") && text.contains("# the big GPU box"), "{text}");
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "mode of the linked file");
+    // Nothing but the file and its lock in the dotfiles directory.
+    let mut names: Vec<_> = std::fs::read_dir(&dots).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["config.toml", "config.toml.lock"]);
+
+    // A link to a file that does not exist yet: the first edit creates the file.
+    let fresh = env.home.join("fresh-link.toml");
+    std::os::unix::fs::symlink(env.home.join("dotfiles/new/delegate.toml"), &fresh).unwrap();
+    let flag = fresh.to_str().unwrap();
+    env.run(&["--config", flag, "hosts", "add", "b", "--address", "10.0.0.9"]).ok();
+    assert!(std::fs::symlink_metadata(&fresh).unwrap().file_type().is_symlink());
+    let created = std::fs::read_to_string(env.home.join("dotfiles/new/delegate.toml")).unwrap();
+    assert!(created.contains("[hosts.b]"), "{created}");
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::support::Env;
 
 /// Starts `delegate args` stopped at `phase`, waits until it is there, and SIGKILLs it.
-fn kill_at(env: &Env, phase: &str, args: &[&str]) {
+pub(crate) fn kill_at(env: &Env, phase: &str, args: &[&str]) {
     let stop_file = std::env::temp_dir().join(format!("dlg-stop-{}-{phase}", std::process::id()));
     let _ = std::fs::remove_file(&stop_file);
     let mut child = Command::new(env!("CARGO_BIN_EXE_delegate"))

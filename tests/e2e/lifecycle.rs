@@ -259,29 +259,49 @@ fn logs_show_the_agents_output_and_attach_targets_the_exact_session() {
 }
 
 #[test]
-fn update_sets_a_status_by_hand_with_author_and_output() {
+fn update_records_an_outcome_by_hand_only_when_no_agent_is_at_work() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
-    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
+    let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--max-turns", "100", "--json"]);
+    let n = id.to_string();
+    // In flight: refused with the fix, nothing recorded.
+    let run = env.run(&["update", &n, "--status", "completed", "--output", "done?"]).fails_with(16);
+    assert!(run.stderr().contains(&format!("delegate cancel {id}")) && run.stderr().contains("wait"), "{run}");
+    // States only delegate sets are refused whatever the task's state.
+    for s in [
+        "queued",
+        "launching",
+        "launched",
+        "running",
+        "needs_input",
+        "turn_limit",
+        "timed_out",
+        "lost",
+        "launch_unknown",
+    ] {
+        let run = env.run(&["update", &n, "--status", s]).fails_with(2);
+        assert!(
+            run.stderr().contains("set by delegate") && run.stderr().contains("completed, failed or cancelled"),
+            "{run}"
+        );
+    }
+    let show = env.run(&["show", &n, "--json", "--no-sync"]).ok().json();
+    assert_eq!(show["status"], "launched", "unchanged: {show}");
+    assert!(show["messages"].as_array().unwrap().iter().all(|m| m["direction"] != "note"), "{show}");
+
+    // Once no agent runs, a person records (or corrects) the outcome, with author and output.
+    env.run(&["cancel", &n]).ok();
     let t = env
-        .run(&[
-            "update",
-            &id.to_string(),
-            "--status",
-            "needs_input",
-            "--output",
-            "which branch?",
-            "--as",
-            "lead-7",
-            "--json",
-        ])
+        .run(&["update", &n, "--status", "completed", "--output", "finished by hand", "--as", "lead-7", "--json"])
         .ok()
         .json();
-    assert_eq!(t["status"], "needs_input");
-    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    assert_eq!(t["status"], "completed");
+    assert_eq!(env.run(&["update", &n, "--status", "failed", "--json"]).ok().json()["status"], "failed");
+    env.run(&["update", &n, "--status", "running"]).fails_with(2);
+    let show = env.run(&["show", &n, "--json", "--no-sync"]).ok().json();
     let note = show["messages"].as_array().unwrap().iter().find(|m| m["direction"] == "note").unwrap().clone();
-    assert_eq!((note["author"].as_str(), note["text"].as_str()), (Some("lead-7"), Some("which branch?")));
-    env.run(&["cancel", &id.to_string()]).ok();
+    assert_eq!((note["author"].as_str(), note["text"].as_str()), (Some("lead-7"), Some("finished by hand")));
+    assert_eq!(show["status"], "failed", "{show}");
 }
 
 #[test]

@@ -5,7 +5,9 @@ mod support;
 
 mod auth;
 mod bounds;
+mod cancel_race;
 mod doctor;
+mod durations;
 mod fanout;
 mod faults;
 mod file_modes;
@@ -30,5 +32,6 @@ mod route;
 mod say;
 mod shell;
 mod ssh_errors;
+mod stale;
 mod supply_chain;
 mod warm;

@@ -66,7 +66,7 @@ pub(crate) async fn ok(client: &Client, tool: &str, args: Value) -> Value {
 }
 
 /// A failed call's error code and message (asserting it is a tool error, not a protocol one).
-async fn err(client: &Client, tool: &str, args: Value) -> (String, String) {
+pub(crate) async fn err(client: &Client, tool: &str, args: Value) -> (String, String) {
     let r = call(client, tool, args.clone()).await;
     assert_eq!(r.is_error, Some(true), "{tool} {args} should have failed: {}", text(&r));
     let s = r.structured_content.clone().unwrap_or_else(|| panic!("no structured error: {}", text(&r)));
@@ -186,6 +186,15 @@ async fn mcp_talks_to_a_running_task_and_cancels_it() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // Its outcome is not known while the agent runs: update_task refuses, naming the fix,
+    // and states only delegate sets are bad arguments.
+    let (code, message) = err(&client, "update_task", json!({"id": id, "status": "completed"})).await;
+    assert_eq!(code, "run_active", "{message}");
+    assert!(message.contains(&format!("delegate cancel {id}")), "{message}");
+    let (code, message) = err(&client, "update_task", json!({"id": id, "status": "queued"})).await;
+    assert_eq!(code, "bad_arguments", "{message}");
+    assert!(message.contains("completed, failed or cancelled"), "{message}");
+
     let cancelled = ok(&client, "cancel_task", json!({"id": id})).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     // A finished task hears nothing more, and cannot be cancelled twice.
@@ -274,5 +283,38 @@ async fn mcp_bad_calls_are_error_results_that_say_how_to_fix_them() {
     let (code, message) = err(&client, "list_brothers", json!({})).await;
     assert_eq!(code, "config");
     assert!(message.contains(&env.config.display().to_string()), "the file is named: {message}");
+    client.cancel().await.expect("close the client");
+}
+
+/// One MCP server holds its connection between tool calls; a host key marked `@revoked`, or
+/// replaced by another, in between refuses the next call on that connection
+/// (`host_key_changed`, the CLI's exit 13) without anything running on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_refuses_its_held_connection_once_the_host_key_is_revoked_or_changed() {
+    use crate::support::{connections, footprint};
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let trusted = format!("{}\n", host.known_hosts_line());
+    let name = format!("[127.0.0.1]:{}", host.port());
+    let (_, impostor) = delegate_testkit::keygen(&env.home, "impostor", "ed25519");
+    let client = connect(&env).await;
+    let cases = [
+        ("revoked", format!("{trusted}@revoked {name} {}\n", host.host_public_key()), "is REVOKED"),
+        ("changed", format!("{name} {impostor}\n"), "HOST KEY CHANGED"),
+    ];
+    for (case, edited, says) in cases {
+        std::fs::write(&env.known_hosts, &trusted).unwrap();
+        let first =
+            ok(&client, "delegate_task", json!({"brother": "oppy", "prompt": "first\n@self-test sleep 30"})).await;
+        assert_eq!(first["tasks"][0]["status"], "launched", "{case}: {first}");
+        let (before, connected) = (footprint(&host), connections(&host));
+
+        std::fs::write(&env.known_hosts, &edited).unwrap();
+        let (code, message) = err(&client, "delegate_task", json!({"brother": "oppy", "prompt": "second"})).await;
+        assert_eq!(code, "host_key_changed", "{case}: {message}");
+        assert!(message.contains(says), "{case}: {message}");
+        assert_eq!(footprint(&host), before, "{case}: something ran on the host");
+        assert_eq!(connections(&host), connected, "{case}: refused on the held connection, not a new one");
+    }
     client.cancel().await.expect("close the client");
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use delegate_testkit::{AgentRecord, FakeHost, closed_port, sha256_hex};
+use delegate_testkit::{AgentRecord, FakeHost, Fault, FaultProxy, closed_port, sha256_hex};
 
 use crate::support::{Env, Run, base64_cores, remote_dir};
 
@@ -270,4 +270,96 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
         assert!(!out.contains(&*n), "delegate printed the prompt:\n{run}");
         assert!(!host.sshd_log().contains(&*n), "the sshd log holds the prompt:\n{}", host.sshd_log());
     }
+}
+
+/// A prompt given as an argument is in delegate's own argv when it starts; once parsed it is
+/// overwritten there, so `ps` and /proc/PID/cmdline no longer show it while the command waits
+/// on the network (here: for a host behind a stalled proxy). The other arguments stay
+/// readable, and the agent still gets the prompt exactly. Both the short form and `run`.
+#[test]
+fn a_prompt_argument_is_gone_from_cmdline_while_the_launch_waits() {
+    use std::io::Write as _;
+    let host = FakeHost::start();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], host.port()).into());
+    let env = Env::new();
+    let mut known = std::fs::OpenOptions::new().append(true).open(&env.known_hosts).unwrap();
+    writeln!(known, "[127.0.0.1]:{} {}", proxy.port(), host.host_public_key()).unwrap();
+    env.config_append(
+        &env.host_toml("h", &host)
+            .replace(&format!("port = {}\n", host.port()), &format!("port = {}\n", proxy.port()))
+            .replace("connect_timeout = 5\n", "connect_timeout = 30\n"),
+    );
+    env.add_brother("oppy", "h", &host, "claude", "read");
+    // The agents keep running, so the `say` below has a live task to talk to.
+    host.set_agent_mode("sleep:120");
+    let canary: String = noise(16, std::process::id() as u64 ^ 0xa76f).iter().map(|b| format!("{b:02x}")).collect();
+    let prompt = format!("look at this\nsecret: {canary}\n");
+
+    for form in [&["--no-warm", "oppy"][..], &["--no-warm", "run", "oppy"][..]] {
+        let mut args: Vec<&str> = form.to_vec();
+        args.extend([prompt.as_str(), "--subject", "visible subject", "--json"]);
+        proxy.set(Fault::Stall);
+        let before = proxy.connections();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+            .env_clear()
+            .envs(env.envs())
+            .current_dir(&env.home)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Connected: it parsed its arguments and recorded the task long ago, and now waits.
+        let started = Instant::now();
+        while proxy.connections() == before {
+            assert!(started.elapsed() < Duration::from_secs(60), "delegate never connected");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+        proxy.set(Fault::Pass);
+        let out = child.wait_with_output().unwrap();
+        let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !shown.contains(&canary) && !shown.contains("look at this"),
+            "{args:?}: cmdline shows the prompt: {shown}"
+        );
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        for kept in form.iter().copied().chain(["--subject", "visible subject", "--json"]) {
+            assert!(words.contains(&kept.as_bytes()), "{kept:?} missing from cmdline: {shown}");
+        }
+        assert!(words.contains(&&b"[hidden]"[..]), "{shown}");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let task: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = task["id"].as_i64().unwrap();
+        let rec = record_for(&host, &remote_dir(&env, id));
+        let wrapped = crate::support::agent_reads(&env, id, prompt.as_bytes());
+        assert_eq!(rec.stdin_sha256, sha256_hex(&wrapped), "the agent did not get the prompt exactly");
+        assert_eq!(task["subject"], "visible subject");
+    }
+
+    // A message to a brother likewise.
+    let message = format!("psst: {canary}");
+    proxy.set(Fault::Stall);
+    let before = proxy.connections();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .env_clear()
+        .envs(env.envs())
+        .current_dir(&env.home)
+        .args(["--no-warm", "say", "1", &message, "--as", "lead"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while proxy.connections() == before {
+        assert!(started.elapsed() < Duration::from_secs(60), "say never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    proxy.set(Fault::Pass);
+    child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(!shown.contains(&canary), "cmdline shows the message: {shown}");
+    assert!(shown.contains("say 1 [hidden]") && shown.contains("--as lead"), "{shown}");
 }

@@ -72,3 +72,46 @@ fn a_sandbox_that_never_started_fails_the_task_and_says_why() {
     let warning = mcp["results"][0]["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("bwrap: setting up uid map: Permission denied"), "{mcp}");
 }
+
+/// Reports that are not UTF-8 (the `report` helper passes bytes through, as from a Latin-1
+/// file name) are kept with U+FFFD and a `lossy_report` event naming the report and line;
+/// a line that is no report at all is a `skipped` event naming the file and line. Nothing is
+/// dropped silently (a non-UTF-8 report used to vanish).
+#[test]
+fn a_report_that_is_not_utf8_is_kept_and_a_broken_one_is_named() {
+    let host = FakeHost::start();
+    install_agent(
+        &host,
+        "claude",
+        r#"#!/bin/bash
+cat >/dev/null
+r=$DELEGATE_TASK_DIR/report
+"$r" receipt "on it"
+"$r" progress "$(printf 'caf\xe9 r\xe9sum\xe9')"
+printf 'half a line from a crash\n' >>"$DELEGATE_TASK_DIR/outbox.jsonl"
+"$r" done "finished"
+printf '%s\n' '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"s"}'
+"#,
+    );
+    let env = Env::with_brother(&host, "claude", "read");
+    let id = launch(&env, &["oppy", "report back", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let json = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    let texts: Vec<&str> = json["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["on it", "caf\u{fffd} r\u{fffd}sum\u{fffd}", "finished"], "{json}");
+    let events: Vec<(&str, &str)> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["summary"].as_str().unwrap()))
+        .collect();
+    let outbox = std::fs::read(crate::support::remote_dir(&env, id).join("outbox.jsonl")).unwrap();
+    let line_at = |n: usize| outbox.split_inclusive(|b| *b == b'\n').take(n - 1).map(<[u8]>::len).sum::<usize>();
+    let lossy = format!("report 2 (line at byte {} of outbox.jsonl) was not valid UTF-8", line_at(2));
+    assert!(events.iter().any(|(k, s)| *k == "lossy_report" && s.starts_with(&lossy)), "{events:?}");
+    let skipped = format!("line at byte {} of outbox.jsonl skipped: not a report", line_at(3));
+    assert!(events.iter().any(|(k, s)| *k == "skipped" && s.starts_with(&skipped)), "{events:?}");
+    // People see it too.
+    let shown = env.run(&["show", &id.to_string(), "--no-sync"]).ok().stdout();
+    assert!(shown.contains("caf\u{fffd} r\u{fffd}sum\u{fffd}") && shown.contains("lossy_report"), "{shown}");
+}

@@ -10,6 +10,7 @@
 //! | `proxycommand_ssh_w_and_socat_take_the_route_ssh_takes` | `ProxyCommand ssh -W %h:%p b1` goes through b1; `ProxyCommand socat - TCP:%h:%p` straight to the host |
 //! | `proxyjump_none_for_one_host_goes_direct_and_attach_follows_the_same_route` | `ProxyJump none` in a host's block beats a later `Host tgt-*` jump for ssh and delegate; `attach --print` names the alias and the route, and `ssh -G` with its options resolves that route |
 //! | `an_unknown_bastion_key_is_refused_naming_the_bastion` | exit 12, "bastion b1 (127.0.0.1:PORT): host key unknown", nothing forwarded; ssh refuses too |
+//! | `a_bastion_key_revoked_or_changed_while_its_connection_is_held_refuses_the_next_command` | the bastion under a held connection is checked again: exit 13 naming the bastion, nothing forwarded or run |
 //! | `a_failing_proxycommand_reports_its_exit_and_stderr` | "ProxyCommand `...` exited 3: <its stderr>", exit 10 |
 //! | `transport_ssh_launches_and_syncs_through_the_system_ssh` | launch, wait (sync) and say through `ssh -T -o BatchMode=yes`; the host's log shows an OpenSSH client and no russh; an unknown host key is refused by ssh |
 
@@ -282,4 +283,42 @@ fn transport_ssh_launches_and_syncs_through_the_system_ssh() {
     let run = env.run(&["oppy", "never runs", "--json"]);
     assert_ne!(run.code(), 0, "{run}");
     assert!(run.stderr().contains("Host key verification failed"), "{run}");
+}
+
+/// A bastion's key is checked again too: marked `@revoked` (or replaced) while the warm
+/// daemon holds a connection through it, the next command fails naming the bastion (exit
+/// 13), nothing is forwarded to the target and nothing runs there.
+#[test]
+fn a_bastion_key_revoked_or_changed_while_its_connection_is_held_refuses_the_next_command() {
+    use crate::support::footprint;
+    let (b1, target) = (bastion(), FakeHost::start());
+    let env = Env::new();
+    let mut text = block("b1", &b1, "");
+    text += &format!("Host tgt\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump b1\n", target.port());
+    write_config(&env, &text);
+    add_alias_host(&env, "one", "tgt", &target);
+    let trusted = format!("{}\n{}\n", b1.known_hosts_line(), target.known_hosts_line());
+    let (_, impostor) = delegate_testkit::keygen(&env.home, "impostor", "ed25519");
+    let b1_name = format!("[127.0.0.1]:{}", b1.port());
+    let cases = [
+        ("revoked", format!("{trusted}@revoked {b1_name} {}\n", b1.host_public_key()), "is REVOKED"),
+        ("changed", format!("{b1_name} {impostor}\n{}\n", target.known_hosts_line()), "HOST KEY CHANGED"),
+    ];
+    for (case, edited, says) in cases {
+        std::fs::write(&env.known_hosts, &trusted).unwrap();
+        launch(&env, &["b-one", "first\n@self-test sleep 30", "--json"]);
+        let warm = env.run(&["warm", "status", "--json"]).ok().json();
+        assert_eq!(warm["connections"], 1, "{case}: the daemon holds the connection: {warm}");
+        let (before, forwarded) = (footprint(&target), forwards(&b1, target.port()));
+
+        std::fs::write(&env.known_hosts, &edited).unwrap();
+        let run = env.run(&["b-one", "second", "--json"]).fails_with(13);
+        let err = run.stderr();
+        assert!(err.contains("bastion b1 (127.0.0.1:"), "{case}: {run}");
+        assert!(err.contains(says), "{case}: {run}");
+        assert_eq!(footprint(&target), before, "{case}: something ran on the target");
+        assert_eq!(forwards(&b1, target.port()), forwarded, "{case}: the bastion forwarded again");
+        let warm = env.run(&["warm", "status", "--json"]).ok().json();
+        assert_eq!(warm["connections"], 0, "{case}: the refused connection is still held: {warm}");
+    }
 }

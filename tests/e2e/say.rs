@@ -124,3 +124,34 @@ fn the_brother_refuses_a_message_for_a_run_that_ended_before_the_mailbox_knew() 
     assert_eq!((m["kind"].as_str(), m["text"].as_str()), (Some("undeliverable"), Some("too late")), "{t}");
     assert!(!std::fs::read_to_string(dir.join("inbox.jsonl")).unwrap_or_default().contains("too late"));
 }
+
+/// The messages the lead stored for a task (none may be kept for an agent that never ran).
+fn to_brother(env: &Env, id: i64) -> Vec<Value> {
+    let t = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    t["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "to_brother").cloned().collect()
+}
+
+#[test]
+fn saying_something_to_a_task_whose_agent_never_started_is_refused_and_stores_nothing() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    // Refused by the brother's preflight: failed, and it never ran.
+    let run = env.run(&["oppy", "work", "--workdir", "/nonexistent/dir", "--json"]).fails_with(24);
+    let id = run.json()["id"].as_i64().unwrap();
+    let said = env.run(&["say", &id.to_string(), "are you there?"]).fails_with(19);
+    let err = said.stderr();
+    assert!(err.contains("failed") && err.contains("never started"), "{said}");
+    assert!(err.contains("delegate run oppy") && err.contains("no session for `delegate reopen`"), "{said}");
+    assert!(to_brother(&env, id).is_empty());
+
+    // Still launching (its launch process died after recording it): not confirmed started.
+    crate::kill_phases::kill_at(&env, "recorded", &["oppy", "work", "--json"]);
+    let list = env.run(&["list", "--json", "--no-sync"]).ok().json();
+    let launching =
+        list.as_array().unwrap().iter().find(|t| t["status"] == "launching").unwrap()["id"].as_i64().unwrap();
+    let before = crate::support::execs(&host);
+    let said = env.run(&["say", &launching.to_string(), "hello"]).fails_with(19);
+    assert!(said.stderr().contains("launching") && said.stderr().contains("not confirmed started"), "{said}");
+    assert_eq!(crate::support::execs(&host), before, "refused without connecting");
+    assert!(to_brother(&env, launching).is_empty());
+}

@@ -333,3 +333,21 @@ pub fn heard(task: &serde_json::Value) -> Vec<String> {
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// What has run on `host` so far: its tmux session names, its task directories and how many
+/// SSH execs it started. A command refused before sending anything changes none of them.
+pub fn footprint(host: &FakeHost) -> (Vec<String>, Vec<String>, usize) {
+    let ls = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
+    let mut sessions: Vec<String> = String::from_utf8_lossy(&ls.stdout).lines().map(str::to_string).collect();
+    sessions.sort();
+    let mut dirs: Vec<String> = std::fs::read_dir(host.remote_root().join("tasks"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    (sessions, dirs, execs(host))
+}
+
+/// TCP connections `host`'s sshd accepted (a refused host key still counts one).
+pub fn connections(host: &FakeHost) -> usize {
+    host.sshd_log().matches("Connection from ").count()
+}

@@ -86,6 +86,16 @@ pub enum Error {
         source: russh::Error,
     },
 
+    /// The server refused a session channel while no other channel of ours was open on the
+    /// connection, so it is not waiting for one to close (sshd's MaxSessions 0, or a server
+    /// that allows no commands).
+    #[error(
+        "{host} refused to open a session channel ({reason}) with no other channel of ours open on the connection: \
+         its sshd allows no sessions here. Check MaxSessions (0 refuses every command) and any Match block for this \
+         user in the host's sshd_config"
+    )]
+    ChannelRefused { host: String, reason: String },
+
     /// Something went wrong on the way to or at a bastion (ProxyJump). Not a `#[source]`:
     /// the message already says it once, and exit codes look inside.
     #[error("bastion {hop} ({addr}): {}", hop_detail(.hop, .source))]
@@ -135,6 +145,34 @@ pub enum Error {
 
     #[error("task {task} is {status}: nobody is listening. Follow up with: delegate reopen {task} \"...\"")]
     SayToFinished { task: i64, status: String },
+
+    /// `say` to a task whose agent never started (queued, launching, or ended before it
+    /// started): `why` says which, and what to do instead.
+    #[error("task {task} is {status}: {why}")]
+    SayNotStarted { task: i64, status: String, why: String },
+
+    /// `update` asked for a state only delegate sets.
+    #[error(
+        "status {status} is set by delegate, never by hand: `update` records an outcome a person learned, \
+         one of completed, failed or cancelled"
+    )]
+    StatusNotSettable { status: String },
+
+    /// `update` of a task whose agent may be at work.
+    #[error(
+        "task {task} is {status}: an agent may be at work on it, so its outcome is not known yet. Stop it with \
+         `delegate cancel {task}`, or wait for it to finish (`delegate wait {task}`); then `update` can record \
+         or correct its outcome"
+    )]
+    UpdateInFlight { task: i64, status: String },
+
+    /// A `cancel` won the race against this launch: the brother refused to start the agent
+    /// (the cancel's mark), or the task was recorded `cancelled` while the launch was on its way.
+    #[error(
+        "task {task} on {brother} was cancelled while it was launching: no agent runs for it, and none will \
+         start (the brother keeps the cancel's mark). Nothing to retry; `delegate show {task}` has the record"
+    )]
+    CancelledWhileLaunching { task: i64, brother: String },
 
     #[error("task {task} cannot be reopened: {why}")]
     NotResumable { task: i64, why: String },
@@ -205,7 +243,8 @@ impl Error {
         match self {
             Error::LaunchFailed { task, .. }
             | Error::LaunchRefused { task, .. }
-            | Error::LaunchUnknown { task, .. } => Some(*task),
+            | Error::LaunchUnknown { task, .. }
+            | Error::CancelledWhileLaunching { task, .. } => Some(*task),
             _ => None,
         }
     }
@@ -249,6 +288,12 @@ pub enum ErrorKind {
     RunActive,
     /// The task's agent has no session to resume.
     NotResumable,
+    /// The task's agent has not started (or is not confirmed started): nobody to tell.
+    NotStarted,
+    /// An argument the operation does not take (a status a person may not set).
+    BadArgument,
+    /// The task was cancelled while its launch ran; no agent runs for it.
+    CancelledWhileLaunching,
     /// A host could not be synced.
     SyncFailed,
     /// A command on the brother wrote more than the exec cap.
@@ -295,6 +340,9 @@ impl ErrorKind {
             ErrorKind::AlreadyFinished => "already_finished",
             ErrorKind::RunActive => "run_active",
             ErrorKind::NotResumable => "not_resumable",
+            ErrorKind::NotStarted => "not_started",
+            ErrorKind::BadArgument => "bad_arguments",
+            ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::Conflict => "conflict",
@@ -324,7 +372,7 @@ impl Error {
             }
             Error::Unreachable { .. } | Error::Timeout { .. } | Error::ProxyCommand { .. } => ErrorKind::Unreachable,
             Error::AuthRefused { .. } | Error::AuthDisconnected { .. } => ErrorKind::AuthRefused,
-            Error::Ssh { .. } | Error::SystemSsh { .. } => ErrorKind::Ssh,
+            Error::Ssh { .. } | Error::SystemSsh { .. } | Error::ChannelRefused { .. } => ErrorKind::Ssh,
             Error::PromptEmpty => ErrorKind::PromptEmpty,
             Error::PromptTooLarge { .. } => ErrorKind::PromptTooLarge,
             Error::SandboxRefused { .. } => ErrorKind::SandboxRefused,
@@ -332,7 +380,10 @@ impl Error {
             Error::LaunchUnknown { .. } => ErrorKind::LaunchUnknown,
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
-            Error::RunActive { .. } => ErrorKind::RunActive,
+            Error::RunActive { .. } | Error::UpdateInFlight { .. } => ErrorKind::RunActive,
+            Error::SayNotStarted { .. } => ErrorKind::NotStarted,
+            Error::StatusNotSettable { .. } => ErrorKind::BadArgument,
+            Error::CancelledWhileLaunching { .. } => ErrorKind::CancelledWhileLaunching,
             Error::NotResumable { .. } => ErrorKind::NotResumable,
             Error::SyncFailed { .. } => ErrorKind::SyncFailed,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,

@@ -17,7 +17,7 @@
 //! |---|---|
 //! | [`launch`](Delegate::launch) | start a task on a brother from a [`LaunchRequest`]; `Ok` once the brother confirmed the start. A refusal is an [`Error`] naming the task, which the mailbox keeps as `failed` with the reason |
 //! | [`launch_many`](Delegate::launch_many) | fan-out: one task per request, one result per request, in order |
-//! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight |
+//! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight, each host within its sync deadline (a host past it leaves its tasks [`stale`](Task::stale)) |
 //! | [`list`](Delegate::list) | tasks, newest first, narrowed by a [`ListFilter`] (mailbox only: sync first for the latest) |
 //! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread) |
 //! | [`say`](Delegate::say) | tell a running brother something; delivered once, with receipts |
@@ -98,7 +98,7 @@
 //!
 //! | folder | answers | holds |
 //! |---|---|---|
-//! | [`hosts`] | where is a brother, and which host keys are its? | [`hosts::inventory`] (the TOML file), [`hosts::ssh_config`] (OpenSSH's resolution: Match, Include, ProxyJump), [`hosts::known_hosts`] (host-key decisions: revoked, CA, hashed) |
+//! | [`hosts`] | where is a brother, and which host keys are its? | [`hosts::inventory`] (the TOML file; [`hosts::user_file`]: its edits, locked, atomic, through a symlink), [`hosts::resolve`] (a host as one SSH target), [`hosts::ssh_config`] (OpenSSH's resolution: Match, Include, ProxyJump), [`hosts::known_hosts`] (host-key decisions: revoked, CA, hashed) |
 //! | [`transport`] | how is it reached? | [`transport::ssh`] (the russh client: routes, OpenSSH's key order, the system ssh), [`transport::pool`] (one connection per host), [`transport::warm`] (the daemon holding connections across processes) |
 //! | [`remote`] | what runs there? | the bash scripts in `remote/scripts/` (launch, run, sync, cancel, say, the agent's helpers) with their tests, how they are filled in, and [`remote::protocol`] (what their replies look like) |
 //! | [`mailbox`] | what does the lead remember? | the SQLite mailbox, its migrations, the feed and [`mailbox::thread`] (a task as one conversation) |
@@ -147,9 +147,11 @@ pub use remote as runner;
 pub use remote::protocol as sync_protocol;
 #[doc(hidden)]
 pub use transport::{pool, ssh, warm};
+#[doc(hidden)]
+pub use hosts::user_file;
 
 pub use delegate::{Delegate, Paths, Trusted};
 pub use error::{Error, ErrorKind};
 pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
 pub use store::ListFilter;
-pub use task::{Run, Sandbox, Task, TaskStatus};
+pub use task::{Run, Sandbox, Stale, Task, TaskStatus};

@@ -118,6 +118,31 @@ impl TaskStatus {
     }
 }
 
+impl TaskStatus {
+    /// States in which an agent may be at work (or about to be) on the brother.
+    pub fn has_agent_in_flight(self) -> bool {
+        matches!(self, TaskStatus::Launching | TaskStatus::Launched | TaskStatus::Running | TaskStatus::NeedsInput)
+    }
+
+    /// The outcomes a person may record with `update`. Every other state is delegate's own
+    /// finding (`queued` would make the dispatcher start the agent again; `running` or
+    /// `launched` by hand would claim an agent nobody started).
+    pub const SETTABLE_BY_HAND: [TaskStatus; 3] = [TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Cancelled];
+}
+
+/// Whether `update` may move a task from `from` to `to`: only to an outcome a person may
+/// record, and only while no agent is believed to be at work (a task in flight is stopped
+/// with `cancel`, or waited for, first).
+pub fn check_update(task: i64, from: TaskStatus, to: TaskStatus) -> crate::error::Result<()> {
+    if !TaskStatus::SETTABLE_BY_HAND.contains(&to) {
+        return Err(crate::error::Error::StatusNotSettable { status: to.to_string() });
+    }
+    if from.has_agent_in_flight() {
+        return Err(crate::error::Error::UpdateInFlight { task, status: from.to_string() });
+    }
+    Ok(())
+}
+
 impl fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -166,7 +191,21 @@ pub struct Task {
     pub last_event: Option<String>,
     /// When a sync last heard from the brother about this task.
     pub synced_at: Option<String>,
+    /// Set when the task's host did not answer its latest sync (in time): its state is the
+    /// last one heard.
+    pub stale: Option<Stale>,
     pub runs: Vec<Run>,
+}
+
+/// A task whose host did not answer its latest sync: what is shown is what was last heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stale {
+    /// When this task's state last came from its host (its last sync, else its launch).
+    pub last_heard_at: String,
+    /// When the host last failed to answer a sync.
+    pub failed_at: String,
+    /// Why (a timeout, unreachable, ...), control characters removed.
+    pub why: String,
 }
 
 /// One launch of a task (reopen adds more later), with its launch evidence.
@@ -200,4 +239,32 @@ pub struct Run {
     /// Who asked for this run (reopen), and the paths it was allowed to change.
     pub author: Option<String>,
     pub write_scope: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn update_records_only_outcomes_and_only_when_no_agent_is_at_work() {
+        use TaskStatus::*;
+        for from in TaskStatus::ALL {
+            for to in TaskStatus::ALL {
+                let got = check_update(7, from, to);
+                match (to, from) {
+                    (Completed | Failed | Cancelled, Launching | Launched | Running | NeedsInput) => {
+                        assert!(matches!(got, Err(Error::UpdateInFlight { task: 7, .. })), "{from} -> {to}: {got:?}");
+                        assert!(got.unwrap_err().to_string().contains("delegate cancel 7"));
+                    }
+                    // Finished, lost, launch_unknown (after checking) and queued take an outcome.
+                    (Completed | Failed | Cancelled, _) => assert!(got.is_ok(), "{from} -> {to}: {got:?}"),
+                    _ => {
+                        assert!(matches!(got, Err(Error::StatusNotSettable { .. })), "{from} -> {to}: {got:?}");
+                        assert!(got.unwrap_err().to_string().contains("completed, failed or cancelled"));
+                    }
+                }
+            }
+        }
+    }
 }

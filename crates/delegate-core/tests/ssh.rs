@@ -247,3 +247,109 @@ fn a_dead_proxycommand_explains_itself() {
     assert!(matches!(err, delegate_core::Error::ProxyCommand { .. }), "{err}");
     assert!(err.to_string().contains("exited 5: cannot reach the bastion"), "{err}");
 }
+
+/// A pool's held connection is used again only while known_hosts, as it is at that moment,
+/// vouches for the key the server presented when it was opened; otherwise the exec fails as
+/// a fresh connect would (same error), the connection is let go and nothing runs.
+#[test]
+fn a_held_connection_checks_its_host_key_again_before_each_use() {
+    use delegate_core::Error;
+    use delegate_core::pool::Pool;
+    let host = FakeHost::start();
+    let dir = host.dir().join("recheck");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (user, global) = (dir.join("known_hosts"), dir.join("ssh_known_hosts"));
+    let trusted = format!("{}\n", host.known_hosts_line());
+    let name = format!("[127.0.0.1]:{}", host.port());
+    let (_, impostor) = delegate_testkit::keygen(&dir, "impostor", "ed25519");
+    let mut t = target(&host);
+    t.known_hosts = vec![user.clone()];
+    t.global_known_hosts = vec![global.clone()];
+    let log = host.remote_root().join("recheck.log");
+    let append = format!("echo ran >> '{}'", log.display());
+    let ran = || std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    let logins = || host.sshd_log().matches("Accepted publickey").count();
+    let pool = Pool::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let exec = |t: &SshTarget| runtime.block_on(pool.exec(t, &append, b"", Duration::from_secs(10))).map_err(Box::new);
+
+    // Each edit, made while the pool holds a trusted connection, and what the next exec gets.
+    type Verdict = fn(&Error) -> bool;
+    let refusals: [(&str, String, String, Verdict); 5] = [
+        (
+            "@revoked in the user file",
+            format!("{trusted}@revoked {name} {}\n", host.host_public_key()),
+            String::new(),
+            |e| matches!(e, Error::HostKeyRevoked { .. }),
+        ),
+        ("@revoked in the global file", trusted.clone(), format!("@revoked * {}\n", host.host_public_key()), |e| {
+            matches!(e, Error::HostKeyRevoked { .. })
+        }),
+        ("another key recorded", format!("{name} {impostor}\n"), String::new(), |e| {
+            matches!(e, Error::HostKeyChanged { .. })
+        }),
+        ("another key in the global file", String::new(), format!("{name} {impostor}\n"), |e| {
+            matches!(e, Error::HostKeyChanged { .. })
+        }),
+        ("entry removed, StrictHostKeyChecking yes", String::new(), String::new(), |e| {
+            matches!(e, Error::HostKeyUnknown { .. })
+        }),
+    ];
+    for (case, user_text, global_text, expected) in refusals {
+        std::fs::write(&user, &trusted).unwrap();
+        std::fs::write(&global, "").unwrap();
+        exec(&t).unwrap_or_else(|e| panic!("{case}: the trusted exec: {e}"));
+        let (out, conn) = exec(&t).unwrap();
+        assert!(out.exit == Exit::Code(0) && conn.fresh.is_none(), "{case}: the second exec reuses the connection");
+        let before = (ran(), logins());
+        std::fs::write(&user, &user_text).unwrap();
+        std::fs::write(&global, &global_text).unwrap();
+        let err = exec(&t).err().unwrap_or_else(|| panic!("{case}: the held connection was used"));
+        assert!(expected(&err), "{case}: {err}");
+        // A fresh connect decides the same, before authenticating.
+        let fresh = block_on(Session::connect(&t)).err().unwrap_or_else(|| panic!("{case}: fresh connect accepted"));
+        assert_eq!(fresh.to_string(), err.to_string(), "{case}");
+        assert_eq!((ran(), logins()), before, "{case}: something ran, or a login happened");
+        assert_eq!(pool.live_connections(), 0, "{case}: the refused connection is still held");
+    }
+
+    // accept-new: a removed entry is learned again, as a fresh connect would, and the held
+    // connection stays in use.
+    std::fs::write(&user, &trusted).unwrap();
+    std::fs::write(&global, "").unwrap();
+    exec(&t).unwrap();
+    std::fs::write(&user, "").unwrap();
+    t.accept_new = true;
+    let (out, conn) = exec(&t).unwrap();
+    assert!(out.exit == Exit::Code(0) && conn.fresh.is_none(), "accept-new: {out:?}");
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), trusted, "accept-new learns the key again");
+    runtime.block_on(pool.close_all());
+}
+
+/// The same for a host known through `@cert-authority`: revoking the CA refuses the held
+/// connection's certificate.
+#[test]
+fn a_held_connection_refuses_a_certificate_whose_ca_was_revoked() {
+    use delegate_core::pool::Pool;
+    let dir = std::env::temp_dir().join(format!("dlg-recheck-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, ca_pub) = delegate_testkit::keygen(&dir, "ca", "ed25519");
+    let host = FakeHost::builder().host_certificate(&ca, "127.0.0.1", None).start();
+    let user = dir.join("known_hosts");
+    let authority = format!("@cert-authority [127.0.0.1]:{} {ca_pub}\n", host.port());
+    std::fs::write(&user, &authority).unwrap();
+    let mut t = target(&host);
+    t.known_hosts = vec![user.clone()];
+    let pool = Pool::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let exec = |t: &SshTarget| runtime.block_on(pool.exec(t, "true", b"", Duration::from_secs(10))).map_err(Box::new);
+    exec(&t).unwrap();
+    let (_, conn) = exec(&t).unwrap();
+    assert!(conn.fresh.is_none());
+    let starts = host.sshd_log().matches("Starting session").count();
+    std::fs::write(&user, format!("{authority}@revoked * {ca_pub}\n")).unwrap();
+    let err = exec(&t).expect_err("a certificate from a revoked CA");
+    assert!(matches!(*err, delegate_core::Error::HostKeyRevoked { line: 2, .. }), "{err}");
+    assert_eq!(host.sshd_log().matches("Starting session").count(), starts, "a command ran");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -417,6 +417,7 @@ pub struct FakeHostBuilder {
     host_certificate: Option<HostCertificate>,
     own_home: bool,
     allow_tcp_forwarding: bool,
+    max_sessions: u32,
 }
 
 /// How [`FakeHostBuilder::host_certificate`] signs the host key.
@@ -439,6 +440,7 @@ impl Default for FakeHostBuilder {
             host_certificate: None,
             own_home: false,
             allow_tcp_forwarding: false,
+            max_sessions: 64,
         }
     }
 }
@@ -512,6 +514,14 @@ impl FakeHostBuilder {
         self
     }
 
+    /// sshd's `MaxSessions`: session channels allowed at once per connection (the kit's
+    /// default is 64; OpenSSH's own is 10). A separate switch, as for forwarding: sshd takes
+    /// the first value of a keyword.
+    pub fn max_sessions(mut self, n: u32) -> Self {
+        self.max_sessions = n;
+        self
+    }
+
     pub fn extra_config(mut self, lines: &str) -> Self {
         self.extra_config.push_str(lines);
         if !self.extra_config.ends_with('\n') {
@@ -555,6 +565,7 @@ impl FakeHostBuilder {
             extra_config: String::new(),
             own_home: None,
             allow_tcp_forwarding: self.allow_tcp_forwarding,
+            max_sessions: self.max_sessions,
             sshd: None,
             watchdog: None,
         };
@@ -680,6 +691,8 @@ pub struct FakeHost {
     own_home: Option<PathBuf>,
     /// [`FakeHostBuilder::allow_tcp_forwarding`].
     allow_tcp_forwarding: bool,
+    /// [`FakeHostBuilder::max_sessions`].
+    max_sessions: u32,
     sshd: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -1123,7 +1136,7 @@ impl FakeHost {
         format!(
             "# delegate-testkit fake host\n{common}\
              MaxStartups 64:30:128\n\
-             MaxSessions 64\n\
+             MaxSessions {max_sessions}\n\
              AcceptEnv LANG LC_*\n\
              Subsystem sftp internal-sftp\n\
              LogLevel {log_level}\n\
@@ -1139,6 +1152,7 @@ impl FakeHost {
                 }
             },
             extra = self.extra_config,
+            max_sessions = self.max_sessions,
             user = self.account.name,
             path = self.remote_path,
             log_level = self.log_level,

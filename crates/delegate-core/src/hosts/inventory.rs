@@ -69,6 +69,11 @@ pub struct HostEntry {
     /// slots free up. Default: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Seconds a state command (`status`, `list`, `show`, `wait`, the MCP tools) waits for
+    /// this host's sync before showing its tasks as last heard, marked stale; default
+    /// [`crate::sync::DEFAULT_SYNC_DEADLINE`]. Raise it for a host that is slow but healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_deadline: Option<u64>,
     /// Which environment agents run in on this host (default `login`); see [`AgentEnvironment`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<AgentEnvironment>,
@@ -236,6 +241,12 @@ impl Inventory {
             if h.max_concurrent == Some(0) {
                 return Err(bad(format!("hosts.{name}.max_concurrent: 0 would start nothing; use 1 or more")));
             }
+            if h.sync_deadline == Some(0) {
+                return Err(bad(format!(
+                    "hosts.{name}.sync_deadline: 0 seconds would never hear from the host; use 1 or more (default {})",
+                    crate::sync::DEFAULT_SYNC_DEADLINE.as_secs()
+                )));
+            }
             if let Some(f) = &h.env_file {
                 check_remote_path(f).map_err(|m| bad(format!("hosts.{name}.env_file: {m}")))?;
             }
@@ -303,11 +314,30 @@ impl Inventory {
     }
 }
 
-/// A wall-clock limit such as `90s`, `45m`, `4h` or plain seconds; at least one second.
+/// A century: every duration delegate is given is capped here, so "wait forever" written as
+/// `u64::MAX` seconds means what it says instead of overflowing a clock (a deadline of
+/// `now + d`, or the runner's microsecond arithmetic in bash's signed 64 bits).
+pub const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// A duration such as `90s`, `45m`, `4h`, `1h 30m` or plain seconds; zero allowed. One too
+/// large to represent, or over [`FOREVER`], is [`FOREVER`].
+pub fn parse_duration(t: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = t.trim();
+    let parsed = match t.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(FOREVER),
+        Err(_) => match humantime::parse_duration(t) {
+            Err(humantime::DurationError::NumberOverflow) => Ok(FOREVER),
+            other => other,
+        },
+    };
+    let d = parsed.map_err(|_| format!("{t:?} is not a duration: use e.g. 90s, 45m or 4h"))?;
+    Ok(d.min(FOREVER))
+}
+
+/// A wall-clock limit: [`parse_duration`], at least one second.
 pub fn parse_timeout(t: &str) -> std::result::Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(t)
-        .or_else(|_| t.parse::<u64>().map(std::time::Duration::from_secs))
-        .map_err(|_| format!("{t:?} is not a duration: use e.g. 90s, 45m or 4h"))?;
+    let d = parse_duration(t)?;
     if d.as_secs() == 0 {
         return Err(format!("{t:?} is shorter than one second"));
     }
@@ -371,15 +401,21 @@ pub fn expand_local(p: &str, home: &Path) -> PathBuf {
 }
 
 /// Edits the inventory file in place, keeping comments and layout, then re-validates the
-/// whole result before writing it (atomically, by rename) so a bad edit never lands.
+/// whole result before writing it so a bad edit never lands. From `open` to `save` the editor
+/// holds the inventory's edit lock, so concurrent edits happen one after the other and none
+/// is lost; the file is replaced atomically, through a symlink if it is one
+/// ([`crate::hosts::user_file`]).
 pub struct InventoryEditor {
     path: PathBuf,
     doc: toml_edit::DocumentMut,
+    lock: crate::hosts::user_file::EditLock,
 }
 
 impl InventoryEditor {
     pub fn open(path: &Path) -> Result<InventoryEditor> {
-        let text = match std::fs::read_to_string(path) {
+        let lock = crate::hosts::user_file::EditLock::acquire(path).map_err(|e| Error::io(path, e))?;
+        // Read under the lock: what another process saved before we got it is included.
+        let text = match std::fs::read_to_string(&lock.target) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io(path, e)),
@@ -387,7 +423,7 @@ impl InventoryEditor {
         let doc = text
             .parse::<toml_edit::DocumentMut>()
             .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        Ok(InventoryEditor { path: path.to_path_buf(), doc })
+        Ok(InventoryEditor { path: path.to_path_buf(), doc, lock })
     }
 
     fn table(&mut self, section: &str) -> &mut toml_edit::Table {
@@ -420,29 +456,7 @@ impl InventoryEditor {
     pub fn save(self) -> Result<Inventory> {
         let text = self.doc.to_string();
         let inv = Inventory::parse(&text, &self.path)?;
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        if let Some(dir) = self.path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            // The inventory names the commands delegate runs: its directory is the user's
-            // alone when delegate creates it, whatever the umask.
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        // The replacement keeps the mode of the file it replaces (0600 for a new one), and
-        // gets it before any byte is written.
-        let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
-        let tmp = self.path.with_extension("toml.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        self.lock.replace(text.as_bytes()).map_err(|e| Error::io(&self.lock.target, e))?;
         Ok(inv)
     }
 }
@@ -511,6 +525,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nsandbox = \"most\"\n", "most"),
             ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent = \"gpt\"\n", "agent"),
             ("[hosts.\"a b\"]\naddress = \"h\"\n", "invalid host name"),
+            ("[hosts.h]\naddress = \"h\"\nsync_deadline = 0\n", "hosts.h.sync_deadline: 0 seconds"),
         ];
         for (text, needle) in cases {
             let err = Inventory::parse(text, Path::new("c.toml")).unwrap_err().to_string();
@@ -547,6 +562,21 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
     }
 
     #[test]
+    fn durations_too_large_for_a_clock_are_a_century() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("1h 30m"), Ok(5400));
+        assert_eq!(secs("0s"), Ok(0));
+        for huge in ["18446744073709551615", "99999999999999999999999", "99999999999999999999999h", "584942417356y"] {
+            assert_eq!(parse_duration(huge), Ok(FOREVER), "{huge}");
+        }
+        assert!(parse_duration("soon").unwrap_err().contains("is not a duration"));
+        assert!(parse_duration("-5").is_err());
+        assert!(parse_timeout("0").unwrap_err().contains("shorter than one second"));
+        assert_eq!(parse_timeout("18446744073709551615"), Ok(FOREVER));
+    }
+
+    #[test]
     fn unknown_brother_lists_known_ones() {
         let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
         let err = inv.brother("jerry").unwrap_err().to_string();
@@ -569,6 +599,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             remote_root: None,
             connect_timeout: None,
             max_concurrent: None,
+            sync_deadline: None,
             environment: None,
             env_file: None,
             transport: None,

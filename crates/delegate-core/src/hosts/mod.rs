@@ -4,4 +4,5 @@
 pub mod inventory;
 pub mod known_hosts;
 pub mod resolve;
+pub mod user_file;
 pub mod ssh_config;

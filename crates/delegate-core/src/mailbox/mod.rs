@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::task::{Run, Sandbox, Task, TaskStatus};
 
 mod feed;
+mod freshness;
 mod lifecycle;
 mod queue;
 /// A task as one conversation, for `show` and the MCP `get_task`.
@@ -38,6 +39,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/003_runs.sql"),
     include_str!("migrations/004_say.sql"),
     include_str!("migrations/005_received.sql"),
+    include_str!("migrations/006_host_syncs.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -237,7 +239,7 @@ impl Store {
                 t.prompt,
                 t.prompt_sha256,
                 now,
-                t.timeout_secs as i64
+                i64::try_from(t.timeout_secs).unwrap_or(i64::MAX)
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -311,29 +313,46 @@ impl Store {
         let now = now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version = transition_in(&tx, run.task_id, run.version, rec.status, rec.reason, &now)?;
-        let finished = (rec.status != TaskStatus::Launched).then_some(now.as_str());
-        tx.execute(
-            "UPDATE runs SET status = ?3, remote_dir = ?4, pane_pid = ?5, marker = ?6, launch_exit = ?7,
-                             error = ?8, evidence = ?9, launch_stderr = ?10, finished_at = ?11
-             WHERE task_id = ?1 AND run_no = ?2",
-            params![
-                run.task_id,
-                run.run_no,
-                rec.status.as_str(),
-                rec.remote_dir,
-                rec.pane_pid,
-                rec.marker,
-                rec.launch_exit,
-                rec.reason,
-                rec.evidence.to_string(),
-                rec.launch_stderr,
-                finished
-            ],
-        )?;
+        update_run(&tx, run, rec, &now)?;
         tx.commit()?;
         Ok(version)
     }
 
+    /// Records how a launch attempt ended on its run only, leaving the task as it is: for a
+    /// launch that lost the race to a `cancel` (the task is `cancelled` already).
+    pub fn record_run(&mut self, run: &RunStart, rec: &LaunchRecord) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        update_run(&tx, run, rec, &now())?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Writes a launch attempt's record on its run.
+fn update_run(tx: &rusqlite::Connection, run: &RunStart, rec: &LaunchRecord, now: &str) -> Result<()> {
+    let finished = (rec.status != TaskStatus::Launched).then_some(now);
+    tx.execute(
+        "UPDATE runs SET status = ?3, remote_dir = ?4, pane_pid = ?5, marker = ?6, launch_exit = ?7,
+                         error = ?8, evidence = ?9, launch_stderr = ?10, finished_at = ?11
+         WHERE task_id = ?1 AND run_no = ?2",
+        params![
+            run.task_id,
+            run.run_no,
+            rec.status.as_str(),
+            rec.remote_dir,
+            rec.pane_pid,
+            rec.marker,
+            rec.launch_exit,
+            rec.reason,
+            rec.evidence.to_string(),
+            rec.launch_stderr,
+            finished
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store {
     /// Moves a task to `to` if nobody changed it since `expected_version`; returns the new
     /// version, or [`Error::Conflict`].
     pub fn transition(
@@ -383,6 +402,18 @@ impl Store {
         Ok(p.unwrap_or_default())
     }
 
+    /// Whether an agent of this task ever started: the task was once `launched`, `running`
+    /// or `needs_input`, or a runner's exit record came back for one of its runs.
+    pub fn ever_started(&self, id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM transitions WHERE task_id = ?1
+                              AND to_status IN ('launched', 'running', 'needs_input'))
+                 OR EXISTS (SELECT 1 FROM runs WHERE task_id = ?1 AND ended_at IS NOT NULL)",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Status changes of a task, oldest first.
     pub fn transitions(&self, id: i64) -> Result<Vec<Transition>> {
         let mut st = self
@@ -397,14 +428,27 @@ impl Store {
         let sql = format!(
             "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
                     length(prompt), prompt_sha256, version, created_at, updated_at,
-                    timeout_secs, exit_code, turns, cost_usd, last_event, synced_at
-             FROM tasks {tail}"
+                    timeout_secs, exit_code, turns, cost_usd, last_event, synced_at,
+                    {}
+             FROM tasks {tail}",
+            freshness::HOST_SYNC_COLUMNS
         );
         let mut st = self.conn.prepare(&sql)?;
         let rows = st.query_map(args, |r| {
+            let (status, updated_at, synced_at): (TaskStatus, String, Option<String>) =
+                (parse_col(r, 1)?, r.get(15)?, r.get(21)?);
+            let answered_at: Option<String> = r.get(22)?;
+            let stale = freshness::stale(
+                status,
+                synced_at.as_deref(),
+                &updated_at,
+                answered_at.as_deref(),
+                r.get(23)?,
+                r.get(24)?,
+            );
             Ok(Task {
                 id: r.get(0)?,
-                status: parse_col(r, 1)?,
+                status,
                 reason: r.get(2)?,
                 brother: r.get(3)?,
                 host: r.get(4)?,
@@ -419,13 +463,14 @@ impl Store {
                 prompt_sha256: r.get(12)?,
                 version: r.get(13)?,
                 created_at: r.get(14)?,
-                updated_at: r.get(15)?,
+                updated_at,
                 timeout_secs: r.get(16)?,
                 exit_code: r.get(17)?,
                 turns: r.get(18)?,
                 cost_usd: r.get(19)?,
                 last_event: r.get(20)?,
-                synced_at: r.get(21)?,
+                synced_at,
+                stale,
                 runs: Vec::new(),
             })
         })?;
@@ -579,6 +624,33 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_stops_answering_leaves_its_tasks_stale_until_it_answers_again() {
+        let mut s = Store::open(&temp_dir("stale")).unwrap();
+        let run = s.create_task(&new_task(b"p")).unwrap();
+        s.transition(run.task_id, run.version, TaskStatus::Running, None).unwrap();
+        let done = s.create_task(&new_task(b"q")).unwrap();
+        s.transition(done.task_id, done.version, TaskStatus::Completed, None).unwrap();
+        let nap = || std::thread::sleep(Duration::from_millis(5)); // timestamps are in ms
+        nap();
+        // What a hostile brother put on stderr reaches the reason: kept short and printable.
+        let hostile = format!("sync of masuda failed: exit 3: \u{1b}]52;c;SGk=\u{7}{}", "x".repeat(10_000));
+        s.record_host_sync("masuda", Some(&hostile)).unwrap();
+        let t = s.task(run.task_id).unwrap();
+        let stale = t.stale.clone().unwrap_or_else(|| panic!("stale after the failure: {t:?}"));
+        assert_eq!(stale.last_heard_at, t.updated_at, "never synced: last heard of at its launch");
+        assert!(stale.why.starts_with("sync of masuda failed: exit 3: "), "{}", stale.why);
+        assert!(stale.why.chars().count() <= 300 && !stale.why.contains('\u{1b}'), "{}", stale.why);
+        assert_eq!(s.task(done.task_id).unwrap().stale, None, "a finished task is not stale");
+        assert_eq!(s.list(&ListFilter::default()).unwrap().iter().filter(|t| t.stale.is_some()).count(), 1);
+        nap();
+        s.record_host_sync("masuda", None).unwrap();
+        assert_eq!(s.task(run.task_id).unwrap().stale, None, "the host answered again");
+        nap();
+        s.record_host_sync("elsewhere", Some("timeout")).unwrap();
+        assert_eq!(s.task(run.task_id).unwrap().stale, None, "another host's failure");
+    }
+
+    #[test]
     fn tasks_over_a_cap_queue_and_start_oldest_first_as_slots_free_up() {
         let mut s = Store::open(&temp_dir("queue")).unwrap();
         let caps = Caps { host: Some(1), brother: None };
@@ -681,7 +753,7 @@ mod tests {
             .unwrap()
             .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
             .count();
-        assert_eq!(files, STEPS.len(), "a store/NNN_*.sql file is not listed in STEPS");
+        assert_eq!(files, STEPS.len(), "a migrations/NNN_*.sql file is not listed in STEPS");
     }
 
     #[test]

@@ -161,6 +161,8 @@ fn thread(
             let state = match (&m.read_at, &m.delivered_at) {
                 (Some(r), _) => format!(" [read {r}]"),
                 (None, Some(dl)) => format!(" [delivered {dl}]"),
+                // A finished task reads no more messages: say so rather than `sent` forever.
+                (None, None) if task.status.is_terminal() => " [never delivered: the task ended first]".into(),
                 (None, None) => " [sent]".into(),
             };
             text.push_str(&state);

@@ -8,7 +8,9 @@ use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::ssh::Exit;
 use crate::sync::{self, SyncSummary, task_key};
-use crate::sync_protocol::{SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_cancel, render_sync};
+use crate::sync_protocol::{
+    CancelState, SyncRequest, SyncTaskRequest, TaskReport, parse_cancel, parse_sync, render_cancel, render_sync,
+};
 use crate::task::{Task, TaskStatus};
 
 /// How `wait` ended.
@@ -18,7 +20,8 @@ pub struct WaitResult {
     pub tasks: Vec<Task>,
     /// Tasks not finished when the time ran out.
     pub pending: Vec<i64>,
-    /// Hosts that could not be synced during the wait (last error of each).
+    /// Hosts whose latest sync during the wait failed or ran out of time: the warning
+    /// ([`crate::sync::HostSync::warning`]) with the cause and the fix.
     pub sync_errors: BTreeMap<String, String>,
 }
 
@@ -36,26 +39,45 @@ pub struct RemoteChunk {
     pub bytes: Vec<u8>,
     /// The offset to ask for next.
     pub next_offset: u64,
+    /// The file's size when the brother looked (`next_offset` when it had nothing new).
+    pub size: u64,
 }
 
+/// Most bytes of one file one [`Delegate::read_remote`] carries: well under the exec cap,
+/// so a reply is never cut; a larger file takes several reads.
+pub const MAX_READ_CHUNK: u64 = 8 * 1024 * 1024;
+
 impl Delegate {
-    /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`).
-    /// Then starts queued tasks that have room (their results are in the mailbox).
+    /// Brings the mailbox up to date for every host with unfinished tasks (or only `only`),
+    /// giving each host its sync deadline ([`sync::Patience::Deadline`]): a host that has
+    /// not answered by then is reported in the summary, and its tasks show their last known
+    /// state with [`Task::stale`] set. Then starts queued tasks that have room (their
+    /// results are in the mailbox).
     pub async fn sync(&mut self, only: Option<&[i64]>) -> Result<SyncSummary> {
-        let summary = sync::sync(self, only).await?;
+        self.sync_with(only, sync::Patience::Deadline).await
+    }
+
+    /// [`Delegate::sync`] with the given patience: [`sync::Patience::Long`] for a sync that
+    /// was asked for and may wait for a slow host.
+    pub async fn sync_with(&mut self, only: Option<&[i64]>, patience: sync::Patience) -> Result<SyncSummary> {
+        let summary = sync::sync(self, only, patience).await?;
         self.dispatch_queued().await?;
         Ok(summary)
     }
 
-    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`: no limit),
+    /// Syncs until every task in `ids` is finished or `timeout` passes (`None`, or one too
+    /// large for the clock: no limit),
     /// every `poll`. An unknown id fails at once with [`Error::TaskNotFound`]. A host that
-    /// cannot be synced is not an error here: it is named in [`WaitResult::sync_errors`] and
-    /// its tasks stay pending until it answers or the time runs out.
+    /// cannot be synced (or not within its sync deadline) is not an error here: it is named
+    /// in [`WaitResult::sync_errors`] and its tasks stay pending, marked stale, until it
+    /// answers or the time runs out; the other hosts' tasks finish meanwhile.
     pub async fn wait(&mut self, ids: &[i64], timeout: Option<Duration>, poll: Duration) -> Result<WaitResult> {
         for id in ids {
             self.task(*id)?; // unknown ids fail now, not after the timeout
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline past what the clock can hold is no deadline (`Instant + Duration::MAX`
+        // would panic).
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut sync_errors = BTreeMap::new();
         loop {
             let pending: Vec<i64> = ids
@@ -65,8 +87,11 @@ impl Delegate {
                 .collect();
             if !pending.is_empty() {
                 let summary = self.sync(Some(&pending)).await?;
-                for (host, e) in summary.errors() {
-                    sync_errors.insert(host.to_string(), e.to_string());
+                for h in &summary.hosts {
+                    match h.warning() {
+                        Some(w) => sync_errors.insert(h.host.clone(), w),
+                        None => sync_errors.remove(&h.host),
+                    };
                 }
             }
             let tasks: Vec<Task> = ids.iter().map(|id| self.task(*id)).collect::<Result<_>>()?;
@@ -82,6 +107,12 @@ impl Delegate {
 
     /// Stops a task's agent on its brother and records `cancelled`. A task already finished
     /// is [`Error::AlreadyFinished`].
+    ///
+    /// On the brother the cancel leaves a mark for the task's run that a launch still on its
+    /// way (or sent again) and the runner check before starting the agent, under a lock the
+    /// runner also holds while it records its start: a cancel of a `launching` task wins, and
+    /// no agent runs for it afterwards. The launch then reports
+    /// [`Error::CancelledWhileLaunching`].
     pub async fn cancel(&mut self, id: i64) -> Result<Task> {
         let task = self.task(id)?;
         if task.status.is_terminal() {
@@ -97,32 +128,50 @@ impl Delegate {
         // The script waits up to 30 s for the runner to record the ending.
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
-        let said = String::from_utf8_lossy(&out.stdout);
-        let state = said.lines().find_map(|l| l.strip_prefix("DELEGATE-CANCEL ")).unwrap_or("").trim().to_string();
-        if out.exit != Exit::Code(0) || state.is_empty() {
+        if out.overflow {
+            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        }
+        let state = parse_cancel(&out.stdout);
+        let Some(state) = state.filter(|_| out.exit == Exit::Code(0)) else {
             return Err(Error::SyncFailed {
                 host: task.host.clone(),
-                why: format!("cancel did not answer: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                why: format!(
+                    "cancel did not answer: {}",
+                    crate::launch::clean_line(&String::from_utf8_lossy(&out.stderr), 2000)
+                ),
             });
+        };
+        let reason = match state {
+            // Nothing ran and, with the mark in place, nothing will: no exit record to read.
+            CancelState::NoTask | CancelState::NotStarted => {
+                "cancelled before its agent started (the brother keeps a cancel mark, so it never will)".to_string()
+            }
+            // The cancel script waited for the runner's exit record, so one sync reads it.
+            _ => {
+                self.sync(Some(&[id])).await?;
+                format!("cancelled by the lead (brother said: {})", state.as_str())
+            }
+        };
+        // A launch of this task may record its own ending meanwhile (`launched`, or
+        // `cancelled` when the brother refused it): read again and retry.
+        for _ in 0..5 {
+            let t = self.task(id)?;
+            if t.status.is_terminal() {
+                return Ok(t);
+            }
+            match self.store_mut().transition(id, t.version, TaskStatus::Cancelled, Some(&reason)) {
+                Err(Error::Conflict { .. }) => continue,
+                other => {
+                    other?;
+                    return self.task(id);
+                }
+            }
         }
-        // The cancel script waited for the runner's exit record, so one sync reads it.
-        self.sync(Some(&[id])).await?;
-        let t = self.task(id)?;
-        if t.status.is_terminal() {
-            return Ok(t);
-        }
-        // Nothing ran (never started, or no runner answered): record it ourselves.
-        self.store_mut().transition(
-            id,
-            t.version,
-            TaskStatus::Cancelled,
-            Some(&format!("cancelled by the lead (brother said: {state})")),
-        )?;
         self.task(id)
     }
 
-    /// Reads a task file on the brother from `offset` (for `logs`), without touching the
-    /// mailbox's own offsets.
+    /// Reads up to [`MAX_READ_CHUNK`] bytes of a task file on the brother from `offset` (for
+    /// `logs`), without touching the mailbox's own offsets.
     pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
@@ -139,12 +188,16 @@ impl Delegate {
                     .collect(),
                 want_launch_json: false,
             }],
-            max_bytes_per_file: 8 * 1024 * 1024,
-            max_bytes_total: 8 * 1024 * 1024,
+            max_bytes_per_file: MAX_READ_CHUNK,
+            max_bytes_total: MAX_READ_CHUNK,
         };
         let script = render_sync(&req)?;
         let (out, _) =
             self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
+        // Say why the reply is unusable rather than that it was cut short.
+        if out.overflow {
+            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        }
         let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
         let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
             host: task.host.clone(),
@@ -154,8 +207,8 @@ impl Delegate {
             .deltas
             .iter()
             .find(|d| d.file == file)
-            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64 })
-            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset });
+            .map(|d| RemoteChunk { bytes: d.bytes.clone(), next_offset: d.offset + d.bytes.len() as u64, size: d.size })
+            .unwrap_or(RemoteChunk { bytes: vec![], next_offset: offset, size: offset });
         Ok((chunk, report))
     }
 
@@ -208,10 +261,13 @@ impl Delegate {
         crate::reopen::reopen(self, req).await
     }
 
-    /// Sets a task's status by hand (a person or an agent reporting out of band), with an
-    /// optional output text kept as a note.
+    /// Records an outcome a person learned out of band (completed, failed or cancelled), with
+    /// an optional output text kept as a note. Refused for any other status
+    /// ([`Error::StatusNotSettable`]) and while an agent may be at work on the task
+    /// ([`Error::UpdateInFlight`]: cancel it or wait first); see [`crate::task::check_update`].
     pub fn update(&mut self, id: i64, status: TaskStatus, output: Option<&str>, author: &str) -> Result<Task> {
         let task = self.task(id)?;
+        crate::task::check_update(id, task.status, status)?;
         let reason = output.map(|o| o.chars().take(200).collect::<String>());
         let reason = reason.unwrap_or_else(|| format!("set by {author}"));
         self.store_mut().transition(id, task.version, status, Some(&reason))?;

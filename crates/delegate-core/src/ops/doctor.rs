@@ -663,7 +663,10 @@ fn fix_text(key: &str, c: &FixContext, user: &str) -> Option<String> {
     let (b, h) = (&c.brother, &c.host);
     Some(match key {
         "bash_old" => "install bash 4.4 or newer on this host (apt-get install bash)".into(),
-        "tools_missing" => "install coreutils and grep on this host (apt-get install coreutils grep)".into(),
+        "tools_missing" => {
+            "install coreutils, grep and util-linux (flock) on this host (apt-get install coreutils grep util-linux)"
+                .into()
+        }
         "tmux_missing" => "install tmux on this host: apt-get install tmux (dnf install tmux)".into(),
         "shell_env" => format!(
             "fix the start-up files of {user}'s {} shell on {h} (they must finish within 10 s without input), or set \

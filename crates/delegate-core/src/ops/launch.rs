@@ -175,7 +175,7 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
             Err(e) => {
                 // The inventory changed under the queued task (brother or host gone, agent
                 // unknown): it cannot start, and says why.
-                fail(d, &run, &e.to_string(), &serde_json::Value::Null, None, None)?;
+                fail(d, &run, &task.brother, &e.to_string(), &serde_json::Value::Null, None, None)?;
                 refused.push(Err(e));
             }
         }
@@ -247,6 +247,8 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
         (None, None) => crate::config::DEFAULT_TIMEOUT,
     };
+    // A library caller may pass Duration::MAX: the mailbox and the runner get a century.
+    let timeout = timeout.min(crate::config::FOREVER);
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
@@ -458,7 +460,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
     let script = match rendered {
         Ok(s) => s,
         Err(e) => {
-            fail(d, &run, &e.to_string(), &serde_json::Value::Null, None, None)?;
+            fail(d, &run, brother, &e.to_string(), &serde_json::Value::Null, None, None)?;
             return Err(e);
         }
     };
@@ -618,7 +620,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
             // No connection, or no channel: nothing reached the brother, so the failure
             // is certain, not unknown.
             evidence["connect_error"] = json!(e.to_string());
-            fail(d, &run, &e.to_string(), &evidence, None, None)?;
+            fail(d, &run, &brother, &e.to_string(), &evidence, None, None)?;
             return Err(Error::LaunchFailed { task: run.task_id, brother, source: Box::new(e) });
         }
     };
@@ -654,8 +656,10 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     if out.exit == Exit::Code(0) && marker_ok {
         let m = parsed.marker.expect("checked above");
         let remote_dir = parsed.evidence.as_ref().and_then(|e| e["task_dir"].as_str().map(String::from));
-        d.store_mut().record_launch(
+        write_record(
+            d,
             &run,
+            &brother,
             &LaunchRecord {
                 status: TaskStatus::Launched,
                 reason: None,
@@ -670,6 +674,22 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
         return d.store().task(run.task_id);
     }
 
+    if let (Exit::Code(_), Some((runner::code::CANCELLED, message))) = (&out.exit, &parsed.error) {
+        // The brother found the cancel's mark: nothing started, and nothing will.
+        let reason = format!("cancelled while launching: {}", clean_line(message, 300));
+        let rec = LaunchRecord {
+            status: TaskStatus::Cancelled,
+            reason: Some(&reason),
+            remote_dir: None,
+            pane_pid: None,
+            marker: None,
+            launch_exit: exit_code,
+            evidence: &evidence,
+            launch_stderr: (!stderr.is_empty()).then_some(stderr.as_str()),
+        };
+        write_record(d, &run, &brother, &rec)?;
+        return Err(Error::CancelledWhileLaunching { task: run.task_id, brother });
+    }
     if let (Exit::Code(code), Some((verdict, message))) = (&out.exit, &parsed.error) {
         let code = *code as i32;
         let mut message = message.clone();
@@ -679,7 +699,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
                 message = format!("{message}: {}", crate::launch::clean_line(said, 300));
             }
         }
-        fail(d, &run, &message, &evidence, exit_code, Some(&stderr))?;
+        fail(d, &run, &brother, &message, &evidence, exit_code, Some(&stderr))?;
         return Err(Error::LaunchRefused { task: run.task_id, brother, code, message });
     }
     let why = match (&out.exit, &out.broken) {
@@ -690,8 +710,10 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
         (Exit::Unknown, None) => "no exit status".into(),
     };
     // Without a preflight verdict we cannot rule out that tmux started: say unknown.
-    d.store_mut().record_launch(
+    write_record(
+        d,
         &run,
+        &brother,
         &LaunchRecord {
             status: TaskStatus::LaunchUnknown,
             reason: Some(&why),
@@ -706,16 +728,33 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     Err(Error::LaunchUnknown { task: run.task_id, brother, why })
 }
 
+/// Writes how a launch ended and moves its task. A task somebody `cancel`led meanwhile (the
+/// version moved on, to `cancelled`) keeps its state and gets the run's record: the launch
+/// then reports [`Error::CancelledWhileLaunching`], never a conflict to "try again", which
+/// would invite a duplicate.
+fn write_record(d: &mut Delegate, run: &RunStart, brother: &str, rec: &LaunchRecord) -> Result<()> {
+    match d.store_mut().record_launch(run, rec) {
+        Err(Error::Conflict { .. }) if d.store().task(run.task_id)?.status == TaskStatus::Cancelled => {
+            d.store_mut().record_run(run, &LaunchRecord { status: TaskStatus::Cancelled, ..*rec })?;
+            Err(Error::CancelledWhileLaunching { task: run.task_id, brother: brother.to_string() })
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 fn fail(
     d: &mut Delegate,
     run: &RunStart,
+    brother: &str,
     reason: &str,
     evidence: &serde_json::Value,
     launch_exit: Option<i64>,
     stderr: Option<&str>,
 ) -> Result<()> {
-    d.store_mut().record_launch(
+    write_record(
+        d,
         run,
+        brother,
         &LaunchRecord {
             status: TaskStatus::Failed,
             reason: Some(reason),

@@ -1,5 +1,6 @@
-//! Say: a message from the lead to a running brother. It is recorded in the mailbox first
-//! (its row id becomes its inbox id), then appended to the run's remote `inbox.jsonl` by a
+//! Say: a message from the lead to a running brother (kept for a queued task until it
+//! starts; refused, with nothing stored, while a launch is unconfirmed or when no agent ever
+//! started). It is recorded in the mailbox first (its row id becomes its inbox id), then appended to the run's remote `inbox.jsonl` by a
 //! small script that refuses a second copy of the same id. The agent's side records delivery
 //! (Claude's hook hands it over at the next tool call; other agents run the `inbox` helper)
 //! and acknowledgement in `delivered.jsonl`, which sync reads back. Never `tmux send-keys`.
@@ -24,14 +25,19 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
         return Err(Error::PromptTooLarge { bytes: text.len(), limit: MAX_SAY_BYTES });
     }
     let task = d.task(id)?;
+    // Refused before anything is recorded: a message nobody can read would sit as `sent`.
+    if let Some(why) = not_started(d, &task)? {
+        return Err(Error::SayNotStarted { task: id, status: task.status.to_string(), why });
+    }
     if task.status.is_terminal() {
         return Err(Error::SayToFinished { task: id, status: task.status.to_string() });
     }
     let run = task.runs.last().ok_or(Error::TaskNotFound(id))?.clone();
     let message = d.store_mut().add_outgoing(id, run.run_no, author, text)?;
     if task.status == crate::task::TaskStatus::Queued {
-        // Kept unsent: once the task starts, the first sync sends it (as for any message
-        // the brother has not confirmed).
+        // Kept unsent: once the task starts, the first sync sends it (as for any message the
+        // brother has not confirmed). If the task ends without starting, the thread says the
+        // message was never delivered.
         return Ok(message);
     }
     // Earlier messages that never got confirmed go first, with their own ids: the brother
@@ -71,4 +77,27 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     }
     outcome?;
     Ok(d.store().messages(id)?.into_iter().find(|m| m.id == message.id).unwrap_or(message))
+}
+
+/// Why a task has no agent to hear a message and never had one, with what to do instead;
+/// `None` when an agent runs or ran (a finished one is [`Error::SayToFinished`]: reopen).
+fn not_started(d: &Delegate, task: &crate::task::Task) -> Result<Option<String>> {
+    use crate::task::TaskStatus::*;
+    let id = task.id;
+    Ok(Some(match task.status {
+        Launching | LaunchUnknown => format!(
+            "its agent is not confirmed started yet. Wait until `delegate status` shows it running (a \
+             `delegate sync` settles a launch_unknown task) and say it then; `delegate show {id}` has the launch record"
+        ),
+        s if s.is_terminal() && !d.store().ever_started(id)? => format!(
+            "its agent never started ({}), so there is nobody to tell and no session for `delegate reopen` to \
+             resume. Launch a new task with the work instead (`delegate run {} ...`)",
+            task.reason
+                .as_deref()
+                .map(|r| crate::launch::clean_line(r, 200))
+                .unwrap_or_else(|| "no reason recorded".into()),
+            task.brother
+        ),
+        _ => return Ok(None),
+    }))
 }

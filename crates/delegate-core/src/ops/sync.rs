@@ -9,7 +9,7 @@
 //! record is `lost`; a `launch_unknown` task is resolved from its remote directory.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -26,8 +26,21 @@ use crate::sync_protocol::{
 };
 use crate::task::TaskStatus;
 
-/// How long a sync exec may take on the brother.
-const SYNC_LIMIT: Duration = Duration::from_secs(60);
+/// How long a state command (`status`, `list`, `show`, `wait`, `mailbox`, the MCP tools)
+/// waits for one host's sync, connecting included, unless the host's `sync_deadline` says
+/// otherwise; past it the command goes on with what it has, the host's tasks shown as last
+/// heard (stale). A healthy host answers in well under a second over a kept connection and
+/// in a few over a fresh one (TCP, key exchange and authentication, through bastions too),
+/// so 10 s only cuts off a host that is hung or badly overloaded, while a lead polling
+/// several hosts (and an MCP client that times tool calls out at 60 s) is never held long
+/// by one.
+pub const DEFAULT_SYNC_DEADLINE: Duration = Duration::from_secs(10);
+/// How long `delegate sync`, asked for explicitly, waits for a host (or its `sync_deadline`
+/// if that is longer).
+pub const SYNC_LIMIT: Duration = Duration::from_secs(60);
+/// A sync cut at its deadline gets this long on top for its exec to stop the command on the
+/// brother itself (its own limit is the deadline) before it is dropped unanswered.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 /// Cap per file per sync reply, so one chatty agent cannot balloon a sync; the rest comes
 /// in the next round.
 pub const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
@@ -68,24 +81,83 @@ pub struct HostSync {
     /// Messages to brothers sent again because their inbox had not confirmed them.
     pub resent: Vec<i64>,
     pub error: Option<String>,
+    /// The host did not answer within its deadline (seconds): `error` says so too.
+    pub deadline_secs: Option<u64>,
+}
+
+impl HostSync {
+    fn new(host: &str, tasks: usize, execs: u32) -> HostSync {
+        HostSync {
+            host: host.to_string(),
+            tasks,
+            execs,
+            changed: vec![],
+            conflicts: vec![],
+            resent: vec![],
+            error: None,
+            deadline_secs: None,
+        }
+    }
+
+    /// What a command that shows state says about a host it could not sync: the cause and
+    /// the fix (`None` when the host was synced).
+    pub fn warning(&self) -> Option<String> {
+        let e = self.error.as_deref()?;
+        let host = &self.host;
+        Some(match self.deadline_secs {
+            Some(secs) => format!(
+                "could not sync {host}: it did not answer within {secs} s; its tasks show their last known state, \
+                 marked stale. If {host} is hung or unreachable, `delegate doctor` checks it; if it is only slow, raise \
+                 sync_deadline under [hosts.{host}] (or run `delegate sync`, which waits up to {} s)",
+                SYNC_LIMIT.as_secs()
+            ),
+            None => format!("could not sync {host} ({e}); its tasks show their last known state, marked stale"),
+        })
+    }
 }
 
 impl SyncSummary {
     pub fn errors(&self) -> impl Iterator<Item = (&str, &str)> {
         self.hosts.iter().filter_map(|h| h.error.as_deref().map(|e| (h.host.as_str(), e)))
     }
+
+    /// One warning per host that was not synced, by host (see [`HostSync::warning`]).
+    pub fn warnings(&self) -> BTreeMap<String, String> {
+        self.hosts.iter().filter_map(|h| Some((h.host.clone(), h.warning()?))).collect()
+    }
+}
+
+/// How long a sync waits for each host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// A command that shows state: each host's `sync_deadline` (default
+    /// [`DEFAULT_SYNC_DEADLINE`]), then the host's tasks are shown stale.
+    Deadline,
+    /// `delegate sync`, asked for: [`SYNC_LIMIT`], or the host's `sync_deadline` if longer.
+    Long,
+}
+
+/// How long a sync of `host` may take, connecting included, all rounds together.
+pub fn host_deadline(inventory: &crate::config::Inventory, host: &str, patience: Patience) -> Duration {
+    let configured = inventory.hosts.get(host).and_then(|h| h.sync_deadline).map(Duration::from_secs);
+    let deadline = configured.unwrap_or(DEFAULT_SYNC_DEADLINE);
+    match patience {
+        Patience::Deadline => deadline,
+        Patience::Long => deadline.max(SYNC_LIMIT),
+    }
 }
 
 /// Syncs in rounds: the first covers every task (or `only`), each further one only the
 /// tasks whose reply was cut by a cap while the host still made progress, at most
-/// [`SYNC_ROUNDS`] in all.
-pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>) -> Result<SyncSummary> {
-    let (mut summary, mut more) = sync_round(d, only).await?;
+/// [`SYNC_ROUNDS`] in all. Each host's rounds share one deadline ([`host_deadline`]).
+pub(crate) async fn sync(d: &mut Delegate, only: Option<&[i64]>, patience: Patience) -> Result<SyncSummary> {
+    let started = Instant::now();
+    let (mut summary, mut more) = sync_round(d, only, started, patience).await?;
     for _ in 1..SYNC_ROUNDS {
         if more.is_empty() {
             break;
         }
-        let (next, again) = sync_round(d, Some(&more)).await?;
+        let (next, again) = sync_round(d, Some(&more), started, patience).await?;
         merge(&mut summary, next);
         more = again;
     }
@@ -107,14 +179,21 @@ fn merge(into: &mut SyncSummary, next: SyncSummary) {
         e.resent.extend(h.resent);
         if h.error.is_some() {
             e.error = h.error;
+            e.deadline_secs = h.deadline_secs;
         }
     }
     into.hosts.sort_by(|a, b| a.host.cmp(&b.host));
 }
 
-/// One round: one exec per host. Also returns the tasks to sync again at once (their reply
-/// was cut by a cap and their host made progress).
-async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSummary, Vec<i64>)> {
+/// One round: one exec per host whose deadline has not passed. Also returns the tasks to
+/// sync again at once (their reply was cut by a cap and their host made progress). Each
+/// host's outcome is recorded, so its tasks show stale while it does not answer.
+async fn sync_round(
+    d: &mut Delegate,
+    only: Option<&[i64]>,
+    started: Instant,
+    patience: Patience,
+) -> Result<(SyncSummary, Vec<i64>)> {
     let now = std::time::SystemTime::now();
     let grace = d.launch_grace();
     let runs: Vec<InFlight> = d
@@ -133,6 +212,12 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
     let mut jobs = JoinSet::new();
     let mut waiting: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
     for (host, runs) in by_host {
+        let budget = host_deadline(d.inventory(), &host, patience);
+        let deadline = started + budget;
+        if Instant::now() >= deadline {
+            // A later round with the host's time used up: the rest comes next time.
+            continue;
+        }
         let prepared = d.resolve_target(&host).and_then(|target| {
             let root = d
                 .inventory()
@@ -166,36 +251,30 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
             Ok((target, script, resend)) => {
                 let pool = d.pool().clone();
                 jobs.spawn(async move {
-                    let r = fetch(&pool, &target, &script, resend).await;
+                    let r = fetch(&pool, &target, &script, resend, deadline, budget).await;
                     (host, r)
                 });
                 waiting.insert(runs[0].host.clone(), runs);
             }
-            Err(e) => summary.hosts.push(HostSync {
-                host,
-                tasks: runs.len(),
-                execs: 0,
-                changed: vec![],
-                conflicts: vec![],
-                resent: vec![],
-                error: Some(e.to_string()),
-            }),
+            Err(e) => {
+                let mut hs = HostSync::new(&host, runs.len(), 0);
+                hs.error = Some(e.to_string());
+                d.store_mut().record_host_sync(&host, hs.error.as_deref())?;
+                summary.hosts.push(hs);
+            }
         }
     }
     while let Some(joined) = jobs.join_next().await {
         let (host, reply) = joined.expect("sync tasks do not panic");
         let runs = waiting.remove(&host).unwrap_or_default();
-        let mut hs = HostSync {
-            host: host.clone(),
-            tasks: runs.len(),
-            execs: 1,
-            changed: vec![],
-            conflicts: vec![],
-            resent: vec![],
-            error: None,
-        };
+        let mut hs = HostSync::new(&host, runs.len(), 1);
         match reply {
-            Err(e) => hs.error = Some(e.to_string()),
+            Err(e) => {
+                if let Error::Timeout { phase: SYNCING, waited, .. } = &e {
+                    hs.deadline_secs = Some(waited.as_secs());
+                }
+                hs.error = Some(e.to_string());
+            }
             Ok((reply, sent)) => {
                 for (id, state) in sent {
                     match state {
@@ -232,6 +311,7 @@ async fn sync_round(d: &mut Delegate, only: Option<&[i64]>) -> Result<(SyncSumma
                 }
             }
         }
+        d.store_mut().record_host_sync(&host, hs.error.as_deref())?;
         summary.hosts.push(hs);
     }
     summary.hosts.sort_by(|a, b| a.host.cmp(&b.host));
@@ -244,21 +324,41 @@ fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool 
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
 }
 
+/// The phase named by a sync that ran out of time.
+const SYNCING: &str = "syncing";
+
 /// One connection (the host's pooled one): the sync exec, then any `say` the brother has not
 /// confirmed yet (a lead that died between recording a message and sending it), each with
-/// its original id.
+/// its original id. All of it by `deadline` (the host's `budget` from the start of the
+/// sync): a sync whose answer has not arrived by then is dropped whole, so nothing of it is
+/// applied (offsets stay where they were), and the host's connection with it, so no hung
+/// command lingers on a kept connection. Resending stops at the deadline too (a message
+/// not confirmed is sent again next time, and lands once).
 async fn fetch(
     pool: &Pool,
     target: &SshTarget,
     script: &[u8],
     resend: Vec<(i64, Vec<u8>)>,
+    deadline: Instant,
+    budget: Duration,
 ) -> Result<(SyncReply, Vec<(i64, SayState)>)> {
-    let out = pool.exec(target, crate::runner::REMOTE_COMMAND, script, SYNC_LIMIT).await.map(|(out, _)| out);
+    let timed_out = || Error::Timeout { host: target.host.clone(), phase: SYNCING, waited: budget };
+    let cut = tokio::time::Instant::from_std(deadline + CUT_GRACE);
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let exec = pool.exec(target, crate::runner::REMOTE_COMMAND, script, left());
+    let out = match tokio::time::timeout_at(cut, exec).await {
+        Ok(out) => out.map(|(out, _)| out),
+        Err(_) => {
+            pool.drop_connection(target);
+            return Err(timed_out());
+        }
+    };
     let mut sent = Vec::new();
     if out.is_ok() {
         for (id, say) in resend {
-            match pool.exec(target, crate::runner::REMOTE_COMMAND, &say, SYNC_LIMIT).await.map(|(out, _)| out) {
-                Ok(o) if o.exit == Exit::Code(0) => {
+            let exec = pool.exec(target, crate::runner::REMOTE_COMMAND, &say, left());
+            match tokio::time::timeout_at(cut, exec).await {
+                Ok(Ok((o, _))) if o.exit == Exit::Code(0) => {
                     if let Some(state) = parse_say(&o.stdout) {
                         sent.push((id, state));
                     }
@@ -272,6 +372,10 @@ async fn fetch(
         return Err(Error::OutputTooLarge { host: target.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
     }
     if out.exit != Exit::Code(0) {
+        if out.exit == Exit::Unknown && Instant::now() >= deadline {
+            // The exec's own limit (the deadline) ended it unanswered.
+            return Err(timed_out());
+        }
         let why = out.broken.clone().unwrap_or_else(|| format!("exit {:?}", out.exit));
         return Err(Error::SyncFailed {
             host: target.host.clone(),
@@ -369,20 +473,45 @@ pub(crate) fn plan(
             "outbox.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some((m, bad_kind)) = parse_message(l, now) {
-                        if bad_kind {
-                            ing.events.push(NewEvent {
-                                at: valid_at("", now),
-                                kind: "bad_report".into(),
-                                summary: format!("report {} had an unknown kind; recorded as progress", m.seq),
-                                data: None,
-                            });
+                    // Where the line starts in the file, to name it in a note.
+                    let at_byte = delta.offset + (l.as_ptr() as usize - delta.bytes.as_ptr() as usize) as u64;
+                    let note = |kind: &str, summary: String| NewEvent {
+                        at: valid_at("", now),
+                        kind: kind.into(),
+                        summary,
+                        data: None,
+                    };
+                    let (m, read) = match parse_message(l, now) {
+                        Ok(parsed) => parsed,
+                        Err(why) => {
+                            // Never dropped silently: the lead sees that a report was lost.
+                            ing.events.push(note(
+                                "skipped",
+                                format!("line at byte {at_byte} of outbox.jsonl skipped: not a report ({why})"),
+                            ));
+                            continue;
                         }
-                        if m.kind == "status" {
-                            status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
-                        }
-                        ing.messages.push(m);
+                    };
+                    if read.bad_kind {
+                        ing.events.push(note(
+                            "bad_report",
+                            format!("report {} had an unknown kind; recorded as progress", m.seq),
+                        ));
                     }
+                    if read.lossy {
+                        ing.events.push(note(
+                            "lossy_report",
+                            format!(
+                                "report {} (line at byte {at_byte} of outbox.jsonl) was not valid UTF-8; \
+                                 stored with U+FFFD in place of the bad bytes",
+                                m.seq
+                            ),
+                        ));
+                    }
+                    if m.kind == "status" {
+                        status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                    ing.messages.push(m);
                 }
                 used
             }
@@ -527,7 +656,8 @@ fn event_kind(kind: &str) -> String {
 }
 
 fn parse_event(line: &[u8], now: std::time::SystemTime) -> Option<NewEvent> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    // Lossily if need be: the hook's summary is a file path, and paths need not be UTF-8.
+    let (v, _) = json_line(line).ok()?;
     let kind = event_kind(v["event"].as_str()?);
     let tool = v["tool"].as_str().unwrap_or("");
     let summary = v["summary"].as_str().unwrap_or("");
@@ -544,19 +674,41 @@ fn parse_event(line: &[u8], now: std::time::SystemTime) -> Option<NewEvent> {
     })
 }
 
-/// One report line; `true` with it when its kind was not one the helper writes (it is then
-/// recorded as `progress`, so no brother-made kind reaches a screen or a status decision).
-fn parse_message(line: &[u8], now: std::time::SystemTime) -> Option<(NewMessage, bool)> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+/// What reading a report line had to correct.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReportRead {
+    /// Its kind was not one the helper writes; it is recorded as `progress`, so no
+    /// brother-made kind reaches a screen or a status decision.
+    bad_kind: bool,
+    /// It was not valid UTF-8 (the helper passes bytes through); read with U+FFFD.
+    lossy: bool,
+}
+
+/// One report line, or why it is none (not JSON, no `seq`).
+fn parse_message(line: &[u8], now: std::time::SystemTime) -> Result<(NewMessage, ReportRead), String> {
+    let (v, lossy) = json_line(line)?;
     let kind = v["kind"].as_str().unwrap_or("progress");
     let known = REPORT_KINDS.contains(&kind);
     let message = NewMessage {
-        seq: v["seq"].as_i64()?,
+        seq: v["seq"].as_i64().ok_or("no seq")?,
         kind: if known { kind } else { "progress" }.to_string(),
         text: v["text"].as_str().unwrap_or("").to_string(),
         at: valid_at(v["at"].as_str().unwrap_or(""), now),
     };
-    Some((message, !known))
+    Ok((message, ReportRead { bad_kind: !known, lossy }))
+}
+
+/// A JSON line from the brother, and whether it had to be read lossily: JSON is UTF-8, but
+/// the brother's helpers pass other bytes through (a Latin-1 file name, a cut character), and
+/// such a line is worth keeping with U+FFFD rather than losing.
+fn json_line(line: &[u8]) -> Result<(serde_json::Value, bool), String> {
+    match serde_json::from_slice(line) {
+        Ok(v) => Ok((v, false)),
+        Err(_) if std::str::from_utf8(line).is_err() => serde_json::from_str(&String::from_utf8_lossy(line))
+            .map(|v| (v, true))
+            .map_err(|e| format!("not JSON: {e}")),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -587,8 +739,8 @@ mod tests_ingest {
     fn report_kinds_and_event_names_from_the_brother_are_checked() {
         let now = SystemTime::now();
         let line = br#"{"seq":3,"at":"2026-12-06T18:29:53.433Z","kind":"done\ntask 9","text":"x"}"#;
-        let (m, bad) = super::parse_message(line, now).unwrap();
-        assert_eq!((m.kind.as_str(), bad), ("progress", true));
+        let (m, read) = super::parse_message(line, now).unwrap();
+        assert_eq!((m.kind.as_str(), read.bad_kind), ("progress", true));
         let line = br#"{"seq":4,"at":"2026-12-06T18:29:53.433Z","kind":"question","text":"x"}"#;
         assert_eq!(super::parse_message(line, now).unwrap().0.kind, "question");
         let line = br#"{"at":"x","event":"Pre\u001b[2JToolUse","summary":"s"}"#;
@@ -656,6 +808,43 @@ mod tests {
         let ing = planned(vec![delta("outbox.jsonl", 0, 100, b"{\"seq\":1")]);
         assert_eq!(ing.offsets["outbox.jsonl"], 0);
         assert!(ing.events.is_empty());
+    }
+
+    #[test]
+    fn a_report_that_is_not_utf8_is_kept_lossily_and_one_that_is_no_report_is_named() {
+        let good = br#"{"seq":1,"at":"t","kind":"progress","text":"ok"}"#;
+        let latin1 = b"{\"seq\":2,\"at\":\"t\",\"kind\":\"done\",\"text\":\"caf\xe9 au lait\"}";
+        let mut bytes = Vec::new();
+        for l in [&good[..], &latin1[..], b"garbage \xff", br#"{"kind":"done","text":"no seq"}"#] {
+            bytes.extend_from_slice(l);
+            bytes.push(b'\n');
+        }
+        let ing = planned(vec![delta("outbox.jsonl", 0, bytes.len() as u64, &bytes)]);
+        assert_eq!(ing.offsets["outbox.jsonl"], bytes.len() as u64);
+        let texts: Vec<(i64, &str)> = ing.messages.iter().map(|m| (m.seq, m.text.as_str())).collect();
+        assert_eq!(texts, [(1, "ok"), (2, "caf\u{fffd} au lait")]);
+        let events: Vec<(&str, &str)> = ing.events.iter().map(|e| (e.kind.as_str(), e.summary.as_str())).collect();
+        let second = good.len() + 1;
+        let third = second + latin1.len() + 1;
+        let fourth = third + b"garbage \xff".len() + 1;
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0].0, "lossy_report");
+        assert!(events[0].1.starts_with(&format!("report 2 (line at byte {second} of outbox.jsonl)")), "{events:?}");
+        assert_eq!(events[1].0, "skipped");
+        assert!(
+            events[1].1.starts_with(&format!("line at byte {third} of outbox.jsonl skipped: not a report (not JSON"))
+        );
+        assert!(!events[1].1.contains("garbage"), "no brother text in the note: {events:?}");
+        assert_eq!(
+            events[2],
+            ("skipped", format!("line at byte {fourth} of outbox.jsonl skipped: not a report (no seq)").as_str())
+        );
+
+        // An event whose summary (a file path) is not UTF-8 is kept too.
+        let event = b"{\"event\":\"PostToolUse\",\"tool\":\"Edit\",\"summary\":\"/w/r\xe9sum\xe9.txt\",\"at\":\"t\"}\n";
+        let ing = planned(vec![delta("events.jsonl", 0, event.len() as u64, event)]);
+        assert_eq!(ing.events.len(), 1);
+        assert_eq!(ing.events[0].summary, "Edit /w/r\u{fffd}sum\u{fffd}.txt");
     }
 
     #[test]

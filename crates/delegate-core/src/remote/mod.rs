@@ -67,6 +67,9 @@ pub mod code {
     pub const LAUNCH_SCRIPT_ERROR: i32 = 30;
     /// The agent's environment could not be set up (login shell, env file).
     pub const ENVIRONMENT: i32 = 31;
+    /// A cancel won: its mark was on the brother before anything started (the lead reports
+    /// [`crate::Error::CancelledWhileLaunching`], not this code).
+    pub const CANCELLED: i32 = 33;
 }
 
 /// The name of a run's directory on the brother: `<mailbox>-<task>` for the first run,
@@ -143,8 +146,8 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     }
     // The runner computes deadlines in microseconds in bash's signed 64 bits: a century is
     // as good as forever and stays far from overflow.
-    const CENTURY: u64 = 100 * 366 * 24 * 3600;
-    let (timeout_secs, grace_secs) = (v.timeout_secs.min(CENTURY), v.grace_secs.min(CENTURY));
+    let century = crate::config::FOREVER.as_secs();
+    let (timeout_secs, grace_secs) = (v.timeout_secs.min(century), v.grace_secs.min(century));
     // Without a marker there is nothing to count: the limit is then the agent's own.
     let marker = v.plan.turn_marker.as_deref().unwrap_or("");
     let turn_limit = if marker.is_empty() { 0 } else { v.turn_limit };

@@ -1,7 +1,11 @@
 //! SSH connections kept for reuse: at most one per host, shared by every command sent to
 //! it. A fan-out to several brothers on one host, or a sync followed by a launch, opens one
 //! connection and runs each command on its own channel over it (sshd's MaxSessions, 10 by
-//! default, bounds how many run at once; more simply wait for a channel).
+//! default, bounds how many run at once; more wait for a channel, see `ssh::slots`).
+//!
+//! Before each use a held connection's host key, and every bastion's, is checked again
+//! against known_hosts as it is then ([`Session::recheck_host_key`]): a key revoked or
+//! changed while a warm daemon or an MCP server held the connection stops the next command.
 //!
 //! Reuse is only safe where it cannot double anything: a connection that turns out to be
 //! dead fails when a channel is opened, before a byte of the command was sent, and only
@@ -15,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::ssh::{ConnectTimings, ExecOutput, Session, SshTarget};
+use crate::ssh::{ConnectTimings, ExecOutput, Recheck, Session, SshTarget};
 use crate::warm::{WarmClient, WarmOutcome};
 
 /// One slot per host; its async lock makes concurrent callers for the same host wait for
@@ -76,11 +80,24 @@ impl Pool {
             && !s.is_closed()
             && same_keepalive(s.target(), t)
         {
-            return Ok((s.clone(), Connection { fresh: None, warm: false }));
+            // Held for minutes by a warm daemon or an MCP server: the host key (and every
+            // bastion's) is checked again against known_hosts as it is now, before each use.
+            match s.recheck_host_key(t) {
+                Recheck::Trusted => return Ok((s.clone(), Connection { fresh: None, warm: false })),
+                Recheck::Refused(e) => {
+                    // Nothing more goes to a host known_hosts no longer vouches for: the
+                    // connection ends now, commands still running on it included.
+                    let s = held.take().expect("checked above");
+                    s.disconnect().await;
+                    return Err(e);
+                }
+                Recheck::Reconnect => {}
+            }
         }
-        // A dead connection, or one whose keepalives no longer match what ssh_config asks for
-        // now (a warm daemon outlives config edits): replaced. Dropping our reference ends it
-        // once execs still running on it finish.
+        // A dead connection, one whose keepalives no longer match what ssh_config asks for
+        // now (a warm daemon outlives config edits), or one a fresh connect would ask for
+        // other host keys: replaced. Dropping our reference ends it once execs still running
+        // on it finish.
         *held = None;
         let s = Arc::new(Session::connect(t).await?);
         *held = Some(s.clone());
@@ -112,9 +129,11 @@ impl Pool {
         }
         let (session, conn) = self.session(t).await?;
         match session.exec(command, stdin, limit).await {
-            Err(Error::Ssh { phase: "opening a channel", .. } | Error::Timeout { phase: "opening a channel", .. })
-                if conn.fresh.is_none() =>
-            {
+            Err(
+                Error::Ssh { phase: "opening a channel", .. }
+                | Error::Timeout { phase: "opening a channel", .. }
+                | Error::ChannelRefused { .. },
+            ) if conn.fresh.is_none() => {
                 self.forget(t, &session);
                 let (session, conn) = self.session(t).await?;
                 Ok((session.exec(command, stdin, limit).await?, conn))
@@ -129,6 +148,15 @@ impl Pool {
         if let Ok(mut held) = slot.try_lock()
             && held.as_ref().is_some_and(|s| Arc::ptr_eq(s, session))
         {
+            *held = None;
+        }
+    }
+
+    /// Lets go of the connection held for `t`, if any (not while another caller is
+    /// connecting it): after a command on it was abandoned unanswered, whatever still runs
+    /// on that connection ends with it instead of holding one of its channels.
+    pub fn drop_connection(&self, t: &SshTarget) {
+        if let Ok(mut held) = self.slot(t).try_lock() {
             *held = None;
         }
     }

@@ -10,6 +10,7 @@
 //! [`system`] runs commands through the system `ssh` instead, for hosts that need it.
 
 pub mod route;
+mod slots;
 pub mod system;
 
 use std::borrow::Cow;
@@ -163,6 +164,13 @@ pub struct Session {
     /// The bastion connection or proxy command under this one; dropped with it.
     _via: route::Via,
     target: SshTarget,
+    /// The key or certificate the server presented, and the host-key algorithms asked for
+    /// when it did: a held connection is checked again with them before each use
+    /// ([`Session::recheck_host_key`]).
+    presented: Presented,
+    asked: HostKeyAsk,
+    /// Session channels in flight, and how many the server allows at once.
+    channels: slots::ChannelSlots,
     pub timings: ConnectTimings,
     /// The host key the server proved it holds: `<type> SHA256:...`, and for a host
     /// certificate its ID and the CA that signed it.
@@ -212,9 +220,50 @@ enum Mode {
 struct Seen {
     /// The host key; for a certificate, the key it certifies.
     key: Option<PublicKey>,
+    /// Exactly what the server presented (its plain key or its certificate).
+    presented: Option<Presented>,
     /// `certificate ID "..." signed by CA <fingerprint>` when a certificate vouched for it.
     certificate: Option<String>,
     problem: Option<Error>,
+}
+
+/// What a server presented to prove who it is: a plain host key or a host certificate.
+#[derive(Clone)]
+enum Presented {
+    Key(PublicKey),
+    Certificate(Box<Certificate>),
+}
+
+/// The host-key algorithms a connect asks for, in order (recorded types first, certificate
+/// types when an `@cert-authority` line names the host): they decide which of its keys a
+/// server presents.
+#[derive(Clone, PartialEq, Debug)]
+struct HostKeyAsk {
+    keys: Vec<Algorithm>,
+    certificates: Vec<Algorithm>,
+}
+
+impl HostKeyAsk {
+    /// What a connect to `t` asks for with the known_hosts files as they are now.
+    fn now(t: &SshTarget) -> Result<HostKeyAsk> {
+        let files = t.all_known_hosts();
+        let recorded = known_hosts::recorded_algorithms(&files, t.lookup_host(), t.lookup_port())?;
+        let ca = known_hosts::cert_authority_for(&files, t.lookup_host(), t.lookup_port())?.is_some();
+        let certificates = if ca { preferred_host_keys(&[]) } else { Vec::new() };
+        Ok(HostKeyAsk { keys: preferred_host_keys(&recorded), certificates })
+    }
+}
+
+/// What checking a held connection's host key again says.
+pub(crate) enum Recheck {
+    /// known_hosts still vouches for it, as it would for a fresh connect.
+    Trusted,
+    /// A fresh connect would be refused with this error (revoked, changed, unknown, ...).
+    Refused(Error),
+    /// known_hosts changed what a connect asks the server for (another recorded key type, a
+    /// new `@cert-authority` line): a fresh connect may be shown another key, so only a
+    /// fresh connect can decide.
+    Reconnect,
 }
 
 struct Verifier {
@@ -226,6 +275,22 @@ struct Verifier {
 }
 
 impl Verifier {
+    /// The host-key decision, for a fresh connect and for every later use of a held one
+    /// ([`Session::recheck_host_key`]): `Ok(true)` when known_hosts vouches for what the
+    /// server presented (accept-new learning it if nothing mentions the host).
+    fn decide(&self, seen: &mut Seen, presented: &Presented) -> Result<bool, Error> {
+        match presented {
+            Presented::Certificate(cert) => self.check_certificate(seen, cert),
+            Presented::Key(key) => {
+                seen.key = Some(key.clone());
+                if self.mode == Mode::Capture {
+                    return Ok(false);
+                }
+                self.check_plain_key(key)
+            }
+        }
+    }
+
     /// A host certificate: trusted through an `@cert-authority` line, or, as ssh does, checked
     /// as its plain key when no CA names the host. A certificate a CA line should vouch for but
     /// does not (expired, wrong name, unknown CA...) is accepted only if the plain key itself is
@@ -300,17 +365,12 @@ impl client::Handler for Verifier {
 
     async fn check_server_key(&mut self, presented: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
         let mut seen = self.seen.lock().expect("host key state");
-        let verdict = match presented {
-            PublicKeyOrCertificate::Certificate(cert) => self.check_certificate(&mut seen, cert),
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                seen.key = Some(key.clone());
-                if self.mode == Mode::Capture {
-                    return Ok(false);
-                }
-                self.check_plain_key(key)
-            }
+        let presented = match presented {
+            PublicKeyOrCertificate::Certificate(cert) => Presented::Certificate(Box::new(cert.clone())),
+            PublicKeyOrCertificate::PublicKey { key, .. } => Presented::Key(key.clone()),
         };
-        match verdict {
+        seen.presented = Some(presented.clone());
+        match self.decide(&mut seen, &presented) {
             Ok(ok) => Ok(ok),
             Err(e) => {
                 seen.problem = Some(e);
@@ -343,6 +403,23 @@ pub(crate) fn refusal(t: &SshTarget, key: &PublicKey, status: HostKeyStatus) -> 
             Some(Error::HostKeyChanged { host, lookup, key_type, fingerprint, file, line, recorded })
         }
         HostKeyStatus::Revoked { file, line } => Some(Error::HostKeyRevoked { host, lookup, fingerprint, file, line }),
+    }
+}
+
+/// [`Session::recheck_host_key`] for one connection: what a fresh connect to `t` would decide
+/// about the key or certificate `presented` when the server was asked for `asked`.
+fn recheck(t: &SshTarget, presented: &Presented, asked: &HostKeyAsk) -> Recheck {
+    match HostKeyAsk::now(t) {
+        Err(e) => return Recheck::Refused(e),
+        Ok(now) if now != *asked => return Recheck::Reconnect,
+        Ok(_) => {}
+    }
+    let verifier = Verifier { target: t.clone(), mode: Mode::Verify, seen: Arc::default(), disconnect: Arc::default() };
+    match verifier.decide(&mut Seen::default(), presented) {
+        Ok(true) => Recheck::Trusted,
+        // Verify mode never answers false; were it to, a fresh connect decides.
+        Ok(false) => Recheck::Reconnect,
+        Err(e) => Recheck::Refused(e),
     }
 }
 
@@ -382,12 +459,11 @@ fn keepalive(t: &Timeouts) -> Keepalive {
     }
 }
 
-/// With `certificates` (an `@cert-authority` line names the host), every certificate type is
-/// asked for first, as ssh's order_hostkeyalgs does.
-fn client_config(t: &SshTarget, recorded: &[Algorithm], certificates: bool) -> client::Config {
+/// With certificate types in `ask` (an `@cert-authority` line names the host), every
+/// certificate type is asked for first, as ssh's order_hostkeyalgs does.
+fn client_config(t: &SshTarget, ask: &HostKeyAsk) -> client::Config {
     let alive = keepalive(&t.timeouts);
-    let key = preferred_host_keys(recorded);
-    let host_key_certificates = if certificates { preferred_host_keys(&[]) } else { Vec::new() };
+    let (key, host_key_certificates) = (ask.keys.clone(), ask.certificates.clone());
     client::Config {
         nodelay: true,
         keepalive_interval: alive.interval,
@@ -528,23 +604,30 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for BannerWatch<S> 
     }
 }
 
-/// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
-/// key is seen, and `None` comes back with the key in `Seen`.
-/// What a handshake gives: the connection (none when only capturing the key), the host key
-/// seen, timings, how the stream reached the host (kept alive with the session), and the
-/// server's disconnect message if it hangs up during authentication.
-type Handshake = (Option<Handle<Verifier>>, Seen, ConnectTimings, route::Via, Arc<Mutex<Option<String>>>);
+/// What a handshake gives.
+struct Handshake {
+    /// The connection; none when only capturing the key.
+    handle: Option<Handle<Verifier>>,
+    seen: Seen,
+    timings: ConnectTimings,
+    /// How the stream reached the host (kept alive with the session).
+    via: route::Via,
+    /// The server's disconnect message if it hangs up during authentication.
+    disconnect: Arc<Mutex<Option<String>>>,
+    /// The host-key algorithms asked for.
+    ask: HostKeyAsk,
+}
 
+/// TCP and key exchange. In `Capture` mode the handshake is refused on purpose once the
+/// key is seen, and no handle comes back, with the key in `seen`.
 async fn handshake(t: &SshTarget, mode: Mode) -> Result<Handshake> {
     let mut timings = ConnectTimings::default();
     let started = Instant::now();
     let (stream, mut via, connect_started) = route::open(t).await?;
     timings.tcp_ms = ms(started);
 
-    let files = t.all_known_hosts();
-    let recorded = known_hosts::recorded_algorithms(&files, t.lookup_host(), t.lookup_port())?;
-    let ca = known_hosts::cert_authority_for(&files, t.lookup_host(), t.lookup_port())?.is_some();
-    let config = Arc::new(client_config(t, &recorded, ca));
+    let ask = HostKeyAsk::now(t)?;
+    let config = Arc::new(client_config(t, &ask));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let disconnect = Arc::new(Mutex::new(None));
     let verifier = Verifier { target: t.clone(), mode, seen: seen.clone(), disconnect: disconnect.clone() };
@@ -588,15 +671,17 @@ async fn handshake(t: &SshTarget, mode: Mode) -> Result<Handshake> {
     }
     match result {
         Err(_) => Err(Error::Timeout { host: t.host.clone(), phase: "exchanging keys", waited: t.timeouts.handshake }),
-        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => Ok((None, seen, timings, via, disconnect)),
+        Ok(Err(_)) if mode == Mode::Capture && seen.key.is_some() => {
+            Ok(Handshake { handle: None, seen, timings, via, disconnect, ask })
+        }
         Ok(Err(e)) => Err(Error::Ssh { host: t.host.clone(), phase: "exchanging keys", source: e }),
-        Ok(Ok(h)) => Ok((Some(h), seen, timings, via, disconnect)),
+        Ok(Ok(h)) => Ok(Handshake { handle: Some(h), seen, timings, via, disconnect, ask }),
     }
 }
 
 /// Connects without trusting anything and returns the host key the server presents.
 pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
-    let (_, seen, _, _, _) = handshake(t, Mode::Capture).await?;
+    let seen = handshake(t, Mode::Capture).await?.seen;
     seen.key.ok_or_else(|| Error::Config {
         path: PathBuf::from("(host key)"),
         message: format!("{} presented no host key", t.host),
@@ -606,8 +691,9 @@ pub async fn fetch_host_key(t: &SshTarget) -> Result<PublicKey> {
 impl Session {
     /// TCP, key exchange, host-key check and authentication, each under its deadline.
     pub async fn connect(t: &SshTarget) -> Result<Session> {
-        let (handle, seen, mut timings, via, disconnect) = handshake(t, Mode::Verify).await?;
+        let Handshake { handle, seen, mut timings, via, disconnect, ask } = handshake(t, Mode::Verify).await?;
         let mut handle = handle.expect("verify mode yields a handle or an error");
+        let presented = seen.presented.clone().expect("a verified handshake saw the host key");
         let mut host_key = seen.key.as_ref().map(key_label).unwrap_or_default();
         if let Some(c) = &seen.certificate {
             host_key = format!("{host_key} ({c})");
@@ -618,11 +704,42 @@ impl Session {
                 |_| Error::Timeout { host: t.host.clone(), phase: "authenticating", waited: t.timeouts.auth },
             )??;
         timings.auth_ms = ms(auth_started);
-        Ok(Session { handle, _via: via, target: t.clone(), timings, host_key, identity })
+        Ok(Session {
+            handle,
+            _via: via,
+            target: t.clone(),
+            presented,
+            asked: ask,
+            channels: slots::ChannelSlots::default(),
+            timings,
+            host_key,
+            identity,
+        })
     }
 
     pub fn target(&self) -> &SshTarget {
         &self.target
+    }
+
+    /// Checks this held connection's host key again, and each bastion's under it, against
+    /// the known_hosts files of `t` as they are now, by the very decision a fresh connect
+    /// makes ([`Verifier::decide`]: `@revoked`, `@cert-authority`, changed or removed
+    /// entries, accept-new learning a removed one again). A warm daemon or an MCP server
+    /// holds a connection for minutes; a key revoked meanwhile must stop the next command.
+    /// Bastions come first, as a fresh connect meets them first.
+    pub(crate) fn recheck_host_key(&self, t: &SshTarget) -> Recheck {
+        if let route::Via::Hop(hop) = &self._via {
+            let hop_target = match &t.route {
+                route::Route::Jump(h) => h.as_ref(),
+                _ => hop.target(),
+            };
+            match hop.recheck_host_key(hop_target) {
+                Recheck::Trusted => {}
+                Recheck::Refused(e) => return Recheck::Refused(route::hop_error(hop_target, e)),
+                Recheck::Reconnect => return Recheck::Reconnect,
+            }
+        }
+        recheck(t, &self.presented, &self.asked)
     }
 
     /// The connection is gone (the server hung up, keepalives went unanswered, or it was
@@ -666,14 +783,11 @@ impl Session {
     ) -> Result<ExecOutput> {
         let host = self.target.host.clone();
         let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
-        // A live server answers a channel open in one round trip: one that takes longer than
-        // the handshake deadline sits on a dead link that keepalives have not caught yet
-        // (a kept connection, after a network change), and the pool then connects afresh.
-        let open_wait = limit.min(self.target.timeouts.handshake);
-        let channel = tokio::time::timeout(open_wait, self.handle.channel_open_session())
-            .await
-            .map_err(|_| Error::Timeout { host: host.clone(), phase: "opening a channel", waited: open_wait })?
-            .map_err(|e| ssh_err("opening a channel", e))?;
+        let deadline = tokio::time::Instant::now() + limit;
+        // Held until the channel is closed, at the end of this function.
+        let (channel, _slot) = self.open_channel(deadline).await?;
+        // Waiting for a channel counted against the exec's own limit.
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
         channel.exec(true, command).await.map_err(|e| ssh_err("starting the command", e))?;
         let (mut reader, writer) = channel.split();
         let mut out = ExecOutput::default();
@@ -732,6 +846,50 @@ impl Session {
         Ok(out)
     }
 
+    /// Opens a session channel before `deadline`. A refusal while other channels of ours are
+    /// open is the server's MaxSessions: nothing was sent, so the open waits for one of them
+    /// to close and is tried again (see [`slots`]).
+    async fn open_channel(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(russh::Channel<client::Msg>, slots::Slot<'_>)> {
+        let host = &self.target.host;
+        let mut settled = false;
+        loop {
+            let slot = tokio::time::timeout_at(deadline, self.channels.take()).await.map_err(|_| Error::Timeout {
+                host: host.clone(),
+                phase: "waiting for a channel",
+                waited: deadline.saturating_duration_since(tokio::time::Instant::now()),
+            })?;
+            // A live server answers a channel open in one round trip: one that takes longer
+            // than the handshake deadline sits on a dead link that keepalives have not caught
+            // yet (a kept connection, after a network change), and the pool then connects afresh.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let open_wait = left.min(self.target.timeouts.handshake);
+            let refusal = match tokio::time::timeout(open_wait, self.handle.channel_open_session()).await {
+                Err(_) => {
+                    return Err(Error::Timeout { host: host.clone(), phase: "opening a channel", waited: open_wait });
+                }
+                Ok(Ok(channel)) => return Ok((channel, slot)),
+                Ok(Err(russh::Error::ChannelOpenFailure(reason))) => reason,
+                Ok(Err(e)) => return Err(Error::Ssh { host: host.clone(), phase: "opening a channel", source: e }),
+            };
+            if !settled {
+                // sshd frees a closed channel's place only on its next turn, so an open sent
+                // right behind a CLOSE can be refused for a place that is already ours again.
+                // One round trip settles that; then the same open is tried once more.
+                settled = true;
+                let _ = tokio::time::timeout(open_wait, self.handle.send_ping()).await;
+                continue;
+            }
+            settled = false;
+            if slot.others() == 0 {
+                return Err(Error::ChannelRefused { host: host.clone(), reason: open_failure(&refusal) });
+            }
+            slot.refused();
+        }
+    }
+
     /// Says goodbye to the server; errors here change nothing for the caller. Shared
     /// connections ([`crate::pool::Pool`]) are closed with [`Session::disconnect`].
     pub async fn close(self) {
@@ -744,6 +902,20 @@ impl Session {
         if let route::Via::Hop(hop) = &self._via {
             let hop: &Session = hop;
             Box::pin(hop.disconnect()).await;
+        }
+    }
+}
+
+/// A server's reason for refusing a channel, in words; its own text bounded and cleaned
+/// (the brother is untrusted).
+fn open_failure(reason: &russh::ChannelOpenFailure) -> String {
+    match reason {
+        russh::ChannelOpenFailure::AdministrativelyProhibited => "administratively prohibited".into(),
+        russh::ChannelOpenFailure::ConnectFailed => "open failed".into(),
+        russh::ChannelOpenFailure::UnknownChannelType => "unknown channel type".into(),
+        russh::ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
+        russh::ChannelOpenFailure::Other { code, reason } => {
+            format!("code {code}: {}", crate::launch::clean_line(reason, 200))
         }
     }
 }
@@ -772,6 +944,57 @@ mod tests {
         assert!(rsa_first[0].clone().is_rsa() && rsa_first[1].clone().is_rsa(), "{rsa_first:?}");
     }
 
+    /// A fresh public key of `kind` from ssh-keygen, in `dir`.
+    fn keygen(dir: &std::path::Path, kind: &str) -> PublicKey {
+        let path = dir.join(kind);
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-C", "", "-f"])
+            .arg(&path)
+            .status()
+            .expect("run ssh-keygen")
+            .success();
+        assert!(ok, "ssh-keygen -t {kind}");
+        PublicKey::from_openssh(&std::fs::read_to_string(path.with_extension("pub")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_recheck_decides_as_a_fresh_connect_or_asks_for_one() {
+        let dir = std::env::temp_dir().join(format!("delegate-recheck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ed, rsa) = (keygen(&dir, "ed25519"), keygen(&dir, "rsa"));
+        let line = |key: &PublicKey| key.to_openssh().unwrap();
+        let file = dir.join("known_hosts");
+        let mut t = SshTarget::for_tests();
+        (t.hostname, t.port, t.known_hosts) = ("h".into(), 2222, vec![file.clone()]);
+        std::fs::write(&file, format!("[h]:2222 {}\n", line(&ed))).unwrap();
+        let asked = HostKeyAsk::now(&t).unwrap();
+        let held = Presented::Key(ed.clone());
+        let verdict = |t: &SshTarget, text: String| {
+            std::fs::write(&file, text).unwrap();
+            match recheck(t, &held, &asked) {
+                Recheck::Trusted => "trusted".to_string(),
+                Recheck::Reconnect => "reconnect".to_string(),
+                Recheck::Refused(e) => e.to_string(),
+            }
+        };
+        assert_eq!(verdict(&t, format!("[h]:2222 {}\n", line(&ed))), "trusted");
+        // The same types asked for: decided on the key held.
+        let revoked = verdict(&t, format!("@revoked [h]:2222 {}\n", line(&ed)));
+        assert!(revoked.contains("REVOKED"), "{revoked}");
+        assert!(verdict(&t, String::new()).contains("is not known"));
+        // Another type recorded, or a CA naming the host: a connect would ask the server for
+        // another key, so only a fresh connect can tell.
+        assert_eq!(verdict(&t, format!("[h]:2222 {}\n", line(&rsa))), "reconnect");
+        let ca = format!("@cert-authority [h]:2222 {}\n", line(&rsa));
+        assert_eq!(verdict(&t, format!("[h]:2222 {}\n{ca}", line(&ed))), "reconnect");
+        // accept-new learns a removed entry again.
+        t.accept_new = true;
+        assert_eq!(verdict(&t, String::new()), "trusted");
+        assert!(std::fs::read_to_string(&file).unwrap().contains(&line(&ed)[..40]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn bounded_output_keeps_only_what_fits() {
         let mut out = Vec::new();
@@ -784,7 +1007,7 @@ mod tests {
     #[test]
     fn config_has_nodelay_and_keepalive() {
         let t = SshTarget::for_tests();
-        let c = client_config(&t, &[], false);
+        let c = client_config(&t, &HostKeyAsk { keys: preferred_host_keys(&[]), certificates: vec![] });
         assert!(c.nodelay);
         assert!(c.keepalive_interval.is_some() && c.keepalive_max > 0);
     }

@@ -48,7 +48,7 @@ doctor_main() {
 	fact '*' remote_user "${USER:-${LOGNAME:-?}} (uid $EUID)"
 	local tool
 	local -a missing=()
-	for tool in base64 sha256sum mkdir mv chmod timeout tee grep; do
+	for tool in base64 sha256sum mkdir mv chmod timeout tee grep flock; do
 		command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 	done
 	if [ "${#missing[@]}" -gt 0 ]; then
@@ -56,7 +56,7 @@ doctor_main() {
 		# Without base64 the brothers' variables cannot even be read.
 		[[ " ${missing[*]} " == *" base64 "* ]] && return
 	else
-		say '*' tools ok - "base64, sha256sum, timeout, tee, grep and the rest of coreutils present"
+		say '*' tools ok - "base64, sha256sum, timeout, tee, grep, flock and the rest of coreutils present"
 	fi
 	local tmux_version
 	if command -v tmux >/dev/null 2>&1 && tmux_version=$(tmux -V 2>&1); then

@@ -24,6 +24,8 @@
 #   writable by group or others)
 #   26 sandbox cannot be honoured   27 tmux refused the session   28 runner never reported
 #   29 the task directory or session already belongs to a launch
+#   33 the task was cancelled while it was launching: its cancel mark (cancel.sh) was found
+#      before anything was created, or the runner found it and started no agent
 
 main() {
 	if [ "${1-}" != delegate-launch-complete ]; then
@@ -78,7 +80,8 @@ main() {
 	}
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
-	for tool in base64 sha256sum mkdir mv chmod stat timeout tee grep; do
+	# flock: the runner takes the task's start lock, shared with cancel.sh.
+	for tool in base64 sha256sum mkdir mv chmod stat timeout tee grep flock; do
 		command -v "$tool" >/dev/null 2>&1 ||
 			die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
 	done
@@ -180,6 +183,12 @@ main() {
 	fi
 	private_dirs "$base" "$base/tasks" "$base/cache" || refuse_root_dir
 	local dir=$root/tasks/$task_key
+	# A cancel that reached this host before the launch (or before it was sent again) left
+	# its mark: nothing is created, nothing starts. (Checked again by the runner under the
+	# start lock, for a cancel landing from here on.)
+	if [ -e "$dir.cancelled" ]; then
+		die 33 "task cancelled while it was launching: its cancel reached this host first, so nothing was started"
+	fi
 	# Files carrying `{task_dir}` are JSON holding shell commands (the Claude hooks), and the
 	# preamble shows the agent helper commands in single quotes: a path with a quote,
 	# backslash or control character would need two kinds of escaping there, so such roots
@@ -355,12 +364,17 @@ main() {
 	# The naps are reads with a timeout on a pipe nobody writes to: no process per nap.
 	local tries=0 first='' nap
 	exec {nap}<> <(:)
-	until [ -f "$dir/state" ] && read -r first <"$dir/state" && [[ $first == started* ]]; do
+	until [ -f "$dir/state" ] && read -r first <"$dir/state" && [[ $first == started* || $first == refused* ]]; do
 		tries=$((tries + 1))
 		[ "$tries" -le 1500 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
 		read -rt 0.002 -u "$nap" _ || true
 	done
 	exec {nap}<&-
+	if [[ $first == refused*cancelled ]]; then
+		die 33 "task cancelled while it was launching: the runner found the cancel's mark and started no agent"
+	elif [[ $first == refused* ]]; then
+		die 28 "tmux session $session started but its runner started no agent: ${first:0:200}"
+	fi
 
 	printf 'DELEGATE-EVIDENCE %s\n' "$evidence"
 	printf 'DELEGATE-LAUNCHED %s %s %s\n' "$nonce" "$session" "$pane_pid"

@@ -4,8 +4,16 @@
 # the AGENT_ARGV array. It records that it started, runs the agent with its output teed into
 # the task directory, and records how the agent ended whether or not the agent cooperated.
 #
+# Before anything else it takes the task's start lock (`start.lock` in the task directory,
+# shared with cancel.sh) and looks for the cancel mark next to its directory
+# (`<root>/tasks/<key>.cancelled`): with
+# the mark it starts no agent, writes `refused pid=<pid> at=<utc> cancelled` as its first
+# state line (the launch script reads it and reports the cancel) and an exit record
+# `0 <utc> cancelled`; without it, it writes its `started` line under the lock, so a cancel
+# coming later finds it and stops the agent.
+#
 # Files it writes in the task directory (the lead reads them back by sync):
-#   state        append-only lines:  started pid=<runner pid> at=<utc>
+#   state        append-only lines:  started pid=<runner pid> at=<utc>   (or refused ..., above)
 #                                    <utc> running
 #                                    <utc> stopping <timed_out|turn_limit|cancelled|hangup>
 #                                    <utc> killing <same word>      (the grace ran out)
@@ -71,8 +79,24 @@ main() {
 			mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
 	}
 
+	# Checked and recorded under the lock cancel.sh looks for a runner under (it writes its
+	# mark before it takes the lock): no moment where a cancel and this start could both
+	# miss each other. The lock is let go before anything is started, so no child holds it.
+	local lock refusal=''
+	if ! exec {lock}>>"$TASK_DIR/start.lock" || ! flock -w 30 -x "$lock"; then
+		refusal=no-lock
+	elif [ -e "${TASK_DIR%/*}/$TASK_KEY.cancelled" ]; then
+		refusal=cancelled
+	fi
 	stamp
+	if [ -n "$refusal" ]; then
+		printf 'refused pid=%s at=%s %s\n' "$$" "$NOW" "$refusal" >>"$TASK_DIR/state"
+		# No agent ran: 0 with the reason (cancelled), or 125 when the lock could not be had.
+		if [ "$refusal" = cancelled ]; then finish 0 cancelled; else finish 125; fi
+		return 0
+	fi
 	printf 'started pid=%s at=%s\n' "$$" "$NOW" >>"$TASK_DIR/state"
+	exec {lock}>&-
 	note running
 
 	cd -- "$WORKDIR" || {

@@ -114,7 +114,6 @@ fn cancel(s: &Scratch, key: &str, session: &str) -> (Option<CancelState>, String
 #[test]
 fn cancel_stops_a_running_task_and_the_record_says_cancelled() {
     let s = Scratch::new("cancel");
-    assert_eq!(cancel(&s, "k-1", "dlg-k-1").0, Some(CancelState::NoTask));
     let plan = self_test_plan(50);
     let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"work\n@self-test sleep 30\n"));
     let pgid = pgid_of(&dir);
@@ -184,4 +183,102 @@ fn killing_the_tmux_session_still_ends_the_agent_and_records_the_exit() {
     assert!(code == 143 || code == 137, "{code}");
     assert_eq!(reason.as_deref(), Some("cancelled"));
     assert!(!group_alive(pgid));
+}
+
+/// Runs the launch script for `key`, returning its exit code and stderr (not asserting success).
+fn try_launch(s: &Scratch, v: &crate::runner::LaunchVars) -> (Option<i32>, String) {
+    let out = s.run(&crate::runner::render(v).unwrap());
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn sessions(s: &Scratch) -> String {
+    String::from_utf8_lossy(&s.tmux(&["list-sessions", "-F", "#{session_name}"]).stdout).into_owned()
+}
+
+#[test]
+fn a_cancel_that_reaches_the_brother_before_the_launch_leaves_a_mark_no_launch_gets_past() {
+    let s = Scratch::new("cancel-first");
+    // Nothing there yet (the launch is still on its way): the cancel leaves its mark anyway.
+    assert_eq!(cancel(&s, "k-1", "dlg-k-1").0, Some(CancelState::NoTask));
+    assert!(s.root().join("tasks/k-1.cancelled").exists());
+    let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/../agent-ran\"\nsleep 30\n");
+    // The late launch, and the same launch sent again, start nothing and create nothing.
+    for _ in 0..2 {
+        let (code, err) = try_launch(&s, &vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+        assert_eq!(code, Some(crate::runner::code::CANCELLED), "{err}");
+        assert!(err.contains("cancelled while it was launching"), "{err}");
+        assert!(!s.task_dir("k-1").exists(), "no task directory");
+    }
+    assert!(!sessions(&s).contains("dlg-k-1"), "{}", sessions(&s));
+    assert!(!s.root().join("tasks/agent-ran").exists());
+    // Another task of the same root is not affected.
+    s.launch(&vars(&s, "k-2", "dlg-k-2", &plan, b"x"));
+}
+
+#[test]
+fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::io::AsRawFd;
+    let s = Scratch::new("cancel-lock");
+    // A `tmux` first on PATH holds the launch at `tmux -V`, after the task directory exists
+    // and before the session starts.
+    let bin = s.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real =
+        ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let (reached, go) = (s.dir.join("reached"), s.dir.join("go"));
+    let wrapper = format!(
+        "#!/bin/bash\nif [ \"${{1-}}\" = -V ]; then\n  : >'{}'\n  for _ in $(seq 300); do [ -e '{}' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
+        reached.display(),
+        go.display()
+    );
+    std::fs::write(bin.join("tmux"), wrapper).unwrap();
+    std::fs::set_permissions(bin.join("tmux"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::ffi::OsString::from(format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
+    let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/agent-ran\"\nsleep 30\n");
+    let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    let dir = s.task_dir("k-1");
+    let launch = std::thread::scope(|scope| {
+        let launching = scope.spawn(|| {
+            let out = s.run_with(&crate::runner::render(&v).unwrap(), &[("PATH", path.as_os_str())]);
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        });
+        wait_secs(&reached, 10);
+        // Held here as a cancel holds it while it looks for a runner.
+        let lock = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("start.lock")).unwrap();
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        std::fs::write(&go, "").unwrap();
+        // tmux starts the runner, which waits for the lock: it has recorded nothing.
+        wait_secs(&dir.join("launch.json"), 10);
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!dir.join("state").exists(), "the runner went on without the lock");
+        std::fs::write(s.root().join("tasks/k-1.cancelled"), "cancelled\n").unwrap();
+        drop(lock);
+        launching.join().unwrap()
+    });
+    assert_eq!(launch.0, Some(crate::runner::code::CANCELLED), "{}", launch.1);
+    assert!(launch.1.contains("started no agent"), "{}", launch.1);
+    assert!(state_of(&dir).starts_with("refused pid="), "{}", state_of(&dir));
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (0, Some("cancelled")));
+    assert!(!dir.join("agent-ran").exists() && !dir.join("agent.pgid").exists(), "the agent started");
+    let end = Instant::now() + Duration::from_secs(5);
+    while sessions(&s).contains("dlg-k-1") {
+        assert!(Instant::now() < end, "the session outlived its refusing runner");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_cancel_after_the_runner_recorded_its_start_stops_the_agent_it_starts() {
+    let s = Scratch::new("cancel-started");
+    let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/agent-ran\"\nsleep 30\n");
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+    assert!(state_of(&dir).starts_with("started pid="));
+    let (state, out) = cancel(&s, "k-1", "dlg-k-1");
+    assert_eq!(state, Some(CancelState::Signalled), "{out}");
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!(reason.as_deref(), Some("cancelled"), "exit {code}");
+    assert!(s.root().join("tasks/k-1.cancelled").exists());
+    assert!(!group_alive(pgid_of(&dir)));
 }

@@ -112,7 +112,7 @@ fn connect_boxed(t: &SshTarget) -> Pin<Box<dyn Future<Output = Result<Session>> 
 
 /// Names the bastion in what went wrong on the way to it; a failure further along the
 /// route already names its own bastion.
-fn hop_error(hop: &SshTarget, e: Error) -> Error {
+pub(crate) fn hop_error(hop: &SshTarget, e: Error) -> Error {
     match e {
         e @ (Error::Hop { .. } | Error::ProxyCommand { .. }) => e,
         e => Error::Hop { hop: hop.host.clone(), addr: format!("{}:{}", hop.hostname, hop.port), source: Box::new(e) },

@@ -188,11 +188,12 @@ impl From<&Error> for WireError {
 /// The library's phases are static strings; map the known ones back so callers that match
 /// on them (the pool's retry) see the same value as from a direct connection.
 fn static_phase(phase: &str) -> &'static str {
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "resolving its address",
         "connecting",
         "exchanging keys",
         "authenticating",
+        "waiting for a channel",
         "opening a channel",
         "starting the command",
     ];
