@@ -13,7 +13,7 @@
 # Process starts cost milliseconds each on small VMs, so this script starts as few as it
 # can (three base64 decodes, the file moves, tmux) and otherwise sticks to bash builtins.
 #
-# Output contract (read by crates/delegate-core/src/runner.rs):
+# Output contract (read by crates/delegate-core/src/remote/mod.rs):
 #   stdout  DELEGATE-EVIDENCE <launch.json, one line>
 #           DELEGATE-LAUNCHED <nonce> <session> <pane_pid>      (last line, only on success)
 #   stderr  DELEGATE-ERROR <code> <message>                      (on a refused launch)
