@@ -14,13 +14,14 @@ use crate::ops::launch::{self, LaunchRequest};
 pub use crate::paths::Paths;
 use crate::task::Task;
 use crate::transport::pool::Pool;
+use crate::transport::{Reach, Transport};
 use crate::transport::ssh::{self, SshTarget};
 
 pub struct Delegate {
     paths: Paths,
     inventory: Inventory,
     store: Store,
-    pool: Arc<Pool>,
+    transport: Transport,
     launch_grace: std::time::Duration,
     phase_hook: Option<PhaseHook>,
 }
@@ -51,7 +52,7 @@ impl Delegate {
             paths,
             inventory,
             store,
-            pool: Arc::new(Pool::new()),
+            transport: Transport::default(),
             launch_grace: crate::sync::LAUNCH_GRACE,
             phase_hook: None,
         })
@@ -99,18 +100,24 @@ impl Delegate {
     /// connections when it is not available). Call before anything connects: connections
     /// already held are dropped.
     pub fn use_warm(&mut self, warm: crate::warm::WarmClient) {
-        self.pool = Arc::new(Pool::with_warm(warm));
+        self.transport = Transport::new(Pool::with_warm(warm));
+    }
+
+    /// Where commands for the brothers go (see [`crate::transport`]: the one seam where a
+    /// brother is reached).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// The SSH connections held for reuse (one per host).
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        self.transport.ssh_pool()
     }
 
     /// Closes the held SSH connections (dropping the `Delegate` also ends them, less
     /// politely).
     pub async fn close(&self) {
-        self.pool.close_all().await
+        self.transport.close_all().await
     }
 
     /// Launches a task on a brother; see [`crate::launch`].
@@ -143,6 +150,11 @@ impl Delegate {
     /// [`crate::hosts::resolve`]).
     pub fn resolve_target(&self, host_name: &str) -> Result<SshTarget> {
         Resolver { paths: &self.paths, inventory: &self.inventory }.target(host_name)
+    }
+
+    /// How the inventory's host `host_name` is reached, for [`Transport::exec`].
+    pub fn reach(&self, host_name: &str) -> Result<Reach> {
+        self.resolve_target(host_name).map(Reach::Ssh)
     }
 
     /// Checks everything a launch needs on each of `brothers` (all of the inventory's when

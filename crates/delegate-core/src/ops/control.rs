@@ -122,12 +122,12 @@ impl Delegate {
         if task.status == TaskStatus::Queued && self.store_mut().cancel_queued(id)? {
             return self.task(id);
         }
-        let target = self.resolve_target(&task.host)?;
+        let reach = self.reach(&task.host)?;
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         // The script waits up to 30 s for the runner to record the ending.
         let (out, _) =
-            self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
+            self.transport().exec(&reach, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
         if out.overflow {
             return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
         }
@@ -175,7 +175,7 @@ impl Delegate {
     pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        let target = self.resolve_target(&task.host)?;
+        let reach = self.reach(&task.host)?;
         let req = SyncRequest {
             remote_root: self.remote_root(&task.host)?,
             tasks: vec![SyncTaskRequest {
@@ -193,7 +193,7 @@ impl Delegate {
         };
         let script = render_sync(&req)?;
         let (out, _) =
-            self.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
+            self.transport().exec(&reach, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
         // Say why the reply is unusable rather than that it was cut short.
         if out.overflow {
             return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });

@@ -18,11 +18,10 @@ use crate::agent::{self, AgentRequest};
 use crate::config::{check_remote_path, is_builtin_agent};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::pool::{Connection, Pool};
 use crate::runner::{self, LaunchVars};
-use crate::ssh::{ExecOutput, Exit, SshTarget};
 use crate::store::{Caps, LaunchRecord, NewTask, RunStart};
 use crate::task::{Sandbox, Task, TaskStatus};
+use crate::transport::{Connection, ExecOutput, Exit, Reach, Transport};
 
 /// The largest prompt delegate sends, checked before connecting. Claude Code caps piped
 /// stdin at 10 MiB; staying below it leaves room for the wrapping later issues add.
@@ -142,7 +141,7 @@ pub(crate) async fn launch_many(d: &mut Delegate, reqs: Vec<LaunchRequest>) -> V
     if !ready.is_empty() {
         d.phase("recorded");
     }
-    let sent = send_all(d.pool(), &ready).await;
+    let sent = send_all(d.transport(), &ready).await;
     if !ready.is_empty() {
         d.phase("answered");
     }
@@ -183,7 +182,7 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
     if ready.is_empty() {
         return Ok(refused);
     }
-    let sent = send_all(d.pool(), &ready).await;
+    let sent = send_all(d.transport(), &ready).await;
     let mut out = refused;
     for (r, s) in ready.into_iter().zip(sent) {
         out.push(record(d, r, s));
@@ -209,7 +208,7 @@ enum Prepared {
 pub(crate) struct Ready {
     run: RunStart,
     brother: String,
-    target: SshTarget,
+    reach: Reach,
     script: Vec<u8>,
     evidence: serde_json::Value,
     argv: Vec<String>,
@@ -264,13 +263,13 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         agent_path: agent_path_for(brother, &agent_name),
     })?;
     let (environment, env_files) = crate::config::agent_environment(host_entry, Some(brother));
-    let target = d.resolve_target(&host_name)?;
+    let reach = d.reach(&host_name)?;
     let subject = match &req.subject {
         Some(s) => clean_subject(s),
         None => subject_from(&req.prompt),
     };
     let prompt_sha256 = sha256_hex(&req.prompt);
-    let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+    let address = reach.address();
 
     let author = req.author.clone().unwrap_or_else(|| d.paths().local_user.clone());
     let run = d.store_mut().create_task(&NewTask {
@@ -298,7 +297,7 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             preamble: preamble(run.task_id, &req.brother, plan.helpers),
             run,
             brother: &req.brother,
-            target,
+            reach,
             remote_root,
             workdir: &workdir,
             sandbox,
@@ -318,9 +317,9 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
 fn ready_from_queue(d: &mut Delegate, task: &Task, run: RunStart) -> Result<Ready> {
     let plan = plan_for_task(d, task)?;
     let prompt = d.store().prompt(task.id)?;
-    let target = d.resolve_target(&task.host)?;
+    let reach = d.reach(&task.host)?;
     let preamble = preamble(task.id, &task.brother, plan.helpers);
-    let delivery = Delivery::for_task(d, task, target, run, &plan, preamble, &prompt)?;
+    let delivery = Delivery::for_task(d, task, reach, run, &plan, preamble, &prompt)?;
     ready(d, delivery)
 }
 
@@ -364,7 +363,7 @@ fn agent_path_for<'a>(brother: &'a crate::config::BrotherEntry, agent: &str) -> 
 pub(crate) struct Delivery<'a> {
     pub run: RunStart,
     pub brother: &'a str,
-    pub target: SshTarget,
+    pub reach: Reach,
     pub remote_root: String,
     pub workdir: &'a str,
     pub sandbox: Sandbox,
@@ -385,13 +384,13 @@ impl<'a> Delivery<'a> {
     pub(crate) fn for_task(
         d: &Delegate,
         task: &'a Task,
-        target: SshTarget,
+        reach: Reach,
         run: RunStart,
         plan: &'a crate::agent::AgentPlan,
         preamble: String,
         prompt: &'a [u8],
     ) -> Result<Delivery<'a>> {
-        let address = format!("{}@{}:{}", target.user, target.hostname, target.port);
+        let address = reach.address();
         let inv = d.inventory();
         let (environment, env_files) =
             crate::config::agent_environment(inv.host(&task.host)?, inv.brothers.get(&task.brother));
@@ -402,7 +401,7 @@ impl<'a> Delivery<'a> {
             run,
             brother: &task.brother,
             remote_root: d.remote_root(&task.host)?,
-            target,
+            reach,
             workdir: &task.workdir,
             sandbox: task.sandbox,
             plan,
@@ -423,7 +422,7 @@ impl<'a> Delivery<'a> {
 /// run: `launched` with the evidence, `failed` with the brother's reason, or `launch_unknown`.
 pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
     let r = ready(d, x)?;
-    let sent = send_all(d.pool(), std::slice::from_ref(&r)).await.pop().expect("one result");
+    let sent = send_all(d.transport(), std::slice::from_ref(&r)).await.pop().expect("one result");
     record(d, r, sent)
 }
 
@@ -432,7 +431,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
     let Delivery {
         run,
         brother,
-        target,
+        reach,
         remote_root,
         workdir,
         sandbox,
@@ -469,7 +468,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         "agent_plan": plan,
         "script_bytes": script.len(),
     });
-    Ok(Ready { run, brother: brother.to_string(), target, script, evidence, argv: plan.argv.clone() })
+    Ok(Ready { run, brother: brother.to_string(), reach, script, evidence, argv: plan.argv.clone() })
 }
 
 /// What the agent reads: delegate's preamble, then the prompt as given.
@@ -591,14 +590,15 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
     })
 }
 
-/// Sends every script at once, each on its own channel of its host's pooled connection.
-async fn send_all(pool: &std::sync::Arc<Pool>, ready: &[Ready]) -> Vec<Sent> {
+/// Sends every script at once (over SSH: each on its own channel of its host's pooled
+/// connection).
+async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
     let mut jobs = tokio::task::JoinSet::new();
     for (i, r) in ready.iter().enumerate() {
-        let (pool, target, script) = (pool.clone(), r.target.clone(), r.script.clone());
+        let (transport, reach, script) = (transport.clone(), r.reach.clone(), r.script.clone());
         jobs.spawn(async move {
             let started = Instant::now();
-            let result = pool.exec(&target, crate::runner::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
+            let result = transport.exec(&reach, crate::runner::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
             (i, Sent { result, total_ms: elapsed_ms(started) })
         });
     }
@@ -613,7 +613,7 @@ async fn send_all(pool: &std::sync::Arc<Pool>, ready: &[Ready]) -> Vec<Sent> {
 /// Records what one send gave: `launched` with the evidence, `failed` with the brother's
 /// reason, or `launch_unknown`.
 fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
-    let Ready { run, brother, target: _, script: _, mut evidence, argv } = r;
+    let Ready { run, brother, reach: _, script: _, mut evidence, argv } = r;
     let (out, conn) = match sent.result {
         Ok(x) => x,
         Err(e) => {

@@ -115,10 +115,10 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
     resume_plan(&mut plan, &session);
     crate::write_scope::apply(&mut plan, task.sandbox, &scope);
     // Resolved before the run is recorded: a host gone from the inventory records nothing.
-    let target = d.resolve_target(&task.host)?;
+    let reach = d.reach(&task.host)?;
     let run = d.store_mut().create_run(task.id, task.version, &req.prompt, &req.author, &req.write_scope)?;
     let preamble = followup_preamble(task.id, run.run_no, &task.brother, plan.helpers, &scope);
-    let delivery = Delivery::for_task(d, &task, target, run, &plan, preamble, &req.prompt)?;
+    let delivery = Delivery::for_task(d, &task, reach, run, &plan, preamble, &req.prompt)?;
     deliver(d, delivery).await
 }
 

@@ -43,14 +43,14 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     // Earlier messages that never got confirmed go first, with their own ids: the brother
     // keeps one copy of each, so a resend after a lost connection cannot duplicate.
     let pending = d.store().unqueued(id, run.run_no)?;
-    let target = d.resolve_target(&task.host)?;
+    let reach = d.reach(&task.host)?;
     let root = d.remote_root(&task.host)?;
     let key = task_key(d.store().mailbox_id(), id, run.run_no);
     let mut outcome = Ok(());
     for m in &pending {
         let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
         let script = render_say(&root, &key, m.id, &line)?;
-        let out = match d.pool().exec(&target, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(30)).await {
+        let out = match d.transport().exec(&reach, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(30)).await {
             Ok((out, _)) => out,
             Err(e) => {
                 outcome = Err(e);

@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
-use crate::pool::Pool;
-use crate::ssh::{Exit, SshTarget};
+use crate::ssh::Exit;
+use crate::transport::{Reach, Transport};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::sync_protocol::{
     FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say,
@@ -218,7 +218,7 @@ async fn sync_round(
             // A later round with the host's time used up: the rest comes next time.
             continue;
         }
-        let prepared = d.resolve_target(&host).and_then(|target| {
+        let prepared = d.reach(&host).and_then(|reach| {
             let root = d
                 .inventory()
                 .host(&host)?
@@ -245,13 +245,13 @@ async fn sync_round(
                 let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
                 resend.push((m.id, render_say(&req.remote_root, &key, m.id, &line)?));
             }
-            Ok((target, render_sync(&req)?, resend))
+            Ok((reach, render_sync(&req)?, resend))
         });
         match prepared {
-            Ok((target, script, resend)) => {
-                let pool = d.pool().clone();
+            Ok((reach, script, resend)) => {
+                let transport = d.transport().clone();
                 jobs.spawn(async move {
-                    let r = fetch(&pool, &target, &script, resend, deadline, budget).await;
+                    let r = fetch(&transport, &reach, &script, resend, deadline, budget).await;
                     (host, r)
                 });
                 waiting.insert(runs[0].host.clone(), runs);
@@ -335,28 +335,28 @@ const SYNCING: &str = "syncing";
 /// command lingers on a kept connection. Resending stops at the deadline too (a message
 /// not confirmed is sent again next time, and lands once).
 async fn fetch(
-    pool: &Pool,
-    target: &SshTarget,
+    transport: &Transport,
+    reach: &Reach,
     script: &[u8],
     resend: Vec<(i64, Vec<u8>)>,
     deadline: Instant,
     budget: Duration,
 ) -> Result<(SyncReply, Vec<(i64, SayState)>)> {
-    let timed_out = || Error::Timeout { host: target.host.clone(), phase: SYNCING, waited: budget };
+    let timed_out = || Error::Timeout { host: reach.host().to_string(), phase: SYNCING, waited: budget };
     let cut = tokio::time::Instant::from_std(deadline + CUT_GRACE);
     let left = || deadline.saturating_duration_since(Instant::now());
-    let exec = pool.exec(target, crate::runner::REMOTE_COMMAND, script, left());
+    let exec = transport.exec(reach, crate::runner::REMOTE_COMMAND, script, left());
     let out = match tokio::time::timeout_at(cut, exec).await {
         Ok(out) => out.map(|(out, _)| out),
         Err(_) => {
-            pool.drop_connection(target);
+            transport.abandon(reach);
             return Err(timed_out());
         }
     };
     let mut sent = Vec::new();
     if out.is_ok() {
         for (id, say) in resend {
-            let exec = pool.exec(target, crate::runner::REMOTE_COMMAND, &say, left());
+            let exec = transport.exec(reach, crate::runner::REMOTE_COMMAND, &say, left());
             match tokio::time::timeout_at(cut, exec).await {
                 Ok(Ok((o, _))) if o.exit == Exit::Code(0) => {
                     if let Some(state) = parse_say(&o.stdout) {
@@ -369,7 +369,7 @@ async fn fetch(
     }
     let out = out?;
     if out.overflow {
-        return Err(Error::OutputTooLarge { host: target.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        return Err(Error::OutputTooLarge { host: reach.host().to_string(), limit: crate::ssh::MAX_EXEC_OUTPUT });
     }
     if out.exit != Exit::Code(0) {
         if out.exit == Exit::Unknown && Instant::now() >= deadline {
@@ -378,11 +378,11 @@ async fn fetch(
         }
         let why = out.broken.clone().unwrap_or_else(|| format!("exit {:?}", out.exit));
         return Err(Error::SyncFailed {
-            host: target.host.clone(),
+            host: reach.host().to_string(),
             why: format!("{why}: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
-    let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: target.host.clone(), why })?;
+    let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: reach.host().to_string(), why })?;
     Ok((reply, sent))
 }
 
