@@ -1,6 +1,8 @@
-//! [`Delegate`]: the entry type. It owns the mailbox and the inventory, and resolves hosts
-//! into SSH targets. Everything it needs from the outside world (config path, data dir,
-//! home, user name, ssh-agent socket) comes in [`Paths`]; it reads no environment.
+//! [`Delegate`]: the entry type. It composes the pieces: the mailbox, the inventory (and how
+//! its hosts are reached), the transport. Everything it needs from the outside world (config
+//! path, data dir, home, user name, ssh-agent socket) comes in [`Paths`]; it reads no
+//! environment. The operations a lead runs are `impl Delegate` blocks in [`crate::ops`]; this
+//! file imports none of them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +12,6 @@ use crate::hosts::inventory::Inventory;
 use crate::hosts::known_hosts;
 use crate::hosts::resolve::Resolver;
 use crate::mailbox::{ListFilter, Store};
-use crate::ops::launch::{self, LaunchRequest};
 pub use crate::paths::Paths;
 use crate::task::Task;
 use crate::transport::pool::Pool;
@@ -53,7 +54,7 @@ impl Delegate {
             inventory,
             store,
             transport: Transport::default(),
-            launch_grace: crate::sync::LAUNCH_GRACE,
+            launch_grace: crate::task::LAUNCH_GRACE,
             phase_hook: None,
         })
     }
@@ -71,7 +72,7 @@ impl Delegate {
         &mut self.store
     }
     /// How long sync leaves an unconfirmed launch alone before deciding it from what the
-    /// brother has (default [`crate::sync::LAUNCH_GRACE`], 180 s): another process may
+    /// brother has (default [`crate::task::LAUNCH_GRACE`], 180 s): another process may
     /// still be sending it, or its script still arriving after the link broke. Shorter
     /// settles the state of a killed CLI's launches sooner, at the risk of calling a launch
     /// failed that then starts (sync would later see it running and correct it).
@@ -120,24 +121,6 @@ impl Delegate {
         self.transport.close_all().await
     }
 
-    /// Launches a task on a brother; see [`crate::launch`].
-    pub async fn launch(&mut self, req: LaunchRequest) -> Result<Task> {
-        launch::launch(self, req).await
-    }
-
-    /// Launches one task per request (fan-out), concurrently, one SSH connection per host;
-    /// one result per request, in order. A task over a host's or brother's concurrency cap
-    /// comes back `queued`.
-    pub async fn launch_many(&mut self, reqs: Vec<LaunchRequest>) -> Vec<Result<Task>> {
-        launch::launch_many(self, reqs).await
-    }
-
-    /// Starts queued tasks whose caps have room now, oldest first (sync does this too);
-    /// returns what became of each one started.
-    pub async fn dispatch_queued(&mut self) -> Result<Vec<Result<Task>>> {
-        launch::dispatch_queued(self).await
-    }
-
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {
         self.store.list(filter)
     }
@@ -155,14 +138,6 @@ impl Delegate {
     /// How the inventory's host `host_name` is reached, for [`Transport::exec`].
     pub fn reach(&self, host_name: &str) -> Result<Reach> {
         self.resolve_target(host_name).map(Reach::Ssh)
-    }
-
-    /// Checks everything a launch needs on each of `brothers` (all of the inventory's when
-    /// empty), changing nothing there: one fresh SSH connection and one exec per host, hosts
-    /// in parallel. `Err` only for a name the inventory does not have; every problem on the
-    /// way is a [`crate::doctor::Finding`] with its fix. See [`crate::doctor`].
-    pub async fn doctor(&self, brothers: &[String]) -> Result<Vec<crate::doctor::BrotherReport>> {
-        crate::doctor::doctor(self, brothers).await
     }
 
     /// Fetches the host's key. With `expected`, records it in the host's known_hosts file,

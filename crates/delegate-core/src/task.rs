@@ -241,6 +241,12 @@ pub struct Run {
     pub write_scope: Vec<String>,
 }
 
+
+/// A launch younger than this may still be in progress in another process (or its script
+/// still arriving on the brother after the link broke); leave it alone. The default of
+/// [`crate::Delegate::set_launch_grace`].
+pub const LAUNCH_GRACE: std::time::Duration = std::time::Duration::from_secs(180);
+
 #[cfg(test)]
 mod tests {
     use super::*;

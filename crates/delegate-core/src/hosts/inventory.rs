@@ -15,6 +15,15 @@ use crate::names::{AgentName, BrotherName, HostName};
 use crate::task::Sandbox;
 
 pub const DEFAULT_MAX_TURNS: u32 = 50;
+/// How long a state command (`status`, `list`, `show`, `wait`, `mailbox`, the MCP tools)
+/// waits for one host's sync, connecting included, unless the host's `sync_deadline` says
+/// otherwise; past it the command goes on with what it has, the host's tasks shown as last
+/// heard (stale). A healthy host answers in well under a second over a kept connection and
+/// in a few over a fresh one (TCP, key exchange and authentication, through bastions too),
+/// so 10 s only cuts off a host that is hung or badly overloaded, while a lead polling
+/// several hosts (and an MCP client that times tool calls out at 60 s) is never held long
+/// by one.
+pub const DEFAULT_SYNC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 pub const DEFAULT_REMOTE_ROOT: &str = "~/.delegate";
 /// The wall-clock limit when neither the brother nor the command gives one.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
@@ -71,7 +80,7 @@ pub struct HostEntry {
     pub max_concurrent: Option<u32>,
     /// Seconds a state command (`status`, `list`, `show`, `wait`, the MCP tools) waits for
     /// this host's sync before showing its tasks as last heard, marked stale; default
-    /// [`crate::sync::DEFAULT_SYNC_DEADLINE`]. Raise it for a host that is slow but healthy.
+    /// [`DEFAULT_SYNC_DEADLINE`]. Raise it for a host that is slow but healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_deadline: Option<u64>,
     /// Which environment agents run in on this host (default `login`); see [`AgentEnvironment`].
@@ -244,7 +253,7 @@ impl Inventory {
             if h.sync_deadline == Some(0) {
                 return Err(bad(format!(
                     "hosts.{name}.sync_deadline: 0 seconds would never hear from the host; use 1 or more (default {})",
-                    crate::sync::DEFAULT_SYNC_DEADLINE.as_secs()
+                    DEFAULT_SYNC_DEADLINE.as_secs()
                 )));
             }
             if let Some(f) = &h.env_file {

@@ -24,7 +24,7 @@ impl Store {
             )?,
             Some(why) => {
                 let why =
-                    crate::outcome::clip(&crate::outcome::printable(why).replace(['\n', '\t'], " "), MAX_WHY_CHARS);
+                    crate::sanitize::clip(&crate::sanitize::printable(why).replace(['\n', '\t'], " "), MAX_WHY_CHARS);
                 self.conn.execute(
                     "INSERT INTO host_syncs (host, failed_at, error) VALUES (?1, ?2, ?3)
                      ON CONFLICT (host) DO UPDATE SET failed_at = excluded.failed_at, error = excluded.error",

@@ -748,6 +748,17 @@ fn fix_text(key: &str, c: &FixContext, user: &str) -> Option<String> {
     })
 }
 
+
+impl Delegate {
+    /// Checks everything a launch needs on each of `brothers` (all of the inventory's when
+    /// empty), changing nothing there: one fresh SSH connection and one exec per host, hosts
+    /// in parallel. `Err` only for a name the inventory does not have; every problem on the
+    /// way is a [`crate::doctor::Finding`] with its fix. See [`crate::doctor`].
+    pub async fn doctor(&self, brothers: &[String]) -> Result<Vec<BrotherReport>> {
+        doctor(self, brothers).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

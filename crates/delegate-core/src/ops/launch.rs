@@ -785,6 +785,27 @@ fn elapsed_ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 10_000.0).round() / 10.0
 }
 
+
+impl Delegate {
+    /// Launches a task on a brother; see [`crate::ops::launch`].
+    pub async fn launch(&mut self, req: LaunchRequest) -> Result<Task> {
+        launch(self, req).await
+    }
+
+    /// Launches one task per request (fan-out), concurrently, one SSH connection per host;
+    /// one result per request, in order. A task over a host's or brother's concurrency cap
+    /// comes back `queued`.
+    pub async fn launch_many(&mut self, reqs: Vec<LaunchRequest>) -> Vec<Result<Task>> {
+        launch_many(self, reqs).await
+    }
+
+    /// Starts queued tasks whose caps have room now, oldest first (sync does this too);
+    /// returns what became of each one started.
+    pub async fn dispatch_queued(&mut self) -> Result<Vec<Result<Task>>> {
+        dispatch_queued(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

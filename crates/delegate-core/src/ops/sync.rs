@@ -26,15 +26,7 @@ use crate::sync_protocol::{
 };
 use crate::task::TaskStatus;
 
-/// How long a state command (`status`, `list`, `show`, `wait`, `mailbox`, the MCP tools)
-/// waits for one host's sync, connecting included, unless the host's `sync_deadline` says
-/// otherwise; past it the command goes on with what it has, the host's tasks shown as last
-/// heard (stale). A healthy host answers in well under a second over a kept connection and
-/// in a few over a fresh one (TCP, key exchange and authentication, through bastions too),
-/// so 10 s only cuts off a host that is hung or badly overloaded, while a lead polling
-/// several hosts (and an MCP client that times tool calls out at 60 s) is never held long
-/// by one.
-pub const DEFAULT_SYNC_DEADLINE: Duration = Duration::from_secs(10);
+pub use crate::hosts::inventory::DEFAULT_SYNC_DEADLINE;
 /// How long `delegate sync`, asked for explicitly, waits for a host (or its `sync_deadline`
 /// if that is longer).
 pub const SYNC_LIMIT: Duration = Duration::from_secs(60);
@@ -57,10 +49,7 @@ pub const SYNC_ROUNDS: usize = 4;
 pub const MAX_SYNC_LINE: usize = crate::outcome::MAX_LINE_BYTES;
 /// How much of the agent's stderr is kept (for failure reasons).
 const STDERR_HEAD: usize = 4096;
-/// A launch younger than this may still be in progress in another process (or its script
-/// still arriving on the brother after the link broke); leave it alone. The default of
-/// [`crate::Delegate::set_launch_grace`].
-pub const LAUNCH_GRACE: Duration = Duration::from_secs(180);
+pub use crate::task::LAUNCH_GRACE;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, Serialize)]

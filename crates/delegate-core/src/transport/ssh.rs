@@ -915,7 +915,7 @@ fn open_failure(reason: &russh::ChannelOpenFailure) -> String {
         russh::ChannelOpenFailure::UnknownChannelType => "unknown channel type".into(),
         russh::ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
         russh::ChannelOpenFailure::Other { code, reason } => {
-            format!("code {code}: {}", crate::launch::clean_line(reason, 200))
+            format!("code {code}: {}", crate::sanitize::clean_line(reason, 200))
         }
     }
 }
