@@ -109,7 +109,8 @@
 //! - [`store`]: the SQLite mailbox: tasks, runs, transitions.
 //! - [`task`]: plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`].
 //! - [`launch`]: the launch path: intent, SSH, evidence.
-//! - [`sync`] and [`outcome`]: reading the brothers' files back and classifying how runs ended.
+//! - [`sync`] and [`outcome`]: reading the brothers' files back and classifying how runs ended;
+//!   [`row_caps`]: how many rows one task may add per sync and per run.
 //! - [`control`]: sync, wait, cancel, logs, attach and update on launched tasks.
 //! - [`say`], [`reopen`] and [`write_scope`]: talking to a brother and following up.
 //! - [`thread`]: a task as a conversation ([`Delegate::show`]).
@@ -132,6 +133,7 @@ pub mod names;
 pub mod outcome;
 pub mod pool;
 pub mod reopen;
+pub mod row_caps;
 pub mod runner;
 pub mod say;
 pub mod ssh;

@@ -24,6 +24,8 @@ use crate::task::{Run, Sandbox, Task, TaskStatus};
 mod feed;
 mod lifecycle;
 mod queue;
+#[cfg(test)]
+mod tests_caps;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
@@ -514,7 +516,7 @@ fn transition_in(
 mod tests {
     use super::*;
 
-    fn temp_dir(tag: &str) -> PathBuf {
+    pub(super) fn temp_dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dlg-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
@@ -557,7 +559,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
+    pub(super) fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
         NewTask {
             brother: "oppy",
             host: "masuda",

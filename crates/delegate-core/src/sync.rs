@@ -3,7 +3,9 @@
 //! One SSH exec per host covers all of that host's unfinished tasks, and hosts are synced
 //! concurrently. Each append-only remote file is read from the byte offset the mailbox
 //! stored, and offsets advance only over complete lines, so nothing is read twice and
-//! nothing is missed across restarts. Each host's findings land in one transaction.
+//! nothing is missed across restarts. A task's findings land in one transaction with its
+//! offsets; the rows one task adds are capped per sync and per run ([`crate::row_caps`]),
+//! and the transactions are kept small so no other process waits long for the write lock.
 //!
 //! Reconcile is part of the same pass: a task whose tmux session is gone without an exit
 //! record is `lost`; a `launch_unknown` task is resolved from its remote directory.
@@ -18,6 +20,7 @@ use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
 use crate::pool::Pool;
+use crate::row_caps::{MAX_EVENTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC, MAX_REPORTS_PER_SYNC};
 use crate::ssh::{Exit, SshTarget};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::sync_protocol::{
@@ -308,6 +311,7 @@ pub(crate) fn plan(
         task_id: run.task_id,
         run_no: run.run_no,
         expected_version: run.version,
+        read_offsets: run.offsets.clone(),
         offsets: BTreeMap::new(),
         ..Default::default()
     };
@@ -335,7 +339,7 @@ pub(crate) fn plan(
         if line_based && delta.bytes.len() > MAX_SYNC_LINE && !delta.bytes.contains(&b'\n') {
             // A line this long would never fit a reply whole: skip what arrived of it (the
             // rest of it, when it comes, is not a line of its own and is dropped as one).
-            ing.events.push(NewEvent {
+            push_event(&mut ing, NewEvent {
                 at: humantime::format_rfc3339_micros(now).to_string(),
                 kind: "skipped".into(),
                 summary: format!("line of more than {MAX_SYNC_LINE} bytes skipped in {}", delta.file),
@@ -359,7 +363,10 @@ pub(crate) fn plan(
             "events.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some(e) = parse_event(l, now) {
+                    // Past the cap a line is only counted: not even parsed.
+                    if ing.events.len() >= MAX_EVENTS_PER_SYNC {
+                        ing.skipped.events += 1;
+                    } else if let Some(e) = parse_event(l, now) {
                         ing.last_event = Some(if e.summary.is_empty() {
                             e.kind.clone()
                         } else {
@@ -373,9 +380,11 @@ pub(crate) fn plan(
             "outbox.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some((m, bad_kind)) = parse_message(l, now) {
+                    if ing.messages.len() >= MAX_REPORTS_PER_SYNC {
+                        ing.skipped.reports += 1;
+                    } else if let Some((m, bad_kind)) = parse_message(l, now) {
                         if bad_kind {
-                            ing.events.push(NewEvent {
+                            push_event(&mut ing, NewEvent {
                                 at: valid_at("", now),
                                 kind: "bad_report".into(),
                                 summary: format!("report {} had an unknown kind; recorded as progress", m.seq),
@@ -393,7 +402,9 @@ pub(crate) fn plan(
             "delivered.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l)
+                    if ing.receipts.len() >= MAX_RECEIPTS_PER_SYNC {
+                        ing.skipped.receipts += 1;
+                    } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l)
                         && let Some(id) = v["id"].as_i64()
                     {
                         let at = valid_at(v["at"].as_str().unwrap_or(""), now);
@@ -489,6 +500,15 @@ pub(crate) fn plan(
         to(TaskStatus::Lost, Some("no tmux server on the brother and no exit record".into()))
     };
     ing
+}
+
+/// Keeps a note of delegate's own (a skipped line, a bad report) within the events cap.
+fn push_event(ing: &mut Ingest, e: NewEvent) {
+    if ing.events.len() >= MAX_EVENTS_PER_SYNC {
+        ing.skipped.events += 1;
+    } else {
+        ing.events.push(e);
+    }
 }
 
 /// The kinds the `report` helper writes (runner/report.sh).
@@ -660,6 +680,40 @@ mod tests {
         let ing = planned(vec![delta("outbox.jsonl", 0, 100, b"{\"seq\":1")]);
         assert_eq!(ing.offsets["outbox.jsonl"], 0);
         assert!(ing.events.is_empty());
+    }
+
+    #[test]
+    fn lines_over_the_per_sync_row_caps_are_counted_not_stored_and_the_offsets_move_to_the_end() {
+        use crate::row_caps::*;
+        let lines = |n: usize, line: &dyn Fn(usize) -> String| -> Vec<u8> {
+            (0..n).flat_map(|i| format!("{}\n", line(i)).into_bytes()).collect()
+        };
+        let events = lines(MAX_EVENTS_PER_SYNC + 25, &|_| r#"{"event":"e"}"#.into());
+        let reports = lines(MAX_REPORTS_PER_SYNC + 7, &|i| format!(r#"{{"seq":{i},"kind":"progress","text":"p"}}"#));
+        let receipts = lines(MAX_RECEIPTS_PER_SYNC + 3, &|i| format!(r#"{{"id":{i},"via":"hook"}}"#));
+        let ing = planned(vec![
+            delta("events.jsonl", 0, events.len() as u64, &events),
+            delta("outbox.jsonl", 0, reports.len() as u64, &reports),
+            delta("delivered.jsonl", 0, receipts.len() as u64, &receipts),
+        ]);
+        assert_eq!(
+            (ing.events.len(), ing.messages.len(), ing.receipts.len()),
+            (MAX_EVENTS_PER_SYNC, MAX_REPORTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC)
+        );
+        assert_eq!(ing.skipped, Skipped { events: 25, reports: 7, receipts: 3 });
+        // The oldest lines are kept; nothing is read again.
+        assert_eq!(ing.messages[0].seq, 0);
+        assert_eq!(ing.offsets["events.jsonl"], events.len() as u64);
+        assert_eq!(ing.offsets["outbox.jsonl"], reports.len() as u64);
+        assert_eq!(ing.offsets["delivered.jsonl"], receipts.len() as u64);
+        // delegate's own notes share the events cap: a bad report past it is only counted.
+        let bad = lines(3, &|i| format!(r#"{{"seq":{i},"kind":"x"}}"#));
+        let full = lines(MAX_EVENTS_PER_SYNC, &|_| r#"{"event":"e"}"#.into());
+        let ing = planned(vec![
+            delta("events.jsonl", 0, full.len() as u64, &full),
+            delta("outbox.jsonl", 0, bad.len() as u64, &bad),
+        ]);
+        assert_eq!((ing.events.len(), ing.messages.len(), ing.skipped.events), (MAX_EVENTS_PER_SYNC, 3, 3));
     }
 
     #[test]
