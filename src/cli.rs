@@ -242,8 +242,16 @@ pub struct LogsArgs {
     #[arg(long)]
     pub raw: bool,
     /// The agent's stderr instead of its output stream
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["events", "reports"])]
     pub stderr: bool,
+    /// The hook events the brother recorded (events.jsonl, one JSON line each), all of them,
+    /// also those over the mailbox's row caps
+    #[arg(long, conflicts_with = "reports")]
+    pub events: bool,
+    /// The reports the agent wrote (outbox.jsonl, one JSON line each), all of them, also
+    /// those over the mailbox's row caps
+    #[arg(long)]
+    pub reports: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,11 +1,13 @@
-//! `delegate logs N [--follow]`: what the agent wrote so far, read from the brother.
+//! `delegate logs N [--follow]`: what the agent wrote so far, read from the brother: its
+//! stream (rendered, or `--raw`), its stderr, or the task's hook events and reports, which
+//! the brother keeps whole even where the mailbox's row caps left lines out.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use delegate_core::outcome::{clip, input_summary, printable, tool_result_text};
+use delegate_core::outcome::{MAX_LINE_BYTES, clip, input_summary, printable, tool_result_text};
 use serde_json::Value;
 
 use super::{block_on, open};
@@ -13,29 +15,50 @@ use crate::cli::LogsArgs;
 
 pub fn run(config: Option<&Path>, args: LogsArgs) -> Result<()> {
     let mut d = open(config)?;
-    let file = if args.stderr { "stderr.log" } else { "stream.jsonl" };
+    let file = match (args.stderr, args.events, args.reports) {
+        (true, _, _) => "stderr.log",
+        (_, true, _) => "events.jsonl",
+        (_, _, true) => "outbox.jsonl",
+        _ => "stream.jsonl",
+    };
+    // Only the agent's stream has a rendering; the other files are shown line by line.
+    let raw = args.raw || file != "stream.jsonl";
     let mut offset = 0u64;
     let mut pending = Vec::new();
+    // Without --follow, read up to where the file ended at the first look, in as many
+    // reads as that takes (one read carries 8 MiB), and stop: an agent writing faster than
+    // we read cannot keep us here.
+    let mut end: Option<u64> = None;
     loop {
         let (chunk, report) = block_on(d.read_remote(args.id, file, offset))?;
+        let size = report.deltas.iter().find(|d| d.file == file).map_or(offset, |d| d.size);
+        let end = *end.get_or_insert(size);
         offset = chunk.next_offset;
         pending.extend_from_slice(&chunk.bytes);
-        let mut out = std::io::stdout().lock();
-        // Render complete lines; keep a partial last line for the next read.
-        let cut = pending.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        // Render complete lines; keep a partial last line for the next read, unless it is
+        // already over a line's limit (a file with no newline must not fill our memory).
+        let cut = match pending.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if pending.len() > MAX_LINE_BYTES => pending.len(),
+            None => 0,
+        };
         for line in pending[..cut].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             // Raw lines stay whole (for jq) but are made printable: a valid JSON line has no
             // control characters, so only junk loses anything.
-            let shown = if args.raw || args.stderr { printable(&String::from_utf8_lossy(line)) } else { render(line) };
+            let shown = if raw { printable(&String::from_utf8_lossy(line)) } else { render(line) };
             if !shown.is_empty() {
                 // A closed reader (`logs N | head`) ends here; main exits quietly.
                 writeln!(out, "{shown}")?;
             }
         }
         pending.drain(..cut);
-        let _ = out.flush();
+        out.flush()?;
+        drop(out);
+        let got = !chunk.bytes.is_empty();
         let finished = report.deltas.iter().any(|d| d.file == "exit") || !report.session_alive;
-        if !args.follow || (finished && chunk.bytes.is_empty()) {
+        let done = if args.follow { finished && !got } else { !got || offset >= end };
+        if done {
             if !pending.is_empty() {
                 println!("{}", printable(&String::from_utf8_lossy(&pending)));
             }
@@ -45,7 +68,9 @@ pub fn run(config: Option<&Path>, args: LogsArgs) -> Result<()> {
             }
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(1000));
+        if !got {
+            std::thread::sleep(Duration::from_millis(1000));
+        }
     }
 }
 

@@ -339,12 +339,15 @@ pub(crate) fn plan(
         if line_based && delta.bytes.len() > MAX_SYNC_LINE && !delta.bytes.contains(&b'\n') {
             // A line this long would never fit a reply whole: skip what arrived of it (the
             // rest of it, when it comes, is not a line of its own and is dropped as one).
-            push_event(&mut ing, NewEvent {
-                at: humantime::format_rfc3339_micros(now).to_string(),
-                kind: "skipped".into(),
-                summary: format!("line of more than {MAX_SYNC_LINE} bytes skipped in {}", delta.file),
-                data: None,
-            });
+            push_event(
+                &mut ing,
+                NewEvent {
+                    at: humantime::format_rfc3339_micros(now).to_string(),
+                    kind: "skipped".into(),
+                    summary: format!("line of more than {MAX_SYNC_LINE} bytes skipped in {}", delta.file),
+                    data: None,
+                },
+            );
             ing.offsets.insert(delta.file.clone(), stored + delta.bytes.len() as u64);
             continue;
         }
@@ -384,12 +387,15 @@ pub(crate) fn plan(
                         ing.skipped.reports += 1;
                     } else if let Some((m, bad_kind)) = parse_message(l, now) {
                         if bad_kind {
-                            push_event(&mut ing, NewEvent {
-                                at: valid_at("", now),
-                                kind: "bad_report".into(),
-                                summary: format!("report {} had an unknown kind; recorded as progress", m.seq),
-                                data: None,
-                            });
+                            push_event(
+                                &mut ing,
+                                NewEvent {
+                                    at: valid_at("", now),
+                                    kind: "bad_report".into(),
+                                    summary: format!("report {} had an unknown kind; recorded as progress", m.seq),
+                                    data: None,
+                                },
+                            );
                         }
                         if m.kind == "status" {
                             status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());

@@ -200,28 +200,28 @@ fn stored(tx: &rusqlite::Savepoint, sql: &str, ing: &Ingest, cap: u64) -> Result
     Ok(n as u64)
 }
 
-/// Adds `skipped` to the run's one over-cap event, creating it the first time.
+/// Adds `skipped` to the run's one over-cap event. The event is written anew each time (the
+/// old row goes), so it sits with the newest items of the thread and the `monitor` feed
+/// shows the new count.
 fn note_skipped(tx: &rusqlite::Savepoint, ing: &Ingest, skipped: Skipped, now: &str) -> Result<()> {
     let found: Option<(i64, Option<String>)> = tx
-        .prepare_cached("SELECT id, data FROM events WHERE task_id = ?1 AND run_no = ?2 AND kind = ?3 ORDER BY id LIMIT 1")?
+        .prepare_cached(
+            "SELECT id, data FROM events WHERE task_id = ?1 AND run_no = ?2 AND kind = ?3 ORDER BY id LIMIT 1",
+        )?
         .query_row(params![ing.task_id, ing.run_no, OVER_CAP_EVENT], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let mut total: Skipped =
         found.as_ref().and_then(|(_, data)| serde_json::from_str(data.as_deref()?).ok()).unwrap_or_default();
     total.add(skipped);
     let (summary, data) = (total.summary(ing.task_id), serde_json::to_string(&total).unwrap_or_default());
-    match found {
-        Some((id, _)) => {
-            tx.execute("UPDATE events SET summary = ?2, data = ?3 WHERE id = ?1", params![id, summary, data])?;
-        }
-        None => {
-            tx.execute(
-                "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3)",
-                params![ing.task_id, ing.run_no, now, OVER_CAP_EVENT, summary, data],
-            )?;
-        }
+    if let Some((id, _)) = found {
+        tx.execute("DELETE FROM events WHERE id = ?1", [id])?;
     }
+    tx.execute(
+        "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3)",
+        params![ing.task_id, ing.run_no, now, OVER_CAP_EVENT, summary, data],
+    )?;
     Ok(())
 }
 
@@ -265,7 +265,8 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
     }
     let mut skipped = ing.skipped;
     if !ing.events.is_empty() {
-        let sql = format!("SELECT 1 FROM events WHERE task_id = ?1 AND run_no = ?2 AND kind != '{OVER_CAP_EVENT}' LIMIT ?3");
+        let sql =
+            format!("SELECT 1 FROM events WHERE task_id = ?1 AND run_no = ?2 AND kind != '{OVER_CAP_EVENT}' LIMIT ?3");
         let room = MAX_EVENTS_PER_RUN.saturating_sub(stored(tx, &sql, ing, MAX_EVENTS_PER_RUN)?) as usize;
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)

@@ -53,18 +53,24 @@ fn rows_over_the_per_run_caps_are_counted_in_one_event_and_the_offsets_still_mov
     s.apply_sync(&[second]).unwrap();
     assert_eq!(count(&s, events, task), MAX_EVENTS_PER_RUN as i64);
     assert_eq!(count(&s, reports, task), MAX_REPORTS_PER_RUN as i64);
-    // Later syncs add to the one event instead of adding rows.
+    // Later syncs add to the one event instead of adding rows; it moves to the newest end.
+    let note_id = |s: &Store| count(s, "SELECT id FROM events WHERE task_id = ?1 AND kind = 'over_cap'", task);
+    let before = note_id(&s);
     let mut third = ingest(task, 200, 300);
     third.events = (0..5).map(event).collect();
     s.apply_sync(&[third]).unwrap();
     assert_eq!((count(&s, events, task), count(&s, notes, task)), (MAX_EVENTS_PER_RUN as i64, 1));
+    assert!(note_id(&s) > before);
     let (summary, data): (String, String) = s
         .conn
         .query_row("SELECT summary, data FROM events WHERE kind = ?1", [OVER_CAP_EVENT], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     let total: Skipped = serde_json::from_str(&data).unwrap();
     assert_eq!(total, Skipped { events: 1000 + 15 + 5, reports: 2, receipts: 4 });
-    assert!(summary.contains("1020 events") && summary.contains(&format!("delegate logs {task} --events")), "{summary}");
+    assert!(
+        summary.contains("1020 events") && summary.contains(&format!("delegate logs {task} --events")),
+        "{summary}"
+    );
     let offset: i64 = s.conn.query_row("SELECT offset FROM offsets WHERE task_id = ?1", [task], |r| r.get(0)).unwrap();
     assert_eq!(offset, 300, "the offset moves over what was left out");
     std::fs::remove_dir_all(&dir).unwrap();
