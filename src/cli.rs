@@ -174,8 +174,12 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// Task number
     pub id: i64,
+    /// As JSON: the same window of the thread, with `omitted` counts of what it left out
     #[arg(long)]
     pub json: bool,
+    /// The whole thread, not only the prompts and the newest 200 items
+    #[arg(long)]
+    pub all: bool,
     /// Show what the mailbox knows without asking the brother first
     #[arg(long)]
     pub no_sync: bool,

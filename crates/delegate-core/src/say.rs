@@ -70,5 +70,5 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
         }
     }
     outcome?;
-    Ok(d.store().messages(id)?.into_iter().find(|m| m.id == message.id).unwrap_or(message))
+    Ok(d.store().message(message.id)?.unwrap_or(message))
 }
