@@ -123,3 +123,65 @@ fn a_flood_of_events_and_reports_is_capped_counted_in_one_event_and_never_holds_
     let reports = env.run(&["logs", &id.to_string(), "--reports"]).ok();
     assert_eq!(reports.stdout().lines().count() as u64, report_lines);
 }
+
+/// A task whose mailbox holds 600,000 events (a mailbox from before the row caps, or many
+/// runs) still shows at once: `show` and MCP `get_task` read only the newest items.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_with_600k_events_shows_at_once_in_show_and_get_task() {
+    const N: u64 = 600_000;
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "the prompt of a long task", "--json"]);
+    wait_done(&env, id);
+    {
+        let mut db = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
+        let tx = db.transaction().unwrap();
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO events (task_id, run_no, at, kind, summary, received_at) VALUES (?1, 1, ?2, 'tool', ?3, ?2)",
+            )
+            .unwrap();
+        // After everything the task recorded, a millisecond apart.
+        let start = std::time::SystemTime::now() + Duration::from_secs(3600);
+        for i in 0..N {
+            let at = humantime::format_rfc3339_millis(start + Duration::from_millis(i)).to_string();
+            insert.execute(rusqlite::params![id, at, format!("e{i}")]).unwrap();
+        }
+        drop(insert);
+        tx.commit().unwrap();
+    }
+    let last = format!("tool e{}", N - 1);
+
+    let started = Instant::now();
+    let client = crate::mcp::connect(&env).await;
+    let task = crate::mcp::ok(&client, "get_task", serde_json::json!({"id": id})).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "get_task took {took:?}");
+    let thread = task["thread"].as_array().unwrap();
+    assert_eq!(thread[0]["kind"], "prompt", "{task}");
+    assert_eq!(thread[0]["text"], "the prompt of a long task");
+    assert_eq!(thread[1]["kind"], "omitted", "{task}");
+    let note = thread[1]["text"].as_str().unwrap();
+    assert!(
+        note.contains("earlier thread item(s) left out") && note.contains(&format!("delegate show {id} --all --json"))
+    );
+    // Every item not in the thread is counted in the note.
+    let shown = thread.len() as u64 - 2;
+    assert!(shown >= 50, "{shown} items shown");
+    let others = query(&env, "SELECT count(*) FROM transitions WHERE task_id = ?1", id)
+        + query(&env, "SELECT count(*) FROM messages WHERE task_id = ?1", id);
+    assert!(note.starts_with(&format!("{} earlier", N + others as u64 - shown)), "{note}");
+    assert_eq!(thread.last().unwrap()["text"], last, "the newest item is last");
+    assert_eq!(task["status"], "completed");
+    client.cancel().await.unwrap();
+
+    // `show` holds the newest 200 items and says how to see the rest; --json counts them.
+    let started = Instant::now();
+    let show = env.run(&["show", &id.to_string()]).ok().stdout();
+    assert!(started.elapsed() < Duration::from_secs(10), "show took {:?}", started.elapsed());
+    assert!(show.contains(&format!("earlier items: `delegate show {id} --all`")), "{show}");
+    assert!(show.trim_end().ends_with(&last), "{show}");
+    let json = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(json["thread"].as_array().unwrap().len(), 1 + delegate_core::thread::SHOW_ITEMS);
+    assert_eq!(json["omitted"]["events"].as_u64().unwrap(), N - json["events"].as_array().unwrap().len() as u64);
+}
