@@ -159,7 +159,7 @@ pub fn display_word(w: &str) -> String {
 #[cfg(test)]
 mod tests {
     use delegate_core::outcome::Denial;
-    use delegate_core::thread::{RunResult, SHOW_ITEMS, Window};
+    use delegate_core::thread::RunResult;
 
     #[test]
     fn show_lists_denials_and_warnings_on_clean_bounded_lines() {
