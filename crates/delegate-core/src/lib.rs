@@ -19,7 +19,7 @@
 //! | [`launch_many`](Delegate::launch_many) | fan-out: one task per request, one result per request, in order |
 //! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight |
 //! | [`list`](Delegate::list) | tasks, newest first, narrowed by a [`ListFilter`] (mailbox only: sync first for the latest) |
-//! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread) |
+//! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread), the newest 200 items ([`show_window`](Delegate::show_window) for all) |
 //! | [`say`](Delegate::say) | tell a running brother something; delivered once, with receipts |
 //! | [`reopen`](Delegate::reopen) | a new run of a finished task that resumes the agent's session ([`reopen::ReopenRequest`]) |
 //! | [`cancel`](Delegate::cancel) | stop the agent on its brother and record `cancelled` |

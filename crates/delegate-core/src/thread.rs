@@ -401,6 +401,7 @@ mod tests {
         // Later than every event (the mailbox's clock has milliseconds).
         std::thread::sleep(std::time::Duration::from_millis(5));
         d.store_mut().add_note(task, "ian", "output", "the last word").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
         d.store_mut().transition(task, 1, TaskStatus::Failed, Some("by hand")).unwrap();
 
         let v = d.show_window(task, Window::Newest(10)).unwrap();

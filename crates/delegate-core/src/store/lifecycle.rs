@@ -214,14 +214,16 @@ fn note_skipped(tx: &rusqlite::Savepoint, ing: &Ingest, skipped: Skipped, now: &
         found.as_ref().and_then(|(_, data)| serde_json::from_str(data.as_deref()?).ok()).unwrap_or_default();
     total.add(skipped);
     let (summary, data) = (total.summary(ing.task_id), serde_json::to_string(&total).unwrap_or_default());
-    if let Some((id, _)) = found {
-        tx.execute("DELETE FROM events WHERE id = ?1", [id])?;
-    }
+    // Insert before deleting: a row id freed first would be handed out again, and a
+    // `monitor` already past it would never see the new count.
     tx.execute(
         "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3)",
         params![ing.task_id, ing.run_no, now, OVER_CAP_EVENT, summary, data],
     )?;
+    if let Some((id, _)) = found {
+        tx.execute("DELETE FROM events WHERE id = ?1", [id])?;
+    }
     Ok(())
 }
 
