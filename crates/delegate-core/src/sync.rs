@@ -549,10 +549,17 @@ pub fn valid_at(at: &str, now: std::time::SystemTime) -> String {
     }
 }
 
-/// An event name from the brother: a word of at most 64 letters, digits and `_.:-`.
+/// Event kinds delegate writes itself. A brother's event may not take one: a forged
+/// `over_cap` would escape the row caps' count and could replace the real note.
+const OWN_EVENT_KINDS: [&str; 3] = ["skipped", "bad_report", crate::row_caps::OVER_CAP_EVENT];
+
+/// An event name from the brother: a word of at most 64 letters, digits and `_.:-`, not
+/// one of delegate's own.
 fn event_kind(kind: &str) -> String {
-    let ok =
-        !kind.is_empty() && kind.len() <= 64 && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        && !OWN_EVENT_KINDS.contains(&kind);
     if ok { kind.to_string() } else { "unknown_event".to_string() }
 }
 
@@ -625,6 +632,11 @@ mod tests_ingest {
         assert_eq!(super::parse_event(line, now).unwrap().kind, "unknown_event");
         let line = br#"{"at":"x","event":"PreToolUse","tool":"Bash","summary":"ls"}"#;
         assert_eq!(super::parse_event(line, now).unwrap().kind, "PreToolUse");
+        // delegate's own notes cannot be forged (a fake over_cap would escape the row count).
+        for own in ["over_cap", "skipped", "bad_report"] {
+            let line = format!(r#"{{"event":"{own}","summary":"0 events"}}"#);
+            assert_eq!(super::parse_event(line.as_bytes(), now).unwrap().kind, "unknown_event", "{own}");
+        }
     }
 }
 
