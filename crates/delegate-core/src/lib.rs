@@ -19,7 +19,7 @@
 //! | [`launch_many`](Delegate::launch_many) | fan-out: one task per request, one result per request, in order |
 //! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight, each host within its sync deadline (a host past it leaves its tasks [`stale`](Task::stale)) |
 //! | [`list`](Delegate::list) | tasks, newest first, narrowed by a [`ListFilter`] (mailbox only: sync first for the latest) |
-//! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread) |
+//! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread), the newest 200 items ([`show_window`](Delegate::show_window) for all) |
 //! | [`say`](Delegate::say) | tell a running brother something; delivered once, with receipts |
 //! | [`reopen`](Delegate::reopen) | a new run of a finished task that resumes the agent's session ([`reopen::ReopenRequest`]) |
 //! | [`cancel`](Delegate::cancel) | stop the agent on its brother and record `cancelled` |
@@ -110,7 +110,8 @@
 //! - [`store`]: the SQLite mailbox: tasks, runs, transitions.
 //! - [`task`]: plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`].
 //! - [`launch`]: the launch path: intent, SSH, evidence.
-//! - [`sync`] and [`outcome`]: reading the brothers' files back and classifying how runs ended.
+//! - [`sync`] and [`outcome`]: reading the brothers' files back and classifying how runs ended;
+//!   [`row_caps`]: how many rows one task may add per sync and per run.
 //! - [`control`]: sync, wait, cancel, logs, attach and update on launched tasks.
 //! - [`say`], [`reopen`] and [`write_scope`]: talking to a brother and following up.
 //! - [`thread`]: a task as a conversation ([`Delegate::show`]).
@@ -133,6 +134,7 @@ pub mod names;
 pub mod outcome;
 pub mod pool;
 pub mod reopen;
+pub mod row_caps;
 pub mod runner;
 pub mod say;
 pub mod ssh;
