@@ -176,8 +176,12 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// Task number
     pub id: i64,
+    /// As JSON: the same window of the thread, with `omitted` counts of what it left out
     #[arg(long)]
     pub json: bool,
+    /// The whole thread, not only the prompts and the newest 200 items
+    #[arg(long)]
+    pub all: bool,
     /// Show what the mailbox knows without asking the brother first
     #[arg(long)]
     pub no_sync: bool,
@@ -245,8 +249,16 @@ pub struct LogsArgs {
     #[arg(long)]
     pub raw: bool,
     /// The agent's stderr instead of its output stream
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["events", "reports"])]
     pub stderr: bool,
+    /// The hook events the brother recorded (events.jsonl, one JSON line each), all of them,
+    /// also those over the mailbox's row caps
+    #[arg(long, conflicts_with = "reports")]
+    pub events: bool,
+    /// The reports the agent wrote (outbox.jsonl, one JSON line each), all of them, also
+    /// those over the mailbox's row caps
+    #[arg(long)]
+    pub reports: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,9 @@
-//! `delegate logs N [--follow]`: what the agent wrote so far, read from the brother.
+//! `delegate logs N [--follow]`: what the agent wrote so far, read from the brother: its
+//! stream (rendered, or `--raw`), its stderr, or the task's hook events and reports, which
+//! the brother keeps whole even where the mailbox's row caps left lines out.
 //!
 //! The file is read in chunks ([`MAX_READ_CHUNK`], one exec each) and written out as it
-//! comes, so a stream of any size is shown whole in bounded memory: without `--follow`, up
+//! comes, so a file of any size is shown whole in bounded memory: without `--follow`, up
 //! to the size it had at the first read; with it, until the agent ends.
 
 use std::io::Write;
@@ -19,10 +21,16 @@ use crate::cli::LogsArgs;
 
 pub fn run(config: Option<&Path>, args: LogsArgs) -> Result<()> {
     let mut d = open(config)?;
-    let file = if args.stderr { "stderr.log" } else { "stream.jsonl" };
-    // Raw lines stay whole (for jq) but are made printable: a valid JSON line has no control
+    let file = match (args.stderr, args.events, args.reports) {
+        (true, _, _) => "stderr.log",
+        (_, true, _) => "events.jsonl",
+        (_, _, true) => "outbox.jsonl",
+        _ => "stream.jsonl",
+    };
+    // Only the agent's stream has a rendering; the other files are shown line by line. Raw
+    // lines stay whole (for jq) but are made printable: a valid JSON line has no control
     // characters, so only junk loses anything.
-    let raw = args.raw || args.stderr;
+    let raw = args.raw || file != "stream.jsonl";
     let mut lines = Lines::default();
     let mut offset = 0u64;
     // Without --follow: the file's size at the first read, where this command stops.

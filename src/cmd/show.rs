@@ -1,10 +1,12 @@
-//! `delegate show N`: one task, its runs with their launch evidence, and its history.
+//! `delegate show N`: one task, its runs with their launch evidence, and its thread: the
+//! prompts and the newest 200 items (`--all` for every one), so a task with a huge history
+//! still shows at once.
 
 use std::path::Path;
 
 use anyhow::Result;
 use delegate_core::outcome::clip;
-use delegate_core::thread::RunResult;
+use delegate_core::thread::{RunResult, SHOW_ITEMS, Window};
 use serde_json::Value;
 
 use super::open;
@@ -17,7 +19,8 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     if !args.no_sync && !task.status.is_terminal() {
         super::sync::before_showing(&mut d, Some(&[args.id]))?;
     }
-    let view = d.show(args.id)?;
+    let window = if args.all { Window::All } else { Window::Newest(SHOW_ITEMS) };
+    let view = d.show_window(args.id, window)?;
     if args.json {
         super::print_json(&view)?;
         return Ok(());
@@ -107,7 +110,12 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         println!("  {}", block(text, "  "));
     }
     println!("thread");
-    for item in &view.thread {
+    // The note goes where the left-out items were: after the prompts that open the thread.
+    let opening = view.thread.iter().take_while(|i| matches!(i.kind, "prompt" | "reopen")).count();
+    for (n, item) in view.thread.iter().enumerate() {
+        if n == opening && view.omitted.items() > 0 {
+            println!("  … {} earlier items: `delegate show {} --all`", view.omitted.items(), task.id);
+        }
         // `at` is the lead's clock; a text's own lines are indented under it.
         println!(
             "  {}  {:<8} {}",

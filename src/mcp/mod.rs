@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use delegate_core::store::Message;
-use delegate_core::thread::TaskView;
+use delegate_core::thread::{TaskView, Window};
 use delegate_core::{Delegate, Error, LaunchRequest, ListFilter, Paths, Sandbox, Task, TaskStatus};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
@@ -39,6 +39,10 @@ use reply::*;
 /// Tool results longer than this many characters are cut (or, for `get_task`, thinned),
 /// with a note saying where the whole text is.
 pub const MAX_RESULT_CHARS: usize = 20_000;
+/// `get_task` reads at most this many thread items (and the prompts) from the mailbox: the
+/// smallest item prints in over 100 characters, so fewer than 200 fit [`MAX_RESULT_CHARS`]
+/// anyway, and a task with 600,000 events costs no more than one with 250.
+const GET_TASK_ITEMS: usize = 250;
 /// `wait_tasks` waits this long when no `timeout_seconds` is given: under the 60 s that
 /// Codex allows a tool call by default.
 const DEFAULT_WAIT_SECS: u64 = 50;
@@ -374,7 +378,7 @@ impl DelegateServer {
         if !task.status.is_terminal() {
             warnings = sync_warnings(d.sync(Some(&[a.id])).await.map_err(|e| fail(&e))?);
         }
-        let view = d.show(a.id).map_err(|e| fail(&e))?;
+        let view = d.show_window(a.id, Window::Newest(GET_TASK_ITEMS)).map_err(|e| fail(&e))?;
         Ok(CallToolResult::success(vec![ContentBlock::text(task_view_text(&view, &warnings))]))
     }
 

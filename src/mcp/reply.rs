@@ -156,59 +156,85 @@ pub(super) fn task_view_text(view: &TaskView, warnings: &BTreeMap<String, String
 
 /// Fits a task view into [`MAX_RESULT_CHARS`] as pretty JSON. The thread repeats the
 /// history, messages and events, so those go first; then the runs' launch evidence; then
-/// the oldest thread items (the prompt and follow-ups stay). The result says what it left
-/// out and where the whole task is; a plain cut is the last resort.
+/// the oldest thread items (the prompt and follow-ups stay), chosen in one pass from the
+/// newest back, each item measured once. The result says what it left out (with what the
+/// view had already left out, `omitted`) and where the whole task is; a plain cut is the
+/// last resort.
 pub(super) fn thin(mut v: Value, id: i64) -> String {
-    let whole = format!("`delegate show {id} --json`");
+    let whole = format!("`delegate show {id} --all --json`");
     let size = |v: &Value| serde_json::to_string_pretty(v).map(|s| s.chars().count()).unwrap_or(0);
-    // Room for the note added below.
+    // What a value printed `depth` levels deep adds to the whole: its text, indented.
+    let nested = |v: &Value, depth: usize| {
+        let printed = serde_json::to_string_pretty(v).unwrap_or_default();
+        printed.chars().count() + 2 * depth * printed.lines().count()
+    };
+    // Room for the notes added below, and for the estimates of what each step saves.
     let budget = MAX_RESULT_CHARS - 500;
     let mut left_out: Vec<String> = Vec::new();
+    let earlier = ["history", "messages", "events"].iter().filter_map(|k| v["omitted"][k].as_u64()).sum::<u64>();
+    let mut total = size(&v);
     for key in ["events", "history", "messages"] {
-        if size(&v) <= budget {
+        if total <= budget {
             break;
         }
-        if let Some(obj) = v.as_object_mut()
-            && obj.remove(key).is_some()
-        {
+        if let Some(removed) = v.as_object_mut().and_then(|obj| obj.remove(key)) {
             left_out.push(format!("{key} (they are in the thread)"));
+            total = total.saturating_sub(nested(&removed, 1));
         }
     }
-    if size(&v) > budget
+    if total > budget
         && let Some(runs) = v["runs"].as_array_mut()
     {
         for r in runs.iter_mut() {
-            if let Some(o) = r.as_object_mut() {
-                o.remove("evidence");
+            if let Some(evidence) = r.as_object_mut().and_then(|o| o.remove("evidence")) {
+                total = total.saturating_sub(nested(&evidence, 3));
             }
         }
         left_out.push("the runs' launch evidence".into());
     }
-    let mut total = size(&v);
-    if total > budget && v["thread"].is_array() {
-        let mut dropped = 0;
-        while total > budget {
-            let thread = v["thread"].as_array_mut().expect("checked above");
-            let Some(at) = thread.iter().position(|i| !matches!(i["kind"].as_str(), Some("prompt" | "reopen"))) else {
-                break;
-            };
-            let item = thread.remove(at);
-            // Each item is printed at depth 2: two more levels of indentation per line.
-            let printed = serde_json::to_string_pretty(&item).unwrap_or_default();
-            total = total.saturating_sub(printed.chars().count() + 4 * printed.lines().count() + 6);
-            dropped += 1;
-            if total <= budget {
-                total = size(&v); // the estimate said it fits: check
+    let Some(items) = v.get_mut("thread").and_then(Value::as_array_mut).map(std::mem::take) else {
+        return finish(v, left_out, &whole);
+    };
+    let is_prompt = |i: &Value| matches!(i["kind"].as_str(), Some("prompt" | "reopen"));
+    let mut dropped = 0;
+    let kept = if total <= budget {
+        items
+    } else {
+        // Each item is printed at depth 2, followed by ",\n".
+        let costs: Vec<usize> = items.iter().map(|i| nested(i, 2) + 2).collect();
+        let prompts: usize = items.iter().zip(&costs).filter(|(i, _)| is_prompt(i)).map(|(_, c)| c).sum();
+        let mut room = budget.saturating_sub(size(&v) + prompts + 300);
+        // From the newest back, while they fit; everything older goes.
+        let mut keep = vec![false; items.len()];
+        let mut full = false;
+        for (k, item) in items.iter().enumerate().rev() {
+            if is_prompt(item) {
+                keep[k] = true;
+            } else if !full && costs[k] <= room {
+                keep[k] = true;
+                room -= costs[k];
+            } else {
+                full = true;
+                dropped += 1;
             }
         }
-        if dropped > 0 {
-            let thread = v["thread"].as_array_mut().expect("checked above");
-            let at = thread.iter().take_while(|i| matches!(i["kind"].as_str(), Some("prompt"))).count();
-            let note = format!("{dropped} earlier thread item(s) left out; the whole thread: {whole}");
-            thread.insert(at, json!({ "kind": "omitted", "text": note }));
-            left_out.push(format!("{dropped} earlier thread item(s)"));
-        }
+        items.into_iter().zip(keep).filter_map(|(i, k)| k.then_some(i)).collect()
+    };
+    let mut thread = kept;
+    if dropped + earlier > 0 {
+        let at = thread.iter().take_while(|i| is_prompt(i)).count();
+        let note = format!("{} earlier thread item(s) left out; the whole thread: {whole}", dropped + earlier);
+        thread.insert(at, json!({ "kind": "omitted", "text": note }));
     }
+    if dropped > 0 {
+        left_out.push(format!("{dropped} earlier thread item(s)"));
+    }
+    v["thread"] = Value::Array(thread);
+    finish(v, left_out, &whole)
+}
+
+/// The thinned view as text, saying what was left out, cut as a last resort.
+fn finish(mut v: Value, left_out: Vec<String>, whole: &str) -> String {
     if !left_out.is_empty() {
         v["truncated"] = json!(format!(
             "to stay under {MAX_RESULT_CHARS} characters this result leaves out {}; the whole task: {whole}",
@@ -216,7 +242,7 @@ pub(super) fn thin(mut v: Value, id: i64) -> String {
         ));
     }
     let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-    cut(&text, MAX_RESULT_CHARS, &whole)
+    cut(&text, MAX_RESULT_CHARS, whole)
 }
 
 #[cfg(test)]
@@ -256,16 +282,58 @@ mod tests {
         let thread = v["thread"].as_array().unwrap();
         assert_eq!(thread[0]["kind"], "prompt");
         assert_eq!(thread[1]["kind"], "omitted");
-        assert!(thread[1]["text"].as_str().unwrap().contains("delegate show 4 --json"), "{}", thread[1]);
+        assert!(thread[1]["text"].as_str().unwrap().contains("delegate show 4 --all --json"), "{}", thread[1]);
         assert_eq!(thread.last().unwrap()["at"], "t00399", "the newest item stays");
         assert!(v["events"].is_null() && v["history"].is_null() && v["messages"].is_null());
         assert!(v["runs"][0]["evidence"].is_null());
         // The answer and the denied calls are what the lead came for: never thinned away.
         assert_eq!(v["final_text"], "the answer");
         assert_eq!(v["results"][0]["denials"][0]["tool"], "Bash");
-        assert!(v["truncated"].as_str().unwrap().contains("delegate show 4 --json"), "{v}");
+        assert!(v["truncated"].as_str().unwrap().contains("delegate show 4 --all --json"), "{v}");
         // Not thinner than it needs to be.
         assert!(text.chars().count() > MAX_RESULT_CHARS - 2000, "{}", text.chars().count());
+    }
+
+    #[test]
+    fn mcp_thinning_a_huge_thread_is_one_pass_that_keeps_the_prompts_and_the_newest() {
+        // Removing items one by one from the front cost time growing with the square of
+        // their number (12 s here for 100,000, minutes for 600,000); one pass is linear.
+        // (Without the lists the thread repeats, only to keep this test quick.)
+        let n = 100_000;
+        let mut thread = vec![json!({"at": "t00000", "kind": "prompt", "text": "do it"})];
+        thread.extend((1..n).map(|n| json!({"at": format!("t{n:05}"), "kind": "event", "text": "x".repeat(20)})));
+        let mut v = json!({"id": 4, "runs": [{"run_no": 1, "evidence": {}}], "thread": thread});
+        let reopen = json!({"at": "t50000", "kind": "reopen", "text": "follow up"});
+        v["thread"].as_array_mut().unwrap().insert(50_000, reopen);
+        let started = std::time::Instant::now();
+        let text = thin(v, 4);
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "hangs: {:?}", started.elapsed());
+        assert!(text.chars().count() <= MAX_RESULT_CHARS, "{}", text.chars().count());
+        let v: Value = serde_json::from_str(&text).expect("still JSON, not cut");
+        let thread = v["thread"].as_array().unwrap();
+        let kinds: Vec<&str> = thread.iter().take(3).map(|i| i["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["prompt", "reopen", "omitted"]);
+        assert_eq!(thread.last().unwrap()["at"], format!("t{}", n - 1));
+        // The kept items are the newest, contiguous: nothing in between went missing.
+        let ats: Vec<&str> = thread[3..].iter().map(|i| i["at"].as_str().unwrap()).collect();
+        let first: usize = ats[0][1..].parse().unwrap();
+        let expected: Vec<String> = (first..n).map(|n| format!("t{n:05}")).collect();
+        assert_eq!(ats, expected);
+        let left = n - 1 - ats.len();
+        assert!(thread[2]["text"].as_str().unwrap().starts_with(&format!("{left} earlier")), "{}", thread[2]);
+    }
+
+    #[test]
+    fn mcp_what_the_store_left_out_is_said_even_when_the_rest_fits() {
+        let mut v = view(5, 10);
+        v["omitted"] = json!({"history": 2, "messages": 0, "events": 599_990});
+        let v: Value = serde_json::from_str(&thin(v, 4)).unwrap();
+        let thread = v["thread"].as_array().unwrap();
+        assert_eq!((thread[0]["kind"].as_str(), thread[1]["kind"].as_str()), (Some("prompt"), Some("omitted")));
+        let note = thread[1]["text"].as_str().unwrap();
+        assert!(note.starts_with("599992 earlier") && note.contains("delegate show 4 --all --json"), "{note}");
+        assert_eq!(thread.len(), 6, "{thread:?}");
+        assert!(v["truncated"].is_null(), "nothing of the view itself was left out: {v}");
     }
 
     #[test]

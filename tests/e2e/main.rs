@@ -29,6 +29,7 @@ mod real_agents;
 mod reopen;
 mod results;
 mod route;
+mod rows;
 mod say;
 mod shell;
 mod ssh_errors;

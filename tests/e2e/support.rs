@@ -148,7 +148,9 @@ impl Env {
         self.umask.set(Some(umask));
     }
 
-    fn command(&self) -> Command {
+    /// The command with this Env's hermetic environment, for a test that runs it itself
+    /// (in the background, say).
+    pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_delegate"));
         if let Some(mask) = self.umask.get() {
             use std::os::unix::process::CommandExt as _;

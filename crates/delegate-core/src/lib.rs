@@ -19,7 +19,7 @@
 //! | [`launch_many`](Delegate::launch_many) | fan-out: one task per request, one result per request, in order |
 //! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight, each host within its sync deadline (a host past it leaves its tasks [`stale`](Task::stale)) |
 //! | [`list`](Delegate::list) | tasks, newest first, narrowed by a [`ListFilter`] (mailbox only: sync first for the latest) |
-//! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread) |
+//! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread), the newest 200 items ([`show_window`](Delegate::show_window) for all) |
 //! | [`say`](Delegate::say) | tell a running brother something; delivered once, with receipts |
 //! | [`reopen`](Delegate::reopen) | a new run of a finished task that resumes the agent's session ([`reopen::ReopenRequest`]) |
 //! | [`cancel`](Delegate::cancel) | stop the agent on its brother and record `cancelled` |
@@ -149,6 +149,8 @@ pub use remote::protocol as sync_protocol;
 pub use transport::{pool, ssh, warm};
 #[doc(hidden)]
 pub use hosts::user_file;
+#[doc(hidden)]
+pub use mailbox::row_caps;
 
 pub use delegate::{Delegate, Paths, Trusted};
 pub use error::{Error, ErrorKind};

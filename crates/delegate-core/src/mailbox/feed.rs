@@ -1,7 +1,7 @@
 //! Reading the activity of tasks: hook events, messages both ways, and the combined feed
 //! that `monitor` streams (status changes, events and messages in the order they landed).
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{Store, now};
@@ -101,31 +101,71 @@ fn message_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
     })
 }
 
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        task_id: r.get(1)?,
+        run_no: r.get(2)?,
+        at: r.get(3)?,
+        kind: r.get(4)?,
+        summary: r.get(5)?,
+        received_at: r.get(6)?,
+    })
+}
+
+/// `limit` as SQL's LIMIT, where -1 means none.
+pub(super) fn sql_limit(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64)
+}
+
 impl Store {
+    /// Every event of a task, oldest first (unbounded: [`Store::newest_events`] for a view).
     pub fn events(&self, task_id: i64) -> Result<Vec<Event>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, task_id, run_no, at, kind, summary, received_at FROM events WHERE task_id = ?1 ORDER BY id",
+        Ok(self.newest_events(task_id, None)?.0)
+    }
+
+    /// The newest `limit` events of a task (all when `None`), oldest first, and how many the
+    /// task has in all: a view never loads more rows than it shows.
+    pub fn newest_events(&self, task_id: i64, limit: Option<usize>) -> Result<(Vec<Event>, u64)> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT * FROM (SELECT id, task_id, run_no, at, kind, summary, received_at FROM events
+                            WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2)
+             ORDER BY id",
         )?;
-        let rows = st.query_map([task_id], |r| {
-            Ok(Event {
-                id: r.get(0)?,
-                task_id: r.get(1)?,
-                run_no: r.get(2)?,
-                at: r.get(3)?,
-                kind: r.get(4)?,
-                summary: r.get(5)?,
-                received_at: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        let rows = st.query_map(params![task_id, sql_limit(limit)], event_row)?;
+        let events: Vec<Event> = rows.collect::<std::result::Result<_, _>>()?;
+        let total = self.count_of("events", task_id)?;
+        Ok((events, total))
     }
 
     /// Messages of one task in both directions, oldest first.
     pub fn messages(&self, task_id: i64) -> Result<Vec<Message>> {
-        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE task_id = ?1 ORDER BY id");
-        let mut st = self.conn.prepare(&sql)?;
-        let rows = st.query_map([task_id], message_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        Ok(self.newest_messages(task_id, None)?.0)
+    }
+
+    /// The newest `limit` messages of a task (all when `None`), oldest first, and how many
+    /// the task has in all.
+    pub fn newest_messages(&self, task_id: i64, limit: Option<usize>) -> Result<(Vec<Message>, u64)> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM (SELECT * FROM messages WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![task_id, sql_limit(limit)], message_row)?;
+        let messages: Vec<Message> = rows.collect::<std::result::Result<_, _>>()?;
+        Ok((messages, self.count_of("messages", task_id)?))
+    }
+
+    /// One message by its id.
+    pub fn message(&self, id: i64) -> Result<Option<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1");
+        Ok(self.conn.prepare_cached(&sql)?.query_row([id], message_row).optional()?)
+    }
+
+    /// How many rows of `table` belong to a task (an index range, not a table scan).
+    pub(super) fn count_of(&self, table: &str, task_id: i64) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM {table} WHERE task_id = ?1");
+        let n: i64 = self.conn.prepare_cached(&sql)?.query_row([task_id], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     /// Messages brothers sent, oldest first; only unread ones if asked.

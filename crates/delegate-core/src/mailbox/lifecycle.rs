@@ -1,8 +1,12 @@
 //! The store's side of sync: which runs are in flight, and applying what a sync learned.
 //!
-//! A sync of one host is applied in one transaction. Each task gets a savepoint, so a task
-//! somebody else moved meanwhile (version conflict) is skipped whole, offsets included, and
-//! simply read again next time; the other tasks of the host still land.
+//! A sync of one host is applied in a few transactions of bounded size
+//! ([`MAX_ROWS_PER_TRANSACTION`]), each holding whole tasks: another process never waits
+//! for the write lock longer than one of them takes. Each task gets a savepoint, so a task
+//! somebody else moved meanwhile (its version changed, or another sync moved its offsets) is
+//! skipped whole, offsets included, and simply read again next time; the other tasks of the
+//! host still land. The per-run row caps ([`crate::mailbox::row_caps`]) are applied here, under the
+//! lock, where the rows already stored can be counted exactly.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +14,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Store, now, transition_in};
 use crate::error::{Error, Result};
+use crate::mailbox::row_caps::{MAX_EVENTS_PER_RUN, MAX_REPORTS_PER_RUN, MAX_ROWS_PER_TRANSACTION, OVER_CAP_EVENT, Skipped};
 use crate::task::TaskStatus;
 
 /// A run whose task is not finished, with everything sync needs to ask about it.
@@ -62,6 +67,10 @@ pub struct Ingest {
     pub task_id: i64,
     pub run_no: i64,
     pub expected_version: i64,
+    /// The offsets the sync asked from (the run's as read): if another sync moved them
+    /// meanwhile, these lines are already in, and the task is skipped as a conflict.
+    pub read_offsets: BTreeMap<String, u64>,
+    /// Where each file's offset moves to.
     pub offsets: BTreeMap<String, u64>,
     pub facts: Option<String>,
     pub stderr_head: Option<String>,
@@ -74,6 +83,15 @@ pub struct Ingest {
     pub last_event: Option<String>,
     /// Receipts from the brother's inbox: (message id, time, how: hook, inbox or ack).
     pub receipts: Vec<(i64, String, String)>,
+    /// Lines the per-sync caps left out (the per-run caps add theirs when applied).
+    pub skipped: Skipped,
+}
+
+impl Ingest {
+    /// Rows this ingest writes at most, to size transactions.
+    fn rows(&self) -> usize {
+        1 + self.offsets.len() + self.events.len() + self.messages.len() + self.receipts.len()
+    }
 }
 
 /// What became of one task's ingest.
@@ -128,28 +146,85 @@ impl Store {
         Ok(runs)
     }
 
-    /// Applies one host's sync in one transaction; each task is all-or-nothing.
+    /// Applies one host's sync, whole tasks in transactions of about
+    /// [`MAX_ROWS_PER_TRANSACTION`] rows; each task is all-or-nothing.
     pub fn apply_sync(&mut self, batch: &[Ingest]) -> Result<Vec<(i64, Applied)>> {
         let now = now();
-        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
-        for ing in batch {
-            let sp = tx.savepoint()?;
-            match apply_one(&sp, ing, &now) {
-                Ok(new_status) => {
-                    sp.commit()?;
-                    results.push((ing.task_id, Applied::Done { new_status }));
+        for chunk in transactions(batch) {
+            let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for ing in chunk {
+                let sp = tx.savepoint()?;
+                match apply_one(&sp, ing, &now) {
+                    Ok(new_status) => {
+                        sp.commit()?;
+                        results.push((ing.task_id, Applied::Done { new_status }));
+                    }
+                    Err(Error::Conflict { .. }) => {
+                        drop(sp); // rolls back this task only
+                        results.push((ing.task_id, Applied::Conflict));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(Error::Conflict { .. }) => {
-                    drop(sp); // rolls back this task only
-                    results.push((ing.task_id, Applied::Conflict));
-                }
-                Err(e) => return Err(e),
             }
+            tx.commit()?;
         }
-        tx.commit()?;
         Ok(results)
     }
+}
+
+/// Splits a host's ingests into transactions: whole tasks, as many as fit
+/// [`MAX_ROWS_PER_TRANSACTION`] rows (at least one).
+pub(super) fn transactions(batch: &[Ingest]) -> Vec<&[Ingest]> {
+    let mut chunks = Vec::new();
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let mut rows = rest[0].rows();
+        let mut n = 1;
+        while n < rest.len() && rows + rest[n].rows() <= MAX_ROWS_PER_TRANSACTION {
+            rows += rest[n].rows();
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// Rows of `sql` (a `SELECT 1 ... LIMIT ?3` over one run), counted no further than the cap.
+fn stored(tx: &rusqlite::Savepoint, sql: &str, ing: &Ingest, cap: u64) -> Result<u64> {
+    let n: i64 = tx
+        .prepare_cached(&format!("SELECT count(*) FROM ({sql})"))?
+        .query_row(params![ing.task_id, ing.run_no, cap as i64], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// Adds `skipped` to the run's one over-cap event. The event is written anew each time (the
+/// old row goes), so it sits with the newest items of the thread and the `monitor` feed
+/// shows the new count.
+fn note_skipped(tx: &rusqlite::Savepoint, ing: &Ingest, skipped: Skipped, now: &str) -> Result<()> {
+    let found: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT id, data FROM events WHERE task_id = ?1 AND run_no = ?2 AND kind = ?3 ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![ing.task_id, ing.run_no, OVER_CAP_EVENT], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut total: Skipped =
+        found.as_ref().and_then(|(_, data)| serde_json::from_str(data.as_deref()?).ok()).unwrap_or_default();
+    total.add(skipped);
+    let (summary, data) = (total.summary(ing.task_id), serde_json::to_string(&total).unwrap_or_default());
+    // Insert before deleting: a row id freed first would be handed out again, and a
+    // `monitor` already past it would never see the new count.
+    tx.execute(
+        "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3)",
+        params![ing.task_id, ing.run_no, now, OVER_CAP_EVENT, summary, data],
+    )?;
+    if let Some((id, _)) = found {
+        tx.execute("DELETE FROM events WHERE id = ?1", [id])?;
+    }
+    Ok(())
 }
 
 fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option<TaskStatus>> {
@@ -160,12 +235,23 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
     if version != Some(ing.expected_version) {
         return Err(Error::Conflict { task: ing.task_id, expected: ing.expected_version });
     }
+    // Another sync (a second command) may have landed the same lines meanwhile without
+    // changing the status: storing them again would duplicate every event.
+    for file in ing.offsets.keys() {
+        let now_at: Option<i64> = tx
+            .prepare_cached("SELECT offset FROM offsets WHERE task_id = ?1 AND run_no = ?2 AND file = ?3")?
+            .query_row(params![ing.task_id, ing.run_no, file], |r| r.get(0))
+            .optional()?;
+        if now_at.unwrap_or(0) as u64 != ing.read_offsets.get(file).copied().unwrap_or(0) {
+            return Err(Error::Conflict { task: ing.task_id, expected: ing.expected_version });
+        }
+    }
     for (file, offset) in &ing.offsets {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO offsets (task_id, run_no, file, offset) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (task_id, run_no, file) DO UPDATE SET offset = excluded.offset",
-            params![ing.task_id, ing.run_no, file, *offset as i64],
-        )?;
+        )?
+        .execute(params![ing.task_id, ing.run_no, file, *offset as i64])?;
     }
     if let Some(f) = &ing.facts {
         tx.execute(
@@ -179,31 +265,47 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
             params![ing.task_id, ing.run_no, h],
         )?;
     }
-    for e in &ing.events {
-        tx.execute(
+    let mut skipped = ing.skipped;
+    if !ing.events.is_empty() {
+        let sql =
+            format!("SELECT 1 FROM events WHERE task_id = ?1 AND run_no = ?2 AND kind != '{OVER_CAP_EVENT}' LIMIT ?3");
+        let room = MAX_EVENTS_PER_RUN.saturating_sub(stored(tx, &sql, ing, MAX_EVENTS_PER_RUN)?) as usize;
+        let mut insert = tx.prepare_cached(
             "INSERT INTO events (task_id, run_no, at, kind, summary, data, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![ing.task_id, ing.run_no, e.at, e.kind, e.summary, e.data, now],
         )?;
+        for e in ing.events.iter().take(room) {
+            insert.execute(params![ing.task_id, ing.run_no, e.at, e.kind, e.summary, e.data, now])?;
+        }
+        skipped.events += ing.events.len().saturating_sub(room) as u64;
     }
-    for m in &ing.messages {
+    if !ing.messages.is_empty() {
+        let sql = "SELECT 1 FROM messages WHERE task_id = ?1 AND run_no = ?2 AND direction = 'from_brother' LIMIT ?3";
+        let mut room = MAX_REPORTS_PER_RUN.saturating_sub(stored(tx, sql, ing, MAX_REPORTS_PER_RUN)?);
         // The brother numbers its messages; a message seen twice lands once.
-        tx.execute(
+        let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO messages (task_id, run_no, direction, author, seq, kind, text, at, received_at)
              VALUES (?1, ?2, 'from_brother', (SELECT brother FROM tasks WHERE id = ?1), ?3, ?4, ?5, ?6, ?7)",
-            params![ing.task_id, ing.run_no, m.seq, m.kind, m.text, m.at, now],
         )?;
+        for m in &ing.messages {
+            if room == 0 {
+                skipped.reports += 1;
+            } else {
+                room -= insert.execute(params![ing.task_id, ing.run_no, m.seq, m.kind, m.text, m.at, now])? as u64;
+            }
+        }
     }
     for (id, at, via) in &ing.receipts {
         // Delivered when the agent's side picked it up; read when the agent acknowledged it.
         let column = if via == "ack" { "read_at" } else { "delivered_at" };
-        tx.execute(
-            &format!(
-                "UPDATE messages SET {column} = coalesce({column}, ?3)
-                 WHERE id = ?1 AND task_id = ?2 AND direction = 'to_brother'"
-            ),
-            params![id, ing.task_id, at],
-        )?;
+        tx.prepare_cached(&format!(
+            "UPDATE messages SET {column} = coalesce({column}, ?3)
+             WHERE id = ?1 AND task_id = ?2 AND direction = 'to_brother'"
+        ))?
+        .execute(params![id, ing.task_id, at])?;
+    }
+    if skipped.any() {
+        note_skipped(tx, ing, skipped, now)?;
     }
     if let Some(end) = &ing.end {
         tx.execute(

@@ -27,6 +27,10 @@ mod lifecycle;
 mod queue;
 /// A task as one conversation, for `show` and the MCP `get_task`.
 pub mod thread;
+/// Caps on the rows a brother can add to the mailbox, per sync and per run.
+pub mod row_caps;
+#[cfg(test)]
+mod tests_caps;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
@@ -416,12 +420,23 @@ impl Store {
 
     /// Status changes of a task, oldest first.
     pub fn transitions(&self, id: i64) -> Result<Vec<Transition>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT from_status, to_status, reason, at FROM transitions WHERE task_id = ?1 ORDER BY id")?;
-        let rows = st
-            .query_map([id], |r| Ok(Transition { from: r.get(0)?, to: r.get(1)?, reason: r.get(2)?, at: r.get(3)? }))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        Ok(self.newest_transitions(id, None)?.0)
+    }
+
+    /// The newest `limit` status changes of a task (all when `None`), oldest first, and how
+    /// many the task has in all.
+    pub fn newest_transitions(&self, id: i64, limit: Option<usize>) -> Result<(Vec<Transition>, u64)> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT from_status, to_status, reason, at FROM
+                 (SELECT id, from_status, to_status, reason, at FROM transitions
+                  WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2)
+             ORDER BY id",
+        )?;
+        let rows = st.query_map(params![id, feed::sql_limit(limit)], |r| {
+            Ok(Transition { from: r.get(0)?, to: r.get(1)?, reason: r.get(2)?, at: r.get(3)? })
+        })?;
+        let history: Vec<Transition> = rows.collect::<std::result::Result<_, _>>()?;
+        Ok((history, self.count_of("transitions", id)?))
     }
 
     fn query_tasks(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Task>> {
@@ -561,7 +576,7 @@ fn transition_in(
 mod tests {
     use super::*;
 
-    fn temp_dir(tag: &str) -> PathBuf {
+    pub(super) fn temp_dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dlg-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
@@ -604,7 +619,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
+    pub(super) fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
         NewTask {
             brother: "oppy",
             host: "masuda",

@@ -1,5 +1,6 @@
 //! A task as a conversation: the prompt and follow-ups, every message both ways, status
-//! changes and agent events, in the order they happened ([`TaskView`], `delegate show`).
+//! changes and agent events, in the order they happened ([`TaskView`], `delegate show`): the
+//! whole of it, or a [`Window`] of the newest items with counts of what it left out.
 
 use serde::Serialize;
 
@@ -15,18 +16,50 @@ pub struct TaskView {
     /// The task and its runs.
     #[serde(flatten)]
     pub task: Task,
-    /// Every status change, oldest first.
+    /// Status changes, oldest first (those in the thread's window).
     pub history: Vec<Transition>,
-    /// Messages both ways (said, reported) and notes, oldest first.
+    /// Messages both ways (said, reported) and notes, oldest first (those in the window).
     pub messages: Vec<Message>,
-    /// What the agent did (tool calls and the like), as sync read it, oldest first.
+    /// What the agent did (tool calls and the like), as sync read it, oldest first (those in
+    /// the window).
     pub events: Vec<Event>,
-    /// The prompts and all of the above, merged in time order.
+    /// The prompts and follow-ups, and the newest of the above (all of them with
+    /// [`Window::All`]), merged in time order.
     pub thread: Vec<ThreadItem>,
+    /// What the window left out: the older items of each kind.
+    pub omitted: Omitted,
     /// The agent's final answer in the latest run that has one.
     pub final_text: Option<String>,
     /// What each run's stream said at the end: answer, denied tool calls, warnings.
     pub results: Vec<RunResult>,
+}
+
+/// How much of a task's thread a [`TaskView`] holds. A task can have hundreds of thousands of
+/// events (a mailbox older than the row caps, or many runs); a view loads only what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The prompts and follow-ups, and the newest this many other items.
+    Newest(usize),
+    /// Everything.
+    All,
+}
+
+/// The thread items `delegate show` and [`Delegate::show`] hold unless asked for all.
+pub const SHOW_ITEMS: usize = 200;
+
+/// Older items a [`Window`] left out, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    pub history: u64,
+    pub messages: u64,
+    pub events: u64,
+}
+
+impl Omitted {
+    /// Thread items left out, all kinds together.
+    pub fn items(&self) -> u64 {
+        self.history + self.messages + self.events
+    }
 }
 
 /// The end of one run as its stream told it, for people and lead agents: the facts are
@@ -94,14 +127,33 @@ pub struct ThreadItem {
 const PROMPT_PREVIEW_CHARS: usize = 500;
 
 impl Delegate {
-    /// The task with its history, messages, events and thread, as the mailbox knows it
-    /// (sync first for the latest).
+    /// The task with its newest [`SHOW_ITEMS`] thread items, as the mailbox knows it (sync
+    /// first for the latest). [`Delegate::show_window`] for more or all.
     pub fn show(&self, id: i64) -> Result<TaskView> {
+        self.show_window(id, Window::Newest(SHOW_ITEMS))
+    }
+
+    /// The task with the part of its thread `window` asks for, and counts of what it left
+    /// out. Only that part is read from the mailbox.
+    pub fn show_window(&self, id: i64, window: Window) -> Result<TaskView> {
         let task = self.task(id)?;
-        let history = self.store().transitions(id)?;
-        let messages = self.store().messages(id)?;
-        let events = self.store().events(id)?;
-        let thread = thread(self, &task, &history, &messages, &events)?;
+        let limit = match window {
+            Window::Newest(n) => Some(n),
+            Window::All => None,
+        };
+        // The newest `n` of each kind hold the newest `n` of all of them together.
+        let (history, history_total) = self.store().newest_transitions(id, limit)?;
+        let (messages, messages_total) = self.store().newest_messages(id, limit)?;
+        let (events, events_total) = self.store().newest_events(id, limit)?;
+        let (thread, kept) = thread(self, &task, &history, &messages, &events, limit)?;
+        let history: Vec<Transition> = pick(history, &kept.history);
+        let messages: Vec<Message> = pick(messages, &kept.messages);
+        let events: Vec<Event> = pick(events, &kept.events);
+        let omitted = Omitted {
+            history: history_total - history.len() as u64,
+            messages: messages_total - messages.len() as u64,
+            events: events_total - events.len() as u64,
+        };
         let results: Vec<RunResult> = task
             .runs
             .iter()
@@ -112,8 +164,35 @@ impl Delegate {
             })
             .collect();
         let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
-        Ok(TaskView { task, history, messages, events, thread, final_text, results })
+        Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results })
     }
+}
+
+/// The items of `all` whose positions are in `kept` (ascending), in order.
+fn pick<T>(all: Vec<T>, kept: &[usize]) -> Vec<T> {
+    let mut want = kept.iter().peekable();
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, _)| if want.peek() == Some(&i) { want.next().is_some() } else { false })
+        .map(|(_, x)| x)
+        .collect()
+}
+
+/// Where each thread item came from, to trim the lists to what the thread kept.
+#[derive(Clone, Copy)]
+enum Source {
+    Prompt,
+    History(usize),
+    Message(usize),
+    Event(usize),
+}
+
+/// Positions, in each list, of the items the thread kept.
+#[derive(Default)]
+struct Kept {
+    history: Vec<usize>,
+    messages: Vec<usize>,
+    events: Vec<usize>,
 }
 
 fn thread(
@@ -122,7 +201,8 @@ fn thread(
     history: &[Transition],
     messages: &[Message],
     events: &[Event],
-) -> Result<Vec<ThreadItem>> {
+    limit: Option<usize>,
+) -> Result<(Vec<ThreadItem>, Kept)> {
     let preview = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
         let mut cut: String = text.chars().take(PROMPT_PREVIEW_CHARS).collect();
@@ -135,23 +215,27 @@ fn thread(
     for run in &task.runs {
         let prompt =
             if run.run_no == 1 { d.store().prompt(task.id)? } else { d.store().run_prompt(task.id, run.run_no)? };
-        items.push(ThreadItem {
-            at: run.started_at.clone(),
-            kind: if run.run_no == 1 { "prompt" } else { "reopen" },
-            run: Some(run.run_no),
-            author: run.author.clone(),
-            text: preview(&prompt),
-            reported_at: None,
-        });
+        items.push((
+            Source::Prompt,
+            ThreadItem {
+                at: run.started_at.clone(),
+                kind: if run.run_no == 1 { "prompt" } else { "reopen" },
+                run: Some(run.run_no),
+                author: run.author.clone(),
+                text: preview(&prompt),
+                reported_at: None,
+            },
+        ));
     }
-    for t in history {
+    for (i, t) in history.iter().enumerate() {
         let text = match &t.reason {
             Some(r) => format!("{} ({r})", t.to),
             None => t.to.clone(),
         };
-        items.push(ThreadItem { at: t.at.clone(), kind: "status", run: None, author: None, text, reported_at: None });
+        let item = ThreadItem { at: t.at.clone(), kind: "status", run: None, author: None, text, reported_at: None };
+        items.push((Source::History(i), item));
     }
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         let (kind, mut text) = match m.direction.as_str() {
             "to_brother" => ("said", format!("{} → {}: {}", m.author, task.brother, m.text)),
             "note" => ("note", format!("{} ({}): {}", m.author, m.kind, m.text)),
@@ -167,30 +251,65 @@ fn thread(
             };
             text.push_str(&state);
         }
-        items.push(ThreadItem {
-            at: m.landed_at().to_owned(),
-            kind,
-            run: Some(m.run_no),
-            author: Some(m.author.clone()),
-            text,
-            reported_at: m.received_at.as_ref().map(|_| m.at.clone()),
-        });
+        items.push((
+            Source::Message(i),
+            ThreadItem {
+                at: m.landed_at().to_owned(),
+                kind,
+                run: Some(m.run_no),
+                author: Some(m.author.clone()),
+                text,
+                reported_at: m.received_at.as_ref().map(|_| m.at.clone()),
+            },
+        ));
     }
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         let text = if e.summary.is_empty() { e.kind.clone() } else { format!("{} {}", e.kind, e.summary) };
-        items.push(ThreadItem {
-            at: e.landed_at().to_owned(),
-            kind: "event",
-            run: Some(e.run_no),
-            author: None,
-            text,
-            reported_at: e.received_at.as_ref().map(|_| e.at.clone()),
-        });
+        items.push((
+            Source::Event(i),
+            ThreadItem {
+                at: e.landed_at().to_owned(),
+                kind: "event",
+                run: Some(e.run_no),
+                author: None,
+                text,
+                reported_at: e.received_at.as_ref().map(|_| e.at.clone()),
+            },
+        ));
     }
     // By the lead's clock: a brother's own timestamps cannot move its reports around.
     // Stable: items at the same instant keep the order above (prompt, status, messages, events).
-    items.sort_by_cached_key(|i| sort_key(&i.at));
-    Ok(items)
+    items.sort_by_cached_key(|(_, i)| sort_key(&i.at));
+    // The newest `limit` items that are not prompts; the prompts always stay.
+    let mut room = limit.unwrap_or(usize::MAX);
+    let mut keep = vec![false; items.len()];
+    for (k, (source, _)) in items.iter().enumerate().rev() {
+        if matches!(source, Source::Prompt) {
+            keep[k] = true;
+        } else if room > 0 {
+            keep[k] = true;
+            room -= 1;
+        }
+    }
+    let mut kept = Kept::default();
+    let mut thread = Vec::with_capacity(items.len());
+    for ((source, item), keep) in items.into_iter().zip(keep) {
+        if !keep {
+            continue;
+        }
+        match source {
+            Source::Prompt => {}
+            Source::History(i) => kept.history.push(i),
+            Source::Message(i) => kept.messages.push(i),
+            Source::Event(i) => kept.events.push(i),
+        }
+        thread.push(item);
+    }
+    // Sorting by time may interleave a list's own order in rare clock cases: keep each ascending.
+    kept.history.sort_unstable();
+    kept.messages.sort_unstable();
+    kept.events.sort_unstable();
+    Ok((thread, kept))
 }
 
 /// Times compare as text only at one precision: the mailbox writes milliseconds, brothers
@@ -233,6 +352,78 @@ mod tests {
         // No facts yet: nothing to say, nothing invented.
         let r = super::RunResult::from_facts(3, &StreamFacts::default());
         assert_eq!((r.final_text, r.permission_denials, r.warnings.len()), (None, 0, 0));
+    }
+
+    #[test]
+    fn a_window_holds_the_prompt_and_the_newest_items_and_counts_the_rest() {
+        use super::{Window, pick};
+        use crate::store::{Ingest, NewEvent, NewTask};
+        use crate::{Delegate, Paths, Sandbox, TaskStatus};
+        let dir = std::env::temp_dir().join(format!("dlg-thread-window-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut d = Delegate::open(Paths {
+            config_file: dir.join("config.toml"),
+            data_dir: dir.join("data"),
+            home: dir.clone(),
+            local_user: "ian".into(),
+            ssh_config: dir.join(".ssh/config"),
+            agent_socket: None,
+        })
+        .unwrap();
+        let task = d
+            .store_mut()
+            .create_task(&NewTask {
+                brother: "oppy",
+                host: "h",
+                address: "a",
+                subject: "s",
+                agent: "claude",
+                model: None,
+                sandbox: Sandbox::Read,
+                max_turns: 5,
+                workdir: "/w",
+                prompt: b"the prompt",
+                prompt_sha256: "x",
+                timeout_secs: 60,
+                author: "ian",
+                caps: Default::default(),
+            })
+            .unwrap()
+            .task_id;
+        let event =
+            |n: usize| NewEvent { at: String::new(), kind: "tool".into(), summary: format!("e{n}"), data: None };
+        let ing = Ingest {
+            task_id: task,
+            run_no: 1,
+            expected_version: 1,
+            events: (0..300).map(event).collect(),
+            ..Default::default()
+        };
+        d.store_mut().apply_sync(&[ing]).unwrap();
+        // Later than every event (the mailbox's clock has milliseconds).
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        d.store_mut().add_note(task, "ian", "output", "the last word").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        d.store_mut().transition(task, 1, TaskStatus::Failed, Some("by hand")).unwrap();
+
+        let v = d.show_window(task, Window::Newest(10)).unwrap();
+        let kinds: Vec<&str> = v.thread.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds[0], "prompt");
+        assert_eq!(v.thread.len(), 11, "{kinds:?}");
+        assert_eq!(v.thread[v.thread.len() - 2].text, "ian (output): the last word");
+        assert_eq!(v.thread.last().unwrap().text, "failed (by hand)");
+        // Eight events, the note and the newest status change are in; the lists match the thread.
+        assert_eq!((v.events.len(), v.messages.len(), v.history.len()), (8, 1, 1));
+        assert_eq!(v.events.last().unwrap().summary, "e299");
+        assert_eq!((v.omitted.events, v.omitted.messages, v.omitted.history), (292, 0, 1));
+        assert_eq!(v.omitted.items(), 293);
+
+        let all = d.show_window(task, Window::All).unwrap();
+        assert_eq!((all.thread.len(), all.events.len(), all.omitted.items()), (1 + 2 + 300 + 1, 300, 0));
+        assert_eq!(d.show(task).unwrap().thread.len(), 1 + super::SHOW_ITEMS);
+        assert_eq!(pick(vec!['a', 'b', 'c', 'd'], &[1, 3]), ['b', 'd']);
+        drop(d);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
         }
     }
     outcome?;
-    Ok(d.store().messages(id)?.into_iter().find(|m| m.id == message.id).unwrap_or(message))
+    Ok(d.store().message(message.id)?.unwrap_or(message))
 }
 
 /// Why a task has no agent to hear a message and never had one, with what to do instead;

@@ -3,7 +3,9 @@
 //! One SSH exec per host covers all of that host's unfinished tasks, and hosts are synced
 //! concurrently. Each append-only remote file is read from the byte offset the mailbox
 //! stored, and offsets advance only over complete lines, so nothing is read twice and
-//! nothing is missed across restarts. Each host's findings land in one transaction.
+//! nothing is missed across restarts. A task's findings land in one transaction with its
+//! offsets; the rows one task adds are capped per sync and per run ([`crate::mailbox::row_caps`]),
+//! and the transactions are kept small so no other process waits long for the write lock.
 //!
 //! Reconcile is part of the same pass: a task whose tmux session is gone without an exit
 //! record is `lost`; a `launch_unknown` task is resolved from its remote directory.
@@ -19,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
 use crate::ssh::Exit;
 use crate::transport::{Reach, Transport};
+use crate::mailbox::row_caps::{MAX_EVENTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC, MAX_REPORTS_PER_SYNC};
 use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::sync_protocol::{
     FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say,
@@ -397,6 +400,7 @@ pub(crate) fn plan(
         task_id: run.task_id,
         run_no: run.run_no,
         expected_version: run.version,
+        read_offsets: run.offsets.clone(),
         offsets: BTreeMap::new(),
         ..Default::default()
     };
@@ -424,12 +428,15 @@ pub(crate) fn plan(
         if line_based && delta.bytes.len() > MAX_SYNC_LINE && !delta.bytes.contains(&b'\n') {
             // A line this long would never fit a reply whole: skip what arrived of it (the
             // rest of it, when it comes, is not a line of its own and is dropped as one).
-            ing.events.push(NewEvent {
-                at: humantime::format_rfc3339_micros(now).to_string(),
-                kind: "skipped".into(),
-                summary: format!("line of more than {MAX_SYNC_LINE} bytes skipped in {}", delta.file),
-                data: None,
-            });
+            push_event(
+                &mut ing,
+                NewEvent {
+                    at: humantime::format_rfc3339_micros(now).to_string(),
+                    kind: "skipped".into(),
+                    summary: format!("line of more than {MAX_SYNC_LINE} bytes skipped in {}", delta.file),
+                    data: None,
+                },
+            );
             ing.offsets.insert(delta.file.clone(), stored + delta.bytes.len() as u64);
             continue;
         }
@@ -448,7 +455,10 @@ pub(crate) fn plan(
             "events.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Some(e) = parse_event(l, now) {
+                    // Past the cap a line is only counted: not even parsed.
+                    if ing.events.len() >= MAX_EVENTS_PER_SYNC {
+                        ing.skipped.events += 1;
+                    } else if let Some(e) = parse_event(l, now) {
                         ing.last_event = Some(if e.summary.is_empty() {
                             e.kind.clone()
                         } else {
@@ -462,6 +472,10 @@ pub(crate) fn plan(
             "outbox.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
+                    if ing.messages.len() >= MAX_REPORTS_PER_SYNC {
+                        ing.skipped.reports += 1;
+                        continue;
+                    }
                     // Where the line starts in the file, to name it in a note.
                     let at_byte = delta.offset + (l.as_ptr() as usize - delta.bytes.as_ptr() as usize) as u64;
                     let note = |kind: &str, summary: String| NewEvent {
@@ -474,28 +488,31 @@ pub(crate) fn plan(
                         Ok(parsed) => parsed,
                         Err(why) => {
                             // Never dropped silently: the lead sees that a report was lost.
-                            ing.events.push(note(
-                                "skipped",
-                                format!("line at byte {at_byte} of outbox.jsonl skipped: not a report ({why})"),
-                            ));
+                            push_event(
+                                &mut ing,
+                                note("skipped", format!("line at byte {at_byte} of outbox.jsonl skipped: not a report ({why})")),
+                            );
                             continue;
                         }
                     };
                     if read.bad_kind {
-                        ing.events.push(note(
-                            "bad_report",
-                            format!("report {} had an unknown kind; recorded as progress", m.seq),
-                        ));
+                        push_event(
+                            &mut ing,
+                            note("bad_report", format!("report {} had an unknown kind; recorded as progress", m.seq)),
+                        );
                     }
                     if read.lossy {
-                        ing.events.push(note(
-                            "lossy_report",
-                            format!(
-                                "report {} (line at byte {at_byte} of outbox.jsonl) was not valid UTF-8; \
-                                 stored with U+FFFD in place of the bad bytes",
-                                m.seq
+                        push_event(
+                            &mut ing,
+                            note(
+                                "lossy_report",
+                                format!(
+                                    "report {} (line at byte {at_byte} of outbox.jsonl) was not valid UTF-8; \
+                                     stored with U+FFFD in place of the bad bytes",
+                                    m.seq
+                                ),
                             ),
-                        ));
+                        );
                     }
                     if m.kind == "status" {
                         status_report = Some(m.text.split_whitespace().next().unwrap_or("").to_string());
@@ -507,7 +524,9 @@ pub(crate) fn plan(
             "delivered.jsonl" => {
                 let (lines, used) = complete_lines(&delta.bytes);
                 for l in lines {
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l)
+                    if ing.receipts.len() >= MAX_RECEIPTS_PER_SYNC {
+                        ing.skipped.receipts += 1;
+                    } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l)
                         && let Some(id) = v["id"].as_i64()
                     {
                         let at = valid_at(v["at"].as_str().unwrap_or(""), now);
@@ -605,6 +624,15 @@ pub(crate) fn plan(
     ing
 }
 
+/// Keeps a note of delegate's own (a skipped line, a bad report) within the events cap.
+fn push_event(ing: &mut Ingest, e: NewEvent) {
+    if ing.events.len() >= MAX_EVENTS_PER_SYNC {
+        ing.skipped.events += 1;
+    } else {
+        ing.events.push(e);
+    }
+}
+
 /// The kinds the `report` helper writes (remote/scripts/report.sh).
 pub const REPORT_KINDS: &[&str] = &["receipt", "progress", "question", "done", "blocked", "status"];
 
@@ -637,10 +665,17 @@ pub fn valid_at(at: &str, now: std::time::SystemTime) -> String {
     }
 }
 
-/// An event name from the brother: a word of at most 64 letters, digits and `_.:-`.
+/// Event kinds delegate writes itself. A brother's event may not take one: a forged
+/// `over_cap` would escape the row caps' count and could replace the real note.
+const OWN_EVENT_KINDS: [&str; 3] = ["skipped", "bad_report", crate::mailbox::row_caps::OVER_CAP_EVENT];
+
+/// An event name from the brother: a word of at most 64 letters, digits and `_.:-`, not
+/// one of delegate's own.
 fn event_kind(kind: &str) -> String {
-    let ok =
-        !kind.is_empty() && kind.len() <= 64 && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        && !OWN_EVENT_KINDS.contains(&kind);
     if ok { kind.to_string() } else { "unknown_event".to_string() }
 }
 
@@ -736,6 +771,11 @@ mod tests_ingest {
         assert_eq!(super::parse_event(line, now).unwrap().kind, "unknown_event");
         let line = br#"{"at":"x","event":"PreToolUse","tool":"Bash","summary":"ls"}"#;
         assert_eq!(super::parse_event(line, now).unwrap().kind, "PreToolUse");
+        // delegate's own notes cannot be forged (a fake over_cap would escape the row count).
+        for own in ["over_cap", "skipped", "bad_report"] {
+            let line = format!(r#"{{"event":"{own}","summary":"0 events"}}"#);
+            assert_eq!(super::parse_event(line.as_bytes(), now).unwrap().kind, "unknown_event", "{own}");
+        }
     }
 }
 
@@ -834,6 +874,40 @@ mod tests {
         let ing = planned(vec![delta("events.jsonl", 0, event.len() as u64, event)]);
         assert_eq!(ing.events.len(), 1);
         assert_eq!(ing.events[0].summary, "Edit /w/r\u{fffd}sum\u{fffd}.txt");
+    }
+
+    #[test]
+    fn lines_over_the_per_sync_row_caps_are_counted_not_stored_and_the_offsets_move_to_the_end() {
+        use crate::mailbox::row_caps::*;
+        let lines = |n: usize, line: &dyn Fn(usize) -> String| -> Vec<u8> {
+            (0..n).flat_map(|i| format!("{}\n", line(i)).into_bytes()).collect()
+        };
+        let events = lines(MAX_EVENTS_PER_SYNC + 25, &|_| r#"{"event":"e"}"#.into());
+        let reports = lines(MAX_REPORTS_PER_SYNC + 7, &|i| format!(r#"{{"seq":{i},"kind":"progress","text":"p"}}"#));
+        let receipts = lines(MAX_RECEIPTS_PER_SYNC + 3, &|i| format!(r#"{{"id":{i},"via":"hook"}}"#));
+        let ing = planned(vec![
+            delta("events.jsonl", 0, events.len() as u64, &events),
+            delta("outbox.jsonl", 0, reports.len() as u64, &reports),
+            delta("delivered.jsonl", 0, receipts.len() as u64, &receipts),
+        ]);
+        assert_eq!(
+            (ing.events.len(), ing.messages.len(), ing.receipts.len()),
+            (MAX_EVENTS_PER_SYNC, MAX_REPORTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC)
+        );
+        assert_eq!(ing.skipped, Skipped { events: 25, reports: 7, receipts: 3 });
+        // The oldest lines are kept; nothing is read again.
+        assert_eq!(ing.messages[0].seq, 0);
+        assert_eq!(ing.offsets["events.jsonl"], events.len() as u64);
+        assert_eq!(ing.offsets["outbox.jsonl"], reports.len() as u64);
+        assert_eq!(ing.offsets["delivered.jsonl"], receipts.len() as u64);
+        // delegate's own notes share the events cap: a bad report past it is only counted.
+        let bad = lines(3, &|i| format!(r#"{{"seq":{i},"kind":"x"}}"#));
+        let full = lines(MAX_EVENTS_PER_SYNC, &|_| r#"{"event":"e"}"#.into());
+        let ing = planned(vec![
+            delta("events.jsonl", 0, full.len() as u64, &full),
+            delta("outbox.jsonl", 0, bad.len() as u64, &bad),
+        ]);
+        assert_eq!((ing.events.len(), ing.messages.len(), ing.skipped.events), (MAX_EVENTS_PER_SYNC, 3, 3));
     }
 
     #[test]
