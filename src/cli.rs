@@ -230,7 +230,7 @@ pub struct WaitArgs {
     pub ids: Vec<i64>,
     /// Give up after this long (90s, 10m, 2h; a value too large for the clock means no
     /// limit); exit code 8 then
-    #[arg(long, value_parser = delegate_core::config::parse_duration)]
+    #[arg(long, value_parser = delegate_core::hosts::inventory::parse_duration)]
     pub timeout: Option<Duration>,
     /// Milliseconds between syncs
     #[arg(long, default_value_t = 1000)]
@@ -378,7 +378,7 @@ pub struct HostAddArgs {
     pub sync_deadline: Option<u64>,
     /// Environment agents run in there: login (default), interactive or plain
     #[arg(long, value_parser = parse_environment)]
-    pub environment: Option<delegate_core::config::AgentEnvironment>,
+    pub environment: Option<delegate_core::hosts::inventory::AgentEnvironment>,
     /// A file on the host of NAME=value lines exported to its agents (values stay there)
     #[arg(long)]
     pub env_file: Option<String>,
@@ -439,7 +439,7 @@ pub struct BrotherAddArgs {
     pub agent_path: Option<String>,
     /// Environment its agents run in: login (default), interactive or plain
     #[arg(long, value_parser = parse_environment)]
-    pub environment: Option<delegate_core::config::AgentEnvironment>,
+    pub environment: Option<delegate_core::hosts::inventory::AgentEnvironment>,
     /// A file on the host of NAME=value lines exported to its agents (after the host's)
     #[arg(long)]
     pub env_file: Option<String>,
@@ -474,14 +474,14 @@ pub struct SayArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    delegate_core::config::parse_timeout(s)
+    delegate_core::hosts::inventory::parse_timeout(s)
 }
 
-fn parse_environment(s: &str) -> Result<delegate_core::config::AgentEnvironment, String> {
+fn parse_environment(s: &str) -> Result<delegate_core::hosts::inventory::AgentEnvironment, String> {
     match s {
-        "login" => Ok(delegate_core::config::AgentEnvironment::Login),
-        "interactive" => Ok(delegate_core::config::AgentEnvironment::Interactive),
-        "plain" => Ok(delegate_core::config::AgentEnvironment::Plain),
+        "login" => Ok(delegate_core::hosts::inventory::AgentEnvironment::Login),
+        "interactive" => Ok(delegate_core::hosts::inventory::AgentEnvironment::Interactive),
+        "plain" => Ok(delegate_core::hosts::inventory::AgentEnvironment::Plain),
         other => Err(format!("{other:?} is not an environment: use login, interactive or plain")),
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use delegate_core::Error as E;
 use delegate_core::ErrorKind as K;
-use delegate_core::runner::code as remote;
+use delegate_core::remote::code as remote;
 
 /// Everything worked (for `run`: the agent really started in tmux on the brother).
 pub const OK: u8 = 0;

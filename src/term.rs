@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use delegate_core::outcome::printable;
+use delegate_core::agents::outcome::printable;
 
 /// Characters that pass untouched: anything but controls and bidi overrides.
 fn plain(c: char) -> bool {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use delegate_core::config::{Inventory, check_address, check_remote_path, parse_timeout};
+use delegate_core::hosts::inventory::{Inventory, check_address, check_remote_path, parse_timeout};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

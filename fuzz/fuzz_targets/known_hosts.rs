@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use delegate_core::known_hosts::{HostKeyStatus, PublicKey, check, recorded_algorithms};
+use delegate_core::hosts::known_hosts::{HostKeyStatus, PublicKey, check, recorded_algorithms};
 use libfuzzer_sys::fuzz_target;
 
 const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO1+bdUzA9khVpOlmitG4s3ipxrqL07tfRUNRrQaGtPQ";

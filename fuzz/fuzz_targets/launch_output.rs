@@ -1,7 +1,7 @@
 //! `runner::parse_output`: the launch script's stdout and stderr (split at the first NUL).
 #![no_main]
 
-use delegate_core::runner::parse_output;
+use delegate_core::remote::parse_output;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

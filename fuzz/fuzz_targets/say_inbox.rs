@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use delegate_core::sync_protocol::render_say;
+use delegate_core::remote::protocol::render_say;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use delegate_core::ssh_config::{SshConfigQuery, resolve};
+use delegate_core::hosts::ssh_config::{SshConfigQuery, resolve};
 use libfuzzer_sys::fuzz_target;
 
 fn home() -> &'static PathBuf {

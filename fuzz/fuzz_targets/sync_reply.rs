@@ -1,7 +1,7 @@
 //! The replies of the sync, cancel and say scripts, as read back from a brother's stdout.
 #![no_main]
 
-use delegate_core::sync_protocol::{SYNCED_FILES, parse_cancel, parse_say, parse_sync};
+use delegate_core::remote::protocol::{SYNCED_FILES, parse_cancel, parse_say, parse_sync};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! parser on bytes an attacker or a broken remote could send; a panic or a broken invariant
 //! is a crash. `crates/delegate-core/tests/fuzz_regressions.rs` replays crashes found here.
 
-use delegate_core::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
+use delegate_core::agents::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
 
 /// Input layout: first line the runner's `exit` record (as on the brother), second line the
 /// head of the agent's stderr, the rest the agent's `stream.jsonl`.

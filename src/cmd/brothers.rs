@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::config::{BrotherEntry, Inventory, InventoryEditor};
+use delegate_core::hosts::inventory::{BrotherEntry, Inventory, InventoryEditor};
 
 use crate::cli::BrothersCommand;
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::doctor::{BrotherReport, Status};
+use delegate_core::ops::doctor::{BrotherReport, Status};
 
 use super::{block_on, open};
 use crate::cli::DoctorArgs;

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::config::{HostEntry, Inventory, InventoryEditor};
+use delegate_core::hosts::inventory::{HostEntry, Inventory, InventoryEditor};
 
 use super::{block_on, open};
 use crate::cli::HostsCommand;

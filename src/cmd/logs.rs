@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use delegate_core::control::MAX_READ_CHUNK;
-use delegate_core::outcome::{clip, input_summary, printable, tool_result_text};
+use delegate_core::agents::outcome::{clip, input_summary, printable, tool_result_text};
+use delegate_core::ops::control::MAX_READ_CHUNK;
 use serde_json::Value;
 
 use super::log_lines::{Lines, MAX_HELD_LINE, Segment};

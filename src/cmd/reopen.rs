@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::reopen::ReopenRequest;
+use delegate_core::ops::reopen::ReopenRequest;
 
 use super::{block_on, open};
 use crate::cli::ReopenArgs;

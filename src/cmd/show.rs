@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::outcome::clip;
-use delegate_core::thread::{RunResult, SHOW_ITEMS, Window};
+use delegate_core::agents::outcome::clip;
+use delegate_core::mailbox::thread::{RunResult, SHOW_ITEMS, Window};
 use serde_json::Value;
 
 use super::open;
@@ -161,8 +161,8 @@ pub fn display_word(w: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use delegate_core::outcome::Denial;
-    use delegate_core::thread::RunResult;
+    use delegate_core::agents::outcome::Denial;
+    use delegate_core::mailbox::thread::RunResult;
 
     #[test]
     fn show_lists_denials_and_warnings_on_clean_bounded_lines() {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use delegate_core::Delegate;
-use delegate_core::sync::{Patience, SyncSummary};
+use delegate_core::ops::sync::{Patience, SyncSummary};
 
 use super::{block_on, open};
 

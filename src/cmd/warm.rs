@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use delegate_core::warm::{self, WarmClient};
+use delegate_core::transport::warm::{self, WarmClient};
 
 use super::block_on;
 use crate::cli::WarmCommand;

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use delegate_core::store::Message;
-use delegate_core::thread::{TaskView, Window};
+use delegate_core::mailbox::Message;
+use delegate_core::mailbox::thread::{TaskView, Window};
 use delegate_core::{Delegate, Error, LaunchRequest, ListFilter, Paths, Sandbox, Task, TaskStatus};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
@@ -259,7 +259,7 @@ impl DelegateServer {
         if a.prompt.trim().is_empty() {
             return Err(fail(&Error::PromptEmpty));
         }
-        let timeout = match a.timeout.as_deref().map(delegate_core::config::parse_timeout).transpose() {
+        let timeout = match a.timeout.as_deref().map(delegate_core::hosts::inventory::parse_timeout).transpose() {
             Ok(t) => t,
             Err(m) => return Err(bad_args("delegate_task", &format!("timeout: {m}"))),
         };

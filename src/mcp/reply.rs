@@ -79,7 +79,7 @@ pub fn error_code(e: &Error) -> &'static str {
     e.kind().name()
 }
 
-pub(super) fn sync_warnings(summary: delegate_core::sync::SyncSummary) -> BTreeMap<String, String> {
+pub(super) fn sync_warnings(summary: delegate_core::ops::sync::SyncSummary) -> BTreeMap<String, String> {
     summary.warnings()
 }
 
@@ -111,7 +111,7 @@ pub(super) fn summary(t: &Task) -> Value {
 /// A task's summary plus the agent's final text (the last result, else its last message).
 pub(super) fn outcome(t: &Task) -> Value {
     let mut v = summary(t);
-    let facts: Option<delegate_core::outcome::StreamFacts> =
+    let facts: Option<delegate_core::agents::outcome::StreamFacts> =
         t.runs.last().and_then(|r| serde_json::from_value(r.facts.clone()).ok());
     v["final_text"] = json!(facts.as_ref().and_then(|f| f.final_text()));
     v

@@ -193,7 +193,7 @@ fn an_exec_flooding_past_the_output_cap_is_stopped_with_bounded_memory() {
         ),
     );
     std::fs::write(&flag, "").unwrap();
-    let limit = delegate_core::ssh::MAX_EXEC_OUTPUT;
+    let limit = delegate_core::transport::ssh::MAX_EXEC_OUTPUT;
     let said = format!("output over {limit} bytes");
 
     let flood_ended = |what: &str| {

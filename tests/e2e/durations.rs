@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::support::{Env, launch};
 
 const U64_MAX: &str = "18446744073709551615";
-/// `delegate_core::config::FOREVER`, in seconds.
+/// `delegate_core::hosts::inventory::FOREVER`, in seconds.
 const CENTURY: u64 = 100 * 366 * 24 * 3600;
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use delegate_core::store::DB_FILE;
+use delegate_core::mailbox::DB_FILE;
 use delegate_testkit::FakeHost;
 
 use crate::support::{Env, launch, remote_dir, wait_done, wait_for_file};

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use delegate_core::row_caps::{MAX_EVENTS_PER_RUN, MAX_REPORTS_PER_RUN, Skipped};
+use delegate_core::mailbox::row_caps::{MAX_EVENTS_PER_RUN, MAX_REPORTS_PER_RUN, Skipped};
 use delegate_testkit::FakeHost;
 
 use crate::support::{Env, install_agent, launch, remote_dir, wait_done};
@@ -182,6 +182,6 @@ async fn a_task_with_600k_events_shows_at_once_in_show_and_get_task() {
     assert!(show.contains(&format!("earlier items: `delegate show {id} --all`")), "{show}");
     assert!(show.trim_end().ends_with(&last), "{show}");
     let json = env.run(&["show", &id.to_string(), "--json"]).ok().json();
-    assert_eq!(json["thread"].as_array().unwrap().len(), 1 + delegate_core::thread::SHOW_ITEMS);
+    assert_eq!(json["thread"].as_array().unwrap().len(), 1 + delegate_core::mailbox::thread::SHOW_ITEMS);
     assert_eq!(json["omitted"]["events"].as_u64().unwrap(), N - json["events"].as_array().unwrap().len() as u64);
 }

@@ -263,7 +263,7 @@ pub fn agent_reads(env: &Env, id: i64, prompt: &[u8]) -> Vec<u8> {
     let run = &show["runs"][0];
     let helpers = run["evidence"]["agent_plan"]["helpers"].as_bool().unwrap_or_else(|| panic!("no plan in {show}"));
     let dir = run["remote_dir"].as_str().unwrap_or_else(|| panic!("no remote_dir in {show}"));
-    delegate_core::launch::wrap_prompt(id, show["brother"].as_str().unwrap(), helpers, dir, prompt)
+    delegate_core::ops::launch::wrap_prompt(id, show["brother"].as_str().unwrap(), helpers, dir, prompt)
 }
 
 /// Waits until a file exists on the "remote" side and returns its bytes.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use delegate_core::launch::{RenderedLaunch, render_launch_script};
-use delegate_core::store::{Caps, LaunchRecord, NewTask};
+use delegate_core::mailbox::{Caps, LaunchRecord, NewTask};
+use delegate_core::ops::launch::{RenderedLaunch, render_launch_script};
 use delegate_core::{Delegate, LaunchRequest, ListFilter, Paths, Sandbox, TaskStatus};
 use serde_json::{Value, json};
 
@@ -927,7 +927,7 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
     let mut create = Collector::new("BS4", 0, "", "W-create", "Store::create_task (one BEGIN IMMEDIATE commit, FULL)");
     let mut record = Collector::new("BS4", 0, "", "W-record", "Store::record_launch (commit with evidence)");
     let mut finish = Collector::new("BS4", 0, "", "W-finish", "Store::transition to completed (commit)");
-    let prompt_sha = delegate_core::launch::sha256_hex(PROMPT);
+    let prompt_sha = delegate_core::ops::launch::sha256_hex(PROMPT);
     let started = Instant::now();
     let mut written = 0usize;
     while written < p.writes && (written < 100 || started.elapsed() < Duration::from_secs(30)) {

@@ -11,12 +11,13 @@ use crate::error::{Error, Result};
 use crate::hosts::inventory::Inventory;
 use crate::hosts::known_hosts;
 use crate::hosts::resolve::Resolver;
+use crate::mailbox::thread::{self, TaskView, Window};
 use crate::mailbox::{ListFilter, Store};
 pub use crate::paths::Paths;
 use crate::task::Task;
 use crate::transport::pool::Pool;
-use crate::transport::{Reach, Transport};
 use crate::transport::ssh::{self, SshTarget};
+use crate::transport::{Reach, Transport};
 
 pub struct Delegate {
     paths: Paths,
@@ -100,7 +101,7 @@ impl Delegate {
     /// Sends every exec through the warm daemon behind `warm` (falling back to direct
     /// connections when it is not available). Call before anything connects: connections
     /// already held are dropped.
-    pub fn use_warm(&mut self, warm: crate::warm::WarmClient) {
+    pub fn use_warm(&mut self, warm: crate::transport::warm::WarmClient) {
         self.transport = Transport::new(Pool::with_warm(warm));
     }
 
@@ -127,6 +128,18 @@ impl Delegate {
 
     pub fn task(&self, id: i64) -> Result<Task> {
         self.store.task(id)
+    }
+
+    /// The task with its newest [`thread::SHOW_ITEMS`] thread items, as the mailbox knows it
+    /// (sync first for the latest). [`Delegate::show_window`] for more or all.
+    pub fn show(&self, id: i64) -> Result<TaskView> {
+        self.show_window(id, Window::Newest(thread::SHOW_ITEMS))
+    }
+
+    /// The task with the part of its thread `window` asks for, and counts of what it left
+    /// out. Only that part is read from the mailbox.
+    pub fn show_window(&self, id: i64, window: Window) -> Result<TaskView> {
+        thread::view(&self.store, id, window)
     }
 
     /// The inventory entry plus `~/.ssh/config`, resolved like `ssh` would (see

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::known_hosts::KnownHostsError;
-use crate::ssh_config::SshConfigError;
+use crate::hosts::known_hosts::KnownHostsError;
+use crate::hosts::ssh_config::SshConfigError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -406,7 +406,10 @@ mod tests {
         let hop = Error::Hop { hop: "bastion".into(), addr: "b:22".into(), source: Box::new(Error::TaskNotFound(1)) };
         assert_eq!(hop.kind(), ErrorKind::TaskNotFound);
         // Two ways of saying "this sandbox cannot be honoured" share one name.
-        assert_eq!(ErrorKind::BrotherRefused(crate::remote::code::SANDBOX_REFUSED).name(), ErrorKind::SandboxRefused.name());
+        assert_eq!(
+            ErrorKind::BrotherRefused(crate::remote::code::SANDBOX_REFUSED).name(),
+            ErrorKind::SandboxRefused.name()
+        );
         assert_eq!(ErrorKind::BrotherRefused(99).name(), "launch_refused");
     }
 }

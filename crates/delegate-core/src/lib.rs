@@ -134,9 +134,13 @@ pub use agents::outcome;
 #[doc(hidden)]
 pub use hosts::inventory as config;
 #[doc(hidden)]
+pub use hosts::user_file;
+#[doc(hidden)]
 pub use hosts::{known_hosts, ssh_config};
 #[doc(hidden)]
 pub use mailbox as store;
+#[doc(hidden)]
+pub use mailbox::row_caps;
 #[doc(hidden)]
 pub use mailbox::thread;
 #[doc(hidden)]
@@ -147,10 +151,6 @@ pub use remote as runner;
 pub use remote::protocol as sync_protocol;
 #[doc(hidden)]
 pub use transport::{pool, ssh, warm};
-#[doc(hidden)]
-pub use hosts::user_file;
-#[doc(hidden)]
-pub use mailbox::row_caps;
 
 pub use delegate::{Delegate, Paths, Trusted};
 pub use error::{Error, ErrorKind};

@@ -53,7 +53,6 @@ pub fn clip(text: &str, max: usize) -> String {
 /// One line from the brother for a message: escape sequences dropped whole (the one
 /// sanitizer, [`printable`]), line breaks as spaces, at most `max` characters.
 pub fn clean_line(s: &str, max: usize) -> String {
-    let clean: String =
-        printable(s).chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    let clean: String = printable(s).chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
     clean.trim().to_string()
 }

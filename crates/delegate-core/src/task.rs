@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How much an agent may do on its brother. Each agent maps these onto its own flags; a
-/// level an agent cannot honour is refused, never silently downgraded (see [`crate::agent`]).
+/// level an agent cannot honour is refused, never silently downgraded (see [`crate::agents`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sandbox {
@@ -160,7 +160,7 @@ impl FromStr for TaskStatus {
 }
 
 /// A task as the store holds it. The prompt itself is kept out of this struct (it can be
-/// megabytes and is never printed by listings); [`crate::store::Store::prompt`] reads it.
+/// megabytes and is never printed by listings); [`crate::mailbox::Store::prompt`] reads it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
     pub id: i64,
@@ -240,7 +240,6 @@ pub struct Run {
     pub author: Option<String>,
     pub write_scope: Vec<String>,
 }
-
 
 /// A launch younger than this may still be in progress in another process (or its script
 /// still arriving on the brother after the link broke); leave it alone. The default of

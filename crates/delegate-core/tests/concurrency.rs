@@ -27,7 +27,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use delegate_core::store::{Caps, NewTask, Store};
+use delegate_core::mailbox::{Caps, NewTask, Store};
 use delegate_core::{Error, ListFilter, Sandbox, TaskStatus};
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OpenFlags};
@@ -172,7 +172,7 @@ fn writer(dir: &Path, id: usize, tag: &str) {
 /// The deliberately wrong writer of C1-ctl: no busy timeout, deferred `BEGIN`, read then
 /// write. It logs each failed transaction to stderr (as a naive tool would) and goes on.
 fn control_writer(dir: &Path, id: usize, tag: &str) {
-    let conn = Connection::open(dir.join(delegate_core::store::DB_FILE)).unwrap();
+    let conn = Connection::open(dir.join(delegate_core::mailbox::DB_FILE)).unwrap();
     conn.busy_timeout(Duration::ZERO).unwrap();
     touch(&dir.join(format!("ready-{tag}-{id}")));
     wait_for(&dir.join(format!("go-{tag}")));
@@ -244,7 +244,7 @@ fn crasher(dir: &Path) {
     for seq in 1..=C6_COMMITTED {
         store.add_note(task, "crasher", "note", &message_text(0, seq)).unwrap();
     }
-    let wal = dir.join(format!("{}-wal", delegate_core::store::DB_FILE));
+    let wal = dir.join(format!("{}-wal", delegate_core::mailbox::DB_FILE));
     let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let committed_wal = wal_len();
     // A second connection with a tiny page cache, so the open transaction spills its dirty
@@ -397,7 +397,7 @@ fn problems(helpers: &[Helper]) -> Vec<String> {
 }
 
 fn db_path(dir: &Path) -> PathBuf {
-    dir.join(delegate_core::store::DB_FILE)
+    dir.join(delegate_core::mailbox::DB_FILE)
 }
 
 fn read_only(dir: &Path) -> Connection {
@@ -693,7 +693,7 @@ fn c5_writers_progress_while_a_long_read_transaction_is_open() {
     // The reader still sees its snapshot; the WAL could not be checkpointed past it.
     let still: i64 = reader.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
     assert_eq!(still, before, "the reader's snapshot moved");
-    let wal = dir.join(format!("{}-wal", delegate_core::store::DB_FILE));
+    let wal = dir.join(format!("{}-wal", delegate_core::mailbox::DB_FILE));
     let wal_during = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     reader.execute_batch("COMMIT").unwrap();
     // With the reader gone the whole WAL can be checkpointed.
@@ -742,7 +742,7 @@ fn c6_many_processes_opening_after_a_crashed_writer_never_see_busy() {
     const OPENERS: usize = 50;
     let dir = test_dir("c6");
     let (committed_wal, spilled_wal) = crash_a_writer(&dir);
-    let wal = dir.join(format!("{}-wal", delegate_core::store::DB_FILE));
+    let wal = dir.join(format!("{}-wal", delegate_core::mailbox::DB_FILE));
     let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "C6: WAL {committed_wal} bytes after the committed writes, {spilled_wal} with the open transaction, \
@@ -750,7 +750,7 @@ fn c6_many_processes_opening_after_a_crashed_writer_never_see_busy() {
     );
     assert!(spilled_wal > committed_wal, "the open transaction never reached the WAL; nothing to recover");
     assert!(left > 0, "no WAL left behind");
-    assert!(dir.join(format!("{}-shm", delegate_core::store::DB_FILE)).exists(), "no -shm left behind");
+    assert!(dir.join(format!("{}-shm", delegate_core::mailbox::DB_FILE)).exists(), "no -shm left behind");
 
     let ids: Vec<usize> = (0..OPENERS).collect();
     let mut helpers: Vec<Helper> = ids.iter().map(|&id| spawn(&dir, "opener", id, "c6", &[])).collect();

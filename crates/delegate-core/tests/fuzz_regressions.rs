@@ -5,10 +5,10 @@
 //! byte string) with the target's name. The seeds in `fuzz/seeds/` are replayed too, so the
 //! seed corpus keeps parsing without panics. No crash has been found so far.
 
-use delegate_core::config::Inventory;
-use delegate_core::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
-use delegate_core::runner::parse_output;
-use delegate_core::sync_protocol::{parse_cancel, parse_say, parse_sync, render_say};
+use delegate_core::agents::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
+use delegate_core::hosts::inventory::Inventory;
+use delegate_core::remote::parse_output;
+use delegate_core::remote::protocol::{parse_cancel, parse_say, parse_sync, render_say};
 
 /// (target, input) pairs found by fuzzing.
 const REGRESSIONS: &[(&str, &[u8])] = &[];

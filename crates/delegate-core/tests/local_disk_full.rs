@@ -115,7 +115,7 @@ fn f11_a_full_mailbox_fails_the_launch_before_anything_reaches_the_brother() {
 
     // The mailbox exists (schema, mailbox id) before the disk "fills up".
     drop(Delegate::open(paths(&dir)).unwrap());
-    let db = dir.join("data").join(delegate_core::store::DB_FILE);
+    let db = dir.join("data").join(delegate_core::mailbox::DB_FILE);
     let pages = page_count(&db);
     CAP.store(pages, Ordering::SeqCst);
 

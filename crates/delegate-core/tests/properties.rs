@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use delegate_core::Sandbox;
-use delegate_core::agent::{AgentRequest, plan};
-use delegate_core::launch::{clean_subject, sha256_hex, subject_from, wrap_prompt};
+use delegate_core::agents::{AgentRequest, plan};
 use delegate_core::names::{AgentName, BrotherName, HostName, SessionName};
-use delegate_core::runner::{LaunchVars, code, render};
-use delegate_core::sync_protocol::{MAX_SAY_LINE, render_say, say_line};
+use delegate_core::ops::launch::{clean_subject, sha256_hex, subject_from, wrap_prompt};
+use delegate_core::remote::protocol::{MAX_SAY_LINE, render_say, say_line};
+use delegate_core::remote::{LaunchVars, code, render};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -64,7 +64,7 @@ impl Scratch {
     /// The script on stdin of bash as a brother runs it; (exit code, stderr).
     fn run(&self, script: &[u8]) -> (Option<i32>, String) {
         let mut child = Command::new("bash")
-            .args(&delegate_core::runner::REMOTE_ARGV[1..])
+            .args(&delegate_core::remote::REMOTE_ARGV[1..])
             .env("PATH", &self.path)
             .env("HOME", &self.dir)
             .env("TMUX_TMPDIR", &self.dir)
@@ -113,7 +113,7 @@ fn prompt_on_brother(s: &Scratch, key: &str, prompt: &[u8]) -> Vec<u8> {
         prompt,
         prompt_sha256: &sum,
         preamble: "[pre {task_dir}]\n",
-        environment: delegate_core::config::AgentEnvironment::Plain,
+        environment: delegate_core::hosts::inventory::AgentEnvironment::Plain,
         env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,

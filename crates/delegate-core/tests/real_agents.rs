@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use delegate_core::agent::{AgentRequest, plan};
+use delegate_core::agents::{AgentRequest, plan};
 use delegate_core::task::Sandbox;
 
 fn agents_dir() -> Option<PathBuf> {
@@ -135,9 +135,9 @@ fn codex_accepts_our_argv_for_every_level() {
 fn claude_takes_our_settings_with_the_write_scope_guard_and_runs_their_hooks() {
     let Some(bin) = agents_dir() else { return };
     let mut p = plan(&req("claude", Sandbox::Write)).unwrap();
-    delegate_core::write_scope::apply(&mut p, Sandbox::Write, &["/w/src".into()]);
+    delegate_core::ops::write_scope::apply(&mut p, Sandbox::Write, &["/w/src".into()]);
     let mut files = p.files.clone();
-    files.push(("hook".into(), delegate_core::agent::CLAUDE_HOOK.into()));
+    files.push(("hook".into(), delegate_core::agents::CLAUDE_HOOK.into()));
     let ((lines, err), events) = run_real_with(&bin, &p.argv, &files, b"say hi", 8, Duration::from_secs(60));
     // With hooks configured, Claude reports each hook (`hook_started`, `hook_response`)
     // before its init line.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use delegate_core::ssh::{Exit, Session, SshTarget, Timeouts};
+use delegate_core::transport::ssh::{Exit, Session, SshTarget, Timeouts};
 use delegate_testkit::FakeHost;
 
 fn target(host: &FakeHost) -> SshTarget {
@@ -79,7 +79,7 @@ fn a_wrong_known_hosts_file_refuses_before_authenticating() {
 
 #[test]
 fn the_pool_reuses_one_connection_and_replaces_a_dead_one_without_running_twice() {
-    use delegate_core::pool::Pool;
+    use delegate_core::transport::pool::Pool;
     let mut host = FakeHost::start();
     let t = target(&host);
     let log = host.remote_root().join("ran.log");
@@ -142,7 +142,7 @@ fn connection_attempts_retry_one_second_apart() {
     assert!(block_on(Session::connect(&t)).is_err());
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4), "{took:?}");
-    t.timeouts.address_family = delegate_core::ssh_config::AddressFamily::Inet6;
+    t.timeouts.address_family = delegate_core::hosts::ssh_config::AddressFamily::Inet6;
     let err = block_on(Session::connect(&t)).err().unwrap().to_string();
     assert!(err.contains("AddressFamily"), "127.0.0.1 has no IPv6 address: {err}");
 }
@@ -216,7 +216,7 @@ fn a_proxycommand_carries_the_connection_and_dies_with_it() {
     let mut t = target(&host);
     // `exec` is prepended as ssh does, so the pid written is the proxy's own: a shell that
     // would outlive the connection (it sleeps after socat) unless it is killed.
-    t.route = delegate_core::ssh::route::Route::Command(format!(
+    t.route = delegate_core::transport::ssh::route::Route::Command(format!(
         "sh -c 'echo $$ > {}; socat - TCP:127.0.0.1:{}; sleep 600'",
         pidfile.display(),
         host.port()
@@ -242,7 +242,9 @@ fn a_proxycommand_carries_the_connection_and_dies_with_it() {
 fn a_dead_proxycommand_explains_itself() {
     let mut t = target(&FakeHost::start());
     // ssh runs `exec COMMAND`: a compound command needs its own shell, as with ssh.
-    t.route = delegate_core::ssh::route::Route::Command("sh -c 'echo cannot reach the bastion >&2; exit 5'".into());
+    t.route = delegate_core::transport::ssh::route::Route::Command(
+        "sh -c 'echo cannot reach the bastion >&2; exit 5'".into(),
+    );
     let err = block_on(Session::connect(&t)).err().expect("the proxy exits at once");
     assert!(matches!(err, delegate_core::Error::ProxyCommand { .. }), "{err}");
     assert!(err.to_string().contains("exited 5: cannot reach the bastion"), "{err}");
@@ -254,7 +256,7 @@ fn a_dead_proxycommand_explains_itself() {
 #[test]
 fn a_held_connection_checks_its_host_key_again_before_each_use() {
     use delegate_core::Error;
-    use delegate_core::pool::Pool;
+    use delegate_core::transport::pool::Pool;
     let host = FakeHost::start();
     let dir = host.dir().join("recheck");
     std::fs::create_dir_all(&dir).unwrap();
@@ -330,7 +332,7 @@ fn a_held_connection_checks_its_host_key_again_before_each_use() {
 /// connection's certificate.
 #[test]
 fn a_held_connection_refuses_a_certificate_whose_ca_was_revoked() {
-    use delegate_core::pool::Pool;
+    use delegate_core::transport::pool::Pool;
     let dir = std::env::temp_dir().join(format!("dlg-recheck-ca-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca, ca_pub) = delegate_testkit::keygen(&dir, "ca", "ed25519");

@@ -3,8 +3,8 @@
 //! that mapping to be honest. The mapping follows `shared/agent-clis.md` §2; a level an
 //! agent cannot honour is refused here or by the brother's preflight, never downgraded.
 
-use crate::config::CustomAgent;
 use crate::error::{Error, Result};
+use crate::hosts::inventory::CustomAgent;
 use crate::task::Sandbox;
 
 /// How each agent's stream is read back: turns, the final answer, denied calls, how a run ended.
@@ -83,7 +83,7 @@ pub struct AgentPlan {
     /// How to ask the agent its version on the brother (placeholders allowed); empty: don't.
     pub version_argv: Vec<String>,
     /// A follow-up's write scope (resolved entries) and how far it is enforced; see
-    /// [`crate::write_scope`].
+    /// [`crate::ops::write_scope`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub write_scope: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -42,7 +42,7 @@ pub struct Inventory {
     pub warm: Option<WarmSettings>,
 }
 
-/// How long the CLI's warm daemon keeps connections (see `delegate_core::warm`).
+/// How long the CLI's warm daemon keeps connections (see `delegate_core::transport::warm`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmSettings {

@@ -4,5 +4,5 @@
 pub mod inventory;
 pub mod known_hosts;
 pub mod resolve;
-pub mod user_file;
 pub mod ssh_config;
+pub mod user_file;

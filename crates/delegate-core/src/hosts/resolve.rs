@@ -34,7 +34,7 @@ impl Resolver<'_> {
     /// The inventory entry plus `~/.ssh/config`, resolved like `ssh` would: values in the
     /// inventory win (they play the role of ssh's command-line options), then the ssh
     /// config, then OpenSSH's defaults. ProxyJump hops are resolved the same way under their
-    /// own names (see [`crate::ssh::route`]).
+    /// own names (see [`crate::transport::ssh::route`]).
     pub fn target(&self, host_name: &str) -> Result<SshTarget> {
         let h = self.inventory.host(host_name)?;
         let cli = CommandLine {
@@ -180,7 +180,7 @@ impl Resolver<'_> {
     fn system_ssh_target(
         &self,
         host_name: &str,
-        h: &crate::config::HostEntry,
+        h: &crate::hosts::inventory::HostEntry,
         cli: &CommandLine,
         base: Timeouts,
     ) -> Result<SshTarget> {

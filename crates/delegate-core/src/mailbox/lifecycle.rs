@@ -14,7 +14,9 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Store, now, transition_in};
 use crate::error::{Error, Result};
-use crate::mailbox::row_caps::{MAX_EVENTS_PER_RUN, MAX_REPORTS_PER_RUN, MAX_ROWS_PER_TRANSACTION, OVER_CAP_EVENT, Skipped};
+use crate::mailbox::row_caps::{
+    MAX_EVENTS_PER_RUN, MAX_REPORTS_PER_RUN, MAX_ROWS_PER_TRANSACTION, OVER_CAP_EVENT, Skipped,
+};
 use crate::task::TaskStatus;
 
 /// A run whose task is not finished, with everything sync needs to ask about it.

@@ -25,12 +25,12 @@ mod feed;
 mod freshness;
 mod lifecycle;
 mod queue;
-/// A task as one conversation, for `show` and the MCP `get_task`.
-pub mod thread;
 /// Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
 #[cfg(test)]
 mod tests_caps;
+/// A task as one conversation, for `show` and the MCP `get_task`.
+pub mod thread;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};

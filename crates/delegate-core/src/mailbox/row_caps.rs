@@ -1,6 +1,6 @@
 //! How many rows one task may add to the mailbox: per sync round and per run.
 //!
-//! The byte caps of a sync ([`crate::sync`]) bound memory, not rows: 4 MiB of 14-byte event
+//! The byte caps of a sync ([`crate::ops::sync`]) bound memory, not rows: 4 MiB of 14-byte event
 //! lines is 300,000 rows, and a brother (hostile, or an agent stuck in a loop) could grow the
 //! mailbox without limit and hold its write lock for a minute while each reply lands. So a
 //! sync stores at most these many rows per task per round and per run. What is over a cap

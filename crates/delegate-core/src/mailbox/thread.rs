@@ -4,10 +4,9 @@
 
 use serde::Serialize;
 
-use crate::delegate::Delegate;
+use crate::agents::outcome::{Denial, StreamFacts};
 use crate::error::Result;
-use crate::outcome::{Denial, StreamFacts};
-use crate::store::{Event, Message, Transition};
+use crate::mailbox::{Event, Message, Store, Transition};
 use crate::task::Task;
 
 /// Everything known about one task: what `show` prints and the MCP `get_task` returns.
@@ -126,46 +125,39 @@ pub struct ThreadItem {
 /// Prompts in the thread are cut to this many characters (the mailbox keeps them whole).
 const PROMPT_PREVIEW_CHARS: usize = 500;
 
-impl Delegate {
-    /// The task with its newest [`SHOW_ITEMS`] thread items, as the mailbox knows it (sync
-    /// first for the latest). [`Delegate::show_window`] for more or all.
-    pub fn show(&self, id: i64) -> Result<TaskView> {
-        self.show_window(id, Window::Newest(SHOW_ITEMS))
-    }
-
-    /// The task with the part of its thread `window` asks for, and counts of what it left
-    /// out. Only that part is read from the mailbox.
-    pub fn show_window(&self, id: i64, window: Window) -> Result<TaskView> {
-        let task = self.task(id)?;
-        let limit = match window {
-            Window::Newest(n) => Some(n),
-            Window::All => None,
-        };
-        // The newest `n` of each kind hold the newest `n` of all of them together.
-        let (history, history_total) = self.store().newest_transitions(id, limit)?;
-        let (messages, messages_total) = self.store().newest_messages(id, limit)?;
-        let (events, events_total) = self.store().newest_events(id, limit)?;
-        let (thread, kept) = thread(self, &task, &history, &messages, &events, limit)?;
-        let history: Vec<Transition> = pick(history, &kept.history);
-        let messages: Vec<Message> = pick(messages, &kept.messages);
-        let events: Vec<Event> = pick(events, &kept.events);
-        let omitted = Omitted {
-            history: history_total - history.len() as u64,
-            messages: messages_total - messages.len() as u64,
-            events: events_total - events.len() as u64,
-        };
-        let results: Vec<RunResult> = task
-            .runs
-            .iter()
-            .map(|r| {
-                // Facts stored by another build, or none yet, read as defaults.
-                let facts: StreamFacts = serde_json::from_value(r.facts.clone()).unwrap_or_default();
-                RunResult::from_facts(r.run_no, &facts)
-            })
-            .collect();
-        let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
-        Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results })
-    }
+/// The task with the part of its thread `window` asks for, and counts of what it left out.
+/// Only that part is read from the mailbox. [`crate::Delegate::show`] and
+/// [`crate::Delegate::show_window`] call this.
+pub fn view(store: &Store, id: i64, window: Window) -> Result<TaskView> {
+    let task = store.task(id)?;
+    let limit = match window {
+        Window::Newest(n) => Some(n),
+        Window::All => None,
+    };
+    // The newest `n` of each kind hold the newest `n` of all of them together.
+    let (history, history_total) = store.newest_transitions(id, limit)?;
+    let (messages, messages_total) = store.newest_messages(id, limit)?;
+    let (events, events_total) = store.newest_events(id, limit)?;
+    let (thread, kept) = thread(store, &task, &history, &messages, &events, limit)?;
+    let history: Vec<Transition> = pick(history, &kept.history);
+    let messages: Vec<Message> = pick(messages, &kept.messages);
+    let events: Vec<Event> = pick(events, &kept.events);
+    let omitted = Omitted {
+        history: history_total - history.len() as u64,
+        messages: messages_total - messages.len() as u64,
+        events: events_total - events.len() as u64,
+    };
+    let results: Vec<RunResult> = task
+        .runs
+        .iter()
+        .map(|r| {
+            // Facts stored by another build, or none yet, read as defaults.
+            let facts: StreamFacts = serde_json::from_value(r.facts.clone()).unwrap_or_default();
+            RunResult::from_facts(r.run_no, &facts)
+        })
+        .collect();
+    let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
+    Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results })
 }
 
 /// The items of `all` whose positions are in `kept` (ascending), in order.
@@ -196,7 +188,7 @@ struct Kept {
 }
 
 fn thread(
-    d: &Delegate,
+    store: &Store,
     task: &Task,
     history: &[Transition],
     messages: &[Message],
@@ -213,8 +205,7 @@ fn thread(
     };
     let mut items = Vec::new();
     for run in &task.runs {
-        let prompt =
-            if run.run_no == 1 { d.store().prompt(task.id)? } else { d.store().run_prompt(task.id, run.run_no)? };
+        let prompt = if run.run_no == 1 { store.prompt(task.id)? } else { store.run_prompt(task.id, run.run_no)? };
         items.push((
             Source::Prompt,
             ThreadItem {
@@ -322,7 +313,7 @@ fn sort_key(at: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::outcome::{StreamFacts, StreamKind};
+    use crate::agents::outcome::{StreamFacts, StreamKind};
 
     #[test]
     fn run_results_carry_the_answer_the_denials_and_sandbox_warnings() {
@@ -357,7 +348,7 @@ mod tests {
     #[test]
     fn a_window_holds_the_prompt_and_the_newest_items_and_counts_the_rest() {
         use super::{Window, pick};
-        use crate::store::{Ingest, NewEvent, NewTask};
+        use crate::mailbox::{Ingest, NewEvent, NewTask};
         use crate::{Delegate, Paths, Sandbox, TaskStatus};
         let dir = std::env::temp_dir().join(format!("dlg-thread-window-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::ssh::Exit;
-use crate::sync::{self, SyncSummary, task_key};
-use crate::sync_protocol::{
+use crate::ops::sync::{self, SyncSummary, task_key};
+use crate::remote::protocol::{
     CancelState, SyncRequest, SyncTaskRequest, TaskReport, parse_cancel, parse_sync, render_cancel, render_sync,
 };
 use crate::task::{Task, TaskStatus};
+use crate::transport::ssh::Exit;
 
 /// How `wait` ended.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -21,7 +21,7 @@ pub struct WaitResult {
     /// Tasks not finished when the time ran out.
     pub pending: Vec<i64>,
     /// Hosts whose latest sync during the wait failed or ran out of time: the warning
-    /// ([`crate::sync::HostSync::warning`]) with the cause and the fix.
+    /// ([`crate::ops::sync::HostSync::warning`]) with the cause and the fix.
     pub sync_errors: BTreeMap<String, String>,
 }
 
@@ -127,9 +127,12 @@ impl Delegate {
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         // The script waits up to 30 s for the runner to record the ending.
         let (out, _) =
-            self.transport().exec(&reach, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
+            self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(45)).await?;
         if out.overflow {
-            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+            return Err(Error::OutputTooLarge {
+                host: task.host.clone(),
+                limit: crate::transport::ssh::MAX_EXEC_OUTPUT,
+            });
         }
         let state = parse_cancel(&out.stdout);
         let Some(state) = state.filter(|_| out.exit == Exit::Code(0)) else {
@@ -137,7 +140,7 @@ impl Delegate {
                 host: task.host.clone(),
                 why: format!(
                     "cancel did not answer: {}",
-                    crate::launch::clean_line(&String::from_utf8_lossy(&out.stderr), 2000)
+                    crate::ops::launch::clean_line(&String::from_utf8_lossy(&out.stderr), 2000)
                 ),
             });
         };
@@ -182,7 +185,7 @@ impl Delegate {
                 task_key: task_key(self.store().mailbox_id(), id, run.run_no),
                 session: run.session.clone(),
                 // Only the asked-for file: an offset past any size skips the others.
-                offsets: crate::sync_protocol::SYNCED_FILES
+                offsets: crate::remote::protocol::SYNCED_FILES
                     .iter()
                     .map(|f| (f.to_string(), if *f == file { offset } else { u64::MAX }))
                     .collect(),
@@ -193,10 +196,13 @@ impl Delegate {
         };
         let script = render_sync(&req)?;
         let (out, _) =
-            self.transport().exec(&reach, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
+            self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(60)).await?;
         // Say why the reply is unusable rather than that it was cut short.
         if out.overflow {
-            return Err(Error::OutputTooLarge { host: task.host.clone(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+            return Err(Error::OutputTooLarge {
+                host: task.host.clone(),
+                limit: crate::transport::ssh::MAX_EXEC_OUTPUT,
+            });
         }
         let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: task.host.clone(), why })?;
         let report = reply.tasks.into_iter().next().ok_or_else(|| Error::SyncFailed {
@@ -246,19 +252,19 @@ impl Delegate {
         Ok(argv)
     }
 
-    /// Sends a message to a task's running agent (see [`crate::say`]). The message is in the
+    /// Sends a message to a task's running agent (see [`crate::ops::say`]). The message is in the
     /// mailbox before anything is sent, and its delivery and reading show up with later syncs
     /// ([`Delegate::show`]). A finished task is [`Error::SayToFinished`]: use
     /// [`Delegate::reopen`].
-    pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::store::Message> {
-        crate::say::say(self, id, text, author).await
+    pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::mailbox::Message> {
+        crate::ops::say::say(self, id, text, author).await
     }
 
     /// Starts a new run of a finished task that resumes the agent's own session. Refused
     /// with [`Error::RunActive`] while a run is in progress, and with [`Error::NotResumable`]
     /// when the agent recorded no session to resume.
-    pub async fn reopen(&mut self, req: crate::reopen::ReopenRequest) -> Result<Task> {
-        crate::reopen::reopen(self, req).await
+    pub async fn reopen(&mut self, req: crate::ops::reopen::ReopenRequest) -> Result<Task> {
+        crate::ops::reopen::reopen(self, req).await
     }
 
     /// Records an outcome a person learned out of band (completed, failed or cancelled), with
@@ -283,18 +289,18 @@ impl Delegate {
             .host(host)?
             .remote_root
             .clone()
-            .unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into()))
+            .unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into()))
     }
 }
 
 /// `-J` or `-o ProxyCommand=` for the route delegate resolved, explicitly: given on ssh's
 /// command line they win over its config, so `ssh` takes exactly this route.
-fn route_options(route: &crate::ssh::route::Route) -> Vec<String> {
+fn route_options(route: &crate::transport::ssh::route::Route) -> Vec<String> {
     let (hops, command) = route.hops();
     let mut argv = Vec::new();
     if !hops.is_empty() {
         // Each hop by its ssh_config name with the user and port delegate used for it.
-        let spec = |h: &crate::ssh::SshTarget| {
+        let spec = |h: &crate::transport::ssh::SshTarget| {
             let host = if h.host.contains(':') { format!("[{}]", h.host) } else { h.host.clone() };
             format!("{}@{host}:{}", h.user, h.port)
         };

@@ -23,14 +23,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use crate::agent::{self, AgentRequest};
-use crate::config::{AgentEnvironment, is_builtin_agent};
+use crate::agents::{self, AgentRequest};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::launch::clean_line;
-use crate::runner::{self, list_field};
-use crate::ssh::{ExecOutput, Exit, Session, SshTarget};
+use crate::hosts::inventory::{AgentEnvironment, is_builtin_agent};
+use crate::ops::launch::clean_line;
+use crate::remote::{self, list_field};
 use crate::task::Sandbox;
+use crate::transport::ssh::{ExecOutput, Exit, Session, SshTarget};
 
 /// How much of the brother's answer is read: a few hundred bytes per finding is plenty.
 const MAX_OUTPUT: usize = 256 * 1024;
@@ -185,8 +185,8 @@ struct FixContext {
 fn plan(d: &Delegate, name: &str) -> Planned {
     let inv = d.inventory();
     let (b, h) = inv.brother(name).expect("checked by the caller");
-    let remote_root = h.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
-    let (environment, env_files) = crate::config::agent_environment(h, Some(b));
+    let remote_root = h.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
+    let (environment, env_files) = crate::hosts::inventory::agent_environment(h, Some(b));
     let report = BrotherReport {
         brother: name.to_string(),
         host: b.host.clone(),
@@ -210,7 +210,7 @@ fn plan(d: &Delegate, name: &str) -> Planned {
         environment: environment.as_str().to_string(),
         ..FixContext::default()
     };
-    let plan = agent::plan(&AgentRequest {
+    let plan = agents::plan(&AgentRequest {
         agent: &b.agent,
         model: b.model.as_deref(),
         sandbox: b.sandbox,
@@ -294,7 +294,7 @@ async fn check_host(target: SshTarget, vars: Vec<(usize, BrotherVars)>) -> HostO
         let script = render(&vars.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
         let limit = script_limit(outcome.slots.len());
         outcome.answer = Some(match script {
-            Ok(s) => session.exec_bounded(runner::REMOTE_COMMAND, &s, limit, MAX_OUTPUT).await,
+            Ok(s) => session.exec_bounded(remote::REMOTE_COMMAND, &s, limit, MAX_OUTPUT).await,
             Err(e) => Err(e),
         });
     }
@@ -308,7 +308,7 @@ fn script_limit(brothers: usize) -> Duration {
     Duration::from_secs(30 + 60 * brothers as u64)
 }
 
-/// The host's one exec through the system ssh (see [`crate::ssh::system`]). Connecting is not
+/// The host's one exec through the system ssh (see [`crate::transport::ssh::system`]). Connecting is not
 /// a step of its own there: ssh connects, checks the host key and authenticates, and either
 /// starts the command or says why not. So the connection findings come from that one exec,
 /// and what ssh does not tell (which key got in) is said to be unknown rather than guessed.
@@ -323,13 +323,13 @@ async fn check_through_system_ssh(
         ("true", Vec::new(), None)
     } else {
         match render(&vars.into_iter().map(|(_, v)| v).collect::<Vec<_>>()) {
-            Ok(s) => (runner::REMOTE_COMMAND, s, None),
+            Ok(s) => (remote::REMOTE_COMMAND, s, None),
             Err(e) => ("true", Vec::new(), Some(e)),
         }
     };
     let limit = script_limit(outcome.slots.len());
     let started = std::time::Instant::now();
-    let out = match crate::ssh::system::exec(target, argv, command, &stdin, limit, MAX_OUTPUT).await {
+    let out = match crate::transport::ssh::system::exec(target, argv, command, &stdin, limit, MAX_OUTPUT).await {
         Ok(out) => out,
         Err(e) => {
             outcome.connection.push(system_ssh_failure(target, argv, &e));
@@ -412,23 +412,23 @@ fn shell_word(w: &str) -> String {
 fn render(brothers: &[BrotherVars]) -> Result<Vec<u8>> {
     let mut vars = Vec::new();
     for (i, b) in brothers.iter().enumerate() {
-        runner::field(&mut vars, "index", &i.to_string())?;
-        runner::field(&mut vars, "agent", &b.kind)?;
-        runner::field(&mut vars, "sandbox", b.sandbox.as_str())?;
-        runner::field(&mut vars, "remote root", &b.remote_root)?;
-        runner::field(&mut vars, "workdir", &b.workdir)?;
-        runner::field(&mut vars, "environment", b.environment.as_str())?;
+        remote::field(&mut vars, "index", &i.to_string())?;
+        remote::field(&mut vars, "agent", &b.kind)?;
+        remote::field(&mut vars, "sandbox", b.sandbox.as_str())?;
+        remote::field(&mut vars, "remote root", &b.remote_root)?;
+        remote::field(&mut vars, "workdir", &b.workdir)?;
+        remote::field(&mut vars, "environment", b.environment.as_str())?;
         list_field(&mut vars, "env files", b.env_files.iter().map(String::as_str))?;
-        runner::field(&mut vars, "agent command", &b.agent_cmd)?;
+        remote::field(&mut vars, "agent command", &b.agent_cmd)?;
         list_field(&mut vars, "version argv", b.version_argv.iter().map(String::as_str))?;
         list_field(&mut vars, "sandbox requirements", b.requires.iter().map(String::as_str))?;
         list_field(&mut vars, "sandbox probe", b.sandbox_probe.iter().map(String::as_str))?;
-        runner::field(&mut vars, "refuse root", if b.refuse_root { "1" } else { "0" })?;
-        runner::field(&mut vars, "credentials", &b.credentials)?;
+        remote::field(&mut vars, "refuse root", if b.refuse_root { "1" } else { "0" })?;
+        remote::field(&mut vars, "credentials", &b.credentials)?;
     }
     let mut out = format!("DLG_DOCTOR='{}'\n", B64.encode(&vars)).into_bytes();
-    out.extend_from_slice(runner::AGENT_ENV_SH.as_bytes());
-    out.extend_from_slice(runner::DOCTOR_SH.as_bytes());
+    out.extend_from_slice(remote::AGENT_ENV_SH.as_bytes());
+    out.extend_from_slice(remote::DOCTOR_SH.as_bytes());
     Ok(out)
 }
 
@@ -748,12 +748,11 @@ fn fix_text(key: &str, c: &FixContext, user: &str) -> Option<String> {
     })
 }
 
-
 impl Delegate {
     /// Checks everything a launch needs on each of `brothers` (all of the inventory's when
     /// empty), changing nothing there: one fresh SSH connection and one exec per host, hosts
     /// in parallel. `Err` only for a name the inventory does not have; every problem on the
-    /// way is a [`crate::doctor::Finding`] with its fix. See [`crate::doctor`].
+    /// way is a [`crate::ops::doctor::Finding`] with its fix. See [`crate::ops::doctor`].
     pub async fn doctor(&self, brothers: &[String]) -> Result<Vec<BrotherReport>> {
         doctor(self, brothers).await
     }
@@ -808,7 +807,7 @@ mod tests {
             assert!(fix_text(key, &c, "u").is_some(), "{key}");
         }
         // Each key, check and fact the script uses is one this side reads.
-        let script = runner::DOCTOR_SH;
+        let script = remote::DOCTOR_SH;
         for line in script.lines().filter(|l| l.contains("say \"$idx\"") || l.contains("say '*'")) {
             let words: Vec<&str> = line.split_whitespace().collect();
             let at = words.iter().position(|w| *w == "say").unwrap();

@@ -2,8 +2,8 @@
 //!
 //! 1. The task row (state `launching`, with a fresh nonce and session name) is committed
 //!    before any network I/O, so a crash anywhere later leaves a row that says so.
-//! 2. One channel, one exec of bash (`runner::REMOTE_COMMAND`) with the script on stdin, on the host's pooled
-//!    connection ([`crate::pool`]). A fan-out (`launch_many`) records every task first,
+//! 2. One channel, one exec of bash (`remote::REMOTE_COMMAND`) with the script on stdin, on the host's pooled
+//!    connection ([`crate::transport::pool`]). A fan-out (`launch_many`) records every task first,
 //!    then sends all scripts at once: one connection per host, one channel per task.
 //! 3. Only the success marker echoing our nonce and session makes a task `launched`. A
 //!    refusal by the brother's preflight makes it `failed` with the brother's reason; a
@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::agent::{self, AgentRequest};
-use crate::config::{check_remote_path, is_builtin_agent};
+use crate::agents::{self, AgentRequest};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::runner::{self, LaunchVars};
-use crate::store::{Caps, LaunchRecord, NewTask, RunStart};
+use crate::hosts::inventory::{check_remote_path, is_builtin_agent};
+use crate::mailbox::{Caps, LaunchRecord, NewTask, RunStart};
+use crate::remote::{self, LaunchVars};
 use crate::task::{Sandbox, Task, TaskStatus};
 use crate::transport::{Connection, ExecOutput, Exit, Reach, Transport};
 
@@ -44,7 +44,7 @@ pub struct LaunchRequest {
     pub sandbox: Option<Sandbox>,
     pub agent: Option<String>,
     pub model: Option<String>,
-    /// Wall-clock limit; default the brother's, else [`crate::config::DEFAULT_TIMEOUT`].
+    /// Wall-clock limit; default the brother's, else [`crate::hosts::inventory::DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
     /// Who asks; default the local user from [`crate::Paths`].
     pub author: Option<String>,
@@ -242,18 +242,19 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     }
     let timeout = match (req.timeout, &brother.timeout) {
         (Some(t), _) => t,
-        (None, Some(text)) => crate::config::parse_timeout(text)
+        (None, Some(text)) => crate::hosts::inventory::parse_timeout(text)
             .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
-        (None, None) => crate::config::DEFAULT_TIMEOUT,
+        (None, None) => crate::hosts::inventory::DEFAULT_TIMEOUT,
     };
     // A library caller may pass Duration::MAX: the mailbox and the runner get a century.
-    let timeout = timeout.min(crate::config::FOREVER);
+    let timeout = timeout.min(crate::hosts::inventory::FOREVER);
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
-    let remote_root = host_entry.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+    let remote_root =
+        host_entry.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
     let caps = Caps { host: host_entry.max_concurrent, brother: brother.max_concurrent };
-    let plan = agent::plan(&AgentRequest {
+    let plan = agents::plan(&AgentRequest {
         agent: &agent_name,
         model: model.as_deref(),
         sandbox,
@@ -262,7 +263,7 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         custom,
         agent_path: agent_path_for(brother, &agent_name),
     })?;
-    let (environment, env_files) = crate::config::agent_environment(host_entry, Some(brother));
+    let (environment, env_files) = crate::hosts::inventory::agent_environment(host_entry, Some(brother));
     let reach = d.reach(&host_name)?;
     let subject = match &req.subject {
         Some(s) => clean_subject(s),
@@ -336,13 +337,13 @@ pub(crate) fn check_prompt(prompt: &[u8]) -> Result<()> {
 
 /// The agent plan for a recorded task, from its own settings (a queued task starting, a
 /// reopen), with custom agents looked up in the inventory as it is now.
-pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agent::AgentPlan> {
+pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agents::AgentPlan> {
     let inv = d.inventory();
     let custom = inv.agents.get(&task.agent);
     if !is_builtin_agent(&task.agent) && custom.is_none() {
         return Err(Error::UnknownAgent { name: task.agent.clone(), known: inv.agents.keys().cloned().collect() });
     }
-    agent::plan(&AgentRequest {
+    agents::plan(&AgentRequest {
         agent: &task.agent,
         model: task.model.as_deref(),
         sandbox: task.sandbox,
@@ -355,7 +356,7 @@ pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agent::A
 
 /// The brother's `agent_path`, when the task runs the brother's own agent (a path to
 /// Claude says nothing about where Codex is).
-fn agent_path_for<'a>(brother: &'a crate::config::BrotherEntry, agent: &str) -> Option<&'a str> {
+fn agent_path_for<'a>(brother: &'a crate::hosts::inventory::BrotherEntry, agent: &str) -> Option<&'a str> {
     brother.agent_path.as_deref().filter(|_| brother.agent == agent)
 }
 
@@ -367,12 +368,12 @@ pub(crate) struct Delivery<'a> {
     pub remote_root: String,
     pub workdir: &'a str,
     pub sandbox: Sandbox,
-    pub plan: &'a crate::agent::AgentPlan,
+    pub plan: &'a crate::agents::AgentPlan,
     /// What the agent reads before the prompt ([`preamble`], or a follow-up's).
     pub preamble: String,
     /// The prompt as given.
     pub prompt: &'a [u8],
-    pub environment: crate::config::AgentEnvironment,
+    pub environment: crate::hosts::inventory::AgentEnvironment,
     pub env_files: Vec<String>,
     pub timeout_secs: u64,
     pub max_turns: u32,
@@ -386,14 +387,14 @@ impl<'a> Delivery<'a> {
         task: &'a Task,
         reach: Reach,
         run: RunStart,
-        plan: &'a crate::agent::AgentPlan,
+        plan: &'a crate::agents::AgentPlan,
         preamble: String,
         prompt: &'a [u8],
     ) -> Result<Delivery<'a>> {
         let address = reach.address();
         let inv = d.inventory();
         let (environment, env_files) =
-            crate::config::agent_environment(inv.host(&task.host)?, inv.brothers.get(&task.brother));
+            crate::hosts::inventory::agent_environment(inv.host(&task.host)?, inv.brothers.get(&task.brother));
         Ok(Delivery {
             preamble,
             environment,
@@ -410,7 +411,7 @@ impl<'a> Delivery<'a> {
             timeout_secs: if task.timeout_secs > 0 {
                 task.timeout_secs as u64
             } else {
-                crate::config::DEFAULT_TIMEOUT.as_secs()
+                crate::hosts::inventory::DEFAULT_TIMEOUT.as_secs()
             },
             max_turns: task.max_turns,
             address,
@@ -485,15 +486,15 @@ fn render_script(
     remote_root: &str,
     workdir: &str,
     sandbox: Sandbox,
-    plan: &crate::agent::AgentPlan,
+    plan: &crate::agents::AgentPlan,
     text: Text,
-    (environment, env_files): (crate::config::AgentEnvironment, &[String]),
+    (environment, env_files): (crate::hosts::inventory::AgentEnvironment, &[String]),
     timeout_secs: u64,
     max_turns: u32,
 ) -> Result<Vec<u8>> {
-    let task_key = crate::sync::task_key(mailbox_id, run.task_id, run.run_no);
+    let task_key = crate::ops::sync::task_key(mailbox_id, run.task_id, run.run_no);
     let prompt_sha256 = sha256_hex(text.prompt);
-    runner::render(&LaunchVars {
+    remote::render(&LaunchVars {
         task_id: run.task_id,
         task_key: &task_key,
         session: &run.session,
@@ -509,7 +510,7 @@ fn render_script(
         env_files,
         timeout_secs,
         turn_limit: if plan.turn_limit == "delegate" { max_turns } else { 0 },
-        grace_secs: runner::DEFAULT_GRACE_SECS,
+        grace_secs: remote::DEFAULT_GRACE_SECS,
     })
 }
 
@@ -544,12 +545,13 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         return Err(Error::UnknownAgent { name: b.agent.clone(), known: inv.agents.keys().cloned().collect() });
     }
     let timeout = match &b.timeout {
-        Some(text) => crate::config::parse_timeout(text)
+        Some(text) => crate::hosts::inventory::parse_timeout(text)
             .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
-        None => crate::config::DEFAULT_TIMEOUT,
+        None => crate::hosts::inventory::DEFAULT_TIMEOUT,
     };
-    let remote_root = host_entry.remote_root.clone().unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
-    let plan = agent::plan(&AgentRequest {
+    let remote_root =
+        host_entry.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
+    let plan = agents::plan(&AgentRequest {
         agent: &b.agent,
         model: b.model.as_deref(),
         sandbox: b.sandbox,
@@ -558,7 +560,7 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         custom,
         agent_path: b.agent_path.as_deref(),
     })?;
-    let (environment, env_files) = crate::config::agent_environment(host_entry, Some(b));
+    let (environment, env_files) = crate::hosts::inventory::agent_environment(host_entry, Some(b));
     let mailbox_id = d.store().mailbox_id();
     let session = crate::names::SessionName::for_run(mailbox_id, task_id, 1)
         .map_err(|e| Error::Config { path: "(launch)".into(), message: format!("task id {task_id}: {e}") })?
@@ -585,7 +587,7 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         host: b.host.clone(),
         session,
         nonce,
-        task_key: crate::sync::task_key(mailbox_id, task_id, 1),
+        task_key: crate::ops::sync::task_key(mailbox_id, task_id, 1),
         remote_root,
     })
 }
@@ -598,7 +600,7 @@ async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
         let (transport, reach, script) = (transport.clone(), r.reach.clone(), r.script.clone());
         jobs.spawn(async move {
             let started = Instant::now();
-            let result = transport.exec(&reach, crate::runner::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
+            let result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
             (i, Sent { result, total_ms: elapsed_ms(started) })
         });
     }
@@ -637,7 +639,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     timings["total_ms"] = json!(sent.total_ms);
     evidence["timings"] = timings;
 
-    let parsed = runner::parse_output(&out.stdout, &out.stderr);
+    let parsed = remote::parse_output(&out.stdout, &out.stderr);
     // The brother's stderr is kept as evidence: its head only (a hostile brother could send
     // up to the exec cap).
     let head = &out.stderr[..out.stderr.len().min(MAX_LAUNCH_STDERR)];
@@ -674,7 +676,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
         return d.store().task(run.task_id);
     }
 
-    if let (Exit::Code(_), Some((runner::code::CANCELLED, message))) = (&out.exit, &parsed.error) {
+    if let (Exit::Code(_), Some((remote::code::CANCELLED, message))) = (&out.exit, &parsed.error) {
         // The brother found the cancel's mark: nothing started, and nothing will.
         let reason = format!("cancelled while launching: {}", clean_line(message, 300));
         let rec = LaunchRecord {
@@ -693,10 +695,10 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     if let (Exit::Code(code), Some((verdict, message))) = (&out.exit, &parsed.error) {
         let code = *code as i32;
         let mut message = message.clone();
-        if *verdict == runner::code::LAUNCH_SCRIPT_ERROR {
+        if *verdict == remote::code::LAUNCH_SCRIPT_ERROR {
             // The script could not say why itself: bash's own words are the reason.
             if let Some(said) = stderr.lines().find(|l| !l.starts_with("DELEGATE-") && !l.trim().is_empty()) {
-                message = format!("{message}: {}", crate::launch::clean_line(said, 300));
+                message = format!("{message}: {}", crate::ops::launch::clean_line(said, 300));
             }
         }
         fail(d, &run, &brother, &message, &evidence, exit_code, Some(&stderr))?;
@@ -784,7 +786,6 @@ fn resolved_argv(argv: &[String], remote: &serde_json::Value) -> Vec<String> {
 fn elapsed_ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 10_000.0).round() / 10.0
 }
-
 
 impl Delegate {
     /// Launches a task on a brother; see [`crate::ops::launch`].

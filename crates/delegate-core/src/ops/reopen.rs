@@ -2,11 +2,11 @@
 //! keeps its context (Claude `--resume <session id>`, Codex `exec ... resume <thread id>`).
 //! Each run has its own remote directory, tmux session and launch evidence.
 
-use crate::agent::AgentPlan;
+use crate::agents::AgentPlan;
+use crate::agents::outcome::StreamFacts;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::launch::{Delivery, check_prompt, deliver, plan_for_task};
-use crate::outcome::StreamFacts;
+use crate::ops::launch::{Delivery, check_prompt, deliver, plan_for_task};
 use crate::task::{Run, Task};
 
 /// A follow-up for a finished task.
@@ -16,7 +16,7 @@ pub struct ReopenRequest {
     pub prompt: Vec<u8>,
     /// Paths the follow-up may change (relative ones from the task's working directory):
     /// told to the agent (see [`wrap_followup`]) and enforced where the agent allows it
-    /// (see [`crate::write_scope`]).
+    /// (see [`crate::ops::write_scope`]).
     pub write_scope: Vec<String>,
     /// Who asks (recorded on the run).
     pub author: String,
@@ -62,7 +62,7 @@ pub fn resume_plan(plan: &mut AgentPlan, session: &str) {
 }
 
 /// What the agent reads before a follow-up: which task and run, the write scope, and (where
-/// it can run them) the helpers by absolute path, as in [`crate::launch::preamble`].
+/// it can run them) the helpers by absolute path, as in [`crate::ops::launch::preamble`].
 pub fn followup_preamble(task_id: i64, run_no: i64, brother: &str, helpers: bool, write_scope: &[String]) -> String {
     let scope = if write_scope.is_empty() {
         String::new()
@@ -109,11 +109,11 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
     }
     let last = task.runs.last().ok_or(Error::TaskNotFound(task.id))?;
     let session = resumable_session(&task, last).map_err(|why| Error::NotResumable { task: task.id, why })?;
-    let scope = crate::write_scope::resolve(&req.write_scope, &task.workdir)
+    let scope = crate::ops::write_scope::resolve(&req.write_scope, &task.workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("--write-scope {m}") })?;
     let mut plan = plan_for_task(d, &task)?;
     resume_plan(&mut plan, &session);
-    crate::write_scope::apply(&mut plan, task.sandbox, &scope);
+    crate::ops::write_scope::apply(&mut plan, task.sandbox, &scope);
     // Resolved before the run is recorded: a host gone from the inventory records nothing.
     let reach = d.reach(&task.host)?;
     let run = d.store_mut().create_run(task.id, task.version, &req.prompt, &req.author, &req.write_scope)?;
@@ -125,11 +125,11 @@ pub(crate) async fn reopen(d: &mut Delegate, req: ReopenRequest) -> Result<Task>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{self, AgentRequest};
+    use crate::agents::{self, AgentRequest};
     use crate::task::Sandbox;
 
     fn plan_for(agent: &str) -> AgentPlan {
-        agent::plan(&AgentRequest {
+        agents::plan(&AgentRequest {
             agent,
             model: None,
             sandbox: Sandbox::Write,

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::ssh::Exit;
-use crate::store::Message;
-use crate::sync::task_key;
-use crate::sync_protocol::{SayState, parse_say, render_say};
+use crate::mailbox::Message;
+use crate::ops::sync::task_key;
+use crate::remote::protocol::{SayState, parse_say, render_say};
+use crate::transport::ssh::Exit;
 
 /// The longest message `say` sends (it travels in a hook's context, capped near 10k chars).
 pub const MAX_SAY_BYTES: usize = 8000;
@@ -48,15 +48,16 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     let key = task_key(d.store().mailbox_id(), id, run.run_no);
     let mut outcome = Ok(());
     for m in &pending {
-        let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
+        let line = crate::remote::protocol::say_line(m.id, &m.at, &m.author, &m.text);
         let script = render_say(&root, &key, m.id, &line)?;
-        let out = match d.transport().exec(&reach, crate::runner::REMOTE_COMMAND, &script, Duration::from_secs(30)).await {
-            Ok((out, _)) => out,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
+        let out =
+            match d.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(30)).await {
+                Ok((out, _)) => out,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
         match (out.exit, parse_say(&out.stdout)) {
             (Exit::Code(0), Some(SayState::Queued | SayState::AlreadyQueued)) => {
                 d.store_mut().mark_outgoing(m.id, true)?
@@ -94,7 +95,7 @@ fn not_started(d: &Delegate, task: &crate::task::Task) -> Result<Option<String>>
              resume. Launch a new task with the work instead (`delegate run {} ...`)",
             task.reason
                 .as_deref()
-                .map(|r| crate::launch::clean_line(r, 200))
+                .map(|r| crate::ops::launch::clean_line(r, 200))
                 .unwrap_or_else(|| "no reason recorded".into()),
             task.brother
         ),

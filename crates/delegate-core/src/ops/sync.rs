@@ -16,18 +16,18 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::agents::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::outcome::{ExitRecord, StreamFacts, StreamKind, classify};
-use crate::ssh::Exit;
-use crate::transport::{Reach, Transport};
 use crate::mailbox::row_caps::{MAX_EVENTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC, MAX_REPORTS_PER_SYNC};
-use crate::store::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
-use crate::sync_protocol::{
+use crate::mailbox::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
+use crate::remote::protocol::{
     FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say,
     render_sync,
 };
 use crate::task::TaskStatus;
+use crate::transport::ssh::Exit;
+use crate::transport::{Reach, Transport};
 
 pub use crate::hosts::inventory::DEFAULT_SYNC_DEADLINE;
 /// How long `delegate sync`, asked for explicitly, waits for a host (or its `sync_deadline`
@@ -40,7 +40,7 @@ const CUT_GRACE: Duration = Duration::from_secs(1);
 /// in the next round.
 pub const MAX_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
 /// Cap on the file bytes of one host's sync reply (the budget the sync script spends, task
-/// by task in request order). Well under [`crate::ssh::MAX_EXEC_OUTPUT`] (the headers of a
+/// by task in request order). Well under [`crate::transport::ssh::MAX_EXEC_OUTPUT`] (the headers of a
 /// few thousand tasks fit in the difference), so a busy host never overflows an exec.
 pub const MAX_SYNC_REPLY: u64 = 32 * 1024 * 1024;
 /// Replies cut by a cap are followed by another exec for the tasks with more waiting, up to
@@ -48,8 +48,8 @@ pub const MAX_SYNC_REPLY: u64 = 32 * 1024 * 1024;
 pub const SYNC_ROUNDS: usize = 4;
 /// A line of a line-based task file (events, outbox, receipts, state, exit) longer than this
 /// is skipped with a `skipped` event instead of waiting forever for its end. The agent's
-/// stream has the same limit ([`crate::outcome::MAX_LINE_BYTES`]).
-pub const MAX_SYNC_LINE: usize = crate::outcome::MAX_LINE_BYTES;
+/// stream has the same limit ([`crate::agents::outcome::MAX_LINE_BYTES`]).
+pub const MAX_SYNC_LINE: usize = crate::agents::outcome::MAX_LINE_BYTES;
 /// How much of the agent's stderr is kept (for failure reasons).
 const STDERR_HEAD: usize = 4096;
 pub use crate::task::LAUNCH_GRACE;
@@ -130,7 +130,7 @@ pub enum Patience {
 }
 
 /// How long a sync of `host` may take, connecting included, all rounds together.
-pub fn host_deadline(inventory: &crate::config::Inventory, host: &str, patience: Patience) -> Duration {
+pub fn host_deadline(inventory: &crate::hosts::inventory::Inventory, host: &str, patience: Patience) -> Duration {
     let configured = inventory.hosts.get(host).and_then(|h| h.sync_deadline).map(Duration::from_secs);
     let deadline = configured.unwrap_or(DEFAULT_SYNC_DEADLINE);
     match patience {
@@ -216,7 +216,7 @@ async fn sync_round(
                 .host(&host)?
                 .remote_root
                 .clone()
-                .unwrap_or_else(|| crate::config::DEFAULT_REMOTE_ROOT.into());
+                .unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
             let req = SyncRequest {
                 remote_root: root,
                 tasks: runs
@@ -234,7 +234,7 @@ async fn sync_round(
             let mut resend = Vec::new();
             for (task_id, run_no, m) in d.store().unqueued_on_host(&host)? {
                 let key = task_key(d.store().mailbox_id(), task_id, run_no);
-                let line = crate::sync_protocol::say_line(m.id, &m.at, &m.author, &m.text);
+                let line = crate::remote::protocol::say_line(m.id, &m.at, &m.author, &m.text);
                 resend.push((m.id, render_say(&req.remote_root, &key, m.id, &line)?));
             }
             Ok((reach, render_sync(&req)?, resend))
@@ -337,7 +337,7 @@ async fn fetch(
     let timed_out = || Error::Timeout { host: reach.host().to_string(), phase: SYNCING, waited: budget };
     let cut = tokio::time::Instant::from_std(deadline + CUT_GRACE);
     let left = || deadline.saturating_duration_since(Instant::now());
-    let exec = transport.exec(reach, crate::runner::REMOTE_COMMAND, script, left());
+    let exec = transport.exec(reach, crate::remote::REMOTE_COMMAND, script, left());
     let out = match tokio::time::timeout_at(cut, exec).await {
         Ok(out) => out.map(|(out, _)| out),
         Err(_) => {
@@ -348,7 +348,7 @@ async fn fetch(
     let mut sent = Vec::new();
     if out.is_ok() {
         for (id, say) in resend {
-            let exec = transport.exec(reach, crate::runner::REMOTE_COMMAND, &say, left());
+            let exec = transport.exec(reach, crate::remote::REMOTE_COMMAND, &say, left());
             match tokio::time::timeout_at(cut, exec).await {
                 Ok(Ok((o, _))) if o.exit == Exit::Code(0) => {
                     if let Some(state) = parse_say(&o.stdout) {
@@ -361,7 +361,10 @@ async fn fetch(
     }
     let out = out?;
     if out.overflow {
-        return Err(Error::OutputTooLarge { host: reach.host().to_string(), limit: crate::ssh::MAX_EXEC_OUTPUT });
+        return Err(Error::OutputTooLarge {
+            host: reach.host().to_string(),
+            limit: crate::transport::ssh::MAX_EXEC_OUTPUT,
+        });
     }
     if out.exit != Exit::Code(0) {
         if out.exit == Exit::Unknown && Instant::now() >= deadline {
@@ -490,7 +493,10 @@ pub(crate) fn plan(
                             // Never dropped silently: the lead sees that a report was lost.
                             push_event(
                                 &mut ing,
-                                note("skipped", format!("line at byte {at_byte} of outbox.jsonl skipped: not a report ({why})")),
+                                note(
+                                    "skipped",
+                                    format!("line at byte {at_byte} of outbox.jsonl skipped: not a report ({why})"),
+                                ),
                             );
                             continue;
                         }
@@ -572,7 +578,7 @@ pub(crate) fn plan(
             at: exit.at.clone(),
             outcome: serde_json::to_value(&outcome).unwrap_or_default(),
         });
-        if exit.reason == Some(crate::outcome::ExitReason::Hangup) {
+        if exit.reason == Some(crate::agents::outcome::ExitReason::Hangup) {
             // Neither the agent nor delegate ended it: its tmux session or server was killed.
             to(TaskStatus::Lost, Some("the tmux session was killed under the agent (hangup); it did not finish".into()))
         } else {
@@ -782,7 +788,7 @@ mod tests_ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync_protocol::FileDelta;
+    use crate::remote::protocol::FileDelta;
 
     fn run() -> InFlight {
         InFlight {

@@ -1,5 +1,5 @@
 //! `reopen --write-scope`: the paths a follow-up may change. Every agent is told (see
-//! [`crate::reopen::wrap_followup`]); where the agent offers a way, delegate also enforces
+//! [`crate::ops::reopen::wrap_followup`]); where the agent offers a way, delegate also enforces
 //! it, and the run's evidence says which (`agent_plan.write_scope_enforcement`):
 //!
 //! - Claude Code: a PreToolUse hook (`remote/scripts/scope-guard.sh`) refuses Edit, MultiEdit,
@@ -9,7 +9,7 @@
 //!   told; at `read` nothing may be written at all.
 //! - The self-test agent writes nothing; custom agents are told only.
 
-use crate::agent::AgentPlan;
+use crate::agents::AgentPlan;
 use crate::task::Sandbox;
 
 /// The guard, written into the task directory as `scope-guard`.
@@ -29,7 +29,7 @@ pub fn resolve(scope: &[String], workdir: &str) -> Result<Vec<String>, String> {
             } else {
                 format!("{}/{p}", workdir.trim_end_matches('/'))
             };
-            crate::config::check_remote_path(&full).map_err(|m| format!("{p:?}: {m}"))?;
+            crate::hosts::inventory::check_remote_path(&full).map_err(|m| format!("{p:?}: {m}"))?;
             Ok(full)
         })
         .collect()
@@ -82,7 +82,7 @@ fn install_claude_guard(plan: &mut AgentPlan, scope: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{AgentRequest, plan};
+    use crate::agents::{AgentRequest, plan};
 
     fn plan_for(agent: &str, sandbox: Sandbox) -> AgentPlan {
         plan(&AgentRequest { agent, model: None, sandbox, max_turns: 3, workdir: "/w", custom: None, agent_path: None })

@@ -14,7 +14,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::agent::{AgentPlan, PromptDelivery};
+use crate::agents::{AgentPlan, PromptDelivery};
 use crate::error::{Error, Result};
 use crate::task::Sandbox;
 
@@ -26,7 +26,7 @@ pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");
 /// env files, version and sandbox probes): function definitions only, put in front of both
 /// `launch.sh` and `doctor.sh` so a launch and `delegate doctor` find the same agent.
 pub const AGENT_ENV_SH: &str = include_str!("scripts/agent-env.sh");
-/// `delegate doctor`'s checks on a brother (see [`crate::doctor`]).
+/// `delegate doctor`'s checks on a brother (see [`crate::ops::doctor`]).
 pub const DOCTOR_SH: &str = include_str!("scripts/doctor.sh");
 pub const RUN_SH: &str = include_str!("scripts/run.sh");
 /// The helper the agent calls to talk back (`report <kind> <text>`), written as `report`.
@@ -88,14 +88,14 @@ pub struct LaunchVars<'a> {
     pub workdir: &'a str,
     pub sandbox: Sandbox,
     pub plan: &'a AgentPlan,
-    /// What the agent reads before the prompt (see [`crate::launch::preamble`]);
+    /// What the agent reads before the prompt (see [`crate::ops::launch::preamble`]);
     /// `{task_dir}` in it becomes the task directory on the brother.
     pub preamble: &'a str,
     /// The prompt as given; `prompt_sha256` is its SHA-256, checked on the brother.
     pub prompt: &'a [u8],
     pub prompt_sha256: &'a str,
     /// The environment the agent runs in, and env files to read on the brother.
-    pub environment: crate::config::AgentEnvironment,
+    pub environment: crate::hosts::inventory::AgentEnvironment,
     pub env_files: &'a [String],
     /// Wall-clock limit; 0 for none.
     pub timeout_secs: u64,
@@ -139,14 +139,14 @@ pub(crate) fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIter
 /// that use the list separator (U+001F).
 pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     let mut files: Vec<&str> =
-        vec!["run-body.sh", RUN_SH, "report", REPORT_SH, "inbox", INBOX_SH, "hook", crate::agent::CLAUDE_HOOK];
+        vec!["run-body.sh", RUN_SH, "report", REPORT_SH, "inbox", INBOX_SH, "hook", crate::agents::CLAUDE_HOOK];
     for (name, content) in &v.plan.files {
         files.push(name);
         files.push(content);
     }
     // The runner computes deadlines in microseconds in bash's signed 64 bits: a century is
     // as good as forever and stays far from overflow.
-    let century = crate::config::FOREVER.as_secs();
+    let century = crate::hosts::inventory::FOREVER.as_secs();
     let (timeout_secs, grace_secs) = (v.timeout_secs.min(century), v.grace_secs.min(century));
     // Without a marker there is nothing to count: the limit is then the agent's own.
     let marker = v.plan.turn_marker.as_deref().unwrap_or("");

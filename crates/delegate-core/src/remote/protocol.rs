@@ -136,7 +136,7 @@ fn check_session(what: &str, session: &str) -> Result<()> {
 }
 
 fn check_root(what: &str, root: &str) -> Result<()> {
-    crate::config::check_remote_path(root).map_err(|m| refuse(what, format!("remote root: {m}")))
+    crate::hosts::inventory::check_remote_path(root).map_err(|m| refuse(what, format!("remote root: {m}")))
 }
 
 /// `DLG_VARS='<base64 of the fields, each followed by sep>'` and a newline, then the body.

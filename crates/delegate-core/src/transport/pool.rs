@@ -11,7 +11,7 @@
 //! dead fails when a channel is opened, before a byte of the command was sent, and only
 //! then is the command retried once on a fresh connection.
 //!
-//! A pool may hand its execs to a warm daemon (see [`crate::warm`]), which holds the
+//! A pool may hand its execs to a warm daemon (see [`crate::transport::warm`]), which holds the
 //! connections across processes; when the daemon is not available it connects itself.
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::ssh::{ConnectTimings, ExecOutput, Recheck, Session, SshTarget};
-use crate::warm::{WarmClient, WarmOutcome};
+use crate::transport::ssh::{ConnectTimings, ExecOutput, Recheck, Session, SshTarget};
+use crate::transport::warm::{WarmClient, WarmOutcome};
 
 /// One slot per host; its async lock makes concurrent callers for the same host wait for
 /// one connect instead of each opening their own, while other hosts connect in parallel.
@@ -117,7 +117,15 @@ impl Pool {
     ) -> Result<(ExecOutput, Connection)> {
         // `transport = "ssh"`: the system ssh holds no connection of ours to keep warm.
         if let Some(argv) = &t.system_ssh {
-            let out = crate::ssh::system::exec(t, argv, command, stdin, limit, crate::ssh::MAX_EXEC_OUTPUT).await?;
+            let out = crate::transport::ssh::system::exec(
+                t,
+                argv,
+                command,
+                stdin,
+                limit,
+                crate::transport::ssh::MAX_EXEC_OUTPUT,
+            )
+            .await?;
             return Ok((out, Connection { fresh: Some(ConnectTimings::default()), warm: false }));
         }
         if let Some(warm) = &self.warm {

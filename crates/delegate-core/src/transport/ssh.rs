@@ -24,8 +24,8 @@ use russh::{ChannelMsg, Preferred};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
-use crate::known_hosts::{self, CertVerdict, HostKeyStatus, KnownHostsError};
-use crate::ssh_config::AddressFamily;
+use crate::hosts::known_hosts::{self, CertVerdict, HostKeyStatus, KnownHostsError};
+use crate::hosts::ssh_config::AddressFamily;
 
 mod auth;
 
@@ -72,7 +72,7 @@ impl Default for Timeouts {
 }
 
 /// Everything needed to reach one host, already resolved (inventory + ssh config).
-/// Serializable so the warm daemon (see [`crate::warm`]) can connect on a command's behalf.
+/// Serializable so the warm daemon (see [`crate::transport::warm`]) can connect on a command's behalf.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SshTarget {
     /// Inventory name, used in messages.
@@ -193,7 +193,7 @@ pub enum Exit {
 /// Cap on each output stream of one exec, on the lead and in the warm daemon: a brother
 /// sending more is stopped (its command killed, the channel closed) rather than buffered,
 /// and the exec reports `overflow`. Below the warm wire's body limit
-/// ([`crate::warm::wire::MAX_BODY`]), so whatever an exec keeps can travel to the client.
+/// ([`crate::transport::warm::wire::MAX_BODY`]), so whatever an exec keeps can travel to the client.
 pub const MAX_EXEC_OUTPUT: usize = 48 << 20;
 
 #[derive(Debug, Default)]
@@ -891,7 +891,7 @@ impl Session {
     }
 
     /// Says goodbye to the server; errors here change nothing for the caller. Shared
-    /// connections ([`crate::pool::Pool`]) are closed with [`Session::disconnect`].
+    /// connections ([`crate::transport::pool::Pool`]) are closed with [`Session::disconnect`].
     pub async fn close(self) {
         self.disconnect().await
     }

@@ -23,10 +23,10 @@ mod exit;
 #[cfg(test)]
 mod tests;
 
-pub use exit::{ExitReason, ExitRecord};
 use claude::{ClaudeLine, classify_claude};
 use codex::{CodexLine, classify_codex};
 use custom::classify_custom;
+pub use exit::{ExitReason, ExitRecord};
 
 /// Longest line parsed. A longer one is consumed and counted but not parsed, so a runaway line
 /// without a newline cannot pin the sync offset (and the lead's memory) forever.

@@ -430,8 +430,7 @@ fn codex_turn_failed() {
 #[test]
 fn codex_turn_state_resets_on_a_new_turn() {
     let mut facts = facts_of(&get("synthetic-codex-turn-failed"));
-    let more =
-        concat!(r#"{"type":"turn.started"}"#, "\n", r#"{"type":"request_user_input","questions":[]}"#, "\n",);
+    let more = concat!(r#"{"type":"turn.started"}"#, "\n", r#"{"type":"request_user_input","questions":[]}"#, "\n",);
     facts.feed(StreamKind::Codex, more.as_bytes());
     assert_eq!((facts.turns, facts.codex_turn_failed.is_none(), facts.needs_input), (2, true, true));
     assert_failed(
@@ -464,10 +463,7 @@ fn custom_agents() {
     assert_failed(&classify(none, &empty, &exit(3), ""), FailKind::AgentError, "the agent exited 3");
 
     let mut done = StreamFacts::default();
-    done.feed(
-        none,
-        b"{\"delegate_result\":\"completed\",\"reason\":\"all green\"}\n{\"delegate_result\":\"maybe\"}\n",
-    );
+    done.feed(none, b"{\"delegate_result\":\"completed\",\"reason\":\"all green\"}\n{\"delegate_result\":\"maybe\"}\n");
     assert_eq!(classify(none, &done, &exit(0), ""), Outcome::Completed { final_text: Some("all green".into()) });
     assert_failed(&classify(none, &done, &exit(1), ""), FailKind::AgentError, "the agent reported completed but");
     // A Claude stream read as custom is just output.

@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 
 use super::{Loc, Parser, SshConfigError};
-use crate::known_hosts::wildcard_match;
+use crate::hosts::known_hosts::wildcard_match;
 
 /// What a criterion compares against, gathered from the settings read so far.
 pub(super) struct MatchState {

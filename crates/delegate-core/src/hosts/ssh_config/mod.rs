@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::known_hosts::{match_pattern_list, wildcard_match};
+use crate::hosts::known_hosts::{match_pattern_list, wildcard_match};
 
 mod jump;
 mod match_;
@@ -587,9 +587,7 @@ impl<'q, 'a> Parser<'q, 'a> {
         };
         let seconds = |key: &str| number(key).map(|s| Duration::from_secs(s.into()));
         let proxy = match (kept("proxyjump"), kept("proxycommand")) {
-            (Some((jump, _)), _) if !is_none(jump) => {
-                Some(Proxy::Jump(parse_jump(jump).expect("checked when read")))
-            }
+            (Some((jump, _)), _) if !is_none(jump) => Some(Proxy::Jump(parse_jump(jump).expect("checked when read"))),
             (_, Some((command, _))) if !is_none(command) => {
                 // The command would hand us a socket (SCM_RIGHTS) instead of speaking SSH.
                 if kept("proxyusefdpass").is_some_and(|(v, _)| v == "yes") {

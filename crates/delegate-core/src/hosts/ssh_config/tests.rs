@@ -433,7 +433,7 @@ fn proxy_jump_and_proxy_command_resolve_like_ssh() {
     for host in ["t1", "t2", "t3", "t4", "t5", "t6"] {
         let theirs = ssh_g(&s, &cfg, host);
         let expected = match (theirs.get("proxyjump"), theirs.get("proxycommand")) {
-            (Some(j), _) => Some(Proxy::Jump(crate::ssh::route::parse_jump(&j[0]).unwrap())),
+            (Some(j), _) => Some(Proxy::Jump(crate::transport::ssh::route::parse_jump(&j[0]).unwrap())),
             (None, Some(c)) => Some(Proxy::Command(c[0].clone())),
             (None, None) => None,
         };

@@ -5,7 +5,7 @@
 
 use super::tests::*;
 use super::*;
-use crate::config::AgentEnvironment;
+use crate::hosts::inventory::AgentEnvironment;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! the Claude hook (to the events log). Run as the launch script installs them.
 
 use super::REPORT_SH;
-use crate::agent::CLAUDE_HOOK;
+use crate::agents::CLAUDE_HOOK;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! as it would on a brother: scripts from a real launch, real tmux, real flock.
 
 use super::tests::{Scratch, fake_plan, self_test_plan, vars, wait_secs};
-use crate::sync_protocol::{
+use crate::remote::protocol::{
     MAX_SAY_LINE, SayState, SyncRequest, SyncTaskRequest, parse_say, parse_sync, render_say, render_sync, say_line,
 };
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! helpers here are shared with the runner's other test modules.
 
 use super::*;
-use crate::agent::{AgentRequest, plan};
+use crate::agents::{AgentRequest, plan};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ impl Scratch {
             .find(|p| p.is_file())
             .expect("bash on PATH");
         let mut child = Command::new(bash)
-            .args(&crate::runner::REMOTE_ARGV[1..])
+            .args(&crate::remote::REMOTE_ARGV[1..])
             .env("TMUX_TMPDIR", self.dir.join("tmux"))
             .env("HOME", &self.dir)
             .envs(env.iter().copied())
@@ -144,7 +144,7 @@ pub(super) fn vars<'a>(
         prompt,
         prompt_sha256: sum,
         preamble: "",
-        environment: crate::config::AgentEnvironment::Plain,
+        environment: crate::hosts::inventory::AgentEnvironment::Plain,
         env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
@@ -208,7 +208,7 @@ fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session
         prompt,
         prompt_sha256: &sha(prompt),
         preamble: "",
-        environment: crate::config::AgentEnvironment::Plain,
+        environment: crate::hosts::inventory::AgentEnvironment::Plain,
         env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
@@ -344,7 +344,7 @@ fn preflight_failures_have_their_own_codes() {
             prompt: b"x",
             prompt_sha256: &sha(b"x"),
             preamble: "",
-            environment: crate::config::AgentEnvironment::Plain,
+            environment: crate::hosts::inventory::AgentEnvironment::Plain,
             env_files: &[],
             timeout_secs: 0,
             turn_limit: 0,
@@ -389,7 +389,7 @@ fn preflight_failures_have_their_own_codes() {
         prompt: b"x",
         prompt_sha256: &sha(b"y"),
         preamble: "",
-        environment: crate::config::AgentEnvironment::Plain,
+        environment: crate::hosts::inventory::AgentEnvironment::Plain,
         env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,

@@ -6,7 +6,7 @@
 
 use super::tests::{Scratch, fake_plan, vars};
 use super::*;
-use crate::sync_protocol::{SyncRequest, render_cancel, render_say, render_sync};
+use crate::remote::protocol::{SyncRequest, render_cancel, render_say, render_sync};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 

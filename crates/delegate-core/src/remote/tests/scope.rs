@@ -3,7 +3,7 @@
 //! scope through silently and refuse everything else it cannot prove is inside.
 
 use super::tests_helpers::run_helper;
-use crate::write_scope::SCOPE_GUARD;
+use crate::ops::write_scope::SCOPE_GUARD;
 use serde_json::Value;
 use std::path::PathBuf;
 

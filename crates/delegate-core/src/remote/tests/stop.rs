@@ -3,7 +3,7 @@
 //! scripts, one-second grace periods.
 
 use super::tests::{Scratch, fake_plan, group_alive, pid_alive, self_test_plan, vars, wait_secs};
-use crate::sync_protocol::{CancelState, parse_cancel, render_cancel};
+use crate::remote::protocol::{CancelState, parse_cancel, render_cancel};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ fn delegate_enforces_a_codex_style_turn_limit() {
         "printf '{\"type\":\"turn.started\"}\\n'\nfor i in 1 2 3 4 5; do\n  printf '{\"type\":\"item.started\",\"item\":{\"id\":\"item_%s\",\"type\":\"command_execution\"}}\\n{\"type\":\"item.completed\",\"item\":{\"id\":\"item_%s\",\"type\":\"command_execution\"}}\\n' \"$i\" \"$i\"\n  sleep 0.4\ndone\n",
     );
     plan.turn_limit = "delegate".into();
-    plan.turn_marker = Some(crate::agent::CODEX_TURN_MARKER.into());
+    plan.turn_marker = Some(crate::agents::CODEX_TURN_MARKER.into());
     let mut v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
     v.turn_limit = 2;
     let dir = s.launch(&v);
@@ -186,8 +186,8 @@ fn killing_the_tmux_session_still_ends_the_agent_and_records_the_exit() {
 }
 
 /// Runs the launch script for `key`, returning its exit code and stderr (not asserting success).
-fn try_launch(s: &Scratch, v: &crate::runner::LaunchVars) -> (Option<i32>, String) {
-    let out = s.run(&crate::runner::render(v).unwrap());
+fn try_launch(s: &Scratch, v: &crate::remote::LaunchVars) -> (Option<i32>, String) {
+    let out = s.run(&crate::remote::render(v).unwrap());
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -205,7 +205,7 @@ fn a_cancel_that_reaches_the_brother_before_the_launch_leaves_a_mark_no_launch_g
     // The late launch, and the same launch sent again, start nothing and create nothing.
     for _ in 0..2 {
         let (code, err) = try_launch(&s, &vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
-        assert_eq!(code, Some(crate::runner::code::CANCELLED), "{err}");
+        assert_eq!(code, Some(crate::remote::code::CANCELLED), "{err}");
         assert!(err.contains("cancelled while it was launching"), "{err}");
         assert!(!s.task_dir("k-1").exists(), "no task directory");
     }
@@ -240,7 +240,7 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
     let dir = s.task_dir("k-1");
     let launch = std::thread::scope(|scope| {
         let launching = scope.spawn(|| {
-            let out = s.run_with(&crate::runner::render(&v).unwrap(), &[("PATH", path.as_os_str())]);
+            let out = s.run_with(&crate::remote::render(&v).unwrap(), &[("PATH", path.as_os_str())]);
             (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
         });
         wait_secs(&reached, 10);
@@ -256,7 +256,7 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
         drop(lock);
         launching.join().unwrap()
     });
-    assert_eq!(launch.0, Some(crate::runner::code::CANCELLED), "{}", launch.1);
+    assert_eq!(launch.0, Some(crate::remote::code::CANCELLED), "{}", launch.1);
     assert!(launch.1.contains("started no agent"), "{}", launch.1);
     assert!(state_of(&dir).starts_with("refused pid="), "{}", state_of(&dir));
     let (code, _, reason) = exit_of(&dir, 5);

@@ -2,7 +2,7 @@
 //! reply read by `parse_sync`: the same bytes an SSH exec would carry.
 
 use super::tests::{Scratch, fake_plan, self_test_plan, vars, wait_secs};
-use crate::sync_protocol::{
+use crate::remote::protocol::{
     SYNCED_FILES, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_sync,
 };
 use std::collections::BTreeMap;
@@ -261,7 +261,7 @@ fn forks_under_strace(s: &Scratch, script: &[u8]) -> Option<usize> {
     let status = Command::new("strace")
         .args(["-qq", "-f", "-e", "trace=fork,vfork,clone,clone3", "-o"])
         .arg(&log)
-        .args(crate::runner::REMOTE_ARGV)
+        .args(crate::remote::REMOTE_ARGV)
         .env("TMUX_TMPDIR", s.dir.join("tmux"))
         .env("HOME", &s.dir)
         .stdin(std::fs::File::open(&input).ok()?)

@@ -119,7 +119,7 @@ fn prepare(t: &SshTarget, agent_ids: Vec<AgentIdentity>) -> Vec<Identity> {
             matched.push(f);
         } else if !t.identities_only {
             let kind = if offer.is_cert() { "certificate" } else { "key" };
-            let fp = crate::known_hosts::fingerprint(&PublicKey::new(offer.plain().clone(), ""));
+            let fp = crate::hosts::known_hosts::fingerprint(&PublicKey::new(offer.plain().clone(), ""));
             let name = format!("ssh-agent {kind} {comment} ({fp})");
             others.push(Identity { offer: Some(offer), file: None, in_agent: Some(id), name });
         }
@@ -379,7 +379,7 @@ mod tests {
         let names = |ids: Vec<Identity>| ids.into_iter().map(|i| i.name).collect::<Vec<_>>();
         let order = names(prepare(&target(files.clone(), false), agent.clone()));
         let p = |n: &str| dir.join(n).display().to_string();
-        let other_name = format!("ssh-agent key other ({})", crate::known_hosts::fingerprint(&other));
+        let other_name = format!("ssh-agent key other ({})", crate::hosts::known_hosts::fingerprint(&other));
         assert_eq!(order, vec![p("c.pub"), p("b"), other_name, p("a")]);
         let only = names(prepare(&target(files, true), agent));
         assert_eq!(only, vec![p("c.pub"), p("b"), p("a")]);

@@ -210,7 +210,7 @@ pub fn expand_proxy_command(
     host_arg: &str,
     key_alias: Option<&str>,
 ) -> std::result::Result<String, String> {
-    crate::ssh_config::percent_expand(raw, |c| {
+    crate::hosts::ssh_config::percent_expand(raw, |c| {
         Some(match c {
             'h' => hostname.to_string(),
             'p' => port.to_string(),

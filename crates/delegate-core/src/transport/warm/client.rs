@@ -9,8 +9,8 @@ use tokio::net::UnixStream;
 
 use super::wire::{self, Request, Response};
 use crate::error::Result;
-use crate::pool::Connection;
-use crate::ssh::{ExecOutput, SshTarget};
+use crate::transport::pool::Connection;
+use crate::transport::ssh::{ExecOutput, SshTarget};
 
 /// Starts a daemon listening on the given socket (the embedding program knows how: the
 /// CLI runs itself as `delegate warm serve`). Must return quickly; the client then waits
@@ -140,7 +140,7 @@ impl WarmClient {
                     // The daemon keeps at most MAX_EXEC_OUTPUT of each stream; a longer
                     // body is refused before it is allocated.
                     for len in [stdout_len, stderr_len] {
-                        if len > crate::ssh::MAX_EXEC_OUTPUT {
+                        if len > crate::transport::ssh::MAX_EXEC_OUTPUT {
                             return Err(std::io::Error::other(format!("an output of {len} bytes")));
                         }
                     }

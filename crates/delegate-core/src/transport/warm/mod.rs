@@ -2,7 +2,7 @@
 //! that repeated, short-lived `delegate` commands to the same hosts skip the TCP, key
 //! exchange and authentication round trips, like OpenSSH's ControlPersist.
 //!
-//! - The daemon is the same [`Pool`](crate::pool::Pool) a long-lived library user has,
+//! - The daemon is the same [`Pool`](crate::transport::pool::Pool) a long-lived library user has,
 //!   served over a Unix socket: a command hands it (target, command, stdin, limit) and gets
 //!   the exec's output back. It verifies host keys and authenticates exactly as a direct
 //!   connection would, with the target the command resolved.

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::wire::{self, DaemonStatus, Request, Response};
-use crate::pool::Pool;
+use crate::transport::pool::Pool;
 
 pub struct ServeOptions {
     pub socket: PathBuf,

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::Error;
-use crate::pool::Connection;
-use crate::ssh::{ConnectTimings, Exit, SshTarget};
+use crate::transport::pool::Connection;
+use crate::transport::ssh::{ConnectTimings, Exit, SshTarget};
 
 /// Sent by the daemon once a whole request has been read.
 pub const ACK: u8 = 0x06;
@@ -54,7 +54,7 @@ pub enum Response {
         fresh: Option<ConnectTimings>,
         stdout_len: usize,
         stderr_len: usize,
-        /// The output went over [`crate::ssh::MAX_EXEC_OUTPUT`]: the daemon stopped reading.
+        /// The output went over [`crate::transport::ssh::MAX_EXEC_OUTPUT`]: the daemon stopped reading.
         #[serde(default)]
         overflow: bool,
     },
@@ -235,7 +235,7 @@ impl WireError {
 }
 
 impl Response {
-    pub fn ran(out: &crate::ssh::ExecOutput, conn: &Connection) -> Response {
+    pub fn ran(out: &crate::transport::ssh::ExecOutput, conn: &Connection) -> Response {
         Response::Ran {
             exit: out.exit.clone(),
             broken: out.broken.clone(),
