@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::hosts::inventory::CustomAgent;
 use crate::task::Sandbox;
 
-/// How each agent's stream is read back: turns, the final answer, denied calls, how a run ended.
+// How each agent's stream is read back: turns, the final answer, denied calls, how a run ended.
 pub mod outcome;
 
 /// The self-test agent's script, written into the task directory by the launch script.

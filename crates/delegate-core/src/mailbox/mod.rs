@@ -25,11 +25,11 @@ mod feed;
 mod freshness;
 mod lifecycle;
 mod queue;
-/// Caps on the rows a brother can add to the mailbox, per sync and per run.
+// Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
 #[cfg(test)]
 mod tests_caps;
-/// A task as one conversation, for `show` and the MCP `get_task`.
+// A task as one conversation, for `show` and the MCP `get_task`.
 pub mod thread;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};

@@ -43,7 +43,7 @@ pub enum Window {
     All,
 }
 
-/// The thread items `delegate show` and [`Delegate::show`] hold unless asked for all.
+/// The thread items `delegate show` and [`crate::Delegate::show`] hold unless asked for all.
 pub const SHOW_ITEMS: usize = 200;
 
 /// Older items a [`Window`] left out, by kind.

@@ -18,7 +18,7 @@ use crate::agents::{AgentPlan, PromptDelivery};
 use crate::error::{Error, Result};
 use crate::task::Sandbox;
 
-/// The scripts that follow a launch (sync, cancel, say) and the framing of their replies.
+// The scripts that follow a launch (sync, cancel, say) and the framing of their replies.
 pub mod protocol;
 
 pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");

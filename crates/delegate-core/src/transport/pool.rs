@@ -4,7 +4,7 @@
 //! default, bounds how many run at once; more wait for a channel, see `ssh::slots`).
 //!
 //! Before each use a held connection's host key, and every bastion's, is checked again
-//! against known_hosts as it is then ([`Session::recheck_host_key`]): a key revoked or
+//! against known_hosts as it is then (`Session::recheck_host_key`): a key revoked or
 //! changed while a warm daemon or an MCP server held the connection stops the next command.
 //!
 //! Reuse is only safe where it cannot double anything: a connection that turns out to be
