@@ -54,9 +54,12 @@ fn abandoned_channels_are_closed_so_one_connection_keeps_working() {
     let host = FakeHost::start();
     block_on(async {
         let s = Session::connect(&target(&host)).await.unwrap();
+        // More abandoned commands than the host's MaxSessions (64). Each limit is short next
+        // to the command's 30 s but long enough to open a channel on a loaded machine (50 ms
+        // was not, twice, with the suite running on 2 cores).
         for i in 0..70 {
             let out =
-                s.exec("sleep 30", b"", Duration::from_millis(50)).await.unwrap_or_else(|e| panic!("exec {i}: {e}"));
+                s.exec("sleep 30", b"", Duration::from_millis(250)).await.unwrap_or_else(|e| panic!("exec {i}: {e}"));
             assert_eq!(out.exit, Exit::Unknown, "exec {i}");
             assert!(out.broken.as_deref().unwrap_or("").contains("no end"), "{out:?}");
         }
