@@ -234,10 +234,17 @@ fn the_prompt_never_appears_in_any_argv_environment_or_log() {
         std::thread::spawn(move || {
             let mut until = None;
             loop {
-                scan_proc(&needles, uid, &mut scan.lock().unwrap());
+                let samples = {
+                    let mut scan = scan.lock().unwrap();
+                    scan_proc(&needles, uid, &mut scan);
+                    scan.samples
+                };
                 if stop.load(Ordering::SeqCst) {
+                    // A second more while the agent sleeps, and enough samples even when a
+                    // loaded machine makes each pass over /proc slow (bounded: 30 s).
                     let end = *until.get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
-                    if Instant::now() > end {
+                    let now = Instant::now();
+                    if (now > end && samples > 20) || now > end + Duration::from_secs(30) {
                         break;
                     }
                 }
