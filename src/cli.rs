@@ -109,6 +109,21 @@ pub struct RunArgs {
     /// century, which a larger value means)
     #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// A worker profile from the inventory ([profiles.NAME]); its settings apply under these
+    /// flags and over the brother's (default: the brother's default_profile)
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// low | medium | high | xhigh | max (Codex: up to xhigh; default: the profile's, else
+    /// the agent's own)
+    #[arg(long, value_name = "LEVEL")]
+    pub reasoning_effort: Option<delegate_core::agents::ReasoningEffort>,
+    /// Spend limit for the run in US dollars, enforced by the agent (Claude only)
+    #[arg(long, value_name = "USD")]
+    pub max_budget_usd: Option<f64>,
+    /// Extra arguments for the agent as a JSON array of strings, e.g. '["--fallback-model",
+    /// "sonnet"]'; replaces the profile's; flags delegate sets itself are refused
+    #[arg(long, value_name = "JSON", value_parser = parse_args_json)]
+    pub args_json: Option<ArgsJson>,
     #[command(flatten)]
     pub who: Author,
     /// Another brother to hand the task to (repeatable); with --to, the first argument is
@@ -484,4 +499,14 @@ fn parse_environment(s: &str) -> Result<delegate_core::hosts::inventory::AgentEn
         "plain" => Ok(delegate_core::hosts::inventory::AgentEnvironment::Plain),
         other => Err(format!("{other:?} is not an environment: use login, interactive or plain")),
     }
+}
+
+/// `--args-json`: extra agent arguments, a JSON array of strings.
+#[derive(Debug, Clone)]
+pub struct ArgsJson(pub Vec<String>);
+
+fn parse_args_json(s: &str) -> Result<ArgsJson, String> {
+    serde_json::from_str::<Vec<String>>(s)
+        .map(ArgsJson)
+        .map_err(|e| format!("not a JSON array of strings ({e}); write e.g. '[\"--fallback-model\", \"sonnet\"]'"))
 }

@@ -24,6 +24,7 @@ mod net_faults;
 mod no_forwarding;
 mod pipes;
 mod preflight;
+mod profiles;
 mod prompts;
 mod real_agents;
 mod reopen;

@@ -218,6 +218,7 @@ fn plan(d: &Delegate, name: &str) -> Planned {
         workdir: &b.workdir,
         custom: inv.agents.get(&b.agent),
         agent_path: b.agent_path.as_deref(),
+        options: &Default::default(),
     });
     let mut planned =
         Planned { report, vars: None, ctx: ctx.clone(), user: String::new(), sandbox_summary: String::new() };

@@ -137,6 +137,7 @@ mod tests {
             workdir: "/w",
             custom: None,
             agent_path: None,
+            options: &Default::default(),
         })
         .unwrap()
     }
