@@ -36,6 +36,8 @@ pub enum Command {
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
     Show(ShowArgs),
+    /// Turns, tokens and dollars the agents reported, summed by brother, profile or day
+    Usage(UsageArgs),
     /// Bring the mailbox up to date from every host with tasks in flight
     Sync {
         #[arg(long)]
@@ -169,6 +171,25 @@ pub struct ShortForm {
     /// Connect directly, not through the warm daemon
     #[arg(long)]
     pub no_warm: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// Group by brother (default), profile or day (UTC, when the run started)
+    #[arg(long, value_enum, default_value = "brother")]
+    pub by: UsageGroup,
+    #[arg(long)]
+    pub json: bool,
+    /// Sum what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum UsageGroup {
+    Brother,
+    Profile,
+    Day,
 }
 
 #[derive(Args, Debug)]

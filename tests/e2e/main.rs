@@ -36,4 +36,5 @@ mod shell;
 mod ssh_errors;
 mod stale;
 mod supply_chain;
+mod usage;
 mod warm;

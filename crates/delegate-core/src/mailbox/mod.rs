@@ -31,6 +31,7 @@ pub mod row_caps;
 mod tests_caps;
 /// A task as one conversation, for `show` and the MCP `get_task`.
 pub mod thread;
+pub mod usage;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
