@@ -1,6 +1,6 @@
 //! Per-run agent settings beside the sandbox and the turn limit: reasoning effort, a spend
 //! limit, and extra arguments for the agent's command line. Each agent takes them its own
-//! way ([`super::plan`]); a setting an agent cannot honour is refused there, never dropped.
+//! way ([`crate::agents::plan`]); a setting an agent cannot honour is refused there, never dropped.
 
 use serde::{Deserialize, Serialize};
 
@@ -160,7 +160,7 @@ const CODEX_OWNED_KEYS: [&str; 6] =
 const CODEX_SUBCOMMANDS: [&str; 4] = ["resume", "fork", "review", "help"];
 
 /// Checks extra arguments for `agent`: bounded, printable, and naming no flag delegate owns
-/// (see [`owned_flags`]) nor a positional word (the agent would take it as the prompt).
+/// (sandbox, permissions, turn limit, output, session, model, effort, budget) nor a positional word (the agent would take it as the prompt).
 /// A word is an option's value only right after an option without `=`.
 pub fn check_extra_args(agent: &str, args: &[String]) -> Result<(), String> {
     if args.is_empty() {
