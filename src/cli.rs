@@ -479,6 +479,9 @@ pub struct BrotherAddArgs {
     /// A file on the host of NAME=value lines exported to its agents (after the host's)
     #[arg(long)]
     pub env_file: Option<String>,
+    /// The [profiles.NAME] a launch on this brother uses when it names none
+    #[arg(long, value_name = "NAME")]
+    pub default_profile: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -23,7 +23,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 agent_path: a.agent_path,
                 environment: a.environment,
                 env_file: a.env_file,
-                default_profile: None,
+                default_profile: a.default_profile,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

@@ -356,7 +356,7 @@ pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agents::
 
 /// The brother's `agent_path`, when the task runs the brother's own agent (a path to
 /// Claude says nothing about where Codex is).
-fn agent_path_for<'a>(brother: &'a crate::hosts::inventory::BrotherEntry, agent: &str) -> Option<&'a str> {
+pub(crate) fn agent_path_for<'a>(brother: &'a crate::hosts::inventory::BrotherEntry, agent: &str) -> Option<&'a str> {
     brother.agent_path.as_deref().filter(|_| brother.agent == agent)
 }
 
