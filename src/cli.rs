@@ -435,7 +435,7 @@ pub struct TrustArgs {
 #[derive(Subcommand, Debug)]
 pub enum BrothersCommand {
     /// Add or replace a brother
-    Add(BrotherAddArgs),
+    Add(Box<BrotherAddArgs>),
     /// List brothers
     List {
         #[arg(long)]

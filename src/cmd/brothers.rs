@@ -11,6 +11,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
     let paths = crate::paths::resolve(config)?;
     match cmd {
         BrothersCommand::Add(a) => {
+            let a = *a;
             let entry = BrotherEntry {
                 host: a.host,
                 workdir: a.workdir,
