@@ -36,6 +36,8 @@ pub enum Command {
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
     Show(ShowArgs),
+    /// Turns, tokens and dollars the agents reported, summed by brother, profile or day
+    Usage(UsageArgs),
     /// Bring the mailbox up to date from every host with tasks in flight
     Sync {
         #[arg(long)]
@@ -109,6 +111,21 @@ pub struct RunArgs {
     /// century, which a larger value means)
     #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// A worker profile from the inventory ([profiles.NAME]); its settings apply under these
+    /// flags and over the brother's (default: the brother's default_profile)
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// low | medium | high | xhigh | max (Codex: up to xhigh; default: the profile's, else
+    /// the agent's own)
+    #[arg(long, value_name = "LEVEL")]
+    pub reasoning_effort: Option<delegate_core::agents::ReasoningEffort>,
+    /// Spend limit for the run in US dollars, enforced by the agent (Claude only)
+    #[arg(long, value_name = "USD")]
+    pub max_budget_usd: Option<f64>,
+    /// Extra arguments for the agent as a JSON array of strings, e.g. '["--fallback-model",
+    /// "sonnet"]'; replaces the profile's; flags delegate sets itself are refused
+    #[arg(long, value_name = "JSON", value_parser = parse_args_json)]
+    pub args_json: Option<ArgsJson>,
     #[command(flatten)]
     pub who: Author,
     /// Another brother to hand the task to (repeatable); with --to, the first argument is
@@ -154,6 +171,25 @@ pub struct ShortForm {
     /// Connect directly, not through the warm daemon
     #[arg(long)]
     pub no_warm: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// Group by brother (default), profile or day (UTC, when the run started)
+    #[arg(long, value_enum, default_value = "brother")]
+    pub by: UsageGroup,
+    #[arg(long)]
+    pub json: bool,
+    /// Sum what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum UsageGroup {
+    Brother,
+    Profile,
+    Day,
 }
 
 #[derive(Args, Debug)]
@@ -399,7 +435,7 @@ pub struct TrustArgs {
 #[derive(Subcommand, Debug)]
 pub enum BrothersCommand {
     /// Add or replace a brother
-    Add(BrotherAddArgs),
+    Add(Box<BrotherAddArgs>),
     /// List brothers
     List {
         #[arg(long)]
@@ -443,6 +479,9 @@ pub struct BrotherAddArgs {
     /// A file on the host of NAME=value lines exported to its agents (after the host's)
     #[arg(long)]
     pub env_file: Option<String>,
+    /// The [profiles.NAME] a launch on this brother uses when it names none
+    #[arg(long, value_name = "NAME")]
+    pub default_profile: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -484,4 +523,14 @@ fn parse_environment(s: &str) -> Result<delegate_core::hosts::inventory::AgentEn
         "plain" => Ok(delegate_core::hosts::inventory::AgentEnvironment::Plain),
         other => Err(format!("{other:?} is not an environment: use login, interactive or plain")),
     }
+}
+
+/// `--args-json`: extra agent arguments, a JSON array of strings.
+#[derive(Debug, Clone)]
+pub struct ArgsJson(pub Vec<String>);
+
+fn parse_args_json(s: &str) -> Result<ArgsJson, String> {
+    serde_json::from_str::<Vec<String>>(s)
+        .map(ArgsJson)
+        .map_err(|e| format!("not a JSON array of strings ({e}); write e.g. '[\"--fallback-model\", \"sonnet\"]'"))
 }

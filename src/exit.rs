@@ -73,6 +73,9 @@ pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
+/// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
+/// arguments naming a flag delegate owns); nothing was recorded or sent.
+pub const SETTING_REFUSED: u8 = 33;
 
 /// The launch script stopped on an unexpected error before starting anything (bash's
 /// message is in the reason).
@@ -103,7 +106,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
 /// kinds). Several kinds share a code where a script has no different thing to do.
 fn code_for_core(e: &E) -> Option<u8> {
     Some(match e.kind() {
-        K::Config | K::UnknownBrother | K::UnknownHost | K::UnknownAgent => CONFIG,
+        K::Config | K::UnknownBrother | K::UnknownHost | K::UnknownAgent | K::UnknownProfile => CONFIG,
+        K::SettingRefused => SETTING_REFUSED,
         K::HostKeyUnknown => HOST_KEY_UNKNOWN,
         K::HostKeyChanged => HOST_KEY_CHANGED,
         K::Unreachable | K::SyncFailed => UNREACHABLE,

@@ -11,6 +11,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
     let paths = crate::paths::resolve(config)?;
     match cmd {
         BrothersCommand::Add(a) => {
+            let a = *a;
             let entry = BrotherEntry {
                 host: a.host,
                 workdir: a.workdir,
@@ -23,6 +24,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 agent_path: a.agent_path,
                 environment: a.environment,
                 env_file: a.env_file,
+                default_profile: a.default_profile,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

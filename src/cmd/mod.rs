@@ -18,6 +18,7 @@ mod show;
 mod status;
 mod sync;
 mod update;
+mod usage;
 mod wait;
 mod warm;
 
@@ -50,6 +51,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
+        Command::Usage(args) => usage::run(config, args),
         Command::Sync { json } => sync::run(config, json),
         Command::Status(args) => status::run(config, args),
         Command::Monitor(args) => monitor::run(config, args),

@@ -28,6 +28,10 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             model: args.model.clone(),
             timeout: args.timeout,
             author: args.who.author.clone(),
+            profile: args.profile.clone(),
+            reasoning_effort: args.reasoning_effort,
+            max_budget_usd: args.max_budget_usd,
+            extra_args: args.args_json.clone().map(|a| a.0),
         })
         .collect();
     let mut results = block_on(d.launch_many(reqs));

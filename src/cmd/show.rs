@@ -37,6 +37,9 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     println!("  subject   {}", safe(&task.subject));
     let model = task.model.as_deref().map(|m| format!(", model {}", safe(m))).unwrap_or_default();
     println!("  agent     {}{model}, sandbox {}, max turns {}", task.agent, task.sandbox, task.max_turns);
+    if let Some(line) = settings_line(&task.settings) {
+        println!("  settings  {line}");
+    }
     println!("  workdir   {}", safe(&task.workdir));
     println!("  prompt    {} bytes, sha256 {}", task.prompt_bytes, task.prompt_sha256);
     println!("  created   {}   updated {}", task.created_at, task.updated_at);
@@ -157,6 +160,27 @@ pub fn display_word(w: &str) -> String {
     } else {
         format!("'{}'", safe(w).replace('\'', "'\\''"))
     }
+}
+
+/// Each setting the task runs with and where it came from: `model opus (profile deep),
+/// max_turns 50 (brother oppy), ...`. None for tasks older than the record.
+fn settings_line(settings: &Value) -> Option<String> {
+    let map = settings.as_object().filter(|m| !m.is_empty())?;
+    let parts: Vec<String> = map
+        .iter()
+        .map(|(name, s)| {
+            let value = match &s["value"] {
+                Value::String(v) => display_word(v),
+                Value::Array(words) => {
+                    let words: Vec<String> = words.iter().map(|w| display_word(w.as_str().unwrap_or(""))).collect();
+                    format!("[{}]", words.join(" "))
+                }
+                other => safe(&other.to_string()).to_string(),
+            };
+            format!("{} {value} ({})", safe(name), safe(s["from"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    Some(parts.join(", "))
 }
 
 #[cfg(test)]

@@ -142,6 +142,14 @@ struct DelegateTaskArgs {
     model: Option<String>,
     /// Wall-clock limit such as "45m" or "4h" (default: the brother's, else 4h).
     timeout: Option<String>,
+    /// A worker profile from the inventory (list_brothers shows them): its settings apply under the ones given
+    /// here and over the brother's (default: the brother's default_profile).
+    profile: Option<String>,
+    /// How hard the model thinks: low, medium, high, xhigh or max (Claude; Codex up to xhigh). Default: the
+    /// profile's, else the agent's own.
+    reasoning_effort: Option<String>,
+    /// A spend limit for the run in US dollars, enforced by the agent (Claude only; refused for others).
+    max_budget_usd: Option<f64>,
     /// Who is asking, recorded with the task (default: this MCP client's name).
     #[serde(rename = "as", alias = "author")]
     author: Option<String>,
@@ -263,6 +271,10 @@ impl DelegateServer {
             Ok(t) => t,
             Err(m) => return Err(bad_args("delegate_task", &format!("timeout: {m}"))),
         };
+        let reasoning_effort = match a.reasoning_effort.as_deref().map(str::parse).transpose() {
+            Ok(e) => e,
+            Err(m) => return Err(bad_args("delegate_task", &format!("reasoning_effort: {m}"))),
+        };
         let author = author(a.author, &ctx);
         if let Some(n) = names.iter().position(|n| n.trim().is_empty()) {
             return Err(bad_args("delegate_task", &format!("brother {} of the list is empty", n + 1)));
@@ -281,6 +293,10 @@ impl DelegateServer {
                 model: a.model.clone(),
                 timeout,
                 author: Some(author.clone()),
+                profile: a.profile.clone(),
+                reasoning_effort,
+                max_budget_usd: a.max_budget_usd,
+                extra_args: None,
             })
             .collect();
         let results = d.launch_many(reqs).await;
@@ -515,11 +531,13 @@ impl DelegateServer {
                     "max_turns": b.max_turns,
                     "workdir": b.workdir,
                     "timeout": b.timeout,
+                    "default_profile": b.default_profile,
                 })
             })
             .collect();
         let out = json!({
             "brothers": brothers,
+            "profiles": inv.profiles,
             "config": d.paths().config_file,
             "note": if brothers.is_empty() {
                 json!("no brothers yet: add one with `delegate hosts add` and `delegate brothers add`")

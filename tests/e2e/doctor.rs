@@ -212,6 +212,37 @@ fn a_bubblewrap_that_cannot_sandbox_fails_claude_at_write() {
 }
 
 #[test]
+fn doctor_checks_what_a_launch_runs_with_the_brothers_default_profile() {
+    let host = FakeHost::builder().own_home().start();
+    host.write_home_file(".profile", "PATH=\"$HOME/bin:$PATH\"\n", 0o644);
+    brothers::break_bubblewrap(&host);
+    // The brother says write, its default profile read: a launch runs at read, so does doctor.
+    let env = Env::new();
+    env.add_host("h", &host);
+    let brother = |extra: &str| {
+        format!(
+            "[brothers.oppy]\nhost = \"h\"\nworkdir = \"{}\"\nagent = \"claude\"\nsandbox = \"write\"\n\
+             default_profile = \"careful\"\n[profiles.careful]\nsandbox = \"read\"\n{extra}",
+            host.workdir().display()
+        )
+    };
+    env.config_append(&brother(""));
+    let (_, reports) = doctor_json(&env, &[], 0);
+    assert_shape(&reports);
+    assert_eq!(reports[0]["sandbox"], "read", "{:#}", reports[0]);
+    assert_eq!(status_of(&reports[0], "sandbox"), "ok", "{:#}", reports[0]);
+
+    // The profile's credential file is checked like an env_file.
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.config_append(&brother("credential_file = \"~/missing-team-key.env\"\n"));
+    let (_, reports) = doctor_json(&env, &[], PROBLEMS);
+    let file = finding(&reports[0], "env_file");
+    assert_eq!(file["status"], "fail", "{file}");
+    assert!(file["detail"].as_str().unwrap().contains("missing-team-key.env"), "{file}");
+}
+
+#[test]
 fn missing_tmux_fails_with_the_apt_get_fix() {
     let host = FakeHost::builder().path_without(&["tmux"]).start();
     let env = Env::with_brother(&host, "self-test", "read");

@@ -93,6 +93,11 @@ fn a_cli_made_inventory_launches_and_refuses_to_orphan_a_brother() {
     let ghost = env.run(&["brothers", "add", "ghost", "--host", "nowhere", "--workdir", "/w"]).fails_with(3);
     assert!(ghost.stderr().contains("nowhere"), "{ghost}");
     assert_eq!(config_text(&env), before);
+    // A default profile must be one of the file's profiles.
+    let nameless = ["brothers", "add", "oppy", "--host", "box", "--workdir", "/w", "--default-profile", "deep"];
+    let refused = env.run(&nameless).fails_with(3);
+    assert!(refused.stderr().contains("default_profile = \"deep\""), "{refused}");
+    assert_eq!(config_text(&env), before, "a refused edit changed the file");
     let rm = env.run(&["hosts", "rm", "box"]).fails_with(3);
     assert!(rm.stderr().contains("brothers.oppy.host") && rm.stderr().contains("\"box\""), "{rm}");
     assert_eq!(config_text(&env), before, "a refused removal changed the file");

@@ -318,3 +318,42 @@ async fn mcp_refuses_its_held_connection_once_the_host_key_is_revoked_or_changed
     }
     client.cancel().await.expect("close the client");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_delegate_task_takes_a_profile_and_refuses_settings_the_agent_cannot_take() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "write");
+    env.config_append("[profiles.careful]\nsandbox = \"read\"\nmax_turns = 4\n");
+    let client = connect(&env).await;
+
+    let listed = ok(&client, "list_brothers", json!({})).await;
+    assert_eq!(listed["profiles"]["careful"]["max_turns"], 4, "{listed}");
+    let out = ok(&client, "delegate_task", json!({"brother": "oppy", "prompt": "look", "profile": "careful"})).await;
+    let id = out["tasks"][0]["task"].as_i64().unwrap();
+    assert_eq!((out["tasks"][0]["sandbox"].as_str(), out["tasks"][0]["max_turns"].as_i64()), (Some("read"), Some(4)));
+    let task = ok(&client, "get_task", json!({"id": id})).await;
+    assert_eq!(task["settings"]["sandbox"]["from"], "profile careful", "{task}");
+
+    let (code, message) =
+        err(&client, "delegate_task", json!({"brother": "oppy", "prompt": "x", "profile": "fast"})).await;
+    assert_eq!(code, "unknown_profile");
+    assert!(message.contains("careful"), "{message}");
+    let (code, message) =
+        err(&client, "delegate_task", json!({"brother": "oppy", "prompt": "x", "reasoning_effort": "high"})).await;
+    assert_eq!(code, "setting_refused");
+    assert!(message.contains("self-test cannot take --reasoning-effort"), "{message}");
+    let (code, message) = err(
+        &client,
+        "delegate_task",
+        json!({"brother": "oppy", "prompt": "x", "agent": "codex", "max_budget_usd": 3.0}),
+    )
+    .await;
+    assert_eq!(code, "setting_refused");
+    assert!(message.contains("no spend limit"), "{message}");
+    let (code, message) =
+        err(&client, "delegate_task", json!({"brother": "oppy", "prompt": "x", "reasoning_effort": "huge"})).await;
+    assert_eq!(code, "bad_arguments");
+    assert!(message.contains("xhigh"), "{message}");
+    assert_eq!(ok(&client, "list_tasks", json!({})).await["tasks"].as_array().unwrap().len(), 1, "only the first");
+    client.cancel().await.expect("close the client");
+}

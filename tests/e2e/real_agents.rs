@@ -1,9 +1,10 @@
 //! The real `claude` and `codex` CLIs (pinned, installed from npm by scripts/test.sh) on
 //! brothers set up the ways people set them up, talking to the test kit's model stand-in:
 //! every sandbox level, receipts and progress through the report helper, `say` delivered and
-//! acknowledged, `reopen` resuming, the turn limit, cancel, denied tool calls, and each
-//! install layout. Without `DELEGATE_TEST_AGENTS_BIN` these tests say so and pass (outside
-//! CI only: under CI the kit refuses to skip).
+//! acknowledged, `reopen` resuming, the turn limit, cancel, denied tool calls, each install
+//! layout, and reasoning effort, budget and extra arguments reaching each agent. Without
+//! `DELEGATE_TEST_AGENTS_BIN` these tests say so and pass (outside CI only: under CI the kit
+//! refuses to skip).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -367,4 +368,51 @@ fn reopen_resumes(how: Install, agent: &str) {
         t["runs"].as_array().unwrap().len() == 2 && t["status"] == "completed"
     });
     assert!(t.to_string().contains("second done"), "{agent}: {t}");
+}
+
+/// The bodies of the main requests the model got.
+fn request_bodies(model: &ModelStandIn) -> Vec<Value> {
+    model.requests().into_iter().map(|r| r.body).collect()
+}
+
+#[test]
+fn claude_runs_with_the_effort_budget_and_extra_args_it_was_given() {
+    let Some(b) = brother(Install::SystemWide, "claude", "full", Script::text("finished")) else { return };
+    let args = r#"["--fallback-model", "haiku"]"#;
+    let flags = ["oppy", "say hi", "--reasoning-effort", "max", "--max-budget-usd", "5", "--args-json", args];
+    let id = launch(&b.env, &[&flags[..], &["--json"]].concat());
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "the real claude took the argv: {task}");
+    let t = show(&b.env, id);
+    let argv: Vec<&str> =
+        t["runs"][0]["evidence"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for pair in [["--effort", "max"], ["--max-budget-usd", "5"], ["--fallback-model", "haiku"]] {
+        assert!(argv.windows(2).any(|w| w == pair), "{pair:?} not in {argv:?}");
+    }
+    assert_eq!(t["settings"]["reasoning_effort"]["from"], "flag", "{}", t["settings"]);
+    // The effort reached the model, in the request Claude Code sent.
+    let bodies = request_bodies(&b.model);
+    assert!(!bodies.is_empty() && bodies.iter().all(|r| r["output_config"]["effort"] == "max"), "{bodies:?}");
+}
+
+#[test]
+fn claude_stops_itself_at_the_budget_it_was_given() {
+    let Some(b) = brother(Install::SystemWide, "claude", "full", reporting_script()) else { return };
+    let id = launch(&b.env, &["oppy", "review the config", "--max-budget-usd", "0.000001", "--json"]);
+    let task = wait_done(&b.env, id);
+    // Claude Code ends the run after the turn that went over, with error_max_budget_usd; the
+    // script wanted four turns.
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(task["reason"].as_str().unwrap().contains("budget limit reached"), "{task}");
+    assert!(b.model.requests().len() < 4, "claude went on past its budget: {task}");
+}
+
+#[test]
+fn codex_runs_with_the_reasoning_effort_it_was_given() {
+    let Some(b) = brother(Install::SystemWide, "codex", "full", Script::text("finished")) else { return };
+    let id = launch(&b.env, &["oppy", "say hi", "--reasoning-effort", "low", "--json"]);
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "the real codex took the argv: {task}");
+    let bodies = request_bodies(&b.model);
+    assert!(!bodies.is_empty() && bodies.iter().all(|r| r["reasoning"]["effort"] == "low"), "{bodies:?}");
 }

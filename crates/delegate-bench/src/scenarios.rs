@@ -928,6 +928,7 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
     let mut record = Collector::new("BS4", 0, "", "W-record", "Store::record_launch (commit with evidence)");
     let mut finish = Collector::new("BS4", 0, "", "W-finish", "Store::transition to completed (commit)");
     let prompt_sha = delegate_core::ops::launch::sha256_hex(PROMPT);
+    let options = delegate_core::agents::AgentOptions::default();
     let started = Instant::now();
     let mut written = 0usize;
     while written < p.writes && (written < 100 || started.elapsed() < Duration::from_secs(30)) {
@@ -948,6 +949,8 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
             timeout_secs: 4 * 3600,
             author: "bench",
             caps: Caps { host: None, brother: None },
+            options: &options,
+            settings: &serde_json::Value::Null,
         })?;
         create.sample(ms(t));
         let t = Instant::now();

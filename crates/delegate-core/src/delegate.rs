@@ -126,6 +126,12 @@ impl Delegate {
         self.store.list(filter)
     }
 
+    /// The turns, tokens and dollars the runs' streams reported, summed by brother,
+    /// profile or day (mailbox only: sync first for the latest).
+    pub fn usage(&self, by: crate::mailbox::usage::UsageBy) -> Result<Vec<crate::mailbox::usage::UsageRow>> {
+        self.store.usage(by)
+    }
+
     pub fn task(&self, id: i64) -> Result<Task> {
         self.store.task(id)
     }

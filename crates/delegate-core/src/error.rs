@@ -119,6 +119,14 @@ pub enum Error {
     #[error("agent {agent} cannot honour sandbox {sandbox}: {why}")]
     SandboxRefused { agent: String, sandbox: String, why: String },
 
+    /// A reasoning effort, spend limit or extra argument the agent cannot take: refused,
+    /// never dropped.
+    #[error("agent {agent} cannot take {setting}: {why}")]
+    SettingRefused { agent: String, setting: String, why: String },
+
+    #[error("unknown profile {name:?} ({}): add [profiles.{name}] to the inventory or pick another", list_or_none(.known))]
+    UnknownProfile { name: String, known: Vec<String> },
+
     #[error("launch of task {task} on {brother} refused by the brother (code {code}): {message}")]
     LaunchRefused { task: i64, brother: String, code: i32, message: String },
 
@@ -276,6 +284,9 @@ pub enum ErrorKind {
     PromptTooLarge,
     /// The sandbox level cannot be honoured: refused, never downgraded.
     SandboxRefused,
+    /// A reasoning effort, spend limit or extra argument the agent cannot take.
+    SettingRefused,
+    UnknownProfile,
     /// The brother's launch script refused; the code is its preflight verdict (20-31,
     /// [`crate::remote::code`]), or another code it exited with.
     BrotherRefused(i32),
@@ -321,6 +332,8 @@ impl ErrorKind {
             ErrorKind::PromptEmpty => "prompt_empty",
             ErrorKind::PromptTooLarge => "prompt_too_large",
             ErrorKind::SandboxRefused | ErrorKind::BrotherRefused(code::SANDBOX_REFUSED) => "sandbox_refused",
+            ErrorKind::SettingRefused => "setting_refused",
+            ErrorKind::UnknownProfile => "unknown_profile",
             ErrorKind::BrotherRefused(code) => match code {
                 code::TMUX_MISSING => "tmux_missing",
                 code::AGENT_MISSING => "agent_missing",
@@ -376,6 +389,8 @@ impl Error {
             Error::PromptEmpty => ErrorKind::PromptEmpty,
             Error::PromptTooLarge { .. } => ErrorKind::PromptTooLarge,
             Error::SandboxRefused { .. } => ErrorKind::SandboxRefused,
+            Error::SettingRefused { .. } => ErrorKind::SettingRefused,
+            Error::UnknownProfile { .. } => ErrorKind::UnknownProfile,
             Error::LaunchRefused { code, .. } => ErrorKind::BrotherRefused(*code),
             Error::LaunchUnknown { .. } => ErrorKind::LaunchUnknown,
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,

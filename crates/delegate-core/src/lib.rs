@@ -19,6 +19,7 @@
 //! | [`launch_many`](Delegate::launch_many) | fan-out: one task per request, one result per request, in order |
 //! | [`sync`](Delegate::sync) | bring the mailbox up to date: one SSH exec per host with tasks in flight, each host within its sync deadline (a host past it leaves its tasks [`stale`](Task::stale)) |
 //! | [`list`](Delegate::list) | tasks, newest first, narrowed by a [`ListFilter`] (mailbox only: sync first for the latest) |
+//! | [`usage`](Delegate::usage) | turns, tokens and dollars the runs reported, by brother, profile or day ([`mailbox::usage`]) |
 //! | [`show`](Delegate::show) | one task as a [`thread::TaskView`]: history, messages, events and its [`thread`](thread::TaskView::thread), the newest 200 items ([`show_window`](Delegate::show_window) for all) |
 //! | [`say`](Delegate::say) | tell a running brother something; delivered once, with receipts |
 //! | [`reopen`](Delegate::reopen) | a new run of a finished task that resumes the agent's session ([`reopen::ReopenRequest`]) |
@@ -101,9 +102,9 @@
 //! | [`hosts`] | where is a brother, and which host keys are its? | [`hosts::inventory`] (the TOML file; [`hosts::user_file`]: its edits, locked, atomic, through a symlink), [`hosts::resolve`] (a host as one SSH target), [`hosts::ssh_config`] (OpenSSH's resolution: Match, Include, ProxyJump), [`hosts::known_hosts`] (host-key decisions: revoked, CA, hashed) |
 //! | [`transport`] | how is it reached? | [`transport::ssh`] (the russh client: routes, OpenSSH's key order, the system ssh), [`transport::pool`] (one connection per host), [`transport::warm`] (the daemon holding connections across processes) |
 //! | [`remote`] | what runs there? | the bash scripts in `remote/scripts/` (launch, run, sync, cancel, say, the agent's helpers) with their tests, how they are filled in, and [`remote::protocol`] (what their replies look like) |
-//! | [`mailbox`] | what does the lead remember? | the SQLite mailbox, its migrations, the feed and [`mailbox::thread`] (a task as one conversation) |
-//! | [`agents`] | how is each agent driven and read? | argv, prompt delivery and sandbox mapping per agent; [`agents::outcome`] (each agent's stream classified) |
-//! | [`ops`] | what can a lead do? | [`ops::launch`], [`ops::sync`], [`ops::say`], [`ops::reopen`], [`ops::control`] (wait, cancel, logs, update), [`ops::doctor`] |
+//! | [`mailbox`] | what does the lead remember? | the SQLite mailbox, its migrations, the feed, [`mailbox::thread`] (a task as one conversation) and [`mailbox::usage`] (what runs reported spending) |
+//! | [`agents`] | how is each agent driven and read? | argv, prompt delivery and sandbox mapping per agent; [`agents::options`] (reasoning effort, spend limit, extra arguments: who takes what); [`agents::outcome`] (each agent's stream classified) |
+//! | [`ops`] | what can a lead do? | [`ops::launch`] (its settings decided by [`ops::settings`]: flag > profile > brother > default), [`ops::sync`], [`ops::say`], [`ops::reopen`], [`ops::control`] (wait, cancel, logs, update), [`ops::doctor`] |
 //!
 //! Beside them: [`delegate`] ([`Delegate`], the entry type that owns the pieces), [`task`]
 //! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`names`] (validated names,

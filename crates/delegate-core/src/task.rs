@@ -194,6 +194,11 @@ pub struct Task {
     /// Set when the task's host did not answer its latest sync (in time): its state is the
     /// last one heard.
     pub stale: Option<Stale>,
+    /// Reasoning effort, spend limit, extra arguments and credential file the task runs with.
+    pub options: crate::agents::AgentOptions,
+    /// Each setting's value and where it came from (flag, profile, brother, default):
+    /// `{"model": {"value": "opus", "from": "profile deep"}, ...}`; null for older tasks.
+    pub settings: serde_json::Value,
     pub runs: Vec<Run>,
 }
 

@@ -103,6 +103,13 @@ fn parse_text(text: &str) -> Option<(usize, i64)> {
     (message_text(id, seq) == text).then_some((id, seq))
 }
 
+static NO_OPTIONS: delegate_core::agents::AgentOptions = delegate_core::agents::AgentOptions {
+    reasoning_effort: None,
+    max_budget_usd: None,
+    extra_args: vec![],
+    credential_file: None,
+};
+
 fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {
     NewTask {
         brother,
@@ -119,6 +126,8 @@ fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {
         timeout_secs: 60,
         author: brother,
         caps: Caps::default(),
+        options: &NO_OPTIONS,
+        settings: &serde_json::Value::Null,
     }
 }
 

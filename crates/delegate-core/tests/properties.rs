@@ -97,6 +97,7 @@ fn prompt_on_brother(s: &Scratch, key: &str, prompt: &[u8]) -> Vec<u8> {
         workdir: &work,
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap();
     let root = s.root();

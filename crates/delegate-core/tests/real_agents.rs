@@ -99,8 +99,24 @@ fn run_real_with(
 }
 
 fn req(agent: &str, sandbox: Sandbox) -> AgentRequest<'_> {
-    AgentRequest { agent, model: Some("sonnet"), sandbox, max_turns: 3, workdir: "/w", custom: None, agent_path: None }
+    AgentRequest {
+        agent,
+        model: Some("sonnet"),
+        sandbox,
+        max_turns: 3,
+        workdir: "/w",
+        custom: None,
+        agent_path: None,
+        options: &NO_OPTIONS,
+    }
 }
+
+static NO_OPTIONS: delegate_core::agents::AgentOptions = delegate_core::agents::AgentOptions {
+    reasoning_effort: None,
+    max_budget_usd: None,
+    extra_args: vec![],
+    credential_file: None,
+};
 
 #[test]
 fn claude_accepts_our_argv_and_reports_the_level_we_asked_for() {

@@ -7,8 +7,12 @@ use crate::error::{Error, Result};
 use crate::hosts::inventory::CustomAgent;
 use crate::task::Sandbox;
 
+// Reasoning effort, spend limit and extra arguments, and which agent takes which.
+pub mod options;
 // How each agent's stream is read back: turns, the final answer, denied calls, how a run ended.
 pub mod outcome;
+
+pub use options::{AgentOptions, ReasoningEffort};
 
 /// The self-test agent's script, written into the task directory by the launch script.
 pub const SELF_TEST_AGENT: &str = include_str!("../remote/scripts/self-test-agent.sh");
@@ -102,13 +106,20 @@ pub struct AgentRequest<'a> {
     /// looked up on PATH; a built-in agent keeps everything else (stream parsing, resume,
     /// hooks, sandbox mapping, native turn limit).
     pub agent_path: Option<&'a str>,
+    /// Reasoning effort, spend limit, extra arguments.
+    pub options: &'a AgentOptions,
 }
 
 pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
+    options::check_extra_args(req.agent, &req.options.extra_args)
+        .map_err(|why| refused(req.agent, "--args-json", why))?;
+    if let Some(usd) = req.options.max_budget_usd {
+        options::check_budget(usd).map_err(|why| refused(req.agent, "--max-budget-usd", why))?;
+    }
     let mut plan = match req.agent {
         "claude" => claude(req),
-        "codex" => codex(req),
-        "self-test" => self_test(req),
+        "codex" => codex(req)?,
+        "self-test" => self_test(req)?,
         other => {
             let custom = req.custom.ok_or_else(|| Error::UnknownAgent { name: other.into(), known: vec![] })?;
             custom_agent(other, custom, req)?
@@ -124,6 +135,15 @@ pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
         plan.argv[0] = path;
     }
     Ok(plan)
+}
+
+fn refused(agent: &str, setting: &str, why: String) -> Error {
+    Error::SettingRefused { agent: agent.into(), setting: setting.into(), why }
+}
+
+/// A budget as the agents' flags want it: plain decimal dollars.
+fn dollars(usd: f64) -> String {
+    format!("{usd}")
 }
 
 /// A leading `~/` (or a lone `~`) becomes `{home}`, which the launch script fills with the
@@ -227,6 +247,16 @@ fn claude(req: &AgentRequest) -> AgentPlan {
     if let Some(m) = req.model {
         argv.extend(["--model".into(), m.to_string()]);
     }
+    if let Some(e) = req.options.reasoning_effort {
+        argv.extend(["--effort".into(), e.to_string()]);
+    }
+    if let Some(usd) = req.options.max_budget_usd {
+        // Claude Code stops the run itself, with result subtype error_max_budget_usd.
+        argv.extend(["--max-budget-usd".into(), dollars(usd)]);
+    }
+    // Last, where a variadic flag among them can swallow nothing of delegate's (the prompt
+    // is on stdin).
+    argv.extend(req.options.extra_args.iter().cloned());
     AgentPlan {
         kind: "claude".into(),
         argv,
@@ -249,7 +279,23 @@ fn claude(req: &AgentRequest) -> AgentPlan {
     }
 }
 
-fn codex(req: &AgentRequest) -> AgentPlan {
+fn codex(req: &AgentRequest) -> Result<AgentPlan> {
+    if req.options.max_budget_usd.is_some() {
+        return Err(refused(
+            "codex",
+            "--max-budget-usd",
+            "codex exec has no spend limit of its own and its stream reports tokens, not dollars; \
+             leave the budget out for codex (use --timeout and --max-turns to bound the run)"
+                .into(),
+        ));
+    }
+    if req.options.reasoning_effort == Some(ReasoningEffort::Max) {
+        return Err(refused(
+            "codex",
+            "--reasoning-effort max",
+            "codex's model_reasoning_effort goes up to xhigh; use --reasoning-effort xhigh".into(),
+        ));
+    }
     let (mode, effective, enforcement) = match req.sandbox {
         Sandbox::Read => ("read-only", "read: no writes, no network", "os (codex sandbox)"),
         Sandbox::Write => ("workspace-write", "write: workspace and tmp only, no network", "os (codex sandbox)"),
@@ -269,8 +315,14 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         // inside the sandbox; nothing of the user's is widened.
         argv.extend(["--add-dir", "{task_dir}"].map(String::from));
     }
+    if let Some(e) = req.options.reasoning_effort {
+        // Codex takes any string here without complaint, so only the checked names get in.
+        argv.extend(["-c".into(), format!("model_reasoning_effort=\"{e}\"")]);
+    }
+    // Before `-o ... -`: the `-` (prompt on stdin) and a resume's subcommand stay last.
+    argv.extend(req.options.extra_args.iter().cloned());
     argv.extend(["-o", "{task_dir}/last-message.txt", "-"].map(String::from));
-    AgentPlan {
+    Ok(AgentPlan {
         kind: "codex".into(),
         argv,
         delivery: PromptDelivery::Stdin,
@@ -290,11 +342,14 @@ fn codex(req: &AgentRequest) -> AgentPlan {
         version_argv: vec!["codex".into(), "--version".into()],
         write_scope: vec![],
         write_scope_enforcement: None,
-    }
+    })
 }
 
-fn self_test(req: &AgentRequest) -> AgentPlan {
-    AgentPlan {
+fn self_test(req: &AgentRequest) -> Result<AgentPlan> {
+    if let Some(setting) = model_setting(req.options) {
+        return Err(refused("self-test", setting, "the self-test agent runs no model; leave it out".into()));
+    }
+    Ok(AgentPlan {
         kind: "self-test".into(),
         argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--max-turns".into(), req.max_turns.to_string()],
         delivery: PromptDelivery::Stdin,
@@ -312,6 +367,17 @@ fn self_test(req: &AgentRequest) -> AgentPlan {
         version_argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--version".into()],
         write_scope: vec![],
         write_scope_enforcement: None,
+    })
+}
+
+/// The first model setting given (effort, budget), by its flag name.
+fn model_setting(o: &AgentOptions) -> Option<&'static str> {
+    if o.reasoning_effort.is_some() {
+        Some("--reasoning-effort")
+    } else if o.max_budget_usd.is_some() {
+        Some("--max-budget-usd")
+    } else {
+        None
     }
 }
 
@@ -329,8 +395,26 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
             ),
         });
     }
+    // A custom command takes effort and budget only where its template has a place for them.
+    for (given, placeholder, flag) in [
+        (req.options.reasoning_effort.is_some(), "{reasoning_effort}", "--reasoning-effort"),
+        (req.options.max_budget_usd.is_some(), "{max_budget_usd}", "--max-budget-usd"),
+    ] {
+        if given && !c.command.iter().any(|a| a.contains(placeholder)) {
+            return Err(refused(
+                name,
+                flag,
+                format!(
+                    "agents.{name}.command has no {placeholder} placeholder, so delegate has no way to pass it; \
+                     add one to the command, or leave the setting out"
+                ),
+            ));
+        }
+    }
+    let effort = req.options.reasoning_effort.map(|e| e.to_string()).unwrap_or_default();
+    let budget = req.options.max_budget_usd.map(dollars).unwrap_or_default();
     let mut delivery = PromptDelivery::Stdin;
-    let argv = c
+    let mut argv: Vec<String> = c
         .command
         .iter()
         .map(|a| {
@@ -341,8 +425,11 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
             home_placeholder(a)
                 .replace("{model}", req.model.unwrap_or(""))
                 .replace("{max_turns}", &req.max_turns.to_string())
+                .replace("{reasoning_effort}", &effort)
+                .replace("{max_budget_usd}", &budget)
         })
         .collect();
+    argv.extend(req.options.extra_args.iter().cloned());
     Ok(AgentPlan {
         kind: name.into(),
         argv,
@@ -377,8 +464,12 @@ mod tests {
             workdir: "/w",
             custom: None,
             agent_path: None,
+            options: &NO_OPTIONS,
         }
     }
+
+    static NO_OPTIONS: AgentOptions =
+        AgentOptions { reasoning_effort: None, max_budget_usd: None, extra_args: vec![], credential_file: None };
 
     #[test]
     fn claude_levels() {
@@ -458,5 +549,62 @@ mod tests {
         let p = plan(&r).unwrap();
         assert_eq!(p.delivery, PromptDelivery::File);
         assert_eq!(p.argv[3], "--model=sonnet");
+    }
+
+    #[test]
+    fn effort_and_budget_reach_each_agent_its_own_way_or_are_refused() {
+        let opts = AgentOptions {
+            reasoning_effort: Some(ReasoningEffort::Xhigh),
+            max_budget_usd: Some(2.5),
+            extra_args: vec!["--fallback-model".into(), "haiku".into()],
+            credential_file: None,
+        };
+        let mut r = req("claude", Sandbox::Write);
+        r.options = &opts;
+        let a = plan(&r).unwrap().argv;
+        let n = a.len();
+        assert!(a.windows(2).any(|w| w == ["--effort", "xhigh"]), "{a:?}");
+        assert!(a.windows(2).any(|w| w == ["--max-budget-usd", "2.5"]), "{a:?}");
+        assert_eq!(&a[n - 2..], ["--fallback-model", "haiku"], "extra args come last: {a:?}");
+
+        // Codex: effort as its config key, no budget of its own, nothing above xhigh.
+        let codex_opts =
+            AgentOptions { max_budget_usd: None, extra_args: vec!["--color".into(), "never".into()], ..opts.clone() };
+        let mut r = req("codex", Sandbox::Write);
+        r.options = &codex_opts;
+        let a = plan(&r).unwrap().argv;
+        let n = a.len();
+        assert!(a.windows(2).any(|w| w == ["-c", "model_reasoning_effort=\"xhigh\""]), "{a:?}");
+        assert_eq!(&a[n - 5..], ["--color", "never", "-o", "{task_dir}/last-message.txt", "-"], "{a:?}");
+        r.options = &opts;
+        let err = plan(&r).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::SettingRefused);
+        assert!(err.to_string().contains("--max-budget-usd"), "{err}");
+        let max = AgentOptions { reasoning_effort: Some(ReasoningEffort::Max), ..Default::default() };
+        r.options = &max;
+        assert!(plan(&r).unwrap_err().to_string().contains("use --reasoning-effort xhigh"));
+
+        // self-test runs no model; a custom command only with a placeholder for it.
+        let mut r = req("self-test", Sandbox::Write);
+        r.options = &max;
+        assert!(plan(&r).unwrap_err().to_string().contains("self-test cannot take --reasoning-effort"));
+        let c = CustomAgent { command: vec!["aider".into()], sandboxes: vec![Sandbox::Full], version_probe: false };
+        let mut r = req("my-aider", Sandbox::Full);
+        r.custom = Some(&c);
+        r.options = &max;
+        assert!(plan(&r).unwrap_err().to_string().contains("no {reasoning_effort} placeholder"));
+        let with = CustomAgent { command: vec!["aider".into(), "--effort={reasoning_effort}".into()], ..c.clone() };
+        r.custom = Some(&with);
+        assert_eq!(plan(&r).unwrap().argv, ["aider", "--effort=max"]);
+    }
+
+    #[test]
+    fn owned_flags_in_extra_args_are_refused_before_anything_runs() {
+        let opts = AgentOptions { extra_args: vec!["--dangerously-skip-permissions".into()], ..Default::default() };
+        let mut r = req("claude", Sandbox::Read);
+        r.options = &opts;
+        let err = plan(&r).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::SettingRefused);
+        assert!(err.to_string().contains("--dangerously-skip-permissions is owned by delegate"), "{err}");
     }
 }

@@ -37,6 +37,10 @@ pub struct Inventory {
     pub brothers: BTreeMap<String, BrotherEntry>,
     #[serde(default)]
     pub agents: BTreeMap<String, CustomAgent>,
+    /// `[profiles.NAME]`: named sets of run settings a launch picks with `--profile` (or a
+    /// brother's `default_profile`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Profile>,
     /// `[warm]`: the background process that keeps SSH connections between CLI commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmSettings>,
@@ -164,6 +168,40 @@ pub struct BrotherEntry {
     /// Another env file for this brother's agents, read after the host's (its values win).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<String>,
+    /// The profile a launch on this brother uses when it names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_profile: Option<String>,
+}
+
+/// A worker profile: run settings that override the brother's and are overridden by the
+/// command's own flags (flag > profile > brother > built-in default). Every field is
+/// optional; what a profile leaves out comes from the brother.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<crate::agents::ReasoningEffort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Wall-clock limit, like "45m".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
+    /// Extra arguments for the agent's command line (checked like `--args-json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// A file on the brother of `NAME=value` lines with this profile's credentials (an API
+    /// key, say), read after the host's and brother's env files. The inventory holds the
+    /// path only; the values never leave the brother.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_file: Option<String>,
 }
 
 /// An agent command of the user's own, as an argv template.
@@ -292,6 +330,19 @@ impl Inventory {
                 )));
             }
         }
+        for (name, b) in &self.brothers {
+            if let Some(p) = &b.default_profile
+                && !self.profiles.contains_key(p)
+            {
+                return Err(bad(format!(
+                    "brothers.{name}.default_profile = {p:?} is not a profile in this file (profiles: {})",
+                    names_or_none(self.profiles.keys())
+                )));
+            }
+        }
+        for (name, p) in &self.profiles {
+            self.check_profile(name, p).map_err(|m| bad(format!("profiles.{name}.{m}")))?;
+        }
         for (name, a) in &self.agents {
             AgentName::new(name).map_err(|e| bad(e.to_string()))?;
             if is_builtin_agent(name) {
@@ -305,6 +356,41 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+
+    /// What is wrong with one profile, starting with the key's name.
+    fn check_profile(&self, name: &str, p: &Profile) -> std::result::Result<(), String> {
+        AgentName::new(name).map_err(|e| format!(" {e}"))?;
+        if let Some(a) = &p.agent
+            && !is_builtin_agent(a)
+            && !self.agents.contains_key(a)
+        {
+            return Err(format!("agent = {a:?}: use claude, codex, self-test or a name from [agents]"));
+        }
+        if p.max_turns == Some(0) {
+            return Err("max_turns must be at least 1".into());
+        }
+        if let Some(t) = &p.timeout {
+            parse_timeout(t).map_err(|m| format!("timeout: {m}"))?;
+        }
+        if let Some(usd) = p.max_budget_usd {
+            crate::agents::options::check_budget(usd).map_err(|m| format!("max_budget_usd: {m}"))?;
+        }
+        if let Some(a) = &p.agent {
+            crate::agents::options::check_extra_args(a, &p.args).map_err(|m| format!("args: {m}"))?;
+        }
+        if let Some(f) = &p.credential_file {
+            check_remote_path(f).map_err(|m| format!("credential_file: {m}"))?;
+        }
+        Ok(())
+    }
+
+    /// A profile by name, or an error listing the known ones.
+    pub fn profile(&self, name: &str) -> Result<&Profile> {
+        self.profiles.get(name).ok_or_else(|| Error::UnknownProfile {
+            name: name.to_string(),
+            known: self.profiles.keys().cloned().collect(),
+        })
     }
 
     pub fn brother(&self, name: &str) -> Result<(&BrotherEntry, &HostEntry)> {
@@ -351,6 +437,11 @@ pub fn parse_timeout(t: &str) -> std::result::Result<std::time::Duration, String
         return Err(format!("{t:?} is shorter than one second"));
     }
     Ok(d)
+}
+
+fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<&str> = names.map(String::as_str).collect();
+    if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
 pub fn is_builtin_agent(name: &str) -> bool {
@@ -535,6 +626,22 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ("[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nagent = \"gpt\"\n", "agent"),
             ("[hosts.\"a b\"]\naddress = \"h\"\n", "invalid host name"),
             ("[hosts.h]\naddress = \"h\"\nsync_deadline = 0\n", "hosts.h.sync_deadline: 0 seconds"),
+            ("[profiles.p]\nreasoning_effort = \"huge\"\n", "huge"),
+            ("[profiles.p]\nmax_budget_usd = -1.0\n", "profiles.p.max_budget_usd"),
+            ("[profiles.p]\nmax_turns = 0\n", "profiles.p.max_turns"),
+            ("[profiles.p]\ntimeout = \"soon\"\n", "profiles.p.timeout"),
+            ("[profiles.p]\nagent = \"gpt\"\n", "profiles.p.agent"),
+            (
+                "[profiles.p]\nagent = \"claude\"\nargs = [\"--permission-mode\", \"bypassPermissions\"]\n",
+                "profiles.p.args: extra argument --permission-mode",
+            ),
+            ("[profiles.p]\ncredential_file = \"key.env\"\n", "profiles.p.credential_file"),
+            // A secret value has no key to go in: only a reference to where it lives.
+            ("[profiles.p]\napi_key = \"sk-123\"\n", "api_key"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\ndefault_profile = \"p\"\n",
+                "brothers.b.default_profile",
+            ),
         ];
         for (text, needle) in cases {
             let err = Inventory::parse(text, Path::new("c.toml")).unwrap_err().to_string();

@@ -31,6 +31,7 @@ pub mod row_caps;
 mod tests_caps;
 // A task as one conversation, for `show` and the MCP `get_task`.
 pub mod thread;
+pub mod usage;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
@@ -44,6 +45,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/004_say.sql"),
     include_str!("migrations/005_received.sql"),
     include_str!("migrations/006_host_syncs.sql"),
+    include_str!("migrations/007_settings.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -72,6 +74,10 @@ pub struct NewTask<'a> {
     pub author: &'a str,
     /// The host's and brother's concurrency caps: over them the task is recorded `queued`.
     pub caps: Caps,
+    /// Reasoning effort, spend limit, extra arguments, credential file.
+    pub options: &'a crate::agents::AgentOptions,
+    /// Each setting's value and source ([`crate::ops::settings::evidence`]).
+    pub settings: &'a serde_json::Value,
 }
 
 /// The first run of a freshly recorded task.
@@ -228,8 +234,9 @@ impl Store {
         let status = if queued { TaskStatus::Queued } else { TaskStatus::Launching };
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
-                                workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
+                                workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
+                                options, settings)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
             params![
                 status.as_str(),
                 t.brother,
@@ -243,7 +250,9 @@ impl Store {
                 t.prompt,
                 t.prompt_sha256,
                 now,
-                i64::try_from(t.timeout_secs).unwrap_or(i64::MAX)
+                i64::try_from(t.timeout_secs).unwrap_or(i64::MAX),
+                serde_json::to_string(t.options).expect("options serialize"),
+                t.settings.to_string()
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -444,7 +453,7 @@ impl Store {
             "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
                     length(prompt), prompt_sha256, version, created_at, updated_at,
                     timeout_secs, exit_code, turns, cost_usd, last_event, synced_at,
-                    {}
+                    {}, options, settings
              FROM tasks {tail}",
             freshness::HOST_SYNC_COLUMNS
         );
@@ -486,6 +495,15 @@ impl Store {
                 last_event: r.get(20)?,
                 synced_at,
                 stale,
+                // Written by this mailbox only; a task older than the column has none.
+                options: r
+                    .get::<_, Option<String>>(25)?
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default(),
+                settings: r
+                    .get::<_, Option<String>>(26)?
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or(serde_json::Value::Null),
                 runs: Vec::new(),
             })
         })?;
@@ -619,6 +637,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    static NO_OPTIONS: crate::agents::AgentOptions = crate::agents::AgentOptions {
+        reasoning_effort: None,
+        max_budget_usd: None,
+        extra_args: vec![],
+        credential_file: None,
+    };
+
     pub(super) fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
         NewTask {
             brother: "oppy",
@@ -635,6 +660,8 @@ mod tests {
             timeout_secs: 60,
             author: "tester",
             caps: Caps::default(),
+            options: &NO_OPTIONS,
+            settings: &serde_json::Value::Null,
         }
     }
 

@@ -378,6 +378,8 @@ mod tests {
                 timeout_secs: 60,
                 author: "ian",
                 caps: Default::default(),
+                options: &Default::default(),
+                settings: &serde_json::Value::Null,
             })
             .unwrap()
             .task_id;

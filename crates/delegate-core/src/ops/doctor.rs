@@ -186,13 +186,21 @@ fn plan(d: &Delegate, name: &str) -> Planned {
     let inv = d.inventory();
     let (b, h) = inv.brother(name).expect("checked by the caller");
     let remote_root = h.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
-    let (environment, env_files) = crate::hosts::inventory::agent_environment(h, Some(b));
+    let (environment, mut env_files) = crate::hosts::inventory::agent_environment(h, Some(b));
+    // What a launch naming nothing but the brother runs: its default profile applied.
+    let bare = crate::ops::launch::LaunchRequest { brother: name.to_string(), ..Default::default() };
+    let settings = crate::ops::settings::resolve(inv, b, &bare, &d.paths().config_file);
+    let chosen = settings.as_ref().ok();
+    let agent = chosen.map_or(b.agent.clone(), |s| s.agent.clone());
+    let sandbox = chosen.map_or(b.sandbox, |s| s.sandbox);
+    let options = chosen.map(|s| s.options.clone()).unwrap_or_default();
+    env_files.extend(options.credential_file.clone());
     let report = BrotherReport {
         brother: name.to_string(),
         host: b.host.clone(),
         address: None,
-        agent: b.agent.clone(),
-        sandbox: b.sandbox,
+        agent: agent.clone(),
+        sandbox,
         can_launch: false,
         identity: None,
         remote_user: None,
@@ -204,20 +212,23 @@ fn plan(d: &Delegate, name: &str) -> Planned {
     let mut ctx = FixContext {
         brother: name.to_string(),
         host: b.host.clone(),
-        agent: b.agent.clone(),
+        agent: agent.clone(),
         remote_root: remote_root.clone(),
         workdir: b.workdir.clone(),
         environment: environment.as_str().to_string(),
         ..FixContext::default()
     };
-    let plan = agents::plan(&AgentRequest {
-        agent: &b.agent,
-        model: b.model.as_deref(),
-        sandbox: b.sandbox,
-        max_turns: b.max_turns,
-        workdir: &b.workdir,
-        custom: inv.agents.get(&b.agent),
-        agent_path: b.agent_path.as_deref(),
+    let plan = settings.and_then(|s| {
+        agents::plan(&AgentRequest {
+            agent: &s.agent,
+            model: s.model.as_deref(),
+            sandbox: s.sandbox,
+            max_turns: s.max_turns,
+            workdir: &b.workdir,
+            custom: inv.agents.get(&s.agent),
+            agent_path: crate::ops::launch::agent_path_for(b, &s.agent),
+            options: &s.options,
+        })
     });
     let mut planned =
         Planned { report, vars: None, ctx: ctx.clone(), user: String::new(), sandbox_summary: String::new() };
@@ -229,14 +240,14 @@ fn plan(d: &Delegate, name: &str) -> Planned {
         }
     };
     // The self-test agent's program is written by each launch; there is none to ask yet.
-    let version_argv = if b.agent == "self-test" { vec![] } else { plan.version_argv.clone() };
+    let version_argv = if agent == "self-test" { vec![] } else { plan.version_argv.clone() };
     planned.sandbox_summary = format!("{} (enforced by: {})", plan.effective_sandbox, plan.enforcement);
     ctx.agent_cmd = plan.argv[0].clone();
     ctx.requires_hint = plan.requires_hint.clone();
     planned.ctx = ctx;
     planned.vars = Some(BrotherVars {
         kind: plan.kind.clone(),
-        sandbox: b.sandbox,
+        sandbox,
         remote_root,
         workdir: b.workdir.clone(),
         environment,
@@ -246,7 +257,7 @@ fn plan(d: &Delegate, name: &str) -> Planned {
         requires: plan.requires.clone(),
         sandbox_probe: plan.sandbox_probe.clone(),
         refuse_root: plan.refuse_root,
-        credentials: if is_builtin_agent(&b.agent) && b.agent != "self-test" { b.agent.clone() } else { String::new() },
+        credentials: if is_builtin_agent(&agent) && agent != "self-test" { agent.clone() } else { String::new() },
     });
     planned
 }

@@ -33,7 +33,8 @@ const MAX_LAUNCH_STDERR: usize = 16 * 1024;
 /// How long the launch script may take on the brother (preflight, version probe, tmux).
 const EXEC_LIMIT: Duration = Duration::from_secs(120);
 
-/// What to launch. `None` fields take the brother's defaults.
+/// What to launch. `None` fields take the profile's settings, then the brother's, then
+/// delegate's defaults ([`crate::ops::settings::resolve`]).
 #[derive(Debug, Clone, Default)]
 pub struct LaunchRequest {
     pub brother: String,
@@ -48,6 +49,13 @@ pub struct LaunchRequest {
     pub timeout: Option<Duration>,
     /// Who asks; default the local user from [`crate::Paths`].
     pub author: Option<String>,
+    /// A `[profiles.NAME]` of the inventory; default the brother's `default_profile`.
+    pub profile: Option<String>,
+    pub reasoning_effort: Option<crate::agents::ReasoningEffort>,
+    /// A spend limit for the run, in US dollars (agents with a native limit only).
+    pub max_budget_usd: Option<f64>,
+    /// Extra arguments for the agent, replacing the profile's; a flag delegate owns is refused.
+    pub extra_args: Option<Vec<String>>,
 }
 
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
@@ -226,28 +234,14 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     let inv = d.inventory();
     let (brother, host_entry) = inv.brother(&req.brother)?;
     let host_name = brother.host.clone();
-    let agent_name = req.agent.clone().unwrap_or_else(|| brother.agent.clone());
+    let chosen = crate::ops::settings::resolve(inv, brother, &req, &d.paths().config_file)?;
+    let settings = crate::ops::settings::evidence(&chosen.sources);
+    let agent_name = chosen.agent.clone();
     let custom = inv.agents.get(&agent_name);
     if !is_builtin_agent(&agent_name) && custom.is_none() {
         return Err(Error::UnknownAgent { name: agent_name, known: inv.agents.keys().cloned().collect() });
     }
-    let model = req.model.clone().or_else(|| brother.model.clone());
-    let sandbox = req.sandbox.unwrap_or(brother.sandbox);
-    let max_turns = req.max_turns.unwrap_or(brother.max_turns);
-    if max_turns == 0 {
-        return Err(Error::Config {
-            path: d.paths().config_file.clone(),
-            message: "--max-turns must be at least 1".into(),
-        });
-    }
-    let timeout = match (req.timeout, &brother.timeout) {
-        (Some(t), _) => t,
-        (None, Some(text)) => crate::hosts::inventory::parse_timeout(text)
-            .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("timeout: {m}") })?,
-        (None, None) => crate::hosts::inventory::DEFAULT_TIMEOUT,
-    };
-    // A library caller may pass Duration::MAX: the mailbox and the runner get a century.
-    let timeout = timeout.min(crate::hosts::inventory::FOREVER);
+    let (model, sandbox, max_turns, timeout) = (chosen.model.clone(), chosen.sandbox, chosen.max_turns, chosen.timeout);
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
@@ -262,8 +256,10 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         workdir: &workdir,
         custom,
         agent_path: agent_path_for(brother, &agent_name),
+        options: &chosen.options,
     })?;
-    let (environment, env_files) = crate::hosts::inventory::agent_environment(host_entry, Some(brother));
+    let (environment, mut env_files) = crate::hosts::inventory::agent_environment(host_entry, Some(brother));
+    env_files.extend(chosen.options.credential_file.clone());
     let reach = d.reach(&host_name)?;
     let subject = match &req.subject {
         Some(s) => clean_subject(s),
@@ -288,6 +284,8 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         timeout_secs: timeout.as_secs(),
         author: &author,
         caps,
+        options: &chosen.options,
+        settings: &settings,
     })?;
     if run.queued {
         return Ok(Prepared::Queued(d.store().task(run.task_id)?));
@@ -309,6 +307,7 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             timeout_secs: timeout.as_secs(),
             max_turns,
             address,
+            settings,
         },
     )
     .map(Prepared::Ready)
@@ -351,12 +350,13 @@ pub(crate) fn plan_for_task(d: &Delegate, task: &Task) -> Result<crate::agents::
         workdir: &task.workdir,
         custom,
         agent_path: inv.brothers.get(&task.brother).and_then(|b| agent_path_for(b, &task.agent)),
+        options: &task.options,
     })
 }
 
 /// The brother's `agent_path`, when the task runs the brother's own agent (a path to
 /// Claude says nothing about where Codex is).
-fn agent_path_for<'a>(brother: &'a crate::hosts::inventory::BrotherEntry, agent: &str) -> Option<&'a str> {
+pub(crate) fn agent_path_for<'a>(brother: &'a crate::hosts::inventory::BrotherEntry, agent: &str) -> Option<&'a str> {
     brother.agent_path.as_deref().filter(|_| brother.agent == agent)
 }
 
@@ -378,6 +378,8 @@ pub(crate) struct Delivery<'a> {
     pub timeout_secs: u64,
     pub max_turns: u32,
     pub address: String,
+    /// Each setting's value and source, recorded in the run's evidence.
+    pub settings: serde_json::Value,
 }
 
 impl<'a> Delivery<'a> {
@@ -393,8 +395,9 @@ impl<'a> Delivery<'a> {
     ) -> Result<Delivery<'a>> {
         let address = reach.address();
         let inv = d.inventory();
-        let (environment, env_files) =
+        let (environment, mut env_files) =
             crate::hosts::inventory::agent_environment(inv.host(&task.host)?, inv.brothers.get(&task.brother));
+        env_files.extend(task.options.credential_file.clone());
         Ok(Delivery {
             preamble,
             environment,
@@ -415,6 +418,7 @@ impl<'a> Delivery<'a> {
             },
             max_turns: task.max_turns,
             address,
+            settings: task.settings.clone(),
         })
     }
 }
@@ -444,6 +448,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         timeout_secs,
         max_turns,
         address,
+        settings,
     } = x;
     let rendered = render_script(
         d.store().mailbox_id(),
@@ -467,6 +472,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
     let evidence = json!({
         "address": &address,
         "agent_plan": plan,
+        "settings": settings,
         "script_bytes": script.len(),
     });
     Ok(Ready { run, brother: brother.to_string(), reach, script, evidence, argv: plan.argv.clone() })
@@ -559,6 +565,8 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         workdir: &b.workdir,
         custom,
         agent_path: b.agent_path.as_deref(),
+        // The brother's own settings: no profile, no extra options.
+        options: &Default::default(),
     })?;
     let (environment, env_files) = crate::hosts::inventory::agent_environment(host_entry, Some(b));
     let mailbox_id = d.store().mailbox_id();

@@ -7,5 +7,6 @@ pub mod doctor;
 pub mod launch;
 pub mod reopen;
 pub mod say;
+pub mod settings;
 pub mod sync;
 pub mod write_scope;

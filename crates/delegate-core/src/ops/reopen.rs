@@ -137,6 +137,7 @@ mod tests {
             workdir: "/w",
             custom: None,
             agent_path: None,
+            options: &Default::default(),
         })
         .unwrap()
     }
@@ -158,5 +159,50 @@ mod tests {
         assert_eq!(&p.argv[n - 3..], ["resume", "thread-9", "-"]);
         let sandbox_at = p.argv.iter().position(|a| a == "--sandbox").unwrap();
         assert!(sandbox_at < n - 3 && p.argv[sandbox_at + 1] == "workspace-write");
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_effort_budget_and_extra_args() {
+        let opts = agents::AgentOptions {
+            reasoning_effort: Some(agents::ReasoningEffort::High),
+            max_budget_usd: Some(3.0),
+            extra_args: vec!["--fallback-model".into(), "haiku".into()],
+            credential_file: None,
+        };
+        let with = |agent| {
+            agents::plan(&AgentRequest {
+                agent,
+                model: None,
+                sandbox: Sandbox::Write,
+                max_turns: 5,
+                workdir: "/w",
+                custom: None,
+                agent_path: None,
+                options: &opts,
+            })
+        };
+        let mut p = with("claude").unwrap();
+        resume_plan(&mut p, "0b0c-1");
+        let a = p.argv.join(" ");
+        assert!(
+            a.contains("--effort high") && a.contains("--max-budget-usd 3") && a.ends_with("--fallback-model haiku"),
+            "{a}"
+        );
+        let codex_opts = agents::AgentOptions { max_budget_usd: None, extra_args: vec![], ..opts.clone() };
+        let mut p = agents::plan(&AgentRequest {
+            agent: "codex",
+            model: None,
+            sandbox: Sandbox::Write,
+            max_turns: 5,
+            workdir: "/w",
+            custom: None,
+            agent_path: None,
+            options: &codex_opts,
+        })
+        .unwrap();
+        resume_plan(&mut p, "thread-9");
+        let resume_at = p.argv.iter().position(|a| a == "resume").unwrap();
+        let effort_at = p.argv.iter().position(|a| a == "model_reasoning_effort=\"high\"").unwrap();
+        assert!(effort_at < resume_at, "{:?}", p.argv);
     }
 }

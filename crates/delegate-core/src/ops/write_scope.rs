@@ -85,8 +85,17 @@ mod tests {
     use crate::agents::{AgentRequest, plan};
 
     fn plan_for(agent: &str, sandbox: Sandbox) -> AgentPlan {
-        plan(&AgentRequest { agent, model: None, sandbox, max_turns: 3, workdir: "/w", custom: None, agent_path: None })
-            .unwrap()
+        plan(&AgentRequest {
+            agent,
+            model: None,
+            sandbox,
+            max_turns: 3,
+            workdir: "/w",
+            custom: None,
+            agent_path: None,
+            options: &Default::default(),
+        })
+        .unwrap()
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub(super) fn self_test_plan(max_turns: u32) -> AgentPlan {
         workdir: "/w",
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap()
 }
@@ -192,6 +193,7 @@ fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session
         workdir: "/w",
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap();
     let root = s.root().to_string_lossy().into_owned();
@@ -326,6 +328,7 @@ fn preflight_failures_have_their_own_codes() {
         workdir: "/w",
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap();
     p.argv[0] = "definitely-not-an-agent-xyz".into();
@@ -364,6 +367,7 @@ fn preflight_failures_have_their_own_codes() {
         workdir: "/w",
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap();
     let (c, m) = run(vars(&selftest, "/nonexistent/dir"));
@@ -413,6 +417,7 @@ fn claude_settings_get_the_task_dir_and_their_hook_commands_work() {
         workdir: "/w",
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap();
     let mut p = fake_plan("exit 0\n");
@@ -455,6 +460,7 @@ fn a_task_dir_with_a_quote_is_refused_only_where_a_file_must_carry_it() {
         workdir: "/w",
         custom: None,
         agent_path: None,
+        options: &Default::default(),
     })
     .unwrap();
     let mut p = fake_plan("exit 0\n");
