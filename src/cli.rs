@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use delegate_core::{Sandbox, TaskStatus};
+use delegate_core::{Priority, Sandbox, TaskStatus};
 
 /// Hand tasks to coding agents on named remote machines over SSH
 #[derive(Parser, Debug)]
@@ -32,6 +32,10 @@ const SHORT_FORM_HELP: &str =
 pub enum Command {
     /// Launch a task on a brother (an agent on a remote host)
     Run(RunArgs),
+    /// Record a task without launching it (state `backlog`); `delegate start N` launches it
+    New(NewArgs),
+    /// Launch a backlog task on its assigned brother (or --assign one)
+    Start(StartArgs),
     /// List tasks, newest first
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
@@ -115,7 +119,51 @@ pub struct RunArgs {
     /// the prompt: `delegate run --to oppy --to jerry "run the tests"`
     #[arg(long = "to", value_name = "BROTHER")]
     pub to: Vec<String>,
+    #[command(flatten)]
+    pub board: BoardPlace,
     /// Print the task as JSON (with several brothers: {"tasks": [...], "errors": [...]})
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a task sits on the board: its priority and the task it is part of.
+#[derive(Args, Debug)]
+pub struct BoardPlace {
+    /// low | medium | high (default medium): orders the board
+    #[arg(long)]
+    pub priority: Option<Priority>,
+    /// The task this one is part of (its number); `show` on it lists this one
+    #[arg(long, value_name = "N")]
+    pub parent: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// One line: the task's subject and the first line of the agent's prompt
+    pub title: String,
+    /// The rest of the prompt, after the title and a blank line
+    #[arg(long)]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub board: BoardPlace,
+    /// The brother to run it on (may be left for `delegate start N --assign BROTHER`)
+    #[arg(long, value_name = "BROTHER")]
+    pub assign: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Task number (a task in the backlog)
+    pub id: i64,
+    /// The brother to run it on, instead of (or when there is no) assigned one
+    #[arg(long, value_name = "BROTHER")]
+    pub assign: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
     #[arg(long)]
     pub json: bool,
 }

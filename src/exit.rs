@@ -71,6 +71,9 @@ pub const RUNNER_SILENT: u8 = remote::RUNNER_SILENT as u8;
 /// The task's directory or session already belongs to a launch.
 pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 
+/// `start`: the task is not in the backlog (started already), or has no brother assigned.
+pub const NOT_STARTABLE: u8 = 33;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 
@@ -121,6 +124,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::NotResumable => NOT_RESUMABLE,
         K::NotStarted => NOT_STARTED,
         K::BadArgument => USAGE,
+        K::NotStartable => NOT_STARTABLE,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,

@@ -11,10 +11,12 @@ mod logs;
 mod mailbox;
 mod mcp;
 mod monitor;
+mod new;
 mod reopen;
 mod run;
 mod say;
 mod show;
+mod start;
 mod status;
 mod sync;
 mod update;
@@ -48,6 +50,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
             run::run(config, short.run)
         }
+        Command::New(args) => new::run(config, args),
+        Command::Start(args) => start::run(config, args),
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
         Command::Sync { json } => sync::run(config, json),

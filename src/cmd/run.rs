@@ -28,6 +28,8 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             model: args.model.clone(),
             timeout: args.timeout,
             author: args.who.author.clone(),
+            priority: args.board.priority,
+            parent: args.board.parent,
         })
         .collect();
     let mut results = block_on(d.launch_many(reqs));
@@ -157,7 +159,7 @@ pub fn read_prompt(text: &PromptArgs) -> Result<Vec<u8>> {
     }
 }
 
-fn print_launched(task: &Task, json: bool) -> Result<()> {
+pub(crate) fn print_launched(task: &Task, json: bool) -> Result<()> {
     if json {
         super::print_json(task)?;
         return Ok(());

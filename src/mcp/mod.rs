@@ -281,6 +281,8 @@ impl DelegateServer {
                 model: a.model.clone(),
                 timeout,
                 author: Some(author.clone()),
+                priority: None,
+                parent: None,
             })
             .collect();
         let results = d.launch_many(reqs).await;

@@ -948,6 +948,8 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
             timeout_secs: 4 * 3600,
             author: "bench",
             caps: Caps { host: None, brother: None },
+            priority: Default::default(),
+            parent: None,
         })?;
         create.sample(ms(t));
         let t = Instant::now();

@@ -187,6 +187,14 @@ pub enum Error {
     #[error("task {0} not found")]
     TaskNotFound(i64),
 
+    /// `--parent` names a task the mailbox does not have.
+    #[error("no task {parent} to be the parent: --parent takes the number of a task in the mailbox (`delegate list`)")]
+    NoSuchParent { parent: i64 },
+
+    /// `start` of a task that is not a backlog task, or has no brother to run on.
+    #[error("task {task} cannot be started: {why}")]
+    NotStartable { task: i64, why: String },
+
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
 
@@ -292,6 +300,8 @@ pub enum ErrorKind {
     NotStarted,
     /// An argument the operation does not take (a status a person may not set).
     BadArgument,
+    /// `start` of a task not in the backlog, or with no brother assigned.
+    NotStartable,
     /// The task was cancelled while its launch ran; no agent runs for it.
     CancelledWhileLaunching,
     /// A host could not be synced.
@@ -342,6 +352,7 @@ impl ErrorKind {
             ErrorKind::NotResumable => "not_resumable",
             ErrorKind::NotStarted => "not_started",
             ErrorKind::BadArgument => "bad_arguments",
+            ErrorKind::NotStartable => "not_startable",
             ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
@@ -379,6 +390,8 @@ impl Error {
             Error::LaunchRefused { code, .. } => ErrorKind::BrotherRefused(*code),
             Error::LaunchUnknown { .. } => ErrorKind::LaunchUnknown,
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,
+            Error::NoSuchParent { .. } => ErrorKind::BadArgument,
+            Error::NotStartable { .. } => ErrorKind::NotStartable,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
             Error::RunActive { .. } | Error::UpdateInFlight { .. } => ErrorKind::RunActive,
             Error::SayNotStarted { .. } => ErrorKind::NotStarted,

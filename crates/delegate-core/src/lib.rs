@@ -155,5 +155,6 @@ pub use transport::{pool, ssh, warm};
 pub use delegate::{Delegate, Paths, Trusted};
 pub use error::{Error, ErrorKind};
 pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
+pub use ops::board::Draft;
 pub use store::ListFilter;
-pub use task::{Run, Sandbox, Stale, Task, TaskStatus};
+pub use task::{Priority, Run, Sandbox, Stale, Task, TaskStatus};

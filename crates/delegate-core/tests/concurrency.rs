@@ -119,6 +119,8 @@ fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {
         timeout_secs: 60,
         author: brother,
         caps: Caps::default(),
+        priority: Default::default(),
+        parent: None,
     }
 }
 

@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::task::{Run, Sandbox, Task, TaskStatus};
+use crate::task::{Priority, Run, Sandbox, Task, TaskStatus};
 
+// Tasks recorded without launching (the backlog), and parent/child links.
+pub mod board;
 mod feed;
 mod freshness;
 mod lifecycle;
@@ -44,6 +46,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/004_say.sql"),
     include_str!("migrations/005_received.sql"),
     include_str!("migrations/006_host_syncs.sql"),
+    include_str!("migrations/007_board.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -72,6 +75,9 @@ pub struct NewTask<'a> {
     pub author: &'a str,
     /// The host's and brother's concurrency caps: over them the task is recorded `queued`.
     pub caps: Caps,
+    pub priority: Priority,
+    /// The task this one is part of; it must exist.
+    pub parent: Option<i64>,
 }
 
 /// The first run of a freshly recorded task.
@@ -226,10 +232,12 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let queued = queue::must_queue(&tx, t.host, t.brother, t.caps)?;
         let status = if queued { TaskStatus::Queued } else { TaskStatus::Launching };
+        board::check_parent(&tx, t.parent)?;
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
-                                workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
+                                workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
+                                priority, parent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
             params![
                 status.as_str(),
                 t.brother,
@@ -243,7 +251,9 @@ impl Store {
                 t.prompt,
                 t.prompt_sha256,
                 now,
-                i64::try_from(t.timeout_secs).unwrap_or(i64::MAX)
+                i64::try_from(t.timeout_secs).unwrap_or(i64::MAX),
+                t.priority.as_str(),
+                t.parent
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -444,7 +454,7 @@ impl Store {
             "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
                     length(prompt), prompt_sha256, version, created_at, updated_at,
                     timeout_secs, exit_code, turns, cost_usd, last_event, synced_at,
-                    {}
+                    {}, priority, parent_id
              FROM tasks {tail}",
             freshness::HOST_SYNC_COLUMNS
         );
@@ -486,6 +496,8 @@ impl Store {
                 last_event: r.get(20)?,
                 synced_at,
                 stale,
+                priority: parse_col(r, 25)?,
+                parent: r.get(26)?,
                 runs: Vec::new(),
             })
         })?;
@@ -538,13 +550,13 @@ impl Store {
     }
 }
 
-fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
+pub(super) fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
 }
 
 /// The one place a task's status changes: checks and bumps the version, logs the change.
-fn transition_in(
+pub(super) fn transition_in(
     tx: &rusqlite::Connection,
     task_id: i64,
     expected_version: i64,
@@ -635,6 +647,8 @@ mod tests {
             timeout_secs: 60,
             author: "tester",
             caps: Caps::default(),
+            priority: Priority::Medium,
+            parent: None,
         }
     }
 

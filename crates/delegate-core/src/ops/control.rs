@@ -118,10 +118,11 @@ impl Delegate {
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
-        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        if task.status == TaskStatus::Queued && self.store_mut().cancel_queued(id)? {
+        // Nothing was sent for a queued or backlog task: it is settled here alone.
+        if matches!(task.status, TaskStatus::Queued | TaskStatus::Backlog) && self.store_mut().cancel_queued(id)? {
             return self.task(id);
         }
+        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
         let reach = self.reach(&task.host)?;
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;

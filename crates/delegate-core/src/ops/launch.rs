@@ -48,6 +48,10 @@ pub struct LaunchRequest {
     pub timeout: Option<Duration>,
     /// Who asks; default the local user from [`crate::Paths`].
     pub author: Option<String>,
+    /// Default medium.
+    pub priority: Option<crate::task::Priority>,
+    /// The task this one is part of; it must exist.
+    pub parent: Option<i64>,
 }
 
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
@@ -220,11 +224,20 @@ struct Sent {
     total_ms: f64,
 }
 
-/// Checks a request, records the task, and renders its script (unless it queues).
-fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
-    check_prompt(&req.prompt)?;
+/// A request's settings: what it asks for, else the brother's defaults (checked).
+pub(crate) struct Settings {
+    pub host_name: String,
+    pub agent_name: String,
+    pub model: Option<String>,
+    pub sandbox: Sandbox,
+    pub max_turns: u32,
+    pub timeout: Duration,
+    pub workdir: String,
+}
+
+pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
     let inv = d.inventory();
-    let (brother, host_entry) = inv.brother(&req.brother)?;
+    let (brother, _) = inv.brother(&req.brother)?;
     let host_name = brother.host.clone();
     let agent_name = req.agent.clone().unwrap_or_else(|| brother.agent.clone());
     let custom = inv.agents.get(&agent_name);
@@ -251,6 +264,16 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
+    Ok(Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir })
+}
+
+/// Checks a request, records the task, and renders its script (unless it queues).
+fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
+    check_prompt(&req.prompt)?;
+    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir } = settings(d, &req)?;
+    let inv = d.inventory();
+    let (brother, host_entry) = inv.brother(&req.brother)?;
+    let custom = inv.agents.get(&agent_name);
     let remote_root =
         host_entry.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
     let caps = Caps { host: host_entry.max_concurrent, brother: brother.max_concurrent };
@@ -288,6 +311,8 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         timeout_secs: timeout.as_secs(),
         author: &author,
         caps,
+        priority: req.priority.unwrap_or_default(),
+        parent: req.parent,
     })?;
     if run.queued {
         return Ok(Prepared::Queued(d.store().task(run.task_id)?));

@@ -1,0 +1,149 @@
+//! The board's part of the store: tasks recorded without launching (`backlog`), started
+//! later by handing them to the queue, and the parent/child links between tasks.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{Store, now, parse_col, random_hex, transition_in};
+use crate::error::{Error, Result};
+use crate::task::{Priority, Sandbox, TaskStatus};
+
+/// A task to record without launching it.
+pub struct NewDraft<'a> {
+    pub subject: &'a str,
+    pub prompt: &'a [u8],
+    pub prompt_sha256: &'a str,
+    pub priority: Priority,
+    pub parent: Option<i64>,
+    /// The brother and its host, when assigned already.
+    pub assigned: Option<(&'a str, &'a str)>,
+    pub author: &'a str,
+}
+
+/// What a backlog task needs to start: the brother's settings as the inventory says now.
+pub struct Assignment<'a> {
+    pub brother: &'a str,
+    pub host: &'a str,
+    pub address: &'a str,
+    pub agent: &'a str,
+    pub model: Option<&'a str>,
+    pub sandbox: Sandbox,
+    pub max_turns: u32,
+    pub workdir: &'a str,
+    pub timeout_secs: u64,
+    pub author: &'a str,
+}
+
+/// A child task as its parent's `show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Child {
+    pub id: i64,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub subject: String,
+}
+
+/// A parent must exist when the link is made (the foreign key alone would fail with
+/// SQLite's bare "FOREIGN KEY constraint failed").
+pub(super) fn check_parent(tx: &rusqlite::Connection, parent: Option<i64>) -> Result<()> {
+    let Some(parent) = parent else { return Ok(()) };
+    let found: Option<i64> = tx.query_row("SELECT id FROM tasks WHERE id = ?1", [parent], |r| r.get(0)).optional()?;
+    found.map(|_| ()).ok_or(Error::NoSuchParent { parent })
+}
+
+impl Store {
+    /// Records a task in `backlog`: no run, nothing sent. An unassigned draft has an empty
+    /// brother and host; its agent settings are filled in by [`Store::start_draft`].
+    pub fn create_draft(&mut self, t: &NewDraft) -> Result<i64> {
+        let now = now();
+        let (brother, host) = t.assigned.unwrap_or(("", ""));
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_parent(&tx, t.parent)?;
+        // The least sandbox and no turns as placeholders: nothing runs before `start`
+        // replaces them with the brother's settings.
+        tx.execute(
+            "INSERT INTO tasks (status, brother, host, subject, agent, sandbox, max_turns, workdir,
+                                prompt, prompt_sha256, created_at, updated_at, priority, parent_id)
+             VALUES (?1, ?2, ?3, ?4, '', 'read', 0, '', ?5, ?6, ?7, ?7, ?8, ?9)",
+            params![
+                TaskStatus::Backlog.as_str(),
+                brother,
+                host,
+                t.subject,
+                t.prompt,
+                t.prompt_sha256,
+                now,
+                t.priority.as_str(),
+                t.parent
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO transitions (task_id, from_status, to_status, reason, at) VALUES (?1, NULL, ?2, ?3, ?4)",
+            params![id, TaskStatus::Backlog.as_str(), format!("recorded by {}", t.author), now],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Moves a backlog task to `queued` with its first run and the brother's settings, in
+    /// one transaction: the dispatcher then starts it as it starts any queued task. Two
+    /// starts at once: the second finds it no longer in the backlog.
+    pub fn start_draft(&mut self, id: i64, a: &Assignment) -> Result<()> {
+        let now = now();
+        let nonce = random_hex(16);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(TaskStatus, i64)> = tx
+            .query_row("SELECT status, version FROM tasks WHERE id = ?1", [id], |r| Ok((parse_col(r, 0)?, r.get(1)?)))
+            .optional()?;
+        let Some((status, version)) = row else { return Err(Error::TaskNotFound(id)) };
+        if status != TaskStatus::Backlog {
+            return Err(Error::NotStartable {
+                task: id,
+                why: format!(
+                    "it is {status}, not in the backlog: it was started already (`delegate show {id}`; a finished \
+                     task is followed up with `delegate reopen {id}`)"
+                ),
+            });
+        }
+        tx.execute(
+            "UPDATE tasks SET brother = ?2, host = ?3, agent = ?4, model = ?5, sandbox = ?6, max_turns = ?7,
+                              workdir = ?8, timeout_secs = ?9
+             WHERE id = ?1",
+            params![
+                id,
+                a.brother,
+                a.host,
+                a.agent,
+                a.model,
+                a.sandbox.as_str(),
+                a.max_turns,
+                a.workdir,
+                i64::try_from(a.timeout_secs).unwrap_or(i64::MAX)
+            ],
+        )?;
+        let session = crate::names::SessionName::for_run(&self.mailbox_id, id, 1)
+            .expect("generated session names are valid")
+            .to_string();
+        tx.execute(
+            "INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at, author)
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![id, session, nonce, TaskStatus::Queued.as_str(), a.host, a.address, now, a.author],
+        )?;
+        let reason = format!("started from the backlog by {}", a.author);
+        transition_in(&tx, id, version, TaskStatus::Queued, Some(&reason), &now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The tasks whose parent is `id`, oldest first.
+    pub fn children(&self, id: i64) -> Result<Vec<Child>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, status, priority, subject FROM tasks WHERE parent_id = ?1 ORDER BY id")?;
+        let rows = st.query_map([id], |r| {
+            Ok(Child { id: r.get(0)?, status: parse_col(r, 1)?, priority: parse_col(r, 2)?, subject: r.get(3)? })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}

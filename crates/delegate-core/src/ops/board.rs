@@ -1,0 +1,106 @@
+//! The board's operations: record a task without launching it (`new`), and launch it later
+//! (`start`) through the queue, exactly as a task waiting for a slot is launched.
+
+use crate::delegate::Delegate;
+use crate::error::{Error, Result};
+use crate::mailbox::board::{Assignment, NewDraft};
+use crate::ops::launch::{LaunchRequest, Settings, check_prompt, clean_subject, dispatch_queued, settings, sha256_hex};
+use crate::task::{Priority, Task, TaskStatus};
+
+/// A task to record in the backlog.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    /// One line: the task's subject, and the first line of its prompt.
+    pub title: String,
+    /// The rest of the prompt, after a blank line.
+    pub description: Option<String>,
+    pub priority: Option<Priority>,
+    pub parent: Option<i64>,
+    /// A brother from the inventory; may be left for `start`.
+    pub assign: Option<String>,
+    /// Who records it; default the local user.
+    pub author: Option<String>,
+}
+
+/// The prompt a draft's agent reads: the title, then the description.
+fn draft_prompt(d: &Draft) -> Vec<u8> {
+    match &d.description {
+        Some(text) => format!("{}\n\n{text}", d.title).into_bytes(),
+        None => d.title.clone().into_bytes(),
+    }
+}
+
+impl Delegate {
+    /// Records a task in the backlog: nothing is sent, and no sync or dispatcher starts it;
+    /// [`Delegate::start`] does.
+    pub fn create_draft(&mut self, draft: Draft) -> Result<Task> {
+        let prompt = draft_prompt(&draft);
+        check_prompt(&prompt)?;
+        let assigned = match &draft.assign {
+            Some(name) => Some((name.as_str(), self.inventory().brother(name)?.0.host.clone())),
+            None => None,
+        };
+        let author = draft.author.clone().unwrap_or_else(|| self.paths().local_user.clone());
+        let id = self.store_mut().create_draft(&NewDraft {
+            subject: &clean_subject(&draft.title),
+            prompt: &prompt,
+            prompt_sha256: &sha256_hex(&prompt),
+            priority: draft.priority.unwrap_or_default(),
+            parent: draft.parent,
+            assigned: assigned.as_ref().map(|(b, h)| (*b, h.as_str())),
+            author: &author,
+        })?;
+        self.task(id)
+    }
+
+    /// Launches a backlog task on its brother (`assign`, else the one it was recorded
+    /// with), with the brother's settings as the inventory says now. It goes through the
+    /// queue: over a concurrency cap it stays `queued` and starts when a slot frees up.
+    pub async fn start(&mut self, id: i64, assign: Option<String>, author: Option<String>) -> Result<Task> {
+        let task = self.task(id)?;
+        if task.status != TaskStatus::Backlog {
+            return Err(Error::NotStartable {
+                task: id,
+                why: format!(
+                    "it is {}, not in the backlog: it was started already (`delegate show {id}`; a finished task \
+                     is followed up with `delegate reopen {id}`)",
+                    task.status
+                ),
+            });
+        }
+        let brother = assign.or_else(|| Some(task.brother.clone()).filter(|b| !b.is_empty())).ok_or_else(|| {
+            Error::NotStartable {
+                task: id,
+                why: format!("no brother is assigned: name one with `delegate start {id} --assign BROTHER`"),
+            }
+        })?;
+        let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir } =
+            settings(self, &LaunchRequest { brother: brother.clone(), ..Default::default() })?;
+        let address = self.reach(&host_name)?.address();
+        let author = author.unwrap_or_else(|| self.paths().local_user.clone());
+        self.store_mut().start_draft(
+            id,
+            &Assignment {
+                brother: &brother,
+                host: &host_name,
+                address: &address,
+                agent: &agent_name,
+                model: model.as_deref(),
+                sandbox,
+                max_turns,
+                workdir: &workdir,
+                timeout_secs: timeout.as_secs(),
+                author: &author,
+            },
+        )?;
+        for result in dispatch_queued(self).await? {
+            match result {
+                Ok(t) if t.id == id => return Ok(t),
+                Err(e) if e.task_id() == Some(id) => return Err(e),
+                _ => {}
+            }
+        }
+        // Still queued (no free slot), or refused before sending (the task says why).
+        self.task(id)
+    }
+}
