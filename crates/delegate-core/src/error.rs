@@ -191,6 +191,10 @@ pub enum Error {
     #[error("no task {parent} to be the parent: --parent takes the number of a task in the mailbox (`delegate list`)")]
     NoSuchParent { parent: i64 },
 
+    /// `wait` on a backlog task: nothing ends it until it is started.
+    #[error("task {task} is in the backlog: it never ends unless started (`delegate start {task}`) or cancelled")]
+    WaitOnBacklog { task: i64 },
+
     /// `start` of a task that is not a backlog task, or has no brother to run on.
     #[error("task {task} cannot be started: {why}")]
     NotStartable { task: i64, why: String },
@@ -392,6 +396,7 @@ impl Error {
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,
             Error::NoSuchParent { .. } => ErrorKind::BadArgument,
             Error::NotStartable { .. } => ErrorKind::NotStartable,
+            Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
             Error::RunActive { .. } | Error::UpdateInFlight { .. } => ErrorKind::RunActive,
             Error::SayNotStarted { .. } => ErrorKind::NotStarted,

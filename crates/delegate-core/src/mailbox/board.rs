@@ -147,3 +147,81 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::tests::temp_dir;
+
+    fn draft<'a>(parent: Option<i64>) -> NewDraft<'a> {
+        NewDraft {
+            subject: "s",
+            prompt: b"p",
+            prompt_sha256: "x",
+            priority: Priority::High,
+            parent,
+            assigned: None,
+            author: "tester",
+        }
+    }
+
+    fn assignment(author: &str) -> Assignment<'_> {
+        Assignment {
+            brother: "oppy",
+            host: "masuda",
+            address: "127.0.0.1",
+            agent: "self-test",
+            model: None,
+            sandbox: Sandbox::Write,
+            max_turns: 5,
+            workdir: "/w",
+            timeout_secs: 60,
+            author,
+        }
+    }
+
+    #[test]
+    fn two_starts_of_one_backlog_task_at_once_give_it_exactly_one_run() {
+        let dir = temp_dir("board-start");
+        let id = Store::open(&dir).unwrap().create_draft(&draft(None)).unwrap();
+        assert!(Store::open(&dir).unwrap().queued().unwrap().is_empty(), "a backlog task is not queued");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let starts: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|who| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut s = Store::open(&dir).unwrap();
+                    barrier.wait();
+                    s.start_draft(id, &assignment(who))
+                })
+            })
+            .collect();
+        let results: Vec<_> = starts.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        let lost = results.into_iter().find_map(|r| r.err()).unwrap();
+        assert!(matches!(lost, Error::NotStartable { task, .. } if task == id), "{lost}");
+        let s = Store::open(&dir).unwrap();
+        let t = s.task(id).unwrap();
+        assert_eq!((t.status, t.runs.len(), t.brother.as_str(), t.version), (TaskStatus::Queued, 1, "oppy", 2));
+        assert_eq!(s.queued().unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [id]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn children_are_linked_only_to_an_existing_parent() {
+        let dir = temp_dir("board-children");
+        let mut s = Store::open(&dir).unwrap();
+        let parent = s.create_draft(&draft(None)).unwrap();
+        let a = s.create_draft(&draft(Some(parent))).unwrap();
+        let b =
+            s.create_task(&crate::mailbox::NewTask { parent: Some(parent), ..crate::mailbox::tests::new_task(b"q") });
+        let b = b.unwrap().task_id;
+        let err = s.create_draft(&draft(Some(parent + 100))).unwrap_err();
+        assert!(matches!(err, Error::NoSuchParent { .. }), "{err}");
+        let kids: Vec<(i64, TaskStatus)> = s.children(parent).unwrap().iter().map(|c| (c.id, c.status)).collect();
+        assert_eq!(kids, [(a, TaskStatus::Backlog), (b, TaskStatus::Launching)]);
+        assert!(s.children(a).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

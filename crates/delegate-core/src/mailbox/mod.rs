@@ -585,7 +585,7 @@ pub(super) fn transition_in(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     pub(super) fn temp_dir(tag: &str) -> PathBuf {

@@ -73,7 +73,11 @@ impl Delegate {
     /// answers or the time runs out; the other hosts' tasks finish meanwhile.
     pub async fn wait(&mut self, ids: &[i64], timeout: Option<Duration>, poll: Duration) -> Result<WaitResult> {
         for id in ids {
-            self.task(*id)?; // unknown ids fail now, not after the timeout
+            // Unknown ids fail now, not after the timeout; so does a backlog task, which
+            // nothing finishes until somebody starts it.
+            if self.task(*id)?.status == TaskStatus::Backlog {
+                return Err(Error::WaitOnBacklog { task: *id });
+            }
         }
         // A deadline past what the clock can hold is no deadline (`Instant + Duration::MAX`
         // would panic).

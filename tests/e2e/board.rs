@@ -1,0 +1,127 @@
+//! The board: tasks recorded without launching (`new`), launched later (`start`),
+//! priorities, and parent/child links.
+
+use delegate_testkit::FakeHost;
+
+use crate::support::{Env, execs, launch, remote_dir, wait_done};
+
+#[test]
+fn a_backlog_task_waits_until_started_then_launches_like_any_other() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let t = env
+        .run(&["new", "fix the parser", "--description", "the details\non two lines", "--priority", "high", "--json"])
+        .ok()
+        .json();
+    let id = t["id"].as_i64().unwrap();
+    let n = id.to_string();
+    assert_eq!(
+        (t["status"].as_str(), t["priority"].as_str(), t["brother"].as_str()),
+        (Some("backlog"), Some("high"), Some(""))
+    );
+    assert_eq!(t["runs"].as_array().unwrap().len(), 0, "{t}");
+    // Nothing starts it: not a sync, not the dispatcher that list and status run.
+    env.run(&["sync"]).ok();
+    env.run(&["list"]).ok();
+    env.run(&["status"]).ok();
+    let t = env.run(&["show", &n, "--json"]).ok().json();
+    assert_eq!(t["status"], "backlog", "{t}");
+    assert_eq!(execs(&host), 0, "nothing was sent to the host:\n{}", host.sshd_log());
+    // The thread shows what the agent will read, and who recorded it.
+    assert_eq!(t["thread"][0]["kind"], "prompt");
+    assert_eq!(t["thread"][0]["text"], "fix the parser\n\nthe details\non two lines");
+    assert_eq!(t["history"][0]["reason"], "recorded by tester", "{t}");
+    // Waiting on it would never end; starting it needs a brother.
+    let wait = env.run(&["wait", &n, "--timeout", "60s"]).fails_with(19);
+    assert!(wait.stderr().contains(&format!("delegate start {id}")), "{wait}");
+    let start = env.run(&["start", &n]).fails_with(33);
+    assert!(start.stderr().contains(&format!("delegate start {id} --assign BROTHER")), "{start}");
+    assert_eq!(env.run(&["show", &n, "--json"]).ok().json()["status"], "backlog", "a refused start changes nothing");
+
+    let t = env.run(&["start", &n, "--assign", "oppy", "--as", "lead-2", "--json"]).ok().json();
+    assert_eq!((t["status"].as_str(), t["brother"].as_str()), (Some("launched"), Some("oppy")), "{t}");
+    // The brother's settings, as for `run`.
+    assert_eq!((t["agent"].as_str(), t["sandbox"].as_str()), (Some("self-test"), Some("read")), "{t}");
+    let done = wait_done(&env, id);
+    assert_eq!(done["status"], "completed", "{done}");
+    let prompt = std::fs::read(remote_dir(&env, id).join("prompt")).unwrap();
+    assert!(prompt.ends_with(b"fix the parser\n\nthe details\non two lines"), "{}", String::from_utf8_lossy(&prompt));
+    let show = env.run(&["show", &n, "--json"]).ok().json();
+    let history: Vec<&str> = show["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
+    assert_eq!(history[..3], ["backlog", "queued", "launching"], "{show}");
+    assert_eq!(show["history"][1]["reason"], "started from the backlog by lead-2");
+    assert_eq!(show["runs"][0]["author"], "lead-2");
+    // Once only.
+    let again = env.run(&["start", &n, "--assign", "oppy"]).fails_with(33);
+    assert!(again.stderr().contains("it is completed, not in the backlog"), "{again}");
+    assert_eq!(env.run(&["show", &n, "--json"]).ok().json()["runs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_assigned_backlog_task_starts_on_its_brother_and_one_can_be_cancelled_unstarted() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let unknown = env.run(&["new", "t", "--assign", "nobody"]).fails_with(3);
+    assert!(unknown.stderr().contains("nobody"), "{unknown}");
+    let id = launch(&env, &["new", "write the docs", "--assign", "oppy", "--json"]);
+    let text = env.run(&["show", &id.to_string(), "--no-sync"]).ok().stdout();
+    assert!(text.contains("brother   oppy") && text.contains("priority  medium"), "{text}");
+    let t = env.run(&["start", &id.to_string(), "--json"]).ok().json();
+    assert_eq!((t["status"].as_str(), t["brother"].as_str()), (Some("launched"), Some("oppy")), "{t}");
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+
+    let other = launch(&env, &["new", "never mind", "--json"]);
+    let t = env.run(&["cancel", &other.to_string(), "--json"]).ok().json();
+    assert_eq!(t["status"], "cancelled", "{t}");
+    assert_eq!(t["reason"], "cancelled in the backlog; it was never started");
+    env.run(&["start", &other.to_string(), "--assign", "oppy"]).fails_with(33);
+}
+
+#[test]
+fn a_parent_lists_its_children_with_their_states_and_how_many_are_done() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let parent = launch(&env, &["new", "the release", "--json"]);
+    let p = parent.to_string();
+    let first = launch(&env, &["run", "oppy", "part one", "--parent", &p, "--priority", "low", "--json"]);
+    assert_eq!(wait_done(&env, first)["status"], "completed");
+    let second = launch(&env, &["new", "part two", "--parent", &p, "--json"]);
+    let child = env.run(&["show", &second.to_string(), "--json"]).ok().json();
+    assert_eq!(child["parent"], parent, "{child}");
+
+    let show = env.run(&["show", &p, "--json"]).ok().json();
+    let children: Vec<(i64, &str, &str)> = show["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_i64().unwrap(), c["status"].as_str().unwrap(), c["priority"].as_str().unwrap()))
+        .collect();
+    assert_eq!(children, [(first, "completed", "low"), (second, "backlog", "medium")], "{show}");
+    assert_eq!(show["children_done"], 1);
+    let text = env.run(&["show", &p]).ok().stdout();
+    assert!(text.contains("children  1 of 2 done"), "{text}");
+    assert!(text.contains(&format!("  {first:<6} completed      low    part one")), "{text}");
+    // A child shows nothing of its own children; a parent must exist.
+    assert_eq!(env.run(&["show", &first.to_string(), "--json"]).ok().json()["children"], serde_json::json!([]));
+    for args in [vec!["run", "oppy", "x", "--parent", "999"], vec!["new", "x", "--parent", "999"]] {
+        let refused = env.run(&args).fails_with(2);
+        assert!(refused.stderr().contains("no task 999 to be the parent"), "{refused}");
+    }
+    assert_eq!(env.run(&["list", "--json"]).ok().json().as_array().unwrap().len(), 3, "a refused task is not recorded");
+}
+
+#[test]
+fn a_backlog_task_started_over_its_brothers_cap_queues_then_runs_when_the_slot_frees() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("max_concurrent = 1\n");
+    let busy = launch(&env, &["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"]);
+    let id = launch(&env, &["new", "after that", "--assign", "oppy", "--json"]);
+    let t = env.run(&["start", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(t["status"], "queued", "the cap holds it like any queued task: {t}");
+    env.run(&["cancel", &busy.to_string()]).ok();
+    // The next command that finds the slot free starts it.
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+}
