@@ -36,6 +36,8 @@ pub enum Command {
     New(NewArgs),
     /// Launch a backlog task on its assigned brother (or --assign one)
     Start(StartArgs),
+    /// Add a comment to a task's thread, with its author (nothing is sent to the brother)
+    Comment(CommentArgs),
     /// List tasks, newest first
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
@@ -153,6 +155,16 @@ pub struct NewArgs {
     pub who: Author,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CommentArgs {
+    /// Task number
+    pub id: i64,
+    /// The comment
+    pub text: String,
+    #[command(flatten)]
+    pub who: Author,
 }
 
 #[derive(Args, Debug)]

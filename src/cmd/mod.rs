@@ -3,6 +3,7 @@
 mod attach;
 mod brothers;
 mod cancel;
+mod comment;
 mod doctor;
 mod hosts;
 mod list;
@@ -52,6 +53,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::New(args) => new::run(config, args),
         Command::Start(args) => start::run(config, args),
+        Command::Comment(args) => comment::run(config, args),
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
         Command::Sync { json } => sync::run(config, json),

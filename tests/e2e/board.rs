@@ -125,3 +125,43 @@ fn a_backlog_task_started_over_its_brothers_cap_queues_then_runs_when_the_slot_f
     // The next command that finds the slot free starts it.
     assert_eq!(wait_done(&env, id)["status"], "completed");
 }
+
+#[test]
+fn comments_go_in_the_thread_with_their_author_and_bad_ones_are_refused() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let draft = launch(&env, &["new", "plan the work", "--json"]);
+    let done = launch(&env, &["oppy", "do it", "--json"]);
+    assert_eq!(wait_done(&env, done)["status"], "completed");
+    let execs_before = execs(&host);
+    env.run(&["comment", &draft.to_string(), "split it in two", "--as", "reviewer-1"]).ok();
+    env.run(&["comment", &done.to_string(), "looks right \u{1b}]52;c;SGk=\u{7}to me"]).ok();
+    assert_eq!(execs(&host), execs_before, "a comment is not sent to the brother");
+
+    let show = env.run(&["show", &draft.to_string(), "--json"]).ok().json();
+    let m = &show["messages"][0];
+    assert_eq!((m["direction"].as_str(), m["kind"].as_str()), (Some("note"), Some("comment")), "{show}");
+    assert_eq!((m["author"].as_str(), m["text"].as_str()), (Some("reviewer-1"), Some("split it in two")));
+    let last = show["thread"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["text"].as_str()),
+        (Some("note"), Some("reviewer-1 (comment): split it in two"))
+    );
+    // The local user by default; shown in the thread without the escape sequence.
+    let text = env.run(&["show", &done.to_string()]).ok().stdout();
+    let line = text.lines().find(|l| l.contains("(comment)")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("tester (comment): looks right") && !line.contains('\u{1b}') && !line.contains('\u{7}'),
+        "{line:?}"
+    );
+
+    let empty = env.run(&["comment", &done.to_string(), "  "]).fails_with(2);
+    assert!(empty.stderr().contains("the comment is empty"), "{empty}");
+    let big = "x".repeat(8001);
+    let long = env.run(&["comment", &done.to_string(), &big]).fails_with(2);
+    assert!(long.stderr().contains("over the 8000-byte limit"), "{long}");
+    env.run(&["comment", "999", "hello"]).fails_with(6);
+    let show = env.run(&["show", &done.to_string(), "--json"]).ok().json();
+    let comments = show["messages"].as_array().unwrap().iter().filter(|m| m["kind"] == "comment").count();
+    assert_eq!(comments, 1, "refused comments are not recorded: {show}");
+}

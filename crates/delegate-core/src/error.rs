@@ -191,6 +191,10 @@ pub enum Error {
     #[error("no task {parent} to be the parent: --parent takes the number of a task in the mailbox (`delegate list`)")]
     NoSuchParent { parent: i64 },
 
+    /// A comment that is empty or too long; nothing was recorded.
+    #[error("{why}")]
+    CommentRefused { why: String },
+
     /// `wait` on a backlog task: nothing ends it until it is started.
     #[error("task {task} is in the backlog: it never ends unless started (`delegate start {task}`) or cancelled")]
     WaitOnBacklog { task: i64 },
@@ -397,6 +401,7 @@ impl Error {
             Error::NoSuchParent { .. } => ErrorKind::BadArgument,
             Error::NotStartable { .. } => ErrorKind::NotStartable,
             Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
+            Error::CommentRefused { .. } => ErrorKind::BadArgument,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
             Error::RunActive { .. } | Error::UpdateInFlight { .. } => ErrorKind::RunActive,
             Error::SayNotStarted { .. } => ErrorKind::NotStarted,

@@ -22,6 +22,9 @@ pub struct Draft {
     pub author: Option<String>,
 }
 
+/// The longest comment kept, as for `say` (it is read in terminals and by lead agents).
+pub const MAX_COMMENT_BYTES: usize = crate::ops::say::MAX_SAY_BYTES;
+
 /// The prompt a draft's agent reads: the title, then the description.
 fn draft_prompt(d: &Draft) -> Vec<u8> {
     match &d.description {
@@ -102,5 +105,26 @@ impl Delegate {
         }
         // Still queued (no free slot), or refused before sending (the task says why).
         self.task(id)
+    }
+
+    /// Adds a comment to a task's thread, by `author`; any task, in any state. Nothing is
+    /// sent to the brother (that is `say`).
+    pub fn comment(&mut self, id: i64, author: &str, text: &str) -> Result<()> {
+        let why = if text.trim().is_empty() {
+            Some("the comment is empty: give its text as the second argument".to_string())
+        } else if text.len() > MAX_COMMENT_BYTES {
+            Some(format!(
+                "the comment is {} bytes, over the {MAX_COMMENT_BYTES}-byte limit: put the material in a file and \
+                 refer to it",
+                text.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::CommentRefused { why });
+        }
+        self.task(id)?;
+        self.store_mut().add_note(id, author, "comment", text)
     }
 }
