@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use delegate_core::{Priority, Sandbox, TaskStatus};
+use delegate_core::{Column, Priority, Sandbox, TaskStatus};
 
 /// Hand tasks to coding agents on named remote machines over SSH
 #[derive(Parser, Debug)]
@@ -36,6 +36,10 @@ pub enum Command {
     New(NewArgs),
     /// Launch a backlog task on its assigned brother (or --assign one)
     Start(StartArgs),
+    /// Every task in its column: backlog, todo, in progress, needs you, review, done
+    Board(BoardArgs),
+    /// Accept a finished task (review -> done) or take it back, at the version you read
+    Move(MoveArgs),
     /// Add a comment to a task's thread, with its author (nothing is sent to the brother)
     Comment(CommentArgs),
     /// List tasks, newest first
@@ -151,6 +155,38 @@ pub struct NewArgs {
     /// The brother to run it on (may be left for `delegate start N --assign BROTHER`)
     #[arg(long, value_name = "BROTHER")]
     pub assign: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BoardArgs {
+    /// Only this brother's tasks
+    #[arg(long)]
+    pub brother: Option<String>,
+    /// At most this many cards per column (the count says how many there are)
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// As JSON: {"columns": [{"column", "count", "cards": [...]}]}, each card with its version
+    #[arg(long)]
+    pub json: bool,
+    /// Show what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MoveArgs {
+    /// Task number
+    pub id: i64,
+    /// review or done (the other columns follow the task's state)
+    pub column: Column,
+    /// The task's version as you read it (`board --json`, `show --json`); a stale one is
+    /// refused with exit 34
+    #[arg(long)]
+    pub version: i64,
     #[command(flatten)]
     pub who: Author,
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! One file per subcommand; this module only dispatches.
 
 mod attach;
+mod board;
 mod brothers;
 mod cancel;
 mod comment;
@@ -12,6 +13,7 @@ mod logs;
 mod mailbox;
 mod mcp;
 mod monitor;
+mod move_task;
 mod new;
 mod reopen;
 mod run;
@@ -54,6 +56,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::New(args) => new::run(config, args),
         Command::Start(args) => start::run(config, args),
         Command::Comment(args) => comment::run(config, args),
+        Command::Board(args) => board::run(config, args),
+        Command::Move(args) => move_task::run(config, args),
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
         Command::Sync { json } => sync::run(config, json),

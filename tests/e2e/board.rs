@@ -3,7 +3,7 @@
 
 use delegate_testkit::FakeHost;
 
-use crate::support::{Env, execs, launch, remote_dir, wait_done};
+use crate::support::{Env, execs, install_agent, launch, remote_dir, wait_done};
 
 #[test]
 fn a_backlog_task_waits_until_started_then_launches_like_any_other() {
@@ -164,4 +164,155 @@ fn comments_go_in_the_thread_with_their_author_and_bad_ones_are_refused() {
     let show = env.run(&["show", &done.to_string(), "--json"]).ok().json();
     let comments = show["messages"].as_array().unwrap().iter().filter(|m| m["kind"] == "comment").count();
     assert_eq!(comments, 1, "refused comments are not recorded: {show}");
+}
+
+/// The board's columns as (column, [task ids]) pairs, from `board --json`.
+fn columns(env: &Env, extra: &[&str]) -> Vec<(String, Vec<i64>)> {
+    let mut args = vec!["board", "--json"];
+    args.extend_from_slice(extra);
+    let board = env.run(&args).ok().json();
+    board["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let ids = c["cards"].as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect();
+            (c["column"].as_str().unwrap().to_string(), ids)
+        })
+        .collect()
+}
+
+fn version(env: &Env, id: i64) -> String {
+    env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json()["version"].to_string()
+}
+
+#[test]
+fn the_board_places_each_task_by_its_state_and_orders_by_priority_then_age() {
+    let host = FakeHost::start();
+    install_agent(
+        &host,
+        "claude",
+        "#!/bin/bash\ncat >/dev/null\n\"$DELEGATE_TASK_DIR/report\" status needs_input \"which one?\"\n\
+         echo '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\"}'\nsleep 30\n",
+    );
+    let env = Env::new();
+    env.add_host("h", &host);
+    env.add_brother("oppy", "h", &host, "self-test", "read");
+    env.config_append("max_concurrent = 1\n");
+    env.add_brother("asker", "h", &host, "claude", "read");
+
+    let low = launch(&env, &["new", "low one", "--priority", "low", "--json"]);
+    let high_old = launch(&env, &["new", "high, older", "--priority", "high", "--json"]);
+    let medium = launch(&env, &["new", "medium one", "--json"]);
+    let high_new = launch(&env, &["new", "high, newer", "--priority", "high", "--json"]);
+    let done = launch(&env, &["oppy", "finish", "--json"]);
+    assert_eq!(wait_done(&env, done)["status"], "completed");
+    let busy = launch(&env, &["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"]);
+    let waiting = launch(&env, &["oppy", "next in line", "--json"]);
+    let asking = launch(&env, &["asker", "ask me", "--json"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.run(&["show", &asking.to_string(), "--json"]).ok().json()["status"] != "needs_input" {
+        assert!(std::time::Instant::now() < deadline, "the asking agent never reached needs_input");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // As the mailbox has it now: the next sync may take the asking task back to running
+    // (the brother's needs_input report is read once; see the report).
+    let board = columns(&env, &["--no-sync"]);
+    let expected: Vec<(String, Vec<i64>)> = [
+        ("backlog", vec![high_old, high_new, medium, low]),
+        ("todo", vec![waiting]),
+        ("in_progress", vec![busy]),
+        ("needs_you", vec![asking]),
+        ("review", vec![done]),
+        ("done", vec![]),
+    ]
+    .into_iter()
+    .map(|(c, ids)| (c.to_string(), ids))
+    .collect();
+    assert_eq!(board, expected);
+    // One brother's tasks only; the text form has every column, needs-you included.
+    let asker = columns(&env, &["--brother", "asker", "--no-sync"]);
+    assert_eq!(asker.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 1, "{asker:?}");
+    let text = env.run(&["board", "--no-sync"]).ok().stdout();
+    for header in ["BACKLOG (4)", "TODO (1)", "IN PROGRESS (1)", "NEEDS YOU (1)", "REVIEW (1)", "DONE (0)"] {
+        assert!(text.contains(header), "{header} in:\n{text}");
+    }
+    let limited = env.run(&["board", "--json", "--limit", "1", "--no-sync"]).ok().json();
+    assert_eq!(limited["columns"][0]["count"], 4);
+    assert_eq!(limited["columns"][0]["cards"].as_array().unwrap().len(), 1);
+    for id in [busy, waiting, asking] {
+        env.run(&["cancel", &id.to_string()]).ok();
+    }
+}
+
+#[test]
+fn a_finished_task_moves_from_review_to_done_only_at_the_version_read() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = launch(&env, &["oppy", "finish", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let n = id.to_string();
+    let v = version(&env, id);
+    let moved = env.run(&["move", &n, "done", "--version", &v, "--as", "rev", "--json"]).ok().json();
+    assert_eq!(moved["column"], "done", "{moved}");
+    assert_eq!(moved["version"].as_i64(), Some(v.parse::<i64>().unwrap() + 1));
+    assert_eq!(columns(&env, &["--no-sync"])[5], ("done".to_string(), vec![id]));
+    // The old version is stale: a conflict with its own exit code, telling to re-read.
+    let stale = env.run(&["move", &n, "review", "--version", &v]).fails_with(34);
+    assert!(stale.stderr().contains("Re-read it"), "{stale}");
+    assert_eq!(columns(&env, &["--no-sync"])[5].1, [id], "the stale move changed nothing");
+    let show = env.run(&["show", &n, "--json", "--no-sync"]).ok().json();
+    let notes: Vec<&str> = show["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "move")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes, ["moved from review to done"], "{show}");
+    // Columns that follow the state are not moved by hand; the refusal says what does it.
+    let back = env.run(&["move", &n, "backlog", "--version", &version(&env, id)]).fails_with(2);
+    assert!(back.stderr().contains(&format!("delegate reopen {id}")), "{back}");
+    let draft = launch(&env, &["new", "later", "--json"]);
+    let start = env.run(&["move", &draft.to_string(), "todo", "--version", "1"]).fails_with(2);
+    assert!(start.stderr().contains(&format!("delegate start {draft}")), "{start}");
+    env.run(&["move", &n, "doing", "--version", "1"]).fails_with(2);
+    // A reopened task is under review again once it finishes.
+    env.run(&["reopen", &n, "once more"]).ok();
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    assert_eq!(columns(&env, &["--no-sync"])[4].1, [id]);
+}
+
+#[test]
+fn two_processes_moving_one_task_at_once_exactly_one_wins() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let ids: Vec<i64> = (0..3).map(|i| launch(&env, &["oppy", &format!("task {i}"), "--json"])).collect();
+    for id in &ids {
+        assert_eq!(wait_done(&env, *id)["status"], "completed");
+    }
+    for id in ids {
+        let (n, v) = (id.to_string(), version(&env, id));
+        // Both read version v, then both move: whichever commits first wins.
+        let children: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|who| {
+                env.command()
+                    .args(["move", &n, "done", "--version", &v, "--as", who])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let mut codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+        codes.sort();
+        assert_eq!(codes, [0, 34], "{outs:?}");
+        let show = env.run(&["show", &n, "--json", "--no-sync"]).ok().json();
+        assert_eq!(show["version"].to_string(), (v.parse::<i64>().unwrap() + 1).to_string());
+        let moves = show["messages"].as_array().unwrap().iter().filter(|m| m["kind"] == "move").count();
+        assert_eq!(moves, 1, "{show}");
+    }
 }

@@ -191,6 +191,17 @@ pub enum Error {
     #[error("no task {parent} to be the parent: --parent takes the number of a task in the mailbox (`delegate list`)")]
     NoSuchParent { parent: i64 },
 
+    /// `move` named a version the task is no longer at: somebody changed it since.
+    #[error(
+        "task {task} changed since you read it: you gave version {expected}, it is at version {found} (in {column}). \
+         Re-read it (`delegate board --json` or `delegate show {task} --json`) and move it again if that is still right"
+    )]
+    StaleVersion { task: i64, expected: i64, found: i64, column: String },
+
+    /// `move` to a column that follows the task's state, not a person's decision.
+    #[error("task {task} cannot be moved to {to}: {why}")]
+    MoveRefused { task: i64, to: String, why: String },
+
     /// A comment that is empty or too long; nothing was recorded.
     #[error("{why}")]
     CommentRefused { why: String },
@@ -310,6 +321,8 @@ pub enum ErrorKind {
     BadArgument,
     /// `start` of a task not in the backlog, or with no brother assigned.
     NotStartable,
+    /// A `move` named a version the task is no longer at: re-read it.
+    StaleVersion,
     /// The task was cancelled while its launch ran; no agent runs for it.
     CancelledWhileLaunching,
     /// A host could not be synced.
@@ -361,6 +374,7 @@ impl ErrorKind {
             ErrorKind::NotStarted => "not_started",
             ErrorKind::BadArgument => "bad_arguments",
             ErrorKind::NotStartable => "not_startable",
+            ErrorKind::StaleVersion => "stale_version",
             ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
@@ -402,6 +416,8 @@ impl Error {
             Error::NotStartable { .. } => ErrorKind::NotStartable,
             Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
             Error::CommentRefused { .. } => ErrorKind::BadArgument,
+            Error::MoveRefused { .. } => ErrorKind::BadArgument,
+            Error::StaleVersion { .. } => ErrorKind::StaleVersion,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
             Error::RunActive { .. } | Error::UpdateInFlight { .. } => ErrorKind::RunActive,
             Error::SayNotStarted { .. } => ErrorKind::NotStarted,

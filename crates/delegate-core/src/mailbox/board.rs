@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{Store, now, parse_col, random_hex, transition_in};
+use crate::column::{Column, refuse_move};
 use crate::error::{Error, Result};
 use crate::task::{Priority, Sandbox, TaskStatus};
 
@@ -145,6 +146,104 @@ impl Store {
             Ok(Child { id: r.get(0)?, status: parse_col(r, 1)?, priority: parse_col(r, 2)?, subject: r.get(3)? })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+/// A task as the board shows it: enough to place, order and move it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Card {
+    pub id: i64,
+    /// What `move --version` must name (optimistic locking).
+    pub version: i64,
+    pub column: Column,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    /// Empty while a backlog task is unassigned.
+    pub brother: String,
+    pub subject: String,
+    pub parent: Option<i64>,
+    pub created_at: String,
+    pub turns: Option<i64>,
+    pub cost_usd: Option<f64>,
+    /// The latest thing the agent did (from the brother: cleaned at sync, shown through `safe`).
+    pub last_event: Option<String>,
+    /// When a person accepted the finished task (moved it to done).
+    pub accepted_at: Option<String>,
+}
+
+const CARD_COLUMNS: &str = "id, version, status, priority, brother, subject, parent_id, created_at, turns, cost_usd,
+                            last_event, accepted_at";
+
+fn card_row(r: &rusqlite::Row) -> rusqlite::Result<Card> {
+    let status: TaskStatus = parse_col(r, 2)?;
+    let accepted_at: Option<String> = r.get(11)?;
+    Ok(Card {
+        id: r.get(0)?,
+        version: r.get(1)?,
+        column: Column::of(status, accepted_at.is_some()),
+        status,
+        priority: parse_col(r, 3)?,
+        brother: r.get(4)?,
+        subject: r.get(5)?,
+        parent: r.get(6)?,
+        created_at: r.get(7)?,
+        turns: r.get(8)?,
+        cost_usd: r.get(9)?,
+        last_event: r.get(10)?,
+        accepted_at,
+    })
+}
+
+impl Store {
+    /// Every task (only `brother`'s, if given) as a card: high priority first, then oldest
+    /// first. Light rows (no runs, no prompt), so a mailbox of many tasks reads quickly.
+    pub fn cards(&self, brother: Option<&str>) -> Result<Vec<Card>> {
+        let sql = format!(
+            "SELECT {CARD_COLUMNS} FROM tasks WHERE (?1 IS NULL OR brother = ?1)
+             ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, created_at, id"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([brother], card_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Moves a task to column `to` if nobody changed it since `expected_version` (then
+    /// [`Error::StaleVersion`], with what it is now). Only a finished task moves by hand,
+    /// between review and done; every other column follows the task's state
+    /// ([`crate::column::refuse_move`]). A real move bumps the version and leaves a note
+    /// in the thread, in the same transaction; a move to where it already is changes nothing.
+    pub fn move_card(&mut self, id: i64, expected_version: i64, to: Column, author: &str) -> Result<Card> {
+        let now = now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sql = format!("SELECT {CARD_COLUMNS} FROM tasks WHERE id = ?1");
+        let card = tx.query_row(&sql, [id], card_row).optional()?.ok_or(Error::TaskNotFound(id))?;
+        if card.version != expected_version {
+            return Err(Error::StaleVersion {
+                task: id,
+                expected: expected_version,
+                found: card.version,
+                column: card.column.to_string(),
+            });
+        }
+        if let Some(why) = refuse_move(id, card.status, card.column, to) {
+            return Err(Error::MoveRefused { task: id, to: to.to_string(), why });
+        }
+        if card.column == to {
+            return Ok(card);
+        }
+        let accepted_at = (to == Column::Done).then_some(now.as_str());
+        tx.execute(
+            "UPDATE tasks SET accepted_at = ?3, version = version + 1, updated_at = ?4 WHERE id = ?1 AND version = ?2",
+            params![id, expected_version, accepted_at, now],
+        )?;
+        tx.execute(
+            "INSERT INTO messages (task_id, run_no, direction, author, kind, text, at, read_at)
+             VALUES (?1, (SELECT coalesce(max(run_no), 1) FROM runs WHERE task_id = ?1), 'note', ?2, 'move', ?3, ?4, ?4)",
+            params![id, author, format!("moved from {} to {to}", card.column), now],
+        )?;
+        let moved = tx.query_row(&sql, [id], card_row)?;
+        tx.commit()?;
+        Ok(moved)
     }
 }
 

@@ -315,7 +315,8 @@ impl Store {
             ],
         )?;
         tx.execute(
-            "UPDATE tasks SET exit_code = NULL, turns = NULL, cost_usd = NULL, last_event = NULL WHERE id = ?1",
+            "UPDATE tasks SET exit_code = NULL, turns = NULL, cost_usd = NULL, last_event = NULL, accepted_at = NULL
+             WHERE id = ?1",
             [task_id],
         )?;
         tx.commit()?;

@@ -1,9 +1,10 @@
 //! The board's operations: record a task without launching it (`new`), and launch it later
 //! (`start`) through the queue, exactly as a task waiting for a slot is launched.
 
+use crate::column::Column;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::mailbox::board::{Assignment, NewDraft};
+use crate::mailbox::board::{Assignment, Card, NewDraft};
 use crate::ops::launch::{LaunchRequest, Settings, check_prompt, clean_subject, dispatch_queued, settings, sha256_hex};
 use crate::task::{Priority, Task, TaskStatus};
 
@@ -126,5 +127,37 @@ impl Delegate {
         }
         self.task(id)?;
         self.store_mut().add_note(id, author, "comment", text)
+    }
+}
+
+/// One column of the board and its cards, in board order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BoardColumn {
+    pub column: Column,
+    /// How many tasks are in the column (the cards shown may be fewer: the limit).
+    pub count: usize,
+    pub cards: Vec<Card>,
+}
+
+impl Delegate {
+    /// The board: every column, in order (the needs-you lane among them), each with its
+    /// cards by priority then age, at most `limit` per column.
+    pub fn board(&self, brother: Option<&str>, limit: usize) -> Result<Vec<BoardColumn>> {
+        let mut columns: Vec<BoardColumn> =
+            Column::ALL.into_iter().map(|column| BoardColumn { column, count: 0, cards: Vec::new() }).collect();
+        for card in self.store().cards(brother)? {
+            let c = columns.iter_mut().find(|c| c.column == card.column).expect("every column is listed");
+            c.count += 1;
+            if c.cards.len() < limit {
+                c.cards.push(card);
+            }
+        }
+        Ok(columns)
+    }
+
+    /// Moves a task on the board if it is still at `version` (else [`Error::StaleVersion`]:
+    /// re-read and decide again). Only review and done are moved by hand.
+    pub fn move_task(&mut self, id: i64, to: Column, version: i64, author: &str) -> Result<Card> {
+        self.store_mut().move_card(id, version, to, author)
     }
 }

@@ -4,3 +4,5 @@ ALTER TABLE tasks ADD COLUMN priority TEXT NOT NULL DEFAULT 'medium'
     CHECK (priority IN ('low', 'medium', 'high'));
 ALTER TABLE tasks ADD COLUMN parent_id INTEGER REFERENCES tasks (id);
 CREATE INDEX tasks_by_parent ON tasks (parent_id, id);
+-- When a person accepted a finished task (moved it from review to done); a reopen clears it.
+ALTER TABLE tasks ADD COLUMN accepted_at TEXT;
