@@ -106,7 +106,7 @@
 //! | [`ops`] | what can a lead do? | [`ops::launch`], [`ops::sync`], [`ops::say`], [`ops::reopen`], [`ops::control`] (wait, cancel, logs, update), [`ops::doctor`], [`ops::board`] (backlog tasks, start, comment, the board and moves) |
 //!
 //! Beside them: [`delegate`] ([`Delegate`], the entry type that owns the pieces), [`task`]
-//! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`column`] (the board's
+//! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`column`](mod@column) (the board's
 //! columns and how a task's state places it), [`names`] (validated names,
 //! safe in paths and tmux) and [`error`].
 
