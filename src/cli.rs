@@ -324,6 +324,10 @@ pub struct MonitorArgs {
 pub struct WaitArgs {
     /// Task numbers
     pub ids: Vec<i64>,
+    /// Wait on the tasks that are part of each one given (its children, from `--parent`),
+    /// instead of on it
+    #[arg(long)]
+    pub children: bool,
     /// Give up after this long (90s, 10m, 2h; a value too large for the clock means no
     /// limit); exit code 8 then
     #[arg(long, value_parser = delegate_core::hosts::inventory::parse_duration)]

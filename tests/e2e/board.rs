@@ -127,6 +127,29 @@ fn a_backlog_task_started_over_its_brothers_cap_queues_then_runs_when_the_slot_f
 }
 
 #[test]
+fn waiting_on_a_parents_children_waits_for_each_of_them_and_says_if_all_completed() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let parent = launch(&env, &["new", "the release", "--json"]);
+    let p = parent.to_string();
+    let none = env.run(&["wait", &p, "--children"]).fails_with(2);
+    assert!(none.stderr().contains(&format!("task {parent} has no children")), "{none}");
+    let slow = launch(&env, &["oppy", "slow part\n@self-test sleep 2", "--parent", &p, "--json"]);
+    let quick = launch(&env, &["oppy", "quick part", "--parent", &p, "--json"]);
+    let all = env.run(&["wait", &p, "--children", "--timeout", "60s", "--interval-ms", "200", "--json"]).ok().json();
+    let got: Vec<(i64, &str)> = all["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_i64().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [(slow, "completed"), (quick, "completed")], "the parent itself is not waited on: {all}");
+    // One child failing makes the whole not completed (exit 7), as for `wait` of several.
+    launch(&env, &["oppy", "broken part\n@self-test fail 3", "--parent", &p, "--json"]);
+    env.run(&["wait", &p, "--children", "--timeout", "60s", "--interval-ms", "200"]).fails_with(7);
+}
+
+#[test]
 fn comments_go_in_the_thread_with_their_author_and_bad_ones_are_refused() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");

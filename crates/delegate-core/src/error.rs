@@ -202,6 +202,10 @@ pub enum Error {
     #[error("task {task} cannot be moved to {to}: {why}")]
     MoveRefused { task: i64, to: String, why: String },
 
+    /// `wait --children` of a task nothing is part of.
+    #[error("task {task} has no children: none was created with `--parent {task}` (wait on it without --children)")]
+    NoChildren { task: i64 },
+
     /// A comment that is empty or too long; nothing was recorded.
     #[error("{why}")]
     CommentRefused { why: String },
@@ -416,6 +420,7 @@ impl Error {
             Error::NotStartable { .. } => ErrorKind::NotStartable,
             Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
             Error::CommentRefused { .. } => ErrorKind::BadArgument,
+            Error::NoChildren { .. } => ErrorKind::BadArgument,
             Error::MoveRefused { .. } => ErrorKind::BadArgument,
             Error::StaleVersion { .. } => ErrorKind::StaleVersion,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,

@@ -160,4 +160,16 @@ impl Delegate {
     pub fn move_task(&mut self, id: i64, to: Column, version: i64, author: &str) -> Result<Card> {
         self.store_mut().move_card(id, version, to, author)
     }
+
+    /// The tasks that are part of `id` (`--parent id`), oldest first, for waiting on them as
+    /// a whole. A task with none is [`Error::NoChildren`]: waiting on nothing would return
+    /// at once and say all completed.
+    pub fn children_of(&self, id: i64) -> Result<Vec<i64>> {
+        self.task(id)?;
+        let children: Vec<i64> = self.store().children(id)?.iter().map(|c| c.id).collect();
+        if children.is_empty() {
+            return Err(Error::NoChildren { task: id });
+        }
+        Ok(children)
+    }
 }
