@@ -40,6 +40,8 @@ pub enum Command {
     Board(BoardArgs),
     /// Accept a finished task (review -> done) or take it back, at the version you read
     Move(MoveArgs),
+    /// Accept a finished task (to done) or reject it (reopened with the note as follow-up)
+    Review(ReviewArgs),
     /// Add a comment to a task's thread, with its author (nothing is sent to the brother)
     Comment(CommentArgs),
     /// List tasks, newest first
@@ -187,6 +189,21 @@ pub struct MoveArgs {
     /// refused with exit 34
     #[arg(long)]
     pub version: i64,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReviewArgs {
+    /// Task number (a finished task in the review column)
+    pub id: i64,
+    /// accept (to done) or reject (reopen with the note as the follow-up)
+    #[arg(value_parser = ["accept", "reject"])]
+    pub verdict: String,
+    /// Why; required to reject (the agent reads it as its follow-up)
+    pub note: Option<String>,
     #[command(flatten)]
     pub who: Author,
     #[arg(long)]

@@ -16,6 +16,7 @@ mod monitor;
 mod move_task;
 mod new;
 mod reopen;
+mod review;
 mod run;
 mod say;
 mod show;
@@ -56,6 +57,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::New(args) => new::run(config, args),
         Command::Start(args) => start::run(config, args),
         Command::Comment(args) => comment::run(config, args),
+        Command::Review(args) => review::run(config, args),
         Command::Board(args) => board::run(config, args),
         Command::Move(args) => move_task::run(config, args),
         Command::List(args) => list::run(config, args),

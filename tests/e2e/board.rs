@@ -339,3 +339,44 @@ fn two_processes_moving_one_task_at_once_exactly_one_wins() {
         assert_eq!(moves, 1, "{show}");
     }
 }
+
+#[test]
+fn a_review_accepts_a_finished_task_or_rejects_it_back_to_the_agent_with_the_note() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let good = launch(&env, &["oppy", "write it", "--json"]);
+    let bad = launch(&env, &["oppy", "write the other", "--json"]);
+    for id in [good, bad] {
+        assert_eq!(wait_done(&env, id)["status"], "completed");
+    }
+    env.run(&["review", &good.to_string(), "accept", "fine", "--as", "rev"]).ok();
+    assert_eq!(columns(&env, &["--no-sync"])[5].1, [good]);
+    let again = env.run(&["review", &good.to_string(), "accept"]).fails_with(2);
+    assert!(again.stderr().contains("not waiting for review (it is in done)"), "{again}");
+
+    let bare = env.run(&["review", &bad.to_string(), "reject"]).fails_with(2);
+    assert!(bare.stderr().contains("a rejection needs a note"), "{bare}");
+    let t = env.run(&["review", &bad.to_string(), "reject", "add the tests too", "--as", "rev", "--json"]).ok().json();
+    assert_eq!(t["status"], "launched", "reopened: {t}");
+    assert_eq!(columns(&env, &["--no-sync"])[2].1, [bad], "in progress again");
+    let done = wait_done(&env, bad);
+    assert_eq!(done["runs"].as_array().unwrap().len(), 2, "{done}");
+    let follow_up =
+        std::fs::read_to_string(format!("{}/prompt", done["runs"][1]["remote_dir"].as_str().unwrap())).unwrap();
+    assert!(follow_up.ends_with("add the tests too"), "{follow_up}");
+    assert_eq!(columns(&env, &["--no-sync"])[4].1, [bad], "back in review once the new run ended");
+    let show = env.run(&["show", &bad.to_string(), "--json", "--no-sync"]).ok().json();
+    let reviews: Vec<(&str, &str)> = show["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "review")
+        .map(|m| (m["author"].as_str().unwrap(), m["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reviews, [("rev", "rejected: add the tests too")], "{show}");
+    let show = env.run(&["show", &good.to_string(), "--json", "--no-sync"]).ok().json();
+    assert!(
+        show["messages"].as_array().unwrap().iter().any(|m| m["kind"] == "review" && m["text"] == "accepted: fine"),
+        "{show}"
+    );
+}

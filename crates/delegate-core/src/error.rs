@@ -206,6 +206,13 @@ pub enum Error {
     #[error("task {task} has no children: none was created with `--parent {task}` (wait on it without --children)")]
     NoChildren { task: i64 },
 
+    /// `review` of a task that is not waiting for review.
+    #[error(
+        "task {task} is not waiting for review (it is in {column}): only a finished task not yet accepted is \
+         reviewed (`delegate board` shows the review column)"
+    )]
+    NotInReview { task: i64, column: String },
+
     /// A comment that is empty or too long; nothing was recorded.
     #[error("{why}")]
     CommentRefused { why: String },
@@ -420,6 +427,7 @@ impl Error {
             Error::NotStartable { .. } => ErrorKind::NotStartable,
             Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
             Error::CommentRefused { .. } => ErrorKind::BadArgument,
+            Error::NotInReview { .. } => ErrorKind::BadArgument,
             Error::NoChildren { .. } => ErrorKind::BadArgument,
             Error::MoveRefused { .. } => ErrorKind::BadArgument,
             Error::StaleVersion { .. } => ErrorKind::StaleVersion,

@@ -207,6 +207,13 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Whether a person accepted the task (it is in done, if finished).
+    pub fn cards_accepted(&self, id: i64) -> Result<bool> {
+        let at: Option<Option<String>> =
+            self.conn.query_row("SELECT accepted_at FROM tasks WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        Ok(at.ok_or(Error::TaskNotFound(id))?.is_some())
+    }
+
     /// Moves a task to column `to` if nobody changed it since `expected_version` (then
     /// [`Error::StaleVersion`], with what it is now). Only a finished task moves by hand,
     /// between review and done; every other column follows the task's state

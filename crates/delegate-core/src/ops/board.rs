@@ -26,6 +26,22 @@ pub struct Draft {
 /// The longest comment kept, as for `say` (it is read in terminals and by lead agents).
 pub const MAX_COMMENT_BYTES: usize = crate::ops::say::MAX_SAY_BYTES;
 
+/// A comment or review note: not empty, and no longer than a `say`.
+fn check_comment(text: &str, what: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::CommentRefused { why: format!("{what} is empty: give its text as an argument") });
+    }
+    if text.len() > MAX_COMMENT_BYTES {
+        return Err(Error::CommentRefused {
+            why: format!(
+                "{what} is {} bytes, over the {MAX_COMMENT_BYTES}-byte limit: put the material in a file and refer to it",
+                text.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The prompt a draft's agent reads: the title, then the description.
 fn draft_prompt(d: &Draft) -> Vec<u8> {
     match &d.description {
@@ -111,22 +127,43 @@ impl Delegate {
     /// Adds a comment to a task's thread, by `author`; any task, in any state. Nothing is
     /// sent to the brother (that is `say`).
     pub fn comment(&mut self, id: i64, author: &str, text: &str) -> Result<()> {
-        let why = if text.trim().is_empty() {
-            Some("the comment is empty: give its text as the second argument".to_string())
-        } else if text.len() > MAX_COMMENT_BYTES {
-            Some(format!(
-                "the comment is {} bytes, over the {MAX_COMMENT_BYTES}-byte limit: put the material in a file and \
-                 refer to it",
-                text.len()
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(Error::CommentRefused { why });
-        }
+        check_comment(text, "the comment")?;
         self.task(id)?;
         self.store_mut().add_note(id, author, "comment", text)
+    }
+
+    /// A reviewer's verdict on a finished task waiting for review. `accept` moves it to
+    /// done; `reject` records the note and reopens the task with the note as its follow-up
+    /// (refused with [`Error::NotResumable`] when the agent cannot resume: the verdict is
+    /// kept and the task stays in review). Either way the note is in the thread.
+    pub async fn review(&mut self, id: i64, accept: bool, note: Option<&str>, author: &str) -> Result<Task> {
+        let task = self.task(id)?;
+        let column = Column::of(task.status, self.store().cards_accepted(id)?);
+        if column != Column::Review {
+            return Err(Error::NotInReview { task: id, column: column.to_string() });
+        }
+        if let Some(text) = note {
+            check_comment(text, "the review note")?;
+        }
+        if accept {
+            self.store_mut().move_card(id, task.version, Column::Done, author)?;
+            let text = note.map(|n| format!("accepted: {n}")).unwrap_or_else(|| "accepted".into());
+            self.store_mut().add_note(id, author, "review", &text)?;
+            return self.task(id);
+        }
+        let Some(note) = note else {
+            return Err(Error::CommentRefused {
+                why: "a rejection needs a note: it is the agent's follow-up (what to change)".into(),
+            });
+        };
+        self.store_mut().add_note(id, author, "review", &format!("rejected: {note}"))?;
+        self.reopen(crate::ops::reopen::ReopenRequest {
+            task: id,
+            prompt: note.as_bytes().to_vec(),
+            write_scope: Vec::new(),
+            author: author.to_string(),
+        })
+        .await
     }
 }
 
