@@ -208,7 +208,7 @@ impl Store {
     }
 
     /// Whether a person accepted the task (it is in done, if finished).
-    pub fn cards_accepted(&self, id: i64) -> Result<bool> {
+    pub fn is_accepted(&self, id: i64) -> Result<bool> {
         let at: Option<Option<String>> =
             self.conn.query_row("SELECT accepted_at FROM tasks WHERE id = ?1", [id], |r| r.get(0)).optional()?;
         Ok(at.ok_or(Error::TaskNotFound(id))?.is_some())

@@ -1,5 +1,7 @@
-//! The board's operations: record a task without launching it (`new`), and launch it later
-//! (`start`) through the queue, exactly as a task waiting for a slot is launched.
+//! The board's operations: record a task without launching it (`new`) and launch it later
+//! (`start`, through the queue, exactly as a task waiting for a slot is launched); comment;
+//! the board itself and moves between review and done (`move`, `review`); a parent's
+//! children for `wait --children`.
 
 use crate::column::Column;
 use crate::delegate::Delegate;
@@ -138,7 +140,7 @@ impl Delegate {
     /// kept and the task stays in review). Either way the note is in the thread.
     pub async fn review(&mut self, id: i64, accept: bool, note: Option<&str>, author: &str) -> Result<Task> {
         let task = self.task(id)?;
-        let column = Column::of(task.status, self.store().cards_accepted(id)?);
+        let column = Column::of(task.status, self.store().is_accepted(id)?);
         if column != Column::Review {
             return Err(Error::NotInReview { task: id, column: column.to_string() });
         }
