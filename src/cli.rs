@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use delegate_core::{Sandbox, TaskStatus};
+use delegate_core::{Column, Priority, Sandbox, TaskStatus};
 
 /// Hand tasks to coding agents on named remote machines over SSH
 #[derive(Parser, Debug)]
@@ -32,6 +32,18 @@ const SHORT_FORM_HELP: &str =
 pub enum Command {
     /// Launch a task on a brother (an agent on a remote host)
     Run(RunArgs),
+    /// Record a task without launching it (state `backlog`); `delegate start N` launches it
+    New(NewArgs),
+    /// Launch a backlog task on its assigned brother (or --assign one)
+    Start(StartArgs),
+    /// Every task in its column: backlog, todo, in progress, needs you, review, done
+    Board(BoardArgs),
+    /// Accept a finished task (review -> done) or take it back, at the version you read
+    Move(MoveArgs),
+    /// Accept a finished task (to done) or reject it (reopened with the note as follow-up)
+    Review(ReviewArgs),
+    /// Add a comment to a task's thread, with its author (nothing is sent to the brother)
+    Comment(CommentArgs),
     /// List tasks, newest first
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
@@ -132,7 +144,108 @@ pub struct RunArgs {
     /// the prompt: `delegate run --to oppy --to jerry "run the tests"`
     #[arg(long = "to", value_name = "BROTHER")]
     pub to: Vec<String>,
+    #[command(flatten)]
+    pub board: BoardPlace,
     /// Print the task as JSON (with several brothers: {"tasks": [...], "errors": [...]})
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a task sits on the board: its priority and the task it is part of.
+#[derive(Args, Debug)]
+pub struct BoardPlace {
+    /// low | medium | high (default medium): orders the board
+    #[arg(long)]
+    pub priority: Option<Priority>,
+    /// The task this one is part of (its number); `show` on it lists this one
+    #[arg(long, value_name = "N")]
+    pub parent: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// One line: the task's subject and the first line of the agent's prompt
+    pub title: String,
+    /// The rest of the prompt, after the title and a blank line
+    #[arg(long)]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub board: BoardPlace,
+    /// The brother to run it on (may be left for `delegate start N --assign BROTHER`)
+    #[arg(long, value_name = "BROTHER")]
+    pub assign: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BoardArgs {
+    /// Only this brother's tasks
+    #[arg(long)]
+    pub brother: Option<String>,
+    /// At most this many cards per column (the count says how many there are)
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// As JSON: {"columns": [{"column", "count", "cards": [...]}]}, each card with its version
+    #[arg(long)]
+    pub json: bool,
+    /// Show what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MoveArgs {
+    /// Task number
+    pub id: i64,
+    /// review or done (the other columns follow the task's state)
+    pub column: Column,
+    /// The task's version as you read it (`board --json`, `show --json`); a stale one is
+    /// refused with exit 34
+    #[arg(long)]
+    pub version: i64,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReviewArgs {
+    /// Task number (a finished task in the review column)
+    pub id: i64,
+    /// accept (to done) or reject (reopen with the note as the follow-up)
+    #[arg(value_parser = ["accept", "reject"])]
+    pub verdict: String,
+    /// Why; required to reject (the agent reads it as its follow-up)
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CommentArgs {
+    /// Task number
+    pub id: i64,
+    /// The comment
+    pub text: String,
+    #[command(flatten)]
+    pub who: Author,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Task number (a task in the backlog)
+    pub id: i64,
+    /// The brother to run it on, instead of (or when there is no) assigned one
+    #[arg(long, value_name = "BROTHER")]
+    pub assign: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
     #[arg(long)]
     pub json: bool,
 }
@@ -264,6 +377,10 @@ pub struct MonitorArgs {
 pub struct WaitArgs {
     /// Task numbers
     pub ids: Vec<i64>,
+    /// Wait on the tasks that are part of each one given (its children, from `--parent`),
+    /// instead of on it
+    #[arg(long)]
+    pub children: bool,
     /// Give up after this long (90s, 10m, 2h; a value too large for the clock means no
     /// limit); exit code 8 then
     #[arg(long, value_parser = delegate_core::hosts::inventory::parse_duration)]

@@ -71,6 +71,12 @@ pub const RUNNER_SILENT: u8 = remote::RUNNER_SILENT as u8;
 /// The task's directory or session already belongs to a launch.
 pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 
+/// `start`: the task is not in the backlog (started already), or has no brother assigned.
+pub const NOT_STARTABLE: u8 = 35;
+
+/// `move`: the task changed since the caller read its version; re-read it and decide again.
+pub const STALE_VERSION: u8 = 34;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -125,6 +131,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::NotResumable => NOT_RESUMABLE,
         K::NotStarted => NOT_STARTED,
         K::BadArgument => USAGE,
+        K::NotStartable => NOT_STARTABLE,
+        K::StaleVersion => STALE_VERSION,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,

@@ -1,8 +1,10 @@
 //! One file per subcommand; this module only dispatches.
 
 mod attach;
+mod board;
 mod brothers;
 mod cancel;
+mod comment;
 mod doctor;
 mod hosts;
 mod list;
@@ -11,10 +13,14 @@ mod logs;
 mod mailbox;
 mod mcp;
 mod monitor;
+mod move_task;
+mod new;
 mod reopen;
+mod review;
 mod run;
 mod say;
 mod show;
+mod start;
 mod status;
 mod sync;
 mod update;
@@ -49,6 +55,12 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
             run::run(config, short.run)
         }
+        Command::New(args) => new::run(config, args),
+        Command::Start(args) => start::run(config, args),
+        Command::Comment(args) => comment::run(config, args),
+        Command::Review(args) => review::run(config, args),
+        Command::Board(args) => board::run(config, args),
+        Command::Move(args) => move_task::run(config, args),
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
         Command::Usage(args) => usage::run(config, args),

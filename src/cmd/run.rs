@@ -32,6 +32,8 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             reasoning_effort: args.reasoning_effort,
             max_budget_usd: args.max_budget_usd,
             extra_args: args.args_json.clone().map(|a| a.0),
+            priority: args.board.priority,
+            parent: args.board.parent,
         })
         .collect();
     let mut results = block_on(d.launch_many(reqs));
@@ -161,7 +163,7 @@ pub fn read_prompt(text: &PromptArgs) -> Result<Vec<u8>> {
     }
 }
 
-fn print_launched(task: &Task, json: bool) -> Result<()> {
+pub(crate) fn print_launched(task: &Task, json: bool) -> Result<()> {
     if json {
         super::print_json(task)?;
         return Ok(());

@@ -33,7 +33,13 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     if let Some(r) = &task.reason {
         println!("  reason    {}", block(r, "            "));
     }
-    println!("  brother   {} (host {})", safe(&task.brother), safe(&task.host));
+    if task.brother.is_empty() {
+        println!("  brother   (none assigned: `delegate start {} --assign BROTHER`)", task.id);
+    } else {
+        println!("  brother   {} (host {})", safe(&task.brother), safe(&task.host));
+    }
+    let parent = task.parent.map(|p| format!(", part of task {p}")).unwrap_or_default();
+    println!("  priority  {}{parent}", task.priority);
     println!("  subject   {}", safe(&task.subject));
     let model = task.model.as_deref().map(|m| format!(", model {}", safe(m))).unwrap_or_default();
     println!("  agent     {}{model}, sandbox {}, max turns {}", task.agent, task.sandbox, task.max_turns);
@@ -111,6 +117,12 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     if let Some(text) = &view.final_text {
         println!("answer");
         println!("  {}", block(text, "  "));
+    }
+    if !view.children.is_empty() {
+        println!("children  {} of {} done", view.children_done, view.children.len());
+        for c in &view.children {
+            println!("  {:<6} {:<14} {:<6} {}", c.id, c.status.as_str(), c.priority.as_str(), safe(&c.subject));
+        }
     }
     println!("thread");
     // The note goes where the left-out items were: after the prompts that open the thread.

@@ -16,7 +16,16 @@ pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
     if args.ids.is_empty() {
         bail!("give at least one task number");
     }
-    let result = block_on(d.wait(&args.ids, args.timeout, Duration::from_millis(args.interval_ms.max(200))))?;
+    let ids = if args.children {
+        let mut all = Vec::new();
+        for id in &args.ids {
+            all.extend(d.children_of(*id)?);
+        }
+        all
+    } else {
+        args.ids.clone()
+    };
+    let result = block_on(d.wait(&ids, args.timeout, Duration::from_millis(args.interval_ms.max(200))))?;
     for warning in result.sync_errors.values() {
         eprintln!("delegate: warning: {}", safe(warning));
     }

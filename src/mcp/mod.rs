@@ -297,6 +297,8 @@ impl DelegateServer {
                 reasoning_effort,
                 max_budget_usd: a.max_budget_usd,
                 extra_args: None,
+                priority: None,
+                parent: None,
             })
             .collect();
         let results = d.launch_many(reqs).await;

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod board;
 mod bounds;
 mod cancel_race;
 mod doctor;

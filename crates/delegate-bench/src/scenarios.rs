@@ -951,6 +951,8 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
             caps: Caps { host: None, brother: None },
             options: &options,
             settings: &serde_json::Value::Null,
+            priority: Default::default(),
+            parent: None,
         })?;
         create.sample(ms(t));
         let t = Instant::now();

@@ -195,6 +195,44 @@ pub enum Error {
     #[error("task {0} not found")]
     TaskNotFound(i64),
 
+    /// `--parent` names a task the mailbox does not have.
+    #[error("no task {parent} to be the parent: --parent takes the number of a task in the mailbox (`delegate list`)")]
+    NoSuchParent { parent: i64 },
+
+    /// `move` named a version the task is no longer at: somebody changed it since.
+    #[error(
+        "task {task} changed since you read it: you gave version {expected}, it is at version {found} (in {column}). \
+         Re-read it (`delegate board --json` or `delegate show {task} --json`) and move it again if that is still right"
+    )]
+    StaleVersion { task: i64, expected: i64, found: i64, column: String },
+
+    /// `move` to a column that follows the task's state, not a person's decision.
+    #[error("task {task} cannot be moved to {to}: {why}")]
+    MoveRefused { task: i64, to: String, why: String },
+
+    /// `wait --children` of a task nothing is part of.
+    #[error("task {task} has no children: none was created with `--parent {task}` (wait on it without --children)")]
+    NoChildren { task: i64 },
+
+    /// `review` of a task that is not waiting for review.
+    #[error(
+        "task {task} is not waiting for review (it is in {column}): only a finished task not yet accepted is \
+         reviewed (`delegate board` shows the review column)"
+    )]
+    NotInReview { task: i64, column: String },
+
+    /// A comment that is empty or too long; nothing was recorded.
+    #[error("{why}")]
+    CommentRefused { why: String },
+
+    /// `wait` on a backlog task: nothing ends it until it is started.
+    #[error("task {task} is in the backlog: it never ends unless started (`delegate start {task}`) or cancelled")]
+    WaitOnBacklog { task: i64 },
+
+    /// `start` of a task that is not a backlog task, or has no brother to run on.
+    #[error("task {task} cannot be started: {why}")]
+    NotStartable { task: i64, why: String },
+
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
 
@@ -303,6 +341,10 @@ pub enum ErrorKind {
     NotStarted,
     /// An argument the operation does not take (a status a person may not set).
     BadArgument,
+    /// `start` of a task not in the backlog, or with no brother assigned.
+    NotStartable,
+    /// A `move` named a version the task is no longer at: re-read it.
+    StaleVersion,
     /// The task was cancelled while its launch ran; no agent runs for it.
     CancelledWhileLaunching,
     /// A host could not be synced.
@@ -355,6 +397,8 @@ impl ErrorKind {
             ErrorKind::NotResumable => "not_resumable",
             ErrorKind::NotStarted => "not_started",
             ErrorKind::BadArgument => "bad_arguments",
+            ErrorKind::NotStartable => "not_startable",
+            ErrorKind::StaleVersion => "stale_version",
             ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
@@ -394,6 +438,14 @@ impl Error {
             Error::LaunchRefused { code, .. } => ErrorKind::BrotherRefused(*code),
             Error::LaunchUnknown { .. } => ErrorKind::LaunchUnknown,
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,
+            Error::NoSuchParent { .. } => ErrorKind::BadArgument,
+            Error::NotStartable { .. } => ErrorKind::NotStartable,
+            Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
+            Error::CommentRefused { .. } => ErrorKind::BadArgument,
+            Error::NotInReview { .. } => ErrorKind::BadArgument,
+            Error::NoChildren { .. } => ErrorKind::BadArgument,
+            Error::MoveRefused { .. } => ErrorKind::BadArgument,
+            Error::StaleVersion { .. } => ErrorKind::StaleVersion,
             Error::AlreadyFinished { .. } | Error::SayToFinished { .. } => ErrorKind::AlreadyFinished,
             Error::RunActive { .. } | Error::UpdateInFlight { .. } => ErrorKind::RunActive,
             Error::SayNotStarted { .. } => ErrorKind::NotStarted,

@@ -102,12 +102,13 @@
 //! | [`hosts`] | where is a brother, and which host keys are its? | [`hosts::inventory`] (the TOML file; [`hosts::user_file`]: its edits, locked, atomic, through a symlink), [`hosts::resolve`] (a host as one SSH target), [`hosts::ssh_config`] (OpenSSH's resolution: Match, Include, ProxyJump), [`hosts::known_hosts`] (host-key decisions: revoked, CA, hashed) |
 //! | [`transport`] | how is it reached? | [`transport::ssh`] (the russh client: routes, OpenSSH's key order, the system ssh), [`transport::pool`] (one connection per host), [`transport::warm`] (the daemon holding connections across processes) |
 //! | [`remote`] | what runs there? | the bash scripts in `remote/scripts/` (launch, run, sync, cancel, say, the agent's helpers) with their tests, how they are filled in, and [`remote::protocol`] (what their replies look like) |
-//! | [`mailbox`] | what does the lead remember? | the SQLite mailbox, its migrations, the feed, [`mailbox::thread`] (a task as one conversation) and [`mailbox::usage`] (what runs reported spending) |
+//! | [`mailbox`] | what does the lead remember? | the SQLite mailbox, its migrations, the feed, [`mailbox::thread`] (a task as one conversation), [`mailbox::usage`] (what runs reported spending) and [`mailbox::board`] (backlog, parent links, cards) |
 //! | [`agents`] | how is each agent driven and read? | argv, prompt delivery and sandbox mapping per agent; [`agents::options`] (reasoning effort, spend limit, extra arguments: who takes what); [`agents::outcome`] (each agent's stream classified) |
-//! | [`ops`] | what can a lead do? | [`ops::launch`] (its settings decided by [`ops::settings`]: flag > profile > brother > default), [`ops::sync`], [`ops::say`], [`ops::reopen`], [`ops::control`] (wait, cancel, logs, update), [`ops::doctor`] |
+//! | [`ops`] | what can a lead do? | [`ops::launch`] (its settings decided by [`ops::settings`]: flag > profile > brother > default), [`ops::sync`], [`ops::say`], [`ops::reopen`], [`ops::control`] (wait, cancel, logs, update), [`ops::doctor`], [`ops::board`] (backlog tasks, start, comment, the board and moves) |
 //!
 //! Beside them: [`delegate`] ([`Delegate`], the entry type that owns the pieces), [`task`]
-//! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`names`] (validated names,
+//! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`column`](mod@column) (the board's
+//! columns and how a task's state places it), [`names`] (validated names,
 //! safe in paths and tmux) and [`error`].
 
 // Errors here are rare and carry the facts a reader needs (fingerprints, files, lines);
@@ -115,6 +116,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod agents;
+pub mod column;
 pub mod delegate;
 pub mod error;
 pub mod hosts;
@@ -153,8 +155,10 @@ pub use remote::protocol as sync_protocol;
 #[doc(hidden)]
 pub use transport::{pool, ssh, warm};
 
+pub use column::Column;
 pub use delegate::{Delegate, Paths, Trusted};
 pub use error::{Error, ErrorKind};
 pub use launch::{LaunchRequest, MAX_PROMPT_BYTES};
+pub use ops::board::Draft;
 pub use store::ListFilter;
-pub use task::{Run, Sandbox, Stale, Task, TaskStatus};
+pub use task::{Priority, Run, Sandbox, Stale, Task, TaskStatus};

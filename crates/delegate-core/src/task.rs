@@ -50,6 +50,9 @@ impl FromStr for Sandbox {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Recorded with `new`, not launched: no run, nothing sent. Only `start` moves it on (no
+    /// sync or dispatcher ever does).
+    Backlog,
     /// Over a host's or brother's concurrency cap: recorded, nothing sent; starts when a
     /// slot frees up.
     Queued,
@@ -72,7 +75,8 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 12] = [
+    pub const ALL: [TaskStatus; 13] = [
+        TaskStatus::Backlog,
         TaskStatus::Queued,
         TaskStatus::Launching,
         TaskStatus::Launched,
@@ -89,6 +93,7 @@ impl TaskStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Backlog => "backlog",
             TaskStatus::Queued => "queued",
             TaskStatus::Launching => "launching",
             TaskStatus::Launched => "launched",
@@ -159,6 +164,44 @@ impl FromStr for TaskStatus {
     }
 }
 
+/// How much a task matters next to the others on the board (ordered high first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Medium,
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low" => Ok(Priority::Low),
+            "medium" => Ok(Priority::Medium),
+            "high" => Ok(Priority::High),
+            other => Err(format!("unknown priority {other:?}: use low, medium or high")),
+        }
+    }
+}
+
 /// A task as the store holds it. The prompt itself is kept out of this struct (it can be
 /// megabytes and is never printed by listings); [`crate::mailbox::Store::prompt`] reads it.
 #[derive(Debug, Clone, Serialize)]
@@ -199,6 +242,10 @@ pub struct Task {
     /// Each setting's value and where it came from (flag, profile, brother, default):
     /// `{"model": {"value": "opus", "from": "profile deep"}, ...}`; null for older tasks.
     pub settings: serde_json::Value,
+    /// Where it stands on the board next to others (default medium).
+    pub priority: Priority,
+    /// The task this one is part of (`--parent`).
+    pub parent: Option<i64>,
     pub runs: Vec<Run>,
 }
 

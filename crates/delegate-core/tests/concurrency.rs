@@ -128,6 +128,8 @@ fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {
         caps: Caps::default(),
         options: &NO_OPTIONS,
         settings: &serde_json::Value::Null,
+        priority: Default::default(),
+        parent: None,
     }
 }
 

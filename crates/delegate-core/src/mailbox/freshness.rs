@@ -53,7 +53,7 @@ pub(super) fn stale(
     failed_at: Option<String>,
     why: Option<String>,
 ) -> Option<Stale> {
-    let synced = !status.is_terminal() && status != TaskStatus::Queued;
+    let synced = !status.is_terminal() && !matches!(status, TaskStatus::Queued | TaskStatus::Backlog);
     let failed_at = failed_at?;
     let last_heard_at = synced_at.unwrap_or(updated_at);
     // All timestamps are the lead's, in one RFC 3339 shape: they compare as text.

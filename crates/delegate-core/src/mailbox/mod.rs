@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::task::{Run, Sandbox, Task, TaskStatus};
+use crate::task::{Priority, Run, Sandbox, Task, TaskStatus};
 
+// Tasks recorded without launching (the backlog), and parent/child links.
+pub mod board;
 mod feed;
 mod freshness;
 mod lifecycle;
@@ -46,6 +48,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/005_received.sql"),
     include_str!("migrations/006_host_syncs.sql"),
     include_str!("migrations/007_settings.sql"),
+    include_str!("migrations/008_board.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -78,6 +81,9 @@ pub struct NewTask<'a> {
     pub options: &'a crate::agents::AgentOptions,
     /// Each setting's value and source ([`crate::ops::settings::evidence`]).
     pub settings: &'a serde_json::Value,
+    pub priority: Priority,
+    /// The task this one is part of; it must exist.
+    pub parent: Option<i64>,
 }
 
 /// The first run of a freshly recorded task.
@@ -232,11 +238,12 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let queued = queue::must_queue(&tx, t.host, t.brother, t.caps)?;
         let status = if queued { TaskStatus::Queued } else { TaskStatus::Launching };
+        board::check_parent(&tx, t.parent)?;
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
-                                options, settings)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
+                                options, settings, priority, parent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 status.as_str(),
                 t.brother,
@@ -252,7 +259,9 @@ impl Store {
                 now,
                 i64::try_from(t.timeout_secs).unwrap_or(i64::MAX),
                 serde_json::to_string(t.options).expect("options serialize"),
-                t.settings.to_string()
+                t.settings.to_string(),
+                t.priority.as_str(),
+                t.parent
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -314,7 +323,8 @@ impl Store {
             ],
         )?;
         tx.execute(
-            "UPDATE tasks SET exit_code = NULL, turns = NULL, cost_usd = NULL, last_event = NULL WHERE id = ?1",
+            "UPDATE tasks SET exit_code = NULL, turns = NULL, cost_usd = NULL, last_event = NULL, accepted_at = NULL
+             WHERE id = ?1",
             [task_id],
         )?;
         tx.commit()?;
@@ -453,7 +463,7 @@ impl Store {
             "SELECT id, status, reason, brother, host, subject, agent, model, sandbox, max_turns, workdir,
                     length(prompt), prompt_sha256, version, created_at, updated_at,
                     timeout_secs, exit_code, turns, cost_usd, last_event, synced_at,
-                    {}, options, settings
+                    {}, options, settings, priority, parent_id
              FROM tasks {tail}",
             freshness::HOST_SYNC_COLUMNS
         );
@@ -504,6 +514,8 @@ impl Store {
                     .get::<_, Option<String>>(26)?
                     .and_then(|j| serde_json::from_str(&j).ok())
                     .unwrap_or(serde_json::Value::Null),
+                priority: parse_col(r, 27)?,
+                parent: r.get(28)?,
                 runs: Vec::new(),
             })
         })?;
@@ -556,13 +568,13 @@ impl Store {
     }
 }
 
-fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
+pub(super) fn parse_col<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
 }
 
 /// The one place a task's status changes: checks and bumps the version, logs the change.
-fn transition_in(
+pub(super) fn transition_in(
     tx: &rusqlite::Connection,
     task_id: i64,
     expected_version: i64,
@@ -591,7 +603,7 @@ fn transition_in(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     pub(super) fn temp_dir(tag: &str) -> PathBuf {
@@ -662,6 +674,8 @@ mod tests {
             caps: Caps::default(),
             options: &NO_OPTIONS,
             settings: &serde_json::Value::Null,
+            priority: Priority::Medium,
+            parent: None,
         }
     }
 

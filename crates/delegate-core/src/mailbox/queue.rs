@@ -85,8 +85,9 @@ impl Store {
         Ok(Some(RunStart { task_id, run_no, session, nonce, version, queued: false }))
     }
 
-    /// Cancels a task still waiting for a slot: nothing was sent, so there is nothing to
-    /// stop. `false` when it is no longer queued (somebody started it meanwhile).
+    /// Cancels a task still waiting for a slot, or in the backlog: nothing was sent, so
+    /// there is nothing to stop. `false` when it is neither any longer (somebody started it
+    /// meanwhile).
     pub fn cancel_queued(&mut self, task_id: i64) -> Result<bool> {
         let now = now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -94,10 +95,11 @@ impl Store {
             .query_row("SELECT status, version FROM tasks WHERE id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((status, version)) = row else { return Ok(false) };
-        if status != TaskStatus::Queued.as_str() {
-            return Ok(false);
-        }
-        let reason = "cancelled while queued; nothing was sent to the brother";
+        let reason = match status.parse() {
+            Ok(TaskStatus::Queued) => "cancelled while queued; nothing was sent to the brother",
+            Ok(TaskStatus::Backlog) => "cancelled in the backlog; it was never started",
+            _ => return Ok(false),
+        };
         transition_in(&tx, task_id, version, TaskStatus::Cancelled, Some(reason), &now)?;
         tx.execute(
             "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4

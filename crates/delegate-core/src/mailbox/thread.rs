@@ -31,6 +31,10 @@ pub struct TaskView {
     pub final_text: Option<String>,
     /// What each run's stream said at the end: answer, denied tool calls, warnings.
     pub results: Vec<RunResult>,
+    /// Tasks that are part of this one (`--parent`), oldest first, and how many of them
+    /// completed.
+    pub children: Vec<super::board::Child>,
+    pub children_done: usize,
 }
 
 /// How much of a task's thread a [`TaskView`] holds. A task can have hundreds of thousands of
@@ -157,7 +161,9 @@ pub fn view(store: &Store, id: i64, window: Window) -> Result<TaskView> {
         })
         .collect();
     let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
-    Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results })
+    let children = store.children(id)?;
+    let children_done = children.iter().filter(|c| c.status == crate::task::TaskStatus::Completed).count();
+    Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results, children, children_done })
 }
 
 /// The items of `all` whose positions are in `kept` (ascending), in order.
@@ -204,6 +210,18 @@ fn thread(
         cut
     };
     let mut items = Vec::new();
+    if task.runs.is_empty() {
+        // A backlog task: its prompt waits for its first run.
+        let item = ThreadItem {
+            at: task.created_at.clone(),
+            kind: "prompt",
+            run: None,
+            author: None,
+            text: preview(&store.prompt(task.id)?),
+            reported_at: None,
+        };
+        items.push((Source::Prompt, item));
+    }
     for run in &task.runs {
         let prompt = if run.run_no == 1 { store.prompt(task.id)? } else { store.run_prompt(task.id, run.run_no)? };
         items.push((
@@ -380,6 +398,8 @@ mod tests {
                 caps: Default::default(),
                 options: &Default::default(),
                 settings: &serde_json::Value::Null,
+                priority: Default::default(),
+                parent: None,
             })
             .unwrap()
             .task_id;

@@ -73,7 +73,11 @@ impl Delegate {
     /// answers or the time runs out; the other hosts' tasks finish meanwhile.
     pub async fn wait(&mut self, ids: &[i64], timeout: Option<Duration>, poll: Duration) -> Result<WaitResult> {
         for id in ids {
-            self.task(*id)?; // unknown ids fail now, not after the timeout
+            // Unknown ids fail now, not after the timeout; so does a backlog task, which
+            // nothing finishes until somebody starts it.
+            if self.task(*id)?.status == TaskStatus::Backlog {
+                return Err(Error::WaitOnBacklog { task: *id });
+            }
         }
         // A deadline past what the clock can hold is no deadline (`Instant + Duration::MAX`
         // would panic).
@@ -118,10 +122,11 @@ impl Delegate {
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
-        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        if task.status == TaskStatus::Queued && self.store_mut().cancel_queued(id)? {
+        // Nothing was sent for a queued or backlog task: it is settled here alone.
+        if matches!(task.status, TaskStatus::Queued | TaskStatus::Backlog) && self.store_mut().cancel_queued(id)? {
             return self.task(id);
         }
+        let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
         let reach = self.reach(&task.host)?;
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;

@@ -56,6 +56,10 @@ pub struct LaunchRequest {
     pub max_budget_usd: Option<f64>,
     /// Extra arguments for the agent, replacing the profile's; a flag delegate owns is refused.
     pub extra_args: Option<Vec<String>>,
+    /// Default medium.
+    pub priority: Option<crate::task::Priority>,
+    /// The task this one is part of; it must exist.
+    pub parent: Option<i64>,
 }
 
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
@@ -228,14 +232,27 @@ struct Sent {
     total_ms: f64,
 }
 
-/// Checks a request, records the task, and renders its script (unless it queues).
-fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
-    check_prompt(&req.prompt)?;
+/// A request's settings: what it asks for, else the brother's defaults (checked).
+pub(crate) struct Settings {
+    pub host_name: String,
+    pub agent_name: String,
+    pub model: Option<String>,
+    pub sandbox: Sandbox,
+    pub max_turns: u32,
+    pub timeout: Duration,
+    pub workdir: String,
+    /// Reasoning effort, spend limit, extra arguments, credential file.
+    pub options: crate::agents::AgentOptions,
+    /// Each setting's value and where it came from ([`crate::ops::settings::evidence`]).
+    pub sources: serde_json::Value,
+}
+
+pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
     let inv = d.inventory();
-    let (brother, host_entry) = inv.brother(&req.brother)?;
+    let (brother, _) = inv.brother(&req.brother)?;
     let host_name = brother.host.clone();
-    let chosen = crate::ops::settings::resolve(inv, brother, &req, &d.paths().config_file)?;
-    let settings = crate::ops::settings::evidence(&chosen.sources);
+    let chosen = crate::ops::settings::resolve(inv, brother, req, &d.paths().config_file)?;
+    let sources = crate::ops::settings::evidence(&chosen.sources);
     let agent_name = chosen.agent.clone();
     let custom = inv.agents.get(&agent_name);
     if !is_builtin_agent(&agent_name) && custom.is_none() {
@@ -245,6 +262,17 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
+    Ok(Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options: chosen.options, sources })
+}
+
+/// Checks a request, records the task, and renders its script (unless it queues).
+fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
+    check_prompt(&req.prompt)?;
+    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources } =
+        settings(d, &req)?;
+    let inv = d.inventory();
+    let (brother, host_entry) = inv.brother(&req.brother)?;
+    let custom = inv.agents.get(&agent_name);
     let remote_root =
         host_entry.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
     let caps = Caps { host: host_entry.max_concurrent, brother: brother.max_concurrent };
@@ -256,10 +284,10 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         workdir: &workdir,
         custom,
         agent_path: agent_path_for(brother, &agent_name),
-        options: &chosen.options,
+        options: &options,
     })?;
     let (environment, mut env_files) = crate::hosts::inventory::agent_environment(host_entry, Some(brother));
-    env_files.extend(chosen.options.credential_file.clone());
+    env_files.extend(options.credential_file.clone());
     let reach = d.reach(&host_name)?;
     let subject = match &req.subject {
         Some(s) => clean_subject(s),
@@ -284,8 +312,10 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         timeout_secs: timeout.as_secs(),
         author: &author,
         caps,
-        options: &chosen.options,
-        settings: &settings,
+        options: &options,
+        settings: &sources,
+        priority: req.priority.unwrap_or_default(),
+        parent: req.parent,
     })?;
     if run.queued {
         return Ok(Prepared::Queued(d.store().task(run.task_id)?));
@@ -307,7 +337,7 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
             timeout_secs: timeout.as_secs(),
             max_turns,
             address,
-            settings,
+            settings: sources,
         },
     )
     .map(Prepared::Ready)

@@ -2,6 +2,7 @@
 //! `transport`, `remote`, `mailbox` and `agents`: launch, sync (and reading how runs ended),
 //! talk (say, reopen with a write scope), control (wait, cancel, logs, update) and doctor.
 
+pub mod board;
 pub mod control;
 pub mod doctor;
 pub mod launch;

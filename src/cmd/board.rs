@@ -1,0 +1,40 @@
+//! `delegate board`: every task in its column (backlog, todo, in progress, needs you,
+//! review, done), by priority then age.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::open;
+use crate::cli::BoardArgs;
+use crate::term::safe;
+
+pub fn run(config: Option<&Path>, args: BoardArgs) -> Result<()> {
+    let mut d = open(config)?;
+    if !args.no_sync {
+        super::sync::before_showing(&mut d, None)?;
+    }
+    let columns = d.board(args.brother.as_deref(), args.limit as usize)?;
+    if args.json {
+        return super::print_json(&serde_json::json!({ "columns": columns }));
+    }
+    for c in &columns {
+        println!("{} ({})", c.column.as_str().replace('_', " ").to_uppercase(), c.count);
+        for card in &c.cards {
+            let brother = if card.brother.is_empty() { "-" } else { card.brother.as_str() };
+            println!(
+                "  {:>5}  v{:<4} {:<6}  {:<14}  {:<12}  {}",
+                card.id,
+                card.version,
+                card.priority.as_str(),
+                card.status.as_str(),
+                safe(brother),
+                safe(&card.subject)
+            );
+        }
+        if c.count > c.cards.len() {
+            println!("  … {} more (--limit)", c.count - c.cards.len());
+        }
+    }
+    Ok(())
+}
