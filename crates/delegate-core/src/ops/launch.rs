@@ -262,7 +262,17 @@ pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
-    Ok(Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options: chosen.options, sources })
+    Ok(Settings {
+        host_name,
+        agent_name,
+        model,
+        sandbox,
+        max_turns,
+        timeout,
+        workdir,
+        options: chosen.options,
+        sources,
+    })
 }
 
 /// Checks a request, records the task, and renders its script (unless it queues).

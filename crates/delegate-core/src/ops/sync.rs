@@ -608,7 +608,12 @@ pub(crate) fn plan(
     {
         to(TaskStatus::Failed, Some("the task directory on the brother belongs to another launch".into()))
     } else if report.session_alive {
-        let waiting = status_report.as_deref() == Some("needs_input") || (facts.needs_input && status_report.is_none());
+        // A task waiting for input stays so until the brother says otherwise: a new status
+        // report, or the agent's stream moving again (it got its answer and went on). A sync
+        // that brings neither does not make it `running`.
+        let still_waiting = run.status == TaskStatus::NeedsInput && facts == facts_before;
+        let waiting = status_report.as_deref() == Some("needs_input")
+            || (status_report.is_none() && (facts.needs_input || still_waiting));
         if waiting {
             to(TaskStatus::NeedsInput, Some("the agent is waiting for input".into()))
         } else if started || run.status != TaskStatus::Launched {
@@ -819,6 +824,39 @@ mod tests {
     fn planned(deltas: Vec<FileDelta>) -> Ingest {
         let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new() };
         plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE)
+    }
+
+    #[test]
+    fn a_task_waiting_for_input_stays_so_until_a_report_or_the_stream_says_otherwise() {
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new() };
+        let now = std::time::SystemTime::now();
+        let mut waiting = run();
+        waiting.status = TaskStatus::NeedsInput;
+        let alive = |deltas| TaskReport { session_alive: true, ..report(deltas) };
+        // Nothing new: still waiting (no transition at all).
+        let ing = plan(&waiting, &alive(vec![]), &reply, now, LAUNCH_GRACE);
+        assert_eq!(ing.transition, None, "{ing:?}");
+        // The agent's stream moved: it got going again.
+        let line = br#"{"type":"assistant","message":{"content":[{"type":"text","text":"on it"}]}}"#.to_vec();
+        let mut bytes = line.clone();
+        bytes.push(b'\n');
+        let ing = plan(
+            &waiting,
+            &alive(vec![delta("stream.jsonl", 0, bytes.len() as u64, &bytes)]),
+            &reply,
+            now,
+            LAUNCH_GRACE,
+        );
+        assert_eq!(ing.transition.as_ref().map(|t| t.0), Some(TaskStatus::Running), "{ing:?}");
+        // A status report says so.
+        let rep = br#"{"seq":1,"at":"t","kind":"status","text":"running again"}
+"#;
+        let ing =
+            plan(&waiting, &alive(vec![delta("outbox.jsonl", 0, rep.len() as u64, rep)]), &reply, now, LAUNCH_GRACE);
+        assert_eq!(ing.transition.as_ref().map(|t| t.0), Some(TaskStatus::Running), "{ing:?}");
+        // A running task with nothing new stays running.
+        let ing = plan(&run(), &alive(vec![]), &reply, now, LAUNCH_GRACE);
+        assert_eq!(ing.transition, None, "{ing:?}");
     }
 
     #[test]
