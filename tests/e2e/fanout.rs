@@ -135,8 +135,9 @@ fn a_brother_limited_to_one_task_queues_its_own_work_only_and_a_queued_task_can_
     assert_eq!(wait_done(&env, other["id"].as_i64().unwrap())["status"], "completed");
 }
 
-#[test]
-fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
+/// A brother limited to one task, busy with one (`busy`), and a second task queued behind it
+/// (`id`). The host is returned so it lives as long as the test.
+fn a_task_queued_behind_a_busy_one() -> (FakeHost, Env, i64, i64) {
     let host = FakeHost::start();
     let env = Env::new();
     env.add_host("h", &host);
@@ -147,6 +148,12 @@ fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
     let queued = env.run(&dawdle).ok().json();
     assert_eq!(queued["status"], "queued", "{queued}");
     let id = queued["id"].as_i64().unwrap();
+    (host, env, busy, id)
+}
+
+#[test]
+fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
+    let (_host, env, busy, id) = a_task_queued_behind_a_busy_one();
     let said = env.run(&["say", &id.to_string(), "first note", "--json"]).ok().json();
     assert_eq!(said["direction"], "to_brother", "{said}");
 
@@ -169,16 +176,7 @@ fn a_message_to_a_queued_task_is_kept_and_reaches_the_agent_once_it_runs() {
 
 #[test]
 fn a_queued_task_settled_by_hand_never_starts_and_its_kept_message_says_never_delivered() {
-    let host = FakeHost::start();
-    let env = Env::new();
-    env.add_host("h", &host);
-    env.add_brother("oppy", "h", &host, "self-test", "read");
-    env.config_append("max_concurrent = 1\n");
-    let dawdle = ["oppy", "dawdle\n@self-test sleep 20", "--max-turns", "100", "--json"];
-    let busy = launch(&env, &dawdle);
-    let queued = env.run(&dawdle).ok().json();
-    assert_eq!(queued["status"], "queued", "{queued}");
-    let id = queued["id"].as_i64().unwrap();
+    let (_host, env, busy, id) = a_task_queued_behind_a_busy_one();
     env.run(&["say", &id.to_string(), "first note", "--json"]).ok();
 
     // A person may record an outcome for it (no agent is at work): it then never starts.

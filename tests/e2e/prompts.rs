@@ -305,27 +305,7 @@ fn a_prompt_argument_is_gone_from_cmdline_while_the_launch_waits() {
     for form in [&["--no-warm", "oppy"][..], &["--no-warm", "run", "oppy"][..]] {
         let mut args: Vec<&str> = form.to_vec();
         args.extend([prompt.as_str(), "--subject", "visible subject", "--json"]);
-        proxy.set(Fault::Stall);
-        let before = proxy.connections();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
-            .env_clear()
-            .envs(env.envs())
-            .current_dir(&env.home)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Connected: it parsed its arguments and recorded the task long ago, and now waits.
-        let started = Instant::now();
-        while proxy.connections() == before {
-            assert!(started.elapsed() < Duration::from_secs(60), "delegate never connected");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
-        proxy.set(Fault::Pass);
-        let out = child.wait_with_output().unwrap();
+        let (cmdline, out) = cmdline_while_stalled(&env, &proxy, &args);
         let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         assert!(
             !shown.contains(&canary) && !shown.contains("look at this"),
@@ -347,26 +327,34 @@ fn a_prompt_argument_is_gone_from_cmdline_while_the_launch_waits() {
 
     // A message to a brother likewise.
     let message = format!("psst: {canary}");
+    let (cmdline, _) = cmdline_while_stalled(&env, &proxy, &["--no-warm", "say", "1", &message, "--as", "lead"]);
+    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(!shown.contains(&canary), "cmdline shows the message: {shown}");
+    assert!(shown.contains("say 1 [hidden]") && shown.contains("--as lead"), "{shown}");
+}
+
+/// Runs delegate with `args` while `proxy` stalls its connection, reads its
+/// `/proc/PID/cmdline` once it has connected (it parsed its arguments long before), then lets
+/// it finish.
+fn cmdline_while_stalled(env: &Env, proxy: &FaultProxy, args: &[&str]) -> (Vec<u8>, std::process::Output) {
     proxy.set(Fault::Stall);
     let before = proxy.connections();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
         .env_clear()
         .envs(env.envs())
         .current_dir(&env.home)
-        .args(["--no-warm", "say", "1", &message, "--as", "lead"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
     while proxy.connections() == before {
-        assert!(started.elapsed() < Duration::from_secs(60), "say never connected");
+        assert!(started.elapsed() < Duration::from_secs(60), "{args:?}: delegate never connected");
         std::thread::sleep(Duration::from_millis(10));
     }
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
     proxy.set(Fault::Pass);
-    child.wait_with_output().unwrap();
-    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    assert!(!shown.contains(&canary), "cmdline shows the message: {shown}");
-    assert!(shown.contains("say 1 [hidden]") && shown.contains("--as lead"), "{shown}");
+    (cmdline, child.wait_with_output().unwrap())
 }
