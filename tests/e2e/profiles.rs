@@ -136,3 +136,27 @@ fn a_queued_task_starts_later_with_the_settings_it_was_given() {
     assert!(argv.windows(2).any(|w| w == ["--max-turns", "9"]), "{argv:?}");
     assert!(run["remote"]["env_file_vars"].as_str().unwrap().contains("DLG_QUEUED_KEY"), "{run}");
 }
+
+#[test]
+fn a_backlog_task_started_later_runs_with_its_brothers_default_profile() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    std::fs::write(host.workdir().join("team.env"), "DLG_TEAM_KEY=s3cret-value-42\n").unwrap();
+    env.config_append(&format!(
+        "[brothers.oppy]\nhost = \"h\"\nworkdir = \"{}\"\nagent = \"self-test\"\ndefault_profile = \"careful\"\n\
+         [profiles.careful]\nsandbox = \"read\"\nmax_turns = 4\ncredential_file = \"{}\"\n",
+        host.workdir().display(),
+        host.workdir().join("team.env").display()
+    ));
+    let new = env.run(&["new", "look around", "--assign", "oppy", "--json"]).ok().json();
+    let id = new["id"].as_i64().unwrap();
+    env.run(&["start", &id.to_string(), "--json"]).ok();
+    let task = &show(&env, id);
+    assert_eq!(setting(task, "profile"), ("careful".into(), "brother oppy (default_profile)".into()));
+    assert_eq!(setting(task, "max_turns"), (4.into(), "profile careful".into()));
+    // The profile's credential file reached the agent, as for a task launched at once.
+    let run = &task["runs"][0]["evidence"];
+    assert!(run["remote"]["env_file_vars"].as_str().unwrap_or("").contains("DLG_TEAM_KEY"), "{run}");
+    wait_done(&env, id);
+}

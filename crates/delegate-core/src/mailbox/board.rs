@@ -33,6 +33,10 @@ pub struct Assignment<'a> {
     pub workdir: &'a str,
     pub timeout_secs: u64,
     pub author: &'a str,
+    /// Reasoning effort, spend limit, extra arguments, credential file (as for a launch).
+    pub options: &'a crate::agents::AgentOptions,
+    /// Each setting's value and source ([`crate::ops::settings::evidence`]).
+    pub settings: &'a serde_json::Value,
 }
 
 /// A child task as its parent's `show` lists it.
@@ -109,7 +113,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE tasks SET brother = ?2, host = ?3, agent = ?4, model = ?5, sandbox = ?6, max_turns = ?7,
-                              workdir = ?8, timeout_secs = ?9
+                              workdir = ?8, timeout_secs = ?9, options = ?10, settings = ?11
              WHERE id = ?1",
             params![
                 id,
@@ -120,7 +124,9 @@ impl Store {
                 a.sandbox.as_str(),
                 a.max_turns,
                 a.workdir,
-                i64::try_from(a.timeout_secs).unwrap_or(i64::MAX)
+                i64::try_from(a.timeout_secs).unwrap_or(i64::MAX),
+                serde_json::to_string(a.options).expect("options serialize"),
+                a.settings.to_string()
             ],
         )?;
         let session = crate::names::SessionName::for_run(&self.mailbox_id, id, 1)
@@ -283,8 +289,17 @@ mod tests {
             workdir: "/w",
             timeout_secs: 60,
             author,
+            options: &NO_OPTIONS,
+            settings: &serde_json::Value::Null,
         }
     }
+
+    static NO_OPTIONS: crate::agents::AgentOptions = crate::agents::AgentOptions {
+        reasoning_effort: None,
+        max_budget_usd: None,
+        extra_args: vec![],
+        credential_file: None,
+    };
 
     #[test]
     fn two_starts_of_one_backlog_task_at_once_give_it_exactly_one_run() {

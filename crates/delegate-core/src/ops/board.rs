@@ -96,7 +96,7 @@ impl Delegate {
                 why: format!("no brother is assigned: name one with `delegate start {id} --assign BROTHER`"),
             }
         })?;
-        let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, .. } =
+        let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources } =
             settings(self, &LaunchRequest { brother: brother.clone(), ..Default::default() })?;
         let address = self.reach(&host_name)?.address();
         let author = author.unwrap_or_else(|| self.paths().local_user.clone());
@@ -113,6 +113,8 @@ impl Delegate {
                 workdir: &workdir,
                 timeout_secs: timeout.as_secs(),
                 author: &author,
+                options: &options,
+                settings: &sources,
             },
         )?;
         for result in dispatch_queued(self).await? {
