@@ -120,15 +120,19 @@ fn ssh_g(scratch: &Scratch, config: &Path, host: &str) -> HashMap<String, Vec<St
 /// a ProxyCommand that exits at once gets ssh that far without any network.
 fn ssh_identity_files(scratch: &Scratch, config: &Path, host: &str) -> Vec<String> {
     let cfg = config.to_str().unwrap();
-    let mut args = vec!["-v", "-F", cfg, "-o", "ProxyCommand=exec true", "-o", "BatchMode=yes"];
+    // ssh prefixes the proxy command with `exec` itself; `true` prints nothing, so no child
+    // output can land in the middle of ssh's own debug lines (bash's "exec: not found" did, in CI).
+    let mut args = vec!["-v", "-F", cfg, "-o", "ProxyCommand=true", "-o", "BatchMode=yes"];
     args.extend(Spec::parse(host).ssh_args());
     args.push("true");
     let out = ssh(scratch, &args);
     let mut files: Vec<String> = Vec::new();
     for line in String::from_utf8_lossy(&out.stderr).lines() {
-        let Some(rest) = line.strip_prefix("debug1: identity file ") else {
+        const MARK: &str = "debug1: identity file ";
+        let Some(at) = line.find(MARK) else {
             continue;
         };
+        let rest = &line[at + MARK.len()..];
         let path = map_home(scratch, rest.rsplit_once(" type ").unwrap().0);
         if files.last().is_some_and(|prev| format!("{prev}-cert") == path) {
             continue;
