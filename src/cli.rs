@@ -44,6 +44,8 @@ pub enum Command {
     Review(ReviewArgs),
     /// Add a comment to a task's thread, with its author (nothing is sent to the brother)
     Comment(CommentArgs),
+    /// Delete a backlog or finished task and its record from the mailbox (managers only)
+    Delete(DeleteArgs),
     /// List tasks, newest first
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
@@ -174,6 +176,10 @@ pub struct NewArgs {
     /// The brother to run it on (may be left for `delegate start N --assign BROTHER`)
     #[arg(long, value_name = "BROTHER")]
     pub assign: Option<String>,
+    /// A worker profile from the inventory ([profiles.NAME]) that `start` launches it with
+    /// (default: the brother's default_profile)
+    #[arg(long)]
+    pub profile: Option<String>,
     #[command(flatten)]
     pub who: Author,
     #[arg(long)]
@@ -194,6 +200,14 @@ pub struct BoardArgs {
     /// Show what the mailbox knows without asking brothers first
     #[arg(long)]
     pub no_sync: bool,
+    /// Only my tasks: those I created, or that run on the brother of my name (`--as`)
+    #[arg(long)]
+    pub mine: bool,
+    /// Only the review column: finished tasks nobody has accepted yet
+    #[arg(long)]
+    pub review: bool,
+    #[command(flatten)]
+    pub who: Author,
 }
 
 #[derive(Args, Debug)]
@@ -215,12 +229,29 @@ pub struct MoveArgs {
 #[derive(Args, Debug)]
 pub struct ReviewArgs {
     /// Task number (a finished task in the review column)
-    pub id: i64,
+    #[arg(required_unless_present = "count")]
+    pub id: Option<i64>,
     /// accept (to done) or reject (reopen with the note as the follow-up)
-    #[arg(value_parser = ["accept", "reject"])]
-    pub verdict: String,
+    #[arg(value_parser = ["accept", "reject"], required_unless_present = "count")]
+    pub verdict: Option<String>,
     /// Why; required to reject (the agent reads it as its follow-up)
     pub note: Option<String>,
+    /// Print how many tasks wait for review (a number alone; `--json`: {"review": N})
+    #[arg(long, conflicts_with_all = ["id", "verdict", "note"])]
+    pub count: bool,
+    /// With --count: show what the mailbox knows without asking brothers first
+    #[arg(long, requires = "count")]
+    pub no_sync: bool,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Task number (a backlog or finished task)
+    pub id: i64,
     #[command(flatten)]
     pub who: Author,
     #[arg(long)]
@@ -434,6 +465,8 @@ pub struct DoctorArgs {
 #[derive(Args, Debug)]
 pub struct CancelArgs {
     pub id: i64,
+    #[command(flatten)]
+    pub who: Author,
     #[arg(long)]
     pub json: bool,
 }

@@ -74,6 +74,10 @@ pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 /// `start`: the task is not in the backlog (started already), or has no brother assigned.
 pub const NOT_STARTABLE: u8 = 35;
 
+/// The asker's role on the board (the inventory's `[roles]`) does not allow the change; the
+/// message names the role needed and who has it.
+pub const ROLE_REFUSED: u8 = 38;
+
 /// `move`: the task changed since the caller read its version; re-read it and decide again.
 pub const STALE_VERSION: u8 = 34;
 
@@ -133,6 +137,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::BadArgument => USAGE,
         K::NotStartable => NOT_STARTABLE,
         K::StaleVersion => STALE_VERSION,
+        K::RoleRefused => ROLE_REFUSED,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use anyhow::Result;
+use delegate_core::Column;
+use delegate_core::ops::board::BoardFilter;
 
 use super::open;
 use crate::cli::BoardArgs;
@@ -14,7 +16,13 @@ pub fn run(config: Option<&Path>, args: BoardArgs) -> Result<()> {
     if !args.no_sync {
         super::sync::before_showing(&mut d, None)?;
     }
-    let columns = d.board(args.brother.as_deref(), args.limit as usize)?;
+    let me = args.mine.then(|| args.who.or_local(&d));
+    let columns = d.board_of(&BoardFilter {
+        brother: args.brother.as_deref(),
+        mine: me.as_deref(),
+        column: args.review.then_some(Column::Review),
+        limit: args.limit as usize,
+    })?;
     if args.json {
         return super::print_json(&serde_json::json!({ "columns": columns }));
     }

@@ -10,7 +10,8 @@ use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: CancelArgs) -> Result<()> {
     let mut d = open(config)?;
-    let task = block_on(d.cancel(args.id))?;
+    let who = args.who.or_local(&d);
+    let task = block_on(d.cancel_as(args.id, &who))?;
     if args.json {
         super::print_json(&task)?;
     } else {

@@ -5,6 +5,7 @@ mod board;
 mod brothers;
 mod cancel;
 mod comment;
+mod delete;
 mod doctor;
 mod hosts;
 mod list;
@@ -58,6 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::New(args) => new::run(config, args),
         Command::Start(args) => start::run(config, args),
         Command::Comment(args) => comment::run(config, args),
+        Command::Delete(args) => delete::run(config, args),
         Command::Review(args) => review::run(config, args),
         Command::Board(args) => board::run(config, args),
         Command::Move(args) => move_task::run(config, args),

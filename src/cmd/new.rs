@@ -23,6 +23,7 @@ pub fn run(config: Option<&Path>, args: NewArgs) -> Result<()> {
         parent: args.board.parent,
         assign: args.assign.clone(),
         author: args.who.author.clone(),
+        profile: args.profile.clone(),
     })?;
     if args.json {
         return super::print_json(&task);

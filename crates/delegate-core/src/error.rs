@@ -233,6 +233,28 @@ pub enum Error {
     #[error("task {task} cannot be started: {why}")]
     NotStartable { task: i64, why: String },
 
+    /// The asker's role on the board does not allow the change ([`crate::roles`]).
+    #[error(
+        "{why}. Who has it: {holders}. Ask one of them, or give {who} the role in the inventory's [roles] \
+         table (\"{who}\" = \"{needed}\")"
+    )]
+    RoleRefused { who: String, needed: String, why: String, holders: String },
+
+    /// `delete` of a task an agent may still be working on (or about to start): only a
+    /// backlog or finished task is deleted.
+    #[error(
+        "task {task} is {status}: an agent may be at work on it, and deleting it would leave that agent running \
+         with nobody tracking it. Only a backlog or finished task is deleted: `delegate cancel {task}` first"
+    )]
+    DeleteInFlight { task: i64, status: String },
+
+    /// `delete` of a task other tasks are part of.
+    #[error(
+        "task {task} has children ({}): delete them first, or keep the parent",
+        .children.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    DeleteHasChildren { task: i64, children: Vec<i64> },
+
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
 
@@ -353,6 +375,9 @@ pub enum ErrorKind {
     OutputTooLarge,
     /// Another process changed the task first (optimistic locking).
     Conflict,
+    /// The asker's role does not allow the change.
+    RoleRefused,
+
     /// The mailbox could not be read or written (or is of a newer schema).
     Mailbox,
 }
@@ -403,6 +428,8 @@ impl ErrorKind {
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::RoleRefused => "role_refused",
+
             ErrorKind::Mailbox => "mailbox",
         }
     }
@@ -455,6 +482,9 @@ impl Error {
             Error::SyncFailed { .. } => ErrorKind::SyncFailed,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::RoleRefused { .. } => ErrorKind::RoleRefused,
+            Error::DeleteInFlight { .. } => ErrorKind::RunActive,
+            Error::DeleteHasChildren { .. } => ErrorKind::BadArgument,
             Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => ErrorKind::Mailbox,
         }
     }

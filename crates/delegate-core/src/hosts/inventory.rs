@@ -44,6 +44,10 @@ pub struct Inventory {
     /// `[warm]`: the background process that keeps SSH connections between CLI commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmSettings>,
+    /// `[roles]`: who may do what on the board (`alice = "manager"`, `"*" = "observer"`);
+    /// empty: everyone is a manager. See [`crate::roles`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, crate::roles::Role>,
 }
 
 /// How long the CLI's warm daemon keeps connections (see `delegate_core::transport::warm`).
@@ -272,6 +276,9 @@ impl Inventory {
         let bad = |message: String| Error::Config { path: path.to_path_buf(), message };
         if let Some(p) = self.warm.as_ref().and_then(|w| w.persist.as_deref()) {
             parse_timeout(p).map_err(|m| bad(format!("warm.persist: {m}")))?;
+        }
+        for name in self.roles.keys() {
+            crate::roles::check_identity(name).map_err(|m| bad(format!("roles: {m} is not an identity")))?;
         }
         for (name, h) in &self.hosts {
             HostName::new(name).map_err(|e| bad(e.to_string()))?;

@@ -19,6 +19,8 @@ pub struct NewDraft<'a> {
     /// The brother and its host, when assigned already.
     pub assigned: Option<(&'a str, &'a str)>,
     pub author: &'a str,
+    /// The `[profiles.NAME]` that `start` launches it with.
+    pub profile: Option<&'a str>,
 }
 
 /// What a backlog task needs to start: the brother's settings as the inventory says now.
@@ -68,8 +70,9 @@ impl Store {
         // replaces them with the brother's settings.
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, sandbox, max_turns, workdir,
-                                prompt, prompt_sha256, created_at, updated_at, priority, parent_id)
-             VALUES (?1, ?2, ?3, ?4, '', 'read', 0, '', ?5, ?6, ?7, ?7, ?8, ?9)",
+                                prompt, prompt_sha256, created_at, updated_at, priority, parent_id,
+                                created_by, profile)
+             VALUES (?1, ?2, ?3, ?4, '', 'read', 0, '', ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
             params![
                 TaskStatus::Backlog.as_str(),
                 brother,
@@ -79,7 +82,9 @@ impl Store {
                 t.prompt_sha256,
                 now,
                 t.priority.as_str(),
-                t.parent
+                t.parent,
+                t.author,
+                t.profile
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -175,10 +180,12 @@ pub struct Card {
     pub last_event: Option<String>,
     /// When a person accepted the finished task (moved it to done).
     pub accepted_at: Option<String>,
+    /// Who created it (`--as`, `DELEGATE_AGENT_ID`, the MCP client, else the local user).
+    pub created_by: Option<String>,
 }
 
 const CARD_COLUMNS: &str = "id, version, status, priority, brother, subject, parent_id, created_at, turns, cost_usd,
-                            last_event, accepted_at";
+                            last_event, accepted_at, created_by";
 
 fn card_row(r: &rusqlite::Row) -> rusqlite::Result<Card> {
     let status: TaskStatus = parse_col(r, 2)?;
@@ -197,20 +204,77 @@ fn card_row(r: &rusqlite::Row) -> rusqlite::Result<Card> {
         cost_usd: r.get(9)?,
         last_event: r.get(10)?,
         accepted_at,
+        created_by: r.get(12)?,
     })
 }
 
 impl Store {
-    /// Every task (only `brother`'s, if given) as a card: high priority first, then oldest
-    /// first. Light rows (no runs, no prompt), so a mailbox of many tasks reads quickly.
-    pub fn cards(&self, brother: Option<&str>) -> Result<Vec<Card>> {
+    /// Every task (only `brother`'s, if given; only those `mine` created or that run on the
+    /// brother of that name, if given) as a card: high priority first, then oldest first.
+    /// Light rows (no runs, no prompt), so a mailbox of many tasks reads quickly.
+    pub fn cards(&self, brother: Option<&str>, mine: Option<&str>) -> Result<Vec<Card>> {
         let sql = format!(
             "SELECT {CARD_COLUMNS} FROM tasks WHERE (?1 IS NULL OR brother = ?1)
+               AND (?2 IS NULL OR created_by = ?2 OR brother = ?2)
              ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, created_at, id"
         );
         let mut st = self.conn.prepare(&sql)?;
-        let rows = st.query_map([brother], card_row)?;
+        let rows = st.query_map(params![brother, mine], card_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Who created the task (`None` for a task from before that was recorded).
+    pub fn created_by(&self, id: i64) -> Result<Option<String>> {
+        let by: Option<Option<String>> =
+            self.conn.query_row("SELECT created_by FROM tasks WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        by.ok_or(Error::TaskNotFound(id))
+    }
+
+    /// The profile a backlog task was recorded with (`new --profile`).
+    pub fn draft_profile(&self, id: i64) -> Result<Option<String>> {
+        let p: Option<Option<String>> =
+            self.conn.query_row("SELECT profile FROM tasks WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        p.ok_or(Error::TaskNotFound(id))
+    }
+
+    /// How many tasks wait for review: finished and not accepted.
+    pub fn review_count(&self) -> Result<usize> {
+        let finished: Vec<&str> = TaskStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
+        let list = finished.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+        let n: i64 = self.conn.query_row(
+            &format!("SELECT count(*) FROM tasks WHERE accepted_at IS NULL AND status IN ({list})"),
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes a task and every row that refers to it, in one transaction, if it is still
+    /// `expected` (a backlog or finished task: the caller checked): a task that moved on
+    /// meanwhile (a `start` won) is [`Error::Conflict`] and nothing is deleted. Tables are
+    /// found by their foreign keys, so a table a later migration adds is covered too.
+    pub fn delete_task(&mut self, id: i64, expected_version: i64) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: Option<i64> =
+            tx.query_row("SELECT version FROM tasks WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match version {
+            None => return Err(Error::TaskNotFound(id)),
+            Some(v) if v != expected_version => return Err(Error::Conflict { task: id, expected: expected_version }),
+            Some(_) => {}
+        }
+        let children: Vec<i64> = {
+            let mut st = tx.prepare("SELECT id FROM tasks WHERE parent_id = ?1 ORDER BY id")?;
+            st.query_map([id], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?
+        };
+        if !children.is_empty() {
+            return Err(Error::DeleteHasChildren { task: id, children });
+        }
+        for (table, column) in referring_columns(&tx)? {
+            tx.execute(&format!("DELETE FROM \"{table}\" WHERE \"{column}\" = ?1"), [id])?;
+        }
+        tx.execute("DELETE FROM tasks WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Whether a person accepted the task (it is in done, if finished).
@@ -260,6 +324,26 @@ impl Store {
     }
 }
 
+/// Every (table, column) whose foreign key points at `tasks`, from the schema itself.
+fn referring_columns(tx: &rusqlite::Connection) -> Result<Vec<(String, String)>> {
+    let tables: Vec<String> = {
+        let mut st = tx.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name != 'tasks'")?;
+        st.query_map([], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?
+    };
+    let mut found = Vec::new();
+    for table in tables {
+        let mut st = tx.prepare("SELECT \"table\", \"from\" FROM pragma_foreign_key_list(?1)")?;
+        let keys = st.query_map([&table], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for key in keys {
+            let (target, column) = key?;
+            if target == "tasks" {
+                found.push((table.clone(), column));
+            }
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +358,7 @@ mod tests {
             parent,
             assigned: None,
             author: "tester",
+            profile: None,
         }
     }
 

@@ -49,6 +49,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/006_host_syncs.sql"),
     include_str!("migrations/007_settings.sql"),
     include_str!("migrations/008_board.sql"),
+    include_str!("migrations/010_roles.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -242,8 +243,8 @@ impl Store {
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
-                                options, settings, priority, parent_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                options, settings, priority, parent_id, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 status.as_str(),
                 t.brother,
@@ -261,7 +262,8 @@ impl Store {
                 serde_json::to_string(t.options).expect("options serialize"),
                 t.settings.to_string(),
                 t.priority.as_str(),
-                t.parent
+                t.parent,
+                t.author
             ],
         )?;
         let task_id = tx.last_insert_rowid();

@@ -7,6 +7,7 @@ use crate::column::Column;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::mailbox::board::{Assignment, Card, NewDraft};
+use crate::roles::Action;
 use crate::ops::launch::{LaunchRequest, Settings, check_prompt, clean_subject, dispatch_queued, settings, sha256_hex};
 use crate::task::{Priority, Task, TaskStatus};
 
@@ -23,6 +24,9 @@ pub struct Draft {
     pub assign: Option<String>,
     /// Who records it; default the local user.
     pub author: Option<String>,
+    /// A `[profiles.NAME]` that `start` launches it with (checked now: an unknown one is
+    /// refused before anything is recorded).
+    pub profile: Option<String>,
 }
 
 /// The longest comment kept, as for `say` (it is read in terminals and by lead agents).
@@ -56,13 +60,17 @@ impl Delegate {
     /// Records a task in the backlog: nothing is sent, and no sync or dispatcher starts it;
     /// [`Delegate::start`] does.
     pub fn create_draft(&mut self, draft: Draft) -> Result<Task> {
+        let author = self.identity(draft.author.as_deref());
+        self.authorize(&author, Action::Create, None)?;
         let prompt = draft_prompt(&draft);
         check_prompt(&prompt)?;
+        if let Some(p) = &draft.profile {
+            self.inventory().profile(p)?;
+        }
         let assigned = match &draft.assign {
             Some(name) => Some((name.as_str(), self.inventory().brother(name)?.0.host.clone())),
             None => None,
         };
-        let author = draft.author.clone().unwrap_or_else(|| self.paths().local_user.clone());
         let id = self.store_mut().create_draft(&NewDraft {
             subject: &clean_subject(&draft.title),
             prompt: &prompt,
@@ -71,6 +79,7 @@ impl Delegate {
             parent: draft.parent,
             assigned: assigned.as_ref().map(|(b, h)| (*b, h.as_str())),
             author: &author,
+            profile: draft.profile.as_deref(),
         })?;
         self.task(id)
     }
@@ -79,6 +88,8 @@ impl Delegate {
     /// with), with the brother's settings as the inventory says now. It goes through the
     /// queue: over a concurrency cap it stays `queued` and starts when a slot frees up.
     pub async fn start(&mut self, id: i64, assign: Option<String>, author: Option<String>) -> Result<Task> {
+        let author = self.identity(author.as_deref());
+        self.authorize(&author, Action::Launch, None)?;
         let task = self.task(id)?;
         if task.status != TaskStatus::Backlog {
             return Err(Error::NotStartable {
@@ -96,10 +107,11 @@ impl Delegate {
                 why: format!("no brother is assigned: name one with `delegate start {id} --assign BROTHER`"),
             }
         })?;
+        // The profile it was recorded with, else (as for any launch) the brother's default.
+        let profile = self.store().draft_profile(id)?;
         let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources } =
-            settings(self, &LaunchRequest { brother: brother.clone(), ..Default::default() })?;
+            settings(self, &LaunchRequest { brother: brother.clone(), profile, ..Default::default() })?;
         let address = self.reach(&host_name)?.address();
-        let author = author.unwrap_or_else(|| self.paths().local_user.clone());
         self.store_mut().start_draft(
             id,
             &Assignment {
@@ -131,6 +143,7 @@ impl Delegate {
     /// Adds a comment to a task's thread, by `author`; any task, in any state. Nothing is
     /// sent to the brother (that is `say`).
     pub fn comment(&mut self, id: i64, author: &str, text: &str) -> Result<()> {
+        self.authorize(author, Action::Comment, None)?;
         check_comment(text, "the comment")?;
         self.task(id)?;
         self.store_mut().add_note(id, author, "comment", text)
@@ -141,6 +154,7 @@ impl Delegate {
     /// (refused with [`Error::NotResumable`] when the agent cannot resume: the verdict is
     /// kept and the task stays in review). Either way the note is in the thread.
     pub async fn review(&mut self, id: i64, accept: bool, note: Option<&str>, author: &str) -> Result<Task> {
+        self.authorize(author, Action::Review, None)?;
         let task = self.task(id)?;
         let column = Column::of(task.status, self.store().is_accepted(id)?);
         if column != Column::Review {
@@ -161,13 +175,35 @@ impl Delegate {
             });
         };
         self.store_mut().add_note(id, author, "review", &format!("rejected: {note}"))?;
-        self.reopen(crate::ops::reopen::ReopenRequest {
-            task: id,
-            prompt: note.as_bytes().to_vec(),
-            write_scope: Vec::new(),
-            author: author.to_string(),
-        })
+        // The review role covers sending the task back: not checked again as an update.
+        crate::ops::reopen::reopen(
+            self,
+            crate::ops::reopen::ReopenRequest {
+                task: id,
+                prompt: note.as_bytes().to_vec(),
+                write_scope: Vec::new(),
+                author: author.to_string(),
+            },
+        )
         .await
+    }
+}
+
+/// Which cards [`Delegate::board_of`] shows.
+#[derive(Debug, Clone, Copy)]
+pub struct BoardFilter<'a> {
+    pub brother: Option<&'a str>,
+    /// Only the tasks this identity created or that run on the brother of its name.
+    pub mine: Option<&'a str>,
+    /// Only this column.
+    pub column: Option<Column>,
+    /// At most this many cards per column (the count says how many there are).
+    pub limit: usize,
+}
+
+impl Default for BoardFilter<'_> {
+    fn default() -> Self {
+        BoardFilter { brother: None, mine: None, column: None, limit: usize::MAX }
     }
 }
 
@@ -184,10 +220,20 @@ impl Delegate {
     /// The board: every column, in order (the needs-you lane among them), each with its
     /// cards by priority then age, at most `limit` per column.
     pub fn board(&self, brother: Option<&str>, limit: usize) -> Result<Vec<BoardColumn>> {
-        let mut columns: Vec<BoardColumn> =
-            Column::ALL.into_iter().map(|column| BoardColumn { column, count: 0, cards: Vec::new() }).collect();
-        for card in self.store().cards(brother)? {
-            let c = columns.iter_mut().find(|c| c.column == card.column).expect("every column is listed");
+        self.board_of(&BoardFilter { brother, limit, ..Default::default() })
+    }
+
+    /// [`Delegate::board`], narrowed: one brother's tasks, the tasks of one identity
+    /// (created by it, or run on the brother of its name), one column.
+    pub fn board_of(&self, f: &BoardFilter) -> Result<Vec<BoardColumn>> {
+        let mut columns: Vec<BoardColumn> = Column::ALL
+            .into_iter()
+            .filter(|c| f.column.is_none_or(|only| only == *c))
+            .map(|column| BoardColumn { column, count: 0, cards: Vec::new() })
+            .collect();
+        let limit = f.limit;
+        for card in self.store().cards(f.brother, f.mine)? {
+            let Some(c) = columns.iter_mut().find(|c| c.column == card.column) else { continue };
             c.count += 1;
             if c.cards.len() < limit {
                 c.cards.push(card);
@@ -199,7 +245,28 @@ impl Delegate {
     /// Moves a task on the board if it is still at `version` (else [`Error::StaleVersion`]:
     /// re-read and decide again). Only review and done are moved by hand.
     pub fn move_task(&mut self, id: i64, to: Column, version: i64, author: &str) -> Result<Card> {
+        self.authorize(author, Action::Move, None)?;
         self.store_mut().move_card(id, version, to, author)
+    }
+
+    /// How many finished tasks wait for somebody's review.
+    pub fn review_count(&self) -> Result<usize> {
+        self.store().review_count()
+    }
+
+    /// Deletes a task and its whole record (runs, thread, events) from the mailbox: a
+    /// manager's, and only a backlog or finished task, so no agent is left running with
+    /// nobody tracking it ([`Error::DeleteInFlight`]). A task others are part of is refused
+    /// ([`Error::DeleteHasChildren`]). The brother's task directory is left as it is.
+    pub fn delete(&mut self, id: i64, who: &str) -> Result<Task> {
+        self.authorize(who, Action::Delete, None)?;
+        let task = self.task(id)?;
+        if !(task.status == TaskStatus::Backlog || task.status.is_terminal()) {
+            return Err(Error::DeleteInFlight { task: id, status: task.status.to_string() });
+        }
+        // At the version read: a `start` or a reopen that got in first keeps the task.
+        self.store_mut().delete_task(id, task.version)?;
+        Ok(task)
     }
 
     /// The tasks that are part of `id` (`--parent id`), oldest first, for waiting on them as

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::ops::sync::{self, SyncSummary, task_key};
+use crate::roles::Action;
 use crate::remote::protocol::{
     CancelState, SyncRequest, SyncTaskRequest, TaskReport, parse_cancel, parse_sync, render_cancel, render_sync,
 };
@@ -117,8 +118,16 @@ impl Delegate {
     /// runner also holds while it records its start: a cancel of a `launching` task wins, and
     /// no agent runs for it afterwards. The launch then reports
     /// [`Error::CancelledWhileLaunching`].
+    /// The asker is the local user ([`Delegate::cancel_as`] names another).
     pub async fn cancel(&mut self, id: i64) -> Result<Task> {
+        let who = self.paths().local_user.clone();
+        self.cancel_as(id, &who).await
+    }
+
+    /// [`Delegate::cancel`], asked by `who` (a manager, or a worker on its own task).
+    pub async fn cancel_as(&mut self, id: i64, who: &str) -> Result<Task> {
         let task = self.task(id)?;
+        self.authorize(who, Action::Update, Some(&task))?;
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
@@ -262,6 +271,8 @@ impl Delegate {
     /// ([`Delegate::show`]). A finished task is [`Error::SayToFinished`]: use
     /// [`Delegate::reopen`].
     pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::mailbox::Message> {
+        let task = self.task(id)?;
+        self.authorize(author, Action::Update, Some(&task))?;
         crate::ops::say::say(self, id, text, author).await
     }
 
@@ -269,6 +280,8 @@ impl Delegate {
     /// with [`Error::RunActive`] while a run is in progress, and with [`Error::NotResumable`]
     /// when the agent recorded no session to resume.
     pub async fn reopen(&mut self, req: crate::ops::reopen::ReopenRequest) -> Result<Task> {
+        let task = self.task(req.task)?;
+        self.authorize(&req.author, Action::Update, Some(&task))?;
         crate::ops::reopen::reopen(self, req).await
     }
 
@@ -278,6 +291,7 @@ impl Delegate {
     /// ([`Error::UpdateInFlight`]: cancel it or wait first); see [`crate::task::check_update`].
     pub fn update(&mut self, id: i64, status: TaskStatus, output: Option<&str>, author: &str) -> Result<Task> {
         let task = self.task(id)?;
+        self.authorize(author, Action::Update, Some(&task))?;
         crate::task::check_update(id, task.status, status)?;
         let reason = output.map(|o| o.chars().take(200).collect::<String>());
         let reason = reason.unwrap_or_else(|| format!("set by {author}"));

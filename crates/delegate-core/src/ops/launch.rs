@@ -838,6 +838,7 @@ fn elapsed_ms(since: Instant) -> f64 {
 impl Delegate {
     /// Launches a task on a brother; see [`crate::ops::launch`].
     pub async fn launch(&mut self, req: LaunchRequest) -> Result<Task> {
+        self.authorize(&self.identity(req.author.as_deref()), crate::roles::Action::Launch, None)?;
         launch(self, req).await
     }
 
@@ -845,7 +846,27 @@ impl Delegate {
     /// one result per request, in order. A task over a host's or brother's concurrency cap
     /// comes back `queued`.
     pub async fn launch_many(&mut self, reqs: Vec<LaunchRequest>) -> Vec<Result<Task>> {
-        launch_many(self, reqs).await
+        // Each request is checked before anything is sent; a refused one is its own error,
+        // and the others go ahead, as with any per-brother failure of a fan-out.
+        let mut refused: Vec<Option<Error>> = Vec::with_capacity(reqs.len());
+        let mut allowed = Vec::new();
+        for r in reqs {
+            match self.authorize(&self.identity(r.author.as_deref()), crate::roles::Action::Launch, None) {
+                Ok(()) => {
+                    refused.push(None);
+                    allowed.push(r);
+                }
+                Err(e) => refused.push(Some(e)),
+            }
+        }
+        let mut launched = launch_many(self, allowed).await.into_iter();
+        refused
+            .into_iter()
+            .map(|e| match e {
+                Some(e) => Err(e),
+                None => launched.next().expect("one result per request launched"),
+            })
+            .collect()
     }
 
     /// Starts queued tasks whose caps have room now, oldest first (sync does this too);
