@@ -5,6 +5,7 @@
 //!   else `~/.config/delegate/config.toml`
 //! - mailbox: `DELEGATE_HOME`, else `$XDG_DATA_HOME/delegate`, else `~/.local/share/delegate`
 //! - ssh: `~/.ssh/config`, and the agent at `SSH_AUTH_SOCK`
+//! - `DELEGATE_AGENT_ID`: who is asking, when `--as` (MCP: `as`) names nobody
 //! - `DELEGATE_LAUNCH_GRACE` (e.g. `30s`): how long sync leaves an unconfirmed launch alone
 //! - debug (test) builds only: `DELEGATE_TEST_STOP_AT=<phase>` stops the process at that
 //!   phase of a launch (see [`stop_at`]), so tests can kill it at an exact point
@@ -49,6 +50,12 @@ pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {
         local_user,
         agent_socket: var("SSH_AUTH_SOCK").map(PathBuf::from),
     })
+}
+
+/// `DELEGATE_AGENT_ID`, if set: who is asking when a command names nobody with `--as` (the
+/// CLI reads it through clap; the MCP server through this).
+pub fn agent_id() -> Option<String> {
+    var("DELEGATE_AGENT_ID").map(|v| v.to_string_lossy().into_owned())
 }
 
 /// `DELEGATE_LAUNCH_GRACE`, if set.

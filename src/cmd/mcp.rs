@@ -10,7 +10,7 @@ pub fn run(config: Option<&Path>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime for the MCP server")?;
-    let result = runtime.block_on(crate::mcp::serve(paths));
+    let result = runtime.block_on(crate::mcp::serve(paths, crate::paths::agent_id()));
     // A blocking read of stdin may still be parked on the runtime's thread pool: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result

@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+mod board;
 mod reply;
 use reply::*;
 
@@ -53,17 +54,26 @@ const WAIT_POLL: Duration = Duration::from_secs(2);
 /// `list_tasks` and `check_mailbox` return at most this many items unless asked.
 const DEFAULT_LIST_LIMIT: u32 = 20;
 const DEFAULT_MAILBOX_LIMIT: u32 = 50;
-/// The author when neither the call nor the client's `clientInfo.name` gives one.
+/// The author when nothing names one and the server was started without a local user
+/// (embedded in a test): see [`IDENTITY_FALLBACK`].
 const DEFAULT_AUTHOR: &str = "mcp";
+
+/// Who asks when a call has no `as`: `DELEGATE_AGENT_ID` (read once at start), else the
+/// client's name, else the local user. Process-wide because the tools' `author` helper
+/// has only the call at hand, and the server runs once per process.
+static IDENTITY_FALLBACK: std::sync::OnceLock<(Option<String>, String)> = std::sync::OnceLock::new();
 
 const INSTRUCTIONS: &str = "delegate hands tasks to coding agents (\"brothers\") on remote machines over SSH and \
 tracks them in a local mailbox. Typical flow: list_brothers; delegate_task (one brother or several); wait_tasks \
 with the task numbers; get_task for the thread and final text. Brothers report receipt, progress, questions and \
-completion: read them with check_mailbox. send_message steers a running task; cancel_task stops one. Errors are \
-results with isError true, a code and a message saying how to fix the call.";
+completion: read them with check_mailbox. send_message steers a running task; cancel_task stops one. The shared \
+board: create_task (backlog), start_task, board, move_task, comment, review, delete_task; the inventory's [roles] \
+decide who may do what (error role_refused names the role needed). Errors are results with isError true, a code \
+and a message saying how to fix the call.";
 
 /// Runs the server on stdin/stdout until the client closes the connection.
-pub async fn serve(paths: Paths) -> anyhow::Result<()> {
+pub async fn serve(paths: Paths, agent_id: Option<String>) -> anyhow::Result<()> {
+    let _ = IDENTITY_FALLBACK.set((agent_id, paths.local_user.clone()));
     let service = DelegateServer::new(paths).serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(())
@@ -177,6 +187,16 @@ struct TaskIdArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+struct CancelTaskArgs {
+    /// The task number (from delegate_task or list_tasks).
+    id: i64,
+    /// Who asks (default: this MCP client's name); the board's roles apply to this name.
+    #[serde(rename = "as", alias = "author")]
+    author: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct WaitTasksArgs {
     /// Task numbers to wait for.
     ids: Vec<i64>,
@@ -245,7 +265,11 @@ fn settable_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema
 #[tool_router]
 impl DelegateServer {
     pub fn new(paths: Paths) -> DelegateServer {
-        DelegateServer { paths: Arc::new(paths), state: Arc::default(), tool_router: Self::tool_router() }
+        DelegateServer {
+            paths: Arc::new(paths),
+            state: Arc::default(),
+            tool_router: Self::tool_router() + Self::board_router(),
+        }
     }
 
     /// Hand a task to one brother, or the same task to several (fan-out). Returns every task number with its
@@ -507,9 +531,10 @@ impl DelegateServer {
 
     /// Stop a task's agent on its brother (its whole process group) and record cancelled.
     #[tool(annotations(destructive_hint = true, open_world_hint = true))]
-    async fn cancel_task(&self, Parameters(a): Parameters<TaskIdArgs>) -> Reply {
+    async fn cancel_task(&self, Parameters(a): Parameters<CancelTaskArgs>, ctx: RequestContext<RoleServer>) -> Reply {
+        let author = author(a.author, &ctx);
         let mut d = self.delegate().await?;
-        let t = d.cancel(a.id).await.map_err(|e| fail(&e))?;
+        let t = d.cancel_as(a.id, &author).await.map_err(|e| fail(&e))?;
         Ok(text_result(&summary(&t), &format!("`delegate show {} --json`", a.id)))
     }
 

@@ -3,17 +3,23 @@
 
 use super::*;
 
-/// Who is asking: the call's `as`, else the MCP client's name, else "mcp".
+/// Who is asking: the call's `as`, else `DELEGATE_AGENT_ID` of the server's environment,
+/// else the MCP client's name, else the local user. The board's roles are given to this name.
 pub(super) fn author(given: Option<String>, ctx: &RequestContext<RoleServer>) -> String {
     let clean = |s: String| -> Option<String> {
         let s: String = s.chars().filter(|c| !c.is_control()).collect();
         let s = s.trim();
         (!s.is_empty()).then(|| s.chars().take(100).collect())
     };
+    let (agent_id, local_user) = match IDENTITY_FALLBACK.get() {
+        Some((id, user)) => (id.clone(), user.clone()),
+        None => (None, DEFAULT_AUTHOR.to_string()),
+    };
     given
         .and_then(clean)
+        .or_else(|| agent_id.and_then(clean))
         .or_else(|| ctx.client_info().and_then(|i| clean(i.name)))
-        .unwrap_or_else(|| DEFAULT_AUTHOR.to_string())
+        .unwrap_or(local_user)
 }
 
 /// A success result: the value as pretty JSON, cut at [`MAX_RESULT_CHARS`] with a note.
