@@ -30,6 +30,7 @@ mod prompts;
 mod real_agents;
 mod reopen;
 mod results;
+mod roles;
 mod route;
 mod rows;
 mod say;

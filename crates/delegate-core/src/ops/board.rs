@@ -7,8 +7,8 @@ use crate::column::Column;
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::mailbox::board::{Assignment, Card, NewDraft};
-use crate::roles::Action;
 use crate::ops::launch::{LaunchRequest, Settings, check_prompt, clean_subject, dispatch_queued, settings, sha256_hex};
+use crate::roles::Action;
 use crate::task::{Priority, Task, TaskStatus};
 
 /// A task to record in the backlog.

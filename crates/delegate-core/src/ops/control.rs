@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::ops::sync::{self, SyncSummary, task_key};
-use crate::roles::Action;
 use crate::remote::protocol::{
     CancelState, SyncRequest, SyncTaskRequest, TaskReport, parse_cancel, parse_sync, render_cancel, render_sync,
 };
+use crate::roles::Action;
 use crate::task::{Task, TaskStatus};
 use crate::transport::ssh::Exit;
 
