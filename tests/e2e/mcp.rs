@@ -14,14 +14,21 @@ use serde_json::{Value, json};
 
 use crate::support::Env;
 
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 16] = [
+    "board",
     "cancel_task",
     "check_mailbox",
+    "comment",
+    "create_task",
     "delegate_task",
+    "delete_task",
     "get_task",
     "list_brothers",
     "list_tasks",
+    "move_task",
+    "review",
     "send_message",
+    "start_task",
     "update_task",
     "wait_tasks",
 ];

@@ -214,3 +214,91 @@ fn rejecting_a_task_whose_agent_cannot_resume_keeps_the_verdict_and_loses_nothin
         .collect();
     assert_eq!(verdicts, ["rejected: add the tests"], "the verdict is kept in the thread: {after}");
 }
+
+/// `delegate mcp` as a client named "e2e-lead", with extra environment variables.
+async fn mcp_client(
+    env: &Env,
+    vars: &[(&str, &str)],
+) -> rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig> {
+    use rmcp::ServiceExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_delegate"));
+    cmd.arg("mcp").env_clear().envs(env.envs()).envs(vars.iter().copied()).current_dir(&env.home);
+    let transport = rmcp::transport::TokioChildProcess::new(cmd).expect("spawn delegate mcp");
+    let me = rmcp::model::ClientConfig::new(
+        rmcp::model::ClientCapabilities::default(),
+        rmcp::model::Implementation::new("e2e-lead", "1.0"),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(20), me.serve(transport))
+        .await
+        .expect("initialize within 20 s")
+        .expect("initialize")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_board_tools_run_the_board_under_the_same_roles() {
+    use crate::mcp::{err, ok};
+    use serde_json::json;
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    env.config_append("[roles]\nboss = \"manager\"\n\"e2e-lead\" = \"worker\"\n");
+    // The client's name is its identity: a worker here.
+    let lead = mcp_client(&env, &[]).await;
+    let (code, message) = err(&lead, "create_task", json!({"title": "plan it"})).await;
+    assert_eq!(code, "role_refused", "{message}");
+    assert!(message.contains("e2e-lead is a worker") && message.contains("Who has it: boss"), "{message}");
+    assert_eq!(task_count(&env), 0, "nothing recorded");
+
+    let t = ok(
+        &lead,
+        "create_task",
+        json!({"title": "plan it", "description": "in detail", "priority": "high", "assign": "oppy", "as": "boss"}),
+    )
+    .await;
+    let id = t["id"].as_i64().unwrap();
+    assert_eq!((t["status"].as_str(), t["priority"].as_str()), (Some("backlog"), Some("high")), "{t}");
+    let board = ok(&lead, "board", json!({})).await;
+    let backlog = &board["columns"][0];
+    assert_eq!((backlog["column"].as_str(), backlog["count"].as_i64()), (Some("backlog"), Some(1)), "{board}");
+    assert_eq!(backlog["cards"][0]["created_by"], "boss", "{board}");
+    let (code, _) = err(&lead, "start_task", json!({"id": id})).await;
+    assert_eq!(code, "role_refused");
+    let started = ok(&lead, "start_task", json!({"id": id, "as": "boss"})).await;
+    assert!(matches!(started["status"].as_str(), Some("launched" | "queued")), "{started}");
+    ok(&lead, "wait_tasks", json!({"ids": [id], "timeout_seconds": 90})).await;
+    ok(&lead, "comment", json!({"id": id, "text": "seen it"})).await;
+
+    // DELEGATE_AGENT_ID in the server's environment names the asker before the client's name.
+    let boss = mcp_client(&env, &[("DELEGATE_AGENT_ID", "boss")]).await;
+    let review = ok(&boss, "board", json!({"review_only": true})).await;
+    let columns = review["columns"].as_array().unwrap();
+    assert_eq!((columns.len(), columns[0]["cards"][0]["id"].as_i64()), (1, Some(id)), "{review}");
+    let version = columns[0]["cards"][0]["version"].as_i64().unwrap();
+    let (code, _) = err(&lead, "move_task", json!({"id": id, "column": "done", "version": version})).await;
+    assert_eq!(code, "role_refused");
+    let (code, _) = err(&lead, "review", json!({"id": id, "verdict": "accept"})).await;
+    assert_eq!(code, "role_refused");
+    let moved = ok(&boss, "move_task", json!({"id": id, "column": "done", "version": version})).await;
+    assert_eq!(moved["column"], "done", "{moved}");
+    let (code, message) = err(&boss, "move_task", json!({"id": id, "column": "review", "version": version})).await;
+    assert_eq!(code, "stale_version", "{message}");
+    let (code, _) = err(&boss, "review", json!({"id": id, "verdict": "accept"})).await;
+    assert_eq!(code, "bad_arguments", "not in review any more");
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    let notes: Vec<(&str, &str)> = show["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "note")
+        .map(|m| (m["author"].as_str().unwrap(), m["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(notes, [("e2e-lead", "comment"), ("boss", "move")], "{show}");
+    assert_eq!(show["runs"][0]["author"], "boss", "{show}");
+
+    let (code, _) = err(&lead, "delete_task", json!({"id": id})).await;
+    assert_eq!(code, "role_refused");
+    let deleted = ok(&boss, "delete_task", json!({"id": id})).await;
+    assert_eq!(deleted["deleted"].as_i64(), Some(id), "{deleted}");
+    assert_eq!(task_count(&env), 0);
+    lead.cancel().await.ok();
+    boss.cancel().await.ok();
+}
