@@ -415,6 +415,71 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_takes_every_row_of_the_task_and_only_at_the_version_read() {
+        let dir = temp_dir("board-delete");
+        let mut s = Store::open(&dir).unwrap();
+        let keep = s.create_draft(&draft(None)).unwrap();
+        let id = s.create_draft(&NewDraft { author: "alice", profile: Some("deep"), ..draft(None) }).unwrap();
+        assert_eq!(
+            (s.created_by(id).unwrap().as_deref(), s.draft_profile(id).unwrap().as_deref()),
+            (Some("alice"), Some("deep"))
+        );
+        s.add_note(id, "bob", "comment", "a note").unwrap();
+        s.add_note(keep, "bob", "comment", "kept").unwrap();
+        // A start got in first: the version read is stale, and nothing is deleted.
+        s.start_draft(id, &assignment("carol")).unwrap();
+        let err = s.delete_task(id, 1).unwrap_err();
+        assert!(matches!(err, Error::Conflict { task, expected: 1 } if task == id), "{err}");
+        assert_eq!(s.task(id).unwrap().runs.len(), 1);
+        s.delete_task(id, 2).unwrap();
+        assert!(matches!(s.task(id), Err(Error::TaskNotFound(_))));
+        let rows = |table: &str| -> i64 {
+            s.conn.query_row(&format!("SELECT count(*) FROM {table} WHERE task_id = ?1"), [id], |r| r.get(0)).unwrap()
+        };
+        for table in ["runs", "transitions", "messages"] {
+            assert_eq!(rows(table), 0, "{table}");
+        }
+        assert_eq!(s.task(keep).unwrap().id, keep);
+        let kept: i64 =
+            s.conn.query_row("SELECT count(*) FROM messages WHERE task_id = ?1", [keep], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1, "another task's thread is untouched");
+        let child = s.create_draft(&draft(Some(keep))).unwrap();
+        let err = s.delete_task(keep, 1).unwrap_err();
+        assert!(matches!(&err, Error::DeleteHasChildren { children, .. } if children == &[child]), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tasks_from_before_roles_get_their_creator_from_their_first_run_or_backlog_record() {
+        let dir = temp_dir("board-created-by");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            // A mailbox as the board's first version (step 008) left it.
+            let c = rusqlite::Connection::open(dir.join(crate::mailbox::DB_FILE)).unwrap();
+            for step in &crate::mailbox::STEPS[..8] {
+                c.execute_batch(step).unwrap();
+            }
+            c.pragma_update(None, "user_version", 8).unwrap();
+            c.execute_batch(
+                "INSERT INTO tasks (id, status, brother, host, subject, agent, sandbox, max_turns, workdir, prompt,
+                                    prompt_sha256, created_at, updated_at)
+                 VALUES (1, 'completed', 'oppy', 'h', 's', 'self-test', 'read', 5, '/w', x'70', 'x', 't', 't'),
+                        (2, 'backlog', '', '', 's', '', 'read', 0, '', x'70', 'x', 't', 't');
+                 INSERT INTO runs (task_id, run_no, session, nonce, status, host, address, started_at, author)
+                 VALUES (1, 1, 'dlg-1', 'n', 'completed', 'h', 'a', 't', 'alice'),
+                        (1, 2, 'dlg-2', 'n', 'completed', 'h', 'a', 't', 'bob');
+                 INSERT INTO transitions (task_id, from_status, to_status, reason, at)
+                 VALUES (2, NULL, 'backlog', 'recorded by carol', 't');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.created_by(1).unwrap().as_deref(), Some("alice"));
+        assert_eq!(s.created_by(2).unwrap().as_deref(), Some("carol"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn children_are_linked_only_to_an_existing_parent() {
         let dir = temp_dir("board-children");
         let mut s = Store::open(&dir).unwrap();
