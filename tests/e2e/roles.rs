@@ -6,7 +6,8 @@ use delegate_testkit::FakeHost;
 
 use crate::support::{Env, launch, wait_done};
 
-const ROLES: &str = "[roles]\nboss = \"manager\"\nrev = \"reviewer\"\nwork = \"worker\"\n\"*\" = \"observer\"\n";
+const ROLES: &str =
+    "[roles]\nboss = \"manager\"\nrev = \"reviewer\"\nwork = \"worker\"\noppy = \"worker\"\n\"*\" = \"observer\"\n";
 
 fn ids_in(env: &Env, column: &str, extra: &[&str]) -> Vec<i64> {
     let mut args = vec!["board", "--json", "--no-sync"];
@@ -24,10 +25,12 @@ fn task_count(env: &Env) -> usize {
 fn each_role_may_do_what_it_is_for_and_a_refusal_names_the_role_and_who_has_it() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
+    env.add_brother("jerry", "h", &host, "self-test", "read");
     // Before any [roles], everyone is a manager: `work` launches a task of its own.
     let own = launch(&env, &["oppy", "work's own", "--as", "work", "--json"]);
     let other = launch(&env, &["oppy", "somebody else's", "--json"]);
-    for id in [own, other] {
+    let jerrys = launch(&env, &["jerry", "on another brother", "--json"]);
+    for id in [own, other, jerrys] {
         assert_eq!(wait_done(&env, id)["status"], "completed");
     }
     env.config_append(ROLES);
@@ -53,7 +56,10 @@ fn each_role_may_do_what_it_is_for_and_a_refusal_names_the_role_and_who_has_it()
     // An observer reads, and may not comment; the refusal lists who may.
     env.run(&["board", "--no-sync"]).ok();
     let quiet = env.run(&["comment", &other_n, "me too", "--as", "eve"]).fails_with(38);
-    assert!(quiet.stderr().contains("needs the worker role") && quiet.stderr().contains("boss, rev, work"), "{quiet}");
+    assert!(
+        quiet.stderr().contains("needs the worker role") && quiet.stderr().contains("boss, oppy, rev, work"),
+        "{quiet}"
+    );
     // A reviewer reviews and comments, and moves nothing by hand.
     let v = env.run(&["show", &other_n, "--json", "--no-sync"]).ok().json()["version"].to_string();
     let moved = env.run(&["move", &other_n, "done", "--version", &v, "--as", "rev"]).fails_with(38);
@@ -91,6 +97,22 @@ fn each_role_may_do_what_it_is_for_and_a_refusal_names_the_role_and_who_has_it()
     assert!(over_env.stderr().contains("eve is an observer"), "{over_env}");
     env.run(&["delete", &draft.to_string(), "--as", "boss"]).ok();
     env.run(&["show", &draft.to_string(), "--no-sync"]).fails_with(6);
+
+    // An agent on a brother given delegate itself, named after its brother: a worker there.
+    // It changes the tasks that run on its brother and nothing else.
+    let agent = [("DELEGATE_AGENT_ID", "oppy")];
+    for args in [
+        vec!["run", "jerry", "more work"],
+        vec!["update", &jerrys.to_string(), "--status", "failed"],
+        vec!["cancel", &jerrys.to_string()],
+        vec!["delete", &jerrys.to_string()],
+    ] {
+        let r = env.run_with_env(&args, &agent).fails_with(38);
+        assert!(r.stderr().contains("oppy is a worker"), "{r}");
+    }
+    let t = env.run_with_env(&["update", &other_n, "--status", "failed", "--output", "a flaw", "--json"], &agent).ok();
+    assert_eq!(t.json()["status"], "failed");
+    assert_eq!(task_count(&env), before, "nothing recorded by the refused ones");
 }
 
 #[test]
