@@ -300,9 +300,10 @@ pub struct Author {
 }
 
 impl Author {
-    /// The name given, else the local user.
+    /// The name given (not blank), else the local user: the identity the board's roles
+    /// are checked for.
     pub fn or_local(&self, d: &delegate_core::Delegate) -> String {
-        self.author.clone().unwrap_or_else(|| d.paths().local_user.clone())
+        d.identity(self.author.as_deref())
     }
 }
 
