@@ -4,7 +4,7 @@
 
 use delegate_testkit::FakeHost;
 
-use crate::support::{Env, launch, wait_done};
+use crate::support::{Env, execs, launch, wait_done};
 
 const ROLES: &str =
     "[roles]\nboss = \"manager\"\nrev = \"reviewer\"\nwork = \"worker\"\noppy = \"worker\"\n\"*\" = \"observer\"\n";
@@ -44,7 +44,9 @@ fn each_role_may_do_what_it_is_for_and_a_refusal_names_the_role_and_who_has_it()
         assert!(msg.contains(part), "{part:?} in {refused}");
     }
     // A worker: comments anywhere, changes only its own tasks, creates and launches nothing.
+    let sent = execs(&host);
     env.run(&["run", "oppy", "go", "--as", "work"]).fails_with(38);
+    assert_eq!(execs(&host), sent, "a refused launch sends nothing:\n{}", host.sshd_log());
     env.run(&["comment", &other_n, "looks odd", "--as", "work"]).ok();
     let not_own = env.run(&["reopen", &other_n, "again", "--as", "work"]).fails_with(38);
     assert!(not_own.stderr().contains(&format!("task {other} is not work's")), "{not_own}");
