@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod board;
 mod bounds;
+mod caps;
 mod cancel_race;
 mod doctor;
 mod durations;

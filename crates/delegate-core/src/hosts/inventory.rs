@@ -97,6 +97,23 @@ pub struct HostEntry {
     /// How delegate talks to the host (default `russh`); see [`Transport`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,
+    /// At most this many US dollars a day of spend (as the runs' streams reported it) on
+    /// the host, all its brothers together; see [`OverCap`] for what a launch over it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_usd_per_day: Option<f64>,
+    /// What a launch does once the day's spend reached `max_usd_per_day` (default refuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_cap: Option<OverCap>,
+}
+
+/// What a launch over a daily spend cap does: `refuse` (the default) fails it with the
+/// figures, recording nothing; `queue` records it `queued` until the day rolls over (or the
+/// cap is raised), when the queue dispatch starts it like any queued task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverCap {
+    Refuse,
+    Queue,
 }
 
 /// `russh` (the default) is delegate's own SSH client. `ssh` runs every command through the
@@ -171,6 +188,12 @@ pub struct BrotherEntry {
     /// The profile a launch on this brother uses when it names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
+    /// At most this many US dollars a day of spend on this brother (see the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_usd_per_day: Option<f64>,
+    /// What a launch over this brother's daily cap does (default refuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_cap: Option<OverCap>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -297,6 +320,9 @@ impl Inventory {
             if let Some(f) = &h.env_file {
                 check_remote_path(f).map_err(|m| bad(format!("hosts.{name}.env_file: {m}")))?;
             }
+            if let Some(usd) = h.max_usd_per_day {
+                check_daily_cap(usd).map_err(|m| bad(format!("hosts.{name}.max_usd_per_day: {m}")))?;
+            }
         }
         for (name, b) in &self.brothers {
             BrotherName::new(name).map_err(|e| bad(e.to_string()))?;
@@ -319,6 +345,9 @@ impl Inventory {
             }
             if let Some(t) = &b.timeout {
                 parse_timeout(t).map_err(|m| bad(format!("brothers.{name}.timeout: {m}")))?;
+            }
+            if let Some(usd) = b.max_usd_per_day {
+                check_daily_cap(usd).map_err(|m| bad(format!("brothers.{name}.max_usd_per_day: {m}")))?;
             }
             if b.max_turns == 0 {
                 return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
@@ -437,6 +466,14 @@ pub fn parse_timeout(t: &str) -> std::result::Result<std::time::Duration, String
         return Err(format!("{t:?} is shorter than one second"));
     }
     Ok(d)
+}
+
+/// A daily cap is a finite amount of dollars, zero allowed (nothing may spend today).
+fn check_daily_cap(usd: f64) -> std::result::Result<(), String> {
+    if !usd.is_finite() || usd < 0.0 {
+        return Err(format!("{usd} must be a number of dollars, 0 or more, e.g. 20.0"));
+    }
+    Ok(())
 }
 
 fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -636,6 +673,12 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
                 "profiles.p.args: extra argument --permission-mode",
             ),
             ("[profiles.p]\ncredential_file = \"key.env\"\n", "profiles.p.credential_file"),
+            ("[hosts.h]\naddress = \"h\"\nmax_usd_per_day = -1.0\n", "hosts.h.max_usd_per_day"),
+            ("[hosts.h]\naddress = \"h\"\nover_cap = \"wait\"\n", "wait"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nmax_usd_per_day = nan\n",
+                "brothers.b.max_usd_per_day",
+            ),
             // A secret value has no key to go in: only a reference to where it lives.
             ("[profiles.p]\napi_key = \"sk-123\"\n", "api_key"),
             (
@@ -719,6 +762,8 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             environment: None,
             env_file: None,
             transport: None,
+            max_usd_per_day: None,
+            over_cap: None,
         };
         ed.set("hosts", "jerry-box", &host).unwrap();
         let inv = ed.save().unwrap();
