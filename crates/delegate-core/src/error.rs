@@ -134,8 +134,10 @@ pub enum Error {
     )]
     OverDailyCap { which: String, spent: f64, cap: f64 },
 
-    #[error("no brother in environment {environment:?} has room now: {why}. Wait for a task to finish, raise \
-             a cap (max_concurrent, max_usd_per_day), or add a brother to [environments.{environment}]")]
+    #[error(
+        "no brother in environment {environment:?} has room now: {why}. Wait for a task to finish, raise \
+             a cap (max_concurrent, max_usd_per_day), or add a brother to [environments.{environment}]"
+    )]
     NoRoomInEnvironment { environment: String, why: String },
 
     #[error("unknown environment {name:?} ({}): add [environments.{name}] to the inventory or pick another", list_or_none(.known))]

@@ -225,6 +225,11 @@ pub struct Profile {
     /// path only; the values never leave the brother.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_file: Option<String>,
+    /// The NAME of an environment variable on the brother holding this profile's credential
+    /// (`ANTHROPIC_API_KEY`, say); a launch refuses when it is unset in the agent's
+    /// environment there. Never a value: one that looks like a secret is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_env: Option<String>,
 }
 
 /// An agent command of the user's own, as an argv template.
@@ -410,6 +415,9 @@ impl Inventory {
         }
         if let Some(f) = &p.credential_file {
             check_remote_path(f).map_err(|m| format!("credential_file: {m}"))?;
+        }
+        if let Some(n) = &p.credential_env {
+            crate::agents::options::check_env_name(n).map_err(|m| format!("credential_env {m}"))?;
         }
         Ok(())
     }
@@ -681,6 +689,11 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ),
             // A secret value has no key to go in: only a reference to where it lives.
             ("[profiles.p]\napi_key = \"sk-123\"\n", "api_key"),
+            ("[profiles.p]\ncredential_env = \"sk-ant-123\"\n", "profiles.p.credential_env is not an environment"),
+            (
+                "[profiles.p]\ncredential_env = \"AKIAIOSFODNN7EXAMPLE\"\n",
+                "profiles.p.credential_env looks like a secret",
+            ),
             (
                 "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\ndefault_profile = \"p\"\n",
                 "brothers.b.default_profile",

@@ -661,6 +661,7 @@ pub(super) mod tests {
         max_budget_usd: None,
         extra_args: vec![],
         credential_file: None,
+        credential_env: None,
     };
 
     pub(super) fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {

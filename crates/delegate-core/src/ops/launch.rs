@@ -206,9 +206,8 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
 pub(crate) fn caps_for(d: &Delegate, host: &str, brother: &str) -> Caps {
     let inv = d.inventory();
     let (h, b) = (inv.hosts.get(host), inv.brothers.get(brother));
-    let daily = |usd: Option<f64>, over: Option<OverCap>| {
-        usd.map(|usd| DailyCap { usd, queue: over == Some(OverCap::Queue) })
-    };
+    let daily =
+        |usd: Option<f64>, over: Option<OverCap>| usd.map(|usd| DailyCap { usd, queue: over == Some(OverCap::Queue) });
     Caps {
         host: h.and_then(|h| h.max_concurrent),
         brother: b.and_then(|b| b.max_concurrent),

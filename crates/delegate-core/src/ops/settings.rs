@@ -71,6 +71,7 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
     // that only the one who wrote them knows.
     let extra_args = s.pick("args", req.extra_args.clone(), Some(p.args.clone()).filter(|a| !a.is_empty()), None);
     let credential_file = s.pick("credential_file", None, p.credential_file.clone(), None);
+    let credential_env = s.pick("credential_env", None, p.credential_env.clone(), None);
 
     let (Some(agent), Some(sandbox), Some(max_turns), Some(timeout_secs)) = (agent, sandbox, max_turns, timeout_secs)
     else {
@@ -90,6 +91,7 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
             max_budget_usd,
             extra_args: extra_args.unwrap_or_default(),
             credential_file,
+            credential_env,
         },
         sources: s.list,
     })
@@ -163,6 +165,7 @@ timeout = "3h"
 max_budget_usd = 5.0
 args = ["--fallback-model", "sonnet"]
 credential_file = "~/.config/team-key.env"
+credential_env = "TEAM_API_KEY"
 "#;
 
     fn inv() -> Inventory {
@@ -191,6 +194,8 @@ credential_file = "~/.config/team-key.env"
         assert_eq!(e.options.max_budget_usd, Some(5.0));
         assert_eq!(e.options.extra_args, ["--fallback-model", "sonnet"]);
         assert_eq!(e.options.credential_file.as_deref(), Some("~/.config/team-key.env"));
+        assert_eq!(e.options.credential_env.as_deref(), Some("TEAM_API_KEY"));
+        assert_eq!(from(&e, "credential_env"), (&"TEAM_API_KEY".into(), "profile deep"));
         assert_eq!(from(&e, "max_turns"), (&3.into(), "flag"));
         assert_eq!(from(&e, "model"), (&"opus".into(), "profile deep"));
         assert_eq!(from(&e, "agent"), (&"claude".into(), "brother oppy"));
