@@ -294,6 +294,8 @@ impl DelegateServer {
                 timeout,
                 author: Some(author.clone()),
                 profile: a.profile.clone(),
+                environment: None,
+                placement: None,
                 reasoning_effort,
                 max_budget_usd: a.max_budget_usd,
                 extra_args: None,

@@ -41,6 +41,10 @@ pub struct Inventory {
     /// brother's `default_profile`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub profiles: BTreeMap<String, Profile>,
+    /// `[environments.NAME]`: a group of brothers (or hosts: all their brothers) a launch
+    /// names instead of one brother; delegate places it on the least loaded with room.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, Environment>,
     /// `[warm]`: the background process that keeps SSH connections between CLI commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmSettings>,
@@ -232,6 +236,19 @@ pub struct Profile {
     pub credential_env: Option<String>,
 }
 
+/// A named group of brothers: `--environment NAME` places a launch on the least loaded of
+/// them that has room under its caps; `--all` sends it to each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Brother names, or host names standing for every brother on that host.
+    pub brothers: Vec<String>,
+    /// The profile a launch placed here uses when it names none (over the brother's
+    /// `default_profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
 /// An agent command of the user's own, as an argv template.
 ///
 /// Placeholders: `{prompt_file}` (the prompt is then not sent on stdin), `{model}`,
@@ -377,6 +394,9 @@ impl Inventory {
         for (name, p) in &self.profiles {
             self.check_profile(name, p).map_err(|m| bad(format!("profiles.{name}.{m}")))?;
         }
+        for (name, e) in &self.environments {
+            self.check_environment(name, e).map_err(|m| bad(format!("environments.{name}{m}")))?;
+        }
         for (name, a) in &self.agents {
             AgentName::new(name).map_err(|e| bad(e.to_string()))?;
             if is_builtin_agent(name) {
@@ -420,6 +440,57 @@ impl Inventory {
             crate::agents::options::check_env_name(n).map_err(|m| format!("credential_env {m}"))?;
         }
         Ok(())
+    }
+
+    /// What is wrong with one environment, starting with the key's name (or a space).
+    fn check_environment(&self, name: &str, e: &Environment) -> std::result::Result<(), String> {
+        AgentName::new(name).map_err(|e| format!(": {e}"))?;
+        if e.brothers.is_empty() {
+            return Err(".brothers is empty: list at least one brother or host".into());
+        }
+        for member in &e.brothers {
+            if !self.brothers.contains_key(member) && !self.hosts.contains_key(member) {
+                return Err(format!(
+                    ".brothers: {member:?} is neither a brother nor a host in this file (brothers: {})",
+                    names_or_none(self.brothers.keys())
+                ));
+            }
+        }
+        if let Some(p) = &e.profile
+            && !self.profiles.contains_key(p)
+        {
+            return Err(format!(
+                ".profile = {p:?} is not a profile in this file (profiles: {})",
+                names_or_none(self.profiles.keys())
+            ));
+        }
+        if self.environment_brothers(name).is_ok_and(|b| b.is_empty()) {
+            return Err(".brothers: its hosts have no brothers yet".into());
+        }
+        Ok(())
+    }
+
+    /// An environment by name, or an error listing the known ones.
+    pub fn environment(&self, name: &str) -> Result<&Environment> {
+        self.environments.get(name).ok_or_else(|| Error::UnknownEnvironment {
+            name: name.to_string(),
+            known: self.environments.keys().cloned().collect(),
+        })
+    }
+
+    /// The brothers of an environment, a host standing for each brother on it; sorted by
+    /// name, each once.
+    pub fn environment_brothers(&self, name: &str) -> Result<Vec<String>> {
+        let e = self.environment(name)?;
+        let mut out = std::collections::BTreeSet::new();
+        for member in &e.brothers {
+            if self.brothers.contains_key(member) {
+                out.insert(member.clone());
+            } else {
+                out.extend(self.brothers.iter().filter(|(_, b)| &b.host == member).map(|(n, _)| n.clone()));
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// A profile by name, or an error listing the known ones.
@@ -689,6 +760,15 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ),
             // A secret value has no key to go in: only a reference to where it lives.
             ("[profiles.p]\napi_key = \"sk-123\"\n", "api_key"),
+            ("[environments.dev]\nbrothers = []\n", "environments.dev.brothers is empty"),
+            ("[environments.dev]\nbrothers = [\"nope\"]\n", "\"nope\" is neither a brother nor a host"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 [environments.dev]\nbrothers = [\"b\"]\nprofile = \"fast\"\n",
+                "environments.dev.profile = \"fast\"",
+            ),
+            ("[hosts.h]\naddress = \"h\"\n[environments.dev]\nbrothers = [\"h\"]\n", "have no brothers"),
+            ("[environments.dev]\nbrother = [\"b\"]\n", "brother"),
             ("[profiles.p]\ncredential_env = \"sk-ant-123\"\n", "profiles.p.credential_env is not an environment"),
             (
                 "[profiles.p]\ncredential_env = \"AKIAIOSFODNN7EXAMPLE\"\n",
@@ -746,6 +826,19 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
         assert!(parse_duration("-5").is_err());
         assert!(parse_timeout("0").unwrap_err().contains("shorter than one second"));
         assert_eq!(parse_timeout("18446744073709551615"), Ok(FOREVER));
+    }
+
+    #[test]
+    fn an_environments_hosts_stand_for_their_brothers() {
+        let text = "[hosts.h]\naddress = \"h\"\n[hosts.g]\naddress = \"g\"\n\
+                    [brothers.zed]\nhost = \"h\"\nworkdir = \"/w\"\n[brothers.ann]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                    [brothers.bob]\nhost = \"g\"\nworkdir = \"/w\"\n\
+                    [environments.dev]\nbrothers = [\"h\", \"zed\", \"bob\"]\n";
+        let inv = Inventory::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(inv.environment_brothers("dev").unwrap(), ["ann", "bob", "zed"]);
+        let err = inv.environment_brothers("prod").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::UnknownEnvironment);
+        assert!(err.to_string().contains("dev"), "{err}");
     }
 
     #[test]

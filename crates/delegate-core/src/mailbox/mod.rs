@@ -39,7 +39,7 @@ pub mod usage;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
-pub use queue::Caps;
+pub use queue::{Caps, Load};
 pub use spend::DailyCap;
 
 /// Schema steps in order. A step's position is its version: append, never edit.

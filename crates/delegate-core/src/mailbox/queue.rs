@@ -76,7 +76,41 @@ pub(super) fn must_queue(tx: &rusqlite::Connection, host: &str, brother: &str, c
     Ok(false)
 }
 
+/// How loaded a brother is, and whether a new task would start there now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// The brother's tasks started and not finished, and those waiting queued.
+    pub in_flight: u32,
+    /// Which cap a new task would wait behind; `None`: room now.
+    pub full: Option<String>,
+}
+
 impl Store {
+    /// The brother's load and, under `caps`, whether a new task would start now (for
+    /// placing a launch in an environment).
+    pub fn load(&self, host: &str, brother: &str, caps: Caps) -> Result<Load> {
+        let c = &self.conn;
+        let in_flight = count(c, "brother", brother, HOLDS_A_SLOT)? + count(c, "brother", brother, "('queued')")?;
+        let mut full = None;
+        for (column, value, cap) in [("brother", brother, caps.brother), ("host", host, caps.host)] {
+            let Some(cap) = cap else { continue };
+            if count(c, column, value, HOLDS_A_SLOT)? >= cap {
+                full = Some(format!("{column} {value} at max_concurrent {cap}"));
+            } else if count(c, column, value, "('queued')")? > 0 {
+                full = Some(format!("tasks already queued for {column} {value}"));
+            }
+            if full.is_some() {
+                break;
+            }
+        }
+        if full.is_none()
+            && let Some(r) = spend::reached(c, host, brother, [caps.brother_daily, caps.host_daily])?
+        {
+            full = Some(format!("{} spent ${:.4} of its ${:.2} daily cap", r.which, r.spent, r.cap));
+        }
+        Ok(Load { in_flight, full })
+    }
+
     /// Tasks waiting for a slot, oldest first.
     pub fn queued(&self) -> Result<Vec<Task>> {
         self.query_tasks("WHERE status = 'queued' ORDER BY id", [])

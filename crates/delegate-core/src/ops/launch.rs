@@ -49,8 +49,13 @@ pub struct LaunchRequest {
     pub timeout: Option<Duration>,
     /// Who asks; default the local user from [`crate::Paths`].
     pub author: Option<String>,
-    /// A `[profiles.NAME]` of the inventory; default the brother's `default_profile`.
+    /// A `[profiles.NAME]` of the inventory; default the environment's profile, else the
+    /// brother's `default_profile`.
     pub profile: Option<String>,
+    /// The `[environments.NAME]` the brother was picked from (its profile applies), and why
+    /// that brother ([`crate::ops::placement::Placement::why`]); both recorded with the task.
+    pub environment: Option<String>,
+    pub placement: Option<String>,
     pub reasoning_effort: Option<crate::agents::ReasoningEffort>,
     /// A spend limit for the run, in US dollars (agents with a native limit only).
     pub max_budget_usd: Option<f64>,

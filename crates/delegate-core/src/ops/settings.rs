@@ -37,13 +37,23 @@ pub struct Setting {
 
 /// Decides each setting for `req` on `brother`, flag > profile > brother > default.
 pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, config: &Path) -> Result<Effective> {
-    let profile_name = req.profile.clone().or_else(|| brother.default_profile.clone());
+    let environment = req.environment.as_deref().map(|e| inv.environment(e)).transpose()?;
+    let env_profile = environment.and_then(|e| e.profile.clone());
+    let profile_name = req.profile.clone().or_else(|| env_profile.clone()).or_else(|| brother.default_profile.clone());
     let profile: Option<&Profile> = profile_name.as_deref().map(|n| inv.profile(n)).transpose()?;
     let p = profile.cloned().unwrap_or_default();
     let mut s = Sources { list: Vec::new(), profile: format!("profile {}", profile_name.as_deref().unwrap_or("")) };
     let b = format!("brother {}", req.brother);
+    if let Some(e) = &req.environment {
+        let from = req.placement.clone().unwrap_or_else(|| "flag".into());
+        s.list.push(Setting { name: "environment", value: e.clone().into(), from });
+    }
     if let Some(n) = &profile_name {
-        let from = if req.profile.is_some() { "flag".to_string() } else { format!("{b} (default_profile)") };
+        let from = match (&req.profile, &env_profile, &req.environment) {
+            (Some(_), _, _) => "flag".to_string(),
+            (None, Some(_), Some(e)) => format!("environment {e}"),
+            _ => format!("{b} (default_profile)"),
+        };
         s.list.push(Setting { name: "profile", value: n.clone().into(), from });
     }
     let bad = |message: String| Error::Config { path: config.to_path_buf(), message };
