@@ -10,6 +10,7 @@ mod cancel_race;
 mod caps;
 mod doctor;
 mod durations;
+mod environments;
 mod fanout;
 mod faults;
 mod file_modes;
