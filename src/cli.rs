@@ -146,6 +146,14 @@ pub struct RunArgs {
     /// the prompt: `delegate run --to oppy --to jerry "run the tests"`
     #[arg(long = "to", value_name = "BROTHER")]
     pub to: Vec<String>,
+    /// An environment from the inventory ([environments.NAME]): the task goes to its least
+    /// loaded brother with room under its caps, and the first argument is the prompt:
+    /// `delegate --environment dev "run the tests"`
+    #[arg(long, value_name = "NAME", conflicts_with = "to")]
+    pub environment: Option<String>,
+    /// With --environment: send the task to every brother in it (a fan-out)
+    #[arg(long, requires = "environment")]
+    pub all: bool,
     #[command(flatten)]
     pub board: BoardPlace,
     /// Print the task as JSON (with several brothers: {"tasks": [...], "errors": [...]})

@@ -87,6 +87,12 @@ pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// arguments naming a flag delegate owns); nothing was recorded or sent.
 pub const SETTING_REFUSED: u8 = 33;
 
+/// `run`: today's spend on the brother or its host reached its `max_usd_per_day` (with
+/// `over_cap = "refuse"`, the default); nothing was recorded or sent.
+pub const OVER_DAILY_CAP: u8 = 36;
+/// `run --environment`: no brother in the environment has room under its caps now.
+pub const NO_ROOM_IN_ENVIRONMENT: u8 = 37;
+
 /// The launch script stopped on an unexpected error before starting anything (bash's
 /// message is in the reason).
 pub const LAUNCH_SCRIPT_ERROR: u8 = remote::LAUNCH_SCRIPT_ERROR as u8;
@@ -116,7 +122,14 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
 /// kinds). Several kinds share a code where a script has no different thing to do.
 fn code_for_core(e: &E) -> Option<u8> {
     Some(match e.kind() {
-        K::Config | K::UnknownBrother | K::UnknownHost | K::UnknownAgent | K::UnknownProfile => CONFIG,
+        K::Config
+        | K::UnknownBrother
+        | K::UnknownHost
+        | K::UnknownAgent
+        | K::UnknownProfile
+        | K::UnknownEnvironment => CONFIG,
+        K::OverDailyCap => OVER_DAILY_CAP,
+        K::NoRoomInEnvironment => NO_ROOM_IN_ENVIRONMENT,
         K::SettingRefused => SETTING_REFUSED,
         K::HostKeyUnknown => HOST_KEY_UNKNOWN,
         K::HostKeyChanged => HOST_KEY_CHANGED,

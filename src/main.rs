@@ -24,7 +24,7 @@ use exit::CLOSED_STDOUT;
 
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_from(short_form_with_environment(std::env::args_os().collect()));
     match cmd::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -40,6 +40,26 @@ fn main() -> ExitCode {
             exit::code_for(&err)
         }
     }
+}
+
+/// `delegate --environment dev "prompt"` names no brother first: it is `delegate run
+/// --environment dev "prompt"` (clap would read the flag as the top level's and refuse it).
+fn short_form_with_environment(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    // Past the global options that may come first.
+    let mut i = 1;
+    while let Some(a) = argv.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--no-warm" => i += 1,
+            "--config" => i += 2,
+            _ if a.starts_with("--config=") => i += 1,
+            _ => break,
+        }
+    }
+    let at = argv.get(i).and_then(|a| a.to_str()).unwrap_or("");
+    if at == "--environment" || at.starts_with("--environment=") {
+        argv.insert(i, "run".into());
+    }
+    argv
 }
 
 /// `println!` panics when stdout is a closed pipe; turn exactly that panic into a quiet

@@ -25,6 +25,8 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 environment: a.environment,
                 env_file: a.env_file,
                 default_profile: a.default_profile,
+                max_usd_per_day: None,
+                over_cap: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

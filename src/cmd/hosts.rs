@@ -25,6 +25,8 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 environment: a.environment,
                 env_file: a.env_file,
                 transport: None,
+                max_usd_per_day: None,
+                over_cap: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("hosts", &a.name, &entry)?;

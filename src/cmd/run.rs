@@ -12,9 +12,26 @@ use crate::cli::{PromptArgs, RunArgs};
 use crate::term::{block, safe};
 
 pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
-    let brothers = brothers(&mut args)?;
+    let named = match &args.environment {
+        None => Some(brothers(&mut args)?),
+        Some(_) => {
+            prompt_first(&mut args)?;
+            None
+        }
+    };
     let prompt = read_prompt(&args.text)?;
     let mut d = open(config)?;
+    let (brothers, placement) = match (&args.environment, named) {
+        (Some(e), _) if args.all => (d.environment_brothers(e)?, Some("--all: every brother in it".to_string())),
+        (Some(e), _) => {
+            let p = d.place(e)?;
+            (vec![p.brother], Some(p.why))
+        }
+        (None, names) => (names.unwrap_or_default(), None),
+    };
+    if let (Some(e), Some(why), false) = (&args.environment, &placement, args.json) {
+        println!("environment {}: {}", safe(e), safe(why));
+    }
     let reqs: Vec<LaunchRequest> = brothers
         .iter()
         .map(|b| LaunchRequest {
@@ -29,6 +46,8 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             timeout: args.timeout,
             author: args.who.author.clone(),
             profile: args.profile.clone(),
+            environment: args.environment.clone(),
+            placement: placement.clone(),
             reasoning_effort: args.reasoning_effort,
             max_budget_usd: args.max_budget_usd,
             extra_args: args.args_json.clone().map(|a| a.0),
@@ -72,6 +91,18 @@ fn brothers(args: &mut RunArgs) -> Result<Vec<String>> {
         )));
     }
     Ok(names)
+}
+
+/// With --environment the first argument is the prompt (the environment picks the brother).
+fn prompt_first(args: &mut RunArgs) -> Result<()> {
+    if args.text.prompt.is_some() {
+        return Err(usage(
+            "with --environment, give only the prompt: `delegate --environment dev \"run the tests\"` \
+             (the environment picks the brother)",
+        ));
+    }
+    args.text.prompt = Some(std::mem::take(&mut args.brother).into());
+    Ok(())
 }
 
 /// A command-line mistake: exit 2, like clap's own.
@@ -170,8 +201,14 @@ pub(crate) fn print_launched(task: &Task, json: bool) -> Result<()> {
     }
     if task.status == delegate_core::TaskStatus::Queued {
         println!("queued task {} on {} (host {})", task.id, task.brother, task.host);
-        println!("  waiting  for a slot under the host's or brother's max_concurrent; the next");
-        println!("           delegate sync, wait, status or list that finds one free starts it");
+        match &task.reason {
+            // A daily spend cap: the reason names it and the figures.
+            Some(reason) => println!("  waiting  {}", safe(reason)),
+            None => {
+                println!("  waiting  for a slot under the host's or brother's max_concurrent; the next");
+                println!("           delegate sync, wait, status or list that finds one free starts it");
+            }
+        }
     } else {
         println!("launched task {} on {} (host {})", task.id, task.brother, task.host);
     }

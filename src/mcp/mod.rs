@@ -133,8 +133,13 @@ enum Brothers {
 #[serde(deny_unknown_fields)]
 struct DelegateTaskArgs {
     /// The brother to hand the task to (a name from list_brothers), or a list of names to hand the same task to
-    /// each of them (one task per brother).
-    brother: Brothers,
+    /// each of them (one task per brother). Leave it out when giving environment.
+    brother: Option<Brothers>,
+    /// An environment from list_brothers instead of a brother: the task goes to its least loaded brother that has
+    /// room under its caps (the task's settings record why), or to each of its brothers with all = true.
+    environment: Option<String>,
+    /// With environment: hand the task to every brother in it (a fan-out).
+    all: Option<bool>,
     /// The task, as you would write it to a capable colleague: goal, context, constraints, what to report.
     prompt: String,
     /// A one-line subject for listings (default: the prompt's first line).
@@ -160,6 +165,10 @@ struct DelegateTaskArgs {
     reasoning_effort: Option<String>,
     /// A spend limit for the run in US dollars, enforced by the agent (Claude only; refused for others).
     max_budget_usd: Option<f64>,
+    /// Extra arguments for the agent's command line, e.g. ["--fallback-model", "sonnet"]; they replace the
+    /// profile's. Flags delegate sets itself (sandbox, permissions, turn limit, output, session, model, effort,
+    /// budget) and words the agent would read as a prompt are refused, naming the flag.
+    args: Option<Vec<String>>,
     /// Who is asking, recorded with the task (default: this MCP client's name).
     #[serde(rename = "as", alias = "author")]
     author: Option<String>,
@@ -281,11 +290,24 @@ impl DelegateServer {
         Parameters(a): Parameters<DelegateTaskArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Reply {
-        let names = match a.brother {
-            Brothers::One(n) => vec![n],
-            Brothers::Many(v) => v,
+        let names = match (a.brother, &a.environment) {
+            (Some(Brothers::One(n)), None) => vec![n],
+            (Some(Brothers::Many(v)), None) => v,
+            (None, Some(_)) => vec![],
+            (Some(_), Some(_)) => {
+                return Err(bad_args(
+                    "delegate_task",
+                    "give brother or environment, not both (the environment picks the brother)",
+                ));
+            }
+            (None, None) => {
+                return Err(bad_args("delegate_task", "give brother (a name from list_brothers) or environment"));
+            }
         };
-        if names.is_empty() {
+        if a.all.unwrap_or(false) && a.environment.is_none() {
+            return Err(bad_args("delegate_task", "all applies to an environment: give environment too"));
+        }
+        if names.is_empty() && a.environment.is_none() {
             return Err(bad_args("delegate_task", "brother is an empty list: give at least one brother name"));
         }
         if a.prompt.trim().is_empty() {
@@ -304,6 +326,17 @@ impl DelegateServer {
             return Err(bad_args("delegate_task", &format!("brother {} of the list is empty", n + 1)));
         }
         let mut d = self.delegate().await?;
+        let (names, placement) = match &a.environment {
+            None => (names, None),
+            Some(e) if a.all.unwrap_or(false) => match d.environment_brothers(e) {
+                Ok(all) => (all, Some("--all: every brother in it".to_string())),
+                Err(err) => return Err(fail(&err)),
+            },
+            Some(e) => match d.place(e) {
+                Ok(p) => (vec![p.brother], Some(p.why)),
+                Err(err) => return Err(fail(&err)),
+            },
+        };
         let reqs = names
             .iter()
             .map(|b| LaunchRequest {
@@ -318,9 +351,11 @@ impl DelegateServer {
                 timeout,
                 author: Some(author.clone()),
                 profile: a.profile.clone(),
+                environment: a.environment.clone(),
+                placement: placement.clone(),
                 reasoning_effort,
                 max_budget_usd: a.max_budget_usd,
-                extra_args: None,
+                extra_args: a.args.clone(),
                 priority: None,
                 parent: None,
             })
@@ -362,6 +397,8 @@ impl DelegateServer {
         let out = json!({
             "tasks": tasks,
             "errors": errors,
+            // With environment: where the task went and why (also in each task's settings).
+            "placement": placement,
             "next": if started.is_empty() { Value::Null } else {
                 json!(format!("wait_tasks with ids {started:?}, then get_task for each thread"))
             },
@@ -559,12 +596,20 @@ impl DelegateServer {
                     "workdir": b.workdir,
                     "timeout": b.timeout,
                     "default_profile": b.default_profile,
+                    "max_concurrent": b.max_concurrent,
+                    "max_usd_per_day": b.max_usd_per_day,
                 })
             })
             .collect();
         let out = json!({
             "brothers": brothers,
             "profiles": inv.profiles,
+            // Each environment with the brothers it stands for (hosts expanded).
+            "environments": inv.environments.iter().map(|(name, e)| (name.clone(), json!({
+                "members": e.brothers,
+                "brothers": inv.environment_brothers(name).unwrap_or_default(),
+                "profile": e.profile,
+            }))).collect::<serde_json::Map<String, Value>>(),
             "config": d.paths().config_file,
             "note": if brothers.is_empty() {
                 json!("no brothers yet: add one with `delegate hosts add` and `delegate brothers add`")

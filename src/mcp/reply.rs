@@ -60,7 +60,7 @@ pub(super) fn fail(e: &Error) -> CallToolResult {
     let mut message = error_chain(e);
     let hint = match code {
         "task_not_found" => " (list_tasks shows the task numbers)",
-        "unknown_brother" => " (list_brothers shows the names)",
+        "unknown_brother" | "unknown_environment" => " (list_brothers shows the names)",
         _ => "",
     };
     message.push_str(hint);

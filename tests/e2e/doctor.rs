@@ -419,3 +419,31 @@ fn a_transport_ssh_host_is_checked_through_the_system_ssh() {
     assert_eq!(reports[0]["findings"].as_array().unwrap().len(), 1, "{:#}", reports[0]);
     assert_eq!(execs(&host), 1, "nothing ran after the refusal");
 }
+
+#[test]
+fn doctor_checks_that_the_default_profiles_credential_env_is_set_for_the_agent() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    let key_file = host.workdir().join("team.env");
+    env.config_append(&format!(
+        "[brothers.oppy]\nhost = \"h\"\nworkdir = \"{}\"\nagent = \"self-test\"\ndefault_profile = \"team\"\n\
+         environment = \"plain\"\n[profiles.team]\ncredential_env = \"DLG_DOCTOR_TEAM_KEY\"\n",
+        host.workdir().display()
+    ));
+    let (_, reports) = doctor_json(&env, &[], PROBLEMS);
+    let cred = finding(&reports[0], "credential_env");
+    assert_eq!(cred["status"], "fail", "{cred}");
+    assert!(cred["detail"].as_str().unwrap().contains("DLG_DOCTOR_TEAM_KEY is not set"), "{cred}");
+    assert!(cred["fix"].as_str().unwrap().contains("credential_file"), "{cred}");
+
+    // Set through the profile's credential file: ok, and the value is never shown.
+    std::fs::write(&key_file, "DLG_DOCTOR_TEAM_KEY=s3cret-doctor-77\n").unwrap();
+    env.config_replace(
+        "credential_env = \"DLG_DOCTOR_TEAM_KEY\"\n",
+        &format!("credential_env = \"DLG_DOCTOR_TEAM_KEY\"\ncredential_file = \"{}\"\n", key_file.display()),
+    );
+    let (run, reports) = doctor_json(&env, &[], 0);
+    assert_eq!(status_of(&reports[0], "credential_env"), "ok", "{:#}", reports[0]);
+    assert!(!run.stdout().contains("s3cret-doctor-77"), "{run}");
+}

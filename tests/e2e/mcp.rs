@@ -98,7 +98,8 @@ async fn mcp_lists_its_tools_and_runs_a_fan_out_to_completion() {
         assert!(t.description.as_deref().is_some_and(|d| d.len() > 20), "{} has no description", t.name);
     }
     let delegate = tools.iter().find(|t| t.name == "delegate_task").unwrap();
-    assert_eq!(delegate.input_schema["required"], json!(["brother", "prompt"]), "{:?}", delegate.input_schema);
+    // brother or environment: the call says which is missing (bad_arguments), the schema cannot.
+    assert_eq!(delegate.input_schema["required"], json!(["prompt"]), "{:?}", delegate.input_schema);
 
     let brothers = ok(&client, "list_brothers", json!({})).await;
     let names: Vec<&str> =
@@ -362,5 +363,53 @@ async fn mcp_delegate_task_takes_a_profile_and_refuses_settings_the_agent_cannot
     assert_eq!(code, "bad_arguments");
     assert!(message.contains("xhigh"), "{message}");
     assert_eq!(ok(&client, "list_tasks", json!({})).await["tasks"].as_array().unwrap().len(), 1, "only the first");
+    client.cancel().await.expect("close the client");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_delegate_task_places_by_environment_and_takes_extra_args_with_the_same_refusals() {
+    let (one, two) = (FakeHost::start(), FakeHost::start());
+    let env = Env::new();
+    env.add_host("h1", &one);
+    env.add_host("h2", &two);
+    env.add_brother("ann", "h1", &one, "self-test", "read");
+    env.add_brother("bob", "h2", &two, "self-test", "read");
+    env.config_append("[environments.dev]\nbrothers = [\"ann\", \"h2\"]\n");
+    let client = connect(&env).await;
+
+    let listed = ok(&client, "list_brothers", json!({})).await;
+    assert_eq!(listed["environments"]["dev"]["brothers"], json!(["ann", "bob"]), "{listed}");
+    assert_eq!(listed["environments"]["dev"]["members"], json!(["ann", "h2"]), "{listed}");
+
+    // ann is busy: the environment places the task on bob, and says why.
+    ok(&client, "delegate_task", json!({"brother": "ann", "prompt": "busy\n@self-test sleep 30"})).await;
+    let out = ok(&client, "delegate_task", json!({"environment": "dev", "prompt": "look"})).await;
+    assert_eq!(out["tasks"][0]["brother"], "bob", "{out}");
+    assert_eq!(out["placement"], "placed on bob: 0 in flight, room; ann: 1 in flight, room", "{out}");
+    let task = ok(&client, "get_task", json!({"id": out["tasks"][0]["task"]})).await;
+    assert_eq!(task["settings"]["environment"]["value"], "dev", "{task}");
+    let all = ok(&client, "delegate_task", json!({"environment": "dev", "all": true, "prompt": "everyone"})).await;
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 2, "{all}");
+
+    for (args, code, needle) in [
+        (json!({"environment": "prod", "prompt": "x"}), "unknown_environment", "dev"),
+        (json!({"brother": "ann", "environment": "dev", "prompt": "x"}), "bad_arguments", "not both"),
+        (json!({"prompt": "x"}), "bad_arguments", "environment"),
+        (json!({"brother": "ann", "all": true, "prompt": "x"}), "bad_arguments", "give environment too"),
+        (json!({"brother": "ann", "prompt": "x", "args": ["--x"]}), "setting_refused", "takes no extra arguments"),
+    ] {
+        let (c, message) = err(&client, "delegate_task", args.clone()).await;
+        assert_eq!(c, code, "{args}: {message}");
+        assert!(message.contains(needle), "{args}: {message}");
+    }
+    // The same refusal as --args-json for a flag delegate owns.
+    let (c, message) = err(
+        &client,
+        "delegate_task",
+        json!({"brother": "ann", "agent": "claude", "prompt": "x", "args": ["--permission-mode", "bypassPermissions"]}),
+    )
+    .await;
+    assert_eq!(c, "setting_refused", "{message}");
+    assert!(message.contains("--permission-mode is owned"), "{message}");
     client.cancel().await.expect("close the client");
 }

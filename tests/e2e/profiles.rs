@@ -160,3 +160,41 @@ fn a_backlog_task_started_later_runs_with_its_brothers_default_profile() {
     assert!(run["remote"]["env_file_vars"].as_str().unwrap_or("").contains("DLG_TEAM_KEY"), "{run}");
     wait_done(&env, id);
 }
+
+#[test]
+fn a_profiles_credential_env_must_be_set_on_the_brother_and_only_its_name_is_kept() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "write");
+    env.config_append("[profiles.team]\ncredential_env = \"DLG_TEAM_TOKEN\"\n");
+    // Unset in the agent's environment on the brother: refused before anything starts.
+    let refused = env.run(&["oppy", "use the key", "--profile", "team"]).fails_with(31);
+    assert!(
+        refused.stderr().contains("credential_env DLG_TEAM_TOKEN is not set in the agent's environment"),
+        "{refused}"
+    );
+    let failed = env.run(&["list", "--json"]).ok().json();
+    assert_eq!(failed[0]["status"], "failed", "the refusal is recorded as the brother said: {failed}");
+
+    // Set (here through the profile's credential file): the run starts, and only the name is kept.
+    let key_file = host.workdir().join("token.env");
+    std::fs::write(&key_file, "DLG_TEAM_TOKEN=tok-s3cret-55\n").unwrap();
+    env.config_replace(
+        "credential_env = \"DLG_TEAM_TOKEN\"\n",
+        &format!("credential_env = \"DLG_TEAM_TOKEN\"\ncredential_file = \"{}\"\n", key_file.display()),
+    );
+    let id = launch(&env, &["oppy", "use the key", "--profile", "team", "--json"]);
+    let task = &show(&env, id);
+    assert_eq!(setting(task, "credential_env"), ("DLG_TEAM_TOKEN".into(), "profile team".into()));
+    assert_eq!(task["runs"][0]["evidence"]["agent_plan"]["credential_env"], "DLG_TEAM_TOKEN", "{task}");
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let all = env.run(&["show", &id.to_string(), "--json", "--all"]).ok().stdout();
+    assert!(!all.contains("tok-s3cret-55"), "{all}");
+    let db = std::fs::read(env.home.join("data/mailbox.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("tok-s3cret-55"));
+
+    // A secret pasted where the name goes is refused by the inventory, without repeating it.
+    env.config_replace("credential_env = \"DLG_TEAM_TOKEN\"\n", "credential_env = \"AKIAIOSFODNN7EXAMPLE\"\n");
+    let bad = env.run(&["oppy", "x", "--profile", "team"]).fails_with(3);
+    assert!(bad.stderr().contains("profiles.team.credential_env looks like a secret"), "{bad}");
+    assert!(!bad.stderr().contains("AKIAIOSFODNN7EXAMPLE"), "{bad}");
+}

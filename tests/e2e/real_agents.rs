@@ -405,6 +405,11 @@ fn claude_stops_itself_at_the_budget_it_was_given() {
     assert_eq!(task["status"], "failed", "{task}");
     assert!(task["reason"].as_str().unwrap().contains("budget limit reached"), "{task}");
     assert!(b.model.requests().len() < 4, "claude went on past its budget: {task}");
+    // Recorded as a budget stop, with the amount the stream reported.
+    let shown = b.env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let outcome = &shown["runs"][0]["outcome"];
+    assert_eq!((outcome["outcome"].as_str(), outcome["kind"].as_str()), (Some("failed"), Some("budget")), "{shown}");
+    assert!(outcome["reason"].as_str().unwrap().contains("after spending $"), "{shown}");
 }
 
 #[test]

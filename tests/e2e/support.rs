@@ -87,6 +87,14 @@ impl Env {
         std::fs::write(&self.config, t.as_bytes()).unwrap();
     }
 
+    /// Replaces the one occurrence of `from` in the config file with `to` (editing a key).
+    pub fn config_replace(&self, from: &str, to: &str) {
+        let mut t = self.toml.borrow_mut();
+        assert_eq!(t.matches(from).count(), 1, "{from:?} once in:\n{t}");
+        *t = t.replacen(from, to, 1);
+        std::fs::write(&self.config, t.as_bytes()).unwrap();
+    }
+
     pub fn trust(&self, host: &FakeHost) {
         let mut f = std::fs::OpenOptions::new().append(true).open(&self.known_hosts).unwrap();
         writeln!(f, "{}", host.known_hosts_line()).unwrap();

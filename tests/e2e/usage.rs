@@ -9,7 +9,7 @@ use crate::support::{Env, install_agent, launch, wait_done};
 
 /// A stand-in for Claude that reports, at the end of its stream, the cost written after
 /// `cost=` in its prompt, 3 turns and 100/20 tokens.
-const CLAUDE_REPORTING: &str = r#"#!/bin/bash
+pub const CLAUDE_REPORTING: &str = r#"#!/bin/bash
 p=$(cat)
 c=${p##*cost=}
 c=${c%%[[:space:]]*}

@@ -948,7 +948,7 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
             prompt_sha256: &prompt_sha,
             timeout_secs: 4 * 3600,
             author: "bench",
-            caps: Caps { host: None, brother: None },
+            caps: Caps::default(),
             options: &options,
             settings: &serde_json::Value::Null,
             priority: Default::default(),

@@ -127,6 +127,22 @@ pub enum Error {
     #[error("unknown profile {name:?} ({}): add [profiles.{name}] to the inventory or pick another", list_or_none(.known))]
     UnknownProfile { name: String, known: Vec<String> },
 
+    #[error(
+        "{which} spent ${spent:.4} today (lead's local day, from what the runs' streams reported), at or over \
+         its daily cap max_usd_per_day = ${cap:.2}: nothing was recorded or sent. Launch tomorrow, raise the cap \
+         in the inventory, or set over_cap = \"queue\" there to queue such launches until the day rolls over"
+    )]
+    OverDailyCap { which: String, spent: f64, cap: f64 },
+
+    #[error(
+        "no brother in environment {environment:?} has room now: {why}. Wait for a task to finish, raise \
+             a cap (max_concurrent, max_usd_per_day), or add a brother to [environments.{environment}]"
+    )]
+    NoRoomInEnvironment { environment: String, why: String },
+
+    #[error("unknown environment {name:?} ({}): add [environments.{name}] to the inventory or pick another", list_or_none(.known))]
+    UnknownEnvironment { name: String, known: Vec<String> },
+
     #[error("launch of task {task} on {brother} refused by the brother (code {code}): {message}")]
     LaunchRefused { task: i64, brother: String, code: i32, message: String },
 
@@ -347,6 +363,11 @@ pub enum ErrorKind {
     /// A reasoning effort, spend limit or extra argument the agent cannot take.
     SettingRefused,
     UnknownProfile,
+    UnknownEnvironment,
+    /// Today's spend on the brother or host reached its `max_usd_per_day`.
+    OverDailyCap,
+    /// `--environment`: every brother in it is at a cap.
+    NoRoomInEnvironment,
     /// The brother's launch script refused; the code is its preflight verdict (20-31,
     /// [`crate::remote::code`]), or another code it exited with.
     BrotherRefused(i32),
@@ -401,6 +422,9 @@ impl ErrorKind {
             ErrorKind::SandboxRefused | ErrorKind::BrotherRefused(code::SANDBOX_REFUSED) => "sandbox_refused",
             ErrorKind::SettingRefused => "setting_refused",
             ErrorKind::UnknownProfile => "unknown_profile",
+            ErrorKind::UnknownEnvironment => "unknown_environment",
+            ErrorKind::OverDailyCap => "over_daily_cap",
+            ErrorKind::NoRoomInEnvironment => "no_room_in_environment",
             ErrorKind::BrotherRefused(code) => match code {
                 code::TMUX_MISSING => "tmux_missing",
                 code::AGENT_MISSING => "agent_missing",
@@ -462,6 +486,9 @@ impl Error {
             Error::SandboxRefused { .. } => ErrorKind::SandboxRefused,
             Error::SettingRefused { .. } => ErrorKind::SettingRefused,
             Error::UnknownProfile { .. } => ErrorKind::UnknownProfile,
+            Error::UnknownEnvironment { .. } => ErrorKind::UnknownEnvironment,
+            Error::OverDailyCap { .. } => ErrorKind::OverDailyCap,
+            Error::NoRoomInEnvironment { .. } => ErrorKind::NoRoomInEnvironment,
             Error::LaunchRefused { code, .. } => ErrorKind::BrotherRefused(*code),
             Error::LaunchUnknown { .. } => ErrorKind::LaunchUnknown,
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,

@@ -108,6 +108,7 @@ static NO_OPTIONS: delegate_core::agents::AgentOptions = delegate_core::agents::
     max_budget_usd: None,
     extra_args: vec![],
     credential_file: None,
+    credential_env: None,
 };
 
 fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {

@@ -116,6 +116,7 @@ static NO_OPTIONS: delegate_core::agents::AgentOptions = delegate_core::agents::
     max_budget_usd: None,
     extra_args: vec![],
     credential_file: None,
+    credential_env: None,
 };
 
 #[test]

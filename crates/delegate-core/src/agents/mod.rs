@@ -92,6 +92,10 @@ pub struct AgentPlan {
     pub write_scope: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_scope_enforcement: Option<String>,
+    /// The variable that must be set in the agent's environment on the brother (a
+    /// profile's `credential_env`): its name only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_env: Option<String>,
 }
 
 /// Inputs that shape the argv.
@@ -125,6 +129,7 @@ pub fn plan(req: &AgentRequest) -> Result<AgentPlan> {
             custom_agent(other, custom, req)?
         }
     };
+    plan.credential_env = req.options.credential_env.clone();
     if let Some(path) = req.agent_path {
         let path = home_placeholder(path);
         if plan.version_argv.first() == plan.argv.first()
@@ -276,6 +281,7 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         version_argv: vec!["claude".into(), "--version".into()],
         write_scope: vec![],
         write_scope_enforcement: None,
+        credential_env: None,
     }
 }
 
@@ -342,6 +348,7 @@ fn codex(req: &AgentRequest) -> Result<AgentPlan> {
         version_argv: vec!["codex".into(), "--version".into()],
         write_scope: vec![],
         write_scope_enforcement: None,
+        credential_env: None,
     })
 }
 
@@ -367,6 +374,7 @@ fn self_test(req: &AgentRequest) -> Result<AgentPlan> {
         version_argv: vec!["bash".into(), "{task_dir}/self-test-agent".into(), "--version".into()],
         write_scope: vec![],
         write_scope_enforcement: None,
+        credential_env: None,
     })
 }
 
@@ -448,6 +456,7 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         version_argv: if c.version_probe { vec![home_placeholder(&c.command[0]), "--version".into()] } else { vec![] },
         write_scope: vec![],
         write_scope_enforcement: None,
+        credential_env: None,
     })
 }
 
@@ -468,8 +477,13 @@ mod tests {
         }
     }
 
-    static NO_OPTIONS: AgentOptions =
-        AgentOptions { reasoning_effort: None, max_budget_usd: None, extra_args: vec![], credential_file: None };
+    static NO_OPTIONS: AgentOptions = AgentOptions {
+        reasoning_effort: None,
+        max_budget_usd: None,
+        extra_args: vec![],
+        credential_file: None,
+        credential_env: None,
+    };
 
     #[test]
     fn claude_levels() {
@@ -558,6 +572,7 @@ mod tests {
             max_budget_usd: Some(2.5),
             extra_args: vec!["--fallback-model".into(), "haiku".into()],
             credential_file: None,
+            credential_env: None,
         };
         let mut r = req("claude", Sandbox::Write);
         r.options = &opts;

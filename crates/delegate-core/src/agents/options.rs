@@ -63,6 +63,38 @@ pub struct AgentOptions {
     /// never a value: the secret stays on the brother.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_file: Option<String>,
+    /// The NAME of an environment variable on the brother that holds the run's credential
+    /// (a profile's `credential_env`): the launch refuses when it is unset in the agent's
+    /// environment there. A name, never a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_env: Option<String>,
+}
+
+/// Longest environment variable name accepted for `credential_env`.
+pub const MAX_ENV_NAME: usize = 64;
+
+/// `credential_env` must be a variable's name (upper-case letters, digits, `_`, not
+/// starting with a digit), and must not look like a secret pasted in its place (a long run
+/// of mixed letters and digits, as in AKIA... access key ids). The message never repeats
+/// the value: it may be the very secret.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    const EXAMPLE: &str = "name the variable that holds it on the brother, e.g. ANTHROPIC_API_KEY, and set its value \
+                           there (~/.profile, an env_file or the profile's credential_file)";
+    let valid = !name.is_empty()
+        && name.len() <= MAX_ENV_NAME
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(format!(
+            "is not an environment variable name (upper-case letters, digits and _, at most {MAX_ENV_NAME}): {EXAMPLE}"
+        ));
+    }
+    let secret_like =
+        name.split('_').any(|part| part.len() >= 32 || (part.len() >= 16 && part.bytes().any(|b| b.is_ascii_digit())));
+    if secret_like {
+        return Err(format!("looks like a secret value rather than a variable's name: {EXAMPLE}"));
+    }
+    Ok(())
 }
 
 /// The largest budget accepted: far above any real run, low enough that a typo of many
@@ -366,6 +398,28 @@ mod tests {
         assert!(check_extra_args("my-aider", &vec!["x".to_string(); 65]).unwrap_err().contains("at most 64"));
         assert!(check_extra_args("self-test", &args(&["--x"])).unwrap_err().contains("self-test"));
         assert_eq!(check_extra_args("self-test", &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_credential_env_is_a_variables_name_never_a_secret() {
+        for ok in ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "_TEAM_KEY_2", "AWS_SECRET_ACCESS_KEY"] {
+            assert_eq!(check_env_name(ok), Ok(()), "{ok}");
+        }
+        for (bad, needle) in [
+            ("", "not an environment variable name"),
+            ("sk-ant-api03-abcdef", "not an environment variable name"),
+            ("anthropic_api_key", "not an environment variable name"),
+            ("2KEY", "not an environment variable name"),
+            ("KEY=VALUE", "not an environment variable name"),
+            ("AKIAIOSFODNN7EXAMPLE", "looks like a secret"),
+            ("GHP_A1B2C3D4E5F6G7H8I9J0", "looks like a secret"),
+            ("ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGH", "looks like a secret"),
+        ] {
+            let err = check_env_name(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad:?} gave {err:?}");
+            assert!(bad.is_empty() || !err.contains(bad), "the value is never repeated: {err}");
+        }
+        assert!(check_env_name(&"A".repeat(65)).is_err());
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct Inventory {
     /// brother's `default_profile`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub profiles: BTreeMap<String, Profile>,
+    /// `[environments.NAME]`: a group of brothers (or hosts: all their brothers) a launch
+    /// names instead of one brother; delegate places it on the least loaded with room.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, Environment>,
     /// `[warm]`: the background process that keeps SSH connections between CLI commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmSettings>,
@@ -101,6 +105,23 @@ pub struct HostEntry {
     /// How delegate talks to the host (default `russh`); see [`Transport`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,
+    /// At most this many US dollars a day of spend (as the runs' streams reported it) on
+    /// the host, all its brothers together; see [`OverCap`] for what a launch over it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_usd_per_day: Option<f64>,
+    /// What a launch does once the day's spend reached `max_usd_per_day` (default refuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_cap: Option<OverCap>,
+}
+
+/// What a launch over a daily spend cap does: `refuse` (the default) fails it with the
+/// figures, recording nothing; `queue` records it `queued` until the day rolls over (or the
+/// cap is raised), when the queue dispatch starts it like any queued task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverCap {
+    Refuse,
+    Queue,
 }
 
 /// `russh` (the default) is delegate's own SSH client. `ssh` runs every command through the
@@ -175,6 +196,12 @@ pub struct BrotherEntry {
     /// The profile a launch on this brother uses when it names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
+    /// At most this many US dollars a day of spend on this brother (see the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_usd_per_day: Option<f64>,
+    /// What a launch over this brother's daily cap does (default refuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_cap: Option<OverCap>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -206,6 +233,24 @@ pub struct Profile {
     /// path only; the values never leave the brother.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_file: Option<String>,
+    /// The NAME of an environment variable on the brother holding this profile's credential
+    /// (`ANTHROPIC_API_KEY`, say); a launch refuses when it is unset in the agent's
+    /// environment there. Never a value: one that looks like a secret is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_env: Option<String>,
+}
+
+/// A named group of brothers: `--environment NAME` places a launch on the least loaded of
+/// them that has room under its caps; `--all` sends it to each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Brother names, or host names standing for every brother on that host.
+    pub brothers: Vec<String>,
+    /// The profile a launch placed here uses when it names none (over the brother's
+    /// `default_profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// An agent command of the user's own, as an argv template.
@@ -304,6 +349,9 @@ impl Inventory {
             if let Some(f) = &h.env_file {
                 check_remote_path(f).map_err(|m| bad(format!("hosts.{name}.env_file: {m}")))?;
             }
+            if let Some(usd) = h.max_usd_per_day {
+                check_daily_cap(usd).map_err(|m| bad(format!("hosts.{name}.max_usd_per_day: {m}")))?;
+            }
         }
         for (name, b) in &self.brothers {
             BrotherName::new(name).map_err(|e| bad(e.to_string()))?;
@@ -327,6 +375,9 @@ impl Inventory {
             if let Some(t) = &b.timeout {
                 parse_timeout(t).map_err(|m| bad(format!("brothers.{name}.timeout: {m}")))?;
             }
+            if let Some(usd) = b.max_usd_per_day {
+                check_daily_cap(usd).map_err(|m| bad(format!("brothers.{name}.max_usd_per_day: {m}")))?;
+            }
             if b.max_turns == 0 {
                 return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
             }
@@ -349,6 +400,9 @@ impl Inventory {
         }
         for (name, p) in &self.profiles {
             self.check_profile(name, p).map_err(|m| bad(format!("profiles.{name}.{m}")))?;
+        }
+        for (name, e) in &self.environments {
+            self.check_environment(name, e).map_err(|m| bad(format!("environments.{name}{m}")))?;
         }
         for (name, a) in &self.agents {
             AgentName::new(name).map_err(|e| bad(e.to_string()))?;
@@ -389,7 +443,61 @@ impl Inventory {
         if let Some(f) = &p.credential_file {
             check_remote_path(f).map_err(|m| format!("credential_file: {m}"))?;
         }
+        if let Some(n) = &p.credential_env {
+            crate::agents::options::check_env_name(n).map_err(|m| format!("credential_env {m}"))?;
+        }
         Ok(())
+    }
+
+    /// What is wrong with one environment, starting with the key's name (or a space).
+    fn check_environment(&self, name: &str, e: &Environment) -> std::result::Result<(), String> {
+        AgentName::new(name).map_err(|e| format!(": {e}"))?;
+        if e.brothers.is_empty() {
+            return Err(".brothers is empty: list at least one brother or host".into());
+        }
+        for member in &e.brothers {
+            if !self.brothers.contains_key(member) && !self.hosts.contains_key(member) {
+                return Err(format!(
+                    ".brothers: {member:?} is neither a brother nor a host in this file (brothers: {})",
+                    names_or_none(self.brothers.keys())
+                ));
+            }
+        }
+        if let Some(p) = &e.profile
+            && !self.profiles.contains_key(p)
+        {
+            return Err(format!(
+                ".profile = {p:?} is not a profile in this file (profiles: {})",
+                names_or_none(self.profiles.keys())
+            ));
+        }
+        if self.environment_brothers(name).is_ok_and(|b| b.is_empty()) {
+            return Err(".brothers: its hosts have no brothers yet".into());
+        }
+        Ok(())
+    }
+
+    /// An environment by name, or an error listing the known ones.
+    pub fn environment(&self, name: &str) -> Result<&Environment> {
+        self.environments.get(name).ok_or_else(|| Error::UnknownEnvironment {
+            name: name.to_string(),
+            known: self.environments.keys().cloned().collect(),
+        })
+    }
+
+    /// The brothers of an environment, a host standing for each brother on it; sorted by
+    /// name, each once.
+    pub fn environment_brothers(&self, name: &str) -> Result<Vec<String>> {
+        let e = self.environment(name)?;
+        let mut out = std::collections::BTreeSet::new();
+        for member in &e.brothers {
+            if self.brothers.contains_key(member) {
+                out.insert(member.clone());
+            } else {
+                out.extend(self.brothers.iter().filter(|(_, b)| &b.host == member).map(|(n, _)| n.clone()));
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// A profile by name, or an error listing the known ones.
@@ -444,6 +552,14 @@ pub fn parse_timeout(t: &str) -> std::result::Result<std::time::Duration, String
         return Err(format!("{t:?} is shorter than one second"));
     }
     Ok(d)
+}
+
+/// A daily cap is a finite amount of dollars, zero allowed (nothing may spend today).
+fn check_daily_cap(usd: f64) -> std::result::Result<(), String> {
+    if !usd.is_finite() || usd < 0.0 {
+        return Err(format!("{usd} must be a number of dollars, 0 or more, e.g. 20.0"));
+    }
+    Ok(())
 }
 
 fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -643,8 +759,28 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
                 "profiles.p.args: extra argument --permission-mode",
             ),
             ("[profiles.p]\ncredential_file = \"key.env\"\n", "profiles.p.credential_file"),
+            ("[hosts.h]\naddress = \"h\"\nmax_usd_per_day = -1.0\n", "hosts.h.max_usd_per_day"),
+            ("[hosts.h]\naddress = \"h\"\nover_cap = \"wait\"\n", "wait"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\nmax_usd_per_day = nan\n",
+                "brothers.b.max_usd_per_day",
+            ),
             // A secret value has no key to go in: only a reference to where it lives.
             ("[profiles.p]\napi_key = \"sk-123\"\n", "api_key"),
+            ("[environments.dev]\nbrothers = []\n", "environments.dev.brothers is empty"),
+            ("[environments.dev]\nbrothers = [\"nope\"]\n", "\"nope\" is neither a brother nor a host"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 [environments.dev]\nbrothers = [\"b\"]\nprofile = \"fast\"\n",
+                "environments.dev.profile = \"fast\"",
+            ),
+            ("[hosts.h]\naddress = \"h\"\n[environments.dev]\nbrothers = [\"h\"]\n", "have no brothers"),
+            ("[environments.dev]\nbrother = [\"b\"]\n", "brother"),
+            ("[profiles.p]\ncredential_env = \"sk-ant-123\"\n", "profiles.p.credential_env is not an environment"),
+            (
+                "[profiles.p]\ncredential_env = \"AKIAIOSFODNN7EXAMPLE\"\n",
+                "profiles.p.credential_env looks like a secret",
+            ),
             (
                 "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\ndefault_profile = \"p\"\n",
                 "brothers.b.default_profile",
@@ -700,6 +836,19 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
     }
 
     #[test]
+    fn an_environments_hosts_stand_for_their_brothers() {
+        let text = "[hosts.h]\naddress = \"h\"\n[hosts.g]\naddress = \"g\"\n\
+                    [brothers.zed]\nhost = \"h\"\nworkdir = \"/w\"\n[brothers.ann]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                    [brothers.bob]\nhost = \"g\"\nworkdir = \"/w\"\n\
+                    [environments.dev]\nbrothers = [\"h\", \"zed\", \"bob\"]\n";
+        let inv = Inventory::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(inv.environment_brothers("dev").unwrap(), ["ann", "bob", "zed"]);
+        let err = inv.environment_brothers("prod").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::UnknownEnvironment);
+        assert!(err.to_string().contains("dev"), "{err}");
+    }
+
+    #[test]
     fn unknown_brother_lists_known_ones() {
         let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
         let err = inv.brother("jerry").unwrap_err().to_string();
@@ -726,6 +875,8 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             environment: None,
             env_file: None,
             transport: None,
+            max_usd_per_day: None,
+            over_cap: None,
         };
         ed.set("hosts", "jerry-box", &host).unwrap();
         let inv = ed.save().unwrap();

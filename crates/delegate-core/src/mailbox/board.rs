@@ -384,6 +384,7 @@ mod tests {
         max_budget_usd: None,
         extra_args: vec![],
         credential_file: None,
+        credential_env: None,
     };
 
     #[test]

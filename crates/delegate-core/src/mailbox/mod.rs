@@ -29,6 +29,8 @@ mod lifecycle;
 mod queue;
 // Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
+// Daily spend caps per brother and host, from what the streams reported today.
+pub mod spend;
 #[cfg(test)]
 mod tests_caps;
 // A task as one conversation, for `show` and the MCP `get_task`.
@@ -37,7 +39,8 @@ pub mod usage;
 
 pub use feed::{Event, FeedCursor, FeedItem, Message};
 pub use lifecycle::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
-pub use queue::Caps;
+pub use queue::{Caps, Load};
+pub use spend::DailyCap;
 
 /// Schema steps in order. A step's position is its version: append, never edit.
 const STEPS: &[&str] = &[
@@ -237,14 +240,17 @@ impl Store {
         let now = now();
         let nonce = random_hex(16);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let queued = queue::must_queue(&tx, t.host, t.brother, t.caps)?;
+        let (queued, reason) = match queue::admit(&tx, t.host, t.brother, t.caps)? {
+            queue::Admission::Start => (false, None),
+            queue::Admission::Queue(reason) => (true, reason),
+        };
         let status = if queued { TaskStatus::Queued } else { TaskStatus::Launching };
         board::check_parent(&tx, t.parent)?;
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
-                                options, settings, priority, parent_id, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                                options, settings, priority, parent_id, created_by, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
                 status.as_str(),
                 t.brother,
@@ -263,7 +269,8 @@ impl Store {
                 t.settings.to_string(),
                 t.priority.as_str(),
                 t.parent,
-                t.author
+                t.author,
+                reason
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -276,8 +283,8 @@ impl Store {
             params![task_id, session, nonce, status.as_str(), t.host, t.address, now, t.author],
         )?;
         tx.execute(
-            "INSERT INTO transitions (task_id, from_status, to_status, at) VALUES (?1, NULL, ?2, ?3)",
-            params![task_id, status.as_str(), now],
+            "INSERT INTO transitions (task_id, from_status, to_status, reason, at) VALUES (?1, NULL, ?2, ?3, ?4)",
+            params![task_id, status.as_str(), reason, now],
         )?;
         tx.commit()?;
         Ok(RunStart { task_id, run_no: 1, session, nonce, version: 1, queued })
@@ -656,6 +663,7 @@ pub(super) mod tests {
         max_budget_usd: None,
         extra_args: vec![],
         credential_file: None,
+        credential_env: None,
     };
 
     pub(super) fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {
@@ -711,7 +719,7 @@ pub(super) mod tests {
     #[test]
     fn tasks_over_a_cap_queue_and_start_oldest_first_as_slots_free_up() {
         let mut s = Store::open(&temp_dir("queue")).unwrap();
-        let caps = Caps { host: Some(1), brother: None };
+        let caps = Caps { host: Some(1), ..Caps::default() };
         let capped = |p| NewTask { caps, ..new_task(p) };
         let first = s.create_task(&capped(b"one")).unwrap();
         let second = s.create_task(&capped(b"two")).unwrap();
@@ -745,7 +753,7 @@ pub(super) mod tests {
         assert_eq!(s.task(third.task_id).unwrap().runs[0].status, TaskStatus::Cancelled);
         assert!(!s.cancel_queued(third.task_id).unwrap(), "only once");
         // A brother's cap counts only its own tasks.
-        let b = Caps { host: None, brother: Some(1) };
+        let b = Caps { brother: Some(1), ..Caps::default() };
         let a1 = s.create_task(&NewTask { brother: "ann", caps: b, ..new_task(b"a1") }).unwrap();
         let a2 = s.create_task(&NewTask { brother: "ann", caps: b, ..new_task(b"a2") }).unwrap();
         let z1 = s.create_task(&NewTask { brother: "zed", caps: b, ..new_task(b"z1") }).unwrap();

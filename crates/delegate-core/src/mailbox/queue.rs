@@ -2,19 +2,30 @@
 //! recorded `queued` (prompt and settings kept, nothing sent) and started later, oldest
 //! first, by whoever next finds a free slot ([`crate::Delegate::dispatch_queued`]). Counting
 //! and the status change happen in one IMMEDIATE transaction, so two leads sharing the
-//! mailbox never both take the last slot.
+//! mailbox never both take the last slot. Daily spend caps ([`super::spend`]) are checked in
+//! the same transaction: a task over one waits queued (or is refused) the same way.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::spend::{self, DailyCap};
 use super::{RunStart, Store, now, transition_in};
 use crate::error::Result;
 use crate::task::{Task, TaskStatus};
 
 /// The caps that apply to one task (from the inventory as it is now).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Caps {
     pub host: Option<u32>,
     pub brother: Option<u32>,
+    /// `max_usd_per_day` of the host and of the brother.
+    pub host_daily: Option<DailyCap>,
+    pub brother_daily: Option<DailyCap>,
+}
+
+/// What a new task does: start now, or wait queued (with the reason, for a spend cap).
+pub(super) enum Admission {
+    Start,
+    Queue(Option<String>),
 }
 
 /// Statuses that hold a slot: everything started and not finished.
@@ -25,7 +36,8 @@ fn count(tx: &rusqlite::Connection, column: &str, value: &str, statuses: &str) -
     Ok(tx.query_row(&sql, [value], |r| r.get(0))?)
 }
 
-/// Whether a task for `host`/`brother` may start now: a free slot under each cap.
+/// Whether a task for `host`/`brother` may start now: a free slot under each cap, and
+/// today's spend under each daily cap.
 pub(super) fn has_room(tx: &rusqlite::Connection, host: &str, brother: &str, caps: Caps) -> Result<bool> {
     for (column, value, cap) in [("host", host, caps.host), ("brother", brother, caps.brother)] {
         if let Some(cap) = cap
@@ -34,7 +46,20 @@ pub(super) fn has_room(tx: &rusqlite::Connection, host: &str, brother: &str, cap
             return Ok(false);
         }
     }
-    Ok(true)
+    Ok(spend::reached(tx, host, brother, [caps.brother_daily, caps.host_daily])?.is_none())
+}
+
+/// Whether a new task starts, waits, or is refused: over a daily spend cap it is refused
+/// with the figures (or queued with them, per the cap's `over_cap`); over a concurrency cap,
+/// or behind older tasks waiting under one, it queues.
+pub(super) fn admit(tx: &rusqlite::Connection, host: &str, brother: &str, caps: Caps) -> Result<Admission> {
+    if let Some(reached) = spend::reached(tx, host, brother, [caps.brother_daily, caps.host_daily])? {
+        if !reached.queue {
+            return Err(reached.into_error());
+        }
+        return Ok(Admission::Queue(Some(reached.queue_reason())));
+    }
+    Ok(if must_queue(tx, host, brother, caps)? { Admission::Queue(None) } else { Admission::Start })
 }
 
 /// Whether a new task must queue: no room, or older tasks already waiting under a cap it
@@ -51,7 +76,41 @@ pub(super) fn must_queue(tx: &rusqlite::Connection, host: &str, brother: &str, c
     Ok(false)
 }
 
+/// How loaded a brother is, and whether a new task would start there now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// The brother's tasks started and not finished, and those waiting queued.
+    pub in_flight: u32,
+    /// Which cap a new task would wait behind; `None`: room now.
+    pub full: Option<String>,
+}
+
 impl Store {
+    /// The brother's load and, under `caps`, whether a new task would start now (for
+    /// placing a launch in an environment).
+    pub fn load(&self, host: &str, brother: &str, caps: Caps) -> Result<Load> {
+        let c = &self.conn;
+        let in_flight = count(c, "brother", brother, HOLDS_A_SLOT)? + count(c, "brother", brother, "('queued')")?;
+        let mut full = None;
+        for (column, value, cap) in [("brother", brother, caps.brother), ("host", host, caps.host)] {
+            let Some(cap) = cap else { continue };
+            if count(c, column, value, HOLDS_A_SLOT)? >= cap {
+                full = Some(format!("{column} {value} at max_concurrent {cap}"));
+            } else if count(c, column, value, "('queued')")? > 0 {
+                full = Some(format!("tasks already queued for {column} {value}"));
+            }
+            if full.is_some() {
+                break;
+            }
+        }
+        if full.is_none()
+            && let Some(r) = spend::reached(c, host, brother, [caps.brother_daily, caps.host_daily])?
+        {
+            full = Some(format!("{} spent ${:.4} of its ${:.2} daily cap", r.which, r.spent, r.cap));
+        }
+        Ok(Load { in_flight, full })
+    }
+
     /// Tasks waiting for a slot, oldest first.
     pub fn queued(&self) -> Result<Vec<Task>> {
         self.query_tasks("WHERE status = 'queued' ORDER BY id", [])

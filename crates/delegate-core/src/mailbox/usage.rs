@@ -74,18 +74,23 @@ fn profile_of(settings: Option<&str>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A reported cost a run could really have had: a finite number of dollars between 0 and
+/// [`MAX_RUN_COST_USD`]; anything else (a lie, a corrupt line, no cost) is `None`.
+pub(super) fn valid_cost(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64().filter(|c| c.is_finite() && (0.0..=MAX_RUN_COST_USD).contains(c))
+}
+
 /// Adds one run's stream facts to `row`.
 fn add_run(row: &mut UsageRow, facts: &serde_json::Value) {
     let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     row.runs += 1;
     // Claude counts turns; Codex's steps are what its turn limit counts.
     row.turns = row.turns.saturating_add(count(&facts["turns"]).max(count(&facts["steps"])));
-    match facts["cost_usd"].as_f64() {
-        Some(c) if c.is_finite() && (0.0..=MAX_RUN_COST_USD).contains(&c) => {
+    match valid_cost(&facts["cost_usd"]) {
+        Some(c) => {
             row.cost_usd += c;
             row.runs_with_cost += 1;
         }
-        Some(_) => row.ignored += 1,
         None if !facts["cost_usd"].is_null() => row.ignored += 1,
         None => {}
     }

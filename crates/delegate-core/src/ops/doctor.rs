@@ -167,6 +167,8 @@ struct BrotherVars {
     refuse_root: bool,
     /// Whose credentials to look for: claude, codex or nothing.
     credentials: String,
+    /// The profile's `credential_env`: a variable that must be set for the agent.
+    credential_env: String,
 }
 
 /// The inventory's facts the fix texts name.
@@ -258,6 +260,7 @@ fn plan(d: &Delegate, name: &str) -> Planned {
         sandbox_probe: plan.sandbox_probe.clone(),
         refuse_root: plan.refuse_root,
         credentials: if is_builtin_agent(&agent) && agent != "self-test" { agent.clone() } else { String::new() },
+        credential_env: options.credential_env.clone().unwrap_or_default(),
     });
     planned
 }
@@ -419,7 +422,7 @@ fn shell_word(w: &str) -> String {
     }
 }
 
-/// `DLG_DOCTOR` (13 fields per brother, each followed by NUL), agent-env.sh, doctor.sh.
+/// `DLG_DOCTOR` (14 fields per brother, each followed by NUL), agent-env.sh, doctor.sh.
 fn render(brothers: &[BrotherVars]) -> Result<Vec<u8>> {
     let mut vars = Vec::new();
     for (i, b) in brothers.iter().enumerate() {
@@ -436,6 +439,7 @@ fn render(brothers: &[BrotherVars]) -> Result<Vec<u8>> {
         list_field(&mut vars, "sandbox probe", b.sandbox_probe.iter().map(String::as_str))?;
         remote::field(&mut vars, "refuse root", if b.refuse_root { "1" } else { "0" })?;
         remote::field(&mut vars, "credentials", &b.credentials)?;
+        remote::field(&mut vars, "credential env", &b.credential_env)?;
     }
     let mut out = format!("DLG_DOCTOR='{}'\n", B64.encode(&vars)).into_bytes();
     out.extend_from_slice(remote::AGENT_ENV_SH.as_bytes());
@@ -535,6 +539,7 @@ const CHECKS: &[&str] = &[
     "tmux",
     "agent",
     "env_file",
+    "credential_env",
     "sandbox",
     "agent_version",
     "credentials",
@@ -554,6 +559,7 @@ const FIXES: &[&str] = &[
     "agent_cannot_run",
     "version_failed",
     "env_file",
+    "credential_env",
     "sandbox_tools",
     "sandbox_root",
     "sandbox_probe",
@@ -713,6 +719,10 @@ fn fix_text(key: &str, c: &FixContext, user: &str) -> Option<String> {
             format!("run `{} --version` on {h} as {user} to see why (a launch goes ahead anyway)", c.agent_cmd)
         }
         "env_file" => "fix the env_file on the host (NAME=value lines), or remove env_file from the inventory".into(),
+        "credential_env" => format!(
+            "set the profile's credential_env variable for {user} on {h}: export it in ~/.profile there, or put \
+             NAME=value in an env_file or the profile's credential_file; or fix credential_env in the profile"
+        ),
         "sandbox_tools" => format!(
             "{}, or choose another sandbox for brother {b} (delegate refuses rather than run with less isolation)",
             if c.requires_hint.is_empty() { "install them" } else { &c.requires_hint }

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::agents::{self, AgentRequest};
 use crate::delegate::Delegate;
 use crate::error::{Error, Result};
-use crate::hosts::inventory::{check_remote_path, is_builtin_agent};
-use crate::mailbox::{Caps, LaunchRecord, NewTask, RunStart};
+use crate::hosts::inventory::{OverCap, check_remote_path, is_builtin_agent};
+use crate::mailbox::{Caps, DailyCap, LaunchRecord, NewTask, RunStart};
 use crate::remote::{self, LaunchVars};
 use crate::task::{Sandbox, Task, TaskStatus};
 use crate::transport::{Connection, ExecOutput, Exit, Reach, Transport};
@@ -49,8 +49,13 @@ pub struct LaunchRequest {
     pub timeout: Option<Duration>,
     /// Who asks; default the local user from [`crate::Paths`].
     pub author: Option<String>,
-    /// A `[profiles.NAME]` of the inventory; default the brother's `default_profile`.
+    /// A `[profiles.NAME]` of the inventory; default the environment's profile, else the
+    /// brother's `default_profile`.
     pub profile: Option<String>,
+    /// The `[environments.NAME]` the brother was picked from (its profile applies), and why
+    /// that brother ([`crate::ops::placement::Placement::why`]); both recorded with the task.
+    pub environment: Option<String>,
+    pub placement: Option<String>,
     pub reasoning_effort: Option<crate::agents::ReasoningEffort>,
     /// A spend limit for the run, in US dollars (agents with a native limit only).
     pub max_budget_usd: Option<f64>,
@@ -203,11 +208,16 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
 }
 
 /// The caps the inventory sets now for a task on `host` for `brother`.
-fn caps_for(d: &Delegate, host: &str, brother: &str) -> Caps {
+pub(crate) fn caps_for(d: &Delegate, host: &str, brother: &str) -> Caps {
     let inv = d.inventory();
+    let (h, b) = (inv.hosts.get(host), inv.brothers.get(brother));
+    let daily =
+        |usd: Option<f64>, over: Option<OverCap>| usd.map(|usd| DailyCap { usd, queue: over == Some(OverCap::Queue) });
     Caps {
-        host: inv.hosts.get(host).and_then(|h| h.max_concurrent),
-        brother: inv.brothers.get(brother).and_then(|b| b.max_concurrent),
+        host: h.and_then(|h| h.max_concurrent),
+        brother: b.and_then(|b| b.max_concurrent),
+        host_daily: h.and_then(|h| daily(h.max_usd_per_day, h.over_cap)),
+        brother_daily: b.and_then(|b| daily(b.max_usd_per_day, b.over_cap)),
     }
 }
 
@@ -285,7 +295,7 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     let custom = inv.agents.get(&agent_name);
     let remote_root =
         host_entry.remote_root.clone().unwrap_or_else(|| crate::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
-    let caps = Caps { host: host_entry.max_concurrent, brother: brother.max_concurrent };
+    let caps = caps_for(d, &host_name, &req.brother);
     let plan = agents::plan(&AgentRequest {
         agent: &agent_name,
         model: model.as_deref(),

@@ -6,6 +6,8 @@ pub mod board;
 pub mod control;
 pub mod doctor;
 pub mod launch;
+// Environments: which brother of a group a launch goes to.
+pub mod placement;
 pub mod reopen;
 pub mod say;
 pub mod settings;

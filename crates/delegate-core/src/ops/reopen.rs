@@ -168,6 +168,7 @@ mod tests {
             max_budget_usd: Some(3.0),
             extra_args: vec!["--fallback-model".into(), "haiku".into()],
             credential_file: None,
+            credential_env: None,
         };
         let with = |agent| {
             agents::plan(&AgentRequest {

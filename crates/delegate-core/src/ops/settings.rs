@@ -37,13 +37,23 @@ pub struct Setting {
 
 /// Decides each setting for `req` on `brother`, flag > profile > brother > default.
 pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, config: &Path) -> Result<Effective> {
-    let profile_name = req.profile.clone().or_else(|| brother.default_profile.clone());
+    let environment = req.environment.as_deref().map(|e| inv.environment(e)).transpose()?;
+    let env_profile = environment.and_then(|e| e.profile.clone());
+    let profile_name = req.profile.clone().or_else(|| env_profile.clone()).or_else(|| brother.default_profile.clone());
     let profile: Option<&Profile> = profile_name.as_deref().map(|n| inv.profile(n)).transpose()?;
     let p = profile.cloned().unwrap_or_default();
     let mut s = Sources { list: Vec::new(), profile: format!("profile {}", profile_name.as_deref().unwrap_or("")) };
     let b = format!("brother {}", req.brother);
+    if let Some(e) = &req.environment {
+        let from = req.placement.clone().unwrap_or_else(|| "flag".into());
+        s.list.push(Setting { name: "environment", value: e.clone().into(), from });
+    }
     if let Some(n) = &profile_name {
-        let from = if req.profile.is_some() { "flag".to_string() } else { format!("{b} (default_profile)") };
+        let from = match (&req.profile, &env_profile, &req.environment) {
+            (Some(_), _, _) => "flag".to_string(),
+            (None, Some(_), Some(e)) => format!("environment {e}"),
+            _ => format!("{b} (default_profile)"),
+        };
         s.list.push(Setting { name: "profile", value: n.clone().into(), from });
     }
     let bad = |message: String| Error::Config { path: config.to_path_buf(), message };
@@ -71,6 +81,7 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
     // that only the one who wrote them knows.
     let extra_args = s.pick("args", req.extra_args.clone(), Some(p.args.clone()).filter(|a| !a.is_empty()), None);
     let credential_file = s.pick("credential_file", None, p.credential_file.clone(), None);
+    let credential_env = s.pick("credential_env", None, p.credential_env.clone(), None);
 
     let (Some(agent), Some(sandbox), Some(max_turns), Some(timeout_secs)) = (agent, sandbox, max_turns, timeout_secs)
     else {
@@ -90,6 +101,7 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
             max_budget_usd,
             extra_args: extra_args.unwrap_or_default(),
             credential_file,
+            credential_env,
         },
         sources: s.list,
     })
@@ -163,6 +175,7 @@ timeout = "3h"
 max_budget_usd = 5.0
 args = ["--fallback-model", "sonnet"]
 credential_file = "~/.config/team-key.env"
+credential_env = "TEAM_API_KEY"
 "#;
 
     fn inv() -> Inventory {
@@ -191,6 +204,8 @@ credential_file = "~/.config/team-key.env"
         assert_eq!(e.options.max_budget_usd, Some(5.0));
         assert_eq!(e.options.extra_args, ["--fallback-model", "sonnet"]);
         assert_eq!(e.options.credential_file.as_deref(), Some("~/.config/team-key.env"));
+        assert_eq!(e.options.credential_env.as_deref(), Some("TEAM_API_KEY"));
+        assert_eq!(from(&e, "credential_env"), (&"TEAM_API_KEY".into(), "profile deep"));
         assert_eq!(from(&e, "max_turns"), (&3.into(), "flag"));
         assert_eq!(from(&e, "model"), (&"opus".into(), "profile deep"));
         assert_eq!(from(&e, "agent"), (&"claude".into(), "brother oppy"));

@@ -181,7 +181,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    // The order is the contract with launch.sh (fields v[0] to v[24]).
+    // The order is the contract with launch.sh (fields v[0] to v[25]).
     let mut vars = Vec::with_capacity(4096);
     field(&mut vars, "task key", v.task_key)?;
     field(&mut vars, "session", v.session)?;
@@ -214,6 +214,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "env files", v.env_files.iter().map(String::as_str))?;
     list_field(&mut vars, "sandbox probe", v.plan.sandbox_probe.iter().map(String::as_str))?;
     field(&mut vars, "sandbox requirements hint", &v.plan.requires_hint)?;
+    field(&mut vars, "credential env", v.plan.credential_env.as_deref().unwrap_or(""))?;
 
     let mut out = Vec::with_capacity(
         v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96,

@@ -181,6 +181,18 @@ read_env_files() {
 	done
 }
 
+# The value of NAME in the agent's environment (the captured and env-file entries override
+# sshd's, the last one wins) into env_value. Only ever tested for being empty. Always
+# true: launch.sh runs under `set -e`.
+agent_env_value() {
+	local kv
+	env_value=${!1-}
+	for kv in "${agent_env[@]}"; do
+		if [[ $kv == "$1="* ]]; then env_value=${kv#*=}; fi
+	done
+	return 0
+}
+
 # Runs a command in the agent's environment (probes), in a subshell.
 in_agent_env() {
 	(

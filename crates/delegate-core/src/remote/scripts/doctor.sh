@@ -3,10 +3,10 @@
 #
 # Rust prepends `DLG_DOCTOR='<base64>'` and agent-env.sh (the functions launch.sh uses to
 # find the agent and build its environment, so both find the same agent), and nothing
-# else. DLG_DOCTOR holds 13 fields per brother, each followed by NUL (the order of
+# else. DLG_DOCTOR holds 14 fields per brother, each followed by NUL (the order of
 # doctor::render in doctor.rs); list fields hold their items each followed by \x1f:
 #   index kind sandbox remote_root workdir environment env_files(list) agent_cmd
-#   version_argv(list) requires(list) sandbox_probe(list) refuse_root credentials
+#   version_argv(list) requires(list) sandbox_probe(list) refuse_root credentials credential_env
 #
 # Output contract (stdout; read by crates/delegate-core/src/doctor.rs, which trusts none of
 # it: lines are length-bounded, control characters dropped, and the words below checked):
@@ -67,21 +67,21 @@ doctor_main() {
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_DOCTOR" | base64 -d)
-	if [ "${#v[@]}" -eq 0 ] || [ $((${#v[@]} % 13)) != 0 ]; then
+	if [ "${#v[@]}" -eq 0 ] || [ $((${#v[@]} % 14)) != 0 ]; then
 		printf 'DOCTOR-ERROR the doctor variables did not decode (got %s fields): is base64 GNU coreutils?\n' "${#v[@]}" >&2
 		exit 23
 	fi
 	local b
-	for ((b = 0; b < ${#v[@]}; b += 13)); do
+	for ((b = 0; b < ${#v[@]}; b += 14)); do
 		# A subshell each: one brother's environment (PATH, captured variables) must not
 		# leak into the next one's.
-		(check_brother "${v[@]:b:13}")
+		(check_brother "${v[@]:b:14}")
 	done
 }
 
 # One brother's checks (run in a subshell).
 check_brother() {
-	local idx=$1 kind=$2 sandbox=$3 root=$4 workdir=$5 env_mode=$6 refuse_root=${12} creds=${13}
+	local idx=$1 kind=$2 sandbox=$3 root=$4 workdir=$5 env_mode=$6 refuse_root=${12} creds=${13} credential_env=${14}
 	local agent_cmd=$8 i
 	local -a env_files version_argv requires sandbox_probe
 	split_list env_files "$7"
@@ -95,6 +95,7 @@ check_brother() {
 	for i in "${!version_argv[@]}"; do home_path "version_argv[$i]"; done
 
 	# --- the agent: found where and how launch.sh would find it -------------------------
+	# shellcheck disable=SC2034 # agent_env is read by agent-env.sh's functions
 	local -a agent_env=()
 	# shellcheck disable=SC2034 # plain_path is read by agent-env.sh's functions
 	local env_used=plain shell_flags=-l plain_path=$PATH agent_path='' located=0
@@ -126,6 +127,18 @@ check_brother() {
 		else
 			say "$idx" env_file fail env_file "$env_error"
 		fi
+	fi
+
+	# --- the profile's credential_env: set for the agent (its value never printed) -------
+	if [[ $credential_env =~ ^[A-Z_][A-Z0-9_]*$ ]]; then
+		local env_value=''
+		agent_env_value "$credential_env"
+		if [ -n "$env_value" ]; then
+			say "$idx" credential_env ok - "$credential_env is set in the agent's environment"
+		else
+			say "$idx" credential_env fail credential_env "$credential_env is not set in the agent's environment"
+		fi
+		env_value=''
 	fi
 
 	# --- the sandbox level's requirements, as launch.sh checks them --------------------
@@ -191,16 +204,6 @@ check_brother() {
 		say "$idx" workdir warn workdir_not_git "$workdir exists but is not in a git work tree"
 	fi
 	printf 'DOCTOR-DONE %s\n' "$idx"
-}
-
-# The value of NAME in the agent's environment (the captured and env-file entries override
-# sshd's, the last one wins) into env_value. Only ever tested for being empty.
-agent_env_value() {
-	local kv
-	env_value=${!1-}
-	for kv in "${agent_env[@]}"; do
-		[[ $kv == "$1="* ]] && env_value=${kv#*=}
-	done
 }
 
 # What the agent's CLI would authenticate with, seen without a network call: variable

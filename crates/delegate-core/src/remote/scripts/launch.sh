@@ -88,7 +88,7 @@ main() {
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 25 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	[ "${#v[@]}" -eq 26 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
 	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
 	local -a argv requires version_argv files env_files sandbox_probe
@@ -97,7 +97,7 @@ main() {
 	split_list version_argv "${v[13]}"
 	local files_name_task_dir=${v[14]}
 	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
-	local preamble=${v[20]} env_mode=${v[21]} requires_hint=${v[24]}
+	local preamble=${v[20]} env_mode=${v[21]} requires_hint=${v[24]} credential_env=${v[25]}
 	split_list env_files "${v[22]}"
 	split_list sandbox_probe "${v[23]}"
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
@@ -144,6 +144,15 @@ main() {
 	# values are never printed.
 	local env_names='' env_error=''
 	read_env_files "${env_files[@]}" || die 31 "$env_error"
+	# The profile's credential_env: the variable must be set for the agent (its value is
+	# never printed). Checked before anything starts, so a run never goes out without it.
+	if [ -n "$credential_env" ]; then
+		[[ $credential_env =~ ^[A-Z_][A-Z0-9_]*$ ]] || die 23 "the launch variables are damaged (credential_env)"
+		local env_value=''
+		agent_env_value "$credential_env"
+		[ -n "$env_value" ] ||
+			die 31 "credential_env $credential_env is not set in the agent's environment on this host: export it in ~/.profile here, or put $credential_env=... in an env_file or the profile's credential_file"
+	fi
 
 	local -a missing=()
 	for tool in "${requires[@]}"; do
