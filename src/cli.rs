@@ -44,6 +44,10 @@ pub enum Command {
     Review(ReviewArgs),
     /// Add a comment to a task's thread, with its author (nothing is sent to the brother)
     Comment(CommentArgs),
+    /// Needs you: the questions agents asked that nobody answered yet, oldest first
+    Inbox(InboxArgs),
+    /// Answer a task's open question: said to a running agent, or resumes a stopped one
+    Answer(AnswerArgs),
     /// List tasks, newest first
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
@@ -221,6 +225,31 @@ pub struct ReviewArgs {
     pub verdict: String,
     /// Why; required to reject (the agent reads it as its follow-up)
     pub note: Option<String>,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// Only this brother's questions
+    #[arg(long)]
+    pub brother: Option<String>,
+    /// As JSON: {"questions": [{"task", "brother", "kind", "question", "asked_at", "age_secs", ...}]}
+    #[arg(long)]
+    pub json: bool,
+    /// Show what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AnswerArgs {
+    /// Task number (one with an open question: `delegate inbox`)
+    pub id: i64,
+    #[command(flatten)]
+    pub text: PromptArgs,
     #[command(flatten)]
     pub who: Author,
     #[arg(long)]

@@ -74,6 +74,11 @@ pub const ALREADY_LAUNCHED: u8 = remote::ALREADY_LAUNCHED as u8;
 /// `start`: the task is not in the backlog (started already), or has no brother assigned.
 pub const NOT_STARTABLE: u8 = 35;
 
+/// `answer`: the task has no open question (nothing the agent asked waits for an answer).
+pub const NOTHING_TO_ANSWER: u8 = 39;
+/// `board --serve`: the board page could not start (the port is taken, say).
+pub const BOARD_PAGE_FAILED: u8 = 40;
+
 /// `move`: the task changed since the caller read its version; re-read it and decide again.
 pub const STALE_VERSION: u8 = 34;
 
@@ -132,6 +137,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::NotStarted => NOT_STARTED,
         K::BadArgument => USAGE,
         K::NotStartable => NOT_STARTABLE,
+        K::NothingToAnswer => NOTHING_TO_ANSWER,
         K::StaleVersion => STALE_VERSION,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Conflict | K::Mailbox => MAILBOX,

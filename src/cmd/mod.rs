@@ -1,5 +1,6 @@
 //! One file per subcommand; this module only dispatches.
 
+mod answer;
 mod attach;
 mod board;
 mod brothers;
@@ -7,6 +8,7 @@ mod cancel;
 mod comment;
 mod doctor;
 mod hosts;
+mod inbox;
 mod list;
 mod log_lines;
 mod logs;
@@ -58,6 +60,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::New(args) => new::run(config, args),
         Command::Start(args) => start::run(config, args),
         Command::Comment(args) => comment::run(config, args),
+        Command::Inbox(args) => inbox::run(config, args),
+        Command::Answer(args) => answer::run(config, args),
         Command::Review(args) => review::run(config, args),
         Command::Board(args) => board::run(config, args),
         Command::Move(args) => move_task::run(config, args),

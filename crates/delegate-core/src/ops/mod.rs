@@ -5,6 +5,7 @@
 pub mod board;
 pub mod control;
 pub mod doctor;
+pub mod inbox;
 pub mod launch;
 pub mod reopen;
 pub mod say;
