@@ -14,6 +14,7 @@ mod faults;
 mod file_modes;
 mod host_keys;
 mod hostile_text;
+mod inbox;
 mod inventory;
 mod kill_phases;
 mod launch;

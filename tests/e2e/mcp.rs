@@ -14,11 +14,13 @@ use serde_json::{Value, json};
 
 use crate::support::Env;
 
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 11] = [
+    "answer",
     "cancel_task",
     "check_mailbox",
     "delegate_task",
     "get_task",
+    "inbox",
     "list_brothers",
     "list_tasks",
     "send_message",
