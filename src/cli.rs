@@ -198,6 +198,15 @@ pub struct BoardArgs {
     /// Show what the mailbox knows without asking brothers first
     #[arg(long)]
     pub no_sync: bool,
+    /// Serve the board as a live page on 127.0.0.1 (the URL, with its token, is printed)
+    #[arg(long)]
+    pub serve: bool,
+    /// The page's port (default 0: any free one); with --serve
+    #[arg(long, requires = "serve", default_value_t = 0)]
+    pub port: u16,
+    /// Who the page moves cards and answers as
+    #[command(flatten)]
+    pub who: Author,
 }
 
 #[derive(Args, Debug)]

@@ -106,6 +106,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         {
             return ExitCode::from(code);
         }
+        if cause.downcast_ref::<crate::board_page::StartFailed>().is_some() {
+            return ExitCode::from(BOARD_PAGE_FAILED);
+        }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return ExitCode::from(USAGE);
         }

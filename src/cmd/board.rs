@@ -10,6 +10,9 @@ use crate::cli::BoardArgs;
 use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: BoardArgs) -> Result<()> {
+    if args.serve {
+        return crate::board_page::serve(config, args.port, args.who.author);
+    }
     let mut d = open(config)?;
     if !args.no_sync {
         super::sync::before_showing(&mut d, None)?;
