@@ -94,7 +94,9 @@ function moveCard(id, version, column, cardNode, target) {
   api("/api/move", { id: id, column: column, version: version })
     .then(() => { say("Task " + id + " moved to " + (NAMES[column] || column) + ".", true); refresh(); })
     .catch((e) => {
-      const why = e.code === "stale_version" ? "Conflict: " + e.message : "Not moved: " + e.message;
+      const why = e.code === "stale_version"
+        ? "Conflict: " + e.message + " (the board now shows it as it is)"
+        : "Not moved: " + e.message;
       say(why);
       refresh();
     });

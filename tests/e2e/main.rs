@@ -5,8 +5,10 @@ mod support;
 
 mod auth;
 mod board;
+mod board_page;
 mod bounds;
 mod cancel_race;
+mod cdp;
 mod doctor;
 mod durations;
 mod fanout;
