@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::Result;
-use delegate_core::{Column, Delegate, Error, ErrorKind};
 use delegate_core::sanitize::{clip, printable};
+use delegate_core::{Column, Delegate, Error, ErrorKind};
 use serde_json::{Value, json};
 
 use http::{ReadError, Request, Response, read_request, write_response};

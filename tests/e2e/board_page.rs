@@ -113,7 +113,9 @@ fn in_column(column: &str, id: i64) -> String {
 /// dragstart handler put in the DataTransfer (or, with `version`, a drop of that version).
 fn drag(b: &mut Browser, id: i64, column: &str, version: Option<i64>) {
     let start = match version {
-        None => format!("document.querySelector('.card[data-task=\"{id}\"]').dispatchEvent(new DragEvent('dragstart', {{bubbles: true, dataTransfer: dt}}));"),
+        None => format!(
+            "document.querySelector('.card[data-task=\"{id}\"]').dispatchEvent(new DragEvent('dragstart', {{bubbles: true, dataTransfer: dt}}));"
+        ),
         Some(v) => format!("dt.setData('text/plain', JSON.stringify({{id: {id}, version: {v}}}));"),
     };
     let js = format!(
@@ -193,7 +195,11 @@ fn the_board_page_in_a_real_browser_follows_moves_and_answers() {
 
     // A task launched by the CLI appears on the open page, and follows its state to review.
     let id = launch(&env, &["oppy", "render the <i>report</i>", "--json"]);
-    b.wait_until("the new card", &format!("{} || {}", in_column("in_progress", id), in_column("review", id)), Duration::from_secs(30));
+    b.wait_until(
+        "the new card",
+        &format!("{} || {}", in_column("in_progress", id), in_column("review", id)),
+        Duration::from_secs(30),
+    );
     b.screenshot(&shots.join("1-launched.png"));
     b.wait_until("the finished card in review", &in_column("review", id), Duration::from_secs(60));
     let shown = b.eval(&format!("document.querySelector('.card[data-task=\"{id}\"]').textContent"));
@@ -221,18 +227,29 @@ fn the_board_page_in_a_real_browser_follows_moves_and_answers() {
     let before = card(&env, id)["version"].as_i64().unwrap();
     drag(&mut b, id, "done", None);
     b.wait_until("the card in done", &in_column("done", id), Duration::from_secs(30));
-    b.wait_until("the move confirmed", "document.getElementById('message').textContent.includes('moved to Done')", Duration::from_secs(30));
+    b.wait_until(
+        "the move confirmed",
+        "document.getElementById('message').textContent.includes('moved to Done')",
+        Duration::from_secs(30),
+    );
     let moved = card(&env, id);
     assert_eq!((moved["column"].as_str(), moved["version"].as_i64()), (Some("done"), Some(before + 1)), "{moved}");
     let t = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
     let note = t["messages"].as_array().unwrap().iter().find(|m| m["kind"] == "move").cloned().unwrap();
-    assert_eq!((note["author"].as_str(), note["text"].as_str()), (Some("page-lead"), Some("moved from review to done")));
+    assert_eq!(
+        (note["author"].as_str(), note["text"].as_str()),
+        (Some("page-lead"), Some("moved from review to done"))
+    );
 
     // Somebody else moves it back; a drop carrying the version the page had read is a
     // conflict, said on the page, and changes nothing.
     env.run(&["move", &id.to_string(), "review", "--version", &(before + 1).to_string()]).ok();
     drag(&mut b, id, "done", Some(before + 1));
-    b.wait_until("the conflict", "document.getElementById('message').textContent.startsWith('Conflict:')", Duration::from_secs(30));
+    b.wait_until(
+        "the conflict",
+        "document.getElementById('message').textContent.startsWith('Conflict:')",
+        Duration::from_secs(30),
+    );
     let message = b.eval("document.getElementById('message').textContent");
     assert!(message.as_str().unwrap().contains("Re-read"), "{message}");
     assert_eq!(card(&env, id)["column"], "review");
@@ -249,7 +266,11 @@ fn the_board_page_in_a_real_browser_follows_moves_and_answers() {
     b.click(&format!("{question} .answer-text"));
     b.type_text("use eu-west-1");
     b.click(&format!("{question} .answer-send"));
-    b.wait_until("the answer confirmed", "document.getElementById('message').textContent.startsWith('Answered task')", Duration::from_secs(60));
+    b.wait_until(
+        "the answer confirmed",
+        "document.getElementById('message').textContent.startsWith('Answered task')",
+        Duration::from_secs(60),
+    );
     let seen = String::from_utf8(wait_for_file(&remote_dir(&env, ask).join("context-seen.jsonl"))).unwrap();
     assert!(seen.contains("use eu-west-1"), "{seen}");
     b.wait_until("the question gone", &format!("!document.querySelector('{question}')"), Duration::from_secs(30));

@@ -118,7 +118,8 @@ impl Browser {
         let mut bytes = serde_json::to_vec(&msg).unwrap();
         bytes.push(0);
         self.to_browser.write_all(&bytes).expect("write to chromium");
-        let reply = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("chromium never answered {method}"));
+        let reply =
+            rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("chromium never answered {method}"));
         assert!(reply.get("error").is_none(), "{method} failed: {reply}");
         reply["result"].clone()
     }
@@ -131,10 +132,8 @@ impl Browser {
 
     /// Evaluates `expression` in the page (awaiting a promise) and returns its value.
     pub fn eval(&mut self, expression: &str) -> Value {
-        let r = self.page(
-            "Runtime.evaluate",
-            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
-        );
+        let r = self
+            .page("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }));
         assert!(r.get("exceptionDetails").is_none(), "{expression} threw: {r}");
         r["result"]["value"].clone()
     }

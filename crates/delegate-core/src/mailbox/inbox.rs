@@ -142,3 +142,73 @@ impl Store {
         Ok(items)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::tests::{new_task, temp_dir};
+
+    fn ask(s: &Store, task: i64, text: &str) -> i64 {
+        s.conn
+            .execute(
+                "INSERT INTO messages (task_id, run_no, direction, author, seq, kind, text, at, received_at)
+                 VALUES (?1, 1, 'from_brother', 'oppy', (SELECT count(*) FROM messages), 'question', ?2,
+                         strftime('%Y-%m-%dT%H:%M:%fZ'), strftime('%Y-%m-%dT%H:%M:%fZ'))",
+                params![task, text],
+            )
+            .unwrap();
+        s.conn.last_insert_rowid()
+    }
+
+    fn open_texts(s: &Store) -> Vec<(i64, String)> {
+        let mut v: Vec<(i64, String)> = s
+            .open_inbox_items(None)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.task, if i.kind == ItemKind::Question { i.text } else { format!("{:?}", i.kind) }))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_answer_closes_the_questions_before_it_and_a_later_question_is_open_again() {
+        let dir = temp_dir("inbox-answers");
+        let mut s = Store::open(&dir).unwrap();
+        let a = s.create_task(&new_task(b"a")).unwrap().task_id;
+        let b = s.create_task(&new_task(b"b")).unwrap().task_id;
+        ask(&s, a, "first?");
+        ask(&s, a, "second?");
+        ask(&s, b, "other task?");
+        assert_eq!(open_texts(&s), [(a, "first?".into()), (a, "second?".into()), (b, "other task?".into())]);
+        // An answer to a answers both of its questions, not b's.
+        s.add_note(a, "ian", "answer", "yes").unwrap();
+        assert_eq!(open_texts(&s), [(b, "other task?".into())]);
+        // A comment is not an answer; a question after the answer is open.
+        s.add_note(b, "ian", "comment", "looking").unwrap();
+        ask(&s, a, "third?");
+        assert_eq!(open_texts(&s), [(a, "third?".into()), (b, "other task?".into())]);
+        assert_eq!(open_texts(&Store::open(&dir).unwrap()).len(), 2, "nothing about the inbox lives in memory");
+        // Only a brother's filter.
+        assert!(s.open_inbox_items(Some("jerry")).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn waiting_for_input_is_open_until_an_answer_recorded_after_it_began() {
+        let dir = temp_dir("inbox-waiting");
+        let mut s = Store::open(&dir).unwrap();
+        let id = s.create_task(&new_task(b"a")).unwrap().task_id;
+        s.add_note(id, "ian", "answer", "an answer before it waited").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let v = s.task(id).unwrap().version;
+        s.transition(id, v, TaskStatus::NeedsInput, None).unwrap();
+        assert_eq!(open_texts(&s), [(id, "NeedsInput(None)".into())]);
+        // A question says more than the state: listed once, as the question.
+        ask(&s, id, "which?");
+        assert_eq!(open_texts(&s), [(id, "which?".into())]);
+        s.add_note(id, "ian", "answer", "this one").unwrap();
+        assert!(open_texts(&s).is_empty(), "{:?}", open_texts(&s));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
