@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The request line and headers together.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -67,17 +67,36 @@ pub enum ReadError {
     TooLarge(u16),
 }
 
+/// A stream whose every read ends by one deadline, so a client trickling a byte at a time
+/// cannot hold its thread longer than [`READ_DEADLINE`] in all.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    end: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request took too long"));
+        }
+        let mut stream = self.stream;
+        stream.set_read_timeout(Some(left))?;
+        stream.read(buf)
+    }
+}
+
 /// Reads one request within [`READ_DEADLINE`] and the size caps.
 pub fn read_request(stream: &TcpStream) -> Result<Request, ReadError> {
-    let _ = stream.set_read_timeout(Some(READ_DEADLINE));
-    let deadline = std::time::Instant::now() + READ_DEADLINE;
-    let mut reader = BufReader::new(stream.take((MAX_HEAD_BYTES + MAX_BODY_BYTES + 1) as u64));
+    read_request_within(stream, READ_DEADLINE)
+}
+
+fn read_request_within(stream: &TcpStream, limit: Duration) -> Result<Request, ReadError> {
+    let timed = Deadline { stream, end: Instant::now() + limit };
+    let mut reader = BufReader::new(timed.take((MAX_HEAD_BYTES + MAX_BODY_BYTES + 1) as u64));
     let mut head_bytes = 0;
     let mut lines = Vec::new();
     loop {
-        if std::time::Instant::now() > deadline {
-            return Err(ReadError::Bad("the request took too long".into()));
-        }
         let mut line = Vec::new();
         let n = (&mut reader)
             .take((MAX_HEAD_BYTES - head_bytes + 1) as u64)
@@ -188,9 +207,72 @@ pub fn write_response(mut stream: &TcpStream, r: &Response) {
     let _ = stream.flush();
 }
 
+/// Closing a socket with unread input makes the kernel reset the connection, which can
+/// throw away the response before the client reads it (a 413 for a body never read, say).
+/// So: end our side, then read and drop what the client still sends, for a short while.
+pub fn linger(mut stream: &TcpStream) {
+    const MAX_DRAIN: usize = 1 << 20;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 8192];
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that sends a byte every 100 ms never finishes its request line: it is cut
+    /// off at the deadline, not kept for as long as it keeps trickling.
+    #[test]
+    fn a_trickling_client_is_cut_off_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            for b in
+                b"GET /?token=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1".iter().cycle().take(100)
+            {
+                if c.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (server, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        let read = read_request_within(&server, Duration::from_secs(1));
+        assert!(matches!(read, Err(ReadError::Bad(_))), "{read:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "held for {:?}", started.elapsed());
+        drop(server);
+        client.join().unwrap();
+    }
+
+    #[test]
+    fn heads_and_bodies_over_the_caps_are_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (request, status) in [
+            (format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES)), 431),
+            (format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1), 413),
+        ] {
+            let client = std::thread::spawn(move || {
+                let mut c = TcpStream::connect(addr).unwrap();
+                let _ = c.write_all(request.as_bytes());
+                c
+            });
+            let (server, _) = listener.accept().unwrap();
+            let read = read_request_within(&server, Duration::from_secs(5));
+            assert!(matches!(read, Err(ReadError::TooLarge(s)) if s == status), "{read:?}");
+            drop(client.join().unwrap());
+        }
+    }
 
     #[test]
     fn percent_decoding_keeps_what_is_malformed() {

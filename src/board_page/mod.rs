@@ -171,6 +171,7 @@ fn handle(stream: &TcpStream, gate: &Gate, jobs: &mpsc::Sender<Job>) {
         },
     };
     write_response(stream, &response);
+    http::linger(stream);
 }
 
 /// How the background sync went, for the page's status line.
