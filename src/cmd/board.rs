@@ -1,5 +1,5 @@
 //! `delegate board`: every task in its column (backlog, todo, in progress, needs you,
-//! review, done), by priority then age.
+//! review, done), by priority then age; `--serve` serves it as a live page (board_page/).
 
 use std::path::Path;
 
