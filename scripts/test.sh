@@ -4,7 +4,8 @@
 #   scripts/test.sh [extra args for the test runner]
 #
 # 1. Installs the system tools the integration tests need (apt-get, only what
-#    is missing; uses sudo when not root and sudo is available).
+#    is missing; uses sudo when not root and sudo is available), and Chromium for
+#    the board page's browser tests.
 # 2. When running as root: creates the unprivileged `dlgtest` account that the
 #    delegate-testkit fake SSH hosts log in as (idempotent).
 # 3. Installs the pinned real agent CLIs (claude, codex) from npm for the e2e suites
@@ -48,6 +49,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
         "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
     else
         echo "test.sh: WARNING: missing packages (${missing[*]}) and no root/sudo to install them" >&2
+    fi
+fi
+
+# Chromium (Debian's package) for the board page's browser tests (tests/e2e/board_page.rs).
+# Installed on its own: where it cannot be (no such package, no root), the rest still runs
+# and those tests say loudly that they skipped; under CI they fail instead.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if have_sudo; then
+        echo "test.sh: installing: chromium" >&2
+        { "${SUDO[@]}" apt-get update -q </dev/null \
+            && "${SUDO[@]}" apt-get install -y -q --no-install-recommends chromium </dev/null; } \
+            || echo "test.sh: WARNING: chromium could not be installed: the board page's browser tests cannot run" >&2
+    else
+        echo "test.sh: WARNING: chromium is missing and there is no root/sudo to install it" >&2
     fi
 fi
 

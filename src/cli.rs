@@ -46,6 +46,10 @@ pub enum Command {
     Comment(CommentArgs),
     /// Delete a backlog or finished task and its record from the mailbox (managers only)
     Delete(DeleteArgs),
+    /// Needs you: the questions agents asked that nobody answered yet, oldest first
+    Inbox(InboxArgs),
+    /// Answer a task's open question: said to a running agent, or resumes a stopped one
+    Answer(AnswerArgs),
     /// List tasks, newest first
     List(ListArgs),
     /// Show one task: its runs with launch evidence, messages, events and history
@@ -214,6 +218,13 @@ pub struct BoardArgs {
     /// Only the review column: finished tasks nobody has accepted yet
     #[arg(long)]
     pub review: bool,
+    /// Serve the board as a live page on 127.0.0.1 (the URL, with its token, is printed)
+    #[arg(long)]
+    pub serve: bool,
+    /// The page's port (default 0: any free one); with --serve
+    #[arg(long, requires = "serve", default_value_t = 0)]
+    pub port: u16,
+    /// Who the page moves cards and answers as
     #[command(flatten)]
     pub who: Author,
 }
@@ -260,6 +271,31 @@ pub struct ReviewArgs {
 pub struct DeleteArgs {
     /// Task number (a backlog or finished task)
     pub id: i64,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// Only this brother's questions
+    #[arg(long)]
+    pub brother: Option<String>,
+    /// As JSON: {"questions": [{"task", "brother", "kind", "question", "asked_at", "age_secs", ...}]}
+    #[arg(long)]
+    pub json: bool,
+    /// Show what the mailbox knows without asking brothers first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AnswerArgs {
+    /// Task number (one with an open question: `delegate inbox`)
+    pub id: i64,
+    #[command(flatten)]
+    pub text: PromptArgs,
     #[command(flatten)]
     pub who: Author,
     #[arg(long)]

@@ -77,6 +77,10 @@ pub const NOT_STARTABLE: u8 = 35;
 /// The asker's role on the board (the inventory's `[roles]`) does not allow the change; the
 /// message names the role needed and who has it.
 pub const ROLE_REFUSED: u8 = 38;
+/// `answer`: the task has no open question (nothing the agent asked waits for an answer).
+pub const NOTHING_TO_ANSWER: u8 = 39;
+/// `board --serve`: the board page could not start (the port is taken, say).
+pub const BOARD_PAGE_FAILED: u8 = 40;
 
 /// `move`: the task changed since the caller read its version; re-read it and decide again.
 pub const STALE_VERSION: u8 = 34;
@@ -110,6 +114,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             && let Some(code) = code_for_core(e)
         {
             return ExitCode::from(code);
+        }
+        if cause.downcast_ref::<crate::board_page::StartFailed>().is_some() {
+            return ExitCode::from(BOARD_PAGE_FAILED);
         }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return ExitCode::from(USAGE);
@@ -149,6 +156,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::NotStarted => NOT_STARTED,
         K::BadArgument => USAGE,
         K::NotStartable => NOT_STARTABLE,
+        K::NothingToAnswer => NOTHING_TO_ANSWER,
         K::StaleVersion => STALE_VERSION,
         K::RoleRefused => ROLE_REFUSED,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,

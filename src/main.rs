@@ -1,6 +1,7 @@
 //! `delegate`: parse, run, exit. Errors print once, as `delegate: <error chain>`, and the
 //! exit code comes from the table in `exit.rs`.
 
+mod board_page;
 mod cli;
 mod cmd;
 mod exit;

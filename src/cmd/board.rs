@@ -1,5 +1,5 @@
 //! `delegate board`: every task in its column (backlog, todo, in progress, needs you,
-//! review, done), by priority then age.
+//! review, done), by priority then age; `--serve` serves it as a live page (board_page/).
 
 use std::path::Path;
 
@@ -12,6 +12,9 @@ use crate::cli::BoardArgs;
 use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: BoardArgs) -> Result<()> {
+    if args.serve {
+        return crate::board_page::serve(config, args.port, args.who.author);
+    }
     let mut d = open(config)?;
     if !args.no_sync {
         super::sync::before_showing(&mut d, None)?;

@@ -1,5 +1,6 @@
 //! One file per subcommand; this module only dispatches.
 
+mod answer;
 mod attach;
 mod board;
 mod brothers;
@@ -8,6 +9,7 @@ mod comment;
 mod delete;
 mod doctor;
 mod hosts;
+mod inbox;
 mod list;
 mod log_lines;
 mod logs;
@@ -60,6 +62,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Start(args) => start::run(config, args),
         Command::Comment(args) => comment::run(config, args),
         Command::Delete(args) => delete::run(config, args),
+        Command::Inbox(args) => inbox::run(config, args),
+        Command::Answer(args) => answer::run(config, args),
         Command::Review(args) => review::run(config, args),
         Command::Board(args) => board::run(config, args),
         Command::Move(args) => move_task::run(config, args),

@@ -45,6 +45,8 @@ pub const MAX_RESULT_CHARS: usize = 20_000;
 /// anyway, and a task with 600,000 events costs no more than one with 250.
 const GET_TASK_ITEMS: usize = 250;
 /// `wait_tasks` waits this long when no `timeout_seconds` is given: under the 60 s that
+/// The most questions one inbox result lists (each is at most 2000 characters).
+const MAX_INBOX_SHOWN: usize = 30;
 /// Codex allows a tool call by default.
 const DEFAULT_WAIT_SECS: u64 = 50;
 /// ... and never longer than this in one call (MCP clients time tool calls out).
@@ -223,6 +225,25 @@ struct SendMessageArgs {
     /// next inbox check (other agents); get_task shows when it was delivered and read.
     text: String,
     /// Who is speaking (default: this MCP client's name).
+    #[serde(rename = "as", alias = "author")]
+    author: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct InboxArgs {
+    /// Only this brother's questions.
+    brother: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AnswerArgs {
+    /// The task whose question to answer (see the inbox tool).
+    id: i64,
+    /// The answer (at most 8000 bytes): said to the agent while it runs, or its follow-up when it has stopped.
+    text: String,
+    /// Who answers (default: this MCP client's name).
     #[serde(rename = "as", alias = "author")]
     author: Option<String>,
 }
@@ -573,6 +594,34 @@ impl DelegateServer {
         let mut d = self.delegate().await?;
         let t = d.cancel_as(a.id, &author).await.map_err(|e| fail(&e))?;
         Ok(text_result(&summary(&t), &format!("`delegate show {} --json`", a.id)))
+    }
+
+    /// Needs you: the questions agents asked that nobody answered yet, across every brother, oldest first (a
+    /// `question` report, Claude's permission denials in a run that ended, a task waiting for input), after a
+    /// sync. Answer one with the answer tool.
+    #[tool(annotations(read_only_hint = true, open_world_hint = true))]
+    async fn inbox(&self, Parameters(a): Parameters<InboxArgs>) -> Reply {
+        let mut d = self.delegate().await?;
+        let warnings = sync_warnings(d.sync(None).await.map_err(|e| fail(&e))?);
+        let mut questions = d.inbox(a.brother.as_deref()).map_err(|e| fail(&e))?;
+        // Each question is bounded; so is how many go in one result.
+        let not_shown = questions.len().saturating_sub(MAX_INBOX_SHOWN);
+        questions.truncate(MAX_INBOX_SHOWN);
+        let out = json!({ "questions": questions, "not_shown": not_shown, "sync_warnings": warnings });
+        Ok(text_result(&out, "`delegate inbox --json`"))
+    }
+
+    /// Answer a task's open question (see inbox): a running agent gets it like send_message; a stopped one is
+    /// resumed with the answer as its follow-up. The answer is recorded in the task's thread with its author and
+    /// the question leaves the inbox. A task with no open question is refused (nothing_to_answer).
+    #[tool(annotations(destructive_hint = false, open_world_hint = true))]
+    async fn answer(&self, Parameters(a): Parameters<AnswerArgs>, ctx: RequestContext<RoleServer>) -> Reply {
+        let author = author(a.author, &ctx);
+        let mut d = self.delegate().await?;
+        // Whether the agent still runs decides how the answer travels: ask the brother first.
+        d.sync(Some(&[a.id])).await.map_err(|e| fail(&e))?;
+        let answered = d.answer(a.id, &a.text, &author).await.map_err(|e| fail(&e))?;
+        Ok(text_result(&json!(answered), &format!("`delegate show {} --json`", a.id)))
     }
 
     /// The brothers in the inventory: name, host and address, agent, model, sandbox, turn limit, working

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::support::Env;
 
-const TOOLS: [&str; 16] = [
+const TOOLS: [&str; 18] = [
+    "answer",
     "board",
     "cancel_task",
     "check_mailbox",
@@ -23,6 +24,7 @@ const TOOLS: [&str; 16] = [
     "delegate_task",
     "delete_task",
     "get_task",
+    "inbox",
     "list_brothers",
     "list_tasks",
     "move_task",

@@ -22,13 +22,13 @@ use crate::support::{Env, launch, wait_done};
 const LONG_COMMAND: &str = "timeout 30 tail -f /dev/null";
 
 /// One brother on its own host, its agents installed `how`, talking to its own stand-in.
-struct Brother {
-    env: Env,
-    model: ModelStandIn,
+pub(crate) struct Brother {
+    pub(crate) env: Env,
+    pub(crate) model: ModelStandIn,
     _host: FakeHost,
 }
 
-fn brother(how: Install, agent: &str, sandbox: &str, script: Script) -> Option<Brother> {
+pub(crate) fn brother(how: Install, agent: &str, sandbox: &str, script: Script) -> Option<Brother> {
     let bin = brothers::real_agents_bin()?;
     let host = FakeHost::builder().own_home().without_fake_agents().start();
     let model = ModelStandIn::start(script);
@@ -42,22 +42,22 @@ fn brother(how: Install, agent: &str, sandbox: &str, script: Script) -> Option<B
 }
 
 /// The task directory the preamble names (the helpers are given by absolute path).
-fn task_dir(req: &SeenRequest) -> String {
+pub(crate) fn task_dir(req: &SeenRequest) -> String {
     let end = req.text.find("/report' receipt").unwrap_or_else(|| panic!("no report helper in: {}", req.text));
     let start = req.text[..end].rfind('\'').expect("quoted helper path") + 1;
     req.text[start..end].to_string()
 }
 
 /// A reply that runs the report helper, as the preamble tells the agent to.
-fn report(req: &SeenRequest, kind: &str, text: &str) -> Reply {
+pub(crate) fn report(req: &SeenRequest, kind: &str, text: &str) -> Reply {
     Reply::Shell(format!("'{}/report' {kind} \"{text}\"", task_dir(req)))
 }
 
-fn show(env: &Env, id: i64) -> Value {
+pub(crate) fn show(env: &Env, id: i64) -> Value {
     env.run(&["show", &id.to_string(), "--json"]).ok().json()
 }
 
-fn show_until(env: &Env, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn show_until(env: &Env, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let t = show(env, id);
@@ -329,7 +329,7 @@ fn a_write_scope_stops_claudes_write_outside_it() {
 }
 
 /// Holds the model's next reply until the lead has spoken (at most 20 s).
-fn wait_for(said: &AtomicBool) {
+pub(crate) fn wait_for(said: &AtomicBool) {
     let end = Instant::now() + Duration::from_secs(20);
     while !said.load(Ordering::SeqCst) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));

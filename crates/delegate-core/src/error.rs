@@ -270,6 +270,13 @@ pub enum Error {
         .children.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
     )]
     DeleteHasChildren { task: i64, children: Vec<i64> },
+    /// `answer` of a task whose agent asked nothing that is still open.
+    #[error(
+        "task {task} has no open question to answer ({status}): `delegate inbox` lists the questions agents asked; \
+         to tell a running agent something anyway use `delegate say {task}`, to follow up a finished task \
+         `delegate reopen {task}`"
+    )]
+    NothingToAnswer { task: i64, status: String },
 
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
@@ -386,6 +393,8 @@ pub enum ErrorKind {
     BadArgument,
     /// `start` of a task not in the backlog, or with no brother assigned.
     NotStartable,
+    /// `answer` of a task with no open question.
+    NothingToAnswer,
     /// A `move` named a version the task is no longer at: re-read it.
     StaleVersion,
     /// The task was cancelled while its launch ran; no agent runs for it.
@@ -447,6 +456,7 @@ impl ErrorKind {
             ErrorKind::NotStarted => "not_started",
             ErrorKind::BadArgument => "bad_arguments",
             ErrorKind::NotStartable => "not_startable",
+            ErrorKind::NothingToAnswer => "nothing_to_answer",
             ErrorKind::StaleVersion => "stale_version",
             ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
@@ -494,6 +504,7 @@ impl Error {
             Error::TaskNotFound(_) => ErrorKind::TaskNotFound,
             Error::NoSuchParent { .. } => ErrorKind::BadArgument,
             Error::NotStartable { .. } => ErrorKind::NotStartable,
+            Error::NothingToAnswer { .. } => ErrorKind::NothingToAnswer,
             Error::WaitOnBacklog { .. } => ErrorKind::NotStarted,
             Error::CommentRefused { .. } => ErrorKind::BadArgument,
             Error::NotInReview { .. } => ErrorKind::BadArgument,

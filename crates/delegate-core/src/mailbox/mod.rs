@@ -25,6 +25,8 @@ use crate::task::{Priority, Run, Sandbox, Task, TaskStatus};
 pub mod board;
 mod feed;
 mod freshness;
+// The needs-you inbox: questions agents asked that nobody answered yet.
+pub mod inbox;
 mod lifecycle;
 mod queue;
 // Caps on the rows a brother can add to the mailbox, per sync and per run.

@@ -5,6 +5,7 @@
 pub mod board;
 pub mod control;
 pub mod doctor;
+pub mod inbox;
 pub mod launch;
 // Environments: which brother of a group a launch goes to.
 pub mod placement;
