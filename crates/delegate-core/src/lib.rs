@@ -125,6 +125,7 @@ pub mod names;
 pub mod ops;
 pub mod paths;
 pub mod remote;
+pub mod schedule;
 pub mod sanitize;
 pub mod task;
 pub mod transport;
