@@ -233,6 +233,16 @@ pub enum Error {
     #[error("task {task} cannot be started: {why}")]
     NotStartable { task: i64, why: String },
 
+    #[error("no schedule named {name:?}; schedules: {} (`delegate schedule list`)", list_or_none(.known))]
+    UnknownSchedule { name: String, known: Vec<String> },
+
+    /// A schedule that cannot be added as given: a bad name, spec, time zone or policy.
+    #[error("schedule {name:?}: {why}")]
+    BadSchedule { name: String, why: String },
+
+    #[error("a dispatcher already runs for this mailbox (pid {pid}, lock {lock}); only one may run at a time")]
+    DispatcherRunning { pid: String, lock: PathBuf },
+
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
 
@@ -351,6 +361,10 @@ pub enum ErrorKind {
     SyncFailed,
     /// A command on the brother wrote more than the exec cap.
     OutputTooLarge,
+    /// No schedule by that name, or a schedule spec, time zone or name that is refused.
+    Schedule,
+    /// A dispatcher already runs for this mailbox.
+    DispatcherRunning,
     /// Another process changed the task first (optimistic locking).
     Conflict,
     /// The mailbox could not be read or written (or is of a newer schema).
@@ -402,6 +416,8 @@ impl ErrorKind {
             ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
+            ErrorKind::Schedule => "schedule",
+            ErrorKind::DispatcherRunning => "dispatcher_running",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Mailbox => "mailbox",
         }
@@ -454,6 +470,8 @@ impl Error {
             Error::NotResumable { .. } => ErrorKind::NotResumable,
             Error::SyncFailed { .. } => ErrorKind::SyncFailed,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::UnknownSchedule { .. } | Error::BadSchedule { .. } => ErrorKind::Schedule,
+            Error::DispatcherRunning { .. } => ErrorKind::DispatcherRunning,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => ErrorKind::Mailbox,
         }

@@ -27,6 +27,8 @@ mod feed;
 mod freshness;
 mod lifecycle;
 mod queue;
+// Recurring tasks: definitions, slot claims, misfires.
+pub mod schedules;
 // Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
 #[cfg(test)]
@@ -49,6 +51,8 @@ const STEPS: &[&str] = &[
     include_str!("migrations/006_host_syncs.sql"),
     include_str!("migrations/007_settings.sql"),
     include_str!("migrations/008_board.sql"),
+    // Steps 009-011 are other branches' (merged in file-number order).
+    include_str!("migrations/012_schedules.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";

@@ -4,10 +4,12 @@
 
 pub mod board;
 pub mod control;
+pub mod dispatch;
 pub mod doctor;
 pub mod launch;
 pub mod reopen;
 pub mod say;
+pub mod schedule;
 pub mod settings;
 pub mod sync;
 pub mod write_scope;
