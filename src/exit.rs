@@ -83,6 +83,13 @@ pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// arguments naming a flag delegate owns); nothing was recorded or sent.
 pub const SETTING_REFUSED: u8 = 33;
 
+/// `schedule`: no schedule by that name, or a schedule's name, spec (--at, --every,
+/// --weekdays, --cron) or --tz is refused; nothing was changed.
+pub const SCHEDULE: u8 = 41;
+/// `dispatch`: another dispatcher already runs for this mailbox (its pid is named); this one
+/// did nothing.
+pub const DISPATCHER_RUNNING: u8 = 42;
+
 /// The launch script stopped on an unexpected error before starting anything (bash's
 /// message is in the reason).
 pub const LAUNCH_SCRIPT_ERROR: u8 = remote::LAUNCH_SCRIPT_ERROR as u8;
@@ -134,6 +141,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::NotStartable => NOT_STARTABLE,
         K::StaleVersion => STALE_VERSION,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
+        K::Schedule => SCHEDULE,
+        K::DispatcherRunning => DISPATCHER_RUNNING,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,
     })

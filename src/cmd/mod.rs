@@ -5,6 +5,7 @@ mod board;
 mod brothers;
 mod cancel;
 mod comment;
+mod dispatch;
 mod doctor;
 mod hosts;
 mod list;
@@ -19,6 +20,8 @@ mod reopen;
 mod review;
 mod run;
 mod say;
+mod schedule;
+mod service;
 mod show;
 mod start;
 mod status;
@@ -78,6 +81,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Warm(c) => warm::run(config, c),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
+        Command::Schedule(c) => schedule::run(config, c),
+        Command::Dispatch(args) => dispatch::run(config, args),
+        Command::Service(c) => service::run(config, c),
     }?;
     Ok(crate::exit::OK)
 }

@@ -125,8 +125,8 @@ pub mod names;
 pub mod ops;
 pub mod paths;
 pub mod remote;
-pub mod schedule;
 pub mod sanitize;
+pub mod schedule;
 pub mod task;
 pub mod transport;
 

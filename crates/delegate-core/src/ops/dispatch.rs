@@ -43,12 +43,7 @@ impl Delegate {
     pub async fn dispatch_tick(&mut self, now: Timestamp) -> Result<Tick> {
         let synced = if self.has_work_in_flight()? { Some(self.sync(None).await?) } else { None };
         let fired = self.fire_due(now).await?;
-        Ok(Tick {
-            synced,
-            fired,
-            busy: self.has_work_in_flight()?,
-            next_due: self.next_due()?.map(|t| t.to_string()),
-        })
+        Ok(Tick { synced, fired, busy: self.has_work_in_flight()?, next_due: self.next_due()?.map(|t| t.to_string()) })
     }
 }
 
@@ -85,5 +80,19 @@ impl DispatchLock {
         file.rewind().map_err(|e| Error::io(&path, e))?;
         writeln!(file, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
         Ok(DispatchLock { _file: file, path })
+    }
+
+    /// The pid of the dispatcher holding the lock for `data_dir`, if one does (a probe that
+    /// takes and drops a shared lock, writing nothing).
+    pub fn holder(data_dir: &Path) -> Option<String> {
+        use std::io::Read;
+        let mut file = File::open(data_dir.join(LOCK_FILE)).ok()?;
+        // SAFETY: flock on a descriptor we own; the lock goes when `file` is dropped.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return None;
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        Some(pid.chars().filter(char::is_ascii_digit).take(10).collect())
     }
 }

@@ -67,6 +67,8 @@ impl Delegate {
     /// Adds a schedule after checking its name, spec, zone, brother, profile and prompt. The
     /// first slot is the first after `now`.
     pub fn add_schedule(&mut self, req: ScheduleRequest, now: Timestamp) -> Result<ScheduleView> {
+        // Whole seconds: `every` slots then fall on whole seconds too.
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
         crate::names::ScheduleName::new(&req.name).map_err(|e| bad(&req.name, e.to_string()))?;
         let spec = Spec::parse(&req.spec).map_err(|e| bad(&req.name, e))?;
         let tz_name = req.tz.clone().unwrap_or_else(local_zone_name);
@@ -178,7 +180,8 @@ impl Delegate {
 
     /// Launches the task of one claimed firing and records what it became.
     async fn fire(&mut self, name: &str, slot: String) -> Fired {
-        let mut out = Fired { schedule: name.to_string(), slot: slot.clone(), task_id: None, status: None, error: None };
+        let mut out =
+            Fired { schedule: name.to_string(), slot: slot.clone(), task_id: None, status: None, error: None };
         let request = self.store().schedule(name).and_then(|row| {
             let prompt = self.store().schedule_prompt(name)?;
             Ok(LaunchRequest {

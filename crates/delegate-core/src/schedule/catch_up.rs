@@ -109,7 +109,10 @@ pub fn plan(
     let (fire, give_up): (Vec<Timestamp>, Vec<Timestamp>) = match policy {
         CatchUp::Skip => {
             let newest_on_time = due.iter().rev().find(|s| on_time(s)).copied();
-            (newest_on_time.into_iter().collect(), due.iter().filter(|s| Some(**s) != newest_on_time).copied().collect())
+            (
+                newest_on_time.into_iter().collect(),
+                due.iter().filter(|s| Some(**s) != newest_on_time).copied().collect(),
+            )
         }
         CatchUp::Once => {
             let (newest, older) = due.split_last().expect("not empty");

@@ -84,9 +84,9 @@ impl Cron {
 
     /// The (hour, minute) pairs it fires at on a matching day, in order.
     pub fn times(&self) -> impl Iterator<Item = (i8, i8)> + '_ {
-        (0..24i8).filter(|h| self.hours & (1 << h) != 0).flat_map(move |h| {
-            (0..60i8).filter(move |m| self.minutes & (1u64 << m) != 0).map(move |m| (h, m))
-        })
+        (0..24i8)
+            .filter(|h| self.hours & (1 << h) != 0)
+            .flat_map(move |h| (0..60i8).filter(move |m| self.minutes & (1u64 << m) != 0).map(move |m| (h, m)))
     }
 }
 

@@ -20,7 +20,7 @@ pub mod cron;
 use std::fmt;
 use std::time::Duration;
 
-use jiff::Timestamp;
+pub use jiff::Timestamp;
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 

@@ -102,7 +102,8 @@ fn catch_up_policies_after_a_simulated_sleep() {
     let mut fired = Vec::new();
     let mut missed = 0;
     for _ in 0..100 {
-        let p = catch_up::plan(&Spec::parse("every 1h").unwrap(), &TimeZone::UTC, ts(ANCHOR), decided, now, CatchUp::All);
+        let p =
+            catch_up::plan(&Spec::parse("every 1h").unwrap(), &TimeZone::UTC, ts(ANCHOR), decided, now, CatchUp::All);
         assert!(p.fire.len() <= ALL_PER_TICK, "{p:?}");
         missed += p.missed.map_or(0, |m| m.count);
         fired.extend(p.fire);
