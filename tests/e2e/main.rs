@@ -33,6 +33,7 @@ mod results;
 mod route;
 mod rows;
 mod say;
+mod schedules;
 mod shell;
 mod ssh_errors;
 mod stale;
