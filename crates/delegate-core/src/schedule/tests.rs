@@ -167,7 +167,22 @@ proptest! {
         h in 0i8..24,
         m in prop::sample::select(&[0i8, 15, 30, 45][..]),
         secs in 1_577_836_800i64..1_893_456_000, // 2020 to 2030
+        near_change in any::<bool>(),
+        before_change in 0i64..36 * 3600,
+        around in -6i64..6,
     ) {
+        let tz = time_zone(zone).unwrap();
+        let (mut h, mut m, mut secs) = (h, m, secs);
+        if near_change {
+            // Most draws would never meet a DST change: half of them are steered onto one,
+            // the slot a wall-clock time within 90 minutes of it, the clock before it.
+            if let Some(change) = tz.following(Timestamp::from_second(secs).unwrap()).next() {
+                let t = change.timestamp().as_second();
+                let local = Timestamp::from_second(t + around * 15 * 60).unwrap().to_zoned(tz.clone());
+                (h, m) = (local.hour(), local.minute() / 15 * 15);
+                secs = t - before_change;
+            }
+        }
         let tz = time_zone(zone).unwrap();
         let spec = Spec::Daily(jiff::civil::Time::new(h, m, 0, 0).unwrap());
         let after = Timestamp::from_second(secs).unwrap();
