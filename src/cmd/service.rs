@@ -30,7 +30,8 @@ enum Kind {
 struct Status {
     kind: Kind,
     installed: bool,
-    /// systemd: the unit is active. crontab: a dispatcher holds the lock now.
+    /// systemd: the unit is active. crontab: installed, and a dispatcher holds the lock now
+    /// or started within the last three minutes (cron starts one every minute).
     running: bool,
     /// The pid of the dispatcher holding the mailbox's lock, if one does.
     dispatcher_pid: Option<String>,
@@ -357,7 +358,15 @@ fn status(kind: Kind, unit: &Path, mailbox: &str, data_dir: &Path) -> Result<Sta
                 .skip(1)
                 .collect::<Vec<_>>()
                 .join("\n");
-            Status { kind, installed, running: dispatcher_pid.is_some(), dispatcher_pid, last_started, detail: block }
+            // cron starts a one-tick dispatcher every minute: it runs if one holds the lock
+            // now or one started within the last three minutes.
+            let recent = std::fs::metadata(data_dir.join(LOCK_FILE))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < Duration::from_secs(180));
+            let running = dispatcher_pid.is_some() || (installed && recent);
+            Status { kind, installed, running, dispatcher_pid, last_started, detail: block }
         }
     })
 }

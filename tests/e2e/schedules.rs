@@ -317,6 +317,7 @@ fn service_install_on_a_real_crontab_keeps_other_lines_and_its_line_runs_a_dispa
     assert!(tick.contains("dispatch") && tick.contains("--once"), "{tick}");
     let status = env.run_with_env(&["service", "status", "--json"], &vars).ok().json();
     assert_eq!((status["kind"].as_str(), status["installed"].as_bool()), (Some("crontab"), Some(true)), "{status}");
+    assert_eq!(status["running"], false, "no tick has run yet: {status}");
 
     // The line as cron would run it (sh -c, cron's sparse environment): one dispatcher tick
     // for this mailbox, its output in the mailbox's dispatch.log.
@@ -331,6 +332,8 @@ fn service_install_on_a_real_crontab_keeps_other_lines_and_its_line_runs_a_dispa
     assert!(ran.status.success(), "{ran:?}");
     assert!(env.data.join("dispatch.lock").exists(), "the tick ran for this mailbox");
     assert!(env.data.join("dispatch.log").exists());
+    let status = env.run_with_env(&["service", "status", "--json"], &vars).ok().json();
+    assert_eq!(status["running"], true, "a tick ran just now: {status}");
 
     env.run_with_env(&["service", "uninstall"], &vars).ok();
     assert_eq!(crontab_of(&crontab), others, "uninstall removed only its own block");

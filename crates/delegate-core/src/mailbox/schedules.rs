@@ -111,6 +111,25 @@ fn clip(s: &str) -> String {
     crate::sanitize::clean_line(s, MAX_REASON)
 }
 
+/// The one place a [`MISFIRE`] is recorded, in the caller's transaction (so it is never lost
+/// when the slot's decision is committed). Notifications of misfires hook in here.
+fn record_misfire(
+    tx: &rusqlite::Connection,
+    name: &str,
+    first: &str,
+    last: &str,
+    count: usize,
+    reason: &str,
+    at: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO schedule_events (schedule, kind, first_slot, last_slot, count, reason, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![name, MISFIRE, first, last, count as i64, reason, at],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// Records a new schedule; its first slot is the first after `now`.
     pub fn add_schedule(&mut self, s: &NewSchedule) -> Result<ScheduleRow> {
@@ -153,13 +172,14 @@ impl Store {
             .ok_or_else(|| unknown(&self.conn, name))
     }
 
-    /// Removes a schedule and its firing records (the tasks it started stay).
+    /// Removes a schedule, its firing records and its events (the tasks it started stay).
     pub fn remove_schedule(&mut self, name: &str) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if tx.execute("DELETE FROM schedules WHERE name = ?1", [name])? == 0 {
             return Err(unknown(&tx, name));
         }
         tx.execute("DELETE FROM schedule_firings WHERE schedule = ?1", [name])?;
+        tx.execute("DELETE FROM schedule_events WHERE schedule = ?1", [name])?;
         tx.commit()?;
         Ok(())
     }
@@ -225,11 +245,7 @@ impl Store {
                 "{} slot(s) from {} to {} passed while no dispatcher ran; catch-up policy {} gave them up",
                 m.count, m.first, m.last, s.catch_up
             );
-            tx.execute(
-                "INSERT INTO schedule_events (schedule, kind, first_slot, last_slot, count, reason, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![name, MISFIRE, m.first.to_string(), m.last.to_string(), m.count as i64, reason, at],
-            )?;
+            record_misfire(&tx, name, &m.first.to_string(), &m.last.to_string(), m.count, &reason, &at)?;
         }
         tx.execute(
             "UPDATE schedules SET decided_until = ?2 WHERE name = ?1",
@@ -274,11 +290,8 @@ impl Store {
                     "UPDATE schedule_firings SET state = 'failed', reason = ?3 WHERE schedule = ?1 AND slot = ?2",
                     params![name, slot, why],
                 )?;
-                tx.execute(
-                    "INSERT INTO schedule_events (schedule, kind, first_slot, last_slot, count, reason, at)
-                     VALUES (?1, ?2, ?3, ?3, 1, ?4, ?5)",
-                    params![name, MISFIRE, slot, format!("the firing could not start a task: {why}"), at],
-                )?;
+                let reason = format!("the firing could not start a task: {why}");
+                record_misfire(&tx, name, slot, slot, 1, &reason, &at)?;
             }
         }
         tx.commit()?;
