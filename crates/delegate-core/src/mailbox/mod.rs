@@ -229,6 +229,12 @@ impl Store {
         &self.path
     }
 
+    /// The raw connection, for tests that plant states no command writes.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Six hex digits naming this mailbox on remote hosts.
     pub fn mailbox_id(&self) -> &str {
         &self.mailbox_id

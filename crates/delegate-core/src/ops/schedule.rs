@@ -154,7 +154,24 @@ impl Delegate {
                 let (spec, tz, anchor, decided) = parsed(s)?;
                 let policy: CatchUp = s.catch_up.parse()?;
                 Ok(catch_up::plan(&spec, &tz, anchor, decided, now, policy))
-            })?;
+            });
+            // One schedule this build cannot read (stored by a newer one) must not stop the
+            // others: it is reported with the tick's firings instead.
+            let claimed = match claimed {
+                Ok(c) => c,
+                Err(e @ Error::BadSchedule { .. }) => {
+                    let error = Some(e.to_string());
+                    fired.push(Fired {
+                        schedule: row.name.clone(),
+                        slot: String::new(),
+                        task_id: None,
+                        status: None,
+                        error,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for slot in claimed {
                 fired.push(self.fire(&row.name, slot.to_string()).await);
             }
@@ -218,5 +235,57 @@ impl Delegate {
             out.error.get_or_insert_with(|| format!("recording the firing: {e}"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_schedule_this_build_cannot_read_is_reported_and_the_others_still_fire() {
+        let dir = std::env::temp_dir().join(format!("dlg-sched-ops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        // A brother on a host nobody listens on: the firing's launch fails fast, as a task.
+        std::fs::write(
+            &config,
+            "[hosts.h]\naddress = \"127.0.0.1\"\nport = 1\n[brothers.oppy]\nhost = \"h\"\nworkdir = \"/tmp\"\n",
+        )
+        .unwrap();
+        let mut d = Delegate::open(crate::Paths {
+            config_file: config,
+            data_dir: dir.join("data"),
+            home: dir.clone(),
+            local_user: "tester".into(),
+            ssh_config: dir.join("ssh_config"),
+            agent_socket: None,
+        })
+        .unwrap();
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        for name in ["a-newer", "b-fine"] {
+            let req = ScheduleRequest {
+                name: name.into(),
+                spec: "every 1h".into(),
+                tz: Some("UTC".into()),
+                brother: "oppy".into(),
+                profile: None,
+                catch_up: CatchUp::Skip,
+                prompt: b"hourly".to_vec(),
+                author: None,
+            };
+            d.add_schedule(req, t0).unwrap();
+        }
+        d.store()
+            .conn_for_tests()
+            .execute("UPDATE schedules SET spec = 'fortnightly 3' WHERE name = 'a-newer'", [])
+            .unwrap();
+        let fired = d.fire_due("2026-01-01T01:01:00Z".parse().unwrap()).await.unwrap();
+        assert_eq!(fired.len(), 2, "{fired:?}");
+        assert!(fired[0].error.as_deref().unwrap().contains("unknown schedule kind"), "{fired:?}");
+        assert_eq!((fired[1].schedule.as_str(), fired[1].slot.as_str()), ("b-fine", "2026-01-01T01:00:00Z"));
+        assert!(fired[1].task_id.is_some(), "the other schedule fired a task: {fired:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
