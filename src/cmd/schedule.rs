@@ -113,6 +113,11 @@ fn print_line(s: &ScheduleView) {
 }
 
 pub(crate) fn print_fired(f: &Fired) {
+    if f.slot.is_empty() {
+        // Not a firing: a schedule the tick could not read.
+        println!("schedule {} skipped: {}", f.schedule, safe(f.error.as_deref().unwrap_or("unknown")));
+        return;
+    }
     match (f.task_id, &f.error) {
         (Some(id), None) => {
             println!("schedule {} fired (slot {}): task {id} {}", f.schedule, f.slot, f.status.as_deref().unwrap_or(""))
