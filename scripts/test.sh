@@ -34,7 +34,8 @@ have_sudo() {
 }
 
 # --- system packages --------------------------------------------------------
-packages=(tmux openssh-server openssh-client bubblewrap socat shellcheck)
+# cron: `delegate service` falls back to a crontab line; its test edits a test user's crontab.
+packages=(tmux openssh-server openssh-client bubblewrap socat shellcheck cron)
 missing=()
 for pkg in "${packages[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"

@@ -95,8 +95,145 @@ pub enum Command {
     /// Manage brothers in the inventory
     #[command(subcommand)]
     Brothers(BrothersCommand),
+    /// Recurring tasks: each firing is an ordinary task on a brother
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Keep the mailbox moving with nobody at the keyboard: sync tasks in flight (which
+    /// starts queued ones as slots free up) and fire due schedules
+    Dispatch(DispatchArgs),
+    /// Run the dispatcher as a per-user service (systemd user unit, else a crontab line)
+    #[command(subcommand)]
+    Service(ServiceCommand),
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Add a schedule: when (--at, --every, --weekdays or --cron), where (--brother) and what
+    Add(Box<ScheduleAddArgs>),
+    /// Schedules with their next and last fire times
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule (the tasks it started stay)
+    Rm { name: String },
+    /// A schedule's firings and their tasks, and its misfires, newest first
+    Logs {
+        name: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fire a schedule now, outside its times (paused or not)
+    Run {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop firing until resumed (slots passed meanwhile never fire)
+    Pause { name: String },
+    /// Fire again from the next slot on
+    Resume { name: String },
+}
+
+/// When a schedule fires: exactly one of these.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct When {
+    /// Every day at HH:MM (24-hour, in --tz)
+    #[arg(long, value_name = "HH:MM")]
+    pub at: Option<String>,
+    /// Monday to Friday at HH:MM
+    #[arg(long, value_name = "HH:MM")]
+    pub weekdays: Option<String>,
+    /// At fixed intervals from now: 30m, 2h, 1d (whole minutes, 1m to 366d)
+    #[arg(long, value_name = "INTERVAL")]
+    pub every: Option<String>,
+    /// A 5-field cron expression: "minute hour day-of-month month day-of-week"
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+}
+
+impl When {
+    /// The spec as the library reads it (`at 09:00`, `every 2h`, ...).
+    pub fn spec(&self) -> String {
+        match (&self.at, &self.weekdays, &self.every, &self.cron) {
+            (Some(t), ..) => format!("at {t}"),
+            (_, Some(t), ..) => format!("weekdays {t}"),
+            (_, _, Some(d), _) => format!("every {d}"),
+            (.., Some(c)) => format!("cron {c}"),
+            _ => unreachable!("clap requires one"),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleAddArgs {
+    /// The schedule's name: letters, digits, '-' and '_'
+    pub name: String,
+    #[command(flatten)]
+    pub when: When,
+    /// The brother each firing runs on
+    #[arg(long)]
+    pub brother: String,
+    /// A worker profile from the inventory for its tasks
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Slots missed while no dispatcher ran: skip (default), once (the newest), all (each,
+    /// a few per tick, at most 24)
+    #[arg(long, default_value = "skip")]
+    pub catch_up: delegate_core::schedule::CatchUp,
+    /// Time zone of --at/--weekdays/--cron (tz database name, e.g. Europe/Berlin; default
+    /// this machine's)
+    #[arg(long, value_name = "AREA/CITY")]
+    pub tz: Option<String>,
+    #[command(flatten)]
+    pub text: PromptArgs,
+    #[command(flatten)]
+    pub who: Author,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DispatchArgs {
+    /// How often tasks in flight are synced (and the mailbox re-read for new work)
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// One tick, then exit (for cron)
+    #[arg(long)]
+    pub once: bool,
+    /// One JSON line per tick that did something
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Install and start the dispatcher for this mailbox (replacing an earlier install)
+    Install {
+        /// The dispatcher's --interval (systemd; cron ticks once a minute)
+        #[arg(long, default_value = "30s", value_parser = parse_interval)]
+        interval: Duration,
+    },
+    /// Stop and remove it (other crontab lines are left as they are)
+    Uninstall,
+    /// Which kind is installed, and whether a dispatcher runs
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|_| format!("{s:?} is not an interval: write e.g. 30s or 2m"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("interval {s:?} must be from 1s to 24h"));
+    }
+    Ok(d)
 }
 
 /// The arguments of `run`, also parsed on their own for the short form.

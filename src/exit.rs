@@ -96,6 +96,12 @@ pub const SETTING_REFUSED: u8 = 33;
 pub const OVER_DAILY_CAP: u8 = 36;
 /// `run --environment`: no brother in the environment has room under its caps now.
 pub const NO_ROOM_IN_ENVIRONMENT: u8 = 37;
+/// `schedule`: no schedule by that name, or a schedule's name, spec (--at, --every,
+/// --weekdays, --cron) or --tz is refused; nothing was changed.
+pub const SCHEDULE: u8 = 41;
+/// `dispatch`: another dispatcher already runs for this mailbox (its pid is named); this one
+/// did nothing.
+pub const DISPATCHER_RUNNING: u8 = 42;
 
 /// The launch script stopped on an unexpected error before starting anything (bash's
 /// message is in the reason).
@@ -160,6 +166,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::StaleVersion => STALE_VERSION,
         K::RoleRefused => ROLE_REFUSED,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
+        K::Schedule => SCHEDULE,
+        K::DispatcherRunning => DISPATCHER_RUNNING,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,
     })

@@ -7,7 +7,9 @@
 //! - ssh: `~/.ssh/config`, and the agent at `SSH_AUTH_SOCK`
 //! - `DELEGATE_AGENT_ID`: who is asking, when `--as` (MCP: `as`) names nobody
 //! - `DELEGATE_LAUNCH_GRACE` (e.g. `30s`): how long sync leaves an unconfirmed launch alone
-//! - debug (test) builds only: `DELEGATE_TEST_STOP_AT=<phase>` stops the process at that
+//! - debug (test) builds only: `DELEGATE_TEST_NOW` (the schedules' clock),
+//!   `DELEGATE_TEST_CRONTAB` and `DELEGATE_TEST_SERVICE` (`delegate service`'s crontab program
+//!   and kind); `DELEGATE_TEST_STOP_AT=<phase>` stops the process at that
 //!   phase of a launch (see [`stop_at`]), so tests can kill it at an exact point
 
 use std::ffi::OsString;
@@ -83,6 +85,20 @@ pub fn stop_at() -> Option<StopAt> {
         file: var("DELEGATE_TEST_STOP_FILE").map(PathBuf::from),
         resume: var("DELEGATE_TEST_RESUME_FILE").map(PathBuf::from),
     })
+}
+
+/// A variable tests set to steer this build (debug builds only; release builds ignore it).
+pub fn test_var(name: &str) -> Option<String> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    var(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// The clock schedules are decided by: now, or in debug builds `DELEGATE_TEST_NOW` (an RFC
+/// 3339 time), so tests step it without sleeping.
+pub fn now() -> delegate_core::schedule::Timestamp {
+    test_var("DELEGATE_TEST_NOW").and_then(|t| t.parse().ok()).unwrap_or_else(delegate_core::schedule::Timestamp::now)
 }
 
 /// See [`stop_at`].

@@ -7,6 +7,7 @@ mod brothers;
 mod cancel;
 mod comment;
 mod delete;
+mod dispatch;
 mod doctor;
 mod hosts;
 mod inbox;
@@ -22,6 +23,8 @@ mod reopen;
 mod review;
 mod run;
 mod say;
+mod schedule;
+mod service;
 mod show;
 mod start;
 mod status;
@@ -84,6 +87,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Warm(c) => warm::run(config, c),
         Command::Hosts(c) => hosts::run(config, c),
         Command::Brothers(c) => brothers::run(config, c),
+        Command::Schedule(c) => schedule::run(config, c),
+        Command::Dispatch(args) => dispatch::run(config, args),
+        Command::Service(c) => service::run(config, c),
     }?;
     Ok(crate::exit::OK)
 }

@@ -39,6 +39,7 @@ mod roles;
 mod route;
 mod rows;
 mod say;
+mod schedules;
 mod shell;
 mod ssh_errors;
 mod stale;

@@ -277,6 +277,15 @@ pub enum Error {
          `delegate reopen {task}`"
     )]
     NothingToAnswer { task: i64, status: String },
+    #[error("no schedule named {name:?}; schedules: {} (`delegate schedule list`)", list_or_none(.known))]
+    UnknownSchedule { name: String, known: Vec<String> },
+
+    /// A schedule that cannot be added as given: a bad name, spec, time zone or policy.
+    #[error("schedule {name:?}: {why}")]
+    BadSchedule { name: String, why: String },
+
+    #[error("a dispatcher already runs for this mailbox (pid {pid}, lock {lock}); only one may run at a time")]
+    DispatcherRunning { pid: String, lock: PathBuf },
 
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
@@ -403,6 +412,10 @@ pub enum ErrorKind {
     SyncFailed,
     /// A command on the brother wrote more than the exec cap.
     OutputTooLarge,
+    /// No schedule by that name, or a schedule spec, time zone or name that is refused.
+    Schedule,
+    /// A dispatcher already runs for this mailbox.
+    DispatcherRunning,
     /// Another process changed the task first (optimistic locking).
     Conflict,
     /// The asker's role does not allow the change.
@@ -461,6 +474,8 @@ impl ErrorKind {
             ErrorKind::CancelledWhileLaunching => "cancelled_while_launching",
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
+            ErrorKind::Schedule => "schedule",
+            ErrorKind::DispatcherRunning => "dispatcher_running",
             ErrorKind::Conflict => "conflict",
             ErrorKind::RoleRefused => "role_refused",
 
@@ -519,6 +534,8 @@ impl Error {
             Error::NotResumable { .. } => ErrorKind::NotResumable,
             Error::SyncFailed { .. } => ErrorKind::SyncFailed,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::UnknownSchedule { .. } | Error::BadSchedule { .. } => ErrorKind::Schedule,
+            Error::DispatcherRunning { .. } => ErrorKind::DispatcherRunning,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::RoleRefused { .. } => ErrorKind::RoleRefused,
             Error::DeleteInFlight { .. } => ErrorKind::RunActive,

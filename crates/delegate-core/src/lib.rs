@@ -26,6 +26,8 @@
 //! | [`cancel`](Delegate::cancel) | stop the agent on its brother and record `cancelled` |
 //! | [`wait`](Delegate::wait) | sync until the tasks finish or a timeout passes ([`control::WaitResult`]) |
 //! | [`update`](Delegate::update) | set a status by hand, with a note |
+//! | [`add_schedule`](Delegate::add_schedule), [`fire_due`](Delegate::fire_due) | recurring tasks ([`schedule`]): each due slot claimed once in the mailbox, then launched as an ordinary task |
+//! | [`dispatch_tick`](Delegate::dispatch_tick) | one tick of the background dispatcher: sync while work is in flight, fire due schedules ([`ops::dispatch`]) |
 //! | [`doctor`](Delegate::doctor) | check everything a launch needs on each brother, changing nothing ([`doctor::BrotherReport`]) |
 //!
 //! The async methods need a tokio runtime with I/O and timers enabled (`enable_all`, or
@@ -109,7 +111,8 @@
 //! Beside them: [`delegate`] ([`Delegate`], the entry type that owns the pieces), [`task`]
 //! (plain data: [`Task`], [`Run`], [`TaskStatus`], [`Sandbox`]), [`column`](mod@column) (the board's
 //! columns and how a task's state places it), [`names`] (validated names,
-//! safe in paths and tmux) and [`error`].
+//! safe in paths and tmux), [`schedule`] (when recurring tasks fire: specs, time zones, DST, catch-up)
+//! and [`error`].
 
 // Errors here are rare and carry the facts a reader needs (fingerprints, files, lines);
 // their size on the cold path matters less than keeping them plain.
@@ -127,6 +130,7 @@ pub mod paths;
 pub mod remote;
 pub mod roles;
 pub mod sanitize;
+pub mod schedule;
 pub mod task;
 pub mod transport;
 

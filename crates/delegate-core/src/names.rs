@@ -87,6 +87,13 @@ inventory_name!(
     "agent"
 );
 
+inventory_name!(
+    /// The name of a schedule (`triage-daily`): the same rules, since it appears in
+    /// commands, task authors and crontab-free logs alike.
+    ScheduleName,
+    "schedule"
+);
+
 /// A tmux session name we generated: `dlg-<mailbox>-<task>-<run>`, only `[a-z0-9-]`.
 ///
 /// The mailbox part keeps two mailboxes that share a host (two leads, two machines) from

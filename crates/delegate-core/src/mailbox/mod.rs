@@ -29,6 +29,8 @@ mod freshness;
 pub mod inbox;
 mod lifecycle;
 mod queue;
+// Recurring tasks: definitions, slot claims, misfires.
+pub mod schedules;
 // Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
 // Daily spend caps per brother and host, from what the streams reported today.
@@ -55,6 +57,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/007_settings.sql"),
     include_str!("migrations/008_board.sql"),
     include_str!("migrations/010_roles.sql"),
+    include_str!("migrations/012_schedules.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -229,6 +232,12 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The raw connection, for tests that plant states no command writes.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
     }
 
     /// Six hex digits naming this mailbox on remote hosts.

@@ -4,6 +4,7 @@
 
 pub mod board;
 pub mod control;
+pub mod dispatch;
 pub mod doctor;
 pub mod inbox;
 pub mod launch;
@@ -11,6 +12,7 @@ pub mod launch;
 pub mod placement;
 pub mod reopen;
 pub mod say;
+pub mod schedule;
 pub mod settings;
 pub mod sync;
 pub mod write_scope;
