@@ -363,3 +363,29 @@ fn service_install_as_a_systemd_user_unit_where_systemd_runs() {
     let status = env.run_with_env(&["service", "status", "--json"], &vars).ok().json();
     assert_eq!(status["installed"], false, "{status}");
 }
+
+#[test]
+fn under_roles_a_schedule_is_added_by_a_manager_and_fires_with_its_adders_role() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    env.config_append("\n[roles]\nalice = \"manager\"\n\"*\" = \"observer\"\n");
+    let add = |who: &str| {
+        let mut c = env.command();
+        c.args(["schedule", "add", "nightly", "--at", "03:00", "--brother", "oppy", "--as", who, "tidy up"]);
+        c.output().unwrap()
+    };
+    // An observer may not add what would launch agents: refused, nothing stored.
+    let refused = add("eve");
+    assert_eq!(refused.status.code(), Some(38), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("manager"), "{refused:?}");
+    let list = env.run(&["schedule", "list", "--json"]).ok().json();
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+
+    // A manager's schedule fires (here: run now) although `schedule:nightly` is named in no
+    // [roles] line: it acts with alice's role.
+    assert!(add("alice").status.success());
+    let fired = env.run(&["schedule", "run", "nightly", "--json"]).ok().json();
+    let id = fired["task_id"].as_i64().unwrap_or_else(|| panic!("{fired}"));
+    let done = crate::support::wait_done(&env, id);
+    assert_eq!(done["status"], "completed", "{done}");
+}

@@ -81,7 +81,10 @@ impl Delegate {
             self.inventory().profile(p)?;
         }
         check_prompt(&req.prompt)?;
-        let author = req.author.clone().unwrap_or_else(|| self.paths().local_user.clone());
+        let author = self.identity(req.author.as_deref());
+        // Its firings launch with the adder's role ([`Delegate::authorize`]), so adding one
+        // needs what launching needs.
+        self.authorize(&author, crate::roles::Action::Launch, None)?;
         let row = self.store_mut().add_schedule(&NewSchedule {
             name: &req.name,
             spec: &spec.to_string(),
@@ -205,7 +208,7 @@ impl Delegate {
                 brother: row.brother,
                 prompt,
                 profile: row.profile,
-                author: Some(format!("schedule:{name}")),
+                author: Some(format!("{}{name}", crate::roles::SCHEDULE_AUTHOR)),
                 ..Default::default()
             })
         });
