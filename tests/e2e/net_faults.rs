@@ -287,7 +287,17 @@ fn f4_cut_during_launch_is_never_launched_and_reconciles_to_one_session() {
         let mine = live.iter().filter(|s| *s == session).count();
         assert!(mine <= 1, "cut {cut}: two sessions for task {id}: {live:?}");
         match status {
-            "running" | "launched" => assert_eq!(mine, 1, "cut {cut}: task {id} {status} without its session"),
+            // Its agent may have finished between the sync and the session listing (a loaded
+            // machine): then the next sync must say so; a task left running is the bug.
+            "running" | "launched" if mine == 0 => {
+                timed(&env, &["sync"]).ok();
+                let again = show(&env, *id);
+                assert!(
+                    matches!(status_of(&again), "completed" | "failed" | "lost"),
+                    "cut {cut}: task {id} {status} without its session: {again}"
+                );
+            }
+            "running" | "launched" => {}
             "completed" | "failed" | "lost" => {}
             _ => panic!("cut {cut}: task {id} not reconciled: {shown}"),
         }
