@@ -77,6 +77,10 @@ pub const NOT_STARTABLE: u8 = 35;
 /// `move`: the task changed since the caller read its version; re-read it and decide again.
 pub const STALE_VERSION: u8 = 34;
 
+/// A notification target is misconfigured (`--notify` with no target, a token variable
+/// that is not set), or `notify test` could not deliver to a target.
+pub const NOTIFY: u8 = 43;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -135,6 +139,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::StaleVersion => STALE_VERSION,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Conflict | K::Mailbox => MAILBOX,
+        K::Notify => NOTIFY,
         _ => FAILURE,
     })
 }

@@ -5,6 +5,7 @@
 //!   else `~/.config/delegate/config.toml`
 //! - mailbox: `DELEGATE_HOME`, else `$XDG_DATA_HOME/delegate`, else `~/.local/share/delegate`
 //! - ssh: `~/.ssh/config`, and the agent at `SSH_AUTH_SOCK`
+//! - a webhook's token variable (`webhook_token_env`), read when a notification is sent
 //! - `DELEGATE_LAUNCH_GRACE` (e.g. `30s`): how long sync leaves an unconfirmed launch alone
 //! - debug (test) builds only: `DELEGATE_TEST_STOP_AT=<phase>` stops the process at that
 //!   phase of a launch (see [`stop_at`]), so tests can kill it at an exact point
@@ -17,6 +18,12 @@ use delegate_core::Paths;
 
 fn var(name: &str) -> Option<OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// Webhook tokens named by `webhook_token_env` are read from delegate's own environment,
+/// when a notification is sent (never stored).
+pub fn env_lookup() -> delegate_core::notify::deliver::EnvLookup {
+    std::sync::Arc::new(|name: &str| std::env::var(name).ok())
 }
 
 pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {

@@ -25,6 +25,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 environment: a.environment,
                 env_file: a.env_file,
                 default_profile: a.default_profile,
+                notify: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

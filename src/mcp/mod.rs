@@ -299,6 +299,7 @@ impl DelegateServer {
                 extra_args: None,
                 priority: None,
                 parent: None,
+                notify: Default::default(),
             })
             .collect();
         let results = d.launch_many(reqs).await;
@@ -592,7 +593,8 @@ impl DelegateServer {
         let stamp = std::fs::metadata(&self.paths.config_file).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
         if st.delegate.is_none() || st.stamp != stamp {
             match Delegate::open((*self.paths).clone()) {
-                Ok(d) => {
+                Ok(mut d) => {
+                    d.set_env_lookup(crate::paths::env_lookup());
                     st.delegate = Some(d);
                     st.stamp = stamp;
                 }

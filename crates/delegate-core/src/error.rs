@@ -233,6 +233,14 @@ pub enum Error {
     #[error("task {task} cannot be started: {why}")]
     NotStartable { task: i64, why: String },
 
+    /// A notification target is missing or unusable (`notify test`, `--notify`).
+    #[error("{why}")]
+    NotifyMisconfigured { why: String },
+
+    /// `notify test`: a target did not take the sample notification.
+    #[error("notification test failed: {failures}")]
+    NotifyFailed { failures: String },
+
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
 
@@ -353,6 +361,8 @@ pub enum ErrorKind {
     OutputTooLarge,
     /// Another process changed the task first (optimistic locking).
     Conflict,
+    /// A notification target is misconfigured, or a test delivery failed.
+    Notify,
     /// The mailbox could not be read or written (or is of a newer schema).
     Mailbox,
 }
@@ -403,6 +413,7 @@ impl ErrorKind {
             ErrorKind::SyncFailed => "sync_failed",
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Notify => "notify",
             ErrorKind::Mailbox => "mailbox",
         }
     }
@@ -455,6 +466,7 @@ impl Error {
             Error::SyncFailed { .. } => ErrorKind::SyncFailed,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::NotifyMisconfigured { .. } | Error::NotifyFailed { .. } => ErrorKind::Notify,
             Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => ErrorKind::Mailbox,
         }
     }

@@ -122,6 +122,8 @@ pub mod error;
 pub mod hosts;
 pub mod mailbox;
 pub mod names;
+// Notifications: [notify] settings, task plans, delivery (command, webhook).
+pub mod notify;
 pub mod ops;
 pub mod paths;
 pub mod remote;

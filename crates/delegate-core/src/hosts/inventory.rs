@@ -44,6 +44,9 @@ pub struct Inventory {
     /// `[warm]`: the background process that keeps SSH connections between CLI commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmSettings>,
+    /// `[notify]`: where notifications of finished tasks go (see [`crate::notify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// How long the CLI's warm daemon keeps connections (see `delegate_core::transport::warm`).
@@ -171,6 +174,9 @@ pub struct BrotherEntry {
     /// The profile a launch on this brother uses when it names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
+    /// `[brothers.X.notify]`: overrides `[notify]` key by key for this brother's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -338,6 +344,14 @@ impl Inventory {
                     "brothers.{name}.default_profile = {p:?} is not a profile in this file (profiles: {})",
                     names_or_none(self.profiles.keys())
                 )));
+            }
+        }
+        if let Some(n) = &self.notify {
+            crate::notify::check("notify", n).map_err(bad)?;
+        }
+        for (name, b) in &self.brothers {
+            if let Some(n) = &b.notify {
+                crate::notify::check(&format!("brothers.{name}.notify"), n).map_err(bad)?;
             }
         }
         for (name, p) in &self.profiles {

@@ -26,6 +26,8 @@ pub mod board;
 mod feed;
 mod freshness;
 mod lifecycle;
+// Notification rows: written with state changes, claimed and settled by delivery.
+pub mod notifications;
 mod queue;
 // Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
@@ -49,6 +51,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/006_host_syncs.sql"),
     include_str!("migrations/007_settings.sql"),
     include_str!("migrations/008_board.sql"),
+    include_str!("migrations/013_notify.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -84,6 +87,8 @@ pub struct NewTask<'a> {
     pub priority: Priority,
     /// The task this one is part of; it must exist.
     pub parent: Option<i64>,
+    /// The task's notification plan ([`crate::notify::Plan`] as JSON), if any.
+    pub notify: Option<&'a str>,
 }
 
 /// The first run of a freshly recorded task.
@@ -242,8 +247,8 @@ impl Store {
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
-                                options, settings, priority, parent_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                options, settings, priority, parent_id, notify)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 status.as_str(),
                 t.brother,
@@ -261,7 +266,8 @@ impl Store {
                 serde_json::to_string(t.options).expect("options serialize"),
                 t.settings.to_string(),
                 t.priority.as_str(),
-                t.parent
+                t.parent,
+                t.notify
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -599,6 +605,9 @@ pub(super) fn transition_in(
         "INSERT INTO transitions (task_id, from_status, to_status, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![task_id, from, to.as_str(), reason, now],
     )?;
+    // Here, in the state change's own transaction: a notification is never lost to a
+    // crash between the two, and every path that sets a state passes this way.
+    notifications::enqueue_for_status(tx, task_id, to, reason, now)?;
     Ok(expected_version + 1)
 }
 
@@ -676,6 +685,7 @@ pub(super) mod tests {
             settings: &serde_json::Value::Null,
             priority: Priority::Medium,
             parent: None,
+            notify: None,
         }
     }
 

@@ -96,7 +96,7 @@ impl Delegate {
                 why: format!("no brother is assigned: name one with `delegate start {id} --assign BROTHER`"),
             }
         })?;
-        let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources } =
+        let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources, notify } =
             settings(self, &LaunchRequest { brother: brother.clone(), ..Default::default() })?;
         let address = self.reach(&host_name)?.address();
         let author = author.unwrap_or_else(|| self.paths().local_user.clone());
@@ -115,6 +115,7 @@ impl Delegate {
                 author: &author,
                 options: &options,
                 settings: &sources,
+                notify: notify.as_deref(),
             },
         )?;
         for result in dispatch_queued(self).await? {
