@@ -22,6 +22,7 @@ mod local_disk;
 mod log_canary;
 mod mcp;
 mod net_faults;
+mod notify;
 mod no_forwarding;
 mod pipes;
 mod preflight;
