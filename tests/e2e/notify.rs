@@ -18,8 +18,11 @@ const TOKEN: &str = "e2e-tok-51c0ffee-not-for-the-mailbox";
 fn argv_recorder(dir: &Path) -> (PathBuf, PathBuf) {
     let script = dir.join("record-argv");
     let out = dir.join("argv.bin");
-    std::fs::write(&script, format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> '{}'\n", out.display()))
-        .unwrap();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> '{}'\n", out.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     (script, out)
 }
@@ -118,7 +121,10 @@ fn notify_test_reaches_each_target_and_a_failing_one_is_exit_43() {
     let reqs = server.requests();
     assert_eq!(reqs.len(), 1);
     assert!(reqs[0].json()["text"].as_str().unwrap().contains("delegate notify test"), "{:?}", reqs[0]);
-    assert!(env.run(&["notify", "list", "--json"]).ok().json().as_array().unwrap().is_empty(), "a test records nothing");
+    assert!(
+        env.run(&["notify", "list", "--json"]).ok().json().as_array().unwrap().is_empty(),
+        "a test records nothing"
+    );
 
     server.answer(500);
     let run = env.run(&["notify", "test"]).fails_with(43);

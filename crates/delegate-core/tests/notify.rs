@@ -110,8 +110,7 @@ fn a_webhook_that_was_down_is_retried_after_the_backoff_and_recorded_sent_once()
     let d = dir("retry");
     let port = refused_port();
     let mut store = Store::open(&d).unwrap();
-    let (id, v) =
-        task(&mut store, "s", vec![NotifyEvent::Failed], vec![webhook(format!("http://127.0.0.1:{port}/h"))]);
+    let (id, v) = task(&mut store, "s", vec![NotifyEvent::Failed], vec![webhook(format!("http://127.0.0.1:{port}/h"))]);
     store.transition(id, v, TaskStatus::Failed, Some("exit 3")).unwrap();
     let base = Duration::from_secs(30);
     let t0 = now_ms();
@@ -213,7 +212,10 @@ fn events_the_plan_does_not_want_and_a_cancel_notify_nobody() {
     store.transition(c, vc, TaskStatus::TurnLimit, Some("50 turns")).unwrap();
     let rows = store.notifications(10).unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0].message.task, rows[0].message.event.as_str(), rows[0].message.status.as_str()), (Some(c), "failed", "turn_limit"));
+    assert_eq!(
+        (rows[0].message.task, rows[0].message.event.as_str(), rows[0].message.status.as_str()),
+        (Some(c), "failed", "turn_limit")
+    );
 }
 
 /// A small program that writes each argument it got, NUL-terminated, to `out`.
@@ -221,8 +223,11 @@ fn argv_recorder(d: &std::path::Path) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let script = d.join("record-argv");
     let out = d.join("argv.bin");
-    std::fs::write(&script, format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > '{}'\n", out.display()))
-        .unwrap();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > '{}'\n", out.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     (script, out)
 }

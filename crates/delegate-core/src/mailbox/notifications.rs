@@ -121,17 +121,14 @@ impl Store {
     /// Claims the oldest due notification (pending and due at `now_ms`, or `sending` with
     /// a lease that ran out), counting the attempt; `None` when nothing is due.
     pub fn claim_notification(&mut self, now_ms: i64) -> Result<Option<Notification>> {
+        // Every sync asks; a plain read first keeps the usual answer (nothing due) from
+        // taking the write lock other writers wait on.
+        if due(&self.conn, now_ms)?.is_none() {
+            return Ok(None);
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM notifications
-                 WHERE (state = 'pending' AND next_attempt_at <= ?1) OR (state = 'sending' AND claimed_until <= ?1)
-                 ORDER BY next_attempt_at, id LIMIT 1",
-                [now_ms],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(id) = id else { return Ok(None) };
+        // Again under the lock: another process may have claimed it meanwhile.
+        let Some(id) = due(&tx, now_ms)? else { return Ok(None) };
         tx.execute(
             "UPDATE notifications SET state = 'sending', claimed_until = ?2, attempts = attempts + 1 WHERE id = ?1",
             params![id, now_ms + LEASE_MS],
@@ -154,7 +151,8 @@ impl Store {
                 )?;
             }
             Some(e) => {
-                let attempts: i64 = tx.query_row("SELECT attempts FROM notifications WHERE id = ?1", [id], |r| r.get(0))?;
+                let attempts: i64 =
+                    tx.query_row("SELECT attempts FROM notifications WHERE id = ?1", [id], |r| r.get(0))?;
                 let state = if attempts >= MAX_ATTEMPTS { "failed" } else { "pending" };
                 tx.execute(
                     "UPDATE notifications SET state = ?2, next_attempt_at = ?3, claimed_until = NULL, last_error = ?4
@@ -180,15 +178,27 @@ impl Store {
     }
 }
 
+/// The oldest notification due at `now_ms`: pending and due, or claimed by a process whose
+/// lease ran out.
+fn due(conn: &rusqlite::Connection, now_ms: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM notifications
+             WHERE (state = 'pending' AND next_attempt_at <= ?1) OR (state = 'sending' AND claimed_until <= ?1)
+             ORDER BY next_attempt_at, id LIMIT 1",
+        )?
+        .query_row([now_ms], |r| r.get(0))
+        .optional()?)
+}
+
 const SELECT: &str = "SELECT id, task_id, schedule, event, status, brother, subject, coalesce(reason, ''), target,
                              state, attempts, next_attempt_at, last_error, created_at, sent_at
                       FROM notifications";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<Notification> {
     let target: String = r.get(8)?;
-    let target = serde_json::from_str(&target).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let target = serde_json::from_str(&target)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(Notification {
         id: r.get(0)?,
         message: Message {

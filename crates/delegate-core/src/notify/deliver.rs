@@ -53,7 +53,12 @@ pub struct Delivered {
 
 /// Claims and sends due notifications one at a time (at most [`MAX_PER_CALL`], none started
 /// after [`CALL_BUDGET`]), settling each; `now` gives the clock (tests move it on).
-pub fn deliver_due(store: &mut Store, secrets: &Secrets, now: &dyn Fn() -> i64, base: Duration) -> crate::error::Result<Delivered> {
+pub fn deliver_due(
+    store: &mut Store,
+    secrets: &Secrets,
+    now: &dyn Fn() -> i64,
+    base: Duration,
+) -> crate::error::Result<Delivered> {
     let started = Instant::now();
     let mut out = Delivered::default();
     for _ in 0..MAX_PER_CALL {
@@ -133,11 +138,7 @@ fn post(url: &str, format: WebhookFormat, m: &Message, token: Option<&str>) -> R
     }
     let resp = req.send(body.to_string()).map_err(|e| format!("POST {}: {e}", super::Target::label_url(&url)))?;
     let status = resp.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("POST {} answered {status}", super::Target::label_url(&url)))
-    }
+    if status.is_success() { Ok(()) } else { Err(format!("POST {} answered {status}", super::Target::label_url(&url))) }
 }
 
 /// Runs the command with its own process group, stdin closed and stdout discarded; waits at

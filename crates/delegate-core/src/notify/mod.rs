@@ -298,8 +298,12 @@ fn check_placeholders(arg: &str) -> std::result::Result<(), String> {
         let after = &rest[open + 1..];
         let Some(close) = after.find('}') else { return Ok(()) };
         let name = &after[..close];
-        if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !PLACEHOLDERS.contains(&name) {
-            return Err(format!("unknown placeholder {{{name}}}: use {}", PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")));
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !PLACEHOLDERS.contains(&name)
+        {
+            return Err(format!(
+                "unknown placeholder {{{name}}}: use {}",
+                PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
+            ));
         }
         rest = &after[close + 1..];
     }
@@ -348,7 +352,8 @@ mod tests {
 
     #[test]
     fn a_webhook_url_with_credentials_is_refused_naming_the_token_keys() {
-        for url in ["https://u:p@hooks.example/x", "https://h.example/x?token=abc", "https://h.example/?API_KEY=1&a=b"] {
+        for url in ["https://u:p@hooks.example/x", "https://h.example/x?token=abc", "https://h.example/?API_KEY=1&a=b"]
+        {
             let err = check_url(url).unwrap_err();
             assert!(err.contains("webhook_token_env"), "{url}: {err}");
         }
