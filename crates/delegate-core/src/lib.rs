@@ -26,6 +26,8 @@
 //! | [`cancel`](Delegate::cancel) | stop the agent on its brother and record `cancelled` |
 //! | [`wait`](Delegate::wait) | sync until the tasks finish or a timeout passes ([`control::WaitResult`]) |
 //! | [`update`](Delegate::update) | set a status by hand, with a note |
+//! | [`deliver_notifications`](Delegate::deliver_notifications) | send the notifications that are due (every sync ends with it; [`notify`]) |
+//! | [`notifications`](Delegate::notifications) | recent notifications and their delivery state |
 //! | [`doctor`](Delegate::doctor) | check everything a launch needs on each brother, changing nothing ([`doctor::BrotherReport`]) |
 //!
 //! The async methods need a tokio runtime with I/O and timers enabled (`enable_all`, or

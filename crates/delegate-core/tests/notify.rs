@@ -271,3 +271,44 @@ fn a_failing_command_is_recorded_with_its_stderr_and_a_hung_one_is_killed_in_bou
     assert!(started.elapsed() < Duration::from_secs(60), "a hung command held delivery for {:?}", started.elapsed());
     assert!(res.failed.iter().any(|(_, e)| e.contains("killed")), "{res:?}");
 }
+
+fn delegate_with(d: &std::path::Path, config: &str) -> delegate_core::Delegate {
+    std::fs::write(d.join("config.toml"), config).unwrap();
+    delegate_core::Delegate::open(delegate_core::Paths {
+        config_file: d.join("config.toml"),
+        data_dir: d.join("data"),
+        home: d.to_path_buf(),
+        local_user: "ian".into(),
+        ssh_config: d.join("ssh_config"),
+        agent_socket: None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_schedule_misfire_is_recorded_once_per_slot_and_posted_with_the_schedule() {
+    let d = dir("misfire");
+    let server = WebhookServer::start();
+    // Not wanted: `on` leaves schedule_misfire out, so nothing is recorded.
+    let mut quiet = delegate_with(&d, &format!("[notify]\nwebhook = \"{}\"\non = [\"completed\"]\n", server.url("/")));
+    assert_eq!(quiet.enqueue_misfire("triage", "2026-12-07T09:00Z", "lead was asleep").unwrap(), 0);
+    drop(quiet);
+    let mut dl = delegate_with(&d, &format!("[notify]\nwebhook = \"{}\"\n", server.url("/")));
+    assert_eq!(dl.enqueue_misfire("triage", "2026-12-07T09:00Z", "lead was asleep").unwrap(), 1);
+    // The same slot again (a second lead, a restart) is not recorded twice.
+    assert_eq!(dl.enqueue_misfire("triage", "2026-12-07T09:00Z", "lead was asleep").unwrap(), 0);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let out = rt.block_on(dl.deliver_notifications()).unwrap();
+    assert_eq!(out.sent, 1, "{out:?}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let body = reqs[0].json();
+    assert_eq!(
+        (body["event"].as_str(), body["schedule"].as_str()),
+        (Some("schedule_misfire"), Some("triage")),
+        "{body}"
+    );
+    assert_eq!(body["task"], serde_json::Value::Null);
+    assert!(body["summary"].as_str().unwrap().contains("schedule triage missed a slot"), "{body}");
+    assert_eq!(body["reason"], "lead was asleep");
+}

@@ -83,7 +83,14 @@ pub fn send(n: &Notification, secrets: &Secrets) -> Result<(), String> {
 
 pub fn send_to(target: &Target, m: &Message, secrets: &Secrets) -> Result<(), String> {
     match target {
-        Target::Command { argv } => run_command(&argv.iter().map(|a| m.fill(a)).collect::<Vec<_>>()),
+        Target::Command { argv } => {
+            let mut args: Vec<String> = argv.iter().map(|a| m.fill(a)).collect();
+            // The program may be written `~/bin/notify` in the inventory, like its other paths.
+            if let Some(p) = args.first_mut().filter(|p| p.starts_with("~/")) {
+                *p = crate::hosts::inventory::expand_local(p, &secrets.home).display().to_string();
+            }
+            run_command(&args)
+        }
         Target::Webhook { url, format, token_env, token_file } => {
             let token = token(token_env.as_deref(), token_file.as_deref(), secrets)?;
             post(url, *format, m, token.as_deref())

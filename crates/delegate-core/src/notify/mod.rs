@@ -194,7 +194,7 @@ pub fn effective(inv: &Inventory, brother: Option<&str>) -> NotifySettings {
         webhook: webhook_from.webhook.clone(),
         webhook_token_env: webhook_from.webhook_token_env.clone(),
         webhook_token_file: webhook_from.webhook_token_file.clone(),
-        format: webhook_from.format.or(global.format),
+        format: webhook_from.format,
         on: own.on.clone().or(global.on.clone()),
     }
 }
