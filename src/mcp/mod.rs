@@ -150,6 +150,9 @@ struct DelegateTaskArgs {
     reasoning_effort: Option<String>,
     /// A spend limit for the run in US dollars, enforced by the agent (Claude only; refused for others).
     max_budget_usd: Option<f64>,
+    /// Notifications for this task: "on", "off", or events such as "completed,failed,needs_input" (default:
+    /// the inventory's [notify]).
+    notify: Option<String>,
     /// Who is asking, recorded with the task (default: this MCP client's name).
     #[serde(rename = "as", alias = "author")]
     author: Option<String>,
@@ -275,6 +278,10 @@ impl DelegateServer {
             Ok(e) => e,
             Err(m) => return Err(bad_args("delegate_task", &format!("reasoning_effort: {m}"))),
         };
+        let notify = match a.notify.as_deref().map(str::parse::<delegate_core::notify::Choice>).transpose() {
+            Ok(n) => n.unwrap_or_default(),
+            Err(m) => return Err(bad_args("delegate_task", &format!("notify: {m}"))),
+        };
         let author = author(a.author, &ctx);
         if let Some(n) = names.iter().position(|n| n.trim().is_empty()) {
             return Err(bad_args("delegate_task", &format!("brother {} of the list is empty", n + 1)));
@@ -299,7 +306,7 @@ impl DelegateServer {
                 extra_args: None,
                 priority: None,
                 parent: None,
-                notify: Default::default(),
+                notify: notify.clone(),
             })
             .collect();
         let results = d.launch_many(reqs).await;

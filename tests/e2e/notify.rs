@@ -149,3 +149,27 @@ fn bad_notify_settings_are_refused_naming_the_key_and_the_fix() {
     let run = env.run(&["list"]).fails_with(3);
     assert!(run.stderr().contains("notify.webhook") && run.stderr().contains("webhook_token_env"), "{run}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_tasks_take_notify_and_the_mcp_sync_delivers() {
+    use crate::mcp::{connect, err, ok};
+    use serde_json::json;
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let server = WebhookServer::start();
+    env.config_append(&format!("[notify]\nwebhook = \"{}\"\n", server.url("/mcp")));
+    let client = connect(&env).await;
+    let quiet = ok(&client, "delegate_task", json!({"brother": "oppy", "prompt": "quiet", "notify": "off"})).await;
+    let loud = ok(&client, "delegate_task", json!({"brother": "oppy", "prompt": "loud", "notify": "completed"})).await;
+    let ids = [quiet["tasks"][0]["task"].as_i64().unwrap(), loud["tasks"][0]["task"].as_i64().unwrap()];
+    let done = ok(&client, "wait_tasks", json!({"ids": ids, "timeout_seconds": 60})).await;
+    assert!(done["pending"].as_array().is_none_or(|p| p.is_empty()), "{done}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].json()["task"], ids[1]);
+    let (code, message) =
+        err(&client, "delegate_task", json!({"brother": "oppy", "prompt": "x", "notify": "sometimes"})).await;
+    assert_eq!(code, "bad_arguments");
+    assert!(message.contains("needs_input"), "{message}");
+    client.cancel().await.expect("close the client");
+}

@@ -312,3 +312,30 @@ fn a_schedule_misfire_is_recorded_once_per_slot_and_posted_with_the_schedule() {
     assert!(body["summary"].as_str().unwrap().contains("schedule triage missed a slot"), "{body}");
     assert_eq!(body["reason"], "lead was asleep");
 }
+
+#[test]
+fn a_token_file_under_home_is_read_when_sending_and_a_missing_one_is_named() {
+    let d = dir("tokfile");
+    let server = WebhookServer::start();
+    let mut store = Store::open(&d.join("data")).unwrap();
+    let target = Target::Webhook {
+        url: server.url("/t"),
+        format: WebhookFormat::Ntfy,
+        token_env: None,
+        token_file: Some("~/hook-token".into()),
+    };
+    let (id, v) = task(&mut store, "s", NotifyEvent::ALL.to_vec(), vec![target]);
+    store.transition(id, v, TaskStatus::Completed, None).unwrap();
+    // Missing: the attempt fails naming the file, and nothing is sent.
+    let out = deliver_due(&mut store, &Secrets::none(d.clone()), &now_ms, Duration::from_secs(30)).unwrap();
+    assert!(out.failed[0].1.contains(&d.join("hook-token").display().to_string()), "{out:?}");
+    assert!(server.requests().is_empty());
+    std::fs::write(d.join("hook-token"), "  file-token-1\n").unwrap();
+    let later = now_ms() + 60_000;
+    let out = deliver_due(&mut store, &Secrets::none(d.clone()), &|| later, Duration::from_secs(30)).unwrap();
+    assert_eq!(out.sent, 1, "{out:?}");
+    let reqs = server.requests();
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer file-token-1"));
+    // ntfy: posted to the server root with the topic from the URL's last segment.
+    assert_eq!((reqs[0].line.as_str(), reqs[0].json()["topic"].as_str()), ("POST / HTTP/1.1", Some("t")));
+}
