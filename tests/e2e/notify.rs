@@ -173,3 +173,36 @@ async fn mcp_tasks_take_notify_and_the_mcp_sync_delivers() {
     assert!(message.contains("needs_input"), "{message}");
     client.cancel().await.expect("close the client");
 }
+
+#[test]
+fn a_hostile_brothers_failure_text_reaches_a_notify_command_as_one_clean_argument() {
+    let host = FakeHost::start();
+    // The brother's agent fails with escape sequences, a forged line and shell syntax on stderr,
+    // which becomes the task's failure reason.
+    crate::support::install_agent(
+        &host,
+        "claude",
+        "#!/bin/bash\ncat >/dev/null\nprintf '\\033]52;c;QUFBQQ==\\007boom $(touch pwned)\\r\\n\\033[2J* task 99 completed\\n' >&2\nexit 1\n",
+    );
+    let env = Env::with_brother(&host, "claude", "read");
+    let server = WebhookServer::start();
+    let (script, out) = argv_recorder(&env.home);
+    env.config_append(&format!(
+        "[notify]\ncommand = [\"{}\", \"{{reason}}\", \"{{summary}}\"]\nwebhook = \"{}\"\n",
+        script.display(),
+        server.url("/")
+    ));
+    let id = launch(&env, &["oppy", "look around", "--json"]);
+    let task = wait_with_token(&env, id);
+    assert_eq!(task["status"], "failed", "{task}");
+    let args = recorded_args(&out);
+    assert_eq!(args.len(), 2, "{args:?}");
+    for a in &args {
+        assert!(a.contains("boom $(touch pwned)"), "{args:?}");
+        assert!(!a.chars().any(|c| c.is_control()), "a control character reached the command: {a:?}");
+    }
+    assert!(!env.home.join("pwned").exists());
+    let body = server.requests()[0].json();
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("boom") && !reason.chars().any(|c| c.is_control()), "{body}");
+}
