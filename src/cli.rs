@@ -104,6 +104,9 @@ pub enum Command {
     /// Run the dispatcher as a per-user service (systemd user unit, else a crontab line)
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Notifications: recent deliveries and their states, or a test to each target
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     #[command(external_subcommand)]
     External(Vec<OsString>),
 }
@@ -297,6 +300,10 @@ pub struct RunArgs {
     pub all: bool,
     #[command(flatten)]
     pub board: BoardPlace,
+    /// Notifications for this task: on, off, or events (completed,failed,needs_input);
+    /// default: the inventory's [notify]
+    #[arg(long, value_name = "on|off|EVENTS")]
+    pub notify: Option<delegate_core::notify::Choice>,
     /// Print the task as JSON (with several brothers: {"tasks": [...], "errors": [...]})
     #[arg(long)]
     pub json: bool,
@@ -679,6 +686,26 @@ pub struct UpdateArgs {
     pub who: Author,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCommand {
+    /// Recent notifications, newest first: event, task, target, state, attempts, last error
+    List {
+        /// At most this many (default 20)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a sample notification to each target now (recording nothing); exit 43 if one fails
+    Test {
+        /// The targets that apply to this brother's tasks (default: the [notify] table's)
+        #[arg(long)]
+        brother: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -85,6 +85,10 @@ pub const BOARD_PAGE_FAILED: u8 = 40;
 /// `move`: the task changed since the caller read its version; re-read it and decide again.
 pub const STALE_VERSION: u8 = 34;
 
+/// A notification target is misconfigured (`--notify` with no target, a token variable
+/// that is not set), or `notify test` could not deliver to a target.
+pub const NOTIFY: u8 = 43;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -169,6 +173,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::Schedule => SCHEDULE,
         K::DispatcherRunning => DISPATCHER_RUNNING,
         K::Conflict | K::Mailbox => MAILBOX,
+        K::Notify => NOTIFY,
         _ => FAILURE,
     })
 }

@@ -6,6 +6,7 @@
 //! - mailbox: `DELEGATE_HOME`, else `$XDG_DATA_HOME/delegate`, else `~/.local/share/delegate`
 //! - ssh: `~/.ssh/config`, and the agent at `SSH_AUTH_SOCK`
 //! - `DELEGATE_AGENT_ID`: who is asking, when `--as` (MCP: `as`) names nobody
+//! - a webhook's token variable (`webhook_token_env`), read when a notification is sent
 //! - `DELEGATE_LAUNCH_GRACE` (e.g. `30s`): how long sync leaves an unconfirmed launch alone
 //! - debug (test) builds only: `DELEGATE_TEST_NOW` (the schedules' clock),
 //!   `DELEGATE_TEST_CRONTAB` and `DELEGATE_TEST_SERVICE` (`delegate service`'s crontab program
@@ -20,6 +21,12 @@ use delegate_core::Paths;
 
 fn var(name: &str) -> Option<OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// Webhook tokens named by `webhook_token_env` are read from delegate's own environment,
+/// when a notification is sent (never stored).
+pub fn env_lookup() -> delegate_core::notify::deliver::EnvLookup {
+    std::sync::Arc::new(|name: &str| std::env::var(name).ok())
 }
 
 pub fn resolve(config_flag: Option<&Path>) -> Result<Paths> {

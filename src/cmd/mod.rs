@@ -19,6 +19,7 @@ mod mcp;
 mod monitor;
 mod move_task;
 mod new;
+mod notify;
 mod reopen;
 mod review;
 mod run;
@@ -90,6 +91,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Schedule(c) => schedule::run(config, c),
         Command::Dispatch(args) => dispatch::run(config, args),
         Command::Service(c) => service::run(config, c),
+        Command::Notify(c) => return notify::run(config, c),
     }?;
     Ok(crate::exit::OK)
 }
@@ -139,6 +141,7 @@ pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::De
     if enabled && !NO_WARM.load(Ordering::Relaxed) {
         d.use_warm(warm::client(&d.paths().data_dir, persist));
     }
+    d.set_env_lookup(crate::paths::env_lookup());
     if let Some(grace) = crate::paths::launch_grace()? {
         d.set_launch_grace(grace);
     }

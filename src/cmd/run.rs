@@ -53,6 +53,7 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             extra_args: args.args_json.clone().map(|a| a.0),
             priority: args.board.priority,
             parent: args.board.parent,
+            notify: args.notify.clone().unwrap_or_default(),
         })
         .collect();
     let mut results = block_on(d.launch_many(reqs));

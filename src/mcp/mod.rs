@@ -171,6 +171,9 @@ struct DelegateTaskArgs {
     /// profile's. Flags delegate sets itself (sandbox, permissions, turn limit, output, session, model, effort,
     /// budget) and words the agent would read as a prompt are refused, naming the flag.
     args: Option<Vec<String>>,
+    /// Notifications for this task: "on", "off", or events such as "completed,failed,needs_input" (default:
+    /// the inventory's [notify]).
+    notify: Option<String>,
     /// Who is asking, recorded with the task (default: this MCP client's name).
     #[serde(rename = "as", alias = "author")]
     author: Option<String>,
@@ -342,6 +345,10 @@ impl DelegateServer {
             Ok(e) => e,
             Err(m) => return Err(bad_args("delegate_task", &format!("reasoning_effort: {m}"))),
         };
+        let notify = match a.notify.as_deref().map(str::parse::<delegate_core::notify::Choice>).transpose() {
+            Ok(n) => n.unwrap_or_default(),
+            Err(m) => return Err(bad_args("delegate_task", &format!("notify: {m}"))),
+        };
         let author = author(a.author, &ctx);
         if let Some(n) = names.iter().position(|n| n.trim().is_empty()) {
             return Err(bad_args("delegate_task", &format!("brother {} of the list is empty", n + 1)));
@@ -379,6 +386,7 @@ impl DelegateServer {
                 extra_args: a.args.clone(),
                 priority: None,
                 parent: None,
+                notify: notify.clone(),
             })
             .collect();
         let results = d.launch_many(reqs).await;
@@ -711,7 +719,8 @@ impl DelegateServer {
         let stamp = std::fs::metadata(&self.paths.config_file).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
         if st.delegate.is_none() || st.stamp != stamp {
             match Delegate::open((*self.paths).clone()) {
-                Ok(d) => {
+                Ok(mut d) => {
+                    d.set_env_lookup(crate::paths::env_lookup());
                     st.delegate = Some(d);
                     st.stamp = stamp;
                 }

@@ -28,6 +28,7 @@ mod log_canary;
 mod mcp;
 mod net_faults;
 mod no_forwarding;
+mod notify;
 mod pipes;
 mod preflight;
 mod profiles;

@@ -953,6 +953,7 @@ fn bs4(ctx: &mut Ctx, p: &Plan) -> Result<()> {
             settings: &serde_json::Value::Null,
             priority: Default::default(),
             parent: None,
+            notify: None,
         })?;
         create.sample(ms(t));
         let t = Instant::now();

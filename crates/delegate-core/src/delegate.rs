@@ -26,6 +26,8 @@ pub struct Delegate {
     transport: Transport,
     launch_grace: std::time::Duration,
     phase_hook: Option<PhaseHook>,
+    pub(crate) env_lookup: Option<crate::notify::deliver::EnvLookup>,
+    pub(crate) notify_backoff: std::time::Duration,
 }
 
 /// Called with the name of each launch phase as it is reached (see
@@ -57,6 +59,8 @@ impl Delegate {
             transport: Transport::default(),
             launch_grace: crate::task::LAUNCH_GRACE,
             phase_hook: None,
+            env_lookup: None,
+            notify_backoff: crate::notify::deliver::BACKOFF_BASE,
         })
     }
 

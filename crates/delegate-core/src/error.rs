@@ -286,6 +286,13 @@ pub enum Error {
 
     #[error("a dispatcher already runs for this mailbox (pid {pid}, lock {lock}); only one may run at a time")]
     DispatcherRunning { pid: String, lock: PathBuf },
+    /// A notification target is missing or unusable (`notify test`, `--notify`).
+    #[error("{why}")]
+    NotifyMisconfigured { why: String },
+
+    /// `notify test`: a target did not take the sample notification.
+    #[error("notification test failed: {failures}")]
+    NotifyFailed { failures: String },
 
     #[error("task {task} changed under us (expected version {expected}); try again")]
     Conflict { task: i64, expected: i64 },
@@ -421,6 +428,8 @@ pub enum ErrorKind {
     /// The asker's role does not allow the change.
     RoleRefused,
 
+    /// A notification target is misconfigured, or a test delivery failed.
+    Notify,
     /// The mailbox could not be read or written (or is of a newer schema).
     Mailbox,
 }
@@ -479,6 +488,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::RoleRefused => "role_refused",
 
+            ErrorKind::Notify => "notify",
             ErrorKind::Mailbox => "mailbox",
         }
     }
@@ -540,6 +550,7 @@ impl Error {
             Error::RoleRefused { .. } => ErrorKind::RoleRefused,
             Error::DeleteInFlight { .. } => ErrorKind::RunActive,
             Error::DeleteHasChildren { .. } => ErrorKind::BadArgument,
+            Error::NotifyMisconfigured { .. } | Error::NotifyFailed { .. } => ErrorKind::Notify,
             Error::SchemaTooNew { .. } | Error::Store(_) | Error::Io { .. } => ErrorKind::Mailbox,
         }
     }

@@ -28,6 +28,8 @@
 //! | [`update`](Delegate::update) | set a status by hand, with a note |
 //! | [`add_schedule`](Delegate::add_schedule), [`fire_due`](Delegate::fire_due) | recurring tasks ([`schedule`]): each due slot claimed once in the mailbox, then launched as an ordinary task |
 //! | [`dispatch_tick`](Delegate::dispatch_tick) | one tick of the background dispatcher: sync while work is in flight, fire due schedules ([`ops::dispatch`]) |
+//! | [`deliver_notifications`](Delegate::deliver_notifications) | send the notifications that are due (every sync ends with it; [`notify`]) |
+//! | [`notifications`](Delegate::notifications) | recent notifications and their delivery state |
 //! | [`doctor`](Delegate::doctor) | check everything a launch needs on each brother, changing nothing ([`doctor::BrotherReport`]) |
 //!
 //! The async methods need a tokio runtime with I/O and timers enabled (`enable_all`, or
@@ -125,6 +127,8 @@ pub mod error;
 pub mod hosts;
 pub mod mailbox;
 pub mod names;
+// Notifications: [notify] settings, task plans, delivery (command, webhook).
+pub mod notify;
 pub mod ops;
 pub mod paths;
 pub mod remote;

@@ -131,6 +131,7 @@ fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {
         settings: &serde_json::Value::Null,
         priority: Default::default(),
         parent: None,
+        notify: None,
     }
 }
 

@@ -89,6 +89,8 @@ mod accept;
 pub mod brothers;
 pub mod model;
 pub mod proxy;
+// A webhook receiver: a real HTTP server on loopback that records each request.
+pub mod webhook;
 pub use proxy::{Fault, FaultProxy};
 
 /// The login user of fake hosts when the tests run as root.

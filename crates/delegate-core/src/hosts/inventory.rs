@@ -52,6 +52,9 @@ pub struct Inventory {
     /// empty: everyone is a manager. See [`crate::roles`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub roles: BTreeMap<String, crate::roles::Role>,
+    /// `[notify]`: where notifications of finished tasks go (see [`crate::notify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// How long the CLI's warm daemon keeps connections (see `delegate_core::transport::warm`).
@@ -202,6 +205,9 @@ pub struct BrotherEntry {
     /// What a launch over this brother's daily cap does (default refuse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_cap: Option<OverCap>,
+    /// `[brothers.X.notify]`: overrides `[notify]` key by key for this brother's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -396,6 +402,14 @@ impl Inventory {
                     "brothers.{name}.default_profile = {p:?} is not a profile in this file (profiles: {})",
                     names_or_none(self.profiles.keys())
                 )));
+            }
+        }
+        if let Some(n) = &self.notify {
+            crate::notify::check("notify", n).map_err(bad)?;
+        }
+        for (name, b) in &self.brothers {
+            if let Some(n) = &b.notify {
+                crate::notify::check(&format!("brothers.{name}.notify"), n).map_err(bad)?;
             }
         }
         for (name, p) in &self.profiles {

@@ -39,6 +39,8 @@ pub struct Assignment<'a> {
     pub options: &'a crate::agents::AgentOptions,
     /// Each setting's value and source ([`crate::ops::settings::evidence`]).
     pub settings: &'a serde_json::Value,
+    /// The task's notification plan ([`crate::notify::Plan`] as JSON), if any.
+    pub notify: Option<&'a str>,
 }
 
 /// A child task as its parent's `show` lists it.
@@ -118,7 +120,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE tasks SET brother = ?2, host = ?3, agent = ?4, model = ?5, sandbox = ?6, max_turns = ?7,
-                              workdir = ?8, timeout_secs = ?9, options = ?10, settings = ?11
+                              workdir = ?8, timeout_secs = ?9, options = ?10, settings = ?11, notify = ?12
              WHERE id = ?1",
             params![
                 id,
@@ -131,7 +133,8 @@ impl Store {
                 a.workdir,
                 i64::try_from(a.timeout_secs).unwrap_or(i64::MAX),
                 serde_json::to_string(a.options).expect("options serialize"),
-                a.settings.to_string()
+                a.settings.to_string(),
+                a.notify
             ],
         )?;
         let session = crate::names::SessionName::for_run(&self.mailbox_id, id, 1)
@@ -376,6 +379,7 @@ mod tests {
             author,
             options: &NO_OPTIONS,
             settings: &serde_json::Value::Null,
+            notify: None,
         }
     }
 

@@ -28,6 +28,8 @@ mod freshness;
 // The needs-you inbox: questions agents asked that nobody answered yet.
 pub mod inbox;
 mod lifecycle;
+// Notification rows: written with state changes, claimed and settled by delivery.
+pub mod notifications;
 mod queue;
 // Recurring tasks: definitions, slot claims, misfires.
 pub mod schedules;
@@ -58,6 +60,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/008_board.sql"),
     include_str!("migrations/010_roles.sql"),
     include_str!("migrations/012_schedules.sql"),
+    include_str!("migrations/013_notify.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
@@ -93,6 +96,8 @@ pub struct NewTask<'a> {
     pub priority: Priority,
     /// The task this one is part of; it must exist.
     pub parent: Option<i64>,
+    /// The task's notification plan ([`crate::notify::Plan`] as JSON), if any.
+    pub notify: Option<&'a str>,
 }
 
 /// The first run of a freshly recorded task.
@@ -260,8 +265,8 @@ impl Store {
         tx.execute(
             "INSERT INTO tasks (status, brother, host, subject, agent, model, sandbox, max_turns,
                                 workdir, prompt, prompt_sha256, created_at, updated_at, timeout_secs,
-                                options, settings, priority, parent_id, created_by, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                                options, settings, priority, parent_id, created_by, reason, notify)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             params![
                 status.as_str(),
                 t.brother,
@@ -281,7 +286,8 @@ impl Store {
                 t.priority.as_str(),
                 t.parent,
                 t.author,
-                reason
+                reason,
+                t.notify
             ],
         )?;
         let task_id = tx.last_insert_rowid();
@@ -619,6 +625,9 @@ pub(super) fn transition_in(
         "INSERT INTO transitions (task_id, from_status, to_status, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![task_id, from, to.as_str(), reason, now],
     )?;
+    // Here, in the state change's own transaction: a notification is never lost to a
+    // crash between the two, and every path that sets a state passes this way.
+    notifications::enqueue_for_status(tx, task_id, to, reason, now)?;
     Ok(expected_version + 1)
 }
 
@@ -697,6 +706,7 @@ pub(super) mod tests {
             settings: &serde_json::Value::Null,
             priority: Priority::Medium,
             parent: None,
+            notify: None,
         }
     }
 

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{Store, now};
 use crate::error::{Error, Result};
+use crate::notify::Target;
 use crate::schedule::{CatchUp, Plan};
 
 /// The event kind of a slot missed or a firing that could not launch (notifications use it).
@@ -112,9 +113,12 @@ fn clip(s: &str) -> String {
 }
 
 /// The one place a [`MISFIRE`] is recorded, in the caller's transaction (so it is never lost
-/// when the slot's decision is committed). Notifications of misfires hook in here.
+/// when the slot's decision is committed), with its notification to each of `targets` in
+/// the same transaction.
+#[allow(clippy::too_many_arguments)]
 fn record_misfire(
     tx: &rusqlite::Connection,
+    targets: &[Target],
     name: &str,
     first: &str,
     last: &str,
@@ -127,6 +131,8 @@ fn record_misfire(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![name, MISFIRE, first, last, count as i64, reason, at],
     )?;
+    let slot = if first == last { first.to_string() } else { format!("{first}..{last}") };
+    super::notifications::insert_misfire(tx, targets, name, &slot, reason)?;
     Ok(())
 }
 
@@ -212,6 +218,7 @@ impl Store {
     pub fn claim_due(
         &mut self,
         name: &str,
+        targets: &[Target],
         planner: impl FnOnce(&ScheduleRow) -> std::result::Result<Plan, String>,
     ) -> Result<Vec<Timestamp>> {
         let at = now();
@@ -245,7 +252,7 @@ impl Store {
                 "{} slot(s) from {} to {} passed while no dispatcher ran; catch-up policy {} gave them up",
                 m.count, m.first, m.last, s.catch_up
             );
-            record_misfire(&tx, name, &m.first.to_string(), &m.last.to_string(), m.count, &reason, &at)?;
+            record_misfire(&tx, targets, name, &m.first.to_string(), &m.last.to_string(), m.count, &reason, &at)?;
         }
         tx.execute(
             "UPDATE schedules SET decided_until = ?2 WHERE name = ?1",
@@ -274,7 +281,13 @@ impl Store {
 
     /// Records what a claimed firing became: its task, or why none could be recorded (also
     /// a [`MISFIRE`] event, so someone hears of it).
-    pub fn finish_firing(&mut self, name: &str, slot: &str, outcome: std::result::Result<i64, &str>) -> Result<()> {
+    pub fn finish_firing(
+        &mut self,
+        name: &str,
+        slot: &str,
+        outcome: std::result::Result<i64, &str>,
+        targets: &[Target],
+    ) -> Result<()> {
         let at = now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         match outcome {
@@ -291,7 +304,7 @@ impl Store {
                     params![name, slot, why],
                 )?;
                 let reason = format!("the firing could not start a task: {why}");
-                record_misfire(&tx, name, slot, slot, 1, &reason, &at)?;
+                record_misfire(&tx, targets, name, slot, slot, 1, &reason, &at)?;
             }
         }
         tx.commit()?;
@@ -375,7 +388,7 @@ mod tests {
     /// What a dispatcher's tick claims for `name` at clock `now`.
     fn tick(s: &mut Store, name: &str, now: &str) -> Vec<String> {
         let now = ts(now);
-        s.claim_due(name, |row| {
+        s.claim_due(name, &[], |row| {
             let spec = Spec::parse(&row.spec)?;
             let tz = time_zone(&row.tz)?;
             let policy: CatchUp = row.catch_up.parse()?;
@@ -439,7 +452,7 @@ mod tests {
         assert_eq!(s.schedule_events(Some("daily"), 0, 10).unwrap().len(), 1);
         assert_eq!(tick(&mut s, "daily", "2026-01-06T08:01:00Z"), ["2026-01-06T08:00:00Z"]);
         // A firing that could not start a task is a misfire too, its reason bounded.
-        s.finish_firing("daily", "2026-01-06T08:00:00Z", Err(&format!("no \u{1b}[31mbrother{}", "x".repeat(5000))))
+        s.finish_firing("daily", "2026-01-06T08:00:00Z", Err(&format!("no \u{1b}[31mbrother{}", "x".repeat(5000))), &[])
             .unwrap();
         let last = s.schedule_events(Some("daily"), 0, 10).unwrap().pop().unwrap();
         assert!(last.reason.starts_with("the firing could not start a task: no"), "{}", last.reason);

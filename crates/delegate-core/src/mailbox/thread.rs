@@ -400,6 +400,7 @@ mod tests {
                 settings: &serde_json::Value::Null,
                 priority: Default::default(),
                 parent: None,
+                notify: None,
             })
             .unwrap()
             .task_id;

@@ -63,6 +63,9 @@ impl Delegate {
     pub async fn sync_with(&mut self, only: Option<&[i64]>, patience: sync::Patience) -> Result<SyncSummary> {
         let summary = sync::sync(self, only, patience).await?;
         self.dispatch_queued().await?;
+        // What this sync (or an earlier command, or another lead) made due: a failed
+        // delivery is recorded on its notification and retried later, never this sync's error.
+        self.deliver_notifications().await?;
         Ok(summary)
     }
 

@@ -65,6 +65,8 @@ pub struct LaunchRequest {
     pub priority: Option<crate::task::Priority>,
     /// The task this one is part of; it must exist.
     pub parent: Option<i64>,
+    /// `--notify`: follow the inventory's `[notify]` (default), none, or these events.
+    pub notify: crate::notify::Choice,
 }
 
 /// A one-line subject from the prompt: its first non-blank line, printable characters only.
@@ -255,6 +257,8 @@ pub(crate) struct Settings {
     pub options: crate::agents::AgentOptions,
     /// Each setting's value and where it came from ([`crate::ops::settings::evidence`]).
     pub sources: serde_json::Value,
+    /// The task's notification plan as stored ([`crate::notify::Plan`] JSON), if any.
+    pub notify: Option<String>,
 }
 
 pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
@@ -272,6 +276,8 @@ pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
     let workdir = req.workdir.clone().unwrap_or_else(|| brother.workdir.clone());
     check_remote_path(&workdir)
         .map_err(|m| Error::Config { path: d.paths().config_file.clone(), message: format!("workdir: {m}") })?;
+    let notify = crate::notify::plan_for(inv, &req.brother, &req.notify, &d.paths().config_file)?
+        .map(|p| serde_json::to_string(&p).expect("plans serialize"));
     Ok(Settings {
         host_name,
         agent_name,
@@ -282,13 +288,14 @@ pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
         workdir,
         options: chosen.options,
         sources,
+        notify,
     })
 }
 
 /// Checks a request, records the task, and renders its script (unless it queues).
 fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     check_prompt(&req.prompt)?;
-    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources } =
+    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources, notify } =
         settings(d, &req)?;
     let inv = d.inventory();
     let (brother, host_entry) = inv.brother(&req.brother)?;
@@ -336,6 +343,7 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         settings: &sources,
         priority: req.priority.unwrap_or_default(),
         parent: req.parent,
+        notify: notify.as_deref(),
     })?;
     if run.queued {
         return Ok(Prepared::Queued(d.store().task(run.task_id)?));

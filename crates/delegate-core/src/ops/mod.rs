@@ -1,6 +1,7 @@
 //! The operations a lead runs, each an `impl Delegate` block over the pieces in `hosts`,
 //! `transport`, `remote`, `mailbox` and `agents`: launch, sync (and reading how runs ended),
-//! talk (say, reopen with a write scope), control (wait, cancel, logs, update) and doctor.
+//! talk (say, reopen with a write scope), control (wait, cancel, logs, update), doctor and notify (delivering and listing
+//! notifications).
 
 pub mod board;
 pub mod control;
@@ -10,6 +11,7 @@ pub mod inbox;
 pub mod launch;
 // Environments: which brother of a group a launch goes to.
 pub mod placement;
+pub mod notify;
 pub mod reopen;
 pub mod say;
 pub mod schedule;

@@ -149,11 +149,13 @@ impl Delegate {
     /// dispatchers, two leads) never fire one slot twice.
     pub async fn fire_due(&mut self, now: Timestamp) -> Result<Vec<Fired>> {
         let mut fired = Vec::new();
+        // Misfires are told to these, in the transaction that records them.
+        let targets = crate::ops::notify::misfire_targets(self);
         for row in self.store().schedules()? {
             if row.paused {
                 continue;
             }
-            let claimed = self.store_mut().claim_due(&row.name, |s| {
+            let claimed = self.store_mut().claim_due(&row.name, &targets, |s| {
                 let (spec, tz, anchor, decided) = parsed(s)?;
                 let policy: CatchUp = s.catch_up.parse()?;
                 Ok(catch_up::plan(&spec, &tz, anchor, decided, now, policy))
@@ -202,6 +204,7 @@ impl Delegate {
     async fn fire(&mut self, name: &str, slot: String) -> Fired {
         let mut out =
             Fired { schedule: name.to_string(), slot: slot.clone(), task_id: None, status: None, error: None };
+        let targets = crate::ops::notify::misfire_targets(self);
         let request = self.store().schedule(name).and_then(|row| {
             let prompt = self.store().schedule_prompt(name)?;
             Ok(LaunchRequest {
@@ -219,7 +222,7 @@ impl Delegate {
         let recorded = match &result {
             Ok(task) => {
                 (out.task_id, out.status) = (Some(task.id), Some(task.status.to_string()));
-                self.store_mut().finish_firing(name, &slot, Ok(task.id))
+                self.store_mut().finish_firing(name, &slot, Ok(task.id), &targets)
             }
             // The task was recorded (and failed, with its reason): the firing is its task.
             Err(e) if e.task_id().is_some() => {
@@ -227,11 +230,11 @@ impl Delegate {
                 out.task_id = Some(id);
                 out.status = self.task(id).ok().map(|t| t.status.to_string());
                 out.error = Some(e.to_string());
-                self.store_mut().finish_firing(name, &slot, Ok(id))
+                self.store_mut().finish_firing(name, &slot, Ok(id), &targets)
             }
             Err(e) => {
                 out.error = Some(e.to_string());
-                self.store_mut().finish_firing(name, &slot, Err(&e.to_string()))
+                self.store_mut().finish_firing(name, &slot, Err(&e.to_string()), &targets)
             }
         };
         if let Err(e) = recorded {
@@ -289,6 +292,58 @@ mod tests {
         assert!(fired[0].error.as_deref().unwrap().contains("unknown schedule kind"), "{fired:?}");
         assert_eq!((fired[1].schedule.as_str(), fired[1].slot.as_str()), ("b-fine", "2026-01-01T01:00:00Z"));
         assert!(fired[1].task_id.is_some(), "the other schedule fired a task: {fired:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn missed_slots_and_a_firing_that_cannot_start_notify_in_the_same_transaction() {
+        let dir = std::env::temp_dir().join(format!("dlg-sched-notify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        let body = "[notify]\ncommand = [\"true\", \"{subject}\"]\non = [\"schedule_misfire\"]\n\
+                    [hosts.h]\naddress = \"127.0.0.1\"\nport = 1\n[brothers.oppy]\nhost = \"h\"\nworkdir = \"/tmp\"\n";
+        std::fs::write(&config, body).unwrap();
+        let paths = crate::Paths {
+            config_file: config.clone(),
+            data_dir: dir.join("data"),
+            home: dir.clone(),
+            local_user: "tester".into(),
+            ssh_config: dir.join("ssh_config"),
+            agent_socket: None,
+        };
+        let mut d = Delegate::open(paths.clone()).unwrap();
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let req = ScheduleRequest {
+            name: "hourly".into(),
+            spec: "every 1h".into(),
+            tz: Some("UTC".into()),
+            brother: "oppy".into(),
+            profile: None,
+            catch_up: CatchUp::Skip,
+            prompt: b"hourly".to_vec(),
+            author: None,
+        };
+        d.add_schedule(req, t0).unwrap();
+        // Five hours asleep: four slots given up (skip), the newest fires.
+        d.fire_due("2026-01-01T05:01:00Z".parse().unwrap()).await.unwrap();
+        let misfires: Vec<_> = d
+            .notifications(50)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.message.event == "schedule_misfire")
+            .collect();
+        assert_eq!(misfires.len(), 1, "one notification for the one misfire record: {misfires:?}");
+        assert_eq!(misfires[0].message.schedule.as_deref(), Some("hourly"));
+        assert!(misfires[0].message.reason.contains("4 slot(s)"), "{misfires:?}");
+
+        // The brother removed from under it: the firing cannot start a task; told too.
+        std::fs::write(&config, body.replace("[brothers.oppy]", "[brothers.other]")).unwrap();
+        let mut d = Delegate::open(paths).unwrap();
+        let fired = d.run_schedule("hourly").await.unwrap();
+        assert!(fired.task_id.is_none() && fired.error.is_some(), "{fired:?}");
+        let misfires = d.notifications(50).unwrap().into_iter().filter(|n| n.message.event == "schedule_misfire").count();
+        assert_eq!(misfires, 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
