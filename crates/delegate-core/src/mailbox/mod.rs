@@ -58,9 +58,9 @@ const STEPS: &[&str] = &[
     include_str!("migrations/006_host_syncs.sql"),
     include_str!("migrations/007_settings.sql"),
     include_str!("migrations/008_board.sql"),
-    include_str!("migrations/010_roles.sql"),
-    include_str!("migrations/012_schedules.sql"),
-    include_str!("migrations/013_notify.sql"),
+    include_str!("migrations/009_roles.sql"),
+    include_str!("migrations/010_schedules.sql"),
+    include_str!("migrations/011_notify.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";
