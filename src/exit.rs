@@ -81,6 +81,13 @@ pub const ROLE_REFUSED: u8 = 38;
 /// `move`: the task changed since the caller read its version; re-read it and decide again.
 pub const STALE_VERSION: u8 = 34;
 
+/// `diff` / `fetch`: the task changed nothing, or its workdir is not a git work tree (or
+/// had no git state recorded at launch).
+pub const NOTHING_TO_FETCH: u8 = 44;
+/// `fetch --apply`: the task's change does not apply to the local checkout (the files are
+/// named); nothing was applied.
+pub const PATCH_REFUSED: u8 = 45;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -139,6 +146,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::StaleVersion => STALE_VERSION,
         K::RoleRefused => ROLE_REFUSED,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
+        K::NothingToFetch => NOTHING_TO_FETCH,
+        K::PatchRefused => PATCH_REFUSED,
         K::Conflict | K::Mailbox => MAILBOX,
         _ => FAILURE,
     })

@@ -6,7 +6,9 @@ mod brothers;
 mod cancel;
 mod comment;
 mod delete;
+mod diff;
 mod doctor;
+mod fetch;
 mod hosts;
 mod list;
 mod log_lines;
@@ -65,6 +67,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Move(args) => move_task::run(config, args),
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
+        Command::Diff(args) => diff::run(config, args),
+        Command::Fetch(args) => fetch::run(config, args),
         Command::Usage(args) => usage::run(config, args),
         Command::Sync { json } => sync::run(config, json),
         Command::Status(args) => status::run(config, args),

@@ -40,3 +40,4 @@ mod stale;
 mod supply_chain;
 mod usage;
 mod warm;
+mod work_back;

@@ -10,4 +10,5 @@ pub mod reopen;
 pub mod say;
 pub mod settings;
 pub mod sync;
+pub mod work_back;
 pub mod write_scope;

@@ -1,0 +1,198 @@
+//! The work comes back: the git state recorded at launch, `diff` and `fetch` of what a task
+//! changed in its workdir, against a real git repository on a test brother (real sshd,
+//! tmux, git), with agents that edit, add, delete and commit files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use delegate_testkit::FakeHost;
+
+use crate::support::{Env, install_agent, launch, wait_done};
+
+/// Runs a shell command on the brother as its user, in its workdir; panics with its output
+/// on failure.
+fn on_brother(host: &FakeHost, script: &str) -> String {
+    let out = host.ssh(&format!("cd '{}' && {{ {script}\n}}", host.workdir().display())).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed on the brother:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A git repository in the brother's workdir: three committed files (one binary) on `main`.
+fn brother_repo(host: &FakeHost) {
+    on_brother(
+        host,
+        "set -e; git init -q -b main .; printf 'one\\ntwo\\nthree\\n' >a.txt; printf 'bee\\n' >b.txt; \
+         head -c 70000 /dev/urandom >blob.bin; git add -A; \
+         git -c user.name=t -c user.email=t@example.com commit -qm base",
+    );
+}
+
+/// An agent that runs `<workdir>/../edit-<word>.sh` for the first word of its prompt it has
+/// a script for, then exits as the script does (a custom command: no helpers, no preamble).
+fn editor(host: &FakeHost, env: &Env) {
+    install_agent(
+        host,
+        "dlg-editor",
+        &format!(
+            "#!/bin/bash\nprompt=$(cat)\nfor w in $prompt; do\n  f={}/edit-$w.sh\n  [ -f \"$f\" ] && exec bash \"$f\"\ndone\nexit 3\n",
+            host.dir().display()
+        ),
+    );
+    env.config_append("[agents.editor]\ncommand = [\"dlg-editor\"]\n");
+    env.add_brother("oppy", "h", host, "editor", "full");
+}
+
+fn edit_script(host: &FakeHost, word: &str, body: &str) {
+    let path = host.dir().join(format!("edit-{word}.sh"));
+    std::fs::write(&path, body).unwrap();
+    std::os::unix::fs::chown(&path, Some(host.uid()), None).unwrap();
+}
+
+/// The edits every test's agent makes: a line changed, a file deleted, a new text file, a
+/// new binary file of `mib` MiB, a binary file changed; part committed, part not.
+fn edits(mib: usize) -> String {
+    format!(
+        "set -e\nprintf 'one\\nTWO\\nthree\\n' >a.txt\ngit -c user.name=a -c user.email=a@example.com commit -qam 'agent: a'\n\
+         rm b.txt\nprintf 'fresh\\n' >new.txt\nhead -c {} /dev/urandom >big.bin\nhead -c 100 /dev/urandom >>blob.bin\n",
+        mib << 20
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    // The brother's repository belongs to its user: the lead's git reads it anyway (a
+    // global config, which git's local transport passes on to upload-pack; `-c` it drops).
+    let config = std::env::temp_dir().join(format!("dlg-e2e-gitconfig-{}", std::process::id()));
+    std::fs::write(&config, "[safe]\n\tdirectory = *\n").unwrap();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", &config)
+        .env("GIT_AUTHOR_NAME", "l")
+        .env("GIT_AUTHOR_EMAIL", "l@example.com")
+        .env("GIT_COMMITTER_NAME", "l")
+        .env("GIT_COMMITTER_EMAIL", "l@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The tree of a checkout's files as `git add -A` stages them (the lead's side of the
+/// comparison), through a scratch index so the checkout's own is untouched.
+fn tree_of(dir: &Path) -> String {
+    let index = dir.join(".git").join("scratch-index");
+    let _ = std::fs::remove_file(&index);
+    let run = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_INDEX_FILE", &index)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(&["add", "-A"]);
+    let tree = run(&["write-tree"]);
+    std::fs::remove_file(&index).unwrap();
+    tree
+}
+
+/// A local clone of the brother's repository, checked out at the task's launch base.
+fn clone_at_base(env: &Env, host: &FakeHost, base: &str, name: &str) -> PathBuf {
+    let local = env.home.join(name);
+    let src = host.workdir();
+    git(&env.home, &["clone", "-q", src.to_str().unwrap(), local.to_str().unwrap()]);
+    git(&local, &["fetch", "-q", "origin", "+refs/delegate/*:refs/delegate/*"]);
+    git(&local, &["checkout", "-q", "--detach", base]);
+    local
+}
+
+fn evidence_git(env: &Env, id: i64) -> serde_json::Value {
+    let show = env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json();
+    show["runs"][0]["evidence"]["remote"]["git"].clone()
+}
+
+/// A finished task whose workdir was dirty at launch: the launch records HEAD, branch and
+/// "not clean" with a base holding the dirty files; `diff` shows exactly what the task
+/// changed (not the dirt it started with), binary files named; `fetch --into` writes a
+/// patch whose hash is the brother's; `fetch --apply` on a checkout at the base reproduces
+/// the brother's tree exactly (a 3 MiB binary included); applying it again is refused with
+/// the files named and nothing written.
+#[test]
+fn diff_and_fetch_bring_back_exactly_what_a_finished_task_changed() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    // Dirty at launch: an uncommitted edit and an untracked file belong to the base.
+    on_brother(&host, "printf 'dirty\\n' >>a.txt && printf 'mine\\n' >untracked.txt");
+    let head = on_brother(&host, "git rev-parse HEAD").trim().to_string();
+    edit_script(&host, "finish", &edits(3));
+
+    let id = launch(&env, &["oppy", "finish", "--json"]);
+    let t = wait_done(&env, id);
+    assert_eq!(t["status"], "completed", "{t}");
+
+    let g = evidence_git(&env, id);
+    assert_eq!(g["state"], "repo", "{g}");
+    assert_eq!(g["head"], head.as_str(), "{g}");
+    assert_eq!(g["branch"], "main");
+    assert_eq!(g["clean"], false);
+    let base = g["base"].as_str().unwrap().to_string();
+    let show = env.run(&["show", &id.to_string(), "--no-sync"]).ok().stdout();
+    assert!(show.contains(&format!("git       HEAD {} on branch main, uncommitted changes", &head[..12])), "{show}");
+    // The user's branch and index were not touched by the launch's snapshot.
+    assert_eq!(on_brother(&host, "git rev-parse HEAD^ 2>/dev/null || true").trim(), head);
+
+    let diff = env.run(&["diff", &id.to_string()]).ok().stdout();
+    assert!(diff.contains("-two\n+TWO"), "{diff}");
+    assert!(diff.contains("+fresh") && diff.contains("deleted file mode"), "{diff}");
+    assert!(diff.contains("Binary files /dev/null and b/big.bin differ"), "{diff}");
+    assert!(diff.contains("Binary files a/blob.bin and b/blob.bin differ"), "{diff}");
+    assert!(!diff.contains("untracked.txt") && !diff.contains("+dirty"), "the dirt at launch is in the base: {diff}");
+    let stat = env.run(&["diff", &id.to_string(), "--stat"]).ok().stdout();
+    for f in ["a.txt", "b.txt", "new.txt", "big.bin", "blob.bin", "5 files changed"] {
+        assert!(stat.contains(f), "{f} missing from:\n{stat}");
+    }
+
+    let into = env.home.join("patches");
+    let fetched = env.run(&["fetch", &id.to_string(), "--into", into.to_str().unwrap(), "--json"]).ok().json();
+    let patch = std::fs::read(into.join(format!("task-{id}.patch"))).unwrap();
+    assert_eq!(fetched["sha256"], delegate_testkit::sha256_hex(&patch));
+    assert_eq!(fetched["size"], patch.len() as u64);
+    assert!(patch.len() > 3 << 20, "the binary travels whole: {} bytes", patch.len());
+
+    let local = clone_at_base(&env, &host, &base, "local");
+    let applied = env.run(&["fetch", &id.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
+    assert_eq!(tree_of(&local), applied["tree"].as_str().unwrap(), "{applied}");
+    assert_eq!(tree_of(&local), on_brother_tree(&host));
+
+    // Again on the same checkout: every hunk conflicts; refused whole, nothing written.
+    let before = tree_of(&local);
+    let status_before = git(&local, &["status", "--porcelain"]);
+    let again = env.run(&["fetch", &id.to_string(), "--apply", "--repo", local.to_str().unwrap()]).fails_with(45);
+    assert!(again.stderr().contains("does not apply") && again.stderr().contains("new.txt"), "{again}");
+    assert!(again.stderr().contains("Nothing was applied"), "{again}");
+    assert_eq!(tree_of(&local), before);
+    assert_eq!(git(&local, &["status", "--porcelain"]), status_before);
+}
+
+/// The brother's workdir as a tree, computed there the way the diff script does.
+fn on_brother_tree(host: &FakeHost) -> String {
+    on_brother(
+        host,
+        "i=$(mktemp) && cp .git/index \"$i\" && GIT_INDEX_FILE=$i git add -A && GIT_INDEX_FILE=$i git write-tree; rm -f \"$i\"",
+    )
+    .trim()
+    .to_string()
+}
