@@ -196,3 +196,135 @@ fn on_brother_tree(host: &FakeHost) -> String {
     .trim()
     .to_string()
 }
+
+/// A failed run and a cancelled one: the later task's diff holds only its own change (its
+/// base is where the first left the workdir), and `fetch --apply` on a checkout at each
+/// base reproduces the brother's tree exactly, applied from a subdirectory too.
+#[test]
+fn failed_and_cancelled_runs_bring_back_their_partial_work() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "fail", &format!("{}echo 'agent gave up' >&2\nexit 1\n", edits(1)));
+    // Inside .git: written by the agent, and no part of its change.
+    let marker = host.workdir().join(".git").join("halfway");
+    edit_script(
+        &host,
+        "hang",
+        &format!("set -e\nprintf 'second\\n' >>new.txt\nmkdir -p sub\nprintf 'deep\\n' >sub/d.txt\nrm a.txt\ntouch {}\nsleep 300\n", marker.display()),
+    );
+
+    let failed = launch(&env, &["oppy", "fail", "--json"]);
+    assert_eq!(wait_done(&env, failed)["status"], "failed");
+    let failed_base = evidence_git(&env, failed)["base"].as_str().unwrap().to_string();
+
+    let hung = launch(&env, &["oppy", "hang", "--json"]);
+    crate::support::wait_for_file(&marker);
+    env.run(&["cancel", &hung.to_string()]).ok();
+    assert_eq!(env.run(&["show", &hung.to_string(), "--json", "--no-sync"]).ok().json()["status"], "cancelled");
+    let hung_git = evidence_git(&env, hung);
+    assert_eq!(hung_git["clean"], false, "the failed task's change is still uncommitted: {hung_git}");
+    let hung_base = hung_git["base"].as_str().unwrap().to_string();
+
+    // The cancelled task's diff is only its own change.
+    let diff = env.run(&["diff", &hung.to_string()]).ok().stdout();
+    assert!(diff.contains("+second") && diff.contains("+deep") && diff.contains("deleted file mode"), "{diff}");
+    assert!(!diff.contains("big.bin") && !diff.contains("b.txt"), "the failed task's change is in its base: {diff}");
+
+    let local = clone_at_base(&env, &host, &hung_base, "hung");
+    let out = env.run(&["fetch", &hung.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
+    assert_eq!(tree_of(&local), on_brother_tree(&host), "{out}");
+
+    // The failed task's change, from a checkout at its base: the workdir as it is now, which
+    // includes what the later task did there (tasks sharing a workdir share its state).
+    let local = clone_at_base(&env, &host, &failed_base, "failed");
+    // Applied from a subdirectory: delegate applies at the checkout's top, whole.
+    let sub = local.join("deeper");
+    std::fs::create_dir(&sub).unwrap();
+    let mut cmd = env.command();
+    cmd.current_dir(&sub).args(["fetch", &failed.to_string(), "--apply"]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir(&sub).unwrap();
+    assert_eq!(tree_of(&local), on_brother_tree(&host));
+}
+
+/// What cannot be diffed says why, with its exit code: a workdir that was not a git work
+/// tree at launch (44), a task that changed nothing (`diff` says so, `fetch` exits 44), a
+/// workdir removed since (24), a brother without git (44, named in the launch evidence).
+#[test]
+fn diff_and_fetch_explain_what_they_cannot_bring_back() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    edit_script(&host, "idle", "exit 0\n");
+
+    let plain = launch(&env, &["oppy", "idle", "--json"]);
+    wait_done(&env, plain);
+    assert_eq!(evidence_git(&env, plain)["state"], "not a git work tree");
+    let show = env.run(&["show", &plain.to_string(), "--no-sync"]).ok().stdout();
+    assert!(show.contains("git       not a git work tree"), "{show}");
+    let refused = env.run(&["diff", &plain.to_string()]).fails_with(44);
+    assert!(refused.stderr().contains("not a git work tree at the launch of run 1"), "{refused}");
+    env.run(&["fetch", &plain.to_string()]).fails_with(44);
+
+    brother_repo(&host);
+    let idle = launch(&env, &["oppy", "idle", "--json"]);
+    wait_done(&env, idle);
+    assert_eq!(evidence_git(&env, idle)["clean"], true);
+    let said = env.run(&["diff", &idle.to_string()]).ok().stdout();
+    assert!(said.contains(&format!("task {idle} changed nothing")), "{said}");
+    let refused = env.run(&["fetch", &idle.to_string(), "--into", env.home.to_str().unwrap()]).fails_with(44);
+    assert!(refused.stderr().contains("no change to fetch"), "{refused}");
+    assert!(!env.home.join(format!("task-{idle}.patch")).exists());
+
+    // The workdir removed: the brother says so.
+    std::fs::remove_dir_all(host.workdir()).unwrap();
+    let gone = env.run(&["diff", &idle.to_string()]).fails_with(24);
+    assert!(gone.stderr().contains("no longer exists"), "{gone}");
+
+    // No git on the brother: the launch records it, and nothing can be diffed.
+    let bare = FakeHost::builder().path_without(&["git"]).start();
+    let env = Env::new();
+    env.add_host("h", &bare);
+    // The agent's environment is sshd's PATH alone, which has no git.
+    env.config_append("environment = \"plain\"");
+    editor(&bare, &env);
+    edit_script(&bare, "idle", "exit 0\n");
+    let id = launch(&env, &["oppy", "idle", "--json"]);
+    wait_done(&env, id);
+    assert_eq!(evidence_git(&env, id)["state"], "git missing");
+    let refused = env.run(&["diff", &id.to_string()]).fails_with(44);
+    assert!(refused.stderr().contains("git missing"), "{refused}");
+}
+
+/// File contents and names carrying terminal escapes (a clipboard write, a screen clear,
+/// colours) reach the terminal as text only; `--json` carries them escaped.
+#[test]
+fn diff_output_is_sanitized_for_the_terminal() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(
+        &host,
+        "hostile",
+        "printf 'ok \\033]52;c;SGVsbG8=\\007 \\033[2J\\033[H line\\r\\n' >a.txt\nprintf 'x\\n' >\"$(printf 'esc\\033[31mred.txt')\"\n",
+    );
+    let id = launch(&env, &["oppy", "hostile", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    for args in [vec!["diff", "X"], vec!["diff", "X", "--stat"]] {
+        let args: Vec<String> = args.iter().map(|a| if *a == "X" { id.to_string() } else { a.to_string() }).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&args).ok();
+        let text = out.stdout();
+        assert!(text.contains("red.txt"), "{out}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character reached the terminal: {text:?}");
+    }
+    let json = env.run(&["diff", &id.to_string(), "--json"]).ok().json();
+    assert!(json["diff"].as_str().unwrap().contains("\u{1b}]52;c;SGVsbG8="), "{json}");
+}
