@@ -14,7 +14,7 @@ use crate::cli::DiffArgs;
 use crate::term::safe;
 
 pub fn run(config: Option<&Path>, args: DiffArgs) -> Result<()> {
-    let d = open(config)?;
+    let mut d = open(config)?;
     let mode = if args.stat { DiffMode::Stat } else { DiffMode::Patch };
     let diff = block_on(d.diff(args.id, args.run, mode, SHOW_CAP))?;
     let text = String::from_utf8_lossy(&diff.bytes);

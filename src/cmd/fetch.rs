@@ -10,7 +10,7 @@ use super::{block_on, open};
 use crate::cli::FetchArgs;
 
 pub fn run(config: Option<&Path>, args: FetchArgs) -> Result<()> {
-    let d = open(config)?;
+    let mut d = open(config)?;
     let diff = block_on(d.fetch_patch(args.id, args.run))?;
     // The brother's hash was checked against the bytes when they arrived; this is the
     // lead's own, of what it writes or applies.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::Env;
 
-const TOOLS: [&str; 16] = [
+const TOOLS: [&str; 18] = [
     "board",
     "cancel_task",
     "check_mailbox",
@@ -22,6 +22,8 @@ const TOOLS: [&str; 16] = [
     "create_task",
     "delegate_task",
     "delete_task",
+    "fetch_result",
+    "get_diff",
     "get_task",
     "list_brothers",
     "list_tasks",

@@ -328,3 +328,57 @@ fn diff_output_is_sanitized_for_the_terminal() {
     let json = env.run(&["diff", &id.to_string(), "--json"]).ok().json();
     assert!(json["diff"].as_str().unwrap().contains("\u{1b}]52;c;SGVsbG8="), "{json}");
 }
+
+/// A lead agent reviews and takes the work over MCP: get_diff (whole and --stat),
+/// fetch_result as text, into a directory and applied to a checkout (the brother's tree
+/// exactly); a task with no change and contradictory arguments are error results.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_get_diff_and_fetch_result_bring_the_work_to_a_lead_agent() {
+    use crate::mcp::{connect, err, ok};
+    use serde_json::json;
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "finish", &edits(1));
+    edit_script(&host, "idle", "exit 0\n");
+    edit_script(&host, "small", "printf 'more\\n' >>a.txt\n");
+    let id = launch(&env, &["oppy", "finish", "--json"]);
+    wait_done(&env, id);
+    let base = evidence_git(&env, id)["base"].as_str().unwrap().to_string();
+    let client = connect(&env).await;
+
+    let diff = ok(&client, "get_diff", json!({"id": id})).await;
+    assert_eq!(diff["changed"], true, "{diff}");
+    assert!(diff["diff"].as_str().unwrap().contains("-two\n+TWO"), "{diff}");
+    let stat = ok(&client, "get_diff", json!({"id": id, "stat": true})).await;
+    assert!(stat["diff"].as_str().unwrap().contains("big.bin"), "{stat}");
+
+    // 1 MiB of binary is over what a result carries: never half a patch, but where to get it.
+    let text = ok(&client, "fetch_result", json!({"id": id})).await;
+    assert!(text["patch"].is_null() && text["note"].as_str().unwrap().contains("into"), "{text}");
+    let dir = env.home.join("mcp-patches");
+    let into = ok(&client, "fetch_result", json!({"id": id, "into": dir.to_str().unwrap()})).await;
+    let patch = std::fs::read(dir.join(format!("task-{id}.patch"))).unwrap();
+    assert_eq!(into["sha256"], delegate_testkit::sha256_hex(&patch));
+    let local = clone_at_base(&env, &host, &base, "mcp");
+    let applied = ok(&client, "fetch_result", json!({"id": id, "apply_to": local.to_str().unwrap()})).await;
+    assert_eq!(tree_of(&local), applied["tree"].as_str().unwrap());
+    assert_eq!(tree_of(&local), on_brother_tree(&host));
+
+    let (code, message) =
+        err(&client, "fetch_result", json!({"id": id, "into": "/tmp", "apply_to": local.to_str().unwrap()})).await;
+    assert_eq!(code, "bad_arguments", "{message}");
+    let idle = launch(&env, &["oppy", "idle", "--json"]);
+    wait_done(&env, idle);
+    let (code, message) = err(&client, "fetch_result", json!({"id": idle})).await;
+    assert_eq!(code, "nothing_to_fetch", "{message}");
+    // A small change comes back as text.
+    let small = launch(&env, &["oppy", "small", "--json"]);
+    wait_done(&env, small);
+    let text = ok(&client, "fetch_result", json!({"id": small})).await;
+    let patch = text["patch"].as_str().unwrap();
+    assert!(patch.starts_with("diff --git a/a.txt b/a.txt") && patch.contains("+more"), "{text}");
+    assert_eq!(text["sha256"], delegate_testkit::sha256_hex(patch.as_bytes()));
+}

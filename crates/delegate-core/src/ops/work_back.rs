@@ -79,7 +79,7 @@ impl Delegate {
     /// first run with a git base, so the whole task's change), as `mode` shows it, up to
     /// `cap` bytes ([`Error::DiffTooLarge`] past it). Works whatever the task's state:
     /// running, finished, failed, cancelled or lost.
-    pub async fn diff(&self, id: i64, run: Option<i64>, mode: DiffMode, cap: u64) -> Result<TaskDiff> {
+    pub async fn diff(&mut self, id: i64, run: Option<i64>, mode: DiffMode, cap: u64) -> Result<TaskDiff> {
         let task = self.task(id)?;
         let chosen = match run {
             Some(n) => task.runs.iter().find(|r| r.run_no == n).ok_or_else(|| Error::NothingToFetch {
@@ -137,7 +137,7 @@ impl Delegate {
 
     /// The task's change as a binary-safe patch (`git diff --binary`), hash-checked; a task
     /// that changed nothing is [`Error::NothingToFetch`].
-    pub async fn fetch_patch(&self, id: i64, run: Option<i64>) -> Result<TaskDiff> {
+    pub async fn fetch_patch(&mut self, id: i64, run: Option<i64>) -> Result<TaskDiff> {
         let diff = self.diff(id, run, DiffMode::Binary, FETCH_CAP).await?;
         if !diff.changed() || diff.bytes.is_empty() {
             return Err(Error::NothingToFetch {
