@@ -382,3 +382,60 @@ async fn mcp_get_diff_and_fetch_result_bring_the_work_to_a_lead_agent() {
     assert!(patch.starts_with("diff --git a/a.txt b/a.txt") && patch.contains("+more"), "{text}");
     assert_eq!(text["sha256"], delegate_testkit::sha256_hex(patch.as_bytes()));
 }
+
+/// The real Claude Code (through the model stand-in) writes a file with its own Write tool
+/// at `write`: `diff` shows it and `fetch --apply` reproduces the brother's tree.
+#[test]
+fn a_real_claude_edit_comes_back_by_diff_and_fetch() {
+    use delegate_testkit::brothers::{self, Install};
+    use delegate_testkit::model::{ModelStandIn, Reply, Script};
+    let Some(bin) = brothers::real_agents_bin() else { return };
+    let host = FakeHost::builder().own_home().without_fake_agents().start();
+    let target = host.workdir().join("hello.txt");
+    let model = ModelStandIn::start(Script::steps(vec![
+        Reply::Tool {
+            name: "Write".into(),
+            input: serde_json::json!({"file_path": target.display().to_string(), "content": "hi from claude\n"}),
+        },
+        Reply::Text("wrote hello.txt".into()),
+    ]));
+    let installed = brothers::install(&host, Install::NpmUserPrefix, &bin, &model);
+    let env = Env::with_brother(&host, "claude", "write");
+    if let Some(p) = installed.claude_path {
+        env.config_append(&format!("agent_path = \"{p}\"\n"));
+    }
+    brother_repo(&host);
+    let id = launch(&env, &["oppy", "say hello in a file", "--json"]);
+    let t = wait_done(&env, id);
+    assert_eq!(t["status"], "completed", "{t}");
+    let diff = env.run(&["diff", &id.to_string()]).ok().stdout();
+    assert!(diff.contains("new file mode") && diff.contains("+hi from claude"), "{diff}");
+    let base = evidence_git(&env, id)["base"].as_str().unwrap().to_string();
+    let local = clone_at_base(&env, &host, &base, "claude");
+    env.run(&["fetch", &id.to_string(), "--apply", "--repo", local.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(local.join("hello.txt")).unwrap(), "hi from claude\n");
+    assert_eq!(tree_of(&local), on_brother_tree(&host));
+}
+
+/// A diff over what `diff` shows is refused with the size and what to use instead; `--stat`
+/// and `fetch` still bring it back.
+#[test]
+fn a_diff_over_the_display_cap_points_to_stat_and_fetch() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "huge", "base64 -w 76 /dev/urandom | head -c 9000000 >huge.txt\n");
+    let id = launch(&env, &["oppy", "huge", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let refused = env.run(&["diff", &id.to_string()]).fails_with(1);
+    assert!(refused.stderr().contains("is over 8388608 bytes"), "{refused}");
+    assert!(refused.stderr().contains("--stat") && refused.stderr().contains("fetch"), "{refused}");
+    assert!(refused.stdout().is_empty(), "{refused}");
+    let stat = env.run(&["diff", &id.to_string(), "--stat"]).ok().stdout();
+    assert!(stat.contains("huge.txt"), "{stat}");
+    let into = env.home.join("p");
+    env.run(&["fetch", &id.to_string(), "--into", into.to_str().unwrap()]).ok();
+    assert!(std::fs::metadata(into.join(format!("task-{id}.patch"))).unwrap().len() > 9_000_000);
+}
