@@ -63,7 +63,7 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         if let Some(dir) = &run.remote_dir {
             println!("  task dir  {}", safe(dir));
         }
-        if let Some(git) = delegate_core::ops::work_back::git_state_line(run) {
+        if let Some(git) = delegate_core::ops::work_back::git_state_line(&run.evidence) {
             println!("  git       {}", safe(&git));
         }
         if let Some(argv) = ev["argv"].as_array().or(ev["agent_plan"]["argv"].as_array()) {

@@ -53,10 +53,11 @@ impl TaskDiff {
     }
 }
 
-/// The workdir's git state recorded at a run's launch, for `show`: one line, or None when
-/// the launch recorded none. Only known words and git ids are taken from the brother.
-pub fn git_state_line(run: &Run) -> Option<String> {
-    let git = &run.evidence["remote"]["git"];
+/// The workdir's git state a run's launch evidence records, for `show`: one line, or None
+/// when the launch recorded none. Ids must be git object ids and the rest is cleaned to one
+/// bounded line: the brother wrote it.
+pub fn git_state_line(evidence: &serde_json::Value) -> Option<String> {
+    let git = &evidence["remote"]["git"];
     let state = git["state"].as_str()?;
     if state != "repo" {
         return Some(clean_line(state, 60));
@@ -285,6 +286,67 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git").arg("-C").arg(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").status();
+        assert!(ok.unwrap().success(), "git {args:?}");
+    }
+
+    fn patch(task: i64, bytes: &str) -> TaskDiff {
+        TaskDiff {
+            task,
+            run: 1,
+            base: "a".repeat(40),
+            base_tree: "b".repeat(40),
+            tree: "c".repeat(40),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes.as_bytes()),
+            bytes: bytes.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_git_line_of_show_takes_only_ids_and_clean_words_from_the_brother() {
+        let ev = |git: serde_json::Value| serde_json::json!({"remote": {"git": git}});
+        let head = "0123456789abcdef0123456789abcdef01234567";
+        let line = git_state_line(&ev(serde_json::json!({
+            "state": "repo", "head": head, "branch": "main\u{1b}]52;c;eA==\u{7}\nforged", "clean": true, "base": "x;rm -rf /",
+        })))
+        .unwrap();
+        assert_eq!(line, "HEAD 0123456789ab on branch main forged, clean");
+        let line = git_state_line(&ev(serde_json::json!({"state": "repo", "head": "not-an-id", "clean": false}))).unwrap();
+        assert_eq!(line, "HEAD no commit yet on detached HEAD, uncommitted changes (kept in the base)");
+        assert_eq!(git_state_line(&ev(serde_json::json!({"state": "not a git work tree"}))).unwrap(), "not a git work tree");
+        assert_eq!(git_state_line(&serde_json::json!({})), None);
+    }
+
+    /// A hostile brother can send any patch with a matching hash: one reaching into `.git`
+    /// (a hook) or out of the checkout (`..`) is refused whole by `git apply --check`, and
+    /// the good file in the same patch is not written either.
+    #[test]
+    fn a_patch_reaching_out_of_the_checkout_or_into_git_is_refused_whole() {
+        let dir = std::env::temp_dir().join(format!("dlg-apply-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "."]);
+        let good = "diff --git a/ok.txt b/ok.txt\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/ok.txt\n@@ -0,0 +1 @@\n+fine\n";
+        for evil in [".git/hooks/post-checkout", "../escaped.txt"] {
+            let text = format!(
+                "{good}diff --git a/{evil} b/{evil}\nnew file mode 100755\nindex 0000000..1111111\n--- /dev/null\n+++ b/{evil}\n@@ -0,0 +1 @@\n+echo pwned\n"
+            );
+            let err = apply_patch(&dir, &patch(7, &text)).unwrap_err();
+            assert!(matches!(err, Error::PatchRefused { .. }), "{err}");
+            assert!(err.to_string().contains("Nothing was applied"), "{err}");
+            assert!(!dir.join("ok.txt").exists(), "half applied");
+            assert!(!dir.join(".git/hooks/post-checkout").exists());
+            assert!(!dir.parent().unwrap().join("escaped.txt").exists());
+        }
+        apply_patch(&dir, &patch(7, good)).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("ok.txt")).unwrap(), "fine\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn refused_files_names_each_file_once() {
         let stderr = "error: patch failed: src/a.rs:12\nerror: src/a.rs: patch does not apply\n\
