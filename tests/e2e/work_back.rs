@@ -439,3 +439,25 @@ fn a_diff_over_the_display_cap_points_to_stat_and_fetch() {
     env.run(&["fetch", &id.to_string(), "--into", into.to_str().unwrap()]).ok();
     assert!(std::fs::metadata(into.join(format!("task-{id}.patch"))).unwrap().len() > 9_000_000);
 }
+
+/// A task whose tmux server died (`lost`): its work is still there to diff and fetch.
+#[test]
+fn a_lost_task_s_work_still_comes_back() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    let marker = host.workdir().join(".git").join("halfway");
+    edit_script(&host, "work", &format!("printf 'kept\\n' >kept.txt\ntouch {}\nsleep 300\n", marker.display()));
+    let id = launch(&env, &["oppy", "work", "--json"]);
+    crate::support::wait_for_file(&marker);
+    host.tmux(&["kill-server"]);
+    assert_eq!(wait_done(&env, id)["status"], "lost");
+    let diff = env.run(&["diff", &id.to_string()]).ok().stdout();
+    assert!(diff.contains("+kept"), "{diff}");
+    let into = env.home.join("lost");
+    env.run(&["fetch", &id.to_string(), "--into", into.to_str().unwrap()]).ok();
+    let patch = std::fs::read_to_string(into.join(format!("task-{id}.patch"))).unwrap();
+    assert!(patch.contains("b/kept.txt") && patch.contains("+kept"), "{patch}");
+}

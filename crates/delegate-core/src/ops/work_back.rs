@@ -139,7 +139,22 @@ impl Delegate {
     /// The task's change as a binary-safe patch (`git diff --binary`), hash-checked; a task
     /// that changed nothing is [`Error::NothingToFetch`].
     pub async fn fetch_patch(&mut self, id: i64, run: Option<i64>) -> Result<TaskDiff> {
-        let diff = self.diff(id, run, DiffMode::Binary, FETCH_CAP).await?;
+        let diff = match self.diff(id, run, DiffMode::Binary, FETCH_CAP).await {
+            Err(Error::DiffTooLarge { size, limit, .. }) => {
+                let task = self.task(id)?;
+                return Err(Error::DiffFailed {
+                    task: id,
+                    host: task.host.clone(),
+                    code: None,
+                    why: format!(
+                        "the patch is {size} bytes, over the {limit} one fetch carries: copy the files by hand \
+                         (the task's base is kept in the brother's repository as refs/delegate/*/base; \
+                         `delegate diff {id} --stat` lists what changed)"
+                    ),
+                });
+            }
+            other => other?,
+        };
         if !diff.changed() || diff.bytes.is_empty() {
             return Err(Error::NothingToFetch {
                 task: id,
