@@ -461,3 +461,26 @@ fn a_lost_task_s_work_still_comes_back() {
     let patch = std::fs::read_to_string(into.join(format!("task-{id}.patch"))).unwrap();
     assert!(patch.contains("b/kept.txt") && patch.contains("+kept"), "{patch}");
 }
+
+/// A reopened task: `diff N` is the whole task's change (since run 1's launch), `--run 2`
+/// only what came after the second launch; a run that does not exist is exit 44.
+#[test]
+fn diff_run_takes_a_later_launch_as_the_base() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    brother_repo(&host);
+    let id = launch(&env, &["oppy", "first part", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    // What the first run left (made here, as its agent would have).
+    on_brother(&host, "printf 'first run\\n' >one.txt");
+    env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    on_brother(&host, "printf 'second run\\n' >two.txt");
+
+    let whole = env.run(&["diff", &id.to_string(), "--stat"]).ok().stdout();
+    assert!(whole.contains("one.txt") && whole.contains("two.txt"), "{whole}");
+    let second = env.run(&["diff", &id.to_string(), "--stat", "--run", "2"]).ok().stdout();
+    assert!(second.contains("two.txt") && !second.contains("one.txt"), "{second}");
+    let none = env.run(&["diff", &id.to_string(), "--run", "3"]).fails_with(44);
+    assert!(none.stderr().contains("no run 3"), "{none}");
+}
