@@ -484,3 +484,23 @@ fn diff_run_takes_a_later_launch_as_the_base() {
     let none = env.run(&["diff", &id.to_string(), "--run", "3"]).fails_with(44);
     assert!(none.stderr().contains("no run 3"), "{none}");
 }
+
+/// A 50 MiB binary file: its patch (over 64 MiB, more than one exec answers) comes back in
+/// chunks, checked whole, and applies to the exact tree.
+#[test]
+fn a_50_mib_binary_change_comes_back_intact() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "big", &edits(50));
+    let id = launch(&env, &["oppy", "big", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let base = evidence_git(&env, id)["base"].as_str().unwrap().to_string();
+    let local = clone_at_base(&env, &host, &base, "big");
+    let out = env.run(&["fetch", &id.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
+    assert!(out["size"].as_u64().unwrap() > 64 << 20, "{out}");
+    assert_eq!(std::fs::metadata(local.join("big.bin")).unwrap().len(), 50 << 20);
+    assert_eq!(tree_of(&local), on_brother_tree(&host));
+}

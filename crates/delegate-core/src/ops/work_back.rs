@@ -25,9 +25,11 @@ use crate::transport::ssh::Exit;
 
 /// Most bytes of a diff shown (`delegate diff`, the MCP `get_diff`): more is for `fetch`.
 pub const SHOW_CAP: u64 = 8 << 20;
-/// Most bytes of a patch `fetch` carries: under the exec cap
+/// Most bytes of a patch `fetch` carries (in chunks), and held in memory.
+pub const FETCH_CAP: u64 = 256 << 20;
+/// Most bytes of a diff one exec answers: under the exec cap
 /// ([`crate::transport::ssh::MAX_EXEC_OUTPUT`]), so a reply is never cut.
-pub const FETCH_CAP: u64 = 40 << 20;
+const CHUNK: u64 = 32 << 20;
 
 /// What a task changed since the launch of one of its runs.
 #[derive(Debug, Clone, Serialize)]
@@ -96,34 +98,59 @@ impl Delegate {
         };
         let base = launch_base(id, chosen)?;
         let reach = self.reach(&chosen.host)?;
-        let script = crate::remote::diff::render(&task.workdir, &base, mode, cap)?;
-        let (out, _) =
-            self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(180)).await?;
-        if out.overflow {
-            return Err(Error::OutputTooLarge {
-                host: chosen.host.clone(),
-                limit: crate::transport::ssh::MAX_EXEC_OUTPUT,
-            });
-        }
         let failed = |code: Option<i32>, why: String| Error::DiffFailed { task: id, host: chosen.host.clone(), code, why };
-        if out.exit != Exit::Code(0) {
-            let said = crate::remote::parse_output(&[], &out.stderr).error;
-            return Err(match said {
-                Some((code, message)) => failed(Some(code), message),
-                None => failed(
-                    None,
-                    format!(
-                        "the diff script ended with {:?}: {}",
-                        out.exit,
-                        clean_line(&String::from_utf8_lossy(&out.stderr), 300)
+        // One exec answers at most CHUNK bytes; a larger diff takes several, each made
+        // again on the brother, and must be the same diff each time.
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut first: Option<crate::remote::diff::DiffReply> = None;
+        loop {
+            let script = crate::remote::diff::render(&task.workdir, &base, mode, cap, bytes.len() as u64, CHUNK)?;
+            let (out, _) =
+                self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(180)).await?;
+            if out.overflow {
+                return Err(Error::OutputTooLarge {
+                    host: chosen.host.clone(),
+                    limit: crate::transport::ssh::MAX_EXEC_OUTPUT,
+                });
+            }
+            if out.exit != Exit::Code(0) {
+                let said = crate::remote::parse_output(&[], &out.stderr).error;
+                return Err(match said {
+                    Some((code, message)) => failed(Some(code), message),
+                    None => failed(
+                        None,
+                        format!(
+                            "the diff script ended with {:?}: {}",
+                            out.exit,
+                            clean_line(&String::from_utf8_lossy(&out.stderr), 300)
+                        ),
                     ),
-                ),
-            });
+                });
+            }
+            let reply = crate::remote::diff::parse(&out.stdout).map_err(|why| failed(None, why))?;
+            if reply.offset != bytes.len() as u64 {
+                return Err(failed(None, format!("asked for bytes from {}, got them from {}", bytes.len(), reply.offset)));
+            }
+            if let Some(f) = &first
+                && (f.tree != reply.tree || f.sha256 != reply.sha256 || f.size != reply.size)
+            {
+                return Err(failed(None, "the workdir changed while its diff was read: ask again".into()));
+            }
+            if reply.size > cap {
+                return Err(Error::DiffTooLarge { task: id, size: reply.size, limit: cap });
+            }
+            if reply.bytes.is_empty() && (bytes.len() as u64) < reply.size {
+                return Err(failed(None, "the brother sent an empty chunk of a diff not yet complete".into()));
+            }
+            bytes.extend_from_slice(&reply.bytes);
+            let done = bytes.len() as u64 >= reply.size;
+            first.get_or_insert(reply);
+            if done {
+                break;
+            }
         }
-        let reply = crate::remote::diff::parse(&out.stdout).map_err(|why| failed(None, why))?;
-        let Some(bytes) = reply.bytes else {
-            return Err(Error::DiffTooLarge { task: id, size: reply.size, limit: cap });
-        };
+        let reply = first.expect("one reply at least");
+        crate::remote::diff::check_whole(&bytes, &reply.sha256).map_err(|why| failed(None, why))?;
         Ok(TaskDiff {
             task: id,
             run: chosen.run_no,

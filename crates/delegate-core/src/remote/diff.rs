@@ -1,9 +1,11 @@
 //! `remote/scripts/diff.sh`: what a task changed in its workdir since its launch, and the
 //! framing of its reply (documented at the top of the script).
 //!
-//! The brother is untrusted: the reply is refused unless it is exactly one header, the bytes
-//! it announces and `END`; ids are checked to be git object ids, and the bytes' SHA-256 is
-//! computed again here and must match the one the brother sent.
+//! The brother is untrusted: a reply is refused unless it is exactly one header, the bytes
+//! it announces and `END`; ids are checked to be git object ids. A diff larger than one
+//! exec may answer comes in chunks ([`parse`] reads one; the caller puts them together,
+//! refuses chunks of different diffs, and checks the SHA-256 of the whole against the
+//! brother's: [`check_whole`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -39,8 +41,9 @@ pub fn is_object_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The script as sent on stdin.
-pub fn render(workdir: &str, base: &str, mode: DiffMode, cap: u64) -> Result<Vec<u8>> {
+/// The script as sent on stdin: the diff's bytes from `offset`, at most `chunk` of them, or
+/// none when the whole is over `cap`.
+pub fn render(workdir: &str, base: &str, mode: DiffMode, cap: u64, offset: u64, chunk: u64) -> Result<Vec<u8>> {
     if !is_object_id(base) {
         return Err(Error::Config { path: "(diff)".into(), message: format!("{base:?} is not a git object id") });
     }
@@ -48,7 +51,7 @@ pub fn render(workdir: &str, base: &str, mode: DiffMode, cap: u64) -> Result<Vec
         return Err(Error::Config { path: "(diff)".into(), message: "the workdir holds a NUL byte".into() });
     }
     let mut vars = Vec::new();
-    for f in [workdir, base, mode.as_str(), &cap.to_string()] {
+    for f in [workdir, base, mode.as_str(), &cap.to_string(), &offset.to_string(), &chunk.to_string()] {
         vars.extend_from_slice(f.as_bytes());
         vars.push(0);
     }
@@ -59,17 +62,28 @@ pub fn render(workdir: &str, base: &str, mode: DiffMode, cap: u64) -> Result<Vec
     Ok(out)
 }
 
-/// A diff as the brother reported it.
+/// One chunk of a diff as the brother reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffReply {
     /// The tree of the workdir at launch, and now: equal when nothing changed.
     pub base_tree: String,
     pub tree: String,
-    /// The diff's size and SHA-256 on the brother.
+    /// The whole diff's size and SHA-256 on the brother.
     pub size: u64,
     pub sha256: String,
-    /// The diff's bytes; `None` when it was over the cap (only announced).
-    pub bytes: Option<Vec<u8>>,
+    /// Where these bytes start in the diff.
+    pub offset: u64,
+    /// The diff's bytes from `offset` (none when the whole was over the cap).
+    pub bytes: Vec<u8>,
+}
+
+/// The whole diff put together from its chunks matches the brother's SHA-256.
+pub fn check_whole(bytes: &[u8], sha256: &str) -> std::result::Result<(), String> {
+    if hex(&Sha256::digest(bytes)) == sha256 {
+        Ok(())
+    } else {
+        Err("the diff's sha256 does not match the brother's: damaged in transit, or the workdir changed while it was read".into())
+    }
 }
 
 /// Reads a reply of the diff script. Strict: a header that does not parse, bytes that do not
@@ -87,36 +101,37 @@ pub fn parse(stdout: &[u8]) -> std::result::Result<DiffReply, String> {
     let eol = rest.iter().position(|&b| b == b'\n').ok_or("the header line is cut")?;
     let header = std::str::from_utf8(&rest[HEADER.len()..eol]).map_err(|_| "the header is not text")?;
     let words: Vec<&str> = header.split(' ').collect();
-    let [base_tree, tree, size, sha256, sent] = words[..] else {
-        return Err(format!("the header has {} fields, not 5", words.len()));
+    let [base_tree, tree, size, sha256, offset, len] = words[..] else {
+        return Err(format!("the header has {} fields, not 6", words.len()));
     };
     if !is_object_id(base_tree) || !is_object_id(tree) {
         return Err("the header's tree ids are not git object ids".into());
     }
-    let size: u64 = size.parse().map_err(|_| "the header's size is not a number")?;
+    let number = |w: &str, what: &str| w.parse::<u64>().map_err(|_| format!("the header's {what} is not a number"));
+    let (size, offset, len) = (number(size, "size")?, number(offset, "offset")?, number(len, "length")?);
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("the header's sha256 is not 64 hex digits".into());
     }
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(format!("the chunk {offset}+{len} runs past the diff's {size} bytes"));
+    }
     let body = &rest[eol + 1..];
-    let (bytes, tail) = match sent {
-        "1" => {
-            let len = usize::try_from(size).map_err(|_| "the size does not fit in memory")?;
-            if body.len() < len {
-                return Err(format!("the reply was cut: {} of {size} bytes", body.len()));
-            }
-            let (b, t) = body.split_at(len);
-            if hex(&Sha256::digest(b)) != sha256 {
-                return Err("the diff's sha256 does not match the brother's: damaged in transit".into());
-            }
-            (Some(b.to_vec()), t)
-        }
-        "0" => (None, body),
-        _ => return Err("the header's sent flag is not 0 or 1".into()),
-    };
+    let len = usize::try_from(len).map_err(|_| "the length does not fit in memory")?;
+    if body.len() < len {
+        return Err(format!("the reply was cut: {} of {len} bytes", body.len()));
+    }
+    let (bytes, tail) = body.split_at(len);
     if tail != b"\nEND\n" {
         return Err("the reply does not end with END right after the diff".into());
     }
-    Ok(DiffReply { base_tree: base_tree.into(), tree: tree.into(), size, sha256: sha256.to_lowercase(), bytes })
+    Ok(DiffReply {
+        base_tree: base_tree.into(),
+        tree: tree.into(),
+        size,
+        sha256: sha256.to_lowercase(),
+        offset,
+        bytes: bytes.to_vec(),
+    })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -127,37 +142,43 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn reply(body: &[u8], sum: &str, sent: &str, tail: &[u8]) -> Vec<u8> {
-        let t = "a".repeat(40);
-        let mut out = format!("motd\nDELEGATE-DIFF 1 {t} {} {} {sum} {sent}\n", "b".repeat(40), body.len()).into_bytes();
+    fn reply(size: usize, offset: usize, body: &[u8], sum: &str, tail: &[u8]) -> Vec<u8> {
+        let (t, u) = ("a".repeat(40), "b".repeat(40));
+        let mut out = format!("motd\nDELEGATE-DIFF 1 {t} {u} {size} {sum} {offset} {}\n", body.len()).into_bytes();
         out.extend_from_slice(body);
         out.extend_from_slice(tail);
         out
     }
 
     #[test]
-    fn a_reply_is_taken_only_whole_and_with_its_hash() {
-        let body = b"diff --git a/x b/x\n\x00END\n";
-        let sum = hex(&Sha256::digest(body));
-        let ok = parse(&reply(body, &sum, "1", b"\nEND\n")).unwrap();
-        assert_eq!(ok.bytes.as_deref(), Some(&body[..]));
-        assert_eq!(ok.size, body.len() as u64);
-        let over = parse(&reply(b"", &sum, "0", b"\nEND\n")).unwrap();
-        assert_eq!(over.bytes, None);
-        assert!(parse(&reply(body, &"0".repeat(64), "1", b"\nEND\n")).unwrap_err().contains("sha256"));
-        assert!(parse(&reply(body, &sum, "1", b"\nEND\nmore")).unwrap_err().contains("END"));
-        assert!(parse(&reply(body, &sum, "1", b"")).unwrap_err().contains("END"));
-        let mut cut = reply(body, &sum, "1", b"");
+    fn a_reply_is_taken_only_whole_and_the_diff_only_with_its_hash() {
+        let diff = b"diff --git a/x b/x\n\x00END\n";
+        let sum = hex(&Sha256::digest(diff));
+        // In two chunks, put together and checked.
+        let first = parse(&reply(diff.len(), 0, &diff[..10], &sum, b"\nEND\n")).unwrap();
+        let second = parse(&reply(diff.len(), 10, &diff[10..], &sum, b"\nEND\n")).unwrap();
+        assert_eq!((first.offset, second.offset), (0, 10));
+        let whole = [first.bytes, second.bytes].concat();
+        assert_eq!(whole, diff);
+        check_whole(&whole, &sum).unwrap();
+        assert!(check_whole(&whole[1..], &sum).unwrap_err().contains("sha256"));
+        // Over the cap: announced, no bytes.
+        let over = parse(&reply(diff.len(), 0, b"", &sum, b"\nEND\n")).unwrap();
+        assert!(over.bytes.is_empty() && over.size == diff.len() as u64);
+        assert!(parse(&reply(diff.len(), 0, diff, &sum, b"\nEND\nmore")).unwrap_err().contains("END"));
+        assert!(parse(&reply(diff.len(), 0, diff, &sum, b"")).unwrap_err().contains("END"));
+        assert!(parse(&reply(4, 0, diff, &sum, b"\nEND\n")).unwrap_err().contains("runs past"));
+        let mut cut = reply(diff.len(), 0, diff, &sum, b"");
         cut.truncate(cut.len() - 5);
         assert!(parse(&cut).unwrap_err().contains("cut"));
         assert!(parse(b"nothing here").is_err());
-        let bad_id = String::from_utf8(reply(body, &sum, "1", b"\nEND\n")).unwrap().replacen(&"a".repeat(40), "x;rm", 1);
+        let bad_id = String::from_utf8(reply(diff.len(), 0, diff, &sum, b"\nEND\n")).unwrap().replacen(&"a".repeat(40), "x;rm", 1);
         assert!(parse(bad_id.as_bytes()).unwrap_err().contains("object ids"));
     }
 
     #[test]
     fn render_refuses_a_base_that_is_not_an_object_id() {
-        assert!(render("/w", "HEAD; rm -rf /", DiffMode::Patch, 10).is_err());
-        assert!(render("/w", &"c".repeat(40), DiffMode::Stat, 10).is_ok());
+        assert!(render("/w", "HEAD; rm -rf /", DiffMode::Patch, 10, 0, 10).is_err());
+        assert!(render("/w", &"c".repeat(40), DiffMode::Stat, 10, 0, 10).is_ok());
     }
 }

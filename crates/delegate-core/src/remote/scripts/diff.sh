@@ -1,6 +1,6 @@
 # delegate diff script: what a task changed in its workdir since its launch. Sent on the
 # stdin of bash (REMOTE_COMMAND) over SSH, shaped like the launch script: Rust prepends
-# `DLG_VARS='<base64>'` (workdir, base commit, mode, byte cap; NUL-separated; see
+# `DLG_VARS='<base64>'` (workdir, base commit, mode, byte cap, offset, chunk; NUL-separated; see
 # remote/diff.rs) and git-tree.sh, and the body is one function called on the last line with
 # a sentinel, so a script cut off in transit runs nothing.
 #
@@ -12,8 +12,10 @@
 # (`git diff --binary`, for `git apply`).
 #
 # Output (stdout, exit 0), framed by length so the patch may hold any bytes:
-#   DELEGATE-DIFF 1 <base tree> <tree now> <size> <sha256> <sent 0|1>\n<size bytes when sent>\nEND\n
-# A diff over the cap is announced (size, hash) and not sent.
+#   DELEGATE-DIFF 1 <base tree> <tree now> <size> <sha256 of all of it> <offset> <len>\n<len bytes>\nEND\n
+# The bytes are the diff's [offset, offset + len), len at most the chunk asked for: a diff
+# larger than one exec may answer comes in several, each made again (the tree and hash say
+# whether the workdir changed in between). A diff over the cap is announced with len 0.
 # Failures: `DELEGATE-ERROR <code> <message>` on stderr, exit <code>:
 #   23 git (or another tool) missing or the script damaged   24 the workdir is gone
 #   44 not a git work tree, or the base snapshot is not in it   1 git failed otherwise
@@ -33,9 +35,10 @@ main() {
 	}
 	local -a v
 	mapfile -d '' -t v < <(base64 -d <<<"$DLG_VARS")
-	[ "${#v[@]}" -eq 4 ] || die 23 "the diff variables did not decode (got ${#v[@]} fields)"
-	local workdir=${v[0]} base=${v[1]} mode=${v[2]} cap=${v[3]}
-	[[ $base =~ ^[0-9a-f]{40}([0-9a-f]{24})?$ && $cap =~ ^[0-9]{1,15}$ ]] || die 23 "the diff variables are damaged"
+	[ "${#v[@]}" -eq 6 ] || die 23 "the diff variables did not decode (got ${#v[@]} fields)"
+	local workdir=${v[0]} base=${v[1]} mode=${v[2]} cap=${v[3]} offset=${v[4]} chunk=${v[5]}
+	[[ $base =~ ^[0-9a-f]{40}([0-9a-f]{24})?$ && $cap =~ ^[0-9]{1,15}$ && $offset =~ ^[0-9]{1,15}$ &&
+		$chunk =~ ^[0-9]{1,15}$ ]] || die 23 "the diff variables are damaged"
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $workdir in "~") workdir=$HOME ;; "~/"*) workdir=$HOME/${workdir:2} ;; esac
 	workdir=${workdir//"{home}"/"$HOME"}
@@ -69,12 +72,15 @@ main() {
 	esac
 	git -C "$workdir" -c core.quotePath=true diff "${how[@]}" "$base_tree" "$tree" >"$scratch/out" 2>"$scratch/err" ||
 		die 1 "git diff failed in $workdir: $(head -c 300 "$scratch/err")"
-	local size sum sent=0
+	local size sum len=0
 	size=$(stat -c %s -- "$scratch/out") || die 1 "could not read the diff's size"
 	sum=$(sha256sum <"$scratch/out") && sum=${sum%% *}
-	[ "$size" -gt "$cap" ] || sent=1
-	printf 'DELEGATE-DIFF 1 %s %s %s %s %s\n' "$base_tree" "$tree" "$size" "$sum" "$sent"
-	[ "$sent" = 0 ] || cat -- "$scratch/out"
+	if [ "$size" -le "$cap" ] && [ "$offset" -lt "$size" ]; then
+		len=$((size - offset))
+		[ "$len" -le "$chunk" ] || len=$chunk
+	fi
+	printf 'DELEGATE-DIFF 1 %s %s %s %s %s %s\n' "$base_tree" "$tree" "$size" "$sum" "$offset" "$len"
+	[ "$len" = 0 ] || tail -c +"$((offset + 1))" -- "$scratch/out" | head -c "$len"
 	printf '\nEND\n'
 }
 main delegate-diff-complete
