@@ -59,8 +59,9 @@ main() {
 	# shellcheck disable=SC2064 # the path is fixed now
 	trap "rm -rf -- '$scratch'" EXIT
 	local tree
-	tree=$(git_tree "$workdir" "$scratch/index") && [ -n "$tree" ] ||
+	if ! tree=$(git_tree "$workdir" "$scratch/index") || [ -z "$tree" ]; then
 		die 1 "git could not read the workdir $workdir (git add -A failed or took over 60 s)"
+	fi
 	# Everything that could run a program of the repository's configuration or change the
 	# format is switched off: the reply is git's own diff.
 	local -a how=(--no-color --no-ext-diff --no-textconv)
