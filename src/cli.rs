@@ -73,6 +73,10 @@ pub enum Command {
     Attach(AttachArgs),
     /// Stop a task's agent and record it as cancelled
     Cancel(CancelArgs),
+    /// What a task changed in its workdir since its launch (committed or not, new files too)
+    Diff(DiffArgs),
+    /// Bring a task's change back: a patch file (--into) or applied to a local checkout (--apply)
+    Fetch(FetchArgs),
     /// Messages brothers sent: receipts, progress, questions, completion
     Mailbox(MailboxArgs),
     /// Set a task's status by hand
@@ -554,6 +558,42 @@ pub struct ShowArgs {
     /// Show what the mailbox knows without asking the brother first
     #[arg(long)]
     pub no_sync: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Task number
+    pub id: i64,
+    /// Files changed with their line counts, not the changes themselves
+    #[arg(long)]
+    pub stat: bool,
+    /// Since the launch of this run (default: the task's first, so its whole change)
+    #[arg(long, value_name = "R")]
+    pub run: Option<i64>,
+    /// As JSON: the trees compared, the size and SHA-256, and the diff's text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("where").args(["into", "apply"])))]
+pub struct FetchArgs {
+    /// Task number
+    pub id: i64,
+    /// Write the patch to DIR/task-N.patch (default: the current directory)
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<std::path::PathBuf>,
+    /// Apply the change to a local checkout (all of it or nothing)
+    #[arg(long)]
+    pub apply: bool,
+    /// The checkout --apply applies to (default: the current directory)
+    #[arg(long, value_name = "PATH", requires = "apply")]
+    pub repo: Option<std::path::PathBuf>,
+    /// Since the launch of this run (default: the task's first, so its whole change)
+    #[arg(long, value_name = "R")]
+    pub run: Option<i64>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

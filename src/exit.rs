@@ -88,6 +88,12 @@ pub const STALE_VERSION: u8 = 34;
 /// A notification target is misconfigured (`--notify` with no target, a token variable
 /// that is not set), or `notify test` could not deliver to a target.
 pub const NOTIFY: u8 = 43;
+/// `diff` / `fetch`: the task changed nothing, or its workdir is not a git work tree (or
+/// had no git state recorded at launch).
+pub const NOTHING_TO_FETCH: u8 = 44;
+/// `fetch --apply`: the task's change does not apply to the local checkout (the files are
+/// named); nothing was applied.
+pub const PATCH_REFUSED: u8 = 45;
 
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
@@ -172,6 +178,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Schedule => SCHEDULE,
         K::DispatcherRunning => DISPATCHER_RUNNING,
+        K::NothingToFetch => NOTHING_TO_FETCH,
+        K::PatchRefused => PATCH_REFUSED,
         K::Conflict | K::Mailbox => MAILBOX,
         K::Notify => NOTIFY,
         _ => FAILURE,

@@ -8,7 +8,9 @@ mod cancel;
 mod comment;
 mod delete;
 mod dispatch;
+mod diff;
 mod doctor;
+mod fetch;
 mod hosts;
 mod inbox;
 mod list;
@@ -73,6 +75,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Move(args) => move_task::run(config, args),
         Command::List(args) => list::run(config, args),
         Command::Show(args) => show::run(config, args),
+        Command::Diff(args) => diff::run(config, args),
+        Command::Fetch(args) => fetch::run(config, args),
         Command::Usage(args) => usage::run(config, args),
         Command::Sync { json } => sync::run(config, json),
         Command::Status(args) => status::run(config, args),

@@ -63,6 +63,9 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         if let Some(dir) = &run.remote_dir {
             println!("  task dir  {}", safe(dir));
         }
+        if let Some(git) = delegate_core::ops::work_back::git_state_line(&run.evidence) {
+            println!("  git       {}", safe(&git));
+        }
         if let Some(argv) = ev["argv"].as_array().or(ev["agent_plan"]["argv"].as_array()) {
             let words: Vec<String> = argv.iter().map(|a| display_word(a.as_str().unwrap_or(""))).collect();
             println!("  argv      {}", words.join(" "));

@@ -35,6 +35,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 mod board;
 mod reply;
+mod work_back;
 use reply::*;
 
 /// Tool results longer than this many characters are cut (or, for `get_task`, thinned),
@@ -71,7 +72,8 @@ with the task numbers; get_task for the thread and final text. Brothers report r
 completion: read them with check_mailbox. send_message steers a running task; cancel_task stops one. The shared \
 board: create_task (backlog), start_task, board, move_task, comment, review, delete_task; the inventory's [roles] \
 decide who may do what (error role_refused names the role needed). Errors are results with isError true, a code \
-and a message saying how to fix the call.";
+and a message saying how to fix the call. What a task changed in its workdir: get_diff to review it, fetch_result \
+to bring it back as a patch or apply it to a local checkout.";
 
 /// Runs the server on stdin/stdout until the client closes the connection.
 pub async fn serve(paths: Paths, agent_id: Option<String>) -> anyhow::Result<()> {
@@ -301,7 +303,7 @@ impl DelegateServer {
         DelegateServer {
             paths: Arc::new(paths),
             state: Arc::default(),
-            tool_router: Self::tool_router() + Self::board_router(),
+            tool_router: Self::tool_router() + Self::board_router() + Self::work_router(),
         }
     }
 

@@ -47,3 +47,4 @@ mod stale;
 mod supply_chain;
 mod usage;
 mod warm;
+mod work_back;

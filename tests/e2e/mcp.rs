@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::Env;
 
-const TOOLS: [&str; 18] = [
+const TOOLS: [&str; 20] = [
     "answer",
     "board",
     "cancel_task",
@@ -23,6 +23,8 @@ const TOOLS: [&str; 18] = [
     "create_task",
     "delegate_task",
     "delete_task",
+    "fetch_result",
+    "get_diff",
     "get_task",
     "inbox",
     "list_brothers",

@@ -211,6 +211,35 @@ pub enum Error {
     #[error("task {0} not found")]
     TaskNotFound(i64),
 
+    /// `diff` / `fetch`: the task has no change to show (nothing changed, no git state
+    /// recorded at launch, or the workdir is not a git work tree).
+    #[error("task {task}: {why}")]
+    NothingToFetch { task: i64, why: String },
+
+    /// `diff` / `fetch`: the brother's diff script refused (`code` is its exit code: 23 git
+    /// missing, 24 workdir gone) or its reply was unusable.
+    #[error("diff of task {task} on {host} failed: {why}")]
+    DiffFailed { task: i64, host: String, code: Option<i32>, why: String },
+
+    /// `diff`: the change is larger than a terminal or a reply should carry.
+    #[error(
+        "diff of task {task} is over {limit} bytes ({size} bytes): use `delegate diff {task} --stat`, or \
+         `delegate fetch {task} --into DIR` for the whole patch"
+    )]
+    DiffTooLarge { task: i64, size: u64, limit: u64 },
+
+    /// `fetch --apply`: `git apply --check` refused the patch; nothing was applied.
+    #[error(
+        "the change of task {task} does not apply to {repo}: {why}{}. Nothing was applied: bring the checkout to \
+         the task's base (`delegate show {task}` has its HEAD), or `delegate fetch {task} --into DIR` and merge by hand",
+        if .files.is_empty() { String::new() } else { format!(" (files: {})", .files.join(", ")) }
+    )]
+    PatchRefused { task: i64, repo: PathBuf, files: Vec<String>, why: String },
+
+    /// `fetch`: the patch file or the local checkout could not be written or read.
+    #[error("{path}: {why}")]
+    PatchFile { path: PathBuf, why: String },
+
     /// `--parent` names a task the mailbox does not have.
     #[error("no task {parent} to be the parent: --parent takes the number of a task in the mailbox (`delegate list`)")]
     NoSuchParent { parent: i64 },
@@ -423,6 +452,12 @@ pub enum ErrorKind {
     Schedule,
     /// A dispatcher already runs for this mailbox.
     DispatcherRunning,
+    /// `diff`/`fetch`: no change to fetch, or the workdir is not a git work tree.
+    NothingToFetch,
+    /// `fetch --apply`: the patch does not apply; nothing was applied.
+    PatchRefused,
+    /// `diff`/`fetch` failed otherwise (the brother's diff, the local patch file).
+    DiffFailed,
     /// Another process changed the task first (optimistic locking).
     Conflict,
     /// The asker's role does not allow the change.
@@ -485,6 +520,9 @@ impl ErrorKind {
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::Schedule => "schedule",
             ErrorKind::DispatcherRunning => "dispatcher_running",
+            ErrorKind::NothingToFetch => "nothing_to_fetch",
+            ErrorKind::PatchRefused => "patch_refused",
+            ErrorKind::DiffFailed => "diff_failed",
             ErrorKind::Conflict => "conflict",
             ErrorKind::RoleRefused => "role_refused",
 
@@ -546,6 +584,13 @@ impl Error {
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::UnknownSchedule { .. } | Error::BadSchedule { .. } => ErrorKind::Schedule,
             Error::DispatcherRunning { .. } => ErrorKind::DispatcherRunning,
+            Error::NothingToFetch { .. } => ErrorKind::NothingToFetch,
+            // The brother's own verdicts keep their codes (23 git missing, 24 workdir gone).
+            Error::DiffFailed { code: Some(44), .. } => ErrorKind::NothingToFetch,
+            Error::DiffFailed { code: Some(c @ 20..=31), .. } => ErrorKind::BrotherRefused(*c),
+            Error::DiffFailed { .. } | Error::PatchFile { .. } => ErrorKind::DiffFailed,
+            Error::DiffTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::PatchRefused { .. } => ErrorKind::PatchRefused,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::RoleRefused { .. } => ErrorKind::RoleRefused,
             Error::DeleteInFlight { .. } => ErrorKind::RunActive,

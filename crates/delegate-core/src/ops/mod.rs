@@ -17,4 +17,5 @@ pub mod say;
 pub mod schedule;
 pub mod settings;
 pub mod sync;
+pub mod work_back;
 pub mod write_scope;

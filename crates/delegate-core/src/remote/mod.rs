@@ -20,6 +20,8 @@ use crate::task::Sandbox;
 
 // The scripts that follow a launch (sync, cancel, say) and the framing of their replies.
 pub mod protocol;
+// What a task changed in its workdir: `diff.sh` and its reply.
+pub mod diff;
 
 pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");
 /// Where the agent is found and what it runs with (login/interactive shell environment,
@@ -29,6 +31,9 @@ pub const AGENT_ENV_SH: &str = include_str!("scripts/agent-env.sh");
 /// `delegate doctor`'s checks on a brother (see [`crate::ops::doctor`]).
 pub const DOCTOR_SH: &str = include_str!("scripts/doctor.sh");
 pub const RUN_SH: &str = include_str!("scripts/run.sh");
+/// The workdir as a git tree (`git_tree`, `git_base_commit`): put in front of `launch.sh`
+/// (the task's base) and `diff.sh` (what it changed since).
+pub const GIT_TREE_SH: &str = include_str!("scripts/git-tree.sh");
 /// The helper the agent calls to talk back (`report <kind> <text>`), written as `report`.
 pub const REPORT_SH: &str = include_str!("scripts/report.sh");
 /// The helper the agent calls to read the lead's messages (`inbox`, `inbox ack <id>`),
@@ -217,13 +222,19 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     field(&mut vars, "credential env", v.plan.credential_env.as_deref().unwrap_or(""))?;
 
     let mut out = Vec::with_capacity(
-        v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96,
+        v.prompt.len() * 4 / 3
+            + AGENT_ENV_SH.len()
+            + GIT_TREE_SH.len()
+            + LAUNCH_SH.len()
+            + (vars.len() + bundle.len()) * 4 / 3
+            + 96,
     );
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
     out.extend_from_slice(format!("DLG_FILES='{}'\n", B64.encode(&bundle)).as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());
     out.extend_from_slice(AGENT_ENV_SH.as_bytes());
+    out.extend_from_slice(GIT_TREE_SH.as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());
     Ok(out)
 }

@@ -78,6 +78,43 @@ main() {
 		mapfile -d $'\x1f' -t into <<<"$2"
 		unset 'into[-1]'
 	}
+	# The workdir's git state into git_json (launch.json's "git"): HEAD, branch, clean or
+	# not, and the base the task's diff is taken from (git-tree.sh). Never a reason to
+	# refuse a launch: a workdir without git says so instead.
+	git_state() {
+		local top head='' branch='' tree head_tree base j_branch j_top clean=false
+		if ! command -v git >/dev/null 2>&1; then
+			git_json='{"state":"git missing"}'
+			return 0
+		fi
+		if ! top=$(git -C "$workdir" rev-parse --show-toplevel 2>/dev/null) ||
+			[ "$(git -C "$workdir" rev-parse --is-inside-work-tree 2>/dev/null)" != true ]; then
+			git_json='{"state":"not a git work tree"}'
+			return 0
+		fi
+		head=$(git -C "$workdir" rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null) || head=''
+		branch=$(git -C "$workdir" symbolic-ref -q --short HEAD 2>/dev/null) || branch=''
+		if ! tree=$(git_tree "$workdir" "$dir/git.index") || [ -z "$tree" ]; then
+			rm -f -- "$dir/git.index"
+			git_json='{"state":"error","why":"git could not record the workdir (git add -A failed or took over 60 s)"}'
+			return 0
+		fi
+		rm -f -- "$dir/git.index"
+		if [ -n "$head" ]; then
+			head_tree=$(git -C "$workdir" rev-parse -q --verify 'HEAD^{tree}' 2>/dev/null) || head_tree=''
+		else
+			head_tree=$(git -C "$workdir" hash-object -t tree /dev/null 2>/dev/null) || head_tree=''
+		fi
+		[ "$tree" != "$head_tree" ] || clean=true
+		if ! base=$(cd -- "$workdir" && git_base_commit "$tree" "$head" "$task_key") || [ -z "$base" ] ||
+			! git -C "$workdir" update-ref "refs/delegate/$task_key/base" "$base" 2>/dev/null; then
+			git_json='{"state":"error","why":"git could not store the base snapshot (read-only repository?)"}'
+			return 0
+		fi
+		json_safe j_branch "$branch"
+		json_safe j_top "$top"
+		git_json="{\"state\":\"repo\",\"head\":\"$head\",\"branch\":\"$j_branch\",\"clean\":$clean,\"base\":\"$base\",\"tree\":\"$tree\",\"top\":\"$j_top\"}"
+	}
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
 	# flock: the runner takes the task's start lock, shared with cancel.sh.
@@ -330,6 +367,9 @@ main() {
 		printf ')\n%s' "$run_body"
 	} >"$dir/run.sh" || die 22 "could not write $dir/run.sh (disk full?)"
 
+	# --- the workdir's git state, before the agent can change it -------------------------
+	local git_json
+	git_state
 	local started
 	# One reading of the clock (bash 5); its decimal separator follows the locale.
 	local t=$EPOCHREALTIME
@@ -343,8 +383,8 @@ main() {
 	json_safe j_dir "$dir"
 	local j_env_names
 	json_safe j_env_names "$env_names"
-	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","environment":"%s","env_file_vars":"%s","started_at":"%s"}' \
-		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$env_used" "$j_env_names" "$started"
+	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","environment":"%s","env_file_vars":"%s","git":%s,"started_at":"%s"}' \
+		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$env_used" "$j_env_names" "$git_json" "$started"
 	printf '%s\n' "$evidence" >"$dir/launch.json" || die 22 "could not write $dir/launch.json (disk full?)"
 
 	# --- tmux: own socket, no user config, generated name, argv form (no default-shell) ---
