@@ -96,6 +96,17 @@ pub struct AgentPlan {
     /// profile's `credential_env`): its name only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_env: Option<String>,
+    /// A spend limit the runner enforces on the brother (Codex has none of its own): it sums
+    /// the cost of the token counts in Codex's session log and stops the agent at the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend_limit: Option<SpendLimit>,
+}
+
+/// A spend limit delegate enforces, and the prices it counts the tokens at.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SpendLimit {
+    pub max_budget_usd: f64,
+    pub usd_per_mtok: options::TokenPrices,
 }
 
 /// Inputs that shape the argv.
@@ -282,19 +293,31 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit: None,
     }
 }
 
 fn codex(req: &AgentRequest) -> Result<AgentPlan> {
-    if req.options.max_budget_usd.is_some() {
-        return Err(refused(
-            "codex",
-            "--max-budget-usd",
-            "codex exec has no spend limit of its own and its stream reports tokens, not dollars; \
-             leave the budget out for codex (use --timeout and --max-turns to bound the run)"
-                .into(),
-        ));
-    }
+    // Codex has no spend limit of its own and reports tokens, not dollars: delegate's runner
+    // enforces the budget from the token counts, priced with the profile's or brother's
+    // usd_per_mtok. Without prices there is no amount to stop at.
+    let spend_limit = match (req.options.max_budget_usd, req.options.usd_per_mtok) {
+        (None, _) => None,
+        (Some(max_budget_usd), Some(usd_per_mtok)) => {
+            usd_per_mtok.check().map_err(|why| refused("codex", "usd_per_mtok", why))?;
+            Some(SpendLimit { max_budget_usd, usd_per_mtok })
+        }
+        (Some(_), None) => {
+            return Err(refused(
+                "codex",
+                "--max-budget-usd",
+                "codex exec has no spend limit of its own and reports tokens, not dollars, so delegate needs \
+                 the model's prices to enforce one: set usd_per_mtok = { input = X, cached_input = Y, output = Z } \
+                 (US dollars per million tokens) in the profile or brother, or leave the budget out"
+                    .into(),
+            ));
+        }
+    };
     if req.options.reasoning_effort == Some(ReasoningEffort::Max) {
         return Err(refused(
             "codex",
@@ -349,6 +372,7 @@ fn codex(req: &AgentRequest) -> Result<AgentPlan> {
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit,
     })
 }
 
@@ -375,6 +399,7 @@ fn self_test(req: &AgentRequest) -> Result<AgentPlan> {
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit: None,
     })
 }
 
@@ -457,6 +482,7 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit: None,
     })
 }
 
@@ -483,6 +509,7 @@ mod tests {
         extra_args: vec![],
         credential_file: None,
         credential_env: None,
+        usd_per_mtok: None,
     };
 
     #[test]
@@ -573,6 +600,7 @@ mod tests {
             extra_args: vec!["--fallback-model".into(), "haiku".into()],
             credential_file: None,
             credential_env: None,
+            usd_per_mtok: None,
         };
         let mut r = req("claude", Sandbox::Write);
         r.options = &opts;

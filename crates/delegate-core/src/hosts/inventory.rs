@@ -202,6 +202,10 @@ pub struct BrotherEntry {
     /// What a launch over this brother's daily cap does (default refuse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_cap: Option<OverCap>,
+    /// What this brother's model charges per million tokens; lets delegate enforce
+    /// `max_budget_usd` for Codex, which has no spend limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_mtok: Option<crate::agents::options::TokenPrices>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -238,6 +242,9 @@ pub struct Profile {
     /// environment there. Never a value: one that looks like a secret is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_env: Option<String>,
+    /// What the profile's model charges per million tokens (over the brother's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_mtok: Option<crate::agents::options::TokenPrices>,
 }
 
 /// A named group of brothers: `--environment NAME` places a launch on the least loaded of
@@ -378,6 +385,9 @@ impl Inventory {
             if let Some(usd) = b.max_usd_per_day {
                 check_daily_cap(usd).map_err(|m| bad(format!("brothers.{name}.max_usd_per_day: {m}")))?;
             }
+            if let Some(prices) = &b.usd_per_mtok {
+                prices.check().map_err(|m| bad(format!("brothers.{name}.usd_per_mtok.{m}")))?;
+            }
             if b.max_turns == 0 {
                 return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
             }
@@ -445,6 +455,9 @@ impl Inventory {
         }
         if let Some(n) = &p.credential_env {
             crate::agents::options::check_env_name(n).map_err(|m| format!("credential_env {m}"))?;
+        }
+        if let Some(prices) = &p.usd_per_mtok {
+            prices.check().map_err(|m| format!("usd_per_mtok.{m}"))?;
         }
         Ok(())
     }

@@ -638,7 +638,7 @@ fn every_fixture_classifies_as_expected() {
 #[test]
 fn exit_records() {
     let r = ExitRecord::parse("0 2026-11-21T10:00:00.1Z\n").unwrap();
-    assert_eq!(r, ExitRecord { code: 0, at: "2026-11-21T10:00:00.1Z".into(), reason: None });
+    assert_eq!(r, ExitRecord { code: 0, at: "2026-11-21T10:00:00.1Z".into(), reason: None, spend: None });
     let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z timed_out").unwrap();
     assert_eq!((r.code, r.reason, r.signal()), (143, Some(ExitReason::TimedOut), Some(15)));
     let r = ExitRecord::parse("\n137 2026-11-21T10:00:00.1Z cancelled\n").unwrap();
@@ -650,7 +650,7 @@ fn exit_records() {
     assert_eq!(r.reason, Some(ExitReason::TurnLimit));
     // Unknown reasons and missing times still give the code.
     assert_eq!(ExitRecord::parse("1 2026-11-21T10:00:00.1Z oom_killed").unwrap().reason, None);
-    assert_eq!(ExitRecord::parse("126").unwrap(), ExitRecord { code: 126, at: String::new(), reason: None });
+    assert_eq!(ExitRecord::parse("126").unwrap(), ExitRecord { code: 126, at: String::new(), reason: None, spend: None });
     assert_eq!(ExitRecord::parse("143 timed_out").unwrap().reason, Some(ExitReason::TimedOut));
     assert_eq!(ExitRecord::parse("1 2026").unwrap().signal(), None);
     assert_eq!(ExitRecord::parse("170 x").unwrap().describe(), "was killed by signal 42");
