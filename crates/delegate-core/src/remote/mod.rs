@@ -319,3 +319,6 @@ mod tests_stop;
 #[cfg(test)]
 #[path = "tests/sync.rs"]
 mod tests_sync;
+#[cfg(test)]
+#[path = "tests/spend.rs"]
+mod tests_spend;
