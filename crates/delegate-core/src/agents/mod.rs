@@ -623,6 +623,27 @@ mod tests {
         let err = plan(&r).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::SettingRefused);
         assert!(err.to_string().contains("--max-budget-usd"), "{err}");
+        // Without prices there is no amount to stop at: refused, naming the setting to add.
+        assert!(err.to_string().contains("set usd_per_mtok = { input = X"), "{err}");
+        // With them, delegate's runner holds the budget: recorded in the plan, not in argv.
+        let prices = options::TokenPrices { input: 1.25, cached_input: 0.125, output: 10.0 };
+        let priced = AgentOptions { usd_per_mtok: Some(prices), ..opts.clone() };
+        r.options = &priced;
+        let p = plan(&r).unwrap();
+        assert_eq!(p.spend_limit, Some(SpendLimit { max_budget_usd: 2.5, usd_per_mtok: prices }));
+        assert!(!p.argv.iter().any(|a| a.contains("budget")), "{:?}", p.argv);
+        assert_eq!(prices.units(), [125_000, 12_500, 1_000_000]);
+        assert_eq!(options::budget_units(2.5), 250_000_000_000);
+        // Prices alone change nothing; bad prices are refused by name.
+        let unpriced_budget = AgentOptions { max_budget_usd: None, ..priced.clone() };
+        r.options = &unpriced_budget;
+        assert_eq!(plan(&r).unwrap().spend_limit, None);
+        let bad = AgentOptions {
+            usd_per_mtok: Some(options::TokenPrices { output: f64::NAN, ..prices }),
+            ..priced.clone()
+        };
+        r.options = &bad;
+        assert!(plan(&r).unwrap_err().to_string().contains("output = NaN"));
         let max = AgentOptions { reasoning_effort: Some(ReasoningEffort::Max), ..Default::default() };
         r.options = &max;
         assert!(plan(&r).unwrap_err().to_string().contains("use --reasoning-effort xhigh"));

@@ -764,6 +764,27 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ("[hosts.h]\naddress = \"h\"\nsync_deadline = 0\n", "hosts.h.sync_deadline: 0 seconds"),
             ("[profiles.p]\nreasoning_effort = \"huge\"\n", "huge"),
             ("[profiles.p]\nmax_budget_usd = -1.0\n", "profiles.p.max_budget_usd"),
+            (
+                "[profiles.p]\nusd_per_mtok = { input = -1.0, cached_input = 0.1, output = 4.0 }\n",
+                "profiles.p.usd_per_mtok.input = -1 must be a price",
+            ),
+            ("[profiles.p]\nusd_per_mtok = { input = 1.0, output = 4.0 }\n", "cached_input"),
+            ("[profiles.p]\nusd_per_mtok = { input = 1.0, cached_input = 0.1, output = 4.0, extra = 1.0 }\n", "extra"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 usd_per_mtok = { input = 1.0, cached_input = 0.1, output = inf }\n",
+                "brothers.b.usd_per_mtok.output = inf",
+            ),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 usd_per_mtok = { input = 1.0, cached_input = nan, output = 1.0 }\n",
+                "brothers.b.usd_per_mtok.cached_input = NaN",
+            ),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 usd_per_mtok = { input = 1001.0, cached_input = 0.1, output = 1.0 }\n",
+                "from 0 to 1000",
+            ),
             ("[profiles.p]\nmax_turns = 0\n", "profiles.p.max_turns"),
             ("[profiles.p]\ntimeout = \"soon\"\n", "profiles.p.timeout"),
             ("[profiles.p]\nagent = \"gpt\"\n", "profiles.p.agent"),

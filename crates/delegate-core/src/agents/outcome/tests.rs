@@ -648,6 +648,13 @@ fn exit_records() {
     );
     let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z turn_limit").unwrap();
     assert_eq!(r.reason, Some(ExitReason::TurnLimit));
+    // A budget stop carries the amounts; anything but plain decimals is dropped.
+    let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z budget 0.071200 0.050000").unwrap();
+    assert_eq!((r.reason, r.spend), (Some(ExitReason::Budget), Some(("0.071200".into(), "0.050000".into()))));
+    for hostile in ["-1.0 0.05", "0.07 1e9", "0.07", "NaN 0.05", "0.07 0.05\u{1b}[2J", "1234567890123.0 1.0", "0.07. 0.05"] {
+        let r = ExitRecord::parse(&format!("143 t budget {hostile}")).unwrap();
+        assert_eq!((r.reason, r.spend), (Some(ExitReason::Budget), None), "{hostile}");
+    }
     // Unknown reasons and missing times still give the code.
     assert_eq!(ExitRecord::parse("1 2026-11-21T10:00:00.1Z oom_killed").unwrap().reason, None);
     assert_eq!(ExitRecord::parse("126").unwrap(), ExitRecord { code: 126, at: String::new(), reason: None, spend: None });
@@ -657,6 +664,23 @@ fn exit_records() {
     for bad in ["", "\n\n", "x 2026", "99999999999 t", "-", "\u{0}\u{ff}"] {
         assert_eq!(ExitRecord::parse(bad), None, "{bad:?}");
     }
+}
+
+#[test]
+fn a_budget_stop_by_delegate_fails_with_kind_budget_and_the_amounts() {
+    let facts = StreamFacts::default();
+    let stopped = |text: &str| classify(StreamKind::Codex, &facts, &ExitRecord::parse(text).unwrap(), "");
+    let o = stopped("143 t budget 0.071200 0.050000");
+    assert_eq!(o.status(), "failed");
+    let Outcome::Failed { kind, reason } = &o else { panic!("{o:?}") };
+    assert_eq!(*kind, FailKind::Budget);
+    assert!(reason.starts_with("stopped after spending $0.0712 of $0.05 "), "{reason}");
+    // Amounts unreadable: still a budget stop, without figures.
+    let Outcome::Failed { kind, reason } = stopped("137 t budget x y") else { panic!() };
+    assert_eq!((kind, reason.contains('$')), (FailKind::Budget, false), "{reason}");
+    assert_eq!(trim_cents("5.000000"), "5.00");
+    assert_eq!(trim_cents("0.000001"), "0.000001");
+    assert_eq!(trim_cents("12.5"), "12.5");
 }
 
 #[test]
