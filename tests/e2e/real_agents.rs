@@ -410,6 +410,8 @@ fn claude_stops_itself_at_the_budget_it_was_given() {
     let outcome = &shown["runs"][0]["outcome"];
     assert_eq!((outcome["outcome"].as_str(), outcome["kind"].as_str()), (Some("failed"), Some("budget")), "{shown}");
     assert!(outcome["reason"].as_str().unwrap().contains("after spending $"), "{shown}");
+    // The limit it was given is named too.
+    assert!(task["reason"].as_str().unwrap().contains(" of $0.000001"), "{task}");
 }
 
 #[test]

@@ -391,6 +391,22 @@ impl Outcome {
         }
     }
 
+    /// A budget failure whose reason lacks the limit (Claude's own stop reports only what it
+    /// spent) gets the run's limit added: "... after spending $0.52 of $0.50".
+    pub fn with_budget(self, limit_usd: Option<f64>) -> Outcome {
+        match (self, limit_usd) {
+            (Outcome::Failed { kind: FailKind::Budget, reason }, Some(limit)) if !reason.contains(" of $") => {
+                let reason = if reason.contains("after spending $") {
+                    format!("{reason} of ${limit}")
+                } else {
+                    format!("{reason} (limit ${limit})")
+                };
+                Outcome::Failed { kind: FailKind::Budget, reason }
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
     /// A human reason for the states that need one.
     pub fn reason(&self) -> Option<String> {
         match self {

@@ -678,6 +678,15 @@ fn a_budget_stop_by_delegate_fails_with_kind_budget_and_the_amounts() {
     // Amounts unreadable: still a budget stop, without figures.
     let Outcome::Failed { kind, reason } = stopped("137 t budget x y") else { panic!() };
     assert_eq!((kind, reason.contains('$')), (FailKind::Budget, false), "{reason}");
+    // Claude's own stop names only what it spent; the run's limit is added. Delegate's
+    // already names it, and other outcomes are left alone.
+    let claude = failed(FailKind::Budget, "budget limit reached after spending $0.52");
+    assert_eq!(claude.with_budget(Some(0.5)).reason().unwrap(), "budget limit reached after spending $0.52 of $0.5");
+    let bare = failed(FailKind::Budget, "budget limit reached");
+    assert_eq!(bare.with_budget(Some(2.0)).reason().unwrap(), "budget limit reached (limit $2)");
+    assert_eq!(o.clone().with_budget(Some(9.0)), o);
+    let other = failed(FailKind::AgentError, "boom");
+    assert_eq!(other.clone().with_budget(Some(1.0)), other);
     assert_eq!(trim_cents("5.000000"), "5.00");
     assert_eq!(trim_cents("0.000001"), "0.000001");
     assert_eq!(trim_cents("12.5"), "12.5");
