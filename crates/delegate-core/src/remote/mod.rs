@@ -137,11 +137,23 @@ pub(crate) fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIter
 
 /// The spend limit as the runner reads it: `<budget> <input> <cached input> <output>` in
 /// its integer unit (1e-11 dollars, per token for the prices), or empty for none.
-fn spend_limit_field(limit: Option<&crate::agents::SpendLimit>) -> String {
+/// A resumed Codex thread (a reopen) adds its id: its session log holds the earlier runs'
+/// counts, which the runner reads before starting the agent and leaves out of this run's.
+fn spend_limit_field(limit: Option<&crate::agents::SpendLimit>, resumed: Option<&str>) -> String {
     match limit {
         Some(l) => {
             let [input, cached, output] = l.usd_per_mtok.units();
-            format!("{} {input} {cached} {output}", crate::agents::options::budget_units(l.max_budget_usd))
+            let mut field =
+                format!("{} {input} {cached} {output}", crate::agents::options::budget_units(l.max_budget_usd));
+            // Only an id the runner can put in a file name pattern as is; any other is left
+            // out, and the whole thread's spend then counts (stopping sooner, never later).
+            if let Some(id) = resumed.filter(|id| {
+                (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }) {
+                field.push(' ');
+                field.push_str(id);
+            }
+            field
         }
         None => String::new(),
     }
@@ -228,7 +240,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "sandbox probe", v.plan.sandbox_probe.iter().map(String::as_str))?;
     field(&mut vars, "sandbox requirements hint", &v.plan.requires_hint)?;
     field(&mut vars, "credential env", v.plan.credential_env.as_deref().unwrap_or(""))?;
-    field(&mut vars, "spend limit", &spend_limit_field(v.plan.spend_limit.as_ref()))?;
+    field(&mut vars, "spend limit", &spend_limit_field(v.plan.spend_limit.as_ref(), v.plan.session_id.as_deref()))?;
 
     let mut out = Vec::with_capacity(
         v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + LAUNCH_SH.len() + (vars.len() + bundle.len()) * 4 / 3 + 96,

@@ -104,8 +104,9 @@ main() {
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
 		[[ $i =~ ^[0-9]{1,18}$ ]] || die 23 "the launch variables are damaged (a number field holds '$i')"
 	done
-	# Four numbers or nothing: it becomes an array declaration in run.sh.
-	[[ $spend_limit =~ ^([0-9]{1,18}( [0-9]{1,18}){3})?$ ]] ||
+	# Four numbers (and a resumed thread's id) or nothing: it becomes an array declaration
+	# in run.sh.
+	[[ $spend_limit =~ ^([0-9]{1,18}( [0-9]{1,18}){3}( [0-9A-Za-z-]{1,64})?)?$ ]] ||
 		die 23 "the launch variables are damaged (the spend limit holds '${spend_limit:0:100}')"
 	home_path root
 	home_path workdir

@@ -16,7 +16,7 @@ fn fake_codex(body: &str) -> String {
 mkdir -p "$log"
 f="$log/rollout-2026-12-07T00-00-00-01a2-thread-9.jsonl"
 printf '{{"type":"thread.started","thread_id":"01a2-thread-9"}}\n'
-printf '{{"type":"session_meta","payload":{{"id":"01a2-thread-9"}}}}\n' >"$f"
+printf '{{"type":"session_meta","payload":{{"id":"01a2-thread-9"}}}}\n' >>"$f"
 tc() {{ printf '{{"timestamp":"t","type":"event_msg","payload":{{"type":"token_count","info":{{"total_token_usage":{{"input_tokens":%s,"cached_input_tokens":%s,"cache_write_input_tokens":0,"output_tokens":%s,"reasoning_output_tokens":0,"total_tokens":0}},"last_token_usage":{{}}}}}}}}\n' "$1" "$2" "$3" >>"$f"; }}
 raw() {{ printf '%s\n' "$1" >>"$f"; }}
 {body}
@@ -100,4 +100,43 @@ echo '{{"type":"turn.completed"}}'"#
     assert_eq!(w[0], "0", "{w:?}");
     let state = std::fs::read_to_string(dir.join("state")).unwrap();
     assert!(!state.contains("stopping"), "{state}");
+}
+
+/// A reopen resumes the thread: its log already holds the earlier runs' counts ($1.00 here,
+/// twenty times the budget), which are not this run's spend.
+fn resumed(s: &Scratch, body: &str) -> crate::agents::AgentPlan {
+    let log = s.dir.join(".codex/sessions/2026/12/06");
+    std::fs::create_dir_all(&log).unwrap();
+    let earlier = r#"{"type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":100000,"cached_input_tokens":0,"output_tokens":0}}}}"#;
+    std::fs::write(log.join("rollout-2026-12-06T00-00-00-01a2-thread-9.jsonl"), format!("{earlier}\n")).unwrap();
+    // The fake appends to the same file, as Codex does on resume.
+    let script = fake_codex(body).replace("sessions/2026/12/07", "sessions/2026/12/06");
+    let script = script.replace("rollout-2026-12-07T00-00-00-01a2", "rollout-2026-12-06T00-00-00-01a2");
+    let mut plan = limited(&script);
+    plan.session_id = Some("01a2-thread-9".into());
+    plan
+}
+
+#[test]
+fn a_resumed_thread_counts_only_this_runs_spend() {
+    // Counts going on from the earlier runs': $0.02 more completes, $0.06 more is stopped
+    // with $0.06 as this run's spend.
+    let s = Scratch::new("spend-resume");
+    let plan = resumed(&s, "tc 102000 0 0\nsleep 1.5\necho done");
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+    let w = exit_words(&dir, 15);
+    assert_eq!((w.len(), w[0].as_str()), (2, "0"), "stopped for the earlier runs' spend: {w:?}");
+
+    let s = Scratch::new("spend-resume-over");
+    let plan = resumed(&s, "tc 102000 0 0\nsleep 0.6\ntc 106000 0 0\nsleep 30");
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+    let w = exit_words(&dir, 15);
+    assert_eq!(w[2..], ["budget", "0.060000", "0.050000"], "{w:?}");
+
+    // Counts that start afresh below the earlier total are this run's from zero.
+    let s = Scratch::new("spend-resume-afresh");
+    let plan = resumed(&s, "tc 2000 0 0\nsleep 0.6\ntc 7000 0 0\nsleep 30");
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+    let w = exit_words(&dir, 15);
+    assert_eq!(w[2..], ["budget", "0.070000", "0.050000"], "{w:?}");
 }
