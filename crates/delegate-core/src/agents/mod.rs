@@ -638,10 +638,8 @@ mod tests {
         let unpriced_budget = AgentOptions { max_budget_usd: None, ..priced.clone() };
         r.options = &unpriced_budget;
         assert_eq!(plan(&r).unwrap().spend_limit, None);
-        let bad = AgentOptions {
-            usd_per_mtok: Some(options::TokenPrices { output: f64::NAN, ..prices }),
-            ..priced.clone()
-        };
+        let bad =
+            AgentOptions { usd_per_mtok: Some(options::TokenPrices { output: f64::NAN, ..prices }), ..priced.clone() };
         r.options = &bad;
         assert!(plan(&r).unwrap_err().to_string().contains("output = NaN"));
         let max = AgentOptions { reasoning_effort: Some(ReasoningEffort::Max), ..Default::default() };

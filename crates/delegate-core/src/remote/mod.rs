@@ -147,9 +147,9 @@ fn spend_limit_field(limit: Option<&crate::agents::SpendLimit>, resumed: Option<
                 format!("{} {input} {cached} {output}", crate::agents::options::budget_units(l.max_budget_usd));
             // Only an id the runner can put in a file name pattern as is; any other is left
             // out, and the whole thread's spend then counts (stopping sooner, never later).
-            if let Some(id) = resumed.filter(|id| {
-                (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            }) {
+            if let Some(id) = resumed
+                .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            {
                 field.push(' ');
                 field.push_str(id);
             }
@@ -326,11 +326,11 @@ mod tests_root;
 #[path = "tests/scope.rs"]
 mod tests_scope;
 #[cfg(test)]
+#[path = "tests/spend.rs"]
+mod tests_spend;
+#[cfg(test)]
 #[path = "tests/stop.rs"]
 mod tests_stop;
 #[cfg(test)]
 #[path = "tests/sync.rs"]
 mod tests_sync;
-#[cfg(test)]
-#[path = "tests/spend.rs"]
-mod tests_spend;

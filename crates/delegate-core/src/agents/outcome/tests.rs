@@ -651,13 +651,18 @@ fn exit_records() {
     // A budget stop carries the amounts; anything but plain decimals is dropped.
     let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z budget 0.071200 0.050000").unwrap();
     assert_eq!((r.reason, r.spend), (Some(ExitReason::Budget), Some(("0.071200".into(), "0.050000".into()))));
-    for hostile in ["-1.0 0.05", "0.07 1e9", "0.07", "NaN 0.05", "0.07 0.05\u{1b}[2J", "1234567890123.0 1.0", "0.07. 0.05"] {
+    for hostile in
+        ["-1.0 0.05", "0.07 1e9", "0.07", "NaN 0.05", "0.07 0.05\u{1b}[2J", "1234567890123.0 1.0", "0.07. 0.05"]
+    {
         let r = ExitRecord::parse(&format!("143 t budget {hostile}")).unwrap();
         assert_eq!((r.reason, r.spend), (Some(ExitReason::Budget), None), "{hostile}");
     }
     // Unknown reasons and missing times still give the code.
     assert_eq!(ExitRecord::parse("1 2026-11-21T10:00:00.1Z oom_killed").unwrap().reason, None);
-    assert_eq!(ExitRecord::parse("126").unwrap(), ExitRecord { code: 126, at: String::new(), reason: None, spend: None });
+    assert_eq!(
+        ExitRecord::parse("126").unwrap(),
+        ExitRecord { code: 126, at: String::new(), reason: None, spend: None }
+    );
     assert_eq!(ExitRecord::parse("143 timed_out").unwrap().reason, Some(ExitReason::TimedOut));
     assert_eq!(ExitRecord::parse("1 2026").unwrap().signal(), None);
     assert_eq!(ExitRecord::parse("170 x").unwrap().describe(), "was killed by signal 42");

@@ -139,7 +139,7 @@ main() {
 		fi
 		if [ -z "$spend_fd" ]; then
 			local f
-			for f in "${CODEX_HOME:-$HOME/.codex}"/sessions/[0-9]*/[0-9]*/[0-9]*/rollout-*-"$spend_thread".jsonl; do
+			for f in "${CODEX_HOME:-${HOME-}/.codex}"/sessions/[0-9]*/[0-9]*/[0-9]*/rollout-*-"$spend_thread".jsonl; do
 				[ -f "$f" ] && exec {spend_fd}<"$f" && break
 			done
 			[ -n "$spend_fd" ] || return 1
@@ -226,6 +226,8 @@ main() {
 	# default dispositions back.
 	(
 		trap '' HUP INT
+		# A resumed thread's session log is open already: the agent gets no copy of it.
+		[ -z "$spend_fd" ] || exec {spend_fd}<&-
 		set -m
 		(
 			trap - HUP INT

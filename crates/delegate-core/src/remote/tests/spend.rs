@@ -59,7 +59,10 @@ sleep 30"#,
     assert_eq!(w.len(), 5, "{w:?}");
     assert_eq!((w[0].as_str(), &w[2..]), ("143", &["budget".to_string(), "0.070000".into(), "0.050000".into()][..]));
     let state = std::fs::read_to_string(dir.join("state")).unwrap();
-    assert!(state.contains(" stopping budget\n") && state.ends_with(" exited 143 budget 0.070000 0.050000\n"), "{state}");
+    assert!(
+        state.contains(" stopping budget\n") && state.ends_with(" exited 143 budget 0.070000 0.050000\n"),
+        "{state}"
+    );
     let pgid: i32 = std::fs::read_to_string(dir.join("agent.pgid")).unwrap().trim().parse().unwrap();
     assert!(!group_alive(pgid), "the agent outlived its budget stop");
     // The runner's record reads back as a budget stop with both amounts.
@@ -122,10 +125,16 @@ fn a_resumed_thread_counts_only_this_runs_spend() {
     // Counts going on from the earlier runs': $0.02 more completes, $0.06 more is stopped
     // with $0.06 as this run's spend.
     let s = Scratch::new("spend-resume");
-    let plan = resumed(&s, "tc 102000 0 0\nsleep 1.5\necho done");
+    let plan = resumed(
+        &s,
+        "for fd in /proc/$$/fd/*; do readlink \"$fd\"; done >\"$DELEGATE_TASK_DIR/fds\"\ntc 102000 0 0\nsleep 1.5\necho done",
+    );
     let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
     let w = exit_words(&dir, 15);
     assert_eq!((w.len(), w[0].as_str()), (2, "0"), "stopped for the earlier runs' spend: {w:?}");
+    // The runner's read of the session log is not handed to the agent.
+    let fds = std::fs::read_to_string(dir.join("fds")).unwrap();
+    assert!(fds.contains("/prompt") && !fds.contains("rollout"), "{fds}");
 
     let s = Scratch::new("spend-resume-over");
     let plan = resumed(&s, "tc 102000 0 0\nsleep 0.6\ntc 106000 0 0\nsleep 30");
