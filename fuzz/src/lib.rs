@@ -35,7 +35,7 @@ pub fn stream(kind: StreamKind, data: &[u8]) {
     let json = serde_json::to_string(&whole).expect("facts serialize");
     let _: StreamFacts = serde_json::from_str(&json).expect("stored facts load");
 
-    let exit = ExitRecord::parse(&exit_text).unwrap_or(ExitRecord { code: 1, at: String::new(), reason: None });
+    let exit = ExitRecord::parse(&exit_text).unwrap_or(ExitRecord { code: 1, at: String::new(), reason: None, spend: None });
     let _ = exit.signal();
     let outcome = classify(kind, &whole, &exit, &stderr);
     let _ = (outcome.status(), outcome.reason());

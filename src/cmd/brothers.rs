@@ -28,6 +28,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 max_usd_per_day: None,
                 over_cap: None,
                 notify: None,
+                usd_per_mtok: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

@@ -410,6 +410,8 @@ fn claude_stops_itself_at_the_budget_it_was_given() {
     let outcome = &shown["runs"][0]["outcome"];
     assert_eq!((outcome["outcome"].as_str(), outcome["kind"].as_str()), (Some("failed"), Some("budget")), "{shown}");
     assert!(outcome["reason"].as_str().unwrap().contains("after spending $"), "{shown}");
+    // The limit it was given is named too.
+    assert!(task["reason"].as_str().unwrap().contains(" of $0.000001"), "{task}");
 }
 
 #[test]
@@ -420,4 +422,50 @@ fn codex_runs_with_the_reasoning_effort_it_was_given() {
     assert_eq!(task["status"], "completed", "the real codex took the argv: {task}");
     let bodies = request_bodies(&b.model);
     assert!(!bodies.is_empty() && bodies.iter().all(|r| r["reasoning"]["effort"] == "low"), "{bodies:?}");
+}
+
+/// Prices for the stand-in's model: $10 per million input tokens, $1 cached, $40 output.
+/// Codex's first request alone is some 6,700 input tokens (its instructions and tools).
+const PRICES: &str = "usd_per_mtok = { input = 10.0, cached_input = 1.0, output = 40.0 }\n";
+
+#[test]
+fn delegate_stops_codex_at_its_budget_from_the_token_counts() {
+    // Unique to this test, so no other test's command is mistaken for a survivor.
+    const WORK: &str = "timeout 33 tail -f /dev/null";
+    let Some(b) = brother(Install::SystemWide, "codex", "full", Script::new(|_| Reply::Shell(WORK.into()))) else {
+        return;
+    };
+    b.env.config_append(PRICES);
+    let id = launch(&b.env, &["oppy", "work on it", "--max-budget-usd", "0.05", "--timeout", "50s", "--json"]);
+    let task = wait_done(&b.env, id);
+    // Stopped by the runner once the session log's token counts cost more than $0.05; without
+    // it the command would run on and the wall clock would end the task.
+    assert_eq!(task["status"], "failed", "{task}");
+    let reason = task["reason"].as_str().unwrap();
+    assert!(reason.starts_with("stopped after spending $0.0") && reason.contains(" of $0.05 "), "{reason}");
+    let shown = show(&b.env, id);
+    let outcome = &shown["runs"][0]["outcome"];
+    assert_eq!((outcome["outcome"].as_str(), outcome["kind"].as_str()), (Some("failed"), Some("budget")), "{shown}");
+    assert_eq!(shown["runs"][0]["evidence"]["remote"]["spend_limit"]["max_budget_usd"], 0.05, "{shown}");
+    assert_eq!(shown["settings"]["usd_per_mtok"]["value"]["input"], 10.0, "{}", shown["settings"]);
+    // Nothing the agent started is left running.
+    let left = std::process::Command::new("pgrep").args(["-f", WORK]).output().unwrap();
+    assert!(left.stdout.is_empty(), "still running: {}", String::from_utf8_lossy(&left.stdout));
+}
+
+#[test]
+fn codex_under_its_budget_completes() {
+    let Some(b) = brother(Install::SystemWide, "codex", "full", Script::text("finished")) else { return };
+    b.env.config_append(PRICES);
+    let id = launch(&b.env, &["oppy", "say hi", "--max-budget-usd", "5", "--json"]);
+    let task = wait_done(&b.env, id);
+    assert_eq!(task["status"], "completed", "{task}");
+}
+
+#[test]
+fn a_codex_budget_without_prices_is_refused_naming_the_fix() {
+    let Some(b) = brother(Install::SystemWide, "codex", "full", Script::text("finished")) else { return };
+    let run = b.env.run(&["oppy", "say hi", "--max-budget-usd", "5", "--json"]).fails_with(33);
+    assert!(run.stderr().contains("usd_per_mtok = { input"), "{run}");
+    assert!(b.model.requests().is_empty(), "codex started without a way to hold its budget");
 }

@@ -109,6 +109,7 @@ static NO_OPTIONS: delegate_core::agents::AgentOptions = delegate_core::agents::
     extra_args: vec![],
     credential_file: None,
     credential_env: None,
+    usd_per_mtok: None,
 };
 
 fn new_task<'a>(brother: &'a str, prompt: &'a [u8]) -> NewTask<'a> {

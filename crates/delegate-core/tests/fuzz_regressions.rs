@@ -55,7 +55,7 @@ fn stream(kind: StreamKind, data: &[u8]) {
     let mut facts = StreamFacts::default();
     let used = facts.feed(kind, stream);
     assert!(used <= stream.len());
-    let exit = ExitRecord::parse(&exit).unwrap_or(ExitRecord { code: 1, at: String::new(), reason: None });
+    let exit = ExitRecord::parse(&exit).unwrap_or(ExitRecord { code: 1, at: String::new(), reason: None, spend: None });
     let outcome = classify(kind, &facts, &exit, &stderr);
     let _ = (outcome.status(), outcome.reason());
 }

@@ -117,6 +117,7 @@ static NO_OPTIONS: delegate_core::agents::AgentOptions = delegate_core::agents::
     extra_args: vec![],
     credential_file: None,
     credential_env: None,
+    usd_per_mtok: None,
 };
 
 #[test]

@@ -96,6 +96,17 @@ pub struct AgentPlan {
     /// profile's `credential_env`): its name only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_env: Option<String>,
+    /// A spend limit the runner enforces on the brother (Codex has none of its own): it sums
+    /// the cost of the token counts in Codex's session log and stops the agent at the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend_limit: Option<SpendLimit>,
+}
+
+/// A spend limit delegate enforces, and the prices it counts the tokens at.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SpendLimit {
+    pub max_budget_usd: f64,
+    pub usd_per_mtok: options::TokenPrices,
 }
 
 /// Inputs that shape the argv.
@@ -282,19 +293,31 @@ fn claude(req: &AgentRequest) -> AgentPlan {
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit: None,
     }
 }
 
 fn codex(req: &AgentRequest) -> Result<AgentPlan> {
-    if req.options.max_budget_usd.is_some() {
-        return Err(refused(
-            "codex",
-            "--max-budget-usd",
-            "codex exec has no spend limit of its own and its stream reports tokens, not dollars; \
-             leave the budget out for codex (use --timeout and --max-turns to bound the run)"
-                .into(),
-        ));
-    }
+    // Codex has no spend limit of its own and reports tokens, not dollars: delegate's runner
+    // enforces the budget from the token counts, priced with the profile's or brother's
+    // usd_per_mtok. Without prices there is no amount to stop at.
+    let spend_limit = match (req.options.max_budget_usd, req.options.usd_per_mtok) {
+        (None, _) => None,
+        (Some(max_budget_usd), Some(usd_per_mtok)) => {
+            usd_per_mtok.check().map_err(|why| refused("codex", "usd_per_mtok", why))?;
+            Some(SpendLimit { max_budget_usd, usd_per_mtok })
+        }
+        (Some(_), None) => {
+            return Err(refused(
+                "codex",
+                "--max-budget-usd",
+                "codex exec has no spend limit of its own and reports tokens, not dollars, so delegate needs \
+                 the model's prices to enforce one: set usd_per_mtok = { input = X, cached_input = Y, output = Z } \
+                 (US dollars per million tokens) in the profile or brother, or leave the budget out"
+                    .into(),
+            ));
+        }
+    };
     if req.options.reasoning_effort == Some(ReasoningEffort::Max) {
         return Err(refused(
             "codex",
@@ -349,6 +372,7 @@ fn codex(req: &AgentRequest) -> Result<AgentPlan> {
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit,
     })
 }
 
@@ -375,6 +399,7 @@ fn self_test(req: &AgentRequest) -> Result<AgentPlan> {
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit: None,
     })
 }
 
@@ -457,6 +482,7 @@ fn custom_agent(name: &str, c: &CustomAgent, req: &AgentRequest) -> Result<Agent
         write_scope: vec![],
         write_scope_enforcement: None,
         credential_env: None,
+        spend_limit: None,
     })
 }
 
@@ -483,6 +509,7 @@ mod tests {
         extra_args: vec![],
         credential_file: None,
         credential_env: None,
+        usd_per_mtok: None,
     };
 
     #[test]
@@ -573,6 +600,7 @@ mod tests {
             extra_args: vec!["--fallback-model".into(), "haiku".into()],
             credential_file: None,
             credential_env: None,
+            usd_per_mtok: None,
         };
         let mut r = req("claude", Sandbox::Write);
         r.options = &opts;
@@ -595,6 +623,25 @@ mod tests {
         let err = plan(&r).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::SettingRefused);
         assert!(err.to_string().contains("--max-budget-usd"), "{err}");
+        // Without prices there is no amount to stop at: refused, naming the setting to add.
+        assert!(err.to_string().contains("set usd_per_mtok = { input = X"), "{err}");
+        // With them, delegate's runner holds the budget: recorded in the plan, not in argv.
+        let prices = options::TokenPrices { input: 1.25, cached_input: 0.125, output: 10.0 };
+        let priced = AgentOptions { usd_per_mtok: Some(prices), ..opts.clone() };
+        r.options = &priced;
+        let p = plan(&r).unwrap();
+        assert_eq!(p.spend_limit, Some(SpendLimit { max_budget_usd: 2.5, usd_per_mtok: prices }));
+        assert!(!p.argv.iter().any(|a| a.contains("budget")), "{:?}", p.argv);
+        assert_eq!(prices.units(), [125_000, 12_500, 1_000_000]);
+        assert_eq!(options::budget_units(2.5), 250_000_000_000);
+        // Prices alone change nothing; bad prices are refused by name.
+        let unpriced_budget = AgentOptions { max_budget_usd: None, ..priced.clone() };
+        r.options = &unpriced_budget;
+        assert_eq!(plan(&r).unwrap().spend_limit, None);
+        let bad =
+            AgentOptions { usd_per_mtok: Some(options::TokenPrices { output: f64::NAN, ..prices }), ..priced.clone() };
+        r.options = &bad;
+        assert!(plan(&r).unwrap_err().to_string().contains("output = NaN"));
         let max = AgentOptions { reasoning_effort: Some(ReasoningEffort::Max), ..Default::default() };
         r.options = &max;
         assert!(plan(&r).unwrap_err().to_string().contains("use --reasoning-effort xhigh"));

@@ -68,6 +68,51 @@ pub struct AgentOptions {
     /// environment there. A name, never a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_env: Option<String>,
+    /// What the model's tokens cost (a profile's or brother's `usd_per_mtok`): with them,
+    /// delegate can enforce a spend limit for an agent that has none of its own (Codex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_mtok: Option<TokenPrices>,
+}
+
+/// US dollars per million tokens, as the model's provider bills them. `input` is the price
+/// of input tokens not served from the cache, `cached_input` of those that were.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPrices {
+    pub input: f64,
+    pub cached_input: f64,
+    pub output: f64,
+}
+
+/// The highest price per million tokens accepted: far above any model's, and low enough
+/// that the runner's integer arithmetic cannot overflow (see [`TokenPrices::units`]).
+pub const MAX_USD_PER_MTOK: f64 = 1000.0;
+
+impl TokenPrices {
+    /// Each price must be a finite number of dollars, at least 0 and at most
+    /// [`MAX_USD_PER_MTOK`].
+    pub fn check(&self) -> Result<(), String> {
+        for (name, usd) in [("input", self.input), ("cached_input", self.cached_input), ("output", self.output)] {
+            if !usd.is_finite() || !(0.0..=MAX_USD_PER_MTOK).contains(&usd) {
+                return Err(format!(
+                    "{name} = {usd} must be a price in US dollars per million tokens, from 0 to {MAX_USD_PER_MTOK}, e.g. 1.25"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prices in the runner's unit, 1e-11 dollars per token (1e-5 dollars per million
+    /// tokens): bash has only 64-bit integers. At most 1e8 per token, times at most 1e10
+    /// tokens, three times over, stays below 2^63.
+    pub fn units(&self) -> [u64; 3] {
+        [self.input, self.cached_input, self.output].map(|usd| (usd * 1e5).round() as u64)
+    }
+}
+
+/// A budget in the runner's unit (1e-11 dollars).
+pub fn budget_units(usd: f64) -> u64 {
+    (usd * 1e11).round() as u64
 }
 
 /// Longest environment variable name accepted for `credential_env`.

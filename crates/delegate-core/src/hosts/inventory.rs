@@ -208,6 +208,10 @@ pub struct BrotherEntry {
     /// `[brothers.X.notify]`: overrides `[notify]` key by key for this brother's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<crate::notify::NotifySettings>,
+    /// What this brother's model charges per million tokens; lets delegate enforce
+    /// `max_budget_usd` for Codex, which has no spend limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_mtok: Option<crate::agents::options::TokenPrices>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -244,6 +248,9 @@ pub struct Profile {
     /// environment there. Never a value: one that looks like a secret is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_env: Option<String>,
+    /// What the profile's model charges per million tokens (over the brother's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_mtok: Option<crate::agents::options::TokenPrices>,
 }
 
 /// A named group of brothers: `--environment NAME` places a launch on the least loaded of
@@ -384,6 +391,9 @@ impl Inventory {
             if let Some(usd) = b.max_usd_per_day {
                 check_daily_cap(usd).map_err(|m| bad(format!("brothers.{name}.max_usd_per_day: {m}")))?;
             }
+            if let Some(prices) = &b.usd_per_mtok {
+                prices.check().map_err(|m| bad(format!("brothers.{name}.usd_per_mtok.{m}")))?;
+            }
             if b.max_turns == 0 {
                 return Err(bad(format!("brothers.{name}.max_turns must be at least 1")));
             }
@@ -459,6 +469,9 @@ impl Inventory {
         }
         if let Some(n) = &p.credential_env {
             crate::agents::options::check_env_name(n).map_err(|m| format!("credential_env {m}"))?;
+        }
+        if let Some(prices) = &p.usd_per_mtok {
+            prices.check().map_err(|m| format!("usd_per_mtok.{m}"))?;
         }
         Ok(())
     }
@@ -765,6 +778,27 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             ("[hosts.h]\naddress = \"h\"\nsync_deadline = 0\n", "hosts.h.sync_deadline: 0 seconds"),
             ("[profiles.p]\nreasoning_effort = \"huge\"\n", "huge"),
             ("[profiles.p]\nmax_budget_usd = -1.0\n", "profiles.p.max_budget_usd"),
+            (
+                "[profiles.p]\nusd_per_mtok = { input = -1.0, cached_input = 0.1, output = 4.0 }\n",
+                "profiles.p.usd_per_mtok.input = -1 must be a price",
+            ),
+            ("[profiles.p]\nusd_per_mtok = { input = 1.0, output = 4.0 }\n", "cached_input"),
+            ("[profiles.p]\nusd_per_mtok = { input = 1.0, cached_input = 0.1, output = 4.0, extra = 1.0 }\n", "extra"),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 usd_per_mtok = { input = 1.0, cached_input = 0.1, output = inf }\n",
+                "brothers.b.usd_per_mtok.output = inf",
+            ),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 usd_per_mtok = { input = 1.0, cached_input = nan, output = 1.0 }\n",
+                "brothers.b.usd_per_mtok.cached_input = NaN",
+            ),
+            (
+                "[hosts.h]\naddress = \"h\"\n[brothers.b]\nhost = \"h\"\nworkdir = \"/w\"\n\
+                 usd_per_mtok = { input = 1001.0, cached_input = 0.1, output = 1.0 }\n",
+                "from 0 to 1000",
+            ),
             ("[profiles.p]\nmax_turns = 0\n", "profiles.p.max_turns"),
             ("[profiles.p]\ntimeout = \"soon\"\n", "profiles.p.timeout"),
             ("[profiles.p]\nagent = \"gpt\"\n", "profiles.p.agent"),

@@ -389,6 +389,7 @@ mod tests {
         extra_args: vec![],
         credential_file: None,
         credential_env: None,
+        usd_per_mtok: None,
     };
 
     #[test]

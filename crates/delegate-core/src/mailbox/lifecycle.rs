@@ -36,6 +36,8 @@ pub struct InFlight {
     pub updated_at: String,
     /// The task's reason as recorded (for `launch_unknown`: what the launch saw).
     pub reason: String,
+    /// The run's spend limit, named in a budget stop's reason.
+    pub max_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +113,7 @@ impl Store {
     pub fn in_flight(&self) -> Result<Vec<InFlight>> {
         let mut st = self.conn.prepare(
             "SELECT t.id, r.run_no, t.host, t.agent, t.status, t.version, r.session, r.nonce, r.facts,
-                    coalesce(r.stderr_head, ''), t.updated_at, coalesce(t.reason, '')
+                    coalesce(r.stderr_head, ''), t.updated_at, coalesce(t.reason, ''), t.options
              FROM tasks t JOIN runs r ON r.task_id = t.id
              WHERE t.status IN ('launching', 'launched', 'running', 'needs_input', 'launch_unknown')
                AND r.run_no = (SELECT max(run_no) FROM runs WHERE task_id = t.id)
@@ -132,6 +134,10 @@ impl Store {
                 stderr_head: r.get(9)?,
                 updated_at: r.get(10)?,
                 reason: r.get(11)?,
+                max_budget_usd: r
+                    .get::<_, Option<String>>(12)?
+                    .and_then(|o| serde_json::from_str::<crate::agents::AgentOptions>(&o).ok())
+                    .and_then(|o| o.max_budget_usd),
             })
         })?;
         let mut runs: Vec<InFlight> = rows.collect::<std::result::Result<_, _>>()?;

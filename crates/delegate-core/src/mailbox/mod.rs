@@ -684,6 +684,7 @@ pub(super) mod tests {
         extra_args: vec![],
         credential_file: None,
         credential_env: None,
+        usd_per_mtok: None,
     };
 
     pub(super) fn new_task<'a>(prompt: &'a [u8]) -> NewTask<'a> {

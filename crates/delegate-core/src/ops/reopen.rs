@@ -169,6 +169,7 @@ mod tests {
             extra_args: vec!["--fallback-model".into(), "haiku".into()],
             credential_file: None,
             credential_env: None,
+            usd_per_mtok: None,
         };
         let with = |agent| {
             agents::plan(&AgentRequest {

@@ -571,7 +571,7 @@ pub(crate) fn plan(
     ing.transition = if exit_waits {
         None
     } else if let Some(exit) = exit {
-        let outcome = classify(kind, &facts, &exit, &stderr_head);
+        let outcome = classify(kind, &facts, &exit, &stderr_head).with_budget(run.max_budget_usd);
         ing.end = Some(RunEnd {
             exit_code: exit.code as i64,
             reason: exit.reason.map(|r| r.as_str().to_string()),
@@ -810,6 +810,7 @@ mod tests {
             stderr_head: String::new(),
             updated_at: "2026-11-21T10:00:00Z".into(),
             reason: String::new(),
+            max_budget_usd: None,
         }
     }
 

@@ -140,6 +140,30 @@ pub(crate) fn list_field<'a>(out: &mut Vec<u8>, name: &str, items: impl IntoIter
     field(out, name, &joined)
 }
 
+/// The spend limit as the runner reads it: `<budget> <input> <cached input> <output>` in
+/// its integer unit (1e-11 dollars, per token for the prices), or empty for none.
+/// A resumed Codex thread (a reopen) adds its id: its session log holds the earlier runs'
+/// counts, which the runner reads before starting the agent and leaves out of this run's.
+fn spend_limit_field(limit: Option<&crate::agents::SpendLimit>, resumed: Option<&str>) -> String {
+    match limit {
+        Some(l) => {
+            let [input, cached, output] = l.usd_per_mtok.units();
+            let mut field =
+                format!("{} {input} {cached} {output}", crate::agents::options::budget_units(l.max_budget_usd));
+            // Only an id the runner can put in a file name pattern as is; any other is left
+            // out, and the whole thread's spend then counts (stopping sooner, never later).
+            if let Some(id) = resumed
+                .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            {
+                field.push(' ');
+                field.push_str(id);
+            }
+            field
+        }
+        None => String::new(),
+    }
+}
+
 /// The whole script as sent on stdin. Fails only for values no argv could carry (NUL) or
 /// that use the list separator (U+001F).
 pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
@@ -178,6 +202,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         "timeout_secs": timeout_secs,
         "grace_secs": grace_secs,
         "agent_session_id": v.plan.session_id,
+        "spend_limit": v.plan.spend_limit,
     });
     let mut prefix = launch.to_string();
     prefix.pop(); // the closing brace; launch.sh adds the remote fields and closes it
@@ -186,7 +211,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    // The order is the contract with launch.sh (fields v[0] to v[25]).
+    // The order is the contract with launch.sh (fields v[0] to v[26]).
     let mut vars = Vec::with_capacity(4096);
     field(&mut vars, "task key", v.task_key)?;
     field(&mut vars, "session", v.session)?;
@@ -220,6 +245,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "sandbox probe", v.plan.sandbox_probe.iter().map(String::as_str))?;
     field(&mut vars, "sandbox requirements hint", &v.plan.requires_hint)?;
     field(&mut vars, "credential env", v.plan.credential_env.as_deref().unwrap_or(""))?;
+    field(&mut vars, "spend limit", &spend_limit_field(v.plan.spend_limit.as_ref(), v.plan.session_id.as_deref()))?;
 
     let mut out = Vec::with_capacity(
         v.prompt.len() * 4 / 3
@@ -310,6 +336,9 @@ mod tests_root;
 #[cfg(test)]
 #[path = "tests/scope.rs"]
 mod tests_scope;
+#[cfg(test)]
+#[path = "tests/spend.rs"]
+mod tests_spend;
 #[cfg(test)]
 #[path = "tests/stop.rs"]
 mod tests_stop;

@@ -11,6 +11,9 @@ pub struct ExitRecord {
     pub at: String,
     /// Set when delegate itself stopped the agent.
     pub reason: Option<ExitReason>,
+    /// With [`ExitReason::Budget`]: the dollars spent and the limit, as the runner wrote
+    /// them (checked to be plain decimal numbers).
+    pub spend: Option<(String, String)>,
 }
 
 /// Why delegate stopped the agent.
@@ -21,6 +24,8 @@ pub enum ExitReason {
     Cancelled,
     /// The runner was hung up on (its tmux session or server was killed) and stopped the agent.
     Hangup,
+    /// The runner stopped the agent when the cost of its tokens reached the spend limit.
+    Budget,
 }
 
 impl ExitReason {
@@ -30,11 +35,12 @@ impl ExitReason {
             ExitReason::TurnLimit => "turn_limit",
             ExitReason::Cancelled => "cancelled",
             ExitReason::Hangup => "hangup",
+            ExitReason::Budget => "budget",
         }
     }
 
     pub(super) fn from_word(word: &str) -> Option<ExitReason> {
-        [ExitReason::TimedOut, ExitReason::TurnLimit, ExitReason::Cancelled, ExitReason::Hangup]
+        [ExitReason::TimedOut, ExitReason::TurnLimit, ExitReason::Cancelled, ExitReason::Hangup, ExitReason::Budget]
             .into_iter()
             .find(|r| r.as_str() == word)
     }
@@ -54,7 +60,13 @@ impl ExitRecord {
             },
             None => (String::new(), None),
         };
-        Some(ExitRecord { code, at, reason })
+        let spend = match (reason, words.next(), words.next()) {
+            (Some(ExitReason::Budget), Some(spent), Some(limit)) if dollars(spent) && dollars(limit) => {
+                Some((spent.to_string(), limit.to_string()))
+            }
+            _ => None,
+        };
+        Some(ExitRecord { code, at, reason, spend })
     }
 
     /// The signal that killed the agent: shells report death by signal S as 128 + S.
@@ -72,6 +84,14 @@ impl ExitRecord {
             None => format!("exited {}", self.code),
         }
     }
+}
+
+/// A plain decimal amount as the runner writes it (`0.012345`): digits, one dot, digits.
+fn dollars(text: &str) -> bool {
+    let (whole, cents) = text.split_once('.').unwrap_or((text, "0"));
+    (1..=12).contains(&whole.len())
+        && (1..=12).contains(&cents.len())
+        && whole.bytes().chain(cents.bytes()).all(|b| b.is_ascii_digit())
 }
 
 fn signal_name(sig: i32) -> Option<&'static str> {

@@ -391,6 +391,22 @@ impl Outcome {
         }
     }
 
+    /// A budget failure whose reason lacks the limit (Claude's own stop reports only what it
+    /// spent) gets the run's limit added: "... after spending $0.52 of $0.50".
+    pub fn with_budget(self, limit_usd: Option<f64>) -> Outcome {
+        match (self, limit_usd) {
+            (Outcome::Failed { kind: FailKind::Budget, reason }, Some(limit)) if !reason.contains(" of $") => {
+                let reason = if reason.contains("after spending $") {
+                    format!("{reason} of ${limit}")
+                } else {
+                    format!("{reason} (limit ${limit})")
+                };
+                Outcome::Failed { kind: FailKind::Budget, reason }
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
     /// A human reason for the states that need one.
     pub fn reason(&self) -> Option<String> {
         match self {
@@ -418,6 +434,17 @@ pub fn classify(kind: StreamKind, facts: &StreamFacts, exit: &ExitRecord, stderr
         Some(ExitReason::TurnLimit) => {
             return Outcome::TurnLimit { turns: facts.turns_used(kind), enforced_by: Enforcer::Delegate };
         }
+        Some(ExitReason::Budget) => {
+            let reason = match &exit.spend {
+                Some((spent, limit)) => format!(
+                    "stopped after spending ${} of ${} (limit enforced by delegate from the agent's token counts)",
+                    trim_cents(spent),
+                    trim_cents(limit)
+                ),
+                None => "stopped at its spend limit (limit enforced by delegate)".into(),
+            };
+            return failed(FailKind::Budget, &reason);
+        }
         // The lead records a hangup as `lost`; if asked here, the stream decides.
         Some(ExitReason::Hangup) | None => {}
     }
@@ -425,6 +452,18 @@ pub fn classify(kind: StreamKind, facts: &StreamFacts, exit: &ExitRecord, stderr
         StreamKind::Claude => classify_claude(facts, exit, stderr_head),
         StreamKind::Codex => classify_codex(facts, exit, stderr_head),
         StreamKind::None => classify_custom(facts, exit, stderr_head),
+    }
+}
+
+/// `0.012300` as `0.0123`, `5.000000` as `5.00`: the runner's six decimals without the
+/// trailing zeros, keeping cents.
+fn trim_cents(amount: &str) -> &str {
+    match amount.split_once('.') {
+        Some((whole, frac)) => {
+            let keep = frac.trim_end_matches('0').len().max(2).min(frac.len());
+            &amount[..whole.len() + 1 + keep]
+        }
+        None => amount,
     }
 }
 

@@ -638,7 +638,7 @@ fn every_fixture_classifies_as_expected() {
 #[test]
 fn exit_records() {
     let r = ExitRecord::parse("0 2026-11-21T10:00:00.1Z\n").unwrap();
-    assert_eq!(r, ExitRecord { code: 0, at: "2026-11-21T10:00:00.1Z".into(), reason: None });
+    assert_eq!(r, ExitRecord { code: 0, at: "2026-11-21T10:00:00.1Z".into(), reason: None, spend: None });
     let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z timed_out").unwrap();
     assert_eq!((r.code, r.reason, r.signal()), (143, Some(ExitReason::TimedOut), Some(15)));
     let r = ExitRecord::parse("\n137 2026-11-21T10:00:00.1Z cancelled\n").unwrap();
@@ -648,15 +648,53 @@ fn exit_records() {
     );
     let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z turn_limit").unwrap();
     assert_eq!(r.reason, Some(ExitReason::TurnLimit));
+    // A budget stop carries the amounts; anything but plain decimals is dropped.
+    let r = ExitRecord::parse("143 2026-11-21T10:00:00.1Z budget 0.071200 0.050000").unwrap();
+    assert_eq!((r.reason, r.spend), (Some(ExitReason::Budget), Some(("0.071200".into(), "0.050000".into()))));
+    for hostile in
+        ["-1.0 0.05", "0.07 1e9", "0.07", "NaN 0.05", "0.07 0.05\u{1b}[2J", "1234567890123.0 1.0", "0.07. 0.05"]
+    {
+        let r = ExitRecord::parse(&format!("143 t budget {hostile}")).unwrap();
+        assert_eq!((r.reason, r.spend), (Some(ExitReason::Budget), None), "{hostile}");
+    }
     // Unknown reasons and missing times still give the code.
     assert_eq!(ExitRecord::parse("1 2026-11-21T10:00:00.1Z oom_killed").unwrap().reason, None);
-    assert_eq!(ExitRecord::parse("126").unwrap(), ExitRecord { code: 126, at: String::new(), reason: None });
+    assert_eq!(
+        ExitRecord::parse("126").unwrap(),
+        ExitRecord { code: 126, at: String::new(), reason: None, spend: None }
+    );
     assert_eq!(ExitRecord::parse("143 timed_out").unwrap().reason, Some(ExitReason::TimedOut));
     assert_eq!(ExitRecord::parse("1 2026").unwrap().signal(), None);
     assert_eq!(ExitRecord::parse("170 x").unwrap().describe(), "was killed by signal 42");
     for bad in ["", "\n\n", "x 2026", "99999999999 t", "-", "\u{0}\u{ff}"] {
         assert_eq!(ExitRecord::parse(bad), None, "{bad:?}");
     }
+}
+
+#[test]
+fn a_budget_stop_by_delegate_fails_with_kind_budget_and_the_amounts() {
+    let facts = StreamFacts::default();
+    let stopped = |text: &str| classify(StreamKind::Codex, &facts, &ExitRecord::parse(text).unwrap(), "");
+    let o = stopped("143 t budget 0.071200 0.050000");
+    assert_eq!(o.status(), "failed");
+    let Outcome::Failed { kind, reason } = &o else { panic!("{o:?}") };
+    assert_eq!(*kind, FailKind::Budget);
+    assert!(reason.starts_with("stopped after spending $0.0712 of $0.05 "), "{reason}");
+    // Amounts unreadable: still a budget stop, without figures.
+    let Outcome::Failed { kind, reason } = stopped("137 t budget x y") else { panic!() };
+    assert_eq!((kind, reason.contains('$')), (FailKind::Budget, false), "{reason}");
+    // Claude's own stop names only what it spent; the run's limit is added. Delegate's
+    // already names it, and other outcomes are left alone.
+    let claude = failed(FailKind::Budget, "budget limit reached after spending $0.52");
+    assert_eq!(claude.with_budget(Some(0.5)).reason().unwrap(), "budget limit reached after spending $0.52 of $0.5");
+    let bare = failed(FailKind::Budget, "budget limit reached");
+    assert_eq!(bare.with_budget(Some(2.0)).reason().unwrap(), "budget limit reached (limit $2)");
+    assert_eq!(o.clone().with_budget(Some(9.0)), o);
+    let other = failed(FailKind::AgentError, "boom");
+    assert_eq!(other.clone().with_budget(Some(1.0)), other);
+    assert_eq!(trim_cents("5.000000"), "5.00");
+    assert_eq!(trim_cents("0.000001"), "0.000001");
+    assert_eq!(trim_cents("12.5"), "12.5");
 }
 
 #[test]

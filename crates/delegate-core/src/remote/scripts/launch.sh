@@ -125,7 +125,7 @@ main() {
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 26 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	[ "${#v[@]}" -eq 27 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
 	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
 	local -a argv requires version_argv files env_files sandbox_probe
@@ -135,11 +135,16 @@ main() {
 	local files_name_task_dir=${v[14]}
 	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
 	local preamble=${v[20]} env_mode=${v[21]} requires_hint=${v[24]} credential_env=${v[25]}
+	local spend_limit=${v[26]}
 	split_list env_files "${v[22]}"
 	split_list sandbox_probe "${v[23]}"
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
 		[[ $i =~ ^[0-9]{1,18}$ ]] || die 23 "the launch variables are damaged (a number field holds '$i')"
 	done
+	# Four numbers (and a resumed thread's id) or nothing: it becomes an array declaration
+	# in run.sh.
+	[[ $spend_limit =~ ^([0-9]{1,18}( [0-9]{1,18}){3}( [0-9A-Za-z-]{1,64})?)?$ ]] ||
+		die 23 "the launch variables are damaged (the spend limit holds '${spend_limit:0:100}')"
 	home_path root
 	home_path workdir
 	for i in "${!argv[@]}"; do home_path "argv[$i]"; done
@@ -360,8 +365,8 @@ main() {
 		printf '#!%s\n' "$BASH"
 		printf 'TASK_DIR=%q\nWORKDIR=%q\nDELIVERY=%q\nRUN_PATH=%q\nTASK_KEY=%q\nTASK_ID=%q\n' \
 			"$dir" "$workdir" "$delivery" "$run_path" "$task_key" "$task_id"
-		printf 'TIMEOUT_SECS=%q\nTURN_LIMIT=%q\nTURN_MARKER=%q\nGRACE_SECS=%q\n' \
-			"$timeout_secs" "$turn_limit" "$turn_marker" "$grace_secs"
+		printf 'TIMEOUT_SECS=%q\nTURN_LIMIT=%q\nTURN_MARKER=%q\nGRACE_SECS=%q\nSPEND_LIMIT=(%s)\n' \
+			"$timeout_secs" "$turn_limit" "$turn_marker" "$grace_secs" "$spend_limit"
 		printf 'AGENT_ARGV=('
 		printf '%q ' "${argv[@]}"
 		printf ')\n%s' "$run_body"

@@ -1,7 +1,8 @@
 # Body of the per-task runner that tmux starts (`bash <task dir>/run.sh`). The launch
 # script prepends, as bash declarations: TASK_DIR WORKDIR DELIVERY RUN_PATH TASK_KEY TASK_ID
-# TIMEOUT_SECS (0: none) TURN_LIMIT (0: the agent keeps its own) TURN_MARKER GRACE_SECS and
-# the AGENT_ARGV array. It records that it started, runs the agent with its output teed into
+# TIMEOUT_SECS (0: none) TURN_LIMIT (0: the agent keeps its own) TURN_MARKER GRACE_SECS
+# SPEND_LIMIT (empty, or the budget and the input, cached input and output prices, see
+# below) and the AGENT_ARGV array. It records that it started, runs the agent with its output teed into
 # the task directory, and records how the agent ended whether or not the agent cooperated.
 #
 # Before anything else it takes the task's start lock (`start.lock` in the task directory,
@@ -15,14 +16,25 @@
 # Files it writes in the task directory (the lead reads them back by sync):
 #   state        append-only lines:  started pid=<runner pid> at=<utc>   (or refused ..., above)
 #                                    <utc> running
-#                                    <utc> stopping <timed_out|turn_limit|cancelled|hangup>
+#                                    <utc> stopping <timed_out|turn_limit|budget|cancelled|hangup>
 #                                    <utc> killing <same word>      (the grace ran out)
-#                                    <utc> exited <code> [timed_out|turn_limit|cancelled]
+#                                    <utc> exited <code> [timed_out|turn_limit|cancelled|budget <spent> <limit>]
 #   agent.pgid   the agent's process group (tmp + rename): the agent runs in a group of its
 #                own, so a stop reaches everything it started, and the cancel script finds it
 #   stream.jsonl the agent's stdout (also shown in the pane); stderr.log its stderr
-#   exit         <code> <utc> [timed_out|turn_limit|cancelled]  (tmp + rename, always
-#                written: code is the agent's status, 128+N when signal N ended it)
+#   exit         <code> <utc> [timed_out|turn_limit|cancelled|budget <spent> <limit>]
+#                (tmp + rename, always written: code is the agent's status, 128+N when
+#                signal N ended it; spent and limit in dollars)
+#
+# The spend limit (Codex has none of its own): SPEND_LIMIT holds the budget and the prices of
+# an input, a cached input and an output token, all in 1e-11 dollars (bash has only
+# integers). At each tick the runner reads what Codex appended to its session log
+# ($CODEX_HOME/sessions/YYYY/MM/DD/rollout-*-<thread id>.jsonl, the thread id from the
+# stream's first line), prices the last cumulative `total_token_usage` of its `token_count`
+# events, and stops the agent like the turn limit does once the cost reaches the budget.
+# A fifth word names the thread a reopen resumes: its log already holds the earlier runs'
+# counts, read before the agent starts and left out of this run's cost (unless the new
+# counts start below them, i.e. Codex began counting afresh).
 #
 # A stop (wall clock, turn limit, cancel, the pane hanging up) sends SIGTERM to the agent's
 # group, and SIGKILL GRACE_SECS later if anything is left.
@@ -109,6 +121,78 @@ main() {
 	local input=/dev/null
 	[ "$DELIVERY" = stdin ] && input=$TASK_DIR/prompt
 
+	# --- the spend limit, from Codex's session log ------------------------------------
+	# Builtins only, bounded reads: a line longer than SPEND_LINE is skipped whole (token
+	# counts are under 1 KiB; the log's other lines hold whole tool outputs), and one tick
+	# reads at most SPEND_READS pieces, the rest waits for the next tick. A count that is
+	# not a plain non-negative integer of at most 10 digits makes the event ignored: at most
+	# 1e10 tokens times at most 1e8 per token, three times, stays within 64 bits.
+	[ -n "${SPEND_LIMIT+set}" ] || SPEND_LIMIT=()
+	local spend_thread=${SPEND_LIMIT[4]-} spend_fd='' spend_partial='' spend_skip=0 spent=0 spend_base=0
+	local -r SPEND_LINE=4096 SPEND_READS=2048
+	over_budget() { # true once the cost counted so far reaches the budget
+		local line piece n=0 status tokens cached_in out cost
+		if [ -z "$spend_thread" ]; then
+			IFS= read -r -n "$SPEND_LINE" line 2>/dev/null <"$TASK_DIR/stream.jsonl"
+			[[ $line =~ \"type\":\"thread\.started\".*\"thread_id\":\"([0-9A-Za-z-]{1,64})\" ]] || return 1
+			spend_thread=${BASH_REMATCH[1]}
+		fi
+		if [ -z "$spend_fd" ]; then
+			local f
+			for f in "${CODEX_HOME:-${HOME-}/.codex}"/sessions/[0-9]*/[0-9]*/[0-9]*/rollout-*-"$spend_thread".jsonl; do
+				[ -f "$f" ] && exec {spend_fd}<"$f" && break
+			done
+			[ -n "$spend_fd" ] || return 1
+		fi
+		while ((n < SPEND_READS)); do
+			n=$((n + 1))
+			piece=''
+			IFS= read -r -n "$SPEND_LINE" -u "$spend_fd" piece
+			status=$?
+			line=$spend_partial$piece
+			if ((status != 0)); then # end of the file for now: keep the unfinished line
+				spend_partial=$line
+				((${#spend_partial} < SPEND_LINE)) || { spend_partial='' spend_skip=1; }
+				break
+			fi
+			spend_partial=''
+			if ((${#piece} >= SPEND_LINE)); then # no newline within the bound: skip to the next
+				spend_skip=1
+				continue
+			fi
+			if ((spend_skip)); then # the tail of an over-long line
+				spend_skip=0
+				continue
+			fi
+			[[ $line == *'"type":"token_count"'* && $line =~ \"total_token_usage\":\{([^\}]*)\} ]] || continue
+			line=,${BASH_REMATCH[1]},
+			[[ $line =~ ,\"input_tokens\":([0-9]{1,10}), ]] || continue
+			tokens=$((10#${BASH_REMATCH[1]}))
+			[[ $line =~ ,\"cached_input_tokens\":([0-9]{1,10}), ]] || continue
+			cached_in=$((10#${BASH_REMATCH[1]}))
+			[[ $line =~ ,\"output_tokens\":([0-9]{1,10}), ]] || continue
+			out=$((10#${BASH_REMATCH[1]}))
+			# Cached input is part of the input, billed at its own price.
+			((cached_in <= tokens)) || cached_in=$tokens
+			cost=$(((tokens - cached_in) * SPEND_LIMIT[1] + cached_in * SPEND_LIMIT[2] + out * SPEND_LIMIT[3]))
+			# A resumed thread whose counts start below the earlier runs' was counted afresh.
+			((spend_base > 0 && cost < spend_base)) && spend_base=0 spent=0
+			# The totals only grow; the highest seen is what was spent.
+			((cost > spent)) && spent=$cost
+		done
+		((spent - spend_base >= SPEND_LIMIT[0]))
+	}
+	# A resumed thread: what its log holds already was spent by the earlier runs.
+	if ((${#SPEND_LIMIT[@]} == 5)); then
+		over_budget
+		spend_base=$spent
+	fi
+	local USD
+	usd() { # amount in 1e-11 dollars: sets USD to dollars with six decimals
+		local micro=$(($1 / 100000))
+		printf -v USD '%d.%06d' $((micro / 1000000)) $((micro % 1000000))
+	}
+
 	# The stream reader tees the agent's stdout into stream.jsonl and the pane and, when
 	# delegate enforces the turn limit, counts the lines holding TURN_MARKER. It lives
 	# outside the agent's group and ignores the pane's hangup and Ctrl-C, so a stop never
@@ -142,6 +226,8 @@ main() {
 	# default dispositions back.
 	(
 		trap '' HUP INT
+		# A resumed thread's session log is open already: the agent gets no copy of it.
+		[ -z "$spend_fd" ] || exec {spend_fd}<&-
 		set -m
 		(
 			trap - HUP INT
@@ -207,6 +293,7 @@ main() {
 			;;
 		cancel) stop cancelled signalled ;;
 		turns) stop turn_limit ;;
+		tick) ((${#SPEND_LIMIT[@]} >= 4 && !stopping)) && over_budget && stop budget ;;
 		hangup) stop hangup ;;
 		esac
 		# Every wake-up re-checks what a lost signal would have said.
@@ -266,6 +353,12 @@ main() {
 
 	# The cancel script's request wins over whatever else stopped the agent.
 	[ -e "$TASK_DIR/cancel" ] && reason=cancelled
+	if [ "$reason" = budget ]; then
+		usd $((spent - spend_base))
+		reason="budget $USD"
+		usd "${SPEND_LIMIT[0]}"
+		reason="$reason $USD"
+	fi
 	[[ $code =~ ^[0-9]+$ ]] || code=255
 	finish "$code" "$reason"
 	return "$code"
