@@ -10,8 +10,8 @@ pub mod doctor;
 pub mod inbox;
 pub mod launch;
 // Environments: which brother of a group a launch goes to.
-pub mod placement;
 pub mod notify;
+pub mod placement;
 pub mod reopen;
 pub mod say;
 pub mod schedule;
