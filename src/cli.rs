@@ -125,7 +125,11 @@ pub enum ScheduleCommand {
         json: bool,
     },
     /// Remove a schedule (the tasks it started stay)
-    Rm { name: String },
+    Rm {
+        name: String,
+        #[command(flatten)]
+        who: Author,
+    },
     /// A schedule's firings and their tasks, and its misfires, newest first
     Logs {
         name: String,
@@ -139,11 +143,21 @@ pub enum ScheduleCommand {
         name: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        who: Author,
     },
     /// Stop firing until resumed (slots passed meanwhile never fire)
-    Pause { name: String },
+    Pause {
+        name: String,
+        #[command(flatten)]
+        who: Author,
+    },
     /// Fire again from the next slot on
-    Resume { name: String },
+    Resume {
+        name: String,
+        #[command(flatten)]
+        who: Author,
+    },
 }
 
 /// When a schedule fires: exactly one of these.

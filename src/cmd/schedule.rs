@@ -49,8 +49,8 @@ pub fn run(config: Option<&Path>, command: ScheduleCommand) -> Result<()> {
                 print_line(s);
             }
         }
-        ScheduleCommand::Rm { name } => {
-            open(config)?.remove_schedule(&name)?;
+        ScheduleCommand::Rm { name, who } => {
+            open(config)?.remove_schedule(&name, who.author.as_deref())?;
             println!("removed schedule {name} (the tasks it started stay)");
         }
         ScheduleCommand::Logs { name, limit, json } => {
@@ -76,9 +76,9 @@ pub fn run(config: Option<&Path>, command: ScheduleCommand) -> Result<()> {
                 println!("{}  misfire: {}", m.at, safe(&m.reason));
             }
         }
-        ScheduleCommand::Run { name, json } => {
+        ScheduleCommand::Run { name, json, who } => {
             let mut d = open(config)?;
-            let fired = block_on(d.run_schedule(&name))?;
+            let fired = block_on(d.run_schedule(&name, who.author.as_deref()))?;
             if json {
                 print_json(&fired)?;
             } else {
@@ -88,12 +88,12 @@ pub fn run(config: Option<&Path>, command: ScheduleCommand) -> Result<()> {
                 anyhow::bail!("schedule {name} could not start a task: {}", safe(e));
             }
         }
-        ScheduleCommand::Pause { name } => {
-            let v = open(config)?.pause_schedule(&name, true, crate::paths::now())?;
+        ScheduleCommand::Pause { name, who } => {
+            let v = open(config)?.pause_schedule(&name, true, crate::paths::now(), who.author.as_deref())?;
             println!("paused schedule {} (`delegate schedule resume {}` to fire again)", v.row.name, v.row.name);
         }
-        ScheduleCommand::Resume { name } => {
-            let v = open(config)?.pause_schedule(&name, false, crate::paths::now())?;
+        ScheduleCommand::Resume { name, who } => {
+            let v = open(config)?.pause_schedule(&name, false, crate::paths::now(), who.author.as_deref())?;
             println!("resumed schedule {}; next {}", v.row.name, v.next_fire_local.as_deref().unwrap_or("never"));
         }
     }

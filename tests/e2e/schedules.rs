@@ -384,7 +384,11 @@ fn under_roles_a_schedule_is_added_by_a_manager_and_fires_with_its_adders_role()
     // A manager's schedule fires (here: run now) although `schedule:nightly` is named in no
     // [roles] line: it acts with alice's role.
     assert!(add("alice").status.success());
-    let fired = env.run(&["schedule", "run", "nightly", "--json"]).ok().json();
+    // An observer may not run, pause, resume or remove it either.
+    for verb in ["run", "pause", "resume", "rm"] {
+        env.run(&["schedule", verb, "nightly", "--as", "eve"]).fails_with(38);
+    }
+    let fired = env.run(&["schedule", "run", "nightly", "--as", "alice", "--json"]).ok().json();
     let id = fired["task_id"].as_i64().unwrap_or_else(|| panic!("{fired}"));
     let done = crate::support::wait_done(&env, id);
     assert_eq!(done["status"], "completed", "{done}");

@@ -123,12 +123,23 @@ impl Delegate {
         })
     }
 
-    pub fn remove_schedule(&mut self, name: &str) -> Result<()> {
+    /// Removes a schedule (the tasks it started stay); by `who` (default the local user),
+    /// who needs the role adding one needs.
+    pub fn remove_schedule(&mut self, name: &str, who: Option<&str>) -> Result<()> {
+        self.authorize(&self.identity(who), crate::roles::Action::Launch, None)?;
         self.store_mut().remove_schedule(name)
     }
 
     /// Pauses (`true`) or resumes a schedule; slots passed while paused never fire.
-    pub fn pause_schedule(&mut self, name: &str, paused: bool, now: Timestamp) -> Result<ScheduleView> {
+    /// By `who`, who needs the role adding one needs.
+    pub fn pause_schedule(
+        &mut self,
+        name: &str,
+        paused: bool,
+        now: Timestamp,
+        who: Option<&str>,
+    ) -> Result<ScheduleView> {
+        self.authorize(&self.identity(who), crate::roles::Action::Launch, None)?;
         let row = self.store_mut().set_schedule_paused(name, paused, now)?;
         self.schedule_view(row)
     }
@@ -139,7 +150,10 @@ impl Delegate {
     }
 
     /// Fires a schedule now, outside its slots (paused or not).
-    pub async fn run_schedule(&mut self, name: &str) -> Result<Fired> {
+    /// By `who`, who needs the role adding one needs (the firing itself acts with the
+    /// adder's role, like any firing).
+    pub async fn run_schedule(&mut self, name: &str, who: Option<&str>) -> Result<Fired> {
+        self.authorize(&self.identity(who), crate::roles::Action::Launch, None)?;
         let slot = self.store_mut().claim_manual(name)?;
         Ok(self.fire(name, slot).await)
     }
@@ -336,7 +350,7 @@ mod tests {
         // The brother removed from under it: the firing cannot start a task; told too.
         std::fs::write(&config, body.replace("[brothers.oppy]", "[brothers.other]")).unwrap();
         let mut d = Delegate::open(paths).unwrap();
-        let fired = d.run_schedule("hourly").await.unwrap();
+        let fired = d.run_schedule("hourly", None).await.unwrap();
         assert!(fired.task_id.is_none() && fired.error.is_some(), "{fired:?}");
         let misfires =
             d.notifications(50).unwrap().into_iter().filter(|n| n.message.event == "schedule_misfire").count();
