@@ -17,5 +17,6 @@ pub mod say;
 pub mod schedule;
 pub mod settings;
 pub mod sync;
+pub mod artifacts;
 pub mod work_back;
 pub mod write_scope;
