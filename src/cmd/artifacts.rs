@@ -14,12 +14,12 @@ use crate::term::safe;
 pub fn run(config: Option<&Path>, args: ArtifactsArgs) -> Result<()> {
     let mut d = open(config)?;
     let list = block_on(d.artifacts(args.id))?;
+    let fetched = d.store().artifact_fetches(args.id)?;
     if args.json {
-        return super::print_json(&serde_json::to_value(&list)?);
+        return super::print_json(&serde_json::json!({ "artifacts": list, "fetched": fetched }));
     }
     if list.is_empty() {
         println!("task {} declared no artifacts", args.id);
-        return Ok(());
     }
     for a in &list {
         let state = if a.verdict == "ok" {
@@ -31,6 +31,9 @@ pub fn run(config: Option<&Path>, args: ArtifactsArgs) -> Result<()> {
         if !a.description.is_empty() {
             println!("    {}", safe(&a.description));
         }
+    }
+    for f in &fetched {
+        println!("fetched {}  {} bytes  sha256 {}  -> {}", f.fetched_at, f.size, f.sha256, safe(&f.local_path));
     }
     Ok(())
 }
