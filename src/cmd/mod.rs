@@ -1,15 +1,15 @@
 //! One file per subcommand; this module only dispatches.
 
 mod answer;
+mod artifacts;
 mod attach;
 mod board;
 mod brothers;
 mod cancel;
 mod comment;
 mod delete;
-mod dispatch;
-mod artifacts;
 mod diff;
+mod dispatch;
 mod doctor;
 mod fetch;
 mod hosts;

@@ -151,7 +151,8 @@ impl Delegate {
         dest: &Path,
     ) -> Result<(u64, String)> {
         let parent = dest.parent().expect("dest is inside dir");
-        let file_error = |path: &Path, e: std::io::Error| Error::PatchFile { path: path.to_path_buf(), why: e.to_string() };
+        let file_error =
+            |path: &Path, e: std::io::Error| Error::PatchFile { path: path.to_path_buf(), why: e.to_string() };
         std::fs::create_dir_all(parent).map_err(|e| file_error(parent, e))?;
         let tmp = parent.join(format!(".delegate-artifact.{}.{}", std::process::id(), a.index));
         let mut file = std::fs::File::create(&tmp).map_err(|e| file_error(&tmp, e))?;
@@ -164,13 +165,23 @@ impl Delegate {
                 let stdout = self.artifacts_exec(id, host, &script).await?;
                 let chunk = parse_chunk(&stdout).map_err(|why| failed(id, host, None, why))?;
                 if chunk.offset != got {
-                    return Err(failed(id, host, None, format!("asked for bytes from {got}, got them from {}", chunk.offset)));
+                    return Err(failed(
+                        id,
+                        host,
+                        None,
+                        format!("asked for bytes from {got}, got them from {}", chunk.offset),
+                    ));
                 }
                 if first.as_ref().is_some_and(|f| *f != (chunk.size, chunk.sha256.clone())) {
                     return Err(failed(id, host, None, format!("{} changed while it was read: fetch again", a.path)));
                 }
                 if chunk.bytes.is_empty() && got < chunk.size {
-                    return Err(failed(id, host, None, "the brother sent an empty chunk of a file not yet complete".into()));
+                    return Err(failed(
+                        id,
+                        host,
+                        None,
+                        "the brother sent an empty chunk of a file not yet complete".into(),
+                    ));
                 }
                 hasher.update(&chunk.bytes);
                 file.write_all(&chunk.bytes).map_err(|e| file_error(&tmp, e))?;
@@ -200,7 +211,10 @@ impl Delegate {
         let (out, _) =
             self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, script, Duration::from_secs(180)).await?;
         if out.overflow {
-            return Err(Error::OutputTooLarge { host: host.to_string(), limit: crate::transport::ssh::MAX_EXEC_OUTPUT });
+            return Err(Error::OutputTooLarge {
+                host: host.to_string(),
+                limit: crate::transport::ssh::MAX_EXEC_OUTPUT,
+            });
         }
         if out.exit != Exit::Code(0) {
             return Err(match crate::remote::parse_output(&[], &out.stderr).error {
@@ -239,13 +253,15 @@ fn cleaned(run: i64, l: Listed) -> Artifact {
 }
 
 /// Where an artifact at `rel` (the brother's word) goes under `dir`: only a plain relative
-/// path of normal components, each free of control characters, or None.
+/// path of normal components, each free of control characters and none of them `.git` (DIR
+/// may be a checkout: a file under `.git/hooks` would run on the lead), or None.
 fn local_place(dir: &Path, rel: &str) -> Option<PathBuf> {
     if rel.is_empty() || rel.chars().any(char::is_control) {
         return None;
     }
     let path = Path::new(rel);
-    path.components().all(|c| matches!(c, Component::Normal(_))).then(|| dir.join(path))
+    let plain = |c: Component| matches!(c, Component::Normal(n) if !n.eq_ignore_ascii_case(".git"));
+    path.components().all(plain).then(|| dir.join(path))
 }
 
 #[cfg(test)]
@@ -255,7 +271,16 @@ mod tests {
         let dir = std::path::Path::new("/d");
         assert_eq!(super::local_place(dir, "out/x.bin").unwrap(), dir.join("out/x.bin"));
         assert_eq!(super::local_place(dir, "task/notes.md").unwrap(), dir.join("task/notes.md"));
-        for bad in ["", "../x", "out/../../x", "/etc/passwd", "a\nb", "a\u{1b}[2Jb"] {
+        for bad in [
+            "",
+            "../x",
+            "out/../../x",
+            "/etc/passwd",
+            "a\nb",
+            "a\u{1b}[2Jb",
+            ".git/hooks/pre-commit",
+            "sub/.GIT/config",
+        ] {
             assert_eq!(super::local_place(dir, bad), None, "{bad:?}");
         }
     }

@@ -10,13 +10,13 @@ pub mod doctor;
 pub mod inbox;
 pub mod launch;
 // Environments: which brother of a group a launch goes to.
-pub mod placement;
+pub mod artifacts;
 pub mod notify;
+pub mod placement;
 pub mod reopen;
 pub mod say;
 pub mod schedule;
 pub mod settings;
 pub mod sync;
-pub mod artifacts;
 pub mod work_back;
 pub mod write_scope;
