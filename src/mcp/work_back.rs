@@ -67,8 +67,7 @@ impl DelegateServer {
         if let Some(dir) = a.into {
             v["path"] = write_patch(&PathBuf::from(dir), &diff).map_err(|e| fail(&e))?.display().to_string().into();
         } else if let Some(repo) = a.apply_to {
-            v["applied_to"] =
-                apply_patch(&PathBuf::from(repo), &diff).map_err(|e| fail(&e))?.display().to_string().into();
+            v["applied_to"] = apply_patch(&PathBuf::from(repo), &diff).map_err(|e| fail(&e))?.display().to_string().into();
         } else if diff.bytes.len() <= MAX_INLINE_PATCH {
             v["patch"] = String::from_utf8_lossy(&diff.bytes).into();
         } else {

@@ -173,8 +173,7 @@ fn diff_and_fetch_bring_back_exactly_what_a_finished_task_changed() {
     assert!(patch.len() > 3 << 20, "the binary travels whole: {} bytes", patch.len());
 
     let local = clone_at_base(&env, &host, &base, "local");
-    let applied =
-        env.run(&["fetch", &id.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
+    let applied = env.run(&["fetch", &id.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
     assert_eq!(tree_of(&local), applied["tree"].as_str().unwrap(), "{applied}");
     assert_eq!(tree_of(&local), on_brother_tree(&host));
 
@@ -214,10 +213,7 @@ fn failed_and_cancelled_runs_bring_back_their_partial_work() {
     edit_script(
         &host,
         "hang",
-        &format!(
-            "set -e\nprintf 'second\\n' >>new.txt\nmkdir -p sub\nprintf 'deep\\n' >sub/d.txt\nrm a.txt\ntouch {}\nsleep 300\n",
-            marker.display()
-        ),
+        &format!("set -e\nprintf 'second\\n' >>new.txt\nmkdir -p sub\nprintf 'deep\\n' >sub/d.txt\nrm a.txt\ntouch {}\nsleep 300\n", marker.display()),
     );
 
     let failed = launch(&env, &["oppy", "fail", "--json"]);
@@ -238,8 +234,7 @@ fn failed_and_cancelled_runs_bring_back_their_partial_work() {
     assert!(!diff.contains("big.bin") && !diff.contains("b.txt"), "the failed task's change is in its base: {diff}");
 
     let local = clone_at_base(&env, &host, &hung_base, "hung");
-    let out =
-        env.run(&["fetch", &hung.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
+    let out = env.run(&["fetch", &hung.to_string(), "--apply", "--repo", local.to_str().unwrap(), "--json"]).ok().json();
     assert_eq!(tree_of(&local), on_brother_tree(&host), "{out}");
 
     // The failed task's change, from a checkout at its base: the workdir as it is now, which
@@ -328,10 +323,7 @@ fn diff_output_is_sanitized_for_the_terminal() {
         let out = env.run(&args).ok();
         let text = out.stdout();
         assert!(text.contains("red.txt"), "{out}");
-        assert!(
-            !text.chars().any(|c| c.is_control() && c != '\n'),
-            "a control character reached the terminal: {text:?}"
-        );
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character reached the terminal: {text:?}");
     }
     let json = env.run(&["diff", &id.to_string(), "--json"]).ok().json();
     assert!(json["diff"].as_str().unwrap().contains("\u{1b}]52;c;SGVsbG8="), "{json}");

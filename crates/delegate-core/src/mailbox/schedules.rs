@@ -452,13 +452,8 @@ mod tests {
         assert_eq!(s.schedule_events(Some("daily"), 0, 10).unwrap().len(), 1);
         assert_eq!(tick(&mut s, "daily", "2026-01-06T08:01:00Z"), ["2026-01-06T08:00:00Z"]);
         // A firing that could not start a task is a misfire too, its reason bounded.
-        s.finish_firing(
-            "daily",
-            "2026-01-06T08:00:00Z",
-            Err(&format!("no \u{1b}[31mbrother{}", "x".repeat(5000))),
-            &[],
-        )
-        .unwrap();
+        s.finish_firing("daily", "2026-01-06T08:00:00Z", Err(&format!("no \u{1b}[31mbrother{}", "x".repeat(5000))), &[])
+            .unwrap();
         let last = s.schedule_events(Some("daily"), 0, 10).unwrap().pop().unwrap();
         assert!(last.reason.starts_with("the firing could not start a task: no"), "{}", last.reason);
         assert!(last.reason.len() < 1100 && !last.reason.contains('\u{1b}'), "{}", last.reason);

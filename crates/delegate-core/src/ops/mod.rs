@@ -3,6 +3,7 @@
 //! talk (say, reopen with a write scope), control (wait, cancel, logs, update), doctor and notify (delivering and listing
 //! notifications).
 
+pub mod artifacts;
 pub mod board;
 pub mod control;
 pub mod dispatch;
@@ -10,9 +11,8 @@ pub mod doctor;
 pub mod inbox;
 pub mod launch;
 // Environments: which brother of a group a launch goes to.
-pub mod artifacts;
-pub mod notify;
 pub mod placement;
+pub mod notify;
 pub mod reopen;
 pub mod say;
 pub mod schedule;

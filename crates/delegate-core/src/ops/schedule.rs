@@ -327,8 +327,12 @@ mod tests {
         d.add_schedule(req, t0).unwrap();
         // Five hours asleep: four slots given up (skip), the newest fires.
         d.fire_due("2026-01-01T05:01:00Z".parse().unwrap()).await.unwrap();
-        let misfires: Vec<_> =
-            d.notifications(50).unwrap().into_iter().filter(|n| n.message.event == "schedule_misfire").collect();
+        let misfires: Vec<_> = d
+            .notifications(50)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.message.event == "schedule_misfire")
+            .collect();
         assert_eq!(misfires.len(), 1, "one notification for the one misfire record: {misfires:?}");
         assert_eq!(misfires[0].message.schedule.as_deref(), Some("hourly"));
         assert!(misfires[0].message.reason.contains("4 slot(s)"), "{misfires:?}");
@@ -338,8 +342,7 @@ mod tests {
         let mut d = Delegate::open(paths).unwrap();
         let fired = d.run_schedule("hourly").await.unwrap();
         assert!(fired.task_id.is_none() && fired.error.is_some(), "{fired:?}");
-        let misfires =
-            d.notifications(50).unwrap().into_iter().filter(|n| n.message.event == "schedule_misfire").count();
+        let misfires = d.notifications(50).unwrap().into_iter().filter(|n| n.message.event == "schedule_misfire").count();
         assert_eq!(misfires, 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }

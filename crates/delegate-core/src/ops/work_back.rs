@@ -98,8 +98,7 @@ impl Delegate {
         };
         let base = launch_base(id, chosen)?;
         let reach = self.reach(&chosen.host)?;
-        let failed =
-            |code: Option<i32>, why: String| Error::DiffFailed { task: id, host: chosen.host.clone(), code, why };
+        let failed = |code: Option<i32>, why: String| Error::DiffFailed { task: id, host: chosen.host.clone(), code, why };
         // One exec answers at most CHUNK bytes; a larger diff takes several, each made
         // again on the brother, and must be the same diff each time.
         let mut bytes: Vec<u8> = Vec::new();
@@ -130,10 +129,7 @@ impl Delegate {
             }
             let reply = crate::remote::diff::parse(&out.stdout).map_err(|why| failed(None, why))?;
             if reply.offset != bytes.len() as u64 {
-                return Err(failed(
-                    None,
-                    format!("asked for bytes from {}, got them from {}", bytes.len(), reply.offset),
-                ));
+                return Err(failed(None, format!("asked for bytes from {}, got them from {}", bytes.len(), reply.offset)));
             }
             if let Some(f) = &first
                 && (f.tree != reply.tree || f.sha256 != reply.sha256 || f.size != reply.size)
@@ -361,13 +357,9 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(line, "HEAD 0123456789ab on branch main forged, clean");
-        let line =
-            git_state_line(&ev(serde_json::json!({"state": "repo", "head": "not-an-id", "clean": false}))).unwrap();
+        let line = git_state_line(&ev(serde_json::json!({"state": "repo", "head": "not-an-id", "clean": false}))).unwrap();
         assert_eq!(line, "HEAD no commit yet on detached HEAD, uncommitted changes (kept in the base)");
-        assert_eq!(
-            git_state_line(&ev(serde_json::json!({"state": "not a git work tree"}))).unwrap(),
-            "not a git work tree"
-        );
+        assert_eq!(git_state_line(&ev(serde_json::json!({"state": "not a git work tree"}))).unwrap(), "not a git work tree");
         assert_eq!(git_state_line(&serde_json::json!({})), None);
     }
 

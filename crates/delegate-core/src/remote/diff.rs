@@ -172,11 +172,7 @@ mod tests {
         cut.truncate(cut.len() - 5);
         assert!(parse(&cut).unwrap_err().contains("cut"));
         assert!(parse(b"nothing here").is_err());
-        let bad_id = String::from_utf8(reply(diff.len(), 0, diff, &sum, b"\nEND\n")).unwrap().replacen(
-            &"a".repeat(40),
-            "x;rm",
-            1,
-        );
+        let bad_id = String::from_utf8(reply(diff.len(), 0, diff, &sum, b"\nEND\n")).unwrap().replacen(&"a".repeat(40), "x;rm", 1);
         assert!(parse(bad_id.as_bytes()).unwrap_err().contains("object ids"));
     }
 
