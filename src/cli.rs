@@ -77,6 +77,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Bring a task's change back: a patch file (--into) or applied to a local checkout (--apply)
     Fetch(FetchArgs),
+    /// The files a task declared (`report artifact PATH "what it is"`): path, size, sha256
+    Artifacts(ArtifactsArgs),
     /// Messages brothers sent: receipts, progress, questions, completion
     Mailbox(MailboxArgs),
     /// Set a task's status by hand
@@ -575,6 +577,14 @@ pub struct ShowArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ArtifactsArgs {
+    /// Task number
+    pub id: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct DiffArgs {
     /// Task number
     pub id: i64,
@@ -600,6 +610,10 @@ pub struct FetchArgs {
     /// Apply the change to a local checkout (all of it or nothing)
     #[arg(long)]
     pub apply: bool,
+    /// Copy the task's declared artifacts into DIR (default: the current directory) instead
+    /// of its change; an existing file is never overwritten
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".", conflicts_with_all = ["into", "apply"])]
+    pub artifacts: Option<std::path::PathBuf>,
     /// The checkout --apply applies to (default: the current directory)
     #[arg(long, value_name = "PATH", requires = "apply")]
     pub repo: Option<std::path::PathBuf>,

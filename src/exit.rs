@@ -94,6 +94,10 @@ pub const NOTHING_TO_FETCH: u8 = 44;
 /// `fetch --apply`: the task's change does not apply to the local checkout (the files are
 /// named); nothing was applied.
 pub const PATCH_REFUSED: u8 = 45;
+/// `fetch --artifacts`: an artifact is refused (its path resolves out of the task's workdir
+/// and task dir, it is missing or not a file, or it is over a size cap); the others were
+/// fetched.
+pub const ARTIFACT_REFUSED: u8 = 46;
 
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
@@ -180,6 +184,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::DispatcherRunning => DISPATCHER_RUNNING,
         K::NothingToFetch => NOTHING_TO_FETCH,
         K::PatchRefused => PATCH_REFUSED,
+        K::ArtifactRefused => ARTIFACT_REFUSED,
         K::Conflict | K::Mailbox => MAILBOX,
         K::Notify => NOTIFY,
         _ => FAILURE,

@@ -11,6 +11,9 @@ use crate::cli::FetchArgs;
 
 pub fn run(config: Option<&Path>, args: FetchArgs) -> Result<()> {
     let mut d = open(config)?;
+    if let Some(dir) = &args.artifacts {
+        return super::artifacts::fetch(&mut d, args.id, dir, args.json);
+    }
     let diff = block_on(d.fetch_patch(args.id, args.run))?;
     // The brother's hash was checked against the bytes when they arrived; this is the
     // lead's own, of what it writes or applies.

@@ -1,6 +1,7 @@
 //! One file per subcommand; this module only dispatches.
 
 mod answer;
+mod artifacts;
 mod attach;
 mod board;
 mod brothers;
@@ -77,6 +78,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Show(args) => show::run(config, args),
         Command::Diff(args) => diff::run(config, args),
         Command::Fetch(args) => fetch::run(config, args),
+        Command::Artifacts(args) => artifacts::run(config, args),
         Command::Usage(args) => usage::run(config, args),
         Command::Sync { json } => sync::run(config, json),
         Command::Status(args) => status::run(config, args),

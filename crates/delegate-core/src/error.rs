@@ -228,6 +228,16 @@ pub enum Error {
     )]
     DiffTooLarge { task: i64, size: u64, limit: u64 },
 
+    /// `fetch --artifacts`: the brother's artifacts script refused or its reply was unusable
+    /// (`code` is its exit code: 46 the artifact is refused, 24 the task dir is gone).
+    #[error("artifacts of task {task} on {host}: {why}")]
+    ArtifactFailed { task: i64, host: String, code: Option<i32>, why: String },
+
+    /// `fetch --artifacts`: declared artifacts that are not copied back (a path resolving out
+    /// of the workdir and task dir, missing, not a file, over a size cap), each named.
+    #[error("task {task}: {} artifact(s) refused: {}", .refused.len(), .refused.join("; "))]
+    ArtifactRefused { task: i64, refused: Vec<String> },
+
     /// `fetch --apply`: `git apply --check` refused the patch; nothing was applied.
     #[error(
         "the change of task {task} does not apply to {repo}: {why}{}. Nothing was applied: bring the checkout to \
@@ -456,6 +466,8 @@ pub enum ErrorKind {
     NothingToFetch,
     /// `fetch --apply`: the patch does not apply; nothing was applied.
     PatchRefused,
+    /// `fetch --artifacts`: an artifact is refused (outside the workdir and task dir, too large).
+    ArtifactRefused,
     /// `diff`/`fetch` failed otherwise (the brother's diff, the local patch file).
     DiffFailed,
     /// Another process changed the task first (optimistic locking).
@@ -522,6 +534,7 @@ impl ErrorKind {
             ErrorKind::DispatcherRunning => "dispatcher_running",
             ErrorKind::NothingToFetch => "nothing_to_fetch",
             ErrorKind::PatchRefused => "patch_refused",
+            ErrorKind::ArtifactRefused => "artifact_refused",
             ErrorKind::DiffFailed => "diff_failed",
             ErrorKind::Conflict => "conflict",
             ErrorKind::RoleRefused => "role_refused",
@@ -590,6 +603,9 @@ impl Error {
             Error::DiffFailed { code: Some(c @ 20..=31), .. } => ErrorKind::BrotherRefused(*c),
             Error::DiffFailed { .. } | Error::PatchFile { .. } => ErrorKind::DiffFailed,
             Error::DiffTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::ArtifactRefused { .. } | Error::ArtifactFailed { code: Some(46), .. } => ErrorKind::ArtifactRefused,
+            Error::ArtifactFailed { code: Some(c @ 20..=31), .. } => ErrorKind::BrotherRefused(*c),
+            Error::ArtifactFailed { .. } => ErrorKind::DiffFailed,
             Error::PatchRefused { .. } => ErrorKind::PatchRefused,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::RoleRefused { .. } => ErrorKind::RoleRefused,

@@ -106,6 +106,7 @@ pub fn preamble(task_id: i64, brother: &str, helpers: bool) -> String {
              \x20 '{{task_dir}}/report' progress \"what you did, what comes next\"      (at milestones)\n\
              \x20 '{{task_dir}}/report' question \"what you need decided\"              (when blocked)\n\
              \x20 '{{task_dir}}/report' done \"the result, in a few lines\"             (at the end)\n\
+             \x20 '{{task_dir}}/report' artifact PATH \"what it is\"                   (a file made for the lead)\n\
              Between steps, check for messages from your lead: '{{task_dir}}/inbox' \
              (acknowledge one with: '{{task_dir}}/inbox' ack <id>).\n\
              If a helper command is refused, give the same information in your final answer.\n\

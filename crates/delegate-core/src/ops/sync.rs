@@ -645,7 +645,7 @@ fn push_event(ing: &mut Ingest, e: NewEvent) {
 }
 
 /// The kinds the `report` helper writes (remote/scripts/report.sh).
-pub const REPORT_KINDS: &[&str] = &["receipt", "progress", "question", "done", "blocked", "status"];
+pub const REPORT_KINDS: &[&str] = &["receipt", "progress", "question", "done", "blocked", "status", "artifact"];
 
 /// A brother's timestamp as stored: kept when it is RFC 3339 UTC in the shape the runner
 /// writes (`2026-12-06T18:29:53.433Z`, any fraction up to nanoseconds) and not in the future

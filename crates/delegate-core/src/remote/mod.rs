@@ -22,6 +22,8 @@ use crate::task::Sandbox;
 pub mod protocol;
 // What a task changed in its workdir: `diff.sh` and its reply.
 pub mod diff;
+// The files a task declared (`report artifact`): `artifacts.sh` and its replies.
+pub mod artifacts;
 
 pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");
 /// Where the agent is found and what it runs with (login/interactive shell environment,

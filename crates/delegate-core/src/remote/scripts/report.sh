@@ -4,6 +4,13 @@
 #
 #   "$DELEGATE_TASK_DIR/report" <receipt|progress|question|done|blocked> <text...>
 #   "$DELEGATE_TASK_DIR/report" status <running|needs_input|completed|failed> [text...]
+#   "$DELEGATE_TASK_DIR/report" artifact PATH "what it is"
+#
+# An artifact is a file the lead may copy back (`delegate fetch N --artifacts`): its path
+# (made absolute from the current directory) and description are appended as one
+# NUL-separated record to `artifacts` next to this script (read by remote/scripts/
+# artifacts.sh, which checks where it points when the lead asks), and the report line's
+# text is "artifact PATH: what it is".
 #
 # A text of `-` is read from stdin. Each call appends ONE line to outbox.jsonl next to this
 # script, which the lead's next sync picks up:
@@ -26,11 +33,19 @@ main() {
 	local cap=16384
 	usage() {
 		printf '%s\n' 'usage: report <receipt|progress|question|done|blocked> <text...|->' \
-			'       report status <running|needs_input|completed|failed> [text...|-]' >&2
+			'       report status <running|needs_input|completed|failed> [text...|-]' \
+			'       report artifact PATH "what it is"' >&2
 		exit 2
 	}
-	local kind=${1-} status='' text
+	local kind=${1-} status='' text artifact=''
 	case $kind in
+	artifact)
+		shift
+		{ [ $# -ge 1 ] && [ -n "$1" ]; } || usage
+		artifact=$1
+		shift
+		[[ $artifact == /* ]] || artifact=$PWD/$artifact
+		;;
 	receipt | progress | question | done | blocked)
 		shift
 		[ $# -gt 0 ] || usage
@@ -42,7 +57,9 @@ main() {
 		;;
 	*) usage ;;
 	esac
-	if [ $# -eq 1 ] && [ "$1" = - ]; then
+	if [ -n "$artifact" ] && [ $# -eq 0 ]; then
+		text=''
+	elif [ $# -eq 1 ] && [ "$1" = - ]; then
 		# One byte past the cap tells a cut text from one that fits. Builtin read: NULs are
 		# dropped, which JSON text could not carry anyway.
 		IFS= read -r -d '' -N $((cap + 1)) text
@@ -54,6 +71,11 @@ main() {
 		text=$*
 	fi
 	[ -n "$status" ] && text=$status${text:+ $text}
+	local description=''
+	if [ -n "$artifact" ]; then
+		description=${text:0:cap}
+		text="artifact $artifact${text:+: $text}"
+	fi
 
 	local truncated=''
 	if [ "${#text}" -gt "$cap" ]; then
@@ -75,6 +97,10 @@ main() {
 			printf 'report: could not lock %s\n' "$out" >&2
 			exit 1
 		}
+	fi
+	if [ -n "$artifact" ] && ! printf '%s\0%s\0' "$artifact" "$description" >>"$dir/artifacts"; then
+		printf 'report: could not append to %s (disk full?)\n' "$dir/artifacts" >&2
+		exit 1
 	fi
 	local -a lines=()
 	mapfile -t lines <"$out"
