@@ -29,6 +29,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 over_cap: None,
                 notify: None,
                 usd_per_mtok: None,
+                expect_change: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

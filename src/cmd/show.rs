@@ -20,7 +20,8 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
         super::sync::before_showing(&mut d, Some(&[args.id]))?;
     }
     let window = if args.all { Window::All } else { Window::Newest(SHOW_ITEMS) };
-    let view = d.show_window(args.id, window)?;
+    let mut view = d.show_window(args.id, window)?;
+    view.done_without_evidence = super::block_on(d.done_without_evidence(args.id))?;
     if args.json {
         super::print_json(&view)?;
         return Ok(());
@@ -29,6 +30,9 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     println!("task {}  {}", task.id, task.status);
     if let (Some(note), Some(s)) = (super::sync::stale_note(task), &task.stale) {
         println!("  {note} (at {}); host {}: {}", s.last_heard_at, safe(&task.host), safe(&s.why));
+    }
+    if let Some(why) = &view.done_without_evidence {
+        println!("  warning   {}", safe(why));
     }
     if let Some(r) = &task.reason {
         println!("  reason    {}", block(r, "            "));

@@ -488,7 +488,8 @@ impl DelegateServer {
         if !task.status.is_terminal() {
             warnings = sync_warnings(d.sync(Some(&[a.id])).await.map_err(|e| fail(&e))?);
         }
-        let view = d.show_window(a.id, Window::Newest(GET_TASK_ITEMS)).map_err(|e| fail(&e))?;
+        let mut view = d.show_window(a.id, Window::Newest(GET_TASK_ITEMS)).map_err(|e| fail(&e))?;
+        view.done_without_evidence = d.done_without_evidence(a.id).await.map_err(|e| fail(&e))?;
         Ok(CallToolResult::success(vec![ContentBlock::text(task_view_text(&view, &warnings))]))
     }
 

@@ -512,3 +512,39 @@ fn a_50_mib_binary_change_comes_back_intact() {
     assert_eq!(std::fs::metadata(local.join("big.bin")).unwrap().len(), 50 << 20);
     assert_eq!(tree_of(&local), on_brother_tree(&host));
 }
+
+/// "Done without evidence": with `expect_change` set (a profile's, here), a task that
+/// ends `completed` having changed nothing and reported nothing is flagged in `show` and
+/// its JSON; one that changed its workdir is not; nor is one with no such expectation.
+#[test]
+fn show_flags_a_completed_task_that_was_expected_to_change_something_and_did_not() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    env.config_append("[profiles.strict]\nexpect_change = true\n");
+    brother_repo(&host);
+    edit_script(&host, "idle", "exit 0\n");
+    edit_script(&host, "finish", &edits(0));
+    let flag = "completed, but no change and no report: check before believing it";
+
+    let idle = launch(&env, &["oppy", "idle", "--profile", "strict", "--json"]);
+    assert_eq!(wait_done(&env, idle)["status"], "completed");
+    let show = env.run(&["show", &idle.to_string()]).ok().stdout();
+    assert!(show.contains(&format!("warning   {flag}")), "{show}");
+    let json = env.run(&["show", &idle.to_string(), "--json"]).ok().json();
+    assert_eq!(json["done_without_evidence"], flag, "{json}");
+
+    // The same idle agent with no expectation: nothing to flag.
+    let unexpected = launch(&env, &["oppy", "idle", "--json"]);
+    assert_eq!(wait_done(&env, unexpected)["status"], "completed");
+    let json = env.run(&["show", &unexpected.to_string(), "--json"]).ok().json();
+    assert!(json.get("done_without_evidence").is_none(), "{json}");
+
+    let edited = launch(&env, &["oppy", "finish", "--profile", "strict", "--json"]);
+    assert_eq!(wait_done(&env, edited)["status"], "completed");
+    let show = env.run(&["show", &edited.to_string()]).ok().stdout();
+    assert!(!show.contains("check before believing it"), "{show}");
+    let json = env.run(&["show", &edited.to_string(), "--json"]).ok().json();
+    assert!(json.get("done_without_evidence").is_none(), "{json}");
+}

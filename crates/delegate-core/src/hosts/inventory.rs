@@ -212,6 +212,10 @@ pub struct BrotherEntry {
     /// `max_budget_usd` for Codex, which has no spend limit of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usd_per_mtok: Option<crate::agents::options::TokenPrices>,
+    /// This brother's tasks are meant to change their workdir: `show` flags one that ends
+    /// `completed` with no change and no report (done without evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_change: Option<bool>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -251,6 +255,9 @@ pub struct Profile {
     /// What the profile's model charges per million tokens (over the brother's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usd_per_mtok: Option<crate::agents::options::TokenPrices>,
+    /// Over the brother's `expect_change`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_change: Option<bool>,
 }
 
 /// A named group of brothers: `--environment NAME` places a launch on the least loaded of

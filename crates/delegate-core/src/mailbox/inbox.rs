@@ -47,6 +47,16 @@ impl Store {
         Ok(self.conn.query_row("SELECT coalesce(max(id), 0) FROM messages WHERE task_id = ?1", [task], |r| r.get(0))?)
     }
 
+    /// How many reports the brother's agent wrote for the task beyond its receipt (which
+    /// the agent sends before any work): progress, done, status, questions, artifacts.
+    pub fn reports_beyond_receipt(&self, task: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM messages WHERE task_id = ?1 AND direction = 'from_brother' AND kind <> 'receipt'",
+            [task],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Every open item, only `brother`'s if given, in no particular order.
     pub fn open_inbox_items(&self, brother: Option<&str>) -> Result<Vec<OpenItem>> {
         let mut items = Vec::new();

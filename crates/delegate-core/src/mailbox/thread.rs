@@ -35,6 +35,11 @@ pub struct TaskView {
     /// completed.
     pub children: Vec<super::board::Child>,
     pub children_done: usize,
+    /// Set by `show` and `get_task` (it needs the brother): why a `completed` task that
+    /// was expected to change its workdir should not be believed yet
+    /// ([`crate::Delegate::done_without_evidence`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_without_evidence: Option<String>,
 }
 
 /// How much of a task's thread a [`TaskView`] holds. A task can have hundreds of thousands of
@@ -163,7 +168,7 @@ pub fn view(store: &Store, id: i64, window: Window) -> Result<TaskView> {
     let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
     let children = store.children(id)?;
     let children_done = children.iter().filter(|c| c.status == crate::task::TaskStatus::Completed).count();
-    Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results, children, children_done })
+    Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results, children, children_done, done_without_evidence: None })
 }
 
 /// The items of `all` whose positions are in `kept` (ascending), in order.

@@ -82,6 +82,8 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
     let extra_args = s.pick("args", req.extra_args.clone(), Some(p.args.clone()).filter(|a| !a.is_empty()), None);
     let credential_file = s.pick("credential_file", None, p.credential_file.clone(), None);
     let credential_env = s.pick("credential_env", None, p.credential_env.clone(), None);
+    // Recorded in the task's settings only: `show` reads it there (done without evidence).
+    s.pick("expect_change", None, p.expect_change, brother.expect_change.map(|e| (e, b.as_str())));
     let usd_per_mtok = s.pick("usd_per_mtok", None, p.usd_per_mtok, brother.usd_per_mtok.map(|u| (u, b.as_str())));
 
     let (Some(agent), Some(sandbox), Some(max_turns), Some(timeout_secs)) = (agent, sandbox, max_turns, timeout_secs)

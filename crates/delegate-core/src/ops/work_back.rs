@@ -27,6 +27,8 @@ use crate::transport::ssh::Exit;
 pub const SHOW_CAP: u64 = 8 << 20;
 /// Most bytes of a patch `fetch` carries (in chunks), and held in memory.
 pub const FETCH_CAP: u64 = 256 << 20;
+/// Most bytes of the `--stat` diff `done_without_evidence` reads: any change is enough.
+const STAT_CHECK_CAP: u64 = 1 << 20;
 /// Most bytes of a diff one exec answers: under the exec cap
 /// ([`crate::transport::ssh::MAX_EXEC_OUTPUT`]), so a reply is never cut.
 const CHUNK: u64 = 32 << 20;
@@ -164,6 +166,34 @@ impl Delegate {
             size: reply.size,
             sha256: reply.sha256,
             bytes,
+        })
+    }
+
+    /// Why a finished task should not be believed yet, or None: it ended `completed`, its
+    /// settings say a change was expected (`expect_change`, profile or brother), its agent
+    /// wrote no report beyond the receipt, and its workdir shows no change since the launch.
+    /// The change is read at this moment over the connection (a `--stat` diff, bounded like
+    /// every diff), not stored at sync: nothing new in the mailbox, and the answer is about
+    /// the workdir as it is now. Only a task meeting the other three conditions costs a
+    /// connection; a brother that cannot be read is said so, not taken as "no change".
+    pub async fn done_without_evidence(&mut self, id: i64) -> Result<Option<String>> {
+        let task = self.task(id)?;
+        let expected = task.settings["expect_change"]["value"].as_bool() == Some(true);
+        if task.status != crate::task::TaskStatus::Completed || !expected {
+            return Ok(None);
+        }
+        if self.store().reports_beyond_receipt(id)? > 0 {
+            return Ok(None);
+        }
+        Ok(match self.diff(id, None, DiffMode::Stat, STAT_CHECK_CAP).await {
+            Ok(diff) if diff.changed() => None,
+            Ok(_) => Some("completed, but no change and no report: check before believing it".into()),
+            // Too large to show is a change all the same.
+            Err(Error::DiffTooLarge { .. }) => None,
+            Err(e) => Some(format!(
+                "completed with no report, and its change could not be read ({}): check before believing it",
+                clean_line(&e.to_string(), 300)
+            )),
         })
     }
 
