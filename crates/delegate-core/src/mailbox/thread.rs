@@ -168,7 +168,19 @@ pub fn view(store: &Store, id: i64, window: Window) -> Result<TaskView> {
     let final_text = results.iter().rev().find_map(|r| r.final_text.clone());
     let children = store.children(id)?;
     let children_done = children.iter().filter(|c| c.status == crate::task::TaskStatus::Completed).count();
-    Ok(TaskView { task, history, messages, events, thread, omitted, final_text, results, children, children_done, done_without_evidence: None })
+    Ok(TaskView {
+        task,
+        history,
+        messages,
+        events,
+        thread,
+        omitted,
+        final_text,
+        results,
+        children,
+        children_done,
+        done_without_evidence: None,
+    })
 }
 
 /// The items of `all` whose positions are in `kept` (ascending), in order.
