@@ -293,6 +293,10 @@ pub struct RunArgs {
     /// flags and over the brother's (default: the brother's default_profile)
     #[arg(long)]
     pub profile: Option<String>,
+    /// Run in a git worktree of the workdir's repository of its own on the brother, on branch
+    /// delegate/<task key> from HEAD (default: the profile's, else the brother's `worktree`)
+    #[arg(long)]
+    pub worktree: bool,
     /// low | medium | high | xhigh | max (Codex: up to xhigh; default: the profile's, else
     /// the agent's own)
     #[arg(long, value_name = "LEVEL")]

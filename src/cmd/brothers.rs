@@ -30,6 +30,7 @@ pub fn run(config: Option<&Path>, cmd: BrothersCommand) -> Result<()> {
                 notify: None,
                 usd_per_mtok: None,
                 expect_change: None,
+                worktree: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("brothers", &a.name, &entry)?;

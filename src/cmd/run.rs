@@ -46,6 +46,7 @@ pub fn run(config: Option<&Path>, mut args: RunArgs) -> Result<()> {
             timeout: args.timeout,
             author: args.who.author.clone(),
             profile: args.profile.clone(),
+            worktree: args.worktree.then_some(true),
             environment: args.environment.clone(),
             placement: placement.clone(),
             reasoning_effort: args.reasoning_effort,

@@ -381,6 +381,7 @@ impl DelegateServer {
                 timeout,
                 author: Some(author.clone()),
                 profile: a.profile.clone(),
+                worktree: None,
                 environment: a.environment.clone(),
                 placement: placement.clone(),
                 reasoning_effort,

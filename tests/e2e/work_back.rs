@@ -548,3 +548,59 @@ fn show_flags_a_completed_task_that_was_expected_to_change_something_and_did_not
     let json = env.run(&["show", &edited.to_string(), "--json"]).ok().json();
     assert!(json.get("done_without_evidence").is_none(), "{json}");
 }
+
+/// `--worktree`: two tasks launched together on one repository each run in a worktree of
+/// their own (branch `delegate/<task key>` from HEAD), each diff is only its own change,
+/// and the user's checkout (files, branch) is untouched.
+#[test]
+fn concurrent_worktree_tasks_on_one_repository_each_see_only_their_own_change() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    let head = on_brother(&host, "git rev-parse HEAD").trim().to_string();
+    let user_tree = on_brother_tree(&host);
+    // Each agent waits until the other's worktree exists, so the two run side by side.
+    edit_script(
+        &host,
+        "left",
+        "set -e\nprintf 'left\\n' >left.txt\nprintf 'one\\nLEFT\\nthree\\n' >a.txt\n\
+         for i in $(seq 100); do [ $(ls ../ | wc -l) -ge 2 ] && break; sleep 0.1; done\n",
+    );
+    edit_script(
+        &host,
+        "right",
+        "set -e\nprintf 'right\\n' >right.txt\nrm b.txt\n\
+         for i in $(seq 100); do [ $(ls ../ | wc -l) -ge 2 ] && break; sleep 0.1; done\n",
+    );
+
+    let left = launch(&env, &["oppy", "left", "--worktree", "--json"]);
+    let right = launch(&env, &["oppy", "right", "--worktree", "--json"]);
+    for id in [left, right] {
+        assert_eq!(wait_done(&env, id)["status"], "completed");
+    }
+
+    for (id, mine, theirs) in [(left, "left.txt", "right.txt"), (right, "right.txt", "left.txt")] {
+        let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+        let workdir = show["workdir"].as_str().unwrap().to_string();
+        assert!(workdir.contains("/worktrees/"), "{show}");
+        assert_eq!(show["settings"]["worktree_of"]["value"], host.workdir().to_str().unwrap(), "{show}");
+        let evidence = &show["runs"][0]["evidence"];
+        assert_eq!(evidence["remote"]["git"]["head"], head.as_str(), "{evidence}");
+        let branch = evidence["remote"]["git"]["branch"].as_str().unwrap();
+        assert!(branch.starts_with("delegate/"), "{evidence}");
+        let stat = env.run(&["diff", &id.to_string(), "--stat"]).ok().stdout();
+        assert!(stat.contains(mine), "{stat}");
+        assert!(!stat.contains(theirs), "task {id} sees the other task's change:\n{stat}");
+    }
+    let left_diff = env.run(&["diff", &left.to_string()]).ok().stdout();
+    assert!(left_diff.contains("-two\n+LEFT") && !left_diff.contains("b.txt"), "{left_diff}");
+
+    // The user's checkout: same files, same branch, same HEAD.
+    assert_eq!(on_brother_tree(&host), user_tree);
+    assert_eq!(on_brother(&host, "git symbolic-ref --short HEAD").trim(), "main");
+    assert_eq!(on_brother(&host, "git rev-parse HEAD").trim(), head);
+    let branches = on_brother(&host, "git branch --list 'delegate/*'");
+    assert_eq!(branches.lines().count(), 2, "{branches}");
+}

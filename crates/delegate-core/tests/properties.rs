@@ -109,6 +109,7 @@ fn prompt_on_brother(s: &Scratch, key: &str, prompt: &[u8]) -> Vec<u8> {
         nonce: "0123456789abcdef",
         remote_root: &root,
         workdir: &work,
+        worktree_of: "",
         sandbox: Sandbox::Read,
         plan: &p,
         prompt,

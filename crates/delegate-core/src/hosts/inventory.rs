@@ -216,6 +216,9 @@ pub struct BrotherEntry {
     /// `completed` with no change and no report (done without evidence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_change: Option<bool>,
+    /// Each task runs in its own git worktree on the brother (see `--worktree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<bool>,
 }
 
 /// A worker profile: run settings that override the brother's and are overridden by the
@@ -258,6 +261,9 @@ pub struct Profile {
     /// Over the brother's `expect_change`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_change: Option<bool>,
+    /// Over the brother's `worktree`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<bool>,
 }
 
 /// A named group of brothers: `--environment NAME` places a launch on the least loaded of

@@ -47,6 +47,16 @@ impl Store {
         Ok(self.conn.query_row("SELECT coalesce(max(id), 0) FROM messages WHERE task_id = ?1", [task], |r| r.get(0))?)
     }
 
+    /// Moves a just-recorded task into the git worktree it runs in (`--worktree`), with
+    /// its settings naming the workdir the worktree comes from.
+    pub fn move_to_worktree(&mut self, task: i64, worktree: &str, settings: &serde_json::Value) -> Result<()> {
+        self.conn.execute(
+            "UPDATE tasks SET workdir = ?2, settings = ?3 WHERE id = ?1",
+            rusqlite::params![task, worktree, settings.to_string()],
+        )?;
+        Ok(())
+    }
+
     /// How many reports the brother's agent wrote for the task beyond its receipt (which
     /// the agent sends before any work): progress, done, status, questions, artifacts.
     pub fn reports_beyond_receipt(&self, task: i64) -> Result<i64> {

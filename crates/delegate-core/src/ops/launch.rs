@@ -61,6 +61,9 @@ pub struct LaunchRequest {
     pub max_budget_usd: Option<f64>,
     /// Extra arguments for the agent, replacing the profile's; a flag delegate owns is refused.
     pub extra_args: Option<Vec<String>>,
+    /// Run in a git worktree of its own on the brother, on branch `delegate/<task key>`
+    /// from the workdir's HEAD (None: the profile's, else the brother's `worktree`).
+    pub worktree: Option<bool>,
     /// Default medium.
     pub priority: Option<crate::task::Priority>,
     /// The task this one is part of; it must exist.
@@ -254,6 +257,8 @@ pub(crate) struct Settings {
     pub max_turns: u32,
     pub timeout: Duration,
     pub workdir: String,
+    /// Run in a git worktree of `workdir` of its own.
+    pub worktree: bool,
     /// Reasoning effort, spend limit, extra arguments, credential file.
     pub options: crate::agents::AgentOptions,
     /// Each setting's value and where it came from ([`crate::ops::settings::evidence`]).
@@ -287,6 +292,7 @@ pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
         max_turns,
         timeout,
         workdir,
+        worktree: chosen.worktree,
         options: chosen.options,
         sources,
         notify,
@@ -296,7 +302,7 @@ pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
 /// Checks a request, records the task, and renders its script (unless it queues).
 fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     check_prompt(&req.prompt)?;
-    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources, notify } =
+    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, worktree, options, mut sources, notify } =
         settings(d, &req)?;
     let inv = d.inventory();
     let (brother, host_entry) = inv.brother(&req.brother)?;
@@ -346,6 +352,18 @@ fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
         parent: req.parent,
         notify: notify.as_deref(),
     })?;
+    // A worktree's path needs the task's number: the task moves there once recorded, with
+    // the workdir it comes from kept in its settings (`worktree_of`), so every run (a
+    // queued one starting, a reopen) and `diff`/`fetch` use the worktree.
+    let workdir = if worktree {
+        let key = crate::ops::sync::task_key(d.store().mailbox_id(), run.task_id, 1);
+        let path = format!("{}/worktrees/{key}", remote_root.trim_end_matches('/'));
+        sources["worktree_of"] = json!({ "value": workdir, "from": "worktree" });
+        d.store_mut().move_to_worktree(run.task_id, &path, &sources)?;
+        path
+    } else {
+        workdir
+    };
     if run.queued {
         return Ok(Prepared::Queued(d.store().task(run.task_id)?));
     }
@@ -509,11 +527,12 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         address,
         settings,
     } = x;
+    let worktree_of = settings["worktree_of"]["value"].as_str().unwrap_or("");
     let rendered = render_script(
         d.store().mailbox_id(),
         &run,
         &remote_root,
-        workdir,
+        (workdir, worktree_of),
         sandbox,
         plan,
         Text { preamble: &preamble, prompt },
@@ -549,7 +568,7 @@ fn render_script(
     mailbox_id: &str,
     run: &RunStart,
     remote_root: &str,
-    workdir: &str,
+    (workdir, worktree_of): (&str, &str),
     sandbox: Sandbox,
     plan: &crate::agents::AgentPlan,
     text: Text,
@@ -566,6 +585,7 @@ fn render_script(
         nonce: &run.nonce,
         remote_root,
         workdir,
+        worktree_of,
         sandbox,
         plan,
         preamble: text.preamble,
@@ -641,7 +661,7 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         mailbox_id,
         &run,
         &remote_root,
-        &b.workdir,
+        (&b.workdir, ""),
         b.sandbox,
         &plan,
         Text { preamble: &preamble(task_id, brother, plan.helpers), prompt },

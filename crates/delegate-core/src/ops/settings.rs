@@ -22,6 +22,8 @@ pub struct Effective {
     pub max_turns: u32,
     pub timeout: Duration,
     pub options: AgentOptions,
+    /// Run in a git worktree of the workdir of its own ([`crate::ops::launch`]).
+    pub worktree: bool,
     /// Each setting's value and source, for the launch evidence and `show`.
     pub sources: Vec<Setting>,
 }
@@ -84,6 +86,7 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
     let credential_env = s.pick("credential_env", None, p.credential_env.clone(), None);
     // Recorded in the task's settings only: `show` reads it there (done without evidence).
     s.pick("expect_change", None, p.expect_change, brother.expect_change.map(|e| (e, b.as_str())));
+    let worktree = s.pick("worktree", req.worktree, p.worktree, brother.worktree.map(|w| (w, b.as_str())));
     let usd_per_mtok = s.pick("usd_per_mtok", None, p.usd_per_mtok, brother.usd_per_mtok.map(|u| (u, b.as_str())));
 
     let (Some(agent), Some(sandbox), Some(max_turns), Some(timeout_secs)) = (agent, sandbox, max_turns, timeout_secs)
@@ -99,6 +102,7 @@ pub fn resolve(inv: &Inventory, brother: &BrotherEntry, req: &LaunchRequest, con
         sandbox,
         max_turns,
         timeout: Duration::from_secs(timeout_secs),
+        worktree: worktree.unwrap_or(false),
         options: AgentOptions {
             reasoning_effort,
             max_budget_usd,

@@ -93,6 +93,9 @@ pub struct LaunchVars<'a> {
     pub nonce: &'a str,
     pub remote_root: &'a str,
     pub workdir: &'a str,
+    /// For a task in a worktree of its own: the workdir it comes from, and `workdir` the
+    /// worktree (made on the brother at the first launch); empty otherwise.
+    pub worktree_of: &'a str,
     pub sandbox: Sandbox,
     pub plan: &'a AgentPlan,
     /// What the agent reads before the prompt (see [`crate::ops::launch::preamble`]);
@@ -213,7 +216,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    // The order is the contract with launch.sh (fields v[0] to v[26]).
+    // The order is the contract with launch.sh (fields v[0] to v[27]).
     let mut vars = Vec::with_capacity(4096);
     field(&mut vars, "task key", v.task_key)?;
     field(&mut vars, "session", v.session)?;
@@ -248,6 +251,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     field(&mut vars, "sandbox requirements hint", &v.plan.requires_hint)?;
     field(&mut vars, "credential env", v.plan.credential_env.as_deref().unwrap_or(""))?;
     field(&mut vars, "spend limit", &spend_limit_field(v.plan.spend_limit.as_ref(), v.plan.session_id.as_deref()))?;
+    field(&mut vars, "worktree of", v.worktree_of)?;
 
     let mut out = Vec::with_capacity(
         v.prompt.len() * 4 / 3

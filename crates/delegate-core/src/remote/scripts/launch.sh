@@ -125,7 +125,7 @@ main() {
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 27 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	[ "${#v[@]}" -eq 28 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
 	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
 	local -a argv requires version_argv files env_files sandbox_probe
@@ -135,7 +135,7 @@ main() {
 	local files_name_task_dir=${v[14]}
 	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
 	local preamble=${v[20]} env_mode=${v[21]} requires_hint=${v[24]} credential_env=${v[25]}
-	local spend_limit=${v[26]}
+	local spend_limit=${v[26]} worktree_of=${v[27]}
 	split_list env_files "${v[22]}"
 	split_list sandbox_probe "${v[23]}"
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
@@ -147,12 +147,26 @@ main() {
 		die 23 "the launch variables are damaged (the spend limit holds '${spend_limit:0:100}')"
 	home_path root
 	home_path workdir
+	[ -z "$worktree_of" ] || home_path worktree_of
 	for i in "${!argv[@]}"; do home_path "argv[$i]"; done
 	for i in "${!version_argv[@]}"; do home_path "version_argv[$i]"; done
 
 	# --- preflight: each failure has its own code and says what to do -------------------
 	command -v tmux >/dev/null 2>&1 ||
 		die 20 "tmux not found on PATH ($PATH): install tmux on this host (apt-get install tmux)"
+	# --worktree: the task's own worktree of worktree_of's repository, on a new branch
+	# delegate/<task key> from its HEAD, made at the first launch; a reopen finds it there
+	# and continues in it. The user's checkout (its files, index and branch) is untouched.
+	if [ -n "$worktree_of" ] && [ ! -e "$workdir" ]; then
+		[ -d "$worktree_of" ] ||
+			die 24 "working directory $worktree_of does not exist on this host: create it or pass --workdir"
+		git -C "$worktree_of" rev-parse -q --verify 'HEAD^{commit}' >/dev/null 2>&1 ||
+			die 24 "--worktree needs $worktree_of to be a git repository with a commit: run git init and commit there, or launch without --worktree"
+		mkdir -p -- "${workdir%/*}"
+		local wt_err
+		wt_err=$(git -C "$worktree_of" worktree add -q -b "delegate/$task_key" -- "$workdir" HEAD 2>&1) ||
+			die 24 "git could not make the task's worktree $workdir from $worktree_of: ${wt_err//[[:cntrl:]]/ }"
+	fi
 	[ -d "$workdir" ] ||
 		die 24 "working directory $workdir does not exist on this host: create it or pass --workdir"
 
