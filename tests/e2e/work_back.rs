@@ -603,4 +603,34 @@ fn concurrent_worktree_tasks_on_one_repository_each_see_only_their_own_change() 
     assert_eq!(on_brother(&host, "git rev-parse HEAD").trim(), head);
     let branches = on_brother(&host, "git branch --list 'delegate/*'");
     assert_eq!(branches.lines().count(), 2, "{branches}");
+
+}
+
+/// A reopened `--worktree` task continues in the same worktree, on the same branch: its
+/// diff holds both runs' work, and the user's checkout still has none of it.
+#[test]
+fn a_reopened_worktree_task_continues_in_its_worktree() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    brother_repo(&host);
+    let user_tree = on_brother_tree(&host);
+    let id = launch(&env, &["oppy", "first part", "--worktree", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let worktree = show["workdir"].as_str().unwrap().to_string();
+    assert!(worktree.contains("/worktrees/"), "{show}");
+    // What the first run left (made here, as its agent would have).
+    on_brother(&host, &format!("printf 'first run\\n' >'{worktree}/one.txt'"));
+    env.run(&["reopen", &id.to_string(), "second part", "--json"]).ok();
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    on_brother(&host, &format!("printf 'second run\\n' >'{worktree}/two.txt'"));
+
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(show["workdir"], worktree.as_str());
+    let git = |run: usize| show["runs"][run]["evidence"]["remote"]["git"].clone();
+    assert!(git(0)["branch"].as_str().unwrap().starts_with("delegate/"), "{show}");
+    assert_eq!(git(1)["branch"], git(0)["branch"], "{show}");
+    let stat = env.run(&["diff", &id.to_string(), "--stat"]).ok().stdout();
+    assert!(stat.contains("one.txt") && stat.contains("two.txt"), "{stat}");
+    assert_eq!(on_brother_tree(&host), user_tree);
 }
