@@ -603,7 +603,6 @@ fn concurrent_worktree_tasks_on_one_repository_each_see_only_their_own_change() 
     assert_eq!(on_brother(&host, "git rev-parse HEAD").trim(), head);
     let branches = on_brother(&host, "git branch --list 'delegate/*'");
     assert_eq!(branches.lines().count(), 2, "{branches}");
-
 }
 
 /// A reopened `--worktree` task continues in the same worktree, on the same branch: its

@@ -109,8 +109,19 @@ impl Delegate {
         })?;
         // The profile it was recorded with, else (as for any launch) the brother's default.
         let profile = self.store().draft_profile(id)?;
-        let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, options, sources, notify, worktree: _ } =
-            settings(self, &LaunchRequest { brother: brother.clone(), profile, ..Default::default() })?;
+        let Settings {
+            host_name,
+            agent_name,
+            model,
+            sandbox,
+            max_turns,
+            timeout,
+            workdir,
+            options,
+            sources,
+            notify,
+            worktree: _,
+        } = settings(self, &LaunchRequest { brother: brother.clone(), profile, ..Default::default() })?;
         let address = self.reach(&host_name)?.address();
         self.store_mut().start_draft(
             id,

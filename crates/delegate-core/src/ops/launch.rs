@@ -302,8 +302,19 @@ pub(crate) fn settings(d: &Delegate, req: &LaunchRequest) -> Result<Settings> {
 /// Checks a request, records the task, and renders its script (unless it queues).
 fn prepare(d: &mut Delegate, req: LaunchRequest) -> Result<Prepared> {
     check_prompt(&req.prompt)?;
-    let Settings { host_name, agent_name, model, sandbox, max_turns, timeout, workdir, worktree, options, mut sources, notify } =
-        settings(d, &req)?;
+    let Settings {
+        host_name,
+        agent_name,
+        model,
+        sandbox,
+        max_turns,
+        timeout,
+        workdir,
+        worktree,
+        options,
+        mut sources,
+        notify,
+    } = settings(d, &req)?;
     let inv = d.inventory();
     let (brother, host_entry) = inv.brother(&req.brother)?;
     let custom = inv.agents.get(&agent_name);
