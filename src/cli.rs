@@ -77,6 +77,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Bring a task's change back: a patch file (--into) or applied to a local checkout (--apply)
     Fetch(FetchArgs),
+    /// Remove a finished task's worktree (--worktree) and its refs/delegate/<key> refs on the
+    /// brother, when its change was fetched or is empty
+    Cleanup(CleanupArgs),
     /// The files a task declared (`report artifact PATH "what it is"`): path, size, sha256
     Artifacts(ArtifactsArgs),
     /// Messages brothers sent: receipts, progress, questions, completion
@@ -584,6 +587,17 @@ pub struct ShowArgs {
 pub struct ArtifactsArgs {
     /// Task number
     pub id: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CleanupArgs {
+    /// Task number
+    pub id: i64,
+    /// Remove it even though its change was never fetched (the change is lost)
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }

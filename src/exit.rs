@@ -99,6 +99,10 @@ pub const PATCH_REFUSED: u8 = 45;
 /// fetched.
 pub const ARTIFACT_REFUSED: u8 = 46;
 
+/// `cleanup`: refused, nothing removed: the task's change was never fetched (`--force`
+/// throws it away), or the task has not finished.
+pub const CLEANUP_REFUSED: u8 = 47;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -185,6 +189,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::NothingToFetch => NOTHING_TO_FETCH,
         K::PatchRefused => PATCH_REFUSED,
         K::ArtifactRefused => ARTIFACT_REFUSED,
+        K::CleanupRefused => CLEANUP_REFUSED,
         K::Conflict | K::Mailbox => MAILBOX,
         K::Notify => NOTIFY,
         _ => FAILURE,

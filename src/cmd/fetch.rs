@@ -28,6 +28,8 @@ pub fn run(config: Option<&Path>, args: FetchArgs) -> Result<()> {
         let dir = args.into.unwrap_or_else(|| PathBuf::from("."));
         ("written to", write_patch(&dir, &diff)?)
     };
+    // So `cleanup` knows this change is safe on the lead (the tree names it exactly).
+    d.record_fetched(diff.task, &diff.tree, &format!("{verb} {}", path.display()))?;
     if args.json {
         let mut v = serde_json::to_value(&diff)?;
         v[if args.apply { "applied_to" } else { "path" }] = path.display().to_string().into();

@@ -6,6 +6,7 @@ mod attach;
 mod board;
 mod brothers;
 mod cancel;
+mod cleanup;
 mod comment;
 mod delete;
 mod diff;
@@ -78,6 +79,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Show(args) => show::run(config, args),
         Command::Diff(args) => diff::run(config, args),
         Command::Fetch(args) => fetch::run(config, args),
+        Command::Cleanup(args) => cleanup::run(config, args),
         Command::Artifacts(args) => artifacts::run(config, args),
         Command::Usage(args) => usage::run(config, args),
         Command::Sync { json } => sync::run(config, json),

@@ -633,3 +633,47 @@ fn a_reopened_worktree_task_continues_in_its_worktree() {
     assert!(stat.contains("one.txt") && stat.contains("two.txt"), "{stat}");
     assert_eq!(on_brother_tree(&host), user_tree);
 }
+
+/// `cleanup`: a worktree task's unfetched change is refused (exit 47, nothing removed);
+/// once fetched, the worktree, its branch and its refs go; an empty change needs no fetch;
+/// `--force` throws an unfetched change away.
+#[test]
+fn cleanup_removes_a_worktree_only_when_its_change_is_safe() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "work", "set -e\nprintf 'work\\n' >work.txt\n");
+    edit_script(&host, "idle", "exit 0\n");
+    let refs = |host: &FakeHost| {
+        on_brother(host, "git for-each-ref --format='%(refname)' refs/delegate/ refs/heads/delegate/")
+    };
+
+    let id = launch(&env, &["oppy", "work", "--worktree", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let worktree = env.run(&["show", &id.to_string(), "--json"]).ok().json()["workdir"].as_str().unwrap().to_string();
+    let refused = env.run(&["cleanup", &id.to_string()]).fails_with(47);
+    assert!(refused.stderr().contains("never fetched") && refused.stderr().contains("--force"), "{refused}");
+    assert!(Path::new(&worktree).join("work.txt").exists(), "nothing removed on a refusal");
+
+    let into = env.home.join("kept");
+    env.run(&["fetch", &id.to_string(), "--into", into.to_str().unwrap()]).ok();
+    let done = env.run(&["cleanup", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(done["worktree"], worktree.as_str(), "{done}");
+    assert!(!Path::new(&worktree).exists(), "the worktree is gone");
+    assert_eq!(refs(&host).trim(), "", "no delegate refs or branch left");
+    assert!(on_brother(&host, "git worktree list").lines().count() == 1);
+
+    // An empty change: nothing to lose, no fetch needed.
+    let idle = launch(&env, &["oppy", "idle", "--worktree", "--json"]);
+    assert_eq!(wait_done(&env, idle)["status"], "completed");
+    env.run(&["cleanup", &idle.to_string()]).ok();
+    // An unfetched change thrown away on purpose.
+    let forced = launch(&env, &["oppy", "work", "--worktree", "--json"]);
+    assert_eq!(wait_done(&env, forced)["status"], "completed");
+    env.run(&["cleanup", &forced.to_string()]).fails_with(47);
+    env.run(&["cleanup", &forced.to_string(), "--force"]).ok();
+    assert_eq!(refs(&host).trim(), "");
+    assert!(!on_brother(&host, "ls").contains("work.txt"), "the user's checkout never had the work");
+}

@@ -238,6 +238,11 @@ pub enum Error {
     #[error("task {task}: {} artifact(s) refused: {}", .refused.len(), .refused.join("; "))]
     ArtifactRefused { task: i64, refused: Vec<String> },
 
+    /// `cleanup`: the task's worktree holds work that would be lost, or the task is not
+    /// finished; nothing was removed.
+    #[error("cleanup of task {task} refused: {why}")]
+    CleanupRefused { task: i64, why: String },
+
     /// `fetch --apply`: `git apply --check` refused the patch; nothing was applied.
     #[error(
         "the change of task {task} does not apply to {repo}: {why}{}. Nothing was applied: bring the checkout to \
@@ -468,6 +473,8 @@ pub enum ErrorKind {
     PatchRefused,
     /// `fetch --artifacts`: an artifact is refused (outside the workdir and task dir, too large).
     ArtifactRefused,
+    /// `cleanup`: the task's change was never fetched, or the task is still running.
+    CleanupRefused,
     /// `diff`/`fetch` failed otherwise (the brother's diff, the local patch file).
     DiffFailed,
     /// Another process changed the task first (optimistic locking).
@@ -535,6 +542,7 @@ impl ErrorKind {
             ErrorKind::NothingToFetch => "nothing_to_fetch",
             ErrorKind::PatchRefused => "patch_refused",
             ErrorKind::ArtifactRefused => "artifact_refused",
+            ErrorKind::CleanupRefused => "cleanup_refused",
             ErrorKind::DiffFailed => "diff_failed",
             ErrorKind::Conflict => "conflict",
             ErrorKind::RoleRefused => "role_refused",
@@ -604,6 +612,7 @@ impl Error {
             Error::DiffFailed { .. } | Error::PatchFile { .. } => ErrorKind::DiffFailed,
             Error::DiffTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::ArtifactRefused { .. } | Error::ArtifactFailed { code: Some(46), .. } => ErrorKind::ArtifactRefused,
+            Error::CleanupRefused { .. } => ErrorKind::CleanupRefused,
             Error::ArtifactFailed { code: Some(c @ 20..=31), .. } => ErrorKind::BrotherRefused(*c),
             Error::ArtifactFailed { .. } => ErrorKind::DiffFailed,
             Error::PatchRefused { .. } => ErrorKind::PatchRefused,

@@ -4,6 +4,7 @@
 //! notifications).
 
 pub mod artifacts;
+pub mod cleanup;
 pub mod board;
 pub mod control;
 pub mod dispatch;
