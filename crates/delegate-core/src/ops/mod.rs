@@ -4,8 +4,8 @@
 //! notifications).
 
 pub mod artifacts;
-pub mod cleanup;
 pub mod board;
+pub mod cleanup;
 pub mod control;
 pub mod dispatch;
 pub mod doctor;
