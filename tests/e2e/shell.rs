@@ -19,6 +19,7 @@ fn all_shell_scripts_pass_shellcheck() {
         "crates/delegate-core/src/remote/scripts/say.sh",
         "crates/delegate-core/src/remote/scripts/diff.sh",
         "crates/delegate-core/src/remote/scripts/artifacts.sh",
+        "crates/delegate-core/src/remote/scripts/cleanup.sh",
         "crates/delegate-core/src/remote/scripts/git-tree.sh",
         "crates/delegate-core/src/remote/scripts/own-root.sh",
         "crates/delegate-core/src/remote/scripts/inbox.sh",
