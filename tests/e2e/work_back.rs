@@ -677,3 +677,26 @@ fn cleanup_removes_a_worktree_only_when_its_change_is_safe() {
     assert_eq!(refs(&host).trim(), "");
     assert!(!on_brother(&host, "ls").contains("work.txt"), "the user's checkout never had the work");
 }
+
+/// `worktree = true` on a profile: a task recorded with `new --profile` and then started
+/// runs in its own worktree like a launched one; the user's checkout keeps none of its work.
+#[test]
+fn a_worktree_profile_applies_to_a_task_started_from_the_board() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    env.config_append("[profiles.isolated]\nworktree = true\n");
+    brother_repo(&host);
+    let user_tree = on_brother_tree(&host);
+    edit_script(&host, "work", "set -e\nprintf 'work\\n' >work.txt\n");
+    let id = launch(&env, &["new", "work", "--assign", "oppy", "--profile", "isolated", "--json"]);
+    env.run(&["start", &id.to_string(), "--json"]).ok();
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let show = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert!(show["workdir"].as_str().unwrap().contains("/worktrees/"), "{show}");
+    assert!(show["runs"][0]["evidence"]["remote"]["git"]["branch"].as_str().unwrap().starts_with("delegate/"));
+    let stat = env.run(&["diff", &id.to_string(), "--stat"]).ok().stdout();
+    assert!(stat.contains("work.txt"), "{stat}");
+    assert_eq!(on_brother_tree(&host), user_tree);
+}

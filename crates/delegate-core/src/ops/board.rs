@@ -116,13 +116,20 @@ impl Delegate {
             sandbox,
             max_turns,
             timeout,
-            workdir,
+            mut workdir,
             options,
-            sources,
+            mut sources,
             notify,
-            worktree: _,
+            worktree,
         } = settings(self, &LaunchRequest { brother: brother.clone(), profile, ..Default::default() })?;
         let address = self.reach(&host_name)?.address();
+        // A worktree profile or brother: the task starts in its own worktree, as a launch's.
+        if worktree {
+            let key = crate::ops::sync::task_key(self.store().mailbox_id(), id, 1);
+            let path = format!("{}/worktrees/{key}", self.remote_root(&host_name)?.trim_end_matches('/'));
+            sources["worktree_of"] = serde_json::json!({ "value": workdir, "from": "worktree" });
+            workdir = path;
+        }
         self.store_mut().start_draft(
             id,
             &Assignment {
