@@ -164,6 +164,9 @@ struct DelegateTaskArgs {
     /// A worker profile from the inventory (list_brothers shows them): its settings apply under the ones given
     /// here and over the brother's (default: the brother's default_profile).
     profile: Option<String>,
+    /// Run in a git worktree of its own on the brother (branch delegate/<task key> from the workdir's HEAD), so
+    /// parallel tasks on one repository never collide. Default: the profile's, else the brother's `worktree`.
+    worktree: Option<bool>,
     /// How hard the model thinks: low, medium, high, xhigh or max (Claude; Codex up to xhigh). Default: the
     /// profile's, else the agent's own.
     reasoning_effort: Option<String>,
@@ -381,7 +384,7 @@ impl DelegateServer {
                 timeout,
                 author: Some(author.clone()),
                 profile: a.profile.clone(),
-                worktree: None,
+                worktree: a.worktree,
                 environment: a.environment.clone(),
                 placement: placement.clone(),
                 reasoning_effort,

@@ -80,6 +80,10 @@ impl DelegateServer {
             )
             .into();
         }
+        // A change written or applied on the lead is safe there: `cleanup` may remove it.
+        if let Some(place) = v.get("path").or(v.get("applied_to")).and_then(|p| p.as_str()).map(String::from) {
+            d.record_fetched(diff.task, &diff.tree, &place).map_err(|e| fail(&e))?;
+        }
         Ok(text_result(&v, &format!("`delegate fetch {} --into DIR`", a.id)))
     }
 }

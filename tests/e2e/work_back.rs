@@ -700,3 +700,28 @@ fn a_worktree_profile_applies_to_a_task_started_from_the_board() {
     assert!(stat.contains("work.txt"), "{stat}");
     assert_eq!(on_brother_tree(&host), user_tree);
 }
+
+/// Over MCP: `delegate_task` with `worktree` runs the task in a worktree; `fetch_result`
+/// into a directory records the fetch, so `cleanup` then removes the worktree.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_worktree_task_fetched_by_a_lead_agent_can_be_cleaned_up() {
+    use crate::mcp::{connect, ok};
+    use serde_json::json;
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "work", "set -e\nprintf 'work\\n' >work.txt\n");
+    let client = connect(&env).await;
+    let launched = ok(&client, "delegate_task", json!({"brother": "oppy", "prompt": "work", "worktree": true})).await;
+    let id = launched["tasks"][0]["task"].as_i64().unwrap_or_else(|| panic!("{launched}"));
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let worktree = env.run(&["show", &id.to_string(), "--json"]).ok().json()["workdir"].as_str().unwrap().to_string();
+    assert!(worktree.contains("/worktrees/"), "{worktree}");
+    env.run(&["cleanup", &id.to_string()]).fails_with(47);
+    let dir = env.home.join("mcp-kept");
+    ok(&client, "fetch_result", json!({"id": id, "into": dir.to_str().unwrap()})).await;
+    env.run(&["cleanup", &id.to_string()]).ok();
+    assert!(!Path::new(&worktree).exists());
+}
