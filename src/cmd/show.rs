@@ -21,7 +21,10 @@ pub fn run(config: Option<&Path>, args: ShowArgs) -> Result<()> {
     }
     let window = if args.all { Window::All } else { Window::Newest(SHOW_ITEMS) };
     let mut view = d.show_window(args.id, window)?;
-    view.done_without_evidence = super::block_on(d.done_without_evidence(args.id))?;
+    // It reads the brother's workdir: `--no-sync` asks no brother anything.
+    if !args.no_sync {
+        view.done_without_evidence = super::block_on(d.done_without_evidence(args.id))?;
+    }
     if args.json {
         super::print_json(&view)?;
         return Ok(());

@@ -534,6 +534,9 @@ fn show_flags_a_completed_task_that_was_expected_to_change_something_and_did_not
     assert!(show.contains(&format!("warning   {flag}")), "{show}");
     let json = env.run(&["show", &idle.to_string(), "--json"]).ok().json();
     assert_eq!(json["done_without_evidence"], flag, "{json}");
+    // `--no-sync` asks the brother nothing, so it cannot tell.
+    let json = env.run(&["show", &idle.to_string(), "--json", "--no-sync"]).ok().json();
+    assert!(json.get("done_without_evidence").is_none(), "{json}");
 
     // The same idle agent with no expectation: nothing to flag.
     let unexpected = launch(&env, &["oppy", "idle", "--json"]);
