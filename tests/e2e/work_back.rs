@@ -728,3 +728,26 @@ async fn mcp_worktree_task_fetched_by_a_lead_agent_can_be_cleaned_up() {
     env.run(&["cleanup", &id.to_string()]).ok();
     assert!(!Path::new(&worktree).exists());
 }
+
+/// `expect_change` on the brother: the MCP `get_task` of a task that completed with no
+/// change and no report carries `done_without_evidence`.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_get_task_flags_done_without_evidence_from_a_brother_setting() {
+    use crate::mcp::{connect, ok};
+    use serde_json::json;
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    env.config_append("expect_change = true\n");
+    brother_repo(&host);
+    edit_script(&host, "idle", "exit 0\n");
+    let id = launch(&env, &["oppy", "idle", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    let client = connect(&env).await;
+    let task = ok(&client, "get_task", json!({"id": id})).await;
+    assert_eq!(
+        task["done_without_evidence"], "completed, but no change and no report: check before believing it",
+        "{task}"
+    );
+}
