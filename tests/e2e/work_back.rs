@@ -751,3 +751,24 @@ async fn mcp_get_task_flags_done_without_evidence_from_a_brother_setting() {
         "{task}"
     );
 }
+
+/// `cleanup` of a task without a worktree removes only its `refs/delegate/<key>/*` refs:
+/// the workdir's files (the task's work included) stay.
+#[test]
+fn cleanup_without_a_worktree_removes_only_the_refs() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    editor(&host, &env);
+    brother_repo(&host);
+    edit_script(&host, "work", "set -e\nprintf 'work\\n' >work.txt\n");
+    let id = launch(&env, &["oppy", "work", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+    assert!(!on_brother(&host, "git for-each-ref refs/delegate/").trim().is_empty());
+    env.run(&["cleanup", &id.to_string()]).fails_with(47);
+    env.run(&["fetch", &id.to_string(), "--into", env.home.join("p").to_str().unwrap()]).ok();
+    let done = env.run(&["cleanup", &id.to_string(), "--json"]).ok().json();
+    assert!(done["worktree"].is_null() && done["refs"] == 1, "{done}");
+    assert_eq!(on_brother(&host, "git for-each-ref refs/delegate/").trim(), "");
+    assert!(host.workdir().join("work.txt").exists(), "the workdir's files stay");
+}
