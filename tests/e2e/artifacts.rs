@@ -79,3 +79,41 @@ fn artifacts_are_listed_and_fetched_intact_and_escapes_are_refused() {
     assert!(run.stderr().contains("already exists"), "{run}");
     assert_eq!(std::fs::read(other.join("out/big.bin")).unwrap(), b"mine");
 }
+
+/// A brother whose bytes do not match the hash it reports (here: a `sha256sum` earlier on
+/// its PATH that lies) gets nothing written: the lead hashes what it received itself.
+#[test]
+fn bytes_that_do_not_match_the_brothers_hash_are_refused_and_nothing_is_kept() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    install_agent(
+        &host,
+        "dlg-maker",
+        "#!/bin/bash\ncat >/dev/null\nset -e\nhead -c 100000 /dev/urandom >made.bin\n\
+         \"$DELEGATE_TASK_DIR/report\" artifact made.bin 'a binary'\nexit 0\n",
+    );
+    env.config_append("[agents.maker]\ncommand = [\"dlg-maker\"]\n");
+    env.add_brother("oppy", "h", &host, "maker", "full");
+    let id = launch(&env, &["oppy", "make", "--json"]);
+    assert_eq!(wait_done(&env, id)["status"], "completed");
+
+    // From now on the brother's sha256sum reports the hash of other bytes.
+    install_agent(&host, "sha256sum", "#!/bin/bash\n{ cat; printf x; } | /usr/bin/sha256sum\n");
+    let into = env.home.join("got");
+    let run = env.run(&["fetch", &id.to_string(), "--artifacts", into.to_str().unwrap()]);
+    assert_ne!(run.code(), 0, "{run}");
+    assert!(run.stderr().contains("do not match the brother's sha256"), "{run}");
+    let kept: Vec<_> = walk(&into);
+    assert!(kept.is_empty(), "nothing of a mismatched artifact is kept: {kept:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
