@@ -41,6 +41,22 @@ pub enum ItemKind {
     NeedsInput(Option<String>),
 }
 
+/// One inbox row; every query selects task, brother, subject, status, run, question text,
+/// asked at and message id (NULL where they have none), then what its `kind` is made from.
+fn open_item(r: &rusqlite::Row, kind: ItemKind) -> rusqlite::Result<OpenItem> {
+    Ok(OpenItem {
+        task: r.get(0)?,
+        brother: r.get(1)?,
+        subject: r.get(2)?,
+        status: parse_col(r, 3)?,
+        run: r.get(4)?,
+        kind,
+        text: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        asked_at: r.get(6)?,
+        message_id: r.get(7)?,
+    })
+}
+
 impl Store {
     /// The id of the task's newest message (0 when it has none).
     pub fn last_message_id(&self, task: i64) -> Result<i64> {
@@ -81,45 +97,21 @@ impl Store {
                                WHERE a.task_id = m.task_id AND a.direction = 'note' AND a.kind = 'answer'
                                  AND a.id > m.id)",
         )?;
-        let rows = st.query_map([brother], |r| {
-            Ok(OpenItem {
-                task: r.get(0)?,
-                brother: r.get(1)?,
-                subject: r.get(2)?,
-                status: parse_col(r, 3)?,
-                run: r.get(4)?,
-                kind: ItemKind::Question,
-                text: r.get(5)?,
-                asked_at: r.get(6)?,
-                message_id: Some(r.get(7)?),
-            })
-        })?;
+        let rows = st.query_map([brother], |r| open_item(r, ItemKind::Question))?;
         for row in rows {
             items.push(row?);
         }
 
         let mut st = self.conn.prepare(
-            "SELECT t.id, t.brother, t.subject, t.status, r.run_no, r.facts,
-                    coalesce((SELECT max(at) FROM transitions WHERE task_id = t.id), t.updated_at)
+            "SELECT t.id, t.brother, t.subject, t.status, r.run_no, NULL,
+                    coalesce((SELECT max(at) FROM transitions WHERE task_id = t.id), t.updated_at), NULL, r.facts
              FROM tasks t JOIN runs r ON r.task_id = t.id
              WHERE r.run_no = (SELECT max(run_no) FROM runs WHERE task_id = t.id)
                AND t.accepted_at IS NULL AND t.status <> 'cancelled'
                AND (?1 IS NULL OR t.brother = ?1)
                AND json_valid(r.facts) AND coalesce(json_extract(r.facts, '$.result.permission_denials'), 0) > 0",
         )?;
-        let rows = st.query_map([brother], |r| {
-            Ok(OpenItem {
-                task: r.get(0)?,
-                brother: r.get(1)?,
-                subject: r.get(2)?,
-                status: parse_col(r, 3)?,
-                run: r.get(4)?,
-                kind: ItemKind::Denials(r.get(5)?),
-                text: String::new(),
-                asked_at: r.get(6)?,
-                message_id: None,
-            })
-        })?;
+        let rows = st.query_map([brother], |r| open_item(r, ItemKind::Denials(r.get(8)?)))?;
         for row in rows {
             let item = row?;
             // A run still going may be denied something and work around it; only a finished
@@ -131,7 +123,7 @@ impl Store {
 
         let mut st = self.conn.prepare(
             "SELECT t.id, t.brother, t.subject, t.status, coalesce((SELECT max(run_no) FROM runs WHERE task_id = t.id), 1),
-                    t.last_event, w.at
+                    NULL, w.at, NULL, t.last_event
              FROM tasks t
              JOIN (SELECT task_id, max(at) AS at FROM transitions WHERE to_status = 'needs_input' GROUP BY task_id) w
                ON w.task_id = t.id
@@ -139,19 +131,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM messages a
                                WHERE a.task_id = t.id AND a.direction = 'note' AND a.kind = 'answer' AND a.at >= w.at)",
         )?;
-        let rows = st.query_map(params![brother], |r| {
-            Ok(OpenItem {
-                task: r.get(0)?,
-                brother: r.get(1)?,
-                subject: r.get(2)?,
-                status: parse_col(r, 3)?,
-                run: r.get(4)?,
-                kind: ItemKind::NeedsInput(r.get(5)?),
-                text: String::new(),
-                asked_at: r.get(6)?,
-                message_id: None,
-            })
-        })?;
+        let rows = st.query_map(params![brother], |r| open_item(r, ItemKind::NeedsInput(r.get(8)?)))?;
         for row in rows {
             let item = row?;
             // The question the agent asked says more than the state it is in.
