@@ -35,7 +35,8 @@ have_sudo() {
 
 # --- system packages --------------------------------------------------------
 # cron: `delegate service` falls back to a crontab line; its test edits a test user's crontab.
-packages=(tmux openssh-server openssh-client bubblewrap socat shellcheck cron)
+# nats-server: the NATS JetStream transport's tests start real servers (Debian's is 2.9).
+packages=(tmux openssh-server openssh-client bubblewrap socat shellcheck cron nats-server)
 missing=()
 for pkg in "${packages[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"

@@ -88,6 +88,7 @@ use sha2::Digest as _;
 mod accept;
 pub mod brothers;
 pub mod model;
+pub mod nats;
 pub mod proxy;
 // A webhook receiver: a real HTTP server on loopback that records each request.
 pub mod webhook;

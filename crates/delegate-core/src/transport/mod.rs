@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use crate::error::Result;
 
+pub mod nats;
 pub mod pool;
 pub mod ssh;
 pub mod warm;
 
+pub use nats::NatsTarget;
 pub use pool::{Connection, Pool};
 pub use ssh::{ExecOutput, Exit, SshTarget};
 
@@ -29,6 +31,8 @@ pub use ssh::{ExecOutput, Exit, SshTarget};
 pub enum Reach {
     /// Over SSH: russh on a pooled connection (or the warm daemon's), or the system `ssh`.
     Ssh(SshTarget),
+    /// Through a NATS server that a `delegate worker` on the brother connects out to.
+    Nats(NatsTarget),
 }
 
 impl Reach {
@@ -36,6 +40,7 @@ impl Reach {
     pub fn host(&self) -> &str {
         match self {
             Reach::Ssh(t) => &t.host,
+            Reach::Nats(t) => &t.host,
         }
     }
 
@@ -43,6 +48,7 @@ impl Reach {
     pub fn address(&self) -> String {
         match self {
             Reach::Ssh(t) => format!("{}@{}:{}", t.user, t.hostname, t.port),
+            Reach::Nats(t) => t.address(),
         }
     }
 }
@@ -71,6 +77,7 @@ impl Transport {
     ) -> Result<(ExecOutput, Connection)> {
         match reach {
             Reach::Ssh(t) => self.ssh.exec(t, command, stdin, limit).await,
+            Reach::Nats(t) => nats::exec(t, command, stdin, limit).await,
         }
     }
 
@@ -79,6 +86,8 @@ impl Transport {
     pub fn abandon(&self, reach: &Reach) {
         match reach {
             Reach::Ssh(t) => self.ssh.drop_connection(t),
+            // Nothing is held per command: a request left unanswered just times out.
+            Reach::Nats(_) => {}
         }
     }
 
