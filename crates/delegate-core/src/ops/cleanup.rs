@@ -16,7 +16,7 @@ use crate::remote::diff::DiffMode;
 use crate::sanitize::clean_line;
 use crate::transport::ssh::Exit;
 
-const CLEANUP_SH: &str = include_str!("../remote/scripts/cleanup.sh");
+use crate::remote::CLEANUP_SH;
 /// The mailbox note `fetch` leaves: `tree <id> ...`.
 pub const FETCHED_NOTE: &str = "fetched";
 /// Most bytes of the `--stat` diff read to decide whether there is a change.

@@ -24,7 +24,11 @@ pub mod protocol;
 pub mod diff;
 // The files a task declared (`report artifact`): `artifacts.sh` and its replies.
 pub mod artifacts;
+// Which scripts a `delegate worker` runs (only these, through a NATS server).
+pub mod allowlist;
 
+/// Removes a finished task's worktree and refs on the brother (see [`crate::ops::cleanup`]).
+pub const CLEANUP_SH: &str = include_str!("scripts/cleanup.sh");
 pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");
 /// Where the agent is found and what it runs with (login/interactive shell environment,
 /// env files, version and sandbox probes): function definitions only, put in front of both

@@ -1,0 +1,130 @@
+//! Which scripts a `delegate worker` runs: only delegate's own. A script that travels
+//! through a NATS server is a few `NAME='<base64>'` lines (the variable parts) followed by
+//! one of the bodies below, byte for byte as this build of delegate renders it. Anything
+//! else (another version's body, a body with a line added, a variable line that is not
+//! plain base64) is refused, so a publisher on a worker's subjects can hand it data for
+//! delegate's scripts, never a script of its own.
+//!
+//! Over SSH the lead runs what it likes anyway (it holds a login); through a server shared
+//! by many clients, this is what keeps the worker's subjects from being a remote shell.
+
+use sha2::{Digest, Sha256};
+
+use super::artifacts::ARTIFACTS_SH;
+use super::diff::DIFF_SH;
+use super::protocol::{CANCEL_SH, OWN_ROOT_SH, SAY_SH, SYNC_SH};
+use super::{AGENT_ENV_SH, DOCTOR_SH, GIT_TREE_SH, LAUNCH_SH};
+
+/// Every body a script of delegate ends with, by name: the same concatenations the
+/// renderers write after their variable lines.
+pub fn bodies() -> Vec<(&'static str, String)> {
+    vec![
+        ("launch", [AGENT_ENV_SH, GIT_TREE_SH, LAUNCH_SH].concat()),
+        ("sync", [OWN_ROOT_SH, SYNC_SH].concat()),
+        ("cancel", [OWN_ROOT_SH, CANCEL_SH].concat()),
+        ("say", [OWN_ROOT_SH, SAY_SH].concat()),
+        ("doctor", [AGENT_ENV_SH, DOCTOR_SH].concat()),
+        ("diff", [GIT_TREE_SH, DIFF_SH].concat()),
+        ("artifacts", ARTIFACTS_SH.to_string()),
+        ("cleanup", super::CLEANUP_SH.to_string()),
+    ]
+}
+
+/// A fingerprint of this build's scripts, to name in a refusal ("the lead runs scripts
+/// X, this worker Y"): the first 12 hex digits of SHA-256 over every body.
+pub fn scripts_version() -> String {
+    let mut h = Sha256::new();
+    for (name, body) in bodies() {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(body.as_bytes());
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks that `script` is variable lines and one of [`bodies`]; gives the body's name.
+pub fn check(script: &[u8]) -> Result<&'static str, String> {
+    let mut rest = script;
+    let mut vars = 0usize;
+    while let Some(len) = var_line_len(rest) {
+        rest = &rest[len..];
+        vars += 1;
+        if vars > 16 {
+            return Err("more than 16 variable lines: not a script of delegate".into());
+        }
+    }
+    for (name, body) in bodies() {
+        if rest == body.as_bytes() {
+            return Ok(name);
+        }
+    }
+    Err(format!(
+        "not one of this delegate's scripts (this worker's scripts are version {}); is the lead running another version of delegate?",
+        scripts_version()
+    ))
+}
+
+/// The length of a leading `NAME='<base64>'\n` line (NAME in `[A-Z_]`), or `None`.
+fn var_line_len(s: &[u8]) -> Option<usize> {
+    let name = s.iter().take_while(|b| b.is_ascii_uppercase() || **b == b'_').count();
+    if name == 0 || s.get(name) != Some(&b'=') || s.get(name + 1) != Some(&b'\'') {
+        return None;
+    }
+    let start = name + 2;
+    let value = s[start..].iter().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')).count();
+    let end = start + value;
+    (s.get(end) == Some(&b'\'') && s.get(end + 1) == Some(&b'\n')).then_some(end + 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::protocol::{SyncRequest, SyncTaskRequest, render_cancel, render_say, render_sync};
+
+    #[test]
+    fn delegates_own_scripts_pass_and_name_their_body() {
+        let sync = render_sync(&SyncRequest {
+            remote_root: "~/.delegate".into(),
+            tasks: vec![SyncTaskRequest { task_key: "m-1".into(), session: "dlg-m-1".into(), ..Default::default() }],
+            max_bytes_per_file: 10,
+            max_bytes_total: 10,
+        })
+        .unwrap();
+        assert_eq!(check(&sync), Ok("sync"));
+        assert_eq!(check(&render_cancel("~/.delegate", "m-1", "dlg-m-1").unwrap()), Ok("cancel"));
+        assert_eq!(
+            check(
+                &render_say(
+                    "~/.delegate",
+                    "m-1",
+                    3,
+                    &crate::remote::protocol::say_line(3, "2026-01-01T00:00:00Z", "lead", "hi")
+                )
+                .unwrap()
+            ),
+            Ok("say")
+        );
+        let diff =
+            crate::remote::diff::render("/w", &"a".repeat(40), crate::remote::diff::DiffMode::Stat, 1, 0, 1).unwrap();
+        assert_eq!(check(&diff), Ok("diff"));
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let cancel = render_cancel("~/.delegate", "m-1", "dlg-m-1").unwrap();
+        // A command added after the body, before it, or in a variable's value.
+        let mut after = cancel.clone();
+        after.extend_from_slice(b"rm -rf ~\n");
+        assert!(check(&after).is_err());
+        let mut before = b"rm -rf ~\n".to_vec();
+        before.extend_from_slice(&cancel);
+        assert!(check(&before).is_err());
+        let mut in_value = b"DLG_VARS='$(rm -rf ~)'\n".to_vec();
+        in_value.extend_from_slice(&[OWN_ROOT_SH, CANCEL_SH].concat().into_bytes());
+        assert!(check(&in_value).is_err());
+        assert!(check(b"echo hi\n").is_err());
+        assert!(check(b"").is_err());
+        let e = check(b"true").unwrap_err();
+        assert!(e.contains(&scripts_version()), "{e}");
+    }
+}
