@@ -137,6 +137,8 @@ pub mod sanitize;
 pub mod schedule;
 pub mod task;
 pub mod transport;
+/// `delegate worker`: the brother side of the NATS transport.
+pub mod worker;
 
 // The flat module paths of earlier releases, kept so embedders' imports still resolve.
 #[doc(hidden)]
