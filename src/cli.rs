@@ -116,6 +116,9 @@ pub enum Command {
     /// Notifications: recent deliveries and their states, or a test to each target
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// On a brother without inbound SSH: take tasks for this worker id from a NATS server
+    /// and run them here (see the README's "Workers behind NATS")
+    Worker(WorkerArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
 }
@@ -235,6 +238,29 @@ pub struct DispatchArgs {
     /// One JSON line per tick that did something
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The NATS server: nats://host:port or tls://host:port, without credentials
+    #[arg(long, value_name = "URL")]
+    pub nats: String,
+    /// A file with the credentials: a .creds file (JWT and nkey seed), an nkey seed,
+    /// user:password, or a token (read from the file, never given on the command line)
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// The worker id leads name in `worker_id` (letters, digits, '_' and '-'); replicas
+    /// share one id
+    #[arg(long)]
+    pub id: String,
+    /// This replica's name for requests about the tasks it ran (default: hostname and a
+    /// hash of the remote root)
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Where the worker keeps its state (`workers/<id>/`); tasks go where each lead's
+    /// launch says (its host's remote_root)
+    #[arg(long, value_name = "DIR", default_value = "~/.delegate")]
+    pub remote_root: String,
 }
 
 #[derive(Subcommand, Debug)]

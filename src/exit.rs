@@ -127,6 +127,10 @@ pub const LAUNCH_SCRIPT_ERROR: u8 = remote::LAUNCH_SCRIPT_ERROR as u8;
 /// The agent's environment could not be set up on the brother (login shell, env file).
 pub const ENVIRONMENT: u8 = remote::ENVIRONMENT as u8;
 
+/// `worker`: the NATS server could not be reached, or refused the worker (credentials,
+/// permissions, a missing stream it may not create).
+pub const NATS_UNREACHABLE: u8 = 49;
+
 /// Stdout was closed by its reader (`delegate status | head -1`): delegate stops quietly
 /// with the status of a program killed by SIGPIPE (128 + 13). See main.rs.
 pub const CLOSED_STDOUT: u8 = 141;
@@ -141,6 +145,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         }
         if cause.downcast_ref::<crate::board_page::StartFailed>().is_some() {
             return ExitCode::from(BOARD_PAGE_FAILED);
+        }
+        if cause.downcast_ref::<crate::cmd::worker::NatsUnreachable>().is_some() {
+            return ExitCode::from(NATS_UNREACHABLE);
         }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return ExitCode::from(USAGE);

@@ -38,6 +38,7 @@ mod update;
 mod usage;
 mod wait;
 mod warm;
+pub(crate) mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -100,6 +101,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Dispatch(args) => dispatch::run(config, args),
         Command::Service(c) => service::run(config, c),
         Command::Notify(c) => return notify::run(config, c),
+        Command::Worker(args) => worker::run(args),
     }?;
     Ok(crate::exit::OK)
 }

@@ -49,3 +49,4 @@ mod supply_chain;
 mod usage;
 mod warm;
 mod work_back;
+mod worker;

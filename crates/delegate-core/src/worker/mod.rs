@@ -120,13 +120,19 @@ pub fn nats_error(url: &str, what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Connects and checks what the worker needs exists: the streams (created when missing and
-/// the user may) and the durable consumer. An error here means the server is unreachable or
-/// refused (the CLI exits 49).
-pub async fn connect_worker(config: WorkerConfig) -> Result<Shared> {
-    wire::check_token("worker id", &config.id).map_err(|m| Error::Config { path: "(worker)".into(), message: m })?;
-    wire::check_token("instance", &config.instance).map_err(|m| Error::Config { path: "(worker)".into(), message: m })?;
-    let state = state::StateDir::open(&config.remote_root, &config.id)?;
+/// Checks the config (ids are subject tokens) and opens the state directory; nothing on
+/// the network yet.
+pub fn prepare(config: &WorkerConfig) -> Result<state::StateDir> {
+    let bad = |m: String| Error::Config { path: "(worker)".into(), message: m };
+    wire::check_token("worker id (--id)", &config.id).map_err(bad)?;
+    wire::check_token("instance (--instance)", &config.instance).map_err(bad)?;
+    state::StateDir::open(&config.remote_root, &config.id)
+}
+
+/// Connects and makes sure what the worker needs exists: the streams (created when missing
+/// and the user may) and the durable consumer. An error here means the server is
+/// unreachable or refused (the CLI exits 49).
+pub async fn connect_worker(config: WorkerConfig, state: state::StateDir) -> Result<Shared> {
     let client = connect::connect(&config.url, config.creds.as_deref()).await?;
     let js = jetstream::new(client.clone());
     connect::ensure_streams(&js, &config.url).await?;

@@ -114,19 +114,19 @@ async fn handle(s: &Shared, msg: jetstream::Message) -> Result<()> {
 /// Bounds, parses and checks a task message.
 fn check(payload: &[u8]) -> std::result::Result<Checked, Refusal> {
     let refusal = |reason: String| Refusal { mailbox: None, task_key: None, nonce: None, reason };
-    if payload.len() > wire::MAX_TASK_MESSAGE {
-        return Err(refusal(format!(
-            "the task message is {} bytes, over the limit of {} bytes",
-            payload.len(),
-            wire::MAX_TASK_MESSAGE
-        )));
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|e| refusal(format!("the task message is not JSON: {e}")))?;
+    // Read even when oversized (the server's max_payload bounds it) only to say which
+    // task the refusal is about; nothing else of it is used.
+    let too_big = || format!("the task message is {} bytes, over the limit of {} bytes", payload.len(), wire::MAX_TASK_MESSAGE);
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        refusal(if payload.len() > wire::MAX_TASK_MESSAGE { too_big() } else { format!("the task message is not JSON: {e}") })
+    })?;
     // Whatever the message says about itself (where a refusal goes), only if it is plain.
     let said = |field: &str| value.get(field).and_then(|v| v.as_str()).filter(|t| wire::check_token(field, t).is_ok() || plain_key(t)).map(str::to_string);
     let mailbox = value.get("mailbox").and_then(|v| v.as_str()).filter(|m| wire::check_token("mailbox", m).is_ok()).map(str::to_string);
     let with = |reason: String| Refusal { mailbox: mailbox.clone(), task_key: said("task_key"), nonce: said("nonce"), reason };
+    if payload.len() > wire::MAX_TASK_MESSAGE {
+        return Err(with(too_big()));
+    }
     let version = value.get("v").and_then(|v| v.as_u64());
     if version != Some(u64::from(wire::WIRE_VERSION)) {
         return Err(with(format!(
@@ -289,7 +289,11 @@ mod tests {
         assert_eq!((e.mailbox.as_deref(), e.task_key.as_deref()), (Some("m1"), Some("m1-3")));
         let e = check(br#"{"v":1,"mailbox":"m.>"}"#).err().unwrap();
         assert_eq!(e.mailbox, None, "a mailbox that is not one token is not used as a subject");
-        let e = check(&vec![b' '; wire::MAX_TASK_MESSAGE + 1]).err().unwrap();
+        let mut big = br#"{"v":1,"mailbox":"m1","pad":""#.to_vec();
+        big.extend(std::iter::repeat_n(b'x', wire::MAX_TASK_MESSAGE));
+        big.extend_from_slice(br#""}"#);
+        let e = check(&big).err().unwrap();
         assert!(e.reason.contains("over the limit"), "{e:?}");
+        assert_eq!(e.mailbox.as_deref(), Some("m1"));
     }
 }

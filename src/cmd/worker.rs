@@ -1,0 +1,54 @@
+//! `delegate worker`: runs on a brother that accepts no inbound SSH. It connects out to a
+//! NATS server and runs the tasks leads publish for its id (see
+//! `delegate_core::worker`). It runs until it is killed; progress goes to stderr, one line
+//! per event, never a prompt or a credential.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use delegate_core::worker::{self, WorkerConfig};
+
+use super::block_on;
+use crate::cli::WorkerArgs;
+use crate::term::safe;
+
+/// The server could not be reached or refused the worker: exit code 49.
+#[derive(Debug)]
+pub struct NatsUnreachable(pub String);
+
+impl std::fmt::Display for NatsUnreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NatsUnreachable {}
+
+pub fn run(args: WorkerArgs) -> Result<()> {
+    // Credentials in the URL would sit in argv (ps, the service file): refuse them there.
+    if let Some((_, rest)) = args.nats.split_once("://")
+        && rest.split('/').next().unwrap_or("").contains('@')
+    {
+        return Err(delegate_core::Error::Config {
+            path: "(--nats)".into(),
+            message: "the server URL holds credentials: give the URL without them and put them in a file named by --creds".into(),
+        }
+        .into());
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let Some(home) = home.filter(|h| h.is_absolute()) else {
+        bail!("HOME is not set to an absolute path; the worker keeps its state under --remote-root in it");
+    };
+    let root = worker::expand_home(&args.remote_root, &home);
+    let mut config = WorkerConfig::new(&args.nats, args.creds, &args.id, root);
+    if let Some(instance) = args.instance {
+        config.instance = instance;
+    }
+    let state = worker::prepare(&config)?;
+    let (id, instance, url) = (config.id.clone(), config.instance.clone(), config.url.clone());
+    let shared = block_on(worker::connect_worker(config, state)).map_err(|e| NatsUnreachable(safe(&e.to_string()).into_owned()))?;
+    eprintln!("delegate worker: {} connected to {} as worker {id}, instance {instance}", safe(env!("CARGO_PKG_VERSION")), safe(&url));
+    // Stopped by a signal (the service manager's SIGTERM), which ends the process.
+    block_on(worker::run(shared, std::future::pending()))?;
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! `delegate worker` against a real nats-server with JetStream: the worker runs as the
+//! brother user (like sshd would run the scripts), with the fake host's PATH, tmux and
+//! remote root; the test plays the lead: it renders launch scripts exactly as a lead does,
+//! publishes task messages, and reads the result stream.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use delegate_core::remote::protocol::parse_sync;
+use delegate_core::transport::nats::wire::{self, ExecReply, ExecRequest, ResultMessage, TaskMessage};
+use delegate_core::{Delegate, Paths};
+use delegate_testkit::FakeHost;
+use delegate_testkit::nats::NatsServer;
+use futures_util::StreamExt as _;
+
+use crate::support::{Env, install_agent};
+
+const WORKER: &str = "w1";
+
+/// The test's side of the server: publishes tasks and reads results like a lead.
+struct Bus {
+    rt: tokio::runtime::Runtime,
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Bus {
+    fn new(url: &str, creds: Option<&Path>) -> Bus {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (client, js) = rt.block_on(async {
+            let client = delegate_core::transport::nats::connect::connect(url, creds).await.unwrap();
+            let js = jetstream::new(client.clone());
+            delegate_core::transport::nats::connect::ensure_streams(&js, url).await.unwrap();
+            (client, js)
+        });
+        Bus { rt, client, js }
+    }
+
+    fn publish_raw(&self, worker: &str, body: Vec<u8>, msg_id: &str) {
+        self.rt.block_on(async {
+            let publish = jetstream::message::PublishMessage::build().payload(body.into()).message_id(msg_id);
+            self.js.send_publish(wire::task_subject(worker), publish).await.unwrap().await.unwrap();
+        });
+    }
+
+    fn publish_task(&self, t: &TaskMessage) {
+        self.publish_raw(WORKER, serde_json::to_vec(t).unwrap(), &format!("{}.{}", t.task_key, t.nonce));
+    }
+
+    /// Every result published so far for `mailbox`, in stream order.
+    fn results(&self, mailbox: &str) -> Vec<ResultMessage> {
+        self.rt.block_on(async {
+            let stream = self.js.get_stream(wire::RESULTS_STREAM).await.unwrap();
+            let c = stream
+                .create_consumer(consumer::pull::Config {
+                    filter_subject: wire::results_subject(mailbox, WORKER),
+                    ack_policy: consumer::AckPolicy::None,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let mut batch = c.fetch().max_messages(10_000).messages().await.unwrap();
+            while let Some(m) = batch.next().await {
+                out.push(serde_json::from_slice(&m.unwrap().payload).unwrap());
+            }
+            out
+        })
+    }
+
+    /// Waits (generously) until the results satisfy `done`.
+    fn wait_results(&self, mailbox: &str, what: &str, done: impl Fn(&[ResultMessage]) -> bool) -> Vec<ResultMessage> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = self.results(mailbox);
+            if done(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "no {what} within 120 s; results so far: {r:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The worker consumer's counters: (pending, ack pending, redelivered).
+    fn consumer_counts(&self) -> (u64, usize, usize) {
+        self.rt.block_on(async {
+            let stream = self.js.get_stream(wire::TASKS_STREAM).await.unwrap();
+            let mut c: consumer::PullConsumer = stream.get_consumer(&wire::consumer_name(WORKER)).await.unwrap();
+            let info = c.info().await.unwrap();
+            (info.num_pending, info.num_ack_pending, info.num_redelivered)
+        })
+    }
+
+    fn tasks_in_stream(&self) -> u64 {
+        self.rt.block_on(async {
+            let mut s = self.js.get_stream(wire::TASKS_STREAM).await.unwrap();
+            s.info().await.unwrap().state.messages
+        })
+    }
+
+    fn exec(&self, subject: &str, script: &[u8]) -> ExecReply {
+        self.rt.block_on(async {
+            let req = ExecRequest { v: wire::WIRE_VERSION, script: wire::b64(script), limit_ms: 30_000 };
+            let reply = tokio::time::timeout(
+                Duration::from_secs(60),
+                self.client.request(subject.to_string(), serde_json::to_vec(&req).unwrap().into()),
+            )
+            .await
+            .expect("an exec reply within 60 s")
+            .unwrap();
+            serde_json::from_slice(&reply.payload).unwrap()
+        })
+    }
+}
+
+/// A `delegate worker` process run as the brother user with the fake host's environment.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(host: &FakeHost, url: &str, extra: &[&str], name: &str) -> Worker {
+        let log = host.dir().join(format!("worker-{name}.log"));
+        let mut args: Vec<String> = vec![
+            format!("HOME={}", host.home().display()),
+            format!("PATH={}", host.remote_path()),
+            format!("TMUX_TMPDIR={}", host.tmux_tmpdir().display()),
+            format!("USER={}", host.user()),
+            format!("LOGNAME={}", host.user()),
+            env!("CARGO_BIN_EXE_delegate").into(),
+            "worker".into(),
+            "--nats".into(),
+            url.into(),
+            "--id".into(),
+            WORKER.into(),
+            "--remote-root".into(),
+            host.remote_root().display().to_string(),
+            "--instance".into(),
+            name.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", host.user(), "--", "env", "-i"]);
+            c
+        } else {
+            let mut c = Command::new("env");
+            c.arg("-i");
+            c
+        };
+        let out = std::fs::File::create(&log).unwrap();
+        let child =
+            cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        let w = Worker { child, log };
+        w.wait_log("connected to");
+        w
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < deadline, "worker log never said {needle:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `delegate worker` process itself (runuser's child when run as root).
+    fn worker_pid(&self) -> i32 {
+        let root = self.child.id() as i32;
+        std::iter::once(root)
+            .chain(delegate_testkit::descendants_of(root))
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"worker") && c.starts_with(env!("CARGO_BIN_EXE_delegate").as_bytes()))
+            })
+            .expect("the worker process")
+    }
+
+    /// SIGKILL, as a crash: no goodbye, nothing cleaned up.
+    fn crash(&mut self) {
+        let pid = self.worker_pid();
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.worker_pid())) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- worker log {}\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// The lead: an inventory with brother "oppy" on the fake host (its remote root) and a
+/// mailbox, to render launch scripts exactly as a launch does.
+fn lead(host: &FakeHost, agent: &str) -> (Env, Delegate) {
+    let env = Env::with_brother(host, agent, "write");
+    // sshd's PATH (the kit's bin directory first), as the worker has.
+    env.config_append("environment = \"plain\"\n");
+    let d = open_lead(&env);
+    (env, d)
+}
+
+fn open_lead(env: &Env) -> Delegate {
+    Delegate::open(Paths {
+        config_file: env.config.clone(),
+        data_dir: env.data.clone(),
+        ssh_config: env.home.join(".ssh/config"),
+        home: env.home.clone(),
+        local_user: "tester".into(),
+        agent_socket: None,
+    })
+    .unwrap()
+}
+
+fn task_message(d: &Delegate, task: i64, prompt: &str) -> TaskMessage {
+    let r = delegate_core::ops::launch::render_launch_script(d, "oppy", task, prompt.as_bytes()).unwrap();
+    TaskMessage {
+        v: wire::WIRE_VERSION,
+        kind: wire::LAUNCH_KIND.into(),
+        mailbox: d.store().mailbox_id().to_string(),
+        task,
+        run_no: 1,
+        task_key: r.task_key,
+        nonce: r.nonce,
+        session: r.session,
+        script: wire::b64(&r.script),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        expires_at: None,
+    }
+}
+
+fn launched<'a>(results: &'a [ResultMessage], key: &str) -> Vec<&'a ExecReply> {
+    results
+        .iter()
+        .filter_map(|r| match r {
+            ResultMessage::Launched { task_key, exec, .. } if task_key == key => Some(exec),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stdout(e: &ExecReply) -> String {
+    String::from_utf8(wire::unb64(&e.stdout).unwrap()).unwrap()
+}
+
+/// What a lead would hold after applying every sync result for `key` in order, keeping
+/// only bytes past its own offsets. Panics on a gap (bytes skipped). Also gives how many
+/// results carried only bytes it already had.
+fn applied(results: &[ResultMessage], key: &str) -> (BTreeMap<String, Vec<u8>>, usize) {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut repeats = 0;
+    for r in results {
+        let ResultMessage::Sync { task_key, stdout, .. } = r else { continue };
+        if task_key != key {
+            continue;
+        }
+        let reply = parse_sync(&wire::unb64(stdout).unwrap()).unwrap();
+        let mut new = false;
+        for d in &reply.tasks[0].deltas {
+            let have = files.entry(d.file.clone()).or_default();
+            assert!(d.offset <= have.len() as u64, "{}: bytes {}..{} were skipped", d.file, have.len(), d.offset);
+            let skip = (have.len() as u64 - d.offset) as usize;
+            if d.bytes.len() > skip {
+                have.extend_from_slice(&d.bytes[skip..]);
+                new = true;
+            }
+        }
+        repeats += usize::from(!new && !reply.tasks[0].deltas.is_empty());
+    }
+    (files, repeats)
+}
+
+fn task_dir(host: &FakeHost, key: &str) -> PathBuf {
+    host.remote_root().join("tasks").join(key)
+}
+
+/// Waits until the task's exit record was published and the result stream holds every
+/// byte of its files as they are on the brother.
+fn wait_for_whole_task(bus: &Bus, mailbox: &str, host: &FakeHost, key: &str) -> Vec<ResultMessage> {
+    let dir = task_dir(host, key);
+    bus.wait_results(mailbox, "exit record with every byte", |r| {
+        let (files, _) = applied(r, key);
+        files.get("exit").is_some_and(|e| !e.is_empty())
+            && ["stream.jsonl", "events.jsonl", "state", "exit"]
+                .iter()
+                .all(|f| files.get(*f).cloned().unwrap_or_default() == std::fs::read(dir.join(f)).unwrap_or_default())
+    })
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} did not happen within 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sessions(host: &FakeHost) -> Vec<String> {
+    let out = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The worker's state file (tasks it still watches).
+fn watched(host: &FakeHost) -> serde_json::Value {
+    let path = host.remote_root().join("workers").join(WORKER).join("tasks.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_worker_launches_a_task_reports_it_to_its_exit_and_acks_it() {
+    let host = FakeHost::start();
+    // The worker logs in with user:password from a file; the password is nowhere else.
+    let secret = "pw-canary-5d1e7a";
+    let server =
+        NatsServer::builder().config(&format!("authorization {{\n  user: w1\n  password: {secret}\n}}\n")).start();
+    let creds = host.remote_root().join("nats.creds");
+    std::fs::write(&creds, format!("w1:{secret}\n")).unwrap();
+    std::os::unix::fs::chown(&creds, Some(host.uid()), None).unwrap();
+    let bus = Bus::new(&server.url(), Some(&creds));
+    let (_env, d) = lead(&host, "self-test");
+    let mailbox = d.store().mailbox_id().to_string();
+    let worker = Worker::start(&host, &server.url(), &["--creds", creds.to_str().unwrap()], "a");
+
+    let t = task_message(&d, 7, "review the training config");
+    bus.publish_task(&t);
+    let results = wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+
+    // The launch result is the launch script's reply: marker with the nonce, evidence.
+    let l = launched(&results, &t.task_key);
+    assert_eq!(l.len(), 1, "{results:#?}");
+    let out = delegate_core::remote::parse_output(&wire::unb64(&l[0].stdout).unwrap(), &wire::unb64(&l[0].stderr).unwrap());
+    assert_eq!(out.marker.as_ref().map(|m| m.nonce.as_str()), Some(t.nonce.as_str()), "{}", stdout(l[0]));
+    assert_eq!(out.evidence.as_ref().unwrap()["remote"]["agent_version"], "delegate-self-test 1");
+    assert!(matches!(&results[0], ResultMessage::Launched { instance, .. } if instance == "a"));
+    // Acked: the work queue is empty and nothing waits for an ack or was redelivered.
+    assert_eq!(bus.tasks_in_stream(), 0);
+    assert_eq!(bus.consumer_counts(), (0, 0, 0));
+    let exit = std::fs::read_to_string(task_dir(&host, &t.task_key).join("exit")).unwrap();
+    assert!(exit.starts_with("0 "), "{exit}");
+
+    // Finished: no longer watched; the state file is the worker user's alone.
+    wait_until("the task to leave the worker's state", || watched(&host)["tasks"].as_object().unwrap().is_empty());
+    let meta = std::fs::metadata(host.remote_root().join("workers").join(WORKER).join("tasks.json")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+
+    // The credentials are in no argv and no log.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", worker.worker_pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(secret));
+    assert!(String::from_utf8_lossy(&cmdline).contains(creds.to_str().unwrap()));
+    assert!(!worker.log().contains(secret), "{}", worker.log());
+    assert!(!server.log().contains(secret));
+}
+
+#[test]
+fn a_url_with_credentials_or_an_unreachable_server_is_refused_with_its_exit_code() {
+    let host = FakeHost::start();
+    let env = Env::new();
+    let run = env.run(&["worker", "--nats", "nats://u:hunter2@127.0.0.1:4222", "--id", "w1", "--remote-root", env.home.join("r").to_str().unwrap()]);
+    let run = run.fails_with(3);
+    assert!(run.stderr().contains("--creds") && !run.stderr().contains("hunter2"), "{run}");
+    let port = delegate_testkit::closed_port();
+    let run = env
+        .run(&["worker", "--nats", &format!("nats://127.0.0.1:{port}"), "--id", "w1", "--remote-root", env.home.join("r").to_str().unwrap()])
+        .fails_with(49);
+    assert!(run.stderr().contains("cannot connect to the NATS server"), "{run}");
+    let run = env.run(&["worker", "--nats", "nats://127.0.0.1:1", "--id", "w.>", "--remote-root", env.home.join("r").to_str().unwrap()]).fails_with(3);
+    assert!(run.stderr().contains("subject token"), "{run}");
+    drop(host);
+}
+
+#[test]
+fn invalid_and_oversized_task_messages_are_terminated_with_a_reason() {
+    let host = FakeHost::start();
+    let server = NatsServer::builder().config("max_payload: 4MB\n").start();
+    let bus = Bus::new(&server.url(), None);
+    let (_env, d) = lead(&host, "self-test");
+    let mailbox = d.store().mailbox_id().to_string();
+    let _worker = Worker::start(&host, &server.url(), &[], "a");
+
+    let good = task_message(&d, 1, "x");
+    let mut other_version = serde_json::to_value(&good).unwrap();
+    other_version["v"] = 2.into();
+    let mut missing = serde_json::to_value(&good).unwrap();
+    missing.as_object_mut().unwrap().remove("nonce");
+    // A script of its own, dressed as a task: it would leave a mark if it ever ran.
+    let mark = host.dir().join("ran");
+    let mut foreign = good.clone();
+    foreign.task_key = format!("{mailbox}-2");
+    foreign.script = wire::b64(format!("touch {}\n", mark.display()).as_bytes());
+    let mut big = serde_json::to_value(&good).unwrap();
+    big["task_key"] = format!("{mailbox}-3").into();
+    big["pad"] = "x".repeat(wire::MAX_TASK_MESSAGE).into();
+    let mut expired = task_message(&d, 4, "y");
+    expired.expires_at = Some("2020-01-01T00:00:00Z".into());
+
+    bus.publish_raw(WORKER, b"not json {".to_vec(), "bad-1");
+    bus.publish_raw(WORKER, serde_json::to_vec(&other_version).unwrap(), "bad-2");
+    bus.publish_raw(WORKER, serde_json::to_vec(&missing).unwrap(), "bad-3");
+    bus.publish_raw(WORKER, serde_json::to_vec(&foreign).unwrap(), "bad-4");
+    bus.publish_raw(WORKER, serde_json::to_vec(&big).unwrap(), "bad-5");
+    bus.publish_task(&expired);
+
+    let refused = |r: &[ResultMessage]| -> Vec<(Option<String>, String)> {
+        r.iter()
+            .filter_map(|m| match m {
+                ResultMessage::Refused { task_key, reason, .. } => Some((task_key.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // The mailbox named in the message gets the refusal; one that could not be read goes to
+    // the unknown mailbox.
+    let named = bus.wait_results(&mailbox, "five refusals", |r| refused(r).len() == 5);
+    let unknown = bus.wait_results("_unknown", "one refusal", |r| refused(r).len() == 1);
+    assert!(refused(&unknown)[0].1.contains("not JSON"), "{unknown:?}");
+    let reasons = refused(&named);
+    assert!(reasons[0].1.contains("version 2"), "{reasons:?}");
+    assert!(reasons[1].1.contains("nonce"), "{reasons:?}");
+    assert_eq!(reasons[2].0.as_deref(), Some(foreign.task_key.as_str()));
+    assert!(reasons[2].1.contains("not one of this delegate's scripts"), "{reasons:?}");
+    assert!(reasons[3].1.contains("over the limit"), "{reasons:?}");
+    assert!(reasons[4].1.contains("expired"), "{reasons:?}");
+    // Terminated, not left for redelivery; nothing ran.
+    wait_until("every message to be settled", || bus.consumer_counts() == (0, 0, 0));
+    assert_eq!(bus.tasks_in_stream(), 0);
+    assert!(!mark.exists());
+    assert!(!task_dir(&host, &expired.task_key).exists());
+    assert!(sessions(&host).is_empty());
+}
+
+#[test]
+fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
+    let host = FakeHost::start();
+    let server = NatsServer::start();
+    let bus = Bus::new(&server.url(), None);
+    install_agent(&host, "dlg-sleeper", "#!/bin/bash\ncat >/dev/null\nsleep 600\n");
+    let (env, d) = lead(&host, "sleeper");
+    env.config_append("[agents.sleeper]\ncommand = [\"dlg-sleeper\"]\n");
+    let d = { drop(d); open_lead(&env) };
+    let mailbox = d.store().mailbox_id().to_string();
+    let _worker = Worker::start(&host, &server.url(), &[], "a");
+    let t = task_message(&d, 1, "sleep");
+    bus.publish_task(&t);
+    bus.wait_results(&mailbox, "launch", |r| !launched(r, &t.task_key).is_empty());
+    assert_eq!(sessions(&host), [t.session.clone()]);
+
+    // A foreign script is refused and does not run, on either subject.
+    let mark = host.dir().join("ran");
+    for subject in [wire::exec_subject(WORKER, None), wire::exec_subject(WORKER, Some("a"))] {
+        let reply = bus.exec(&subject, format!("touch {}\n", mark.display()).as_bytes());
+        assert!(reply.broken.as_deref().unwrap_or("").contains("refused"), "{reply:?}");
+        assert_eq!(reply.exit, None);
+    }
+    // So is a launch script: launches come only through the task stream.
+    let again = task_message(&d, 2, "again");
+    let reply = bus.exec(&wire::exec_subject(WORKER, None), &wire::unb64(&again.script).unwrap());
+    assert!(reply.broken.as_deref().unwrap_or("").contains("task stream"), "{reply:?}");
+    assert!(!mark.exists());
+    assert!(!task_dir(&host, &again.task_key).exists());
+
+    // The cancel script, sent to the instance that ran the task, stops its agent.
+    let root = host.remote_root().display().to_string();
+    let cancel = delegate_core::remote::protocol::render_cancel(&root, &t.task_key, &t.session).unwrap();
+    let reply = bus.exec(&wire::exec_subject(WORKER, Some("a")), &cancel);
+    assert_eq!(reply.exit, Some(0), "{reply:?}");
+    assert!(delegate_core::remote::protocol::parse_cancel(&wire::unb64(&reply.stdout).unwrap()).is_some(), "{}", stdout(&reply));
+    wait_until("the session to end", || sessions(&host).is_empty());
+}
