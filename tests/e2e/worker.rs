@@ -20,6 +20,9 @@ use crate::support::{Env, install_agent};
 
 const WORKER: &str = "w1";
 
+/// A custom agent that runs until stopped (installed with `install_agent` as dlg-sleeper).
+const SLEEPER: &str = "[agents.sleeper]\ncommand = [\"dlg-sleeper\"]\n";
+
 /// The test's side of the server: publishes tasks and reads results like a lead.
 struct Bus {
     rt: tokio::runtime::Runtime,
@@ -209,9 +212,15 @@ impl Drop for Worker {
 /// The lead: an inventory with brother "oppy" on the fake host (its remote root) and a
 /// mailbox, to render launch scripts exactly as a launch does.
 fn lead(host: &FakeHost, agent: &str) -> (Env, Delegate) {
-    let env = Env::with_brother(host, agent, "write");
+    lead_with(host, agent, "")
+}
+
+/// [`lead`] with more inventory (custom agents).
+fn lead_with(host: &FakeHost, agent: &str, extra: &str) -> (Env, Delegate) {
+    let env = Env::with_brother(host, agent, "full");
     // sshd's PATH (the kit's bin directory first), as the worker has.
     env.config_append("environment = \"plain\"\n");
+    env.config_append(extra);
     let d = open_lead(&env);
     (env, d)
 }
@@ -346,7 +355,9 @@ fn a_worker_launches_a_task_reports_it_to_its_exit_and_acks_it() {
     assert_eq!(l.len(), 1, "{results:#?}");
     let out = delegate_core::remote::parse_output(&wire::unb64(&l[0].stdout).unwrap(), &wire::unb64(&l[0].stderr).unwrap());
     assert_eq!(out.marker.as_ref().map(|m| m.nonce.as_str()), Some(t.nonce.as_str()), "{}", stdout(l[0]));
-    assert_eq!(out.evidence.as_ref().unwrap()["remote"]["agent_version"], "delegate-self-test 1");
+    let evidence = out.evidence.unwrap();
+    assert_eq!(evidence["nonce"], t.nonce.as_str());
+    assert!(evidence.to_string().contains("delegate-self-test 1"), "{evidence}");
     assert!(matches!(&results[0], ResultMessage::Launched { instance, .. } if instance == "a"));
     // Acked: the work queue is empty and nothing waits for an ack or was redelivered.
     assert_eq!(bus.tasks_in_stream(), 0);
@@ -450,9 +461,7 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
     let server = NatsServer::start();
     let bus = Bus::new(&server.url(), None);
     install_agent(&host, "dlg-sleeper", "#!/bin/bash\ncat >/dev/null\nsleep 600\n");
-    let (env, d) = lead(&host, "sleeper");
-    env.config_append("[agents.sleeper]\ncommand = [\"dlg-sleeper\"]\n");
-    let d = { drop(d); open_lead(&env) };
+    let (_env, d) = lead_with(&host, "sleeper", SLEEPER);
     let mailbox = d.store().mailbox_id().to_string();
     let _worker = Worker::start(&host, &server.url(), &[], "a");
     let t = task_message(&d, 1, "sleep");
