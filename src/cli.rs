@@ -261,6 +261,11 @@ pub struct WorkerArgs {
     /// launch says (its host's remote_root)
     #[arg(long, value_name = "DIR", default_value = "~/.delegate")]
     pub remote_root: String,
+    /// How long the server waits for this worker's word on a task before it hands the task
+    /// to another delivery (progress acks keep a running launch alive); only the first
+    /// worker to create the id's consumer sets it
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    pub ack_wait: Duration,
 }
 
 #[derive(Subcommand, Debug)]

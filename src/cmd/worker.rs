@@ -41,6 +41,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     };
     let root = worker::expand_home(&args.remote_root, &home);
     let mut config = WorkerConfig::new(&args.nats, args.creds, &args.id, root);
+    config.ack_wait = args.ack_wait;
     if let Some(instance) = args.instance {
         config.instance = instance;
     }

@@ -55,23 +55,26 @@ impl Bus {
 
     /// Every result published so far for `mailbox`, in stream order.
     fn results(&self, mailbox: &str) -> Vec<ResultMessage> {
+        self.try_results(mailbox).expect("the result stream")
+    }
+
+    /// Every result so far, read by stream sequence (`None` while the server is away).
+    fn try_results(&self, mailbox: &str) -> Option<Vec<ResultMessage>> {
         self.rt.block_on(async {
-            let stream = self.js.get_stream(wire::RESULTS_STREAM).await.unwrap();
-            let c = stream
-                .create_consumer(consumer::pull::Config {
-                    filter_subject: wire::results_subject(mailbox, WORKER),
-                    ack_policy: consumer::AckPolicy::None,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let stream = self.js.get_stream(wire::RESULTS_STREAM).await.ok()?;
+            let last = stream.cached_info().state.last_sequence;
+            let subject = wire::results_subject(mailbox, WORKER);
             let mut out = Vec::new();
-            let mut batch = c.fetch().max_messages(10_000).messages().await.unwrap();
-            while let Some(m) = batch.next().await {
-                out.push(serde_json::from_slice(&m.unwrap().payload).unwrap());
+            for seq in 1..=last {
+                match stream.get_raw_message(seq).await {
+                    Ok(m) if m.subject.as_str() == subject => out.push(serde_json::from_slice(&m.payload).unwrap()),
+                    Ok(_) => {}
+                    // Gone (deleted) sequences are skipped; anything else is the server away.
+                    Err(e) if e.to_string().contains("no message found") => {}
+                    Err(_) => return None,
+                }
             }
-            out
+            Some(out)
         })
     }
 
@@ -79,7 +82,7 @@ impl Bus {
     fn wait_results(&self, mailbox: &str, what: &str, done: impl Fn(&[ResultMessage]) -> bool) -> Vec<ResultMessage> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let r = self.results(mailbox);
+            let r = self.try_results(mailbox).unwrap_or_default();
             if done(&r) {
                 return r;
             }
@@ -283,7 +286,14 @@ fn applied(results: &[ResultMessage], key: &str) -> (BTreeMap<String, Vec<u8>>, 
         let mut new = false;
         for d in &reply.tasks[0].deltas {
             let have = files.entry(d.file.clone()).or_default();
-            assert!(d.offset <= have.len() as u64, "{}: bytes {}..{} were skipped", d.file, have.len(), d.offset);
+            assert!(
+                d.offset <= have.len() as u64,
+                "{}: bytes {}..{} were skipped; results: {:?}",
+                d.file,
+                have.len(),
+                d.offset,
+                sync_offsets(results, key)
+            );
             let skip = (have.len() as u64 - d.offset) as usize;
             if d.bytes.len() > skip {
                 have.extend_from_slice(&d.bytes[skip..]);
@@ -293,6 +303,21 @@ fn applied(results: &[ResultMessage], key: &str) -> (BTreeMap<String, Vec<u8>>, 
         repeats += usize::from(!new && !reply.tasks[0].deltas.is_empty());
     }
     (files, repeats)
+}
+
+/// (offsets the worker said it read from, deltas as (file, offset, len)) of each sync result.
+fn sync_offsets(results: &[ResultMessage], key: &str) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|r| match r {
+            ResultMessage::Sync { task_key, stdout, offsets, .. } if task_key == key => {
+                let reply = parse_sync(&wire::unb64(stdout).unwrap()).unwrap();
+                let d: Vec<_> = reply.tasks[0].deltas.iter().map(|d| (d.file.clone(), d.offset, d.bytes.len())).collect();
+                Some(format!("{offsets:?} {d:?}"))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn task_dir(host: &FakeHost, key: &str) -> PathBuf {
@@ -490,4 +515,153 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
     assert_eq!(reply.exit, Some(0), "{reply:?}");
     assert!(delegate_core::remote::protocol::parse_cancel(&wire::unb64(&reply.stdout).unwrap()).is_some(), "{}", stdout(&reply));
     wait_until("the session to end", || sessions(&host).is_empty());
+}
+
+/// An agent that counts its starts in the workdir and writes `lines` lines, one every
+/// 0.1 s, on its stdout (the task's stream.jsonl).
+fn counting_agent(host: &FakeHost, lines: u32) {
+    install_agent(
+        &host,
+        "dlg-counter",
+        &format!(
+            "#!/bin/bash\ncat >/dev/null\necho start >>'{}/agent-starts'\nfor i in $(seq {lines}); do echo \"{{\\\"line\\\":$i}}\"; sleep 0.1; done\n",
+            host.workdir().display()
+        ),
+    );
+}
+
+const COUNTER: &str = "[agents.counter]\ncommand = [\"dlg-counter\"]\n";
+
+fn agent_starts(host: &FakeHost) -> usize {
+    std::fs::read_to_string(host.workdir().join("agent-starts")).unwrap_or_default().lines().count()
+}
+
+/// Holds every launch script at its `tmux -V` (just before it starts the session) until
+/// `<workdir>/go` exists; `<workdir>/reached` says one got there.
+fn gate_tmux(host: &FakeHost) {
+    let gate = host.workdir();
+    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    install_agent(
+        host,
+        "tmux",
+        &format!(
+            "#!/bin/bash\nif [ \"${{1-}}\" = -V ]; then\n  : >'{g}/reached'\n  for _ in $(seq 1200); do [ -e '{g}/go' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
+            g = gate.display()
+        ),
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_launch_has_the_task_redelivered_and_one_agent_runs() {
+    let host = FakeHost::start();
+    let server = NatsServer::start();
+    let bus = Bus::new(&server.url(), None);
+    counting_agent(&host, 5);
+    gate_tmux(&host);
+    let (_env, d) = lead_with(&host, "counter", COUNTER);
+    let mailbox = d.store().mailbox_id().to_string();
+    let mut first = Worker::start(&host, &server.url(), &["--ack-wait", "2s"], "a");
+    let t = task_message(&d, 1, "count");
+    bus.publish_task(&t);
+    wait_until("the launch script to reach tmux", || host.workdir().join("reached").exists());
+    first.crash();
+    // Its launch script is still held at the gate; the message was never acked.
+    std::fs::remove_file(host.workdir().join("reached")).unwrap();
+    let second = Worker::start(&host, &server.url(), &["--ack-wait", "2s"], "a");
+    second.wait_log("(delivery 2)");
+    std::fs::write(host.workdir().join("go"), "").unwrap();
+
+    let results = wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    let l = launched(&results, &t.task_key);
+    assert!(!l.is_empty() && l.len() <= 2, "{results:#?}");
+    for e in &l {
+        assert!(stdout(e).contains(&format!("DELEGATE-LAUNCHED {} {}", t.nonce, t.session)), "{e:?}");
+    }
+    assert_eq!(agent_starts(&host), 1);
+    assert_eq!(bus.tasks_in_stream(), 0);
+    let (pending, ack_pending, _) = bus.consumer_counts();
+    assert_eq!((pending, ack_pending), (0, 0));
+}
+
+#[test]
+fn a_restarted_worker_resumes_publishing_from_its_saved_offsets() {
+    let host = FakeHost::start();
+    let server = NatsServer::start();
+    let bus = Bus::new(&server.url(), None);
+    counting_agent(&host, 60);
+    let (_env, d) = lead_with(&host, "counter", COUNTER);
+    let mailbox = d.store().mailbox_id().to_string();
+    let mut first = Worker::start(&host, &server.url(), &[], "a");
+    let t = task_message(&d, 1, "count");
+    bus.publish_task(&t);
+    bus.wait_results(&mailbox, "some lines", |r| applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20));
+    first.crash();
+    // The agent goes on writing while no worker watches.
+    std::thread::sleep(Duration::from_secs(1));
+    let second = Worker::start(&host, &server.url(), &[], "a");
+    // Every byte arrives, none skipped (`applied` checks each offset), the agent ran once.
+    let results = wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    let (files, _repeats) = applied(&results, &t.task_key);
+    let lines = String::from_utf8(files["stream.jsonl"].clone()).unwrap();
+    assert_eq!(lines.lines().count(), 60, "{lines}");
+    assert_eq!(agent_starts(&host), 1);
+    second.wait_log("finished; no longer watched");
+    assert_eq!(launched(&results, &t.task_key).len(), 1);
+}
+
+#[test]
+fn two_replicas_of_one_id_share_the_tasks_and_each_runs_once() {
+    let host = FakeHost::start();
+    let server = NatsServer::start();
+    let bus = Bus::new(&server.url(), None);
+    counting_agent(&host, 2);
+    // Slow launches: while one replica launches, the other takes the next task.
+    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    install_agent(&host, "tmux", &format!("#!/bin/bash\n[ \"${{1-}}\" = -V ] && sleep 1\nexec {real} \"$@\"\n"));
+    let (_env, d) = lead_with(&host, "counter", COUNTER);
+    let mailbox = d.store().mailbox_id().to_string();
+    let a = Worker::start(&host, &server.url(), &[], "a");
+    let b = Worker::start(&host, &server.url(), &[], "b");
+    let tasks: Vec<TaskMessage> = (1..=4).map(|i| task_message(&d, i, "count")).collect();
+    for t in &tasks {
+        bus.publish_task(t);
+    }
+    let results = bus.wait_results(&mailbox, "four launches", |r| {
+        tasks.iter().all(|t| launched(r, &t.task_key).len() == 1)
+    });
+    let instances: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter_map(|r| match r {
+            ResultMessage::Launched { instance, .. } => Some(instance.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(instances.into_iter().collect::<Vec<_>>(), ["a", "b"], "{}\n{}", a.log(), b.log());
+    for t in &tasks {
+        wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    }
+    assert_eq!(agent_starts(&host), 4);
+    assert_eq!(bus.consumer_counts(), (0, 0, 0));
+}
+
+#[test]
+fn a_server_restart_during_a_run_loses_nothing() {
+    let host = FakeHost::start();
+    let mut server = NatsServer::start();
+    let bus = Bus::new(&server.url(), None);
+    counting_agent(&host, 60);
+    let (_env, d) = lead_with(&host, "counter", COUNTER);
+    let mailbox = d.store().mailbox_id().to_string();
+    let worker = Worker::start(&host, &server.url(), &[], "a");
+    let t = task_message(&d, 1, "count");
+    bus.publish_task(&t);
+    bus.wait_results(&mailbox, "some lines", |r| applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20));
+    server.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    server.start_again();
+    let results = wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    let (files, _) = applied(&results, &t.task_key);
+    assert_eq!(String::from_utf8(files["stream.jsonl"].clone()).unwrap().lines().count(), 60);
+    worker.wait_log("finished; no longer watched");
+    assert_eq!(agent_starts(&host), 1);
 }

@@ -222,10 +222,26 @@ async fn launch(s: &Shared, msg: &jetstream::Message, c: Checked) -> Result<()> 
             }
         }
     };
-    if reply.exit == Some(code::ALREADY_LAUNCHED)
-        && let Some(answer) = own_earlier_launch(&c)
-    {
-        reply = answer;
+    if reply.exit == Some(code::ALREADY_LAUNCHED) {
+        // An earlier delivery's launch script (its worker died) may still be starting the
+        // agent: wait for its runner's first word, keeping the message alive meanwhile.
+        let deadline = tokio::time::Instant::now() + LAUNCH_LIMIT;
+        loop {
+            match earlier_launch(&c) {
+                Earlier::NotOurs => break,
+                Earlier::Started(answer) => {
+                    reply = answer;
+                    break;
+                }
+                Earlier::Pending if tokio::time::Instant::now() < deadline => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+                    }
+                }
+                Earlier::Pending => break,
+            }
+        }
     }
     let out = crate::remote::parse_output(&wire::unb64(&reply.stdout).unwrap_or_default(), &[]);
     let started = out.marker.as_ref().is_some_and(|m| m.nonce == t.nonce);
@@ -259,20 +275,49 @@ pub(crate) fn reply_cap(max_payload: usize) -> usize {
     (max_payload.saturating_sub(16 * 1024) * 3 / 4 / 2).max(1024)
 }
 
-/// After code 29: the task directory's launch.json, when it is this message's launch
-/// (same nonce), answers as the launch script would have the first time.
-fn own_earlier_launch(c: &Checked) -> Option<ExecReply> {
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from)?;
-    let path = super::expand_home(&c.root, &home).join("tasks").join(&c.task.task_key).join("launch.json");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(std::fs::File::open(path).ok()?, MAX_LAUNCH_JSON), &mut text).ok()?;
-    let line = text.lines().next()?;
-    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+enum Earlier {
+    /// Another launch's directory (another nonce), or its runner refused: code 29 stands.
+    NotOurs,
+    /// Maybe this message's launch (no launch.json yet), or this message's launch whose
+    /// runner has not said a word yet.
+    Pending,
+    /// This message's launch, started: what the launch script would have printed.
+    Started(ExecReply),
+}
+
+/// After code 29: is the task directory this message's launch (same nonce in its
+/// launch.json), and did its runner start?
+fn earlier_launch(c: &Checked) -> Earlier {
+    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else { return Earlier::NotOurs };
+    let dir = super::expand_home(&c.root, &home).join("tasks").join(&c.task.task_key);
+    let read = |name: &str| -> Option<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(std::fs::File::open(dir.join(name)).ok()?, MAX_LAUNCH_JSON), &mut text).ok()?;
+        Some(text)
+    };
+    // The directory exists (that is what code 29 says) but launch.json is written later in
+    // the launch: an earlier delivery's script may be between the two.
+    let Some(text) = read("launch.json") else { return Earlier::Pending };
+    let Some(line) = text.lines().next() else { return Earlier::Pending };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else { return Earlier::Pending };
     if json.get("nonce").and_then(|n| n.as_str()) != Some(c.task.nonce.as_str()) {
-        return None;
+        return Earlier::NotOurs;
+    }
+    // The runner's first state line is what "launched" means (as in launch.sh).
+    match read("state") {
+        Some(s) if s.starts_with("started") => {}
+        // The runner refused to start an agent (a cancel won): code 29 stands.
+        Some(s) if s.starts_with("refused") => return Earlier::NotOurs,
+        _ => return Earlier::Pending,
     }
     let stdout = format!("DELEGATE-EVIDENCE {line}\nDELEGATE-LAUNCHED {} {} -\n", c.task.nonce, c.task.session);
-    Some(ExecReply { v: wire::WIRE_VERSION, exit: Some(0), stdout: wire::b64(stdout.as_bytes()), stderr: String::new(), ..Default::default() })
+    Earlier::Started(ExecReply {
+        v: wire::WIRE_VERSION,
+        exit: Some(0),
+        stdout: wire::b64(stdout.as_bytes()),
+        stderr: String::new(),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
