@@ -82,7 +82,7 @@ fn message_kinds(t: &Value) -> Vec<(String, String)> {
 /// Receipt, progress and done through the helper, then a final answer: what the preamble
 /// asks for, which the real Claude Code at `write` refused while the helper was named by a
 /// variable.
-fn reporting_script() -> Script {
+pub(crate) fn reporting_script() -> Script {
     Script::new(|req| match req.assistant_turns {
         0 => report(req, "receipt", "on it"),
         1 => report(req, "progress", "half way"),

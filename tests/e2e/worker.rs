@@ -331,7 +331,7 @@ fn wait_for_whole_task(bus: &Bus, mailbox: &str, host: &FakeHost, key: &str) -> 
     bus.wait_results(mailbox, "exit record with every byte", |r| {
         let (files, _) = applied(r, key);
         files.get("exit").is_some_and(|e| !e.is_empty())
-            && ["stream.jsonl", "events.jsonl", "state", "exit"]
+            && ["stream.jsonl", "events.jsonl", "outbox.jsonl", "state", "exit"]
                 .iter()
                 .all(|f| files.get(*f).cloned().unwrap_or_default() == std::fs::read(dir.join(f)).unwrap_or_default())
     })
@@ -664,4 +664,34 @@ fn a_server_restart_during_a_run_loses_nothing() {
     assert_eq!(String::from_utf8(files["stream.jsonl"].clone()).unwrap().lines().count(), 60);
     worker.wait_log("finished; no longer watched");
     assert_eq!(agent_starts(&host), 1);
+}
+
+#[test]
+fn the_real_claude_cli_runs_through_a_worker_and_reports_to_its_exit() {
+    use delegate_testkit::brothers::{self, Install};
+    let Some(bin) = brothers::real_agents_bin() else { return };
+    let host = FakeHost::builder().own_home().without_fake_agents().start();
+    let model = delegate_testkit::model::ModelStandIn::start(crate::real_agents::reporting_script());
+    let installed = brothers::install(&host, Install::SystemWide, &bin, &model);
+    let env = Env::with_brother(&host, "claude", "full");
+    if let Some(p) = installed.claude_path {
+        env.config_append(&format!("agent_path = \"{p}\"\n"));
+    }
+    let d = open_lead(&env);
+    let mailbox = d.store().mailbox_id().to_string();
+    let server = NatsServer::start();
+    let bus = Bus::new(&server.url(), None);
+    let _worker = Worker::start(&host, &server.url(), &[], "a");
+    let t = task_message(&d, 1, "review the config");
+    bus.publish_task(&t);
+    let results = wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    let l = launched(&results, &t.task_key);
+    assert!(stdout(l[0]).contains("Claude Code"), "{}", stdout(l[0]));
+    let (files, _) = applied(&results, &t.task_key);
+    let outbox = String::from_utf8_lossy(files.get("outbox.jsonl").map(Vec::as_slice).unwrap_or_default()).into_owned();
+    for said in ["on it", "half way", "all good"] {
+        assert!(outbox.contains(said), "{outbox}");
+    }
+    assert!(String::from_utf8_lossy(&files["exit"]).starts_with("0 "), "{files:?}");
+    assert!(String::from_utf8_lossy(&files["stream.jsonl"]).contains("finished: all good"));
 }
