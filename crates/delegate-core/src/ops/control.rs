@@ -139,7 +139,7 @@ impl Delegate {
             return self.task(id);
         }
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        let reach = self.reach(&task.host)?;
+        let reach = self.task_reach(id, &task.host)?;
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         // The script waits up to 30 s for the runner to record the ending.
@@ -195,7 +195,7 @@ impl Delegate {
     pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        let reach = self.reach(&task.host)?;
+        let reach = self.task_reach(id, &task.host)?;
         let req = SyncRequest {
             remote_root: self.remote_root(&task.host)?,
             tasks: vec![SyncTaskRequest {
