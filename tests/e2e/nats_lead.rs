@@ -1,0 +1,314 @@
+//! The lead side of the NATS transport (issue 20) against a real nats-server with
+//! JetStream. The worker's part is played by the test through the wire types
+//! (`delegate_core::transport::nats::wire`): it takes the task message from the worker's
+//! durable consumer, runs the launch and sync scripts locally exactly as a worker would
+//! (`bash -c 'eval "$(</dev/stdin)"'`, real tmux, the self-test agent), and publishes the
+//! results. That is also how the lead is shown a hostile or broken worker (a spoofed nonce,
+//! garbage, a gap, a result for another mailbox) and an offline one.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use delegate_core::remote::protocol::{SyncRequest, SyncTaskRequest, parse_sync, render_sync};
+use delegate_core::transport::nats::wire::{self, ExecReply, ExecRequest, ResultMessage, TaskMessage};
+use delegate_testkit::nats::NatsServer;
+use futures_util::StreamExt;
+
+use crate::support::Env;
+
+const WORKER: &str = "w1";
+
+/// What a worker machine has: a remote root, a workdir and its own tmux server.
+struct Machine {
+    dir: PathBuf,
+}
+
+impl Machine {
+    fn new(env: &Env) -> Machine {
+        let dir = env.home.join("worker");
+        for d in ["root", "work", "tmux"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        Machine { dir }
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    /// Runs one of delegate's scripts as a worker does (as sshd would run it).
+    fn run(&self, script: &[u8]) -> ExecReply {
+        let mut child = Command::new("bash")
+            .args(delegate_core::remote::REMOTE_ARGV[1..].iter())
+            .env("TMUX_TMPDIR", self.dir.join("tmux"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(script).unwrap();
+        let out = child.wait_with_output().unwrap();
+        ExecReply {
+            v: wire::WIRE_VERSION,
+            exit: out.status.code(),
+            signal: None,
+            stdout: wire::b64(&out.stdout),
+            stderr: wire::b64(&out.stderr),
+            overflow: false,
+            broken: None,
+        }
+    }
+
+    /// The worker's own sync of one task from `offsets`: the sync script's stdout, and the
+    /// offsets it reached.
+    fn sync(&self, key: &str, session: &str, offsets: &BTreeMap<String, u64>) -> (Vec<u8>, BTreeMap<String, u64>) {
+        let req = SyncRequest {
+            remote_root: self.root().display().to_string(),
+            tasks: vec![SyncTaskRequest {
+                task_key: key.into(),
+                session: session.into(),
+                offsets: offsets.clone(),
+                want_launch_json: false,
+            }],
+            max_bytes_per_file: 1 << 20,
+            max_bytes_total: 4 << 20,
+        };
+        let reply = self.run(&render_sync(&req).unwrap());
+        let stdout = wire::unb64(&reply.stdout).unwrap();
+        let parsed = parse_sync(&stdout).unwrap();
+        let mut next = offsets.clone();
+        for d in &parsed.tasks[0].deltas {
+            next.insert(d.file.clone(), d.offset + d.bytes.len() as u64);
+        }
+        (stdout, next)
+    }
+
+    fn finished(&self, key: &str) -> bool {
+        self.root().join("tasks").join(key).join("exit").exists()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", "delegate", "kill-server"])
+            .env("TMUX_TMPDIR", self.dir.join("tmux"))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The test's stand-in for `delegate worker`, on a tokio runtime of its own.
+struct Worker {
+    rt: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    client: async_nats::Client,
+}
+
+impl Worker {
+    fn connect(server: &NatsServer) -> Worker {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let client = rt.block_on(async_nats::connect(server.url())).unwrap();
+        let js = rt.block_on(async { jetstream::new(client.clone()) });
+        Worker { rt, js, client }
+    }
+
+    /// Takes the next task message for the worker id (waiting up to 5 s), acknowledged.
+    fn take(&self) -> Option<TaskMessage> {
+        self.rt.block_on(async {
+            let stream = self.js.get_stream(wire::TASKS_STREAM).await.ok()?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    &wire::consumer_name(WORKER),
+                    pull::Config {
+                        durable_name: Some(wire::consumer_name(WORKER)),
+                        filter_subject: wire::task_subject(WORKER),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let mut batch =
+                consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+            let m = batch.next().await?.unwrap();
+            m.double_ack().await.unwrap();
+            Some(serde_json::from_slice(&m.payload).unwrap())
+        })
+    }
+
+    /// How many task messages the stream holds.
+    fn tasks_stored(&self) -> u64 {
+        self.rt.block_on(async {
+            let mut s = self.js.get_stream(wire::TASKS_STREAM).await.unwrap();
+            s.info().await.unwrap().state.messages
+        })
+    }
+
+    fn publish(&self, mailbox: &str, bytes: Vec<u8>) {
+        self.rt.block_on(async {
+            let ack = self.js.publish(wire::results_subject(mailbox, WORKER), bytes.into()).await.unwrap();
+            ack.await.unwrap();
+        })
+    }
+
+    fn result(&self, mailbox: &str, m: &ResultMessage) {
+        self.publish(mailbox, serde_json::to_vec(m).unwrap());
+    }
+
+    /// Answers exec requests on `subject` in the background (as the worker's responder),
+    /// running each script on `machine`'s root.
+    fn respond(&self, subject: String, machine_dir: PathBuf) {
+        let client = self.client.clone();
+        let mut sub = self.rt.block_on(client.subscribe(subject)).unwrap();
+        self.rt.block_on(client.flush()).unwrap();
+        self.rt.spawn(async move {
+            while let Some(m) = sub.next().await {
+                let req: ExecRequest = serde_json::from_slice(&m.payload).unwrap();
+                let script = wire::unb64(&req.script).unwrap();
+                let dir = machine_dir.clone();
+                let reply = tokio::task::spawn_blocking(move || Machine { dir }.run_keep(&script)).await.unwrap();
+                client.publish(m.reply.unwrap(), serde_json::to_vec(&reply).unwrap().into()).await.unwrap();
+            }
+        });
+    }
+}
+
+impl Machine {
+    /// [`Machine::run`] for a borrowed directory that must outlive this value (no tmux
+    /// teardown on drop).
+    fn run_keep(self, script: &[u8]) -> ExecReply {
+        let reply = self.run(script);
+        std::mem::forget(self);
+        reply
+    }
+}
+
+/// An inventory with one NATS host `nb` (worker `w1`) and brother `oppy` (self-test agent).
+fn env_for(server: &NatsServer, extra: &str) -> (Env, Machine) {
+    let env = Env::new();
+    let m = Machine::new(&env);
+    env.config_append(&format!(
+        "[hosts.nb]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nremote_root = \"{}\"\n\
+         environment = \"plain\"\nlaunch_wait = \"2s\"\n{extra}\n\
+         [brothers.oppy]\nhost = \"nb\"\nworkdir = \"{}\"\nagent = \"self-test\"\nsandbox = \"full\"\n",
+        server.url(),
+        m.root().display(),
+        m.dir.join("work").display()
+    ));
+    (env, m)
+}
+
+/// The lead's mailbox id (created by the first command that opens the mailbox).
+fn mailbox_of(env: &Env) -> String {
+    env.run(&["list", "--json"]).ok();
+    let conn = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
+    conn.query_row("SELECT value FROM meta WHERE key = 'mailbox_id'", [], |r| r.get(0)).unwrap()
+}
+
+/// The worker's side of one task after its launch: sync until the agent's exit record was
+/// read and published, each new read published as a `delegate.sync` result. Returns every
+/// result it published.
+fn sync_until_done(w: &Worker, m: &Machine, mailbox: &str, msg: &TaskMessage, instance: &str) -> Vec<ResultMessage> {
+    let mut offsets = BTreeMap::new();
+    let mut sent = Vec::new();
+    for _ in 0..300 {
+        let done = m.finished(&msg.task_key);
+        let (stdout, next) = m.sync(&msg.task_key, &msg.session, &offsets);
+        if next != offsets || done {
+            let r = ResultMessage::Sync {
+                v: wire::WIRE_VERSION,
+                task_key: msg.task_key.clone(),
+                instance: instance.into(),
+                offsets: offsets.clone(),
+                stdout: wire::b64(&stdout),
+            };
+            w.result(mailbox, &r);
+            sent.push(r);
+            offsets = next;
+        }
+        if done {
+            return sent;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("task {} never finished on the worker", msg.task_key);
+}
+
+fn launched(msg: &TaskMessage, instance: &str, exec: ExecReply) -> ResultMessage {
+    ResultMessage::Launched {
+        v: wire::WIRE_VERSION,
+        task_key: msg.task_key.clone(),
+        nonce: msg.nonce.clone(),
+        instance: instance.into(),
+        exec,
+    }
+}
+
+fn show(env: &Env, id: i64) -> serde_json::Value {
+    env.run(&["show", &id.to_string(), "--json", "--no-sync", "--all"]).ok().json()
+}
+
+fn task_id(run: &crate::support::Run) -> i64 {
+    run.json()["id"].as_i64().unwrap_or_else(|| panic!("no id in:\n{run}"))
+}
+
+#[test]
+fn a_task_for_an_online_worker_launches_through_the_server_takes_say_and_completes() {
+    let server = NatsServer::start();
+    let (env, m) = env_for(&server, "");
+    let mailbox = mailbox_of(&env);
+    let w = Worker::connect(&server);
+    let instance = "box-a1";
+    // The worker: takes the task as soon as it is published, runs it, says `launched`.
+    let worker = std::thread::scope(|s| {
+        let handle = s.spawn(|| {
+            let msg = loop {
+                if let Some(msg) = w.take() {
+                    break msg;
+                }
+            };
+            let script = wire::unb64(&msg.script).unwrap();
+            let reply = m.run(&script);
+            w.result(&mailbox, &launched(&msg, instance, reply));
+            msg
+        });
+        let run = env.run(&["run", "oppy", "@self-test sleep 3\nsay hello through NATS", "--json"]).ok();
+        (handle.join().unwrap(), run)
+    });
+    let (msg, run) = worker;
+    let id = task_id(&run);
+    assert_eq!(run.json()["status"], "launched", "{run}");
+    // What went over the wire: the launch script, with the task's own nonce and session.
+    assert_eq!((msg.task, msg.run_no, msg.mailbox.as_str()), (id, 1, mailbox.as_str()));
+    let task = show(&env, id);
+    assert_eq!(task["runs"][0]["nonce"], msg.nonce.as_str());
+    assert_eq!(task["runs"][0]["evidence"]["nats"]["instance"], instance, "{task}");
+    assert!(task["runs"][0]["marker"].as_str().unwrap().contains(&msg.nonce), "{task}");
+
+    // `say` goes to the replica that ran it, through request/reply.
+    w.respond(wire::exec_subject(WORKER, Some(instance)), m.dir.clone());
+    env.run(&["say", &id.to_string(), "a note from the lead"]).ok();
+    let inbox = std::fs::read_to_string(m.root().join("tasks").join(&msg.task_key).join("inbox.jsonl")).unwrap();
+    assert!(inbox.contains("a note from the lead"), "{inbox}");
+
+    let published = sync_until_done(&w, &m, &mailbox, &msg, instance);
+    let waited = env.run(&["wait", &id.to_string(), "--timeout", "60s", "--json"]).ok();
+    let t = &waited.json()["tasks"][0];
+    assert_eq!(t["status"], "completed", "{waited}");
+    let before = show(&env, id);
+    let (events, messages) = (before["events"].as_array().unwrap().len(), before["messages"].as_array().unwrap().len());
+    assert!(messages >= 2, "the agent's reports came back: {before}");
+
+    // Every result delivered again (a worker that re-sent after a crash): nothing added.
+    for r in &published {
+        w.result(&mailbox, r);
+    }
+    env.run(&["sync"]).ok();
+    let after = show(&env, id);
+    assert_eq!(after["events"].as_array().unwrap().len(), events, "{after}");
+    assert_eq!(after["messages"].as_array().unwrap().len(), messages, "{after}");
+    assert_eq!(after["status"], "completed");
+}
