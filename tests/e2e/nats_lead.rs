@@ -190,9 +190,10 @@ impl Machine {
 fn env_for(server: &NatsServer, extra: &str) -> (Env, Machine) {
     let env = Env::new();
     let m = Machine::new(&env);
+    let wait = if extra.contains("launch_wait") { "" } else { "launch_wait = \"3s\"\n" };
     env.config_append(&format!(
         "[hosts.nb]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nremote_root = \"{}\"\n\
-         environment = \"plain\"\nlaunch_wait = \"2s\"\n{extra}\n\
+         environment = \"plain\"\n{wait}{extra}\n\
          [brothers.oppy]\nhost = \"nb\"\nworkdir = \"{}\"\nagent = \"self-test\"\nsandbox = \"full\"\n",
         server.url(),
         m.root().display(),
@@ -311,4 +312,172 @@ fn a_task_for_an_online_worker_launches_through_the_server_takes_say_and_complet
     assert_eq!(after["events"].as_array().unwrap().len(), events, "{after}");
     assert_eq!(after["messages"].as_array().unwrap().len(), messages, "{after}");
     assert_eq!(after["status"], "completed");
+}
+
+#[test]
+fn a_task_for_an_offline_worker_waits_queued_is_published_once_and_fails_at_its_ttl_with_exit_48() {
+    let server = NatsServer::start();
+    let (env, _m) = env_for(&server, "task_ttl = \"3s\"\nmax_concurrent = 1");
+    let w = Worker::connect(&server);
+    let run = env.run(&["run", "oppy", "nobody takes this", "--json"]).ok();
+    let id = task_id(&run);
+    assert_eq!(run.json()["status"], "queued", "{run}");
+    let reason = run.json()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("waiting for worker w1") && reason.contains("3s"), "{reason}");
+    // Handed to the broker: it holds the host's one slot (a second task waits behind it,
+    // unsent), and neither sync nor the dispatcher publishes it again.
+    let second = env.run(&["run", "oppy", "behind the cap", "--json"]).ok();
+    assert_eq!(second.json()["status"], "queued", "{second}");
+    assert!(second.json()["reason"].as_str().unwrap_or("").is_empty(), "{second}");
+    env.run(&["sync"]).ok();
+    env.run(&["dispatch", "--once"]).ok();
+    assert_eq!(w.tasks_stored(), 1, "the first task's message only, once");
+    let shown = show(&env, id);
+    assert_eq!(shown["runs"][0]["evidence"]["nats"]["msg_id"].as_str().unwrap().split('.').count(), 2, "{shown}");
+
+    std::thread::sleep(Duration::from_secs(4));
+    let waited = env.run(&["wait", &id.to_string(), "--timeout", "30s", "--json"]).fails_with(48);
+    let t = &waited.json()["tasks"][0];
+    assert_eq!(t["status"], "failed", "{waited}");
+    assert!(t["reason"].as_str().unwrap().contains("no worker took the task within its task_ttl"), "{waited}");
+    // Its slot freed: the task behind it was handed over now, once.
+    let second_id = task_id(&second);
+    let s = env.run(&["show", &second_id.to_string(), "--json", "--no-sync"]).ok().json();
+    assert_eq!(s["status"], "queued");
+    assert!(s["reason"].as_str().unwrap().contains("waiting for worker"), "{s}");
+    assert_eq!(w.tasks_stored(), 2);
+}
+
+#[test]
+fn results_published_while_the_lead_was_offline_are_picked_up_by_the_next_command_once() {
+    let server = NatsServer::start();
+    let (env, m) = env_for(&server, "launch_wait = \"1s\"");
+    let run = env.run(&["run", "oppy", "@self-test sleep 4\ndone while the lead is away", "--json"]).ok();
+    let id = task_id(&run);
+    assert_eq!(run.json()["status"], "queued", "{run}");
+    // A message to the task while it waits is kept, and sent once it runs.
+    env.run(&["say", &id.to_string(), "kept for later"]).ok();
+    // The worker comes online with no lead process running: takes, launches, finishes.
+    let w = Worker::connect(&server);
+    let msg = w.take().expect("the task waited in the stream");
+    let instance = "box-b";
+    w.respond(wire::exec_subject(WORKER, Some(instance)), m.dir.clone());
+    w.result(&msg.mailbox, &launched(&msg, instance, m.run(&wire::unb64(&msg.script).unwrap())));
+    env.run(&["sync"]).ok();
+    let inbox = std::fs::read_to_string(m.root().join("tasks").join(&msg.task_key).join("inbox.jsonl")).unwrap();
+    assert!(inbox.contains("kept for later"), "{inbox}");
+    sync_until_done(&w, &m, &msg.mailbox, &msg, instance);
+    // The next command reads it all.
+    let status = env.run(&["show", &id.to_string(), "--json"]).ok();
+    assert_eq!(status.json()["status"], "completed", "{status}");
+    let first = show(&env, id);
+    assert_eq!(first["runs"][0]["evidence"]["nats"]["instance"], instance, "{first}");
+    let counts = |v: &serde_json::Value| (v["events"].as_array().unwrap().len(), v["messages"].as_array().unwrap().len());
+    env.run(&["sync"]).ok();
+    assert_eq!(counts(&show(&env, id)), counts(&first), "read once");
+}
+
+#[test]
+fn a_hostile_worker_s_results_are_refused_or_bounded() {
+    let server = NatsServer::start();
+    let (env, m) = env_for(&server, "launch_wait = \"1s\"");
+    let run = env.run(&["run", "oppy", "@self-test sleep 2\nwork", "--json"]).ok();
+    let id = task_id(&run);
+    let w = Worker::connect(&server);
+    let msg = w.take().unwrap();
+    let mailbox = msg.mailbox.clone();
+    let reply = m.run(&wire::unb64(&msg.script).unwrap());
+
+    // A launched result with another nonce, one for another mailbox, garbage, a result of
+    // another wire version: none of them launches the task.
+    let mut spoofed = msg.clone();
+    spoofed.nonce = "0".repeat(32);
+    w.result(&mailbox, &launched(&spoofed, "box", reply.clone()));
+    w.result("ffffff", &launched(&msg, "box", reply.clone()));
+    w.publish(&mailbox, b"{not json".to_vec());
+    let mut other_version = serde_json::to_value(launched(&msg, "box", reply.clone())).unwrap();
+    other_version["v"] = 99.into();
+    w.publish(&mailbox, serde_json::to_vec(&other_version).unwrap());
+    // A replica name that is no subject token is refused too.
+    w.result(&mailbox, &launched(&msg, "box.>", reply.clone()));
+    let synced = env.run(&["sync", "--json"]).ok();
+    assert_eq!(show(&env, id)["status"], "queued", "{synced}");
+    assert!(synced.stdout().contains("skipped_results"), "{synced}");
+
+    // The real one launches it.
+    w.result(&mailbox, &launched(&msg, "box", reply));
+    env.run(&["sync"]).ok();
+    assert_eq!(show(&env, id)["status"], "launched", "{}", show(&env, id));
+
+    // A sync result whose stdout is not base64, and one from another replica: ignored. A
+    // sync that starts past what the lead has (a gap): applied from there, the gap an event.
+    let sync = |instance: &str, offsets: BTreeMap<String, u64>, stdout: String| ResultMessage::Sync {
+        v: wire::WIRE_VERSION,
+        task_key: msg.task_key.clone(),
+        instance: instance.into(),
+        offsets,
+        stdout,
+    };
+    w.result(&mailbox, &sync("box", BTreeMap::new(), "@@@".into()));
+    let (stdout, _) = m.sync(&msg.task_key, &msg.session, &BTreeMap::new());
+    w.result(&mailbox, &sync("other-box", BTreeMap::new(), wire::b64(&stdout)));
+    env.run(&["sync"]).ok();
+    assert!(show(&env, id)["messages"].as_array().unwrap().iter().all(|x| x["author"] != "oppy"), "nothing applied");
+    for _ in 0..100 {
+        if m.finished(&msg.task_key) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let skip = BTreeMap::from([("outbox.jsonl".to_string(), 5u64)]);
+    let (stdout, _) = m.sync(&msg.task_key, &msg.session, &skip);
+    w.result(&mailbox, &sync("box", skip, wire::b64(&stdout)));
+    env.run(&["sync"]).ok();
+    let after = show(&env, id);
+    let gap: Vec<&serde_json::Value> = after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "gap").collect();
+    assert_eq!(gap.len(), 1, "{after}");
+    assert!(gap[0]["summary"].as_str().unwrap().contains("bytes 0..5 of outbox.jsonl"), "{after}");
+    assert_eq!(after["status"], "completed", "{after}");
+}
+
+#[test]
+fn nats_errors_name_the_problem_and_the_fix() {
+    let mut server = NatsServer::start();
+    // Credentials in the URL: refused at load, the secret not repeated.
+    let (env, _m) = env_for(&server, "");
+    env.config_replace("url = \"nats://127.0.0.1", "url = \"nats://lead:s3cret@127.0.0.1");
+    let bad = env.run(&["run", "oppy", "x"]).fails_with(3);
+    assert!(bad.stderr().contains("creds") && !bad.stderr().contains("s3cret"), "{bad}");
+    env.config_replace("nats://lead:s3cret@127.0.0.1", "nats://127.0.0.1");
+
+    // The server down: the launch fails certain (nothing was stored), exit 49.
+    server.stop();
+    let down = env.run(&["run", "oppy", "x", "--json"]).fails_with(49);
+    assert!(down.stderr().contains("NATS server of nb"), "{down}");
+    server.start_again();
+}
+
+#[test]
+fn say_to_a_running_nats_task_without_its_worker_exits_48_naming_the_worker() {
+    let server = NatsServer::start();
+    let (env, m) = env_for(&server, "");
+    let w = Worker::connect(&server);
+    let (msg, run) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let msg = (0..100).find_map(|_| w.take().or_else(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }));
+            let msg = msg.unwrap();
+            w.result(&msg.mailbox, &launched(&msg, "gone-box", m.run(&wire::unb64(&msg.script).unwrap())));
+            msg
+        });
+        let run = env.run(&["run", "oppy", "@self-test sleep 20\nx", "--json"]).ok();
+        (h.join().unwrap(), run)
+    });
+    let id = task_id(&run);
+    assert_eq!(run.json()["status"], "launched", "{run}");
+    let say = env.run(&["say", &id.to_string(), "hello"]).fails_with(48);
+    assert!(say.stderr().contains("worker w1 (replica gone-box") && say.stderr().contains("delegate worker"), "{say}");
+    drop(msg);
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::mailbox::{Applied, InFlight, NewEvent, RunStart};
 use crate::ops::launch::{Sent, record_exec};
 use crate::ops::sync::{HostSync, plan, task_key};
-use crate::remote::protocol::parse_sync;
+use crate::remote::protocol::{SayState, parse_sync};
 use crate::task::TaskStatus;
 use crate::transport::nats::publish::{self, Handoff};
 use crate::transport::nats::results::{self, MAX_RESULTS_PER_ROUND};
@@ -146,7 +146,44 @@ pub(crate) async fn sync_host(d: &mut Delegate, t: &NatsTarget, tasks: usize, de
     if let Err(e) = expire(d, t, &mut hs) {
         hs.error.get_or_insert(e.to_string());
     }
+    if hs.error.is_none() {
+        resend(d, t, deadline, &mut hs).await;
+    }
     hs
+}
+
+/// Sends the messages its tasks' workers have not confirmed (a `say` to a task that was
+/// still queued, or one whose reply was lost), each with its own id (the inbox keeps one
+/// copy), to the replica that runs the task; by `deadline`, the rest next time.
+async fn resend(d: &mut Delegate, t: &NatsTarget, deadline: Instant, hs: &mut HostSync) {
+    let Ok(pending) = d.store().unqueued_on_host(&t.host) else { return };
+    let Ok(root) = d.remote_root(&t.host) else { return };
+    for (task_id, run_no, m) in pending {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let key = task_key(d.store().mailbox_id(), task_id, run_no);
+        let line = crate::remote::protocol::say_line(m.id, &m.at, &m.author, &m.text);
+        let (Ok(script), Ok(reach)) = (crate::remote::protocol::render_say(&root, &key, m.id, &line), d.task_reach(task_id, &t.host))
+        else {
+            continue;
+        };
+        let Ok((out, _)) = d.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, left).await else { return };
+        if out.exit != crate::transport::Exit::Code(0) {
+            continue;
+        }
+        let state = crate::remote::protocol::parse_say(&out.stdout);
+        let marked = match state {
+            Some(SayState::Queued | SayState::AlreadyQueued) => d.store_mut().mark_outgoing(m.id, true),
+            Some(SayState::Finished | SayState::NoTask) => d.store_mut().mark_outgoing(m.id, false),
+            None => continue,
+        };
+        if marked.is_ok() {
+            hs.resent.push(m.id);
+            hs.execs += 1;
+        }
+    }
 }
 
 async fn read_results(d: &mut Delegate, t: &NatsTarget, deadline: Instant, hs: &mut HostSync) -> Result<()> {
