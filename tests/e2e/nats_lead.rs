@@ -489,3 +489,60 @@ fn say_to_a_running_nats_task_without_its_worker_exits_48_naming_the_worker() {
     assert!(say.stderr().contains("worker w1 (replica gone-box") && say.stderr().contains("delegate worker"), "{say}");
     drop(msg);
 }
+
+#[test]
+fn credentials_come_from_the_creds_file_and_never_reach_the_mailbox_or_output() {
+    let server = NatsServer::builder().config("authorization {\n  user: lead\n  password: \"s3cretpw-77\"\n}").start();
+    let (env, _m) = env_for(&server, "launch_wait = \"1s\"");
+    let creds = env.home.join("lead.creds");
+    std::fs::write(&creds, "lead:wrong-password\n").unwrap();
+    env.config_replace("worker_id = ", &format!("creds = \"{}\"\nworker_id = ", creds.display()));
+    // Refused credentials: exit 49, nothing stored on the server.
+    let refused = env.run(&["run", "oppy", "x", "--json"]).fails_with(49);
+    assert!(!refused.stderr().contains("wrong-password"), "{refused}");
+    std::fs::write(&creds, "lead:s3cretpw-77\n").unwrap();
+    let run = env.run(&["run", "oppy", "with the right credentials", "--json"]).ok();
+    assert_eq!(run.json()["status"], "queued", "{run}");
+    let shown = env.run(&["show", "2", "--json", "--all"]).ok();
+    let db = std::fs::read(env.data.join("mailbox.db")).unwrap();
+    for text in [shown.stdout(), shown.stderr(), run.stdout(), run.stderr(), String::from_utf8_lossy(&db).into_owned()] {
+        assert!(!text.contains("s3cretpw-77") && !text.contains("wrong-password"), "a credential leaked: {text:.400}");
+    }
+}
+
+#[test]
+fn doctor_checks_a_nats_host_from_the_lead_s_side_of_the_server() {
+    let mut server = NatsServer::start();
+    let (env, _m) = env_for(&server, "launch_wait = \"1s\"");
+    let finding = |run: &crate::support::Run, check: &str| -> serde_json::Value {
+        let reports = run.json();
+        let f = reports[0]["findings"].as_array().unwrap().iter().find(|f| f["check"] == check).cloned();
+        f.unwrap_or_else(|| panic!("no {check} finding in {run}"))
+    };
+    // A task published, but no worker ever connected: it cannot launch, and says how to fix it.
+    env.run(&["run", "oppy", "x", "--json"]).ok();
+    let never = env.run(&["doctor", "--json"]).fails_with(32);
+    assert_eq!(finding(&never, "nats_server")["status"], "ok", "{never}");
+    assert_eq!(finding(&never, "nats_streams")["status"], "ok", "{never}");
+    let worker = finding(&never, "nats_worker");
+    assert_eq!(worker["status"], "fail", "{never}");
+    assert!(worker["fix"].as_str().unwrap().contains("delegate worker --nats"), "{never}");
+
+    // A worker pulling right now (a pull request waiting at the server): ok.
+    let w = Worker::connect(&server);
+    let msg = w.take().unwrap();
+    assert_eq!(msg.task, 1);
+    let pulling = std::thread::scope(|s| {
+        s.spawn(|| w.take());
+        std::thread::sleep(Duration::from_millis(500));
+        env.run(&["doctor", "--json"])
+    });
+    let worker = finding(&pulling, "nats_worker");
+    assert_eq!(worker["status"], "ok", "{pulling}");
+    assert!(worker["detail"].as_str().unwrap().contains("is pulling now"), "{pulling}");
+
+    // The server down: a clear failure naming it.
+    server.stop();
+    let down = env.run(&["doctor", "--json"]).fails_with(32);
+    assert_eq!(finding(&down, "nats_server")["status"], "fail", "{down}");
+}

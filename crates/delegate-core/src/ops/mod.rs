@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod inbox;
 pub mod launch;
 pub mod nats;
+mod nats_doctor;
 // Environments: which brother of a group a launch goes to.
 pub mod notify;
 pub mod placement;
