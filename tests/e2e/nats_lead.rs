@@ -546,3 +546,71 @@ fn doctor_checks_a_nats_host_from_the_lead_s_side_of_the_server() {
     let down = env.run(&["doctor", "--json"]).fails_with(32);
     assert_eq!(finding(&down, "nats_server")["status"], "fail", "{down}");
 }
+
+#[test]
+fn cancel_reaches_a_running_nats_task_through_the_server() {
+    let server = NatsServer::start();
+    let (env, m) = env_for(&server, "");
+    let w = Worker::connect(&server);
+    let instance = "box-c";
+    w.respond(wire::exec_subject(WORKER, Some(instance)), m.dir.clone());
+    let (msg, run) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let msg = (0..100)
+                .find_map(|_| {
+                    w.take().or_else(|| {
+                        std::thread::sleep(Duration::from_millis(100));
+                        None
+                    })
+                })
+                .unwrap();
+            w.result(&msg.mailbox, &launched(&msg, instance, m.run(&wire::unb64(&msg.script).unwrap())));
+            msg
+        });
+        let run = env.run(&["run", "oppy", "@self-test sleep 60\nlong work", "--json"]).ok();
+        (h.join().unwrap(), run)
+    });
+    let id = task_id(&run);
+    assert_eq!(run.json()["status"], "launched", "{run}");
+    let cancelled = env.run(&["cancel", &id.to_string(), "--json"]).ok();
+    // The session is gone on the worker's machine, stopped by the cancel script it ran.
+    let alive = Command::new("tmux")
+        .args(["-L", "delegate", "has-session", "-t", &msg.session])
+        .env("TMUX_TMPDIR", m.dir.join("tmux"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!alive.success(), "the agent still runs after cancel:\n{cancelled}");
+    sync_until_done(&w, &m, &msg.mailbox, &msg, instance);
+    let t = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    assert_eq!(t["status"], "cancelled", "{t}");
+}
+
+#[test]
+fn a_task_cancelled_while_it_waited_for_a_worker_is_stopped_if_a_worker_launches_it_anyway() {
+    let server = NatsServer::start();
+    let (env, m) = env_for(&server, "launch_wait = \"1s\"");
+    let run = env.run(&["run", "oppy", "@self-test sleep 60\nnot wanted any more", "--json"]).ok();
+    let id = task_id(&run);
+    assert_eq!(run.json()["status"], "queued", "{run}");
+    env.run(&["cancel", &id.to_string()]).ok();
+    // A worker comes online later and takes the message still in the stream.
+    let w = Worker::connect(&server);
+    let instance = "box-late";
+    w.respond(wire::exec_subject(WORKER, Some(instance)), m.dir.clone());
+    let msg = w.take().unwrap();
+    w.result(&msg.mailbox, &launched(&msg, instance, m.run(&wire::unb64(&msg.script).unwrap())));
+    let alive = || {
+        Command::new("tmux")
+            .args(["-L", "delegate", "has-session", "-t", &msg.session])
+            .env("TMUX_TMPDIR", m.dir.join("tmux"))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(alive(), "the late launch started the agent");
+    env.run(&["sync"]).ok();
+    assert!(!alive(), "the lead stopped the agent of a cancelled task");
+    assert_eq!(show(&env, id)["status"], "cancelled");
+}

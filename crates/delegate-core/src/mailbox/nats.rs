@@ -91,6 +91,20 @@ impl Store {
             .flatten())
     }
 
+    /// Hosts with a task cancelled while it waited in a NATS server's stream (no worker took
+    /// it, as far as the lead knows, in the stream's 7 days): a worker may still launch it, and
+    /// sync stops that agent when its `launched` result comes.
+    pub fn hosts_with_cancelled_in_broker(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT t.host FROM tasks t JOIN runs r ON r.task_id = t.id
+             WHERE t.status = 'cancelled' AND r.broker_at IS NOT NULL AND r.instance IS NULL
+               AND r.broker_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-7 days')
+               AND r.run_no = (SELECT max(run_no) FROM runs WHERE task_id = t.id)",
+        )?;
+        let hosts = st.query_map([], |r| r.get(0))?.collect::<std::result::Result<Vec<String>, _>>()?;
+        Ok(hosts)
+    }
+
     /// The last results stream sequence read for `host` (0: none yet, or the host now points
     /// at another server or worker).
     pub fn nats_cursor(&self, host: &str, url: &str, worker_id: &str) -> Result<u64> {

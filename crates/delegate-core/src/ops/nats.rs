@@ -204,7 +204,7 @@ async fn read_results(d: &mut Delegate, t: &NatsTarget, deadline: Instant, hs: &
                 continue;
             }
             match r.message {
-                Ok(m) => apply(d, t, &mailbox, m, hs)?,
+                Ok(m) => apply(d, t, &mailbox, m, hs).await?,
                 // Unusable (not JSON, oversized): counted in the sync summary, never retried.
                 Err(_) => hs.skipped_results += 1,
             }
@@ -221,10 +221,13 @@ fn run_for(d: &Delegate, host: &str, mailbox: &str, key: &str) -> Result<Option<
     Ok(d.store().in_flight()?.into_iter().find(|r| r.host == host && task_key(mailbox, r.task_id, r.run_no) == key))
 }
 
-fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage, hs: &mut HostSync) -> Result<()> {
+async fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage, hs: &mut HostSync) -> Result<()> {
     match m {
         ResultMessage::Launched { v, task_key, nonce, instance, exec } if v == wire::WIRE_VERSION => {
-            let Some(r) = run_for(d, &t.host, mailbox, &task_key)? else { return Ok(()) };
+            let Some(r) = run_for(d, &t.host, mailbox, &task_key)? else {
+                stop_if_cancelled(d, t, mailbox, &task_key, &nonce, &instance).await;
+                return Ok(());
+            };
             let waiting = matches!(r.status, TaskStatus::Queued | TaskStatus::Launching | TaskStatus::LaunchUnknown);
             // A repeat (the task launched already), or a result naming another launch of
             // this task (a spoofed or stale nonce): nothing to record.
@@ -322,6 +325,43 @@ fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage, hs: 
         _ => hs.skipped_results += 1,
     }
     Ok(())
+}
+
+/// A worker launched a task that was cancelled while it waited in the stream (no worker was
+/// there to take the cancel mark): the cancel goes to the replica that ran it now, so the
+/// agent stops. Best effort: the task is `cancelled` in the mailbox either way.
+async fn stop_if_cancelled(d: &mut Delegate, t: &NatsTarget, mailbox: &str, key: &str, nonce: &str, instance: &str) {
+    let Some((task_id, run_no)) = parse_key(mailbox, key) else { return };
+    let Ok(task) = d.store().task(task_id) else { return };
+    let Some(run) = task.runs.last() else { return };
+    if task.status != TaskStatus::Cancelled || task.host != t.host || run.run_no != run_no || run.nonce != nonce {
+        return;
+    }
+    let Ok(instance) = publish::checked_instance(instance) else { return };
+    let (Ok(root), Ok(mut reach)) = (d.remote_root(&t.host), d.reach(&t.host)) else { return };
+    if let crate::transport::Reach::Nats(n) = &mut reach {
+        n.instance = Some(instance);
+    }
+    let Ok(script) = crate::remote::protocol::render_cancel(&root, key, &run.session) else { return };
+    let limit = std::time::Duration::from_secs(45);
+    if let Ok((out, _)) = d.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, limit).await
+        && out.exit == crate::transport::Exit::Code(0)
+        && let crate::transport::Reach::Nats(n) = &reach
+    {
+        // Stopped: the host need not be watched for it any more.
+        let _ = d.store_mut().set_instance(task_id, run_no, n.instance.as_deref().unwrap_or_default());
+    }
+}
+
+/// `<mailbox>-<task>` or `<mailbox>-<task>-r<run>`, as [`task_key`] makes them.
+fn parse_key(mailbox: &str, key: &str) -> Option<(i64, i64)> {
+    let rest = key.strip_prefix(mailbox)?.strip_prefix('-')?;
+    let (task, run) = match rest.split_once("-r") {
+        Some((task, run)) => (task, run.parse().ok()?),
+        None => (rest, 1),
+    };
+    let task: i64 = task.parse().ok()?;
+    (task_key(mailbox, task, run) == key).then_some((task, run))
 }
 
 /// Keeps only the bytes of each delta past the lead's own offset for its file: what the

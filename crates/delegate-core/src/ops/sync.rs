@@ -209,6 +209,12 @@ async fn sync_round(
     for r in runs {
         by_host.entry(r.host.clone()).or_default().push(r);
     }
+    if only.is_none() {
+        // Read too: a host whose worker may still launch a task cancelled while it waited.
+        for host in d.store().hosts_with_cancelled_in_broker()? {
+            by_host.entry(host).or_default();
+        }
+    }
     let mut summary = SyncSummary::default();
     let mut more = Vec::new();
     let mut jobs = JoinSet::new();
