@@ -864,8 +864,22 @@ pub enum HostsCommand {
 pub struct HostAddArgs {
     pub name: String,
     /// Hostname, IP address, or an alias from ~/.ssh/config
-    #[arg(long)]
-    pub address: String,
+    #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+    pub address: Option<String>,
+    /// Reach the host through this NATS server (nats://host:port) instead of SSH: the
+    /// brother runs `delegate worker`, which connects out to it. Needs --worker-id.
+    #[arg(long, requires = "worker_id")]
+    pub nats: Option<String>,
+    /// With --nats: the id the brother's `delegate worker --id` runs with
+    #[arg(long, requires = "nats")]
+    pub worker_id: Option<String>,
+    /// With --nats: a file with the lead's NATS credentials (.creds, nkey seed,
+    /// user:password or token); never put them in the URL
+    #[arg(long, requires = "nats")]
+    pub creds: Option<String>,
+    /// With --nats: how long a task may wait for a worker before it fails ("1h")
+    #[arg(long, requires = "nats")]
+    pub task_ttl: Option<String>,
     #[arg(long)]
     pub user: Option<String>,
     #[arg(long)]

@@ -103,6 +103,13 @@ pub const ARTIFACT_REFUSED: u8 = 46;
 /// throws it away), or the task has not finished.
 pub const CLEANUP_REFUSED: u8 = 47;
 
+/// A NATS host: no worker took the task within its `task_ttl`, the worker refused the task
+/// (`wait`, `run`), or no `delegate worker` with the host's worker id answers (say, cancel,
+/// logs, diff).
+pub const NO_WORKER: u8 = 48;
+/// A NATS host: the NATS server is unreachable, or refused the credentials or a permission.
+pub const NATS_REFUSED: u8 = 49;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -192,6 +199,8 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::RoleRefused => ROLE_REFUSED,
         K::CancelledWhileLaunching => CANCELLED_WHILE_LAUNCHING,
         K::Schedule => SCHEDULE,
+        K::NoWorker => NO_WORKER,
+        K::NatsRefused => NATS_REFUSED,
         K::DispatcherRunning => DISPATCHER_RUNNING,
         K::NothingToFetch => NOTHING_TO_FETCH,
         K::PatchRefused => PATCH_REFUSED,

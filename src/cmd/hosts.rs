@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use delegate_core::hosts::inventory::{HostEntry, Inventory, InventoryEditor};
+use delegate_core::hosts::inventory::{HostEntry, Inventory, InventoryEditor, Transport};
 
 use super::{block_on, open};
 use crate::cli::HostsCommand;
@@ -12,8 +12,9 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
     let paths = crate::paths::resolve(config)?;
     match cmd {
         HostsCommand::Add(a) => {
+            let nats = a.nats.is_some();
             let entry = HostEntry {
-                address: a.address,
+                address: a.address.unwrap_or_default(),
                 user: a.user,
                 port: a.port,
                 identity: a.identity,
@@ -24,9 +25,14 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 sync_deadline: a.sync_deadline,
                 environment: a.environment,
                 env_file: a.env_file,
-                transport: None,
+                transport: nats.then_some(Transport::Nats),
                 max_usd_per_day: None,
                 over_cap: None,
+                url: a.nats,
+                creds: a.creds,
+                worker_id: a.worker_id,
+                task_ttl: a.task_ttl,
+                launch_wait: None,
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("hosts", &a.name, &entry)?;
@@ -45,7 +51,10 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                     println!(
                         "{:<14}  {:<28}  {:<10}  {:>5}  {}",
                         name,
-                        h.address,
+                        match (&h.transport, &h.url) {
+                            (Some(Transport::Nats), Some(url)) => format!("{url} worker {}", h.worker_id.as_deref().unwrap_or("-")),
+                            _ => h.address.clone(),
+                        },
                         h.user.as_deref().unwrap_or("-"),
                         h.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         h.remote_root.as_deref().unwrap_or("~/.delegate")

@@ -47,6 +47,9 @@ pub fn run(config: Option<&Path>, args: WaitArgs) -> Result<u8> {
         exit::WAIT_TIMEOUT
     } else if result.all_completed() {
         exit::OK
+    } else if result.tasks.iter().any(delegate_core::ops::nats::untaken) {
+        // A NATS task no worker took (its task_ttl passed) or the worker refused.
+        exit::NO_WORKER
     } else {
         exit::NOT_ALL_COMPLETED
     })

@@ -160,7 +160,36 @@ impl Delegate {
 
     /// How the inventory's host `host_name` is reached, for [`Transport::exec`].
     pub fn reach(&self, host_name: &str) -> Result<Reach> {
-        self.resolve_target(host_name).map(Reach::Ssh)
+        let h = self.inventory.host(host_name)?;
+        if h.transport != Some(crate::hosts::inventory::Transport::Nats) {
+            return self.resolve_target(host_name).map(Reach::Ssh);
+        }
+        let parse = |key: &str, v: &Option<String>| -> Result<Option<std::time::Duration>> {
+            v.as_deref()
+                .map(crate::hosts::inventory::parse_timeout)
+                .transpose()
+                .map_err(|m| Error::Config { path: self.paths.config_file.clone(), message: format!("hosts.{host_name}.{key}: {m}") })
+        };
+        Ok(Reach::Nats(crate::transport::NatsTarget {
+            host: host_name.to_string(),
+            // Both checked when the inventory was loaded.
+            url: h.url.clone().unwrap_or_default(),
+            creds: h.creds.as_deref().map(|p| crate::hosts::inventory::expand_local(p, &self.paths.home)),
+            worker_id: h.worker_id.clone().unwrap_or_default(),
+            task_ttl: parse("task_ttl", &h.task_ttl)?,
+            launch_wait: parse("launch_wait", &h.launch_wait)?.unwrap_or(crate::hosts::inventory::DEFAULT_LAUNCH_WAIT),
+            instance: None,
+        }))
+    }
+
+    /// How a task's commands (say, cancel, logs, diff, artifacts) reach it: its host, and on
+    /// a NATS host the worker replica that ran it (its `launched` result named it).
+    pub fn task_reach(&self, task_id: i64, host_name: &str) -> Result<Reach> {
+        let mut reach = self.reach(host_name)?;
+        if let Reach::Nats(t) = &mut reach {
+            t.instance = self.store.instance(task_id)?;
+        }
+        Ok(reach)
     }
 
     /// Fetches the host's key. With `expected`, records it in the host's known_hosts file,

@@ -211,6 +211,16 @@ pub enum Error {
     #[error("task {0} not found")]
     TaskNotFound(i64),
 
+    /// The NATS server of a `transport = "nats"` host could not be reached, refused the
+    /// credentials, or refused a permission (`what` says which, and the fix).
+    #[error("NATS server of {host} ({url}): {what}")]
+    Nats { host: String, url: String, what: String },
+
+    /// No `delegate worker` with the host's worker id answered (or took the task in time,
+    /// or it refused the task).
+    #[error("host {host}: {why}")]
+    NoWorker { host: String, worker: String, why: String },
+
     /// `diff` / `fetch`: the task has no change to show (nothing changed, no git state
     /// recorded at launch, or the workdir is not a git work tree).
     #[error("task {task}: {why}")]
@@ -479,6 +489,11 @@ pub enum ErrorKind {
     DiffFailed,
     /// Another process changed the task first (optimistic locking).
     Conflict,
+    /// No worker took a NATS task within its TTL, the worker refused it, or no worker with
+    /// the host's id answers.
+    NoWorker,
+    /// The NATS server is unreachable, or refused the credentials or a permission.
+    NatsRefused,
     /// The asker's role does not allow the change.
     RoleRefused,
 
@@ -545,6 +560,8 @@ impl ErrorKind {
             ErrorKind::CleanupRefused => "cleanup_refused",
             ErrorKind::DiffFailed => "diff_failed",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::NoWorker => "no_worker",
+            ErrorKind::NatsRefused => "nats_refused",
             ErrorKind::RoleRefused => "role_refused",
 
             ErrorKind::Notify => "notify",
@@ -617,6 +634,8 @@ impl Error {
             Error::ArtifactFailed { .. } => ErrorKind::DiffFailed,
             Error::PatchRefused { .. } => ErrorKind::PatchRefused,
             Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Nats { .. } => ErrorKind::NatsRefused,
+            Error::NoWorker { .. } => ErrorKind::NoWorker,
             Error::RoleRefused { .. } => ErrorKind::RoleRefused,
             Error::DeleteInFlight { .. } => ErrorKind::RunActive,
             Error::DeleteHasChildren { .. } => ErrorKind::BadArgument,

@@ -73,11 +73,14 @@ pub struct WarmSettings {
 /// ControlPersist 10m).
 pub const DEFAULT_WARM_PERSIST: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// A machine reachable over SSH.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A machine reachable over SSH (or, with `transport = "nats"`, through a NATS server its
+/// `delegate worker` connects out to).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostEntry {
-    /// A hostname, an IP address, or an alias from `~/.ssh/config`.
+    /// A hostname, an IP address, or an alias from `~/.ssh/config` (unused, and may be left
+    /// out, for `transport = "nats"`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
     pub user: Option<String>,
     pub port: Option<u16>,
@@ -115,6 +118,96 @@ pub struct HostEntry {
     /// What a launch does once the day's spend reached `max_usd_per_day` (default refuse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_cap: Option<OverCap>,
+    /// `transport = "nats"`: the NATS server, `nats://host:port` or `tls://host:port`, with no
+    /// credentials in it (they go in the file `creds` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `transport = "nats"`: a file with the lead's NATS credentials (a `.creds` file, an nkey
+    /// seed, `user:password` or a token); never its contents in argv, logs or the mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds: Option<String>,
+    /// `transport = "nats"`: the id the brother's `delegate worker --id` runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// `transport = "nats"`: how long a task may wait for a worker to take it ("1h"); past
+    /// it the task fails visibly. Default: it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_ttl: Option<String>,
+    /// `transport = "nats"`: how long a launch waits for the worker's `launched` result
+    /// before it reports the task `queued` ("5s", the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_wait: Option<String>,
+}
+
+/// How long a launch on a NATS host waits for the worker's `launched` result by default.
+pub const DEFAULT_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The NATS keys of a host: all required ones with `transport = "nats"`, none without.
+fn check_nats_keys(name: &str, h: &HostEntry) -> std::result::Result<(), String> {
+    let given: Vec<&str> = [
+        ("url", h.url.is_some()),
+        ("creds", h.creds.is_some()),
+        ("worker_id", h.worker_id.is_some()),
+        ("task_ttl", h.task_ttl.is_some()),
+        ("launch_wait", h.launch_wait.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if h.transport != Some(Transport::Nats) {
+        return match given.first() {
+            Some(k) => Err(format!("hosts.{name}.{k} is a NATS setting: add transport = \"nats\" or remove it")),
+            None => Ok(()),
+        };
+    }
+    let url = h.url.as_deref().ok_or(format!(
+        "hosts.{name}: transport = \"nats\" needs url = \"nats://host:port\" (the NATS server the worker connects to)"
+    ))?;
+    check_nats_url(url).map_err(|m| format!("hosts.{name}.url: {m}"))?;
+    let worker = h.worker_id.as_deref().ok_or(format!(
+        "hosts.{name}: transport = \"nats\" needs worker_id = \"ID\" (the id its `delegate worker --id` runs with)"
+    ))?;
+    crate::transport::nats::wire::check_token("worker_id", worker).map_err(|m| format!("hosts.{name}.{m}"))?;
+    for (key, value) in [("task_ttl", &h.task_ttl), ("launch_wait", &h.launch_wait)] {
+        if let Some(v) = value {
+            parse_timeout(v).map_err(|m| format!("hosts.{name}.{key}: {m}"))?;
+        }
+    }
+    if h.user.is_some() || h.port.is_some() || h.identity.is_some() || h.known_hosts.is_some() {
+        return Err(format!(
+            "hosts.{name}: user, port, identity and known_hosts are SSH settings; a NATS host is reached through its url"
+        ));
+    }
+    Ok(())
+}
+
+/// A NATS server URL as the inventory takes it: `nats://`, `tls://`, `ws://` or `wss://`,
+/// host and port, and never credentials (a `user:password@` or token in a URL ends up in
+/// process listings, logs and error messages).
+pub fn check_nats_url(url: &str) -> std::result::Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{:?} is not a NATS URL: use nats://host:port", crate::sanitize::clean_line(url, 80)));
+    };
+    if !["nats", "tls", "ws", "wss"].contains(&scheme) {
+        return Err(format!("scheme {scheme:?} is not a NATS URL scheme: use nats://host:port (or tls://)"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        // The message never repeats the URL: it holds a secret.
+        return Err("the URL holds credentials: remove them from the URL and put them in a file named by \
+                    `creds = \"PATH\"` (a .creds file, an nkey seed, user:password or a token)"
+            .into());
+    }
+    let ok = !authority.is_empty()
+        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+        && rest.len() == authority.len();
+    if !ok {
+        return Err(format!(
+            "{:?}: give only scheme, host and port, like nats://broker.example.org:4222",
+            crate::sanitize::clean_line(url, 80)
+        ));
+    }
+    Ok(())
 }
 
 /// What a launch over a daily spend cap does: `refuse` (the default) fails it with the
@@ -136,6 +229,9 @@ pub enum OverCap {
 pub enum Transport {
     Russh,
     Ssh,
+    /// Through a NATS server with JetStream: the brother runs `delegate worker`, which
+    /// connects out to it (no inbound SSH); see [`crate::transport::nats`].
+    Nats,
 }
 
 /// The environment an agent runs in on the brother.
@@ -353,7 +449,10 @@ impl Inventory {
         }
         for (name, h) in &self.hosts {
             HostName::new(name).map_err(|e| bad(e.to_string()))?;
-            check_address(&h.address).map_err(|m| bad(format!("hosts.{name}.address: {m}")))?;
+            check_nats_keys(name, h).map_err(bad)?;
+            if h.transport != Some(Transport::Nats) {
+                check_address(&h.address).map_err(|m| bad(format!("hosts.{name}.address: {m}")))?;
+            }
             if let Some(u) = &h.user {
                 check_user(u).map_err(|m| bad(format!("hosts.{name}.user: {m}")))?;
             }
@@ -938,6 +1037,7 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
             transport: None,
             max_usd_per_day: None,
             over_cap: None,
+            ..HostEntry::default()
         };
         ed.set("hosts", "jerry-box", &host).unwrap();
         let inv = ed.save().unwrap();

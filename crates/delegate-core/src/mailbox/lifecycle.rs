@@ -115,7 +115,8 @@ impl Store {
             "SELECT t.id, r.run_no, t.host, t.agent, t.status, t.version, r.session, r.nonce, r.facts,
                     coalesce(r.stderr_head, ''), t.updated_at, coalesce(t.reason, ''), t.options
              FROM tasks t JOIN runs r ON r.task_id = t.id
-             WHERE t.status IN ('launching', 'launched', 'running', 'needs_input', 'launch_unknown')
+             WHERE (t.status IN ('launching', 'launched', 'running', 'needs_input', 'launch_unknown')
+                    OR (t.status = 'queued' AND r.broker_at IS NOT NULL))
                AND r.run_no = (SELECT max(run_no) FROM runs WHERE task_id = t.id)
              ORDER BY t.id",
         )?;

@@ -37,6 +37,7 @@ pub mod schedules;
 // Caps on the rows a brother can add to the mailbox, per sync and per run.
 pub mod row_caps;
 // Daily spend caps per brother and host, from what the streams reported today.
+pub mod nats;
 pub mod spend;
 #[cfg(test)]
 mod tests_caps;
@@ -63,6 +64,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/010_schedules.sql"),
     include_str!("migrations/011_notify.sql"),
     include_str!("migrations/012_artifacts.sql"),
+    include_str!("migrations/013_nats.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";

@@ -28,11 +28,19 @@ pub(super) enum Admission {
     Queue(Option<String>),
 }
 
-/// Statuses that hold a slot: everything started and not finished.
-const HOLDS_A_SLOT: &str = "('launching', 'launched', 'running', 'needs_input', 'launch_unknown')";
+/// Tasks that hold a slot: everything started and not finished, and tasks handed to a NATS
+/// server that wait `queued` for a worker to take them (sent: a worker may start them at
+/// any moment).
+const HOLDS_A_SLOT: &str = "(status IN ('launching', 'launched', 'running', 'needs_input', 'launch_unknown') \
+     OR (status = 'queued' AND id IN (SELECT task_id FROM runs r WHERE broker_at IS NOT NULL \
+         AND run_no = (SELECT max(run_no) FROM runs WHERE task_id = r.task_id))))";
 
-fn count(tx: &rusqlite::Connection, column: &str, value: &str, statuses: &str) -> Result<u32> {
-    let sql = format!("SELECT count(*) FROM tasks WHERE {column} = ?1 AND status IN {statuses}");
+/// Tasks waiting for a slot (queued and not handed to a NATS server).
+const WAITING: &str = "(status = 'queued' AND id NOT IN (SELECT task_id FROM runs r WHERE broker_at IS NOT NULL \
+     AND run_no = (SELECT max(run_no) FROM runs WHERE task_id = r.task_id)))";
+
+fn count(tx: &rusqlite::Connection, column: &str, value: &str, condition: &str) -> Result<u32> {
+    let sql = format!("SELECT count(*) FROM tasks WHERE {column} = ?1 AND {condition}");
     Ok(tx.query_row(&sql, [value], |r| r.get(0))?)
 }
 
@@ -69,7 +77,7 @@ pub(super) fn must_queue(tx: &rusqlite::Connection, host: &str, brother: &str, c
         return Ok(true);
     }
     for (column, value, cap) in [("host", host, caps.host), ("brother", brother, caps.brother)] {
-        if cap.is_some() && count(tx, column, value, "('queued')")? > 0 {
+        if cap.is_some() && count(tx, column, value, WAITING)? > 0 {
             return Ok(true);
         }
     }
@@ -90,13 +98,13 @@ impl Store {
     /// placing a launch in an environment).
     pub fn load(&self, host: &str, brother: &str, caps: Caps) -> Result<Load> {
         let c = &self.conn;
-        let in_flight = count(c, "brother", brother, HOLDS_A_SLOT)? + count(c, "brother", brother, "('queued')")?;
+        let in_flight = count(c, "brother", brother, HOLDS_A_SLOT)? + count(c, "brother", brother, WAITING)?;
         let mut full = None;
         for (column, value, cap) in [("brother", brother, caps.brother), ("host", host, caps.host)] {
             let Some(cap) = cap else { continue };
             if count(c, column, value, HOLDS_A_SLOT)? >= cap {
                 full = Some(format!("{column} {value} at max_concurrent {cap}"));
-            } else if count(c, column, value, "('queued')")? > 0 {
+            } else if count(c, column, value, WAITING)? > 0 {
                 full = Some(format!("tasks already queued for {column} {value}"));
             }
             if full.is_some() {
@@ -111,9 +119,10 @@ impl Store {
         Ok(Load { in_flight, full })
     }
 
-    /// Tasks waiting for a slot, oldest first.
+    /// Tasks waiting for a slot, oldest first (not those handed to a NATS server: they
+    /// were sent, and only the worker's result moves them on).
     pub fn queued(&self) -> Result<Vec<Task>> {
-        self.query_tasks("WHERE status = 'queued' ORDER BY id", [])
+        self.query_tasks(&format!("WHERE {WAITING} ORDER BY id"), [])
     }
 
     /// Moves a queued task to `launching` if its caps have room now; `None` when they do
@@ -127,7 +136,14 @@ impl Store {
             })
             .optional()?;
         let Some((status, host, brother, version)) = row else { return Ok(None) };
-        if status != TaskStatus::Queued.as_str() || !has_room(&tx, &host, &brother, caps)? {
+        let handed: bool = tx.query_row(
+            "SELECT broker_at IS NOT NULL FROM runs WHERE task_id = ?1 ORDER BY run_no DESC LIMIT 1",
+            [task_id],
+            |r| r.get(0),
+        )?;
+        // A run handed to a NATS server was sent already: starting it again would publish
+        // (and could run) it twice.
+        if status != TaskStatus::Queued.as_str() || handed || !has_room(&tx, &host, &brother, caps)? {
             return Ok(None);
         }
         let version = transition_in(&tx, task_id, version, TaskStatus::Launching, Some("a slot freed up"), &now)?;

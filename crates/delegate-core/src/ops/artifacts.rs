@@ -207,7 +207,7 @@ impl Delegate {
     }
 
     async fn artifacts_exec(&mut self, id: i64, host: &str, script: &[u8]) -> Result<Vec<u8>> {
-        let reach = self.reach(host)?;
+        let reach = self.task_reach(id, host)?;
         let (out, _) =
             self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, script, Duration::from_secs(180)).await?;
         if out.overflow {

@@ -91,7 +91,7 @@ impl Delegate {
         }
         let mut script = format!("DLG_VARS='{}'\n", B64.encode(&vars)).into_bytes();
         script.extend_from_slice(CLEANUP_SH.as_bytes());
-        let reach = self.reach(&task.host)?;
+        let reach = self.task_reach(task.id, &task.host)?;
         let (out, _) =
             self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(120)).await?;
         let failed = |why: String| Error::DiffFailed { task: id, host: task.host.clone(), code: None, why };

@@ -134,12 +134,25 @@ impl Delegate {
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
+        // A task handed to a NATS server waits `queued` in its stream: a worker on the way
+        // to it gets the cancel mark (best effort: any replica, if one is connected), and
+        // one that launches it anyway is stopped when its `launched` result is read.
+        let handed = match task.runs.last() {
+            Some(run) if task.status == TaskStatus::Queued => self.store().handed(id, run.run_no)?,
+            _ => None,
+        };
         // Nothing was sent for a queued or backlog task: it is settled here alone.
         if matches!(task.status, TaskStatus::Queued | TaskStatus::Backlog) && self.store_mut().cancel_queued(id)? {
+            if let Some(h) = handed {
+                let key = task_key(self.store().mailbox_id(), id, h.run_no);
+                let (reach, root) = (self.reach(&task.host)?, self.remote_root(&task.host)?);
+                let script = render_cancel(&root, &key, &h.session)?;
+                let _ = self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(10)).await;
+            }
             return self.task(id);
         }
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        let reach = self.reach(&task.host)?;
+        let reach = self.task_reach(id, &task.host)?;
         let root = self.remote_root(&task.host)?;
         let script = render_cancel(&root, &task_key(self.store().mailbox_id(), id, run.run_no), &run.session)?;
         // The script waits up to 30 s for the runner to record the ending.
@@ -195,7 +208,7 @@ impl Delegate {
     pub async fn read_remote(&self, id: i64, file: &str, offset: u64) -> Result<(RemoteChunk, TaskReport)> {
         let task = self.task(id)?;
         let run = task.runs.last().ok_or(Error::TaskNotFound(id))?;
-        let reach = self.reach(&task.host)?;
+        let reach = self.task_reach(id, &task.host)?;
         let req = SyncRequest {
             remote_root: self.remote_root(&task.host)?,
             tasks: vec![SyncTaskRequest {

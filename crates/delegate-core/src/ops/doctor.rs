@@ -102,6 +102,15 @@ pub(crate) async fn doctor(d: &Delegate, brothers: &[String]) -> Result<Vec<Brot
     }
     let mut jobs = tokio::task::JoinSet::new();
     for (host, members) in hosts {
+        if let Ok(crate::transport::Reach::Nats(t)) = d.reach(&host) {
+            // No SSH: what the lead can see from its side of the NATS server.
+            let findings = crate::ops::nats_doctor::check(d.transport(), &t).await;
+            for &i in &members {
+                planned[i].report.address = Some(t.address());
+                planned[i].report.findings.extend(findings.iter().cloned());
+            }
+            continue;
+        }
         let target = match d.resolve_target(&host) {
             Ok(t) => t,
             Err(e) => {

@@ -164,7 +164,7 @@ pub(crate) async fn launch_many(d: &mut Delegate, reqs: Vec<LaunchRequest>) -> V
     if !ready.is_empty() {
         d.phase("recorded");
     }
-    let sent = send_all(d.transport(), &ready).await;
+    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), &ready).await;
     if !ready.is_empty() {
         d.phase("answered");
     }
@@ -205,7 +205,7 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
     if ready.is_empty() {
         return Ok(refused);
     }
-    let sent = send_all(d.transport(), &ready).await;
+    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), &ready).await;
     let mut out = refused;
     for (r, s) in ready.into_iter().zip(sent) {
         out.push(record(d, r, s));
@@ -243,9 +243,11 @@ pub(crate) struct Ready {
 }
 
 /// What sending one script gave, and how long it took (connecting included).
-struct Sent {
-    result: Result<(ExecOutput, Connection)>,
-    total_ms: f64,
+pub(crate) struct Sent {
+    pub(crate) result: Result<(ExecOutput, Connection)>,
+    pub(crate) total_ms: f64,
+    /// A NATS host: how the hand-over went (the `launched` result, if it came, is `result`).
+    pub(crate) nats: Option<crate::ops::nats::Handed>,
 }
 
 /// A request's settings: what it asks for, else the brother's defaults (checked).
@@ -515,7 +517,7 @@ impl<'a> Delivery<'a> {
 /// run: `launched` with the evidence, `failed` with the brother's reason, or `launch_unknown`.
 pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
     let r = ready(d, x)?;
-    let sent = send_all(d.transport(), std::slice::from_ref(&r)).await.pop().expect("one result");
+    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), std::slice::from_ref(&r)).await.pop().expect("one result");
     record(d, r, sent)
 }
 
@@ -692,14 +694,21 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
 
 /// Sends every script at once (over SSH: each on its own channel of its host's pooled
 /// connection).
-async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
+async fn send_all(transport: &Transport, mailbox: &str, ready: &[Ready]) -> Vec<Sent> {
     let mut jobs = tokio::task::JoinSet::new();
     for (i, r) in ready.iter().enumerate() {
         let (transport, reach, script) = (transport.clone(), r.reach.clone(), r.script.clone());
+        let (mailbox, run) = (mailbox.to_string(), r.run.clone());
         jobs.spawn(async move {
             let started = Instant::now();
+            if let Reach::Nats(t) = &reach {
+                // Handed to the server for the worker; its `launched` result, if it comes
+                // within the host's launch wait, is read like an SSH launch's output.
+                let (result, handed) = crate::ops::nats::hand_over(&transport, t, &mailbox, &run, &script).await;
+                return (i, Sent { result, total_ms: elapsed_ms(started), nats: Some(handed) });
+            }
             let result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
-            (i, Sent { result, total_ms: elapsed_ms(started) })
+            (i, Sent { result, total_ms: elapsed_ms(started), nats: None })
         });
     }
     let mut sent: Vec<Option<Sent>> = (0..ready.len()).map(|_| None).collect();
@@ -713,13 +722,43 @@ async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
 /// Records what one send gave: `launched` with the evidence, `failed` with the brother's
 /// reason, or `launch_unknown`.
 fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
-    let Ready { run, brother, reach: _, script: _, mut evidence, argv } = r;
+    let Ready { run, brother, reach, script: _, mut evidence, argv } = r;
+    let instance = match (&sent.nats, &reach) {
+        (Some(handed), Reach::Nats(t)) => {
+            match crate::ops::nats::record_hand_over(d, &run, &brother, t, handed, &mut evidence, sent.total_ms)? {
+                crate::ops::nats::Next::Done(task) => return Ok(task),
+                crate::ops::nats::Next::Record { instance } => instance,
+            }
+        }
+        _ => None,
+    };
+    let task = record_exec(d, run.clone(), brother, evidence, argv, sent);
+    if let (Some(instance), Ok(_)) = (instance, &task) {
+        d.store_mut().set_instance(run.task_id, run.run_no, &instance)?;
+    }
+    task
+}
+
+/// Records what a launch script's output says (an SSH exec's, or a NATS worker's
+/// `launched` result): `launched` with the evidence, `failed` with the brother's reason, or
+/// `launch_unknown`.
+pub(crate) fn record_exec(
+    d: &mut Delegate,
+    run: RunStart,
+    brother: String,
+    mut evidence: serde_json::Value,
+    argv: Vec<String>,
+    sent: Sent,
+) -> Result<Task> {
     let (out, conn) = match sent.result {
         Ok(x) => x,
         Err(e) => {
             // No connection, or no channel: nothing reached the brother, so the failure
-            // is certain, not unknown.
+            // is certain, not unknown. (A NATS worker that refused the task: likewise.)
             evidence["connect_error"] = json!(e.to_string());
+            if matches!(e, Error::NoWorker { .. }) {
+                evidence["nats"]["untaken"] = json!("refused");
+            }
             fail(d, &run, &brother, &e.to_string(), &evidence, None, None)?;
             return Err(Error::LaunchFailed { task: run.task_id, brother, source: Box::new(e) });
         }
@@ -842,7 +881,7 @@ fn write_record(d: &mut Delegate, run: &RunStart, brother: &str, rec: &LaunchRec
     }
 }
 
-fn fail(
+pub(crate) fn fail(
     d: &mut Delegate,
     run: &RunStart,
     brother: &str,

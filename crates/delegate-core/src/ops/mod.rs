@@ -11,6 +11,8 @@ pub mod dispatch;
 pub mod doctor;
 pub mod inbox;
 pub mod launch;
+pub mod nats;
+mod nats_doctor;
 // Environments: which brother of a group a launch goes to.
 pub mod notify;
 pub mod placement;

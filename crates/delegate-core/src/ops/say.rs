@@ -43,7 +43,7 @@ pub(crate) async fn say(d: &mut Delegate, id: i64, text: &str, author: &str) -> 
     // Earlier messages that never got confirmed go first, with their own ids: the brother
     // keeps one copy of each, so a resend after a lost connection cannot duplicate.
     let pending = d.store().unqueued(id, run.run_no)?;
-    let reach = d.reach(&task.host)?;
+    let reach = d.task_reach(id, &task.host)?;
     let root = d.remote_root(&task.host)?;
     let key = task_key(d.store().mailbox_id(), id, run.run_no);
     let mut outcome = Ok(());

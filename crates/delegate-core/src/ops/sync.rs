@@ -75,10 +75,18 @@ pub struct HostSync {
     pub error: Option<String>,
     /// The host did not answer within its deadline (seconds): `error` says so too.
     pub deadline_secs: Option<u64>,
+    /// A NATS host: result messages skipped as unusable (not JSON, over the size limit,
+    /// another version, a nonce or replica that does not match).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_results: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl HostSync {
-    fn new(host: &str, tasks: usize, execs: u32) -> HostSync {
+    pub(crate) fn new(host: &str, tasks: usize, execs: u32) -> HostSync {
         HostSync {
             host: host.to_string(),
             tasks,
@@ -88,6 +96,7 @@ impl HostSync {
             resent: vec![],
             error: None,
             deadline_secs: None,
+            skipped_results: 0,
         }
     }
 
@@ -169,6 +178,7 @@ fn merge(into: &mut SyncSummary, next: SyncSummary) {
         }
         e.conflicts.extend(h.conflicts.into_iter().filter(|t| !e.conflicts.contains(t)).collect::<Vec<_>>());
         e.resent.extend(h.resent);
+        e.skipped_results += h.skipped_results;
         if h.error.is_some() {
             e.error = h.error;
             e.deadline_secs = h.deadline_secs;
@@ -199,15 +209,34 @@ async fn sync_round(
     for r in runs {
         by_host.entry(r.host.clone()).or_default().push(r);
     }
+    if only.is_none() {
+        // Read too: a host whose worker may still launch a task cancelled while it waited.
+        for host in d.store().hosts_with_cancelled_in_broker()? {
+            by_host.entry(host).or_default();
+        }
+    }
     let mut summary = SyncSummary::default();
     let mut more = Vec::new();
     let mut jobs = JoinSet::new();
     let mut waiting: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
-    for (host, runs) in by_host {
+    for (host, mut runs) in by_host {
         let budget = host_deadline(d.inventory(), &host, patience);
         let deadline = started + budget;
         if Instant::now() >= deadline {
             // A later round with the host's time used up: the rest comes next time.
+            continue;
+        }
+        if let Ok(Reach::Nats(t)) = d.reach(&host) {
+            // No exec: the worker published what its own sync read; read it from the
+            // results stream (all that is there, in one go: never part of a later round).
+            let hs = crate::ops::nats::sync_host(d, &t, runs.len(), deadline).await;
+            d.store_mut().record_host_sync(&host, hs.error.as_deref())?;
+            summary.hosts.push(hs);
+            continue;
+        }
+        // Handed to a NATS server while the host was one; nothing to ask an SSH host.
+        runs.retain(|r| r.status != TaskStatus::Queued);
+        if runs.is_empty() {
             continue;
         }
         let prepared = d.reach(&host).and_then(|reach| {
@@ -678,7 +707,7 @@ pub fn valid_at(at: &str, now: std::time::SystemTime) -> String {
 
 /// Event kinds delegate writes itself. A brother's event may not take one: a forged
 /// `over_cap` would escape the row caps' count and could replace the real note.
-const OWN_EVENT_KINDS: [&str; 3] = ["skipped", "bad_report", crate::mailbox::row_caps::OVER_CAP_EVENT];
+const OWN_EVENT_KINDS: [&str; 4] = ["skipped", "bad_report", "gap", crate::mailbox::row_caps::OVER_CAP_EVENT];
 
 /// An event name from the brother: a word of at most 64 letters, digits and `_.:-`, not
 /// one of delegate's own.

@@ -99,7 +99,7 @@ impl Delegate {
                 .ok_or_else(|| Error::NothingToFetch { task: id, why: "it never ran: nothing changed".into() })?,
         };
         let base = launch_base(id, chosen)?;
-        let reach = self.reach(&chosen.host)?;
+        let reach = self.task_reach(id, &chosen.host)?;
         let failed =
             |code: Option<i32>, why: String| Error::DiffFailed { task: id, host: chosen.host.clone(), code, why };
         // One exec answers at most CHUNK bytes; a larger diff takes several, each made

@@ -58,12 +58,14 @@ impl Reach {
 #[derive(Clone, Default)]
 pub struct Transport {
     ssh: Arc<Pool>,
+    /// NATS connections, one per (server, credentials).
+    nats: Arc<nats::Clients>,
 }
 
 impl Transport {
     /// SSH connections kept in `pool` (a warm daemon's client when it has one).
     pub fn new(pool: Pool) -> Transport {
-        Transport { ssh: Arc::new(pool) }
+        Transport { ssh: Arc::new(pool), nats: Arc::default() }
     }
 
     /// Runs `command` (bash, see [`crate::remote::REMOTE_COMMAND`]) on the host with `stdin`,
@@ -77,7 +79,7 @@ impl Transport {
     ) -> Result<(ExecOutput, Connection)> {
         match reach {
             Reach::Ssh(t) => self.ssh.exec(t, command, stdin, limit).await,
-            Reach::Nats(t) => nats::exec(t, command, stdin, limit).await,
+            Reach::Nats(t) => nats::exec(&self.nats, t, command, stdin, limit).await,
         }
     }
 
@@ -96,8 +98,14 @@ impl Transport {
         &self.ssh
     }
 
+    /// The NATS connections held for reuse (one per server and credentials).
+    pub fn nats_clients(&self) -> &Arc<nats::Clients> {
+        &self.nats
+    }
+
     /// Says goodbye on everything held.
     pub async fn close_all(&self) {
-        self.ssh.close_all().await
+        self.ssh.close_all().await;
+        self.nats.close_all().await;
     }
 }

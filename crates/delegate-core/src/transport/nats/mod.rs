@@ -3,14 +3,19 @@
 //! consumer, runs delegate's own scripts locally, and publishes what happened to a result
 //! stream the lead reads from its stored sequence. The shapes on the wire are in [`wire`].
 
+pub mod clients;
 pub mod connect;
+pub mod exec;
+pub mod publish;
+pub mod results;
 pub mod wire;
+
+pub use clients::Clients;
+pub use exec::exec;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::transport::{Connection, ExecOutput};
 
 /// A host reached through a NATS server (`transport = "nats"` in the inventory).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,9 @@ pub struct NatsTarget {
     pub worker_id: String,
     /// How long a published task may wait for a worker before it fails visibly.
     pub task_ttl: Option<Duration>,
+    /// How long a launch waits for the worker's `launched` result before it reports the
+    /// task `queued`.
+    pub launch_wait: Duration,
     /// The replica a task's later commands go to (its `launched` result named it); `None`
     /// for commands about the host (any replica answers).
     pub instance: Option<String>,
@@ -37,11 +45,3 @@ impl NatsTarget {
     }
 }
 
-/// Runs one of delegate's scripts on the worker (core request/reply on
-/// [`wire::exec_subject`]).
-pub async fn exec(t: &NatsTarget, _command: &str, _stdin: &[u8], _limit: Duration) -> Result<(ExecOutput, Connection)> {
-    Err(Error::Config {
-        path: "(nats)".into(),
-        message: format!("host {}: running commands through NATS is not built yet", t.host),
-    })
-}
