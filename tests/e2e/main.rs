@@ -27,6 +27,7 @@ mod lifecycle;
 mod local_disk;
 mod log_canary;
 mod mcp;
+mod nats;
 mod nats_lead;
 mod net_faults;
 mod no_forwarding;

@@ -18,7 +18,7 @@ use futures_util::StreamExt as _;
 
 use crate::support::{Env, install_agent};
 
-const WORKER: &str = "w1";
+pub(crate) const WORKER: &str = "w1";
 
 /// A custom agent that runs until stopped (installed with `install_agent` as dlg-sleeper).
 const SLEEPER: &str = "[agents.sleeper]\ncommand = [\"dlg-sleeper\"]\n";
@@ -124,13 +124,13 @@ impl Bus {
 }
 
 /// A `delegate worker` process run as the brother user with the fake host's environment.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     log: PathBuf,
 }
 
 impl Worker {
-    fn start(host: &FakeHost, url: &str, extra: &[&str], name: &str) -> Worker {
+    pub(crate) fn start(host: &FakeHost, url: &str, extra: &[&str], name: &str) -> Worker {
         let log = host.dir().join(format!("worker-{name}.log"));
         let mut args: Vec<String> = vec![
             format!("HOME={}", host.home().display()),
@@ -160,18 +160,17 @@ impl Worker {
             c
         };
         let out = std::fs::File::create(&log).unwrap();
-        let child =
-            cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        let child = cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
         let w = Worker { child, log };
         w.wait_log("connected to");
         w
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_log(&self, needle: &str) {
+    pub(crate) fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.log().contains(needle) {
             assert!(Instant::now() < deadline, "worker log never said {needle:?}:\n{}", self.log());
@@ -185,14 +184,16 @@ impl Worker {
         std::iter::once(root)
             .chain(delegate_testkit::descendants_of(root))
             .find(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"worker") && c.starts_with(env!("CARGO_BIN_EXE_delegate").as_bytes()))
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0).any(|a| a == b"worker")
+                        && c.starts_with(env!("CARGO_BIN_EXE_delegate").as_bytes())
+                })
             })
             .expect("the worker process")
     }
 
     /// SIGKILL, as a crash: no goodbye, nothing cleaned up.
-    fn crash(&mut self) {
+    pub(crate) fn crash(&mut self) {
         let pid = self.worker_pid();
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let _ = self.child.wait();
@@ -312,7 +313,8 @@ fn sync_offsets(results: &[ResultMessage], key: &str) -> Vec<String> {
         .filter_map(|r| match r {
             ResultMessage::Sync { task_key, stdout, offsets, .. } if task_key == key => {
                 let reply = parse_sync(&wire::unb64(stdout).unwrap()).unwrap();
-                let d: Vec<_> = reply.tasks[0].deltas.iter().map(|d| (d.file.clone(), d.offset, d.bytes.len())).collect();
+                let d: Vec<_> =
+                    reply.tasks[0].deltas.iter().map(|d| (d.file.clone(), d.offset, d.bytes.len())).collect();
                 Some(format!("{offsets:?} {d:?}"))
             }
             _ => None,
@@ -378,7 +380,8 @@ fn a_worker_launches_a_task_reports_it_to_its_exit_and_acks_it() {
     // The launch result is the launch script's reply: marker with the nonce, evidence.
     let l = launched(&results, &t.task_key);
     assert_eq!(l.len(), 1, "{results:#?}");
-    let out = delegate_core::remote::parse_output(&wire::unb64(&l[0].stdout).unwrap(), &wire::unb64(&l[0].stderr).unwrap());
+    let out =
+        delegate_core::remote::parse_output(&wire::unb64(&l[0].stdout).unwrap(), &wire::unb64(&l[0].stderr).unwrap());
     assert_eq!(out.marker.as_ref().map(|m| m.nonce.as_str()), Some(t.nonce.as_str()), "{}", stdout(l[0]));
     let evidence = out.evidence.unwrap();
     assert_eq!(evidence["nonce"], t.nonce.as_str());
@@ -407,15 +410,41 @@ fn a_worker_launches_a_task_reports_it_to_its_exit_and_acks_it() {
 fn a_url_with_credentials_or_an_unreachable_server_is_refused_with_its_exit_code() {
     let host = FakeHost::start();
     let env = Env::new();
-    let run = env.run(&["worker", "--nats", "nats://u:hunter2@127.0.0.1:4222", "--id", "w1", "--remote-root", env.home.join("r").to_str().unwrap()]);
+    let run = env.run(&[
+        "worker",
+        "--nats",
+        "nats://u:hunter2@127.0.0.1:4222",
+        "--id",
+        "w1",
+        "--remote-root",
+        env.home.join("r").to_str().unwrap(),
+    ]);
     let run = run.fails_with(3);
     assert!(run.stderr().contains("--creds") && !run.stderr().contains("hunter2"), "{run}");
     let port = delegate_testkit::closed_port();
     let run = env
-        .run(&["worker", "--nats", &format!("nats://127.0.0.1:{port}"), "--id", "w1", "--remote-root", env.home.join("r").to_str().unwrap()])
+        .run(&[
+            "worker",
+            "--nats",
+            &format!("nats://127.0.0.1:{port}"),
+            "--id",
+            "w1",
+            "--remote-root",
+            env.home.join("r").to_str().unwrap(),
+        ])
         .fails_with(49);
     assert!(run.stderr().contains("cannot connect to the NATS server"), "{run}");
-    let run = env.run(&["worker", "--nats", "nats://127.0.0.1:1", "--id", "w.>", "--remote-root", env.home.join("r").to_str().unwrap()]).fails_with(3);
+    let run = env
+        .run(&[
+            "worker",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--id",
+            "w.>",
+            "--remote-root",
+            env.home.join("r").to_str().unwrap(),
+        ])
+        .fails_with(3);
     assert!(run.stderr().contains("subject token"), "{run}");
     drop(host);
 }
@@ -513,7 +542,11 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
     let cancel = delegate_core::remote::protocol::render_cancel(&root, &t.task_key, &t.session).unwrap();
     let reply = bus.exec(&wire::exec_subject(WORKER, Some("a")), &cancel);
     assert_eq!(reply.exit, Some(0), "{reply:?}");
-    assert!(delegate_core::remote::protocol::parse_cancel(&wire::unb64(&reply.stdout).unwrap()).is_some(), "{}", stdout(&reply));
+    assert!(
+        delegate_core::remote::protocol::parse_cancel(&wire::unb64(&reply.stdout).unwrap()).is_some(),
+        "{}",
+        stdout(&reply)
+    );
     wait_until("the session to end", || sessions(&host).is_empty());
 }
 
@@ -540,7 +573,8 @@ fn agent_starts(host: &FakeHost) -> usize {
 /// `<workdir>/go` exists; `<workdir>/reached` says one got there.
 fn gate_tmux(host: &FakeHost) {
     let gate = host.workdir();
-    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let real =
+        ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
     install_agent(
         host,
         "tmux",
@@ -594,7 +628,9 @@ fn a_restarted_worker_resumes_publishing_from_its_saved_offsets() {
     let mut first = Worker::start(&host, &server.url(), &[], "a");
     let t = task_message(&d, 1, "count");
     bus.publish_task(&t);
-    bus.wait_results(&mailbox, "some lines", |r| applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20));
+    bus.wait_results(&mailbox, "some lines", |r| {
+        applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20)
+    });
     first.crash();
     // The agent goes on writing while no worker watches.
     std::thread::sleep(Duration::from_secs(1));
@@ -616,7 +652,8 @@ fn two_replicas_of_one_id_share_the_tasks_and_each_runs_once() {
     let bus = Bus::new(&server.url(), None);
     counting_agent(&host, 2);
     // Slow launches: while one replica launches, the other takes the next task.
-    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let real =
+        ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
     install_agent(&host, "tmux", &format!("#!/bin/bash\n[ \"${{1-}}\" = -V ] && sleep 1\nexec {real} \"$@\"\n"));
     let (_env, d) = lead_with(&host, "counter", COUNTER);
     let mailbox = d.store().mailbox_id().to_string();
@@ -626,9 +663,8 @@ fn two_replicas_of_one_id_share_the_tasks_and_each_runs_once() {
     for t in &tasks {
         bus.publish_task(t);
     }
-    let results = bus.wait_results(&mailbox, "four launches", |r| {
-        tasks.iter().all(|t| launched(r, &t.task_key).len() == 1)
-    });
+    let results =
+        bus.wait_results(&mailbox, "four launches", |r| tasks.iter().all(|t| launched(r, &t.task_key).len() == 1));
     let instances: std::collections::BTreeSet<String> = results
         .iter()
         .filter_map(|r| match r {
@@ -655,7 +691,9 @@ fn a_server_restart_during_a_run_loses_nothing() {
     let worker = Worker::start(&host, &server.url(), &[], "a");
     let t = task_message(&d, 1, "count");
     bus.publish_task(&t);
-    bus.wait_results(&mailbox, "some lines", |r| applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20));
+    bus.wait_results(&mailbox, "some lines", |r| {
+        applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20)
+    });
     server.stop();
     std::thread::sleep(Duration::from_secs(2));
     server.start_again();

@@ -517,7 +517,10 @@ impl<'a> Delivery<'a> {
 /// run: `launched` with the evidence, `failed` with the brother's reason, or `launch_unknown`.
 pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
     let r = ready(d, x)?;
-    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), std::slice::from_ref(&r)).await.pop().expect("one result");
+    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), std::slice::from_ref(&r))
+        .await
+        .pop()
+        .expect("one result");
     record(d, r, sent)
 }
 
