@@ -240,12 +240,17 @@ pub(crate) struct Ready {
     script: Vec<u8>,
     evidence: serde_json::Value,
     argv: Vec<String>,
+    /// The plan's own files: with delegate's helpers, what the launch sends again to a
+    /// brother whose store lacks them.
+    plan_files: Vec<(String, String)>,
 }
 
 /// What sending one script gave, and how long it took (connecting included).
 struct Sent {
     result: Result<(ExecOutput, Connection)>,
     total_ms: f64,
+    /// The brother asked for helper files and the launch went again with them.
+    helpers_sent: bool,
 }
 
 /// A request's settings: what it asks for, else the brother's defaults (checked).
@@ -564,7 +569,15 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         "settings": settings,
         "script_bytes": script.len(),
     });
-    Ok(Ready { run, brother: brother.to_string(), reach, script, evidence, argv: plan.argv.clone() })
+    Ok(Ready {
+        run,
+        brother: brother.to_string(),
+        reach,
+        script,
+        evidence,
+        argv: plan.argv.clone(),
+        plan_files: plan.files.clone(),
+    })
 }
 
 /// What the agent reads: delegate's preamble, then the prompt as given.
@@ -613,8 +626,12 @@ fn render_script(
 /// A launch script as [`Delegate::launch`] renders it, and the names it carries.
 #[derive(Debug, Clone)]
 pub struct RenderedLaunch {
-    /// The bytes sent on the exec channel's stdin to `bash -s`.
+    /// The bytes a warm launch sends on the exec channel's stdin: the helper files named by
+    /// hash only. A brother whose store lacks them refuses it (exit 34, nothing started).
     pub script: Vec<u8>,
+    /// The same launch with the helper files in it, as sent to a brother that asked for
+    /// them: runs on any brother, and fills its store.
+    pub script_with_helpers: Vec<u8>,
     /// Host (inventory name) of the brother.
     pub host: String,
     pub session: String,
@@ -680,8 +697,11 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         timeout.as_secs(),
         b.max_turns,
     )?;
+    let script_with_helpers = remote::with_helpers(&script, &remote::helper_files(&plan.files))
+        .expect("render_script's output has the empty helper line");
     Ok(RenderedLaunch {
         script,
+        script_with_helpers,
         host: b.host.clone(),
         session,
         nonce,
@@ -696,10 +716,24 @@ async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
     let mut jobs = tokio::task::JoinSet::new();
     for (i, r) in ready.iter().enumerate() {
         let (transport, reach, script) = (transport.clone(), r.reach.clone(), r.script.clone());
+        let plan_files = r.plan_files.clone();
         jobs.spawn(async move {
             let started = Instant::now();
-            let result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
-            (i, Sent { result, total_ms: elapsed_ms(started) })
+            let mut result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
+            // The brother's store lacks helper files (a first launch there, or a new version
+            // of delegate): it said so before creating anything, so the same launch goes
+            // once more with them. Once: a brother asking again gets its refusal recorded.
+            let mut helpers_sent = false;
+            if let Ok((out, _)) = &result
+                && out.exit == Exit::Code(remote::code::HELPERS_MISSING as u32)
+                && !remote::parse_output(&out.stdout, &out.stderr).need.is_empty()
+            {
+                if let Some(full) = remote::with_helpers(&script, &remote::helper_files(&plan_files)) {
+                    helpers_sent = true;
+                    result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &full, EXEC_LIMIT).await;
+                }
+            }
+            (i, Sent { result, total_ms: elapsed_ms(started), helpers_sent })
         });
     }
     let mut sent: Vec<Option<Sent>> = (0..ready.len()).map(|_| None).collect();
@@ -713,7 +747,8 @@ async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
 /// Records what one send gave: `launched` with the evidence, `failed` with the brother's
 /// reason, or `launch_unknown`.
 fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
-    let Ready { run, brother, reach: _, script: _, mut evidence, argv } = r;
+    let Ready { run, brother, reach: _, script: _, mut evidence, argv, plan_files: _ } = r;
+    evidence["helpers_sent"] = json!(sent.helpers_sent);
     let (out, conn) = match sent.result {
         Ok(x) => x,
         Err(e) => {
