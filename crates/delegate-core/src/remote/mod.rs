@@ -409,3 +409,6 @@ mod tests_stop;
 #[cfg(test)]
 #[path = "tests/sync.rs"]
 mod tests_sync;
+#[cfg(test)]
+#[path = "tests/store.rs"]
+mod tests_store;
