@@ -243,6 +243,27 @@ pub(crate) struct Ready {
     /// The plan's own files: with delegate's helpers, what the launch sends again to a
     /// brother whose store lacks them.
     plan_files: Vec<(String, String)>,
+    /// Noted once a launch succeeds: later launches there name the helpers by hash only.
+    helpers_hint: std::path::PathBuf,
+}
+
+/// Where the lead notes that the brother at `address` keeps this launch's helper files
+/// under `remote_root` (an empty file in the mailbox directory's `helpers-sent/`, named by
+/// a hash of the three). Only a hint: the brother checks every helper before use and asks
+/// for any it lacks, so a stale note costs one more exec, never a wrong file.
+fn helpers_hint(d: &Delegate, address: &str, remote_root: &str, plan_files: &[(String, String)]) -> std::path::PathBuf {
+    let mut h = Sha256::new();
+    for part in [address, remote_root] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (name, content) in remote::helper_files(plan_files) {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(Sha256::digest(content.as_bytes()));
+    }
+    let name: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    d.paths().data_dir.join("helpers-sent").join(name)
 }
 
 /// What sending one script gave, and how long it took (connecting included).
@@ -556,12 +577,20 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         timeout_secs,
         max_turns,
     );
-    let script = match rendered {
+    let lean = match rendered {
         Ok(s) => s,
         Err(e) => {
             fail(d, &run, brother, &e.to_string(), &serde_json::Value::Null, None, None)?;
             return Err(e);
         }
+    };
+    // Helper files by hash only where a launch already left them; else with them, so a
+    // first launch on a host still takes one exec.
+    let helpers_hint = helpers_hint(d, &address, &remote_root, &plan.files);
+    let script = if helpers_hint.exists() {
+        lean
+    } else {
+        remote::with_helpers(&lean, &remote::helper_files(&plan.files)).expect("render_script's own script")
     };
     let evidence = json!({
         "address": &address,
@@ -577,6 +606,7 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         evidence,
         argv: plan.argv.clone(),
         plan_files: plan.files.clone(),
+        helpers_hint,
     })
 }
 
@@ -723,14 +753,18 @@ async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
             // The brother's store lacks helper files (a first launch there, or a new version
             // of delegate): it said so before creating anything, so the same launch goes
             // once more with them. Once: a brother asking again gets its refusal recorded.
-            let mut helpers_sent = false;
-            if let Ok((out, _)) = &result
+            let mut helpers_sent = remote::sends_helpers(&script);
+            if let Ok((out, first)) = &result
                 && out.exit == Exit::Code(remote::code::HELPERS_MISSING as u32)
                 && !remote::parse_output(&out.stdout, &out.stderr).need.is_empty()
+                && let Some(full) = remote::with_helpers(&script, &remote::helper_files(&plan_files))
             {
-                if let Some(full) = remote::with_helpers(&script, &remote::helper_files(&plan_files)) {
-                    helpers_sent = true;
-                    result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &full, EXEC_LIMIT).await;
+                helpers_sent = true;
+                let first = first.clone();
+                result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &full, EXEC_LIMIT).await;
+                // The launch opened its connection with the first exec, if it did.
+                if let Ok((_, conn)) = &mut result {
+                    conn.fresh = conn.fresh.take().or(first.fresh);
                 }
             }
             (i, Sent { result, total_ms: elapsed_ms(started), helpers_sent })
@@ -747,7 +781,7 @@ async fn send_all(transport: &Transport, ready: &[Ready]) -> Vec<Sent> {
 /// Records what one send gave: `launched` with the evidence, `failed` with the brother's
 /// reason, or `launch_unknown`.
 fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
-    let Ready { run, brother, reach: _, script: _, mut evidence, argv, plan_files: _ } = r;
+    let Ready { run, brother, reach: _, script: _, mut evidence, argv, plan_files: _, helpers_hint } = r;
     evidence["helpers_sent"] = json!(sent.helpers_sent);
     let (out, conn) = match sent.result {
         Ok(x) => x,
@@ -789,6 +823,11 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
 
     let marker_ok = parsed.marker.as_ref().is_some_and(|m| m.nonce == run.nonce && m.session == run.session);
     if out.exit == Exit::Code(0) && marker_ok {
+        // The brother holds the helpers now (a hint for later launches: failing to note it
+        // only costs them the helpers' bytes).
+        if let Some(dir) = helpers_hint.parent() {
+            let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&helpers_hint, b""));
+        }
         let m = parsed.marker.expect("checked above");
         let remote_dir = parsed.evidence.as_ref().and_then(|e| e["task_dir"].as_str().map(String::from));
         write_record(

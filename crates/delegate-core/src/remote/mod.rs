@@ -316,6 +316,12 @@ pub fn with_helpers(script: &[u8], files: &[(&str, &str)]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether `script` (from [`render`] or [`with_helpers`]) carries helper files.
+pub fn sends_helpers(script: &[u8]) -> bool {
+    let vars_end = script.iter().position(|b| *b == b'\n').map_or(0, |p| p + 1);
+    !script[vars_end..].starts_with(EMPTY_FILES_LINE.as_bytes())
+}
+
 /// The largest launch evidence line kept (the brother writes it).
 const MAX_EVIDENCE: usize = 64 * 1024;
 
