@@ -275,7 +275,11 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     field(&mut vars, "spend limit", &spend_limit_field(v.plan.spend_limit.as_ref(), v.plan.session_id.as_deref()))?;
     field(&mut vars, "worktree of", v.worktree_of)?;
     let hashes: Vec<String> = files.iter().map(|(_, content)| sha256_hex(content.as_bytes())).collect();
-    list_field(&mut vars, "helper files", files.iter().zip(&hashes).flat_map(|((name, _), hash)| [*name, hash.as_str()]))?;
+    list_field(
+        &mut vars,
+        "helper files",
+        files.iter().zip(&hashes).flat_map(|((name, _), hash)| [*name, hash.as_str()]),
+    )?;
 
     let mut out = Vec::with_capacity(
         v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + GIT_TREE_SH.len() + LAUNCH_SH.len() + vars.len() * 4 / 3 + 96,
@@ -413,8 +417,8 @@ mod tests_spend;
 #[path = "tests/stop.rs"]
 mod tests_stop;
 #[cfg(test)]
-#[path = "tests/sync.rs"]
-mod tests_sync;
-#[cfg(test)]
 #[path = "tests/store.rs"]
 mod tests_store;
+#[cfg(test)]
+#[path = "tests/sync.rs"]
+mod tests_sync;

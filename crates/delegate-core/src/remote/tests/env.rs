@@ -216,7 +216,8 @@ fn an_unexpected_stop_before_tmux_is_a_certain_failure() {
     std::fs::set_permissions(bin.join("tmux"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let plan = program_plan("bash", &["-c", "true"]);
-    let out = s.run_with(&render_sent(&vars(&s, "k-30", "dlg-k-30", &plan, b"hi")).unwrap(), &[("PATH", OsStr::new(&path))]);
+    let out =
+        s.run_with(&render_sent(&vars(&s, "k-30", "dlg-k-30", &plan, b"hi")).unwrap(), &[("PATH", OsStr::new(&path))]);
     let (code, message) = error_of(&out);
     assert_eq!(code, code::LAUNCH_SCRIPT_ERROR, "{message}");
     assert!(message.contains("before starting the agent"), "{message}");

@@ -141,8 +141,16 @@ fn a_store_that_is_not_this_users_alone_is_refused_and_left_alone() {
     let plan = fake_plan("exit 0\n");
     type Spoil = fn(&Path, &Path);
     let cases: [(&str, Spoil, &str); 3] = [
-        ("writable by others", |st: &Path, _| std::fs::set_permissions(st, std::fs::Permissions::from_mode(0o777)).unwrap(), "writable by group or others"),
-        ("another user's", |st: &Path, _| std::os::unix::fs::chown(st, Some(65534), Some(65534)).unwrap(), "belongs to uid 65534"),
+        (
+            "writable by others",
+            |st: &Path, _| std::fs::set_permissions(st, std::fs::Permissions::from_mode(0o777)).unwrap(),
+            "writable by group or others",
+        ),
+        (
+            "another user's",
+            |st: &Path, _| std::os::unix::fs::chown(st, Some(65534), Some(65534)).unwrap(),
+            "belongs to uid 65534",
+        ),
         (
             "a link",
             |st: &Path, elsewhere: &Path| {

@@ -348,7 +348,8 @@ fn grown_files_with_nul_bytes_are_sent_exactly_from_any_offset_without_a_process
         let reply = parse_sync(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         let d = &reply.tasks[0].deltas;
         assert_eq!(d.len(), 2, "{d:?}");
-        let (err, stream) = (d.iter().find(|d| d.file == "stderr.log").unwrap(), d.iter().find(|d| d.file == "stream.jsonl").unwrap());
+        let (err, stream) =
+            (d.iter().find(|d| d.file == "stderr.log").unwrap(), d.iter().find(|d| d.file == "stream.jsonl").unwrap());
         assert_eq!(err.bytes, small[off as usize..], "stderr.log from {off}");
         assert_eq!(stream.bytes, large[299_990..], "stream.jsonl past the builtin bound");
         // dd only for the large one.
