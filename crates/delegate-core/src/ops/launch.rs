@@ -247,6 +247,16 @@ pub(crate) struct Ready {
     helpers_hint: std::path::PathBuf,
 }
 
+/// Notes a host's helpers (see [`helpers_hint`]): 0700 directory, 0600 file, whatever the
+/// umask, like the rest of the mailbox directory. A note that cannot be written is left out.
+fn note_helpers_sent(hint: &std::path::Path) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = hint.parent() {
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+        let _ = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(hint);
+    }
+}
+
 /// Where the lead notes that the brother at `address` keeps this launch's helper files
 /// under `remote_root` (an empty file in the mailbox directory's `helpers-sent/`, named by
 /// a hash of the three). Only a hint: the brother checks every helper before use and asks
@@ -825,9 +835,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     if out.exit == Exit::Code(0) && marker_ok {
         // The brother holds the helpers now (a hint for later launches: failing to note it
         // only costs them the helpers' bytes).
-        if let Some(dir) = helpers_hint.parent() {
-            let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&helpers_hint, b""));
-        }
+        note_helpers_sent(&helpers_hint);
         let m = parsed.marker.expect("checked above");
         let remote_dir = parsed.evidence.as_ref().and_then(|e| e["task_dir"].as_str().map(String::from));
         write_record(

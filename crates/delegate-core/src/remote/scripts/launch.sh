@@ -404,6 +404,7 @@ main() {
 			printf '%s' "$content" >"$dir/${files[i]}" || die 22 "could not write $dir/${files[i]} (disk full?)"
 		fi
 	done
+	[ -n "$run_body" ] || die 23 "the launch variables are damaged (no runner body among the helper files)"
 	# The helpers the agent and its hooks call by path.
 	chmod 700 -- "$dir/report" "$dir/inbox" "$dir/hook" || die 25 "could not make the helpers in $dir executable"
 

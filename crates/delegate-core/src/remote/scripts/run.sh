@@ -279,7 +279,8 @@ main() {
 		wake_at=$((US + IDLE_WAKE_US))
 		((${#SPEND_LIMIT[@]} >= 4 && !stopping && US + SPEND_POLL_US < wake_at)) && wake_at=$((US + SPEND_POLL_US))
 		((deadline > 0 && !stopping && deadline < wake_at)) && wake_at=$deadline
-		((stopping && !killed && kill_at < wake_at)) && wake_at=$kill_at
+		# (No SIGKILL timer before the agent's group is known: its `started` line wakes us.)
+		((stopping && !killed && kill_at < wake_at)) && [ -n "$pgid" ] && wake_at=$kill_at
 		wait_for=$((wake_at - US))
 		((wait_for > 1000)) || wait_for=1000
 		printf -v wait_for '%d.%06d' $((wait_for / 1000000)) $((wait_for % 1000000))
