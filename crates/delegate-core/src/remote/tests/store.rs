@@ -83,7 +83,8 @@ fn a_helper_changed_replaced_or_linked_in_the_store_is_asked_for_again_and_never
     std::fs::write(&other_file, &evil).unwrap();
 
     // Each way the runner's body can stop being ours.
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Spoil<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Spoil)> = vec![
         // Changed in place by this user (an agent runs as this user).
         ("changed", Box::new(|f: &Path| std::fs::write(f, &evil).unwrap())),
         // Replaced by a file of another user's.
