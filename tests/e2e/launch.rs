@@ -197,3 +197,46 @@ fn the_agent_version_is_asked_once_per_binary_and_again_after_it_changes() {
     assert_eq!(version(&third), "versioned 1.2.3", "{third}");
     assert_eq!(times_asked(), 2, "a changed binary must be asked again");
 }
+
+/// The first launch on a host sends delegate's helper files (the brother keeps them in
+/// `<remote_root>/helpers/<sha256>`); later launches name them by hash only; a helper
+/// another user replaced there is never run: the brother asks for it and gets it again.
+#[test]
+fn helper_files_travel_once_per_host_and_again_when_replaced_there() {
+    use std::os::unix::fs::MetadataExt;
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let evidence = |id: i64| env.run(&["show", &id.to_string(), "--json"]).ok().json()["runs"][0]["evidence"].clone();
+
+    let first = crate::support::launch(&env, &["oppy", "first", "--json"]);
+    assert_eq!(evidence(first)["helpers_sent"], true, "{}", evidence(first));
+    let second = crate::support::launch(&env, &["oppy", "second", "--json"]);
+    let warm = evidence(second);
+    assert_eq!(warm["helpers_sent"], false, "{warm}");
+    // What a warm launch sends: the launch body (35 KB) and the variables (the preamble,
+    // launch.json's half, the prompt), none of the helpers (over 45 KB in base64).
+    assert!(warm["script_bytes"].as_u64().unwrap() < 45_000, "{warm}");
+    assert_eq!(crate::support::wait_done(&env, second)["status"], "completed");
+
+    // The runner's body in the store, swapped for another user's file (root's: the tests
+    // run as root) that would leave a mark if it ran.
+    let store = host.remote_root().join("helpers");
+    let body = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p).unwrap().contains("Body of the per-task runner"))
+        .expect("the runner's body is in the store");
+    let mark = host.dir().join("foreign-runner-ran");
+    std::fs::remove_file(&body).unwrap();
+    std::fs::write(&body, format!("main() {{ touch {}; }}\nmain\n", mark.display())).unwrap();
+    assert_eq!(std::fs::metadata(&body).unwrap().uid(), 0);
+
+    let third = crate::support::launch(&env, &["oppy", "third", "--json"]);
+    assert_eq!(evidence(third)["helpers_sent"], true, "{}", evidence(third));
+    assert_eq!(crate::support::wait_done(&env, third)["status"], "completed");
+    assert!(!mark.exists(), "the replaced runner body ran");
+    let meta = std::fs::metadata(&body).unwrap();
+    assert_eq!(meta.uid(), host.uid(), "the store's copy is the brother user's again");
+    assert_eq!(sha256_hex(&std::fs::read(&body).unwrap()), body.file_name().unwrap().to_str().unwrap());
+}

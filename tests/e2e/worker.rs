@@ -252,7 +252,7 @@ fn task_message(d: &Delegate, task: i64, prompt: &str) -> TaskMessage {
         task_key: r.task_key,
         nonce: r.nonce,
         session: r.session,
-        script: wire::b64(&r.script),
+        script: wire::b64(&r.script_with_helpers),
         created_at: "2026-01-01T00:00:00Z".into(),
         expires_at: None,
     }

@@ -84,6 +84,22 @@ pub fn run_all(ctx: &mut Ctx) -> Result<()> {
         let d = ctx.open_lib(&ctx.levels[0], "render-0")?;
         let r = render_launch_script(&d, "b1", 999_999, PROMPT)?;
         ctx.facts.insert("launch_script_bytes".into(), json!(r.script.len()));
+        ctx.facts.insert("launch_script_with_helpers_bytes".into(), json!(r.script_with_helpers.len()));
+    }
+    // Each host keeps delegate's helper files by hash and a launch sends them only when they
+    // are missing: fill every host's store first, so every comparator sends what a warm
+    // launch sends.
+    {
+        let d = ctx.open_lib(&ctx.levels[0], "render-prime")?;
+        for h in 0..ctx.hosts.hosts.len() {
+            let s = script(ctx, &d, "b1")?;
+            let mut cmd = ctx.hosts.local_bash(&ctx.hosts.hosts[h]);
+            let out = measure::run(&mut cmd, Some(&s.script_with_helpers), PROC_LIMIT)?;
+            if !(out.ok() && launched(&out.stdout, &s.nonce)) {
+                anyhow::bail!("could not fill host {h}'s helper store: {}", proc_failure(&out));
+            }
+        }
+        ctx.hosts.cleanup_sessions();
     }
     for li in 0..ctx.levels.len() {
         if ctx.want("BS1") {

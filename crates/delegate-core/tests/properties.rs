@@ -19,7 +19,7 @@ use delegate_core::agents::{AgentRequest, plan};
 use delegate_core::names::{AgentName, BrotherName, HostName, SessionName};
 use delegate_core::ops::launch::{clean_subject, sha256_hex, subject_from, wrap_prompt};
 use delegate_core::remote::protocol::{MAX_SAY_LINE, render_say, say_line};
-use delegate_core::remote::{LaunchVars, code, render};
+use delegate_core::remote::{LaunchVars, code, helper_files, render, with_helpers};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -122,6 +122,8 @@ fn prompt_on_brother(s: &Scratch, key: &str, prompt: &[u8]) -> Vec<u8> {
         grace_secs: 1,
     })
     .unwrap();
+    // With the helper files, as sent to a brother whose store is still empty.
+    let script = with_helpers(&script, &helper_files(&p.files)).unwrap();
     let (status, stderr) = s.run(&script);
     // 27: the prompt was written and its hash checked, then the stub tmux refused.
     assert_eq!(status, Some(code::TMUX_REFUSED), "stderr: {stderr}");

@@ -240,6 +240,40 @@ pub(crate) struct Ready {
     script: Vec<u8>,
     evidence: serde_json::Value,
     argv: Vec<String>,
+    /// The plan's own files: with delegate's helpers, what the launch sends again to a
+    /// brother whose store lacks them.
+    plan_files: Vec<(String, String)>,
+    /// Noted once a launch succeeds: later launches there name the helpers by hash only.
+    helpers_hint: std::path::PathBuf,
+}
+
+/// Notes a host's helpers (see [`helpers_hint`]): 0700 directory, 0600 file, whatever the
+/// umask, like the rest of the mailbox directory. A note that cannot be written is left out.
+fn note_helpers_sent(hint: &std::path::Path) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = hint.parent() {
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+        let _ = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(hint);
+    }
+}
+
+/// Where the lead notes that the brother at `address` keeps this launch's helper files
+/// under `remote_root` (an empty file in the mailbox directory's `helpers-sent/`, named by
+/// a hash of the three). Only a hint: the brother checks every helper before use and asks
+/// for any it lacks, so a stale note costs one more exec, never a wrong file.
+fn helpers_hint(d: &Delegate, address: &str, remote_root: &str, plan_files: &[(String, String)]) -> std::path::PathBuf {
+    let mut h = Sha256::new();
+    for part in [address, remote_root] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (name, content) in remote::helper_files(plan_files) {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(Sha256::digest(content.as_bytes()));
+    }
+    let name: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    d.paths().data_dir.join("helpers-sent").join(name)
 }
 
 /// What sending one script gave, and how long it took (connecting included).
@@ -248,6 +282,8 @@ pub(crate) struct Sent {
     pub(crate) total_ms: f64,
     /// A NATS host: how the hand-over went (the `launched` result, if it came, is `result`).
     pub(crate) nats: Option<crate::ops::nats::Handed>,
+    /// The launch carried the helper files (first on the host, or asked for again).
+    pub(crate) helpers_sent: bool,
 }
 
 /// A request's settings: what it asks for, else the brother's defaults (checked).
@@ -556,12 +592,21 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         timeout_secs,
         max_turns,
     );
-    let script = match rendered {
+    let lean = match rendered {
         Ok(s) => s,
         Err(e) => {
             fail(d, &run, brother, &e.to_string(), &serde_json::Value::Null, None, None)?;
             return Err(e);
         }
+    };
+    // Helper files by hash only where a launch already left them; else with them, so a
+    // first launch on a host still takes one exec. Through NATS always with them: any
+    // replica may take the task, and asking again goes through a queue.
+    let helpers_hint = helpers_hint(d, &address, &remote_root, &plan.files);
+    let script = if helpers_hint.exists() && !matches!(reach, Reach::Nats(_)) {
+        lean
+    } else {
+        remote::with_helpers(&lean, &remote::helper_files(&plan.files)).expect("render_script's own script")
     };
     let evidence = json!({
         "address": &address,
@@ -569,7 +614,16 @@ fn ready(d: &mut Delegate, x: Delivery<'_>) -> Result<Ready> {
         "settings": settings,
         "script_bytes": script.len(),
     });
-    Ok(Ready { run, brother: brother.to_string(), reach, script, evidence, argv: plan.argv.clone() })
+    Ok(Ready {
+        run,
+        brother: brother.to_string(),
+        reach,
+        script,
+        evidence,
+        argv: plan.argv.clone(),
+        plan_files: plan.files.clone(),
+        helpers_hint,
+    })
 }
 
 /// What the agent reads: delegate's preamble, then the prompt as given.
@@ -618,8 +672,12 @@ fn render_script(
 /// A launch script as [`Delegate::launch`] renders it, and the names it carries.
 #[derive(Debug, Clone)]
 pub struct RenderedLaunch {
-    /// The bytes sent on the exec channel's stdin to `bash -s`.
+    /// The bytes a warm launch sends on the exec channel's stdin: the helper files named by
+    /// hash only. A brother whose store lacks them refuses it (exit 34, nothing started).
     pub script: Vec<u8>,
+    /// The same launch with the helper files in it, as sent to a brother that asked for
+    /// them: runs on any brother, and fills its store.
+    pub script_with_helpers: Vec<u8>,
     /// Host (inventory name) of the brother.
     pub host: String,
     pub session: String,
@@ -685,8 +743,11 @@ pub fn render_launch_script(d: &Delegate, brother: &str, task_id: i64, prompt: &
         timeout.as_secs(),
         b.max_turns,
     )?;
+    let script_with_helpers = remote::with_helpers(&script, &remote::helper_files(&plan.files))
+        .expect("render_script's output has the empty helper line");
     Ok(RenderedLaunch {
         script,
+        script_with_helpers,
         host: b.host.clone(),
         session,
         nonce,
@@ -702,16 +763,37 @@ async fn send_all(transport: &Transport, mailbox: &str, ready: &[Ready]) -> Vec<
     for (i, r) in ready.iter().enumerate() {
         let (transport, reach, script) = (transport.clone(), r.reach.clone(), r.script.clone());
         let (mailbox, run) = (mailbox.to_string(), r.run.clone());
+        let plan_files = r.plan_files.clone();
         jobs.spawn(async move {
             let started = Instant::now();
             if let Reach::Nats(t) = &reach {
                 // Handed to the server for the worker; its `launched` result, if it comes
-                // within the host's launch wait, is read like an SSH launch's output.
+                // within the host's launch wait, is read like an SSH launch's output. Always
+                // with the helper files (see `prepare`): a round trip through a queue to ask
+                // for them would cost far more than their bytes.
                 let (result, handed) = crate::ops::nats::hand_over(&transport, t, &mailbox, &run, &script).await;
-                return (i, Sent { result, total_ms: elapsed_ms(started), nats: Some(handed) });
+                let helpers_sent = remote::sends_helpers(&script);
+                return (i, Sent { result, total_ms: elapsed_ms(started), nats: Some(handed), helpers_sent });
             }
-            let result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
-            (i, Sent { result, total_ms: elapsed_ms(started), nats: None })
+            let mut result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &script, EXEC_LIMIT).await;
+            // The brother's store lacks helper files (a first launch there, or a new version
+            // of delegate): it said so before creating anything, so the same launch goes
+            // once more with them. Once: a brother asking again gets its refusal recorded.
+            let mut helpers_sent = remote::sends_helpers(&script);
+            if let Ok((out, first)) = &result
+                && out.exit == Exit::Code(remote::code::HELPERS_MISSING as u32)
+                && !remote::parse_output(&out.stdout, &out.stderr).need.is_empty()
+                && let Some(full) = remote::with_helpers(&script, &remote::helper_files(&plan_files))
+            {
+                helpers_sent = true;
+                let first = first.clone();
+                result = transport.exec(&reach, crate::remote::REMOTE_COMMAND, &full, EXEC_LIMIT).await;
+                // The launch opened its connection with the first exec, if it did.
+                if let Ok((_, conn)) = &mut result {
+                    conn.fresh = conn.fresh.take().or(first.fresh);
+                }
+            }
+            (i, Sent { result, total_ms: elapsed_ms(started), nats: None, helpers_sent })
         });
     }
     let mut sent: Vec<Option<Sent>> = (0..ready.len()).map(|_| None).collect();
@@ -725,7 +807,7 @@ async fn send_all(transport: &Transport, mailbox: &str, ready: &[Ready]) -> Vec<
 /// Records what one send gave: `launched` with the evidence, `failed` with the brother's
 /// reason, or `launch_unknown`.
 fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
-    let Ready { run, brother, reach, script: _, mut evidence, argv } = r;
+    let Ready { run, brother, reach, script: _, mut evidence, argv, plan_files: _, helpers_hint } = r;
     let instance = match (&sent.nats, &reach) {
         (Some(handed), Reach::Nats(t)) => {
             match crate::ops::nats::record_hand_over(d, &run, &brother, t, handed, &mut evidence, sent.total_ms)? {
@@ -735,7 +817,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
         }
         _ => None,
     };
-    let task = record_exec(d, run.clone(), brother, evidence, argv, sent);
+    let task = record_exec(d, run.clone(), brother, evidence, argv, sent, Some(&helpers_hint));
     if let (Some(instance), Ok(_)) = (instance, &task) {
         d.store_mut().set_instance(run.task_id, run.run_no, &instance)?;
     }
@@ -752,7 +834,9 @@ pub(crate) fn record_exec(
     mut evidence: serde_json::Value,
     argv: Vec<String>,
     sent: Sent,
+    helpers_hint: Option<&std::path::Path>,
 ) -> Result<Task> {
+    evidence["helpers_sent"] = json!(sent.helpers_sent);
     let (out, conn) = match sent.result {
         Ok(x) => x,
         Err(e) => {
@@ -796,6 +880,11 @@ pub(crate) fn record_exec(
 
     let marker_ok = parsed.marker.as_ref().is_some_and(|m| m.nonce == run.nonce && m.session == run.session);
     if out.exit == Exit::Code(0) && marker_ok {
+        // The brother holds the helpers now (a hint for later launches: failing to note it
+        // only costs them the helpers' bytes).
+        if let Some(hint) = helpers_hint {
+            note_helpers_sent(hint);
+        }
         let m = parsed.marker.expect("checked above");
         let remote_dir = parsed.evidence.as_ref().and_then(|e| e["task_dir"].as_str().map(String::from));
         write_record(

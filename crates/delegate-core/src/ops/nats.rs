@@ -271,10 +271,10 @@ async fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage
                 version: r.version,
                 queued: false,
             };
-            let sent = Sent { result: Ok((out, Connection { fresh: None, warm: false })), total_ms: 0.0, nats: None };
+            let sent = Sent { result: Ok((out, Connection { fresh: None, warm: false })), total_ms: 0.0, nats: None, helpers_sent: true };
             // The launch's own verdict (a refusal, a failure) is the task's state now; it is
             // no error of the sync.
-            let recorded = record_exec(d, run, brother, evidence, argv, sent);
+            let recorded = record_exec(d, run, brother, evidence, argv, sent, None);
             if !matches!(recorded, Err(Error::Conflict { .. })) {
                 d.store_mut().set_instance(r.task_id, r.run_no, &instance)?;
                 let status = d.store().task(r.task_id)?.status;

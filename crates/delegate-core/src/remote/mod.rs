@@ -5,10 +5,14 @@
 //! definitions shared with `remote/scripts/doctor.sh`) in front of the file's body; it never
 //! splices text into the body. Base64 keeps every byte of a prompt, path or argv away from the
 //! remote shell's parser, and the body's `main() {...}; main "$@"` shape means a script cut
-//! off in transit runs nothing. `remote/scripts/run.sh` is the body of what tmux runs; it travels
-//! as one of the files the launch script writes into the task directory, with the helpers
-//! the agent calls (`report`: `remote/scripts/report.sh`; `inbox`: `remote/scripts/inbox.sh`) and the
-//! Claude hook (`hooks/claude-hook.sh`).
+//! off in transit runs nothing. `remote/scripts/run.sh` is the body of what tmux runs; it is
+//! one of the helper files the launch script writes into the task directory, with the helpers
+//! the agent calls (`report`: `remote/scripts/report.sh`; `inbox`: `remote/scripts/inbox.sh`), the
+//! Claude hook (`hooks/claude-hook.sh`) and the agent plan's files. Those are the same for
+//! every task: the brother keeps them in `<remote_root>/helpers/<sha256>` and a launch names
+//! them by hash ([`render`]); a brother missing one answers [`code::HELPERS_MISSING`] with
+//! a `DELEGATE-NEED` line, and the lead sends the launch once more with them
+//! ([`with_helpers`]).
 //! The formats those files write are documented at the top of each script.
 
 use base64::Engine;
@@ -81,6 +85,9 @@ pub mod code {
     /// A cancel won: its mark was on the brother before anything started (the lead reports
     /// [`crate::Error::CancelledWhileLaunching`], not this code).
     pub const CANCELLED: i32 = 33;
+    /// Helper files are missing from the brother's store (or changed there): nothing was
+    /// created; the lead sends the launch again with them ([`super::with_helpers`]).
+    pub const HELPERS_MISSING: i32 = 34;
 }
 
 /// The name of a run's directory on the brother: `<mailbox>-<task>` for the first run,
@@ -173,15 +180,26 @@ fn spend_limit_field(limit: Option<&crate::agents::SpendLimit>, resumed: Option<
     }
 }
 
-/// The whole script as sent on stdin. Fails only for values no argv could carry (NUL) or
-/// that use the list separator (U+001F).
+/// The files a launch writes into the task directory, as (name, content): the runner's
+/// body, the agent's helpers, the Claude hook, then the plan's own files (`plan_files`,
+/// [`AgentPlan::files`]). The brother keeps them by content hash.
+pub fn helper_files(plan_files: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut files =
+        vec![("run-body.sh", RUN_SH), ("report", REPORT_SH), ("inbox", INBOX_SH), ("hook", crate::agents::CLAUDE_HOOK)];
+    files.extend(plan_files.iter().map(|(name, content)| (name.as_str(), content.as_str())));
+    files
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The launch script as a warm launch sends it: the helper files named by their hash only
+/// (`DLG_FILES` empty). Fails only for values no argv could carry (NUL) or that use the list
+/// separator (U+001F).
 pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
-    let mut files: Vec<&str> =
-        vec!["run-body.sh", RUN_SH, "report", REPORT_SH, "inbox", INBOX_SH, "hook", crate::agents::CLAUDE_HOOK];
-    for (name, content) in &v.plan.files {
-        files.push(name);
-        files.push(content);
-    }
+    let files = helper_files(&v.plan.files);
     // The runner computes deadlines in microseconds in bash's signed 64 bits: a century is
     // as good as forever and stays far from overflow.
     let century = crate::hosts::inventory::FOREVER.as_secs();
@@ -220,7 +238,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
         PromptDelivery::Stdin => "stdin",
         PromptDelivery::File => "file",
     };
-    // The order is the contract with launch.sh (fields v[0] to v[27]).
+    // The order is the contract with launch.sh (fields v[0] to v[28]).
     let mut vars = Vec::with_capacity(4096);
     field(&mut vars, "task key", v.task_key)?;
     field(&mut vars, "session", v.session)?;
@@ -238,11 +256,11 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     list_field(&mut vars, "version argv", v.plan.version_argv.iter().map(String::as_str))?;
     // The files travel in their own variable (DLG_FILES), decoded straight into a file on
     // the brother; here only whether any of them names the task directory.
-    let names_task_dir = files.iter().skip(1).step_by(2).any(|content| content.contains("{task_dir}"));
+    let names_task_dir = files.iter().any(|(_, content)| content.contains("{task_dir}"));
     field(&mut vars, "files name the task dir", if names_task_dir { "1" } else { "0" })?;
+    // Checked here, as the other fields are: a file the brother could not split or hold.
     let mut bundle = Vec::new();
-    list_field(&mut bundle, "task files", files)?;
-    bundle.pop(); // the field's NUL: the bundle is a list on its own
+    list_field(&mut bundle, "task files", files.iter().flat_map(|(name, content)| [*name, *content]))?;
     field(&mut vars, "task id", &v.task_id.to_string())?;
     field(&mut vars, "timeout", &timeout_secs.to_string())?;
     field(&mut vars, "turn limit", &turn_limit.to_string())?;
@@ -256,23 +274,56 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     field(&mut vars, "credential env", v.plan.credential_env.as_deref().unwrap_or(""))?;
     field(&mut vars, "spend limit", &spend_limit_field(v.plan.spend_limit.as_ref(), v.plan.session_id.as_deref()))?;
     field(&mut vars, "worktree of", v.worktree_of)?;
+    let hashes: Vec<String> = files.iter().map(|(_, content)| sha256_hex(content.as_bytes())).collect();
+    list_field(
+        &mut vars,
+        "helper files",
+        files.iter().zip(&hashes).flat_map(|((name, _), hash)| [*name, hash.as_str()]),
+    )?;
 
     let mut out = Vec::with_capacity(
-        v.prompt.len() * 4 / 3
-            + AGENT_ENV_SH.len()
-            + GIT_TREE_SH.len()
-            + LAUNCH_SH.len()
-            + (vars.len() + bundle.len()) * 4 / 3
-            + 96,
+        v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + GIT_TREE_SH.len() + LAUNCH_SH.len() + vars.len() * 4 / 3 + 96,
     );
     out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
-    out.extend_from_slice(format!("DLG_FILES='{}'\n", B64.encode(&bundle)).as_bytes());
+    out.extend_from_slice(EMPTY_FILES_LINE.as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());
     out.extend_from_slice(AGENT_ENV_SH.as_bytes());
     out.extend_from_slice(GIT_TREE_SH.as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());
     Ok(out)
+}
+
+/// `DLG_FILES` as [`render`] writes it: no file sent.
+const EMPTY_FILES_LINE: &str = "DLG_FILES=''\n";
+
+/// `script` (from [`render`]) with the contents of its helper files (`files`, from
+/// [`helper_files`] of the same plan) in `DLG_FILES`, for a brother that answered
+/// [`code::HELPERS_MISSING`]: byte for byte the same launch otherwise (same nonce, same
+/// variables). `None` if `script` is not one [`render`] made.
+pub fn with_helpers(script: &[u8], files: &[(&str, &str)]) -> Option<Vec<u8>> {
+    let vars_end = script.iter().position(|b| *b == b'\n')? + 1;
+    if !script[vars_end..].starts_with(EMPTY_FILES_LINE.as_bytes()) {
+        return None;
+    }
+    let mut bundle = Vec::new();
+    for (_, content) in files {
+        bundle.extend_from_slice(sha256_hex(content.as_bytes()).as_bytes());
+        bundle.push(0x1f);
+        bundle.extend_from_slice(content.as_bytes());
+        bundle.push(0x1f);
+    }
+    let mut out = Vec::with_capacity(script.len() + bundle.len() * 4 / 3 + 16);
+    out.extend_from_slice(&script[..vars_end]);
+    out.extend_from_slice(format!("DLG_FILES='{}'\n", B64.encode(&bundle)).as_bytes());
+    out.extend_from_slice(&script[vars_end + EMPTY_FILES_LINE.len()..]);
+    Some(out)
+}
+
+/// Whether `script` (from [`render`] or [`with_helpers`]) carries helper files.
+pub fn sends_helpers(script: &[u8]) -> bool {
+    let vars_end = script.iter().position(|b| *b == b'\n').map_or(0, |p| p + 1);
+    !script[vars_end..].starts_with(EMPTY_FILES_LINE.as_bytes())
 }
 
 /// The largest launch evidence line kept (the brother writes it).
@@ -294,7 +345,13 @@ pub struct LaunchOutput {
     pub evidence: Option<serde_json::Value>,
     /// `DELEGATE-ERROR <code> <message>` from stderr.
     pub error: Option<(i32, String)>,
+    /// The helper hashes a `DELEGATE-NEED` line asked for (at most [`MAX_NEED`], each a
+    /// SHA-256 in hex; anything else on the line is ignored).
+    pub need: Vec<String>,
 }
+
+/// More helpers than any launch has: a longer `DELEGATE-NEED` line is cut here.
+const MAX_NEED: usize = 64;
 
 pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
     let mut out = LaunchOutput::default();
@@ -302,6 +359,13 @@ pub fn parse_output(stdout: &[u8], stderr: &[u8]) -> LaunchOutput {
         if let Some(json) = line.strip_prefix("DELEGATE-EVIDENCE ") {
             // launch.json is a few hundred bytes; anything far larger is not ours to keep.
             out.evidence = (json.len() <= MAX_EVIDENCE).then(|| serde_json::from_str(json).ok()).flatten();
+        } else if let Some(rest) = line.strip_prefix("DELEGATE-NEED ") {
+            out.need = rest
+                .split(' ')
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                .take(MAX_NEED)
+                .map(String::from)
+                .collect();
         } else if let Some(rest) = line.strip_prefix("DELEGATE-LAUNCHED ") {
             let mut f = rest.split(' ');
             if let (Some(nonce), Some(session)) = (f.next(), f.next()) {
@@ -352,6 +416,9 @@ mod tests_spend;
 #[cfg(test)]
 #[path = "tests/stop.rs"]
 mod tests_stop;
+#[cfg(test)]
+#[path = "tests/store.rs"]
+mod tests_store;
 #[cfg(test)]
 #[path = "tests/sync.rs"]
 mod tests_sync;

@@ -101,7 +101,7 @@ main() {
 	fi
 
 	if [ "$ours" = 1 ]; then
-		# Tells the runner now rather than at its next tick (half a second); one that has not
+		# Tells the runner now rather than at its next wake-up (up to 30 s: an idle runner sleeps); one that has not
 		# started its agent yet stops it the moment it does.
 		kill -USR1 "$runner" 2>/dev/null
 		# Wait here (up to 30 s; the runner SIGKILLs after its grace) for its exit record,

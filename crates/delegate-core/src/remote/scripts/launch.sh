@@ -1,7 +1,7 @@
 # delegate launch script. Sent on the stdin of bash (REMOTE_COMMAND in runner.rs) over SSH; never passed as argv.
 #
-# Rust prepends three lines, `DLG_VARS='<base64>'`, `DLG_FILES='<base64>'` (the files of
-# the task directory) and `DLG_PROMPT='<base64>'`, then agent-env.sh (function definitions
+# Rust prepends three lines, `DLG_VARS='<base64>'`, `DLG_FILES='<base64>'` (helper files
+# sent for the store below, usually empty) and `DLG_PROMPT='<base64>'`, then agent-env.sh (function definitions
 # shared with doctor.sh: where the agent is found and what it runs with), and nothing else:
 # every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte of it
 # is ever parsed by a shell. DLG_VARS holds its fields (in the order render() in runner.rs writes them)
@@ -24,6 +24,9 @@
 #   writable by group or others)
 #   26 sandbox cannot be honoured   27 tmux refused the session   28 runner never reported
 #   29 the task directory or session already belongs to a launch
+#   34 helper files are missing from this host's store (or no longer match their hash):
+#      stdout has `DELEGATE-NEED <sha256> ...`; nothing was created, and the lead sends the
+#      same launch once more with those files in DLG_FILES
 #   33 the task was cancelled while it was launching: its cancel mark (cancel.sh) was found
 #      before anything was created, or the runner found it and started no agent
 
@@ -115,6 +118,72 @@ main() {
 		json_safe j_top "$top"
 		git_json="{\"state\":\"repo\",\"head\":\"$head\",\"branch\":\"$j_branch\",\"clean\":$clean,\"base\":\"$base\",\"tree\":\"$tree\",\"top\":\"$j_top\"}"
 	}
+	# DLG_FILES (hash, content, hash, content, ... each followed by \x1f) into the store: each
+	# content to a temporary name, all of them checked with one sha256sum, then renamed to
+	# their hash, so a concurrent launch reads a helper whole or not at all. Decoded into a
+	# file and split from there: mapfile reads a file in blocks but a pipe byte by byte.
+	store_helpers() {
+		local -a sent=() tmp=()
+		local k sums incoming=$store/.incoming.$$
+		base64 -d <<<"$DLG_FILES" >"$incoming" 2>/dev/null || {
+			rm -f -- "$incoming"
+			die 22 "could not write helper files to $store (disk full?)"
+		}
+		mapfile -d $'\x1f' -t sent <"$incoming"
+		rm -f -- "$incoming"
+		[ $((${#sent[@]} % 2)) = 0 ] || die 23 "the helper files did not decode (got ${#sent[@]} items): is base64 GNU coreutils?"
+		for ((k = 0; k + 1 < ${#sent[@]}; k += 2)); do
+			[[ ${sent[k]} =~ ^[0-9a-f]{64}$ ]] || die 23 "the helper files are damaged (a name is not a SHA-256)"
+			tmp+=(".new.$$.$k")
+			printf '%s' "${sent[k + 1]}" >"$store/.new.$$.$k" || {
+				rm -f -- "${tmp[@]/#/$store/}"
+				die 22 "could not write helper files to $store (disk full?)"
+			}
+		done
+		[ "${#tmp[@]}" -gt 0 ] || return 0
+		sums=$(cd -- "$store" && sha256sum -- "${tmp[@]}" 2>/dev/null) || sums=''
+		for ((k = 0; k + 1 < ${#sent[@]}; k += 2)); do
+			if [[ $'\n'$sums$'\n' != *$'\n'"${sent[k]}  .new.$$.$k"$'\n'* ]]; then
+				rm -f -- "${tmp[@]/#/$store/}"
+				die 22 "helper file ${sent[k]} arrived damaged (its content does not have that SHA-256): transfer error or disk full"
+			fi
+		done
+		for ((k = 0; k + 1 < ${#sent[@]}; k += 2)); do
+			mv -f -- "$store/.new.$$.$k" "$store/${sent[k]}" || die 22 "could not write helper files to $store (disk full?)"
+		done
+	}
+	# The wanted helpers (name, hash pairs) into `files` as name, content pairs. A helper is
+	# used only if it is a plain file of this user's in the store and its content, read
+	# first, still has its hash when checked after (one sha256sum for all): the agent runs
+	# as this user and may have changed it. Others cannot reach it at all (the store is
+	# checked like tasks/: this user's, no group or other write, not a link). Any helper
+	# failing that is asked for again, before anything is created.
+	load_helpers() {
+		local k hash f content sums
+		local -a names=() need=()
+		for ((k = 0; k + 1 < ${#wanted[@]}; k += 2)); do
+			hash=${wanted[k + 1]} f=$store/${wanted[k + 1]}
+			[[ $hash =~ ^[0-9a-f]{64}$ ]] || die 23 "the launch variables are damaged (a helper hash)"
+			content=''
+			if [ -f "$f" ] && ! [ -L "$f" ] && [ -O "$f" ] && [ -r "$f" ]; then
+				IFS= read -r -d '' content <"$f" || true # (status 1 at the end of the file)
+				files+=("${wanted[k]}" "$content")
+				names+=("$hash")
+			else
+				need+=("$hash")
+			fi
+		done
+		if [ "${#names[@]}" -gt 0 ]; then
+			sums=$(cd -- "$store" && sha256sum -- "${names[@]}" 2>/dev/null) || sums=''
+			for hash in "${names[@]}"; do
+				[[ $'\n'$sums$'\n' == *$'\n'"$hash  $hash"$'\n'* ]] || need+=("$hash")
+			done
+		fi
+		if [ "${#need[@]}" -gt 0 ]; then
+			printf 'DELEGATE-NEED %s\n' "${need[*]}"
+			die 34 "helper files missing from $store or changed since they were stored (${#need[@]} of $((${#wanted[@]} / 2))): nothing was started; delegate sends them once more"
+		fi
+	}
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
 	# flock: the runner takes the task's start lock, shared with cancel.sh.
@@ -125,7 +194,7 @@ main() {
 
 	local -a v
 	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 28 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	[ "${#v[@]}" -eq 29 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
 	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
 	local -a argv requires version_argv files env_files sandbox_probe
@@ -136,6 +205,8 @@ main() {
 	local i task_id=${v[15]} timeout_secs=${v[16]} turn_limit=${v[17]} turn_marker=${v[18]} grace_secs=${v[19]}
 	local preamble=${v[20]} env_mode=${v[21]} requires_hint=${v[24]} credential_env=${v[25]}
 	local spend_limit=${v[26]} worktree_of=${v[27]}
+	local -a wanted
+	split_list wanted "${v[28]}"
 	split_list env_files "${v[22]}"
 	split_list sandbox_probe "${v[23]}"
 	for i in "$task_id" "$timeout_secs" "$turn_limit" "$grace_secs"; do
@@ -246,7 +317,20 @@ main() {
 			die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
 		chmod 700 -- "$base" 2>/dev/null || true
 	fi
-	private_dirs "$base" "$base/tasks" "$base/cache" || refuse_root_dir
+	local store=$base/helpers
+	if ! [ -e "$store" ] && ! [ -L "$store" ]; then
+		mkdir -- "$store" 2>/dev/null || [ -d "$store" ] ||
+			die 25 "cannot create $store on this host: check the host's remote_root and its permissions"
+	fi
+	private_dirs "$base" "$base/tasks" "$base/cache" "$store" || refuse_root_dir
+
+	# --- helper files, kept in <root>/helpers by their SHA-256 ---------------------------
+	# The runner's body, the agent's helpers (report, inbox), the Claude hook and the agent
+	# plan's files are the same for every task of one version of delegate: the lead names
+	# them by hash and sends them only when this host asks (exit 34 above).
+	[ -z "$DLG_FILES" ] || store_helpers
+	local -a files=()
+	load_helpers
 	local dir=$root/tasks/$task_key
 	# A cancel that reached this host before the launch (or before it was sent again) left
 	# its mark: nothing is created, nothing starts. (Checked again by the runner under the
@@ -305,17 +389,11 @@ main() {
 		printf '%s\0' "${agent_env[@]}" >"$dir/agent.env" || die 22 "could not write $dir/agent.env (disk full?)"
 	fi
 
-	# Files for the task directory (agent settings, the self-test agent) come as name/content
-	# pairs; `run-body.sh` is the body of run.sh and is kept in memory.
-	# `{task_dir}` in a file's content becomes the task directory (the per-task Claude
-	# settings name the hook by its absolute path); the path was checked for quotes above.
-	# DLG_FILES (name, content, name, content, ... each followed by \x1f) is decoded into a
-	# file and split from there: mapfile reads a file in blocks but a pipe byte by byte
-	# (10 ms for these 40 KiB). run.sh is that file: it is rewritten below.
-	base64 -d <<<"$DLG_FILES" >"$dir/run.sh" 2>/dev/null || die 22 "could not write $dir/run.sh (disk full?)"
-	mapfile -d $'\x1f' -t files <"$dir/run.sh"
-	{ [ "${#files[@]}" -ge 2 ] && [ $((${#files[@]} % 2)) = 0 ]; } ||
-		die 23 "the task files did not decode (got ${#files[@]} items): is base64 GNU coreutils?"
+	# Files for the task directory (the helpers, agent settings, the self-test agent), as
+	# name/content pairs read from the store; `run-body.sh` is the body of run.sh and is
+	# kept in memory. `{task_dir}` in a file's content becomes the task directory (the
+	# per-task Claude settings name the hook by its absolute path); the path was checked
+	# for quotes above.
 	local run_body='' content
 	for ((i = 0; i + 1 < ${#files[@]}; i += 2)); do
 		content=${files[i + 1]}
@@ -326,6 +404,7 @@ main() {
 			printf '%s' "$content" >"$dir/${files[i]}" || die 22 "could not write $dir/${files[i]} (disk full?)"
 		fi
 	done
+	[ -n "$run_body" ] || die 23 "the launch variables are damaged (no runner body among the helper files)"
 	# The helpers the agent and its hooks call by path.
 	chmod 700 -- "$dir/report" "$dir/inbox" "$dir/hook" || die 25 "could not make the helpers in $dir executable"
 

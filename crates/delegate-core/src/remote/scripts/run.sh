@@ -28,7 +28,7 @@
 #
 # The spend limit (Codex has none of its own): SPEND_LIMIT holds the budget and the prices of
 # an input, a cached input and an output token, all in 1e-11 dollars (bash has only
-# integers). At each tick the runner reads what Codex appended to its session log
+# integers). Every half second (and at each other wake-up) the runner reads what Codex appended to its session log
 # ($CODEX_HOME/sessions/YYYY/MM/DD/rollout-*-<thread id>.jsonl, the thread id from the
 # stream's first line), prices the last cumulative `total_token_usage` of its `token_count`
 # events, and stops the agent like the turn limit does once the cost reaches the budget.
@@ -39,11 +39,15 @@
 # A stop (wall clock, turn limit, cancel, the pane hanging up) sends SIGTERM to the agent's
 # group, and SIGKILL GRACE_SECS later if anything is left.
 #
-# Every wake-up of the runner is a line on one pipe it reads, the event pipe: `started
-# <pgid>` and `exit <code>` from the monitor (the subshell that starts the agent and waits
-# for it), `tick` twice a second from the ticker, `turns` from the turn counter, and the
-# words its signal traps write (SIGUSR1 from the cancel script: `cancel`; SIGHUP, SIGTERM,
-# SIGINT: `hangup`). The runner itself never calls `wait` while signals can arrive: a
+# The runner sleeps on one pipe it reads, the event pipe, and wakes for a line on it:
+# `started <pgid>` and `exit <code>` from the monitor (the subshell that starts the agent
+# and waits for it), `turns` from the turn counter, and the words its signal traps write
+# (SIGUSR1 from the cancel script: `cancel`; SIGHUP, SIGTERM, SIGINT: `hangup`). Otherwise
+# it wakes only when a timer is due: the wall clock, the SIGKILL after the grace, every half
+# second while a spend limit is in force (the session log is polled), and once every
+# 30 seconds (IDLE_WAKE_US) as a safety net (a monitor killed by hand, a lost signal). An idle
+# runner without a spend limit thus costs no CPU: no ticker process, no periodic wake-up.
+# The runner itself never calls `wait` while signals can arrive: a
 # trapped signal landing just as `wait` reaps a child makes bash lose that child's status,
 # and the runner would then wait forever. The monitor has no traps, so its `wait` is safe.
 
@@ -123,8 +127,8 @@ main() {
 
 	# --- the spend limit, from Codex's session log ------------------------------------
 	# Builtins only, bounded reads: a line longer than SPEND_LINE is skipped whole (token
-	# counts are under 1 KiB; the log's other lines hold whole tool outputs), and one tick
-	# reads at most SPEND_READS pieces, the rest waits for the next tick. A count that is
+	# counts are under 1 KiB; the log's other lines hold whole tool outputs), and one poll
+	# reads at most SPEND_READS pieces, the rest waits for the next poll. A count that is
 	# not a plain non-negative integer of at most 10 digits makes the event ignored: at most
 	# 1e10 tokens times at most 1e8 per token, three times, stays within 64 bits.
 	[ -n "${SPEND_LIMIT+set}" ] || SPEND_LIMIT=()
@@ -246,14 +250,6 @@ main() {
 	local monitor=$!
 	exec {stream_w}>&-
 
-	# The ticker: a `tick` twice a second for as long as we hold its pipe open. It stops on
-	# its own when we close the pipe or die.
-	local ticker
-	exec {ticker}> >(
-		trap '' HUP INT
-		while read -r -t 0.5; (($? > 128)); do printf 'tick\n' >&"$ev" || break; done
-	)
-
 	local reason='' stopping=0 killed=0 deadline=0 kill_at=0 pgid='' code='' line
 	usecs
 	((TIMEOUT_SECS > 0)) && deadline=$((US + TIMEOUT_SECS * 1000000))
@@ -273,12 +269,26 @@ main() {
 		usecs
 		kill_at=$((US + GRACE_SECS * 1000000))
 	}
+	# Seconds between safety wake-ups of an otherwise idle runner; the spend poll's period.
+	local -r IDLE_WAKE_US=30000000 SPEND_POLL_US=500000
+	local wake_at wait_for
 	while :; do
-		# (`read` cannot meet end of file here: we hold the pipe open for writing too.)
-		IFS= read -r -u "$ev" line || {
-			read -r -t 0.1 -u "$nap"
-			continue
-		}
+		# The next timer due: whichever comes first of the safety wake-up, the spend poll, the
+		# wall clock and the SIGKILL after the grace.
+		usecs
+		wake_at=$((US + IDLE_WAKE_US))
+		((${#SPEND_LIMIT[@]} >= 4 && !stopping && US + SPEND_POLL_US < wake_at)) && wake_at=$((US + SPEND_POLL_US))
+		((deadline > 0 && !stopping && deadline < wake_at)) && wake_at=$deadline
+		# (No SIGKILL timer before the agent's group is known: its `started` line wakes us.)
+		((stopping && !killed && kill_at < wake_at)) && [ -n "$pgid" ] && wake_at=$kill_at
+		wait_for=$((wake_at - US))
+		((wait_for > 1000)) || wait_for=1000
+		printf -v wait_for '%d.%06d' $((wait_for / 1000000)) $((wait_for % 1000000))
+		# A timeout, or a trapped signal (its trap has written its line by now, read next
+		# round), ends the read with no line: the checks below run either way. (`read`
+		# cannot meet end of file here: we hold the pipe open for writing too.)
+		line=''
+		IFS= read -r -t "$wait_for" -u "$ev" line || line=''
 		case $line in
 		"started "*)
 			pgid=${line#started }
@@ -293,9 +303,9 @@ main() {
 			;;
 		cancel) stop cancelled signalled ;;
 		turns) stop turn_limit ;;
-		tick) ((${#SPEND_LIMIT[@]} >= 4 && !stopping)) && over_budget && stop budget ;;
 		hangup) stop hangup ;;
 		esac
+		((${#SPEND_LIMIT[@]} >= 4 && !stopping)) && over_budget && stop budget
 		# Every wake-up re-checks what a lost signal would have said.
 		[ -e "$TASK_DIR/cancel" ] && stop cancelled signalled
 		usecs
@@ -313,7 +323,6 @@ main() {
 			break
 		fi
 	done
-	exec {ticker}>&-
 
 	# Gone or not, whatever the agent left in its group (background shells, servers) ends
 	# with it; then the reader drains the pipe, so stream.jsonl is complete before `exit`

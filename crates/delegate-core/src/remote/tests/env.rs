@@ -42,7 +42,7 @@ fn program_plan(name: &str, args: &[&str]) -> AgentPlan {
 }
 
 fn run_env(s: &Scratch, v: &LaunchVars) -> std::process::Output {
-    s.run_with(&render(v).unwrap(), &[("SHELL", OsStr::new("/bin/bash"))])
+    s.run_with(&render_sent(v).unwrap(), &[("SHELL", OsStr::new("/bin/bash"))])
 }
 
 fn error_of(out: &std::process::Output) -> (i32, String) {
@@ -216,7 +216,8 @@ fn an_unexpected_stop_before_tmux_is_a_certain_failure() {
     std::fs::set_permissions(bin.join("tmux"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let plan = program_plan("bash", &["-c", "true"]);
-    let out = s.run_with(&render(&vars(&s, "k-30", "dlg-k-30", &plan, b"hi")).unwrap(), &[("PATH", OsStr::new(&path))]);
+    let out =
+        s.run_with(&render_sent(&vars(&s, "k-30", "dlg-k-30", &plan, b"hi")).unwrap(), &[("PATH", OsStr::new(&path))]);
     let (code, message) = error_of(&out);
     assert_eq!(code, code::LAUNCH_SCRIPT_ERROR, "{message}");
     assert!(message.contains("before starting the agent"), "{message}");
@@ -234,7 +235,7 @@ fn the_login_path_wins_over_an_older_copy_on_sshds_path() {
     let plan = program_plan("myagent", &[]);
     let mut v = vars(&s, "k-shadow", "dlg-k-shadow", &plan, b"hi");
     v.environment = AgentEnvironment::Login;
-    let out = s.run_with(&render(&v).unwrap(), &[("SHELL", OsStr::new("/bin/bash")), ("PATH", OsStr::new(&path))]);
+    let out = s.run_with(&render_sent(&v).unwrap(), &[("SHELL", OsStr::new("/bin/bash")), ("PATH", OsStr::new(&path))]);
     let evidence = launched(&out);
     assert_eq!(evidence["agent_path"], s.dir.join(".local/bin/myagent").to_str().unwrap(), "{evidence}");
 }

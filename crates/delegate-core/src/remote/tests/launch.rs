@@ -64,9 +64,15 @@ impl Scratch {
             .output()
             .unwrap()
     }
-    /// Renders and runs the launch script; panics unless it reports a launch.
+    /// Renders and runs the launch script as the lead does (helpers named by hash, and sent
+    /// once more with them when the brother asks); panics unless it reports a launch.
     pub(super) fn launch(&self, v: &LaunchVars) -> PathBuf {
-        let out = self.run(&render(v).unwrap());
+        let lean = render(v).unwrap();
+        let mut out = self.run(&lean);
+        if out.status.code() == Some(code::HELPERS_MISSING) {
+            assert!(!parse_output(&out.stdout, &out.stderr).need.is_empty());
+            out = self.run(&with_helpers(&lean, &helper_files(&v.plan.files)).unwrap());
+        }
         assert!(out.status.success(), "launch failed: {}", String::from_utf8_lossy(&out.stderr));
         assert!(parse_output(&out.stdout, &out.stderr).marker.is_some());
         self.task_dir(v.task_key)
@@ -93,6 +99,12 @@ impl Drop for Scratch {
 
 pub(super) fn sha(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The launch script with every helper file in it, as the lead sends it to a brother that
+/// asked for them: runs on a fresh root.
+pub(super) fn render_sent(v: &LaunchVars) -> crate::error::Result<Vec<u8>> {
+    Ok(with_helpers(&render(v)?, &helper_files(&v.plan.files)).expect("render's own script"))
 }
 
 /// A plan for the self-test agent.
@@ -199,7 +211,7 @@ fn script_for(s: &Scratch, agent: &str, sandbox: Sandbox, prompt: &[u8], session
     .unwrap();
     let root = s.root().to_string_lossy().into_owned();
     let work = s.dir.join("work").to_string_lossy().into_owned();
-    render(&LaunchVars {
+    render_sent(&LaunchVars {
         task_id: 7,
         task_key: "abc123-7",
         session,
@@ -337,7 +349,7 @@ fn preflight_failures_have_their_own_codes() {
     let root = s.root().to_string_lossy().into_owned();
     let work = s.dir.join("work").to_string_lossy().into_owned();
     let vars = |p: &AgentPlan, workdir: &str| {
-        render(&LaunchVars {
+        render_sent(&LaunchVars {
             task_id: 1,
             task_key: "k-1",
             session: "dlg-k-1-1",
@@ -384,7 +396,7 @@ fn preflight_failures_have_their_own_codes() {
     assert!(m.contains("no-such-sandbox-tool"), "{m}");
 
     // A prompt whose hash does not match is never put in place.
-    let bad = render(&LaunchVars {
+    let bad = render_sent(&LaunchVars {
         task_id: 2,
         task_key: "k-2",
         session: "dlg-k-2-1",
@@ -471,7 +483,7 @@ fn a_task_dir_with_a_quote_is_refused_only_where_a_file_must_carry_it() {
     p.files.extend(claude.files.clone());
     let mut v = vars(&s, "k-1", "dlg-k-1", &p, b"x");
     v.remote_root = &root;
-    let out = s.run(&render(&v).unwrap());
+    let out = s.run(&render_sent(&v).unwrap());
     let err = parse_output(&out.stdout, &out.stderr).error.expect("a refusal");
     assert_eq!(err.0, code::TASK_DIR_NOT_WRITABLE, "{err:?}");
     assert!(err.1.contains("quote"), "{err:?}");

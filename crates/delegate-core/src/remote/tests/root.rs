@@ -4,7 +4,7 @@
 //! (owned by uid 65534 when these tests run as root), symbolic links, and roots writable by
 //! group or others. A fresh root is created 0700.
 
-use super::tests::{Scratch, fake_plan, vars};
+use super::tests::{Scratch, fake_plan, render_sent, vars};
 use super::*;
 use crate::remote::protocol::{SyncRequest, render_cancel, render_say, render_sync};
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -22,7 +22,7 @@ fn mode_of(p: &Path) -> u32 {
 /// Launches task `key` with the scratch's remote_root; the refusal's code and message.
 fn refused(s: &Scratch, key: &str) -> (i32, String) {
     let plan = fake_plan("");
-    let out = s.run(&render(&vars(s, key, &format!("dlg-{key}"), &plan, b"hi")).unwrap());
+    let out = s.run(&render_sent(&vars(s, key, &format!("dlg-{key}"), &plan, b"hi")).unwrap());
     assert!(!out.status.success(), "launched in an unsafe root: {}", String::from_utf8_lossy(&out.stdout));
     let (code, message) = parse_output(&out.stdout, &out.stderr)
         .error

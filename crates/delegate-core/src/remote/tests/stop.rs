@@ -40,6 +40,46 @@ fn the_wall_clock_stops_the_agent_and_its_group() {
     assert!(state.contains(" stopping timed_out\n") && state.ends_with(" exited 143 timed_out\n"), "{state}");
 }
 
+/// Context switches of process `pid` so far (voluntary and not): one per wake-up at least.
+fn switches_of(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn an_idle_runner_sleeps_until_something_happens() {
+    let s = Scratch::new("idle");
+    // A wall clock far away: a timer, but nothing due during the test.
+    let plan = fake_plan("sleep 60\n");
+    let mut v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    v.timeout_secs = 3600;
+    let dir = s.launch(&v);
+    pgid_of(&dir);
+    let state = wait_secs(&dir.join("state"), 5);
+    let runner: i32 = state.split_whitespace().find_map(|w| w.strip_prefix("pid=")).unwrap().parse().unwrap();
+    // Settled: the agent started and its `started` line was read.
+    let end = Instant::now() + Duration::from_secs(5);
+    while !state_of(&dir).contains(" running\n") {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = switches_of(runner);
+    std::thread::sleep(Duration::from_millis(2500));
+    let woke = switches_of(runner) - before;
+    // A half-second ticker would have woken it five times.
+    assert!(woke <= 1, "the idle runner woke {woke} times in 2.5 s");
+    // Asleep, not deaf: a cancel still stops the agent at once.
+    let (state, _) = cancel(&s, "k-1", "dlg-k-1");
+    assert_eq!(state, Some(CancelState::Signalled));
+    let (_, _, reason) = exit_of(&dir, 5);
+    assert_eq!(reason.as_deref(), Some("cancelled"));
+}
+
 #[test]
 fn an_agent_ignoring_sigterm_is_killed_after_the_grace() {
     let s = Scratch::new("stubborn");
@@ -187,7 +227,7 @@ fn killing_the_tmux_session_still_ends_the_agent_and_records_the_exit() {
 
 /// Runs the launch script for `key`, returning its exit code and stderr (not asserting success).
 fn try_launch(s: &Scratch, v: &crate::remote::LaunchVars) -> (Option<i32>, String) {
-    let out = s.run(&crate::remote::render(v).unwrap());
+    let out = s.run(&super::tests::render_sent(v).unwrap());
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -240,7 +280,7 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
     let dir = s.task_dir("k-1");
     let launch = std::thread::scope(|scope| {
         let launching = scope.spawn(|| {
-            let out = s.run_with(&crate::remote::render(&v).unwrap(), &[("PATH", path.as_os_str())]);
+            let out = s.run_with(&super::tests::render_sent(&v).unwrap(), &[("PATH", path.as_os_str())]);
             (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
         });
         wait_secs(&reached, 10);

@@ -148,7 +148,8 @@ fn a_file_that_comes_up_short_while_read_is_padded_and_noted() {
     let s = Scratch::new("sync-short");
     let dir = s.task_dir("k-1");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("stream.jsonl"), "0123456789".repeat(10)).unwrap();
+    // Past what the sync reads with builtins: this one is read by dd.
+    std::fs::write(dir.join("stream.jsonl"), "0123456789".repeat(30_000)).unwrap();
     std::fs::write(dir.join("state"), "started\n").unwrap();
     // A dd that stops after 10 bytes (the last count= wins), as if the file had shrunk
     // between the size check and the read.
@@ -163,7 +164,7 @@ fn a_file_that_comes_up_short_while_read_is_padded_and_noted() {
     let reply = parse_sync(&out.stdout).unwrap();
     let d = &reply.tasks[0].deltas;
     assert_eq!((d[0].file.as_str(), d[0].bytes.as_slice()), ("state", &b"started\n"[..]));
-    assert_eq!((d[1].file.as_str(), d[1].size, d[1].bytes.as_slice()), ("stream.jsonl", 100, &b"0123456789"[..]));
+    assert_eq!((d[1].file.as_str(), d[1].size, d[1].bytes.as_slice()), ("stream.jsonl", 300_000, &b"0123456789"[..]));
 }
 
 /// A directory of counting stand-ins for every program the sync script may start: each
@@ -311,8 +312,8 @@ fn the_sync_script_starts_the_same_programs_for_10_or_200_tasks() {
         _ => eprintln!("strace cannot run here: forks checked through the PATH shims only"),
     }
 
-    // Every task's `state` grew: still no process per task (the runner's small text files
-    // are read by builtins). Every stream grew too: exactly one dd per grown stream.
+    // Every task's `state` and stream grew: still no process per task or per grown file
+    // (files read from their start up to 256 KiB are read by builtins).
     for (key, _, _) in &tasks {
         let dir = s.task_dir(key);
         for f in ["state", "stream.jsonl"] {
@@ -324,8 +325,40 @@ fn the_sync_script_starts_the_same_programs_for_10_or_200_tasks() {
     let (out, ran) = shims.run(&s, &large);
     let reply = parse_sync(&out.stdout).unwrap();
     assert!(reply.tasks.iter().all(|t| t.deltas.len() == 2 && t.deltas.iter().all(|d| d.bytes == b"more\n")));
-    let dd = ran.iter().filter(|p| *p == "dd").count();
-    assert_eq!((dd, ran.len() - dd), (200, ran200.len()), "{ran:?}");
+    assert_eq!(ran, ran200, "programs started for 400 grown files vs none");
+}
+
+#[test]
+fn grown_files_with_nul_bytes_are_sent_exactly_from_any_offset_without_a_process() {
+    let s = Scratch::new("sync-nul");
+    let shims = Shims::new(&s);
+    let dir = s.task_dir("k-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    // NULs at the start, in runs, at the end; the small file ends on one, the large one
+    // (read by dd) holds the same pattern past the builtin reads' bound.
+    let unit: Vec<u8> = b"\0\0a\0bc\0\0\0def\n\xff\xfe\0".to_vec();
+    let small: Vec<u8> = unit.iter().cycle().take(unit.len() * 500).copied().collect();
+    let large: Vec<u8> = unit.iter().cycle().take(300_000).copied().collect();
+    std::fs::write(dir.join("stderr.log"), &small).unwrap();
+    std::fs::write(dir.join("stream.jsonl"), &large).unwrap();
+    for off in [0u64, 1, 2, 3, 5, 7, 100, small.len() as u64 - 1] {
+        let offsets = BTreeMap::from([("stderr.log".to_string(), off), ("stream.jsonl".to_string(), 299_990)]);
+        let script = render_sync(&request(&s, &[("k-1", "dlg-k-1", offsets)], 1 << 20)).unwrap();
+        let (out, ran) = shims.run(&s, &script);
+        let reply = parse_sync(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let d = &reply.tasks[0].deltas;
+        assert_eq!(d.len(), 2, "{d:?}");
+        let (err, stream) =
+            (d.iter().find(|d| d.file == "stderr.log").unwrap(), d.iter().find(|d| d.file == "stream.jsonl").unwrap());
+        assert_eq!(err.bytes, small[off as usize..], "stderr.log from {off}");
+        assert_eq!(stream.bytes, large[299_990..], "stream.jsonl past the builtin bound");
+        // dd only for the large one.
+        assert_eq!(ran.iter().filter(|p| *p == "dd").count(), 1, "{ran:?}");
+    }
+    // Capped by the per-file limit: exactly the first bytes from the offset.
+    let offsets = BTreeMap::from([("stderr.log".to_string(), 3u64), ("stream.jsonl".to_string(), 300_000)]);
+    let (reply, _) = sync(&s, &request(&s, &[("k-1", "dlg-k-1", offsets)], 11));
+    assert_eq!(reply.tasks[0].deltas[0].bytes, small[3..14]);
 }
 
 #[test]
