@@ -52,7 +52,8 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                         "{:<14}  {:<28}  {:<10}  {:>5}  {}",
                         name,
                         match (&h.transport, &h.url) {
-                            (Some(Transport::Nats), Some(url)) => format!("{url} worker {}", h.worker_id.as_deref().unwrap_or("-")),
+                            (Some(Transport::Nats), Some(url)) =>
+                                format!("{url} worker {}", h.worker_id.as_deref().unwrap_or("-")),
                             _ => h.address.clone(),
                         },
                         h.user.as_deref().unwrap_or("-"),

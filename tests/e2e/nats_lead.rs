@@ -131,8 +131,7 @@ impl Worker {
                 )
                 .await
                 .unwrap();
-            let mut batch =
-                consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+            let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
             let m = batch.next().await?.unwrap();
             m.double_ack().await.unwrap();
             Some(serde_json::from_slice(&m.payload).unwrap())
@@ -372,12 +371,14 @@ fn results_published_while_the_lead_was_offline_are_picked_up_by_the_next_comman
     assert_eq!(status.json()["status"], "completed", "{status}");
     let first = show(&env, id);
     assert_eq!(first["runs"][0]["evidence"]["nats"]["instance"], instance, "{first}");
-    let counts = |v: &serde_json::Value| (v["events"].as_array().unwrap().len(), v["messages"].as_array().unwrap().len());
+    let counts =
+        |v: &serde_json::Value| (v["events"].as_array().unwrap().len(), v["messages"].as_array().unwrap().len());
     env.run(&["sync"]).ok();
     assert_eq!(counts(&show(&env, id)), counts(&first), "read once");
     // The mailbox stored where it stopped: the last result in the stream.
     let conn = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
-    let cursor: i64 = conn.query_row("SELECT stream_seq FROM nats_cursors WHERE host = 'nb'", [], |r| r.get(0)).unwrap();
+    let cursor: i64 =
+        conn.query_row("SELECT stream_seq FROM nats_cursors WHERE host = 'nb'", [], |r| r.get(0)).unwrap();
     let last = w.rt.block_on(async {
         let mut s = w.js.get_stream(wire::RESULTS_STREAM).await.unwrap();
         s.info().await.unwrap().state.last_sequence
@@ -442,7 +443,8 @@ fn a_hostile_worker_s_results_are_refused_or_bounded() {
     w.result(&mailbox, &sync("box", skip, wire::b64(&stdout)));
     env.run(&["sync"]).ok();
     let after = show(&env, id);
-    let gap: Vec<&serde_json::Value> = after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "gap").collect();
+    let gap: Vec<&serde_json::Value> =
+        after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "gap").collect();
     assert_eq!(gap.len(), 1, "{after}");
     assert!(gap[0]["summary"].as_str().unwrap().contains("bytes 0..5 of outbox.jsonl"), "{after}");
     assert_eq!(after["status"], "completed", "{after}");
@@ -472,10 +474,12 @@ fn say_to_a_running_nats_task_without_its_worker_exits_48_naming_the_worker() {
     let w = Worker::connect(&server);
     let (msg, run) = std::thread::scope(|s| {
         let h = s.spawn(|| {
-            let msg = (0..100).find_map(|_| w.take().or_else(|| {
-                std::thread::sleep(Duration::from_millis(100));
-                None
-            }));
+            let msg = (0..100).find_map(|_| {
+                w.take().or_else(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    None
+                })
+            });
             let msg = msg.unwrap();
             w.result(&msg.mailbox, &launched(&msg, "gone-box", m.run(&wire::unb64(&msg.script).unwrap())));
             msg
@@ -505,7 +509,8 @@ fn credentials_come_from_the_creds_file_and_never_reach_the_mailbox_or_output() 
     assert_eq!(run.json()["status"], "queued", "{run}");
     let shown = env.run(&["show", "2", "--json", "--all"]).ok();
     let db = std::fs::read(env.data.join("mailbox.db")).unwrap();
-    for text in [shown.stdout(), shown.stderr(), run.stdout(), run.stderr(), String::from_utf8_lossy(&db).into_owned()] {
+    for text in [shown.stdout(), shown.stderr(), run.stdout(), run.stderr(), String::from_utf8_lossy(&db).into_owned()]
+    {
         assert!(!text.contains("s3cretpw-77") && !text.contains("wrong-password"), "a credential leaked: {text:.400}");
     }
 }

@@ -165,10 +165,10 @@ impl Delegate {
             return self.resolve_target(host_name).map(Reach::Ssh);
         }
         let parse = |key: &str, v: &Option<String>| -> Result<Option<std::time::Duration>> {
-            v.as_deref()
-                .map(crate::hosts::inventory::parse_timeout)
-                .transpose()
-                .map_err(|m| Error::Config { path: self.paths.config_file.clone(), message: format!("hosts.{host_name}.{key}: {m}") })
+            v.as_deref().map(crate::hosts::inventory::parse_timeout).transpose().map_err(|m| Error::Config {
+                path: self.paths.config_file.clone(),
+                message: format!("hosts.{host_name}.{key}: {m}"),
+            })
         };
         Ok(Reach::Nats(crate::transport::NatsTarget {
             host: host_name.to_string(),

@@ -82,11 +82,9 @@ impl Store {
     pub fn instance(&self, task_id: i64) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT instance FROM runs WHERE task_id = ?1 ORDER BY run_no DESC LIMIT 1",
-                [task_id],
-                |r| r.get::<_, Option<String>>(0),
-            )
+            .query_row("SELECT instance FROM runs WHERE task_id = ?1 ORDER BY run_no DESC LIMIT 1", [task_id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
             .optional()?
             .flatten())
     }

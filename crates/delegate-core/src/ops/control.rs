@@ -147,7 +147,10 @@ impl Delegate {
                 let key = task_key(self.store().mailbox_id(), id, h.run_no);
                 let (reach, root) = (self.reach(&task.host)?, self.remote_root(&task.host)?);
                 let script = render_cancel(&root, &key, &h.session)?;
-                let _ = self.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(10)).await;
+                let _ = self
+                    .transport()
+                    .exec(&reach, crate::remote::REMOTE_COMMAND, &script, Duration::from_secs(10))
+                    .await;
             }
             return self.task(id);
         }

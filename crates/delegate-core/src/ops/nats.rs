@@ -86,7 +86,7 @@ fn refused(t: &NatsTarget, reason: &str) -> Error {
 /// What [`crate::ops::launch`] does next with a hand-over.
 pub(crate) enum Next {
     /// Recorded already (waiting `queued` for the worker).
-    Done(crate::task::Task),
+    Done(Box<crate::task::Task>),
     /// Record the result as a launch's output; on success the run belongs to `instance`.
     Record { instance: Option<String> },
 }
@@ -119,7 +119,8 @@ pub(crate) fn record_hand_over(
         Handed::Queued { seq, duplicate } => {
             evidence["nats"]["stream_seq"] = json!(seq);
             evidence["nats"]["duplicate"] = json!(duplicate);
-            let ttl = t.task_ttl.map(|d| format!("; it fails if none takes it within {}", humantime::format_duration(d)));
+            let ttl =
+                t.task_ttl.map(|d| format!("; it fails if none takes it within {}", humantime::format_duration(d)));
             let reason = format!(
                 "waiting for worker {} to take it (handed to {}){}",
                 t.worker_id,
@@ -127,7 +128,7 @@ pub(crate) fn record_hand_over(
                 ttl.unwrap_or_default()
             );
             d.store_mut().hand_to_broker(run, &reason, evidence)?;
-            Ok(Next::Done(d.store().task(run.task_id)?))
+            Ok(Next::Done(Box::new(d.store().task(run.task_id)?)))
         }
     }
 }
@@ -165,11 +166,14 @@ async fn resend(d: &mut Delegate, t: &NatsTarget, deadline: Instant, hs: &mut Ho
         }
         let key = task_key(d.store().mailbox_id(), task_id, run_no);
         let line = crate::remote::protocol::say_line(m.id, &m.at, &m.author, &m.text);
-        let (Ok(script), Ok(reach)) = (crate::remote::protocol::render_say(&root, &key, m.id, &line), d.task_reach(task_id, &t.host))
+        let (Ok(script), Ok(reach)) =
+            (crate::remote::protocol::render_say(&root, &key, m.id, &line), d.task_reach(task_id, &t.host))
         else {
             continue;
         };
-        let Ok((out, _)) = d.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, left).await else { return };
+        let Ok((out, _)) = d.transport().exec(&reach, crate::remote::REMOTE_COMMAND, &script, left).await else {
+            return;
+        };
         if out.exit != crate::transport::Exit::Code(0) {
             continue;
         }
@@ -193,7 +197,11 @@ async fn read_results(d: &mut Delegate, t: &NatsTarget, deadline: Instant, hs: &
         let after = d.store().nats_cursor(&t.host, &t.url, &t.worker_id)?;
         let read = results::read(d.transport().nats_clients(), t, &mailbox, after, MAX_RESULTS_PER_ROUND);
         let batch = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await.map_err(|_| {
-            Error::Timeout { host: t.host.clone(), phase: "syncing", waited: deadline.saturating_duration_since(started) }
+            Error::Timeout {
+                host: t.host.clone(),
+                phase: "syncing",
+                waited: deadline.saturating_duration_since(started),
+            }
         })??;
         hs.execs += 1;
         let full = batch.len() >= MAX_RESULTS_PER_ROUND;
@@ -447,7 +455,5 @@ fn fail_untaken(d: &mut Delegate, r: &InFlight, why: &str, untaken: &str) -> Res
 /// Whether a task failed because no NATS worker took it (its TTL passed, or the worker
 /// refused it): the CLI's `wait` exits 48 for it.
 pub fn untaken(task: &crate::task::Task) -> bool {
-    task.status == TaskStatus::Failed
-        && task.runs.last().is_some_and(|r| r.evidence["nats"]["untaken"].is_string())
+    task.status == TaskStatus::Failed && task.runs.last().is_some_and(|r| r.evidence["nats"]["untaken"].is_string())
 }
-

@@ -6,8 +6,8 @@
 use std::time::SystemTime;
 
 use super::doctor::{Finding, Status};
-use crate::transport::nats::{NatsTarget, wire};
 use crate::transport::Transport;
+use crate::transport::nats::{NatsTarget, wire};
 
 fn finding(check: &str, status: Status, detail: String, fix: Option<String>) -> Finding {
     Finding { check: check.into(), status, detail: crate::sanitize::clean_line(&detail, 600), fix }
@@ -51,8 +51,14 @@ pub(crate) async fn check(transport: &Transport, t: &NatsTarget) -> Vec<Finding>
             return out;
         }
     }
-    out.push(finding("nats_streams", Status::Ok, format!("{} and {} exist", wire::TASKS_STREAM, wire::RESULTS_STREAM), None));
-    let start = format!("run `delegate worker --nats {} --id {}` on the brother (or start its service)", t.url, t.worker_id);
+    out.push(finding(
+        "nats_streams",
+        Status::Ok,
+        format!("{} and {} exist", wire::TASKS_STREAM, wire::RESULTS_STREAM),
+        None,
+    ));
+    let start =
+        format!("run `delegate worker --nats {} --id {}` on the brother (or start its service)", t.url, t.worker_id);
     let consumer = js.get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
         wire::consumer_name(&t.worker_id),
         wire::TASKS_STREAM,
@@ -63,7 +69,11 @@ pub(crate) async fn check(transport: &Transport, t: &NatsTarget) -> Vec<Finding>
             out.push(finding(
                 "nats_worker",
                 Status::Fail,
-                format!("no worker with id {} ever connected (consumer {}: {e})", t.worker_id, wire::consumer_name(&t.worker_id)),
+                format!(
+                    "no worker with id {} ever connected (consumer {}: {e})",
+                    t.worker_id,
+                    wire::consumer_name(&t.worker_id)
+                ),
                 Some(start),
             ));
             return out;
@@ -77,14 +87,20 @@ pub(crate) async fn check(transport: &Transport, t: &NatsTarget) -> Vec<Finding>
                     .map(|n| n.as_secs() as i64)
                     .unwrap_or(0)
                     .saturating_sub(at.unix_timestamp());
-                format!("last took a task {} ago", humantime::format_duration(std::time::Duration::from_secs(secs.max(0) as u64)))
+                format!(
+                    "last took a task {} ago",
+                    humantime::format_duration(std::time::Duration::from_secs(secs.max(0) as u64))
+                )
             });
             let last = last.unwrap_or_else(|| "has taken no task yet".into());
             if i.num_waiting > 0 {
                 out.push(finding(
                     "nats_worker",
                     Status::Ok,
-                    format!("worker {} is pulling now ({} tasks waiting for it; it {last})", t.worker_id, i.num_pending),
+                    format!(
+                        "worker {} is pulling now ({} tasks waiting for it; it {last})",
+                        t.worker_id, i.num_pending
+                    ),
                     None,
                 ));
             } else {

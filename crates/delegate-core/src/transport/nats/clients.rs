@@ -72,4 +72,3 @@ impl std::fmt::Debug for Clients {
         f.write_str("Clients")
     }
 }
-

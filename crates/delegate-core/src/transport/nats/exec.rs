@@ -92,8 +92,9 @@ pub async fn exec(
     if reply.payload.len() > MAX_EXEC_REPLY {
         return Err(Error::OutputTooLarge { host: t.host.clone(), limit: MAX_EXEC_REPLY });
     }
-    let reply: ExecReply = serde_json::from_slice(&reply.payload)
-        .map_err(|e| bad_reply(t, format!("not an exec reply: {}", crate::sanitize::clean_line(&e.to_string(), 200))))?;
+    let reply: ExecReply = serde_json::from_slice(&reply.payload).map_err(|e| {
+        bad_reply(t, format!("not an exec reply: {}", crate::sanitize::clean_line(&e.to_string(), 200)))
+    })?;
     Ok((output(&reply).map_err(|why| bad_reply(t, why))?, conn))
 }
 

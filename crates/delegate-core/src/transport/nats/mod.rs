@@ -16,7 +16,6 @@ pub use exec::exec;
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 /// A host reached through a NATS server (`transport = "nats"` in the inventory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsTarget {
@@ -44,4 +43,3 @@ impl NatsTarget {
         format!("{} worker {}", self.url, self.worker_id)
     }
 }
-
