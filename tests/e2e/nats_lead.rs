@@ -377,8 +377,7 @@ fn results_published_while_the_lead_was_offline_are_picked_up_by_the_next_comman
     assert_eq!(counts(&show(&env, id)), counts(&first), "read once");
     // The mailbox stored where it stopped: the last result in the stream.
     let conn = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
-    let cursor: i64 =
-        conn.query_row("SELECT stream_seq FROM nats_cursors WHERE host = 'nb'", [], |r| r.get(0)).unwrap();
+    let cursor: i64 = conn.query_row("SELECT nats_seq FROM host_syncs WHERE host = 'nb'", [], |r| r.get(0)).unwrap();
     let last = w.rt.block_on(async {
         let mut s = w.js.get_stream(wire::RESULTS_STREAM).await.unwrap();
         s.info().await.unwrap().state.last_sequence

@@ -185,11 +185,12 @@ fn check_nats_keys(name: &str, h: &HostEntry) -> std::result::Result<(), String>
 /// host and port, and never credentials (a `user:password@` or token in a URL ends up in
 /// process listings, logs and error messages).
 pub fn check_nats_url(url: &str) -> std::result::Result<(), String> {
+    // No message repeats the URL: a malformed one may hold a secret anywhere.
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("{:?} is not a NATS URL: use nats://host:port", crate::sanitize::clean_line(url, 80)));
+        return Err("not a NATS URL: use nats://host:port".into());
     };
     if !["nats", "tls", "ws", "wss"].contains(&scheme) {
-        return Err(format!("scheme {scheme:?} is not a NATS URL scheme: use nats://host:port (or tls://)"));
+        return Err("the scheme is not a NATS URL scheme: use nats://host:port (or tls://)".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
@@ -202,10 +203,7 @@ pub fn check_nats_url(url: &str) -> std::result::Result<(), String> {
         && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
         && rest.len() == authority.len();
     if !ok {
-        return Err(format!(
-            "{:?}: give only scheme, host and port, like nats://broker.example.org:4222",
-            crate::sanitize::clean_line(url, 80)
-        ));
+        return Err("give only scheme, host and port, like nats://broker.example.org:4222".into());
     }
     Ok(())
 }
@@ -1013,6 +1011,29 @@ command = ["aider", "--yes", "--message-file", "{prompt_file}"]
         let inv = Inventory::parse(EXAMPLE, Path::new("c.toml")).unwrap();
         let err = inv.brother("jerry").unwrap_err().to_string();
         assert!(err.contains("\"jerry\"") && err.contains("oppy"), "{err}");
+    }
+
+    #[test]
+    fn nats_hosts_need_their_keys_and_never_hold_credentials_in_the_url() {
+        let nats = "[hosts.n]\ntransport = \"nats\"\nurl = \"nats://broker:4222\"\nworker_id = \"laptop\"\n";
+        let inv = Inventory::parse(nats, Path::new("c.toml")).unwrap();
+        assert_eq!(inv.hosts["n"].worker_id.as_deref(), Some("laptop"));
+        for (text, wanted) in [
+            (nats.replace("nats://broker", "nats://lead:hunter2@broker"), "creds"),
+            (nats.replace("nats://broker", "nats://tok3n@broker"), "creds"),
+            (nats.replace("nats://broker:4222", "http://broker"), "scheme"),
+            (nats.replace("nats://broker:4222", "nats://broker:4222/?token=tok3n"), "only scheme, host and port"),
+            (nats.replace("worker_id = \"laptop\"\n", ""), "needs worker_id"),
+            (nats.replace("worker_id = \"laptop\"", "worker_id = \"a.b\""), "subject token"),
+            (nats.replace("url = \"nats://broker:4222\"\n", ""), "needs url"),
+            (format!("{nats}task_ttl = \"soon\"\n"), "task_ttl"),
+            (format!("{nats}port = 22\n"), "SSH settings"),
+            ("[hosts.h]\naddress = \"h\"\nworker_id = \"w\"\n".to_string(), "NATS setting"),
+        ] {
+            let err = Inventory::parse(&text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{text}: {err}");
+            assert!(!err.contains("hunter2") && !err.contains("tok3n"), "the secret is repeated: {err}");
+        }
     }
 
     #[test]

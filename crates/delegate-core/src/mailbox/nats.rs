@@ -106,23 +106,23 @@ impl Store {
     /// The last results stream sequence read for `host` (0: none yet, or the host now points
     /// at another server or worker).
     pub fn nats_cursor(&self, host: &str, url: &str, worker_id: &str) -> Result<u64> {
-        let seq: Option<i64> = self
+        let seq: Option<Option<i64>> = self
             .conn
             .query_row(
-                "SELECT stream_seq FROM nats_cursors WHERE host = ?1 AND url = ?2 AND worker_id = ?3",
+                "SELECT nats_seq FROM host_syncs WHERE host = ?1 AND nats_url = ?2 AND nats_worker = ?3",
                 params![host, url, worker_id],
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(seq.map_or(0, |s| s.max(0) as u64))
+        Ok(seq.flatten().map_or(0, |s| s.max(0) as u64))
     }
 
     /// Stores where reading `host`'s results stopped (after what was read was applied).
     pub fn set_nats_cursor(&mut self, host: &str, url: &str, worker_id: &str, seq: u64) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO nats_cursors (host, url, worker_id, stream_seq, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (host) DO UPDATE SET url = ?2, worker_id = ?3, stream_seq = ?4, updated_at = ?5",
-            params![host, url, worker_id, i64::try_from(seq).unwrap_or(i64::MAX), now()],
+            "INSERT INTO host_syncs (host, nats_url, nats_worker, nats_seq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (host) DO UPDATE SET nats_url = ?2, nats_worker = ?3, nats_seq = ?4",
+            params![host, url, worker_id, i64::try_from(seq).unwrap_or(i64::MAX)],
         )?;
         Ok(())
     }

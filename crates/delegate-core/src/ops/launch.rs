@@ -164,7 +164,7 @@ pub(crate) async fn launch_many(d: &mut Delegate, reqs: Vec<LaunchRequest>) -> V
     if !ready.is_empty() {
         d.phase("recorded");
     }
-    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), &ready).await;
+    let sent = send_all(d.transport(), d.store().mailbox_id(), &ready).await;
     if !ready.is_empty() {
         d.phase("answered");
     }
@@ -205,7 +205,7 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
     if ready.is_empty() {
         return Ok(refused);
     }
-    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), &ready).await;
+    let sent = send_all(d.transport(), d.store().mailbox_id(), &ready).await;
     let mut out = refused;
     for (r, s) in ready.into_iter().zip(sent) {
         out.push(record(d, r, s));
@@ -553,10 +553,8 @@ impl<'a> Delivery<'a> {
 /// run: `launched` with the evidence, `failed` with the brother's reason, or `launch_unknown`.
 pub(crate) async fn deliver(d: &mut Delegate, x: Delivery<'_>) -> Result<Task> {
     let r = ready(d, x)?;
-    let sent = send_all(d.transport(), &d.store().mailbox_id().to_string(), std::slice::from_ref(&r))
-        .await
-        .pop()
-        .expect("one result");
+    let sent =
+        send_all(d.transport(), d.store().mailbox_id(), std::slice::from_ref(&r)).await.pop().expect("one result");
     record(d, r, sent)
 }
 
@@ -811,7 +809,7 @@ fn record(d: &mut Delegate, r: Ready, sent: Sent) -> Result<Task> {
     let instance = match (&sent.nats, &reach) {
         (Some(handed), Reach::Nats(t)) => {
             match crate::ops::nats::record_hand_over(d, &run, &brother, t, handed, &mut evidence, sent.total_ms)? {
-                crate::ops::nats::Next::Done(task) => return Ok(task),
+                crate::ops::nats::Next::Done(task) => return Ok(*task),
                 crate::ops::nats::Next::Record { instance } => instance,
             }
         }

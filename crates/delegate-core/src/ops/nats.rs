@@ -86,7 +86,7 @@ fn refused(t: &NatsTarget, reason: &str) -> Error {
 /// What [`crate::ops::launch`] does next with a hand-over.
 pub(crate) enum Next {
     /// Recorded already (waiting `queued` for the worker).
-    Done(crate::task::Task),
+    Done(Box<crate::task::Task>),
     /// Record the result as a launch's output; on success the run belongs to `instance`.
     Record { instance: Option<String> },
 }
@@ -128,7 +128,7 @@ pub(crate) fn record_hand_over(
                 ttl.unwrap_or_default()
             );
             d.store_mut().hand_to_broker(run, &reason, evidence)?;
-            Ok(Next::Done(d.store().task(run.task_id)?))
+            Ok(Next::Done(Box::new(d.store().task(run.task_id)?)))
         }
     }
 }

@@ -9,13 +9,10 @@ ALTER TABLE runs ADD COLUMN broker_at TEXT;
 ALTER TABLE runs ADD COLUMN instance TEXT;
 
 -- Where the lead stopped reading a NATS host's results (`delegate.results.<mailbox>.<worker>`
--- in stream DELEGATE_RESULTS): the next sync reads from `stream_seq + 1`. Kept with the URL
--- and worker it belongs to: a host pointed elsewhere starts over (a result read again adds
--- nothing: nonces and offsets decide).
-CREATE TABLE nats_cursors (
-    host       TEXT PRIMARY KEY,
-    url        TEXT    NOT NULL,
-    worker_id  TEXT    NOT NULL,
-    stream_seq INTEGER NOT NULL,
-    updated_at TEXT    NOT NULL
-);
+-- in stream DELEGATE_RESULTS): the next sync reads from `nats_seq + 1`. Kept with the URL and
+-- worker it belongs to: a host pointed elsewhere starts over (a result read again adds
+-- nothing: nonces and offsets decide). Columns of the host's sync row, not a table of their
+-- own: the mailbox stays as small as it was (a full local disk leaves little room).
+ALTER TABLE host_syncs ADD COLUMN nats_url TEXT;
+ALTER TABLE host_syncs ADD COLUMN nats_worker TEXT;
+ALTER TABLE host_syncs ADD COLUMN nats_seq INTEGER;
