@@ -136,7 +136,7 @@ impl Pool {
             }
         }
         let (session, conn) = self.session(t).await?;
-        match session.exec(command, stdin, limit).await {
+        match Pool::run(&session, command, stdin, limit).await {
             Err(
                 Error::Ssh { phase: "opening a channel", .. }
                 | Error::Timeout { phase: "opening a channel", .. }
@@ -144,9 +144,19 @@ impl Pool {
             ) if conn.fresh.is_none() => {
                 self.forget(t, &session);
                 let (session, conn) = self.session(t).await?;
-                Ok((session.exec(command, stdin, limit).await?, conn))
+                Ok((Pool::run(&session, command, stdin, limit).await?, conn))
             }
             other => Ok((other?, conn)),
+        }
+    }
+
+    /// delegate's scripts go through the connection's resident shell (see
+    /// `ssh::resident`); any other command gets its own exec.
+    async fn run(session: &Arc<Session>, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
+        if command == crate::remote::REMOTE_COMMAND {
+            session.run_script(stdin, limit).await
+        } else {
+            session.exec(command, stdin, limit).await
         }
     }
 
