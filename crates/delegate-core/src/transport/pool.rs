@@ -15,7 +15,8 @@
 //! connections across processes; when the daemon is not available it connects itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -30,6 +31,18 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 pub struct Pool {
     slots: Mutex<HashMap<String, Slot>>,
     warm: Option<WarmClient>,
+    /// Every script gets its own exec, as before the resident shell (a benchmark comparator;
+    /// users turn it off with `DELEGATE_RESIDENT=0`).
+    exec_per_command: AtomicBool,
+}
+
+/// `DELEGATE_RESIDENT=0` (or `off`, `no`, `false`): no resident shell on any connection.
+fn resident_turned_off() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| {
+        std::env::var("DELEGATE_RESIDENT")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "no" | "false"))
+    })
 }
 
 /// How the connection for one exec was obtained: `Some` timings when it was opened for it;
@@ -49,6 +62,12 @@ impl Pool {
     /// the daemon is not available.
     pub fn with_warm(warm: WarmClient) -> Pool {
         Pool { warm: Some(warm), ..Pool::default() }
+    }
+
+    /// `false`: every script on this pool's own connections gets its own exec, as before
+    /// the resident shell (see `ssh::resident`).
+    pub fn set_resident(&self, on: bool) {
+        self.exec_per_command.store(!on, Ordering::Relaxed);
     }
 
     /// How many hosts have an open connection right now.
@@ -136,7 +155,7 @@ impl Pool {
             }
         }
         let (session, conn) = self.session(t).await?;
-        match Pool::run(&session, command, stdin, limit).await {
+        match self.run(&session, command, stdin, limit).await {
             Err(
                 Error::Ssh { phase: "opening a channel", .. }
                 | Error::Timeout { phase: "opening a channel", .. }
@@ -144,7 +163,7 @@ impl Pool {
             ) if conn.fresh.is_none() => {
                 self.forget(t, &session);
                 let (session, conn) = self.session(t).await?;
-                Ok((Pool::run(&session, command, stdin, limit).await?, conn))
+                Ok((self.run(&session, command, stdin, limit).await?, conn))
             }
             other => Ok((other?, conn)),
         }
@@ -152,8 +171,9 @@ impl Pool {
 
     /// delegate's scripts go through the connection's resident shell (see
     /// `ssh::resident`); any other command gets its own exec.
-    async fn run(session: &Arc<Session>, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
-        if command == crate::remote::REMOTE_COMMAND {
+    async fn run(&self, session: &Arc<Session>, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
+        let resident = !self.exec_per_command.load(Ordering::Relaxed) && !resident_turned_off();
+        if resident && command == crate::remote::REMOTE_COMMAND {
             session.run_script(stdin, limit).await
         } else {
             session.exec(command, stdin, limit).await
