@@ -36,6 +36,7 @@ mod profiles;
 mod prompts;
 mod real_agents;
 mod reopen;
+mod resident;
 mod results;
 mod roles;
 mod route;

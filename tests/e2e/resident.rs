@@ -1,0 +1,86 @@
+//! Issue 21: scripts on the warm daemon's connection go through its resident brother shell.
+//! A sync whose reply is cut mid-way (the link goes, and the shell with it) is reported as a
+//! failed sync and stores nothing; the next sync reads from the stored offsets, so nothing
+//! is read twice and nothing is missed.
+
+use std::io::Write;
+
+use delegate_testkit::{Fault, FakeHost, FaultProxy};
+
+use crate::support::{Env, execs, install_agent, launch, remote_dir};
+
+fn reports(env: &Env, id: i64) -> Vec<i64> {
+    let db = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
+    let mut q = db
+        .prepare("SELECT body FROM messages WHERE task_id = ?1 AND direction = 'from_brother' ORDER BY id")
+        .unwrap();
+    q.query_map([id], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            b.split_whitespace().next().and_then(|n| n.strip_prefix('#')).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// Appends reports `from..to`, each `#<n>` and padding, to the task's outbox on the brother.
+fn write_reports(dir: &std::path::Path, from: i64, to: i64) {
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(dir.join("outbox.jsonl")).unwrap();
+    let pad = "p".repeat(300);
+    for i in from..to {
+        writeln!(f, r##"{{"seq":{i},"kind":"progress","text":"#{i} {pad}"}}"##).unwrap();
+    }
+}
+
+#[test]
+fn a_sync_cut_mid_reply_on_the_resident_shell_reads_nothing_twice_and_misses_nothing() {
+    let host = FakeHost::start();
+    install_agent(&host, "claude", "#!/bin/bash\ncat >/dev/null\nsleep 600\n");
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", host.port()).parse().unwrap());
+    let env = Env::new();
+    // The host is known under the proxy's port, which is what the client dials.
+    std::fs::write(&env.known_hosts, format!("[127.0.0.1]:{} {}\n", proxy.port(), host.host_public_key())).unwrap();
+    env.config_append(
+        &env.host_toml("h", &host)
+            .replace(&format!("address = \"{}\"", host.address()), "address = \"127.0.0.1\"")
+            .replace(&format!("port = {}", host.port()), &format!("port = {}", proxy.port())),
+    );
+    env.add_brother("oppy", "h", &host, "claude", "read");
+    let id = launch(&env, &["oppy", "stay", "--json"]);
+    let dir = remote_dir(&env, id);
+    write_reports(&dir, 0, 200);
+    // The launch was the warm daemon's first script (an exec of its own); its resident
+    // shell starts after it. Once syncs stop costing an exec, they go through the shell.
+    let mut steady = false;
+    for _ in 0..50 {
+        let before = execs(&host);
+        env.run(&["sync"]).ok();
+        if execs(&host) == before {
+            steady = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(steady, "syncs never went through a resident shell:\n{}", host.sshd_log());
+    assert_eq!(reports(&env, id), (0..200).collect::<Vec<_>>());
+
+    // About 650 KB waiting; the link is cut 100 KB into the reply.
+    write_reports(&dir, 200, 2200);
+    let before = execs(&host);
+    proxy.set(Fault::CutAfter { server_to_client: proxy.bytes_server_to_client() as usize + 100_000 });
+    let cut = env.run(&["sync"]);
+    assert_eq!(execs(&host), before, "the cut sync went through the resident shell:\n{cut}");
+    let after_cut = reports(&env, id);
+    assert!(after_cut.len() < 2200, "the cut sync stored the whole reply? {} reports\n{cut}", after_cut.len());
+    assert_eq!(after_cut, (0..after_cut.len() as i64).collect::<Vec<_>>(), "{cut}");
+
+    proxy.set(Fault::Pass);
+    for _ in 0..5 {
+        if reports(&env, id).len() >= 2200 {
+            break;
+        }
+        env.run(&["sync"]).ok();
+    }
+    assert_eq!(reports(&env, id), (0..2200).collect::<Vec<_>>(), "every report once, in order");
+    env.run(&["cancel", &id.to_string()]).ok();
+}
