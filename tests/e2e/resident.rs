@@ -12,7 +12,7 @@ use crate::support::{Env, execs, install_agent, launch, remote_dir};
 fn reports(env: &Env, id: i64) -> Vec<i64> {
     let db = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
     let mut q = db
-        .prepare("SELECT body FROM messages WHERE task_id = ?1 AND direction = 'from_brother' ORDER BY id")
+        .prepare("SELECT summary FROM events WHERE task_id = ?1 AND summary LIKE '#%' ORDER BY id")
         .unwrap();
     q.query_map([id], |r| r.get::<_, String>(0))
         .unwrap()
@@ -23,12 +23,14 @@ fn reports(env: &Env, id: i64) -> Vec<i64> {
         .collect()
 }
 
-/// Appends reports `from..to`, each `#<n>` and padding, to the task's outbox on the brother.
+/// Appends events `from..to`, each summarised `#<n>` and padding, to the task's events on
+/// the brother. Events have no sequence number the mailbox could deduplicate on: one read
+/// twice would be stored twice.
 fn write_reports(dir: &std::path::Path, from: i64, to: i64) {
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(dir.join("outbox.jsonl")).unwrap();
-    let pad = "p".repeat(300);
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(dir.join("events.jsonl")).unwrap();
+    let pad = "p".repeat(250);
     for i in from..to {
-        writeln!(f, r##"{{"seq":{i},"kind":"progress","text":"#{i} {pad}"}}"##).unwrap();
+        writeln!(f, r##"{{"event":"note","summary":"#{i} {pad}"}}"##).unwrap();
     }
 }
 
