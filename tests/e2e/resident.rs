@@ -34,36 +34,77 @@ fn write_reports(dir: &std::path::Path, from: i64, to: i64) {
     }
 }
 
+/// An env whose host `h` is reached through `proxy`, with brother `oppy` running `agent`.
+fn through(host: &FakeHost, proxy: &FaultProxy, agent: &str) -> Env {
+    let env = Env::new();
+    // The host is known under the proxy's port, which is what the client dials.
+    std::fs::write(&env.known_hosts, format!("[127.0.0.1]:{} {}\n", proxy.port(), host.host_public_key())).unwrap();
+    env.config_append(
+        &env.host_toml("h", host)
+            .replace(&format!("address = \"{}\"", host.address()), "address = \"127.0.0.1\"")
+            .replace(&format!("port = {}", host.port()), &format!("port = {}", proxy.port())),
+    );
+    env.add_brother("oppy", "h", host, agent, "read");
+    env
+}
+
+/// Runs `delegate sync` until one costs no exec: from then on the warm daemon's scripts go
+/// through its resident shell (it starts after the daemon's first exec on the connection).
+fn until_resident(env: &Env, host: &FakeHost) {
+    for _ in 0..50 {
+        let before = execs(host);
+        env.run(&["sync"]).ok();
+        if execs(host) == before {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("syncs never went through a resident shell:\n{}", host.sshd_log());
+}
+
+fn sessions(host: &FakeHost) -> usize {
+    let out = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// F2/F4 over the resident shell: the link is reset as the launch's reply starts to come
+/// back (the brother has the whole script). The launch is `launch_unknown` (exit 14), never
+/// `launched` nor sent again; reconcile settles it with at most one session, and a second
+/// look starts nothing.
+#[test]
+fn a_launch_whose_reply_is_cut_on_the_resident_shell_is_launch_unknown_and_never_repeated() {
+    let host = FakeHost::start();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", host.port()).parse().unwrap());
+    let env = through(&host, &proxy, "self-test");
+    until_resident(&env, &host);
+    let before = execs(&host);
+    proxy.set(Fault::CutAfter { server_to_client: proxy.bytes_server_to_client() as usize + 1 });
+    let run = env.run(&["oppy", "cut\n@self-test sleep 30", "--json"]).fails_with(14);
+    assert_eq!(execs(&host), before, "the launch went through the resident shell:\n{run}");
+    let task = run.json();
+    assert_eq!(task["status"], "launch_unknown", "{run}");
+    let id = task["id"].as_i64().unwrap().to_string();
+
+    proxy.set(Fault::Pass);
+    let settled = env.run_with_env(&["show", &id, "--json"], &[("DELEGATE_LAUNCH_GRACE", "0s")]).ok().json();
+    let status = settled["status"].as_str().unwrap().to_string();
+    assert!(status == "running" || status == "failed", "settled: {settled}");
+    assert_eq!(sessions(&host), usize::from(status == "running"), "{settled}");
+    env.run(&["sync"]).ok();
+    assert!(sessions(&host) <= 1, "never a second agent");
+    env.run(&["cancel", &id]).ok();
+}
+
 #[test]
 fn a_sync_cut_mid_reply_on_the_resident_shell_reads_nothing_twice_and_misses_nothing() {
     let host = FakeHost::start();
     install_agent(&host, "claude", "#!/bin/bash\ncat >/dev/null\nsleep 600\n");
     let proxy = FaultProxy::start(format!("127.0.0.1:{}", host.port()).parse().unwrap());
-    let env = Env::new();
-    // The host is known under the proxy's port, which is what the client dials.
-    std::fs::write(&env.known_hosts, format!("[127.0.0.1]:{} {}\n", proxy.port(), host.host_public_key())).unwrap();
-    env.config_append(
-        &env.host_toml("h", &host)
-            .replace(&format!("address = \"{}\"", host.address()), "address = \"127.0.0.1\"")
-            .replace(&format!("port = {}", host.port()), &format!("port = {}", proxy.port())),
-    );
-    env.add_brother("oppy", "h", &host, "claude", "read");
+    let env = through(&host, &proxy, "claude");
     let id = launch(&env, &["oppy", "stay", "--json"]);
     let dir = remote_dir(&env, id);
     write_reports(&dir, 0, 200);
-    // The launch was the warm daemon's first script (an exec of its own); its resident
-    // shell starts after it. Once syncs stop costing an exec, they go through the shell.
-    let mut steady = false;
-    for _ in 0..50 {
-        let before = execs(&host);
-        env.run(&["sync"]).ok();
-        if execs(&host) == before {
-            steady = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(steady, "syncs never went through a resident shell:\n{}", host.sshd_log());
+    until_resident(&env, &host);
     assert_eq!(reports(&env, id), (0..200).collect::<Vec<_>>());
 
     // About 650 KB waiting; the link is cut 100 KB into the reply.
