@@ -757,11 +757,12 @@ impl Session {
     }
 
     /// Runs a script the way [`crate::remote::REMOTE_COMMAND`] runs one, through this
-    /// connection's resident shell (see [`resident`]) when it has one: no channel open, no
-    /// exec request, no bash start per script. Otherwise (none yet, it ended, or this
-    /// connection cannot keep one) the script gets its own exec, and a shell is started once
-    /// that exec is done, for the next script. A script that finds the shell busy gets its
-    /// own channel if the server has one free now, else waits for the shell.
+    /// connection's resident shell (see [`resident`]) when it runs and is free: no channel
+    /// open, no exec request, no bash start per script. Otherwise the script gets a channel
+    /// of its own if the server has one free now; else it waits for whichever comes first,
+    /// a free channel or the free shell (so nothing waits for a channel place the shell
+    /// holds). With no shell running, one is started once such an exec is done, for the
+    /// next script; a connection that cannot keep one runs one exec per script.
     ///
     /// What the caller sees is what [`Session::exec`] gives: the same output, exit status
     /// and cap, and a script whose answer was lost is reported `broken`, never sent again.
@@ -771,44 +772,58 @@ impl Session {
             return self.exec(command, script, limit).await;
         }
         let deadline = tokio::time::Instant::now() + limit;
-        let mut state = match self.resident.try_lock() {
-            Ok(state) => state,
-            Err(_) => {
-                if let Some(out) = self.run(command, script, limit, MAX_EXEC_OUTPUT, true, false).await? {
-                    return Ok(out);
+        // The shell, once waited for: kept, not dropped and looked for again (with several
+        // waiting, each would hand it to the next and none would ever use it).
+        let mut held = None;
+        loop {
+            let guard = match held.take() {
+                Some(guard) => Some(guard),
+                None => self.resident.try_lock().ok(),
+            };
+            // `busy`: the shell is serving another script (or starting): worth waiting for.
+            let (mut start_after, busy) = (false, guard.is_none());
+            if let Some(mut state) = guard {
+                if let resident::State::Up(r) = &mut *state
+                    && (!r.usable().await || (r.idle_for() > resident::IDLE_PROBE && !self.answers_ping().await))
+                    && let resident::State::Up(r) = std::mem::take(&mut *state)
+                {
+                    r.end().await;
                 }
-                tokio::time::timeout_at(deadline, self.resident.lock()).await.map_err(|_| Error::Timeout {
-                    host: self.target.host.clone(),
-                    phase: "waiting for a channel",
-                    waited: limit,
-                })?
+                if let resident::State::Up(r) = &mut *state {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let answer = r.request(script, left, MAX_EXEC_OUTPUT).await;
+                    if !answer.keep
+                        && let resident::State::Up(r) = std::mem::take(&mut *state)
+                    {
+                        r.end().await;
+                    }
+                    return Ok(answer.out);
+                }
+                start_after = self.no_resident.lock().expect("resident lock").is_none();
             }
-        };
-        if let resident::State::Up(r) = &mut *state
-            && (!r.usable().await || (r.idle_for() > resident::IDLE_PROBE && !self.answers_ping().await))
-            && let resident::State::Up(r) = std::mem::take(&mut *state)
-        {
-            r.end().await;
-        }
-        let resident::State::Up(r) = &mut *state else {
-            // The lock stays held through this exec, so the shell started after it cannot
-            // take the channel place this exec needs (with `MaxSessions 1` there is one).
-            let out = self.exec(command, script, limit).await;
-            drop(state);
-            if self.no_resident.lock().expect("resident lock").is_none() {
-                let me = self.clone();
-                tokio::spawn(async move { me.start_resident().await });
+            let freed = self.channels.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(out) = self.run(command, script, left, MAX_EXEC_OUTPUT, true, false).await? {
+                if start_after {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.start_resident().await });
+                }
+                return Ok(out);
             }
-            return out;
-        };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let answer = r.request(script, left, MAX_EXEC_OUTPUT).await;
-        if !answer.keep
-            && let resident::State::Up(r) = std::mem::take(&mut *state)
-        {
-            r.end().await;
+            tokio::select! {
+                _ = freed => {}
+                guard = self.resident.lock(), if busy => held = Some(guard),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Timeout {
+                        host: self.target.host.clone(),
+                        phase: "waiting for a channel",
+                        waited: limit,
+                    });
+                }
+            }
         }
-        Ok(answer.out)
     }
 
     /// Whether the server answers a ping within the handshake timeout. A script sent on a

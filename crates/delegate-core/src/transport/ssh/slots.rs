@@ -56,6 +56,12 @@ impl ChannelSlots {
         None
     }
 
+    /// Fires when a place is freed; register it (`enable`) before looking for one, so a
+    /// place freed in between still wakes the waiter.
+    pub(crate) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
     /// The learned limit, if the server has refused a channel.
     #[cfg(test)]
     pub(crate) fn limit(&self) -> Option<usize> {
