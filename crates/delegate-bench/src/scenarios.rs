@@ -132,7 +132,7 @@ fn script(ctx: &mut Ctx, renderer: &Delegate, brother: &str) -> Result<RenderedL
 }
 
 /// O2h's remote command: a hand-rolled honest launch (the runner reports from inside tmux).
-const HAND_ROLLED: &str = r#"d=$(mktemp -d /tmp/dlg-hand.XXXXXX) && cat >"$d/prompt" && tmux -L delegate new-session -d -s "hand-${d##*.}" "echo up >$d/runner; exec sleep 3600" && until [ -s "$d/runner" ]; do sleep 0.001; done && echo runner-up"#;
+const HAND_ROLLED: &str = r#"d=$(mktemp -d "$HOME/hand.XXXXXX") && cat >"$d/prompt" && tmux -L delegate new-session -d -s "hand-${d##*.}" "echo up >$d/runner; exec sleep 3600" && until [ -s "$d/runner" ]; do sleep 0.001; done && echo runner-up"#;
 
 fn launched(out: &[u8], nonce: &str) -> bool {
     let needle = format!("DELEGATE-LAUNCHED {nonce} ");
