@@ -188,6 +188,9 @@ impl Env {
             .env("DELEGATE_CONFIG", &self.config)
             .env("DELEGATE_HOME", &self.data)
             .current_dir(&self.home);
+        if self.no_resident.get() {
+            c.env("DELEGATE_RESIDENT", "0");
+        }
         c
     }
 
