@@ -73,7 +73,10 @@ fn plan(ctx: &Ctx) -> Plan {
 }
 
 pub fn run_all(ctx: &mut Ctx) -> Result<()> {
-    let p = plan(ctx);
+    let mut p = plan(ctx);
+    if let Some(k) = &ctx.args.sweep_k {
+        p.sweep_k = k.clone();
+    }
     ctx.facts.insert(
         "plan".into(),
         json!({"warmup": p.warm, "n_launch": p.n_launch, "n_fanout": p.n_fan, "n_sweep": p.n_sweep,
