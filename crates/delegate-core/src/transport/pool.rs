@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -31,18 +31,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 pub struct Pool {
     slots: Mutex<HashMap<String, Slot>>,
     warm: Option<WarmClient>,
-    /// Every script gets its own exec, as before the resident shell (a benchmark comparator;
-    /// users turn it off with `DELEGATE_RESIDENT=0`).
+    /// Every script gets its own exec, as before the resident shell (the CLI's
+    /// `DELEGATE_RESIDENT=0`; a benchmark comparator).
     exec_per_command: AtomicBool,
-}
-
-/// `DELEGATE_RESIDENT=0` (or `off`, `no`, `false`): no resident shell on any connection.
-fn resident_turned_off() -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| {
-        std::env::var("DELEGATE_RESIDENT")
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "no" | "false"))
-    })
 }
 
 /// How the connection for one exec was obtained: `Some` timings when it was opened for it;
@@ -172,8 +163,7 @@ impl Pool {
     /// delegate's scripts go through the connection's resident shell (see
     /// `ssh::resident`); any other command gets its own exec.
     async fn run(&self, session: &Arc<Session>, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
-        let resident = !self.exec_per_command.load(Ordering::Relaxed) && !resident_turned_off();
-        if resident && command == crate::remote::REMOTE_COMMAND {
+        if !self.exec_per_command.load(Ordering::Relaxed) && command == crate::remote::REMOTE_COMMAND {
             session.run_script(stdin, limit).await
         } else {
             session.exec(command, stdin, limit).await
