@@ -5,15 +5,13 @@
 
 use std::io::Write;
 
-use delegate_testkit::{Fault, FakeHost, FaultProxy};
+use delegate_testkit::{FakeHost, Fault, FaultProxy};
 
 use crate::support::{Env, execs, install_agent, launch, remote_dir};
 
 fn reports(env: &Env, id: i64) -> Vec<i64> {
     let db = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
-    let mut q = db
-        .prepare("SELECT summary FROM events WHERE task_id = ?1 AND summary LIKE '#%' ORDER BY id")
-        .unwrap();
+    let mut q = db.prepare("SELECT summary FROM events WHERE task_id = ?1 AND summary LIKE '#%' ORDER BY id").unwrap();
     q.query_map([id], |r| r.get::<_, String>(0))
         .unwrap()
         .map(|b| {

@@ -120,11 +120,7 @@ fn ratios(ctx: &Ctx) -> Vec<Ratio> {
             ratio(c, "BS1", r, "", "D1", "O2h"),
             Some((1.0, "≤")),
         );
-        push(
-            format!("{r} ms: warm launch D3 / O2h"),
-            ratio(c, "BS1", r, "", "D3", "O2h"),
-            Some((1.0, "≤")),
-        );
+        push(format!("{r} ms: warm launch D3 / O2h"), ratio(c, "BS1", r, "", "D3", "O2h"), Some((1.0, "≤")));
         push(
             format!("{r} ms: warm launch D1 (resident shell) / D1x (one exec per launch)"),
             ratio(c, "BS1", r, "", "D1", "D1x"),

@@ -335,7 +335,13 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ctx.cells.push(c.finish());
         // O2h: the simplest launch a user could hand-roll through ControlMaster: make a
         // directory, write the prompt, `tmux new-session -d`, wait for the runner's first line.
-        let mut c = Collector::new("BS1", rtt, "", "O2h", "hand-rolled launch through ControlMaster (mkdir, prompt, tmux, first line)");
+        let mut c = Collector::new(
+            "BS1",
+            rtt,
+            "",
+            "O2h",
+            "hand-rolled launch through ControlMaster (mkdir, prompt, tmux, first line)",
+        );
         for i in 0..total {
             let level = &ctx.levels[li];
             let mut cmd = ctx.ssh(level, false);

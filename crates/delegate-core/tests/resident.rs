@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use delegate_core::remote::REMOTE_COMMAND;
 use delegate_core::transport::pool::Pool;
-use delegate_core::transport::ssh::{Exit, ExecOutput, MAX_EXEC_OUTPUT, Session, SshTarget, Timeouts};
+use delegate_core::transport::ssh::{ExecOutput, Exit, MAX_EXEC_OUTPUT, Session, SshTarget, Timeouts};
 use delegate_testkit::FakeHost;
 
 fn target(host: &FakeHost) -> SshTarget {
@@ -124,7 +124,8 @@ fn a_killed_shell_is_replaced_and_a_lost_answer_is_never_repeated() {
 
     // Killed while a script runs: its answer is lost.
     let log = host.remote_root().join("ran.log");
-    let lost = script(&rt, &pool, &t, &format!("echo ran >> '{}'\necho partial\nkill -KILL $$\nsleep 5\n", log.display()));
+    let lost =
+        script(&rt, &pool, &t, &format!("echo ran >> '{}'\necho partial\nkill -KILL $$\nsleep 5\n", log.display()));
     assert_eq!(lost.exit, Exit::Unknown, "{lost:?}");
     assert!(lost.broken.as_deref().unwrap_or("").contains("closed without an exit status"), "{lost:?}");
     assert_eq!(lost.stdout, b"partial\n", "what arrived before the loss is kept, as an exec keeps it");

@@ -23,7 +23,7 @@ use russh::client;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 
 use super::slots::Slot;
-use super::{Exit, ExecOutput};
+use super::{ExecOutput, Exit};
 
 /// The loop, run as `bash -c '<loop>'`.
 pub(crate) const LOOP_SH: &str = include_str!("resident.sh");
@@ -86,16 +86,27 @@ impl Resident {
                             return if seen == READY {
                                 Ok(())
                             } else {
-                                Err(format!("it printed {}", crate::sanitize::clean_line(&String::from_utf8_lossy(&seen), 80)))
+                                Err(format!(
+                                    "it printed {}",
+                                    crate::sanitize::clean_line(&String::from_utf8_lossy(&seen), 80)
+                                ))
                             };
                         }
                     }
                     Some(ChannelMsg::ExtendedData { data, .. }) => super::keep(&mut errors, &data, 200),
                     Some(ChannelMsg::Failure) => return Err("the server refused the command".to_string()),
-                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } | ChannelMsg::Eof | ChannelMsg::Close)
+                    Some(
+                        ChannelMsg::ExitStatus { .. }
+                        | ChannelMsg::ExitSignal { .. }
+                        | ChannelMsg::Eof
+                        | ChannelMsg::Close,
+                    )
                     | None => {
                         let said = crate::sanitize::clean_line(&String::from_utf8_lossy(&errors), 200);
-                        return Err(format!("it ended before it was ready{}", if said.is_empty() { String::new() } else { format!(": {said}") }));
+                        return Err(format!(
+                            "it ended before it was ready{}",
+                            if said.is_empty() { String::new() } else { format!(": {said}") }
+                        ));
                     }
                     Some(_) => {}
                 }
@@ -149,7 +160,10 @@ impl Resident {
                     Some(ChannelMsg::Data { data }) => (&mut stdout, data),
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => (&mut stderr, data),
                     Some(
-                        ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } | ChannelMsg::Eof | ChannelMsg::Close,
+                        ChannelMsg::ExitStatus { .. }
+                        | ChannelMsg::ExitSignal { .. }
+                        | ChannelMsg::Eof
+                        | ChannelMsg::Close,
                     )
                     | None => return Err("the channel closed without an exit status".to_string()),
                     Some(_) => continue,
