@@ -67,6 +67,14 @@ pub fn agent_id() -> Option<String> {
     var("DELEGATE_AGENT_ID").map(|v| v.to_string_lossy().into_owned())
 }
 
+/// `DELEGATE_RESIDENT`: `0`, `off`, `no` or `false` turns the resident brother shell off
+/// (every script an exec of its own); anything else, or unset, keeps it.
+pub fn resident() -> bool {
+    !var("DELEGATE_RESIDENT").is_some_and(|v| {
+        matches!(v.to_string_lossy().trim().to_ascii_lowercase().as_str(), "0" | "off" | "no" | "false")
+    })
+}
+
 /// `DELEGATE_LAUNCH_GRACE`, if set.
 pub fn launch_grace() -> Result<Option<std::time::Duration>> {
     let Some(v) = var("DELEGATE_LAUNCH_GRACE") else { return Ok(None) };

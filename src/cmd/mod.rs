@@ -151,6 +151,7 @@ pub(crate) fn open(config: Option<&std::path::Path>) -> Result<delegate_core::De
     if enabled && !NO_WARM.load(Ordering::Relaxed) {
         d.use_warm(warm::client(&d.paths().data_dir, persist));
     }
+    d.transport().ssh_pool().set_resident(crate::paths::resident());
     d.set_env_lookup(crate::paths::env_lookup());
     if let Some(grace) = crate::paths::launch_grace()? {
         d.set_launch_grace(grace);

@@ -85,6 +85,10 @@ fn start(socket: &Path, persist: Duration) -> std::io::Result<()> {
 fn serve(socket: PathBuf, persist: Duration) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("a tokio runtime")?;
     runtime
-        .block_on(warm::serve(warm::ServeOptions { socket: socket.clone(), persist }))
+        .block_on(warm::serve(warm::ServeOptions {
+            socket: socket.clone(),
+            persist,
+            resident: crate::paths::resident(),
+        }))
         .with_context(|| format!("warm daemon on {}", socket.display()))
 }

@@ -727,6 +727,7 @@ impl DelegateServer {
         if st.delegate.is_none() || st.stamp != stamp {
             match Delegate::open((*self.paths).clone()) {
                 Ok(mut d) => {
+                    d.transport().ssh_pool().set_resident(crate::paths::resident());
                     d.set_env_lookup(crate::paths::env_lookup());
                     st.delegate = Some(d);
                     st.stamp = stamp;

@@ -61,6 +61,7 @@ fn the_wall_clock_limit_ends_in_timed_out() {
 fn cancel_stops_the_agent_and_records_cancelled() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
+    env.no_resident();
     let id = launch(&env, &["oppy", "dawdle\n@self-test sleep 60", "--json"]);
     let session =
         env.run(&["show", &id.to_string(), "--json", "--no-sync"]).ok().json()["session"].as_str().unwrap().to_string();
@@ -190,6 +191,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"num_turns":2,"resul
 fn one_sync_of_many_tasks_costs_one_ssh_exec_and_offsets_survive_restarts() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
+    env.no_resident();
     let ids: Vec<i64> =
         (0..8).map(|i| launch(&env, &["oppy", &format!("task {i}\n@self-test sleep 60"), "--json"])).collect();
     let before = crate::support::execs(&host);

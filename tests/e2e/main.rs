@@ -38,6 +38,7 @@ mod profiles;
 mod prompts;
 mod real_agents;
 mod reopen;
+mod resident;
 mod results;
 mod roles;
 mod route;

@@ -60,9 +60,10 @@ fn launch_sync_say_cancel_and_logs_request_only_exec_on_session_channels() {
 
     let log = host.sshd_log();
     let requests = channel_requests(&log);
-    // DEBUG3 really is on and the parser matches this sshd's wording: at least one exec
-    // per command above.
-    assert!(requests.iter().filter(|r| *r == "exec").count() >= 7, "too few exec requests seen: {requests:?}\n{log}");
+    // DEBUG3 really is on and the parser matches this sshd's wording: the warm daemon's
+    // first script is an exec, the resident shell another; later scripts go through the
+    // shell (issue 21) and ask sshd for nothing at all.
+    assert!(requests.iter().filter(|r| *r == "exec").count() >= 2, "too few exec requests seen: {requests:?}\n{log}");
     let bad = violations(&log);
     assert!(bad.is_empty(), "delegate asked sshd for more than exec:\n{}\n---- sshd log\n{log}", bad.join("\n"));
 }

@@ -111,6 +111,7 @@ fn saying_something_to_a_finished_task_suggests_reopen() {
 fn the_brother_refuses_a_message_for_a_run_that_ended_before_the_mailbox_knew() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
+    env.no_resident();
     let id = crate::support::launch(&env, &["oppy", "quick", "--json"]);
     let dir = crate::support::remote_dir(&env, id);
     crate::support::wait_for_file(&dir.join("exit"));

@@ -19,6 +19,8 @@ pub struct Env {
     pub known_hosts: PathBuf,
     toml: std::cell::RefCell<String>,
     umask: std::cell::Cell<Option<u32>>,
+    /// Run every script as an exec of its own (`DELEGATE_RESIDENT=0`).
+    no_resident: std::cell::Cell<bool>,
 }
 
 /// The result of one CLI run, printable in full for assertion messages.
@@ -74,6 +76,7 @@ impl Env {
             home,
             toml: std::cell::RefCell::new(String::new()),
             umask: std::cell::Cell::new(None),
+            no_resident: std::cell::Cell::new(false),
         };
         std::fs::write(&env.known_hosts, "").unwrap();
         env
@@ -147,8 +150,16 @@ impl Env {
             ("DELEGATE_HOME", path(&self.data)),
         ]
         .into_iter()
+        .chain(self.no_resident.get().then(|| ("DELEGATE_RESIDENT", "0".to_string())))
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+    }
+
+    /// Every script gets an exec of its own, as before the resident shell, for tests that
+    /// count SSH execs in the sshd log (scripts through the shell start none, and the shell's
+    /// own start, after a connection's first script, would land at any time).
+    pub fn no_resident(&self) {
+        self.no_resident.set(true);
     }
 
     /// Every later command of this Env starts with this umask, as from a shell (S10).
@@ -177,6 +188,9 @@ impl Env {
             .env("DELEGATE_CONFIG", &self.config)
             .env("DELEGATE_HOME", &self.data)
             .current_dir(&self.home);
+        if self.no_resident.get() {
+            c.env("DELEGATE_RESIDENT", "0");
+        }
         c
     }
 

@@ -42,6 +42,9 @@ fn alive(pid: i64) -> bool {
 fn repeated_commands_share_one_connection_held_by_the_warm_daemon() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
+    // Counted in execs: one per script, as without the resident shell (whose own start lands
+    // whenever it does; `resident::*` covers scripts through it).
+    env.no_resident();
     let first = env.run(&["oppy", "one\n@self-test sleep 30", "--json"]).ok().json();
     let second = env.run(&["oppy", "two\n@self-test sleep 30", "--json"]).ok().json();
     env.run(&["sync"]).ok();

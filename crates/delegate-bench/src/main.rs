@@ -33,7 +33,7 @@ use crate::proxy::DelayProxy;
 
 const USAGE: &str = "usage: delegate-bench [--quick] [--rtt 0,20] [--hosts N] [--user NAME] [--delegate PATH]
                       [--only BS1,BS2,BS3,BS4,BS5] [--tasks N] [--no-pin] [--keep] [--out DIR]
-                      [--benchmarks-md PATH] [--reproduce TEXT]
+                      [--benchmarks-md PATH] [--reproduce TEXT] [--sweep-k LIST]
 
   --quick            fewer runs and smaller sizes (development; minutes, not a report)
   --rtt LIST         round-trip times in ms made by the delay proxy (0 = direct); default 0,20;
@@ -48,7 +48,8 @@ const USAGE: &str = "usage: delegate-bench [--quick] [--rtt 0,20] [--hosts N] [-
   --out DIR          where <timestamp>.json/.md go (default target/bench)
   --benchmarks-md P  also copy the markdown there (default BENCHMARKS.md at the repo root;
                      `-` for none)
-  --reproduce TEXT   the command line shown in the report";
+  --reproduce TEXT   the command line shown in the report
+  --sweep-k LIST     BS3's task counts (default 10,100,1000; 10,100 with --quick)";
 
 pub struct Args {
     pub quick: bool,
@@ -63,6 +64,7 @@ pub struct Args {
     pub out: PathBuf,
     pub benchmarks_md: Option<PathBuf>,
     pub reproduce: String,
+    pub sweep_k: Option<Vec<usize>>,
 }
 
 fn repo_root() -> PathBuf {
@@ -85,6 +87,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args> {
         out: root.join("target/bench"),
         benchmarks_md: Some(root.join("BENCHMARKS.md")),
         reproduce: "scripts/bench.sh".into(),
+        sweep_k: None,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -107,6 +110,9 @@ fn parse_args(argv: Vec<String>) -> Result<Args> {
                 a.benchmarks_md = if v == "-" { None } else { Some(PathBuf::from(v)) };
             }
             "--reproduce" => a.reproduce = val()?,
+            "--sweep-k" => {
+                a.sweep_k = Some(val()?.split(',').map(|s| s.trim().parse::<usize>()).collect::<Result<_, _>>()?);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

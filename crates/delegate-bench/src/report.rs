@@ -102,6 +102,30 @@ fn ratios(ctx: &Ctx) -> Vec<Ratio> {
             ratio(c, "BS1", r, "", "D3", "O2"),
             Some((0.5, "≤")),
         );
+        // Issue 21: the fair comparator runs delegate's own remote command; the hand-rolled
+        // launch is the simplest honest one a user could write; D1x is the path before the
+        // resident shell.
+        push(
+            format!("{r} ms: warm launch D1 (library, resident shell) / O2f (ControlMaster, same remote command)"),
+            ratio(c, "BS1", r, "", "D1", "O2f"),
+            Some((0.5, "≤")),
+        );
+        push(
+            format!("{r} ms: warm launch D3 (CLI warm path) / O2f"),
+            ratio(c, "BS1", r, "", "D3", "O2f"),
+            Some((0.5, "≤")),
+        );
+        push(
+            format!("{r} ms: warm launch D1 / O2h (hand-rolled launch through ControlMaster)"),
+            ratio(c, "BS1", r, "", "D1", "O2h"),
+            Some((1.0, "≤")),
+        );
+        push(format!("{r} ms: warm launch D3 / O2h"), ratio(c, "BS1", r, "", "D3", "O2h"), Some((1.0, "≤")));
+        push(
+            format!("{r} ms: warm launch D1 (resident shell) / D1x (one exec per launch)"),
+            ratio(c, "BS1", r, "", "D1", "D1x"),
+            None,
+        );
         push(
             format!("{r} ms: warm launch D1 / bare russh exec of the script"),
             ratio(c, "BS1", r, "", "D1", "F0-russh-script"),
@@ -145,6 +169,14 @@ fn ratios(ctx: &Ctx) -> Vec<Ratio> {
             ratio(c, "BS3", r, &sweep, "D1", "F0"),
             Some((2.0, "≤")),
         );
+        for k in [10, 100, 1000] {
+            let one = format!("K={k} M=1");
+            push(
+                format!("{r} ms: sync {one}: D1 (library, resident shell) / D1x (one exec per sync)"),
+                ratio(c, "BS3", r, &one, "D1", "D1x"),
+                if k == 1000 { Some((0.3, "≤")) } else { None },
+            );
+        }
         push(
             format!("{r} ms: sweep {sweep}: D3 (CLI sync, warm path) / floor"),
             ratio(c, "BS3", r, &sweep, "D3", "F0"),

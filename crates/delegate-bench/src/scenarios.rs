@@ -73,7 +73,10 @@ fn plan(ctx: &Ctx) -> Plan {
 }
 
 pub fn run_all(ctx: &mut Ctx) -> Result<()> {
-    let p = plan(ctx);
+    let mut p = plan(ctx);
+    if let Some(k) = &ctx.args.sweep_k {
+        p.sweep_k = k.clone();
+    }
     ctx.facts.insert(
         "plan".into(),
         json!({"warmup": p.warm, "n_launch": p.n_launch, "n_fanout": p.n_fan, "n_sweep": p.n_sweep,
@@ -146,6 +149,9 @@ fn script(ctx: &mut Ctx, renderer: &Delegate, brother: &str) -> Result<RenderedL
     let id = ctx.fresh_task();
     Ok(render_launch_script(renderer, brother, id, PROMPT)?)
 }
+
+/// O2h's remote command: a hand-rolled honest launch (the runner reports from inside tmux).
+const HAND_ROLLED: &str = r#"d=$(mktemp -d "$HOME/hand.XXXXXX") && cat >"$d/prompt" && tmux -L delegate new-session -d -s "hand-${d##*.}" "echo up >$d/runner; exec sleep 3600" && until [ -s "$d/runner" ]; do sleep 0.001; done && echo runner-up"#;
 
 fn launched(out: &[u8], nonce: &str) -> bool {
     let needle = format!("DELEGATE-LAUNCHED {nonce} ");
@@ -221,6 +227,26 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
                     }
                 }
                 Err(e) => c.fail(&e.to_string()),
+            }
+        }
+        ctx.cells.push(c.finish());
+        ctx.rt.block_on(d.close());
+    }
+    // D1x: the same with one exec per launch (the path before the resident shell, issue 21).
+    {
+        let mut d = ctx.open_lib(&ctx.levels[li], &format!("bs1-libx-{rtt}"))?;
+        d.transport().ssh_pool().set_resident(false);
+        let mut c =
+            Collector::new("BS1", rtt, "", "D1x", "delegate library, warm pooled connection, one exec per launch");
+        for i in 0..total {
+            let t = Instant::now();
+            let r = ctx.rt.block_on(d.launch(req("b1")));
+            let wall = ms(t);
+            if i >= p.warm {
+                match r {
+                    Ok(_) => c.sample(wall),
+                    Err(e) => c.fail(&e.to_string()),
+                }
             }
         }
         ctx.cells.push(c.finish());
@@ -307,6 +333,44 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
             cmd.arg("-S").arg(level.ctl(1)).args(["h1", "bash -s"]);
             cmd
         })?;
+        ctx.cells.push(c.finish());
+        // O2f: the fair one: ControlMaster running delegate's own remote command.
+        let mut c = Collector::new(
+            "BS1",
+            rtt,
+            "",
+            "O2f",
+            "ssh -S ctl h 'bash -c eval \"$(</dev/stdin)\"' < script (ControlMaster, delegate's remote command)",
+        );
+        time_openssh_launches(ctx, &renderer, &mut c, total, p.warm, |ctx| {
+            let level = &ctx.levels[li];
+            let mut cmd = ctx.ssh(level, false);
+            cmd.arg("-S").arg(level.ctl(1)).args(["h1", delegate_core::remote::REMOTE_COMMAND]);
+            cmd
+        })?;
+        ctx.cells.push(c.finish());
+        // O2h: the simplest launch a user could hand-roll through ControlMaster: make a
+        // directory, write the prompt, `tmux new-session -d`, wait for the runner's first line.
+        let mut c = Collector::new(
+            "BS1",
+            rtt,
+            "",
+            "O2h",
+            "hand-rolled launch through ControlMaster (mkdir, prompt, tmux, first line)",
+        );
+        for i in 0..total {
+            let level = &ctx.levels[li];
+            let mut cmd = ctx.ssh(level, false);
+            cmd.arg("-S").arg(level.ctl(1)).arg("h1").arg(HAND_ROLLED);
+            let out = measure::run(&mut cmd, Some(PROMPT), PROC_LIMIT)?;
+            if i >= p.warm {
+                if out.ok() && out.stdout_str().contains("runner-up") {
+                    c.sample(out.wall_ms)
+                } else {
+                    c.fail(&proc_failure(&out))
+                }
+            }
+        }
         ctx.cells.push(c.finish());
         // F0: ControlMaster `true`.
         let mut c = Collector::new("BS1", rtt, "", "F0-cm-true", "floor: ssh -S ctl h true (ControlMaster)");
@@ -784,6 +848,28 @@ fn sweep_level(ctx: &mut Ctx, li: usize, data: &str, size: &str, k: usize, m: us
     let tasks = d.list(&ListFilter::default())?;
     ctx.rt.block_on(d.close());
     drop(d);
+    // D1x: the same with one exec per sync (the path before the resident shell, issue 21).
+    {
+        let mut d = ctx.open_lib(&ctx.levels[li], data)?;
+        d.transport().ssh_pool().set_resident(false);
+        let mut c = Collector::new("BS3", rtt, size, "D1x", "delegate library sync(), warm pool, one exec per sync");
+        let mut i = 0;
+        while i < 2 || c.more(p.n_sweep, 3, p.budget) {
+            let t = Instant::now();
+            let r = ctx.rt.block_on(d.sync(None));
+            let wall = ms(t);
+            if i >= 2 {
+                match r {
+                    Ok(s) if s.errors().next().is_none() => c.sample(wall),
+                    Ok(s) => c.fail(&format!("{:?}", s.errors().next())),
+                    Err(e) => c.fail(&e.to_string()),
+                }
+            }
+            i += 1;
+        }
+        ctx.cells.push(c.finish());
+        ctx.rt.block_on(d.close());
+    }
     // D2 / D3: CLI sync; D2s: CLI status (sync + listing).
     for (id, args, warm, label, n) in [
         ("D2", vec!["sync", "--json"], false, "delegate CLI sync (cold, --no-warm)", p.n_sweep),

@@ -15,6 +15,7 @@
 //! connections across processes; when the daemon is not available it connects itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 pub struct Pool {
     slots: Mutex<HashMap<String, Slot>>,
     warm: Option<WarmClient>,
+    /// Every script gets its own exec, as before the resident shell (the CLI's
+    /// `DELEGATE_RESIDENT=0`; a benchmark comparator).
+    exec_per_command: AtomicBool,
 }
 
 /// How the connection for one exec was obtained: `Some` timings when it was opened for it;
@@ -49,6 +53,12 @@ impl Pool {
     /// the daemon is not available.
     pub fn with_warm(warm: WarmClient) -> Pool {
         Pool { warm: Some(warm), ..Pool::default() }
+    }
+
+    /// `false`: every script on this pool's own connections gets its own exec, as before
+    /// the resident shell (see `ssh::resident`).
+    pub fn set_resident(&self, on: bool) {
+        self.exec_per_command.store(!on, Ordering::Relaxed);
     }
 
     /// How many hosts have an open connection right now.
@@ -136,7 +146,7 @@ impl Pool {
             }
         }
         let (session, conn) = self.session(t).await?;
-        match session.exec(command, stdin, limit).await {
+        match self.run(&session, command, stdin, limit).await {
             Err(
                 Error::Ssh { phase: "opening a channel", .. }
                 | Error::Timeout { phase: "opening a channel", .. }
@@ -144,9 +154,19 @@ impl Pool {
             ) if conn.fresh.is_none() => {
                 self.forget(t, &session);
                 let (session, conn) = self.session(t).await?;
-                Ok((session.exec(command, stdin, limit).await?, conn))
+                Ok((self.run(&session, command, stdin, limit).await?, conn))
             }
             other => Ok((other?, conn)),
+        }
+    }
+
+    /// delegate's scripts go through the connection's resident shell (see
+    /// `ssh::resident`); any other command gets its own exec.
+    async fn run(&self, session: &Arc<Session>, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
+        if !self.exec_per_command.load(Ordering::Relaxed) && command == crate::remote::REMOTE_COMMAND {
+            session.run_script(stdin, limit).await
+        } else {
+            session.exec(command, stdin, limit).await
         }
     }
 

@@ -9,6 +9,7 @@
 //! How the bytes get to the host (TCP, a bastion, a ProxyCommand) is [`route`]'s business;
 //! [`system`] runs commands through the system `ssh` instead, for hosts that need it.
 
+mod resident;
 pub mod route;
 mod slots;
 pub mod system;
@@ -170,7 +171,12 @@ pub struct Session {
     presented: Presented,
     asked: HostKeyAsk,
     /// Session channels in flight, and how many the server allows at once.
-    channels: slots::ChannelSlots,
+    channels: Arc<slots::ChannelSlots>,
+    /// The resident shell scripts go through ([`Session::run_script`]).
+    resident: tokio::sync::Mutex<resident::State>,
+    /// Why this connection cannot keep a resident shell, once a start failed for a reason
+    /// that will not change while it lives (then every script gets its own exec).
+    no_resident: Mutex<Option<String>>,
     pub timings: ConnectTimings,
     /// The host key the server proved it holds: `<type> SHA256:...`, and for a host
     /// certificate its ID and the CA that signed it.
@@ -710,7 +716,9 @@ impl Session {
             target: t.clone(),
             presented,
             asked: ask,
-            channels: slots::ChannelSlots::default(),
+            channels: Arc::default(),
+            resident: tokio::sync::Mutex::default(),
+            no_resident: Mutex::new(None),
             timings,
             host_key,
             identity,
@@ -748,6 +756,118 @@ impl Session {
         self.handle.is_closed()
     }
 
+    /// Runs a script the way [`crate::remote::REMOTE_COMMAND`] runs one, through this
+    /// connection's resident shell (see [`resident`]) when it runs and is free: no channel
+    /// open, no exec request, no bash start per script. Otherwise the script gets a channel
+    /// of its own if the server has one free now; else it waits for whichever comes first,
+    /// a free channel or the free shell (so nothing waits for a channel place the shell
+    /// holds). With no shell running, one is started once such an exec is done, for the
+    /// next script; a connection that cannot keep one runs one exec per script.
+    ///
+    /// What the caller sees is what [`Session::exec`] gives: the same output, exit status
+    /// and cap, and a script whose answer was lost is reported `broken`, never sent again.
+    pub async fn run_script(self: &Arc<Self>, script: &[u8], limit: Duration) -> Result<ExecOutput> {
+        let command = crate::remote::REMOTE_COMMAND;
+        if self.no_resident.lock().expect("resident lock").is_some() {
+            return self.exec(command, script, limit).await;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        // The shell, once waited for: kept, not dropped and looked for again (with several
+        // waiting, each would hand it to the next and none would ever use it).
+        let mut held = None;
+        loop {
+            let guard = match held.take() {
+                Some(guard) => Some(guard),
+                None => self.resident.try_lock().ok(),
+            };
+            // `busy`: the shell is serving another script (or starting): worth waiting for.
+            let (mut start_after, busy) = (false, guard.is_none());
+            if let Some(mut state) = guard {
+                if let resident::State::Up(r) = &mut *state
+                    && (!r.usable().await || (r.idle_for() > resident::IDLE_PROBE && !self.answers_ping().await))
+                    && let resident::State::Up(r) = std::mem::take(&mut *state)
+                {
+                    r.end().await;
+                }
+                if let resident::State::Up(r) = &mut *state {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let answer = r.request(script, left, MAX_EXEC_OUTPUT).await;
+                    if !answer.keep
+                        && let resident::State::Up(r) = std::mem::take(&mut *state)
+                    {
+                        r.end().await;
+                    }
+                    return Ok(answer.out);
+                }
+                start_after = self.no_resident.lock().expect("resident lock").is_none();
+            }
+            let freed = self.channels.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(out) = self.run(command, script, left, MAX_EXEC_OUTPUT, true, false).await? {
+                if start_after {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.start_resident().await });
+                }
+                return Ok(out);
+            }
+            tokio::select! {
+                _ = freed => {}
+                guard = self.resident.lock(), if busy => held = Some(guard),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Timeout {
+                        host: self.target.host.clone(),
+                        phase: "waiting for a channel",
+                        waited: limit,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether the server answers a ping within the handshake timeout. A script sent on a
+    /// link that died silently could only be reported unknown; a plain exec on it fails at
+    /// its channel open, before anything is sent, and the pool then connects afresh.
+    async fn answers_ping(&self) -> bool {
+        matches!(tokio::time::timeout(self.target.timeouts.handshake, self.handle.send_ping()).await, Ok(Ok(())))
+    }
+
+    /// Starts the resident shell if none runs. A channel the server will not give now (its
+    /// `MaxSessions` reached) leaves it for a later script; a shell that does not come up
+    /// (no bash, a forced command, no usable `dd`) is remembered: this connection then runs
+    /// one exec per script.
+    async fn start_resident(&self) {
+        let mut state = self.resident.lock().await;
+        if !matches!(*state, resident::State::Down) || self.no_resident.lock().expect("resident lock").is_some() {
+            return;
+        }
+        let wait = self.target.timeouts.handshake.min(resident::READY_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let why = match self.open_channel(deadline, false).await {
+            Ok(Some((channel, slot))) => match resident::Resident::start(channel, slot, wait).await {
+                Ok(r) => {
+                    *state = resident::State::Up(r);
+                    return;
+                }
+                Err(resident::Refused(why)) => why,
+            },
+            Err(Error::ChannelRefused { reason, .. }) => format!("the server refused a channel: {reason}"),
+            // No place free now, or the connection is in trouble (the next exec finds out).
+            Ok(None) | Err(_) => return,
+        };
+        *self.no_resident.lock().expect("resident lock") = Some(why);
+    }
+
+    /// Where this connection's resident shell stands: `Ok(true)` running, `Ok(false)` none
+    /// right now, `Err(why)` this connection cannot keep one.
+    pub async fn resident_status(&self) -> std::result::Result<bool, String> {
+        if let Some(why) = self.no_resident.lock().expect("resident lock").clone() {
+            return Err(why);
+        }
+        Ok(matches!(*self.resident.lock().await, resident::State::Up(_)))
+    }
+
     /// Runs `command` with `stdin` fed to it and closed, and reads both output streams until
     /// the server closes the channel. A connection that breaks after the command was sent is
     /// reported in `broken` with `Exit::Unknown`, never as an error that hides what was read.
@@ -755,7 +875,7 @@ impl Session {
     /// At most [`MAX_EXEC_OUTPUT`] bytes of each stream are read: past that the command is
     /// killed, reading stops and the output says `overflow`.
     pub async fn exec(&self, command: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput> {
-        self.run(command, stdin, limit, MAX_EXEC_OUTPUT, true).await
+        Ok(self.run(command, stdin, limit, MAX_EXEC_OUTPUT, true, true).await?.expect("waits for a channel"))
     }
 
     /// [`Session::exec`] keeping at most `max_bytes` of each output stream: for commands
@@ -768,11 +888,12 @@ impl Session {
         limit: Duration,
         max_bytes: usize,
     ) -> Result<ExecOutput> {
-        self.run(command, stdin, limit, max_bytes, false).await
+        Ok(self.run(command, stdin, limit, max_bytes, false, true).await?.expect("waits for a channel"))
     }
 
     /// `stop`: past `max_bytes` on a stream, stop reading and kill the command (else read
-    /// the rest and drop it).
+    /// the rest and drop it). `wait`: wait for a channel place; without it, `None` (nothing
+    /// sent) when the server has none free now.
     async fn run(
         &self,
         command: &str,
@@ -780,12 +901,13 @@ impl Session {
         limit: Duration,
         max_bytes: usize,
         stop: bool,
-    ) -> Result<ExecOutput> {
+        wait: bool,
+    ) -> Result<Option<ExecOutput>> {
         let host = self.target.host.clone();
         let ssh_err = |phase, source| Error::Ssh { host: host.clone(), phase, source };
         let deadline = tokio::time::Instant::now() + limit;
         // Held until the channel is closed, at the end of this function.
-        let (channel, _slot) = self.open_channel(deadline).await?;
+        let Some((channel, _slot)) = self.open_channel(deadline, wait).await? else { return Ok(None) };
         // Waiting for a channel counted against the exec's own limit.
         let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
         channel.exec(true, command).await.map_err(|e| ssh_err("starting the command", e))?;
@@ -843,24 +965,30 @@ impl Session {
             out.broken = Some("the channel closed without an exit status".into());
         }
         let _ = writer.close().await;
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Opens a session channel before `deadline`. A refusal while other channels of ours are
     /// open is the server's MaxSessions: nothing was sent, so the open waits for one of them
-    /// to close and is tried again (see [`slots`]).
+    /// to close and is tried again (see [`slots`]). Without `wait`, `None` instead of waiting.
     async fn open_channel(
         &self,
         deadline: tokio::time::Instant,
-    ) -> Result<(russh::Channel<client::Msg>, slots::Slot<'_>)> {
+        wait: bool,
+    ) -> Result<Option<(russh::Channel<client::Msg>, slots::Slot)>> {
         let host = &self.target.host;
         let mut settled = false;
         loop {
-            let slot = tokio::time::timeout_at(deadline, self.channels.take()).await.map_err(|_| Error::Timeout {
-                host: host.clone(),
-                phase: "waiting for a channel",
-                waited: deadline.saturating_duration_since(tokio::time::Instant::now()),
-            })?;
+            let slot = if wait {
+                tokio::time::timeout_at(deadline, self.channels.take()).await.map_err(|_| Error::Timeout {
+                    host: host.clone(),
+                    phase: "waiting for a channel",
+                    waited: deadline.saturating_duration_since(tokio::time::Instant::now()),
+                })?
+            } else {
+                let Some(slot) = self.channels.try_take() else { return Ok(None) };
+                slot
+            };
             // A live server answers a channel open in one round trip: one that takes longer
             // than the handshake deadline sits on a dead link that keepalives have not caught
             // yet (a kept connection, after a network change), and the pool then connects afresh.
@@ -870,7 +998,7 @@ impl Session {
                 Err(_) => {
                     return Err(Error::Timeout { host: host.clone(), phase: "opening a channel", waited: open_wait });
                 }
-                Ok(Ok(channel)) => return Ok((channel, slot)),
+                Ok(Ok(channel)) => return Ok(Some((channel, slot))),
                 Ok(Err(russh::Error::ChannelOpenFailure(reason))) => reason,
                 Ok(Err(e)) => return Err(Error::Ssh { host: host.clone(), phase: "opening a channel", source: e }),
             };
@@ -887,6 +1015,9 @@ impl Session {
                 return Err(Error::ChannelRefused { host: host.clone(), reason: open_failure(&refusal) });
             }
             slot.refused();
+            if !wait {
+                return Ok(None);
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! of them to close and opens again. The connection remembers how many were open when the
 //! server refused (the limit), so later opens queue instead of being refused again.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub(crate) struct ChannelSlots {
@@ -22,12 +22,14 @@ struct State {
     limit: Option<usize>,
 }
 
-/// One channel's place, held from before its open until it is closed.
-pub(crate) struct Slot<'a>(&'a ChannelSlots);
+/// One channel's place, held from before its open until it is closed. Owns its share of the
+/// count, so a channel kept open for the connection's life (the resident shell, see
+/// `ssh::resident`) can hold one.
+pub(crate) struct Slot(Arc<ChannelSlots>);
 
 impl ChannelSlots {
     /// A place for one more channel, waiting while the learned limit is reached.
-    pub(crate) async fn take(&self) -> Slot<'_> {
+    pub(crate) async fn take(self: &Arc<Self>) -> Slot {
         loop {
             // Registered before looking, so a slot freed in between still wakes us.
             let freed = self.freed.notified();
@@ -37,11 +39,27 @@ impl ChannelSlots {
                 let mut s = self.state.lock().expect("channel slots");
                 if s.limit.is_none_or(|limit| s.in_flight < limit) {
                     s.in_flight += 1;
-                    return Slot(self);
+                    return Slot(self.clone());
                 }
             }
             freed.await;
         }
+    }
+
+    /// A place for one more channel if the learned limit allows it now, without waiting.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let mut s = self.state.lock().expect("channel slots");
+        if s.limit.is_none_or(|limit| s.in_flight < limit) {
+            s.in_flight += 1;
+            return Some(Slot(self.clone()));
+        }
+        None
+    }
+
+    /// Fires when a place is freed; register it (`enable`) before looking for one, so a
+    /// place freed in between still wakes the waiter.
+    pub(crate) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
     }
 
     /// The learned limit, if the server has refused a channel.
@@ -51,7 +69,7 @@ impl ChannelSlots {
     }
 }
 
-impl Slot<'_> {
+impl Slot {
     /// Other channels of ours open or opening on this connection.
     pub(crate) fn others(&self) -> usize {
         self.0.state.lock().expect("channel slots").in_flight - 1
@@ -66,7 +84,7 @@ impl Slot<'_> {
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.state.lock().expect("channel slots").in_flight -= 1;
         self.0.freed.notify_waiters();
@@ -80,7 +98,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_sets_the_limit_and_later_takes_wait_for_a_free_slot() {
-        let slots = ChannelSlots::default();
+        let slots = Arc::new(ChannelSlots::default());
         let (a, b, c) = (slots.take().await, slots.take().await, slots.take().await);
         assert_eq!((c.others(), slots.limit()), (2, None));
         c.refused();
@@ -95,6 +113,7 @@ mod tests {
         assert_eq!(slots.limit(), Some(1));
         let waiting = tokio::time::timeout(Duration::from_millis(50), slots.take()).await;
         assert!(waiting.is_err(), "b holds the only slot");
+        assert!(slots.try_take().is_none(), "try_take does not pass the limit either");
         drop(b);
         let e = tokio::time::timeout(Duration::from_secs(5), slots.take()).await.expect("b's slot is taken");
         assert_eq!(e.others(), 0);

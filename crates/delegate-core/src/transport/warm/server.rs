@@ -17,6 +17,9 @@ pub struct ServeOptions {
     pub socket: PathBuf,
     /// Exit after this long without a request (OpenSSH's ControlPersist).
     pub persist: Duration,
+    /// Keep a resident shell on each connection (see `ssh::resident`); `false`: one exec
+    /// per script.
+    pub resident: bool,
 }
 
 struct State {
@@ -72,8 +75,10 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
     std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
     let inode = std::fs::metadata(&opts.socket)?.ino();
 
+    let pool = Pool::new();
+    pool.set_resident(opts.resident);
     let state = Arc::new(State {
-        pool: Pool::new(),
+        pool,
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
         last: Mutex::new(Instant::now()),

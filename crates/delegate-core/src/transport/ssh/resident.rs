@@ -1,0 +1,423 @@
+//! The resident brother shell: one long-lived session channel per held connection, running a
+//! small bash loop (`resident.sh`) that takes framed scripts on its stdin and answers with
+//! framed output. A script sent through it costs no channel open, no exec request and no bash
+//! start on the brother: one write and the reply, where a fresh exec costs three round trips.
+//!
+//! Honesty, as for a plain exec:
+//! - a request goes out only on a shell that said it is ready and has nothing unexplained
+//!   pending; otherwise nothing was sent and the caller may use another way;
+//! - once a request's bytes went out, its answer is read or the request is reported `broken`
+//!   with `Exit::Unknown`, exactly as a dropped exec channel is: never sent again. The launch
+//!   then becomes `launch_unknown` and a sync simply errors (its offsets were not advanced);
+//! - every request carries a fresh nonce, and only output framed with that nonce is its
+//!   reply, so two requests' replies can never be mixed up;
+//! - output is capped per stream ([`super::MAX_EXEC_OUTPUT`]); a brother sending more gets its
+//!   shell killed and the request reports `overflow`, with memory bounded by the cap.
+//!
+//! Requests are served one at a time; [`super::Session::run_script`] sends a request that
+//! finds the shell busy over a channel of its own when the server has one free.
+
+use std::time::Duration;
+
+use russh::client;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+
+use super::slots::Slot;
+use super::{ExecOutput, Exit};
+
+/// The loop, run as `bash -c '<loop>'`.
+pub(crate) const LOOP_SH: &str = include_str!("resident.sh");
+
+/// What the loop prints once it runs (after checking the `dd` it needs works).
+const READY: &[u8] = b"\x1edlg-ready 1\x1e\n";
+
+/// How long a starting shell may take to say it is ready (capped by the handshake timeout):
+/// a forced command that ignores ours never says it, and then this connection uses one exec
+/// per command instead.
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// A shell left idle longer than this is pinged before a script goes to it: a link that
+/// died silently meanwhile (a network change) would otherwise swallow the script, and its
+/// answer could only be "unknown".
+pub(crate) const IDLE_PROBE: Duration = Duration::from_secs(5);
+
+/// The remote command that starts the loop.
+pub(crate) fn command() -> String {
+    format!("bash -c '{LOOP_SH}'")
+}
+
+/// Where the connection's resident shell stands.
+#[derive(Default)]
+pub(crate) enum State {
+    /// None yet, or the last one ended: the next request may start one.
+    #[default]
+    Down,
+    Up(Resident),
+}
+
+/// A running resident shell on its own channel (holding one of the connection's channel places).
+pub(crate) struct Resident {
+    reader: ChannelReadHalf,
+    writer: ChannelWriteHalf<client::Msg>,
+    _slot: Slot,
+    /// When its last reply ended.
+    idle_since: std::time::Instant,
+}
+
+/// Why a shell could not be started: the connection then runs one exec per command.
+pub(crate) struct Refused(pub String);
+
+impl Resident {
+    /// Starts the loop on `channel` (already open) and waits up to `wait` for its ready line.
+    pub(crate) async fn start(
+        channel: russh::Channel<client::Msg>,
+        slot: Slot,
+        wait: Duration,
+    ) -> Result<Resident, Refused> {
+        let (mut reader, writer) = channel.split();
+        let started = async {
+            writer.exec(true, command()).await.map_err(|e| format!("the exec request failed: {e}"))?;
+            let (mut seen, mut errors) = (Vec::new(), Vec::new());
+            loop {
+                match reader.wait().await {
+                    Some(ChannelMsg::Data { data }) => {
+                        super::keep(&mut seen, &data, READY.len() + 1);
+                        if seen.len() >= READY.len() {
+                            return if seen == READY {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "it printed {}",
+                                    crate::sanitize::clean_line(&String::from_utf8_lossy(&seen), 80)
+                                ))
+                            };
+                        }
+                    }
+                    Some(ChannelMsg::ExtendedData { data, .. }) => super::keep(&mut errors, &data, 200),
+                    Some(ChannelMsg::Failure) => return Err("the server refused the command".to_string()),
+                    Some(
+                        ChannelMsg::ExitStatus { .. }
+                        | ChannelMsg::ExitSignal { .. }
+                        | ChannelMsg::Eof
+                        | ChannelMsg::Close,
+                    )
+                    | None => {
+                        let said = crate::sanitize::clean_line(&String::from_utf8_lossy(&errors), 200);
+                        return Err(format!(
+                            "it ended before it was ready{}",
+                            if said.is_empty() { String::new() } else { format!(": {said}") }
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        };
+        let outcome = match tokio::time::timeout(wait, started).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no ready line within {wait:?}")),
+        };
+        match outcome {
+            Ok(()) => Ok(Resident { reader, writer, _slot: slot, idle_since: std::time::Instant::now() }),
+            Err(why) => {
+                end(&writer).await;
+                Err(Refused(why))
+            }
+        }
+    }
+
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.idle_since.elapsed()
+    }
+
+    /// Whether a request may be sent: the shell has not ended and has sent nothing since the
+    /// last reply (output between requests is unexplained; the shell is then let go).
+    pub(crate) async fn usable(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(Duration::ZERO, self.reader.wait()).await {
+                // Nothing pending.
+                Err(_) => return true,
+                Ok(Some(ChannelMsg::WindowAdjusted { .. } | ChannelMsg::Success)) => continue,
+                Ok(_) => return false,
+            }
+        }
+    }
+
+    /// Sends one script and reads its framed reply within `limit`, keeping at most `max`
+    /// bytes of each stream. `keep` in the answer says whether the shell may serve another
+    /// request; when it is false the caller lets it go ([`Resident::end`]).
+    pub(crate) async fn request(&mut self, script: &[u8], limit: Duration, max: usize) -> Answer {
+        let nonce = nonce();
+        let mut frame = format!("R {nonce} {}\n", script.len()).into_bytes();
+        frame.extend_from_slice(script);
+        let mut out = ExecOutput::default();
+        let (mut stdout, mut stderr) = (Framer::new(&nonce, max), Framer::new(&nonce, max));
+        let reader = &mut self.reader;
+        let writer = &self.writer;
+        let exchange = async {
+            writer.data_bytes(frame).await.map_err(|e| format!("sending the script failed: {e}"))?;
+            while !(stdout.done() && stderr.done()) {
+                let (framer, data) = match reader.wait().await {
+                    Some(ChannelMsg::Data { data }) => (&mut stdout, data),
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => (&mut stderr, data),
+                    Some(
+                        ChannelMsg::ExitStatus { .. }
+                        | ChannelMsg::ExitSignal { .. }
+                        | ChannelMsg::Eof
+                        | ChannelMsg::Close,
+                    )
+                    | None => return Err("the channel closed without an exit status".to_string()),
+                    Some(_) => continue,
+                };
+                framer.feed(&data)?;
+            }
+            Ok(())
+        };
+        let result = tokio::time::timeout(limit, exchange).await;
+        let keep = match result {
+            Err(_) => {
+                out.broken = Some(format!("no end of the command within {limit:?}"));
+                false
+            }
+            Ok(Err(why)) => {
+                out.overflow = stdout.over || stderr.over;
+                out.broken = Some(why);
+                false
+            }
+            Ok(Ok(())) => {
+                out.exit = stdout.code.map(Exit::Code).unwrap_or_default();
+                // A reply whose two streams disagree on the status, or that did not begin
+                // where it should, came from a shell we can no longer vouch for.
+                let agreed = stdout.code.is_some() && stdout.code == stderr.code;
+                if !agreed {
+                    out.exit = Exit::Unknown;
+                    out.broken = Some("the reply's two streams disagree on its exit status".into());
+                }
+                agreed && !stdout.strays && !stderr.strays
+            }
+        };
+        out.stdout = stdout.body;
+        out.stderr = stderr.body;
+        self.idle_since = std::time::Instant::now();
+        Answer { out, keep }
+    }
+
+    /// Lets the shell go: killed (whatever runs in it is not waited for) and its channel closed.
+    pub(crate) async fn end(self) {
+        end(&self.writer).await;
+    }
+}
+
+async fn end(writer: &ChannelWriteHalf<client::Msg>) {
+    let _ = writer.signal(russh::Sig::KILL).await;
+    let _ = writer.eof().await;
+    let _ = writer.close().await;
+}
+
+/// One request's reply.
+pub(crate) struct Answer {
+    pub out: ExecOutput,
+    /// The shell answered cleanly and may take the next request.
+    pub keep: bool,
+}
+
+/// 128 random bits, hex: the request's id in its frame and in every marker of its reply.
+fn nonce() -> String {
+    use rand::RngCore;
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads one stream of one reply: `RS dlg-begin N RS`, the output, `RS dlg-end N <status> RS`.
+struct Framer {
+    begin: Vec<u8>,
+    end: Vec<u8>,
+    max: usize,
+    phase: Phase,
+    /// Bytes not yet placed (before the begin marker, or the status digits).
+    pending: Vec<u8>,
+    body: Vec<u8>,
+    /// How far `body` has been searched for the end marker.
+    searched: usize,
+    code: Option<u32>,
+    /// Bytes that belong to no request (before its begin or after its end).
+    strays: bool,
+    over: bool,
+}
+
+#[derive(PartialEq, Debug)]
+enum Phase {
+    Begin,
+    Body,
+    Status,
+    Done,
+}
+
+/// Longest exit status text: `255` and then some slack.
+const STATUS_MAX: usize = 12;
+
+impl Framer {
+    fn new(nonce: &str, max: usize) -> Framer {
+        Framer {
+            begin: format!("\x1edlg-begin {nonce}\x1e").into_bytes(),
+            end: format!("\x1edlg-end {nonce} ").into_bytes(),
+            max,
+            phase: Phase::Begin,
+            pending: Vec::new(),
+            body: Vec::new(),
+            searched: 0,
+            code: None,
+            strays: false,
+            over: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Takes the next bytes of the stream. An error ends the request (output over the cap,
+    /// a malformed status).
+    fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+        match self.phase {
+            Phase::Done => {
+                self.strays = true;
+                Ok(())
+            }
+            Phase::Begin => {
+                self.pending.extend_from_slice(data);
+                match find(&self.pending, &self.begin) {
+                    Some(at) => {
+                        self.strays |= at > 0;
+                        let rest = self.pending.split_off(at + self.begin.len());
+                        self.pending.clear();
+                        self.phase = Phase::Body;
+                        self.feed(&rest)
+                    }
+                    None if self.pending.len() > self.max => self.overflow(),
+                    None => Ok(()),
+                }
+            }
+            Phase::Body => {
+                self.body.extend_from_slice(data);
+                let from = self.searched.saturating_sub(self.end.len());
+                match find(&self.body[from..], &self.end) {
+                    Some(at) => {
+                        let at = from + at;
+                        let rest = self.body.split_off(at);
+                        if self.body.len() > self.max {
+                            return self.overflow();
+                        }
+                        self.phase = Phase::Status;
+                        self.feed(&rest[self.end.len()..])
+                    }
+                    None if self.body.len() > self.max + self.end.len() => self.overflow(),
+                    None => {
+                        self.searched = self.body.len();
+                        Ok(())
+                    }
+                }
+            }
+            Phase::Status => {
+                self.pending.extend_from_slice(data);
+                let Some(at) = self.pending.iter().position(|&b| b == 0x1e) else {
+                    return if self.pending.len() > STATUS_MAX {
+                        Err("the reply's exit status is malformed".into())
+                    } else {
+                        Ok(())
+                    };
+                };
+                let code = std::str::from_utf8(&self.pending[..at]).ok().and_then(|s| s.parse::<u32>().ok());
+                let Some(code) = code else { return Err("the reply's exit status is malformed".into()) };
+                self.code = Some(code);
+                self.strays |= self.pending.len() > at + 1;
+                self.pending.clear();
+                self.phase = Phase::Done;
+                Ok(())
+            }
+        }
+    }
+
+    fn overflow(&mut self) -> Result<(), String> {
+        self.over = true;
+        self.body.truncate(self.max);
+        self.pending.clear();
+        Err(format!("output over {} bytes: stopped reading", self.max))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_travels_inside_single_quotes() {
+        assert!(!LOOP_SH.contains('\''), "resident.sh must not contain a single quote");
+    }
+
+    fn framed(nonce: &str, body: &[u8], code: u32) -> Vec<u8> {
+        let mut v = format!("\x1edlg-begin {nonce}\x1e").into_bytes();
+        v.extend_from_slice(body);
+        v.extend_from_slice(format!("\x1edlg-end {nonce} {code}\x1e").as_bytes());
+        v
+    }
+
+    #[test]
+    fn a_reply_is_read_whatever_the_chunking() {
+        let n = "ab12";
+        let wire = framed(n, b"hello \x1e world", 7);
+        for size in 1..wire.len() {
+            let mut f = Framer::new(n, 100);
+            for chunk in wire.chunks(size) {
+                f.feed(chunk).unwrap();
+            }
+            assert!(f.done(), "chunks of {size}");
+            assert_eq!((f.body.as_slice(), f.code, f.strays), (&b"hello \x1e world"[..], Some(7), false));
+        }
+    }
+
+    #[test]
+    fn another_requests_markers_are_output_and_strays_are_noticed() {
+        let mut f = Framer::new("aa", 100);
+        let mut wire = b"left over".to_vec();
+        wire.extend(framed("aa", &framed("bb", b"x", 0), 3));
+        wire.extend(b"late");
+        f.feed(&wire).unwrap();
+        assert_eq!((f.body, f.code, f.strays), (framed("bb", b"x", 0), Some(3), true));
+    }
+
+    #[test]
+    fn output_over_the_cap_stops_with_bounded_memory() {
+        let mut f = Framer::new("aa", 10);
+        f.feed(b"\x1edlg-begin aa\x1e").unwrap();
+        let mut err = None;
+        for _ in 0..1000 {
+            if let Err(e) = f.feed(&[b'x'; 7]) {
+                err = Some(e);
+                break;
+            }
+            assert!(f.body.len() <= 10 + f.end.len() + 7);
+        }
+        assert!(err.unwrap().contains("output over 10 bytes"));
+        assert!(f.over && f.body.len() == 10);
+        // Exactly the cap is fine.
+        let mut f = Framer::new("aa", 10);
+        f.feed(&framed("aa", &[b'y'; 10], 0)).unwrap();
+        assert!(f.done() && !f.over);
+    }
+
+    #[test]
+    fn a_malformed_status_is_an_error() {
+        let mut f = Framer::new("aa", 100);
+        assert!(f.feed(b"\x1edlg-begin aa\x1e\x1edlg-end aa x1\x1e").is_err());
+        let mut f = Framer::new("aa", 100);
+        assert!(f.feed(b"\x1edlg-begin aa\x1e\x1edlg-end aa 1111111111111111111").is_err());
+    }
+}

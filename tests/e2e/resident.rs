@@ -1,0 +1,132 @@
+//! Issue 21: scripts on the warm daemon's connection go through its resident brother shell.
+//! A sync whose reply is cut mid-way (the link goes, and the shell with it) is reported as a
+//! failed sync and stores nothing; the next sync reads from the stored offsets, so nothing
+//! is read twice and nothing is missed.
+
+use std::io::Write;
+
+use delegate_testkit::{FakeHost, Fault, FaultProxy};
+
+use crate::support::{Env, execs, install_agent, launch, remote_dir};
+
+fn reports(env: &Env, id: i64) -> Vec<i64> {
+    let db = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
+    let mut q = db.prepare("SELECT summary FROM events WHERE task_id = ?1 AND summary LIKE '#%' ORDER BY id").unwrap();
+    q.query_map([id], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            b.split_whitespace().next().and_then(|n| n.strip_prefix('#')).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// Appends events `from..to`, each summarised `#<n>` and padding, to the task's events on
+/// the brother. Events have no sequence number the mailbox could deduplicate on: one read
+/// twice would be stored twice.
+fn write_reports(dir: &std::path::Path, from: i64, to: i64) {
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(dir.join("events.jsonl")).unwrap();
+    let pad = "p".repeat(250);
+    for i in from..to {
+        writeln!(f, r##"{{"event":"note","summary":"#{i} {pad}"}}"##).unwrap();
+    }
+}
+
+/// An env whose host `h` is reached through `proxy`, with brother `oppy` running `agent`.
+fn through(host: &FakeHost, proxy: &FaultProxy, agent: &str) -> Env {
+    let env = Env::new();
+    // The host is known under the proxy's port, which is what the client dials.
+    std::fs::write(&env.known_hosts, format!("[127.0.0.1]:{} {}\n", proxy.port(), host.host_public_key())).unwrap();
+    env.config_append(
+        &env.host_toml("h", host)
+            .replace(&format!("address = \"{}\"", host.address()), "address = \"127.0.0.1\"")
+            .replace(&format!("port = {}", host.port()), &format!("port = {}", proxy.port())),
+    );
+    env.add_brother("oppy", "h", host, agent, "read");
+    env
+}
+
+/// Runs `delegate sync` until one costs no exec: from then on the warm daemon's scripts go
+/// through its resident shell (it starts after the daemon's first exec on the connection).
+fn until_resident(env: &Env, host: &FakeHost) {
+    for _ in 0..50 {
+        let before = execs(host);
+        env.run(&["sync"]).ok();
+        if execs(host) == before {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("syncs never went through a resident shell:\n{}", host.sshd_log());
+}
+
+fn sessions(host: &FakeHost) -> usize {
+    let out = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// F2/F4 over the resident shell: the link is reset as the launch's reply starts to come
+/// back (the brother has the whole script). The launch is `launch_unknown` (exit 14), never
+/// `launched` nor sent again; reconcile settles it (`running` with its one session, else
+/// `lost` or `failed` with none), and a second look starts nothing.
+#[test]
+fn a_launch_whose_reply_is_cut_on_the_resident_shell_is_launch_unknown_and_never_repeated() {
+    let host = FakeHost::start();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", host.port()).parse().unwrap());
+    let env = through(&host, &proxy, "self-test");
+    // Something for the syncs to look at (a sync of no task sends nothing).
+    let first = launch(&env, &["oppy", "first\n@self-test sleep 30", "--json"]);
+    until_resident(&env, &host);
+    let before = execs(&host);
+    proxy.set(Fault::CutAfter { server_to_client: proxy.bytes_server_to_client() as usize + 1 });
+    let run = env.run(&["oppy", "cut\n@self-test sleep 30", "--json"]).fails_with(14);
+    assert_eq!(execs(&host), before, "the launch went through the resident shell:\n{run}");
+    let task = run.json();
+    assert_eq!(task["status"], "launch_unknown", "{run}");
+    let id = task["id"].as_i64().unwrap().to_string();
+
+    proxy.set(Fault::Pass);
+    let settled = env.run_with_env(&["show", &id, "--json"], &[("DELEGATE_LAUNCH_GRACE", "0s")]).ok().json();
+    let status = settled["status"].as_str().unwrap().to_string();
+    // The brother had the whole script; how far it got before the link went decides which
+    // true state reconcile finds: running (one session), or lost / failed (none).
+    assert!(["running", "lost", "failed"].contains(&status.as_str()), "settled: {settled}");
+    assert_eq!(sessions(&host), 1 + usize::from(status == "running"), "{settled}");
+    env.run(&["sync"]).ok();
+    assert!(sessions(&host) <= 2, "never a second agent for the cut launch");
+    env.run(&["cancel", &id]).ok();
+    env.run(&["cancel", &first.to_string()]).ok();
+}
+
+#[test]
+fn a_sync_cut_mid_reply_on_the_resident_shell_reads_nothing_twice_and_misses_nothing() {
+    let host = FakeHost::start();
+    install_agent(&host, "claude", "#!/bin/bash\ncat >/dev/null\nsleep 600\n");
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", host.port()).parse().unwrap());
+    let env = through(&host, &proxy, "claude");
+    let id = launch(&env, &["oppy", "stay", "--json"]);
+    let dir = remote_dir(&env, id);
+    write_reports(&dir, 0, 200);
+    until_resident(&env, &host);
+    assert_eq!(reports(&env, id), (0..200).collect::<Vec<_>>());
+
+    // About 650 KB waiting; the link is cut 100 KB into the reply.
+    write_reports(&dir, 200, 2200);
+    let before = execs(&host);
+    proxy.set(Fault::CutAfter { server_to_client: proxy.bytes_server_to_client() as usize + 100_000 });
+    let cut = env.run(&["sync"]);
+    assert_eq!(execs(&host), before, "the cut sync went through the resident shell:\n{cut}");
+    let after_cut = reports(&env, id);
+    assert!(after_cut.len() < 2200, "the cut sync stored the whole reply? {} reports\n{cut}", after_cut.len());
+    assert_eq!(after_cut, (0..after_cut.len() as i64).collect::<Vec<_>>(), "{cut}");
+
+    proxy.set(Fault::Pass);
+    for _ in 0..5 {
+        if reports(&env, id).len() >= 2200 {
+            break;
+        }
+        env.run(&["sync"]).ok();
+    }
+    assert_eq!(reports(&env, id), (0..2200).collect::<Vec<_>>(), "every report once, in order");
+    env.run(&["cancel", &id.to_string()]).ok();
+}
