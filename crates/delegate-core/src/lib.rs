@@ -137,6 +137,7 @@ pub mod sanitize;
 pub mod schedule;
 pub mod task;
 pub mod transport;
+pub mod worker;
 
 // The flat module paths of earlier releases, kept so embedders' imports still resolve.
 #[doc(hidden)]

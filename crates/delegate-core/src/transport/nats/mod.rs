@@ -3,6 +3,7 @@
 //! consumer, runs delegate's own scripts locally, and publishes what happened to a result
 //! stream the lead reads from its stored sequence. The shapes on the wire are in [`wire`].
 
+pub mod agentbus;
 pub mod connect;
 pub mod wire;
 
