@@ -54,6 +54,9 @@ pub struct Settings {
     pub extra_instruction: String,
     /// How often running tasks are looked at.
     pub tick: Duration,
+    /// Variables set for delegate's scripts and so the agents, over the worker's own
+    /// environment (agentbus's worker runs its agent in its own environment too).
+    pub env: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -70,6 +73,7 @@ impl Settings {
             environment: AgentEnvironment::Login,
             extra_instruction: String::new(),
             tick: Duration::from_secs(1),
+            env: Vec::new(),
         }
     }
 }
@@ -305,7 +309,7 @@ async fn launch(agent_id: &str, s: &Settings, task: &Task, key: &str) -> std::re
         grace_secs: remote::DEFAULT_GRACE_SECS,
     })
     .map_err(|e| e.to_string())?;
-    let out = run_script(&script, LAUNCH_LIMIT).await?;
+    let out = run_script(s, &script, LAUNCH_LIMIT).await?;
     let parsed = remote::parse_output(&out.stdout, &out.stderr);
     if parsed.marker.as_ref().is_some_and(|m| m.nonce == nonce) {
         return Ok(());
@@ -348,11 +352,12 @@ struct ScriptOutput {
 
 /// Runs one of delegate's scripts as sshd would: `bash -c 'eval "$(</dev/stdin)"'` with the
 /// script on stdin, in this worker's environment.
-async fn run_script(script: &[u8], limit: Duration) -> std::result::Result<ScriptOutput, String> {
+async fn run_script(s: &Settings, script: &[u8], limit: Duration) -> std::result::Result<ScriptOutput, String> {
     use tokio::io::AsyncWriteExt;
     let [bash, flag, body] = remote::REMOTE_ARGV;
     let mut child = tokio::process::Command::new(bash)
         .args([flag, body])
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -489,7 +494,7 @@ async fn sync_one(
         max_bytes_total: max_bytes * 2,
     })
     .map_err(|e| e.to_string())?;
-    let out = run_script(&script, SYNC_LIMIT).await?;
+    let out = run_script(s, &script, SYNC_LIMIT).await?;
     let reply = protocol::parse_sync(&out.stdout)?;
     reply.tasks.into_iter().next().ok_or_else(|| "the sync script reported no task".to_string())
 }
