@@ -103,6 +103,10 @@ pub const ARTIFACT_REFUSED: u8 = 46;
 /// throws it away), or the task has not finished.
 pub const CLEANUP_REFUSED: u8 = 47;
 
+/// A task handed to an agentbus worker (`protocol = "agentbus"`): `say` and `cancel` are
+/// refused (agentbus has neither), or its messages could not be published or read.
+pub const AGENTBUS: u8 = 50;
+
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
 /// `run`: the agent cannot take a setting given (reasoning effort, spend limit, extra
@@ -190,6 +194,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::PatchRefused => PATCH_REFUSED,
         K::ArtifactRefused => ARTIFACT_REFUSED,
         K::CleanupRefused => CLEANUP_REFUSED,
+        K::Agentbus => AGENTBUS,
         K::Conflict | K::Mailbox => MAILBOX,
         K::Notify => NOTIFY,
         _ => FAILURE,

@@ -254,3 +254,142 @@ async fn a_restarted_worker_publishes_the_result_of_a_task_that_ended_while_it_w
     assert_eq!(std::fs::read_dir(&tasks).unwrap().count(), 1, "one agent");
     assert!(!std::fs::read_to_string(&pending).unwrap().contains(&id), "no longer pending");
 }
+
+// --- lead side: delegate hands tasks to the real `agentbus worker run` ---------------------
+
+/// The real agentbus worker, its chat command the real `claude -p {input}` against `model`.
+struct AgentbusWorker(std::process::Child);
+
+impl AgentbusWorker {
+    fn start(bin: &Path, agents: &Path, dir: &Path, url: &str, id: &str, model: &ModelStandIn) -> AgentbusWorker {
+        let config = dir.join("agentbus.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nid = \"{id}\"\nchat_cmd = [\"claude\", \"-p\", \"{{input}}\"]\n\n[worker]\nserver_url = \"{url}\"\ntask_timeout_seconds = 120\n\n[log]\ndir = \"{}\"\n",
+                dir.join("logs").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("worker.out")).unwrap();
+        let child = std::process::Command::new(bin.join("agentbus"))
+            .args(["worker", "run", "--config"])
+            .arg(&config)
+            .envs(model.claude_env())
+            .env("HOME", dir.join("home"))
+            .env("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", agents.display()))
+            .current_dir(dir.join("work"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start agentbus worker run");
+        AgentbusWorker(child)
+    }
+}
+
+impl Drop for AgentbusWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lead(dir: &Path) -> delegate_core::Delegate {
+    delegate_core::Delegate::open(delegate_core::Paths {
+        config_file: dir.join("config.toml"),
+        data_dir: dir.join("data"),
+        ssh_config: dir.join("ssh_config"),
+        home: dir.join("home"),
+        local_user: "lead".into(),
+        agent_socket: None,
+    })
+    .unwrap()
+}
+
+fn draft(d: &mut delegate_core::Delegate, title: &str) -> i64 {
+    d.create_draft(delegate_core::Draft { title: title.into(), ..Default::default() }).unwrap().id
+}
+
+/// Polls until `agentbus result get --agent AGENT` holds `n` results (the lead reads none
+/// meanwhile: it is "offline").
+async fn wait_results(bin: &Path, url: &str, agent: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (b, u, a) = (bin.to_path_buf(), url.to_string(), agent.to_string());
+        let have = tokio::task::spawn_blocking(move || results(&b, &u, &a, 50).len()).await.unwrap();
+        if have >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{agent} has {have} results, not {n}, after 120 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_hands_tasks_to_the_real_agentbus_worker_and_records_each_result_once() {
+    use delegate_core::ops::agentbus::{collect, hand_over, reply_agent};
+    let Some((bin, agents)) = needs_tools() else { return };
+    let server = NatsServer::start();
+    let url = server.url();
+    let model = ModelStandIn::start(Script::new(|req| {
+        if req.contains("please fail") {
+            Reply::HttpError(400, "this request is refused by the stand-in".into())
+        } else {
+            Reply::Text("\u{1b}[31mthe report\u{1b}[0m: all good".into())
+        }
+    }));
+    let dir = scratch("lead");
+    let client = connect::connect(&url, None).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut d = lead(&dir.0);
+    let good = draft(&mut d, "write the report");
+    let bad = draft(&mut d, "please fail");
+
+    // Handed over while no agentbus worker runs: stored in AGENTBUS_TASKS, launched.
+    let good_id = hand_over(d.store_mut(), &js, "ab1", good).await.unwrap();
+    hand_over(d.store_mut(), &js, "ab1", bad).await.unwrap();
+    assert_eq!(d.task(good).unwrap().status, delegate_core::TaskStatus::Launched);
+    assert!(good_id.starts_with("task-"), "{good_id}");
+
+    // agentbus has no say and no cancel: both refused, naming why (exit 50 in the CLI).
+    let e = d.say(good, "hurry up", "lead").await.unwrap_err();
+    assert_eq!(e.kind(), delegate_core::ErrorKind::Agentbus, "{e}");
+    assert!(e.to_string().contains("agentbus worker ab1"), "{e}");
+    let e = d.cancel(good).await.unwrap_err();
+    assert_eq!(e.kind(), delegate_core::ErrorKind::Agentbus, "{e}");
+    assert_eq!(d.task(good).unwrap().status, delegate_core::TaskStatus::Launched, "nothing changed");
+
+    // The worker answers both while the lead reads nothing ("offline").
+    let reply = reply_agent(d.store().mailbox_id());
+    let _worker = AgentbusWorker::start(&bin, &agents, &dir.0, &url, "ab1", &model);
+    wait_results(&bin, &url, &reply, 2).await;
+
+    // The next sync records both; the ones after it nothing more.
+    let mut recorded = collect(d.store_mut(), &js).await.unwrap();
+    recorded.sort();
+    assert_eq!(recorded, vec![good, bad]);
+    assert!(collect(d.store_mut(), &js).await.unwrap().is_empty(), "read again: nothing new");
+
+    let t = d.task(good).unwrap();
+    assert_eq!(t.status, delegate_core::TaskStatus::Completed, "{t:?}");
+    let view = d.show(good).unwrap();
+    let done: Vec<_> = view.messages.iter().filter(|m| m.kind == "done").collect();
+    assert_eq!(done.len(), 1, "one final report: {:?}", view.messages);
+    // The escape sequences the agent wrote are gone (sanitized before the mailbox).
+    assert_eq!(done[0].text, "the report: all good");
+    let t = d.task(bad).unwrap();
+    assert_eq!(t.status, delegate_core::TaskStatus::Failed, "{t:?}");
+    assert!(t.reason.as_deref().unwrap_or("").contains("agentbus worker ab1 failed"), "{t:?}");
+
+    // The same result published once more (a worker retrying): still recorded once.
+    let stream = js.get_stream(wire::AGENTBUS_RESULTS_STREAM).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        js.publish(m.subject.to_string(), m.payload.clone()).await.unwrap().await.unwrap();
+    }
+    assert!(collect(d.store_mut(), &js).await.unwrap().is_empty(), "a duplicate result records nothing");
+    let view = d.show(good).unwrap();
+    assert_eq!(view.messages.iter().filter(|m| m.kind == "done").count(), 1);
+}

@@ -134,6 +134,7 @@ impl Delegate {
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
+        crate::ops::agentbus::refuse(self.store(), id, "cancel")?;
         // Nothing was sent for a queued or backlog task: it is settled here alone.
         if matches!(task.status, TaskStatus::Queued | TaskStatus::Backlog) && self.store_mut().cancel_queued(id)? {
             return self.task(id);
@@ -276,6 +277,7 @@ impl Delegate {
     pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::mailbox::Message> {
         let task = self.task(id)?;
         self.authorize(author, Action::Update, Some(&task))?;
+        crate::ops::agentbus::refuse(self.store(), id, "say")?;
         crate::ops::say::say(self, id, text, author).await
     }
 
