@@ -48,6 +48,7 @@ fn settings(dir: &Path, agents: &Path, model: &ModelStandIn) -> Settings {
     s.timeout = Duration::from_secs(120);
     s.environment = AgentEnvironment::Plain;
     s.tick = Duration::from_millis(200);
+    s.log = |line| eprintln!("{line}");
     s.env = model.claude_env();
     s.env.push(("HOME".into(), dir.join("home").display().to_string()));
     // A tmux server of its own: a session's environment is its server's, and a server another

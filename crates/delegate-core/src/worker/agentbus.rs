@@ -47,7 +47,8 @@ pub struct Settings {
     pub max_turns: u32,
     /// Wall-clock limit of one task (agentbus's default is 1800 s).
     pub timeout: Duration,
-    /// The task tree (`tasks/<key>`) and this worker's state (`workers/`).
+    /// The task tree (`tasks/<key>`) and this worker's state (`workers/`): an absolute
+    /// path (the library reads no `$HOME`; the CLI expands `~`).
     pub remote_root: String,
     pub environment: AgentEnvironment,
     /// agentbus's `extra_instruction`, appended to the prompt.
@@ -57,6 +58,9 @@ pub struct Settings {
     /// Variables set for delegate's scripts and so the agents, over the worker's own
     /// environment (agentbus's worker runs its agent in its own environment too).
     pub env: Vec<(String, String)>,
+    /// Where the worker's notes go (a refused task and why, a publish to retry): the library
+    /// prints nothing itself; the CLI passes a function writing to stderr.
+    pub log: fn(&str),
 }
 
 impl Settings {
@@ -74,6 +78,7 @@ impl Settings {
             extra_instruction: String::new(),
             tick: Duration::from_secs(1),
             env: Vec::new(),
+            log: |_| {},
         }
     }
 }
@@ -120,6 +125,12 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     wire::check_token("agentbus agent id", agent_id).map_err(nats_config)?;
+    if !settings.remote_root.starts_with('/') {
+        return Err(Error::Config {
+            path: settings.remote_root.clone().into(),
+            message: "the worker's remote root must be an absolute path".into(),
+        });
+    }
     let _ = client; // core NATS is not needed by agentbus's wire: JetStream carries both ways
     ab::ensure_streams(&js, "the NATS server").await?;
     let stream = js
@@ -152,7 +163,7 @@ pub async fn serve(
         let mut messages = match batch {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("delegate worker: agentbus fetch failed (retrying): {e}");
+                (settings.log)(&format!("delegate worker: agentbus fetch failed (retrying): {e}"));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => {}
@@ -189,7 +200,7 @@ async fn handle(
         Ok(t) => t,
         Err(why) => {
             // agentbus terminates an invalid message too: it would fail the same way again.
-            eprintln!("delegate worker: agentbus task refused ({} bytes): {why}", msg.payload.len());
+            (settings.log)(&format!("delegate worker: agentbus task refused ({} bytes): {why}", msg.payload.len()));
             let _ = msg.ack_with(AckKind::Term).await;
             return;
         }
@@ -226,12 +237,12 @@ async fn handle(
             if let Err(e) = save_pending(state, pending) {
                 // Not written down: leave the message unacked, so it comes back (and the
                 // launch script, seeing the same nonce, starts no second agent).
-                eprintln!("delegate worker: {e}");
+                (settings.log)(&format!("delegate worker: {e}"));
                 pending.pop();
                 return;
             }
             if let Err(e) = msg.double_ack().await {
-                eprintln!("delegate worker: agentbus task {} launched, its ack failed: {e}", task.id);
+                (settings.log)(&format!("delegate worker: agentbus task {} launched, its ack failed: {e}", task.id));
             }
         }
         Err(why) => {
@@ -327,21 +338,13 @@ async fn launch(agent_id: &str, s: &Settings, task: &Task, key: &str) -> std::re
 /// The task directory's launch record names this nonce: this task's earlier delivery
 /// launched it.
 fn launched_with(remote_root: &str, key: &str, nonce: &str) -> bool {
-    let path = Path::new(&expand_home(remote_root)).join("tasks").join(key).join("launch.json");
+    let path = Path::new(remote_root).join("tasks").join(key).join("launch.json");
     let Ok(text) = std::fs::read(&path) else { return false };
     if text.len() > 256 * 1024 {
         return false;
     }
     serde_json::from_slice::<Value>(&text).ok().and_then(|v| v.get("nonce").and_then(Value::as_str).map(|n| n == nonce))
         == Some(true)
-}
-
-/// `~/x` as the scripts read it (they expand a leading `~` to `$HOME`).
-fn expand_home(path: &str) -> String {
-    match (path.strip_prefix("~/"), std::env::var("HOME")) {
-        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
-        _ => path.to_string(),
-    }
 }
 
 struct ScriptOutput {
@@ -390,7 +393,7 @@ async fn watch_pending(js: &jetstream::Context, s: &Settings, state: &Path, pend
                 continue;
             }
             Err(e) => {
-                eprintln!("delegate worker: cannot read agentbus task {}: {e}", p.task_key);
+                (s.log)(&format!("delegate worker: cannot read agentbus task {}: {e}", p.task_key));
                 i += 1;
                 continue;
             }
@@ -403,13 +406,13 @@ async fn watch_pending(js: &jetstream::Context, s: &Settings, state: &Path, pend
             }
             Err(e) => {
                 // Kept: the next tick publishes again (the message id de-duplicates).
-                eprintln!("delegate worker: {e}");
+                (s.log)(&format!("delegate worker: {e}"));
                 i += 1;
             }
         }
     }
     if changed && let Err(e) = save_pending(state, pending) {
-        eprintln!("delegate worker: {e}");
+        (s.log)(&format!("delegate worker: {e}"));
     }
 }
 
@@ -520,7 +523,7 @@ async fn publish_result(
 }
 
 fn state_file(remote_root: &str, agent_id: &str) -> PathBuf {
-    Path::new(&expand_home(remote_root)).join("workers").join(format!("agentbus-{agent_id}")).join("pending.json")
+    Path::new(remote_root).join("workers").join(format!("agentbus-{agent_id}")).join("pending.json")
 }
 
 /// The largest pending file read back (thousands of tasks).

@@ -227,6 +227,7 @@ pub struct TaskResult {
     pub status: Status,
     /// The task as it was received (its `as_dict`).
     pub task: Value,
+    #[serde(default)]
     pub completed_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
