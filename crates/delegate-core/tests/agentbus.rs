@@ -394,3 +394,33 @@ async fn a_lead_hands_tasks_to_the_real_agentbus_worker_and_records_each_result_
     let view = d.show(good).unwrap();
     assert_eq!(view.messages.iter().filter(|m| m.kind == "done").count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_agent_cannot_start_is_answered_failed_with_delegate_s_reason_once() {
+    let Some((bin, agents)) = needs_tools() else { return };
+    let server = NatsServer::start();
+    let url = server.url();
+    let model = ModelStandIn::start(Script::text("never asked"));
+    let dir = scratch("missing");
+    let mut s = settings(&dir.0, &agents, &model);
+    s.agent_path = Some(dir.0.join("no-such-claude").display().to_string());
+    let worker = Worker::start(&url, "w4", s).await;
+    let task = publish(&bin, &url, "w4", "anything");
+    let id = task["id"].as_str().unwrap();
+    let result = result_for(&bin, &url, "main", id).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap_or("");
+    assert!(error.contains("could not start the agent (error 21)") && error.contains("no-such-claude"), "{result}");
+    assert!(result.get("result").is_none(), "{result}");
+    // Answered, so terminated: not redelivered, nothing pending, no second answer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    worker.stop().await;
+    let client = connect::connect(&url, None).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        js.get_stream(wire::AGENTBUS_TASKS_STREAM).await.unwrap().get_consumer("w4").await.unwrap();
+    let info = consumer.info().await.unwrap().clone();
+    assert_eq!((info.num_ack_pending, info.num_redelivered, info.num_pending), (0, 0, 0), "{info:?}");
+    assert_eq!(stored_results(&url, "main", id).await, 1);
+    assert!(model.requests().is_empty(), "no agent ran");
+}
