@@ -10,9 +10,11 @@
 #    delegate-testkit fake SSH hosts log in as (idempotent).
 # 3. Installs the pinned real agent CLIs (claude, codex) from npm for the e2e suites
 #    (scripts/install-agents.sh; cached in target/agents).
-# 4. Runs `cargo nextest run --workspace` (plus doctests) when cargo-nextest is
+# 4. Installs the pinned real `agentbus` (PyPI) into a venv for the NATS interop tests
+#    (scripts/install-agentbus.sh; cached in target/agentbus).
+# 5. Runs `cargo nextest run --workspace` (plus doctests) when cargo-nextest is
 #    installed, else `cargo test --workspace`.
-# 5. Runs the suites that need extra tools when they are installed: supply-chain checks
+# 6. Runs the suites that need extra tools when they are installed: supply-chain checks
 #    (cargo-deny) and a short fuzz smoke (nightly + cargo-fuzz); see RELIABILITY.md.
 #
 # Works non-interactively (CI=true, no stdin).
@@ -98,6 +100,15 @@ if [ -z "${DELEGATE_TEST_AGENTS_BIN:-}" ]; then
 fi
 export DELEGATE_TEST_AGENTS_BIN
 echo "test.sh: real agent CLIs from $DELEGATE_TEST_AGENTS_BIN" >&2
+
+# --- the real agentbus (PyPI) ---------------------------------------------------
+# The NATS interop tests run the real `agentbus` CLI (version in scripts/agent-versions.env)
+# against the test kit's nats-server; installed into a venv once, then cached.
+if [ -z "${DELEGATE_TEST_AGENTBUS_BIN:-}" ]; then
+    DELEGATE_TEST_AGENTBUS_BIN="$(scripts/install-agentbus.sh)"
+fi
+export DELEGATE_TEST_AGENTBUS_BIN
+echo "test.sh: agentbus from $DELEGATE_TEST_AGENTBUS_BIN" >&2
 
 # --- run the tests ------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then

@@ -109,6 +109,9 @@ pub const CLEANUP_REFUSED: u8 = 47;
 pub const NO_WORKER: u8 = 48;
 /// A NATS host: the NATS server is unreachable, or refused the credentials or a permission.
 pub const NATS_REFUSED: u8 = 49;
+/// A task handed to an agentbus worker (`protocol = "agentbus"`): `say` and `cancel` are
+/// refused (agentbus has neither), or its messages could not be published or read.
+pub const AGENTBUS: u8 = 50;
 
 /// `doctor`: at least one brother cannot launch (a check failed; its fix is printed).
 pub const DOCTOR_FOUND_PROBLEMS: u8 = 32;
@@ -206,6 +209,7 @@ fn code_for_core(e: &E) -> Option<u8> {
         K::PatchRefused => PATCH_REFUSED,
         K::ArtifactRefused => ARTIFACT_REFUSED,
         K::CleanupRefused => CLEANUP_REFUSED,
+        K::Agentbus => AGENTBUS,
         K::Conflict | K::Mailbox => MAILBOX,
         K::Notify => NOTIFY,
         _ => FAILURE,

@@ -66,7 +66,9 @@ fn f11_a_full_local_disk_is_a_mailbox_error_and_nothing_is_launched() {
     let host = FakeHost::start();
     let env = Env::with_brother(&host, "self-test", "read");
     std::fs::create_dir(&env.data).unwrap();
-    let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs"]).arg(&env.data).output();
+    // Room for the mailbox with every migration and its WAL (512 KiB was too little once the
+    // schema grew by two tables); the test fills whatever is left to the last byte anyway.
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"]).arg(&env.data).output();
     match out {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
@@ -83,7 +85,7 @@ fn f11_a_full_local_disk_is_a_mailbox_error_and_nothing_is_launched() {
     env.run(&["list", "--json"]).ok();
     let filler = env.data.join("filler");
     let filled = fill(&filler);
-    eprintln!("F11/T2: filled the 512 KiB data dir with {filled} more bytes");
+    eprintln!("F11/T2: filled the 1 MiB data dir with {filled} more bytes");
     let probes = connections_seen(&host);
 
     let prompt_file = env.home.join("prompt");

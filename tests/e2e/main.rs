@@ -1,6 +1,7 @@
 //! Black-box tests of the built `delegate` binary against real OpenSSH sshd hosts on
 //! loopback (delegate-testkit), real tmux on each host, and a real SQLite mailbox.
 
+mod agentbus;
 mod artifacts;
 mod support;
 

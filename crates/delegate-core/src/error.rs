@@ -253,6 +253,11 @@ pub enum Error {
     #[error("cleanup of task {task} refused: {why}")]
     CleanupRefused { task: i64, why: String },
 
+    /// A task handed to an agentbus worker: agentbus has no way to do this (`say`, `cancel`),
+    /// or its messages could not be published or read.
+    #[error("task {task}: {why}")]
+    Agentbus { task: i64, why: String },
+
     /// `fetch --apply`: `git apply --check` refused the patch; nothing was applied.
     #[error(
         "the change of task {task} does not apply to {repo}: {why}{}. Nothing was applied: bring the checkout to \
@@ -485,6 +490,8 @@ pub enum ErrorKind {
     ArtifactRefused,
     /// `cleanup`: the task's change was never fetched, or the task is still running.
     CleanupRefused,
+    /// A task handed to an agentbus worker: refused (`say`, `cancel`) or not reachable.
+    Agentbus,
     /// `diff`/`fetch` failed otherwise (the brother's diff, the local patch file).
     DiffFailed,
     /// Another process changed the task first (optimistic locking).
@@ -558,6 +565,7 @@ impl ErrorKind {
             ErrorKind::PatchRefused => "patch_refused",
             ErrorKind::ArtifactRefused => "artifact_refused",
             ErrorKind::CleanupRefused => "cleanup_refused",
+            ErrorKind::Agentbus => "agentbus",
             ErrorKind::DiffFailed => "diff_failed",
             ErrorKind::Conflict => "conflict",
             ErrorKind::NoWorker => "no_worker",
@@ -630,6 +638,7 @@ impl Error {
             Error::DiffTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::ArtifactRefused { .. } | Error::ArtifactFailed { code: Some(46), .. } => ErrorKind::ArtifactRefused,
             Error::CleanupRefused { .. } => ErrorKind::CleanupRefused,
+            Error::Agentbus { .. } => ErrorKind::Agentbus,
             Error::ArtifactFailed { code: Some(c @ 20..=31), .. } => ErrorKind::BrotherRefused(*c),
             Error::ArtifactFailed { .. } => ErrorKind::DiffFailed,
             Error::PatchRefused { .. } => ErrorKind::PatchRefused,

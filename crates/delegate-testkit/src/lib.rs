@@ -86,6 +86,7 @@ use base64::Engine as _;
 use sha2::Digest as _;
 
 mod accept;
+pub mod agentbus;
 pub mod brothers;
 pub mod model;
 pub mod nats;

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::task::{Priority, Run, Sandbox, Task, TaskStatus};
 
 // Tasks recorded without launching (the backlog), and parent/child links.
+pub mod agentbus;
 pub mod artifacts;
 pub mod board;
 mod feed;
@@ -65,6 +66,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/011_notify.sql"),
     include_str!("migrations/012_artifacts.sql"),
     include_str!("migrations/013_nats.sql"),
+    include_str!("migrations/014_agentbus.sql"),
 ];
 
 pub const DB_FILE: &str = "mailbox.db";

@@ -134,6 +134,7 @@ impl Delegate {
         if task.status.is_terminal() {
             return Err(Error::AlreadyFinished { task: id, status: task.status.to_string() });
         }
+        crate::ops::agentbus::refuse(self.store(), id, "cancel")?;
         // A task handed to a NATS server waits `queued` in its stream: a worker on the way
         // to it gets the cancel mark (best effort: any replica, if one is connected), and
         // one that launches it anyway is stopped when its `launched` result is read.
@@ -292,6 +293,7 @@ impl Delegate {
     pub async fn say(&mut self, id: i64, text: &str, author: &str) -> Result<crate::mailbox::Message> {
         let task = self.task(id)?;
         self.authorize(author, Action::Update, Some(&task))?;
+        crate::ops::agentbus::refuse(self.store(), id, "say")?;
         crate::ops::say::say(self, id, text, author).await
     }
 

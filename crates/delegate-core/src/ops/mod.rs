@@ -3,6 +3,7 @@
 //! talk (say, reopen with a write scope), control (wait, cancel, logs, update), doctor and notify (delivering and listing
 //! notifications).
 
+pub mod agentbus;
 pub mod artifacts;
 pub mod board;
 pub mod cleanup;

@@ -12,6 +12,8 @@
 //! Every script a worker runs passes [`crate::remote::allowlist::check`] first. Each loop is
 //! one spawned task in [`run`]'s list; another consumer (agentbus) is one more entry.
 
+// agentbus tasks (`delegate worker --agentbus`), wire-compatible with the agentbus package.
+pub mod agentbus;
 pub mod exec;
 pub mod local;
 pub mod state;

@@ -4,6 +4,7 @@
 //! stream the lead reads from its stored sequence. The shapes on the wire are in [`wire`].
 
 pub mod clients;
+pub mod agentbus;
 pub mod connect;
 pub mod exec;
 pub mod publish;
