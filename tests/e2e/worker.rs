@@ -695,3 +695,56 @@ fn the_real_claude_cli_runs_through_a_worker_and_reports_to_its_exit() {
     assert!(String::from_utf8_lossy(&files["exit"]).starts_with("0 "), "{files:?}");
     assert!(String::from_utf8_lossy(&files["stream.jsonl"]).contains("finished: all good"));
 }
+
+/// The permissions the README gives a worker's NATS user (for id w1).
+const WORKER_PERMISSIONS: &str = r#"publish: [
+    "delegate.results.*.w1",
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.DELEGATE_TASKS", "$JS.API.STREAM.INFO.DELEGATE_RESULTS",
+    "$JS.API.CONSUMER.INFO.DELEGATE_TASKS.delegate-worker-w1",
+    "$JS.API.CONSUMER.CREATE.DELEGATE_TASKS.delegate-worker-w1.delegate.tasks.w1",
+    "$JS.API.CONSUMER.DURABLE.CREATE.DELEGATE_TASKS.delegate-worker-w1",
+    "$JS.API.CONSUMER.MSG.NEXT.DELEGATE_TASKS.delegate-worker-w1",
+    "$JS.ACK.DELEGATE_TASKS.delegate-worker-w1.>"
+  ]
+  subscribe: [ "_INBOX.>", "delegate.exec.w1", "delegate.exec.w1.*" ]
+  allow_responses: true"#;
+
+#[test]
+fn a_worker_with_only_the_documented_permissions_launches_reports_and_answers() {
+    let host = FakeHost::start();
+    let server = NatsServer::builder()
+        .config(&format!(
+            "authorization {{ users = [\n  {{ user: lead, password: leadpw }}\n  {{ user: w1, password: workerpw, permissions: {{ {WORKER_PERMISSIONS} }} }}\n] }}\n"
+        ))
+        .start();
+    let lead_creds = server.dir().join("lead.creds");
+    std::fs::write(&lead_creds, "lead:leadpw\n").unwrap();
+    let creds = host.remote_root().join("w1.creds");
+    std::fs::write(&creds, "w1:workerpw\n").unwrap();
+    std::os::unix::fs::chown(&creds, Some(host.uid()), None).unwrap();
+    // The lead (an administrator here) made the streams; the worker only looks them up.
+    let bus = Bus::new(&server.url(), Some(&lead_creds));
+    let (_env, d) = lead(&host, "self-test");
+    let mailbox = d.store().mailbox_id().to_string();
+    let _worker = Worker::start(&host, &server.url(), &["--creds", creds.to_str().unwrap()], "a");
+    let t = task_message(&d, 1, "hello");
+    bus.publish_task(&t);
+    wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    let root = host.remote_root().display().to_string();
+    let sync = delegate_core::remote::protocol::render_sync(&delegate_core::remote::protocol::SyncRequest {
+        remote_root: root,
+        tasks: vec![delegate_core::remote::protocol::SyncTaskRequest {
+            task_key: t.task_key.clone(),
+            session: t.session.clone(),
+            ..Default::default()
+        }],
+        max_bytes_per_file: 1000,
+        max_bytes_total: 1000,
+    })
+    .unwrap();
+    let reply = bus.exec(&wire::exec_subject(WORKER, Some("a")), &sync);
+    assert_eq!(reply.exit, Some(0), "{reply:?}");
+    assert!(parse_sync(&wire::unb64(&reply.stdout).unwrap()).unwrap().tasks[0].dir_exists);
+    wait_until("the consumer to settle", || bus.consumer_counts() == (0, 0, 0));
+}
