@@ -748,3 +748,46 @@ fn a_worker_with_only_the_documented_permissions_launches_reports_and_answers() 
     assert!(parse_sync(&wire::unb64(&reply.stdout).unwrap()).unwrap().tasks[0].dir_exists);
     wait_until("the consumer to settle", || bus.consumer_counts() == (0, 0, 0));
 }
+
+#[test]
+fn install_service_puts_one_worker_line_in_the_crontab_that_runs_one_worker_at_a_time() {
+    use crate::schedules::{crontab_of, set_crontab, test_user_crontab};
+    let env = Env::new();
+    let Some(crontab) = test_user_crontab(&env.home) else { return };
+    let _serial = crate::support::crontab_lock();
+    let before_test = crontab_of(&crontab);
+    let others = "# someone's own\n17 3 * * * /usr/bin/true backup\n";
+    set_crontab(&crontab, others);
+    let server = NatsServer::start();
+    let root = env.home.join("wroot");
+    let creds = env.home.join("w.creds");
+    std::fs::write(&creds, "token-canary-93f1\n").unwrap();
+    let vars = [("DELEGATE_TEST_CRONTAB", crontab.to_str().unwrap()), ("DELEGATE_TEST_SERVICE", "crontab")];
+    let args = ["worker", "--nats", &server.url(), "--creds", creds.to_str().unwrap(), "--id", "w1", "--remote-root", root.to_str().unwrap(), "--install-service"];
+    env.run_with_env(&args, &vars).ok();
+    env.run_with_env(&args, &vars).ok(); // again: replaced, not doubled
+    let installed = crontab_of(&crontab);
+    set_crontab(&crontab, &before_test);
+    assert!(installed.starts_with(others), "{installed}");
+    assert_eq!(installed.matches("# BEGIN delegate worker w1").count(), 1, "{installed}");
+    assert!(installed.contains(creds.to_str().unwrap()) && !installed.contains("token-canary"), "{installed}");
+    let tick = installed.lines().find(|l| l.starts_with("* * * * * ")).expect("a per-minute line");
+    assert!(installed.lines().any(|l| l.starts_with("@reboot ")), "{installed}");
+
+    // The line as cron runs it: a worker that connects and stays; the next minute's run
+    // finds it holding the lock and starts none.
+    let cmd = tick.trim_start_matches("* * * * * ").to_string();
+    let sh = |c: &str| Command::new("sh").args(["-c", c]).env_clear().env("HOME", &env.home).stdin(Stdio::null()).spawn().unwrap();
+    let mut first = sh(&cmd);
+    let log = root.join("workers/w1/worker.log");
+    wait_until("the cron-started worker to connect", || std::fs::read_to_string(&log).unwrap_or_default().contains("connected to"));
+    let second = sh(&cmd).wait().unwrap();
+    assert_eq!(second.code(), Some(1), "flock -n refuses a second worker");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().matches("connected to").count(), 1);
+    assert_eq!(first.try_wait().unwrap(), None, "the first worker still runs");
+    for pid in delegate_testkit::descendants_of(first.id() as i32) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = first.kill();
+    let _ = first.wait();
+}
