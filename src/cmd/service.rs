@@ -387,9 +387,14 @@ pub(crate) fn install_worker(args: &[String], id: &str, state_dir: &Path) -> Res
     if let Some(p) = std::env::var_os("PATH") {
         env.push(("PATH", p.to_string_lossy().into_owned()));
     }
-    for value in std::iter::once(exe.to_string_lossy().into_owned()).chain(args.iter().cloned()).chain(env.iter().map(|(_, v)| v.clone())) {
+    for value in std::iter::once(exe.to_string_lossy().into_owned())
+        .chain(args.iter().cloned())
+        .chain(env.iter().map(|(_, v)| v.clone()))
+    {
         if value.contains(['%', '\n', '\r']) {
-            bail!("cannot install the worker: {value:?} contains % or a line break, which a service line cannot carry; move it to a plain path");
+            bail!(
+                "cannot install the worker: {value:?} contains % or a line break, which a service line cannot carry; move it to a plain path"
+            );
         }
     }
     let argv = Argv { exe, args: args.to_vec(), env };
@@ -445,13 +450,18 @@ fn install_worker_unit(unit: &Path, argv: &Argv) -> Result<()> {
         text.push_str(&format!("Environment={}\n", q(&format!("{k}={v}"))));
     }
     text.push_str(&format!("ExecStart={exec}\nRestart=always\nRestartSec=10\n\n[Install]\nWantedBy=default.target\n"));
-    std::fs::create_dir_all(unit.parent().expect("a directory")).with_context(|| format!("creating {}", unit.display()))?;
+    std::fs::create_dir_all(unit.parent().expect("a directory"))
+        .with_context(|| format!("creating {}", unit.display()))?;
     std::fs::write(unit, text).with_context(|| format!("writing {}", unit.display()))?;
     let name = unit.file_name().expect("a file name").to_string_lossy().into_owned();
     for step in [vec!["daemon-reload"], vec!["enable", "--now", &name], vec!["restart", &name]] {
         let out = systemctl(&step)?;
         if !out.status.success() {
-            bail!("systemctl --user {} failed: {}", step.join(" "), crate::term::safe(&String::from_utf8_lossy(&out.stderr)));
+            bail!(
+                "systemctl --user {} failed: {}",
+                step.join(" "),
+                crate::term::safe(&String::from_utf8_lossy(&out.stderr))
+            );
         }
     }
     Ok(())

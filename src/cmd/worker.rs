@@ -31,7 +31,9 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     {
         return Err(delegate_core::Error::Config {
             path: "(--nats)".into(),
-            message: "the server URL holds credentials: give the URL without them and put them in a file named by --creds".into(),
+            message:
+                "the server URL holds credentials: give the URL without them and put them in a file named by --creds"
+                    .into(),
         }
         .into());
     }
@@ -50,8 +52,13 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         return install(&config, args.ack_wait, &state.dir());
     }
     let (id, instance, url) = (config.id.clone(), config.instance.clone(), config.url.clone());
-    let shared = block_on(worker::connect_worker(config, state)).map_err(|e| NatsUnreachable(safe(&e.to_string()).into_owned()))?;
-    eprintln!("delegate worker: {} connected to {} as worker {id}, instance {instance}", safe(env!("CARGO_PKG_VERSION")), safe(&url));
+    let shared = block_on(worker::connect_worker(config, state))
+        .map_err(|e| NatsUnreachable(safe(&e.to_string()).into_owned()))?;
+    eprintln!(
+        "delegate worker: {} connected to {} as worker {id}, instance {instance}",
+        safe(env!("CARGO_PKG_VERSION")),
+        safe(&url)
+    );
     // Stopped by a signal (the service manager's SIGTERM), which ends the process.
     block_on(worker::run(shared, std::future::pending()))?;
     Ok(())

@@ -14,7 +14,6 @@ use delegate_core::transport::nats::wire::{self, ExecReply, ExecRequest, ResultM
 use delegate_core::{Delegate, Paths};
 use delegate_testkit::FakeHost;
 use delegate_testkit::nats::NatsServer;
-use futures_util::StreamExt as _;
 
 use crate::support::{Env, install_agent};
 
@@ -54,10 +53,6 @@ impl Bus {
     }
 
     /// Every result published so far for `mailbox`, in stream order.
-    fn results(&self, mailbox: &str) -> Vec<ResultMessage> {
-        self.try_results(mailbox).expect("the result stream")
-    }
-
     /// Every result so far, read by stream sequence (`None` while the server is away).
     fn try_results(&self, mailbox: &str) -> Option<Vec<ResultMessage>> {
         self.rt.block_on(async {
@@ -160,8 +155,7 @@ impl Worker {
             c
         };
         let out = std::fs::File::create(&log).unwrap();
-        let child =
-            cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        let child = cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
         let w = Worker { child, log };
         w.wait_log("connected to");
         w
@@ -185,8 +179,10 @@ impl Worker {
         std::iter::once(root)
             .chain(delegate_testkit::descendants_of(root))
             .find(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"worker") && c.starts_with(env!("CARGO_BIN_EXE_delegate").as_bytes()))
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0).any(|a| a == b"worker")
+                        && c.starts_with(env!("CARGO_BIN_EXE_delegate").as_bytes())
+                })
             })
             .expect("the worker process")
     }
@@ -312,7 +308,8 @@ fn sync_offsets(results: &[ResultMessage], key: &str) -> Vec<String> {
         .filter_map(|r| match r {
             ResultMessage::Sync { task_key, stdout, offsets, .. } if task_key == key => {
                 let reply = parse_sync(&wire::unb64(stdout).unwrap()).unwrap();
-                let d: Vec<_> = reply.tasks[0].deltas.iter().map(|d| (d.file.clone(), d.offset, d.bytes.len())).collect();
+                let d: Vec<_> =
+                    reply.tasks[0].deltas.iter().map(|d| (d.file.clone(), d.offset, d.bytes.len())).collect();
                 Some(format!("{offsets:?} {d:?}"))
             }
             _ => None,
@@ -378,7 +375,8 @@ fn a_worker_launches_a_task_reports_it_to_its_exit_and_acks_it() {
     // The launch result is the launch script's reply: marker with the nonce, evidence.
     let l = launched(&results, &t.task_key);
     assert_eq!(l.len(), 1, "{results:#?}");
-    let out = delegate_core::remote::parse_output(&wire::unb64(&l[0].stdout).unwrap(), &wire::unb64(&l[0].stderr).unwrap());
+    let out =
+        delegate_core::remote::parse_output(&wire::unb64(&l[0].stdout).unwrap(), &wire::unb64(&l[0].stderr).unwrap());
     assert_eq!(out.marker.as_ref().map(|m| m.nonce.as_str()), Some(t.nonce.as_str()), "{}", stdout(l[0]));
     let evidence = out.evidence.unwrap();
     assert_eq!(evidence["nonce"], t.nonce.as_str());
@@ -407,15 +405,41 @@ fn a_worker_launches_a_task_reports_it_to_its_exit_and_acks_it() {
 fn a_url_with_credentials_or_an_unreachable_server_is_refused_with_its_exit_code() {
     let host = FakeHost::start();
     let env = Env::new();
-    let run = env.run(&["worker", "--nats", "nats://u:hunter2@127.0.0.1:4222", "--id", "w1", "--remote-root", env.home.join("r").to_str().unwrap()]);
+    let run = env.run(&[
+        "worker",
+        "--nats",
+        "nats://u:hunter2@127.0.0.1:4222",
+        "--id",
+        "w1",
+        "--remote-root",
+        env.home.join("r").to_str().unwrap(),
+    ]);
     let run = run.fails_with(3);
     assert!(run.stderr().contains("--creds") && !run.stderr().contains("hunter2"), "{run}");
     let port = delegate_testkit::closed_port();
     let run = env
-        .run(&["worker", "--nats", &format!("nats://127.0.0.1:{port}"), "--id", "w1", "--remote-root", env.home.join("r").to_str().unwrap()])
+        .run(&[
+            "worker",
+            "--nats",
+            &format!("nats://127.0.0.1:{port}"),
+            "--id",
+            "w1",
+            "--remote-root",
+            env.home.join("r").to_str().unwrap(),
+        ])
         .fails_with(49);
     assert!(run.stderr().contains("cannot connect to the NATS server"), "{run}");
-    let run = env.run(&["worker", "--nats", "nats://127.0.0.1:1", "--id", "w.>", "--remote-root", env.home.join("r").to_str().unwrap()]).fails_with(3);
+    let run = env
+        .run(&[
+            "worker",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--id",
+            "w.>",
+            "--remote-root",
+            env.home.join("r").to_str().unwrap(),
+        ])
+        .fails_with(3);
     assert!(run.stderr().contains("subject token"), "{run}");
     drop(host);
 }
@@ -492,7 +516,7 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
     let t = task_message(&d, 1, "sleep");
     bus.publish_task(&t);
     bus.wait_results(&mailbox, "launch", |r| !launched(r, &t.task_key).is_empty());
-    assert_eq!(sessions(&host), [t.session.clone()]);
+    assert_eq!(sessions(&host), std::slice::from_ref(&t.session));
 
     // A foreign script is refused and does not run, on either subject.
     let mark = host.dir().join("ran");
@@ -513,7 +537,11 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
     let cancel = delegate_core::remote::protocol::render_cancel(&root, &t.task_key, &t.session).unwrap();
     let reply = bus.exec(&wire::exec_subject(WORKER, Some("a")), &cancel);
     assert_eq!(reply.exit, Some(0), "{reply:?}");
-    assert!(delegate_core::remote::protocol::parse_cancel(&wire::unb64(&reply.stdout).unwrap()).is_some(), "{}", stdout(&reply));
+    assert!(
+        delegate_core::remote::protocol::parse_cancel(&wire::unb64(&reply.stdout).unwrap()).is_some(),
+        "{}",
+        stdout(&reply)
+    );
     wait_until("the session to end", || sessions(&host).is_empty());
 }
 
@@ -521,7 +549,7 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
 /// 0.1 s, on its stdout (the task's stream.jsonl).
 fn counting_agent(host: &FakeHost, lines: u32) {
     install_agent(
-        &host,
+        host,
         "dlg-counter",
         &format!(
             "#!/bin/bash\ncat >/dev/null\necho start >>'{}/agent-starts'\nfor i in $(seq {lines}); do echo \"{{\\\"line\\\":$i}}\"; sleep 0.1; done\n",
@@ -540,7 +568,8 @@ fn agent_starts(host: &FakeHost) -> usize {
 /// `<workdir>/go` exists; `<workdir>/reached` says one got there.
 fn gate_tmux(host: &FakeHost) {
     let gate = host.workdir();
-    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let real =
+        ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
     install_agent(
         host,
         "tmux",
@@ -594,7 +623,9 @@ fn a_restarted_worker_resumes_publishing_from_its_saved_offsets() {
     let mut first = Worker::start(&host, &server.url(), &[], "a");
     let t = task_message(&d, 1, "count");
     bus.publish_task(&t);
-    bus.wait_results(&mailbox, "some lines", |r| applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20));
+    bus.wait_results(&mailbox, "some lines", |r| {
+        applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20)
+    });
     first.crash();
     // The agent goes on writing while no worker watches.
     std::thread::sleep(Duration::from_secs(1));
@@ -616,7 +647,8 @@ fn two_replicas_of_one_id_share_the_tasks_and_each_runs_once() {
     let bus = Bus::new(&server.url(), None);
     counting_agent(&host, 2);
     // Slow launches: while one replica launches, the other takes the next task.
-    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let real =
+        ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
     install_agent(&host, "tmux", &format!("#!/bin/bash\n[ \"${{1-}}\" = -V ] && sleep 1\nexec {real} \"$@\"\n"));
     let (_env, d) = lead_with(&host, "counter", COUNTER);
     let mailbox = d.store().mailbox_id().to_string();
@@ -626,9 +658,8 @@ fn two_replicas_of_one_id_share_the_tasks_and_each_runs_once() {
     for t in &tasks {
         bus.publish_task(t);
     }
-    let results = bus.wait_results(&mailbox, "four launches", |r| {
-        tasks.iter().all(|t| launched(r, &t.task_key).len() == 1)
-    });
+    let results =
+        bus.wait_results(&mailbox, "four launches", |r| tasks.iter().all(|t| launched(r, &t.task_key).len() == 1));
     let instances: std::collections::BTreeSet<String> = results
         .iter()
         .filter_map(|r| match r {
@@ -655,7 +686,9 @@ fn a_server_restart_during_a_run_loses_nothing() {
     let worker = Worker::start(&host, &server.url(), &[], "a");
     let t = task_message(&d, 1, "count");
     bus.publish_task(&t);
-    bus.wait_results(&mailbox, "some lines", |r| applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20));
+    bus.wait_results(&mailbox, "some lines", |r| {
+        applied(r, &t.task_key).0.get("stream.jsonl").is_some_and(|s| s.len() > 20)
+    });
     server.stop();
     std::thread::sleep(Duration::from_secs(2));
     server.start_again();
@@ -763,7 +796,18 @@ fn install_service_puts_one_worker_line_in_the_crontab_that_runs_one_worker_at_a
     let creds = env.home.join("w.creds");
     std::fs::write(&creds, "token-canary-93f1\n").unwrap();
     let vars = [("DELEGATE_TEST_CRONTAB", crontab.to_str().unwrap()), ("DELEGATE_TEST_SERVICE", "crontab")];
-    let args = ["worker", "--nats", &server.url(), "--creds", creds.to_str().unwrap(), "--id", "w1", "--remote-root", root.to_str().unwrap(), "--install-service"];
+    let args = [
+        "worker",
+        "--nats",
+        &server.url(),
+        "--creds",
+        creds.to_str().unwrap(),
+        "--id",
+        "w1",
+        "--remote-root",
+        root.to_str().unwrap(),
+        "--install-service",
+    ];
     env.run_with_env(&args, &vars).ok();
     env.run_with_env(&args, &vars).ok(); // again: replaced, not doubled
     let installed = crontab_of(&crontab);
@@ -777,10 +821,14 @@ fn install_service_puts_one_worker_line_in_the_crontab_that_runs_one_worker_at_a
     // The line as cron runs it: a worker that connects and stays; the next minute's run
     // finds it holding the lock and starts none.
     let cmd = tick.trim_start_matches("* * * * * ").to_string();
-    let sh = |c: &str| Command::new("sh").args(["-c", c]).env_clear().env("HOME", &env.home).stdin(Stdio::null()).spawn().unwrap();
+    let sh = |c: &str| {
+        Command::new("sh").args(["-c", c]).env_clear().env("HOME", &env.home).stdin(Stdio::null()).spawn().unwrap()
+    };
     let mut first = sh(&cmd);
     let log = root.join("workers/w1/worker.log");
-    wait_until("the cron-started worker to connect", || std::fs::read_to_string(&log).unwrap_or_default().contains("connected to"));
+    wait_until("the cron-started worker to connect", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("connected to")
+    });
     let second = sh(&cmd).wait().unwrap();
     assert_eq!(second.code(), Some(1), "flock -n refuses a second worker");
     assert_eq!(std::fs::read_to_string(&log).unwrap().matches("connected to").count(), 1);

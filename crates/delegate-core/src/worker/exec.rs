@@ -49,14 +49,22 @@ pub async fn run(s: Shared) -> Result<()> {
 pub async fn answer(s: &Shared, payload: &[u8]) -> ExecReply {
     let refuse = |why: String| {
         log(&format!("refused an exec request: {why}"));
-        ExecReply { v: wire::WIRE_VERSION, broken: Some(crate::sanitize::clean_line(&format!("refused: {why}"), 2000)), ..Default::default() }
+        ExecReply {
+            v: wire::WIRE_VERSION,
+            broken: Some(crate::sanitize::clean_line(&format!("refused: {why}"), 2000)),
+            ..Default::default()
+        }
     };
     let req: ExecRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => return refuse(format!("the exec request is not valid: {e}")),
     };
     if req.v != wire::WIRE_VERSION {
-        return refuse(format!("the exec request is wire version {}, this worker reads version {}", req.v, wire::WIRE_VERSION));
+        return refuse(format!(
+            "the exec request is wire version {}, this worker reads version {}",
+            req.v,
+            wire::WIRE_VERSION
+        ));
     }
     let script = match wire::unb64(&req.script) {
         Ok(b) => b,

@@ -67,7 +67,8 @@ impl WorkerConfig {
 /// sharing one task tree are one instance (any of them can answer for its tasks).
 pub fn default_instance(remote_root: &Path) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
     let hash = Sha256::digest(remote_root.as_os_str().as_encoded_bytes());
     let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("{}-{hex}", if host.is_empty() { "worker" } else { &host })
@@ -116,7 +117,11 @@ impl Shared {
 pub fn nats_error(url: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Config {
         path: "(nats)".into(),
-        message: format!("{what} (server {}): {}", crate::sanitize::clean_line(url, 200), crate::sanitize::clean_line(&e.to_string(), 500)),
+        message: format!(
+            "{what} (server {}): {}",
+            crate::sanitize::clean_line(url, 200),
+            crate::sanitize::clean_line(&e.to_string(), 500)
+        ),
     }
 }
 

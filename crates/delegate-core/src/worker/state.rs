@@ -64,7 +64,11 @@ impl StateDir {
     /// `<root>/workers/<id>`, made (mode 700) if missing.
     pub fn open(root: &Path, id: &str) -> Result<StateDir> {
         let dir = root.join("workers").join(id);
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| io_err(&dir, "cannot create", e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io_err(&dir, "cannot create", e))?;
         Ok(StateDir { dir })
     }
 
@@ -88,10 +92,14 @@ impl StateDir {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_err(&path, "cannot open", e))?;
-        let got = if wait { file.lock().map(|()| true) } else { file.try_lock().map(|()| true).or_else(|e| match e {
-            std::fs::TryLockError::WouldBlock => Ok(false),
-            std::fs::TryLockError::Error(e) => Err(e),
-        }) };
+        let got = if wait {
+            file.lock().map(|()| true)
+        } else {
+            file.try_lock().map(|()| true).or_else(|e| match e {
+                std::fs::TryLockError::WouldBlock => Ok(false),
+                std::fs::TryLockError::Error(e) => Err(e),
+            })
+        };
         match got {
             Ok(true) => Ok(Some(Locked { _file: file })),
             Ok(false) => Ok(None),

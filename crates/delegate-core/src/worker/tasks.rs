@@ -32,11 +32,10 @@ const MAX_LAUNCH_JSON: u64 = 64 * 1024;
 /// The durable pull consumer of this worker id (created if missing).
 pub async fn consumer(s: &Shared) -> Result<jetstream::consumer::Consumer<pull::Config>> {
     let id = &s.config.id;
-    let stream = s
-        .js
-        .get_stream(wire::TASKS_STREAM)
-        .await
-        .map_err(|e| nats_error(&s.config.url, &format!("cannot open stream {}", wire::TASKS_STREAM), e))?;
+    let stream =
+        s.js.get_stream(wire::TASKS_STREAM)
+            .await
+            .map_err(|e| nats_error(&s.config.url, &format!("cannot open stream {}", wire::TASKS_STREAM), e))?;
     let name = wire::consumer_name(id);
     stream
         .get_or_create_consumer(
@@ -116,14 +115,30 @@ fn check(payload: &[u8]) -> std::result::Result<Checked, Refusal> {
     let refusal = |reason: String| Refusal { mailbox: None, task_key: None, nonce: None, reason };
     // Read even when oversized (the server's max_payload bounds it) only to say which
     // task the refusal is about; nothing else of it is used.
-    let too_big = || format!("the task message is {} bytes, over the limit of {} bytes", payload.len(), wire::MAX_TASK_MESSAGE);
+    let too_big =
+        || format!("the task message is {} bytes, over the limit of {} bytes", payload.len(), wire::MAX_TASK_MESSAGE);
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
-        refusal(if payload.len() > wire::MAX_TASK_MESSAGE { too_big() } else { format!("the task message is not JSON: {e}") })
+        refusal(if payload.len() > wire::MAX_TASK_MESSAGE {
+            too_big()
+        } else {
+            format!("the task message is not JSON: {e}")
+        })
     })?;
     // Whatever the message says about itself (where a refusal goes), only if it is plain.
-    let said = |field: &str| value.get(field).and_then(|v| v.as_str()).filter(|t| wire::check_token(field, t).is_ok() || plain_key(t)).map(str::to_string);
-    let mailbox = value.get("mailbox").and_then(|v| v.as_str()).filter(|m| wire::check_token("mailbox", m).is_ok()).map(str::to_string);
-    let with = |reason: String| Refusal { mailbox: mailbox.clone(), task_key: said("task_key"), nonce: said("nonce"), reason };
+    let said = |field: &str| {
+        value
+            .get(field)
+            .and_then(|v| v.as_str())
+            .filter(|t| wire::check_token(field, t).is_ok() || plain_key(t))
+            .map(str::to_string)
+    };
+    let mailbox = value
+        .get("mailbox")
+        .and_then(|v| v.as_str())
+        .filter(|m| wire::check_token("mailbox", m).is_ok())
+        .map(str::to_string);
+    let with =
+        |reason: String| Refusal { mailbox: mailbox.clone(), task_key: said("task_key"), nonce: said("nonce"), reason };
     if payload.len() > wire::MAX_TASK_MESSAGE {
         return Err(with(too_big()));
     }
@@ -135,8 +150,8 @@ fn check(payload: &[u8]) -> std::result::Result<Checked, Refusal> {
             wire::WIRE_VERSION
         )));
     }
-    let task: TaskMessage =
-        serde_json::from_value(value.clone()).map_err(|e| with(format!("the task message is not a delegate task: {e}")))?;
+    let task: TaskMessage = serde_json::from_value(value.clone())
+        .map_err(|e| with(format!("the task message is not a delegate task: {e}")))?;
     if task.kind != wire::LAUNCH_KIND {
         return Err(with(format!("the task message's type is {:?}, not {:?}", task.kind, wire::LAUNCH_KIND)));
     }
@@ -147,7 +162,8 @@ fn check(payload: &[u8]) -> std::result::Result<Checked, Refusal> {
         return Err(with("the task key or nonce is not a plain name".into()));
     }
     if let Some(expires) = &task.expires_at {
-        let at: jiff::Timestamp = expires.parse().map_err(|_| with(format!("expires_at {expires:?} is not an RFC 3339 time")))?;
+        let at: jiff::Timestamp =
+            expires.parse().map_err(|_| with(format!("expires_at {expires:?} is not an RFC 3339 time")))?;
         if at < jiff::Timestamp::now() {
             return Err(with(format!("expired: no worker took the task before {expires}")));
         }
@@ -159,7 +175,9 @@ fn check(payload: &[u8]) -> std::result::Result<Checked, Refusal> {
         Err(e) => return Err(with(format!("the launch script is refused: {e}"))),
     }
     let root = launch_root(&script).ok_or_else(|| with("the launch script names no remote root".into()))?;
-    if launch_field(&script, 0).as_deref() != Some(task.task_key.as_str()) || launch_field(&script, 2).as_deref() != Some(task.nonce.as_str()) {
+    if launch_field(&script, 0).as_deref() != Some(task.task_key.as_str())
+        || launch_field(&script, 2).as_deref() != Some(task.nonce.as_str())
+    {
         return Err(with("the launch script's task key or nonce is not the message's".into()));
     }
     Ok(Checked { task, script, root })
@@ -248,12 +266,20 @@ async fn launch(s: &Shared, msg: &jetstream::Message, c: Checked) -> Result<()> 
     if started {
         // Watched before the ack: a crash after the ack still has the task in the state.
         let key = t.task_key.clone();
-        let w = Watched { mailbox: t.mailbox.clone(), session: t.session.clone(), nonce: t.nonce.clone(), root: c.root.clone(), ..Default::default() };
+        let w = Watched {
+            mailbox: t.mailbox.clone(),
+            session: t.session.clone(),
+            nonce: t.nonce.clone(),
+            root: c.root.clone(),
+            ..Default::default()
+        };
         let state = s.state.clone();
         // A redelivery keeps the offsets already published.
-        tokio::task::spawn_blocking(move || state.update(|tasks| {
-            tasks.entry(key).or_insert(w);
-        }))
+        tokio::task::spawn_blocking(move || {
+            state.update(|tasks| {
+                tasks.entry(key).or_insert(w);
+            })
+        })
         .await
         .map_err(|e| nats_error(&s.config.url, "worker state", e))??;
     }
@@ -292,7 +318,11 @@ fn earlier_launch(c: &Checked) -> Earlier {
     let dir = super::expand_home(&c.root, &home).join("tasks").join(&c.task.task_key);
     let read = |name: &str| -> Option<String> {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::Read::take(std::fs::File::open(dir.join(name)).ok()?, MAX_LAUNCH_JSON), &mut text).ok()?;
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::fs::File::open(dir.join(name)).ok()?, MAX_LAUNCH_JSON),
+            &mut text,
+        )
+        .ok()?;
         Some(text)
     };
     // The directory exists (that is what code 29 says) but launch.json is written later in
