@@ -42,7 +42,8 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         bail!("HOME is not set to an absolute path; the worker keeps its state under --remote-root in it");
     };
     let root = worker::expand_home(&args.remote_root, &home);
-    let mut config = WorkerConfig::new(&args.nats, args.creds.clone(), &args.id, root);
+    let mut config = WorkerConfig::new(&args.nats, args.creds.clone(), &args.id, root, home.clone());
+    config.log = |line| eprintln!("delegate worker: {line}");
     config.ack_wait = args.ack_wait;
     if let Some(instance) = args.instance {
         config.instance = instance;
