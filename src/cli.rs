@@ -266,6 +266,10 @@ pub struct WorkerArgs {
     /// worker to create the id's consumer sets it
     #[arg(long, default_value = "30s", value_parser = parse_interval)]
     pub ack_wait: Duration,
+    /// Instead of running now, install this worker (these flags) as a per-user service:
+    /// a systemd user unit where `systemctl --user` works, else a crontab block
+    #[arg(long)]
+    pub install_service: bool,
 }
 
 #[derive(Subcommand, Debug)]

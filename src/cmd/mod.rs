@@ -29,7 +29,7 @@ mod review;
 mod run;
 mod say;
 mod schedule;
-mod service;
+pub(crate) mod service;
 mod show;
 mod start;
 mod status;

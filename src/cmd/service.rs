@@ -281,7 +281,11 @@ fn write_crontab(text: &str) -> Result<()> {
 
 /// The crontab without this mailbox's block, and whether it had one.
 fn without_block(text: &str, mailbox: &str) -> (String, bool) {
-    let (begin, end) = (begin_marker(mailbox), end_marker(mailbox));
+    without_lines(text, &begin_marker(mailbox), &end_marker(mailbox))
+}
+
+/// The crontab without the block between `begin` and `end`, and whether it had one.
+fn without_lines(text: &str, begin: &str, end: &str) -> (String, bool) {
     let mut out = String::new();
     let mut inside = false;
     let mut found = false;
@@ -369,4 +373,96 @@ fn status(kind: Kind, unit: &Path, mailbox: &str, data_dir: &Path) -> Result<Sta
             Status { kind, installed, running, dispatcher_pid, last_started, detail: block }
         }
     })
+}
+
+/// `delegate worker --install-service`: the worker as a per-user service, like the
+/// dispatcher's. systemd: `delegate-worker-<id>.service`, restarted whenever it stops (a
+/// server that is down now is no reason to give up). Crontab: `@reboot` and every minute
+/// the same command under `flock -n` on the worker's lock file, so at most one runs and a
+/// dead one is back within a minute. The credentials file is named by its path, never
+/// copied into the unit or the crontab.
+pub(crate) fn install_worker(args: &[String], id: &str, state_dir: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the delegate binary to install")?;
+    let mut env = Vec::new();
+    if let Some(p) = std::env::var_os("PATH") {
+        env.push(("PATH", p.to_string_lossy().into_owned()));
+    }
+    for value in std::iter::once(exe.to_string_lossy().into_owned())
+        .chain(args.iter().cloned())
+        .chain(env.iter().map(|(_, v)| v.clone()))
+    {
+        if value.contains(['%', '\n', '\r']) {
+            bail!(
+                "cannot install the worker: {value:?} contains % or a line break, which a service line cannot carry; move it to a plain path"
+            );
+        }
+    }
+    let argv = Argv { exe, args: args.to_vec(), env };
+    let kind = kind();
+    match kind {
+        Kind::Systemd => {
+            let home = std::env::var_os("HOME").map(PathBuf::from).context("HOME is not set")?;
+            let config = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"));
+            let unit = config.join("systemd/user").join(format!("delegate-worker-{id}.service"));
+            install_worker_unit(&unit, &argv)?;
+            println!("installed worker {id} as {} ({})", unit.display(), kind_name(kind));
+            println!("  to run it also while you are logged out: loginctl enable-linger");
+        }
+        Kind::Crontab => {
+            let (begin, end) = worker_markers(id);
+            let (mut text, _) = without_lines(&read_crontab()?, &begin, &end);
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let mut cmd: Vec<String> = argv.env.iter().map(|(k, v)| format!("{k}={}", sh_quote(v))).collect();
+            cmd.push("flock -n".into());
+            cmd.push(sh_quote(&state_dir.join("worker.lock").to_string_lossy()));
+            cmd.push(sh_quote(&argv.exe.to_string_lossy()));
+            cmd.extend(argv.args.iter().map(|a| sh_quote(a)));
+            let cmd = cmd.join(" ");
+            let log = sh_quote(&state_dir.join("worker.log").to_string_lossy());
+            text.push_str(&format!("{begin}\n@reboot {cmd} >>{log} 2>&1\n* * * * * {cmd} >>{log} 2>&1\n{end}\n"));
+            write_crontab(&text)?;
+            println!("installed worker {id} in the crontab (log: {})", state_dir.join("worker.log").display());
+        }
+    }
+    Ok(())
+}
+
+fn worker_markers(id: &str) -> (String, String) {
+    (
+        format!("# BEGIN delegate worker {id} (managed by `delegate worker --install-service`; do not edit)"),
+        format!("# END delegate worker {id}"),
+    )
+}
+
+fn install_worker_unit(unit: &Path, argv: &Argv) -> Result<()> {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', r"\\").replace('"', "\\\""));
+    let mut exec = q(&argv.exe.to_string_lossy());
+    for a in &argv.args {
+        exec.push(' ');
+        exec.push_str(&q(a));
+    }
+    let mut text = String::from(
+        "# Installed by `delegate worker --install-service`.\n[Unit]\nDescription=delegate worker (tasks from a NATS server)\n\n[Service]\n",
+    );
+    for (k, v) in &argv.env {
+        text.push_str(&format!("Environment={}\n", q(&format!("{k}={v}"))));
+    }
+    text.push_str(&format!("ExecStart={exec}\nRestart=always\nRestartSec=10\n\n[Install]\nWantedBy=default.target\n"));
+    std::fs::create_dir_all(unit.parent().expect("a directory"))
+        .with_context(|| format!("creating {}", unit.display()))?;
+    std::fs::write(unit, text).with_context(|| format!("writing {}", unit.display()))?;
+    let name = unit.file_name().expect("a file name").to_string_lossy().into_owned();
+    for step in [vec!["daemon-reload"], vec!["enable", "--now", &name], vec!["restart", &name]] {
+        let out = systemctl(&step)?;
+        if !out.status.success() {
+            bail!(
+                "systemctl --user {} failed: {}",
+                step.join(" "),
+                crate::term::safe(&String::from_utf8_lossy(&out.stderr))
+            );
+        }
+    }
+    Ok(())
 }

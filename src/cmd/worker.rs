@@ -42,12 +42,16 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         bail!("HOME is not set to an absolute path; the worker keeps its state under --remote-root in it");
     };
     let root = worker::expand_home(&args.remote_root, &home);
-    let mut config = WorkerConfig::new(&args.nats, args.creds, &args.id, root);
+    let mut config = WorkerConfig::new(&args.nats, args.creds.clone(), &args.id, root, home.clone());
+    config.log = |line| eprintln!("delegate worker: {line}");
     config.ack_wait = args.ack_wait;
     if let Some(instance) = args.instance {
         config.instance = instance;
     }
     let state = worker::prepare(&config)?;
+    if args.install_service {
+        return install(&config, args.ack_wait, &state.dir());
+    }
     let (id, instance, url) = (config.id.clone(), config.instance.clone(), config.url.clone());
     let shared = block_on(worker::connect_worker(config, state))
         .map_err(|e| NatsUnreachable(safe(&e.to_string()).into_owned()))?;
@@ -59,4 +63,22 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     // Stopped by a signal (the service manager's SIGTERM), which ends the process.
     block_on(worker::run(shared, std::future::pending()))?;
     Ok(())
+}
+
+/// The service runs this same worker: every flag as given, paths made absolute.
+fn install(config: &WorkerConfig, ack_wait: std::time::Duration, state_dir: &std::path::Path) -> Result<()> {
+    let mut args = vec!["worker".to_string(), "--nats".into(), config.url.clone(), "--id".into(), config.id.clone()];
+    if let Some(creds) = &config.creds {
+        let abs = if creds.is_absolute() { creds.clone() } else { std::env::current_dir()?.join(creds) };
+        args.extend(["--creds".into(), abs.to_string_lossy().into_owned()]);
+    }
+    args.extend([
+        "--instance".into(),
+        config.instance.clone(),
+        "--remote-root".into(),
+        config.remote_root.to_string_lossy().into_owned(),
+        "--ack-wait".into(),
+        format!("{}s", ack_wait.as_secs()),
+    ]);
+    super::service::install_worker(&args, &config.id, state_dir)
 }

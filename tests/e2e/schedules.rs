@@ -268,7 +268,7 @@ fn a_scheduled_prompt_is_in_no_process_argv_no_service_line_and_no_schedule_even
 
 /// `crontab` for the test user `dlgtest`, run as root: a real crontab in cron's real spool,
 /// never root's own. `None` (the test says why, loudly) without root or cron.
-fn test_user_crontab(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+pub(crate) fn test_user_crontab(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     let root = unsafe { libc::geteuid() } == 0;
     let have =
         std::process::Command::new("sh").args(["-c", "command -v crontab"]).output().is_ok_and(|o| o.status.success());
@@ -286,12 +286,12 @@ fn test_user_crontab(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     Some(wrapper)
 }
 
-fn crontab_of(wrapper: &std::path::Path) -> String {
+pub(crate) fn crontab_of(wrapper: &std::path::Path) -> String {
     let out = std::process::Command::new(wrapper).arg("-l").output().unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn set_crontab(wrapper: &std::path::Path, text: &str) {
+pub(crate) fn set_crontab(wrapper: &std::path::Path, text: &str) {
     use std::io::Write;
     let mut c = std::process::Command::new(wrapper).arg("-").stdin(Stdio::piped()).spawn().unwrap();
     c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
@@ -302,6 +302,7 @@ fn set_crontab(wrapper: &std::path::Path, text: &str) {
 fn service_install_on_a_real_crontab_keeps_other_lines_and_its_line_runs_a_dispatcher_tick() {
     let env = Env::new();
     let Some(crontab) = test_user_crontab(&env.home) else { return };
+    let _serial = crate::support::crontab_lock();
     let before_test = crontab_of(&crontab);
     let others = "# someone's own\nMAILTO=\"\"\n17 3 * * * /usr/bin/true backup  # keep me\n";
     set_crontab(&crontab, others);

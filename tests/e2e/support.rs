@@ -375,3 +375,16 @@ pub fn footprint(host: &FakeHost) -> (Vec<String>, Vec<String>, usize) {
 pub fn connections(host: &FakeHost) -> usize {
     host.sshd_log().matches("Connection from ").count()
 }
+
+/// Held while a test edits the dlgtest user's real crontab: tests run in parallel
+/// processes, and each one's read-modify-write must not interleave with another's.
+pub fn crontab_lock() -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("delegate-e2e-crontab.lock"))
+        .unwrap();
+    f.lock().unwrap();
+    f
+}

@@ -14,7 +14,6 @@ use delegate_core::transport::nats::wire::{self, ExecReply, ExecRequest, ResultM
 use delegate_core::{Delegate, Paths};
 use delegate_testkit::FakeHost;
 use delegate_testkit::nats::NatsServer;
-use futures_util::StreamExt as _;
 
 use crate::support::{Env, install_agent};
 
@@ -54,10 +53,6 @@ impl Bus {
     }
 
     /// Every result published so far for `mailbox`, in stream order.
-    fn results(&self, mailbox: &str) -> Vec<ResultMessage> {
-        self.try_results(mailbox).expect("the result stream")
-    }
-
     /// Every result so far, read by stream sequence (`None` while the server is away).
     fn try_results(&self, mailbox: &str) -> Option<Vec<ResultMessage>> {
         self.rt.block_on(async {
@@ -521,7 +516,7 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
     let t = task_message(&d, 1, "sleep");
     bus.publish_task(&t);
     bus.wait_results(&mailbox, "launch", |r| !launched(r, &t.task_key).is_empty());
-    assert_eq!(sessions(&host), [t.session.clone()]);
+    assert_eq!(sessions(&host), std::slice::from_ref(&t.session));
 
     // A foreign script is refused and does not run, on either subject.
     let mark = host.dir().join("ran");
@@ -554,7 +549,7 @@ fn exec_requests_run_delegates_scripts_and_refuse_anything_else() {
 /// 0.1 s, on its stdout (the task's stream.jsonl).
 fn counting_agent(host: &FakeHost, lines: u32) {
     install_agent(
-        &host,
+        host,
         "dlg-counter",
         &format!(
             "#!/bin/bash\ncat >/dev/null\necho start >>'{}/agent-starts'\nfor i in $(seq {lines}); do echo \"{{\\\"line\\\":$i}}\"; sleep 0.1; done\n",
@@ -732,4 +727,115 @@ fn the_real_claude_cli_runs_through_a_worker_and_reports_to_its_exit() {
     }
     assert!(String::from_utf8_lossy(&files["exit"]).starts_with("0 "), "{files:?}");
     assert!(String::from_utf8_lossy(&files["stream.jsonl"]).contains("finished: all good"));
+}
+
+/// The permissions the README gives a worker's NATS user (for id w1).
+const WORKER_PERMISSIONS: &str = r#"publish: [
+    "delegate.results.*.w1",
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.DELEGATE_TASKS", "$JS.API.STREAM.INFO.DELEGATE_RESULTS",
+    "$JS.API.CONSUMER.INFO.DELEGATE_TASKS.delegate-worker-w1",
+    "$JS.API.CONSUMER.CREATE.DELEGATE_TASKS.delegate-worker-w1.delegate.tasks.w1",
+    "$JS.API.CONSUMER.DURABLE.CREATE.DELEGATE_TASKS.delegate-worker-w1",
+    "$JS.API.CONSUMER.MSG.NEXT.DELEGATE_TASKS.delegate-worker-w1",
+    "$JS.ACK.DELEGATE_TASKS.delegate-worker-w1.>"
+  ]
+  subscribe: [ "_INBOX.>", "delegate.exec.w1", "delegate.exec.w1.*" ]
+  allow_responses: true"#;
+
+#[test]
+fn a_worker_with_only_the_documented_permissions_launches_reports_and_answers() {
+    let host = FakeHost::start();
+    let server = NatsServer::builder()
+        .config(&format!(
+            "authorization {{ users = [\n  {{ user: lead, password: leadpw }}\n  {{ user: w1, password: workerpw, permissions: {{ {WORKER_PERMISSIONS} }} }}\n] }}\n"
+        ))
+        .start();
+    let lead_creds = server.dir().join("lead.creds");
+    std::fs::write(&lead_creds, "lead:leadpw\n").unwrap();
+    let creds = host.remote_root().join("w1.creds");
+    std::fs::write(&creds, "w1:workerpw\n").unwrap();
+    std::os::unix::fs::chown(&creds, Some(host.uid()), None).unwrap();
+    // The lead (an administrator here) made the streams; the worker only looks them up.
+    let bus = Bus::new(&server.url(), Some(&lead_creds));
+    let (_env, d) = lead(&host, "self-test");
+    let mailbox = d.store().mailbox_id().to_string();
+    let _worker = Worker::start(&host, &server.url(), &["--creds", creds.to_str().unwrap()], "a");
+    let t = task_message(&d, 1, "hello");
+    bus.publish_task(&t);
+    wait_for_whole_task(&bus, &mailbox, &host, &t.task_key);
+    let root = host.remote_root().display().to_string();
+    let sync = delegate_core::remote::protocol::render_sync(&delegate_core::remote::protocol::SyncRequest {
+        remote_root: root,
+        tasks: vec![delegate_core::remote::protocol::SyncTaskRequest {
+            task_key: t.task_key.clone(),
+            session: t.session.clone(),
+            ..Default::default()
+        }],
+        max_bytes_per_file: 1000,
+        max_bytes_total: 1000,
+    })
+    .unwrap();
+    let reply = bus.exec(&wire::exec_subject(WORKER, Some("a")), &sync);
+    assert_eq!(reply.exit, Some(0), "{reply:?}");
+    assert!(parse_sync(&wire::unb64(&reply.stdout).unwrap()).unwrap().tasks[0].dir_exists);
+    wait_until("the consumer to settle", || bus.consumer_counts() == (0, 0, 0));
+}
+
+#[test]
+fn install_service_puts_one_worker_line_in_the_crontab_that_runs_one_worker_at_a_time() {
+    use crate::schedules::{crontab_of, set_crontab, test_user_crontab};
+    let env = Env::new();
+    let Some(crontab) = test_user_crontab(&env.home) else { return };
+    let _serial = crate::support::crontab_lock();
+    let before_test = crontab_of(&crontab);
+    let others = "# someone's own\n17 3 * * * /usr/bin/true backup\n";
+    set_crontab(&crontab, others);
+    let server = NatsServer::start();
+    let root = env.home.join("wroot");
+    let creds = env.home.join("w.creds");
+    std::fs::write(&creds, "token-canary-93f1\n").unwrap();
+    let vars = [("DELEGATE_TEST_CRONTAB", crontab.to_str().unwrap()), ("DELEGATE_TEST_SERVICE", "crontab")];
+    let args = [
+        "worker",
+        "--nats",
+        &server.url(),
+        "--creds",
+        creds.to_str().unwrap(),
+        "--id",
+        "w1",
+        "--remote-root",
+        root.to_str().unwrap(),
+        "--install-service",
+    ];
+    env.run_with_env(&args, &vars).ok();
+    env.run_with_env(&args, &vars).ok(); // again: replaced, not doubled
+    let installed = crontab_of(&crontab);
+    set_crontab(&crontab, &before_test);
+    assert!(installed.starts_with(others), "{installed}");
+    assert_eq!(installed.matches("# BEGIN delegate worker w1").count(), 1, "{installed}");
+    assert!(installed.contains(creds.to_str().unwrap()) && !installed.contains("token-canary"), "{installed}");
+    let tick = installed.lines().find(|l| l.starts_with("* * * * * ")).expect("a per-minute line");
+    assert!(installed.lines().any(|l| l.starts_with("@reboot ")), "{installed}");
+
+    // The line as cron runs it: a worker that connects and stays; the next minute's run
+    // finds it holding the lock and starts none.
+    let cmd = tick.trim_start_matches("* * * * * ").to_string();
+    let sh = |c: &str| {
+        Command::new("sh").args(["-c", c]).env_clear().env("HOME", &env.home).stdin(Stdio::null()).spawn().unwrap()
+    };
+    let mut first = sh(&cmd);
+    let log = root.join("workers/w1/worker.log");
+    wait_until("the cron-started worker to connect", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("connected to")
+    });
+    let second = sh(&cmd).wait().unwrap();
+    assert_eq!(second.code(), Some(1), "flock -n refuses a second worker");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().matches("connected to").count(), 1);
+    assert_eq!(first.try_wait().unwrap(), None, "the first worker still runs");
+    for pid in delegate_testkit::descendants_of(first.id() as i32) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = first.kill();
+    let _ = first.wait();
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
-use super::{Shared, local, nats_error, tasks::log};
+use super::{Shared, local, nats_error};
 use crate::error::Result;
 use crate::remote::allowlist;
 use crate::transport::nats::wire::{self, ExecReply, ExecRequest};
@@ -38,7 +38,7 @@ pub async fn run(s: Shared) -> Result<()> {
             let reply = answer(&s, &msg.payload).await;
             let body = serde_json::to_vec(&reply).unwrap_or_default();
             if let Err(e) = s.client.publish(reply_to, body.into()).await {
-                log(&format!("cannot answer an exec request: {e}"));
+                s.log(&format!("cannot answer an exec request: {e}"));
             }
         });
     }
@@ -48,7 +48,7 @@ pub async fn run(s: Shared) -> Result<()> {
 /// Checks and runs one request.
 pub async fn answer(s: &Shared, payload: &[u8]) -> ExecReply {
     let refuse = |why: String| {
-        log(&format!("refused an exec request: {why}"));
+        s.log(&format!("refused an exec request: {why}"));
         ExecReply {
             v: wire::WIRE_VERSION,
             broken: Some(crate::sanitize::clean_line(&format!("refused: {why}"), 2000)),
@@ -78,7 +78,7 @@ pub async fn answer(s: &Shared, payload: &[u8]) -> ExecReply {
         Err(e) => return refuse(e),
     }
     let limit = Duration::from_millis(req.limit_ms).min(MAX_EXEC_LIMIT);
-    let mut reply = local::run_script(&script, limit, super::tasks::reply_cap(s.max_payload())).await;
+    let mut reply = local::run_script(&script, &s.config.home, limit, super::tasks::reply_cap(s.max_payload())).await;
     fit(&mut reply, s.max_payload());
     reply
 }

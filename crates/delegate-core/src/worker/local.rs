@@ -13,13 +13,11 @@ use crate::transport::nats::wire::{self, ExecReply};
 /// Runs `script` within `limit`, keeping at most `cap` bytes of each output stream (the rest
 /// is read and dropped, and `overflow` says so). Never fails: a script that could not start
 /// or ran past its limit comes back with `broken` saying why.
-pub async fn run_script(script: &[u8], limit: Duration, cap: usize) -> ExecReply {
+pub async fn run_script(script: &[u8], home: &std::path::Path, limit: Duration, cap: usize) -> ExecReply {
     let mut cmd = tokio::process::Command::new(REMOTE_ARGV[0]);
     cmd.args(&REMOTE_ARGV[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     // sshd starts a command in the user's home; the scripts expand `~/` themselves.
-    if let Some(home) = std::env::var_os("HOME") {
-        cmd.current_dir(home);
-    }
+    cmd.current_dir(home);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return broken(format!("cannot start bash: {e}")),

@@ -47,12 +47,18 @@ pub struct WorkerConfig {
     /// How long the server waits for an ack before it redelivers a task (progress acks
     /// keep a long launch alive).
     pub ack_wait: Duration,
+    /// The worker user's home: scripts start there (as sshd starts them) and `~/` in a
+    /// remote root means it. The library reads no environment: the caller says.
+    pub home: PathBuf,
+    /// Where the worker's one-line events go (the CLI: stderr). Never a prompt or a
+    /// credential is passed to it.
+    pub log: fn(&str),
 }
 
 impl WorkerConfig {
     /// The defaults for `id` on this machine: instance from [`default_instance`], a
     /// one-second tick, a 30-second ack wait.
-    pub fn new(url: &str, creds: Option<PathBuf>, id: &str, remote_root: PathBuf) -> WorkerConfig {
+    pub fn new(url: &str, creds: Option<PathBuf>, id: &str, remote_root: PathBuf, home: PathBuf) -> WorkerConfig {
         WorkerConfig {
             url: url.into(),
             creds,
@@ -61,6 +67,8 @@ impl WorkerConfig {
             remote_root,
             tick: Duration::from_secs(1),
             ack_wait: Duration::from_secs(30),
+            home,
+            log: |_| {},
         }
     }
 }
@@ -108,6 +116,11 @@ impl Shared {
             .map_err(|e| nats_error(&self.config.url, &format!("cannot publish to {subject}"), e))?;
         ack.await.map_err(|e| nats_error(&self.config.url, &format!("no ack for the publish to {subject}"), e))?;
         Ok(())
+    }
+
+    /// One event line, bounded and on one line, to the config's log.
+    pub fn log(&self, line: &str) {
+        (self.config.log)(&crate::sanitize::clean_line(line, 2000))
     }
 
     /// The largest message the server takes.

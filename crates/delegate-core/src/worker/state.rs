@@ -72,6 +72,11 @@ impl StateDir {
         Ok(StateDir { dir })
     }
 
+    /// `<root>/workers/<id>`
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
     pub fn file(&self) -> PathBuf {
         self.dir.join("tasks.json")
     }

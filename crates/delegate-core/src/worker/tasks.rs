@@ -57,7 +57,7 @@ pub async fn consumer(s: &Shared) -> Result<jetstream::consumer::Consumer<pull::
 pub async fn run(s: Shared) -> Result<()> {
     loop {
         if let Err(e) = pull_some(&s).await {
-            log(&format!("{e}; retrying"));
+            s.log(&format!("{e}; retrying"));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -80,10 +80,6 @@ async fn pull_some(s: &Shared) -> Result<()> {
             handle(s, msg).await?;
         }
     }
-}
-
-pub(crate) fn log(line: &str) {
-    eprintln!("delegate worker: {}", crate::sanitize::clean_line(line, 2000));
 }
 
 /// A task that passed every check.
@@ -206,7 +202,7 @@ fn launch_root(script: &[u8]) -> Option<String> {
 }
 
 async fn refuse(s: &Shared, msg: &jetstream::Message, r: Refusal) -> Result<()> {
-    log(&format!("refused a task message: {}", r.reason));
+    s.log(&format!("refused a task message: {}", r.reason));
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let mailbox = r.mailbox.clone().unwrap_or_else(|| UNKNOWN_MAILBOX.into());
     let result = ResultMessage::Refused {
@@ -223,9 +219,9 @@ async fn refuse(s: &Shared, msg: &jetstream::Message, r: Refusal) -> Result<()> 
 
 async fn launch(s: &Shared, msg: &jetstream::Message, c: Checked) -> Result<()> {
     let t = &c.task;
-    log(&format!("launching task {} (delivery {})", t.task_key, msg.info().map(|i| i.delivered).unwrap_or(0)));
+    s.log(&format!("launching task {} (delivery {})", t.task_key, msg.info().map(|i| i.delivered).unwrap_or(0)));
     let cap = reply_cap(s.max_payload());
-    let run = local::run_script(&c.script, LAUNCH_LIMIT, cap);
+    let run = local::run_script(&c.script, &s.config.home, LAUNCH_LIMIT, cap);
     tokio::pin!(run);
     // Tell the server the message is in hand well before its ack wait runs out.
     let mut progress = tokio::time::interval((s.config.ack_wait / 3).max(Duration::from_millis(500)));
@@ -235,7 +231,7 @@ async fn launch(s: &Shared, msg: &jetstream::Message, c: Checked) -> Result<()> 
             reply = &mut run => break reply,
             _ = progress.tick() => {
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                    log(&format!("cannot send a progress ack for {}: {e}", t.task_key));
+                    s.log(&format!("cannot send a progress ack for {}: {e}", t.task_key));
                 }
             }
         }
@@ -245,7 +241,7 @@ async fn launch(s: &Shared, msg: &jetstream::Message, c: Checked) -> Result<()> 
         // agent: wait for its runner's first word, keeping the message alive meanwhile.
         let deadline = tokio::time::Instant::now() + LAUNCH_LIMIT;
         loop {
-            match earlier_launch(&c) {
+            match earlier_launch(&c, &s.config.home) {
                 Earlier::NotOurs => break,
                 Earlier::Started(answer) => {
                     reply = answer;
@@ -292,7 +288,7 @@ async fn launch(s: &Shared, msg: &jetstream::Message, c: Checked) -> Result<()> 
     };
     s.publish_result(&t.mailbox, &format!("{}.launched.{}", t.task_key, t.nonce), &result).await?;
     msg.double_ack().await.map_err(|e| nats_error(&s.config.url, &format!("cannot ack task {}", t.task_key), e))?;
-    log(&format!("task {}: {}", t.task_key, if started { "launched" } else { "not launched (the result says why)" }));
+    s.log(&format!("task {}: {}", t.task_key, if started { "launched" } else { "not launched (the result says why)" }));
     Ok(())
 }
 
@@ -313,9 +309,8 @@ enum Earlier {
 
 /// After code 29: is the task directory this message's launch (same nonce in its
 /// launch.json), and did its runner start?
-fn earlier_launch(c: &Checked) -> Earlier {
-    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else { return Earlier::NotOurs };
-    let dir = super::expand_home(&c.root, &home).join("tasks").join(&c.task.task_key);
+fn earlier_launch(c: &Checked, home: &std::path::Path) -> Earlier {
+    let dir = super::expand_home(&c.root, home).join("tasks").join(&c.task.task_key);
     let read = |name: &str| -> Option<String> {
         let mut text = String::new();
         std::io::Read::read_to_string(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::state::Watched;
-use super::{Shared, local, tasks::log};
+use super::{Shared, local};
 use crate::error::{Error, Result};
 use crate::remote::protocol::{SyncRequest, SyncTaskRequest, parse_sync, render_sync};
 use crate::transport::nats::wire::{self, ResultMessage};
@@ -32,7 +32,7 @@ pub async fn run(s: Shared) -> Result<()> {
         if watching.is_none() {
             match s.state.lock("watch", false) {
                 Ok(lock) => watching = lock,
-                Err(e) => log(&e.to_string()),
+                Err(e) => s.log(&e.to_string()),
             }
         }
         if watching.is_none() {
@@ -43,7 +43,7 @@ pub async fn run(s: Shared) -> Result<()> {
             match tokio::task::spawn_blocking(move || dir.read()).await {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => {
-                    log(&e.to_string());
+                    s.log(&e.to_string());
                     continue;
                 }
                 Err(e) => return Err(Error::Config { path: "(worker)".into(), message: e.to_string() }),
@@ -51,7 +51,7 @@ pub async fn run(s: Shared) -> Result<()> {
         };
         for (key, w) in &state.tasks {
             if let Err(e) = watch_one(&s, key, w).await {
-                log(&format!("task {key}: {e}"));
+                s.log(&format!("task {key}: {e}"));
             }
         }
     }
@@ -71,7 +71,7 @@ pub async fn watch_one(s: &Shared, key: &str, w: &Watched) -> Result<()> {
         max_bytes_per_file: budget,
         max_bytes_total: budget,
     })?;
-    let reply = local::run_script(&script, SYNC_LIMIT, budget as usize + 64 * 1024).await;
+    let reply = local::run_script(&script, &s.config.home, SYNC_LIMIT, budget as usize + 64 * 1024).await;
     let failed = |why: String| Error::Config { path: "(worker sync)".into(), message: why };
     if let Some(why) = reply.broken {
         return Err(failed(why));
@@ -127,7 +127,7 @@ pub async fn watch_one(s: &Shared, key: &str, w: &Watched) -> Result<()> {
     .await
     .map_err(|e| failed(e.to_string()))??;
     if finished {
-        log(&format!("task {key} finished; no longer watched"));
+        s.log(&format!("task {key} finished; no longer watched"));
     }
     Ok(())
 }
