@@ -270,6 +270,22 @@ pub struct WorkerArgs {
     /// a systemd user unit where `systemctl --user` works, else a crontab block
     #[arg(long)]
     pub install_service: bool,
+    /// Also serve agentbus tasks for this id (`agentbus.<id>.tasks`, durable consumer <id>),
+    /// answering with agentbus results, as `agentbus worker run` would
+    #[arg(long)]
+    pub agentbus: bool,
+    /// The agent that runs agentbus tasks (claude, codex)
+    #[arg(long, value_name = "AGENT", default_value = "claude", requires = "agentbus")]
+    pub agentbus_agent: String,
+    /// The agent's program, when it is not found on the login shell's PATH
+    #[arg(long, value_name = "PATH", requires = "agentbus")]
+    pub agentbus_agent_path: Option<String>,
+    /// Where agentbus tasks' agents work
+    #[arg(long, value_name = "DIR", default_value = "~", requires = "agentbus")]
+    pub agentbus_workdir: String,
+    /// The sandbox level of agentbus tasks (read, write, full)
+    #[arg(long, value_name = "LEVEL", default_value = "write", requires = "agentbus")]
+    pub agentbus_sandbox: delegate_core::task::Sandbox,
 }
 
 #[derive(Subcommand, Debug)]
@@ -886,6 +902,10 @@ pub struct HostAddArgs {
     /// With --nats: how long a task may wait for a worker before it fails ("1h")
     #[arg(long, requires = "nats")]
     pub task_ttl: Option<String>,
+    /// With --nats: the worker is an agentbus worker (`agentbus worker run`), not a
+    /// `delegate worker`: tasks go as agentbus tasks and only the result comes back
+    #[arg(long, requires = "nats")]
+    pub agentbus: bool,
     #[arg(long)]
     pub user: Option<String>,
     #[arg(long)]

@@ -33,6 +33,7 @@ pub fn run(config: Option<&Path>, cmd: HostsCommand) -> Result<()> {
                 worker_id: a.worker_id,
                 task_ttl: a.task_ttl,
                 launch_wait: None,
+                protocol: a.agentbus.then_some(delegate_core::hosts::inventory::NatsProtocol::Agentbus),
             };
             let mut ed = InventoryEditor::open(&paths.config_file)?;
             ed.set("hosts", &a.name, &entry)?;

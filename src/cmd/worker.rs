@@ -48,6 +48,18 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     if let Some(instance) = args.instance {
         config.instance = instance;
     }
+    if args.agentbus {
+        let workdir = worker::expand_home(&args.agentbus_workdir, &home);
+        let mut s = worker::agentbus::Settings::new(
+            &args.agentbus_agent,
+            &workdir.to_string_lossy(),
+            &config.remote_root.to_string_lossy(),
+        );
+        s.sandbox = args.agentbus_sandbox;
+        s.agent_path = args.agentbus_agent_path.clone();
+        s.log = |line| eprintln!("delegate worker (agentbus): {line}");
+        config.agentbus = Some(s);
+    }
     let state = worker::prepare(&config)?;
     if args.install_service {
         return install(&config, args.ack_wait, &state.dir());
@@ -80,5 +92,19 @@ fn install(config: &WorkerConfig, ack_wait: std::time::Duration, state_dir: &std
         "--ack-wait".into(),
         format!("{}s", ack_wait.as_secs()),
     ]);
+    if let Some(ab) = &config.agentbus {
+        args.extend([
+            "--agentbus".into(),
+            "--agentbus-agent".into(),
+            ab.agent.clone(),
+            "--agentbus-workdir".into(),
+            ab.workdir.clone(),
+            "--agentbus-sandbox".into(),
+            ab.sandbox.as_str().into(),
+        ]);
+        if let Some(p) = &ab.agent_path {
+            args.extend(["--agentbus-agent-path".into(), p.clone()]);
+        }
+    }
     super::service::install_worker(&args, &config.id, state_dir)
 }

@@ -225,3 +225,103 @@ fn the_real_claude_cli_installed_per_user_runs_through_a_worker_at_write_and_rep
     assert!(t.to_string().contains("finished: all good"), "{t}");
     assert!(t["runs"][0]["evidence"]["remote"]["agent_version"].as_str().unwrap().contains("Claude Code"), "{t}");
 }
+
+#[test]
+fn agentbus_publish_reaches_delegate_worker_run_with_agentbus_and_agentbus_reads_the_result() {
+    let Some(bin) = delegate_testkit::agentbus::agentbus_bin() else { return };
+    let host = FakeHost::start();
+    let server = NatsServer::start();
+    let workdir = host.workdir().display().to_string();
+    let worker = Worker::start(
+        &host,
+        &server.url(),
+        &["--agentbus", "--agentbus-agent", "self-test", "--agentbus-workdir", &workdir, "--agentbus-sandbox", "full"],
+        "a",
+    );
+    // agentbus's own CLI publishes to agentbus.w1.tasks and reads agentbus.main.results.
+    let published = delegate_testkit::agentbus::run(
+        &bin,
+        &["task", "publish", "check the build", "--server-url", &server.url(), "--to", WORKER, "--from", "main"],
+    );
+    let task: Value = serde_json::from_str(published.trim()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let result = loop {
+        let results = delegate_testkit::agentbus::results(&bin, &server.url(), "main", 5);
+        if let Some(r) = results.into_iter().find(|r| r["task"]["id"] == task["id"]) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no agentbus result within 120 s\n{}", worker.log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(result["type"], "task.result", "{result}");
+    assert_eq!(result["status"], "completed", "{result}\n{}", worker.log());
+    assert!(!result["result"].as_str().unwrap_or("").is_empty(), "{result}");
+    // The agent ran through delegate's launch script: a task directory with its launch.
+    let tasks: Vec<_> = std::fs::read_dir(host.remote_root().join("tasks")).unwrap().collect();
+    assert_eq!(tasks.len(), 1, "{}", worker.log());
+}
+
+#[test]
+fn a_lead_hands_a_task_to_the_real_agentbus_worker_from_the_cli_and_records_its_result_once() {
+    use delegate_testkit::model::{ModelStandIn, Reply, Script};
+    let Some(bin) = delegate_testkit::agentbus::agentbus_bin() else { return };
+    let Some(agents) = delegate_testkit::brothers::real_agents_bin() else { return };
+    let server = NatsServer::start();
+    let model = ModelStandIn::start(Script::new(|_| Reply::Text("the build is green".into())));
+    let env = Env::new();
+    let dir = env.home.join("agentbus-worker");
+    for d in ["home", "work", "logs"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let config = dir.join("agentbus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"{WORKER}\"\nchat_cmd = [\"claude\", \"-p\", \"{{input}}\"]\n\n[worker]\nserver_url = \"{}\"\ntask_timeout_seconds = 120\n\n[log]\ndir = \"{}\"\n",
+            server.url(),
+            dir.join("logs").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("worker.out")).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _worker = Kill(
+        std::process::Command::new(bin.join("agentbus"))
+            .args(["worker", "run", "--config"])
+            .arg(&config)
+            .envs(model.claude_env())
+            .env("HOME", dir.join("home"))
+            .env("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", agents.display()))
+            .current_dir(dir.join("work"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    env.config_append(&format!(
+        "[hosts.ab]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nprotocol = \"agentbus\"\n\n\
+         [brothers.coder]\nhost = \"ab\"\nworkdir = \"/tmp\"\nagent = \"claude\"\n",
+        server.url()
+    ));
+    let run = env.run(&["run", "coder", "is the build green?", "--json"]).ok();
+    let id = id_of(&run);
+    assert_eq!(run.json()["status"], "launched", "{run}");
+    // `say` and `cancel` cannot reach an agentbus task: exit 50, nothing changes.
+    env.run(&["say", &id.to_string(), "hurry"]).fails_with(50);
+    let done = env.run(&["wait", &id.to_string(), "--timeout", "150s", "--json"]);
+    let out = std::fs::read_to_string(dir.join("worker.out")).unwrap_or_default();
+    let done = done.ok();
+    assert_eq!(done.json()["tasks"][0]["status"], "completed", "{done}\n{out}");
+    let t = show(&env, id);
+    assert!(t.to_string().contains("the build is green"), "{t}");
+    let c = counts(&t);
+    env.run(&["sync"]).ok();
+    assert_eq!(counts(&show(&env, id)), c, "recorded once");
+}

@@ -179,6 +179,7 @@ impl Delegate {
             task_ttl: parse("task_ttl", &h.task_ttl)?,
             launch_wait: parse("launch_wait", &h.launch_wait)?.unwrap_or(crate::hosts::inventory::DEFAULT_LAUNCH_WAIT),
             instance: None,
+            agentbus: h.protocol == Some(crate::hosts::inventory::NatsProtocol::Agentbus),
         }))
     }
 

@@ -27,11 +27,7 @@ pub fn agentbus_bin() -> Option<PathBuf> {
 
 /// Runs `agentbus ARGS` and returns its stdout; panics with its stderr when it fails.
 pub fn run(bin: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin.join("agentbus"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run agentbus");
+    let out = Command::new(bin.join("agentbus")).args(args).stdin(Stdio::null()).output().expect("run agentbus");
     assert!(
         out.status.success(),
         "agentbus {args:?} failed ({}): {}",

@@ -137,6 +137,19 @@ pub struct HostEntry {
     /// before it reports the task `queued` ("5s", the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_wait: Option<String>,
+    /// `transport = "nats"`: what the worker speaks: `"delegate"` (a `delegate worker`, the
+    /// default) or `"agentbus"` (an agentbus worker: tasks go to `agentbus.<worker_id>.tasks`
+    /// and only its final result comes back; no say, no cancel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<NatsProtocol>,
+}
+
+/// What a NATS host's worker speaks (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsProtocol {
+    Delegate,
+    Agentbus,
 }
 
 /// How long a launch on a NATS host waits for the worker's `launched` result by default.
@@ -150,6 +163,7 @@ fn check_nats_keys(name: &str, h: &HostEntry) -> std::result::Result<(), String>
         ("worker_id", h.worker_id.is_some()),
         ("task_ttl", h.task_ttl.is_some()),
         ("launch_wait", h.launch_wait.is_some()),
+        ("protocol", h.protocol.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))

@@ -113,7 +113,10 @@ impl Store {
                         transition_in(&tx, task_id, version, TaskStatus::Failed, Some(&reason), &now)?;
                     }
                 }
-                tx.execute("UPDATE agentbus_tasks SET result_seq = ?2 WHERE task_id = ?1", params![task_id, seq as i64])?;
+                tx.execute(
+                    "UPDATE agentbus_tasks SET result_seq = ?2 WHERE task_id = ?1",
+                    params![task_id, seq as i64],
+                )?;
                 recorded = Some(task_id);
             }
         }

@@ -110,6 +110,38 @@ pub async fn collect(store: &mut Store, js: &jetstream::Context) -> Result<Vec<i
     Ok(recorded)
 }
 
+/// [`collect`] for every NATS host whose worker speaks agentbus and has tasks in flight:
+/// one read of its results stream per server. A server that cannot be reached is left for
+/// the next sync (the results wait in the stream).
+pub async fn collect_for_inventory(d: &mut crate::Delegate) -> Result<()> {
+    let hosts: Vec<String> = d
+        .inventory()
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.protocol == Some(crate::hosts::inventory::NatsProtocol::Agentbus))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let waiting = d.store().in_flight()?.into_iter().any(|r| hosts.contains(&r.host));
+    if !waiting {
+        return Ok(());
+    }
+    let mut seen = Vec::new();
+    for host in hosts {
+        let crate::transport::Reach::Nats(t) = d.reach(&host)? else { continue };
+        if seen.contains(&(t.url.clone(), t.creds.clone())) {
+            continue;
+        }
+        seen.push((t.url.clone(), t.creds.clone()));
+        let Ok(client) = d.transport().nats_clients().client(&t).await else { continue };
+        let js = jetstream::new(client);
+        let _ = collect(d.store_mut(), &js).await;
+    }
+    Ok(())
+}
+
 /// What the mailbox keeps of a result: its text made safe and bounded.
 fn record_of(r: &TaskResult) -> Option<ResultRecord> {
     let message_id = r.task_id()?.to_string();
@@ -117,7 +149,10 @@ fn record_of(r: &TaskResult) -> Option<ResultRecord> {
         Status::Completed => ResultRecord {
             message_id,
             completed: true,
-            text: crate::sanitize::clip(&crate::sanitize::printable(r.result.as_deref().unwrap_or("")), MAX_RESULT_TEXT),
+            text: crate::sanitize::clip(
+                &crate::sanitize::printable(r.result.as_deref().unwrap_or("")),
+                MAX_RESULT_TEXT,
+            ),
         },
         Status::Failed => ResultRecord {
             message_id,

@@ -164,6 +164,18 @@ pub(crate) async fn launch_many(d: &mut Delegate, reqs: Vec<LaunchRequest>) -> V
     if !ready.is_empty() {
         d.phase("recorded");
     }
+    // Tasks for agentbus workers are handed over as agentbus tasks (no launch script).
+    let (mut slots_left, mut ready_left) = (Vec::new(), Vec::new());
+    for (slot, r) in slots.into_iter().zip(ready) {
+        match agentbus_target(&r) {
+            Some(t) => results[slot] = Some(hand_to_agentbus(d, r.run, &r.brother, &t).await),
+            None => {
+                slots_left.push(slot);
+                ready_left.push(r);
+            }
+        }
+    }
+    let (slots, ready) = (slots_left, ready_left);
     let sent = send_all(d.transport(), d.store().mailbox_id(), &ready).await;
     if !ready.is_empty() {
         d.phase("answered");
@@ -202,11 +214,19 @@ pub(crate) async fn dispatch_queued(d: &mut Delegate) -> Result<Vec<Result<Task>
             }
         }
     }
+    let mut out = refused;
+    let mut rest = Vec::new();
+    for r in ready {
+        match agentbus_target(&r) {
+            Some(t) => out.push(hand_to_agentbus(d, r.run, &r.brother, &t).await),
+            None => rest.push(r),
+        }
+    }
+    let ready = rest;
     if ready.is_empty() {
-        return Ok(refused);
+        return Ok(out);
     }
     let sent = send_all(d.transport(), d.store().mailbox_id(), &ready).await;
-    let mut out = refused;
     for (r, s) in ready.into_iter().zip(sent) {
         out.push(record(d, r, s));
     }
@@ -245,6 +265,38 @@ pub(crate) struct Ready {
     plan_files: Vec<(String, String)>,
     /// Noted once a launch succeeds: later launches there name the helpers by hash only.
     helpers_hint: std::path::PathBuf,
+}
+
+/// The NATS host of a launch whose worker speaks agentbus (`protocol = "agentbus"`).
+fn agentbus_target(r: &Ready) -> Option<crate::transport::NatsTarget> {
+    match &r.reach {
+        Reach::Nats(t) if t.agentbus => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// Hands a recorded task to an agentbus worker ([`crate::ops::agentbus::hand_over`]): the
+/// task is `launched` once the stream stored it; a failure fails it with the reason.
+async fn hand_to_agentbus(
+    d: &mut Delegate,
+    run: RunStart,
+    brother: &str,
+    t: &crate::transport::NatsTarget,
+) -> Result<Task> {
+    let handed = match d.transport().nats_clients().client(t).await {
+        Ok(client) => {
+            let js = async_nats::jetstream::new(client);
+            crate::ops::agentbus::hand_over(d.store_mut(), &js, &t.worker_id, run.task_id).await
+        }
+        Err(e) => Err(e),
+    };
+    match handed {
+        Ok(_) => d.store().task(run.task_id),
+        Err(e) => {
+            fail(d, &run, brother, &e.to_string(), &json!({ "agentbus": { "worker": t.worker_id } }), None, None)?;
+            Err(e)
+        }
+    }
 }
 
 /// Notes a host's helpers (see [`helpers_hint`]): 0700 directory, 0600 file, whatever the

@@ -271,7 +271,12 @@ async fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage
                 version: r.version,
                 queued: false,
             };
-            let sent = Sent { result: Ok((out, Connection { fresh: None, warm: false })), total_ms: 0.0, nats: None, helpers_sent: true };
+            let sent = Sent {
+                result: Ok((out, Connection { fresh: None, warm: false })),
+                total_ms: 0.0,
+                nats: None,
+                helpers_sent: true,
+            };
             // The launch's own verdict (a refusal, a failure) is the task's state now; it is
             // no error of the sync.
             let recorded = record_exec(d, run, brother, evidence, argv, sent, None);

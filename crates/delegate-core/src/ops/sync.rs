@@ -198,11 +198,15 @@ async fn sync_round(
 ) -> Result<(SyncSummary, Vec<i64>)> {
     let now = std::time::SystemTime::now();
     let grace = d.launch_grace();
+    // Tasks handed to agentbus workers come back as one result each, read from their
+    // results stream; they have no task files to sync.
+    crate::ops::agentbus::collect_for_inventory(d).await?;
     let runs: Vec<InFlight> = d
         .store()
         .in_flight()?
         .into_iter()
         .filter(|r| only.is_none_or(|ids| ids.contains(&r.task_id)))
+        .filter(|r| !matches!(d.store().agentbus_task(r.task_id), Ok(Some(_))))
         .filter(|r| r.status != TaskStatus::Launching || older_than(&r.updated_at, now, grace))
         .collect();
     let mut by_host: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();

@@ -320,6 +320,10 @@ async fn launch(agent_id: &str, s: &Settings, task: &Task, key: &str) -> std::re
         grace_secs: remote::DEFAULT_GRACE_SECS,
     })
     .map_err(|e| e.to_string())?;
+    // With the helper files: the worker renders locally, so their bytes cost nothing and
+    // the store is filled (or refreshed) in the same run.
+    let script = remote::with_helpers(&script, &remote::helper_files(&plan.files))
+        .ok_or("delegate's own launch script has no helper line")?;
     let out = run_script(s, &script, LAUNCH_LIMIT).await?;
     let parsed = remote::parse_output(&out.stdout, &out.stderr);
     if parsed.marker.as_ref().is_some_and(|m| m.nonce == nonce) {

@@ -53,6 +53,9 @@ pub struct WorkerConfig {
     /// Where the worker's one-line events go (the CLI: stderr). Never a prompt or a
     /// credential is passed to it.
     pub log: fn(&str),
+    /// Also serve agentbus tasks for this id (`agentbus.<id>.tasks`), run as these
+    /// settings say (`delegate worker --agentbus`).
+    pub agentbus: Option<agentbus::Settings>,
 }
 
 impl WorkerConfig {
@@ -69,6 +72,7 @@ impl WorkerConfig {
             ack_wait: Duration::from_secs(30),
             home,
             log: |_| {},
+            agentbus: None,
         }
     }
 }
@@ -167,6 +171,12 @@ pub async fn run(shared: Shared, stop: impl std::future::Future<Output = ()>) ->
     loops.spawn(tasks::run(shared.clone()));
     loops.spawn(watch::run(shared.clone()));
     loops.spawn(exec::run(shared.clone()));
+    // agentbus's consumer stops when this function returns (the sender drops with it).
+    let (_stop_agentbus, stopped) = tokio::sync::watch::channel(false);
+    if let Some(settings) = shared.config.agentbus.clone() {
+        let (client, js, id) = (shared.client.clone(), shared.js.clone(), shared.config.id.clone());
+        loops.spawn(async move { agentbus::serve(client, js, &id, settings, stopped).await });
+    }
     tokio::select! {
         () = stop => Ok(()),
         done = loops.join_next() => match done {

@@ -321,7 +321,10 @@ mod tests {
             (b"[1]", "must be a JSON object"),
             (br#"{"id":"x","from":"a","to":"b","type":"task.request"}"#, "missing required fields: task_type"),
             (br#"{"id":"","from":"a","to":"b","type":"t","task_type":"d"}"#, "missing required fields: id"),
-            (br#"{"id":"x","from":"a","to":"b","type":"t","task_type":"d","payload":[1]}"#, "payload must be an object"),
+            (
+                br#"{"id":"x","from":"a","to":"b","type":"t","task_type":"d","payload":[1]}"#,
+                "payload must be an object",
+            ),
             (br#"{"id":"x","from":"a","to":"b","type":"t","task_type":"d","reply_to":"a.b"}"#, "reply agent"),
         ];
         for (raw, why) in cases {
@@ -339,8 +342,21 @@ mod tests {
         let back = TaskResult::parse(&r.to_bytes()).unwrap();
         assert_eq!(back.task_id(), Some(t.id.as_str()));
         assert_eq!(back.status, Status::Completed);
-        assert!(TaskResult::parse(br#"{"id":"1","type":"task.request","status":"completed","task":{"id":"x"},"completed_at":""}"#).is_err());
-        assert!(TaskResult::parse(br#"{"id":"1","type":"task.result","status":"completed","task":{},"completed_at":""}"#).is_err());
-        assert!(TaskResult::parse(br#"{"id":"1","type":"task.result","status":"maybe","task":{"id":"x"},"completed_at":""}"#).is_err());
+        assert!(
+            TaskResult::parse(
+                br#"{"id":"1","type":"task.request","status":"completed","task":{"id":"x"},"completed_at":""}"#
+            )
+            .is_err()
+        );
+        assert!(
+            TaskResult::parse(br#"{"id":"1","type":"task.result","status":"completed","task":{},"completed_at":""}"#)
+                .is_err()
+        );
+        assert!(
+            TaskResult::parse(
+                br#"{"id":"1","type":"task.result","status":"maybe","task":{"id":"x"},"completed_at":""}"#
+            )
+            .is_err()
+        );
     }
 }

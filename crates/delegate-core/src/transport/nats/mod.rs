@@ -3,8 +3,8 @@
 //! consumer, runs delegate's own scripts locally, and publishes what happened to a result
 //! stream the lead reads from its stored sequence. The shapes on the wire are in [`wire`].
 
-pub mod clients;
 pub mod agentbus;
+pub mod clients;
 pub mod connect;
 pub mod exec;
 pub mod publish;
@@ -36,6 +36,9 @@ pub struct NatsTarget {
     /// The replica a task's later commands go to (its `launched` result named it); `None`
     /// for commands about the host (any replica answers).
     pub instance: Option<String>,
+    /// `protocol = "agentbus"`: the worker is an agentbus worker (see
+    /// [`crate::ops::agentbus`]), not a `delegate worker`.
+    pub agentbus: bool,
 }
 
 impl NatsTarget {
