@@ -23,6 +23,8 @@ for candidate in python3 /usr/bin/python3; do
 done
 if [ -z "$py" ] && [ "$(id -u)" -eq 0 ]; then
     echo "install-agentbus.sh: installing python3-venv" >&2
+    # The package lists may be empty on a fresh machine.
+    DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 python3-venv </dev/null >&2
     py=/usr/bin/python3
 fi
