@@ -16,6 +16,10 @@ use crate::worker::{WORKER, Worker};
 /// `w1` on `host`'s account. `extra` goes into the host's table.
 fn lead(host: &FakeHost, server: &NatsServer, agent: &str, extra: &str) -> Env {
     let env = Env::new();
+    // A launch returns as soon as the worker's `launched` result arrives; a loaded machine
+    // may take longer than the default 5 s to start the agent.
+    let wait = if extra.contains("launch_wait") { String::new() } else { "launch_wait = \"60s\"\n".into() };
+    let extra = format!("{wait}{extra}");
     env.config_append(&format!(
         "[hosts.nb]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nremote_root = \"{}\"\n\
          environment = \"plain\"\n{extra}\n\
@@ -205,7 +209,8 @@ fn the_real_claude_cli_installed_per_user_runs_through_a_worker_at_write_and_rep
     let worker = Worker::start(&host, &server.url(), &[], "a");
     let env = Env::new();
     env.config_append(&format!(
-        "[hosts.nb]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nremote_root = \"{}\"\n\n\
+        "[hosts.nb]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nremote_root = \"{}\"\n\
+         launch_wait = \"60s\"\n\n\
          [brothers.oppy]\nhost = \"nb\"\nworkdir = \"{}\"\nagent = \"claude\"\nsandbox = \"write\"\n{}",
         server.url(),
         host.remote_root().display(),

@@ -189,7 +189,16 @@ impl Machine {
 fn env_for(server: &NatsServer, extra: &str) -> (Env, Machine) {
     let env = Env::new();
     let m = Machine::new(&env);
-    let wait = if extra.contains("launch_wait") { "" } else { "launch_wait = \"3s\"\n" };
+    // Long enough for the test's worker thread on a loaded machine: a launch returns as
+    // soon as the `launched` result arrives. Tests of a worker that never answers set
+    // task_ttl or their own launch_wait.
+    let wait = if extra.contains("launch_wait") {
+        ""
+    } else if extra.contains("task_ttl") {
+        "launch_wait = \"3s\"\n"
+    } else {
+        "launch_wait = \"30s\"\n"
+    };
     env.config_append(&format!(
         "[hosts.nb]\ntransport = \"nats\"\nurl = \"{}\"\nworker_id = \"{WORKER}\"\nremote_root = \"{}\"\n\
          environment = \"plain\"\n{wait}{extra}\n\
