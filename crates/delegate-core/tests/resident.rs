@@ -8,29 +8,11 @@ use std::time::{Duration, Instant};
 
 use delegate_core::remote::REMOTE_COMMAND;
 use delegate_core::transport::pool::Pool;
-use delegate_core::transport::ssh::{ExecOutput, Exit, MAX_EXEC_OUTPUT, Session, SshTarget, Timeouts};
+use delegate_core::transport::ssh::{ExecOutput, Exit, MAX_EXEC_OUTPUT, Session, SshTarget};
 use delegate_testkit::FakeHost;
 
-fn target(host: &FakeHost) -> SshTarget {
-    SshTarget {
-        host: "h".into(),
-        hostname: host.address().into(),
-        port: host.port(),
-        user: host.user().into(),
-        identity_files: vec![host.client_key().to_path_buf()],
-        certificate_files: vec![],
-        agent_socket: None,
-        identities_only: false,
-        known_hosts: vec![host.known_hosts_file()],
-        global_known_hosts: vec![],
-        hash_known_hosts: false,
-        host_key_alias: None,
-        accept_new: false,
-        timeouts: Timeouts::default(),
-        route: Default::default(),
-        system_ssh: None,
-    }
-}
+mod common;
+use common::target;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()

@@ -2,29 +2,11 @@
 
 use std::time::Duration;
 
-use delegate_core::transport::ssh::{Exit, Session, SshTarget, Timeouts};
+use delegate_core::transport::ssh::{Exit, Session, SshTarget};
 use delegate_testkit::FakeHost;
 
-fn target(host: &FakeHost) -> SshTarget {
-    SshTarget {
-        host: "h".into(),
-        hostname: host.address().into(),
-        port: host.port(),
-        user: host.user().into(),
-        identity_files: vec![host.client_key().to_path_buf()],
-        certificate_files: vec![],
-        agent_socket: None,
-        identities_only: false,
-        known_hosts: vec![host.known_hosts_file()],
-        global_known_hosts: vec![],
-        hash_known_hosts: false,
-        host_key_alias: None,
-        accept_new: false,
-        timeouts: Timeouts::default(),
-        route: Default::default(),
-        system_ssh: None,
-    }
-}
+mod common;
+use common::target;
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)

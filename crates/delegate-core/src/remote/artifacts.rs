@@ -143,15 +143,7 @@ pub fn parse_chunk(stdout: &[u8]) -> std::result::Result<Chunk, String> {
     if offset.checked_add(len).is_none_or(|end| end > size) {
         return Err(format!("the chunk {offset}+{len} runs past the file's {size} bytes"));
     }
-    let body = &rest[eol + 1..];
-    let len = usize::try_from(len).map_err(|_| "the length does not fit in memory")?;
-    if body.len() < len {
-        return Err(format!("the reply was cut: {} of {len} bytes", body.len()));
-    }
-    let (bytes, tail) = body.split_at(len);
-    if tail != b"\nEND\n" {
-        return Err("the reply does not end with END right after the bytes".into());
-    }
+    let bytes = super::framed_bytes(rest, eol, len, "bytes")?;
     Ok(Chunk { size, sha256: sum.into(), offset, bytes: bytes.to_vec() })
 }
 

@@ -115,15 +115,7 @@ pub fn parse(stdout: &[u8]) -> std::result::Result<DiffReply, String> {
     if offset.checked_add(len).is_none_or(|end| end > size) {
         return Err(format!("the chunk {offset}+{len} runs past the diff's {size} bytes"));
     }
-    let body = &rest[eol + 1..];
-    let len = usize::try_from(len).map_err(|_| "the length does not fit in memory")?;
-    if body.len() < len {
-        return Err(format!("the reply was cut: {} of {len} bytes", body.len()));
-    }
-    let (bytes, tail) = body.split_at(len);
-    if tail != b"\nEND\n" {
-        return Err("the reply does not end with END right after the diff".into());
-    }
+    let bytes = super::framed_bytes(rest, eol, len, "diff")?;
     Ok(DiffReply {
         base_tree: base_tree.into(),
         tree: tree.into(),

@@ -96,6 +96,21 @@ pub fn task_key(mailbox_id: &str, task_id: i64, run_no: i64) -> String {
     if run_no <= 1 { format!("{mailbox_id}-{task_id}") } else { format!("{mailbox_id}-{task_id}-r{run_no}") }
 }
 
+/// The `len` bytes after a chunk reply's header line (which ends at `rest[eol]`), checked to
+/// be followed by exactly `\nEND\n` (see `diff.sh`, `artifacts.sh`). `what` names the bytes.
+pub(crate) fn framed_bytes<'a>(rest: &'a [u8], eol: usize, len: u64, what: &str) -> Result<&'a [u8], String> {
+    let body = &rest[eol + 1..];
+    let len = usize::try_from(len).map_err(|_| "the length does not fit in memory")?;
+    if body.len() < len {
+        return Err(format!("the reply was cut: {} of {len} bytes", body.len()));
+    }
+    let (bytes, tail) = body.split_at(len);
+    if tail != b"\nEND\n" {
+        return Err(format!("the reply does not end with END right after the {what}"));
+    }
+    Ok(bytes)
+}
+
 /// The variable parts of one launch.
 pub struct LaunchVars<'a> {
     pub task_id: i64,
