@@ -135,7 +135,9 @@ main() {
 	local spend_thread=${SPEND_LIMIT[4]-} spend_fd='' spend_partial='' spend_skip=0 spent=0 spend_base=0
 	local -r SPEND_LINE=4096 SPEND_READS=2048
 	over_budget() { # true once the cost counted so far reaches the budget
-		local line piece n=0 status tokens cached_in out cost
+		# Every local starts set: under `set -u` one read while still unset (a `read` at the end
+		# of a file leaves its variable unset) would end the runner with no exit record.
+		local line='' piece='' n=0 status=0 tokens=0 cached_in=0 out=0 cost=0
 		if [ -z "$spend_thread" ]; then
 			IFS= read -r -n "$SPEND_LINE" line 2>/dev/null <"$TASK_DIR/stream.jsonl"
 			[[ $line =~ \"type\":\"thread\.started\".*\"thread_id\":\"([0-9A-Za-z-]{1,64})\" ]] || return 1

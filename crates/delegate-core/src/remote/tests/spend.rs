@@ -106,6 +106,22 @@ echo '{{"type":"turn.completed"}}'"#
     assert!(!state.contains("stopping"), "{state}");
 }
 
+#[test]
+fn the_runner_outlives_polls_made_before_the_stream_file_exists() {
+    let s = Scratch::new("spend-early");
+    // The stream reader's `tee` creates stream.jsonl, and it may not have yet when the runner
+    // first looks for the thread id (seen with the real Codex: the runner ended under
+    // `set -u` without an exit record). The fake takes the file away for the first polls.
+    let plan = limited(&format!(
+        "rm -f \"$DELEGATE_TASK_DIR/stream.jsonl\"\nsleep 1.2\n{}",
+        fake_codex("tc 1000 0 10\nsleep 0.6\necho '{\"type\":\"turn.completed\"}'")
+    ));
+    let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    let dir = s.launch(&v);
+    let w = exit_words(&dir, 15);
+    assert_eq!((w.len(), w.first().map(String::as_str)), (2, Some("0")), "{w:?}");
+}
+
 /// A reopen resumes the thread: its log already holds the earlier runs' counts ($1.00 here,
 /// twenty times the budget), which are not this run's spend.
 fn resumed(s: &Scratch, body: &str) -> crate::agents::AgentPlan {
