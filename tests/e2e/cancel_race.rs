@@ -2,7 +2,7 @@
 //! lands: (a) before the launch script reaches the brother, (b) while it runs there before
 //! tmux starts, (c) after the agent started but before the launch recorded it. Each time the
 //! launch is really held at that point (a test build pauses at a named phase; a `tmux` on the
-//! brother's PATH waits at `tmux -V`), the cancel runs, and the launch goes on. Afterwards
+//! brother's PATH waits at `tmux new-session`), the cancel runs, and the launch goes on. Afterwards
 //! the task is `cancelled`, no session or process of it is left (checked a few seconds
 //! later), and the launch says it was cancelled, without inviting a retry.
 
@@ -164,7 +164,7 @@ fn a_cancel_while_the_launch_script_runs_before_tmux_starts_wins() {
     // sshd's PATH, where the kit's bin directory comes first (a login shell's would not
     // have it), so the launch script meets the `tmux` below.
     env.config_append("environment = \"plain\"\n");
-    // The launch script asks `tmux -V` just before it starts the session: hold it there.
+    // The launch script starts the session with `tmux new-session`: hold it there.
     let gate = host.workdir();
     let real =
         ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
@@ -172,7 +172,7 @@ fn a_cancel_while_the_launch_script_runs_before_tmux_starts_wins() {
         &host,
         "tmux",
         &format!(
-            "#!/bin/bash\nif [ \"${{1-}}\" = -V ]; then\n  : >'{g}/reached'\n  for _ in $(seq 600); do [ -e '{g}/go' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
+            "#!/bin/bash\nif [[ \" $* \" == *\" new-session \"* ]]; then\n  : >'{g}/reached'\n  for _ in $(seq 600); do [ -e '{g}/go' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
             g = gate.display()
         ),
     );

@@ -564,7 +564,7 @@ fn agent_starts(host: &FakeHost) -> usize {
     std::fs::read_to_string(host.workdir().join("agent-starts")).unwrap_or_default().lines().count()
 }
 
-/// Holds every launch script at its `tmux -V` (just before it starts the session) until
+/// Holds every launch script at its `tmux new-session` (before the session starts) until
 /// `<workdir>/go` exists; `<workdir>/reached` says one got there.
 fn gate_tmux(host: &FakeHost) {
     let gate = host.workdir();
@@ -574,7 +574,7 @@ fn gate_tmux(host: &FakeHost) {
         host,
         "tmux",
         &format!(
-            "#!/bin/bash\nif [ \"${{1-}}\" = -V ]; then\n  : >'{g}/reached'\n  for _ in $(seq 1200); do [ -e '{g}/go' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
+            "#!/bin/bash\nif [[ \" $* \" == *\" new-session \"* ]]; then\n  : >'{g}/reached'\n  for _ in $(seq 1200); do [ -e '{g}/go' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
             g = gate.display()
         ),
     );
@@ -649,7 +649,11 @@ fn two_replicas_of_one_id_share_the_tasks_and_each_runs_once() {
     // Slow launches: while one replica launches, the other takes the next task.
     let real =
         ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
-    install_agent(&host, "tmux", &format!("#!/bin/bash\n[ \"${{1-}}\" = -V ] && sleep 1\nexec {real} \"$@\"\n"));
+    install_agent(
+        &host,
+        "tmux",
+        &format!("#!/bin/bash\n[[ \" $* \" == *\" new-session \"* ]] && sleep 1\nexec {real} \"$@\"\n"),
+    );
     let (_env, d) = lead_with(&host, "counter", COUNTER);
     let mailbox = d.store().mailbox_id().to_string();
     let a = Worker::start(&host, &server.url(), &[], "a");

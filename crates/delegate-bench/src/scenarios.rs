@@ -147,7 +147,14 @@ fn phases(c: &mut Collector, evidence: &Value) {
 /// A script for host `brother` with a task id no mailbox uses.
 fn script(ctx: &mut Ctx, renderer: &Delegate, brother: &str) -> Result<RenderedLaunch> {
     let id = ctx.fresh_task();
-    Ok(render_launch_script(renderer, brother, id, PROMPT)?)
+    let rendered = render_launch_script(renderer, brother, id, PROMPT)?;
+    // For profiling the brother's side by hand: the script as sent, once per run.
+    if let Some(path) = std::env::var_os("DELEGATE_BENCH_DUMP_SCRIPT") {
+        if !std::path::Path::new(&path).exists() {
+            std::fs::write(&path, &rendered.script)?;
+        }
+    }
+    Ok(rendered)
 }
 
 /// O2h's remote command: a hand-rolled honest launch (the runner reports from inside tmux).

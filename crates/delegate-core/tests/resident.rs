@@ -230,3 +230,39 @@ fn a_brother_where_the_shell_cannot_start_gets_one_exec_per_script() {
     assert_eq!(pids.len(), 4, "one exec (one bash) per script: {pids:?}");
     rt.block_on(pool.close_all());
 }
+
+/// delegate's own scripts (variable lines, then one of its bodies) send their body once per
+/// shell: the shell keeps it as a function, and later requests carry only their variable
+/// lines. The answers are the same as a plain exec's, and a script that is not ASCII still
+/// arrives whole.
+#[test]
+fn the_shell_keeps_delegates_script_bodies_and_runs_later_requests_from_their_variables() {
+    let host = FakeHost::start();
+    let t = target(&host);
+    let (rt, pool) = (runtime(), Pool::new());
+    let _ = script(&rt, &pool, &t, "true\n");
+    wait_resident(&rt, &session(&rt, &pool, &t));
+    let cancel = delegate_core::remote::protocol::render_cancel("~/.delegate", "m-1", "dlg-m-1").unwrap();
+    let body_id = &delegate_core::remote::allowlist::split(&cancel).unwrap().1.id;
+    let cancel = String::from_utf8(cancel).unwrap();
+    let (_, plain) = rt.block_on(async {
+        let s = Session::connect(&t).await.unwrap();
+        let out = s.exec(REMOTE_COMMAND, cancel.as_bytes(), LIMIT).await.unwrap();
+        s.close().await;
+        ((), out)
+    });
+    let kept = |rt: &tokio::runtime::Runtime| {
+        let out = script(rt, &pool, &t, "declare -F\n");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("__dlg_body_{body_id}"))
+    };
+    assert!(!kept(&rt), "no body is kept before one is sent");
+    for round in 0..3 {
+        let out = script(&rt, &pool, &t, &cancel);
+        assert_eq!((&out.exit, &out.stdout, &out.stderr), (&plain.exit, &plain.stdout, &plain.stderr), "round {round}");
+        assert!(out.broken.is_none(), "{out:?}");
+        assert!(kept(&rt), "the body is kept after round {round}");
+    }
+    let out = script(&rt, &pool, &t, "printf '%s\\n' 'h\u{e9}llo \u{20ac}'\n");
+    assert_eq!((out.stdout.as_slice(), &out.exit), ("h\u{e9}llo \u{20ac}\n".as_bytes(), &Exit::Code(0)), "{out:?}");
+    rt.block_on(pool.close_all());
+}

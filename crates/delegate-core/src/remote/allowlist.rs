@@ -30,6 +30,41 @@ pub fn bodies() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// One of [`bodies`] with a short name for it: the first 16 hex digits of its SHA-256.
+pub struct KnownBody {
+    pub id: String,
+    pub text: String,
+}
+
+/// [`bodies`], hashed once.
+fn known_bodies() -> &'static [KnownBody] {
+    static KNOWN: std::sync::OnceLock<Vec<KnownBody>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        bodies()
+            .into_iter()
+            .map(|(_, text)| {
+                let id = Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+                KnownBody { id, text }
+            })
+            .collect()
+    })
+}
+
+/// Splits `script` into its variable lines and its body when the body is one of
+/// [`bodies`]: the length of the variable lines, and the body. The resident shell keeps
+/// such a body parsed and is sent only the variable lines.
+pub fn split(script: &[u8]) -> Option<(usize, &'static KnownBody)> {
+    let mut prefix = 0usize;
+    for _ in 0..16 {
+        match var_line_len(&script[prefix..]) {
+            Some(len) => prefix += len,
+            None => break,
+        }
+    }
+    let rest = &script[prefix..];
+    known_bodies().iter().find(|b| rest == b.text.as_bytes()).map(|b| (prefix, b))
+}
+
 /// A fingerprint of this build's scripts, to name in a refusal ("the lead runs scripts
 /// X, this worker Y"): the first 12 hex digits of SHA-256 over every body.
 pub fn scripts_version() -> String {
@@ -107,6 +142,21 @@ mod tests {
         let diff =
             crate::remote::diff::render("/w", &"a".repeat(40), crate::remote::diff::DiffMode::Stat, 1, 0, 1).unwrap();
         assert_eq!(check(&diff), Ok("diff"));
+    }
+
+    #[test]
+    fn a_script_splits_into_its_variable_lines_and_a_known_body() {
+        let cancel = render_cancel("~/.delegate", "m-1", "dlg-m-1").unwrap();
+        let (prefix, body) = split(&cancel).unwrap();
+        assert!(cancel[..prefix].starts_with(b"DLG_VARS='") && cancel[..prefix].ends_with(b"'\n"));
+        assert_eq!(&cancel[prefix..], body.text.as_bytes());
+        assert_eq!(body.id.len(), 16);
+        // Every body is ASCII: the resident shell reads it as characters.
+        assert!(bodies().iter().all(|(_, b)| b.is_ascii()));
+        let mut changed = cancel.clone();
+        changed.extend_from_slice(b"echo more\n");
+        assert!(split(&changed).is_none());
+        assert!(split(b"echo hi\n").is_none());
     }
 
     #[test]

@@ -90,6 +90,10 @@ main() {
 			git_json='{"state":"git missing"}'
 			return 0
 		fi
+		if ! git_may_find_a_repo "$workdir"; then
+			git_json='{"state":"not a git work tree"}'
+			return 0
+		fi
 		if ! top=$(git -C "$workdir" rev-parse --show-toplevel 2>/dev/null) ||
 			[ "$(git -C "$workdir" rev-parse --is-inside-work-tree 2>/dev/null)" != true ]; then
 			git_json='{"state":"not a git work tree"}'
@@ -117,6 +121,18 @@ main() {
 		json_safe j_branch "$branch"
 		json_safe j_top "$top"
 		git_json="{\"state\":\"repo\",\"head\":\"$head\",\"branch\":\"$j_branch\",\"clean\":$clean,\"base\":\"$base\",\"tree\":\"$tree\",\"top\":\"$j_top\"}"
+	}
+	# False only when git could find no repository for $1: no GIT_DIR or GIT_WORK_TREE, and no
+	# `.git` (directory or file) in it or in any directory above it. Known with builtins,
+	# where asking git costs a process on every launch from a plain directory.
+	git_may_find_a_repo() {
+		local d=$1
+		[[ -z ${GIT_DIR-} && -z ${GIT_WORK_TREE-} && $d == /* ]] || return 0
+		while [ -n "$d" ]; do
+			[ -e "$d/.git" ] && return 0
+			d=${d%/*}
+		done
+		[ -e /.git ]
 	}
 	# DLG_FILES (hash, content, hash, content, ... each followed by \x1f) into the store: each
 	# content to a temporary name, all of them checked with one sha256sum, then renamed to
@@ -358,33 +374,24 @@ main() {
 		fi
 		die 29 "task directory $dir already holds a launch: not starting a second agent"
 	fi
-	: >"$dir/prompt.body" 2>/dev/null || die 25 "task directory $dir is not writable"
-
-	# --- prompt: written whole, checked, then renamed into place -------------------------
+	# --- prompt: delegate's preamble, then the prompt exactly as sent, checked ---------------
 	# The agent reads delegate's preamble (which names the helpers by this task directory's
-	# absolute path: Claude Code refuses a command that starts with a variable) and then
-	# the prompt exactly as sent, checked against its SHA-256.
-	if ! printf '%s' "$DLG_PROMPT" | base64 -d >"$dir/prompt.body" 2>/dev/null; then
-		rm -f -- "$dir/prompt.body"
+	# absolute path: Claude Code refuses a command that starts with a variable) and then the
+	# prompt. One pass: tee appends the decoded prompt after the preamble while sha256sum
+	# checks it against its SHA-256 (nothing reads `prompt` before the runner starts, so no
+	# temporary name is needed); on any failure the partial file goes.
+	[ -z "$preamble" ] || preamble=${preamble//"{task_dir}"/"$dir"}
+	printf '%s' "$preamble" >"$dir/prompt" 2>/dev/null || die 25 "task directory $dir is not writable"
+	local sum
+	if ! sum=$(base64 -d <<<"$DLG_PROMPT" 2>/dev/null | tee -a -- "$dir/prompt" 2>/dev/null | sha256sum); then
+		rm -f -- "$dir/prompt"
 		die 22 "could not write the prompt to $dir (disk full?)"
 	fi
-	local sum
-	sum=$(sha256sum <"$dir/prompt.body") && sum=${sum%% *}
+	sum=${sum%% *}
 	if [ "$sum" != "$prompt_sha" ]; then
-		rm -f -- "$dir/prompt.body"
+		rm -f -- "$dir/prompt"
 		die 22 "prompt arrived damaged (sha256 $sum, expected $prompt_sha): disk full or transfer error"
 	fi
-	if [ -n "$preamble" ]; then
-		preamble=${preamble//"{task_dir}"/"$dir"}
-		if ! { printf '%s' "$preamble" && cat -- "$dir/prompt.body"; } >"$dir/prompt.tmp" 2>/dev/null; then
-			rm -f -- "$dir/prompt.tmp" "$dir/prompt.body"
-			die 22 "could not write the prompt to $dir (disk full?)"
-		fi
-		rm -f -- "$dir/prompt.body"
-	else
-		mv -- "$dir/prompt.body" "$dir/prompt.tmp"
-	fi
-	mv -- "$dir/prompt.tmp" "$dir/prompt"
 	if [ "${#agent_env[@]}" -gt 0 ]; then
 		printf '%s\0' "${agent_env[@]}" >"$dir/agent.env" || die 22 "could not write $dir/agent.env (disk full?)"
 	fi
@@ -416,7 +423,7 @@ main() {
 	done
 	argv[0]=$agent_path
 
-	local agent_version=unknown tmux_version
+	local agent_version=unknown
 	if [ "${#version_argv[@]}" -gt 0 ]; then
 		for i in "${!version_argv[@]}"; do
 			version_argv[i]=${version_argv[i]//"{task_dir}"/"$dir"}
@@ -451,7 +458,6 @@ main() {
 		fi
 	fi
 	[ -n "$agent_version" ] || agent_version=unknown
-	tmux_version=$(tmux -V)
 
 	# --- the script tmux runs: our variables as bash declarations, then the body ---------
 	{
@@ -472,29 +478,19 @@ main() {
 	# One reading of the clock (bash 5); its decimal separator follows the locale.
 	local t=$EPOCHREALTIME
 	TZ=UTC0 printf -v started '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
-	local evidence
-	local j_path j_version j_tmux j_user j_dir
-	json_safe j_path "$agent_path"
-	json_safe j_version "$agent_version"
-	json_safe j_tmux "$tmux_version"
-	json_safe j_user "${USER:-${LOGNAME:-}}"
-	json_safe j_dir "$dir"
-	local j_env_names
-	json_safe j_env_names "$env_names"
-	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","environment":"%s","env_file_vars":"%s","git":%s,"started_at":"%s"}' \
-		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$env_used" "$j_env_names" "$git_json" "$started"
-	printf '%s\n' "$evidence" >"$dir/launch.json" || die 22 "could not write $dir/launch.json (disk full?)"
 
 	# --- tmux: own socket, no user config, generated name, argv form (no default-shell) ---
 	# The server exits with its last session: a launch that reaches it just then is told
 	# "server exited unexpectedly" (or "lost server"), and nothing was created. Try again,
-	# a few times; any other refusal is final.
-	local pane_pid why attempt started_tmux=0
+	# a few times; any other refusal is final. The session's answer carries the pane's pid
+	# and the server's version (the one that runs the task, and no `tmux -V` process).
+	local pane_pid why attempt started_tmux=0 answer tmux_version
 	DLG_STAGE=tmux # from here a stop may leave a session behind: the lead reconciles
 	for attempt in 1 2 3 4; do
-		if pane_pid=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
-			-x 200 -y 50 -P -F '#{pane_pid}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
+		if answer=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
+			-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
 			started_tmux=1
+			pane_pid=${answer%% *} tmux_version="tmux ${answer#* }"
 			break
 		fi
 		why=''
@@ -506,6 +502,24 @@ main() {
 		[ "$attempt" -lt 4 ] && sleep 0.05
 	done
 	[ "$started_tmux" = 1 ] || die 27 "tmux could not start session $session: $why"
+
+	# launch.json, written while the runner starts: everything but the runner's word.
+	local evidence
+	local j_path j_version j_tmux j_user j_dir
+	json_safe j_path "$agent_path"
+	json_safe j_version "$agent_version"
+	json_safe j_tmux "$tmux_version"
+	json_safe j_user "${USER:-${LOGNAME:-}}"
+	json_safe j_dir "$dir"
+	local j_env_names
+	json_safe j_env_names "$env_names"
+	printf -v evidence '%s,"agent_path":"%s","agent_version":"%s","tmux_version":"%s","remote_user":"%s","remote_uid":%s,"task_dir":"%s","environment":"%s","env_file_vars":"%s","git":%s,"started_at":"%s"}' \
+		"$launch_prefix" "$j_path" "$j_version" "$j_tmux" "$j_user" "$EUID" "$j_dir" "$env_used" "$j_env_names" "$git_json" "$started"
+	if ! printf '%s\n' "$evidence" >"$dir/launch.json"; then
+		# Nothing may run that the lead is told failed: the session goes first.
+		tmux -L delegate kill-session -t "=$session" 2>/dev/null || true
+		die 22 "could not write $dir/launch.json (disk full?): the session was stopped"
+	fi
 
 	# "Launched" means the runner really started inside tmux: wait for its first state line.
 	# The naps are reads with a timeout on a pipe nobody writes to: no process per nap.

@@ -208,19 +208,18 @@ fn sandbox_tools_missing_are_named_together_and_a_failing_probe_refuses() {
 
 #[test]
 fn an_unexpected_stop_before_tmux_is_a_certain_failure() {
-    // A tmux whose `-V` fails makes the script stop on `set -e`, which it never expects.
+    // A brother whose sshd gives no HOME makes the script stop on `set -u` (home_path reads
+    // it), which it never expects.
     let s = Scratch::new("env-30");
-    let bin = s.dir.join("fakebin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::write(bin.join("tmux"), "#!/bin/sh\necho 'tmux: broken' >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(bin.join("tmux"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let plan = program_plan("bash", &["-c", "true"]);
-    let out =
-        s.run_with(&render_sent(&vars(&s, "k-30", "dlg-k-30", &plan, b"hi")).unwrap(), &[("PATH", OsStr::new(&path))]);
+    let script =
+        [b"unset HOME\n".as_slice(), &render_sent(&vars(&s, "k-30", "dlg-k-30", &plan, b"hi")).unwrap()].concat();
+    let out = s.run_with(&script, &[]);
     let (code, message) = error_of(&out);
     assert_eq!(code, code::LAUNCH_SCRIPT_ERROR, "{message}");
     assert!(message.contains("before starting the agent"), "{message}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOME"), "bash's own words: {out:?}");
+    assert!(!s.task_dir("k-30").exists());
 }
 
 #[test]

@@ -260,7 +260,7 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::io::AsRawFd;
     let s = Scratch::new("cancel-lock");
-    // A `tmux` first on PATH holds the launch at `tmux -V`, after the task directory exists
+    // A `tmux` first on PATH holds the launch at `tmux new-session`, after the task directory exists
     // and before the session starts.
     let bin = s.dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -268,7 +268,7 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
         ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"].into_iter().find(|p| Path::new(p).exists()).unwrap();
     let (reached, go) = (s.dir.join("reached"), s.dir.join("go"));
     let wrapper = format!(
-        "#!/bin/bash\nif [ \"${{1-}}\" = -V ]; then\n  : >'{}'\n  for _ in $(seq 300); do [ -e '{}' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
+        "#!/bin/bash\nif [[ \" $* \" == *\" new-session \"* ]]; then\n  : >'{}'\n  for _ in $(seq 300); do [ -e '{}' ] && break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
         reached.display(),
         go.display()
     );

@@ -62,6 +62,8 @@ pub(crate) struct Resident {
     _slot: Slot,
     /// When its last reply ended.
     idle_since: std::time::Instant,
+    /// The script bodies this shell keeps (`D` frames sent), by id.
+    kept: std::collections::HashSet<&'static str>,
 }
 
 /// Why a shell could not be started: the connection then runs one exec per command.
@@ -117,7 +119,13 @@ impl Resident {
             Err(_) => Err(format!("no ready line within {wait:?}")),
         };
         match outcome {
-            Ok(()) => Ok(Resident { reader, writer, _slot: slot, idle_since: std::time::Instant::now() }),
+            Ok(()) => Ok(Resident {
+                reader,
+                writer,
+                _slot: slot,
+                idle_since: std::time::Instant::now(),
+                kept: Default::default(),
+            }),
             Err(why) => {
                 end(&writer).await;
                 Err(Refused(why))
@@ -147,8 +155,7 @@ impl Resident {
     /// request; when it is false the caller lets it go ([`Resident::end`]).
     pub(crate) async fn request(&mut self, script: &[u8], limit: Duration, max: usize) -> Answer {
         let nonce = nonce();
-        let mut frame = format!("R {nonce} {}\n", script.len()).into_bytes();
-        frame.extend_from_slice(script);
+        let (frame, body) = frame_request(&nonce, script, &self.kept);
         let mut out = ExecOutput::default();
         let (mut stdout, mut stderr) = (Framer::new(&nonce, max), Framer::new(&nonce, max));
         let reader = &mut self.reader;
@@ -198,6 +205,9 @@ impl Resident {
         out.stdout = stdout.body;
         out.stderr = stderr.body;
         self.idle_since = std::time::Instant::now();
+        if let Some(id) = body {
+            self.kept.insert(id);
+        }
         Answer { out, keep }
     }
 
@@ -218,6 +228,34 @@ pub(crate) struct Answer {
     pub out: ExecOutput,
     /// The shell answered cleanly and may take the next request.
     pub keep: bool,
+}
+
+/// The bytes of one request, and the id of the body it asks the shell to keep, if any.
+/// A script made of variable lines and one of delegate's own bodies
+/// ([`crate::remote::allowlist::split`]) goes as its variable lines naming the body, the
+/// body itself first (`D`) when this shell does not keep it yet; any other ASCII script as
+/// `A`, and the rest as `R` (read by `dd`).
+fn frame_request(
+    nonce: &str,
+    script: &[u8],
+    kept: &std::collections::HashSet<&'static str>,
+) -> (Vec<u8>, Option<&'static str>) {
+    if let Some((prefix, body)) = crate::remote::allowlist::split(script) {
+        let vars = &script[..prefix];
+        let mut frame = Vec::with_capacity(vars.len() + 64);
+        let id = body.id.as_str();
+        if !kept.contains(id) {
+            frame.extend_from_slice(format!("D {id} {}\n", body.text.len()).as_bytes());
+            frame.extend_from_slice(body.text.as_bytes());
+        }
+        frame.extend_from_slice(format!("A {nonce} {} {id}\n", vars.len()).as_bytes());
+        frame.extend_from_slice(vars);
+        return (frame, Some(id));
+    }
+    let tag = if script.is_ascii() { 'A' } else { 'R' };
+    let mut frame = format!("{tag} {nonce} {}\n", script.len()).into_bytes();
+    frame.extend_from_slice(script);
+    (frame, None)
 }
 
 /// 128 random bits, hex: the request's id in its frame and in every marker of its reply.
@@ -356,6 +394,27 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_body_travels_once_per_shell_and_other_scripts_whole() {
+        let script = crate::remote::protocol::render_cancel("~/.delegate", "m-1", "dlg-m-1").unwrap();
+        let (prefix, body) = crate::remote::allowlist::split(&script).unwrap();
+        let mut kept = std::collections::HashSet::new();
+        let (first, id) = frame_request("n1", &script, &kept);
+        let want = [
+            format!("D {} {}\n{}", body.id, body.text.len(), body.text).into_bytes(),
+            format!("A n1 {prefix} {}\n", body.id).into_bytes(),
+            script[..prefix].to_vec(),
+        ]
+        .concat();
+        assert_eq!(first, want);
+        kept.insert(id.unwrap());
+        let (second, _) = frame_request("n2", &script, &kept);
+        assert_eq!(second, [format!("A n2 {prefix} {}\n", body.id).as_bytes(), &script[..prefix]].concat());
+        assert_eq!(frame_request("n3", b"echo hi\n", &kept), (b"A n3 8\necho hi\n".to_vec(), None));
+        let utf8 = "echo \u{e9}\n".as_bytes();
+        assert_eq!(frame_request("n4", utf8, &kept).0, [b"R n4 8\n".as_slice(), utf8].concat());
+    }
 
     #[test]
     fn the_loop_travels_inside_single_quotes() {
