@@ -31,6 +31,9 @@ pub struct InFlight {
     pub session: String,
     pub nonce: String,
     pub offsets: BTreeMap<String, u64>,
+    /// The brother's file-system clock (ms) of the last sync that read every file of this
+    /// run to the end ([`crate::remote::protocol::SyncTaskRequest::clock_ms`]).
+    pub clock_ms: Option<u64>,
     pub facts: String,
     pub stderr_head: String,
     pub updated_at: String,
@@ -76,6 +79,9 @@ pub struct Ingest {
     pub read_offsets: BTreeMap<String, u64>,
     /// Where each file's offset moves to.
     pub offsets: BTreeMap<String, u64>,
+    /// The run's clock: `Some(Some(ms))` stores it, `Some(None)` forgets it (the next sync
+    /// looks at every file again), `None` leaves it.
+    pub clock_ms: Option<Option<u64>>,
     pub facts: Option<String>,
     pub stderr_head: Option<String>,
     pub events: Vec<NewEvent>,
@@ -96,7 +102,28 @@ impl Ingest {
     fn rows(&self) -> usize {
         1 + self.offsets.len() + self.events.len() + self.messages.len() + self.receipts.len()
     }
+
+    /// Nothing to write but the task's `synced_at` and the run's clock: the brother had
+    /// nothing new for it.
+    fn only_seen(&self) -> bool {
+        self.offsets.is_empty()
+            && self.facts.is_none()
+            && self.stderr_head.is_none()
+            && self.events.is_empty()
+            && self.messages.is_empty()
+            && self.transition.is_none()
+            && self.end.is_none()
+            && self.turns.is_none()
+            && self.cost_usd.is_none()
+            && self.last_event.is_none()
+            && self.receipts.is_empty()
+            && !self.skipped.any()
+    }
 }
+
+/// The row of `offsets` that holds a run's clock rather than a file's offset (no task file
+/// has this name: [`crate::remote::protocol::SYNCED_FILES`]).
+pub const CLOCK_ROW: &str = "@clock";
 
 /// What became of one task's ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +158,7 @@ impl Store {
                 session: r.get(6)?,
                 nonce: r.get(7)?,
                 offsets: BTreeMap::new(),
+                clock_ms: None,
                 facts: r.get(8)?,
                 stderr_head: r.get(9)?,
                 updated_at: r.get(10)?,
@@ -149,7 +177,11 @@ impl Store {
                 off.query_map(params![run.task_id, run.run_no], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
                 let (file, offset) = row?;
-                run.offsets.insert(file, offset as u64);
+                if file == CLOCK_ROW {
+                    run.clock_ms = Some(offset as u64);
+                } else {
+                    run.offsets.insert(file, offset as u64);
+                }
             }
         }
         Ok(runs)
@@ -160,9 +192,27 @@ impl Store {
     pub fn apply_sync(&mut self, batch: &[Ingest]) -> Result<Vec<(i64, Applied)>> {
         let now = now();
         let mut results = Vec::with_capacity(batch.len());
-        for chunk in transactions(batch) {
+        // Tasks the brother had nothing new for only get their `synced_at`: one statement
+        // for all of them (a sync of a thousand quiet tasks is otherwise a thousand).
+        let (seen, batch): (Vec<&Ingest>, Vec<&Ingest>) = batch.iter().partition(|i| i.only_seen());
+        if !seen.is_empty() {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for ing in &seen {
+                let current = tx
+                    .prepare_cached("UPDATE tasks SET synced_at = ?2 WHERE id = ?1 AND version = ?3")?
+                    .execute(params![ing.task_id, now, ing.expected_version])?
+                    == 1;
+                if current {
+                    store_clock(&tx, ing)?;
+                }
+                results
+                    .push((ing.task_id, if current { Applied::Done { new_status: None } } else { Applied::Conflict }));
+            }
+            tx.commit()?;
+        }
+        for chunk in transactions(&batch) {
             let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for ing in chunk {
+            for ing in chunk.iter().copied() {
                 let sp = tx.savepoint()?;
                 match apply_one(&sp, ing, &now) {
                     Ok(new_status) => {
@@ -184,7 +234,7 @@ impl Store {
 
 /// Splits a host's ingests into transactions: whole tasks, as many as fit
 /// [`MAX_ROWS_PER_TRANSACTION`] rows (at least one).
-pub(super) fn transactions(batch: &[Ingest]) -> Vec<&[Ingest]> {
+pub(super) fn transactions<'a, 'b>(batch: &'b [&'a Ingest]) -> Vec<&'b [&'a Ingest]> {
     let mut chunks = Vec::new();
     let mut rest = batch;
     while !rest.is_empty() {
@@ -236,6 +286,25 @@ fn note_skipped(tx: &rusqlite::Savepoint, ing: &Ingest, skipped: Skipped, now: &
     Ok(())
 }
 
+/// Stores or forgets the run's clock, as the ingest says.
+fn store_clock(tx: &rusqlite::Connection, ing: &Ingest) -> Result<()> {
+    match ing.clock_ms {
+        Some(Some(ms)) => {
+            tx.prepare_cached(
+                "INSERT INTO offsets (task_id, run_no, file, offset) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (task_id, run_no, file) DO UPDATE SET offset = excluded.offset",
+            )?
+            .execute(params![ing.task_id, ing.run_no, CLOCK_ROW, ms.min(i64::MAX as u64) as i64])?;
+        }
+        Some(None) => {
+            tx.prepare_cached("DELETE FROM offsets WHERE task_id = ?1 AND run_no = ?2 AND file = ?3")?
+                .execute(params![ing.task_id, ing.run_no, CLOCK_ROW])?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option<TaskStatus>> {
     // Re-check the version even when the status stays: offsets and facts belong to the state
     // the caller read, and a concurrent writer's view must not be half-overwritten.
@@ -255,6 +324,7 @@ fn apply_one(tx: &rusqlite::Savepoint, ing: &Ingest, now: &str) -> Result<Option
             return Err(Error::Conflict { task: ing.task_id, expected: ing.expected_version });
         }
     }
+    store_clock(tx, ing)?;
     for (file, offset) in &ing.offsets {
         tx.prepare_cached(
             "INSERT INTO offsets (task_id, run_no, file, offset) VALUES (?1, ?2, ?3, ?4)

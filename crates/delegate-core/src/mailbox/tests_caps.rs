@@ -100,7 +100,10 @@ fn a_big_sync_commits_in_bounded_transactions_of_whole_tasks() {
         i.events = (0..events).map(event).collect();
         i
     };
-    let sizes = |batch: &[Ingest]| super::lifecycle::transactions(batch).iter().map(|c| c.len()).collect::<Vec<_>>();
+    let sizes = |batch: &[Ingest]| {
+        let refs: Vec<&Ingest> = batch.iter().collect();
+        super::lifecycle::transactions(&refs).iter().map(|c| c.len()).collect::<Vec<_>>()
+    };
     // Small tasks share one; two of half the budget do not fit one (offsets and the task
     // row count too); a task over the budget is never split.
     assert_eq!(sizes(&[sized(10), sized(10), sized(10)]), [3]);
@@ -108,4 +111,35 @@ fn a_big_sync_commits_in_bounded_transactions_of_whole_tasks() {
     assert_eq!(sizes(&[sized(half), sized(half), sized(half)]), [1, 1, 1]);
     assert_eq!(sizes(&[sized(MAX_ROWS_PER_TRANSACTION * 2), sized(1), sized(1)]), [1, 2]);
     assert!(sizes(&[]).is_empty());
+}
+
+#[test]
+fn a_task_with_nothing_new_gets_its_synced_at_and_clock_and_a_stale_one_nothing() {
+    let dir = temp_dir("seen");
+    let mut s = Store::open(&dir).unwrap();
+    let task = s.create_task(&new_task(b"p")).unwrap().task_id;
+    let clock = |s: &Store| -> Option<i64> {
+        s.conn.query_row("SELECT offset FROM offsets WHERE task_id = ?1 AND file = '@clock'", [task], |r| r.get(0)).ok()
+    };
+    let seen = |clock_ms, version| Ingest {
+        task_id: task,
+        run_no: 1,
+        expected_version: version,
+        clock_ms: Some(clock_ms),
+        ..Default::default()
+    };
+    assert_eq!(s.apply_sync(&[seen(Some(42), 1)]).unwrap(), [(task, Applied::Done { new_status: None })]);
+    assert_eq!(clock(&s), Some(42));
+    assert_eq!(count(&s, "SELECT count(*) FROM tasks WHERE id = ?1 AND synced_at IS NOT NULL", task), 1);
+    // Read at another version (a concurrent change): a conflict, and nothing is written.
+    assert_eq!(s.apply_sync(&[seen(Some(99), 7)]).unwrap(), [(task, Applied::Conflict)]);
+    assert_eq!(clock(&s), Some(42));
+    // Forgotten: the next sync looks at every file again.
+    s.apply_sync(&[seen(None, 1)]).unwrap();
+    assert_eq!(clock(&s), None);
+    // With something to write, the clock goes with it, in the task's own transaction.
+    let mut moved = ingest(task, 0, 10);
+    moved.clock_ms = Some(Some(50));
+    s.apply_sync(&[moved]).unwrap();
+    assert_eq!(clock(&s), Some(50));
 }

@@ -224,6 +224,7 @@ impl Delegate {
                     .map(|f| (f.to_string(), if *f == file { offset } else { u64::MAX }))
                     .collect(),
                 want_launch_json: false,
+                clock_ms: None,
             }],
             max_bytes_per_file: MAX_READ_CHUNK,
             max_bytes_total: MAX_READ_CHUNK,

@@ -259,6 +259,7 @@ async fn sync_round(
                         session: r.session.clone(),
                         offsets: r.offsets.clone(),
                         want_launch_json: matches!(r.status, TaskStatus::LaunchUnknown | TaskStatus::Launching),
+                        clock_ms: r.clock_ms,
                     })
                     .collect(),
                 max_bytes_per_file: MAX_BYTES_PER_FILE,
@@ -311,11 +312,13 @@ async fn sync_round(
                 }
                 let mailbox = d.store().mailbox_id().to_string();
                 let (mut cut, mut progressed) = (Vec::new(), false);
+                let reported: std::collections::HashMap<&str, &TaskReport> =
+                    reply.tasks.iter().map(|t| (t.task_key.as_str(), t)).collect();
                 let batch: Vec<Ingest> = runs
                     .iter()
                     .filter_map(|r| {
                         let key = task_key(&mailbox, r.task_id, r.run_no);
-                        let t = reply.tasks.iter().find(|t| t.task_key == key)?;
+                        let t = *reported.get(key.as_str())?;
                         let ing = plan(r, t, &reply, now, grace);
                         if t.deltas.iter().any(FileDelta::cut) {
                             cut.push(r.task_id);
@@ -588,6 +591,18 @@ pub(crate) fn plan(
         };
         ing.offsets.insert(delta.file.clone(), stored + consumed as u64);
     }
+    // The run's clock: this reply's when it read every file to the end (its offsets are then
+    // the sizes the brother saw, and the next sync need only look at files changed since the
+    // clock file was written, which was before anything was looked at), forgotten when it
+    // did not (a cap, a partial line, a waiting exit record): the next sync looks at all.
+    let complete = report.deltas.iter().all(|d| {
+        let stored = run.offsets.get(&d.file).copied().unwrap_or(0);
+        ing.offsets.get(&d.file).copied().unwrap_or(stored) >= d.size
+    });
+    let clock = reply.clock_ms.filter(|_| complete);
+    if clock.is_some() || run.clock_ms.is_some() {
+        ing.clock_ms = Some(clock);
+    }
     if facts != facts_before {
         ing.facts = Some(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into()));
         let used = facts.turns_used(kind);
@@ -839,6 +854,7 @@ mod tests {
             session: "dlg-7".into(),
             nonce: "n".into(),
             offsets: BTreeMap::from([("state".to_string(), 10)]),
+            clock_ms: None,
             facts: "{}".into(),
             stderr_head: String::new(),
             updated_at: "2026-11-21T10:00:00Z".into(),
@@ -856,13 +872,37 @@ mod tests {
     }
 
     fn planned(deltas: Vec<FileDelta>) -> Ingest {
-        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new() };
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new(), clock_ms: None };
         plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE)
     }
 
     #[test]
+    fn the_clock_is_kept_only_when_every_file_was_read_to_the_end() {
+        let reply =
+            SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new(), clock_ms: Some(9_000) };
+        let now = std::time::SystemTime::now();
+        let with_clock = |ms: Option<u64>| InFlight { clock_ms: ms, ..run() };
+        let line = b"{\"type\":\"system\"}\n";
+        let whole = || vec![delta("stream.jsonl", 0, line.len() as u64, line)];
+        // Read to the end: this reply's clock, whether the run had one or not.
+        assert_eq!(plan(&with_clock(None), &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
+        assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
+        // Nothing new: everything the lead holds is all there is.
+        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
+        // A cap cut the stream, or its last line is not whole yet: forgotten (or not set).
+        let cut = vec![delta("stream.jsonl", 0, 100, &line[..])];
+        assert_eq!(plan(&with_clock(Some(5)), &report(cut.clone()), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
+        assert_eq!(plan(&with_clock(None), &report(cut), &reply, now, LAUNCH_GRACE).clock_ms, None);
+        let partial = vec![delta("events.jsonl", 0, 4, b"{\"a\"")];
+        assert_eq!(plan(&with_clock(Some(5)), &report(partial), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
+        // A brother that could not read its clock: the next sync looks at every file.
+        let no_clock = SyncReply { clock_ms: None, ..reply.clone() };
+        assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &no_clock, now, LAUNCH_GRACE).clock_ms, Some(None));
+    }
+
+    #[test]
     fn a_task_waiting_for_input_stays_so_until_a_report_or_the_stream_says_otherwise() {
-        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new() };
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new(), clock_ms: None };
         let now = std::time::SystemTime::now();
         let mut waiting = run();
         waiting.status = TaskStatus::NeedsInput;

@@ -17,7 +17,7 @@
 //! anything (newlines, `END`, NULs):
 //!
 //! ```text
-//! DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time>
+//! DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time> <fs clock|->
 //! T <task key> <dir exists 0|1> <session alive 0|1>        one per task, in request order
 //! F <task key> <file> <offset> <size> <len>\n<len bytes>\n  one per file grown past its offset
 //! S <task key> <file> <got>                                  (rare) that file shrank while read:
@@ -58,7 +58,16 @@ pub struct SyncTaskRequest {
     pub offsets: BTreeMap<String, u64>,
     /// Also send `launch.json` (for reconciling a launch whose outcome is unknown).
     pub want_launch_json: bool,
+    /// The brother's file-system clock ([`SyncReply::clock_ms`]) of the last sync that read
+    /// every one of this task's files to the end, when there was one: the script then looks
+    /// only at files modified since (less [`SINCE_MARGIN_SECS`]). `None` looks at all.
+    pub clock_ms: Option<u64>,
 }
+
+/// How far before a task's stored clock its files are looked at again: room for the
+/// coarse clock file systems stamp files with (a jiffy behind the real time) and for a
+/// file written while the clock file was.
+pub const SINCE_MARGIN_SECS: u64 = 2;
 
 /// Every task of one host, for one exec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,6 +117,10 @@ pub struct SyncReply {
     pub tmux_server_running: bool,
     /// The brother's clock (UTC, microseconds) when it wrote the reply.
     pub remote_time: String,
+    /// The brother's file-system clock (milliseconds since the epoch) before the script
+    /// looked at any task file: the modification time of a file it wrote. `None` when it
+    /// could not write one. A file changed after the script looked is stamped later.
+    pub clock_ms: Option<u64>,
 }
 
 fn refuse(what: &str, message: String) -> Error {
@@ -164,10 +177,6 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     if req.max_bytes_total == 0 {
         return Err(refuse("sync", "max_bytes_total must be at least 1".into()));
     }
-    let mut fields = Vec::with_capacity(2 + req.tasks.len() * (3 + SYNCED_FILES.len()));
-    fields.push(req.remote_root.clone());
-    fields.push(req.max_bytes_per_file.min(i64::MAX as u64).to_string());
-    fields.push(req.max_bytes_total.min(i64::MAX as u64).to_string());
     let mut seen = std::collections::BTreeSet::new();
     for t in &req.tasks {
         check_key(&t.task_key)?;
@@ -178,7 +187,24 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
         if let Some(unknown) = t.offsets.keys().find(|f| !SYNCED_FILES.contains(&f.as_str())) {
             return Err(refuse("sync", format!("{unknown:?} is not a synced task file ({})", SYNCED_FILES.join(", "))));
         }
-        fields.push(t.task_key.clone());
+    }
+    // The tasks whose files are all looked at first, then the quiet ones, looked at since
+    // the oldest of their clocks (less the margin).
+    let since_of =
+        |t: &SyncTaskRequest| t.clock_ms.map(|c| (c / 1000).saturating_sub(SINCE_MARGIN_SECS)).filter(|s| *s > 0);
+    let (full, quiet): (Vec<&SyncTaskRequest>, Vec<&SyncTaskRequest>) =
+        req.tasks.iter().partition(|t| since_of(t).is_none());
+    let since = quiet.iter().filter_map(|t| since_of(t)).min().unwrap_or(0);
+    let mut fields = Vec::with_capacity(6 + req.tasks.len() * (3 + SYNCED_FILES.len()));
+    fields.push(req.remote_root.clone());
+    fields.push(req.max_bytes_per_file.min(i64::MAX as u64).to_string());
+    fields.push(req.max_bytes_total.min(i64::MAX as u64).to_string());
+    fields.push(since.to_string());
+    fields.push(full.len().to_string());
+    fields.push(req.tasks.len().to_string());
+    let ordered: Vec<&SyncTaskRequest> = full.into_iter().chain(quiet).collect();
+    fields.extend(ordered.iter().map(|t| t.task_key.clone()));
+    for t in &ordered {
         fields.push(t.session.clone());
         fields.push(if t.want_launch_json { "1" } else { "0" }.into());
         for f in SYNCED_FILES {
@@ -212,17 +238,20 @@ pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
     };
     let mut r = Reader { buf: stdout, pos: start };
     let header = r.line()?;
-    let (count, running, remote_time) = match header.as_slice() {
-        ["DELEGATE-SYNC", "1", n, running, time] => (num(n, "task count")?, flag(running)?, time.to_string()),
+    let (count, running, remote_time, clock_ms) = match header.as_slice() {
+        ["DELEGATE-SYNC", "1", n, running, time, clock] => {
+            (num(n, "task count")?, flag(running)?, time.to_string(), clock_millis(clock)?)
+        }
         ["DELEGATE-SYNC", version, ..] => return Err(format!("unknown sync protocol version {version:?}")),
         _ => return Err(format!("malformed header {:?}", header.join(" "))),
     };
-    let mut reply = SyncReply { tasks: Vec::new(), tmux_server_running: running, remote_time };
+    let mut reply = SyncReply { tasks: Vec::new(), tmux_server_running: running, remote_time, clock_ms };
+    let mut keys = std::collections::HashSet::new();
     loop {
         let words = r.line()?;
         match words.as_slice() {
             ["T", key, dir, alive] => {
-                if reply.tasks.iter().any(|t| t.task_key == *key) {
+                if !keys.insert(key.to_string()) {
                     return Err(format!("task {key} reported twice"));
                 }
                 reply.tasks.push(TaskReport {
@@ -275,6 +304,20 @@ pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
             other => return Err(format!("unexpected line {:?}", other.join(" "))),
         }
     }
+}
+
+/// The header's file-system clock, `<seconds>[.<fraction>]` or `-`, in milliseconds.
+fn clock_millis(word: &str) -> std::result::Result<Option<u64>, String> {
+    if word == "-" {
+        return Ok(None);
+    }
+    let (secs, frac) = word.split_once('.').unwrap_or((word, "0"));
+    let digits = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(secs, 12) || !digits(frac, 10) {
+        return Err(format!("clock {word:?} is not a time"));
+    }
+    let millis: u64 = format!("{frac:0<3}")[..3].parse().unwrap_or(0);
+    Ok(Some(secs.parse::<u64>().unwrap_or(0) * 1000 + millis))
 }
 
 /// The task the last `T` line announced, which must be `key`.
@@ -536,7 +579,7 @@ mod tests {
     fn sample() -> Vec<u8> {
         // Payloads hold newlines, a fake END and NUL bytes: only lengths frame them.
         reply(&[
-            b"DELEGATE-SYNC 1 2 1 2026-11-21T10:00:00.000001Z\n",
+            b"DELEGATE-SYNC 1 2 1 2026-11-21T10:00:00.000001Z 1796623589.5952936020\n",
             b"T k-1 1 0\n",
             b"F k-1 state 0 12 12\nab\nEND\nT x\0\n\n",
             b"F k-1 stream.jsonl 5 20 10\n0123456789\n",
@@ -555,6 +598,7 @@ mod tests {
         let r = parse_sync(&out).unwrap();
         assert!(r.tmux_server_running);
         assert_eq!(r.remote_time, "2026-11-21T10:00:00.000001Z");
+        assert_eq!(r.clock_ms, Some(1_796_623_589_595));
         assert_eq!(r.tasks.len(), 2);
         let t = &r.tasks[0];
         assert!(t.dir_exists && !t.session_alive);
@@ -571,7 +615,7 @@ mod tests {
     #[test]
     fn a_file_past_the_budget_comes_with_no_bytes_and_counts_as_cut() {
         let out = reply(&[
-            b"DELEGATE-SYNC 1 1 1 t\n",
+            b"DELEGATE-SYNC 1 1 1 t -\n",
             b"T k-1 1 1\n",
             b"F k-1 stream.jsonl 0 10 4\nab\nc\n",
             b"F k-1 events.jsonl 3 9 0\n\n",
@@ -583,6 +627,43 @@ mod tests {
         assert_eq!((d[0].bytes.as_slice(), d[0].cut()), (&b"ab\nc"[..], true));
         assert_eq!((d[1].offset, d[1].size, d[1].bytes.len(), d[1].cut()), (3, 9, 0, true));
         assert!(!d[2].cut(), "a file read to its size has nothing waiting");
+    }
+
+    #[test]
+    fn the_file_system_clock_is_read_or_refused() {
+        assert_eq!(clock_millis("-"), Ok(None));
+        assert_eq!(clock_millis("1796623589"), Ok(Some(1_796_623_589_000)));
+        assert_eq!(clock_millis("1796623589.5"), Ok(Some(1_796_623_589_500)));
+        for bad in ["", ".5", "1.", "x", "1e9", "-1", "1.2.3", "9999999999999"] {
+            assert!(clock_millis(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tasks_with_a_clock_go_last_and_are_looked_at_since_the_oldest() {
+        let task = |key: &str, clock_ms: Option<u64>| SyncTaskRequest {
+            task_key: key.into(),
+            session: format!("dlg-{key}"),
+            clock_ms,
+            ..Default::default()
+        };
+        let script = render_sync(&SyncRequest {
+            remote_root: "~/.delegate".into(),
+            tasks: vec![task("a", Some(50_000)), task("b", None), task("c", Some(20_900)), task("d", Some(1_000))],
+            max_bytes_per_file: 10,
+            max_bytes_total: 10,
+        })
+        .unwrap();
+        let line = script.split(|b| *b == b'\n').next().unwrap();
+        let b64 = &line[b"DLG_VARS='".len()..line.len() - 1];
+        let vars = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
+        let fields: Vec<&str> = vars.split('\n').collect();
+        // since = 20 - 2 (d's clock is within the margin of the epoch: looked at whole);
+        // b and d first, all four keys, then a row of nine per task in that order.
+        assert_eq!(&fields[3..10], ["18", "2", "4", "b", "d", "a", "c"]);
+        assert_eq!(fields[10], "dlg-b");
+        assert_eq!(fields[10 + 9 * 3], "dlg-c");
+        assert_eq!(fields.len(), 6 + 4 + 4 * 9 + 1, "each field ends with a newline");
     }
 
     #[test]
@@ -600,19 +681,19 @@ mod tests {
     fn malformed_replies_are_refused_without_panicking() {
         let bad: &[&[u8]] = &[
             b"DELEGATE-SYNC 2 0 0 t\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nEND\n",
-            b"DELEGATE-SYNC 1 0 2 t\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nF k state 0 1 1\nx\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nF k nosuch 0 1 1\nx\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nF k state 0 1 2\nxy\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nF k state 18446744073709551615 18446744073709551615 9\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nF k state 0 3 3\nxyzEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nF k state 0 99999999999999999999 1\nx\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nS k state 0\nEND\n",
-            b"DELEGATE-SYNC 1 2 0 t\nT k 1 1\nT k 1 1\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nL k 99\n{}\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\n\xff\nEND\n",
-            b"DELEGATE-SYNC 1 1 0 t\nT k 1 1\nEND \n",
+            b"DELEGATE-SYNC 1 1 0 t -\nEND\n",
+            b"DELEGATE-SYNC 1 0 2 t -\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nF k state 0 1 1\nx\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nF k nosuch 0 1 1\nx\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nF k state 0 1 2\nxy\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nF k state 18446744073709551615 18446744073709551615 9\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nF k state 0 3 3\nxyzEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nF k state 0 99999999999999999999 1\nx\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nS k state 0\nEND\n",
+            b"DELEGATE-SYNC 1 2 0 t -\nT k 1 1\nT k 1 1\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nL k 99\n{}\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\n\xff\nEND\n",
+            b"DELEGATE-SYNC 1 1 0 t -\nT k 1 1\nEND \n",
             b"no header at all",
         ];
         for b in bad {
@@ -627,6 +708,7 @@ mod tests {
             session: "dlg-k".into(),
             offsets: BTreeMap::from([("exit".to_string(), 3), ("stderr.log".to_string(), u64::MAX)]),
             want_launch_json: true,
+            clock_ms: None,
         };
         let req = SyncRequest {
             remote_root: "~/.delegate".into(),
@@ -642,7 +724,9 @@ mod tests {
         let fields: Vec<String> =
             fields[..fields.len() - 1].iter().map(|f| String::from_utf8_lossy(f).into()).collect();
         let max = (i64::MAX as u64).to_string();
-        assert_eq!(fields, ["~/.delegate", "10", "20", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"]);
+        // root, caps, since, nfull, n, the keys, then a row per task.
+        let want = ["~/.delegate", "10", "20", "0", "1", "1", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"];
+        assert_eq!(fields, want);
         assert!(s.ends_with(b"main delegate-sync-complete\n"));
 
         for bad in [

@@ -496,6 +496,7 @@ async fn sync_one(
             session: p.session.clone(),
             offsets,
             want_launch_json: false,
+            clock_ms: None,
         }],
         max_bytes_per_file: max_bytes,
         max_bytes_total: max_bytes * 2,

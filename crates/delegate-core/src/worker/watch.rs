@@ -67,6 +67,7 @@ pub async fn watch_one(s: &Shared, key: &str, w: &Watched) -> Result<()> {
             session: w.session.clone(),
             offsets: w.offsets.clone(),
             want_launch_json: false,
+            clock_ms: None,
         }],
         max_bytes_per_file: budget,
         max_bytes_total: budget,

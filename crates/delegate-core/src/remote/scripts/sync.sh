@@ -2,18 +2,30 @@
 # bash (REMOTE_COMMAND in runner.rs), shaped like the launch script: Rust prepends `DLG_VARS='<base64>'` and the body
 # is one function called on the last line with a sentinel, so a cut script runs nothing.
 #
-# DLG_VARS, one field per line (see render_sync in sync_protocol.rs): remote root, max bytes
-# per file, max file bytes in the whole reply (the budget), then per task ten fields: task key, tmux session, want launch.json (0/1), and
-# the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl, stderr.log,
-# delivered.jsonl (the message receipts the inbox helper and the Claude hook write). Every
-# field is a single line (Rust checks), so newlines can separate them: bash reads a command
-# substitution in blocks but a pipe into mapfile one byte per syscall, which 200 tasks
-# would feel. For the same reason every listing below is split in memory, never read line
-# by line from a pipe.
+# DLG_VARS, one field per line (see render_sync in protocol.rs): remote root, max bytes per
+# file, max file bytes in the whole reply (the budget), since (below), the number of tasks
+# whose files are all looked at (nfull), the number of tasks (n); then the n task keys, the
+# nfull first; then per task, in the same order, nine fields: tmux session, want launch.json
+# (0/1), and the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl,
+# stderr.log, delivered.jsonl (the message receipts the inbox helper and the Claude hook
+# write). Every field is a single line (Rust checks), so newlines can separate them: bash
+# reads a command substitution in blocks but a pipe into mapfile one byte per syscall. For
+# the same reason every listing below is split in memory, never read line by line from a
+# pipe; and the keys come as one block, so that checking them and making them find's
+# starting points are a few operations on whole arrays, not a loop in bash.
+#
+# since: a time on this brother's file-system clock (whole seconds) before which none of
+# the files of the tasks after the first nfull changed in a way the lead has not read: the
+# lead's last sync of each of them read every file to the end (its offsets are the sizes
+# that sync saw), and it takes the time, less a margin, from the CLOCK of the oldest of
+# those syncs (below). Their files not modified since are not looked at further: a sync of
+# many quiet tasks costs little more than one stat per file, made by find.
 #
 # Output (stdout), framed by lengths so any byte can travel; read by parse_sync:
-#   DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time>
-#   then per task, in request order:
+#   DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time> <clock>
+#   where clock is the file-system time (seconds.fraction) of a file this sync wrote in
+#   the remote root before it looked at anything ("-" if it could not), then per task, in
+#   request order:
 #     T <task key> <dir exists 0|1> <session alive 0|1>
 #     F <task key> <file> <offset> <size> <len>\n<len bytes>\n   per file grown past its offset;
 #                                    <len> is at most the per-file cap and what is left of
@@ -25,10 +37,11 @@
 # A reply without END was cut short.
 #
 # Cost does not grow by a process per task: one tmux call lists the live sessions, one find
-# stats every synced file of every task, and only a file that grew is read: with bash
-# builtins when what is wanted ends within BUILTIN_READ_MAX bytes of the file's start (every
-# file of a task but a long stream or stderr log), else with one dd, whose seek makes its
-# cost the same at any offset. GNU find and dd.
+# per kind of task (since 0, or not) stats every synced file, printing only those modified
+# since the task's since, and only a file that grew is read: with bash builtins when what
+# is wanted ends within BUILTIN_READ_MAX bytes of the file's start (every file of a task
+# but a long stream or stderr log), else with one dd, whose seek makes its cost the same at
+# any offset. GNU find and dd.
 #
 # Sessions are listed before files are looked at: the runner writes `exit` before its
 # session ends, so a session missing here whose `exit` is missing below died without one.
@@ -47,11 +60,14 @@ main() {
 	decoded=$(base64 -d <<<"$DLG_VARS")
 	# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 	local -a v=($decoded)
-	if [ "${#v[@]}" -lt 3 ] || [ $(((${#v[@]} - 3) % 10)) -ne 0 ]; then
+	local -r ROW=9
+	local n=${v[5]-x} nfull=${v[4]-x} since=${v[3]-x}
+	case $n$nfull$since in *[!0-9]* | '') n=-1 ;; esac
+	if [ "$n" -lt 0 ] || [ "$nfull" -gt "$n" ] || [ "${#v[@]}" -ne $((6 + n + ROW * n)) ]; then
 		printf 'DELEGATE-ERROR 23 the sync variables did not decode (got %s fields)\n' "${#v[@]}" >&2
 		exit 23
 	fi
-	local root=${v[0]} max=${v[1]} budget=${v[2]} i
+	local root=${v[0]} max=${v[1]} budget=${v[2]} i j
 	# shellcheck disable=SC2088 # a literal "~/" prefix, expanded here on purpose
 	case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root:2} ;; esac
 	local -a files=(state exit stream.jsonl events.jsonl outbox.jsonl stderr.log delivered.jsonl)
@@ -65,6 +81,18 @@ main() {
 		exit 25
 	fi
 
+	# Keys become paths and words of an eval below: plain names only, checked in one match
+	# over the list of them.
+	local -a keys=("${v[@]:6:n}")
+	local keylist=$'\n'"${keys[*]}"$'\n'
+	if [ "$n" -gt 0 ] && [[ $keylist == *[!A-Za-z0-9._$'\n'-]* || $keylist == *$'\n\n'* ||
+		$keylist == *$'\n'.$'\n'* || $keylist == *$'\n'..$'\n'* ]]; then
+		printf 'DELEGATE-ERROR 23 a task key is not a plain name\n' >&2
+		exit 23
+	fi
+	local -a full=("${keys[@]:0:nfull}") quiet=("${keys[@]:nfull}")
+	full=("${full[@]/#/./}") quiet=("${quiet[@]/#/./}")
+
 	local -A alive=()
 	local running=0 listing name
 	if listing=$(tmux -L delegate list-sessions -F '#{session_name}' 2>/dev/null); then
@@ -72,68 +100,90 @@ main() {
 		for name in $listing; do alive[$name]=1; done
 	fi
 
-	# One find for every task, run from inside the tasks directory with ./<key> as starting
+	# The file-system clock, before anything is looked at: a file changed after this has a
+	# later modification time (the lead keeps it for the next sync's since). Read from a
+	# file written here (a network file system stamps files with its server's clock), never
+	# through a link.
+	local clock=- in_tasks=0
+	local -a probe=()
+	if cd -- "$root/tasks" 2>/dev/null; then
+		in_tasks=1
+		if ! [ -L .sync-clock ] && { : >.sync-clock; } 2>/dev/null; then probe=(./.sync-clock); fi
+	fi
+
+	# One find per kind of task, run from inside the tasks directory with ./<key> as starting
 	# points. It prints bash assignments, `exists[./<key>]=1` for a task directory (missing
-	# ones are silently absent) and `size[./<key>/<file>]=<bytes>` for each synced file in
-	# it, and one eval runs them all (a parse loop in bash costs three times as much). The
-	# eval is safe because every word is ours: keys are checked here to be plain names,
-	# file names are matched exactly, sizes are numbers.
-	local -a starts=()
-	for ((i = 3; i < ${#v[@]}; i += 10)); do
-		if ! [[ ${v[i]} =~ ^[A-Za-z0-9._-]+$ ]] || [ "${v[i]}" = . ] || [ "${v[i]}" = .. ]; then
-			printf 'DELEGATE-ERROR 23 task key %q is not a plain name\n' "${v[i]}" >&2
-			exit 23
-		fi
-		starts+=("./${v[i]}")
-	done
-	local -A exists=() size=()
-	local found=''
-	if [ "${#starts[@]}" -gt 0 ] && cd -- "$root/tasks" 2>/dev/null; then
-		found=$(find -H "${starts[@]}" -maxdepth 1 \
+	# ones are silently absent) and, for each synced file in it (modified since the oldest
+	# since, for the quiet ones), `size[./<key>/<file>]=<bytes>` and `seen[./<key>]=1`, and
+	# `clock=<mtime>` for the clock file; one eval runs them all (a parse loop in bash costs
+	# three times as much). The eval is safe because every word is ours: keys are checked
+	# above to be plain names, file names are matched exactly, sizes and times are numbers.
+	local -A exists=() size=() seen=()
+	local found='' found_quiet=''
+	local -a synced=(\( -name state -o -name exit -o -name stream.jsonl -o -name events.jsonl
+		-o -name outbox.jsonl -o -name stderr.log -o -name delivered.jsonl \) -type f -path './*/*')
+	if [ "$in_tasks" = 1 ] && [ $((${#probe[@]} + ${#full[@]})) -gt 0 ]; then
+		found=$(find -H "${probe[@]}" "${full[@]}" -maxdepth 1 \
 			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
-			\( -type f -path './*/*' \( -name state -o -name exit -o -name stream.jsonl \
-			-o -name events.jsonl -o -name outbox.jsonl -o -name stderr.log -o -name delivered.jsonl \) \
-			-printf 'size[%p]=%s\n' \) 2>/dev/null)
+			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
+			\( "${synced[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
+	fi
+	# Without a clock file to read, the quiet tasks' files are all looked at, like the others.
+	local -a newer=()
+	[ "${#probe[@]}" -eq 0 ] || newer=(-newermt "@$since")
+	if [ "$in_tasks" = 1 ] && [ "${#quiet[@]}" -gt 0 ]; then
+		found_quiet=$(find -H "${quiet[@]}" -maxdepth 1 \
+			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
+			\( "${synced[@]}" "${newer[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
 	fi
 	eval "$found"
+	eval "$found_quiet"
+	[[ $clock =~ ^[0-9]{1,12}(\.[0-9]{1,10})?$ ]] || clock=-
 
 	exec 3>&1
 	local t=$EPOCHREALTIME now
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
-	printf 'DELEGATE-SYNC 1 %s %s %s\n' $(((${#v[@]} - 3) / 10)) "$running" "$now"
+	printf 'DELEGATE-SYNC 1 %s %s %s %s\n' "$n" "$running" "$now" "$clock"
+	# T lines wait in `lines` and go out in one write, before the next F line or at the end.
 	local key session want dir f off sz len got launch
-	for ((i = 3; i < ${#v[@]}; i += 10)); do
-		key=${v[i]} session=${v[i + 1]} want=${v[i + 2]}
+	local -a lines=()
+	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
+		key=${keys[j]} session=${v[i]} want=${v[i + 1]}
 		dir=$root/tasks/$key
-		printf 'T %s %s %s\n' "$key" "${exists[./$key]:-0}" "${alive[$session]:-0}"
+		lines+=("T $key ${exists[./$key]:-0} ${alive[$session]:-0}")
 		[ -n "${exists[./$key]:-}" ] || continue
-		for ((f = 0; f < ${#files[@]}; f++)); do
-			name=${files[f]} off=${v[i + 3 + f]}
-			sz=${size[./$key/$name]:-}
-			if [ -z "$sz" ] || [ "$sz" -le "$off" ]; then continue; fi
-			len=$((sz - off))
-			[ "$len" -le "$max" ] || len=$max
-			[ "$len" -le "$budget" ] || len=$budget
-			budget=$((budget - len))
-			printf 'F %s %s %s %s %s\n' "$key" "$name" "$off" "$sz" "$len"
-			if [ "$len" -eq 0 ]; then
+		if [ -n "${seen[./$key]:-}" ]; then
+			for ((f = 0; f < ${#files[@]}; f++)); do
+				name=${files[f]} off=${v[i + 2 + f]}
+				sz=${size[./$key/$name]:-}
+				if [ -z "$sz" ] || [ "$sz" -le "$off" ]; then continue; fi
+				len=$((sz - off))
+				[ "$len" -le "$max" ] || len=$max
+				[ "$len" -le "$budget" ] || len=$budget
+				budget=$((budget - len))
+				[ "${#lines[@]}" -eq 0 ] || printf '%s\n' "${lines[@]}"
+				lines=()
+				printf 'F %s %s %s %s %s\n' "$key" "$name" "$off" "$sz" "$len"
+				if [ "$len" -eq 0 ]; then
+					printf '\n'
+					continue
+				fi
+				if [ $((off + len)) -le "$BUILTIN_READ_MAX" ]; then
+					send_builtin "$dir/$name" "$off" "$len" "$sz"
+				else
+					send_bytes "$dir/$name" "$off" "$len"
+				fi
 				printf '\n'
-				continue
-			fi
-			if [ $((off + len)) -le "$BUILTIN_READ_MAX" ]; then
-				send_builtin "$dir/$name" "$off" "$len" "$sz"
-			else
-				send_bytes "$dir/$name" "$off" "$len"
-			fi
-			printf '\n'
-			[ "$got" -eq "$len" ] || printf 'S %s %s %s\n' "$key" "$name" "$got"
-		done
+				[ "$got" -eq "$len" ] || printf 'S %s %s %s\n' "$key" "$name" "$got"
+			done
+		fi
 		if [ "$want" = 1 ] && [ -f "$dir/launch.json" ]; then
 			launch=''
 			IFS= read -r -d '' launch <"$dir/launch.json"
-			printf 'L %s %s\n%s\n' "$key" "${#launch}" "$launch"
+			lines+=("L $key ${#launch}" "$launch")
 		fi
 	done
+	[ "${#lines[@]}" -eq 0 ] || printf '%s\n' "${lines[@]}"
 	printf 'END\n'
 }
 

@@ -436,6 +436,7 @@ fn receipts_come_back_with_the_sync() {
             session: "dlg-k-1".into(),
             offsets: BTreeMap::new(),
             want_launch_json: false,
+            clock_ms: None,
         }],
         max_bytes_per_file: 1 << 20,
         max_bytes_total: 1 << 20,

@@ -20,6 +20,7 @@ fn request(s: &Scratch, tasks: &[(&str, &str, BTreeMap<String, u64>)], max: u64)
                 session: session.to_string(),
                 offsets: offsets.clone(),
                 want_launch_json: true,
+                clock_ms: None,
             })
             .collect(),
         max_bytes_per_file: max,
@@ -410,4 +411,53 @@ fn check_prefix(dir: &Path, t: &TaskReport) {
         assert_eq!(d.size, file.len() as u64, "{}", d.file);
         assert_eq!(d.bytes, file[d.offset as usize..d.offset as usize + d.bytes.len()], "{}", d.file);
     }
+}
+
+/// With the clock of a sync that read a task to the end, the next sync looks only at files
+/// modified since (less the margin): an untouched file is not looked at even when the
+/// lead's offset is behind it (here on purpose, to make the skip visible), a file written
+/// after the clock is, and without a clock every file is. The clock is the file system's,
+/// read from a file the script wrote before it looked at anything.
+#[test]
+fn with_a_clock_only_files_changed_since_are_looked_at() {
+    let s = Scratch::new("sync-clock");
+    let plan = fake_plan("echo '{\"type\":\"system\"}'\nexec sleep 30\n");
+    let dir = s.launch(&vars(&s, "k-1", "dlg-k-1", &plan, b"x"));
+    let start = Instant::now();
+    while std::fs::metadata(dir.join("stream.jsonl")).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the agent wrote nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Old files: their modification times an hour back, as if written long before.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for f in ["state", "stream.jsonl"] {
+        std::fs::File::options().append(true).open(dir.join(f)).unwrap().set_modified(hour_ago).unwrap();
+    }
+    let all = request(&s, &[("k-1", "dlg-k-1", BTreeMap::new())], 1 << 20);
+    let (first, _) = sync(&s, &all);
+    let clock = first.clock_ms.expect("the script read its clock file");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(clock.abs_diff(now_ms) < 5_000, "the clock is the file system's now: {clock} against {now_ms}");
+    let files = |r: &SyncReply| r.tasks[0].deltas.iter().map(|d| d.file.clone()).collect::<Vec<_>>();
+    assert!(
+        files(&first).contains(&"state".to_string()) && files(&first).contains(&"stream.jsonl".to_string()),
+        "{first:?}"
+    );
+
+    // The same request with the clock: nothing was modified since, nothing is looked at.
+    let mut quiet = all.clone();
+    quiet.tasks[0].clock_ms = Some(clock);
+    let (second, _) = sync(&s, &quiet);
+    assert_eq!((second.tasks[0].dir_exists, second.tasks[0].session_alive), (true, true));
+    assert!(files(&second).is_empty(), "{:?}", files(&second));
+    // A file appended to after the clock is looked at (and read from the lead's offset).
+    std::fs::OpenOptions::new().append(true).open(dir.join("events.jsonl")).map(drop).ok();
+    std::fs::write(dir.join("outbox.jsonl"), "{\"seq\":1}\n").unwrap();
+    let (third, _) = sync(&s, &quiet);
+    assert_eq!(files(&third), ["outbox.jsonl"]);
+    check_deltas(&dir, &third.tasks[0], 1 << 20);
+    // A clock older than the files' times looks at them again.
+    quiet.tasks[0].clock_ms = Some(clock - 7_200_000);
+    let (fourth, _) = sync(&s, &quiet);
+    assert!(files(&fourth).contains(&"stream.jsonl".to_string()), "{:?}", files(&fourth));
 }
