@@ -72,6 +72,7 @@ impl Machine {
                 session: session.into(),
                 offsets: offsets.clone(),
                 want_launch_json: false,
+                clock_ms: None,
             }],
             max_bytes_per_file: 1 << 20,
             max_bytes_total: 4 << 20,

@@ -121,6 +121,19 @@ fn ratios(ctx: &Ctx) -> Vec<Ratio> {
             Some((1.0, "≤")),
         );
         push(format!("{r} ms: warm launch D3 / O2h"), ratio(c, "BS1", r, "", "D3", "O2h"), Some((1.0, "≤")));
+        // The floor of an honest launch: its necessary parts on the brother (F0h at 0 ms,
+        // which also holds one exec's own cost) plus one round trip.
+        let floor = p50(c, "BS1", 0, "", "F0h").map(|f| f + r as f64);
+        for id in ["D1", "D3"] {
+            push(
+                format!("{r} ms: warm launch {id} / floor (F0h at 0 ms + one round trip)"),
+                match (p50(c, "BS1", r, "", id), floor) {
+                    (Some(a), Some(b)) if b > 0.0 => (Some(a / b), format!("{a:.1} / {b:.1} ms")),
+                    (a, b) => (None, format!("{} / {}", fmt_opt(a), fmt_opt(b))),
+                },
+                (id == "D1" && r > 0).then_some((1.5, "≤")),
+            );
+        }
         push(
             format!("{r} ms: warm launch D1 (resident shell) / D1x (one exec per launch)"),
             ratio(c, "BS1", r, "", "D1", "D1x"),
@@ -172,11 +185,20 @@ fn ratios(ctx: &Ctx) -> Vec<Ratio> {
         for k in [10, 100, 1000] {
             let one = format!("K={k} M=1");
             push(
-                format!("{r} ms: sync {one}: D1 (library, resident shell) / D1x (one exec per sync)"),
+                format!("{r} ms: sync {one} unchanged: D1 (library) / D1x (the path before issue 21)"),
                 ratio(c, "BS3", r, &one, "D1", "D1x"),
                 if k == 1000 { Some((0.3, "≤")) } else { None },
             );
         }
+        // "About one round trip plus a few ms": against RTT + 10 ms.
+        push(
+            format!("{r} ms: sync K=10 M=1 unchanged: D1 / (one round trip + 10 ms)"),
+            match p50(c, "BS3", r, "K=10 M=1", "D1") {
+                Some(a) => (Some(a / (r as f64 + 10.0)), format!("{a:.1} / {:.1} ms", r as f64 + 10.0)),
+                None => (None, "not measured".into()),
+            },
+            (r > 0).then_some((1.0, "≤")),
+        );
         push(
             format!("{r} ms: sweep {sweep}: D3 (CLI sync, warm path) / floor"),
             ratio(c, "BS3", r, &sweep, "D3", "F0"),

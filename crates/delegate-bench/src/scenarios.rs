@@ -454,6 +454,28 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ctx.cells.push(c.finish());
     }
     {
+        // The honest launch's necessary parts alone (the hand-rolled launch of O2h, its
+        // prompt on stdin) on a warm bare connection: the report's launch floor is this at
+        // 0 ms plus one round trip.
+        let mut c =
+            Collector::new("BS1", rtt, "", "F0h", "floor: bare russh exec of the hand-rolled honest launch, warm");
+        let bare = ctx.rt.block_on(Bare::connect(port, &user, &key, true))?;
+        for i in 0..total {
+            let t = Instant::now();
+            let r = ctx.rt.block_on(bare.exec(HAND_ROLLED, PROMPT));
+            let wall = ms(t);
+            if i >= p.warm {
+                match r {
+                    Ok((Some(0), out)) if out.ends_with(b"runner-up\n") => c.sample(wall),
+                    Ok((code, out)) => c.fail(&format!("exit {code:?}: {}", String::from_utf8_lossy(&out))),
+                    Err(e) => c.fail(&e.to_string()),
+                }
+            }
+        }
+        ctx.rt.block_on(bare.close());
+        ctx.cells.push(c.finish());
+    }
+    {
         let mut c = Collector::new("BS1", rtt, "", "F0-russh-cold", "floor: bare russh connect + auth + exec `true`");
         for i in 0..total {
             let t = Instant::now();
@@ -855,11 +877,18 @@ fn sweep_level(ctx: &mut Ctx, li: usize, data: &str, size: &str, k: usize, m: us
     let tasks = d.list(&ListFilter::default())?;
     ctx.rt.block_on(d.close());
     drop(d);
-    // D1x: the same with one exec per sync (the path before the resident shell, issue 21).
+    // D1x: the path before issue 21: one exec per sync, every file of every task looked at.
     {
         let mut d = ctx.open_lib(&ctx.levels[li], data)?;
         d.transport().ssh_pool().set_resident(false);
-        let mut c = Collector::new("BS3", rtt, size, "D1x", "delegate library sync(), warm pool, one exec per sync");
+        d.set_sync_clocks(false);
+        let mut c = Collector::new(
+            "BS3",
+            rtt,
+            size,
+            "D1x",
+            "delegate library sync(), warm pool, one exec per sync, every file looked at (before issue 21)",
+        );
         let mut i = 0;
         while i < 2 || c.more(p.n_sweep, 3, p.budget) {
             let t = Instant::now();

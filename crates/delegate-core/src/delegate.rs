@@ -28,6 +28,9 @@ pub struct Delegate {
     phase_hook: Option<PhaseHook>,
     pub(crate) env_lookup: Option<crate::notify::deliver::EnvLookup>,
     pub(crate) notify_backoff: std::time::Duration,
+    /// Syncs send each run's clock (only files changed since are looked at); off, every
+    /// file of every task is looked at, as before the clocks (a benchmark comparator).
+    sync_clocks: bool,
 }
 
 /// Called with the name of each launch phase as it is reached (see
@@ -61,6 +64,7 @@ impl Delegate {
             phase_hook: None,
             env_lookup: None,
             notify_backoff: crate::notify::deliver::BACKOFF_BASE,
+            sync_clocks: true,
         })
     }
 
@@ -94,6 +98,16 @@ impl Delegate {
     /// point; the CLI installs one only in test builds.
     pub fn set_phase_hook(&mut self, hook: PhaseHook) {
         self.phase_hook = Some(hook);
+    }
+
+    /// `false`: every sync looks at every file of every task, as before runs kept the
+    /// brother's clock (a benchmark comparator for the path before it).
+    pub fn set_sync_clocks(&mut self, on: bool) {
+        self.sync_clocks = on;
+    }
+
+    pub(crate) fn sync_clocks(&self) -> bool {
+        self.sync_clocks
     }
 
     pub(crate) fn phase(&self, name: &str) {

@@ -259,7 +259,7 @@ async fn sync_round(
                         session: r.session.clone(),
                         offsets: r.offsets.clone(),
                         want_launch_json: matches!(r.status, TaskStatus::LaunchUnknown | TaskStatus::Launching),
-                        clock_ms: r.clock_ms,
+                        clock_ms: r.clock_ms.filter(|_| d.sync_clocks()),
                     })
                     .collect(),
                 max_bytes_per_file: MAX_BYTES_PER_FILE,
