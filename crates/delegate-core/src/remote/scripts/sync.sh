@@ -52,6 +52,8 @@ main() {
 		exit 23
 	fi
 	set -uo pipefail
+	# The clock file below is this user's alone, like everything under the remote root.
+	umask 077
 	# Bytes, not characters: ${#x} and ${x:o:n} on file contents, and dd's English summary.
 	export LC_ALL=C
 	# Word splitting on newlines only, never globbing: how listings become arrays below.
@@ -108,7 +110,8 @@ main() {
 	local -a probe=()
 	if cd -- "$root/tasks" 2>/dev/null; then
 		in_tasks=1
-		if ! [ -L .sync-clock ] && { : >.sync-clock; } 2>/dev/null; then probe=(./.sync-clock); fi
+		# In the root, next to tasks/ (which holds task directories only).
+		if ! [ -L ../.sync-clock ] && { : >../.sync-clock; } 2>/dev/null; then probe=(../.sync-clock); fi
 	fi
 
 	# One find per kind of task, run from inside the tasks directory with ./<key> as starting

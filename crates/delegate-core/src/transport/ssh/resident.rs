@@ -233,8 +233,8 @@ pub(crate) struct Answer {
 /// The bytes of one request, and the id of the body it asks the shell to keep, if any.
 /// A script made of variable lines and one of delegate's own bodies
 /// ([`crate::remote::allowlist::split`]) goes as its variable lines naming the body, the
-/// body itself first (`D`) when this shell does not keep it yet; any other ASCII script as
-/// `A`, and the rest as `R` (read by `dd`).
+/// body itself first (`D`) when this shell does not keep it yet. A payload goes as `A` or
+/// `R` by [`tag`].
 fn frame_request(
     nonce: &str,
     script: &[u8],
@@ -248,15 +248,25 @@ fn frame_request(
             frame.extend_from_slice(format!("D {id} {}\n", body.text.len()).as_bytes());
             frame.extend_from_slice(body.text.as_bytes());
         }
-        frame.extend_from_slice(format!("A {nonce} {} {id}\n", vars.len()).as_bytes());
+        frame.extend_from_slice(format!("{} {nonce} {} {id}\n", tag(vars), vars.len()).as_bytes());
         frame.extend_from_slice(vars);
         return (frame, Some(id));
     }
-    let tag = if script.is_ascii() { 'A' } else { 'R' };
+    let tag = tag(script);
     let mut frame = format!("{tag} {nonce} {}\n", script.len()).into_bytes();
     frame.extend_from_slice(script);
     (frame, None)
 }
+
+/// How the shell reads a payload: `A` (bash's own read, no process) for ASCII up to
+/// [`READ_N_MAX`] bytes, else `R` (dd).
+fn tag(payload: &[u8]) -> char {
+    if payload.len() <= READ_N_MAX && payload.is_ascii() { 'A' } else { 'R' }
+}
+
+/// Past this, dd reads a payload faster than bash's `read -N` (which copies it a character
+/// at a time).
+const READ_N_MAX: usize = 64 * 1024;
 
 /// 128 random bits, hex: the request's id in its frame and in every marker of its reply.
 fn nonce() -> String {
@@ -414,6 +424,10 @@ mod tests {
         assert_eq!(frame_request("n3", b"echo hi\n", &kept), (b"A n3 8\necho hi\n".to_vec(), None));
         let utf8 = "echo \u{e9}\n".as_bytes();
         assert_eq!(frame_request("n4", utf8, &kept).0, [b"R n4 8\n".as_slice(), utf8].concat());
+        // Bodies (D) are always read by read -N: they stay small enough for it.
+        assert!(crate::remote::allowlist::bodies().iter().all(|(_, b)| b.len() <= READ_N_MAX));
+        let big = vec![b'#'; READ_N_MAX + 1];
+        assert!(frame_request("n5", &big, &kept).0.starts_with(format!("R n5 {}\n", big.len()).as_bytes()));
     }
 
     #[test]
