@@ -114,7 +114,7 @@ fn a_big_sync_commits_in_bounded_transactions_of_whole_tasks() {
 }
 
 #[test]
-fn a_task_with_nothing_new_gets_its_synced_at_and_clock_and_a_stale_one_nothing() {
+fn a_run_clock_is_stored_with_its_task_and_a_task_with_nothing_new_gets_its_synced_at() {
     let dir = temp_dir("seen");
     let mut s = Store::open(&dir).unwrap();
     let task = s.create_task(&new_task(b"p")).unwrap().task_id;
@@ -130,9 +130,13 @@ fn a_task_with_nothing_new_gets_its_synced_at_and_clock_and_a_stale_one_nothing(
     };
     assert_eq!(s.apply_sync(&[seen(Some(42), 1)]).unwrap(), [(task, Applied::Done { new_status: None })]);
     assert_eq!(clock(&s), Some(42));
-    assert_eq!(count(&s, "SELECT count(*) FROM tasks WHERE id = ?1 AND synced_at IS NOT NULL", task), 1);
     // Read at another version (a concurrent change): a conflict, and nothing is written.
     assert_eq!(s.apply_sync(&[seen(Some(99), 7)]).unwrap(), [(task, Applied::Conflict)]);
+    assert_eq!(clock(&s), Some(42));
+    // Nothing at all: only the task's synced_at, for any number of tasks in one statement.
+    let quiet = Ingest { task_id: task, run_no: 1, expected_version: 1, ..Default::default() };
+    assert_eq!(s.apply_sync(&[quiet]).unwrap(), [(task, Applied::Done { new_status: None })]);
+    assert_eq!(count(&s, "SELECT count(*) FROM tasks WHERE id = ?1 AND synced_at IS NOT NULL", task), 1);
     assert_eq!(clock(&s), Some(42));
     // Forgotten: the next sync looks at every file again.
     s.apply_sync(&[seen(None, 1)]).unwrap();

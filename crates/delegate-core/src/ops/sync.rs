@@ -348,6 +348,10 @@ async fn sync_round(
 
 pub use crate::remote::task_key;
 
+/// How old a quiet run's clock may get before a sync with nothing new for it stores this
+/// sync's (see `plan`).
+const CLOCK_REFRESH_MS: u64 = 60_000;
+
 fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool {
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
 }
@@ -600,7 +604,17 @@ pub(crate) fn plan(
         ing.offsets.get(&d.file).copied().unwrap_or(stored) >= d.size
     });
     let clock = reply.clock_ms.filter(|_| complete);
-    if clock.is_some() || run.clock_ms.is_some() {
+    // With nothing new, a stored clock stays (files unchanged since it are unchanged since
+    // this one too) unless it is old: the script looks at files modified since the oldest
+    // clock of a sync's quiet tasks, so the oldest is kept recent. Otherwise a quiet task
+    // costs no write.
+    let stale = |stored: u64| clock.is_some_and(|now| now.saturating_sub(stored) > CLOCK_REFRESH_MS);
+    let store = match run.clock_ms {
+        _ if !report.deltas.is_empty() => true,
+        None => clock.is_some(),
+        Some(stored) => stale(stored) || reply.clock_ms.is_none(),
+    };
+    if store && (clock.is_some() || run.clock_ms.is_some()) {
         ing.clock_ms = Some(clock);
     }
     if facts != facts_before {
@@ -887,8 +901,13 @@ mod tests {
         // Read to the end: this reply's clock, whether the run had one or not.
         assert_eq!(plan(&with_clock(None), &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
         assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
-        // Nothing new: everything the lead holds is all there is.
-        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
+        // Nothing new: a recent clock stays (no write), an old one is replaced, and a run
+        // with none gets this one.
+        let recent = with_clock(Some(5));
+        assert_eq!(plan(&recent, &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, None);
+        let old = SyncReply { clock_ms: Some(CLOCK_REFRESH_MS + 10), ..reply.clone() };
+        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &old, now, LAUNCH_GRACE).clock_ms, Some(old.clock_ms));
+        assert_eq!(plan(&with_clock(None), &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
         // A cap cut the stream, or its last line is not whole yet: forgotten (or not set).
         let cut = vec![delta("stream.jsonl", 0, 100, &line[..])];
         assert_eq!(plan(&with_clock(Some(5)), &report(cut.clone()), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));

@@ -148,13 +148,15 @@ main() {
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
 	printf 'DELEGATE-SYNC 1 %s %s %s %s\n' "$n" "$running" "$now" "$clock"
 	# T lines wait in `lines` and go out in one write, before the next F line or at the end.
-	local key session want dir f off sz len got launch
+	local key want dir f off sz len got launch
 	local -a lines=()
 	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
-		key=${keys[j]} session=${v[i]} want=${v[i + 1]}
-		dir=$root/tasks/$key
-		lines+=("T $key ${exists[./$key]:-0} ${alive[$session]:-0}")
-		[ -n "${exists[./$key]:-}" ] || continue
+		key=${keys[j]}
+		lines+=("T $key ${exists[./$key]:-0} ${alive[${v[i]}]:-0}")
+		# A quiet task (no file of it seen, launch.json not wanted) is its T line alone: the
+		# one test a thousand quiet tasks pay for.
+		[[ ${seen[./$key]:-}${v[i + 1]} != 0 && -n ${exists[./$key]:-} ]] || continue
+		want=${v[i + 1]} dir=$root/tasks/$key
 		if [ -n "${seen[./$key]:-}" ]; then
 			for ((f = 0; f < ${#files[@]}; f++)); do
 				name=${files[f]} off=${v[i + 2 + f]}
