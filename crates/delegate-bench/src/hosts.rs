@@ -119,6 +119,31 @@ fn mkdir(p: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", p.display()))
 }
 
+/// The helper files a launch of the benchmark's agent names (runner, report, inbox, hook),
+/// put in `<home>/.delegate/helpers/<sha256>` as a launch leaves them: the rendered script
+/// every comparator sends names them by hash only, as delegate's warm launches do.
+fn seed_helpers(home: &Path, a: &Account, as_root: bool) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let root = home.join(".delegate");
+    let store = root.join("helpers");
+    for d in [&root, &store] {
+        mkdir(d, 0o700)?;
+        if as_root {
+            chown(d, a)?;
+        }
+    }
+    for (_, content) in delegate_core::remote::helper_files(&[]) {
+        let hash: String = Sha256::digest(content.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let p = store.join(hash);
+        fs::write(&p, content)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600))?;
+        if as_root {
+            chown(&p, a)?;
+        }
+    }
+    Ok(())
+}
+
 fn chown(p: &Path, a: &Account) -> Result<()> {
     std::os::unix::fs::chown(p, Some(a.uid), Some(a.gid)).with_context(|| format!("chown {}", p.display()))
 }
@@ -174,6 +199,7 @@ impl Hosts {
                 }
             }
             copy_skel(&dir.join("home"), &user, as_root)?;
+            seed_helpers(&dir.join("home"), &user, as_root)?;
             let host = start_sshd(i, &dir, &user, host_key)?;
             if let Some(cpu) = sshd_cpu {
                 pin(host.child.id() as i32, cpu);
@@ -195,7 +221,13 @@ impl Hosts {
                     let _ = fs::remove_dir_all(e.path());
                 }
             }
-            let _ = fs::remove_dir_all(h.home().join(".delegate"));
+            // Everything but the helper store: every launch measured (delegate's and the
+            // comparators' alike) is one to a host that keeps the helpers, as a warm one is.
+            if let Ok(entries) = fs::read_dir(h.home().join(".delegate")) {
+                for e in entries.flatten().filter(|e| e.file_name() != "helpers") {
+                    let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+                }
+            }
         }
     }
 
