@@ -238,5 +238,5 @@ fn helper_files_travel_once_per_host_and_again_when_replaced_there() {
     assert!(!mark.exists(), "the replaced runner body ran");
     let meta = std::fs::metadata(&body).unwrap();
     assert_eq!(meta.uid(), host.uid(), "the store's copy is the brother user's again");
-    assert_eq!(sha256_hex(&std::fs::read(&body).unwrap()), body.file_name().unwrap().to_str().unwrap());
+    assert_eq!(sha256_hex(std::fs::read(&body).unwrap()), body.file_name().unwrap().to_str().unwrap());
 }

@@ -149,10 +149,10 @@ fn script(ctx: &mut Ctx, renderer: &Delegate, brother: &str) -> Result<RenderedL
     let id = ctx.fresh_task();
     let rendered = render_launch_script(renderer, brother, id, PROMPT)?;
     // For profiling the brother's side by hand: the script as sent, once per run.
-    if let Some(path) = std::env::var_os("DELEGATE_BENCH_DUMP_SCRIPT") {
-        if !std::path::Path::new(&path).exists() {
-            std::fs::write(&path, &rendered.script)?;
-        }
+    if let Some(path) = std::env::var_os("DELEGATE_BENCH_DUMP_SCRIPT")
+        && !std::path::Path::new(&path).exists()
+    {
+        std::fs::write(&path, &rendered.script)?;
     }
     Ok(rendered)
 }
