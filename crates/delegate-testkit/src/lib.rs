@@ -1041,6 +1041,18 @@ impl FakeHost {
             let mut count = 0;
             list_tree(&path, &path, &mut s, &mut count);
         }
+        // What runners said on their stderr (bash errors, a `set -u` stop): the pane that
+        // showed it is gone once the session ended.
+        if let Ok(tasks) = fs::read_dir(self.remote_root().join("tasks")) {
+            for task in tasks.flatten() {
+                let said = fs::read(task.path().join("runner.err")).unwrap_or_default();
+                if !said.is_empty() {
+                    let tail = &said[said.len().saturating_sub(2048)..];
+                    let _ = writeln!(s, "---- {}/runner.err (last {} bytes) ----", task.path().display(), tail.len());
+                    let _ = writeln!(s, "{}", String::from_utf8_lossy(tail));
+                }
+            }
+        }
         s
     }
 

@@ -22,6 +22,7 @@
 #   agent.pgid   the agent's process group (tmp + rename): the agent runs in a group of its
 #                own, so a stop reaches everything it started, and the cancel script finds it
 #   stream.jsonl the agent's stdout (also shown in the pane); stderr.log its stderr
+#   runner.err   the runner's own stderr (bash's errors, tee's, flock's): empty when all went well
 #   exit         <code> <utc> [timed_out|turn_limit|cancelled|budget <spent> <limit>]
 #                (tmp + rename, always written: code is the agent's status, 128+N when
 #                signal N ended it; spent and limit in dollars)
@@ -54,6 +55,9 @@
 main() {
 	set -uo pipefail
 	umask 077
+	# The runner's own complaints (bash's, tee's) go to a file of the task, not only to a pane
+	# nobody watches: a runner that stops unexpectedly leaves its last words there.
+	exec 2>>"$TASK_DIR/runner.err"
 	# The event pipe, and the traps that write to it. They are set before anything is
 	# written: the cancel script finds our pid in `state`, and SIGUSR1 would otherwise kill
 	# us. A trap runs even while `read` waits, so its line wakes the loop at once.
