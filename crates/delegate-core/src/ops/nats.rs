@@ -251,26 +251,13 @@ async fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage
                 broken: Some(format!("the worker's launched result could not be read: {why}")),
                 ..ExecOutput::default()
             });
-            let (brother, mut evidence) = match d.store().handed(r.task_id, r.run_no)? {
-                Some(h) => (h.brother, h.evidence),
-                None => (d.store().task(r.task_id)?.brother, json!({})),
-            };
-            if !evidence.is_object() {
-                evidence = json!({});
-            }
+            let (brother, mut evidence) = handed_evidence(d, &r)?;
             evidence["nats"]["instance"] = json!(instance);
             let argv: Vec<String> = evidence["agent_plan"]["argv"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                 .unwrap_or_default();
-            let run = RunStart {
-                task_id: r.task_id,
-                run_no: r.run_no,
-                session: r.session.clone(),
-                nonce: r.nonce.clone(),
-                version: r.version,
-                queued: false,
-            };
+            let run = run_start(&r);
             let sent = Sent {
                 result: Ok((out, Connection { fresh: None, warm: false })),
                 total_ms: 0.0,
@@ -432,25 +419,33 @@ fn expire(d: &mut Delegate, t: &NatsTarget, hs: &mut HostSync) -> Result<()> {
     Ok(())
 }
 
-/// Fails a run no worker took, saying why (`untaken`: `task_ttl` or `refused`, kept in the
-/// evidence: `wait` exits 48 for such a task).
-fn fail_untaken(d: &mut Delegate, r: &InFlight, why: &str, untaken: &str) -> Result<()> {
-    let (brother, mut evidence) = match d.store().handed(r.task_id, r.run_no)? {
+/// The brother a run was handed for and the evidence recorded then (an object, always).
+fn handed_evidence(d: &Delegate, r: &InFlight) -> Result<(String, serde_json::Value)> {
+    let (brother, evidence) = match d.store().handed(r.task_id, r.run_no)? {
         Some(h) => (h.brother, h.evidence),
         None => (d.store().task(r.task_id)?.brother, json!({})),
     };
-    if !evidence.is_object() {
-        evidence = json!({});
-    }
-    evidence["nats"]["untaken"] = json!(untaken);
-    let run = RunStart {
+    Ok((brother, if evidence.is_object() { evidence } else { json!({}) }))
+}
+
+/// The run as the launch's record path knows it.
+fn run_start(r: &InFlight) -> RunStart {
+    RunStart {
         task_id: r.task_id,
         run_no: r.run_no,
         session: r.session.clone(),
         nonce: r.nonce.clone(),
         version: r.version,
         queued: false,
-    };
+    }
+}
+
+/// Fails a run no worker took, saying why (`untaken`: `task_ttl` or `refused`, kept in the
+/// evidence: `wait` exits 48 for such a task).
+fn fail_untaken(d: &mut Delegate, r: &InFlight, why: &str, untaken: &str) -> Result<()> {
+    let (brother, mut evidence) = handed_evidence(d, r)?;
+    evidence["nats"]["untaken"] = json!(untaken);
+    let run = run_start(r);
     match crate::ops::launch::fail(d, &run, &brother, why, &evidence, None, None) {
         Ok(()) | Err(Error::Conflict { .. } | Error::CancelledWhileLaunching { .. }) => Ok(()),
         Err(e) => Err(e),

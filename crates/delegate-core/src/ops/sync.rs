@@ -617,6 +617,14 @@ pub(crate) fn plan(
     if store && (clock.is_some() || run.clock_ms.is_some()) {
         ing.clock_ms = Some(clock);
     }
+    // The brother's clock went back (set right after running ahead): files written since
+    // may carry times before the stored clock, so this sync may have passed them over. The
+    // next one looks at every file.
+    if let (Some(stored), Some(now)) = (run.clock_ms, reply.clock_ms)
+        && now < stored
+    {
+        ing.clock_ms = Some(None);
+    }
     if facts != facts_before {
         ing.facts = Some(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into()));
         let used = facts.turns_used(kind);
@@ -914,6 +922,10 @@ mod tests {
         assert_eq!(plan(&with_clock(None), &report(cut), &reply, now, LAUNCH_GRACE).clock_ms, None);
         let partial = vec![delta("events.jsonl", 0, 4, b"{\"a\"")];
         assert_eq!(plan(&with_clock(Some(5)), &report(partial), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
+        // A clock that went back (the brother's was set right): the next sync looks at all.
+        let ahead = with_clock(Some(20_000));
+        assert_eq!(plan(&ahead, &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
+        assert_eq!(plan(&ahead, &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
         // A brother that could not read its clock: the next sync looks at every file.
         let no_clock = SyncReply { clock_ms: None, ..reply.clone() };
         assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &no_clock, now, LAUNCH_GRACE).clock_ms, Some(None));
