@@ -232,7 +232,9 @@ fn helper_files_travel_once_per_host_and_again_when_replaced_there() {
     std::fs::write(&body, format!("main() {{ touch {}; }}\nmain\n", mark.display())).unwrap();
     assert_eq!(std::fs::metadata(&body).unwrap().uid(), 0);
 
-    let third = crate::support::launch(&env, &["oppy", "third", "--json"]);
+    // Without the warm daemon: a resident shell keeps the copies it checked and would not
+    // read the store again (tests/e2e/resident.rs), where a fresh exec must.
+    let third = crate::support::launch(&env, &["--no-warm", "oppy", "third", "--json"]);
     assert_eq!(evidence(third)["helpers_sent"], true, "{}", evidence(third));
     assert_eq!(crate::support::wait_done(&env, third)["status"], "completed");
     assert!(!mark.exists(), "the replaced runner body ran");

@@ -130,3 +130,60 @@ fn a_sync_cut_mid_reply_on_the_resident_shell_reads_nothing_twice_and_misses_not
     assert_eq!(reports(&env, id), (0..2200).collect::<Vec<_>>(), "every report once, in order");
     env.run(&["cancel", &id.to_string()]).ok();
 }
+
+/// What a launch checked once is kept by the resident shell for the launches that follow in
+/// it: the login environment (captured again only when a start-up file changed, or after
+/// 60 s), the helpers' contents (a helper file changed in the store afterwards is not
+/// used) and the checked remote_root (a root replaced by a link is still refused).
+#[test]
+fn a_resident_shell_keeps_what_launches_checked_and_sees_what_changed() {
+    let host = FakeHost::builder().own_home().start();
+    host.write_home_file(".profile", "echo x >>\"$HOME/sourced\"\n", 0o644);
+    let env = Env::with_brother(&host, "self-test", "read");
+    let sourced = || std::fs::read_to_string(host.home().join("sourced")).map_or(0, |s| s.lines().count());
+    let go = |name: &str| launch(&env, &["oppy", &format!("{name}\n@self-test sleep 30"), "--json"]);
+    let mut ids = vec![go("first")];
+    until_resident(&env, &host);
+    let before = execs(&host);
+    // The first launch in the shell keeps the checked root and helpers; the second, with the
+    // root known, captures the environment and keeps it.
+    ids.push(go("second"));
+    ids.push(go("third"));
+    let captured = sourced();
+    assert!(captured >= 3, "every launch so far read the profile: {captured}");
+
+    // Helper files changed in the store after the shell checked them: its copies are used.
+    let store = host.remote_root().join("helpers");
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let path = entry.unwrap().path();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(f, "\n# changed by another hand").unwrap();
+    }
+    ids.push(go("fourth"));
+    ids.push(go("fifth"));
+    assert_eq!(sourced(), captured, "launches in one resident shell use its kept environment");
+    let report = |id: i64| std::fs::read(remote_dir(&env, id).join("report")).unwrap();
+    assert_eq!(report(ids[4]), report(ids[2]), "the shell's checked copy, not the changed file");
+    assert!(!String::from_utf8_lossy(&report(ids[4])).contains("another hand"));
+
+    // A changed start-up file is read again, and that capture is kept in turn.
+    host.write_home_file(".profile", "echo x >>\"$HOME/sourced\"\nexport DLG_CHANGED=1\n", 0o644);
+    ids.push(go("sixth"));
+    assert_eq!(sourced(), captured + 1, "the changed profile was read again");
+    ids.push(go("seventh"));
+    assert_eq!(sourced(), captured + 1);
+    assert_eq!(execs(&host), before, "all of these went through the resident shell");
+
+    // The root replaced by a link to a copy of itself: refused, as on a first launch.
+    let root = host.remote_root();
+    let real = root.with_extension("real");
+    std::fs::rename(&root, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &root).unwrap();
+    let run = env.run(&["oppy", "not here\n@self-test sleep 30", "--json"]).fails_with(25);
+    assert!(run.stderr().contains("symbolic link"), "{run}");
+    std::fs::remove_file(&root).unwrap();
+    std::fs::rename(&real, &root).unwrap();
+    for id in ids {
+        env.run(&["cancel", &id.to_string()]).ok();
+    }
+}

@@ -106,7 +106,8 @@ fn var_line_len(s: &[u8]) -> Option<usize> {
         return None;
     }
     let start = name + 2;
-    let value = s[start..].iter().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')).count();
+    // base64, or the launch's escaped text (`remote::escape`): never a quote or a newline.
+    let value = s[start..].iter().take_while(|b| super::escape::inert(**b)).count();
     let end = start + value;
     (s.get(end) == Some(&b'\'') && s.get(end + 1) == Some(&b'\n')).then_some(end + 2)
 }
@@ -169,9 +170,14 @@ mod tests {
         let mut before = b"rm -rf ~\n".to_vec();
         before.extend_from_slice(&cancel);
         assert!(check(&before).is_err());
-        let mut in_value = b"DLG_VARS='$(rm -rf ~)'\n".to_vec();
-        in_value.extend_from_slice(&[OWN_ROOT_SH, CANCEL_SH].concat().into_bytes());
-        assert!(check(&in_value).is_err());
+        // (Inside the quotes `$(...)` is only text; a value that leaves them is refused.)
+        for value in
+            [&b"DLG_VARS='x'$(rm -rf ~)'y'\n"[..], b"DLG_VARS='x\nrm -rf ~\n'\n", b"DLG_VARS=\"$(rm -rf ~)\"\n"]
+        {
+            let mut in_value = value.to_vec();
+            in_value.extend_from_slice(&[OWN_ROOT_SH, CANCEL_SH].concat().into_bytes());
+            assert!(check(&in_value).is_err(), "{}", String::from_utf8_lossy(value));
+        }
         assert!(check(b"echo hi\n").is_err());
         assert!(check(b"").is_err());
         let e = check(b"true").unwrap_err();

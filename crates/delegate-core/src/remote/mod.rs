@@ -30,6 +30,8 @@ pub mod diff;
 pub mod artifacts;
 // Which scripts a `delegate worker` runs (only these, through a NATS server).
 pub mod allowlist;
+// The launch's variable lines as `\xHH`-escaped text, decoded by bash's printf.
+pub mod escape;
 
 /// Removes a finished task's worktree and refs on the brother (see [`crate::ops::cleanup`]).
 pub const CLEANUP_SH: &str = include_str!("scripts/cleanup.sh");
@@ -299,10 +301,11 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(
         v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + GIT_TREE_SH.len() + LAUNCH_SH.len() + vars.len() * 4 / 3 + 96,
     );
-    out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
+    // Escaped (see `escape`): decoded on the brother by bash's printf, with no process.
+    out.extend_from_slice(format!("DLG_VARS='{}'\n", escape::fields(&vars)).as_bytes());
     out.extend_from_slice(EMPTY_FILES_LINE.as_bytes());
     // The prompt goes last among the variables: it is by far the longest line.
-    out.extend_from_slice(format!("DLG_PROMPT='{}'\n", B64.encode(v.prompt)).as_bytes());
+    out.extend_from_slice(format!("DLG_PROMPT='{}'\n", escape::escape(v.prompt)).as_bytes());
     out.extend_from_slice(AGENT_ENV_SH.as_bytes());
     out.extend_from_slice(GIT_TREE_SH.as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());

@@ -187,13 +187,12 @@ fn plain_key(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// Field `n` of the launch script's `DLG_VARS` (NUL-separated; see `remote::render`).
+/// Field `n` of the launch script's `DLG_VARS` (escaped fields; see `remote::escape`).
 fn launch_field(script: &[u8], n: usize) -> Option<String> {
     let line = script.split(|b| *b == b'\n').next()?;
     let value = line.strip_prefix(b"DLG_VARS='")?.strip_suffix(b"'")?;
-    let vars = wire::unb64(std::str::from_utf8(value).ok()?).ok()?;
-    let field = vars.split(|b| *b == 0).nth(n)?;
-    String::from_utf8(field.to_vec()).ok()
+    let field = crate::remote::escape::field(std::str::from_utf8(value).ok()?, n)?;
+    String::from_utf8(field).ok()
 }
 
 /// The remote root the launch script names (field 3 of `DLG_VARS`).

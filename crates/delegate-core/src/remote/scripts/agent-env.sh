@@ -80,10 +80,23 @@ private_dirs() {
 # PATH (nvm, fnm, volta or asdf set PATH in ~/.bashrc after its "not interactive: return"
 # guard), the interactive shell's environment is used instead and recorded as such.
 # "plain" keeps sshd's environment.
+#
+# A launch run by a resident shell (transport/ssh/resident.sh) sets env_keep to its checked
+# remote_root: the environment it captures is kept in that shell (launch.sh: keep) and
+# used again by the launches that follow there for at most 60 s, and only while the same
+# start-up files exist and none is newer than the stamp written just before the capture
+# (builtins: no process). A file such a start-up file sources (nvm's default alias, say)
+# is not looked at: a change there reaches launches within the 60 s.
 shell_env() { # flags (-l or -il): that shell's environment into agent_env; false if it failed
 	local -a items
-	local item begin=0
-	mapfile -d '' -t items < <(timeout 10 "${SHELL:-/bin/bash}" "$1" -c 'printf "\0DLG-ENV-BEGIN\0"; exec env -0' </dev/null 2>/dev/null)
+	local item begin=0 slot=${1//[!a-z]/} stamp=''
+	if [ -n "${env_keep-}" ]; then
+		stamp=$env_keep/.env-stamp-$slot
+		if env_kept "$slot" "$stamp"; then return 0; fi
+		# Written before the capture: a file changed while it runs counts as changed.
+		{ ! [ -L "$stamp" ] && : >"$stamp"; } 2>/dev/null || stamp=''
+	fi
+	mapfile -d '' -t items < <(timeout 10 "${SHELL:-/bin/bash}" "$1" -c 'printf "\0DLG-ENV-BEGIN\0"; exec env -0' </dev/null 2>/dev/null 3>&-)
 	agent_env=()
 	for item in "${items[@]}"; do
 		if ((begin)); then
@@ -97,7 +110,61 @@ shell_env() { # flags (-l or -il): that shell's environment into agent_env; fals
 			begin=1
 		fi
 	done
-	((begin))
+	((begin)) || return 1
+	[ -z "$stamp" ] || keep_env "$slot"
+}
+
+# The start-up files of the shells people log in with (bash, zsh, fish), present or not,
+# into startup_files.
+list_startup_files() {
+	startup_files=(/etc/profile /etc/profile.d /etc/profile.d/*.sh /etc/bash.bashrc /etc/bashrc
+		"$HOME/.bash_profile" "$HOME/.bash_login" "$HOME/.profile" "$HOME/.bashrc"
+		/etc/zsh/zshenv /etc/zsh/zprofile /etc/zsh/zshrc /etc/zsh/zlogin /etc/zshenv /etc/zprofile
+		/etc/zshrc /etc/zlogin "$HOME/.zshenv" "$HOME/.zprofile" "$HOME/.zshrc" "$HOME/.zlogin"
+		/etc/fish/config.fish "$HOME/.config/fish/config.fish" "$HOME/.config/fish/conf.d")
+}
+
+# Which start-up files exist, as one line (part of what a kept environment is checked by).
+startup_present() {
+	local f
+	local -a startup_files
+	list_startup_files
+	startup_seen=''
+	for f in "${startup_files[@]}"; do [ -e "$f" ] && startup_seen+="$f"$'\n'; done
+	return 0
+}
+
+# keep_env SLOT: hands agent_env, with the shell, the time and the start-up files present,
+# to the resident shell (launch.sh: keep).
+keep_env() {
+	local startup_seen record meta
+	startup_present
+	printf -v meta '%s|%s|%s' "${SHELL:-/bin/bash}" "$EPOCHSECONDS" "$startup_seen"
+	printf -v record '__dlg_kept_envmeta_%s=%q' "$1" "$meta"
+	keep "$record"
+	printf -v record '__dlg_kept_env_%s=(' "$1"
+	[ "${#agent_env[@]}" = 0 ] || printf -v record '%s%q ' "$record" "${agent_env[@]}"
+	keep "$record)"
+}
+
+# env_kept SLOT STAMP: agent_env from the resident shell's kept capture, if it is at most
+# 60 s old, of the same shell, with the same start-up files present and none newer than
+# STAMP; false otherwise.
+env_kept() {
+	local -n kept_meta_=__dlg_kept_envmeta_$1 kept_env_=__dlg_kept_env_$1
+	local meta=${kept_meta_-} startup_seen f
+	[ -n "$meta" ] && [ -f "$2" ] && ! [ -L "$2" ] || return 1
+	[ "${meta%%|*}" = "${SHELL:-/bin/bash}" ] || return 1
+	meta=${meta#*|}
+	[[ ${meta%%|*} =~ ^[0-9]+$ ]] && ((EPOCHSECONDS - ${meta%%|*} < 60)) || return 1
+	startup_present
+	[ "${meta#*|}" = "$startup_seen" ] || return 1
+	local -a startup_files
+	list_startup_files
+	for f in "${startup_files[@]}"; do
+		if [ -e "$f" ] && [ "$f" -nt "$2" ]; then return 1; fi
+	done
+	agent_env=("${kept_env_[@]}")
 }
 
 # PATH for finding the agent: the captured environment's, then sshd's own.

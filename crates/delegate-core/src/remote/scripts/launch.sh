@@ -1,24 +1,30 @@
 # delegate launch script. Sent on the stdin of bash (REMOTE_COMMAND in runner.rs) over SSH; never passed as argv.
 #
-# Rust prepends three lines, `DLG_VARS='<base64>'`, `DLG_FILES='<base64>'` (helper files
-# sent for the store below, usually empty) and `DLG_PROMPT='<base64>'`, then agent-env.sh (function definitions
-# shared with doctor.sh: where the agent is found and what it runs with), and nothing else:
-# every variable part (prompt, argv, paths, names) travels base64-encoded, so no byte of it
-# is ever parsed by a shell. DLG_VARS holds its fields (in the order render() in runner.rs writes them)
-# separated by NUL; list fields (and DLG_FILES) hold their items each followed by \x1f. The
-# body is one function called on the last line with a sentinel argument: a script cut off
-# in transit either never defines main, or calls it with a strict prefix of the sentinel
-# (`main`, `main deleg`), which it refuses.
+# Rust prepends three lines, `DLG_VARS='<escaped>'`, `DLG_FILES='<base64>'` (helper files
+# sent for the store below, usually empty) and `DLG_PROMPT='<escaped>'`, then agent-env.sh
+# (function definitions shared with doctor.sh: where the agent is found and what it runs
+# with), and nothing else: every variable part (prompt, argv, paths, names) travels as inert
+# text (remote/escape.rs: letters, digits, a few marks and `\xHH`, decoded by bash's own
+# `printf %b`), so no byte of it is ever parsed by a shell. DLG_VARS holds its fields (in the
+# order render() in runner.rs writes them) each followed by a raw `|`; list fields (and
+# DLG_FILES) hold their items each followed by \x1f. The body is one function called on the
+# last line with a sentinel argument: a script cut off in transit either never defines
+# main, or calls it with a strict prefix of the sentinel (`main`, `main deleg`), which it
+# refuses.
 #
 # Process starts cost milliseconds each on small VMs, so this script starts as few as it
-# can (three base64 decodes, the file moves, tmux) and otherwise sticks to bash builtins.
+# can (mkdir, chmod, tmux; base64 and sha256sum only when helper files are sent or first
+# read) and otherwise sticks to bash builtins. Run by a resident shell
+# (transport/ssh/resident.sh), it also keeps what it verified for the launches that follow
+# in that shell (see keep below): the helpers' contents, the checked remote_root and the
+# captured login environment.
 #
 # Output contract (read by crates/delegate-core/src/remote/mod.rs):
 #   stdout  DELEGATE-EVIDENCE <launch.json, one line>
 #           DELEGATE-LAUNCHED <nonce> <session> <pane_pid>      (last line, only on success)
 #   stderr  DELEGATE-ERROR <code> <message>                      (on a refused launch)
 # Exit codes (also in src/exit.rs):
-#   20 tmux missing   21 agent missing   22 prompt not written intact (disk full, hash)
+#   20 tmux missing   21 agent missing   22 prompt or a task file not written (disk full)
 #   23 base tools missing (base64, sha256sum)   24 workdir missing   25 task dir not writable,
 #   or the remote_root (tasks/, cache/) is not this user's alone (another owner, a symlink,
 #   writable by group or others)
@@ -72,6 +78,56 @@ main() {
 		mode) fix="chmod go-w it (delegate creates it 0700), or $fix" ;;
 		esac
 		die 25 "remote_root refused: $dir_problem; another local user could read prompts and change task files there. Fix: $fix"
+	}
+	# DLG_VARS into v: split at each raw `|` (word splitting, no globbing; every field ends
+	# with one, so none is lost), each field's `\xHH` decoded by printf.
+	decode_vars() {
+		local IFS='|' i
+		local -a raw
+		set -f
+		# shellcheck disable=SC2206 # split on purpose: the fields hold no raw `|`
+		raw=($DLG_VARS)
+		set +f
+		v=()
+		for i in "${!raw[@]}"; do printf -v 'v[i]' '%b' "${raw[i]}"; done
+	}
+	# keep ASSIGNMENT: run by a resident shell, hands it one assignment of a __dlg_kept_
+	# variable for the launches that follow in that shell (transport/ssh/resident.sh reads
+	# fd 3). Elsewhere nothing is kept.
+	keep() {
+		[ "${__dlg_resident-}" = 1 ] || return 0
+		printf '%s\0' "$1" >&3 2>/dev/null || true
+	}
+	# The remote_root, its tasks/ and helpers/ (and cache/ when there is one) as a launch of
+	# this resident shell found them: checked whole then, the modes with stat. Only their
+	# owner (this user) or root can change a mode since; links and owners, which another
+	# user could change by replacing a directory, are looked at again (builtins).
+	root_kept() {
+		[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_kept_root[$base]+x}" ] || return 1
+		own_dir "$base" && own_dir "$base/tasks" && own_dir "$store" || return 1
+		if [ -e "$base/cache" ] || [ -L "$base/cache" ]; then own_dir "$base/cache" || return 1; fi
+	}
+	# The remote_root, its tasks/, helpers/ and cache/ checked (and made when missing): see
+	# the task directory section below.
+	check_root() {
+		if ! [ -e "$base" ] && ! [ -L "$base" ] && ! mkdir -p -- "$base" 2>/dev/null; then
+			die 25 "cannot create remote_root $base on this host: check the host's remote_root and the permissions of its parent"
+		fi
+		own_dir "$base" || refuse_root_dir
+		# Nothing is created in a root that is refused (one more stat, on a root's first launch);
+		# a root of this user's made beforehand (0755) is closed to 0700, as a new one is.
+		if ! [ -e "$base/tasks" ] && ! [ -L "$base/tasks" ]; then
+			private_dirs "$base" || refuse_root_dir
+			# A concurrent first launch may make it first: checked below like any other.
+			mkdir -- "$base/tasks" 2>/dev/null || [ -d "$base/tasks" ] ||
+				die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
+			chmod 700 -- "$base" 2>/dev/null || true
+		fi
+		if ! [ -e "$store" ] && ! [ -L "$store" ]; then
+			mkdir -- "$store" 2>/dev/null || [ -d "$store" ] ||
+				die 25 "cannot create $store on this host: check the host's remote_root and its permissions"
+		fi
+		private_dirs "$base" "$base/tasks" "$base/cache" "$store" || refuse_root_dir
 	}
 	# A \x1f-terminated list into the array named $1 (the herestring's newline becomes a
 	# last, dropped item).
@@ -174,17 +230,24 @@ main() {
 	# as this user and may have changed it. Others cannot reach it at all (the store is
 	# checked like tasks/: this user's, no group or other write, not a link). Any helper
 	# failing that is asked for again, before anything is created.
+	# A resident shell keeps each helper it checked in memory (keep): later launches there
+	# read neither the file nor sha256sum, and the agent cannot reach that copy.
 	load_helpers() {
-		local k hash f content sums
-		local -a names=() need=()
+		local k hash f content sums record
+		local -a names=() need=() read_now=()
 		for ((k = 0; k + 1 < ${#wanted[@]}; k += 2)); do
 			hash=${wanted[k + 1]} f=$store/${wanted[k + 1]}
 			[[ $hash =~ ^[0-9a-f]{64}$ ]] || die 23 "the launch variables are damaged (a helper hash)"
+			if [ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_kept_helper[$hash]+x}" ]; then
+				files+=("${wanted[k]}" "${__dlg_kept_helper[$hash]}")
+				continue
+			fi
 			content=''
 			if [ -f "$f" ] && ! [ -L "$f" ] && [ -O "$f" ] && [ -r "$f" ]; then
 				IFS= read -r -d '' content <"$f" || true # (status 1 at the end of the file)
 				files+=("${wanted[k]}" "$content")
 				names+=("$hash")
+				read_now+=("${#files[@]}")
 			else
 				need+=("$hash")
 			fi
@@ -199,6 +262,10 @@ main() {
 			printf 'DELEGATE-NEED %s\n' "${need[*]}"
 			die 34 "helper files missing from $store or changed since they were stored (${#need[@]} of $((${#wanted[@]} / 2))): nothing was started; delegate sends them once more"
 		fi
+		for k in "${!names[@]}"; do
+			printf -v record '__dlg_kept_helper[%s]=%q' "${names[k]}" "${files[read_now[k] - 1]}"
+			keep "$record"
+		done
 	}
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
@@ -209,10 +276,11 @@ main() {
 	done
 
 	local -a v
-	mapfile -d '' -t v < <(printf '%s' "$DLG_VARS" | base64 -d)
-	[ "${#v[@]}" -eq 29 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields): is base64 GNU coreutils?"
+	decode_vars
+	[ "${#v[@]}" -eq 29 ] || die 23 "the launch variables did not decode (got ${#v[@]} fields)"
 	local task_key=${v[0]} session=${v[1]} nonce=${v[2]} root=${v[3]} workdir=${v[4]} kind=${v[5]}
-	local delivery=${v[6]} sandbox=${v[7]} prompt_sha=${v[8]} launch_prefix=${v[9]} refuse_root=${v[10]}
+	# (v[8], the prompt's SHA-256, is recorded by the lead: launch.json's prefix holds it.)
+	local delivery=${v[6]} sandbox=${v[7]} launch_prefix=${v[9]} refuse_root=${v[10]}
 	local -a argv requires version_argv files env_files sandbox_probe
 	split_list argv "${v[11]}"
 	split_list requires "${v[12]}"
@@ -257,7 +325,16 @@ main() {
 	[ -d "$workdir" ] ||
 		die 24 "working directory $workdir does not exist on this host: create it or pass --workdir"
 
+	# The remote_root without trailing slashes, and the helper store in it.
+	local base=$root dir_problem='' dir_code=''
+	[ "$base" = / ] || base=${base%"${base##*[!/]}"}
+	local store=$base/helpers
+
 	# --- the agent's environment --------------------------------------------------------
+	# A resident shell keeps a captured environment for a while (agent-env.sh: shell_env),
+	# with its stamp in a remote_root an earlier launch there checked.
+	local env_keep='' record
+	if root_kept; then env_keep=$base; fi
 	# How the agent is found and the environment it runs in: agent-env.sh (shared with
 	# doctor.sh). The entries go to run.sh through agent.env (0600, removed once read),
 	# never through argv.
@@ -318,27 +395,13 @@ main() {
 	# The root, tasks/ and cache/ must be this user's alone (agent-env.sh: private_dirs): a
 	# root another user made first (any root under /tmp) is refused, never used. A missing
 	# root is created here, 0700 (umask 077), parents included.
-	local base=$root dir_problem='' dir_code=''
-	[ "$base" = / ] || base=${base%"${base##*[!/]}"}
-	if ! [ -e "$base" ] && ! [ -L "$base" ] && ! mkdir -p -- "$base" 2>/dev/null; then
-		die 25 "cannot create remote_root $base on this host: check the host's remote_root and the permissions of its parent"
+	if [ -n "$env_keep" ]; then
+		: # checked by an earlier launch of this resident shell (root_kept, above)
+	else
+		check_root
+		printf -v record '__dlg_kept_root[%q]=1' "$base"
+		keep "$record"
 	fi
-	own_dir "$base" || refuse_root_dir
-	# Nothing is created in a root that is refused (one more stat, on a root's first launch);
-	# a root of this user's made beforehand (0755) is closed to 0700, as a new one is.
-	if ! [ -e "$base/tasks" ] && ! [ -L "$base/tasks" ]; then
-		private_dirs "$base" || refuse_root_dir
-		# A concurrent first launch may make it first: checked below like any other.
-		mkdir -- "$base/tasks" 2>/dev/null || [ -d "$base/tasks" ] ||
-			die 25 "cannot create $base/tasks on this host: check the host's remote_root and its permissions"
-		chmod 700 -- "$base" 2>/dev/null || true
-	fi
-	local store=$base/helpers
-	if ! [ -e "$store" ] && ! [ -L "$store" ]; then
-		mkdir -- "$store" 2>/dev/null || [ -d "$store" ] ||
-			die 25 "cannot create $store on this host: check the host's remote_root and its permissions"
-	fi
-	private_dirs "$base" "$base/tasks" "$base/cache" "$store" || refuse_root_dir
 
 	# --- helper files, kept in <root>/helpers by their SHA-256 ---------------------------
 	# The runner's body, the agent's helpers (report, inbox), the Claude hook and the agent
@@ -374,23 +437,17 @@ main() {
 		fi
 		die 29 "task directory $dir already holds a launch: not starting a second agent"
 	fi
-	# --- prompt: delegate's preamble, then the prompt exactly as sent, checked ---------------
+	# --- prompt: delegate's preamble, then the prompt exactly as sent ---------------------
 	# The agent reads delegate's preamble (which names the helpers by this task directory's
 	# absolute path: Claude Code refuses a command that starts with a variable) and then the
-	# prompt. One pass: tee appends the decoded prompt after the preamble while sha256sum
-	# checks it against its SHA-256 (nothing reads `prompt` before the runner starts, so no
-	# temporary name is needed); on any failure the partial file goes.
+	# prompt, decoded by printf (`%b`: a NUL or any other byte comes out as sent). printf
+	# fails on a short write (disk full, quota), and nothing reads `prompt` before the runner
+	# starts; the transfer itself is SSH's (its MAC) and the script's sentinel. On failure
+	# the partial file goes.
 	[ -z "$preamble" ] || preamble=${preamble//"{task_dir}"/"$dir"}
-	printf '%s' "$preamble" >"$dir/prompt" 2>/dev/null || die 25 "task directory $dir is not writable"
-	local sum
-	if ! sum=$(base64 -d <<<"$DLG_PROMPT" 2>/dev/null | tee -a -- "$dir/prompt" 2>/dev/null | sha256sum); then
+	if ! printf '%s%b' "$preamble" "$DLG_PROMPT" >"$dir/prompt" 2>/dev/null; then
 		rm -f -- "$dir/prompt"
 		die 22 "could not write the prompt to $dir (disk full?)"
-	fi
-	sum=${sum%% *}
-	if [ "$sum" != "$prompt_sha" ]; then
-		rm -f -- "$dir/prompt"
-		die 22 "prompt arrived damaged (sha256 $sum, expected $prompt_sha): disk full or transfer error"
 	fi
 	if [ "${#agent_env[@]}" -gt 0 ]; then
 		printf '%s\0' "${agent_env[@]}" >"$dir/agent.env" || die 22 "could not write $dir/agent.env (disk full?)"
@@ -488,7 +545,7 @@ main() {
 	DLG_STAGE=tmux # from here a stop may leave a session behind: the lead reconciles
 	for attempt in 1 2 3 4; do
 		if answer=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
-			-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err"); then
+			-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err" 3>&-); then
 			started_tmux=1
 			pane_pid=${answer%% *} tmux_version="tmux ${answer#* }"
 			break
@@ -522,15 +579,17 @@ main() {
 	fi
 
 	# "Launched" means the runner really started inside tmux: wait for its first state line.
-	# The naps are reads with a timeout on a pipe nobody writes to: no process per nap.
+	# The naps are reads with a timeout on a pipe nobody writes to: no process per nap (a
+	# resident shell holds one).
 	local tries=0 first='' nap
-	exec {nap}<> <(:)
+	# shellcheck disable=SC2154 # __dlg_nap is the resident shell's
+	if [ "${__dlg_resident-}" = 1 ]; then nap=$__dlg_nap; else exec {nap}<> <(:); fi
 	until [ -f "$dir/state" ] && read -r first <"$dir/state" && [[ $first == started* || $first == refused* ]]; do
 		tries=$((tries + 1))
-		[ "$tries" -le 1500 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
-		read -rt 0.002 -u "$nap" _ || true
+		[ "$tries" -le 6000 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
+		read -rt 0.0005 -u "$nap" _ || true
 	done
-	exec {nap}<&-
+	[ "${__dlg_resident-}" = 1 ] || exec {nap}<&-
 	if [[ $first == refused*cancelled ]]; then
 		die 33 "task cancelled while it was launching: the runner found the cancel's mark and started no agent"
 	elif [[ $first == refused* ]]; then

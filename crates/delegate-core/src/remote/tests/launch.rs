@@ -417,10 +417,13 @@ fn preflight_failures_have_their_own_codes() {
     assert_eq!(c, Some(code::SANDBOX_REFUSED), "{m}");
     assert!(m.contains("no-such-sandbox-tool"), "{m}");
 
-    // A prompt whose hash does not match is never put in place.
-    let bad = render_sent(&LaunchVars {
+    // A prompt that cannot be written whole (here: a file size limit, as a full disk or a
+    // quota would) is never left half in place, and nothing starts. A first launch fills
+    // the helper store, so the prompt is the first file the limit meets.
+    let sha_x = sha(b"x");
+    let base = LaunchVars {
         task_id: 2,
-        task_key: "k-2",
+        task_key: "k-0",
         session: "dlg-k-2-1",
         nonce: "n",
         remote_root: &root,
@@ -429,18 +432,40 @@ fn preflight_failures_have_their_own_codes() {
         sandbox: Sandbox::Read,
         plan: &selftest,
         prompt: b"x",
-        prompt_sha256: &sha(b"y"),
+        prompt_sha256: &sha_x,
         preamble: "",
         environment: crate::hosts::inventory::AgentEnvironment::Plain,
         env_files: &[],
         timeout_secs: 0,
         turn_limit: 0,
         grace_secs: 1,
-    })
-    .unwrap();
-    let (c, m) = run(bad);
-    assert_eq!(c, Some(code::PROMPT_NOT_WRITTEN), "{m}");
-    assert!(!s.root().join("tasks/k-2/prompt").exists() && !s.root().join("tasks/k-2/prompt.tmp").exists());
+    };
+    let first = render_sent(&base).unwrap();
+    assert!(s.run(&first).status.success());
+    let big = vec![b'p'; 8192];
+    let sha_big = sha(&big);
+    let script = render(&LaunchVars { task_key: "k-2", prompt: &big, prompt_sha256: &sha_big, ..base }).unwrap();
+    // SIGXFSZ ignored: the write fails with EFBIG instead of killing bash.
+    let bash = "trap '' XFSZ; ulimit -f 4; exec bash -c 'eval \"$(</dev/stdin)\"'";
+    let out = std::process::Command::new("bash")
+        .args(["-c", bash])
+        .env("TMUX_TMPDIR", s.dir.join("tmux"))
+        .env("HOME", &s.dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&script)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let err = parse_output(&out.stdout, &out.stderr).error.unwrap_or_default();
+    assert_eq!(out.status.code(), Some(code::PROMPT_NOT_WRITTEN), "{err:?} {out:?}");
+    assert!(err.1.contains("could not write the prompt"), "{err:?}");
+    assert!(!s.root().join("tasks/k-2/prompt").exists());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("DELEGATE-LAUNCHED"));
 }
 
 #[test]
