@@ -213,9 +213,10 @@ fn helper_files_travel_once_per_host_and_again_when_replaced_there() {
     let second = crate::support::launch(&env, &["oppy", "second", "--json"]);
     let warm = evidence(second);
     assert_eq!(warm["helpers_sent"], false, "{warm}");
-    // What a warm launch sends: the launch body (35 KB) and the variables (the preamble,
-    // launch.json's half, the prompt), none of the helpers (over 45 KB in base64).
-    assert!(warm["script_bytes"].as_u64().unwrap() < 45_000, "{warm}");
+    // What a warm launch sends: the launch body (about 40 KB) and the variables (the
+    // preamble, launch.json's half, the prompt: a few KB), none of the helpers (over 45 KB
+    // in base64 more).
+    assert!(warm["script_bytes"].as_u64().unwrap() < 60_000, "{warm}");
     assert_eq!(crate::support::wait_done(&env, second)["status"], "completed");
 
     // The runner's body in the store, swapped for another user's file (root's: the tests

@@ -1,10 +1,12 @@
 //! The launch script: `remote/scripts/launch.sh`, a real bash file, sent on stdin to bash (see
 //! [`REMOTE_COMMAND`]).
 //!
-//! Rust adds only `DLG_NAME='<base64>'` lines and `remote/scripts/agent-env.sh` (function
+//! Rust adds only `DLG_NAME='<value>'` lines and `remote/scripts/agent-env.sh` (function
 //! definitions shared with `remote/scripts/doctor.sh`) in front of the file's body; it never
-//! splices text into the body. Base64 keeps every byte of a prompt, path or argv away from the
-//! remote shell's parser, and the body's `main() {...}; main "$@"` shape means a script cut
+//! splices text into the body. The values are inert text ([`escape`]: `\xHH` for every byte
+//! that could matter, decoded by bash's printf; base64 for the helper files), which keeps every
+//! byte of a prompt, path or argv away from the remote shell's parser, and the body's
+//! `main() {...}; main "$@"` shape means a script cut
 //! off in transit runs nothing. `remote/scripts/run.sh` is the body of what tmux runs; it is
 //! one of the helper files the launch script writes into the task directory, with the helpers
 //! the agent calls (`report`: `remote/scripts/report.sh`; `inbox`: `remote/scripts/inbox.sh`), the
