@@ -8,10 +8,10 @@
 //! All are real bash files sent on stdin to bash (`runner::REMOTE_COMMAND`), shaped like the launch script:
 //! Rust prepends only `DLG_VARS='<base64>'`, the variable parts as separated fields, and
 //! the body ends in `main <sentinel>` so a script cut off in transit runs nothing. The sync
-//! fields are newline-separated (each is checked to be a single line) because bash reads a
-//! command substitution in blocks but a pipe into `mapfile -d ''` one byte per syscall,
-//! which a sync of hundreds of tasks would feel; the cancel and say fields are
-//! NUL-separated.
+//! fields are newline-separated (each is checked to be a single line) and escaped text
+//! (`remote::escape`), decoded by one `printf %b` and split by bash's word splitting: no
+//! process and no byte-per-syscall pipe read, which a sync of hundreds of tasks would feel;
+//! the cancel and say fields are NUL-separated base64.
 //!
 //! The sync reply is framed by lengths, never by delimiters, so a file's bytes may hold
 //! anything (newlines, `END`, NULs):
@@ -152,6 +152,22 @@ fn check_root(what: &str, root: &str) -> Result<()> {
     crate::hosts::inventory::check_remote_path(root).map_err(|m| refuse(what, format!("remote root: {m}")))
 }
 
+/// `DLG_VARS='<escaped text of the fields, each followed by a newline>'` and a newline, then
+/// the body: the brother decodes it with one `printf %b` (`remote::escape`), no process.
+fn escaped_script(fields: &[String], body: &str) -> Vec<u8> {
+    let mut vars = Vec::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
+    for f in fields {
+        vars.extend_from_slice(f.as_bytes());
+        vars.push(b'\n');
+    }
+    let escaped = super::escape::escape(&vars);
+    let mut out = Vec::with_capacity(escaped.len() + OWN_ROOT_SH.len() + body.len() + 16);
+    out.extend_from_slice(format!("DLG_VARS='{escaped}'\n").as_bytes());
+    out.extend_from_slice(OWN_ROOT_SH.as_bytes());
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// `DLG_VARS='<base64 of the fields, each followed by sep>'` and a newline, then the body.
 fn script(fields: &[String], sep: u8, body: &str) -> Vec<u8> {
     let mut vars = Vec::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
@@ -214,7 +230,7 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     }
     // Keys and sessions are checked above, the root has no control characters: every field
     // is one line, so newlines can separate them.
-    Ok(script(&fields, b'\n', SYNC_SH))
+    Ok(escaped_script(&fields, SYNC_SH))
 }
 
 /// Reads a reply of the sync script. Strict: anything but the framing above (a missing
@@ -655,8 +671,8 @@ mod tests {
         })
         .unwrap();
         let line = script.split(|b| *b == b'\n').next().unwrap();
-        let b64 = &line[b"DLG_VARS='".len()..line.len() - 1];
-        let vars = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
+        let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap();
+        let vars = String::from_utf8(crate::remote::escape::unescape(text).unwrap()).unwrap();
         let fields: Vec<&str> = vars.split('\n').collect();
         // since = 20 - 2 (d's clock is within the margin of the epoch: looked at whole);
         // b and d first, all four keys, then a row of nine per task in that order.
@@ -718,8 +734,8 @@ mod tests {
         };
         let s = render_sync(&req).unwrap();
         let first = std::str::from_utf8(&s[..s.iter().position(|b| *b == b'\n').unwrap()]).unwrap();
-        let b64 = first.strip_prefix("DLG_VARS='").unwrap().strip_suffix('\'').unwrap();
-        let vars = B64.decode(b64).unwrap();
+        let text = first.strip_prefix("DLG_VARS='").unwrap().strip_suffix('\'').unwrap();
+        let vars = crate::remote::escape::unescape(text).unwrap();
         let fields: Vec<&[u8]> = vars.split(|b| *b == b'\n').collect();
         let fields: Vec<String> =
             fields[..fields.len() - 1].iter().map(|f| String::from_utf8_lossy(f).into()).collect();

@@ -1,5 +1,5 @@
 # delegate sync script: one exec reports on every task of a host. Sent on the stdin of
-# bash (REMOTE_COMMAND in runner.rs), shaped like the launch script: Rust prepends `DLG_VARS='<base64>'` and the body
+# bash (REMOTE_COMMAND in runner.rs), shaped like the launch script: Rust prepends `DLG_VARS='<escaped text>'` (remote/escape.rs) and the body
 # is one function called on the last line with a sentinel, so a cut script runs nothing.
 #
 # DLG_VARS, one field per line (see render_sync in protocol.rs): remote root, max bytes per
@@ -59,7 +59,8 @@ main() {
 	# Word splitting on newlines only, never globbing: how listings become arrays below.
 	set -f
 	local IFS=$'\n' decoded
-	decoded=$(base64 -d <<<"$DLG_VARS")
+	# Escaped text (remote/escape.rs): bash's printf decodes it, no process.
+	printf -v decoded '%b' "$DLG_VARS"
 	# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 	local -a v=($decoded)
 	local -r ROW=9
