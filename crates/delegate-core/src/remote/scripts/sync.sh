@@ -126,8 +126,12 @@ main() {
 	local found='' found_quiet=''
 	local -a synced=(\( -name state -o -name exit -o -name stream.jsonl -o -name events.jsonl
 		-o -name outbox.jsonl -o -name stderr.log -o -name delivered.jsonl \) -type f -path './*/*')
-	if [ "$in_tasks" = 1 ] && [ $((${#probe[@]} + ${#full[@]})) -gt 0 ]; then
-		found=$(find -H "${probe[@]}" "${full[@]}" -maxdepth 1 \
+	# The clock file goes with the full tasks' find, or with the quiet ones' when there is no
+	# full task (the usual sync): one process then.
+	local -a probe_full=("${probe[@]}") probe_quiet=()
+	if [ "${#full[@]}" -eq 0 ] && [ "${#quiet[@]}" -gt 0 ]; then probe_full=() probe_quiet=("${probe[@]}"); fi
+	if [ "$in_tasks" = 1 ] && [ $((${#probe_full[@]} + ${#full[@]})) -gt 0 ]; then
+		found=$(find -H "${probe_full[@]}" "${full[@]}" -maxdepth 1 \
 			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
 			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
 			\( "${synced[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
@@ -136,8 +140,9 @@ main() {
 	local -a newer=()
 	[ "${#probe[@]}" -eq 0 ] || newer=(-newermt "@$since")
 	if [ "$in_tasks" = 1 ] && [ "${#quiet[@]}" -gt 0 ]; then
-		found_quiet=$(find -H "${quiet[@]}" -maxdepth 1 \
+		found_quiet=$(find -H "${probe_quiet[@]}" "${quiet[@]}" -maxdepth 1 \
 			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
+			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
 			\( "${synced[@]}" "${newer[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
 	fi
 	eval "$found"
