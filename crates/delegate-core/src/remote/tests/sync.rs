@@ -450,6 +450,8 @@ fn with_a_clock_only_files_changed_since_are_looked_at() {
     let (second, _) = sync(&s, &quiet);
     assert_eq!((second.tasks[0].dir_exists, second.tasks[0].session_alive), (true, true));
     assert!(files(&second).is_empty(), "{:?}", files(&second));
+    // A sync of quiet tasks alone reads the clock in the same find as their files.
+    assert!(second.clock_ms.is_some_and(|c| c >= clock), "no clock from a quiet-only sync: {second:?}");
     // A file appended to after the clock is looked at (and read from the lead's offset).
     std::fs::OpenOptions::new().append(true).open(dir.join("events.jsonl")).map(drop).ok();
     std::fs::write(dir.join("outbox.jsonl"), "{\"seq\":1}\n").unwrap();
