@@ -549,29 +549,30 @@ fn markdown(ctx: &Ctx, env: &serde_json::Value, ratios: &[Ratio], stamp: &str) -
 /// BS1-BS3 tables (F0-local is the launch script run on the host without SSH).
 fn why_missed(name: &str) -> &'static str {
     if name.contains("warm launch") && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h")) {
-        "the brother's own work dominates a warm launch, and the resident shell removes only \
-         what it can (channel open, exec, bash start, parsing the ~40 KB body). What is left on \
-         the brother is a dozen process starts of about a millisecond each (the login shell that \
-         gives the agent its environment, base64, sha256sum for the stored helpers and the \
-         prompt, stat, mkdir, chmod, the tmux client) and the runner's own start inside tmux \
-         (bash parsing run.sh, flock) before it reports; ControlMaster pays the same script \
-         work, so the ratio to O2f cannot reach 0.5 at 0 ms while that work is ~30 ms. The \
-         hand-rolled launch (O2h, F0h) skips all of it: no environment capture, no preflight, \
-         no evidence, no helpers."
+        "the brother's own work dominates a warm launch. The resident shell removes channel \
+         open, exec, bash start and parsing the ~40 KB body, and keeps what a launch checked \
+         (helpers' contents, the remote_root, the login environment), and the variables and \
+         prompt are decoded by bash's printf. What is left on the brother: mkdir and chmod of \
+         the task directory, the tmux client and the server making the session (~6 ms), the \
+         runner's own start inside tmux (bash parsing run.sh, flock) before it reports, and the \
+         shell's two forks per request. ControlMaster pays the same script work minus what the \
+         resident shell keeps. The hand-rolled launch (O2h, F0h) skips all of it: no \
+         environment, no preflight, no evidence, no helpers."
     } else if name.contains("sync K=1000") {
-        "D1x here already has this run's script (keys checked in one match, quiet tasks skipped \
-         in bash), so the ratio understates the change against the path before issue 21. What \
-         is left for 1000 quiet tasks is on the brother: one tmux list-sessions of 1000 sessions \
-         (~15 ms), find opening 1000 task directories (~30 ms, fts's syscalls), decoding and \
-         splitting ~100 KB of request (~12 ms), a T line per task (~14 ms); at 20 ms the ~100 KB \
-         request also takes TCP slow start after idle (a few round trips)."
+        "D1x here already has this run's script (variables decoded by printf, keys checked in \
+         one match, quiet tasks skipped in bash), so the ratio understates the change against \
+         the path before issue 21 (the issue's own figures, 490 ms at 0 ms and 599 ms at 20 ms, \
+         were taken on this machine). What is left for 1000 quiet tasks is on the brother: one \
+         tmux list-sessions of 1000 sessions (~15 ms, the server's own time), find opening 1000 \
+         task directories (~25 ms, fts's syscalls), a T line per task (~11 ms), splitting the \
+         ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip; the rest is the brother's \
-         tmux list-sessions and find (two processes) and the lead's mailbox reads and one \
-         write transaction."
+         tmux list-sessions and find (two processes), the shell's two forks per request, and \
+         the lead's mailbox reads and one write transaction."
     } else if name.contains("cold CLI launch") {
         "both sides pay the same host-side work (the launch script: preflight, five task files, \
-         the prompt written and its hash checked, tmux, and the wait until the runner reports from \
+         the prompt written, tmux, and the wait until the runner reports from \
          inside tmux; F0-local), and here that work is several times the ~15 ms the target assumed. \
          With it fixed, D2/O1 = (W + russh connect + CLI) / (W + OpenSSH connect): the connect \
          part alone (D2 total minus exec vs F0-ssh-true) is well under 0.35x; the shared W keeps \
