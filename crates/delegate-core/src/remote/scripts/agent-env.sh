@@ -142,9 +142,11 @@ keep_env() {
 	printf -v meta '%s|%s|%s' "${SHELL:-/bin/bash}" "$EPOCHSECONDS" "$startup_seen"
 	printf -v record '__dlg_kept_envmeta_%s=%q' "$1" "$meta"
 	keep "$record"
-	printf -v record '__dlg_kept_env_%s=(' "$1"
-	[ "${#agent_env[@]}" = 0 ] || printf -v record '%s%q ' "$record" "${agent_env[@]}"
-	keep "$record)"
+	local quoted=''
+	# Each entry quoted for the shell that evaluates the record (%q, the format applied to
+	# every entry in turn).
+	[ "${#agent_env[@]}" = 0 ] || printf -v quoted '%q ' "${agent_env[@]}"
+	keep "__dlg_kept_env_$1=($quoted)"
 }
 
 # env_kept SLOT STAMP: agent_env from the resident shell's kept capture, if it is at most

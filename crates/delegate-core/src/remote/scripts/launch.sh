@@ -4,8 +4,9 @@
 # sent for the store below, usually empty) and `DLG_PROMPT='<escaped>'`, then agent-env.sh
 # (function definitions shared with doctor.sh: where the agent is found and what it runs
 # with), and nothing else: every variable part (prompt, argv, paths, names) travels as inert
-# text (remote/escape.rs: letters, digits, a few marks and `\xHH`, decoded by bash's own
-# `printf %b`), so no byte of it is ever parsed by a shell. DLG_VARS holds its fields (in the
+# text (remote/escape.rs: printable ASCII but the quote, backslash and `|`, every other
+# byte as `\xHH`, decoded by bash's own `printf %b`), so no byte of it is ever parsed by a
+# shell. DLG_VARS holds its fields (in the
 # order render() in runner.rs writes them) each followed by a raw `|`; list fields (and
 # DLG_FILES) hold their items each followed by \x1f. The body is one function called on the
 # last line with a sentinel argument: a script cut off in transit either never defines

@@ -238,3 +238,52 @@ fn the_login_path_wins_over_an_older_copy_on_sshds_path() {
     let evidence = launched(&out);
     assert_eq!(evidence["agent_path"], s.dir.join(".local/bin/myagent").to_str().unwrap(), "{evidence}");
 }
+
+/// A resident shell keeps a captured environment as an assignment it evaluates later
+/// (agent-env.sh: keep_env, env_kept): every entry comes back exactly, whatever it holds
+/// (spaces, quotes, `;`, `$(...)`, newlines), and nothing in it runs.
+#[test]
+fn a_kept_environment_comes_back_exactly_and_runs_nothing() {
+    let s = Scratch::new("env-keep");
+    let mark = s.dir.join("ran");
+    let entries = [
+        "PLAIN=1".to_string(),
+        "SPACES=a b  c".into(),
+        "QUOTES=it's \"x\"".into(),
+        format!("CODE=$(touch {}); `touch {}`", mark.display(), mark.display()),
+        "SEMI=a;b&c|d".into(),
+        "LINES=one\ntwo".into(),
+        "EMPTY=".into(),
+    ];
+    let stamp = s.dir.join(".env-stamp-l");
+    std::fs::write(&stamp, "").unwrap();
+    std::fs::write(s.dir.join("agent-env.sh"), AGENT_ENV_SH).unwrap();
+    // keep() as launch.sh has it, but writing the NUL-ended records to a file; a second
+    // shell evaluates them as the resident shell does, and env_kept gives the entries back.
+    let keeper = "source ./agent-env.sh\nset -euo pipefail\n__dlg_resident=1\n\
+                  keep() { printf '%s\\0' \"$1\" >>records; }\nagent_env=(\"$@\")\nkeep_env l\n";
+    let reader = "source ./agent-env.sh\nset -euo pipefail\n\
+                  while IFS= read -r -d '' r; do eval \"$r\"; done <records\n\
+                  agent_env=()\nenv_kept l \"$1\"\nprintf '%s\\0' \"${agent_env[@]}\"\n";
+    let bash = |script: &str, args: &[&OsStr]| {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg("test")
+            .args(args)
+            .current_dir(&s.dir)
+            .env("HOME", &s.dir)
+            .output()
+            .unwrap()
+    };
+    let kept = bash(keeper, &entries.iter().map(OsStr::new).collect::<Vec<_>>());
+    assert!(kept.status.success(), "{kept:?}");
+    let out = bash(reader, &[stamp.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let back: Vec<String> =
+        out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into()).collect();
+    let empty_kept = back.iter().any(|e| e == "EMPTY=");
+    assert!(empty_kept, "{back:?}");
+    assert_eq!(back, entries, "the kept environment");
+    assert!(!mark.exists(), "a kept value ran as code");
+}
