@@ -54,7 +54,8 @@ pub const SSH: u8 = 15;
 pub const TMUX_MISSING: u8 = remote::TMUX_MISSING as u8;
 /// The agent command is not found on the brother (plain or login-shell PATH).
 pub const AGENT_MISSING: u8 = remote::AGENT_MISSING as u8;
-/// The prompt could not be written intact on the brother (disk full, hash mismatch).
+/// The prompt or a task file could not be written whole on the brother (disk full, quota),
+/// or helper files arrived damaged (hash mismatch).
 pub const PROMPT_NOT_WRITTEN: u8 = remote::PROMPT_NOT_WRITTEN as u8;
 /// base64, sha256sum or another basic tool is missing on the brother.
 pub const BASE_TOOLS_MISSING: u8 = remote::BASE_TOOLS_MISSING as u8;

@@ -152,31 +152,21 @@ fn check_root(what: &str, root: &str) -> Result<()> {
     crate::hosts::inventory::check_remote_path(root).map_err(|m| refuse(what, format!("remote root: {m}")))
 }
 
-/// `DLG_VARS='<escaped text of the fields, each followed by a newline>'` and a newline, then
-/// the body: the brother decodes it with one `printf %b` (`remote::escape`), no process.
-fn escaped_script(fields: &[String], body: &str) -> Vec<u8> {
-    let mut vars = Vec::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
-    for f in fields {
-        vars.extend_from_slice(f.as_bytes());
-        vars.push(b'\n');
-    }
-    let escaped = super::escape::escape(&vars);
-    let mut out = Vec::with_capacity(escaped.len() + OWN_ROOT_SH.len() + body.len() + 16);
-    out.extend_from_slice(format!("DLG_VARS='{escaped}'\n").as_bytes());
-    out.extend_from_slice(OWN_ROOT_SH.as_bytes());
-    out.extend_from_slice(body.as_bytes());
-    out
-}
-
-/// `DLG_VARS='<base64 of the fields, each followed by sep>'` and a newline, then the body.
-fn script(fields: &[String], sep: u8, body: &str) -> Vec<u8> {
+/// The fields, each followed by `sep`.
+fn joined(fields: &[String], sep: u8) -> Vec<u8> {
     let mut vars = Vec::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
     for f in fields {
         vars.extend_from_slice(f.as_bytes());
         vars.push(sep);
     }
-    let mut out = Vec::with_capacity(vars.len() * 4 / 3 + OWN_ROOT_SH.len() + body.len() + 16);
-    out.extend_from_slice(format!("DLG_VARS='{}'\n", B64.encode(&vars)).as_bytes());
+    vars
+}
+
+/// `DLG_VARS='<value>'` and a newline, own-root.sh, then the body. `value` is base64 (cancel,
+/// say) or escaped text (sync: `remote::escape`, decoded by one `printf %b`, no process).
+fn script(value: &str, body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + OWN_ROOT_SH.len() + body.len() + 16);
+    out.extend_from_slice(format!("DLG_VARS='{value}'\n").as_bytes());
     out.extend_from_slice(OWN_ROOT_SH.as_bytes());
     out.extend_from_slice(body.as_bytes());
     out
@@ -230,7 +220,7 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     }
     // Keys and sessions are checked above, the root has no control characters: every field
     // is one line, so newlines can separate them.
-    Ok(escaped_script(&fields, SYNC_SH))
+    Ok(script(&super::escape::escape(&joined(&fields, b'\n')), SYNC_SH))
 }
 
 /// Reads a reply of the sync script. Strict: anything but the framing above (a missing
@@ -430,7 +420,8 @@ pub fn render_cancel(remote_root: &str, task_key: &str, session: &str) -> Result
     check_root("cancel", remote_root)?;
     check_key(task_key).map_err(|_| refuse("cancel", format!("task key {task_key:?} is not a plain file name")))?;
     check_session("cancel", session)?;
-    Ok(script(&[remote_root.to_string(), task_key.to_string(), session.to_string()], 0, CANCEL_SH))
+    let fields = [remote_root.to_string(), task_key.to_string(), session.to_string()];
+    Ok(script(&B64.encode(joined(&fields, 0)), CANCEL_SH))
 }
 
 /// The state in the cancel script's output, if it printed one.
@@ -496,7 +487,8 @@ pub fn render_say(remote_root: &str, task_key: &str, id: i64, line: &str) -> Res
     check_root("say", remote_root)?;
     check_key(task_key).map_err(|_| refuse("say", format!("task key {task_key:?} is not a plain file name")))?;
     let line = inbox_line(id, line).map_err(|m| refuse("say", format!("message {id}: {m}")))?;
-    Ok(script(&[remote_root.to_string(), task_key.to_string(), id.to_string(), line], 0, SAY_SH))
+    let fields = [remote_root.to_string(), task_key.to_string(), id.to_string(), line];
+    Ok(script(&B64.encode(joined(&fields, 0)), SAY_SH))
 }
 
 /// `line` in the exact inbox shape (see [`render_say`]), or why it cannot be.

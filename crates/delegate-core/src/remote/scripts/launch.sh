@@ -582,12 +582,13 @@ main() {
 	# "Launched" means the runner really started inside tmux: wait for its first state line.
 	# The naps are reads with a timeout on a pipe nobody writes to: no process per nap (a
 	# resident shell holds one).
-	local tries=0 first='' nap
+	# The 3 s are read off the clock: a count of naps would stretch on a loaded host.
+	local first='' nap give_up=$((${EPOCHREALTIME/[.,]/} + 3000000))
 	# shellcheck disable=SC2154 # __dlg_nap is the resident shell's
 	if [ "${__dlg_resident-}" = 1 ]; then nap=$__dlg_nap; else exec {nap}<> <(:); fi
 	until [ -f "$dir/state" ] && read -r first <"$dir/state" && [[ $first == started* || $first == refused* ]]; do
-		tries=$((tries + 1))
-		[ "$tries" -le 6000 ] || die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
+		((${EPOCHREALTIME/[.,]/} < give_up)) ||
+			die 28 "tmux session $session started (pane pid $pane_pid) but its runner did not report within 3 s"
 		read -rt 0.0005 -u "$nap" _ || true
 	done
 	[ "${__dlg_resident-}" = 1 ] || exec {nap}<&-
