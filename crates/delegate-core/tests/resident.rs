@@ -232,8 +232,8 @@ fn a_brother_where_the_shell_cannot_start_gets_one_exec_per_script() {
 }
 
 /// delegate's own scripts (variable lines, then one of its bodies) send their body once per
-/// shell: the shell keeps it as a function, and later requests carry only their variable
-/// lines. The answers are the same as a plain exec's, and a script that is not ASCII still
+/// shell: the shell defines its functions once, and later requests carry only their
+/// variable lines. The answers are the same as a plain exec's, and a script that is not ASCII still
 /// arrives whole.
 #[test]
 fn the_shell_keeps_delegates_script_bodies_and_runs_later_requests_from_their_variables() {
@@ -253,7 +253,11 @@ fn the_shell_keeps_delegates_script_bodies_and_runs_later_requests_from_their_va
     });
     let kept = |rt: &tokio::runtime::Runtime| {
         let out = script(rt, &pool, &t, "declare -F\n");
-        String::from_utf8_lossy(&out.stdout).contains(&format!("__dlg_body_{body_id}"))
+        let defined = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Its functions are defined in the shell itself, once (not again by each request).
+        [format!("__dlg_body_{body_id}"), format!("__dlg_main_{body_id}"), "foreign_root".into()]
+            .iter()
+            .all(|f| defined.lines().any(|l| l == format!("declare -f {f}")))
     };
     assert!(!kept(&rt), "no body is kept before one is sent");
     for round in 0..3 {

@@ -34,17 +34,44 @@ pub fn bodies() -> Vec<(&'static str, String)> {
 pub struct KnownBody {
     pub id: String,
     pub text: String,
+    /// The body as a resident shell keeps it ([`resident_form`]).
+    pub resident: String,
+}
+
+/// `text` (a body: function definitions, then one line calling its entry function with a
+/// sentinel) as a resident shell keeps it (transport/ssh/resident.sh, `D`): the same
+/// definitions with the entry function renamed `__dlg_main_<id>`, and no call, but a
+/// function `__dlg_body_<id>` making it. The shell evaluates this once, so a request runs
+/// the body without defining its functions again: bash copies a function's whole parsed
+/// body each time its definition runs (about 1.5 ms for the launch's). Renamed because
+/// every body's entry is called `main`; the other top-level functions are shared files,
+/// the same in every body that has them (tested).
+pub fn resident_form(text: &str, id: &str) -> Option<String> {
+    let defs = text.strip_suffix('\n')?;
+    let (defs, call) = defs.rsplit_once('\n')?;
+    let (entry, sentinel) = call.split_once(' ')?;
+    let plain = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-');
+    if !plain(entry) || !plain(sentinel) {
+        return None;
+    }
+    let head = format!("\n{entry}() {{\n");
+    if defs.matches(&head).count() != 1 {
+        return None;
+    }
+    let defs = defs.replacen(&head, &format!("\n__dlg_main_{id}() {{\n"), 1);
+    Some(format!("{defs}\n__dlg_body_{id}() {{\n\t__dlg_main_{id} {sentinel}\n}}\n"))
 }
 
 /// [`bodies`], hashed once.
-fn known_bodies() -> &'static [KnownBody] {
+pub(crate) fn known_bodies() -> &'static [KnownBody] {
     static KNOWN: std::sync::OnceLock<Vec<KnownBody>> = std::sync::OnceLock::new();
     KNOWN.get_or_init(|| {
         bodies()
             .into_iter()
             .map(|(_, text)| {
-                let id = Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-                KnownBody { id, text }
+                let id: String = Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+                let resident = resident_form(&text, &id).expect("every body ends calling its entry function");
+                KnownBody { id, text, resident }
             })
             .collect()
     })
@@ -182,5 +209,70 @@ mod tests {
         assert!(check(b"").is_err());
         let e = check(b"true").unwrap_err();
         assert!(e.contains(&scripts_version()), "{e}");
+    }
+
+    /// Top-level functions as `name -> definition` (a definition starts at `name() {` at the
+    /// start of a line and ends at the next line that is `}`: the style of every script).
+    fn top_level_functions(text: &str) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut open: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some((name, def)) = open.as_mut() {
+                def.push_str(line);
+                def.push('\n');
+                if line == "}" {
+                    found.push((std::mem::take(name), std::mem::take(def)));
+                    open = None;
+                }
+            } else if let Some(name) = line.split_once("() {").map(|(n, _)| n)
+                && !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                open = Some((name.to_string(), format!("{line}\n")));
+            }
+        }
+        assert!(open.is_none(), "a definition never ended");
+        found
+    }
+
+    #[test]
+    fn a_resident_shell_can_keep_every_body_defined_at_once() {
+        // Each body's entry is renamed; every other top-level function is the same text in
+        // every body that defines it, so keeping one body never changes another's.
+        let mut seen = std::collections::HashMap::<String, String>::new();
+        for body in known_bodies() {
+            let functions = top_level_functions(&body.resident);
+            assert!(functions.iter().any(|(n, _)| *n == format!("__dlg_main_{}", body.id)), "{}", body.id);
+            for (name, def) in functions {
+                if let Some(earlier) = seen.insert(name.clone(), def.clone()) {
+                    assert_eq!(earlier, def, "{name} is defined differently by two bodies");
+                }
+            }
+        }
+        assert!(seen.contains_key("locate_agent") && seen.contains_key("foreign_root"), "{:?}", seen.keys());
+    }
+
+    #[test]
+    fn keeping_a_body_runs_none_of_it() {
+        // bash -x traces every command it runs; defining a function is not one.
+        for body in known_bodies() {
+            let check = format!("{}\ndeclare -F __dlg_body_{} >/dev/null || echo missing", body.resident, body.id);
+            let out = std::process::Command::new("bash").args(["-xc", &check]).output().unwrap();
+            assert!(out.status.success(), "{}", body.id);
+            assert_eq!(
+                (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr).lines().count()),
+                ("".into(), 1),
+                "{}: only definitions, then the one check: {}",
+                body.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (text, id) = ("f() {\n\t:\n}\nmain() {\n\tf\n}\nmain delegate-x-complete\n", "ab");
+        assert_eq!(
+            resident_form(text, id).unwrap(),
+            "f() {\n\t:\n}\n__dlg_main_ab() {\n\tf\n}\n__dlg_body_ab() {\n\t__dlg_main_ab delegate-x-complete\n}\n"
+        );
+        assert!(resident_form("main() {\n}\nmain $(rm -rf ~)\n", id).is_none());
+        assert!(resident_form("main() {\n}\n", id).is_none());
     }
 }

@@ -245,8 +245,8 @@ fn frame_request(
         let mut frame = Vec::with_capacity(vars.len() + 64);
         let id = body.id.as_str();
         if !kept.contains(id) {
-            frame.extend_from_slice(format!("D {id} {}\n", body.text.len()).as_bytes());
-            frame.extend_from_slice(body.text.as_bytes());
+            frame.extend_from_slice(format!("D {id} {}\n", body.resident.len()).as_bytes());
+            frame.extend_from_slice(body.resident.as_bytes());
         }
         frame.extend_from_slice(format!("{} {nonce} {} {id}\n", tag(vars), vars.len()).as_bytes());
         frame.extend_from_slice(vars);
@@ -412,7 +412,7 @@ mod tests {
         let mut kept = std::collections::HashSet::new();
         let (first, id) = frame_request("n1", &script, &kept);
         let want = [
-            format!("D {} {}\n{}", body.id, body.text.len(), body.text).into_bytes(),
+            format!("D {} {}\n{}", body.id, body.resident.len(), body.resident).into_bytes(),
             format!("A n1 {prefix} {}\n", body.id).into_bytes(),
             script[..prefix].to_vec(),
         ]
@@ -425,7 +425,7 @@ mod tests {
         let utf8 = "echo \u{e9}\n".as_bytes();
         assert_eq!(frame_request("n4", utf8, &kept).0, [b"R n4 8\n".as_slice(), utf8].concat());
         // Bodies (D) are always read by read -N: they stay small enough for it.
-        assert!(crate::remote::allowlist::bodies().iter().all(|(_, b)| b.len() <= READ_N_MAX));
+        assert!(crate::remote::allowlist::known_bodies().iter().all(|b| b.resident.len() <= READ_N_MAX));
         let big = vec![b'#'; READ_N_MAX + 1];
         assert!(frame_request("n5", &big, &kept).0.starts_with(format!("R n5 {}\n", big.len()).as_bytes()));
     }

@@ -7,9 +7,11 @@
 # first, then evaluated), in a subshell whose stdin is /dev/null so no script can eat the
 # requests that follow, and frame its output on both streams (RS is byte 036):
 #   RS dlg-begin <nonce> RS <output> RS dlg-end <nonce> <exit status> RS
-# D keeps a script body (one of the bodies of delegate, named by its hash) as a function, answering
-# nothing; an R or A naming that body runs its variable lines and then the kept body, so the
-# brother parses a body once per shell instead of once per request.
+# D keeps a script body (one of the bodies of delegate, named by its hash), answering nothing:
+# its function definitions, run here once, with its entry function renamed and a function
+# __dlg_body_<body> calling it (remote/allowlist.rs: resident_form). An R or A naming that
+# body runs its variable lines and then __dlg_body_<body>, so the brother neither parses a
+# body nor defines its functions (bash copies the parsed body of a function each time) per request.
 # It travels inside single quotes: never put one in this file.
 # dd reads exactly <length> bytes in big reads (bash reads a pipe one byte per read(2)); a
 # small ASCII payload (A) is read by read -N instead, with no process: it asks for the whole
@@ -50,9 +52,8 @@ while IFS=" " read -r __dlg_tag __dlg_id __dlg_len __dlg_body; do
 		fi
 	fi
 	if [ "$__dlg_tag" = D ]; then
-		eval "__dlg_body_$__dlg_id() {
-$__dlg_script
-}" || exit 99
+		eval "$__dlg_script" || exit 99
+		declare -F "__dlg_body_$__dlg_id" >/dev/null || exit 99
 		continue
 	fi
 	printf "\036dlg-begin %s\036" "$__dlg_id"
