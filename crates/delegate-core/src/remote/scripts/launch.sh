@@ -470,8 +470,11 @@ main() {
 		fi
 	done
 	[ -n "$run_body" ] || die 23 "the launch variables are damaged (no runner body among the helper files)"
-	# The helpers the agent and its hooks call by path.
-	chmod 700 -- "$dir/report" "$dir/inbox" "$dir/hook" || die 25 "could not make the helpers in $dir executable"
+	# The helpers the agent and its hooks call by path, made executable while tmux starts
+	# the runner (a process less on the way; waited for before the launch is reported).
+	local chmod_pid
+	chmod 700 -- "$dir/report" "$dir/inbox" "$dir/hook" >/dev/null 2>&1 3>&- &
+	chmod_pid=$!
 
 	# Placeholders the lead cannot fill because they are remote paths.
 	for i in "${!argv[@]}"; do
@@ -592,6 +595,10 @@ main() {
 		read -rt 0.0005 -u "$nap" _ || true
 	done
 	[ "${__dlg_resident-}" = 1 ] || exec {nap}<&-
+	if ! wait "$chmod_pid"; then
+		tmux -L delegate kill-session -t "=$session" 2>/dev/null || true
+		die 25 "could not make the helpers in $dir executable: the session was stopped"
+	fi
 	if [[ $first == refused*cancelled ]]; then
 		die 33 "task cancelled while it was launching: the runner found the cancel's mark and started no agent"
 	elif [[ $first == refused* ]]; then

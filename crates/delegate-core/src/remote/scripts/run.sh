@@ -52,19 +52,61 @@
 # trapped signal landing just as `wait` reaps a child makes bash lose that child's status,
 # and the runner would then wait forever. The monitor has no traps, so its `wait` is safe.
 
+# --- start-up, before main is even parsed --------------------------------------------
+# The launch waits for the `started` line, so what comes before it is kept short and at the
+# top level: bash runs these lines as it reads them, and parses (and, calling it, copies)
+# the body of main only after. Everything else waits for main.
+set -uo pipefail
+umask 077
+# (The agent's PATH: flock and mv are looked up there, as everything the runner starts.)
+PATH=$RUN_PATH
+# The runner's own complaints (bash's, tee's) go to a file of the task, not only to a pane
+# nobody watches: a runner that stops unexpectedly leaves its last words there.
+exec 2>>"$TASK_DIR/runner.err"
+# The event pipe, and the traps that write to it. They are set before anything is
+# written: the cancel script finds our pid in `state`, and SIGUSR1 would otherwise kill
+# us. A trap runs even while `read` waits, so its line wakes the loop at once.
+exec {ev}<> <(:)
+trap 'printf "cancel\n" >&"$ev"' USR1
+trap 'printf "hangup\n" >&"$ev"' HUP TERM INT
+
+# Builtins only (a command substitution would fork): sets NOW to the current UTC time.
+stamp() {
+	local t=$EPOCHREALTIME # one reading; its decimal separator follows the locale
+	TZ=UTC0 printf -v NOW '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
+}
+note() {
+	stamp
+	printf '%s %s\n' "$NOW" "$*" >>"$TASK_DIR/state"
+}
+# `exit` is written last, by rename: whoever sees it sees every other record complete.
+finish() { # code [reason]
+	stamp
+	printf '%s exited %s%s\n' "$NOW" "$1" "${2:+ $2}" >>"$TASK_DIR/state"
+	printf '%s %s%s\n' "$1" "$NOW" "${2:+ $2}" >"$TASK_DIR/exit.tmp" &&
+		mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
+}
+
+# Checked and recorded under the lock cancel.sh looks for a runner under (it writes its
+# mark before it takes the lock): no moment where a cancel and this start could both
+# miss each other. The lock is let go before anything is started, so no child holds it.
+refusal=''
+if ! exec {lock}>>"$TASK_DIR/start.lock" || ! flock -w 30 -x "$lock"; then
+	refusal=no-lock
+elif [ -e "${TASK_DIR%/*}/$TASK_KEY.cancelled" ]; then
+	refusal=cancelled
+fi
+stamp
+if [ -n "$refusal" ]; then
+	printf 'refused pid=%s at=%s %s\n' "$$" "$NOW" "$refusal" >>"$TASK_DIR/state"
+	# No agent ran: 0 with the reason (cancelled), or 125 when the lock could not be had.
+	if [ "$refusal" = cancelled ]; then finish 0 cancelled; else finish 125; fi
+	exit 0
+fi
+printf 'started pid=%s at=%s\n' "$$" "$NOW" >>"$TASK_DIR/state"
+exec {lock}>&-
+
 main() {
-	set -uo pipefail
-	umask 077
-	# The runner's own complaints (bash's, tee's) go to a file of the task, not only to a pane
-	# nobody watches: a runner that stops unexpectedly leaves its last words there.
-	exec 2>>"$TASK_DIR/runner.err"
-	# The event pipe, and the traps that write to it. They are set before anything is
-	# written: the cancel script finds our pid in `state`, and SIGUSR1 would otherwise kill
-	# us. A trap runs even while `read` waits, so its line wakes the loop at once.
-	local ev
-	exec {ev}<> <(:)
-	trap 'printf "cancel\n" >&"$ev"' USR1
-	trap 'printf "hangup\n" >&"$ev"' HUP TERM INT
 	# The agent's environment, as the launch script captured it (the user's login shell and
 	# env files): NAME=value entries, NUL-separated, read once and removed, since it may hold
 	# credentials. delegate's own variables and the PATH it resolved come after, and win.
@@ -78,45 +120,10 @@ main() {
 	fi
 	export PATH=$RUN_PATH DELEGATE_TASK_DIR=$TASK_DIR DELEGATE_TASK_KEY=$TASK_KEY DELEGATE_TASK_ID=$TASK_ID
 
-	# Builtins only (a command substitution would fork): sets NOW to the current UTC time.
-	local NOW
-	stamp() {
-		local t=$EPOCHREALTIME # one reading; its decimal separator follows the locale
-		TZ=UTC0 printf -v NOW '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
-	}
-	note() {
-		stamp
-		printf '%s %s\n' "$NOW" "$*" >>"$TASK_DIR/state"
-	}
 	# Microseconds since the epoch, for deadlines.
 	local US
 	usecs() { US=${EPOCHREALTIME/[.,]/}; }
-	# `exit` is written last, by rename: whoever sees it sees every other record complete.
-	finish() { # code [reason]
-		stamp
-		printf '%s exited %s%s\n' "$NOW" "$1" "${2:+ $2}" >>"$TASK_DIR/state"
-		printf '%s %s%s\n' "$1" "$NOW" "${2:+ $2}" >"$TASK_DIR/exit.tmp" &&
-			mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
-	}
 
-	# Checked and recorded under the lock cancel.sh looks for a runner under (it writes its
-	# mark before it takes the lock): no moment where a cancel and this start could both
-	# miss each other. The lock is let go before anything is started, so no child holds it.
-	local lock refusal=''
-	if ! exec {lock}>>"$TASK_DIR/start.lock" || ! flock -w 30 -x "$lock"; then
-		refusal=no-lock
-	elif [ -e "${TASK_DIR%/*}/$TASK_KEY.cancelled" ]; then
-		refusal=cancelled
-	fi
-	stamp
-	if [ -n "$refusal" ]; then
-		printf 'refused pid=%s at=%s %s\n' "$$" "$NOW" "$refusal" >>"$TASK_DIR/state"
-		# No agent ran: 0 with the reason (cancelled), or 125 when the lock could not be had.
-		if [ "$refusal" = cancelled ]; then finish 0 cancelled; else finish 125; fi
-		return 0
-	fi
-	printf 'started pid=%s at=%s\n' "$$" "$NOW" >>"$TASK_DIR/state"
-	exec {lock}>&-
 	note running
 
 	cd -- "$WORKDIR" || {

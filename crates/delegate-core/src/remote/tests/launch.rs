@@ -466,6 +466,25 @@ fn preflight_failures_have_their_own_codes() {
     assert!(err.1.contains("could not write the prompt"), "{err:?}");
     assert!(!s.root().join("tasks/k-2/prompt").exists());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("DELEGATE-LAUNCHED"));
+
+    // Helpers that cannot be made executable (chmod runs while tmux starts the runner): the
+    // launch fails with its own code and leaves no session running.
+    let shims = s.dir.join("shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    std::fs::write(shims.join("chmod"), "#!/bin/sh\nexit 1\n").unwrap();
+    let exe = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(shims.join("chmod"), exe).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(shims.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let script = render(&LaunchVars { task_key: "k-3", session: "dlg-k-3-1", ..base }).unwrap();
+    let out = s.run_with(&script, &[("PATH", path.as_os_str())]);
+    let err = parse_output(&out.stdout, &out.stderr).error.unwrap_or_default();
+    assert_eq!(out.status.code(), Some(code::TASK_DIR_NOT_WRITABLE), "{err:?} {out:?}");
+    assert!(err.1.contains("executable") && err.1.contains("stopped"), "{err:?}");
+    assert!(!s.tmux(&["has-session", "-t", "=dlg-k-3-1"]).status.success(), "the session was stopped");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("DELEGATE-LAUNCHED"));
 }
 
 #[test]
