@@ -99,6 +99,74 @@ main() {
 		[ "${__dlg_resident-}" = 1 ] || return 0
 		printf '%s\0' "$1" >&3 2>/dev/null || true
 	}
+	# The tmux control client a resident shell keeps (transport/ssh/resident.sh): a tmux
+	# client in control mode attached to a session an earlier launch made, reading commands
+	# from a pipe. A launch through it sends `new-session` as one line and reads the
+	# answer's block (%begin, the output, %end or %error), and starts no tmux process. It
+	# returns 0 with `answer` set (the session was made), 1 with `why` set (tmux refused),
+	# 2 when the client cannot be used (nothing was sent: the launch starts a plain client),
+	# or 3 when the command went and no answer came.
+	tmux_control() {
+		[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_ctl_pid-}" ] || return 2
+		local arg line out='' begun=0
+		# tmux parses the line: every argument goes inside single quotes, so one holding a
+		# quote or a control character takes the plain way.
+		for arg in "$session" "$workdir" "$BASH" "$dir/run.sh"; do
+			[[ $arg != *[\'[:cntrl:]]* ]] || return 2
+		done
+		# What the client said since (notifications); `%exit`: it has gone with its session.
+		# shellcheck disable=SC2154 # __dlg_ctl_in and __dlg_ctl_out are the resident shell's
+		while read -r -t 0 -u "$__dlg_ctl_out"; do
+			if ! IFS= read -r -t 1 -u "$__dlg_ctl_out" line || [[ $line == %exit* ]]; then
+				control_gone
+				return 2
+			fi
+		done
+		trap '' PIPE # a client gone meanwhile is a failed write, not the end of this script
+		{ printf "new-session -d -s '%s' -c '%s' -x 200 -y 50 -P -F '#{pane_pid} #{version}' '%s' '%s'\n" \
+			"$session" "$workdir" "$BASH" "$dir/run.sh" >&"$__dlg_ctl_in"; } 2>/dev/null || {
+			trap - PIPE
+			control_gone
+			return 2
+		}
+		trap - PIPE
+		local give_up=$((${EPOCHREALTIME/[.,]/} + 10000000))
+		while IFS= read -r -t 10 -u "$__dlg_ctl_out" line; do
+			case $line in
+			"%begin "*) begun=1 out='' ;;
+			"%end "* | "%error "*)
+				if [ "$begun" = 1 ]; then
+					if [[ $line == %error* ]]; then
+						why=$out
+						return 1
+					fi
+					[[ $out =~ ^[0-9]+\ [0-9A-Za-z.-]+$ ]] || break
+					answer=$out
+					return 0
+				fi
+				;;
+			*) [ "$begun" = 0 ] || out+=$line ;; # (outside a block: a notification)
+			esac
+			((${EPOCHREALTIME/[.,]/} < give_up)) || break
+		done
+		control_gone
+		return 3
+	}
+	# The resident shell lets its control client go (it has gone, or answered wrongly).
+	control_gone() {
+		keep "__dlg_kept_ctl=stop"
+	}
+	# After a plain tmux client made the session: a resident shell without a control client
+	# starts one attached to it, when the server is tmux 3.2 or later (`attach -f
+	# no-output`: the pane's output is never sent to it).
+	control_wanted() {
+		[ "${__dlg_resident-}" = 1 ] && [ -z "${__dlg_ctl_pid-}" ] || return 0
+		[[ ${1#* } =~ ^([0-9]+)\.([0-9]+) ]] || return 0
+		((BASH_REMATCH[1] > 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] >= 2))) || return 0
+		local record
+		printf -v record '__dlg_kept_ctl=%q' "start $session"
+		keep "$record"
+	}
 	# The remote_root, its tasks/ and helpers/ (and cache/ when there is one) as a launch of
 	# this resident shell found them: checked whole then, the modes with stat. Only their
 	# owner (this user) or root can change a mode since; links and owners, which another
@@ -545,13 +613,33 @@ main() {
 	# "server exited unexpectedly" (or "lost server"), and nothing was created. Try again,
 	# a few times; any other refusal is final. The session's answer carries the pane's pid
 	# and the server's version (the one that runs the task, and no `tmux -V` process).
-	local pane_pid why attempt started_tmux=0 answer tmux_version
+	local pane_pid why="" attempt started_tmux=0 answer tmux_version control=0
 	DLG_STAGE=tmux # from here a stop may leave a session behind: the lead reconciles
+	tmux_control || control=$?
+	case $control in
+	0) started_tmux=1 ;;
+	1)
+		[[ $why == *"duplicate session"* ]] &&
+			die 29 "tmux session $session already exists: not starting a second agent"
+		die 27 "tmux could not start session $session: $why"
+		;;
+	3)
+		# The command went to the control client and no answer came: the session may yet
+		# appear. Never a second one: the lead reconciles (launch_unknown).
+		printf 'the tmux control client did not answer for session %s within 10 s\n' "$session" >&2
+		exit 27
+		;;
+	esac
 	for attempt in 1 2 3 4; do
-		if answer=$(tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
-			-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err" 3>&-); then
+		[ "$started_tmux" = 0 ] || break
+		# (Without the control client's descriptors: a server this starts would keep them.)
+		if answer=$(
+			[ -z "${__dlg_ctl_in-}" ] || exec {__dlg_ctl_in}>&- {__dlg_ctl_out}<&-
+			exec tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
+				-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err" 3>&-
+		); then
 			started_tmux=1
-			pane_pid=${answer%% *} tmux_version="tmux ${answer#* }"
+			control_wanted "$answer"
 			break
 		fi
 		why=''
@@ -563,6 +651,7 @@ main() {
 		[ "$attempt" -lt 4 ] && sleep 0.05
 	done
 	[ "$started_tmux" = 1 ] || die 27 "tmux could not start session $session: $why"
+	pane_pid=${answer%% *} tmux_version="tmux ${answer#* }"
 
 	# launch.json, written while the runner starts: everything but the runner's word.
 	local evidence

@@ -34,6 +34,27 @@ printf -v __dlg_nl "\n"
 declare -A __dlg_kept_helper=() __dlg_kept_root=()
 # A pipe nobody writes to, for naps (read -t) that start no process.
 exec {__dlg_nap}<> <(:)
+# The tmux control client (launch.sh: tmux_control): after a launch made a session with a
+# plain tmux client (record __dlg_kept_ctl="start <session>"), a tmux client in control
+# mode attached to that session (no-output: the pane output is not sent to it), reading
+# commands from __dlg_ctl_in and writing to __dlg_ctl_out, so the launches that follow
+# start no tmux process. tmux ends it with its session (%exit); a launch that finds it
+# gone or answering wrongly asks for it to be let go ("stop"), and the next plain launch
+# asks for a new one. It holds no session of its own, so the tmux server still ends with
+# its last task. Its descriptors are only ours: the client gets its pipes and nothing else.
+__dlg_ctl_pid="" __dlg_ctl_in="" __dlg_ctl_out="" __dlg_kept_ctl=""
+__dlg_ctl_stop() {
+	[ -n "$__dlg_ctl_pid" ] || return 0
+	exec {__dlg_ctl_in}>&- {__dlg_ctl_out}<&-
+	kill "$__dlg_ctl_pid" 2>/dev/null
+	__dlg_ctl_pid="" __dlg_ctl_in="" __dlg_ctl_out=""
+}
+__dlg_ctl_start() {
+	exec {__dlg_ctl_out}<> <(:)
+	exec {__dlg_ctl_in}> >(exec tmux -L delegate -C attach-session -f no-output,ignore-size -t "=$1" \
+		>&"$__dlg_ctl_out" 2>/dev/null {__dlg_ctl_out}>&- {__dlg_nap}<&- 4>&-)
+	__dlg_ctl_pid=$!
+}
 exec 4>&1
 printf "\036dlg-ready 1\036\n"
 while IFS=" " read -r __dlg_tag __dlg_id __dlg_len __dlg_body; do
@@ -77,6 +98,11 @@ while IFS=" " read -r __dlg_tag __dlg_id __dlg_len __dlg_body; do
 		printf "\0rc %s\0" "$?"
 	)
 	if [ "$__dlg_rc" -lt 128 ] && [ -n "$__dlg_keep" ]; then eval "$__dlg_keep"; fi
+	case $__dlg_kept_ctl in
+	stop) __dlg_ctl_stop ;;
+	"start "*) [ -n "$__dlg_ctl_pid" ] || __dlg_ctl_start "${__dlg_kept_ctl#start }" ;;
+	esac
+	__dlg_kept_ctl=""
 	printf "\036dlg-end %s %s\036" "$__dlg_id" "$__dlg_rc" >&2
 	printf "\036dlg-end %s %s\036" "$__dlg_id" "$__dlg_rc"
 done
