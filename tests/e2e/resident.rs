@@ -187,3 +187,77 @@ fn a_resident_shell_keeps_what_launches_checked_and_sees_what_changed() {
         env.run(&["cancel", &id.to_string()]).ok();
     }
 }
+
+/// Launches in one resident shell after its first go through the shell's tmux control
+/// client: they start no tmux process (a `tmux` first on the brother's PATH that logs its
+/// arguments sees one `new-session` for the first launch there, then one control client
+/// attached to that session). The tasks run as ever: each launch still waits for its runner
+/// to report from inside tmux. When the session the client is attached to ends, the
+/// client goes with it; the next launch makes its session with a plain client and a new
+/// control client follows. The client holds no session of its own: the tmux server still
+/// ends with the last task.
+#[test]
+fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = FakeHost::builder().own_home().start();
+    let log = host.dir().join("tmux.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    install_agent(
+        &host,
+        "tmux",
+        &format!("#!/bin/bash\nprintf '%s\\n' \"$*\" >>'{}'\nexec {real} \"$@\"\n", log.display()),
+    );
+    // The launch runs tmux from the login environment's PATH.
+    host.write_home_file(".profile", &format!("PATH={}:$PATH\n", host.dir().join("bin").display()), 0o644);
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let go = |name: &str| launch(&env, &["oppy", &format!("{name}\n@self-test sleep 60"), "--json"]);
+    let first = go("first");
+    until_resident(&env, &host);
+    let before = execs(&host);
+    let attached = go("second");
+    assert_eq!(count("new-session"), 2, "the first launch in the shell used a plain client");
+    assert_eq!(count("-C attach-session"), 1, "and a control client followed");
+    let mut ids = vec![first, attached, go("third"), go("fourth")];
+    assert_eq!(count("new-session"), 2, "later launches started no tmux process");
+    for &id in &ids[2..] {
+        let state = std::fs::read_to_string(remote_dir(&env, id).join("state")).unwrap();
+        assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
+    }
+    assert_eq!(sessions(&host), 4);
+
+    // The session the client is attached to ends: the client goes with it.
+    let session = |id: i64| env.run(&["show", &id.to_string(), "--json"]).ok().json()["runs"][0]["session"].clone();
+    let gone = session(attached).as_str().unwrap().to_string();
+    env.run(&["cancel", &attached.to_string()]).ok();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host.tmux(&["has-session", "-t", &format!("={gone}")]).status.success() {
+        assert!(std::time::Instant::now() < end, "the cancelled session never ended");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ids.push(go("fifth"));
+    assert_eq!(count("new-session"), 3, "a plain client again, once");
+    assert_eq!(count("-C attach-session"), 2, "and a new control client");
+    ids.push(go("sixth"));
+    assert_eq!(count("new-session"), 3);
+    assert_eq!(execs(&host), before, "all of these went through the resident shell");
+
+    for id in ids.into_iter().filter(|&id| id != attached) {
+        env.run(&["cancel", &id.to_string()]).ok();
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host.tmux(&["ls"]).status.success() {
+        let ls = host.tmux(&["ls"]);
+        assert!(
+            std::time::Instant::now() < end,
+            "the tmux server outlived its tasks: {}",
+            String::from_utf8_lossy(&ls.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

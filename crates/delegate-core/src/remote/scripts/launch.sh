@@ -155,6 +155,7 @@ main() {
 	# The resident shell lets its control client go (it has gone, or answered wrongly).
 	control_gone() {
 		keep "__dlg_kept_ctl=stop"
+		__dlg_ctl_pid='' # (this launch's view: a plain client's session may ask for a new one)
 	}
 	# After a plain tmux client made the session: a resident shell without a control client
 	# starts one attached to it, when the server is tmux 3.2 or later (`attach -f

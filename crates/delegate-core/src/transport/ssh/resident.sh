@@ -39,8 +39,8 @@ exec {__dlg_nap}<> <(:)
 # mode attached to that session (no-output: the pane output is not sent to it), reading
 # commands from __dlg_ctl_in and writing to __dlg_ctl_out, so the launches that follow
 # start no tmux process. tmux ends it with its session (%exit); a launch that finds it
-# gone or answering wrongly asks for it to be let go ("stop"), and the next plain launch
-# asks for a new one. It holds no session of its own, so the tmux server still ends with
+# gone or answering wrongly asks for it to be let go ("stop"), and asks for a new one
+# ("start", which lets any earlier one go) once a plain client made its session. It holds no session of its own, so the tmux server still ends with
 # its last task. Its descriptors are only ours: the client gets its pipes and nothing else.
 __dlg_ctl_pid="" __dlg_ctl_in="" __dlg_ctl_out="" __dlg_kept_ctl=""
 __dlg_ctl_stop() {
@@ -100,7 +100,7 @@ while IFS=" " read -r __dlg_tag __dlg_id __dlg_len __dlg_body; do
 	if [ "$__dlg_rc" -lt 128 ] && [ -n "$__dlg_keep" ]; then eval "$__dlg_keep"; fi
 	case $__dlg_kept_ctl in
 	stop) __dlg_ctl_stop ;;
-	"start "*) [ -n "$__dlg_ctl_pid" ] || __dlg_ctl_start "${__dlg_kept_ctl#start }" ;;
+	"start "*) __dlg_ctl_stop && __dlg_ctl_start "${__dlg_kept_ctl#start }" ;;
 	esac
 	__dlg_kept_ctl=""
 	printf "\036dlg-end %s %s\036" "$__dlg_id" "$__dlg_rc" >&2
