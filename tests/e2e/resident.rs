@@ -245,7 +245,18 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     assert_eq!(count("-C attach-session"), 2, "and a new control client");
     ids.push(go("sixth"));
     assert_eq!(count("new-session"), 3);
+
+    // tmux refusing the control client's command (here the next task's session name is
+    // taken by hand): the launch fails with tmux's reason, and the client stays in use.
+    let sixth = session(ids[5]).as_str().unwrap().to_string();
+    let taken = sixth.replace(&format!("-{}-1", ids[5]), &format!("-{}-1", ids[5] + 1));
+    assert!(host.tmux(&["new-session", "-d", "-s", &taken, "sleep 60"]).status.success());
+    let run = env.run(&["oppy", "taken\n@self-test sleep 60", "--json"]).fails_with(29);
+    assert!(run.stderr().contains("already exists"), "{run}");
+    ids.push(go("eighth"));
+    assert_eq!(count("new-session"), 3, "both launches used the client");
     assert_eq!(execs(&host), before, "all of these went through the resident shell");
+    assert!(host.tmux(&["kill-session", "-t", &format!("={taken}")]).status.success());
 
     for id in ids.into_iter().filter(|&id| id != attached) {
         env.run(&["cancel", &id.to_string()]).ok();
@@ -259,5 +270,53 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
             String::from_utf8_lossy(&ls.stdout)
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A control client whose command gets no answer (the tmux server is stopped) leaves the
+/// launch `launch_unknown` after 10 s, never a second session: reconcile settles it by what
+/// the brother holds once the server runs again (the session, if the server took the
+/// command before the client was let go; else none). The shell lets that client go, and
+/// the next launch makes its session with a plain client and gets a new control client.
+#[test]
+fn a_control_client_that_never_answers_leaves_the_launch_unknown_and_is_let_go() {
+    let host = FakeHost::start();
+    // (It answers --version at once: the launch asks for it.)
+    install_agent(&host, "claude", "#!/bin/bash\n[ \"$1\" = --version ] && exec echo 1.0\ncat >/dev/null\nsleep 600\n");
+    let env = Env::with_brother(&host, "claude", "read");
+    let go = |name: &str| launch(&env, &["oppy", name, "--json"]);
+    let mut ids = vec![go("first")];
+    until_resident(&env, &host);
+    ids.push(go("second"));
+    ids.push(go("third"));
+    let clients = || {
+        let out = host.tmux(&["list-clients", "-F", "#{client_control_mode}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(clients(), "1", "one control client");
+    let pid = String::from_utf8_lossy(&host.tmux(&["display-message", "-p", "#{pid}"]).stdout).trim().to_string();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    let run = env.run(&["oppy", "unanswered", "--json"]);
+    signal("-CONT");
+    let run = run.fails_with(14);
+    assert_eq!(run.json()["status"], "launch_unknown", "{run}");
+    assert!(run.stderr().contains("did not answer"), "{run}");
+    let id = run.json()["id"].as_i64().unwrap();
+    let settled =
+        env.run_with_env(&["show", &id.to_string(), "--json"], &[("DELEGATE_LAUNCH_GRACE", "0s")]).ok().json();
+    let status = settled["status"].as_str().unwrap().to_string();
+    assert!(["running", "lost", "failed"].contains(&status.as_str()), "settled: {settled}");
+    assert_eq!(sessions(&host), 3 + usize::from(status == "running"), "never a second session: {settled}");
+    assert_eq!(clients(), "", "the client was let go");
+    ids.push(go("after"));
+    assert_eq!(clients(), "1", "a new control client");
+    ids.push(go("later"));
+    assert_eq!(sessions(&host), 5 + usize::from(status == "running"));
+    if status == "running" {
+        ids.push(id);
+    }
+    for id in ids {
+        env.run(&["cancel", &id.to_string()]).ok();
     }
 }
