@@ -189,7 +189,7 @@ fn a_resident_shell_keeps_what_launches_checked_and_sees_what_changed() {
 }
 
 /// Launches in one resident shell after its first go through the shell's tmux control
-/// client: they start no tmux process (a `tmux` first on the brother's PATH that logs its
+/// client, and so does a sync's listing of the sessions: they start no tmux process (a `tmux` first on the brother's PATH that logs its
 /// arguments sees one `new-session` for the first launch there, then one control client
 /// attached to that session). The tasks run as ever: each launch still waits for its runner
 /// to report from inside tmux. When the session the client is attached to ends, the
@@ -230,6 +230,12 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
         assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
     }
     assert_eq!(sessions(&host), 4);
+    // A sync of a few tasks lists the sessions through the client too.
+    let listed = count("list-sessions");
+    let synced = env.run(&["list", "--json"]).ok().json();
+    assert_eq!(count("list-sessions"), listed, "the sync started no tmux process");
+    let running = synced.as_array().unwrap().iter().filter(|t| t["status"] == "running").count();
+    assert_eq!(running, 4, "it found every session alive: {synced}");
 
     // The session the client is attached to ends: the client goes with it.
     let session = |id: i64| env.run(&["show", &id.to_string(), "--json"]).ok().json()["runs"][0]["session"].clone();

@@ -13,14 +13,14 @@ use sha2::{Digest, Sha256};
 use super::artifacts::ARTIFACTS_SH;
 use super::diff::DIFF_SH;
 use super::protocol::{CANCEL_SH, OWN_ROOT_SH, SAY_SH, SYNC_SH};
-use super::{AGENT_ENV_SH, DOCTOR_SH, GIT_TREE_SH, LAUNCH_SH};
+use super::{AGENT_ENV_SH, DOCTOR_SH, GIT_TREE_SH, LAUNCH_SH, TMUX_CONTROL_SH};
 
 /// Every body a script of delegate ends with, by name: the same concatenations the
 /// renderers write after their variable lines.
 pub fn bodies() -> Vec<(&'static str, String)> {
     vec![
-        ("launch", [AGENT_ENV_SH, GIT_TREE_SH, LAUNCH_SH].concat()),
-        ("sync", [OWN_ROOT_SH, SYNC_SH].concat()),
+        ("launch", [AGENT_ENV_SH, GIT_TREE_SH, TMUX_CONTROL_SH, LAUNCH_SH].concat()),
+        ("sync", [OWN_ROOT_SH, TMUX_CONTROL_SH, SYNC_SH].concat()),
         ("cancel", [OWN_ROOT_SH, CANCEL_SH].concat()),
         ("say", [OWN_ROOT_SH, SAY_SH].concat()),
         ("doctor", [AGENT_ENV_SH, DOCTOR_SH].concat()),

@@ -38,6 +38,9 @@ pub mod escape;
 /// Removes a finished task's worktree and refs on the brother (see [`crate::ops::cleanup`]).
 pub const CLEANUP_SH: &str = include_str!("scripts/cleanup.sh");
 pub const LAUNCH_SH: &str = include_str!("scripts/launch.sh");
+/// Commands through a resident shell's tmux control client (`control_command`): function
+/// definitions only, put in front of `launch.sh` (new-session) and `sync.sh` (list-sessions).
+pub const TMUX_CONTROL_SH: &str = include_str!("scripts/tmux-control.sh");
 /// Where the agent is found and what it runs with (login/interactive shell environment,
 /// env files, version and sandbox probes): function definitions only, put in front of both
 /// `launch.sh` and `doctor.sh` so a launch and `delegate doctor` find the same agent.
@@ -301,7 +304,13 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     )?;
 
     let mut out = Vec::with_capacity(
-        v.prompt.len() * 4 / 3 + AGENT_ENV_SH.len() + GIT_TREE_SH.len() + LAUNCH_SH.len() + vars.len() * 4 / 3 + 96,
+        v.prompt.len() * 4 / 3
+            + AGENT_ENV_SH.len()
+            + GIT_TREE_SH.len()
+            + TMUX_CONTROL_SH.len()
+            + LAUNCH_SH.len()
+            + vars.len() * 4 / 3
+            + 96,
     );
     // Escaped (see `escape`): decoded on the brother by bash's printf, with no process.
     out.extend_from_slice(format!("DLG_VARS='{}'\n", escape::fields(&vars)).as_bytes());
@@ -310,6 +319,7 @@ pub fn render(v: &LaunchVars) -> Result<Vec<u8>> {
     out.extend_from_slice(format!("DLG_PROMPT='{}'\n", escape::escape(v.prompt)).as_bytes());
     out.extend_from_slice(AGENT_ENV_SH.as_bytes());
     out.extend_from_slice(GIT_TREE_SH.as_bytes());
+    out.extend_from_slice(TMUX_CONTROL_SH.as_bytes());
     out.extend_from_slice(LAUNCH_SH.as_bytes());
     Ok(out)
 }

@@ -220,7 +220,7 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     }
     // Keys and sessions are checked above, the root has no control characters: every field
     // is one line, so newlines can separate them.
-    Ok(script(&super::escape::escape(&joined(&fields, b'\n')), SYNC_SH))
+    Ok(script(&super::escape::escape(&joined(&fields, b'\n')), &[super::TMUX_CONTROL_SH, SYNC_SH].concat()))
 }
 
 /// Reads a reply of the sync script. Strict: anything but the framing above (a missing

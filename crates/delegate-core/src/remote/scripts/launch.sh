@@ -99,63 +99,29 @@ main() {
 		[ "${__dlg_resident-}" = 1 ] || return 0
 		printf '%s\0' "$1" >&3 2>/dev/null || true
 	}
-	# The tmux control client a resident shell keeps (transport/ssh/resident.sh): a tmux
-	# client in control mode attached to a session an earlier launch made, reading commands
-	# from a pipe. A launch through it sends `new-session` as one line and reads the
-	# answer's block (%begin, the output, %end or %error), and starts no tmux process. It
-	# returns 0 with `answer` set (the session was made), 1 with `why` set (tmux refused),
-	# 2 when the client cannot be used (nothing was sent: the launch starts a plain client),
-	# or 3 when the command went and no answer came.
+	# new-session through the resident shell's tmux control client (tmux-control.sh), when
+	# it has one: 0 with `answer` set (the session was made), 1 with `why` set (tmux
+	# refused), 2 when the client cannot be used (nothing was sent: the launch starts a
+	# plain client), or 3 when the command went and no answer came.
 	tmux_control() {
-		[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_ctl_pid-}" ] || return 2
-		local arg line out='' begun=0
+		local arg status=0
 		# tmux parses the line: every argument goes inside single quotes, so one holding a
 		# quote or a control character takes the plain way.
 		for arg in "$session" "$workdir" "$BASH" "$dir/run.sh"; do
 			[[ $arg != *[\'[:cntrl:]]* ]] || return 2
 		done
-		# What the client said since (notifications); `%exit`: it has gone with its session.
-		# shellcheck disable=SC2154 # __dlg_ctl_in and __dlg_ctl_out are the resident shell's
-		while read -r -t 0 -u "$__dlg_ctl_out"; do
-			if ! IFS= read -r -t 1 -u "$__dlg_ctl_out" line || [[ $line == %exit* ]]; then
-				control_gone
-				return 2
-			fi
-		done
-		trap '' PIPE # a client gone meanwhile is a failed write, not the end of this script
-		{ printf "new-session -d -s '%s' -c '%s' -x 200 -y 50 -P -F '#{pane_pid} #{version}' '%s' '%s'\n" \
-			"$session" "$workdir" "$BASH" "$dir/run.sh" >&"$__dlg_ctl_in"; } 2>/dev/null || {
-			trap - PIPE
-			control_gone
-			return 2
-		}
-		trap - PIPE
-		local give_up=$((${EPOCHREALTIME/[.,]/} + 10000000))
-		while IFS= read -r -t 10 -u "$__dlg_ctl_out" line; do
-			case $line in
-			"%begin "*) begun=1 out='' ;;
-			"%end "* | "%error "*)
-				if [ "$begun" = 1 ]; then
-					if [[ $line == %error* ]]; then
-						why=$out
-						return 1
-					fi
-					[[ $out =~ ^[0-9]+\ [0-9A-Za-z.-]+$ ]] || break
-					answer=$out
-					return 0
-				fi
-				;;
-			*) [ "$begun" = 0 ] || out+=$line ;; # (outside a block: a notification)
-			esac
-			((${EPOCHREALTIME/[.,]/} < give_up)) || break
-		done
-		control_gone
-		return 3
-	}
-	# The resident shell lets its control client go (it has gone, or answered wrongly).
-	control_gone() {
-		keep "__dlg_kept_ctl=stop"
-		__dlg_ctl_pid='' # (this launch's view: a plain client's session may ask for a new one)
+		control_command "new-session -d -s '$session' -c '$workdir' -x 200 -y 50 -P -F '#{pane_pid} #{version}' '$BASH' '$dir/run.sh'" ||
+			status=$?
+		case $status in
+		0)
+			answer=${control_lines[0]-}
+			[[ ${#control_lines[@]} == 1 && $answer =~ ^[0-9]+\ [0-9A-Za-z.-]+$ ]] && return 0
+			control_gone # (an answer of another shape: the session was made all the same)
+			return 3
+			;;
+		1) why=${control_lines[*]} ;;
+		esac
+		return "$status"
 	}
 	# After a plain tmux client made the session: a resident shell without a control client
 	# starts one attached to it, when the server is tmux 3.2 or later (`attach -f
@@ -634,6 +600,7 @@ main() {
 	for attempt in 1 2 3 4; do
 		[ "$started_tmux" = 0 ] || break
 		# (Without the control client's descriptors: a server this starts would keep them.)
+		# shellcheck disable=SC2154 # the resident shell's
 		if answer=$(
 			[ -z "${__dlg_ctl_in-}" ] || exec {__dlg_ctl_in}>&- {__dlg_ctl_out}<&-
 			exec tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \

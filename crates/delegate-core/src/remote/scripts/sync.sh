@@ -101,9 +101,18 @@ main() {
 	full=("${keys[@]:0:nfull}") quiet=("${keys[@]:nfull}")
 	full=("${full[@]/#/./}") quiet=("${quiet[@]/#/./}")
 
+	# Through the resident shell's tmux control client when it has one (tmux-control.sh: no
+	# tmux process), else a plain client. (A control client is attached to a session: its
+	# server runs.) Only for a sync of a few tasks: bash reads the client's answer from a
+	# pipe a byte per read(2), where the plain client's comes in blocks, and hundreds of
+	# sessions would cost more than the process saved.
 	local -A alive=()
 	local running=0 listing name
-	if listing=$(tmux -L delegate list-sessions -F '#{session_name}' 2>/dev/null); then
+	local -a control_lines
+	if [ "$n" -le 64 ] && control_command "list-sessions -F '#{session_name}'"; then
+		running=1
+		for name in "${control_lines[@]}"; do alive[$name]=1; done
+	elif listing=$(tmux -L delegate list-sessions -F '#{session_name}' 2>/dev/null); then
 		running=1
 		for name in $listing; do alive[$name]=1; done
 	fi

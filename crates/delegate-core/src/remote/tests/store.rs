@@ -37,7 +37,7 @@ fn a_fresh_store_is_filled_once_and_warm_launches_carry_hashes_only() {
     let v = vars(&s, "k-1", "dlg-k-1", &plan, b"hi");
     let lean = render(&v).unwrap();
     // What a warm launch carries besides the launch body and the prompt: the variables only.
-    let body = AGENT_ENV_SH.len() + GIT_TREE_SH.len() + LAUNCH_SH.len();
+    let body = AGENT_ENV_SH.len() + GIT_TREE_SH.len() + crate::remote::TMUX_CONTROL_SH.len() + LAUNCH_SH.len();
     assert!(lean.len() - body < 3 * 1024, "{} bytes of variables", lean.len() - body);
     let helpers: usize = helper_files(&plan.files).iter().map(|(_, c)| c.len()).sum();
     assert!(helpers > 30_000, "the helpers are what a warm launch no longer sends: {helpers}");

@@ -1,0 +1,51 @@
+# The tmux control client a resident shell keeps (transport/ssh/resident.sh): a tmux
+# client in control mode attached to a session an earlier launch made, reading command
+# lines from a pipe (__dlg_ctl_in) and answering on another (__dlg_ctl_out). A command
+# through it starts no tmux process. Function definitions only, put in front of launch.sh
+# (new-session) and sync.sh (list-sessions).
+
+# control_command LINE: tmux parses LINE (its callers quote every argument); the answer is
+# the block tmux writes for it (%begin, its output, then %end or %error). Returns 0 with
+# the output lines in control_lines (done), 1 with tmux's complaint there (refused), 2 when
+# there is no usable client (nothing was sent), or 3 when the line went and no answer came
+# within 10 s (it may yet be done). A client found gone (%exit: tmux ends it with its
+# session) or not answering is let go (control_gone).
+control_command() {
+	control_lines=()
+	[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_ctl_pid-}" ] || return 2
+	# shellcheck disable=SC2154 # __dlg_ctl_in and __dlg_ctl_out are the resident shell's
+	local line begun=0 give_up in=$__dlg_ctl_in out=$__dlg_ctl_out
+	# What the client said since the last command (notifications), read first.
+	while read -r -t 0 -u "$out"; do
+		if ! IFS= read -r -t 1 -u "$out" line || [[ $line == %exit* ]]; then
+			control_gone
+			return 2
+		fi
+	done
+	trap '' PIPE # a client gone meanwhile is a failed write, not the end of the script
+	if ! { printf '%s\n' "$1" >&"$in"; } 2>/dev/null; then
+		trap - PIPE
+		control_gone
+		return 2
+	fi
+	trap - PIPE
+	give_up=$((${EPOCHREALTIME/[.,]/} + 10000000))
+	while IFS= read -r -t 10 -u "$out" line; do
+		case $line in
+		"%begin "*) begun=1 control_lines=() ;;
+		"%end "*) [ "$begun" = 0 ] || return 0 ;;
+		"%error "*) [ "$begun" = 0 ] || return 1 ;;
+		*) [ "$begun" = 0 ] || control_lines+=("$line") ;; # (outside a block: a notification)
+		esac
+		((${EPOCHREALTIME/[.,]/} < give_up)) || break
+	done
+	control_gone
+	return 3
+}
+
+# The resident shell is asked to let its control client go (a record on fd 3, which it
+# reads after the script); for the rest of this script there is none.
+control_gone() {
+	if [ "${__dlg_resident-}" = 1 ]; then printf '%s\0' "__dlg_kept_ctl=stop" >&3 2>/dev/null; fi
+	__dlg_ctl_pid=''
+}
