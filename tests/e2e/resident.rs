@@ -213,7 +213,7 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
         &format!("#!/bin/bash\nprintf '%s\\n' \"$*\" >>'{}'\nexec {real} \"$@\"\n", log.display()),
     );
     // The launch runs tmux from the login environment's PATH.
-    host.write_home_file(".profile", &format!("PATH={}:$PATH\n", host.dir().join("bin").display()), 0o644);
+    host.write_home_file(".profile", format!("PATH={}:$PATH\n", host.dir().join("bin").display()), 0o644);
     let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
     let env = Env::with_brother(&host, "self-test", "read");
     let go = |name: &str| launch(&env, &["oppy", &format!("{name}\n@self-test sleep 60"), "--json"]);
