@@ -550,14 +550,16 @@ fn markdown(ctx: &Ctx, env: &serde_json::Value, ratios: &[Ratio], stamp: &str) -
 fn why_missed(name: &str) -> &'static str {
     if name.contains("warm launch") && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h")) {
         "the brother's own work dominates a warm launch. The resident shell removes channel \
-         open, exec, bash start and parsing the ~40 KB body, and keeps what a launch checked \
-         (helpers' contents, the remote_root, the login environment), and the variables and \
-         prompt are decoded by bash's printf. What is left on the brother: mkdir and chmod of \
-         the task directory, the tmux client and the server making the session (~6 ms), the \
-         runner's own start inside tmux (bash parsing run.sh, flock) before it reports, and the \
-         shell's two forks per request. ControlMaster pays the same script work minus what the \
-         resident shell keeps. The hand-rolled launch (O2h, F0h) skips all of it: no \
-         environment, no preflight, no evidence, no helpers."
+         open, exec, bash start, parsing the ~50 KB body and defining its functions, keeps what \
+         a launch checked (helpers' contents, the remote_root, the login environment), and \
+         makes the session through its tmux control client (no tmux process); the variables \
+         and prompt are decoded by bash's printf. What is left on the brother: mkdir, writing \
+         the task's files (~45 KB of helpers and run.sh, the prompt, launch.json: bash's \
+         printf writes about 10 us per KB), the tmux server making the session and starting \
+         the pane, the runner's start inside tmux (bash, flock) before it reports, the \
+         background chmod's fork, and the shell's two forks per request. ControlMaster pays \
+         the same script work minus what the resident shell keeps. The hand-rolled launch \
+         (O2h, F0h) skips all of it: no environment, no preflight, no evidence, no helpers."
     } else if name.contains("sync K=1000") {
         "D1x here already has this run's script (variables decoded by printf, keys checked in \
          one match, quiet tasks skipped in bash), so the ratio understates the change against \
@@ -568,8 +570,10 @@ fn why_missed(name: &str) -> &'static str {
          ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip; the rest is the brother's \
-         tmux list-sessions and find (two processes), the shell's two forks per request, and \
-         the lead's mailbox reads and one write transaction."
+         find and tmux list-sessions (two processes: this connection launched nothing, so its \
+         shell has no tmux control client; where the connection launched the tasks, as the \
+         warm daemon's does, the sessions are listed through that client), the shell's two \
+         forks per request, and the lead's mailbox reads and one write transaction."
     } else if name.contains("cold CLI launch") {
         "both sides pay the same host-side work (the launch script: preflight, five task files, \
          the prompt written, tmux, and the wait until the runner reports from \

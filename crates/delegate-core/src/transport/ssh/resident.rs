@@ -162,21 +162,32 @@ impl Resident {
         let writer = &self.writer;
         let exchange = async {
             writer.data_bytes(frame).await.map_err(|e| format!("sending the script failed: {e}"))?;
+            let mut ended = false;
             while !(stdout.done() && stderr.done()) {
-                let (framer, data) = match reader.wait().await {
+                let next = if ended {
+                    // The shell is gone, but sshd may report that before it forwards the
+                    // last output the script wrote: what comes within a moment is kept, as
+                    // an exec channel keeps it.
+                    tokio::time::timeout(Duration::from_millis(200), reader.wait()).await.unwrap_or_default()
+                } else {
+                    reader.wait().await
+                };
+                let (framer, data) = match next {
                     Some(ChannelMsg::Data { data }) => (&mut stdout, data),
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => (&mut stderr, data),
-                    Some(
-                        ChannelMsg::ExitStatus { .. }
-                        | ChannelMsg::ExitSignal { .. }
-                        | ChannelMsg::Eof
-                        | ChannelMsg::Close,
-                    )
-                    | None => return Err("the channel closed without an exit status".to_string()),
+                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }) => {
+                        ended = true;
+                        continue;
+                    }
+                    Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                        return Err("the channel closed without an exit status".to_string());
+                    }
                     Some(_) => continue,
                 };
                 framer.feed(&data)?;
             }
+            // (A reply framed whole before the shell went is its reply; the shell's end is
+            // still pending on the channel, so the next request finds it unusable.)
             Ok(())
         };
         let result = tokio::time::timeout(limit, exchange).await;
