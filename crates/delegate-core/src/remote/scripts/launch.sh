@@ -29,7 +29,9 @@
 #   23 base tools missing (base64, sha256sum)   24 workdir missing   25 task dir not writable,
 #   or the remote_root (tasks/, cache/) is not this user's alone (another owner, a symlink,
 #   writable by group or others)
-#   26 sandbox cannot be honoured   27 tmux refused the session   28 runner never reported
+#   26 sandbox cannot be honoured   27 tmux refused the session (27 with no DELEGATE-ERROR
+#   line: the tmux control client took new-session and never answered; launch_unknown)
+#   28 runner never reported
 #   29 the task directory or session already belongs to a launch
 #   34 helper files are missing from this host's store (or no longer match their hash):
 #      stdout has `DELEGATE-NEED <sha256> ...`; nothing was created, and the lead sends the
