@@ -34,14 +34,15 @@ printf -v __dlg_nl "\n"
 declare -A __dlg_kept_helper=() __dlg_kept_root=()
 # A pipe nobody writes to, for naps (read -t) that start no process.
 exec {__dlg_nap}<> <(:)
-# The tmux control client (launch.sh: tmux_control): after a launch made a session with a
-# plain tmux client (record __dlg_kept_ctl="start <session>"), a tmux client in control
-# mode attached to that session (no-output: the pane output is not sent to it), reading
-# commands from __dlg_ctl_in and writing to __dlg_ctl_out, so the launches that follow
-# start no tmux process. tmux ends it with its session (%exit); a launch that finds it
-# gone or answering wrongly asks for it to be let go ("stop"), and asks for a new one
-# ("start", which lets any earlier one go) once a plain client made its session. It holds no session of its own, so the tmux server still ends with
-# its last task. Its descriptors are only ours: the client gets its pipes and nothing else.
+# The tmux control client (tmux-control.sh): after a launch made a session with a plain
+# tmux client (record __dlg_kept_ctl="start <session>"), a tmux client in control mode
+# attached to that session (no-output: the pane output is not sent to it), reading
+# commands from __dlg_ctl_in and writing to __dlg_ctl_out, so the launches (and small
+# syncs) that follow start no tmux process. tmux ends it with its session (%exit); a
+# script that finds it gone or not answering asks for it to be let go ("stop"), and a
+# launch asks for a new one ("start", which lets any earlier one go) once a plain client
+# made its session. It holds no session of its own, so the tmux server still ends with its
+# last task. The client gets its two pipes and none of the shell's other descriptors.
 __dlg_ctl_pid="" __dlg_ctl_in="" __dlg_ctl_out="" __dlg_kept_ctl=""
 __dlg_ctl_stop() {
 	[ -n "$__dlg_ctl_pid" ] || return 0
