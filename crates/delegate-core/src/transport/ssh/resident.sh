@@ -42,7 +42,7 @@ exec {__dlg_nap}<> <(:)
 # script that finds it gone or not answering asks for it to be let go ("stop"), and a
 # launch asks for a new one ("start", which lets any earlier one go) once a plain client
 # made its session. It holds no session of its own, so the tmux server still ends with its
-# last task. The client gets its two pipes and none of the shell's other descriptors.
+# last task. The client gets its two pipes and none of the other descriptors of the shell.
 __dlg_ctl_pid="" __dlg_ctl_in="" __dlg_ctl_out="" __dlg_kept_ctl=""
 __dlg_ctl_stop() {
 	[ -n "$__dlg_ctl_pid" ] || return 0
