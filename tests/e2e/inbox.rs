@@ -33,6 +33,19 @@ done
 echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"done","session_id":"s"}'
 "#;
 
+/// What the asking agent's hook handed it: its line in `context-seen.jsonl`, once whole (the
+/// agent's `>>` makes the file before it writes the line).
+fn context_seen(dir: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = String::from_utf8(wait_for_file(&dir.join("context-seen.jsonl"))).unwrap();
+        if seen.ends_with('\n') || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn inbox(env: &Env) -> Vec<Value> {
     env.run(&["inbox", "--json"]).ok().json()["questions"].as_array().unwrap().clone()
 }
@@ -94,7 +107,7 @@ fn a_question_is_listed_sanitized_and_an_answer_reaches_the_running_agent_once()
     assert!(!inbox(&env).iter().any(|q| q["task"] == id), "still listed after the answer");
     // The agent got it through its hook, once.
     let dir = crate::support::remote_dir(&env, id);
-    let seen = String::from_utf8(wait_for_file(&dir.join("context-seen.jsonl"))).unwrap();
+    let seen = context_seen(&dir);
     assert!(seen.contains("use postgres 16"), "{seen}");
     assert_eq!(wait_done(&env, id)["status"], "completed");
     let t = show(&env, id);
@@ -131,7 +144,7 @@ fn a_task_waiting_for_input_is_in_the_inbox_and_answered_over_mcp() {
         client.cancel().await.ok();
     });
     let dir = crate::support::remote_dir(&env, id);
-    let seen = String::from_utf8(wait_for_file(&dir.join("context-seen.jsonl"))).unwrap();
+    let seen = context_seen(&dir);
     assert!(seen.contains("go on with sqlite"), "{seen}");
     wait_done(&env, id);
 }

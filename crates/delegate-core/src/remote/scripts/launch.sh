@@ -94,13 +94,6 @@ main() {
 		v=()
 		for i in "${!raw[@]}"; do printf -v 'v[i]' '%b' "${raw[i]}"; done
 	}
-	# keep ASSIGNMENT: run by a resident shell, hands it one assignment of a __dlg_kept_
-	# variable for the launches that follow in that shell (transport/ssh/resident.sh reads
-	# fd 3). Elsewhere nothing is kept.
-	keep() {
-		[ "${__dlg_resident-}" = 1 ] || return 0
-		printf '%s\0' "$1" >&3 2>/dev/null || true
-	}
 	# new-session through the resident shell's tmux control client (tmux-control.sh), when
 	# it has one: 0 with `answer` set (the session was made), 1 with `why` set (tmux
 	# refused), 2 when the client cannot be used (nothing was sent: the launch starts a
@@ -588,11 +581,7 @@ main() {
 	tmux_control || control=$?
 	case $control in
 	0) started_tmux=1 ;;
-	1)
-		[[ $why == *"duplicate session"* ]] &&
-			die 29 "tmux session $session already exists: not starting a second agent"
-		die 27 "tmux could not start session $session: $why"
-		;;
+	1) ;; # refused: `why` is judged below, as a plain client's refusal
 	3)
 		# The command went to the control client and no answer came: the session may yet
 		# appear. Never a second one: the lead reconciles (launch_unknown).
@@ -601,7 +590,7 @@ main() {
 		;;
 	esac
 	for attempt in 1 2 3 4; do
-		[ "$started_tmux" = 0 ] || break
+		[ "$control" = 2 ] || break # (made or refused through the control client)
 		# (Without the control client's descriptors: a server this starts would keep them.)
 		# shellcheck disable=SC2154 # the resident shell's
 		if answer=$(
@@ -615,13 +604,14 @@ main() {
 		fi
 		why=''
 		read -r why <"$dir/tmux.err" || true
-		if [[ $why == *"duplicate session"* ]]; then
-			die 29 "tmux session $session already exists: not starting a second agent"
-		fi
 		[[ $why == *"server exited unexpectedly"* || $why == *"lost server"* ]] || break
 		[ "$attempt" -lt 4 ] && sleep 0.05
 	done
-	[ "$started_tmux" = 1 ] || die 27 "tmux could not start session $session: $why"
+	if [ "$started_tmux" = 0 ]; then
+		[[ $why == *"duplicate session"* ]] &&
+			die 29 "tmux session $session already exists: not starting a second agent"
+		die 27 "tmux could not start session $session: $why"
+	fi
 	pane_pid=${answer%% *} tmux_version="tmux ${answer#* }"
 
 	# launch.json, written while the runner starts: everything but the runner's word.

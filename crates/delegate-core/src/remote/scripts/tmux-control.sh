@@ -2,7 +2,7 @@
 # client in control mode attached to a session an earlier launch made, reading command
 # lines from a pipe (__dlg_ctl_in) and answering on another (__dlg_ctl_out). A command
 # through it starts no tmux process. Function definitions only, put in front of launch.sh
-# (new-session) and sync.sh (list-sessions).
+# (new-session; its `keep` records too) and sync.sh (list-sessions).
 
 # control_command LINE: tmux parses LINE (its callers quote every argument); the answer is
 # the block tmux writes for it (%begin, its output, then %end or %error). Returns 0 with
@@ -43,9 +43,18 @@ control_command() {
 	return 3
 }
 
-# The resident shell is asked to let its control client go (a record on fd 3, which it
-# reads after the script); for the rest of this script there is none.
+# The resident shell is asked to let its control client go; for the rest of this script
+# there is none.
 control_gone() {
-	if [ "${__dlg_resident-}" = 1 ]; then printf '%s\0' "__dlg_kept_ctl=stop" >&3 2>/dev/null; fi
+	keep "__dlg_kept_ctl=stop"
 	__dlg_ctl_pid=''
+}
+
+# keep ASSIGNMENT: run by a resident shell, hands it one assignment of a __dlg_kept_
+# variable for the requests that follow in that shell (transport/ssh/resident.sh reads
+# fd 3 after the script). Elsewhere nothing is kept. (Here because both bodies that carry
+# this file hand records: the control client's, and the launch's checks.)
+keep() {
+	[ "${__dlg_resident-}" = 1 ] || return 0
+	printf '%s\0' "$1" >&3 2>/dev/null || true
 }
