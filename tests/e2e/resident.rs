@@ -188,6 +188,31 @@ fn a_resident_shell_keeps_what_launches_checked_and_sees_what_changed() {
     }
 }
 
+/// Puts a `tmux` first on the host's PATH (the login environment's too, which launches use)
+/// that logs its arguments to the returned file and runs the real tmux. A control client it
+/// starts runs `control` first (bash, with REAL the real tmux and LOG the log), which may
+/// stand in for it.
+fn logging_tmux(host: &FakeHost, control: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let log = host.dir().join("tmux.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    install_agent(
+        host,
+        "tmux",
+        &format!(
+            "#!/bin/bash\nREAL={real} LOG='{}'\nprintf '%s\\n' \"$*\" >>\"$LOG\"\ncase \" $* \" in *\" -C \"*) {control}\n;; esac\nexec $REAL \"$@\"\n",
+            log.display()
+        ),
+    );
+    host.write_home_file(".profile", format!("PATH={}:$PATH\n", host.dir().join("bin").display()), 0o644);
+    log
+}
+
 /// Launches in one resident shell after its first go through the shell's tmux control
 /// client, and so does a sync's listing of the sessions: they start no tmux process (a `tmux` first on the brother's PATH that logs its
 /// arguments sees one `new-session` for the first launch there, then one control client
@@ -198,22 +223,8 @@ fn a_resident_shell_keeps_what_launches_checked_and_sees_what_changed() {
 /// ends with the last task.
 #[test]
 fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
-    use std::os::unix::fs::PermissionsExt;
     let host = FakeHost::builder().own_home().start();
-    let log = host.dir().join("tmux.log");
-    std::fs::write(&log, "").unwrap();
-    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let real = ["/usr/bin/tmux", "/bin/tmux", "/usr/local/bin/tmux"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap();
-    install_agent(
-        &host,
-        "tmux",
-        &format!("#!/bin/bash\nprintf '%s\\n' \"$*\" >>'{}'\nexec {real} \"$@\"\n", log.display()),
-    );
-    // The launch runs tmux from the login environment's PATH.
-    host.write_home_file(".profile", format!("PATH={}:$PATH\n", host.dir().join("bin").display()), 0o644);
+    let log = logging_tmux(&host, "");
     let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
     let env = Env::with_brother(&host, "self-test", "read");
     let go = |name: &str| launch(&env, &["oppy", &format!("{name}\n@self-test sleep 60"), "--json"]);
@@ -276,6 +287,68 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
             String::from_utf8_lossy(&ls.stdout)
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A control client that ends between taking a launch's new-session and answering it (the
+/// session it was attached to ended, or the server) leaves no launch hanging or unknown:
+/// the server, asked with a plain client, tells whether it made the session. Made: the
+/// launch is `launched` with it, and no second session follows. Not made: the launch makes
+/// it with a plain client. Either way the client is let go and a new one follows.
+#[test]
+fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
+    let host = FakeHost::builder().own_home().start();
+    // A control client started while the file `mode` says `drop` ends on the first line it
+    // gets, doing nothing; with `run` it has the real tmux run that line first. It reads
+    // the file when it starts, and logs what it read: the test waits for that.
+    let mode = host.dir().join("mode");
+    std::fs::write(&mode, "").unwrap();
+    let control = format!(
+        "m=$(cat '{}'); echo \"control ${{m:-real}}\" >>\"$LOG\"; if [ -n \"$m\" ]; then IFS= read -r line; [ \"$m\" != run ] || eval \"$REAL -L delegate $line\" >/dev/null 2>&1; echo %exit; exit 0; fi",
+        mode.display()
+    );
+    let log = logging_tmux(&host, &control);
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
+    let started = |what: &str| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while count(&format!("control {what}")) == 0 {
+            assert!(std::time::Instant::now() < end, "no control client read its mode {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let env = Env::with_brother(&host, "self-test", "read");
+    let go = |name: &str| {
+        let run = env.run(&["oppy", &format!("{name}\n@self-test sleep 60"), "--json"]);
+        assert_eq!(run.code(), 0, "launched, not left unknown: {run}");
+        let id = run.json()["id"].as_i64().unwrap();
+        let state = std::fs::read_to_string(remote_dir(&env, id).join("state")).unwrap();
+        assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
+        id
+    };
+    let mut ids = vec![go("first")];
+    until_resident(&env, &host);
+    std::fs::write(&mode, "drop").unwrap();
+    ids.push(go("second"));
+    assert_eq!((count("new-session"), count("-C attach-session")), (2, 1), "a plain client, then a control client");
+    started("drop");
+    std::fs::write(&mode, "run").unwrap();
+    // The client ends without passing the line on: made with a plain client.
+    ids.push(go("third"));
+    assert_eq!(count("new-session"), 3, "the session was made by a plain client");
+    assert_eq!(count("-C attach-session"), 2, "and a new control client followed");
+    assert_eq!(sessions(&host), 3);
+    started("run");
+    std::fs::write(&mode, "").unwrap();
+    // The client has tmux make the session, then ends without answering: found, not made again.
+    ids.push(go("fourth"));
+    assert_eq!(count("new-session"), 3, "no plain client made a second session");
+    assert_eq!(sessions(&host), 4, "one session for the fourth launch");
+    ids.push(go("fifth"));
+    assert_eq!((count("new-session"), count("-C attach-session")), (4, 3), "the client was let go; a new one follows");
+    ids.push(go("sixth"));
+    assert_eq!(count("new-session"), 4, "and is used");
+    for id in ids {
+        env.run(&["cancel", &id.to_string()]).ok();
     }
 }
 

@@ -96,8 +96,8 @@ main() {
 	}
 	# new-session through the resident shell's tmux control client (tmux-control.sh), when
 	# it has one: 0 with `answer` set (the session was made), 1 with `why` set (tmux
-	# refused), 2 when the client cannot be used (nothing was sent: the launch starts a
-	# plain client), or 3 when the command went and no answer came.
+	# refused), 2 when the client cannot be used or the session was not made (the launch
+	# starts a plain client), or 3 when the command went and no answer came.
 	tmux_control() {
 		local arg status=0
 		# tmux parses the line: every argument goes inside single quotes, so one holding a
@@ -115,8 +115,26 @@ main() {
 			return 3
 			;;
 		1) why=${control_lines[*]} ;;
+		4)
+			# The client ended before it answered (the session it was attached to ended, or
+			# the server): the server, asked with a plain client, says whether it made the
+			# session before it let the client go. It has handled all the client sent by
+			# then, so no second session can follow; none there, none will be.
+			if answer=$(plain_tmux list-panes -t "=$session:" -F '#{pane_pid} #{version}' 2>/dev/null) &&
+				[[ $answer =~ ^[0-9]+\ [0-9A-Za-z.-]+$ ]]; then
+				return 0
+			fi
+			return 2
+			;;
 		esac
 		return "$status"
+	}
+	# Runs (execs) a plain tmux client on delegate's socket, without the control client's
+	# descriptors (a server it starts would keep them), fd 3 or stdin. In a subshell.
+	plain_tmux() {
+		# shellcheck disable=SC2154 # the resident shell's
+		[ -z "${__dlg_ctl_in-}" ] || exec {__dlg_ctl_in}>&- {__dlg_ctl_out}<&-
+		exec tmux -L delegate "$@" </dev/null 3>&-
 	}
 	# After a plain tmux client made the session: a resident shell without a control client
 	# starts one attached to it, when the server is tmux 3.2 or later (`attach -f
@@ -591,13 +609,8 @@ main() {
 	esac
 	for attempt in 1 2 3 4; do
 		[ "$control" = 2 ] || break # (made or refused through the control client)
-		# (Without the control client's descriptors: a server this starts would keep them.)
-		# shellcheck disable=SC2154 # the resident shell's
-		if answer=$(
-			[ -z "${__dlg_ctl_in-}" ] || exec {__dlg_ctl_in}>&- {__dlg_ctl_out}<&-
-			exec tmux -L delegate -f /dev/null new-session -d -s "$session" -c "$workdir" \
-				-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" </dev/null 2>"$dir/tmux.err" 3>&-
-		); then
+		if answer=$(plain_tmux -f /dev/null new-session -d -s "$session" -c "$workdir" \
+			-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" 2>"$dir/tmux.err"); then
 			started_tmux=1
 			control_wanted "$answer"
 			break

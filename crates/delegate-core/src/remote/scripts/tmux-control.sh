@@ -7,9 +7,12 @@
 # control_command LINE: tmux parses LINE (its callers quote every argument); the answer is
 # the block tmux writes for it (%begin, its output, then %end or %error). Returns 0 with
 # the output lines in control_lines (done), 1 with tmux's complaint there (refused), 2 when
-# there is no usable client (nothing was sent), or 3 when the line went and no answer came
-# within 10 s (it may yet be done). A client found gone (%exit: tmux ends it with its
-# session) or not answering is let go (control_gone).
+# there is no usable client (nothing was sent), 3 when the line went and no answer came
+# within 10 s (it may yet be done), or 4 when the client ended (%exit) after the line went
+# and before an answer: its session or the server ended meanwhile, and whether tmux ran the
+# line only the server can tell (it ran it before it let the client go, or never). A client
+# found gone (%exit: tmux ends it with its session) or not answering is let go
+# (control_gone).
 control_command() {
 	control_lines=()
 	[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_ctl_pid-}" ] || return 2
@@ -35,6 +38,13 @@ control_command() {
 		"%begin "*) begun=1 control_lines=() ;;
 		"%end "*) [ "$begun" = 0 ] || return 0 ;;
 		"%error "*) [ "$begun" = 0 ] || return 1 ;;
+		%exit*)
+			if [ "$begun" = 0 ]; then
+				control_gone
+				return 4
+			fi
+			control_lines+=("$line")
+			;;
 		*) [ "$begun" = 0 ] || control_lines+=("$line") ;; # (outside a block: a notification)
 		esac
 		((${EPOCHREALTIME/[.,]/} < give_up)) || break
