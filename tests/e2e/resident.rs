@@ -213,14 +213,14 @@ fn logging_tmux(host: &FakeHost, control: &str) -> std::path::PathBuf {
     log
 }
 
-/// Launches in one resident shell after its first go through the shell's tmux control
-/// client, and so does a sync's listing of the sessions: they start no tmux process (a `tmux` first on the brother's PATH that logs its
-/// arguments sees one `new-session` for the first launch there, then one control client
-/// attached to that session). The tasks run as ever: each launch still waits for its runner
-/// to report from inside tmux. When the session the client is attached to ends, the
-/// client goes with it; the next launch makes its session with a plain client and a new
-/// control client follows. The client holds no session of its own: the tmux server still
-/// ends with the last task.
+/// Launches in a resident shell go through the shell's tmux control client, and so does a
+/// sync's listing of the sessions: they start no tmux process (a `tmux` first on the
+/// brother's PATH logs its arguments). The shell's first sync lists with a plain client and
+/// a control client follows, attached to the first live session. The tasks run as ever:
+/// each launch still waits for its runner to report from inside tmux. When the session the
+/// client is attached to ends, the client goes with it; the next launch makes its session
+/// with a plain client and a new control client follows. The client holds no session of
+/// its own: the tmux server still ends with the last task.
 #[test]
 fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     let host = FakeHost::builder().own_home().start();
@@ -228,14 +228,18 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
     let env = Env::with_brother(&host, "self-test", "read");
     let go = |name: &str| launch(&env, &["oppy", &format!("{name}\n@self-test sleep 60"), "--json"]);
-    let first = go("first");
+    // (On a connection of its own: a plain client.)
+    let attached = go("first");
     until_resident(&env, &host);
     let before = execs(&host);
-    let attached = go("second");
-    assert_eq!(count("new-session"), 2, "the first launch in the shell used a plain client");
-    assert_eq!(count("-C attach-session"), 1, "and a control client followed");
-    let mut ids = vec![first, attached, go("third"), go("fourth")];
-    assert_eq!(count("new-session"), 2, "later launches started no tmux process");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count("-C attach-session") == 0 {
+        assert!(std::time::Instant::now() < end, "the resident shell's sync started no control client");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut ids = vec![attached, go("second"), go("third"), go("fourth")];
+    assert_eq!(count("new-session"), 1, "launches in the resident shell started no tmux process");
+    assert_eq!(count("-C attach-session"), 1);
     for &id in &ids[2..] {
         let state = std::fs::read_to_string(remote_dir(&env, id).join("state")).unwrap();
         assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
@@ -258,10 +262,10 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     ids.push(go("fifth"));
-    assert_eq!(count("new-session"), 3, "a plain client again, once");
+    assert_eq!(count("new-session"), 2, "a plain client again, once");
     assert_eq!(count("-C attach-session"), 2, "and a new control client");
     ids.push(go("sixth"));
-    assert_eq!(count("new-session"), 3);
+    assert_eq!(count("new-session"), 2);
 
     // tmux refusing the control client's command (here the next task's session name is
     // taken by hand): the launch fails with tmux's reason, and the client stays in use.
@@ -271,7 +275,7 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     let run = env.run(&["oppy", "taken\n@self-test sleep 60", "--json"]).fails_with(29);
     assert!(run.stderr().contains("already exists"), "{run}");
     ids.push(go("eighth"));
-    assert_eq!(count("new-session"), 3, "both launches used the client");
+    assert_eq!(count("new-session"), 2, "both launches used the client");
     assert_eq!(execs(&host), before, "all of these went through the resident shell");
     assert!(host.tmux(&["kill-session", "-t", &format!("={taken}")]).status.success());
 
@@ -288,6 +292,33 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A resident shell that only syncs (its connection launched nothing: here the task went
+/// out on a connection of its own) gets a control client too, after its first plain
+/// listing: the syncs after that start no tmux process.
+#[test]
+fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listing() {
+    let host = FakeHost::builder().own_home().start();
+    let log = logging_tmux(&host, "");
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let id = env.run(&["--no-warm", "oppy", "only\n@self-test sleep 60", "--json"]).ok().json()["id"].as_i64().unwrap();
+    until_resident(&env, &host);
+    env.run(&["sync"]).ok();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count("-C attach-session") == 0 {
+        assert!(std::time::Instant::now() < end, "no control client was started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let listed = count("list-sessions");
+    for _ in 0..2 {
+        let shown = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+        assert_eq!(shown["status"], "running", "{shown}");
+    }
+    assert_eq!(count("list-sessions"), listed, "the syncs started no tmux process");
+    assert_eq!(count("-C attach-session"), 1);
+    env.run(&["cancel", &id.to_string()]).ok();
 }
 
 /// A control client that ends between taking a launch's new-session and answering it (the
@@ -325,28 +356,33 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
         assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
         id
     };
+    // Drop from the start: the syncs that make the shell resident start control clients
+    // (after a plain listing) and use them (ended, a plain listing follows).
+    std::fs::write(&mode, "drop").unwrap();
     let mut ids = vec![go("first")];
     until_resident(&env, &host);
-    std::fs::write(&mode, "drop").unwrap();
-    ids.push(go("second"));
-    assert_eq!((count("new-session"), count("-C attach-session")), (2, 1), "a plain client, then a control client");
     started("drop");
+    let (plain, clients) = (count("new-session"), count("-C attach-session"));
     std::fs::write(&mode, "run").unwrap();
     // The client ends without passing the line on: made with a plain client.
-    ids.push(go("third"));
-    assert_eq!(count("new-session"), 3, "the session was made by a plain client");
-    assert_eq!(count("-C attach-session"), 2, "and a new control client followed");
-    assert_eq!(sessions(&host), 3);
+    ids.push(go("second"));
+    assert_eq!(count("new-session"), plain + 1, "the session was made by a plain client");
+    assert_eq!(count("-C attach-session"), clients + 1, "and a new control client followed");
+    assert_eq!(sessions(&host), 2);
     started("run");
     std::fs::write(&mode, "").unwrap();
     // The client has tmux make the session, then ends without answering: found, not made again.
+    ids.push(go("third"));
+    assert_eq!(count("new-session"), plain + 1, "no plain client made a second session");
+    assert_eq!(sessions(&host), 3, "one session for the third launch");
     ids.push(go("fourth"));
-    assert_eq!(count("new-session"), 3, "no plain client made a second session");
-    assert_eq!(sessions(&host), 4, "one session for the fourth launch");
+    assert_eq!(
+        (count("new-session"), count("-C attach-session")),
+        (plain + 2, clients + 2),
+        "the client was let go; a new one follows"
+    );
     ids.push(go("fifth"));
-    assert_eq!((count("new-session"), count("-C attach-session")), (4, 3), "the client was let go; a new one follows");
-    ids.push(go("sixth"));
-    assert_eq!(count("new-session"), 4, "and is used");
+    assert_eq!(count("new-session"), plain + 2, "and is used");
     for id in ids {
         env.run(&["cancel", &id.to_string()]).ok();
     }

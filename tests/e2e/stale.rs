@@ -31,9 +31,11 @@ impl SyncStall {
             .find(|p| std::path::Path::new(p).exists())
             .expect("tmux installed");
         let flag = host.dir().join("stall-sync");
-        // Only the sync lists sessions (remote/scripts/sync.sh); launches and the runner pass through.
+        // Only the sync lists sessions (remote/scripts/sync.sh); launches and the runner pass
+        // through. A resident shell's control client would list them with no process: none
+        // starts here (the shell then uses a plain client).
         let script = format!(
-            "#!/bin/bash\nif [[ \" $* \" == *' list-sessions '* ]]; then\n\
+            "#!/bin/bash\n[[ \" $* \" != *' -C '* ]] || exit 1\nif [[ \" $* \" == *' list-sessions '* ]]; then\n\
              \tfor _ in $(seq 1200); do [ -e '{flag}' ] || break; sleep 0.1; done\nfi\nexec {real} \"$@\"\n",
             flag = flag.display()
         );

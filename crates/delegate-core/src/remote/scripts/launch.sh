@@ -136,17 +136,6 @@ main() {
 		[ -z "${__dlg_ctl_in-}" ] || exec {__dlg_ctl_in}>&- {__dlg_ctl_out}<&-
 		exec tmux -L delegate "$@" </dev/null 3>&-
 	}
-	# After a plain tmux client made the session: a resident shell without a control client
-	# starts one attached to it, when the server is tmux 3.2 or later (`attach -f
-	# no-output`: the pane's output is never sent to it).
-	control_wanted() {
-		[ "${__dlg_resident-}" = 1 ] && [ -z "${__dlg_ctl_pid-}" ] || return 0
-		[[ ${1#* } =~ ^([0-9]+)\.([0-9]+) ]] || return 0
-		((BASH_REMATCH[1] > 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] >= 2))) || return 0
-		local record
-		printf -v record '__dlg_kept_ctl=%q' "start $session"
-		keep "$record"
-	}
 	# The remote_root, its tasks/ and helpers/ (and cache/ when there is one) as a launch of
 	# this resident shell found them: checked whole then, the modes with stat. Only their
 	# owner (this user) or root can change a mode since; links and owners, which another
@@ -612,7 +601,7 @@ main() {
 		if answer=$(plain_tmux -f /dev/null new-session -d -s "$session" -c "$workdir" \
 			-x 200 -y 50 -P -F '#{pane_pid} #{version}' "$BASH" "$dir/run.sh" 2>"$dir/tmux.err"); then
 			started_tmux=1
-			control_wanted "$answer"
+			control_wanted "${answer#* }" "$session"
 			break
 		fi
 		why=''

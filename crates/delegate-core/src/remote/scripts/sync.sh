@@ -105,16 +105,28 @@ main() {
 	# tmux process), else a plain client. (A control client is attached to a session: its
 	# server runs.) Only for a sync of a few tasks: bash reads the client's answer from a
 	# pipe a byte per read(2), where the plain client's comes in blocks, and hundreds of
-	# sessions would cost more than the process saved.
+	# sessions would cost more than the process saved. The plain client's lines carry the
+	# server's version too: a resident shell without a control client is then asked for
+	# one, attached to the first live session of this sync's tasks.
 	local -A alive=()
-	local running=0 listing name
+	local running=0 listing name tmux_version=''
 	local -a control_lines
 	if [ "$n" -le 64 ] && control_command "list-sessions -F '#{session_name}'"; then
 		running=1
 		for name in "${control_lines[@]}"; do alive[$name]=1; done
-	elif listing=$(tmux -L delegate list-sessions -F '#{session_name}' 2>/dev/null); then
+	elif listing=$(tmux -L delegate list-sessions -F '#{version} #{session_name}' 2>/dev/null); then
 		running=1
-		for name in $listing; do alive[$name]=1; done
+		for name in $listing; do alive[${name#* }]=1; done
+		tmux_version=${listing%% *}
+	fi
+	# (Before fd 3 becomes stdout below: the request goes to the resident shell on fd 3.)
+	if [ -n "$tmux_version" ]; then
+		for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
+			if [ -n "${alive[${v[i]}]-}" ]; then
+				control_wanted "$tmux_version" "${v[i]}"
+				break
+			fi
+		done
 	fi
 
 	# The file-system clock, before anything is looked at: a file changed after this has a

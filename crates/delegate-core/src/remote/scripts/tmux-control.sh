@@ -1,8 +1,9 @@
 # The tmux control client a resident shell keeps (transport/ssh/resident.sh): a tmux
-# client in control mode attached to a session an earlier launch made, reading command
-# lines from a pipe (__dlg_ctl_in) and answering on another (__dlg_ctl_out). A command
-# through it starts no tmux process. Function definitions only, put in front of launch.sh
-# (new-session; its `keep` records too) and sync.sh (list-sessions).
+# client in control mode attached to a session of a task, reading command lines from a pipe
+# (__dlg_ctl_in) and answering on another (__dlg_ctl_out). A command through it starts no
+# tmux process. Function definitions only, put in front of launch.sh (new-session; its
+# `keep` records too) and sync.sh (list-sessions); each asks for a client (control_wanted)
+# after it used a plain one.
 
 # control_command LINE: tmux parses LINE (its callers quote every argument); the answer is
 # the block tmux writes for it (%begin, its output, then %end or %error). Returns 0 with
@@ -51,6 +52,19 @@ control_command() {
 	done
 	control_gone
 	return 3
+}
+
+# control_wanted VERSION SESSION: after a plain tmux client found tmux VERSION running
+# SESSION, a resident shell without a control client is asked to start one attached to it,
+# when the server is tmux 3.2 or later (`attach -f no-output`: the pane's output is never
+# sent to it).
+control_wanted() {
+	[ "${__dlg_resident-}" = 1 ] && [ -z "${__dlg_ctl_pid-}" ] || return 0
+	[[ $1 =~ ^([0-9]+)\.([0-9]+) ]] || return 0
+	((BASH_REMATCH[1] > 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] >= 2))) || return 0
+	local record
+	printf -v record '__dlg_kept_ctl=%q' "start $2"
+	keep "$record"
 }
 
 # The resident shell is asked to let its control client go; for the rest of this script
