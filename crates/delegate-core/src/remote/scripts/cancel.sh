@@ -20,13 +20,14 @@
 #
 # The mark: `<root>/tasks/<key>.cancelled`, next to the task directory (which may not exist
 # yet: the launch can still be on its way), kept for good. It is written first; then, if the
-# task directory exists, this script looks for a runner under an flock on its `start.lock`,
-# the lock the runner holds while it checks for the mark and writes its `started` line
-# (run.sh). So either the runner sees the mark and never starts the agent (it locked after
-# us, or after the mark was written), or this script sees the `started` line and stops the
-# runner's agent. A directory made after we looked can only hold a runner that checks after
-# the mark was written. The launch script also refuses a task with a mark before it creates
-# anything (launch.sh).
+# task directory exists, this script reads the runner's `started` line (under an flock on
+# the directory's `start.lock`, so two cancels of one task do not interleave). The runner
+# looks for the mark before it writes that line and again after (run.sh): so either this
+# script sees the `started` line and stops the runner's agent, or the line was written
+# after the mark and the runner's second look sees the mark and starts no agent. A
+# directory made after we looked can only hold a runner that looks after the mark was
+# written. The launch script also refuses a task with a mark before it creates anything
+# (launch.sh).
 # Inside a started task, `cancel` is written before agent.pgid is read, and the runner
 # writes agent.pgid before it looks for `cancel`, so one of the two always sees the other.
 # KILL is the runner's job (it knows its grace period); only when the runner itself is

@@ -307,7 +307,7 @@ main() {
 	}
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
-	# flock: the runner takes the task's start lock, shared with cancel.sh.
+	# flock: cancel.sh, the inbox helper and the Claude hook take locks with it.
 	for tool in base64 sha256sum mkdir mv chmod stat timeout tee grep flock; do
 		command -v "$tool" >/dev/null 2>&1 ||
 			die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
@@ -374,7 +374,7 @@ main() {
 	local env_keep='' record
 	if root_kept; then env_keep=$base; fi
 	# How the agent is found and the environment it runs in: agent-env.sh (shared with
-	# doctor.sh). The entries go to run.sh through agent.env (0600, removed once read),
+	# doctor.sh). The entries go to run.sh through agent.env (0600, emptied once read),
 	# never through argv.
 	local -a agent_env=()
 	# shellcheck disable=SC2034 # plain_path and agent_cmd are read by agent-env.sh's functions

@@ -5,13 +5,13 @@
 # below) and the AGENT_ARGV array. It records that it started, runs the agent with its output teed into
 # the task directory, and records how the agent ended whether or not the agent cooperated.
 #
-# Before anything else it takes the task's start lock (`start.lock` in the task directory,
-# shared with cancel.sh) and looks for the cancel mark next to its directory
-# (`<root>/tasks/<key>.cancelled`): with
-# the mark it starts no agent, writes `refused pid=<pid> at=<utc> cancelled` as its first
-# state line (the launch script reads it and reports the cancel) and an exit record
-# `0 <utc> cancelled`; without it, it writes its `started` line under the lock, so a cancel
-# coming later finds it and stops the agent.
+# Before anything else it looks for the cancel mark next to its directory
+# (`<root>/tasks/<key>.cancelled`): with the mark it starts no agent, writes
+# `refused pid=<pid> at=<utc> cancelled` as its first state line (the launch script reads
+# it and reports the cancel) and an exit record `0 <utc> cancelled`; without it, it writes
+# its `started` line, so a cancel coming later finds it and stops the agent, and looks for
+# the mark once more (a cancel that came in between, below): found then, it starts no
+# agent and records `exited 0 cancelled`.
 #
 # Files it writes in the task directory (the lead reads them back by sync):
 #   state        append-only lines:  started pid=<runner pid> at=<utc>   (or refused ..., above)
@@ -22,7 +22,7 @@
 #   agent.pgid   the agent's process group (tmp + rename): the agent runs in a group of its
 #                own, so a stop reaches everything it started, and the cancel script finds it
 #   stream.jsonl the agent's stdout (also shown in the pane); stderr.log its stderr
-#   runner.err   the runner's own stderr (bash's errors, tee's, flock's): empty when all went well
+#   runner.err   the runner's own stderr (bash's errors, tee's): empty when all went well
 #   exit         <code> <utc> [timed_out|turn_limit|cancelled|budget <spent> <limit>]
 #                (tmp + rename, always written: code is the agent's status, 128+N when
 #                signal N ended it; spent and limit in dollars)
@@ -58,7 +58,7 @@
 # the body of main only after. Everything else waits for main.
 set -uo pipefail
 umask 077
-# (The agent's PATH: flock and mv are looked up there, as everything the runner starts.)
+# (The agent's PATH: mv is looked up there, as everything the runner starts.)
 PATH=$RUN_PATH
 # The runner's own complaints (bash's, tee's) go to a file of the task, not only to a pane
 # nobody watches: a runner that stops unexpectedly leaves its last words there.
@@ -87,34 +87,34 @@ finish() { # code [reason]
 		mv -f -- "$TASK_DIR/exit.tmp" "$TASK_DIR/exit"
 }
 
-# Checked and recorded under the lock cancel.sh looks for a runner under (it writes its
-# mark before it takes the lock): no moment where a cancel and this start could both
-# miss each other. The lock is let go before anything is started, so no child holds it.
-refusal=''
-if ! exec {lock}>>"$TASK_DIR/start.lock" || ! flock -w 30 -x "$lock"; then
-	refusal=no-lock
-elif [ -e "${TASK_DIR%/*}/$TASK_KEY.cancelled" ]; then
-	refusal=cancelled
-fi
+# The cancel mark, looked for before and again after the `started` line. cancel.sh writes
+# its mark before it reads `state`: a cancel that found no `started` line wrote its mark
+# before that line was written, so the second look sees it; one that found the line stops
+# the agent itself. No moment where both miss each other, and no lock (a process) on the
+# way to `started`.
+mark=${TASK_DIR%/*}/$TASK_KEY.cancelled
 stamp
-if [ -n "$refusal" ]; then
-	printf 'refused pid=%s at=%s %s\n' "$$" "$NOW" "$refusal" >>"$TASK_DIR/state"
-	# No agent ran: 0 with the reason (cancelled), or 125 when the lock could not be had.
-	if [ "$refusal" = cancelled ]; then finish 0 cancelled; else finish 125; fi
+if [ -e "$mark" ]; then
+	printf 'refused pid=%s at=%s cancelled\n' "$$" "$NOW" >>"$TASK_DIR/state"
+	finish 0 cancelled # (no agent ran)
 	exit 0
 fi
 printf 'started pid=%s at=%s\n' "$$" "$NOW" >>"$TASK_DIR/state"
-exec {lock}>&-
+if [ -e "$mark" ]; then
+	finish 0 cancelled # (no agent ran; the launch reported the start)
+	exit 0
+fi
 
 main() {
 	# The agent's environment, as the launch script captured it (the user's login shell and
-	# env files): NAME=value entries, NUL-separated, read once and removed, since it may hold
-	# credentials. delegate's own variables and the PATH it resolved come after, and win.
-	if [ -f "$TASK_DIR/agent.env" ]; then
+	# env files): NAME=value entries, NUL-separated, read once and emptied, since it may hold
+	# credentials (emptied, not removed: no `rm` process on every launch). delegate's own
+	# variables and the PATH it resolved come after, and win.
+	if [ -s "$TASK_DIR/agent.env" ]; then
 		local -a agent_env
 		local kv
 		mapfile -d '' -t agent_env <"$TASK_DIR/agent.env"
-		rm -f -- "$TASK_DIR/agent.env"
+		: >"$TASK_DIR/agent.env"
 		# shellcheck disable=SC2163 # kv is NAME=value: export sets NAME
 		for kv in "${agent_env[@]}"; do export "$kv" 2>/dev/null || true; done
 	fi
@@ -231,11 +231,9 @@ main() {
 			if [ "$n" -eq $((TURN_LIMIT + 1)) ]; then printf 'turns\n' >&"$ev"; fi
 		done
 	}
-	local stream_w reader nap
+	local stream_w reader
 	exec {stream_w}> >(read_stream)
 	reader=$!
-	# A pipe nobody writes to: `read -t` on it is a sleep without a process.
-	exec {nap}<> <(:)
 
 	# The monitor starts the agent in a process group of its own (`set -m`; setsid would do
 	# the same but is not in coreutils), records the group, and reports how the agent ended.
@@ -259,7 +257,7 @@ main() {
 		code=$?
 		printf 'exit %s\n' "$code" >&"$ev"
 		exit "$code"
-	) {nap}<&- &
+	) &
 	local monitor=$!
 	exec {stream_w}>&-
 
@@ -363,7 +361,9 @@ main() {
 		while alive "$1"; do
 			usecs
 			((US < end)) || return 1
-			read -r -t 0.01 -u "$nap"
+			# A nap without a process: a read with a timeout on the event pipe, whose lines
+			# (a late signal's) no longer matter.
+			read -r -t 0.01 -u "$ev"
 		done
 	}
 	if [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null; then
@@ -371,7 +371,6 @@ main() {
 		gone "-$pgid" || kill -KILL -- "-$pgid" 2>/dev/null
 	fi
 	gone "$reader" || kill -KILL "$reader" 2>/dev/null
-	exec {nap}<&-
 
 	# The cancel script's request wins over whatever else stopped the agent.
 	[ -e "$TASK_DIR/cancel" ] && reason=cancelled

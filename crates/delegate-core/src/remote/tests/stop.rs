@@ -4,6 +4,7 @@
 
 use super::tests::{Scratch, fake_plan, group_alive, pid_alive, self_test_plan, vars, wait_secs};
 use crate::remote::protocol::{CancelState, parse_cancel, render_cancel};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -255,13 +256,11 @@ fn a_cancel_that_reaches_the_brother_before_the_launch_leaves_a_mark_no_launch_g
     s.launch(&vars(&s, "k-2", "dlg-k-2", &plan, b"x"));
 }
 
-#[test]
-fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under() {
+/// A `tmux` first on PATH that holds the launch at `tmux new-session` (after the task
+/// directory exists, before the session starts): the returned PATH, and the files `reached`
+/// (written when held) and `go` (the test writes it to let tmux go on).
+fn held_at_new_session(s: &Scratch) -> (std::ffi::OsString, std::path::PathBuf, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::io::AsRawFd;
-    let s = Scratch::new("cancel-lock");
-    // A `tmux` first on PATH holds the launch at `tmux new-session`, after the task directory exists
-    // and before the session starts.
     let bin = s.dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let real =
@@ -274,7 +273,24 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
     );
     std::fs::write(bin.join("tmux"), wrapper).unwrap();
     std::fs::set_permissions(bin.join("tmux"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = std::ffi::OsString::from(format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
+    (std::ffi::OsString::from(format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())), reached, go)
+}
+
+/// Waits until the session `name`'s tmux server ends it (its runner ended).
+fn session_ends(s: &Scratch, name: &str) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while sessions(s).contains(name) {
+        assert!(Instant::now() < end, "the session outlived its runner");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The mark is written after the launch script looked for it (the task directory exists)
+/// and before the runner starts: the runner refuses, and the launch reports the cancel.
+#[test]
+fn the_runner_refuses_a_mark_written_after_the_launch_looked() {
+    let s = Scratch::new("cancel-runner");
+    let (path, reached, go) = held_at_new_session(&s);
     let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/agent-ran\"\nsleep 30\n");
     let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
     let dir = s.task_dir("k-1");
@@ -284,16 +300,8 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
             (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
         });
         wait_secs(&reached, 10);
-        // Held here as a cancel holds it while it looks for a runner.
-        let lock = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("start.lock")).unwrap();
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        std::fs::write(&go, "").unwrap();
-        // tmux starts the runner, which waits for the lock: it has recorded nothing.
-        wait_secs(&dir.join("launch.json"), 10);
-        std::thread::sleep(Duration::from_millis(700));
-        assert!(!dir.join("state").exists(), "the runner went on without the lock");
         std::fs::write(s.root().join("tasks/k-1.cancelled"), "cancelled\n").unwrap();
-        drop(lock);
+        std::fs::write(&go, "").unwrap();
         launching.join().unwrap()
     });
     assert_eq!(launch.0, Some(crate::remote::code::CANCELLED), "{}", launch.1);
@@ -302,11 +310,74 @@ fn the_runner_checks_for_the_mark_under_the_lock_the_cancel_looks_for_it_under()
     let (code, _, reason) = exit_of(&dir, 5);
     assert_eq!((code, reason.as_deref()), (0, Some("cancelled")));
     assert!(!dir.join("agent-ran").exists() && !dir.join("agent.pgid").exists(), "the agent started");
-    let end = Instant::now() + Duration::from_secs(5);
-    while sessions(&s).contains("dlg-k-1") {
-        assert!(Instant::now() < end, "the session outlived its refusing runner");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    session_ends(&s, "dlg-k-1");
+}
+
+/// The runner takes no lock: a cancel that wrote its mark after the runner's first look and
+/// read `state` before the `started` line (so it left the start to the runner) is seen by
+/// the runner's second look, after that line. Held there by making `state` a FIFO: the
+/// runner's write of `started` waits for a reader, which comes after the mark.
+#[test]
+fn the_runner_looks_for_the_mark_again_after_its_started_line() {
+    let s = Scratch::new("cancel-second-look");
+    let (path, reached, go) = held_at_new_session(&s);
+    let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/agent-ran\"\nsleep 30\n");
+    let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    let dir = s.task_dir("k-1");
+    let lines = std::thread::scope(|scope| {
+        let launching =
+            scope.spawn(|| s.run_with(&super::tests::render_sent(&v).unwrap(), &[("PATH", path.as_os_str())]));
+        wait_secs(&reached, 10);
+        let fifo = std::ffi::CString::new(dir.join("state").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::write(&go, "").unwrap();
+        // The runner (the pane's process) waits to open `state`: it looked for the mark once.
+        let end = Instant::now() + Duration::from_secs(10);
+        let runner = loop {
+            let out = s.tmux(&["list-panes", "-t", "=dlg-k-1:", "-F", "#{pane_pid}"]);
+            let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !pid.is_empty()
+                && std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("wait_for_partner"))
+            {
+                break pid;
+            }
+            assert!(Instant::now() < end, "the runner never waited to write its started line");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::fs::write(s.root().join("tasks/k-1.cancelled"), "cancelled\n").unwrap();
+        // Read what it writes to `state` until its exit record. Opened for reading and writing,
+        // so its writes never wait and never meet a closed pipe.
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir.join("state"))
+            .unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            match std::io::Read::read(&mut fifo, &mut chunk) {
+                Ok(n) => lines.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if dir.join("exit").exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(Instant::now() < end + Duration::from_secs(10), "runner {runner} wrote no exit record");
+        }
+        let lines = String::from_utf8(lines).unwrap();
+        // (The launch never finds `state` a plain file: it gives up on the runner's word.)
+        let _ = launching.join().unwrap();
+        lines
+    });
+    assert!(lines.starts_with("started pid="), "{lines}");
+    let (code, _, reason) = exit_of(&dir, 5);
+    assert_eq!((code, reason.as_deref()), (0, Some("cancelled")), "{lines}");
+    assert!(!dir.join("agent-ran").exists() && !dir.join("agent.pgid").exists(), "the agent started");
+    session_ends(&s, "dlg-k-1");
 }
 
 #[test]
