@@ -63,12 +63,16 @@ PATH=$RUN_PATH
 # The runner's own complaints (bash's, tee's) go to a file of the task, not only to a pane
 # nobody watches: a runner that stops unexpectedly leaves its last words there.
 exec 2>>"$TASK_DIR/runner.err"
-# The event pipe, and the traps that write to it. They are set before anything is
-# written: the cancel script finds our pid in `state`, and SIGUSR1 would otherwise kill
-# us. A trap runs even while `read` waits, so its line wakes the loop at once.
-exec {ev}<> <(:)
-trap 'printf "cancel\n" >&"$ev"' USR1
-trap 'printf "hangup\n" >&"$ev"' HUP TERM INT
+# The traps, set before anything is written: the cancel script finds our pid in `state`,
+# and SIGUSR1 would otherwise kill us. They write their word to the event pipe, made after
+# the `started` line (its process is not on the launch's way); a word from before then
+# waits in `early`. A trap runs even while `read` waits, so its line wakes the loop at once.
+ev='' early=()
+event() {
+	if [ -n "$ev" ]; then printf '%s\n' "$1" >&"$ev"; else early+=("$1"); fi
+}
+trap 'event cancel' USR1
+trap 'event hangup' HUP TERM INT
 
 # Builtins only (a command substitution would fork): sets NOW to the current UTC time.
 stamp() {
@@ -104,6 +108,9 @@ if [ -e "$mark" ]; then
 	finish 0 cancelled # (no agent ran; the launch reported the start)
 	exit 0
 fi
+# The event pipe. (A word a trap writes while this is made may go twice: each is idempotent.)
+exec {ev}<> <(:)
+for word in "${early[@]}"; do printf '%s\n' "$word" >&"$ev"; done
 
 main() {
 	# The agent's environment, as the launch script captured it (the user's login shell and

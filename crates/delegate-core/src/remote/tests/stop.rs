@@ -313,25 +313,23 @@ fn the_runner_refuses_a_mark_written_after_the_launch_looked() {
     session_ends(&s, "dlg-k-1");
 }
 
-/// The runner takes no lock: a cancel that wrote its mark after the runner's first look and
-/// read `state` before the `started` line (so it left the start to the runner) is seen by
-/// the runner's second look, after that line. Held there by making `state` a FIFO: the
-/// runner's write of `started` waits for a reader, which comes after the mark.
-#[test]
-fn the_runner_looks_for_the_mark_again_after_its_started_line() {
-    let s = Scratch::new("cancel-second-look");
-    let (path, reached, go) = held_at_new_session(&s);
+/// Launches task k-1 (an agent that leaves `agent-ran` and sleeps) with its runner held at
+/// writing its `started` line (`state` is a FIFO until `meanwhile` returns: the runner
+/// waits for a reader), having looked for the cancel mark once. `meanwhile` gets the
+/// runner's pid. Returns what the runner wrote to `state` until its exit record.
+fn with_the_runner_held_at_started(s: &Scratch, meanwhile: impl FnOnce(&str)) -> String {
+    let (path, reached, go) = held_at_new_session(s);
     let plan = fake_plan(": >\"$DELEGATE_TASK_DIR/agent-ran\"\nsleep 30\n");
-    let v = vars(&s, "k-1", "dlg-k-1", &plan, b"x");
+    let v = vars(s, "k-1", "dlg-k-1", &plan, b"x");
     let dir = s.task_dir("k-1");
-    let lines = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let launching =
             scope.spawn(|| s.run_with(&super::tests::render_sent(&v).unwrap(), &[("PATH", path.as_os_str())]));
         wait_secs(&reached, 10);
         let fifo = std::ffi::CString::new(dir.join("state").to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         std::fs::write(&go, "").unwrap();
-        // The runner (the pane's process) waits to open `state`: it looked for the mark once.
+        // The runner (the pane's process) waits to open `state`.
         let end = Instant::now() + Duration::from_secs(10);
         let runner = loop {
             let out = s.tmux(&["list-panes", "-t", "=dlg-k-1:", "-F", "#{pane_pid}"]);
@@ -344,7 +342,7 @@ fn the_runner_looks_for_the_mark_again_after_its_started_line() {
             assert!(Instant::now() < end, "the runner never waited to write its started line");
             std::thread::sleep(Duration::from_millis(20));
         };
-        std::fs::write(s.root().join("tasks/k-1.cancelled"), "cancelled\n").unwrap();
+        meanwhile(&runner);
         // Read what it writes to `state` until its exit record. Opened for reading and writing,
         // so its writes never wait and never meet a closed pipe.
         let mut fifo = std::fs::OpenOptions::new()
@@ -366,18 +364,45 @@ fn the_runner_looks_for_the_mark_again_after_its_started_line() {
                 }
                 Err(e) => panic!("{e}"),
             }
-            assert!(Instant::now() < end + Duration::from_secs(10), "runner {runner} wrote no exit record");
+            assert!(Instant::now() < end + Duration::from_secs(20), "runner {runner} wrote no exit record");
         }
-        let lines = String::from_utf8(lines).unwrap();
         // (The launch never finds `state` a plain file: it gives up on the runner's word.)
         let _ = launching.join().unwrap();
-        lines
+        String::from_utf8(lines).unwrap()
+    })
+}
+
+/// The runner takes no lock: a cancel that wrote its mark after the runner's first look and
+/// read `state` before the `started` line (so it left the start to the runner) is seen by
+/// the runner's second look, after that line.
+#[test]
+fn the_runner_looks_for_the_mark_again_after_its_started_line() {
+    let s = Scratch::new("cancel-second-look");
+    let lines = with_the_runner_held_at_started(&s, |_| {
+        std::fs::write(s.root().join("tasks/k-1.cancelled"), "cancelled\n").unwrap();
     });
+    let dir = s.task_dir("k-1");
     assert!(lines.starts_with("started pid="), "{lines}");
     let (code, _, reason) = exit_of(&dir, 5);
     assert_eq!((code, reason.as_deref()), (0, Some("cancelled")), "{lines}");
     assert!(!dir.join("agent-ran").exists() && !dir.join("agent.pgid").exists(), "the agent started");
     session_ends(&s, "dlg-k-1");
+}
+
+/// A signal that reaches the runner before its event pipe exists (it is made after the
+/// `started` line) is kept and acted on once the pipe is there: here SIGTERM (a hangup),
+/// sent while the runner waits to write `started`.
+#[test]
+fn a_signal_before_the_runners_event_pipe_exists_is_acted_on() {
+    let s = Scratch::new("early-signal");
+    let lines = with_the_runner_held_at_started(&s, |runner| {
+        assert!(std::process::Command::new("kill").args(["-TERM", runner]).status().unwrap().success());
+    });
+    let dir = s.task_dir("k-1");
+    assert!(lines.starts_with("started pid="), "{lines}");
+    assert!(lines.contains(" stopping hangup\n"), "{lines}");
+    let (_, _, reason) = exit_of(&dir, 5);
+    assert_eq!(reason.as_deref(), Some("hangup"), "{lines}");
 }
 
 #[test]
