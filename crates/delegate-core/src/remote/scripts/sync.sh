@@ -178,11 +178,10 @@ main() {
 	exec 3>&1
 	local t=$EPOCHREALTIME now
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
-	# Lines wait in `lines` and go out in one write (flush_lines), before a file's bytes and
-	# at the end: bash writes each line of a printf with many arguments on its own, and each
-	# write is a packet of the channel.
+	printf 'DELEGATE-SYNC 1 %s %s %s %s\n' "$n" "$running" "$now" "$clock"
+	# T lines wait in `lines` and go out in one write, before the next F line or at the end.
 	local key want dir f off sz len got launch
-	local -a lines=("DELEGATE-SYNC 1 $n $running $now $clock")
+	local -a lines=()
 	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
 		key=${keys[j]}
 		lines+=("T $key ${exists[./$key]:-0} ${alive[${v[i]}]:-0}")
@@ -199,20 +198,20 @@ main() {
 				[ "$len" -le "$max" ] || len=$max
 				[ "$len" -le "$budget" ] || len=$budget
 				budget=$((budget - len))
-				lines+=("F $key $name $off $sz $len")
+				[ "${#lines[@]}" -eq 0 ] || printf '%s\n' "${lines[@]}"
+				lines=()
+				printf 'F %s %s %s %s %s\n' "$key" "$name" "$off" "$sz" "$len"
 				if [ "$len" -eq 0 ]; then
-					lines+=("")
+					printf '\n'
 					continue
 				fi
-				flush_lines
 				if [ $((off + len)) -le "$BUILTIN_READ_MAX" ]; then
 					send_builtin "$dir/$name" "$off" "$len" "$sz"
 				else
 					send_bytes "$dir/$name" "$off" "$len"
 				fi
-				# (The newline after the bytes goes out with the next lines.)
-				lines+=("")
-				[ "$got" -eq "$len" ] || lines+=("S $key $name $got")
+				printf '\n'
+				[ "$got" -eq "$len" ] || printf 'S %s %s %s\n' "$key" "$name" "$got"
 			done
 		fi
 		if [ "$want" = 1 ] && [ -f "$dir/launch.json" ]; then
@@ -221,16 +220,8 @@ main() {
 			lines+=("L $key ${#launch}" "$launch")
 		fi
 	done
-	lines+=(END)
-	flush_lines
-}
-
-# Writes the lines waiting in `lines` (each followed by a newline) in one write, and empties it.
-flush_lines() {
-	local block
-	printf -v block '%s\n' "${lines[@]}"
-	printf '%s' "$block"
-	lines=()
+	[ "${#lines[@]}" -eq 0 ] || printf '%s\n' "${lines[@]}"
+	printf 'END\n'
 }
 
 # Writes exactly $3 bytes of file $1 from offset $2 and sets got to how many of them came
