@@ -203,6 +203,12 @@ impl Store {
         let mode: String = busy_retry(|| conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)))?;
         debug_assert_eq!(mode, "wal");
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Every command opens and closes the mailbox. The last connection to close would fold
+        // the WAL into the database (a checkpoint: writes and fsyncs) and delete it, and the
+        // next command would make it again; instead the WAL stays (what it holds is as durable
+        // as the database: FULL syncs it on every commit) and SQLite folds it in as it grows
+        // (every 1000 pages, inside a commit).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
 
         // Every command opens the mailbox: when it is current, only read (a write transaction
         // here would cost every command its commit and fsyncs).
@@ -786,6 +792,22 @@ pub(super) mod tests {
         let a2 = s.create_task(&NewTask { brother: "ann", caps: b, ..new_task(b"a2") }).unwrap();
         let z1 = s.create_task(&NewTask { brother: "zed", caps: b, ..new_task(b"z1") }).unwrap();
         assert!(!a1.queued && a2.queued && !z1.queued);
+    }
+
+    #[test]
+    fn closing_the_mailbox_leaves_its_wal_and_loses_nothing() {
+        let dir = temp_dir("no-ckpt");
+        let s = Store::open(&dir).unwrap();
+        let cfg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE;
+        assert!(s.conn.db_config(cfg).unwrap());
+        let mut s = s;
+        let id = s.create_task(&new_task(b"kept")).unwrap().task_id;
+        drop(s);
+        // No checkpoint on close: the WAL holds the task, and stays for the next command.
+        assert!(std::fs::metadata(dir.join("mailbox.db-wal")).unwrap().len() > 0, "the WAL was folded in on close");
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.task(id).unwrap().prompt_bytes, 4, "the task came back from the WAL");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
