@@ -556,8 +556,10 @@ fn why_missed(name: &str) -> &'static str {
          and prompt are decoded by bash's printf. What is left on the brother: mkdir, writing \
          the task's files (~45 KB of helpers and run.sh, the prompt, launch.json: bash's \
          printf writes about 10 us per KB), the tmux server making the session and starting \
-         the pane, the runner's start inside tmux (bash, flock) before it reports, the \
-         background chmod's fork, and the shell's two forks per request. ControlMaster pays \
+         the pane, the runner's start inside tmux (bash, its error file, two looks for the cancel \
+         mark) before it reports, the background chmod's fork, the shell's two forks per \
+         request, and, launches being back to back on one CPU, the previous runner's start of \
+         its agent (tee, the monitor, the agent's exec). ControlMaster pays \
          the same script work minus what the resident shell keeps. The hand-rolled launch \
          (O2h, F0h) skips all of it: no environment, no preflight, no evidence, no helpers."
     } else if name.contains("sync K=1000") {
@@ -570,10 +572,10 @@ fn why_missed(name: &str) -> &'static str {
          ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip; the rest is the brother's \
-         find and tmux list-sessions (two processes: this connection launched nothing, so its \
-         shell has no tmux control client; where the connection launched the tasks, as the \
-         warm daemon's does, the sessions are listed through that client), the shell's two \
-         forks per request, and the lead's mailbox reads and one write transaction."
+         find (one process: the sessions are listed through the shell's tmux control client, \
+         which its first sync asked for), bash writing the reply a line at a time (its stdout \
+         is line-buffered: a channel packet per line), the shell's two forks per request, and \
+         the lead's mailbox reads and one write transaction."
     } else if name.contains("cold CLI launch") {
         "both sides pay the same host-side work (the launch script: preflight, five task files, \
          the prompt written, tmux, and the wait until the runner reports from \
