@@ -330,12 +330,13 @@ fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listin
 fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
     let host = FakeHost::builder().own_home().start();
     // A control client started while the file `mode` says `drop` ends on the first line it
-    // gets, doing nothing; with `run` it has the real tmux run that line first. It reads
-    // the file when it starts, and logs what it read: the test waits for that.
+    // gets, doing nothing; with `run` it has the real tmux run that line first; with `flood`
+    // it writes notifications without end. It reads the file when it starts, and logs what
+    // it read: the test waits for that.
     let mode = host.dir().join("mode");
     std::fs::write(&mode, "").unwrap();
     let control = format!(
-        "m=$(cat '{}'); echo \"control ${{m:-real}}\" >>\"$LOG\"; if [ -n \"$m\" ]; then IFS= read -r line; [ \"$m\" != run ] || eval \"$REAL -L delegate $line\" >/dev/null 2>&1; echo %exit; exit 0; fi",
+        "m=$(cat '{}'); echo \"control ${{m:-real}}\" >>\"$LOG\"; [ \"$m\" != flood ] || while :; do echo %sessions-changed || exit 0; done; if [ -n \"$m\" ]; then IFS= read -r line; [ \"$m\" != run ] || eval \"$REAL -L delegate $line\" >/dev/null 2>&1; echo %exit; exit 0; fi",
         mode.display()
     );
     let log = logging_tmux(&host, &control);
@@ -383,6 +384,24 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
     );
     ids.push(go("fifth"));
     assert_eq!(count("new-session"), plain + 2, "and is used");
+    // A client that never stops talking is let go before the launch is sent to it: a
+    // plain client makes the session, and the next control client is an ordinary one.
+    let attached = env.run(&["show", &ids[3].to_string(), "--json"]).ok().json()["runs"][0]["session"].clone();
+    env.run(&["cancel", &ids.remove(3).to_string()]).ok(); // (the client's session: it ends, and the client)
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host.tmux(&["has-session", "-t", &format!("={}", attached.as_str().unwrap())]).status.success() {
+        assert!(std::time::Instant::now() < end, "the cancelled session never ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(&mode, "flood").unwrap();
+    ids.push(go("sixth"));
+    started("flood");
+    std::fs::write(&mode, "").unwrap();
+    let flooded = count("new-session");
+    ids.push(go("seventh"));
+    assert_eq!(count("new-session"), flooded + 1, "the flooding client was let go: a plain client");
+    ids.push(go("eighth"));
+    assert_eq!(count("new-session"), flooded + 1, "and the next client is used");
     for id in ids {
         env.run(&["cancel", &id.to_string()]).ok();
     }

@@ -18,10 +18,12 @@ control_command() {
 	control_lines=()
 	[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_ctl_pid-}" ] || return 2
 	# shellcheck disable=SC2154 # __dlg_ctl_in and __dlg_ctl_out are the resident shell's
-	local line begun=0 give_up in=$__dlg_ctl_in out=$__dlg_ctl_out
-	# What the client said since the last command (notifications), read first.
+	local line begun=0 give_up in=$__dlg_ctl_in out=$__dlg_ctl_out pending=0
+	# What the client said since the last command (notifications), read first: a few lines
+	# per session begun or ended. A client that has more to say than any idle spell explains
+	# (it never stops) is let go.
 	while read -r -t 0 -u "$out"; do
-		if ! IFS= read -r -t 1 -u "$out" line || [[ $line == %exit* ]]; then
+		if ! IFS= read -r -t 1 -u "$out" line || [[ $line == %exit* ]] || ((++pending > 4096)); then
 			control_gone
 			return 2
 		fi
