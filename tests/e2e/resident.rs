@@ -194,6 +194,8 @@ fn a_resident_shell_keeps_what_launches_checked_and_sees_what_changed() {
 /// stand in for it.
 fn logging_tmux(host: &FakeHost, control: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
+    // The control client is off unless the brother's user opts in (tmux-control.sh).
+    host.write_home_file(".delegate-tmux-control", "", 0o644);
     let log = host.dir().join("tmux.log");
     std::fs::write(&log, "").unwrap();
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -302,9 +304,21 @@ fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listin
     let host = FakeHost::builder().own_home().start();
     let log = logging_tmux(&host, "");
     let count = |what: &str| std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains(what)).count();
+    // Off by default (tmux 3.3a's server crashes with one): without the opt-in file,
+    // syncs and launches in the resident shell start none.
+    let opt_in = host.write_home_file(".delegate-tmux-control", "", 0o644);
+    std::fs::remove_file(&opt_in).unwrap();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = env.run(&["--no-warm", "oppy", "only\n@self-test sleep 60", "--json"]).ok().json()["id"].as_i64().unwrap();
     until_resident(&env, &host);
+    env.run(&["sync"]).ok();
+    let other = launch(&env, &["oppy", "other\n@self-test sleep 60", "--json"]);
+    env.run(&["sync"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count("-C attach-session"), 0, "a control client started without the opt-in");
+    env.run(&["cancel", &other.to_string()]).ok();
+    // Opted in: the next sync's plain listing brings one.
+    host.write_home_file(".delegate-tmux-control", "", 0o644);
     env.run(&["sync"]).ok();
     let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while count("-C attach-session") == 0 {
@@ -414,7 +428,8 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
 /// the next launch makes its session with a plain client and gets a new control client.
 #[test]
 fn a_control_client_that_never_answers_leaves_the_launch_unknown_and_is_let_go() {
-    let host = FakeHost::start();
+    let host = FakeHost::builder().own_home().start();
+    host.write_home_file(".delegate-tmux-control", "", 0o644);
     // (It answers --version at once: the launch asks for it.)
     install_agent(&host, "claude", "#!/bin/bash\n[ \"$1\" = --version ] && exec echo 1.0\ncat >/dev/null\nsleep 600\n");
     let env = Env::with_brother(&host, "claude", "read");
