@@ -60,6 +60,18 @@ fn until_resident(env: &Env, host: &FakeHost) {
     panic!("syncs never went through a resident shell:\n{}", host.sshd_log());
 }
 
+/// Cancels task `id` and waits (up to 20 s) until its tmux session is gone.
+fn cancel_until_its_session_ends(env: &Env, host: &FakeHost, id: i64) {
+    let shown = env.run(&["show", &id.to_string(), "--json"]).ok().json();
+    let session = shown["runs"][0]["session"].as_str().unwrap().to_string();
+    env.run(&["cancel", &id.to_string()]).ok();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host.tmux(&["has-session", "-t", &format!("={session}")]).status.success() {
+        assert!(std::time::Instant::now() < end, "the cancelled session never ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn sessions(host: &FakeHost) -> usize {
     let out = host.tmux(&["list-sessions", "-F", "#{session_name}"]);
     String::from_utf8_lossy(&out.stdout).lines().count()
@@ -256,13 +268,7 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
 
     // The session the client is attached to ends: the client goes with it.
     let session = |id: i64| env.run(&["show", &id.to_string(), "--json"]).ok().json()["runs"][0]["session"].clone();
-    let gone = session(attached).as_str().unwrap().to_string();
-    env.run(&["cancel", &attached.to_string()]).ok();
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while host.tmux(&["has-session", "-t", &format!("={gone}")]).status.success() {
-        assert!(std::time::Instant::now() < end, "the cancelled session never ended");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    cancel_until_its_session_ends(&env, &host, attached);
     ids.push(go("fifth"));
     assert_eq!(count("new-session"), 2, "a plain client again, once");
     assert_eq!(count("-C attach-session"), 2, "and a new control client");
@@ -400,13 +406,7 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
     assert_eq!(count("new-session"), plain + 2, "and is used");
     // A client that never stops talking is let go before the launch is sent to it: a
     // plain client makes the session, and the next control client is an ordinary one.
-    let attached = env.run(&["show", &ids[3].to_string(), "--json"]).ok().json()["runs"][0]["session"].clone();
-    env.run(&["cancel", &ids.remove(3).to_string()]).ok(); // (the client's session: it ends, and the client)
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while host.tmux(&["has-session", "-t", &format!("={}", attached.as_str().unwrap())]).status.success() {
-        assert!(std::time::Instant::now() < end, "the cancelled session never ended");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    cancel_until_its_session_ends(&env, &host, ids.remove(3)); // (the client's session, and the client)
     std::fs::write(&mode, "flood").unwrap();
     ids.push(go("sixth"));
     started("flood");
