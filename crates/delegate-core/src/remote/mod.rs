@@ -452,3 +452,6 @@ mod tests_store;
 #[cfg(test)]
 #[path = "tests/sync.rs"]
 mod tests_sync;
+#[cfg(test)]
+#[path = "tests/tmux_control.rs"]
+mod tests_tmux_control;
