@@ -548,12 +548,23 @@ fn markdown(ctx: &Ctx, env: &serde_json::Value, ratios: &[Ratio], stamp: &str) -
 /// generator so every run's report carries it; the numbers to check it against are in the
 /// BS1-BS3 tables (F0-local is the launch script run on the host without SSH).
 fn why_missed(name: &str) -> &'static str {
-    if name.contains("warm launch") && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h")) {
+    if name.contains("warm launch D3") && (name.contains("O2f") || name.contains("O2h")) {
+        "D3 is D1 plus a CLI process (D3 - D1 in the BS1 table; client_cpu_ms is its CPU). A \
+         profile of `delegate run` through the warm daemon (perf, this machine) puts about half \
+         of that CPU in the kernel: exec, page faults of a ~34 MB binary, the mailbox's two \
+         commits (each syncs the WAL: synchronous=FULL), reading the WAL back on open; a tenth \
+         in the dynamic loader (relocations, CPU feature probes); a tenth in SQLite (parsing the \
+         schema, the statements); the rest is delegate's own code and malloc. A thinner CLI \
+         (the daemon doing the mailbox work) would keep the exec, the loader and the commits' \
+         syncs. The brother's share is under the D1 rows."
+    } else if name.contains("warm launch") && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h")) {
         "the brother's own work dominates a warm launch. The resident shell removes channel \
          open, exec, bash start, parsing the ~50 KB body and defining its functions, keeps what \
-         a launch checked (helpers' contents, the remote_root, the login environment), and \
-         makes the session through its tmux control client (no tmux process); the variables \
-         and prompt are decoded by bash's printf. What is left on the brother: mkdir, writing \
+         a launch checked (helpers' contents, the remote_root, the login environment); the \
+         variables and prompt are decoded by bash's printf. What is left on the brother: mkdir, \
+         a plain tmux client to make the session (the resident shell's tmux control client, \
+         which saves it, is used only on tmux 3.7 and later: earlier servers crash with one, \
+         and this machine has 3.3a), writing \
          the task's files (~45 KB of helpers and run.sh, the prompt, launch.json: bash's \
          printf writes about 10 us per KB), the tmux server making the session and starting \
          the pane, the runner's start inside tmux (bash, its error file, two looks for the cancel \
@@ -572,8 +583,9 @@ fn why_missed(name: &str) -> &'static str {
          ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip; the rest is the brother's \
-         find (one process: the sessions are listed through the shell's tmux control client, \
-         which its first sync asked for), bash writing the reply a line at a time (its stdout \
+         tmux list-sessions and find (two processes: the tmux control client that lists \
+         sessions without one is used only on tmux 3.7 and later, and this machine has 3.3a), \
+         bash writing the reply a line at a time (its stdout \
          is line-buffered: a channel packet per line), the shell's two forks per request, and \
          the lead's mailbox reads and one write transaction."
     } else if name.contains("cold CLI launch") {
