@@ -557,7 +557,9 @@ fn why_missed(name: &str) -> &'static str {
          schema, the statements); the rest is delegate's own code and malloc. A thinner CLI \
          (the daemon doing the mailbox work) would keep the exec, the loader and the commits' \
          syncs. The brother's share is under the D1 rows."
-    } else if name.contains("warm launch") && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h")) {
+    } else if name.contains("warm launch")
+        && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h"))
+    {
         "the brother's own work dominates a warm launch. The resident shell removes channel \
          open, exec, bash start, parsing the ~50 KB body and defining its functions, keeps what \
          a launch checked (helpers' contents, the remote_root, the login environment); the \
