@@ -303,14 +303,18 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     }
 }
 
-/// Whether this machine's tmux is one that crashes with a control client (before 3.7).
-fn tmux_before_3_7() -> bool {
-    let out = std::process::Command::new("tmux").arg("-V").output().unwrap();
-    let v = String::from_utf8_lossy(&out.stdout);
-    let v = v.trim().trim_start_matches("tmux ").trim_start_matches("next-");
-    let mut parts = v.split('.').map(|p| p.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) < (3, 7)
+/// Whether a resident shell on this machine's tmux starts a control client only with the
+/// opt-in (tmux before 3.7): asked of the launch's own rule (tmux-control.sh's
+/// `control_wanted`), with `tmux -V`'s version and a home without the opt-in file.
+fn control_client_needs_the_opt_in() -> bool {
+    let out = std::process::Command::new("bash")
+        .args(["-c", r#"eval "$1"; __dlg_resident=1; v=$(tmux -V) && control_wanted "${v#tmux }" s 3>&1"#, "-"])
+        .arg(delegate_core::remote::TMUX_CONTROL_SH)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout.is_empty()
 }
 
 /// A resident shell that only syncs (its connection launched nothing: here the task went
@@ -332,7 +336,7 @@ fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listin
     let other = launch(&env, &["oppy", "other\n@self-test sleep 60", "--json"]);
     env.run(&["sync"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    if tmux_before_3_7() {
+    if control_client_needs_the_opt_in() {
         assert_eq!(count("-C attach-session"), 0, "a control client started without the opt-in");
     }
     env.run(&["cancel", &other.to_string()]).ok();

@@ -108,7 +108,8 @@ if [ -e "$mark" ]; then
 	finish 0 cancelled # (no agent ran; the launch reported the start)
 	exit 0
 fi
-# The event pipe. (A word a trap writes while this is made may go twice: each is idempotent.)
+# The event pipe. (bash runs a trap between commands: a word from before this line waits
+# in `early` and is sent here; one from after goes to the pipe itself. None goes twice.)
 exec {ev}<> <(:)
 for word in "${early[@]}"; do printf '%s\n' "$word" >&"$ev"; done
 
