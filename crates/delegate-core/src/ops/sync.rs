@@ -607,12 +607,13 @@ pub(crate) fn plan(
     // With nothing new, a stored clock stays (files unchanged since it are unchanged since
     // this one too) unless it is old: the script looks at files modified since the oldest
     // clock of a sync's quiet tasks, so the oldest is kept recent. Otherwise a quiet task
-    // costs no write.
+    // costs no write. A reply that needed no clock (every quiet task unchanged since the
+    // stored clocks) keeps them too; one that could not read one forgets them.
     let stale = |stored: u64| clock.is_some_and(|now| now.saturating_sub(stored) > CLOCK_REFRESH_MS);
     let store = match run.clock_ms {
         _ if !report.deltas.is_empty() => true,
         None => clock.is_some(),
-        Some(stored) => stale(stored) || reply.clock_ms.is_none(),
+        Some(stored) => stale(stored) || (reply.clock_ms.is_none() && !reply.clock_skipped),
     };
     if store && (clock.is_some() || run.clock_ms.is_some()) {
         ing.clock_ms = Some(clock);
@@ -894,14 +895,13 @@ mod tests {
     }
 
     fn planned(deltas: Vec<FileDelta>) -> Ingest {
-        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new(), clock_ms: None };
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, clock_ms: None, ..Default::default() };
         plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE)
     }
 
     #[test]
     fn the_clock_is_kept_only_when_every_file_was_read_to_the_end() {
-        let reply =
-            SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new(), clock_ms: Some(9_000) };
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, clock_ms: Some(9_000), ..Default::default() };
         let now = std::time::SystemTime::now();
         let with_clock = |ms: Option<u64>| InFlight { clock_ms: ms, ..run() };
         let line = b"{\"type\":\"system\"}\n";
@@ -929,11 +929,17 @@ mod tests {
         // A brother that could not read its clock: the next sync looks at every file.
         let no_clock = SyncReply { clock_ms: None, ..reply.clone() };
         assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &no_clock, now, LAUNCH_GRACE).clock_ms, Some(None));
+        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &no_clock, now, LAUNCH_GRACE).clock_ms, Some(None));
+        // One that needed none (a small sync found the task unchanged since its clock): the
+        // stored clock stands, with no write; a run without one still has none.
+        let skipped = SyncReply { clock_ms: None, clock_skipped: true, ..reply.clone() };
+        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &skipped, now, LAUNCH_GRACE).clock_ms, None);
+        assert_eq!(plan(&with_clock(None), &report(vec![]), &skipped, now, LAUNCH_GRACE).clock_ms, None);
     }
 
     #[test]
     fn a_task_waiting_for_input_stays_so_until_a_report_or_the_stream_says_otherwise() {
-        let reply = SyncReply { tasks: vec![], tmux_server_running: true, remote_time: String::new(), clock_ms: None };
+        let reply = SyncReply { tasks: vec![], tmux_server_running: true, clock_ms: None, ..Default::default() };
         let now = std::time::SystemTime::now();
         let mut waiting = run();
         waiting.status = TaskStatus::NeedsInput;

@@ -121,6 +121,10 @@ pub struct SyncReply {
     /// looked at any task file: the modification time of a file it wrote. `None` when it
     /// could not write one. A file changed after the script looked is stamped later.
     pub clock_ms: Option<u64>,
+    /// The script needed no clock (`=`): a small sync found every quiet task unchanged
+    /// since the since it was given, so it read no file and asked no find. The clocks the
+    /// lead holds stand (`clock_ms` is then `None` without meaning "could not").
+    pub clock_skipped: bool,
 }
 
 fn refuse(what: &str, message: String) -> Error {
@@ -251,7 +255,8 @@ pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
         ["DELEGATE-SYNC", version, ..] => return Err(format!("unknown sync protocol version {version:?}")),
         _ => return Err(format!("malformed header {:?}", header.join(" "))),
     };
-    let mut reply = SyncReply { tasks: Vec::new(), tmux_server_running: running, remote_time, clock_ms };
+    let clock_skipped = header.last() == Some(&"=");
+    let mut reply = SyncReply { tasks: Vec::new(), tmux_server_running: running, remote_time, clock_ms, clock_skipped };
     let mut keys = std::collections::HashSet::new();
     loop {
         let words = r.line()?;
@@ -312,9 +317,9 @@ pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
     }
 }
 
-/// The header's file-system clock, `<seconds>[.<fraction>]` or `-`, in milliseconds.
+/// The header's file-system clock, `<seconds>[.<fraction>]`, `-` or `=`, in milliseconds.
 fn clock_millis(word: &str) -> std::result::Result<Option<u64>, String> {
-    if word == "-" {
+    if word == "-" || word == "=" {
         return Ok(None);
     }
     let (secs, frac) = word.split_once('.').unwrap_or((word, "0"));
@@ -640,11 +645,17 @@ mod tests {
     #[test]
     fn the_file_system_clock_is_read_or_refused() {
         assert_eq!(clock_millis("-"), Ok(None));
+        assert_eq!(clock_millis("="), Ok(None));
         assert_eq!(clock_millis("1796623589"), Ok(Some(1_796_623_589_000)));
         assert_eq!(clock_millis("1796623589.5"), Ok(Some(1_796_623_589_500)));
-        for bad in ["", ".5", "1.", "x", "1e9", "-1", "1.2.3", "9999999999999"] {
+        for bad in ["", ".5", "1.", "x", "1e9", "-1", "1.2.3", "9999999999999", "==", "=1"] {
             assert!(clock_millis(bad).is_err(), "{bad:?}");
         }
+        // "=" (no clock needed) is told apart from "-" (none could be read).
+        let reply =
+            |clock: &str| parse_sync(format!("DELEGATE-SYNC 1 0 1 2026-12-07T00:00:00.0Z {clock}\nEND\n").as_bytes());
+        assert!(reply("=").unwrap().clock_skipped && reply("=").unwrap().clock_ms.is_none());
+        assert!(!reply("-").unwrap().clock_skipped && !reply("12.5").unwrap().clock_skipped);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 # agent and records `exited 0 cancelled`.
 #
 # Files it writes in the task directory (the lead reads them back by sync):
-#   state        append-only lines:  started pid=<runner pid> at=<utc>   (or refused ..., above)
+#   state        append-only lines:  started pid=<runner pid> at=<utc> [start=<ticks>]   (or refused ..., above)
 #                                    <utc> running
 #                                    <utc> stopping <timed_out|turn_limit|budget|cancelled|hangup>
 #                                    <utc> killing <same word>      (the grace ran out)
@@ -103,7 +103,17 @@ if [ -e "$mark" ]; then
 	finish 0 cancelled # (no agent ran)
 	exit 0
 fi
-printf 'started pid=%s at=%s\n' "$$" "$NOW" >>"$TASK_DIR/state"
+# Where /proc has it, the line also carries the runner's start time (ticks since boot, the
+# 22nd field of /proc/<pid>/stat): a small sync that finds that pid with that start time
+# knows the runner alive with no tmux process (sync.sh: runners_alive); a recycled pid has
+# another. Read with builtins, as everything before this line.
+start=''
+if IFS= read -r start 2>/dev/null <"/proc/$$/stat" && [[ ${start##*) } =~ ^[A-Za-z]( -?[0-9]+){18}\ ([0-9]+)( |$) ]]; then
+	start=" start=${BASH_REMATCH[2]}"
+else
+	start=''
+fi
+printf 'started pid=%s at=%s%s\n' "$$" "$NOW" "$start" >>"$TASK_DIR/state"
 if [ -e "$mark" ]; then
 	finish 0 cancelled # (no agent ran; the launch reported the start)
 	exit 0

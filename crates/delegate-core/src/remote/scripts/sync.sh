@@ -24,7 +24,8 @@
 # Output (stdout), framed by lengths so any byte can travel; read by parse_sync:
 #   DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time> <clock>
 #   where clock is the file-system time (seconds.fraction) of a file this sync wrote in
-#   the remote root before it looked at anything ("-" if it could not), then per task, in
+#   the remote root before it looked at anything ("-" if it could not; "=" when it needed
+#   none: a small sync that found every quiet task unchanged, below), then per task, in
 #   request order:
 #     T <task key> <dir exists 0|1> <session alive 0|1>
 #     F <task key> <file> <offset> <size> <len>\n<len bytes>\n   per file grown past its offset;
@@ -41,10 +42,19 @@
 # since the task's since, and only a file that grew is read: with bash builtins when what
 # is wanted ends within BUILTIN_READ_MAX bytes of the file's start (every file of a task
 # but a long stream or stderr log), else with one dd, whose seek makes its cost the same at
-# any offset. GNU find and dd.
+# any offset. GNU find, dd and touch.
 #
-# Sessions are listed before files are looked at: the runner writes `exit` before its
-# session ends, so a session missing here whose `exit` is missing below died without one.
+# A small sync (SMALL_SYNC tasks or fewer: a status or wait poll) starts no process at all
+# when every task's runner is alive and its quiet tasks are unchanged, the usual poll of
+# running agents: a process start costs more here (1.5 to 3.5 ms) than builtins looking at
+# a few dozen tasks. Liveness then comes from /proc (runners_alive) instead of tmux, and
+# bash's -nt compares each quiet file with a file stamped with the since (since_ref)
+# instead of find; find still looks at the tasks with a file changed since, and at the
+# full ones. With no find, the header's clock is "=": the lead keeps the clocks it has.
+#
+# Liveness is read before files are looked at: the runner writes `exit` before it ends and
+# before its session ends, so a runner or session missing here whose `exit` is missing
+# below died without one.
 
 main() {
 	if [ "${1-}" != delegate-sync-complete ]; then
@@ -79,6 +89,9 @@ main() {
 	local -a files=(state exit stream.jsonl events.jsonl outbox.jsonl stderr.log delivered.jsonl)
 	# Files wanted no further than this from their start are read with builtins (send_builtin).
 	local -r BUILTIN_READ_MAX=262144
+	# At most this many tasks, builtins first (above); past it, their per-task cost passes
+	# that of the two processes.
+	local -r SMALL_SYNC=32
 	# Nothing is read or written through a root that is not this user's (own-root.sh).
 	local root_problem
 	if foreign_root "$root"; then
@@ -108,13 +121,18 @@ main() {
 	# sessions would cost more than the process saved. The plain client's lines carry the
 	# server's version too: a resident shell without a control client is then asked for
 	# one, attached to the first live session of this sync's tasks.
+	# (exec: a command substitution with a redirection would fork once more before it runs
+	# the program; so for find below.)
 	local -A alive=()
 	local running=0 listing name tmux_version=''
 	local -a control_lines
-	if [ "$n" -le 64 ] && control_command "list-sessions -F '#{session_name}'"; then
+	if [ "$n" -le "$SMALL_SYNC" ] && runners_alive; then
+		# Each runner runs in its task's pane: the server runs, and every session is there.
+		running=1
+	elif [ "$n" -le 64 ] && control_command "list-sessions -F '#{session_name}'"; then
 		running=1
 		for name in "${control_lines[@]}"; do alive[$name]=1; done
-	elif listing=$(tmux -L delegate list-sessions -F '#{version} #{session_name}' 2>/dev/null); then
+	elif listing=$(exec tmux -L delegate list-sessions -F '#{version} #{session_name}' 2>/dev/null); then
 		running=1
 		for name in $listing; do alive[${name#* }]=1; done
 		tmux_version=${listing%% *}
@@ -133,12 +151,34 @@ main() {
 	# later modification time (the lead keeps it for the next sync's since). Read from a
 	# file written here (a network file system stamps files with its server's clock), never
 	# through a link.
-	local clock=- in_tasks=0
+	local clock=- in_tasks=0 key
 	local -a probe=()
+	local -A exists=() size=() seen=()
 	if cd -- "$root/tasks" 2>/dev/null; then
 		in_tasks=1
+		# A small sync's quiet tasks with no file changed since the since need no find:
+		# they are dropped from `quiet` (their directories marked existing here).
+		local ref
+		if [ "$n" -le "$SMALL_SYNC" ] && [ "${#quiet[@]}" -gt 0 ] && since_ref; then
+			local -a changed=()
+			for key in "${quiet[@]}"; do
+				[ -d "$key" ] || continue # (missing: as find leaves it, T <key> 0)
+				for name in "${files[@]}"; do
+					if [[ $key/$name -nt $ref ]]; then
+						changed+=("$key")
+						continue 2
+					fi
+				done
+				exists[$key]=1
+			done
+			quiet=("${changed[@]}")
+			# Nothing for find: no clock either (the lead keeps its own).
+			[ $((${#full[@]} + ${#quiet[@]})) -gt 0 ] || clock='='
+		fi
 		# In the root, next to tasks/ (which holds task directories only).
-		if ! [ -L ../.sync-clock ] && { : >../.sync-clock; } 2>/dev/null; then probe=(../.sync-clock); fi
+		if [ "$clock" != = ] && ! [ -L ../.sync-clock ] && { : >../.sync-clock; } 2>/dev/null; then
+			probe=(../.sync-clock)
+		fi
 	fi
 
 	# One find per kind of task, run from inside the tasks directory with ./<key> as starting
@@ -148,7 +188,6 @@ main() {
 	# `clock=<mtime>` for the clock file; one eval runs them all (a parse loop in bash costs
 	# three times as much). The eval is safe because every word is ours: keys are checked
 	# above to be plain names, file names are matched exactly, sizes and times are numbers.
-	local -A exists=() size=() seen=()
 	local found='' found_quiet=''
 	local -a synced=(\( -name state -o -name exit -o -name stream.jsonl -o -name events.jsonl
 		-o -name outbox.jsonl -o -name stderr.log -o -name delivered.jsonl \) -type f -path './*/*')
@@ -157,7 +196,7 @@ main() {
 	local -a probe_full=("${probe[@]}") probe_quiet=()
 	if [ "${#full[@]}" -eq 0 ] && [ "${#quiet[@]}" -gt 0 ]; then probe_full=() probe_quiet=("${probe[@]}"); fi
 	if [ "$in_tasks" = 1 ] && [ $((${#probe_full[@]} + ${#full[@]})) -gt 0 ]; then
-		found=$(find -H "${probe_full[@]}" "${full[@]}" -maxdepth 1 \
+		found=$(exec find -H "${probe_full[@]}" "${full[@]}" -maxdepth 1 \
 			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
 			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
 			\( "${synced[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
@@ -166,21 +205,21 @@ main() {
 	local -a newer=()
 	[ "${#probe[@]}" -eq 0 ] || newer=(-newermt "@$since")
 	if [ "$in_tasks" = 1 ] && [ "${#quiet[@]}" -gt 0 ]; then
-		found_quiet=$(find -H "${probe_quiet[@]}" "${quiet[@]}" -maxdepth 1 \
+		found_quiet=$(exec find -H "${probe_quiet[@]}" "${quiet[@]}" -maxdepth 1 \
 			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
 			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
 			\( "${synced[@]}" "${newer[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
 	fi
 	eval "$found"
 	eval "$found_quiet"
-	[[ $clock =~ ^[0-9]{1,12}(\.[0-9]{1,10})?$ ]] || clock=-
+	[[ $clock =~ ^([0-9]{1,12}(\.[0-9]{1,10})?|=)$ ]] || clock=-
 
 	exec 3>&1
 	local t=$EPOCHREALTIME now
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
 	printf 'DELEGATE-SYNC 1 %s %s %s %s\n' "$n" "$running" "$now" "$clock"
 	# T lines wait in `lines` and go out in one write, before the next F line or at the end.
-	local key want dir f off sz len got launch
+	local want dir f off sz len got launch
 	local -a lines=()
 	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
 		key=${keys[j]}
@@ -222,6 +261,52 @@ main() {
 	done
 	[ "${#lines[@]}" -eq 0 ] || printf '%s\n' "${lines[@]}"
 	printf 'END\n'
+}
+
+# True when every task's runner is alive, seen with builtins; marks their sessions alive.
+# A runner's `started` line (run.sh) names its pid and its start time (ticks since boot, the
+# 22nd field of /proc/<pid>/stat); alive means /proc shows that pid with that start time
+# and not a zombie (a recycled pid has another start time). A task without such a line
+# (not started yet, a runner from before start times, no /proc) or with its runner gone
+# makes it false: tmux is asked then, as before.
+runners_alive() {
+	[ -r /proc/self/stat ] || return 1
+	local j i first stat start state
+	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
+		first=''
+		[ -f "$root/tasks/${keys[j]}/state" ] && IFS= read -r first <"$root/tasks/${keys[j]}/state"
+		[[ $first =~ ^started\ pid=([1-9][0-9]{0,9})\ at=[^\ ]+\ start=([0-9]{1,20})$ ]] || return 1
+		start=${BASH_REMATCH[2]}
+		IFS= read -r stat 2>/dev/null <"/proc/${BASH_REMATCH[1]}/stat" || return 1
+		[[ ${stat##*) } =~ ^([A-Za-z])( -?[0-9]+){18}\ ([0-9]+)( |$) ]] || return 1
+		state=${BASH_REMATCH[1]}
+		[ "${BASH_REMATCH[3]}" = "$start" ] && [[ $state != [ZXx] ]] || return 1
+		alive[${v[i]}]=1
+	done
+}
+
+# Sets ref to a file next to tasks/ whose modification time is the since: a quiet file
+# -nt ref was modified since, as find's -newermt says. Made once per since (one touch;
+# the lead's since moves about once a minute), older ones removed then (one rm). False
+# when there is none to be had, or when the since is over 90 s old by this host's clock:
+# the lead renews its clocks only from a reply that read one, so such a sync goes the find
+# way and brings one.
+since_ref() {
+	[ "$since" -gt 0 ] && [ $((EPOCHSECONDS - since)) -le 90 ] || return 1
+	ref=../.sync-since-$since
+	if [ -f "$ref" ] && ! [ -L "$ref" ]; then return 0; fi
+	[ -e "$ref" ] || [ -L "$ref" ] && return 1
+	touch -d "@$since" -- "$ref" 2>/dev/null && [ -f "$ref" ] && ! [ -L "$ref" ] || return 1
+	# Those of syncs long past (another lead's may be in use: only ones 10 minutes older).
+	local r
+	local -a old=()
+	set +f
+	for r in ../.sync-since-*; do
+		[[ ${r#../.sync-since-} =~ ^[0-9]{1,12}$ ]] && [ "${r#../.sync-since-}" -lt $((since - 600)) ] && old+=("$r")
+	done
+	set -f
+	[ "${#old[@]}" -eq 0 ] || rm -f -- "${old[@]}" 2>/dev/null
+	return 0
 }
 
 # Writes exactly $3 bytes of file $1 from offset $2 and sets got to how many of them came

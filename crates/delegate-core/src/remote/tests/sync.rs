@@ -180,7 +180,7 @@ impl Shims {
     fn new(s: &Scratch) -> Shims {
         let dir = s.dir.join("shims");
         std::fs::create_dir_all(&dir).unwrap();
-        for tool in ["base64", "tmux", "find", "dd", "head", "cat"] {
+        for tool in ["base64", "tmux", "find", "dd", "head", "cat", "touch", "rm"] {
             let real = Command::new("bash").args(["-c", &format!("command -v {tool}")]).output().unwrap();
             let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
             assert!(!real.is_empty(), "{tool} is not installed");
@@ -462,4 +462,131 @@ fn with_a_clock_only_files_changed_since_are_looked_at() {
     quiet.tasks[0].clock_ms = Some(clock - 7_200_000);
     let (fourth, _) = sync(&s, &quiet);
     assert!(files(&fourth).contains(&"stream.jsonl".to_string()), "{:?}", files(&fourth));
+}
+
+/// Sets every synced file of a task an hour back, as if the agent had been quiet that long.
+fn age_files(dir: &Path) {
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for f in SYNCED_FILES {
+        if let Ok(file) = std::fs::File::options().append(true).open(dir.join(f)) {
+            file.set_modified(hour_ago).unwrap();
+        }
+    }
+}
+
+/// The runner's pid, from its `started` line.
+fn runner_pid(dir: &Path) -> i32 {
+    let state = std::fs::read_to_string(dir.join("state")).unwrap();
+    let first = state.lines().next().unwrap();
+    first.strip_prefix("started pid=").and_then(|r| r.split(' ').next()).unwrap().parse().unwrap()
+}
+
+/// A poll of a few running agents that wrote nothing new (the usual `status` or `wait`)
+/// starts no process on the brother: liveness from the runners' pids and start times in
+/// /proc, quiet files compared by bash's -nt with a file stamped with the since (made once,
+/// by one touch). find looks only at a task with a file changed since; tmux is asked when a
+/// runner is not seen alive (killed, or its pid recycled: the start time differs).
+#[test]
+fn a_small_sync_of_quiet_running_tasks_starts_no_process() {
+    if !Path::new("/proc/self/stat").exists() {
+        eprintln!("no /proc here: the builtin liveness check does not apply");
+        return;
+    }
+    let s = Scratch::new("sync-small");
+    let shims = Shims::new(&s);
+    let plan = fake_plan("echo '{\"type\":\"system\"}'\nexec sleep 60\n");
+    let keys = ["k-1", "k-2", "k-3"];
+    let dirs: Vec<PathBuf> = keys.iter().map(|k| s.launch(&vars(&s, k, &format!("dlg-{k}"), &plan, b"x"))).collect();
+    let start = Instant::now();
+    for dir in &dirs {
+        while std::fs::metadata(dir.join("stream.jsonl")).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "the agent wrote nothing");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let first = std::fs::read_to_string(dir.join("state")).unwrap();
+        assert!(first.lines().next().unwrap().contains(" start="), "no start time in the started line: {first}");
+    }
+    let tasks: Vec<(&str, String, BTreeMap<String, u64>)> =
+        keys.iter().map(|k| (*k, format!("dlg-{k}"), BTreeMap::new())).collect();
+    let refs: Vec<(&str, &str, BTreeMap<String, u64>)> =
+        tasks.iter().map(|(k, s, o)| (*k, s.as_str(), o.clone())).collect();
+    let all = request(&s, &refs, 1 << 20);
+
+    // The first sync reads everything (no clock yet): find for the sizes, no tmux.
+    let (out, ran) = shims.run(&s, &render_sync(&all).unwrap());
+    let first = parse_sync(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(ran, ["find"], "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(first.tmux_server_running && first.tasks.iter().all(|t| t.dir_exists && t.session_alive));
+    let clock = first.clock_ms.expect("a clock from the find");
+    // What the lead holds after it: every file to its end, and the clock.
+    let mut quiet = all.clone();
+    for (t, r) in quiet.tasks.iter_mut().zip(&first.tasks) {
+        t.offsets = sizes(r);
+        t.clock_ms = Some(clock);
+        t.want_launch_json = false;
+    }
+    for dir in &dirs {
+        age_files(dir);
+    }
+
+    // Nothing new since: one touch makes the since's file, then no process at all.
+    let script = render_sync(&quiet).unwrap();
+    let (_, ran) = shims.run(&s, &script);
+    assert_eq!(ran, ["touch"]);
+    let (out, ran) = shims.run(&s, &script);
+    assert!(ran.is_empty(), "a quiet poll started {ran:?}");
+    let polled = parse_sync(&out.stdout).unwrap();
+    assert!(polled.tmux_server_running && polled.clock_skipped && polled.clock_ms.is_none(), "{polled:?}");
+    assert!(polled.tasks.iter().all(|t| t.dir_exists && t.session_alive && t.deltas.is_empty()), "{polled:?}");
+
+    // One task's outbox grew: find looks at that task alone, and its new line comes.
+    let line = b"{\"seq\":1,\"kind\":\"progress\"}\n";
+    std::fs::write(dirs[1].join("outbox.jsonl"), line).unwrap();
+    let (out, ran) = shims.run(&s, &script);
+    assert_eq!(ran, ["find"]);
+    let grown = parse_sync(&out.stdout).unwrap();
+    assert!(grown.clock_ms.is_some() && !grown.clock_skipped);
+    let files = |t: &TaskReport| t.deltas.iter().map(|d| d.file.clone()).collect::<Vec<_>>();
+    assert_eq!(grown.tasks.iter().map(files).collect::<Vec<_>>(), [vec![], vec!["outbox.jsonl".to_string()], vec![]]);
+    assert_eq!(grown.tasks[1].deltas[0].bytes, line);
+    std::fs::write(dirs[1].join("outbox.jsonl"), b"").unwrap();
+    age_files(&dirs[1]);
+
+    // A start time that is not the process's (its pid recycled): tmux is asked, and says
+    // the session is there.
+    let state = std::fs::read_to_string(dirs[0].join("state")).unwrap();
+    let (head, tail) = state.split_once(" start=").unwrap();
+    let rest = tail.split_once('\n').map(|(_, r)| r).unwrap_or("");
+    std::fs::write(dirs[0].join("state"), format!("{head} start=1\n{rest}")).unwrap();
+    age_files(&dirs[0]);
+    let (out, ran) = shims.run(&s, &script);
+    assert_eq!(ran, ["tmux"]);
+    assert!(parse_sync(&out.stdout).unwrap().tasks.iter().all(|t| t.session_alive));
+    std::fs::write(dirs[0].join("state"), &state).unwrap();
+    age_files(&dirs[0]);
+
+    // A runner killed outright (no exit record): tmux is asked, and its session is gone.
+    let pid = runner_pid(&dirs[2]);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let end = Instant::now() + Duration::from_secs(5);
+    while s.tmux(&["has-session", "-t", "=dlg-k-3"]).status.success() {
+        assert!(Instant::now() < end, "the killed runner's session lingers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (out, ran) = shims.run(&s, &script);
+    assert_eq!(ran, ["tmux"]);
+    let after = parse_sync(&out.stdout).unwrap();
+    assert_eq!(after.tasks.iter().map(|t| t.session_alive).collect::<Vec<_>>(), [true, true, false]);
+    assert!(!dirs[2].join("exit").exists());
+
+    // A since over 90 s old by the brother's clock: find runs and brings a clock, which the
+    // lead then keeps (its stored clocks are renewed only from such a reply).
+    let mut old = quiet.clone();
+    old.tasks.truncate(2);
+    for t in &mut old.tasks {
+        t.clock_ms = Some(clock - 200_000);
+    }
+    let (out, ran) = shims.run(&s, &render_sync(&old).unwrap());
+    assert_eq!(ran, ["find"], "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(parse_sync(&out.stdout).unwrap().clock_ms.is_some());
 }
