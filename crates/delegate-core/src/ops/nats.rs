@@ -19,7 +19,7 @@ use crate::delegate::Delegate;
 use crate::error::{Error, Result};
 use crate::mailbox::{Applied, InFlight, NewEvent, RunStart};
 use crate::ops::launch::{Sent, record_exec};
-use crate::ops::sync::{HostSync, plan, task_key};
+use crate::ops::sync::{CLOCK_REFRESH_MS, HostSync, plan, task_key};
 use crate::remote::protocol::{SayState, parse_sync};
 use crate::task::TaskStatus;
 use crate::transport::nats::publish::{self, Handoff};
@@ -301,7 +301,7 @@ async fn apply(d: &mut Delegate, t: &NatsTarget, mailbox: &str, m: ResultMessage
                 return Ok(());
             };
             let (adjusted, gaps) = past_own_offsets(&r, &mut report.deltas);
-            let mut ing = plan(&adjusted, &report, &reply, SystemTime::now(), d.launch_grace());
+            let mut ing = plan(&adjusted, &report, &reply, SystemTime::now(), d.launch_grace(), CLOCK_REFRESH_MS);
             // Conflicts are judged against the offsets as stored, gaps or not.
             ing.read_offsets = r.offsets.clone();
             ing.events.extend(gaps);

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::mailbox::row_caps::{MAX_EVENTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC, MAX_REPORTS_PER_SYNC};
 use crate::mailbox::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::remote::protocol::{
-    FileDelta, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync, render_say,
-    render_sync,
+    FileDelta, SMALL_SYNC, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync,
+    render_say, render_sync,
 };
 use crate::task::TaskStatus;
 use crate::transport::ssh::Exit;
@@ -312,6 +312,12 @@ async fn sync_round(
                 }
                 let mailbox = d.store().mailbox_id().to_string();
                 let (mut cut, mut progressed) = (Vec::new(), false);
+                // A small sync's quiet tasks cost no process on the brother only while no file
+                // of theirs is newer than their clock (less the margin): a file written just
+                // before the sync that read it is, until the clock moves on. So any clock a
+                // small sync brings is kept (the next poll then needs no find); a large one
+                // keeps a clock for a minute, sparing a write per task per poll.
+                let refresh = if runs.len() <= SMALL_SYNC { 0 } else { CLOCK_REFRESH_MS };
                 let reported: std::collections::HashMap<&str, &TaskReport> =
                     reply.tasks.iter().map(|t| (t.task_key.as_str(), t)).collect();
                 let batch: Vec<Ingest> = runs
@@ -319,7 +325,7 @@ async fn sync_round(
                     .filter_map(|r| {
                         let key = task_key(&mailbox, r.task_id, r.run_no);
                         let t = *reported.get(key.as_str())?;
-                        let ing = plan(r, t, &reply, now, grace);
+                        let ing = plan(r, t, &reply, now, grace, refresh);
                         if t.deltas.iter().any(FileDelta::cut) {
                             cut.push(r.task_id);
                         }
@@ -349,8 +355,8 @@ async fn sync_round(
 pub use crate::remote::task_key;
 
 /// How old a quiet run's clock may get before a sync with nothing new for it stores this
-/// sync's (see `plan`).
-const CLOCK_REFRESH_MS: u64 = 60_000;
+/// sync's (see `plan`), in a sync of more than [`SMALL_SYNC`] tasks.
+pub(crate) const CLOCK_REFRESH_MS: u64 = 60_000;
 
 fn older_than(rfc3339: &str, now: std::time::SystemTime, age: Duration) -> bool {
     humantime::parse_rfc3339(rfc3339).map(|t| now.duration_since(t).unwrap_or_default() > age).unwrap_or(true)
@@ -435,6 +441,7 @@ pub(crate) fn plan(
     reply: &SyncReply,
     now: std::time::SystemTime,
     grace: Duration,
+    clock_refresh_ms: u64,
 ) -> Ingest {
     let kind = StreamKind::for_agent(&run.agent);
     let mut facts: StreamFacts = serde_json::from_str(&run.facts).unwrap_or_default();
@@ -609,7 +616,7 @@ pub(crate) fn plan(
     // clock of a sync's quiet tasks, so the oldest is kept recent. Otherwise a quiet task
     // costs no write. A reply that needed no clock (every quiet task unchanged since the
     // stored clocks) keeps them too; one that could not read one forgets them.
-    let stale = |stored: u64| clock.is_some_and(|now| now.saturating_sub(stored) > CLOCK_REFRESH_MS);
+    let stale = |stored: u64| clock.is_some_and(|now| now.saturating_sub(stored) > clock_refresh_ms);
     let store = match run.clock_ms {
         _ if !report.deltas.is_empty() => true,
         None => clock.is_some(),
@@ -896,7 +903,7 @@ mod tests {
 
     fn planned(deltas: Vec<FileDelta>) -> Ingest {
         let reply = SyncReply { tasks: vec![], tmux_server_running: true, clock_ms: None, ..Default::default() };
-        plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE)
+        plan(&run(), &report(deltas), &reply, std::time::SystemTime::now(), LAUNCH_GRACE, CLOCK_REFRESH_MS)
     }
 
     #[test]
@@ -907,34 +914,69 @@ mod tests {
         let line = b"{\"type\":\"system\"}\n";
         let whole = || vec![delta("stream.jsonl", 0, line.len() as u64, line)];
         // Read to the end: this reply's clock, whether the run had one or not.
-        assert_eq!(plan(&with_clock(None), &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
-        assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
+        assert_eq!(
+            plan(&with_clock(None), &report(whole()), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(Some(9_000))
+        );
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(whole()), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(Some(9_000))
+        );
         // Nothing new: a recent clock stays (no write), an old one is replaced, and a run
         // with none gets this one.
         let recent = with_clock(Some(5));
-        assert_eq!(plan(&recent, &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, None);
+        assert_eq!(plan(&recent, &report(vec![]), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms, None);
+        // In a small sync any newer clock is kept (the next poll's builtins then pass over
+        // files written just before the sync that read them); the same one is no write.
+        assert_eq!(plan(&recent, &report(vec![]), &reply, now, LAUNCH_GRACE, 0).clock_ms, Some(Some(9_000)));
+        let same = with_clock(Some(9_000));
+        assert_eq!(plan(&same, &report(vec![]), &reply, now, LAUNCH_GRACE, 0).clock_ms, None);
         let old = SyncReply { clock_ms: Some(CLOCK_REFRESH_MS + 10), ..reply.clone() };
-        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &old, now, LAUNCH_GRACE).clock_ms, Some(old.clock_ms));
-        assert_eq!(plan(&with_clock(None), &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, Some(Some(9_000)));
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(vec![]), &old, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(old.clock_ms)
+        );
+        assert_eq!(
+            plan(&with_clock(None), &report(vec![]), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(Some(9_000))
+        );
         // A cap cut the stream, or its last line is not whole yet: forgotten (or not set).
         let cut = vec![delta("stream.jsonl", 0, 100, &line[..])];
-        assert_eq!(plan(&with_clock(Some(5)), &report(cut.clone()), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
-        assert_eq!(plan(&with_clock(None), &report(cut), &reply, now, LAUNCH_GRACE).clock_ms, None);
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(cut.clone()), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(None)
+        );
+        assert_eq!(plan(&with_clock(None), &report(cut), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms, None);
         let partial = vec![delta("events.jsonl", 0, 4, b"{\"a\"")];
-        assert_eq!(plan(&with_clock(Some(5)), &report(partial), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(partial), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(None)
+        );
         // A clock that went back (the brother's was set right): the next sync looks at all.
         let ahead = with_clock(Some(20_000));
-        assert_eq!(plan(&ahead, &report(vec![]), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
-        assert_eq!(plan(&ahead, &report(whole()), &reply, now, LAUNCH_GRACE).clock_ms, Some(None));
+        assert_eq!(plan(&ahead, &report(vec![]), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms, Some(None));
+        assert_eq!(plan(&ahead, &report(whole()), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms, Some(None));
         // A brother that could not read its clock: the next sync looks at every file.
         let no_clock = SyncReply { clock_ms: None, ..reply.clone() };
-        assert_eq!(plan(&with_clock(Some(5)), &report(whole()), &no_clock, now, LAUNCH_GRACE).clock_ms, Some(None));
-        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &no_clock, now, LAUNCH_GRACE).clock_ms, Some(None));
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(whole()), &no_clock, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(None)
+        );
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(vec![]), &no_clock, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            Some(None)
+        );
         // One that needed none (a small sync found the task unchanged since its clock): the
         // stored clock stands, with no write; a run without one still has none.
         let skipped = SyncReply { clock_ms: None, clock_skipped: true, ..reply.clone() };
-        assert_eq!(plan(&with_clock(Some(5)), &report(vec![]), &skipped, now, LAUNCH_GRACE).clock_ms, None);
-        assert_eq!(plan(&with_clock(None), &report(vec![]), &skipped, now, LAUNCH_GRACE).clock_ms, None);
+        assert_eq!(
+            plan(&with_clock(Some(5)), &report(vec![]), &skipped, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            None
+        );
+        assert_eq!(
+            plan(&with_clock(None), &report(vec![]), &skipped, now, LAUNCH_GRACE, CLOCK_REFRESH_MS).clock_ms,
+            None
+        );
     }
 
     #[test]
@@ -945,7 +987,7 @@ mod tests {
         waiting.status = TaskStatus::NeedsInput;
         let alive = |deltas| TaskReport { session_alive: true, ..report(deltas) };
         // Nothing new: still waiting (no transition at all).
-        let ing = plan(&waiting, &alive(vec![]), &reply, now, LAUNCH_GRACE);
+        let ing = plan(&waiting, &alive(vec![]), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS);
         assert_eq!(ing.transition, None, "{ing:?}");
         // The agent's stream moved: it got going again.
         let line = br#"{"type":"assistant","message":{"content":[{"type":"text","text":"on it"}]}}"#.to_vec();
@@ -957,16 +999,23 @@ mod tests {
             &reply,
             now,
             LAUNCH_GRACE,
+            CLOCK_REFRESH_MS,
         );
         assert_eq!(ing.transition.as_ref().map(|t| t.0), Some(TaskStatus::Running), "{ing:?}");
         // A status report says so.
         let rep = br#"{"seq":1,"at":"t","kind":"status","text":"running again"}
 "#;
-        let ing =
-            plan(&waiting, &alive(vec![delta("outbox.jsonl", 0, rep.len() as u64, rep)]), &reply, now, LAUNCH_GRACE);
+        let ing = plan(
+            &waiting,
+            &alive(vec![delta("outbox.jsonl", 0, rep.len() as u64, rep)]),
+            &reply,
+            now,
+            LAUNCH_GRACE,
+            CLOCK_REFRESH_MS,
+        );
         assert_eq!(ing.transition.as_ref().map(|t| t.0), Some(TaskStatus::Running), "{ing:?}");
         // A running task with nothing new stays running.
-        let ing = plan(&run(), &alive(vec![]), &reply, now, LAUNCH_GRACE);
+        let ing = plan(&run(), &alive(vec![]), &reply, now, LAUNCH_GRACE, CLOCK_REFRESH_MS);
         assert_eq!(ing.transition, None, "{ing:?}");
     }
 

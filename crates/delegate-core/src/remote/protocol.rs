@@ -66,8 +66,19 @@ pub struct SyncTaskRequest {
 
 /// How far before a task's stored clock its files are looked at again: room for the
 /// coarse clock file systems stamp files with (a jiffy behind the real time) and for a
-/// file written while the clock file was.
+/// file written while the clock file was. On a file system that keeps whole seconds (or
+/// two, FAT), or when the clock's milliseconds are 0 by chance: this.
 pub const SINCE_MARGIN_SECS: u64 = 2;
+/// The margin where the clock file's time had milliseconds: the file system keeps fine
+/// times, which come from a clock at most a tick (a few ms) behind, so a file written
+/// after the clock file is stamped no earlier than a tick before it. A short margin keeps
+/// a file written a moment before a sync from being looked at by every poll after it.
+pub const SINCE_MARGIN_FINE_MS: u64 = 100;
+
+/// A sync of at most this many tasks looks at them with bash builtins first (sync.sh's
+/// SMALL_SYNC, the same number): its quiet tasks need no find while their files are older
+/// than their clocks, so the lead keeps every clock such a sync brings.
+pub const SMALL_SYNC: usize = 32;
 
 /// Every task of one host, for one exec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -200,16 +211,22 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     }
     // The tasks whose files are all looked at first, then the quiet ones, looked at since
     // the oldest of their clocks (less the margin).
-    let since_of =
-        |t: &SyncTaskRequest| t.clock_ms.map(|c| (c / 1000).saturating_sub(SINCE_MARGIN_SECS)).filter(|s| *s > 0);
+    let since_of = |t: &SyncTaskRequest| {
+        let margin = |c: u64| if c % 1000 == 0 { SINCE_MARGIN_SECS * 1000 } else { SINCE_MARGIN_FINE_MS };
+        t.clock_ms.map(|c| c.saturating_sub(margin(c))).filter(|s| *s >= 1000)
+    };
     let (full, quiet): (Vec<&SyncTaskRequest>, Vec<&SyncTaskRequest>) =
         req.tasks.iter().partition(|t| since_of(t).is_none());
-    let since = quiet.iter().filter_map(|t| since_of(t)).min().unwrap_or(0);
+    // Seconds, with milliseconds when there are any (find's -newermt and touch -d take both).
+    let since = match quiet.iter().filter_map(|t| since_of(t)).min().unwrap_or(0) {
+        ms if ms % 1000 == 0 => (ms / 1000).to_string(),
+        ms => format!("{}.{:03}", ms / 1000, ms % 1000),
+    };
     let mut fields = Vec::with_capacity(6 + req.tasks.len() * (3 + SYNCED_FILES.len()));
     fields.push(req.remote_root.clone());
     fields.push(req.max_bytes_per_file.min(i64::MAX as u64).to_string());
     fields.push(req.max_bytes_total.min(i64::MAX as u64).to_string());
-    fields.push(since.to_string());
+    fields.push(since);
     fields.push(full.len().to_string());
     fields.push(req.tasks.len().to_string());
     let ordered: Vec<&SyncTaskRequest> = full.into_iter().chain(quiet).collect();
@@ -643,6 +660,11 @@ mod tests {
     }
 
     #[test]
+    fn the_small_sync_size_is_the_scripts() {
+        assert!(SYNC_SH.contains(&format!("local -r SMALL_SYNC={SMALL_SYNC}\n")));
+    }
+
+    #[test]
     fn the_file_system_clock_is_read_or_refused() {
         assert_eq!(clock_millis("-"), Ok(None));
         assert_eq!(clock_millis("="), Ok(None));
@@ -677,12 +699,26 @@ mod tests {
         let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap();
         let vars = String::from_utf8(crate::remote::escape::unescape(text).unwrap()).unwrap();
         let fields: Vec<&str> = vars.split('\n').collect();
-        // since = 20 - 2 (d's clock is within the margin of the epoch: looked at whole);
-        // b and d first, all four keys, then a row of nine per task in that order.
-        assert_eq!(&fields[3..10], ["18", "2", "4", "b", "d", "a", "c"]);
+        // since = 20.9 - 0.1 (c's clock has milliseconds: a file system with fine times;
+        // a's has none: 50 - 2), the oldest; d's clock is within the margin of the epoch:
+        // looked at whole. b and d first, all four keys, then a row of nine per task in
+        // that order.
+        assert_eq!(&fields[3..10], ["20.800", "2", "4", "b", "d", "a", "c"]);
         assert_eq!(fields[10], "dlg-b");
         assert_eq!(fields[10 + 9 * 3], "dlg-c");
         assert_eq!(fields.len(), 6 + 4 + 4 * 9 + 1, "each field ends with a newline");
+        // Whole seconds when the oldest is a clock without milliseconds.
+        let script = render_sync(&SyncRequest {
+            remote_root: "~/.delegate".into(),
+            tasks: vec![task("a", Some(50_000)), task("c", Some(52_050))],
+            max_bytes_per_file: 10,
+            max_bytes_total: 10,
+        })
+        .unwrap();
+        let line = script.split(|b| *b == b'\n').next().unwrap();
+        let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap();
+        let vars = String::from_utf8(crate::remote::escape::unescape(text).unwrap()).unwrap();
+        assert_eq!(vars.split('\n').nth(3), Some("48"));
     }
 
     #[test]

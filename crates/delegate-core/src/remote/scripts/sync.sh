@@ -14,7 +14,8 @@
 # pipe; and the keys come as one block, so that checking them and making them find's
 # starting points are a few operations on whole arrays, not a loop in bash.
 #
-# since: a time on this brother's file-system clock (whole seconds) before which none of
+# since: a time on this brother's file-system clock (seconds, with milliseconds where the
+# file system keeps fine times: then the margin is short, protocol.rs) before which none of
 # the files of the tasks after the first nfull changed in a way the lead has not read: the
 # lead's last sync of each of them read every file to the end (its offsets are the sizes
 # that sync saw), and it takes the time, less a margin, from the CLOCK of the oldest of
@@ -78,7 +79,8 @@ main() {
 	v=($decoded)
 	local -r ROW=9
 	local n=${v[5]-x} nfull=${v[4]-x} since=${v[3]-x}
-	case $n$nfull$since in *[!0-9]* | '') n=-1 ;; esac
+	case $n$nfull${since/./} in *[!0-9]* | '') n=-1 ;; esac
+	[[ $since =~ ^[0-9]{1,12}(\.[0-9]{3})?$ ]] || n=-1
 	if [ "$n" -lt 0 ] || [ "$nfull" -gt "$n" ] || [ "${#v[@]}" -ne $((6 + n + ROW * n)) ]; then
 		printf 'DELEGATE-ERROR 23 the sync variables did not decode (got %s fields)\n' "${#v[@]}" >&2
 		exit 23
@@ -287,12 +289,12 @@ runners_alive() {
 
 # Sets ref to a file next to tasks/ whose modification time is the since: a quiet file
 # -nt ref was modified since, as find's -newermt says. Made once per since (one touch;
-# the lead's since moves about once a minute), older ones removed then (one rm). False
+# the since moves only after a sync that read a clock), older ones removed then (one rm). False
 # when there is none to be had, or when the since is over 90 s old by this host's clock:
 # the lead renews its clocks only from a reply that read one, so such a sync goes the find
 # way and brings one.
 since_ref() {
-	[ "$since" -gt 0 ] && [ $((EPOCHSECONDS - since)) -le 90 ] || return 1
+	[ "${since%.*}" -gt 0 ] && [ $((EPOCHSECONDS - ${since%.*})) -le 90 ] || return 1
 	ref=../.sync-since-$since
 	if [ -f "$ref" ] && ! [ -L "$ref" ]; then return 0; fi
 	[ -e "$ref" ] || [ -L "$ref" ] && return 1
@@ -302,7 +304,8 @@ since_ref() {
 	local -a old=()
 	set +f
 	for r in ../.sync-since-*; do
-		[[ ${r#../.sync-since-} =~ ^[0-9]{1,12}$ ]] && [ "${r#../.sync-since-}" -lt $((since - 600)) ] && old+=("$r")
+		r=${r#../.sync-since-}
+		[[ $r =~ ^[0-9]{1,12}(\.[0-9]{3})?$ ]] && [ "${r%.*}" -lt $((${since%.*} - 600)) ] && old+=("../.sync-since-$r")
 	done
 	set -f
 	[ "${#old[@]}" -eq 0 ] || rm -f -- "${old[@]}" 2>/dev/null
