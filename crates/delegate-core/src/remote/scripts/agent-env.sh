@@ -158,7 +158,7 @@ env_kept() {
 	[ -n "$meta" ] && [ -f "$2" ] && ! [ -L "$2" ] || return 1
 	[ "${meta%%|*}" = "${SHELL:-/bin/bash}" ] || return 1
 	meta=${meta#*|}
-	[[ ${meta%%|*} =~ ^[0-9]+$ ]] && ((EPOCHSECONDS - ${meta%%|*} < 60)) || return 1
+	[[ -n ${meta%%|*} && ${meta%%|*} != *[!0-9]* ]] && ((EPOCHSECONDS - ${meta%%|*} < 60)) || return 1
 	startup_present
 	[ "${meta#*|}" = "$startup_seen" ] || return 1
 	local -a startup_files

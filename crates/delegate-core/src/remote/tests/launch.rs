@@ -573,3 +573,68 @@ fn brother_errors_are_bounded_and_lose_their_escapes() {
     assert!(parse_output(huge.as_bytes(), b"").evidence.is_none());
     assert!(parse_output(b"DELEGATE-EVIDENCE {\"task\":7}\n", b"").evidence.is_some());
 }
+
+/// The launch script with field `i` of its variables set to `value` (as a damaged or buggy
+/// request would carry it).
+fn with_field(script: &[u8], i: usize, value: &str) -> Vec<u8> {
+    let text = String::from_utf8(script.to_vec()).unwrap();
+    let (line_start, rest) = text.split_once("DLG_VARS='").expect("a DLG_VARS line");
+    let (vars, tail) = rest.split_once('\'').unwrap();
+    let mut fields: Vec<String> = vars.split('|').map(String::from).collect();
+    fields[i] = crate::remote::escape::escape(value.as_bytes());
+    format!("{line_start}DLG_VARS='{}'{tail}", fields.join("|")).into_bytes()
+}
+
+/// Variables of the wrong shape (a lead's bug, bytes changed on the way) are refused with
+/// exit 23 before anything is created: a number, the spend limit, a helper's hash. The
+/// shapes are checked with globs (a regular expression costs bash ~0.1 ms to compile at
+/// each use): these cases pin what the expressions they replaced accepted and refused.
+#[test]
+fn launch_variables_of_the_wrong_shape_are_refused_before_anything_starts() {
+    let s = Scratch::new("vars-shape");
+    let plan = fake_plan("exit 0\n");
+    let v = vars(&s, "k-1", "dlg-k-1", &plan, b"hi");
+    let lean = render(&v).unwrap();
+    let full = with_helpers(&lean, &helper_files(&plan.files)).unwrap();
+    let sixty_five = "a".repeat(65);
+    let bad_hash = format!("run-body.sh\u{1f}{}\u{1f}", "g".repeat(64));
+    let short_hash = format!("run-body.sh\u{1f}{}\u{1f}", "a".repeat(63));
+    let spend = |tail: &str| format!("1 2 3 4{tail}");
+    let cases: Vec<(usize, String, &str)> = vec![
+        (15, "12a".into(), "number field"),
+        (15, String::new(), "number field"),
+        (16, "1234567890123456789".into(), "number field"),
+        (19, "-1".into(), "number field"),
+        (26, "1 2 3".into(), "spend limit"),
+        (26, "1  2 3 4".into(), "spend limit"),
+        (26, " 1 2 3 4".into(), "spend limit"),
+        (26, spend(" "), "spend limit"),
+        (26, spend(" a_b"), "spend limit"),
+        (26, spend(" 5 6"), "spend limit"),
+        (26, spend(&format!(" {sixty_five}")), "spend limit"),
+        (26, "1 2 3 x".into(), "spend limit"),
+        (28, bad_hash, "helper hash"),
+        (28, short_hash, "helper hash"),
+    ];
+    for (i, value, what) in cases {
+        let out = s.run(&with_field(&full, i, &value));
+        let (code, message) = parse_output(&out.stdout, &out.stderr).error.unwrap_or_else(|| {
+            panic!("field {i} = {value:?} was not refused: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert_eq!(code, code::BASE_TOOLS_MISSING, "{message}");
+        assert!(message.contains("damaged") && message.contains(what), "field {i} = {value:?}: {message}");
+        assert!(!s.task_dir("k-1").exists(), "field {i} = {value:?}: a task directory was made");
+    }
+    // The shapes a lead sends do launch: four counts, and four with a thread id.
+    for (key, limit) in [("k-2", "100 1 2 3"), ("k-3", "100 1 2 3 0199-thread-A")] {
+        let session = format!("dlg-{key}");
+        let v = vars(&s, key, &session, &plan, b"hi");
+        let out =
+            s.run(&with_field(&with_helpers(&render(&v).unwrap(), &helper_files(&plan.files)).unwrap(), 26, limit));
+        assert!(
+            parse_output(&out.stdout, &out.stderr).marker.is_some(),
+            "spend limit {limit:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
