@@ -212,14 +212,14 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     // The tasks whose files are all looked at first, then the quiet ones, looked at since
     // the oldest of their clocks (less the margin).
     let since_of = |t: &SyncTaskRequest| {
-        let margin = |c: u64| if c % 1000 == 0 { SINCE_MARGIN_SECS * 1000 } else { SINCE_MARGIN_FINE_MS };
+        let margin = |c: u64| if c.is_multiple_of(1000) { SINCE_MARGIN_SECS * 1000 } else { SINCE_MARGIN_FINE_MS };
         t.clock_ms.map(|c| c.saturating_sub(margin(c))).filter(|s| *s >= 1000)
     };
     let (full, quiet): (Vec<&SyncTaskRequest>, Vec<&SyncTaskRequest>) =
         req.tasks.iter().partition(|t| since_of(t).is_none());
     // Seconds, with milliseconds when there are any (find's -newermt and touch -d take both).
     let since = match quiet.iter().filter_map(|t| since_of(t)).min().unwrap_or(0) {
-        ms if ms % 1000 == 0 => (ms / 1000).to_string(),
+        ms if ms.is_multiple_of(1000) => (ms / 1000).to_string(),
         ms => format!("{}.{:03}", ms / 1000, ms % 1000),
     };
     let mut fields = Vec::with_capacity(6 + req.tasks.len() * (3 + SYNCED_FILES.len()));
