@@ -228,10 +228,11 @@ fn logging_tmux(host: &FakeHost, control: &str) -> std::path::PathBuf {
     log
 }
 
-/// Launches in a resident shell go through the shell's tmux control client, and so does a
-/// sync's listing of the sessions: they start no tmux process (a `tmux` first on the
-/// brother's PATH logs its arguments). The shell's first sync lists with a plain client and
-/// a control client follows, attached to the first live session. The tasks run as ever:
+/// Launches in a resident shell go through the shell's tmux control client: they start no
+/// tmux process (a `tmux` first on the brother's PATH logs its arguments), and a small sync
+/// of running tasks starts none either (liveness from /proc). The shell's first launch
+/// makes its session with a plain client and a control client follows, attached to that
+/// session. The tasks run as ever:
 /// each launch still waits for its runner to report from inside tmux. When the session the
 /// client is attached to ends, the client goes with it; the next launch makes its session
 /// with a plain client and a new control client follows. The client holds no session of
@@ -244,23 +245,23 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     let env = Env::with_brother(&host, "self-test", "read");
     let go = |name: &str| launch(&env, &["oppy", &format!("{name}\n@self-test sleep 60"), "--json"]);
     // (On a connection of its own: a plain client.)
-    let attached = go("first");
+    let first = go("first");
     until_resident(&env, &host);
+    assert_eq!(count("-C attach-session"), 0, "syncs of running tasks start no tmux client");
     let before = execs(&host);
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while count("-C attach-session") == 0 {
-        assert!(std::time::Instant::now() < end, "the resident shell's sync started no control client");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let mut ids = vec![attached, go("second"), go("third"), go("fourth")];
-    assert_eq!(count("new-session"), 1, "launches in the resident shell started no tmux process");
+    // The shell's first launch: a plain client, then a control client on its session.
+    let attached = go("second");
+    assert_eq!(count("new-session"), 2);
+    assert_eq!(count("-C attach-session"), 1);
+    let mut ids = vec![first, attached, go("third"), go("fourth")];
+    assert_eq!(count("new-session"), 2, "later launches in the resident shell started no tmux process");
     assert_eq!(count("-C attach-session"), 1);
     for &id in &ids[2..] {
         let state = std::fs::read_to_string(remote_dir(&env, id).join("state")).unwrap();
         assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
     }
     assert_eq!(sessions(&host), 4);
-    // A sync of a few tasks lists the sessions through the client too.
+    // A sync of a few running tasks starts no tmux process.
     let listed = count("list-sessions");
     let synced = env.run(&["list", "--json"]).ok().json();
     assert_eq!(count("list-sessions"), listed, "the sync started no tmux process");
@@ -271,10 +272,10 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     let session = |id: i64| env.run(&["show", &id.to_string(), "--json"]).ok().json()["runs"][0]["session"].clone();
     cancel_until_its_session_ends(&env, &host, attached);
     ids.push(go("fifth"));
-    assert_eq!(count("new-session"), 2, "a plain client again, once");
+    assert_eq!(count("new-session"), 3, "a plain client again, once");
     assert_eq!(count("-C attach-session"), 2, "and a new control client");
     ids.push(go("sixth"));
-    assert_eq!(count("new-session"), 2);
+    assert_eq!(count("new-session"), 3);
 
     // tmux refusing the control client's command (here the next task's session name is
     // taken by hand): the launch fails with tmux's reason, and the client stays in use.
@@ -284,7 +285,7 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     let run = env.run(&["oppy", "taken\n@self-test sleep 60", "--json"]).fails_with(29);
     assert!(run.stderr().contains("already exists"), "{run}");
     ids.push(go("eighth"));
-    assert_eq!(count("new-session"), 2, "both launches used the client");
+    assert_eq!(count("new-session"), 3, "both launches used the client");
     assert_eq!(execs(&host), before, "all of these went through the resident shell");
     assert!(host.tmux(&["kill-session", "-t", &format!("={taken}")]).status.success());
 
@@ -319,7 +320,9 @@ fn control_client_needs_the_opt_in() -> bool {
 
 /// A resident shell that only syncs (its connection launched nothing: here the task went
 /// out on a connection of its own) gets a control client too, after its first plain
-/// listing: the syncs after that start no tmux process.
+/// listing: the syncs after that start no tmux process. (A sync lists sessions when a
+/// task's runner is not seen alive in /proc: here its started line is one of a runner from
+/// before start times were recorded.)
 #[test]
 fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listing() {
     let host = FakeHost::builder().own_home().start();
@@ -331,6 +334,13 @@ fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listin
     std::fs::remove_file(&opt_in).unwrap();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = env.run(&["--no-warm", "oppy", "only\n@self-test sleep 60", "--json"]).ok().json()["id"].as_i64().unwrap();
+    let state = remote_dir(&env, id).join("state");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let old = first.split(" start=").next().unwrap();
+    assert_ne!(old, first, "the runner recorded its start time: {first}");
+    // (Blanked, not cut: the file keeps its size, as the runner only appends.)
+    std::fs::write(&state, format!("{old}{}\n{rest}", " ".repeat(first.len() - old.len()))).unwrap();
     until_resident(&env, &host);
     env.run(&["sync"]).ok();
     let other = launch(&env, &["oppy", "other\n@self-test sleep 60", "--json"]);
@@ -394,11 +404,12 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
         assert!(state.starts_with("started pid="), "its runner reported from inside tmux: {state}");
         id
     };
-    // Drop from the start: the syncs that make the shell resident start control clients
-    // (after a plain listing) and use them (ended, a plain listing follows).
+    // Drop from the start: the shell's first launch makes its session with a plain client,
+    // and a control client follows (syncs of running tasks start none).
     std::fs::write(&mode, "drop").unwrap();
     let mut ids = vec![go("first")];
     until_resident(&env, &host);
+    ids.push(go("first in the shell"));
     started("drop");
     let (plain, clients) = (count("new-session"), count("-C attach-session"));
     std::fs::write(&mode, "run").unwrap();
@@ -406,13 +417,13 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
     ids.push(go("second"));
     assert_eq!(count("new-session"), plain + 1, "the session was made by a plain client");
     assert_eq!(count("-C attach-session"), clients + 1, "and a new control client followed");
-    assert_eq!(sessions(&host), 2);
+    assert_eq!(sessions(&host), 3);
     started("run");
     std::fs::write(&mode, "").unwrap();
     // The client has tmux make the session, then ends without answering: found, not made again.
     ids.push(go("third"));
     assert_eq!(count("new-session"), plain + 1, "no plain client made a second session");
-    assert_eq!(sessions(&host), 3, "one session for the third launch");
+    assert_eq!(sessions(&host), 4, "one session for the third launch");
     ids.push(go("fourth"));
     assert_eq!(
         (count("new-session"), count("-C attach-session")),
@@ -423,7 +434,7 @@ fn a_control_client_that_ends_before_it_answers_leaves_no_launch_unknown() {
     assert_eq!(count("new-session"), plain + 2, "and is used");
     // A client that never stops talking is let go before the launch is sent to it: a
     // plain client makes the session, and the next control client is an ordinary one.
-    cancel_until_its_session_ends(&env, &host, ids.remove(3)); // (the client's session, and the client)
+    cancel_until_its_session_ends(&env, &host, ids.remove(4)); // (the client's session, and the client)
     std::fs::write(&mode, "flood").unwrap();
     ids.push(go("sixth"));
     started("flood");

@@ -22,6 +22,7 @@ const BOUND: Duration = Duration::from_secs(30);
 /// script ends) when dropped.
 struct SyncStall {
     flag: PathBuf,
+    tasks: PathBuf,
 }
 
 impl SyncStall {
@@ -40,10 +41,21 @@ impl SyncStall {
             flag = flag.display()
         );
         install_agent(host, "tmux", &script);
-        SyncStall { flag }
+        SyncStall { flag, tasks: host.remote_root().join("tasks") }
     }
 
+    /// Also blanks the start time in each runner's `started` line (same length: the runner
+    /// only appends), as a runner of an older delegate has it: a small sync of running tasks
+    /// sees them alive in /proc and starts no program, so it lists the sessions only where a
+    /// runner is not seen so.
     fn on(&self) {
+        for dir in std::fs::read_dir(&self.tasks).unwrap().flatten() {
+            let state = dir.path().join("state");
+            let Ok(text) = std::fs::read_to_string(&state) else { continue };
+            let Some((first, rest)) = text.split_once('\n') else { continue };
+            let old = first.split(" start=").next().unwrap();
+            std::fs::write(&state, format!("{old}{}\n{rest}", " ".repeat(first.len() - old.len()))).unwrap();
+        }
         std::fs::write(&self.flag, "").unwrap();
     }
 

@@ -582,14 +582,16 @@ fn why_missed(name: &str) -> &'static str {
          were taken on this machine). What is left for 1000 quiet tasks is on the brother: one \
          tmux list-sessions of 1000 sessions (~15 ms, the server's own time), find opening 1000 \
          task directories (~25 ms, fts's syscalls), a T line per task (~11 ms), splitting the \
-         ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle."
+         ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle. \
+         The builtin path of small syncs does not pay here: bash looking at 1000 tasks' files \
+         (~0.15 ms each) costs more than the two processes."
     } else if name.contains("sync K=10") {
-        "a request through the resident shell is one round trip; the rest is the brother's \
-         tmux list-sessions and find (two processes: the tmux control client that lists \
-         sessions without one is used only on tmux 3.7 and later, and this machine has 3.3a), \
-         bash writing the reply a line at a time (its stdout \
-         is line-buffered: a channel packet per line), the shell's two forks per request, and \
-         the lead's mailbox reads and one write transaction."
+        "a request through the resident shell is one round trip, and a small sync of quiet \
+         running tasks starts no process on the brother (liveness from /proc, quiet files by \
+         bash's -nt). What is left: the round trip through the delay proxy itself (tokio's \
+         1 ms timer adds up to ~1 ms per hop: the F0 rows' extra over two round trips), the \
+         shell's two forks per request, bash's builtins over the tasks' files (~3 ms for ten), \
+         and the lead's mailbox reads and its host_syncs write (a synced commit)."
     } else if name.contains("cold CLI launch") {
         "both sides pay the same host-side work (the launch script: preflight, five task files, \
          the prompt written, tmux, and the wait until the runner reports from \
