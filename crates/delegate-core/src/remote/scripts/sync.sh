@@ -291,8 +291,9 @@ runners_alive() {
 	local j i first pid start IFS=' '
 	local -a f
 	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
+		# (At most 256 bytes: an agent may have put anything there, a huge file with no newline.)
 		first=''
-		[ -f "$root/tasks/${keys[j]}/state" ] && IFS= read -r first <"$root/tasks/${keys[j]}/state"
+		[ -f "$root/tasks/${keys[j]}/state" ] && IFS= read -r -n 256 first <"$root/tasks/${keys[j]}/state"
 		[[ $first == "started pid="*" at="*" start="* ]] || return 1
 		pid=${first#started pid=} start=${first##* start=}
 		pid=${pid%% *}
