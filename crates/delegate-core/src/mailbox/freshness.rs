@@ -14,12 +14,18 @@ const MAX_WHY_CHARS: usize = 300;
 
 impl Store {
     /// Records how a sync of `host` went: `None` when it answered, else why it did not.
+    ///
+    /// An answer is written only when it changes what [`stale`] says: the host's first, or
+    /// the first since a failure. A host answering poll after poll then costs no commit
+    /// (SQLite syncs nothing for a statement that changed no row): `answered_at` is read
+    /// only against `failed_at`, and the tasks' own `synced_at` says when each was heard of.
     pub fn record_host_sync(&mut self, host: &str, failure: Option<&str>) -> Result<()> {
         let at = now();
         match failure {
             None => self.conn.execute(
                 "INSERT INTO host_syncs (host, answered_at) VALUES (?1, ?2)
-                 ON CONFLICT (host) DO UPDATE SET answered_at = excluded.answered_at",
+                 ON CONFLICT (host) DO UPDATE SET answered_at = excluded.answered_at
+                 WHERE host_syncs.answered_at IS NULL OR host_syncs.failed_at >= host_syncs.answered_at",
                 params![host, at],
             )?,
             Some(why) => {

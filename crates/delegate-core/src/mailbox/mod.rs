@@ -748,6 +748,29 @@ pub(super) mod tests {
         nap();
         s.record_host_sync("elsewhere", Some("timeout")).unwrap();
         assert_eq!(s.task(run.task_id).unwrap().stale, None, "another host's failure");
+
+        // Answer after answer changes nothing stale reads: no row is written (no commit to
+        // sync); after a failure the next answer is written again.
+        let answered = |s: &Store| -> String {
+            s.conn.query_row("SELECT answered_at FROM host_syncs WHERE host = 'masuda'", [], |r| r.get(0)).unwrap()
+        };
+        let first = answered(&s);
+        nap();
+        let changes = s.conn.total_changes();
+        s.record_host_sync("masuda", None).unwrap();
+        assert_eq!((s.conn.total_changes(), answered(&s)), (changes, first.clone()));
+        nap();
+        s.record_host_sync("masuda", Some("timeout")).unwrap();
+        assert!(s.task(run.task_id).unwrap().stale.is_some());
+        nap();
+        s.record_host_sync("masuda", None).unwrap();
+        assert!(answered(&s) > first);
+        assert_eq!(s.task(run.task_id).unwrap().stale, None, "answered after the failure");
+        // A host never seen before gets its row from its first answer.
+        s.record_host_sync("new-host", None).unwrap();
+        let n: i64 =
+            s.conn.query_row("SELECT count(*) FROM host_syncs WHERE host = 'new-host'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]
