@@ -7,7 +7,7 @@ use std::io::Write;
 
 use delegate_testkit::{FakeHost, Fault, FaultProxy};
 
-use crate::support::{Env, execs, install_agent, launch, remote_dir};
+use crate::support::{Env, blank_runner_start_time, execs, install_agent, launch, remote_dir};
 
 fn reports(env: &Env, id: i64) -> Vec<i64> {
     let db = rusqlite::Connection::open(env.data.join("mailbox.db")).unwrap();
@@ -247,6 +247,7 @@ fn launches_after_the_first_in_a_resident_shell_start_no_tmux_process() {
     // (On a connection of its own: a plain client.)
     let first = go("first");
     until_resident(&env, &host);
+    assert_eq!(count("list-sessions"), 0, "syncs of running tasks list no sessions (liveness from /proc)");
     assert_eq!(count("-C attach-session"), 0, "syncs of running tasks start no tmux client");
     let before = execs(&host);
     // The shell's first launch: a plain client, then a control client on its session.
@@ -334,13 +335,7 @@ fn a_resident_shell_that_only_syncs_gets_a_control_client_after_its_first_listin
     std::fs::remove_file(&opt_in).unwrap();
     let env = Env::with_brother(&host, "self-test", "read");
     let id = env.run(&["--no-warm", "oppy", "only\n@self-test sleep 60", "--json"]).ok().json()["id"].as_i64().unwrap();
-    let state = remote_dir(&env, id).join("state");
-    let text = std::fs::read_to_string(&state).unwrap();
-    let (first, rest) = text.split_once('\n').unwrap();
-    let old = first.split(" start=").next().unwrap();
-    assert_ne!(old, first, "the runner recorded its start time: {first}");
-    // (Blanked, not cut: the file keeps its size, as the runner only appends.)
-    std::fs::write(&state, format!("{old}{}\n{rest}", " ".repeat(first.len() - old.len()))).unwrap();
+    assert!(blank_runner_start_time(&remote_dir(&env, id).join("state")), "the runner recorded its start time");
     until_resident(&env, &host);
     env.run(&["sync"]).ok();
     let other = launch(&env, &["oppy", "other\n@self-test sleep 60", "--json"]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use delegate_testkit::FakeHost;
 use serde_json::{Value, json};
 
-use crate::support::{Env, install_agent, launch, remote_dir, wait_done, wait_for_file};
+use crate::support::{Env, blank_runner_start_time, install_agent, launch, remote_dir, wait_done, wait_for_file};
 
 /// Well under the 60 s a sync could take before, with room for a loaded machine.
 const BOUND: Duration = Duration::from_secs(30);
@@ -50,11 +50,7 @@ impl SyncStall {
     /// runner is not seen so.
     fn on(&self) {
         for dir in std::fs::read_dir(&self.tasks).unwrap().flatten() {
-            let state = dir.path().join("state");
-            let Ok(text) = std::fs::read_to_string(&state) else { continue };
-            let Some((first, rest)) = text.split_once('\n') else { continue };
-            let old = first.split(" start=").next().unwrap();
-            std::fs::write(&state, format!("{old}{}\n{rest}", " ".repeat(first.len() - old.len()))).unwrap();
+            blank_runner_start_time(&dir.path().join("state"));
         }
         std::fs::write(&self.flag, "").unwrap();
     }

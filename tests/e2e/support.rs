@@ -299,6 +299,21 @@ pub fn wait_for_file(path: &Path) -> Vec<u8> {
     panic!("{} never appeared", path.display());
 }
 
+/// Blanks the start time in a runner's `started` line (`state`, the task directory's), as a
+/// runner of an older delegate wrote it: a sync then cannot see that runner alive in /proc
+/// and lists the tmux sessions. Blanked with spaces, not cut: the file keeps its size (the
+/// runner only appends, and the lead's offsets stay valid). False when the line has none.
+pub fn blank_runner_start_time(state: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(state) else { return false };
+    let Some((first, rest)) = text.split_once('\n') else { return false };
+    let old = first.split(" start=").next().unwrap();
+    if old == first {
+        return false;
+    }
+    std::fs::write(state, format!("{old}{}\n{rest}", " ".repeat(first.len() - old.len()))).unwrap();
+    true
+}
+
 /// Replaces the fake agent `name` on the host with a script of our own (run as the remote
 /// user; the testkit's bin dir comes first on the host's PATH).
 pub fn install_agent(host: &FakeHost, name: &str, script: &str) {

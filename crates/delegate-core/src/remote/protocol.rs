@@ -688,16 +688,21 @@ mod tests {
             clock_ms,
             ..Default::default()
         };
-        let script = render_sync(&SyncRequest {
-            remote_root: "~/.delegate".into(),
-            tasks: vec![task("a", Some(50_000)), task("b", None), task("c", Some(20_900)), task("d", Some(1_000))],
-            max_bytes_per_file: 10,
-            max_bytes_total: 10,
-        })
-        .unwrap();
-        let line = script.split(|b| *b == b'\n').next().unwrap();
-        let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap();
-        let vars = String::from_utf8(crate::remote::escape::unescape(text).unwrap()).unwrap();
+        // The variables line of the script rendered for `tasks`, decoded.
+        let vars_of = |tasks: Vec<SyncTaskRequest>| {
+            let script = render_sync(&SyncRequest {
+                remote_root: "~/.delegate".into(),
+                tasks,
+                max_bytes_per_file: 10,
+                max_bytes_total: 10,
+            })
+            .unwrap();
+            let line = script.split(|b| *b == b'\n').next().unwrap().to_vec();
+            let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap().to_string();
+            String::from_utf8(crate::remote::escape::unescape(&text).unwrap()).unwrap()
+        };
+        let vars =
+            vars_of(vec![task("a", Some(50_000)), task("b", None), task("c", Some(20_900)), task("d", Some(1_000))]);
         let fields: Vec<&str> = vars.split('\n').collect();
         // since = 20.9 - 0.1 (c's clock has milliseconds: a file system with fine times;
         // a's has none: 50 - 2), the oldest; d's clock is within the margin of the epoch:
@@ -708,16 +713,7 @@ mod tests {
         assert_eq!(fields[10 + 9 * 3], "dlg-c");
         assert_eq!(fields.len(), 6 + 4 + 4 * 9 + 1, "each field ends with a newline");
         // Whole seconds when the oldest is a clock without milliseconds.
-        let script = render_sync(&SyncRequest {
-            remote_root: "~/.delegate".into(),
-            tasks: vec![task("a", Some(50_000)), task("c", Some(52_050))],
-            max_bytes_per_file: 10,
-            max_bytes_total: 10,
-        })
-        .unwrap();
-        let line = script.split(|b| *b == b'\n').next().unwrap();
-        let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap();
-        let vars = String::from_utf8(crate::remote::escape::unescape(text).unwrap()).unwrap();
+        let vars = vars_of(vec![task("a", Some(50_000)), task("c", Some(52_050))]);
         assert_eq!(vars.split('\n').nth(3), Some("48"));
     }
 
