@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::mailbox::row_caps::{MAX_EVENTS_PER_SYNC, MAX_RECEIPTS_PER_SYNC, MAX_REPORTS_PER_SYNC};
 use crate::mailbox::{Applied, InFlight, Ingest, NewEvent, NewMessage, RunEnd};
 use crate::remote::protocol::{
-    FileDelta, SMALL_SYNC, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync,
+    FileDelta, SMALL_SYNC, SayState, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_say, parse_sync_for,
     render_say, render_sync,
 };
 use crate::task::TaskStatus;
@@ -201,12 +201,12 @@ async fn sync_round(
     // Tasks handed to agentbus workers come back as one result each, read from their
     // results stream; they have no task files to sync.
     crate::ops::agentbus::collect_for_inventory(d).await?;
-    let runs: Vec<InFlight> = d
-        .store()
-        .in_flight()?
+    let runs = d.store().in_flight()?;
+    let handed = d.store().agentbus_tasks_among(&runs.iter().map(|r| r.task_id).collect::<Vec<_>>())?;
+    let runs: Vec<InFlight> = runs
         .into_iter()
         .filter(|r| only.is_none_or(|ids| ids.contains(&r.task_id)))
-        .filter(|r| !matches!(d.store().agentbus_task(r.task_id), Ok(Some(_))))
+        .filter(|r| !handed.contains(&r.task_id))
         .filter(|r| r.status != TaskStatus::Launching || older_than(&r.updated_at, now, grace))
         .collect();
     let mut by_host: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
@@ -271,13 +271,16 @@ async fn sync_round(
                 let line = crate::remote::protocol::say_line(m.id, &m.at, &m.author, &m.text);
                 resend.push((m.id, render_say(&req.remote_root, &key, m.id, &line)?));
             }
-            Ok((reach, render_sync(&req)?, resend))
+            // What the reply is read against: a large sync names only its tasks with news.
+            let asked: Vec<(String, String)> =
+                req.tasks.iter().map(|t| (t.task_key.clone(), t.session.clone())).collect();
+            Ok((reach, render_sync(&req)?, resend, asked))
         });
         match prepared {
-            Ok((reach, script, resend)) => {
+            Ok((reach, script, resend, asked)) => {
                 let transport = d.transport().clone();
                 jobs.spawn(async move {
-                    let r = fetch(&transport, &reach, &script, resend, deadline, budget).await;
+                    let r = fetch(&transport, &reach, &script, &asked, resend, deadline, budget).await;
                     (host, r)
                 });
                 waiting.insert(runs[0].host.clone(), runs);
@@ -376,6 +379,7 @@ async fn fetch(
     transport: &Transport,
     reach: &Reach,
     script: &[u8],
+    asked: &[(String, String)],
     resend: Vec<(i64, Vec<u8>)>,
     deadline: Instant,
     budget: Duration,
@@ -423,7 +427,9 @@ async fn fetch(
             why: format!("{why}: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
-    let reply = parse_sync(&out.stdout).map_err(|why| Error::SyncFailed { host: reach.host().to_string(), why })?;
+    let asked: Vec<(&str, &str)> = asked.iter().map(|(k, s)| (k.as_str(), s.as_str())).collect();
+    let reply =
+        parse_sync_for(&out.stdout, &asked).map_err(|why| Error::SyncFailed { host: reach.host().to_string(), why })?;
     Ok((reply, sent))
 }
 

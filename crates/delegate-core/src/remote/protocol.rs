@@ -17,8 +17,13 @@
 //! anything (newlines, `END`, NULs):
 //!
 //! ```text
-//! DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time> <fs clock|->
-//! T <task key> <dir exists 0|1> <session alive 0|1>        one per task, in request order
+//! DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time> <fs clock|-|=>
+//! A <len>\n<len bytes>\n                                    (large sync) the live tmux sessions,
+//!                                                            ":"-separated
+//! Q <count>                                                  (large sync) the tasks not named by
+//!                                                            a T line: quiet, alive when A lists them
+//! T <task key> <dir exists 0|1> <session alive 0|1|?>      per task (not counted by Q), in
+//!                                                            request order; ? = look it up in A
 //! F <task key> <file> <offset> <size> <len>\n<len bytes>\n  one per file grown past its offset
 //! S <task key> <file> <got>                                  (rare) that file shrank while read:
 //!                                                            keep only the first <got> bytes
@@ -80,6 +85,11 @@ pub const SINCE_MARGIN_FINE_MS: u64 = 100;
 /// than their clocks, so the lead keeps every clock such a sync brings.
 pub const SMALL_SYNC: usize = 32;
 
+/// A sync of more than this many tasks (sync.sh's LARGE_SYNC) names only the tasks with
+/// something to say and counts the rest in a `Q` line, and sends the live sessions for the
+/// lead to look its tasks' sessions up in ([`parse_sync_for`]).
+pub const LARGE_SYNC: usize = 64;
+
 /// Every task of one host, for one exec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncRequest {
@@ -136,6 +146,15 @@ pub struct SyncReply {
     /// since the since it was given, so it read no file and asked no find. The clocks the
     /// lead holds stand (`clock_ms` is then `None` without meaning "could not").
     pub clock_skipped: bool,
+}
+
+/// What a large sync's reply says in bulk, before [`parse_sync_for`] settles it against the
+/// request: the live sessions (`A`), the tasks counted by `Q`, and which `T` lines said `?`.
+#[derive(Debug, Default)]
+struct Bulk {
+    live: Option<std::collections::HashSet<String>>,
+    quiet: u64,
+    unknown_alive: Vec<usize>,
 }
 
 fn refuse(what: &str, message: String) -> Error {
@@ -229,6 +248,7 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     fields.push(since);
     fields.push(full.len().to_string());
     fields.push(req.tasks.len().to_string());
+    fields.push(req.tasks.iter().filter(|t| t.want_launch_json).count().to_string());
     let ordered: Vec<&SyncTaskRequest> = full.into_iter().chain(quiet).collect();
     fields.extend(ordered.iter().map(|t| t.task_key.clone()));
     for t in &ordered {
@@ -248,6 +268,59 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
 /// `END`, bytes after it, a length running past the end, a delta for a task not announced,
 /// a task count that does not match the header) is an error naming what was wrong.
 pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
+    let (reply, bulk) = parse_raw(stdout)?;
+    if bulk.quiet > 0 || !bulk.unknown_alive.is_empty() {
+        return Err("a large sync's reply (Q or ? lines) where one task was asked for".into());
+    }
+    Ok(reply)
+}
+
+/// Reads the reply of a sync that asked about `asked` (task key, tmux session) in its
+/// request: a large sync's `Q` tasks become reports (directory there, nothing new), and
+/// each `?` and each of those is alive when the `A` block lists its session. The count
+/// `Q` gives must be exactly the asked tasks no `T` line named, and a task not asked about
+/// is refused.
+pub fn parse_sync_for(stdout: &[u8], asked: &[(&str, &str)]) -> std::result::Result<SyncReply, String> {
+    let (mut reply, bulk) = parse_raw(stdout)?;
+    let session: std::collections::HashMap<&str, &str> = asked.iter().copied().collect();
+    if let Some(t) = reply.tasks.iter().find(|t| !session.contains_key(t.task_key.as_str())) {
+        return Err(format!("task {} was not asked about", t.task_key));
+    }
+    let live = |key: &str| match (&bulk.live, session.get(key)) {
+        (Some(live), Some(s)) => live.contains(*s),
+        _ => false,
+    };
+    for &i in &bulk.unknown_alive {
+        reply.tasks[i].session_alive = live(&reply.tasks[i].task_key);
+    }
+    if bulk.quiet > 0 {
+        let named: std::collections::HashSet<&str> = reply.tasks.iter().map(|t| t.task_key.as_str()).collect();
+        let rest: Vec<&str> = asked.iter().map(|(k, _)| *k).filter(|k| !named.contains(k)).collect();
+        if rest.len() as u64 != bulk.quiet {
+            return Err(format!(
+                "the reply counts {} quiet tasks, but {} asked for were not named",
+                bulk.quiet,
+                rest.len()
+            ));
+        }
+        let quiet: Vec<TaskReport> = rest
+            .into_iter()
+            .map(|key| TaskReport {
+                task_key: key.to_string(),
+                dir_exists: true,
+                session_alive: live(key),
+                ..Default::default()
+            })
+            .collect();
+        reply.tasks.extend(quiet);
+    }
+    Ok(reply)
+}
+
+/// The most sessions an `A` block may list (a tmux server of a brother holds far fewer).
+const MAX_LISTED_SESSIONS: usize = 1 << 20;
+
+fn parse_raw(stdout: &[u8]) -> std::result::Result<(SyncReply, Bulk), String> {
     const HEADER: &[u8] = b"DELEGATE-SYNC ";
     let start = if stdout.starts_with(HEADER) {
         0
@@ -274,18 +347,46 @@ pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
     };
     let clock_skipped = header.last() == Some(&"=");
     let mut reply = SyncReply { tasks: Vec::new(), tmux_server_running: running, remote_time, clock_ms, clock_skipped };
+    let mut bulk = Bulk::default();
+    let mut quiet_seen = false;
     let mut keys = std::collections::HashSet::new();
     loop {
         let words = r.line()?;
         match words.as_slice() {
+            ["A", len] => {
+                if bulk.live.is_some() || quiet_seen || !reply.tasks.is_empty() || !running {
+                    return Err("a session list (A) out of place".into());
+                }
+                let len = num(len, "length")?;
+                let names = r.block(len)?;
+                let names = std::str::from_utf8(&names).map_err(|_| "the session list is not UTF-8".to_string())?;
+                let live: std::collections::HashSet<String> =
+                    names.split(':').filter(|n| !n.is_empty()).take(MAX_LISTED_SESSIONS).map(str::to_string).collect();
+                bulk.live = Some(live);
+            }
+            ["Q", count] => {
+                if quiet_seen || !reply.tasks.is_empty() {
+                    return Err("a quiet count (Q) out of place".into());
+                }
+                quiet_seen = true;
+                bulk.quiet = num(count, "quiet count")?;
+            }
             ["T", key, dir, alive] => {
                 if !keys.insert(key.to_string()) {
                     return Err(format!("task {key} reported twice"));
                 }
+                let session_alive = match *alive {
+                    "?" if bulk.live.is_some() => {
+                        bulk.unknown_alive.push(reply.tasks.len());
+                        false
+                    }
+                    "?" => return Err(format!("task {key}: alive is ? with no session list")),
+                    alive => flag(alive)?,
+                };
                 reply.tasks.push(TaskReport {
                     task_key: key.to_string(),
                     dir_exists: flag(dir)?,
-                    session_alive: flag(alive)?,
+                    session_alive,
                     ..Default::default()
                 });
             }
@@ -324,10 +425,11 @@ pub fn parse_sync(stdout: &[u8]) -> std::result::Result<SyncReply, String> {
                 if r.pos != stdout.len() {
                     return Err(format!("{} unexpected bytes after END", stdout.len() - r.pos));
                 }
-                if reply.tasks.len() as u64 != count {
-                    return Err(format!("the header announced {count} tasks, the reply holds {}", reply.tasks.len()));
+                let held = (reply.tasks.len() as u64).saturating_add(bulk.quiet);
+                if held != count {
+                    return Err(format!("the header announced {count} tasks, the reply holds {held}"));
                 }
-                return Ok(reply);
+                return Ok((reply, bulk));
             }
             other => return Err(format!("unexpected line {:?}", other.join(" "))),
         }
@@ -708,10 +810,11 @@ mod tests {
         // a's has none: 50 - 2), the oldest; d's clock is within the margin of the epoch:
         // looked at whole. b and d first, all four keys, then a row of nine per task in
         // that order.
-        assert_eq!(&fields[3..10], ["20.800", "2", "4", "b", "d", "a", "c"]);
-        assert_eq!(fields[10], "dlg-b");
-        assert_eq!(fields[10 + 9 * 3], "dlg-c");
-        assert_eq!(fields.len(), 6 + 4 + 4 * 9 + 1, "each field ends with a newline");
+        // No launch.json wanted: nwant 0.
+        assert_eq!(&fields[3..11], ["20.800", "2", "4", "0", "b", "d", "a", "c"]);
+        assert_eq!(fields[11], "dlg-b");
+        assert_eq!(fields[11 + 9 * 3], "dlg-c");
+        assert_eq!(fields.len(), 7 + 4 + 4 * 9 + 1, "each field ends with a newline");
         // Whole seconds when the oldest is a clock without milliseconds.
         let vars = vars_of(vec![task("a", Some(50_000)), task("c", Some(52_050))]);
         assert_eq!(vars.split('\n').nth(3), Some("48"));
@@ -726,6 +829,47 @@ mod tests {
         let mut extra = full.clone();
         extra.extend(b"T k-3 0 0\n");
         assert!(parse_sync(&extra).unwrap_err().contains("after END"));
+    }
+
+    #[test]
+    fn a_large_reply_is_read_against_its_request() {
+        let asked = [("k-1", "dlg-k-1"), ("k-2", "dlg-k-2"), ("k-3", "dlg-k-3"), ("k-4", "dlg-k-4")];
+        // k-2 named (dead, its directory gone), the other three counted; k-1 and k-3 listed.
+        let reply = b"DELEGATE-SYNC 1 4 1 t 5.5\nA 23\ndlg-k-1:dlg-k-3:dlg-zzz\nQ 3\nT k-2 0 ?\nEND\n";
+        let r = parse_sync_for(reply, &asked).unwrap();
+        let got: Vec<(&str, bool, bool)> =
+            r.tasks.iter().map(|t| (t.task_key.as_str(), t.dir_exists, t.session_alive)).collect();
+        assert_eq!(got, [("k-2", false, false), ("k-1", true, true), ("k-3", true, true), ("k-4", true, false)]);
+        assert!(r.tasks.iter().all(|t| t.deltas.is_empty() && t.launch_json.is_none()));
+        // A named task may still say 0 or 1 itself (k-1 is not listed); k-2 is.
+        let r = parse_sync_for(b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-2\nQ 3\nT k-1 1 1\nEND\n", &asked).unwrap();
+        let alive: Vec<(&str, bool)> = r.tasks.iter().map(|t| (t.task_key.as_str(), t.session_alive)).collect();
+        assert_eq!(alive, [("k-1", true), ("k-2", true), ("k-3", false), ("k-4", false)]);
+        // A reply that names every task needs no request to be read, with or without Q 0.
+        assert!(parse_sync(b"DELEGATE-SYNC 1 1 0 t -\nQ 0\nT k-1 1 0\nEND\n").is_ok());
+
+        for bad in [
+            // Counts that do not add up (the header, or the tasks left unnamed).
+            &b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nQ 2\nT k-2 1 ?\nEND\n"[..],
+            b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nQ 4\nT k-2 1 ?\nEND\n",
+            b"DELEGATE-SYNC 1 5 1 t -\nA 7\ndlg-k-1\nQ 4\nT k-9 1 ?\nEND\n",
+            // ? with no session list; a list when no server runs; a list or Q out of place.
+            b"DELEGATE-SYNC 1 4 1 t -\nQ 3\nT k-2 1 ?\nEND\n",
+            b"DELEGATE-SYNC 1 4 0 t -\nA 7\ndlg-k-1\nQ 4\nEND\n",
+            b"DELEGATE-SYNC 1 4 1 t -\nQ 3\nA 7\ndlg-k-1\nT k-2 1 ?\nEND\n",
+            b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nT k-2 1 ?\nQ 3\nEND\n",
+            b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nA 7\ndlg-k-1\nQ 4\nEND\n",
+            b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nQ 3\nQ 0\nT k-2 1 ?\nEND\n",
+            // A list that is not text, or cut short.
+            b"DELEGATE-SYNC 1 4 1 t -\nA 2\n\xff\xfe\nQ 4\nEND\n",
+            b"DELEGATE-SYNC 1 4 1 t -\nA 99\ndlg-k-1\nQ 4\nEND\n",
+            b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nQ x\nEND\n",
+        ] {
+            assert!(parse_sync_for(bad, &asked).is_err(), "{:?} parsed", String::from_utf8_lossy(bad));
+        }
+        // Read without its request, a reply that counts tasks or defers liveness is refused.
+        assert!(parse_sync(b"DELEGATE-SYNC 1 4 1 t -\nA 7\ndlg-k-1\nQ 3\nT k-2 1 1\nEND\n").is_err());
+        assert!(parse_sync(b"DELEGATE-SYNC 1 1 1 t -\nA 7\ndlg-k-1\nT k-2 1 ?\nEND\n").is_err());
     }
 
     #[test]
@@ -775,8 +919,9 @@ mod tests {
         let fields: Vec<String> =
             fields[..fields.len() - 1].iter().map(|f| String::from_utf8_lossy(f).into()).collect();
         let max = (i64::MAX as u64).to_string();
-        // root, caps, since, nfull, n, the keys, then a row per task.
-        let want = ["~/.delegate", "10", "20", "0", "1", "1", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"];
+        // root, caps, since, nfull, n, nwant, the keys, then a row per task.
+        let want =
+            ["~/.delegate", "10", "20", "0", "1", "1", "1", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"];
         assert_eq!(fields, want);
         assert!(s.ends_with(b"main delegate-sync-complete\n"));
 

@@ -4,7 +4,8 @@
 #
 # DLG_VARS, one field per line (see render_sync in protocol.rs): remote root, max bytes per
 # file, max file bytes in the whole reply (the budget), since (below), the number of tasks
-# whose files are all looked at (nfull), the number of tasks (n); then the n task keys, the
+# whose files are all looked at (nfull), the number of tasks (n), the number of them whose
+# launch.json is wanted (nwant); then the n task keys, the
 # nfull first; then per task, in the same order, nine fields: tmux session, want launch.json
 # (0/1), and the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl,
 # stderr.log, delivered.jsonl (the message receipts the inbox helper and the Claude hook
@@ -26,9 +27,18 @@
 #   DELEGATE-SYNC 1 <tasks> <tmux server running 0|1> <remote utc time> <clock>
 #   where clock is the file-system time (seconds.fraction) of a file this sync wrote in
 #   the remote root before it looked at anything ("-" if it could not; "=" when it needed
-#   none: a small sync that found every quiet task unchanged, below), then per task, in
-#   request order:
-#     T <task key> <dir exists 0|1> <session alive 0|1>
+#   none: a small sync that found every quiet task unchanged, below), then, in a large
+#   sync (more than LARGE_SYNC tasks) whose sessions tmux listed:
+#     A <len>\n<len bytes>\n         the live tmux sessions, separated by ":" (tmux allows
+#                                    no ":" in a session name)
+#   then, in a large sync:
+#     Q <count>                      the tasks not named below: each one's directory
+#                                    exists, no file of it changed, its launch.json is not
+#                                    wanted, and its session is alive when the A block
+#                                    lists it
+#   then per task (in a large sync, per task not counted by Q), in request order:
+#     T <task key> <dir exists 0|1> <session alive 0|1, or ? in a large sync: alive when
+#                                    the A block lists it>
 #     F <task key> <file> <offset> <size> <len>\n<len bytes>\n   per file grown past its offset;
 #                                    <len> is at most the per-file cap and what is left of
 #                                    the budget, so it may be 0 (more is waiting: ask again)
@@ -52,6 +62,12 @@
 # bash's -nt compares each quiet file with a file stamped with the since (since_ref)
 # instead of find; find still looks at the tasks with a file changed since, and at the
 # full ones. With no find, the header's clock is "=": the lead keeps the clocks it has.
+#
+# A large sync names only the tasks with something to say: bash writes each line of its
+# output with a write(2) of its own (it line-buffers its stdout), and a thousand T lines
+# were a thousand writes, each read and sent on by sshd, and a loop over the tasks in
+# bash: ~20 ms of a sync of a thousand quiet tasks. The lead, which knows every task's
+# session, looks the sessions up in the A block itself.
 #
 # Liveness is read before files are looked at: the runner writes `exit` before it ends and
 # before its session ends, so a runner or session missing here whose `exit` is missing
@@ -77,16 +93,17 @@ main() {
 	local -a v
 	# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 	v=($decoded)
-	local -r ROW=9
-	local n=${v[5]-x} nfull=${v[4]-x} since=${v[3]-x}
+	# Header fields, then fields per task.
+	local -r H=7 ROW=9
+	local n=${v[5]-x} nfull=${v[4]-x} since=${v[3]-x} nwant=${v[6]-x}
 	# (Globs, not =~: bash compiles a regular expression at each use, ~0.1 ms.)
-	case $n$nfull${since/./} in *[!0-9]* | '') n=-1 ;; esac
+	case $n$nfull$nwant${since/./} in *[!0-9]* | '') n=-1 ;; esac
 	case $since in
 	*.*) [[ $since == [0-9]*.[0-9][0-9][0-9] ]] || n=-1 ;;
 	[0-9]*) ;;
 	*) n=-1 ;;
 	esac
-	if [ "$n" -lt 0 ] || [ "$nfull" -gt "$n" ] || [ "${#v[@]}" -ne $((6 + n + ROW * n)) ]; then
+	if [ "$n" -lt 0 ] || [ "$nfull" -gt "$n" ] || [ "${#v[@]}" -ne $((H + n + ROW * n)) ]; then
 		printf 'DELEGATE-ERROR 23 the sync variables did not decode (got %s fields)\n' "${#v[@]}" >&2
 		exit 23
 	fi
@@ -99,6 +116,8 @@ main() {
 	# At most this many tasks, builtins first (above); past it, their per-task cost passes
 	# that of the two processes.
 	local -r SMALL_SYNC=32
+	# Past this many tasks, a sync names only the tasks with something to say (above).
+	local -r LARGE_SYNC=64
 	# Nothing is read or written through a root that is not this user's (own-root.sh).
 	local root_problem
 	if foreign_root "$root"; then
@@ -110,7 +129,7 @@ main() {
 	# Keys become paths and words of an eval below: plain names only, checked in one match
 	# over the list of them.
 	local -a keys
-	keys=("${v[@]:6:n}")
+	keys=("${v[@]:H:n}")
 	local keylist=$'\n'"${keys[*]}"$'\n'
 	if [ "$n" -gt 0 ] && [[ $keylist == *[!A-Za-z0-9._$'\n'-]* || $keylist == *$'\n\n'* ||
 		$keylist == *$'\n'.$'\n'* || $keylist == *$'\n'..$'\n'* ]]; then
@@ -131,26 +150,39 @@ main() {
 	# (exec: a command substitution with a redirection would fork once more before it runs
 	# the program; so for find below.)
 	local -A alive=()
-	local running=0 listing name tmux_version=''
-	local -a control_lines
+	local running=0 listing name tmux_version='' live='' unknown=0
+	local -a control_lines listed
 	if [ "$n" -le "$SMALL_SYNC" ] && runners_alive; then
 		# Each runner runs in its task's pane: the server runs, and every session is there.
 		running=1
-	elif [ "$n" -le 64 ] && control_command "list-sessions -F '#{session_name}'"; then
+	elif [ "$n" -le "$LARGE_SYNC" ] && control_command "list-sessions -F '#{session_name}'"; then
 		running=1
 		for name in "${control_lines[@]}"; do alive[$name]=1; done
 	elif listing=$(exec tmux -L delegate list-sessions -F '#{version} #{session_name}' 2>/dev/null); then
 		running=1
-		for name in $listing; do alive[${name#* }]=1; done
 		tmux_version=${listing%% *}
+		if [ "$n" -gt "$LARGE_SYNC" ]; then
+			# For the lead's A block: the names, joined by ":" (no loop: array operations).
+			# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
+			listed=($listing)
+			listed=("${listed[@]#* }")
+			IFS=:
+			live=${listed[*]}
+			IFS=$'\n'
+			unknown='?'
+		else
+			for name in $listing; do alive[${name#* }]=1; done
+		fi
 	fi
 	# (Before fd 3 becomes stdout below: the request goes to the resident shell on fd 3.)
 	if [ -n "$tmux_version" ]; then
-		for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
-			if [ -n "${alive[${v[i]}]-}" ]; then
+		for ((j = 0, i = H + n; j < n; j++, i += ROW)); do
+			if [ -n "${alive[${v[i]}]-}" ] || [[ $unknown == '?' && :$live: == *":${v[i]}:"* ]]; then
 				control_wanted "$tmux_version" "${v[i]}"
 				break
 			fi
+			# (A large sync looks at its first task only: each look is a match over the list.)
+			[ "$unknown" = 0 ] || break
 		done
 	fi
 
@@ -234,12 +266,30 @@ main() {
 	local t=$EPOCHREALTIME now
 	TZ=UTC0 printf -v now '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%[.,]*}" "${t#*[.,]}"
 	printf 'DELEGATE-SYNC 1 %s %s %s %s\n' "$n" "$running" "$now" "$clock"
-	# T lines wait in `lines` and go out in one write, before the next F line or at the end.
+	[ "$unknown" = 0 ] || printf 'A %s\n%s\n' "${#live}" "$live"
+	# The tasks named below: all of them, or in a large sync those with something to say (a
+	# file seen, launch.json wanted, no directory). When none has, no loop at all.
+	local -a named=()
+	if [ "$n" -le "$LARGE_SYNC" ]; then
+		for ((j = 0; j < n; j++)); do named+=("$j"); done
+	else
+		if [ "${#seen[@]}" -gt 0 ] || [ "$nwant" -gt 0 ] || [ "${#exists[@]}" -lt "$n" ]; then
+			for ((j = 0, i = H + n + 1; j < n; j++, i += ROW)); do
+				[[ -n ${seen[./${keys[j]}]-} || ${v[i]} != 0 || -z ${exists[./${keys[j]}]-} ]] && named+=("$j")
+			done
+		fi
+		printf 'Q %s\n' $((n - ${#named[@]}))
+	fi
+	# T lines wait in `lines` and go out together, before the next F line or at the end.
 	local want dir f off sz len got launch
 	local -a lines=()
-	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
-		key=${keys[j]}
-		lines+=("T $key ${exists[./$key]:-0} ${alive[${v[i]}]:-0}")
+	for j in "${named[@]}"; do
+		i=$((H + n + ROW * j)) key=${keys[j]}
+		if [ "$unknown" = 0 ]; then
+			lines+=("T $key ${exists[./$key]:-0} ${alive[${v[i]}]:-0}")
+		else
+			lines+=("T $key ${exists[./$key]:-0} ?")
+		fi
 		# A quiet task (no file of it seen, launch.json not wanted) is its T line alone: the
 		# one test a thousand quiet tasks pay for.
 		[[ ${seen[./$key]:-}${v[i + 1]} != 0 && -n ${exists[./$key]:-} ]] || continue
@@ -290,7 +340,7 @@ runners_alive() {
 	# (No =~ here: bash compiles a regular expression at each use, ~0.1 ms.)
 	local j i first pid start IFS=' '
 	local -a f
-	for ((j = 0, i = 6 + n; j < n; j++, i += ROW)); do
+	for ((j = 0, i = H + n; j < n; j++, i += ROW)); do
 		# (At most 256 bytes: an agent may have put anything there, a huge file with no newline.)
 		first=''
 		[ -f "$root/tasks/${keys[j]}/state" ] && IFS= read -r -n 256 first <"$root/tasks/${keys[j]}/state"

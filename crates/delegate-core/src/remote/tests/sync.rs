@@ -3,7 +3,8 @@
 
 use super::tests::{Scratch, fake_plan, self_test_plan, vars, wait_secs};
 use crate::remote::protocol::{
-    SYNCED_FILES, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_sync, render_sync,
+    LARGE_SYNC, SYNCED_FILES, SyncReply, SyncRequest, SyncTaskRequest, TaskReport, parse_sync, parse_sync_for,
+    render_sync,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,14 @@ fn request(s: &Scratch, tasks: &[(&str, &str, BTreeMap<String, u64>)], max: u64)
 fn sync(s: &Scratch, req: &SyncRequest) -> (SyncReply, Vec<u8>) {
     let out = s.run(&render_sync(req).unwrap());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let reply = parse_sync(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    (reply, out.stdout)
+    (parsed(&out.stdout, req), out.stdout)
+}
+
+/// The reply read against its request, as the lead reads it (a large sync names only the
+/// tasks with news).
+fn parsed(stdout: &[u8], req: &SyncRequest) -> SyncReply {
+    let asked: Vec<(&str, &str)> = req.tasks.iter().map(|t| (t.task_key.as_str(), t.session.as_str())).collect();
+    parse_sync_for(stdout, &asked).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(stdout)))
 }
 
 /// Every delta is exactly the file's bytes from its offset, and its size the file's size.
@@ -295,7 +302,8 @@ fn the_sync_script_starts_the_same_programs_for_10_or_200_tasks() {
     let t0 = Instant::now();
     let (out200, ran200) = shims.run(&s, &large);
     let took200 = t0.elapsed();
-    let r200 = parse_sync(&out200.stdout).unwrap();
+    let large_req = request(&s, &as_refs(&tasks), 1 << 20);
+    let r200 = parsed(&out200.stdout, &large_req);
     assert_eq!(parse_sync(&out10.stdout).unwrap().tasks.len(), 10);
     assert_eq!(r200.tasks.len(), 200);
     assert!(r200.tasks.iter().all(|t| t.dir_exists && t.deltas.is_empty()));
@@ -324,7 +332,7 @@ fn the_sync_script_starts_the_same_programs_for_10_or_200_tasks() {
         }
     }
     let (out, ran) = shims.run(&s, &large);
-    let reply = parse_sync(&out.stdout).unwrap();
+    let reply = parsed(&out.stdout, &large_req);
     assert!(reply.tasks.iter().all(|t| t.deltas.len() == 2 && t.deltas.iter().all(|d| d.bytes == b"more\n")));
     assert_eq!(ran, ran200, "programs started for 400 grown files vs none");
 }
@@ -589,4 +597,73 @@ fn a_small_sync_of_quiet_running_tasks_starts_no_process() {
     let (out, ran) = shims.run(&s, &render_sync(&old).unwrap());
     assert_eq!(ran, ["find"], "{}", String::from_utf8_lossy(&out.stderr));
     assert!(parse_sync(&out.stdout).unwrap().clock_ms.is_some());
+}
+
+#[test]
+fn a_large_sync_names_only_the_tasks_with_news_and_lists_sessions_once() {
+    let s = Scratch::new("sync-large");
+    let n = LARGE_SYNC + 36;
+    let tasks = fake_tasks(&s, n);
+    // Two live sessions (tasks 0 and 7), the rest gone; a session of no task of this sync.
+    for name in ["dlg-k-0", "dlg-k-7", "dlg-other"] {
+        assert!(s.tmux(&["-f", "/dev/null", "new-session", "-d", "-s", name, "sleep 60"]).status.success());
+    }
+    let mut req = request(&s, &as_refs(&tasks), 1 << 20);
+    for t in &mut req.tasks {
+        t.want_launch_json = false;
+    }
+    let lines = |out: &[u8]| out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+
+    // The first sync of a task (no clock yet) looks at all its files: every task is named.
+    // (Its files are older than that sync's clock by more than the margin.)
+    std::thread::sleep(Duration::from_millis(300));
+    let (first, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.lines().filter(|l| l.starts_with("T ")).count(), n, "{text}");
+    assert!(text.contains("\nQ 0\n"), "{text}");
+    assert_eq!(first.tasks.len(), n);
+    // The lead then keeps that sync's clock for each task.
+    for t in &mut req.tasks {
+        t.clock_ms = Some(first.clock_ms.expect("the sync read a clock"));
+    }
+
+    // Nothing new: the header, the session list, the quiet count and END; no T line at all.
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(lines(&raw), 5, "{text}");
+    assert!(text.contains(&format!("\nQ {n}\n")), "{text}");
+    let listed = text.lines().nth(2).unwrap();
+    assert!(text.lines().nth(1).unwrap().starts_with("A ") && listed.split(':').count() == 3, "{text}");
+    assert_eq!(reply.tasks.len(), n);
+    for t in &reply.tasks {
+        assert!(t.dir_exists && t.deltas.is_empty() && t.launch_json.is_none(), "{t:?}");
+        assert_eq!(t.session_alive, t.task_key == "k-0" || t.task_key == "k-7", "{}", t.task_key);
+    }
+
+    // One task's stream grew, one task's directory is gone, one wants its launch.json: those
+    // three are named (in request order), with what they have to say; the rest are counted.
+    std::fs::write(s.task_dir("k-7").join("stream.jsonl"), "stream.jsonl of task 7\nmore\n").unwrap();
+    std::fs::remove_dir_all(s.task_dir("k-20")).unwrap();
+    std::fs::write(s.task_dir("k-30").join("launch.json"), "{\"pid\":1}").unwrap();
+    req.tasks[30].want_launch_json = true;
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    let named: Vec<&str> = text.lines().filter(|l| l.starts_with("T ")).collect();
+    assert_eq!(named, ["T k-7 1 ?", "T k-20 0 ?", "T k-30 1 ?"], "{text}");
+    assert!(text.contains(&format!("\nQ {}\n", n - 3)), "{text}");
+    assert_eq!(reply.tasks.len(), n);
+    let task = |key: &str| reply.tasks.iter().find(|t| t.task_key == key).unwrap();
+    assert!(task("k-7").session_alive && task("k-7").deltas.len() == 1);
+    assert_eq!(task("k-7").deltas[0].bytes, b"more\n");
+    assert!(!task("k-20").dir_exists && !task("k-20").session_alive);
+    assert_eq!(task("k-30").launch_json.as_deref(), Some(&b"{\"pid\":1}"[..]));
+    assert!(task("k-0").session_alive && task("k-0").deltas.is_empty());
+
+    // No tmux server: no session list, every task not alive.
+    let _ = s.tmux(&["kill-server"]);
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(!text.contains("\nA "), "{text}");
+    assert!(!reply.tmux_server_running && reply.tasks.iter().all(|t| !t.session_alive));
+    assert_eq!(reply.tasks.len(), n);
 }
