@@ -254,3 +254,40 @@ fn a_channel_refused_with_none_in_flight_is_an_error_naming_max_sessions() {
         assert!(sessions.is_empty() && dirs.is_empty() && execs == 0, "something ran: {sessions:?} {dirs:?} {execs}");
     }
 }
+
+/// A sync of more than 64 tasks on one host reads the quiet ones in bulk: the brother names
+/// only the tasks with news and lists the live sessions once, and the lead looks each
+/// task's session up itself. Through real sshd: every agent of a wide fan-out is seen
+/// running, one whose session was killed is lost, and the rest stay running.
+#[test]
+fn a_sync_of_more_than_64_tasks_finds_the_running_and_the_lost_among_them() {
+    const BROTHERS: usize = 70;
+    let host = FakeHost::start();
+    let env = Env::new();
+    env.add_host("h", &host);
+    let names: Vec<String> = (0..BROTHERS).map(|i| format!("b{i}")).collect();
+    for name in &names {
+        env.add_brother(name, "h", &host, "self-test", "read");
+    }
+    let list = names.join(",");
+    let out = env.run(&[list.as_str(), "stay a while\n@self-test sleep 60", "--json"]).ok().json();
+    let tasks = out["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), BROTHERS, "{out}");
+    let synced = env.run(&["sync", "--json"]).ok().json();
+    let changed = synced["hosts"][0]["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), BROTHERS, "{synced}");
+    assert!(changed.iter().all(|c| c[1] == "running"), "{synced}");
+
+    let victim = tasks[BROTHERS / 2]["id"].as_i64().unwrap();
+    let session = env.run(&["show", &victim.to_string(), "--json"]).ok().json()["runs"][0]["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(host.tmux(&["kill-session", "-t", &format!("={session}")]).status.success());
+    let synced = env.run(&["sync", "--json"]).ok().json();
+    assert_eq!(synced["hosts"][0]["changed"], serde_json::json!([[victim, "lost"]]), "{synced}");
+    let listed = env.run(&["list", "--json", "--no-sync", "--limit", "100"]).ok().json();
+    let statuses: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.len(), BROTHERS);
+    assert_eq!(statuses.iter().filter(|s| **s == "running").count(), BROTHERS - 1, "{statuses:?}");
+}
