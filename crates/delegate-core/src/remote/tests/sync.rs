@@ -628,6 +628,10 @@ fn a_large_sync_names_only_the_tasks_with_news_and_lists_sessions_once() {
     }
 
     // Nothing new: the header, the session list, the quiet count and END; no T line at all.
+    // (Files that are not synced ones, written since, change nothing.)
+    for decoy in ["exit.tmp", "state.old", "inbox.jsonl", "xstate", "prompt"] {
+        std::fs::write(s.task_dir("k-3").join(decoy), "x\n").unwrap();
+    }
     let (reply, raw) = sync(&s, &req);
     let text = String::from_utf8_lossy(&raw);
     assert_eq!(lines(&raw), 5, "{text}");
@@ -658,6 +662,23 @@ fn a_large_sync_names_only_the_tasks_with_news_and_lists_sessions_once() {
     assert!(!task("k-20").dir_exists && !task("k-20").session_alive);
     assert_eq!(task("k-30").launch_json.as_deref(), Some(&b"{\"pid\":1}"[..]));
     assert!(task("k-0").session_alive && task("k-0").deltas.is_empty());
+
+    // Each synced file, grown in a task of its own, is found: that task is named with it.
+    for (i, file) in SYNCED_FILES.iter().enumerate() {
+        let path = s.task_dir(&format!("k-{}", 40 + i)).join(file);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("grown\n");
+        std::fs::write(&path, text).unwrap();
+    }
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains(&format!("\nQ {}\n", n - 3 - SYNCED_FILES.len())), "{text}");
+    for (i, file) in SYNCED_FILES.iter().enumerate() {
+        let t = reply.tasks.iter().find(|t| t.task_key == format!("k-{}", 40 + i)).unwrap();
+        let files: Vec<&str> = t.deltas.iter().map(|d| d.file.as_str()).collect();
+        assert_eq!(files, [*file], "{text}");
+        assert_eq!(t.deltas[0].bytes, b"grown\n");
+    }
 
     // No tmux server: no session list, every task not alive.
     let _ = s.tmux(&["kill-server"]);
