@@ -13,6 +13,7 @@
 // delegate-core's Error is large by design (it carries the facts); so are results here.
 #![allow(clippy::result_large_err)]
 
+mod before_issue_21;
 mod floor;
 mod hosts;
 mod measure;

@@ -189,6 +189,11 @@ fn ratios(ctx: &Ctx) -> Vec<Ratio> {
                 ratio(c, "BS3", r, &one, "D1", "D1x"),
                 if k == 1000 { Some((0.3, "≤")) } else { None },
             );
+            push(
+                format!("{r} ms: sync {one} unchanged: D1 (library) / D1t (today's script, one exec, no clocks)"),
+                ratio(c, "BS3", r, &one, "D1", "D1t"),
+                None,
+            );
         }
         // "About one round trip plus a few ms": against RTT + 10 ms.
         push(
@@ -576,15 +581,16 @@ fn why_missed(name: &str) -> &'static str {
          the same script work minus what the resident shell keeps. The hand-rolled launch \
          (O2h, F0h) skips all of it: no environment, no preflight, no evidence, no helpers."
     } else if name.contains("sync K=1000") {
-        "D1x here already has this run's script (variables decoded by printf, keys checked in \
-         one match, quiet tasks skipped in bash), so the ratio understates the change against \
-         the path before issue 21 (the issue's own figures, 490 ms at 0 ms and 599 ms at 20 ms, \
-         were taken on this machine). What is left for 1000 quiet tasks is on the brother: one \
-         tmux list-sessions of 1000 sessions (~15 ms, the server's own time), find opening 1000 \
-         task directories (~25 ms, fts's syscalls), a T line per task (~11 ms), splitting the \
-         ~78 KB request (~3 ms); at 20 ms the request also meets TCP slow start after idle. \
-         The builtin path of small syncs does not pay here: bash looking at 1000 tasks' files \
-         (~0.15 ms each) costs more than the two processes."
+        "D1x is the sync path before issue 21 as it was: its script (a frozen copy, from \
+         commit 7ec5556) run with one exec per host on the warm pool; only its brother side and \
+         the connection are counted, not its mailbox work on the lead, so the ratio errs \
+         against today's path (D1t, today's script without the resident shell and the clocks, \
+         is shown apart). What is left for 1000 quiet tasks is on the brother: find reading 1000 \
+         task directories of some twenty entries each (~30 ms: fts reads every entry), one tmux \
+         list-sessions of 1000 sessions (~15-20 ms, the server's own time), decoding and \
+         checking the ~78 KB request (~8 ms); and on the lead, the mailbox's reads and its \
+         synced_at write (~9 ms). A large sync no longer names its quiet tasks: one Q line \
+         counts them and the lead looks their sessions up in the brother's list."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip, and a small sync of quiet \
          running tasks starts no process on the brother (liveness from /proc, quiet files by \

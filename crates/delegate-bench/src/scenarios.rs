@@ -1,5 +1,6 @@
 //! The scenarios BS1-BS5 (see `shared/testplan.md` section 3 and issue 7).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -877,7 +878,72 @@ fn sweep_level(ctx: &mut Ctx, li: usize, data: &str, size: &str, k: usize, m: us
     let tasks = d.list(&ListFilter::default())?;
     ctx.rt.block_on(d.close());
     drop(d);
-    // D1x: the path before issue 21: one exec per sync, every file of every task looked at.
+    // D1x: the path before issue 21, as it was: its sync script (a frozen copy), one exec
+    // per host on the warm pool, every file of every task looked at; the lead's mailbox work
+    // of that path is not counted (see before_issue_21.rs).
+    {
+        let d = ctx.open_lib(&ctx.levels[li], data)?;
+        d.transport().ssh_pool().set_resident(false);
+        let mut by_host: BTreeMap<String, Vec<crate::before_issue_21::Task>> = BTreeMap::new();
+        for r in d.store().in_flight()? {
+            by_host.entry(r.host.clone()).or_default().push(crate::before_issue_21::Task {
+                key: delegate_core::remote::task_key(d.store().mailbox_id(), r.task_id, r.run_no),
+                session: r.session,
+                offsets: r.offsets,
+            });
+        }
+        let mut jobs = Vec::new();
+        for (host, tasks) in &by_host {
+            let root = d
+                .inventory()
+                .host(host)?
+                .remote_root
+                .clone()
+                .unwrap_or_else(|| delegate_core::hosts::inventory::DEFAULT_REMOTE_ROOT.into());
+            jobs.push((d.reach(host)?, crate::before_issue_21::render(&root, tasks), tasks.len()));
+        }
+        let mut c = Collector::new(
+            "BS3",
+            rtt,
+            size,
+            "D1x",
+            "the sync path before issue 21: its script, one exec per host on the warm pool (brother side only)",
+        );
+        let transport = d.transport().clone();
+        let mut i = 0;
+        while i < 2 || c.more(p.n_sweep, 3, p.budget) {
+            let t = Instant::now();
+            // Every host at once, as a sync does.
+            let replies = ctx.rt.block_on(async {
+                let mut set = tokio::task::JoinSet::new();
+                for (reach, script, n) in &jobs {
+                    let (transport, reach, script, n) = (transport.clone(), reach.clone(), script.clone(), *n);
+                    set.spawn(async move {
+                        let limit = Duration::from_secs(60);
+                        let out = transport.exec(&reach, delegate_core::remote::REMOTE_COMMAND, &script, limit).await;
+                        (out, n)
+                    });
+                }
+                set.join_all().await
+            });
+            let wall = ms(t);
+            if i >= 2 {
+                let checked = replies.into_iter().try_for_each(|(r, n)| {
+                    let (out, _) = r.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+                    crate::before_issue_21::check(&out.stdout, n)
+                });
+                match checked {
+                    Ok(()) => c.sample(wall),
+                    Err(e) => c.fail(&e.to_string()),
+                }
+            }
+            i += 1;
+        }
+        ctx.cells.push(c.finish());
+        ctx.rt.block_on(d.close());
+    }
+    // D1t: today's sync with one exec per sync and no clocks (every file looked at), which
+    // shares today's script: what the resident shell and the clocks alone bring.
     {
         let mut d = ctx.open_lib(&ctx.levels[li], data)?;
         d.transport().ssh_pool().set_resident(false);
@@ -886,8 +952,8 @@ fn sweep_level(ctx: &mut Ctx, li: usize, data: &str, size: &str, k: usize, m: us
             "BS3",
             rtt,
             size,
-            "D1x",
-            "delegate library sync(), warm pool, one exec per sync, every file looked at (before issue 21)",
+            "D1t",
+            "delegate library sync(), warm pool, one exec per sync, every file looked at (today's script)",
         );
         let mut i = 0;
         while i < 2 || c.more(p.n_sweep, 3, p.budget) {
