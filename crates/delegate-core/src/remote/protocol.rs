@@ -250,9 +250,16 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     fields.push(req.tasks.len().to_string());
     fields.push(req.tasks.iter().filter(|t| t.want_launch_json).count().to_string());
     let ordered: Vec<&SyncTaskRequest> = full.into_iter().chain(quiet).collect();
-    fields.extend(ordered.iter().map(|t| t.task_key.clone()));
+    // What the request need not carry, for it to fit fewer TCP windows (a thousand tasks'
+    // ~78 KB took three round trips after an idle spell): the keys' common prefix (the
+    // mailbox id) once, and for a large sync no session names (the lead looks them up in
+    // the brother's list itself; `-` in their place).
+    let prefix = key_prefix(ordered.iter().map(|t| t.task_key.as_str()));
+    fields.push(format!("p{prefix}"));
+    fields.extend(ordered.iter().map(|t| t.task_key[prefix.len()..].to_string()));
+    let large = req.tasks.len() > LARGE_SYNC;
     for t in &ordered {
-        fields.push(t.session.clone());
+        fields.push(if large { "-".into() } else { t.session.clone() });
         fields.push(if t.want_launch_json { "1" } else { "0" }.into());
         for f in SYNCED_FILES {
             let off = t.offsets.get(f).copied().unwrap_or(0).min(i64::MAX as u64);
@@ -262,6 +269,22 @@ pub fn render_sync(req: &SyncRequest) -> Result<Vec<u8>> {
     // Keys and sessions are checked above, the root has no control characters: every field
     // is one line, so newlines can separate them.
     Ok(script(&super::escape::escape(&joined(&fields, b'\n')), &[super::TMUX_CONTROL_SH, SYNC_SH].concat()))
+}
+
+/// The longest prefix shared by every key that ends just after a `-` and leaves each key
+/// something (keys are `<mailbox id>-<task>[-r<run>]`): sent once for all of them.
+fn key_prefix<'a>(mut keys: impl Iterator<Item = &'a str>) -> &'a str {
+    let Some(first) = keys.next() else { return "" };
+    let (mut common, mut shortest) = (first.len(), first.len());
+    for k in keys {
+        common = first.bytes().zip(k.bytes()).take(common).take_while(|(a, b)| a == b).count();
+        shortest = shortest.min(k.len());
+    }
+    // Shorter than every key, so that none is sent empty.
+    match first[..common.min(shortest.saturating_sub(1))].rfind('-') {
+        Some(dash) => &first[..=dash],
+        None => "",
+    }
 }
 
 /// Reads a reply of the sync script. Strict: anything but the framing above (a missing
@@ -810,11 +833,11 @@ mod tests {
         // a's has none: 50 - 2), the oldest; d's clock is within the margin of the epoch:
         // looked at whole. b and d first, all four keys, then a row of nine per task in
         // that order.
-        // No launch.json wanted: nwant 0.
-        assert_eq!(&fields[3..11], ["20.800", "2", "4", "0", "b", "d", "a", "c"]);
-        assert_eq!(fields[11], "dlg-b");
-        assert_eq!(fields[11 + 9 * 3], "dlg-c");
-        assert_eq!(fields.len(), 7 + 4 + 4 * 9 + 1, "each field ends with a newline");
+        // No launch.json wanted: nwant 0; no prefix shared.
+        assert_eq!(&fields[3..12], ["20.800", "2", "4", "0", "p", "b", "d", "a", "c"]);
+        assert_eq!(fields[12], "dlg-b");
+        assert_eq!(fields[12 + 9 * 3], "dlg-c");
+        assert_eq!(fields.len(), 8 + 4 + 4 * 9 + 1, "each field ends with a newline");
         // Whole seconds when the oldest is a clock without milliseconds.
         let vars = vars_of(vec![task("a", Some(50_000)), task("c", Some(52_050))]);
         assert_eq!(vars.split('\n').nth(3), Some("48"));
@@ -829,6 +852,44 @@ mod tests {
         let mut extra = full.clone();
         extra.extend(b"T k-3 0 0\n");
         assert!(parse_sync(&extra).unwrap_err().contains("after END"));
+    }
+
+    #[test]
+    fn the_keys_prefix_travels_once_and_a_large_sync_sends_no_sessions() {
+        assert_eq!(key_prefix(["76ed57-1", "76ed57-12", "76ed57-3-r2"].into_iter()), "76ed57-");
+        assert_eq!(key_prefix(["76ed57-1"].into_iter()), "76ed57-");
+        assert_eq!(key_prefix(["a-b-1", "a-c-1"].into_iter()), "a-");
+        // Never a whole key, even one ending in `-`; nothing when no `-` is shared.
+        assert_eq!(key_prefix(["ab-", "ab-1"].into_iter()), "");
+        assert_eq!(key_prefix(["a-1", "b-1"].into_iter()), "");
+        assert_eq!(key_prefix(std::iter::empty()), "");
+
+        let fields_of = |n: usize| {
+            let tasks = (0..n)
+                .map(|i| SyncTaskRequest {
+                    task_key: format!("m1-{i}"),
+                    session: format!("dlg-m1-{i}-1"),
+                    ..Default::default()
+                })
+                .collect();
+            let script = render_sync(&SyncRequest {
+                remote_root: "~/r".into(),
+                tasks,
+                max_bytes_per_file: 1,
+                max_bytes_total: 1,
+            })
+            .unwrap();
+            let line = script.split(|b| *b == b'\n').next().unwrap().to_vec();
+            let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap().to_string();
+            let vars = String::from_utf8(crate::remote::escape::unescape(&text).unwrap()).unwrap();
+            vars.split('\n').map(String::from).collect::<Vec<_>>()
+        };
+        let small = fields_of(LARGE_SYNC);
+        assert_eq!(&small[7..10], ["pm1-", "0", "1"]);
+        assert_eq!(small[8 + LARGE_SYNC], "dlg-m1-0-1");
+        let large = fields_of(LARGE_SYNC + 1);
+        assert_eq!(large[8 + LARGE_SYNC + 1], "-");
+        assert!(large.iter().all(|f| !f.starts_with("dlg-")), "no session travels");
     }
 
     #[test]
@@ -919,9 +980,28 @@ mod tests {
         let fields: Vec<String> =
             fields[..fields.len() - 1].iter().map(|f| String::from_utf8_lossy(f).into()).collect();
         let max = (i64::MAX as u64).to_string();
-        // root, caps, since, nfull, n, nwant, the keys, then a row per task.
-        let want =
-            ["~/.delegate", "10", "20", "0", "1", "1", "1", "ab-1", "dlg-k", "1", "0", "3", "0", "0", "0", &max, "0"];
+        // root, caps, since, nfull, n, nwant, p and the keys' prefix, the keys less it, then
+        // a row per task.
+        let want = [
+            "~/.delegate",
+            "10",
+            "20",
+            "0",
+            "1",
+            "1",
+            "1",
+            "pab-",
+            "1",
+            "dlg-k",
+            "1",
+            "0",
+            "3",
+            "0",
+            "0",
+            "0",
+            &max,
+            "0",
+        ];
         assert_eq!(fields, want);
         assert!(s.ends_with(b"main delegate-sync-complete\n"));
 

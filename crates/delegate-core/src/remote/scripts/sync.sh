@@ -5,8 +5,10 @@
 # DLG_VARS, one field per line (see render_sync in protocol.rs): remote root, max bytes per
 # file, max file bytes in the whole reply (the budget), since (below), the number of tasks
 # whose files are all looked at (nfull), the number of tasks (n), the number of them whose
-# launch.json is wanted (nwant); then the n task keys, the
-# nfull first; then per task, in the same order, nine fields: tmux session, want launch.json
+# launch.json is wanted (nwant), p and the prefix every key starts with (sent once); then
+# the n task keys less that prefix, the
+# nfull first; then per task, in the same order, nine fields: tmux session (- in a large
+# sync, which needs none: the lead looks the sessions up), want launch.json
 # (0/1), and the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl,
 # stderr.log, delivered.jsonl (the message receipts the inbox helper and the Claude hook
 # write). Every field is a single line (Rust checks), so newlines can separate them: bash
@@ -94,7 +96,7 @@ main() {
 	# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 	v=($decoded)
 	# Header fields, then fields per task.
-	local -r H=7 ROW=9
+	local -r H=8 ROW=9
 	local n=${v[5]-x} nfull=${v[4]-x} since=${v[3]-x} nwant=${v[6]-x}
 	# (Globs, not =~: bash compiles a regular expression at each use, ~0.1 ms.)
 	case $n$nfull$nwant${since/./} in *[!0-9]* | '') n=-1 ;; esac
@@ -103,6 +105,7 @@ main() {
 	[0-9]*) ;;
 	*) n=-1 ;;
 	esac
+	case ${v[7]-} in p*) ;; *) n=-1 ;; esac
 	if [ "$n" -lt 0 ] || [ "$nfull" -gt "$n" ] || [ "${#v[@]}" -ne $((H + n + ROW * n)) ]; then
 		printf 'DELEGATE-ERROR 23 the sync variables did not decode (got %s fields)\n' "${#v[@]}" >&2
 		exit 23
@@ -130,6 +133,8 @@ main() {
 	# over the list of them.
 	local -a keys
 	keys=("${v[@]:H:n}")
+	local prefix=${v[7]#p}
+	keys=("${keys[@]/#/"$prefix"}")
 	local keylist=$'\n'"${keys[*]}"$'\n'
 	if [ "$n" -gt 0 ] && [[ $keylist == *[!A-Za-z0-9._$'\n'-]* || $keylist == *$'\n\n'* ||
 		$keylist == *$'\n'.$'\n'* || $keylist == *$'\n'..$'\n'* ]]; then
