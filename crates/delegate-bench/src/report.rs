@@ -588,8 +588,8 @@ fn why_missed(name: &str) -> &'static str {
          is shown apart). What is left for 1000 quiet tasks is on the brother: find reading 1000 \
          task directories of some twenty entries each (~30 ms: fts reads every entry), one tmux \
          list-sessions of 1000 sessions (~15-20 ms, the server's own time), decoding and \
-         checking the ~78 KB request (~8 ms); and on the lead, the mailbox's reads and its \
-         synced_at write (~9 ms). A large sync no longer names its quiet tasks: one Q line \
+         checking the request (~30 KB: the shared key prefix once, no session names; ~6 ms); \
+         and on the lead, the mailbox's reads and its synced_at write (~9 ms). A large sync no longer names its quiet tasks: one Q line \
          counts them and the lead looks their sessions up in the brother's list."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip, and a small sync of quiet \
