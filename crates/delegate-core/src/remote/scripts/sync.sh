@@ -6,10 +6,9 @@
 # file, max file bytes in the whole reply (the budget), since (below), the number of tasks
 # whose files are all looked at (nfull), the number of tasks (n), the number of them whose
 # launch.json is wanted (nwant), p and the prefix every key starts with (sent once); then
-# the n task keys less that prefix, the
-# nfull first; then per task, in the same order, nine fields: tmux session (- in a large
-# sync, which needs none: the lead looks the sessions up), want launch.json
-# (0/1), and the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl,
+# the n task keys less that prefix, the nfull first; then per task, in the same order,
+# nine fields: tmux session (- in a large sync, which needs none: the lead looks the
+# sessions up), want launch.json (0/1), and the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl,
 # stderr.log, delivered.jsonl (the message receipts the inbox helper and the Claude hook
 # write). Every field is a single line (Rust checks), so newlines can separate them: bash
 # reads a command substitution in blocks but a pipe into mapfile one byte per syscall. For
@@ -299,8 +298,8 @@ main() {
 		else
 			lines+=("T $key ${exists[./$key]:-0} ?")
 		fi
-		# A quiet task (no file of it seen, launch.json not wanted) is its T line alone: the
-		# one test a thousand quiet tasks pay for.
+		# A quiet task (no file of it seen, launch.json not wanted) is its T line alone (a
+		# large sync does not name it at all).
 		[[ ${seen[./$key]:-}${v[i + 1]} != 0 && -n ${exists[./$key]:-} ]] || continue
 		want=${v[i + 1]} dir=$root/tasks/$key
 		if [ -n "${seen[./$key]:-}" ]; then
