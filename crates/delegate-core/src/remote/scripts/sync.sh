@@ -8,9 +8,9 @@
 # launch.json is wanted (nwant), p and the prefix every key starts with (sent once); then
 # the n task keys less that prefix, the nfull first; then per task, in the same order,
 # nine fields: tmux session (- in a large sync, which needs none: the lead looks the
-# sessions up), want launch.json (0/1), and the offsets of state, exit, stream.jsonl, events.jsonl, outbox.jsonl,
-# stderr.log, delivered.jsonl (the message receipts the inbox helper and the Claude hook
-# write). Every field is a single line (Rust checks), so newlines can separate them: bash
+# sessions up), want launch.json (0/1), and the offsets of state, exit, stream.jsonl,
+# events.jsonl, outbox.jsonl, stderr.log, delivered.jsonl (the message receipts the inbox
+# helper and the Claude hook write). Every field is a single line (Rust checks), so newlines can separate them: bash
 # reads a command substitution in blocks but a pipe into mapfile one byte per syscall. For
 # the same reason every listing below is split in memory, never read line by line from a
 # pipe; and the keys come as one block, so that checking them and making them find's
