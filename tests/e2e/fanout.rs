@@ -6,6 +6,16 @@ use serde_json::Value;
 
 use crate::support::{Env, launch, wait_done};
 
+/// Host `h` and `n` self-test brothers b0..b(n-1) on it; their names as one fan-out list.
+fn brothers_on(env: &Env, host: &FakeHost, n: usize) -> String {
+    env.add_host("h", host);
+    let names: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+    for name in &names {
+        env.add_brother(name, "h", host, "self-test", "read");
+    }
+    names.join(",")
+}
+
 fn logins(host: &FakeHost) -> usize {
     host.sshd_log().matches("Accepted publickey").count()
 }
@@ -211,12 +221,7 @@ fn a_fan_out_wider_than_max_sessions_waits_for_channels_and_launches_every_task(
     for (max_sessions, how) in [(10, None), (3, Some("--no-warm"))] {
         let host = FakeHost::builder().max_sessions(max_sessions).start();
         let env = Env::new();
-        env.add_host("h", &host);
-        let names: Vec<String> = (0..BROTHERS).map(|i| format!("b{i}")).collect();
-        for name in &names {
-            env.add_brother(name, "h", &host, "self-test", "read");
-        }
-        let list = names.join(",");
+        let list = brothers_on(&env, &host, BROTHERS);
         let mut args = vec![list.as_str(), "stay a while\n@self-test sleep 60", "--json"];
         args.extend(how);
         let run = env.run(&args);
@@ -264,12 +269,7 @@ fn a_sync_of_more_than_64_tasks_finds_the_running_and_the_lost_among_them() {
     const BROTHERS: usize = 70;
     let host = FakeHost::start();
     let env = Env::new();
-    env.add_host("h", &host);
-    let names: Vec<String> = (0..BROTHERS).map(|i| format!("b{i}")).collect();
-    for name in &names {
-        env.add_brother(name, "h", &host, "self-test", "read");
-    }
-    let list = names.join(",");
+    let list = brothers_on(&env, &host, BROTHERS);
     let out = env.run(&[list.as_str(), "stay a while\n@self-test sleep 60", "--json"]).ok().json();
     let tasks = out["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), BROTHERS, "{out}");

@@ -805,6 +805,13 @@ mod tests {
         assert!(!reply("-").unwrap().clock_skipped && !reply("12.5").unwrap().clock_skipped);
     }
 
+    /// The variables line of a rendered sync script, decoded.
+    fn vars_text(script: &[u8]) -> String {
+        let line = script.split(|b| *b == b'\n').next().unwrap();
+        let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap();
+        String::from_utf8(crate::remote::escape::unescape(text).unwrap()).unwrap()
+    }
+
     #[test]
     fn tasks_with_a_clock_go_last_and_are_looked_at_since_the_oldest() {
         let task = |key: &str, clock_ms: Option<u64>| SyncTaskRequest {
@@ -813,7 +820,6 @@ mod tests {
             clock_ms,
             ..Default::default()
         };
-        // The variables line of the script rendered for `tasks`, decoded.
         let vars_of = |tasks: Vec<SyncTaskRequest>| {
             let script = render_sync(&SyncRequest {
                 remote_root: "~/.delegate".into(),
@@ -822,9 +828,7 @@ mod tests {
                 max_bytes_total: 10,
             })
             .unwrap();
-            let line = script.split(|b| *b == b'\n').next().unwrap().to_vec();
-            let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap().to_string();
-            String::from_utf8(crate::remote::escape::unescape(&text).unwrap()).unwrap()
+            vars_text(&script)
         };
         let vars =
             vars_of(vec![task("a", Some(50_000)), task("b", None), task("c", Some(20_900)), task("d", Some(1_000))]);
@@ -879,10 +883,7 @@ mod tests {
                 max_bytes_total: 1,
             })
             .unwrap();
-            let line = script.split(|b| *b == b'\n').next().unwrap().to_vec();
-            let text = std::str::from_utf8(&line[b"DLG_VARS='".len()..line.len() - 1]).unwrap().to_string();
-            let vars = String::from_utf8(crate::remote::escape::unescape(&text).unwrap()).unwrap();
-            vars.split('\n').map(String::from).collect::<Vec<_>>()
+            vars_text(&script).split('\n').map(String::from).collect::<Vec<_>>()
         };
         let small = fields_of(LARGE_SYNC);
         assert_eq!(&small[7..10], ["pm1-", "0", "1"]);
