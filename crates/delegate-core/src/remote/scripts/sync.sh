@@ -346,7 +346,7 @@ main() {
 runners_alive() {
 	[ -r /proc/self/stat ] || return 1
 	# (No =~ here: bash compiles a regular expression at each use, ~0.1 ms.)
-	local j i first pid start IFS=' '
+	local j i first pid start comm server='' IFS=' '
 	local -a f
 	for ((j = 0, i = H + n; j < n; j++, i += ROW)); do
 		# (At most 256 bytes: an agent may have put anything there, a huge file with no newline.)
@@ -361,6 +361,12 @@ runners_alive() {
 		# shifts the fields: such a process is no runner of ours (bash), and tmux is asked.
 		read -r -a f 2>/dev/null <"/proc/$pid/stat" || return 1
 		[[ ${f[1]-} == "("*")" ]] && [ "${f[21]-}" = "$start" ] && [[ ${f[2]} != [ZXx] ]] || return 1
+		# Its parent, a live tmux server (read once per server): a runner whose server was
+		# killed is reparented while it winds down, and its session is gone already.
+		if [ "${f[3]-}" != "$server" ]; then
+			IFS= read -r comm 2>/dev/null <"/proc/${f[3]-0}/comm" && [ "$comm" = "tmux: server" ] || return 1
+			server=${f[3]}
+		fi
 		alive[${v[i]}]=1
 	done
 }
