@@ -120,6 +120,8 @@ main() {
 	local -r SMALL_SYNC=32
 	# Past this many tasks, a sync names only the tasks with something to say (above).
 	local -r LARGE_SYNC=64
+	# At most this many tasks per find (find_synced).
+	local -r FIND_CHUNK=1000
 	# Nothing is read or written through a root that is not this user's (own-root.sh).
 	local root_problem
 	if foreign_root "$root"; then
@@ -195,7 +197,7 @@ main() {
 	# later modification time (the lead keeps it for the next sync's since). Read from a
 	# file written here (a network file system stamps files with its server's clock), never
 	# through a link.
-	local clock=- in_tasks=0 key
+	local clock=- in_tasks=0 key all_exist=1
 	local -a probe=()
 	local -A exists=() size=() seen=()
 	if cd -- "$root/tasks" 2>/dev/null; then
@@ -206,7 +208,7 @@ main() {
 		if [ "$n" -le "$SMALL_SYNC" ] && [ "${#quiet[@]}" -gt 0 ] && since_ref; then
 			local -a changed=()
 			for key in "${quiet[@]}"; do
-				[ -d "$key" ] || continue # (missing: as find leaves it, T <key> 0)
+				[ -d "$key" ] || { all_exist=0 && continue; } # (missing: T <key> 0)
 				for name in "${files[@]}"; do
 					if [[ $key/$name -nt $ref ]]; then
 						changed+=("$key")
@@ -225,40 +227,27 @@ main() {
 		fi
 	fi
 
-	# One find per kind of task, run from inside the tasks directory with ./<key> as starting
-	# points. It prints bash assignments, `exists[./<key>]=1` for a task directory (missing
-	# ones are silently absent) and, for each synced file in it (modified since the oldest
-	# since, for the quiet ones), `size[./<key>/<file>]=<bytes>` and `seen[./<key>]=1`, and
-	# `clock=<mtime>` for the clock file; one eval runs them all (a parse loop in bash costs
-	# three times as much). The eval is safe because every word is ours: keys are checked
-	# above to be plain names, file names are matched exactly, sizes and times are numbers.
-	local found='' found_quiet=''
-	# The synced files of a task directory, matched by one regular expression: a task
-	# directory holds some twenty entries (helpers, prompt, launch record), and find spent
-	# more on seven -name tests per entry than on one -regex (median over a thousand such
-	# directories: 49 against 36 ms). It also says the entry is in a task directory.
-	local -a synced=(-regex '\./[^/]*/\(state\|exit\|stream\.jsonl\|events\.jsonl\|outbox\.jsonl\|stderr\.log\|delivered\.jsonl\)' -type f)
+	# One find per kind of task (find_synced, below): every asked task's directory counted,
+	# its synced files' sizes, and the clock file's time.
+	local found=''
+	[ "$in_tasks" = 1 ] || all_exist=0
 	# The clock file goes with the full tasks' find, or with the quiet ones' when there is no
 	# full task (the usual sync): one process then.
-	local -a probe_full=("${probe[@]}") probe_quiet=()
-	if [ "${#full[@]}" -eq 0 ] && [ "${#quiet[@]}" -gt 0 ]; then probe_full=() probe_quiet=("${probe[@]}"); fi
-	if [ "$in_tasks" = 1 ] && [ $((${#probe_full[@]} + ${#full[@]})) -gt 0 ]; then
-		found=$(exec find -H "${probe_full[@]}" "${full[@]}" -maxdepth 1 \
-			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
-			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
-			\( "${synced[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
+	local -a probe_for=("${probe[@]}")
+	if [ "$in_tasks" = 1 ] && [ $((${#probe[@]} * (${#quiet[@]} == 0) + ${#full[@]})) -gt 0 ]; then
+		find_synced - "${full[@]}" || exit 23
 	fi
 	# Without a clock file to read, the quiet tasks' files are all looked at, like the others.
-	local -a newer=()
-	[ "${#probe[@]}" -eq 0 ] || newer=(-newermt "@$since")
 	if [ "$in_tasks" = 1 ] && [ "${#quiet[@]}" -gt 0 ]; then
-		found_quiet=$(exec find -H "${probe_quiet[@]}" "${quiet[@]}" -maxdepth 1 \
-			\( -type d ! -path './*/*' -printf 'exists[%p]=1\n' \) -o \
-			\( -name .sync-clock -type f ! -path './*/*' -printf 'clock=%T@\n' \) -o \
-			\( "${synced[@]}" "${newer[@]}" -printf 'size[%p]=%s\nseen[%h]=1\n' \) 2>/dev/null)
+		if [ "${#probe[@]}" -eq 0 ]; then find_synced - "${quiet[@]}"; else find_synced "$since" "${quiet[@]}"; fi || exit 23
 	fi
 	eval "$found"
-	eval "$found_quiet"
+	# A task directory not found (gone, or not a directory): which ones, one test each. (The
+	# small sync's quiet tasks are in `exists` already, and one of them missing cleared
+	# all_exist.)
+	if [ "$all_exist" = 0 ] && [ "$in_tasks" = 1 ]; then
+		for key in "${full[@]}" "${quiet[@]}"; do [ -d "$key" ] && exists[$key]=1; done
+	fi
 	# A number the lead reads (at most 12 digits, a dot and 10), or =.
 	case $clock in
 	=) ;;
@@ -281,9 +270,9 @@ main() {
 	if [ "$n" -le "$LARGE_SYNC" ]; then
 		for ((j = 0; j < n; j++)); do named+=("$j"); done
 	else
-		if [ "${#seen[@]}" -gt 0 ] || [ "$nwant" -gt 0 ] || [ "${#exists[@]}" -lt "$n" ]; then
+		if [ "${#seen[@]}" -gt 0 ] || [ "$nwant" -gt 0 ] || [ "$all_exist" = 0 ]; then
 			for ((j = 0, i = H + n + 1; j < n; j++, i += ROW)); do
-				[[ -n ${seen[./${keys[j]}]-} || ${v[i]} != 0 || -z ${exists[./${keys[j]}]-} ]] && named+=("$j")
+				[[ -n ${seen[./${keys[j]}]-} || ${v[i]} != 0 || $all_exist == 0 && -z ${exists[./${keys[j]}]-} ]] && named+=("$j")
 			done
 		fi
 		printf 'Q %s\n' $((n - ${#named[@]}))
@@ -291,16 +280,18 @@ main() {
 	# T lines wait in `lines` and go out together, before the next F line or at the end.
 	local want dir f off sz len got launch
 	local -a lines=()
+	local here=1
 	for j in "${named[@]}"; do
 		i=$((H + n + ROW * j)) key=${keys[j]}
+		[ "$all_exist" = 1 ] || here=${exists[./$key]:-0}
 		if [ "$unknown" = 0 ]; then
-			lines+=("T $key ${exists[./$key]:-0} ${alive[${v[i]}]:-0}")
+			lines+=("T $key $here ${alive[${v[i]}]:-0}")
 		else
-			lines+=("T $key ${exists[./$key]:-0} ?")
+			lines+=("T $key $here ?")
 		fi
 		# A quiet task (no file of it seen, launch.json not wanted) is its T line alone (a
 		# large sync does not name it at all).
-		[[ ${seen[./$key]:-}${v[i + 1]} != 0 && -n ${exists[./$key]:-} ]] || continue
+		[[ ${seen[./$key]:-}${v[i + 1]} != 0 && $here == 1 ]] || continue
 		want=${v[i + 1]} dir=$root/tasks/$key
 		if [ -n "${seen[./$key]:-}" ]; then
 			for ((f = 0; f < ${#files[@]}; f++)); do
@@ -395,6 +386,65 @@ since_ref() {
 	set -f
 	[ "${#old[@]}" -eq 0 ] || rm -f -- "${old[@]}" 2>/dev/null
 	return 0
+}
+
+# find_synced SINCE KEY...: one find (per chunk of keys, below) over the tasks KEY (each
+# ./<key>), run from inside the tasks directory; SINCE is - or a time before which a file
+# is left out. Appends bash assignments to `found` and clears all_exist when a task
+# directory was not found; the clock file (probe_for) goes with the first chunk.
+#
+# The starting points are named one by one: each task's directory, the clock file, then
+# each synced file of each task, never walked as directories. A task directory holds some
+# twenty entries (helpers, prompt, launch record), and walking a thousand of them cost find
+# half again what a stat per named path does: fts opens, reads and closes each directory
+# (some eleven system calls) and find matched every entry's name (a thousand task
+# directories: ~60 against ~40 ms). A file not there yet is an error on find's stderr,
+# dropped. -P: a starting point that is a symbolic link is not followed (as an entry of a
+# walked directory was not), but `-xtype d` takes a link to a directory as a task
+# directory (the paths through it are followed).
+#
+# Output: one `d` per task directory found (the directories come first, and every other
+# record starts with a newline, so they make the first line: one count says whether all
+# are there, with no line per task to evaluate); then `size[./<key>/<file>]=<bytes>` and
+# `seen[./<key>]=1` per synced file (modified since SINCE), and `clock=<mtime>` for the
+# clock file. One eval runs them all (a parse loop in bash costs three times as much); it
+# is safe because every word is ours: keys are checked to be plain names, the file names
+# are the script's, sizes and times are numbers. False (with the error written) when find
+# answered out of that order.
+#
+# Keys go in chunks of FIND_CHUNK: the kernel caps a command's arguments, their bytes and
+# a pointer each, at a quarter of the stack limit (2 MiB with the usual 8 MiB), and a task
+# names eight paths of some forty bytes: a chunk's are ~400 KiB.
+find_synced() {
+	local -a newer=() chunk roots
+	[ "$1" = - ] || newer=(-newermt "@$1")
+	shift
+	local name out dirs status
+	while [ "$#" -gt 0 ] || [ "${#probe_for[@]}" -gt 0 ]; do
+		chunk=("${@:1:FIND_CHUNK}")
+		shift "${#chunk[@]}"
+		roots=("${chunk[@]}" "${probe_for[@]}")
+		probe_for=()
+		for name in "${files[@]}"; do roots+=("${chunk[@]/%//$name}"); done
+		out=$(exec find -P "${roots[@]}" -maxdepth 0 \
+			\( -xtype d ! -path './*/*' -printf d \) -o \
+			\( -name .sync-clock ! -path './*/*' -type f -printf '\nclock=%T@' \) -o \
+			\( -path './*/*' -type f "${newer[@]}" -printf '\nsize[%p]=%s\nseen[%h]=1' \) 2>/dev/null)
+		status=$?
+		# (1 is a file not there yet, or not readable; more is find not run or killed: then
+		# what it did not say would be taken for nothing new.)
+		if [ "$status" -gt 1 ]; then
+			printf 'DELEGATE-ERROR 23 find could not look at the task files (status %s)\n' "$status" >&2
+			return 1
+		fi
+		dirs=${out%%$'\n'*}
+		if [[ $dirs == *[!d]* ]]; then
+			printf 'DELEGATE-ERROR 23 find answered out of order (is it GNU find?)\n' >&2
+			return 1
+		fi
+		[ "${#dirs}" -eq "${#chunk[@]}" ] || all_exist=0
+		found+=${out:${#dirs}}
+	done
 }
 
 # Writes exactly $3 bytes of file $1 from offset $2 and sets got to how many of them came

@@ -688,3 +688,87 @@ fn a_large_sync_names_only_the_tasks_with_news_and_lists_sessions_once() {
     assert!(!reply.tmux_server_running && reply.tasks.iter().all(|t| !t.session_alive));
     assert_eq!(reply.tasks.len(), n);
 }
+
+/// find is handed each task's directory and synced files by name, in chunks of FIND_CHUNK
+/// tasks (the kernel caps a command's arguments): a sync of more tasks than two chunks
+/// reads every task of every chunk, counts the directories without a line per task, finds
+/// a missing one in any chunk, and never follows a synced file that is a symbolic link
+/// (as when it walked the directories), while a task directory that is a link to one is
+/// still read.
+#[test]
+fn a_sync_of_more_tasks_than_one_find_takes_reads_every_chunk() {
+    let chunk: usize = crate::remote::protocol::SYNC_SH
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("local -r FIND_CHUNK="))
+        .expect("FIND_CHUNK in sync.sh")
+        .parse()
+        .unwrap();
+    let s = Scratch::new("sync-chunks");
+    let n = 2 * chunk + 5;
+    let mut tasks = fake_tasks(&s, n);
+    // Task 3's state is a link to a file outside the task; task 4's directory is a link to
+    // a directory holding its files.
+    let outside = s.dir.join("outside");
+    std::fs::write(&outside, "not the task's\n").unwrap();
+    std::fs::remove_file(s.task_dir("k-3").join("state")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.task_dir("k-3").join("state")).unwrap();
+    tasks[3].2.remove("state");
+    let moved = s.dir.join("moved-k-4");
+    std::fs::rename(s.task_dir("k-4"), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, s.task_dir("k-4")).unwrap();
+    let mut req = request(&s, &as_refs(&tasks), 1 << 20);
+    for t in &mut req.tasks {
+        t.want_launch_json = false;
+        t.offsets.clear();
+    }
+
+    // The first sync reads every file of every task (no clock yet). Under a stack limit of
+    // 1 MiB a command's arguments (their bytes and a pointer each) may take 256 KiB: one
+    // find naming all of these tasks' paths (~410 KiB) could not start, a chunk's (~200
+    // KiB) can.
+    std::thread::sleep(Duration::from_millis(300));
+    let script = [&b"ulimit -s 1024\n"[..], &render_sync(&req).unwrap()].concat();
+    let out = s.run(&script);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = parsed(&out.stdout, &req);
+    assert_eq!(first.tasks.len(), n);
+    for (key, _, offsets) in &tasks {
+        let t = first.tasks.iter().find(|t| &t.task_key == key).unwrap();
+        assert!(t.dir_exists, "{key}");
+        assert_eq!(&sizes(t), offsets, "{key}");
+    }
+    for t in &mut req.tasks {
+        t.clock_ms = Some(first.clock_ms.expect("the sync read a clock"));
+        t.offsets = sizes(first.tasks.iter().find(|r| r.task_key == t.task_key).unwrap());
+    }
+
+    // Nothing new: no task named.
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains(&format!("\nQ {n}\n")), "{}", &text[..text.len().min(2000)]);
+    assert!(reply.tasks.iter().all(|t| t.dir_exists && t.deltas.is_empty()));
+
+    // News in the first and the last chunk, a directory gone in the middle one.
+    let last = format!("k-{}", n - 1);
+    let middle = format!("k-{}", chunk + chunk / 2);
+    for key in ["k-0", last.as_str()] {
+        let path = s.task_dir(key).join("events.jsonl");
+        let mut body = std::fs::read_to_string(&path).unwrap();
+        body.push_str("grown\n");
+        std::fs::write(&path, body).unwrap();
+    }
+    std::fs::remove_dir_all(s.task_dir(&middle)).unwrap();
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    let named: Vec<&str> = text.lines().filter(|l| l.starts_with("T ")).collect();
+    // (No tmux server here: every session reads as gone.)
+    assert_eq!(named, ["T k-0 1 0".to_string(), format!("T {middle} 0 0"), format!("T {last} 1 0")], "{text}");
+    assert!(text.contains(&format!("\nQ {}\n", n - 3)), "{text}");
+    for t in &reply.tasks {
+        assert_eq!(t.dir_exists, t.task_key != middle, "{}", t.task_key);
+        let grown = t.task_key == "k-0" || t.task_key == last;
+        assert_eq!(t.deltas.len(), usize::from(grown), "{}", t.task_key);
+    }
+    let grown = reply.tasks.iter().find(|t| t.task_key == last).unwrap();
+    assert_eq!((grown.deltas[0].file.as_str(), &grown.deltas[0].bytes[..]), ("events.jsonl", &b"grown\n"[..]));
+}
