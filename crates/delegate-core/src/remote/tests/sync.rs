@@ -689,12 +689,11 @@ fn a_large_sync_names_only_the_tasks_with_news_and_lists_sessions_once() {
     assert_eq!(reply.tasks.len(), n);
 }
 
-/// find is handed each task's directory and synced files by name, in chunks of FIND_CHUNK
-/// tasks (the kernel caps a command's arguments): a sync of more tasks than two chunks
-/// reads every task of every chunk, counts the directories without a line per task, finds
-/// a missing one in any chunk, and never follows a synced file that is a symbolic link
-/// (as when it walked the directories), while a task directory that is a link to one is
-/// still read.
+/// find takes the tasks in chunks of FIND_CHUNK (the kernel caps a command's arguments): a
+/// sync of more tasks than two chunks reads every task of every chunk, knows every
+/// directory there from find's status without a line per task, and finds one gone, or one
+/// that is no directory, in any chunk; a synced file that is a symbolic link is not
+/// followed, while a task directory that is a link to one is read.
 #[test]
 fn a_sync_of_more_tasks_than_one_find_takes_reads_every_chunk() {
     let chunk: usize = crate::remote::protocol::SYNC_SH
@@ -722,15 +721,9 @@ fn a_sync_of_more_tasks_than_one_find_takes_reads_every_chunk() {
         t.offsets.clear();
     }
 
-    // The first sync reads every file of every task (no clock yet). Under a stack limit of
-    // 1 MiB a command's arguments (their bytes and a pointer each) may take 256 KiB: one
-    // find naming all of these tasks' paths (~410 KiB) could not start, a chunk's (~200
-    // KiB) can.
+    // The first sync reads every file of every task (no clock yet).
     std::thread::sleep(Duration::from_millis(300));
-    let script = [&b"ulimit -s 1024\n"[..], &render_sync(&req).unwrap()].concat();
-    let out = s.run(&script);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let first = parsed(&out.stdout, &req);
+    let (first, _) = sync(&s, &req);
     assert_eq!(first.tasks.len(), n);
     for (key, _, offsets) in &tasks {
         let t = first.tasks.iter().find(|t| &t.task_key == key).unwrap();
@@ -758,6 +751,8 @@ fn a_sync_of_more_tasks_than_one_find_takes_reads_every_chunk() {
         std::fs::write(&path, body).unwrap();
     }
     std::fs::remove_dir_all(s.task_dir(&middle)).unwrap();
+    // (So that this sync's clock, less its margin, is past those writes.)
+    std::thread::sleep(Duration::from_millis(300));
     let (reply, raw) = sync(&s, &req);
     let text = String::from_utf8_lossy(&raw);
     let named: Vec<&str> = text.lines().filter(|l| l.starts_with("T ")).collect();
@@ -771,4 +766,24 @@ fn a_sync_of_more_tasks_than_one_find_takes_reads_every_chunk() {
     }
     let grown = reply.tasks.iter().find(|t| t.task_key == last).unwrap();
     assert_eq!((grown.deltas[0].file.as_str(), &grown.deltas[0].bytes[..]), ("events.jsonl", &b"grown\n"[..]));
+
+    // A task's directory replaced by a file (in the second chunk) is no task directory:
+    // find's status alone would not say so. (The grown files read, as the lead keeps them.)
+    for t in &mut req.tasks {
+        let read = reply.tasks.iter().find(|r| r.task_key == t.task_key).unwrap();
+        t.offsets.extend(sizes(read));
+        t.clock_ms = reply.clock_ms;
+    }
+    // (The gone one back, empty, so that no task directory is missing.)
+    let other = format!("k-{}", chunk + 1);
+    std::fs::remove_dir_all(s.task_dir(&other)).unwrap();
+    std::fs::write(s.task_dir(&other), "a file\n").unwrap();
+    std::fs::create_dir(s.task_dir(&middle)).unwrap();
+    let (reply, raw) = sync(&s, &req);
+    let text = String::from_utf8_lossy(&raw);
+    let named: Vec<&str> = text.lines().filter(|l| l.starts_with("T ")).collect();
+    assert_eq!(named, [format!("T {other} 0 0")], "{text}");
+    for t in &reply.tasks {
+        assert_eq!(t.dir_exists, t.task_key != other, "{}", t.task_key);
+    }
 }
