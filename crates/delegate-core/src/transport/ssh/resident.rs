@@ -446,6 +446,91 @@ mod tests {
         assert!(!LOOP_SH.contains('\''), "resident.sh must not contain a single quote");
     }
 
+    /// Runs the loop with real bash on `requests` (each a nonce and a script, framed as `A`),
+    /// in a temporary directory of its own; returns its stdout, the directory's entries
+    /// while it ran (seen by the last request) and after it ended, and, where strace runs,
+    /// how many processes it made.
+    fn run_loop(requests: &[(&str, &str)], traced: bool) -> (String, Vec<String>, Option<usize>) {
+        use std::io::Write;
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dlg-resident-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let log = dir.join("strace.log");
+        let strace = traced
+            && std::process::Command::new("strace")
+                .args(["-qq", "-f", "-o", "/dev/null", "true"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        let mut cmd = if strace {
+            let mut c = std::process::Command::new("strace");
+            c.args(["-qq", "-f", "-e", "trace=fork,vfork,clone,clone3", "-o"]).arg(&log).arg("bash");
+            c
+        } else {
+            std::process::Command::new("bash")
+        };
+        let mut child = cmd
+            .args(["-c", LOOP_SH])
+            .env("TMPDIR", &tmp)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = Vec::new();
+        for (nonce, script) in requests {
+            input.extend_from_slice(format!("A {nonce} {}\n{script}", script.len()).as_bytes());
+        }
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let after: Vec<String> =
+            std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let forks = strace.then(|| {
+            let text = std::fs::read_to_string(&log).unwrap();
+            text.lines().filter(|l| [" fork(", " vfork(", " clone(", " clone3("].iter().any(|c| l.contains(c))).count()
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        (String::from_utf8_lossy(&out.stdout).replace('\x1e', "|"), after, forks)
+    }
+
+    /// A request costs the shell one process (the subshell it runs in), and what a script
+    /// keeps travels through a file of the shell's own: taken from a script that ended on its
+    /// own, not from a killed one, and removed with the shell.
+    #[test]
+    fn a_request_costs_one_process_and_keeps_through_a_file_removed_with_the_shell() {
+        let (out, after, _) = run_loop(
+            &[
+                ("a1", "printf \"__dlg_kept_probe=kept\\0\" >&3; echo one\n"),
+                ("b2", "echo \"probe=${__dlg_kept_probe-none} files=$(ls \"$TMPDIR\" | wc -l)\"\n"),
+                ("c3", "printf \"__dlg_kept_probe=killed\\0\" >&3; kill -9 $BASHPID\n"),
+                ("d4", "echo \"probe=${__dlg_kept_probe-none}\"\n"),
+                ("e5", "printf \"not_kept=1\\0\" >&3; exit 3\n"),
+                ("f6", "echo \"not_kept=${not_kept-unset}\"\n"),
+            ],
+            false,
+        );
+        assert_eq!(
+            out,
+            "|dlg-ready 1|\n|dlg-begin a1|one\n|dlg-end a1 0||dlg-begin b2|probe=kept files=1\n|dlg-end b2 0|\
+             |dlg-begin c3||dlg-end c3 137||dlg-begin d4|probe=kept\n|dlg-end d4 0||dlg-begin e5||dlg-end e5 3|\
+             |dlg-begin f6|not_kept=unset\n|dlg-end f6 0|"
+        );
+        assert!(after.is_empty(), "left behind: {after:?}");
+
+        // Processes: the loop's own start (dd, mktemp, the nap pipe), then one per request.
+        let one = run_loop(&[("a1", ":\n")], true).2;
+        let four = run_loop(&[("a1", ":\n"), ("b2", ":\n"), ("c3", ":\n"), ("d4", ":\n")], true).2;
+        match (one, four) {
+            (Some(one), Some(four)) => {
+                assert_eq!(four - one, 3, "processes per request: {}", (four - one) as f64 / 3.0)
+            }
+            _ => eprintln!("strace does not run here: the process count is not checked"),
+        }
+    }
+
     fn framed(nonce: &str, body: &[u8], code: u32) -> Vec<u8> {
         let mut v = format!("\x1edlg-begin {nonce}\x1e").into_bytes();
         v.extend_from_slice(body);

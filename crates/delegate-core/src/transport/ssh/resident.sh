@@ -19,16 +19,19 @@
 # those bytes (it then copies them a character at a time: dd wins past some 64 KiB).
 #
 # What a script verified once can be kept for the requests that follow in this shell
-# ("keep"): the request runs with fd 3 on a pipe the shell reads, and a script that sees
-# __dlg_resident writes assignments of __dlg_kept_* variables there, each ended by a NUL
-# (launch.sh: the helpers it checked, the remote_root it checked, the login environment
-# it captured). After the script the subshell writes NUL, rc and its status, and the
-# shell stops reading there: a process the script left running (a tmux server) may hold
-# the pipe, and is not waited for. The assignments are taken only from a script that
-# ended on its own (status below 128: a killed one may have cut one short), and only
-# records that start with a __dlg_kept_ name (they come from the scripts of delegate, which
-# alone this shell runs).
+# ("keep"): the request runs with fd 3 on a file of this shell (made by mktemp, for this
+# user alone, emptied for each request, removed when the shell ends), and a script that
+# sees __dlg_resident writes assignments of __dlg_kept_* variables there, each ended by a
+# NUL (launch.sh: the helpers it checked, the remote_root it checked, the login
+# environment it captured); the shell reads them after the script. (A file, not a pipe
+# read while the script runs: that took a second process per request, some 0.35 ms, and a
+# process the script left running, a tmux server, could hold a pipe open.) The
+# assignments are taken only from a script that ended on its own (status below 128: a
+# killed one may have cut one short), and only records that start with a __dlg_kept_ name
+# (they come from the scripts of delegate, which alone this shell runs).
 dd if=/dev/null bs=1 count=1 iflag=fullblock status=none || exit 96
+__dlg_keepfile=$(mktemp 2>/dev/null) && [ -f "$__dlg_keepfile" ] || exit 96
+trap "rm -f -- \"\$__dlg_keepfile\"" EXIT
 __dlg_resident=1
 printf -v __dlg_nl "\n"
 declare -A __dlg_kept_helper=() __dlg_kept_root=()
@@ -80,25 +83,24 @@ while IFS=" " read -r __dlg_tag __dlg_id __dlg_len __dlg_body; do
 	fi
 	printf "\036dlg-begin %s\036" "$__dlg_id"
 	printf "\036dlg-begin %s\036" "$__dlg_id" >&2
-	__dlg_rc=255 __dlg_keep=
-	while IFS= read -r -d "" __dlg_rec; do
-		case $__dlg_rec in
-		"rc "*) __dlg_rc=${__dlg_rec#rc } && break ;;
-		__dlg_kept_*) __dlg_keep+=$__dlg_rec$__dlg_nl ;;
-		esac
-	done < <(
-		(
-			unset __dlg_tag __dlg_len __dlg_rec __dlg_keep
-			if [ -z "$__dlg_body" ]; then
-				eval "$__dlg_script"
-			else
-				eval "$__dlg_script"
-				"__dlg_body_$__dlg_body"
-			fi
-		) </dev/null 3>&1 1>&4 4>&-
-		printf "\0rc %s\0" "$?"
-	)
-	if [ "$__dlg_rc" -lt 128 ] && [ -n "$__dlg_keep" ]; then eval "$__dlg_keep"; fi
+	__dlg_keep=
+	(
+		unset __dlg_tag __dlg_len __dlg_rec __dlg_keep __dlg_keepfile
+		trap - EXIT
+		if [ -z "$__dlg_body" ]; then
+			eval "$__dlg_script"
+		else
+			eval "$__dlg_script"
+			"__dlg_body_$__dlg_body"
+		fi
+	) </dev/null 3>"$__dlg_keepfile" 4>&-
+	__dlg_rc=$?
+	if [ "$__dlg_rc" -lt 128 ]; then
+		while IFS= read -r -d "" __dlg_rec; do
+			case $__dlg_rec in __dlg_kept_*) __dlg_keep+=$__dlg_rec$__dlg_nl ;; esac
+		done <"$__dlg_keepfile"
+		if [ -n "$__dlg_keep" ]; then eval "$__dlg_keep"; fi
+	fi
 	case $__dlg_kept_ctl in
 	stop) __dlg_ctl_stop ;;
 	"start "*) __dlg_ctl_stop && __dlg_ctl_start "${__dlg_kept_ctl#start }" ;;
