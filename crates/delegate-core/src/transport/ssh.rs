@@ -9,7 +9,7 @@
 //! How the bytes get to the host (TCP, a bastion, a ProxyCommand) is [`route`]'s business;
 //! [`system`] runs commands through the system `ssh` instead, for hosts that need it.
 
-mod resident;
+pub(crate) mod resident;
 pub mod route;
 mod slots;
 pub mod system;

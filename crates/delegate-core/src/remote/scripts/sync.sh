@@ -122,6 +122,8 @@ main() {
 	local -r LARGE_SYNC=64
 	# At most this many tasks per find (find_synced).
 	local -r FIND_CHUNK=1000
+	# How long a resident shell uses a tmux listing again (tmux_kept), at most.
+	local -r TMUX_KEPT_SECS=10
 	# Nothing is read or written through a root that is not this user's (own-root.sh).
 	local root_problem
 	if foreign_root "$root"; then
@@ -166,17 +168,23 @@ main() {
 		running=1
 		for name in "${control_lines[@]}"; do alive[$name]=1; done
 	elif [ "$n" -gt "$LARGE_SYNC" ]; then
-		# For the lead's A block: the names, joined by ":" (array operations, no loop). No
-		# version here (a format variable more per session): a large sync asks for no
-		# control client, which serves launches and small syncs.
-		if listing=$(exec tmux -L delegate list-sessions -F '#{session_name}' 2>/dev/null); then
-			running=1
+		# For the lead's A block: the names, joined by ":" (array operations, no loop), kept
+		# by a resident shell while its tmux server is seen unchanged (tmux_kept). No version
+		# here (a format variable more per session): a large sync asks for no control client,
+		# which serves launches and small syncs.
+		local kids='' server
+		if tmux_kept; then
+			running=1 unknown='?'
+		elif listing=$(exec tmux -L delegate list-sessions -F '#{pid} #{session_name}' 2>/dev/null); then
+			running=1 unknown='?'
 			# shellcheck disable=SC2206 # split on newlines on purpose (IFS above, globbing off)
 			listed=($listing)
+			server=${listed[0]%% *}
+			listed=("${listed[@]#* }")
 			IFS=:
 			live=${listed[*]}
 			IFS=$'\n'
-			unknown='?'
+			keep_tmux "$server"
 		fi
 	elif listing=$(exec tmux -L delegate list-sessions -F '#{version} #{session_name}' 2>/dev/null); then
 		running=1
@@ -362,6 +370,59 @@ runners_alive() {
 		fi
 		alive[${v[i]}]=1
 	done
+}
+
+# tmux_kept: in a resident shell, the live sessions (into `live`) from the listing an
+# earlier large sync kept, when the server is the same process (pid and start time) with
+# the same children, and the listing is at most TMUX_KEPT_SECS old. Listing a thousand
+# sessions costs the tmux server some 15 ms (each turn of its loop polls every pane, and
+# a new client takes several), and a large sync is mostly a status or wait poll of the
+# same tasks. The children are the panes, one per session: a session that ended or began
+# is a child gone or come. The listing is kept only where the children were read before
+# it (keep_tmux; so a pane that came or went while tmux listed is seen the next time), and
+# for a few seconds only: were a pane to end and a new one get its pid meanwhile (the
+# pids come round again), the children would read the same while a session ended.
+# Otherwise false, with `kids` the children of the server kept, read now.
+tmux_kept() {
+	[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_kept_tmux_pid-}" ] || return 1
+	local pid=$__dlg_kept_tmux_pid stat rest IFS=' '
+	local -a f
+	case $pid in '' | *[!0-9]*) return 1 ;; esac
+	IFS= read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
+	# After the command name (which may hold a space, as "tmux: server" does): state, ppid,
+	# ... the start time the 20th.
+	rest=${stat##*) }
+	# shellcheck disable=SC2206 # split on spaces on purpose (IFS above, globbing off)
+	f=($rest)
+	[ "${f[19]-}" = "${__dlg_kept_tmux_start-}" ] || return 1
+	IFS= read -r -d '' kids 2>/dev/null <"/proc/$pid/task/$pid/children"
+	[ -n "${__dlg_kept_tmux_at-}" ] && [ $((EPOCHSECONDS - __dlg_kept_tmux_at)) -le "$TMUX_KEPT_SECS" ] &&
+		[ "$kids" = "${__dlg_kept_tmux_kids-}" ] && [ -n "$kids" ] || return 1
+	live=${__dlg_kept_tmux_live-}
+	[ -n "$live" ]
+}
+
+# keep_tmux PID: hands the resident shell the listing just made by the tmux server PID,
+# with the children read before it (`kids`) when they are that server's; else only the
+# server, for the next large sync to read its children before it lists.
+keep_tmux() {
+	[ "${__dlg_resident-}" = 1 ] || return 0
+	local stat rest record IFS=' '
+	local -a f
+	case $1 in '' | *[!0-9]*) return 0 ;; esac
+	IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
+	rest=${stat##*) }
+	# shellcheck disable=SC2206 # split on spaces on purpose (IFS above, globbing off)
+	f=($rest)
+	[ -n "${f[19]-}" ] || return 0
+	if [ "$1" = "${__dlg_kept_tmux_pid-}" ] && [ "${f[19]}" = "${__dlg_kept_tmux_start-}" ] && [ -n "$kids" ]; then
+		printf -v record '__dlg_kept_tmux_at=%q __dlg_kept_tmux_kids=%q __dlg_kept_tmux_live=%q' \
+			"$EPOCHSECONDS" "$kids" "$live"
+	else
+		printf -v record '__dlg_kept_tmux_pid=%q __dlg_kept_tmux_start=%q __dlg_kept_tmux_at= __dlg_kept_tmux_kids= __dlg_kept_tmux_live=' \
+			"$1" "${f[19]}"
+	fi
+	keep "$record"
 }
 
 # Sets ref to a file next to tasks/ whose modification time is the since: a quiet file

@@ -787,3 +787,163 @@ fn a_sync_of_more_tasks_than_one_find_takes_reads_every_chunk() {
         assert_eq!(t.dir_exists, t.task_key != other, "{}", t.task_key);
     }
 }
+
+/// The resident brother shell (transport/ssh/resident.sh) run locally by bash, with the
+/// tmux and find shims on its PATH; requests go as whole scripts (`A` frames).
+struct ResidentLoop {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    n: usize,
+}
+
+impl ResidentLoop {
+    fn start(s: &Scratch, shims: &Shims) -> ResidentLoop {
+        // The shims first (tmux and find are logged), then the rest (mktemp).
+        let real = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(shims.dir.clone()).chain(std::env::split_paths(&real))).unwrap();
+        let bash = std::env::split_paths(&real).map(|d| d.join("bash")).find(|p| p.is_file()).expect("bash on PATH");
+        let mut child = Command::new(bash)
+            .args(["-c", crate::transport::ssh::resident::LOOP_SH])
+            .env("TMUX_TMPDIR", s.dir.join("tmux"))
+            .env("HOME", &s.dir)
+            .env("TMPDIR", &s.dir)
+            .env("PATH", path)
+            .env("SHIM_LOG", &shims.log)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut r = ResidentLoop { child, out, n: 0 };
+        r.read_until(b"\x1edlg-ready 1\x1e\n", b"");
+        r
+    }
+    /// Reads until what came ends with `marker` and holds `within`.
+    fn read_until(&mut self, marker: &[u8], within: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !got.ends_with(marker) || !(within.is_empty() || got.windows(within.len()).any(|w| w == within)) {
+            let k = self.out.read(&mut buf).unwrap();
+            assert!(k > 0, "the resident shell ended: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..k]);
+        }
+        got
+    }
+    /// Runs `script`; returns its stdout and the programs the shims saw it start.
+    fn run(&mut self, shims: &Shims, script: &[u8]) -> (Vec<u8>, Vec<String>) {
+        use std::io::Write;
+        let _ = std::fs::remove_file(&shims.log);
+        self.n += 1;
+        let nonce = format!("a{}", self.n);
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(format!("A {nonce} {}\n", script.len()).as_bytes()).unwrap();
+        stdin.write_all(script).unwrap();
+        stdin.flush().unwrap();
+        let begin = format!("\x1edlg-begin {nonce}\x1e");
+        // (A request that failed says so with its status: the assertion below names it.)
+        let got = self.read_until(b"\x1e", format!("\x1edlg-end {nonce} ").as_bytes());
+        let body = &got[got.windows(begin.len()).position(|w| w == begin.as_bytes()).unwrap() + begin.len()..];
+        let end = format!("\x1edlg-end {nonce} 0\x1e");
+        assert!(body.ends_with(end.as_bytes()), "{}", String::from_utf8_lossy(&got));
+        let log = std::fs::read_to_string(&shims.log).unwrap_or_default();
+        (body[..body.len() - end.len()].to_vec(), log.lines().map(String::from).collect())
+    }
+}
+
+impl Drop for ResidentLoop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A resident shell keeps a large sync's tmux listing and uses it again, with no tmux
+/// process, while the server is the same process with the same children (its panes) and
+/// for a few seconds at most: a session ended or begun, a server started anew, or a listing
+/// grown old makes the next sync list again. The first listing is not kept (the children
+/// must be read before it), the second is.
+#[test]
+fn a_resident_shell_uses_a_large_syncs_tmux_listing_again_only_while_the_server_is_unchanged() {
+    let s = Scratch::new("sync-kept-listing");
+    let shims = Shims::new(&s);
+    let n = LARGE_SYNC + 6;
+    let tasks = fake_tasks(&s, n);
+    let session = |i: usize| format!("dlg-k-{i}");
+    let start = |name: &str| {
+        assert!(s.tmux(&["-f", "/dev/null", "new-session", "-d", "-s", name, "sleep 600"]).status.success())
+    };
+    for i in [0, 1, 2] {
+        start(&session(i));
+    }
+    let mut req = request(&s, &as_refs(&tasks), 1 << 20);
+    for t in &mut req.tasks {
+        t.want_launch_json = false;
+    }
+    let script = render_sync(&req).unwrap();
+    let mut shell = ResidentLoop::start(&s, &shims);
+    let alive = |out: &[u8]| -> Vec<String> {
+        let r = parsed(out, &req);
+        let mut v: Vec<String> = r.tasks.iter().filter(|t| t.session_alive).map(|t| t.task_key.clone()).collect();
+        v.sort();
+        v
+    };
+    let tmux_ran = |ran: &[String]| ran.iter().any(|p| p == "tmux");
+
+    // Listed twice (the first listing is not kept), then kept.
+    for round in 0..2 {
+        let (out, ran) = shell.run(&shims, &script);
+        assert!(tmux_ran(&ran), "round {round}: {ran:?}");
+        assert_eq!(alive(&out), ["k-0", "k-1", "k-2"]);
+    }
+    let (out, ran) = shell.run(&shims, &script);
+    assert!(!tmux_ran(&ran), "{ran:?}");
+    assert_eq!(alive(&out), ["k-0", "k-1", "k-2"]);
+
+    // A session ended: its pane is gone, so tmux is asked, and it is not alive.
+    assert!(s.tmux(&["kill-session", "-t", "=dlg-k-1"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (out, ran) = shell.run(&shims, &script);
+        if alive(&out) == ["k-0", "k-2"] {
+            assert!(tmux_ran(&ran), "{ran:?}");
+            break;
+        }
+        // (Until the server has reaped the pane, the children read the same: alive then
+        // is the truth, as its runner would still be running.)
+        assert!(Instant::now() < deadline, "the ended session still reads alive");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A session begun: listed again.
+    start(&session(5));
+    let (out, ran) = shell.run(&shims, &script);
+    assert!(tmux_ran(&ran), "{ran:?}");
+    assert_eq!(alive(&out), ["k-0", "k-2", "k-5"]);
+    let (_, ran) = shell.run(&shims, &script);
+    assert!(!tmux_ran(&ran), "{ran:?}");
+
+    // A listing older than its few seconds is made again.
+    let (_, ran) = shell.run(&shims, b"printf \"__dlg_kept_tmux_at=%s\\0\" $((EPOCHSECONDS - 11)) >&3\n");
+    assert!(ran.is_empty());
+    let (out, ran) = shell.run(&shims, &script);
+    assert!(tmux_ran(&ran), "{ran:?}");
+    assert_eq!(alive(&out), ["k-0", "k-2", "k-5"]);
+
+    // A server started anew (the same sessions' names): listed, and what it lists.
+    assert!(s.tmux(&["kill-server"]).status.success());
+    let (out, ran) = shell.run(&shims, &script);
+    assert!(tmux_ran(&ran) && alive(&out).is_empty(), "{ran:?}");
+    for i in [0, 3] {
+        start(&session(i));
+    }
+    for _ in 0..2 {
+        let (out, ran) = shell.run(&shims, &script);
+        assert!(tmux_ran(&ran), "{ran:?}");
+        assert_eq!(alive(&out), ["k-0", "k-3"]);
+    }
+    let (out, ran) = shell.run(&shims, &script);
+    assert!(!tmux_ran(&ran), "{ran:?}");
+    assert_eq!(alive(&out), ["k-0", "k-3"]);
+    let _ = s.tmux(&["kill-server"]);
+}
