@@ -575,7 +575,7 @@ fn why_missed(name: &str) -> &'static str {
          the task's files (~45 KB of helpers and run.sh, the prompt, launch.json: bash's \
          printf writes about 10 us per KB), the tmux server making the session and starting \
          the pane, the runner's start inside tmux (bash, its error file, two looks for the cancel \
-         mark) before it reports, the background chmod's fork, the shell's two forks per \
+         mark) before it reports, the background chmod's fork, the shell's one process per \
          request, and, launches being back to back on one CPU, the previous runner's start of \
          its agent (tee, the monitor, the agent's exec). ControlMaster pays \
          the same script work minus what the resident shell keeps. The hand-rolled launch \
@@ -586,17 +586,19 @@ fn why_missed(name: &str) -> &'static str {
          the connection are counted, not its mailbox work on the lead, so the ratio errs \
          against today's path (D1t, today's script without the resident shell and the clocks, \
          is shown apart). What is left for 1000 quiet tasks is on the brother: find reading 1000 \
-         task directories of some twenty entries each (~30 ms: fts reads every entry), one tmux \
-         list-sessions of 1000 sessions (~15-20 ms, the server's own time), decoding and \
-         checking the request (~30 KB: the shared key prefix once, no session names; ~6 ms); \
-         and on the lead, the mailbox's reads and its synced_at write (~9 ms). A large sync no longer names its quiet tasks: one Q line \
-         counts them and the lead looks their sessions up in the brother's list."
+         task directories of some twenty entries each (~30 ms: fts reads every entry), a tmux \
+         list-sessions of 1000 sessions (~15-20 ms, the server's own time) when the resident \
+         shell's kept listing does not hold (the server's children changed, or 10 s passed), \
+         decoding and checking the request (~30 KB: the shared key prefix once, no session \
+         names; ~6 ms); and on the lead, the mailbox's reads and its synced_at write (~9 ms). A \
+         large sync no longer names its quiet tasks: one Q line counts them and the lead looks \
+         their sessions up in the brother's list."
     } else if name.contains("sync K=10") {
         "a request through the resident shell is one round trip, and a small sync of quiet \
          running tasks starts no process on the brother (liveness from /proc, quiet files by \
          bash's -nt). What is left: the round trip through the delay proxy itself (tokio's \
          1 ms timer adds up to ~1 ms per hop: the F0 rows' extra over two round trips), the \
-         shell's two forks per request, bash's builtins over the tasks' files (~3 ms for ten), \
+         shell's one process per request, bash's builtins over the tasks' files (~3 ms for ten), \
          and the lead's mailbox reads and its host_syncs write (a synced commit)."
     } else if name.contains("cold CLI launch") {
         "both sides pay the same host-side work (the launch script: preflight, five task files, \
