@@ -49,8 +49,9 @@
 #   END
 # A reply without END was cut short.
 #
-# Cost does not grow by a process per task: one tmux call lists the live sessions, one find
-# per kind of task (since 0, or not) stats every synced file, printing only those modified
+# Cost does not grow by a process per task: one tmux call lists the live sessions (none in
+# a large sync whose resident shell kept a listing: tmux_kept), one find per kind of task
+# (since 0, or not; per thousand tasks) stats every synced file, printing only those modified
 # since the task's since, and only a file that grew is read: with bash builtins when what
 # is wanted ends within BUILTIN_READ_MAX bytes of the file's start (every file of a task
 # but a long stream or stderr log), else with one dd, whose seek makes its cost the same at
