@@ -349,7 +349,7 @@ runners_alive() {
 	[ -r /proc/self/stat ] || return 1
 	# (No =~ here: bash compiles a regular expression at each use, ~0.1 ms.)
 	local j i first pid start comm server='' IFS=' '
-	local -a f
+	local -a stat_fields
 	for ((j = 0, i = H + n; j < n; j++, i += ROW)); do
 		# (At most 256 bytes: an agent may have put anything there, a huge file with no newline.)
 		first=''
@@ -359,15 +359,13 @@ runners_alive() {
 		pid=${pid%% *}
 		case $pid:$start in *[!0-9:]* | :* | *: | 0*) return 1 ;; esac
 		[ "${#pid}" -le 10 ] && [ "${#start}" -le 20 ] || return 1
-		# pid (comm) state ppid ... start time the 22nd. A command name with a space in it
-		# shifts the fields: such a process is no runner of ours (bash), and tmux is asked.
-		read -r -a f 2>/dev/null <"/proc/$pid/stat" || return 1
-		[[ ${f[1]-} == "("*")" ]] && [ "${f[21]-}" = "$start" ] && [[ ${f[2]} != [ZXx] ]] || return 1
+		proc_stat "$pid" || return 1
+		[ "${stat_fields[19]-}" = "$start" ] && [[ ${stat_fields[0]-} != [ZXx] ]] || return 1
 		# Its parent, a live tmux server (read once per server): a runner whose server was
 		# killed is reparented while it winds down, and its session is gone already.
-		if [ "${f[3]-}" != "$server" ]; then
-			IFS= read -r comm 2>/dev/null <"/proc/${f[3]-0}/comm" && [ "$comm" = "tmux: server" ] || return 1
-			server=${f[3]}
+		if [ "${stat_fields[1]-}" != "$server" ]; then
+			IFS= read -r comm 2>/dev/null <"/proc/${stat_fields[1]-0}/comm" && [ "$comm" = "tmux: server" ] || return 1
+			server=${stat_fields[1]}
 		fi
 		alive[${v[i]}]=1
 	done
@@ -386,16 +384,9 @@ runners_alive() {
 # Otherwise false, with `kids` the children of the server kept, read now.
 tmux_kept() {
 	[ "${__dlg_resident-}" = 1 ] && [ -n "${__dlg_kept_tmux_pid-}" ] || return 1
-	local pid=$__dlg_kept_tmux_pid stat rest IFS=' '
-	local -a f
-	case $pid in '' | *[!0-9]*) return 1 ;; esac
-	IFS= read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
-	# After the command name (which may hold a space, as "tmux: server" does): state, ppid,
-	# ... the start time the 20th.
-	rest=${stat##*) }
-	# shellcheck disable=SC2206 # split on spaces on purpose (IFS above, globbing off)
-	f=($rest)
-	[ "${f[19]-}" = "${__dlg_kept_tmux_start-}" ] || return 1
+	local pid=$__dlg_kept_tmux_pid
+	local -a stat_fields
+	proc_stat "$pid" && [ "${stat_fields[19]-}" = "${__dlg_kept_tmux_start-}" ] || return 1
 	IFS= read -r -d '' kids 2>/dev/null <"/proc/$pid/task/$pid/children"
 	[ -n "${__dlg_kept_tmux_at-}" ] && [ $((EPOCHSECONDS - __dlg_kept_tmux_at)) -le "$TMUX_KEPT_SECS" ] &&
 		[ "$kids" = "${__dlg_kept_tmux_kids-}" ] && [ -n "$kids" ] || return 1
@@ -408,22 +399,29 @@ tmux_kept() {
 # server, for the next large sync to read its children before it lists.
 keep_tmux() {
 	[ "${__dlg_resident-}" = 1 ] || return 0
-	local stat rest record IFS=' '
-	local -a f
-	case $1 in '' | *[!0-9]*) return 0 ;; esac
-	IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
-	rest=${stat##*) }
-	# shellcheck disable=SC2206 # split on spaces on purpose (IFS above, globbing off)
-	f=($rest)
-	[ -n "${f[19]-}" ] || return 0
-	if [ "$1" = "${__dlg_kept_tmux_pid-}" ] && [ "${f[19]}" = "${__dlg_kept_tmux_start-}" ] && [ -n "$kids" ]; then
+	local record
+	local -a stat_fields
+	proc_stat "$1" && [ -n "${stat_fields[19]-}" ] || return 0
+	if [ "$1" = "${__dlg_kept_tmux_pid-}" ] && [ "${stat_fields[19]}" = "${__dlg_kept_tmux_start-}" ] && [ -n "$kids" ]; then
 		printf -v record '__dlg_kept_tmux_at=%q __dlg_kept_tmux_kids=%q __dlg_kept_tmux_live=%q' \
 			"$EPOCHSECONDS" "$kids" "$live"
 	else
 		printf -v record '__dlg_kept_tmux_pid=%q __dlg_kept_tmux_start=%q __dlg_kept_tmux_at= __dlg_kept_tmux_kids= __dlg_kept_tmux_live=' \
-			"$1" "${f[19]}"
+			"$1" "${stat_fields[19]}"
 	fi
 	keep "$record"
+}
+
+# proc_stat PID: sets the caller's stat_fields to the fields of /proc/PID/stat after the
+# command name (state, ppid, ... the start time, ticks since boot, at index 19); false
+# when PID is no number or no process. The command name may hold spaces and parentheses
+# ("tmux: server" does): the fields start after its last ")".
+proc_stat() {
+	local stat IFS=' '
+	case $1 in '' | *[!0-9]*) return 1 ;; esac
+	[ "${#1}" -le 10 ] && IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+	# shellcheck disable=SC2206 # split on spaces on purpose (IFS above; the sync runs with globbing off)
+	stat_fields=(${stat##*) })
 }
 
 # Sets ref to a file next to tasks/ whose modification time is the since: a quiet file
