@@ -784,7 +784,7 @@ impl Session {
             let (mut start_after, busy) = (false, guard.is_none());
             if let Some(mut state) = guard {
                 if let resident::State::Up(r) = &mut *state
-                    && (!r.usable().await || (r.idle_for() > resident::IDLE_PROBE && !self.answers_ping().await))
+                    && (!r.usable() || (r.idle_for() > resident::IDLE_PROBE && !self.answers_ping().await))
                     && let resident::State::Up(r) = std::mem::take(&mut *state)
                 {
                     r.end().await;
