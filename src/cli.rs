@@ -862,6 +862,9 @@ pub enum WarmCommand {
         /// Seconds without a request before it exits
         #[arg(long)]
         persist_secs: u64,
+        /// The data directory whose mailbox it keeps open
+        #[arg(long)]
+        mailbox: Option<PathBuf>,
     },
 }
 

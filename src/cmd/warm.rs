@@ -13,8 +13,8 @@ use super::block_on;
 use crate::cli::WarmCommand;
 
 pub fn run(config: Option<&Path>, command: WarmCommand) -> Result<()> {
-    if let WarmCommand::Serve { socket, persist_secs } = command {
-        return serve(socket, Duration::from_secs(persist_secs));
+    if let WarmCommand::Serve { socket, persist_secs, mailbox } = command {
+        return serve(socket, Duration::from_secs(persist_secs), mailbox);
     }
     let paths = crate::paths::resolve(config)?;
     let client = WarmClient::new(warm::socket_path(&paths.data_dir));
@@ -53,18 +53,21 @@ pub fn run(config: Option<&Path>, command: WarmCommand) -> Result<()> {
 
 /// The client commands use: through the daemon for `data_dir`, starting it when absent.
 pub(crate) fn client(data_dir: &Path, persist: Duration) -> WarmClient {
-    WarmClient::new(warm::socket_path(data_dir)).with_starter(Arc::new(move |socket| start(socket, persist)))
+    let mailbox = data_dir.to_path_buf();
+    WarmClient::new(warm::socket_path(data_dir)).with_starter(Arc::new(move |socket| start(socket, persist, &mailbox)))
 }
 
 /// Starts `delegate warm serve` detached: its own session (a terminal's Ctrl-C or hangup
 /// does not reach it), no stdio (a caller reading our output is not held open by it), and
 /// `/` as its directory (it must not pin the caller's).
-fn start(socket: &Path, persist: Duration) -> std::io::Result<()> {
+fn start(socket: &Path, persist: Duration, mailbox: &Path) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(["warm", "serve", "--persist-secs", &persist.as_secs().max(1).to_string(), "--socket"])
         .arg(socket)
+        .arg("--mailbox")
+        .arg(mailbox)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -82,13 +85,14 @@ fn start(socket: &Path, persist: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
-fn serve(socket: PathBuf, persist: Duration) -> Result<()> {
+fn serve(socket: PathBuf, persist: Duration, mailbox: Option<PathBuf>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("a tokio runtime")?;
     runtime
         .block_on(warm::serve(warm::ServeOptions {
             socket: socket.clone(),
             persist,
             resident: crate::paths::resident(),
+            mailbox,
         }))
         .with_context(|| format!("warm daemon on {}", socket.display()))
 }

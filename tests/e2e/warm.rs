@@ -67,6 +67,38 @@ fn repeated_commands_share_one_connection_held_by_the_warm_daemon() {
     assert_eq!(mode(socket(&env).parent().unwrap()), 0o700);
 }
 
+/// The files a process has open, by path.
+fn open_files(pid: i64) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_daemon_keeps_the_mailbox_open_so_no_command_rebuilds_its_wal_index() {
+    let host = FakeHost::start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let first = env.run(&["oppy", "one\n@self-test sleep 30", "--json"]).ok().json();
+    let pid = status(&env)["pid"].as_i64().expect("a daemon");
+    // Held open (mapped WAL index and all) between commands, with no transaction: every
+    // command after it writes and reads as before.
+    let db = std::fs::canonicalize(env.data.join("mailbox.db")).unwrap();
+    let shm = db.with_file_name("mailbox.db-shm");
+    wait_until("the daemon to hold the mailbox", Duration::from_secs(5), || {
+        let files = open_files(pid);
+        files.contains(&db) && files.contains(&shm)
+    });
+    let second = env.run(&["oppy", "two\n@self-test sleep 30", "--json"]).ok().json();
+    let listed = env.run(&["list", "--json"]).ok().json();
+    let ids: Vec<i64> = listed.as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect();
+    assert!(ids.contains(&first["id"].as_i64().unwrap()) && ids.contains(&second["id"].as_i64().unwrap()), "{listed}");
+    // Stopped, it lets the mailbox go whole: a command after it reads both tasks.
+    env.run(&["warm", "stop"]).ok();
+    wait_until("the daemon to exit", Duration::from_secs(10), || !alive(pid));
+    let listed = env.run(&["--no-warm", "list", "--json"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), ids.len(), "{listed}");
+}
+
 #[test]
 fn no_warm_flag_and_config_connect_directly_and_start_no_daemon() {
     let host = FakeHost::start();

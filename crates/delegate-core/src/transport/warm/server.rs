@@ -20,6 +20,9 @@ pub struct ServeOptions {
     /// Keep a resident shell on each connection (see `ssh::resident`); `false`: one exec
     /// per script.
     pub resident: bool,
+    /// The directory of the mailbox the commands using this daemon open: the daemon keeps
+    /// it open (see [`crate::mailbox::Holder`]) so that no command rebuilds its WAL index.
+    pub mailbox: Option<PathBuf>,
 }
 
 struct State {
@@ -87,6 +90,8 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
     });
     // SAFETY: geteuid has no failure mode.
     let uid = unsafe { libc::geteuid() };
+    // Taken at once, or at a later tick when the mailbox is not there yet.
+    let mut held = None;
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -103,6 +108,9 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
             _ = tick.tick() => {
                 if !still_ours(&opts.socket, inode) {
                     break;
+                }
+                if held.is_none() && let Some(dir) = &opts.mailbox {
+                    held = crate::mailbox::Holder::open(dir);
                 }
                 let idle = state.last.lock().expect("warm state lock").elapsed();
                 if state.active.load(Ordering::SeqCst) == 0 && idle >= state.persist {
