@@ -61,6 +61,18 @@ fn missing_tmux_is_exit_20_with_how_to_install_and_no_session() {
     no_tmux_server(&host);
 }
 
+/// The base tools are looked up together first (one lookup for all of them): one missing,
+/// even the last, is still found and named.
+#[test]
+fn a_missing_base_tool_is_exit_23_naming_it_and_nothing_starts() {
+    let host = FakeHost::builder().path_without(&["flock"]).start();
+    let env = Env::with_brother(&host, "self-test", "read");
+    let run = env.run(&["oppy", "needs flock", "--json"]).fails_with(23);
+    assert!(run.stderr().contains("'flock' not found on PATH"), "{run}");
+    assert_recorded_failed(&env, &run, &["'flock'", "not found"]);
+    no_tmux_server(&host);
+}
+
 #[test]
 fn missing_agent_is_exit_21_naming_the_command() {
     let host = FakeHost::builder().without_fake_agents().start();

@@ -159,13 +159,16 @@ env_kept() {
 	[ "${meta%%|*}" = "${SHELL:-/bin/bash}" ] || return 1
 	meta=${meta#*|}
 	[[ -n ${meta%%|*} && ${meta%%|*} != *[!0-9]* ]] && ((EPOCHSECONDS - ${meta%%|*} < 60)) || return 1
-	startup_present
-	[ "${meta#*|}" = "$startup_seen" ] || return 1
+	# One look at each start-up file: present (the list must be the same) and not newer.
 	local -a startup_files
 	list_startup_files
+	startup_seen=''
 	for f in "${startup_files[@]}"; do
-		if [ -e "$f" ] && [ "$f" -nt "$2" ]; then return 1; fi
+		[ -e "$f" ] || continue
+		[ "$f" -nt "$2" ] && return 1
+		startup_seen+="$f"$'\n'
 	done
+	[ "${meta#*|}" = "$startup_seen" ] || return 1
 	agent_env=("${kept_env_[@]}")
 }
 

@@ -107,7 +107,10 @@ main() {
 		raw=($DLG_VARS)
 		set +f
 		v=()
-		for i in "${!raw[@]}"; do printf -v 'v[i]' '%b' "${raw[i]}"; done
+		# (printf only where there is something to decode: most fields are plain.)
+		for i in "${!raw[@]}"; do
+			if [[ ${raw[i]} == *\\* ]]; then printf -v 'v[i]' '%b' "${raw[i]}"; else v[i]=${raw[i]}; fi
+		done
 	}
 	# new-session through the resident shell's tmux control client (tmux-control.sh), when
 	# it has one: 0 with `answer` set (the session was made), 1 with `why` set (tmux
@@ -323,10 +326,15 @@ main() {
 	local tool
 	# tee and grep: the runner tees the stream and counts turns with them.
 	# flock: cancel.sh, the inbox helper and the Claude hook take locks with it.
-	for tool in base64 sha256sum mkdir mv chmod stat timeout tee grep flock; do
-		command -v "$tool" >/dev/null 2>&1 ||
-			die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
-	done
+	# (All looked up on PATH by one `type -P`, false if any is missing (`command -v` with
+	# several names is true if one is found); then one at a time, to say which.)
+	local -a tools=(base64 sha256sum mkdir mv chmod stat timeout tee grep flock)
+	if ! type -P "${tools[@]}" >/dev/null 2>&1; then
+		for tool in "${tools[@]}"; do
+			command -v "$tool" >/dev/null 2>&1 ||
+				die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
+		done
+	fi
 
 	local -a v
 	decode_vars
