@@ -454,7 +454,7 @@ fn markdown(ctx: &Ctx, env: &serde_json::Value, ratios: &[Ratio], stamp: &str) -
         (
             "BS1",
             "BS1: single launch",
-            "One task on one host. Phases (median ms) come from delegate's own launch evidence: tcp / handshake / auth (cold connects only), exec (channel + exec + script + remote work), total; `mailbox_and_render_ms` is the library's time outside the SSH exchange (SQLite commits, rendering).",
+            "One task on one host. Phases (median ms) come from delegate's own launch evidence: tcp / handshake / auth (cold connects only), exec (channel + exec + script + remote work), total; `mailbox_and_render_ms` is the library's time outside the SSH exchange (SQLite commits, rendering). Every comparator starts against a tmux server with no sessions (each launch leaves one, and a server with hundreds makes every new client slower).",
         ),
         ("BS2", "BS2: fan-out", "One task on each of N hosts, wall time until the last launch returned."),
         (
@@ -556,12 +556,14 @@ fn why_missed(name: &str) -> &'static str {
     if name.contains("warm launch D3") && (name.contains("O2f") || name.contains("O2h")) {
         "D3 is D1 plus a CLI process (D3 - D1 in the BS1 table; client_cpu_ms is its CPU). A \
          profile of `delegate run` through the warm daemon (perf, this machine) puts about half \
-         of that CPU in the kernel: exec, page faults of a ~34 MB binary, the mailbox's two \
-         commits (each syncs the WAL: synchronous=FULL), reading the WAL back on open; a tenth \
-         in the dynamic loader (relocations, CPU feature probes); a tenth in SQLite (parsing the \
-         schema, the statements); the rest is delegate's own code and malloc. A thinner CLI \
-         (the daemon doing the mailbox work) would keep the exec, the loader and the commits' \
-         syncs. The brother's share is under the D1 rows."
+         of that CPU in the kernel: exec (a hello-world Rust binary takes ~1.4 ms to run \
+         here), page faults of a ~34 MB binary, the mailbox's two commits (each syncs the WAL: \
+         synchronous=FULL, ~0.45 ms a sync on this disk, and the directory once); a tenth in the \
+         dynamic loader; a tenth in SQLite (parsing the schema, the statements); the rest is \
+         delegate's own code and malloc. (The daemon holds the mailbox open, so no command \
+         rebuilds the WAL index by reading the whole WAL: that was ~2 ms.) A thinner CLI (the \
+         daemon doing the mailbox work) would keep the exec and the commits' syncs. The \
+         brother's share is under the D1 rows."
     } else if name.contains("warm launch")
         && (name.contains("O2f") || name.contains("O2h") || name.contains("floor (F0h"))
     {
@@ -576,8 +578,12 @@ fn why_missed(name: &str) -> &'static str {
          printf writes about 10 us per KB), the tmux server making the session and starting \
          the pane, the runner's start inside tmux (bash, its error file, two looks for the cancel \
          mark) before it reports, the background chmod's fork, the shell's one process per \
-         request, and, launches being back to back on one CPU, the previous runner's start of \
-         its agent (tee, the monitor, the agent's exec). ControlMaster pays \
+         request (fork and exit of the request's subshell, ~2.5 ms with their copy-on-write \
+         faults, measured with timing marks), the bash work of the launch itself (~5 ms: \
+         decoding, checks, the kept environment, writing ~60 KB in line-sized writes), and, \
+         launches being back to back on one CPU, the previous runner's start of its agent (tee, \
+         the monitor, the agent's exec: delaying it by 10 ms made launches slower, as it then \
+         lands on the next one). ControlMaster pays \
          the same script work minus what the resident shell keeps. The hand-rolled launch \
          (O2h, F0h) skips all of it: no environment, no preflight, no evidence, no helpers."
     } else if name.contains("sync K=1000") {
