@@ -83,7 +83,9 @@ main() {
 	# The runner's pid is on the first state line; it is ours only if that process still
 	# runs this task's run.sh (a pid can be recycled).
 	local pgid='' first='' runner='' arg ours=0
-	[ -f "$dir/agent.pgid" ] && read -r pgid <"$dir/agent.pgid"
+	# Only a whole line: the runner writes the file in place, and a read that comes mid-write
+	# finds no newline yet (then no agent yet, as when the file is missing).
+	[ -f "$dir/agent.pgid" ] && { read -r pgid <"$dir/agent.pgid" || pgid=''; }
 	read -r first <"$dir/state" 2>/dev/null
 	exec {lock}>&- # seen under the lock: the runner's `started` line, or it will see the mark
 	[[ $first =~ ^started\ pid=([0-9]+) ]] && runner=${BASH_REMATCH[1]}

@@ -182,6 +182,35 @@ fn cancel_reaches_an_agent_that_ignores_sigterm_through_the_runner() {
     assert!(!group_alive(pgid));
 }
 
+/// The runner writes agent.pgid in place, one line in one write (no `mv` process on every
+/// launch): a cancel reading it mid-write finds a line without its newline and takes it for
+/// no agent yet (the runner, which writes the file before it looks for the mark, stops the
+/// agent then); only a whole line is a group to signal.
+#[test]
+fn a_cancel_reading_agent_pgid_mid_write_signals_nothing() {
+    let s = Scratch::new("cancel-partial-pgid");
+    let dir = s.task_dir("k-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut group = std::process::Command::new("setsid").args(["sleep", "30"]).spawn().unwrap();
+    let pgid = group.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !group_alive(pgid) {
+        assert!(Instant::now() < deadline, "setsid sleep did not start its group");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(dir.join("agent.pgid"), pgid.to_string()).unwrap();
+    let (state, out) = cancel(&s, "k-1", "dlg-k-1");
+    assert_eq!(state, Some(CancelState::NotStarted), "{out}");
+    assert!(group_alive(pgid), "a group read from half a line was signalled");
+    std::fs::write(dir.join("agent.pgid"), format!("{pgid}\n")).unwrap();
+    // Reaped as soon as it ends, so the cancel sees the group gone.
+    let reaper = std::thread::spawn(move || group.wait());
+    let (state, out) = cancel(&s, "k-1", "dlg-k-1");
+    assert_eq!(state, Some(CancelState::Signalled), "{out}");
+    reaper.join().unwrap().unwrap();
+    assert!(!group_alive(pgid));
+}
+
 #[test]
 fn a_cancel_before_the_agent_starts_stops_it_when_it_does() {
     let s = Scratch::new("cancel-early");
