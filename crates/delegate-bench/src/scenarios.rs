@@ -200,24 +200,19 @@ fn time_openssh_launches(
     Ok(())
 }
 
-/// Each comparator starts against a tmux server with no sessions: every launch leaves one
-/// (a sleeping agent), and a server holding hundreds makes each new client slower (it polls
-/// every pane), so without this the comparators run later in the cell order would pay for
-/// the sessions of those before them.
-fn fresh_tmux(ctx: &Ctx) {
-    ctx.hosts.cleanup_sessions();
-}
-
 fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
     let rtt = ctx.levels[li].rtt;
     let total = p.warm + p.n_launch;
+    // Every comparator starts against a tmux server with no sessions (cleaned here and before
+    // each cell): each launch leaves one (a sleeping agent), and a server holding hundreds
+    // makes every new client slower (it polls every pane), so the comparators run later
+    // would otherwise pay for the sessions of those before them.
     ctx.hosts.cleanup_sessions();
     let renderer = ctx.open_lib(&ctx.levels[li], &format!("render-{rtt}"))?;
 
     // D1: the library on a warm pooled connection.
     {
         let mut d = ctx.open_lib(&ctx.levels[li], &format!("bs1-lib-{rtt}"))?;
-        fresh_tmux(ctx);
         let mut c = Collector::new("BS1", rtt, "", "D1", "delegate library, warm pooled connection");
         for i in 0..total {
             let t = Instant::now();
@@ -253,7 +248,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
     {
         let mut d = ctx.open_lib(&ctx.levels[li], &format!("bs1-libx-{rtt}"))?;
         d.transport().ssh_pool().set_resident(false);
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c =
             Collector::new("BS1", rtt, "", "D1x", "delegate library, warm pooled connection, one exec per launch");
         for i in 0..total {
@@ -272,7 +267,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
     }
     // D1c: the library cold (a new Delegate per launch: open the mailbox, connect, launch).
     {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", "D1c", "delegate library, cold (new Delegate + connect)");
         for i in 0..total {
             let t = Instant::now();
@@ -300,7 +295,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ("D2", false, "delegate CLI, new process, cold connect (--no-warm)"),
         ("D3", true, "delegate CLI, new process, warm path (daemon when present)"),
     ] {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", id, label);
         let data = format!("bs1-cli-{rtt}");
         for i in 0..total {
@@ -331,7 +326,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ("O1", false, "ssh h bash -s < script (OpenSSH, kex curve25519-sha256)"),
         ("O1d", true, "ssh h bash -s < script (OpenSSH default kex, sntrup761)"),
     ] {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", id, label);
         time_openssh_launches(ctx, &renderer, &mut c, total, p.warm, |ctx| {
             let mut cmd = ctx.ssh(&ctx.levels[li], defkex);
@@ -346,7 +341,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         let t = Instant::now();
         start_master(ctx, level, 1)?;
         let setup = ms(t);
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", "O2", "ssh -S ctl h bash -s < script (ControlMaster, warm)");
         c.note(&format!("creating the master (ssh -fN) took {setup:.1} ms"));
         time_openssh_launches(ctx, &renderer, &mut c, total, p.warm, |ctx| {
@@ -357,7 +352,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         })?;
         ctx.cells.push(c.finish());
         // O2f: the fair one: ControlMaster running delegate's own remote command.
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new(
             "BS1",
             rtt,
@@ -374,7 +369,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ctx.cells.push(c.finish());
         // O2h: the simplest launch a user could hand-roll through ControlMaster: make a
         // directory, write the prompt, `tmux new-session -d`, wait for the runner's first line.
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new(
             "BS1",
             rtt,
@@ -397,7 +392,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         }
         ctx.cells.push(c.finish());
         // F0: ControlMaster `true`.
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", "F0-cm-true", "floor: ssh -S ctl h true (ControlMaster)");
         for i in 0..total {
             let level = &ctx.levels[li];
@@ -416,7 +411,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ("F0-ssh-true", vec!["h1", "true"], "floor: ssh h true (cold OpenSSH)"),
         ("F0-ssh-G", vec!["-G", "h1"], "floor: ssh -G h (client start-up only)"),
     ] {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", id, label);
         for i in 0..total {
             let mut cmd = ctx.ssh(&ctx.levels[li], false);
@@ -436,7 +431,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ("F0-russh-true", true, "floor: bare russh exec `true`, warm, nodelay"),
         ("F0n-russh-true", false, "floor: bare russh exec `true`, warm, nodelay=false (D1n stand-in)"),
     ] {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", id, label);
         let bare = ctx.rt.block_on(Bare::connect(port, &user, &key, nodelay))?;
         for i in 0..total {
@@ -455,7 +450,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ctx.cells.push(c.finish());
     }
     {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", "F0-russh-script", "floor: bare russh exec of the script, warm");
         let bare = ctx.rt.block_on(Bare::connect(port, &user, &key, true))?;
         for i in 0..total {
@@ -478,7 +473,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         // The honest launch's necessary parts alone (the hand-rolled launch of O2h, its
         // prompt on stdin) on a warm bare connection: the report's launch floor is this at
         // 0 ms plus one round trip.
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c =
             Collector::new("BS1", rtt, "", "F0h", "floor: bare russh exec of the hand-rolled honest launch, warm");
         let bare = ctx.rt.block_on(Bare::connect(port, &user, &key, true))?;
@@ -498,7 +493,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
         ctx.cells.push(c.finish());
     }
     {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c = Collector::new("BS1", rtt, "", "F0-russh-cold", "floor: bare russh connect + auth + exec `true`");
         for i in 0..total {
             let t = Instant::now();
@@ -521,7 +516,7 @@ fn bs1(ctx: &mut Ctx, li: usize, p: &Plan) -> Result<()> {
     }
     // F0: the remote work alone: the script run locally as the login user, no SSH.
     if li == 0 {
-        fresh_tmux(ctx);
+        ctx.hosts.cleanup_sessions();
         let mut c =
             Collector::new("BS1", 0, "", "F0-local", "floor: bash -s < script locally as the host user (no SSH)");
         for i in 0..total {

@@ -124,13 +124,19 @@ list_startup_files() {
 		/etc/fish/config.fish "$HOME/.config/fish/config.fish" "$HOME/.config/fish/conf.d")
 }
 
-# Which start-up files exist, as one line (part of what a kept environment is checked by).
+# startup_present [STAMP]: which start-up files exist, as one line into startup_seen (part
+# of what a kept environment is checked by); with STAMP, false as soon as one that exists is
+# newer than it (one look at each file).
 startup_present() {
 	local f
 	local -a startup_files
 	list_startup_files
 	startup_seen=''
-	for f in "${startup_files[@]}"; do [ -e "$f" ] && startup_seen+="$f"$'\n'; done
+	for f in "${startup_files[@]}"; do
+		[ -e "$f" ] || continue
+		[ -z "${1-}" ] || ! [ "$f" -nt "$1" ] || return 1
+		startup_seen+="$f"$'\n'
+	done
 	return 0
 }
 
@@ -154,20 +160,12 @@ keep_env() {
 # STAMP; false otherwise.
 env_kept() {
 	local -n kept_meta_=__dlg_kept_envmeta_$1 kept_env_=__dlg_kept_env_$1
-	local meta=${kept_meta_-} startup_seen f
+	local meta=${kept_meta_-} startup_seen
 	[ -n "$meta" ] && [ -f "$2" ] && ! [ -L "$2" ] || return 1
 	[ "${meta%%|*}" = "${SHELL:-/bin/bash}" ] || return 1
 	meta=${meta#*|}
 	[[ -n ${meta%%|*} && ${meta%%|*} != *[!0-9]* ]] && ((EPOCHSECONDS - ${meta%%|*} < 60)) || return 1
-	# One look at each start-up file: present (the list must be the same) and not newer.
-	local -a startup_files
-	list_startup_files
-	startup_seen=''
-	for f in "${startup_files[@]}"; do
-		[ -e "$f" ] || continue
-		[ "$f" -nt "$2" ] && return 1
-		startup_seen+="$f"$'\n'
-	done
+	startup_present "$2" || return 1
 	[ "${meta#*|}" = "$startup_seen" ] || return 1
 	agent_env=("${kept_env_[@]}")
 }

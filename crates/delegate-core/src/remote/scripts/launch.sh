@@ -331,7 +331,7 @@ main() {
 	local -a tools=(base64 sha256sum mkdir mv chmod stat timeout tee grep flock)
 	if ! type -P "${tools[@]}" >/dev/null 2>&1; then
 		for tool in "${tools[@]}"; do
-			command -v "$tool" >/dev/null 2>&1 ||
+			type -P "$tool" >/dev/null 2>&1 ||
 				die 23 "'$tool' not found on PATH ($PATH) on this host: delegate needs bash, coreutils and tmux"
 		done
 	fi

@@ -140,7 +140,8 @@ impl Resident {
     /// Whether a request may be sent: the shell has not ended and has sent nothing since the
     /// last reply (output between requests is unexplained; the shell is then let go).
     pub(crate) fn usable(&mut self) -> bool {
-        nothing_pending(&mut self.reader)
+        use futures_util::FutureExt;
+        nothing_pending(|| self.reader.wait().now_or_never())
     }
 
     /// Sends one script and reads its framed reply within `limit`, keeping at most `max`
@@ -272,25 +273,12 @@ fn tag(payload: &[u8]) -> char {
 /// at a time).
 const READ_N_MAX: usize = 64 * 1024;
 
-/// 128 random bits, hex: the request's id in its frame and in every marker of its reply.
-/// A channel's incoming messages, taken only if already there.
-trait Pending {
-    fn take_now(&mut self) -> Option<Option<ChannelMsg>>;
-}
-
-impl Pending for ChannelReadHalf {
-    fn take_now(&mut self) -> Option<Option<ChannelMsg>> {
-        use futures_util::FutureExt;
-        self.wait().now_or_never()
-    }
-}
-
-/// Nothing but window adjustments and successes came in: looked at with one poll each, not
-/// a zero timeout (tokio rounds a timer's deadline up to its next millisecond tick, so
-/// `timeout(ZERO, ..)` held every request up to 1 ms).
-fn nothing_pending(channel: &mut impl Pending) -> bool {
+/// Nothing but window adjustments and successes came in, `take_now` giving what is already
+/// there: looked at with one poll each, not a zero timeout (tokio rounds a timer's deadline
+/// up to its next millisecond tick, so `timeout(ZERO, ..)` held every request up to 1 ms).
+fn nothing_pending(mut take_now: impl FnMut() -> Option<Option<ChannelMsg>>) -> bool {
     loop {
-        match channel.take_now() {
+        match take_now() {
             None => return true,
             Some(Some(ChannelMsg::WindowAdjusted { .. } | ChannelMsg::Success)) => continue,
             Some(_) => return false,
@@ -298,6 +286,7 @@ fn nothing_pending(channel: &mut impl Pending) -> bool {
     }
 }
 
+/// 128 random bits, hex: the request's id in its frame and in every marker of its reply.
 fn nonce() -> String {
     use rand::RngCore;
     let mut raw = [0u8; 16];
@@ -434,26 +423,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    impl Pending for tokio::sync::mpsc::UnboundedReceiver<ChannelMsg> {
-        fn take_now(&mut self) -> Option<Option<ChannelMsg>> {
-            use futures_util::FutureExt;
-            self.recv().now_or_never()
-        }
-    }
-
     /// Outside any runtime, so a check that waited on a timer (the zero timeout it was,
     /// which held each request up to a millisecond) would panic here.
     #[test]
     fn the_shell_is_looked_at_without_waiting_on_a_timer() {
+        use futures_util::FutureExt;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        assert!(nothing_pending(&mut rx), "nothing came: usable");
+        let mut pending = || nothing_pending(|| rx.recv().now_or_never());
+        assert!(pending(), "nothing came: usable");
         tx.send(ChannelMsg::WindowAdjusted { new_size: 10 }).unwrap();
         tx.send(ChannelMsg::Success).unwrap();
-        assert!(nothing_pending(&mut rx), "window adjustments and successes are not output");
+        assert!(pending(), "window adjustments and successes are not output");
         tx.send(ChannelMsg::Data { data: b"stray".as_slice().into() }).unwrap();
-        assert!(!nothing_pending(&mut rx), "output between requests is unexplained");
+        assert!(!pending(), "output between requests is unexplained");
         drop(tx);
-        assert!(!nothing_pending(&mut rx), "an ended channel is not usable");
+        assert!(!pending(), "an ended channel is not usable");
     }
 
     #[test]
